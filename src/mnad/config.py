@@ -1,0 +1,173 @@
+"""Configuration as data: one dataclass per concern, recipes as TOML files.
+
+A recipe (``configs/<name>.toml``, shipped inside the package) fills these dataclasses; the CLI and the
+Python API override single fields with ``section.field=value`` strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from mnad.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    task: Literal["pred", "recon"] = "pred"  # predict the next frame (U-Net with skips) or reconstruct (no skips)
+    t_length: int = 5  # frames per sample: pred uses t_length-1 inputs to predict the last one; recon uses 1
+    channels: int = 3  # image channels (3 even for grayscale Ped2, as in the published runs)
+    image_size: int = 256
+    width: int = 64  # channels of the first U-Net stage; the query dimension is 8 * width (512 by default)
+    memory: bool = True  # False gives the paper's "w/o Mem." baseline: decoder sees the query alone
+    memory_size: int = 10
+    update_max_over: Literal["all", "assigned"] = "all"  # code: max over all queries; paper Eq. 5: assigned only
+
+    @property
+    def feature_dim(self) -> int:
+        return 8 * self.width
+
+    @property
+    def input_frames(self) -> int:
+        return self.t_length - 1 if self.task == "pred" else 1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 4
+    lr: float = 2e-4
+    lambda_compact: float = 0.1
+    lambda_separate: float = 0.1
+    seed: int = 0
+    clip_stride: int = 1  # take every n-th clip of each training video per epoch (1 = all, as published)
+    bf16: bool = False  # bf16 autocast for the U-Net (memory maths stays fp32)
+    channels_last: bool = False
+    device: str = "cpu"
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    cache_frames: bool = True  # decode and resize each frame once, keep it in memory
+
+
+@dataclass
+class EvalConfig:
+    alpha: float = 0.6  # weight of PSNR in the score (lambda in the paper); 1.0 = PSNR only
+    gamma: float = 0.01  # test-time memory update when the weighted regular score E_t < gamma
+    test_update: bool = True
+    regular_score: Literal["code", "paper"] = "code"  # per-element squared errors (code) or per-pixel norms (paper)
+    psnr_peak: Literal["one", "max"] = "one"  # code: peak 1; paper: max of the predicted frame
+    normalization: Literal["video", "causal"] = "video"  # per-video min-max (published) or running, causal min-max
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    dataset: str = ""  # dataset folder name under the data root (ped2, avenue, shanghai, ...)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Config:
+        cfg = cls()
+        for key, value in data.items():
+            if isinstance(value, dict):
+                section = getattr(cfg, key, None)
+                if not dataclasses.is_dataclass(section):
+                    raise ConfigError(f"{source}: unknown section [{key}]")
+                for sub_key, sub_value in value.items():
+                    _set_field(section, sub_key, sub_value, f"{source}: [{key}]")
+            else:
+                _set_field(cfg, key, value, source)
+        cfg.validate(source)
+        return cfg
+
+    def override(self, assignments: list[str]) -> Config:
+        """Apply ``section.field=value`` strings (value parsed as TOML, bare words as strings)."""
+        data = self.to_dict()
+        for text in assignments:
+            key, sep, raw = text.partition("=")
+            if not sep:
+                raise ConfigError(f"override {text!r}: expected section.field=value")
+            *path, last = key.strip().split(".")
+            target = data
+            for part in path:
+                if not isinstance(target.get(part), dict):
+                    raise ConfigError(f"override {text!r}: unknown section {part!r}")
+                target = target[part]
+            if last not in target:
+                raise ConfigError(f"override {text!r}: unknown field {key!r}")
+            target[last] = _parse_value(raw.strip())
+        return Config.from_dict(data, source="overrides")
+
+    def validate(self, source: str = "config") -> None:
+        m = self.model
+        if m.task not in ("pred", "recon"):
+            raise ConfigError(f"{source}: model.task must be 'pred' or 'recon', got {m.task!r}")
+        if m.task == "pred" and m.t_length < 2:
+            raise ConfigError(f"{source}: the prediction task needs model.t_length >= 2, got {m.t_length}")
+        if m.channels not in (1, 3):
+            raise ConfigError(f"{source}: model.channels must be 1 or 3, got {m.channels}")
+        if m.image_size % 8 or m.image_size < 16:
+            raise ConfigError(f"{source}: model.image_size must be a multiple of 8 and >= 16, got {m.image_size}")
+        if m.update_max_over not in ("all", "assigned"):
+            raise ConfigError(f"{source}: model.update_max_over must be 'all' or 'assigned'")
+        e = self.eval
+        if not 0.0 <= e.alpha <= 1.0:
+            raise ConfigError(f"{source}: eval.alpha must lie in [0, 1], got {e.alpha}")
+        if e.regular_score not in ("code", "paper") or e.psnr_peak not in ("one", "max"):
+            raise ConfigError(f"{source}: eval.regular_score must be code|paper and eval.psnr_peak one|max")
+        if e.normalization not in ("video", "causal"):
+            raise ConfigError(f"{source}: eval.normalization must be 'video' or 'causal'")
+        if self.train.batch_size < 1 or self.train.epochs < 0 or self.train.clip_stride < 1:
+            raise ConfigError(f"{source}: train.batch_size and train.clip_stride must be >= 1, train.epochs >= 0")
+
+
+def _set_field(obj: Any, key: str, value: Any, where: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if key not in fields:
+        raise ConfigError(f"{where}: unknown field {key!r} (known: {', '.join(fields)})")
+    current = getattr(obj, key)
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(current) is not type(value) and not (isinstance(current, str) and isinstance(value, str)):
+        raise ConfigError(f"{where}: {key} must be {type(current).__name__}, got {value!r}")
+    setattr(obj, key, value)
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("mnad.configs").iterdir() if p.name.endswith(".toml"))
+
+
+def load_config(name_or_path: str | Path) -> Config:
+    """Load a recipe by name (``ped2_pred``) or from a TOML file path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{path}: recipe file not found")
+        text, source = path.read_text(), str(path)
+    else:
+        resource = resources.files("mnad.configs") / f"{name_or_path}.toml"
+        if not resource.is_file():
+            raise ConfigError(f"unknown recipe {str(name_or_path)!r}; known: {', '.join(recipe_names())}")
+        text, source = resource.read_text(), f"recipe {name_or_path}"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+    return Config.from_dict(data, source=source)

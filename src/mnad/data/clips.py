@@ -1,0 +1,54 @@
+"""Clips of consecutive frames as tensors, for training and scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mnad.data.sources import Video
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, C) -> float (..., C, H, W) in [-1, 1], the published x / 127.5 - 1."""
+    return torch.from_numpy(frames).movedim(-1, -3).float().div_(127.5).sub_(1.0)
+
+
+class FrameStore:
+    """Decoded, resized frames of a list of videos, optionally kept in memory so each is decoded once
+    (a training clip of 5 frames would otherwise decode every frame 5 times per epoch)."""
+
+    def __init__(self, videos: list[Video], size: int, channels: int, *, cache: bool = True) -> None:
+        self.videos, self.size, self.channels, self.cache = videos, size, channels, cache
+        self._frames: dict[tuple[int, int], np.ndarray] = {}
+
+    def frame(self, video: int, index: int) -> np.ndarray:
+        key = (video, index)
+        found = self._frames.get(key)
+        if found is None:
+            found = self.videos[video].frame(index, self.size, self.channels)
+            if self.cache:
+                self._frames[key] = found
+        return found
+
+    def clip(self, video: int, start: int, length: int) -> np.ndarray:
+        return np.stack([self.frame(video, i) for i in range(start, start + length)])
+
+
+class ClipDataset(Dataset):
+    """Every window of ``length`` consecutive frames of every video (stride 1 by default), as (T, C, H, W)."""
+
+    def __init__(self, store: FrameStore, length: int, *, stride: int = 1) -> None:
+        self.store, self.length = store, length
+        self.index = [
+            (v, start)
+            for v, video in enumerate(store.videos)
+            for start in range(0, len(video) - length + 1, stride)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        video, start = self.index[i]
+        return to_tensor(self.store.clip(video, start, self.length))

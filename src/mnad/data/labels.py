@@ -1,0 +1,111 @@
+"""Frame labels (1 = abnormal) in the formats in use, split per test video and checked against the frames.
+
+- ``.npy``: all test videos concatenated in sorted order, shape (N,) or (1, N) (both shapes are published)
+- ``.csv``: abnormal intervals, columns ``video,first_abnormal_frame,last_abnormal_frame`` (or ``start,end``),
+  1-based and inclusive, any number of rows per video; an optional ``frames`` column is checked
+- ``.m``: the original UCSD ground truth, ``TestVideoFile{end+1}.gt_frame = [61:180];`` one line per test video
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mnad.data.sources import Video
+from mnad.errors import DataError
+
+
+def find_label_file(directory: Path, dataset: str) -> Path | None:
+    """The usual label file beside a dataset (or one folder up), if there is one."""
+    names = [f"frame_labels_{dataset}.npy", "test_anomalies.csv", f"{directory.name}.m"]
+    for folder in (directory, directory.parent):
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    return next(iter(sorted(directory.glob("frame_labels_*.npy"))), None)
+
+
+def load_labels(path: str | Path, videos: list[Video]) -> list[np.ndarray]:
+    """Per-video int arrays of 0/1, one entry per frame of each video in ``videos``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _split(_read_npy(path), videos, path)
+    if suffix == ".csv":
+        return _read_intervals_csv(path, videos)
+    if suffix == ".m":
+        return _read_ucsd_m(path, videos)
+    raise DataError(f"{path}: unknown label format (expected .npy, .csv or .m)")
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc})") from exc
+    if labels.ndim == 2 and labels.shape[0] == 1:
+        labels = labels[0]
+    if labels.ndim != 1:
+        raise DataError(f"{path}: labels must have shape (N,) or (1, N), got {labels.shape}")
+    if labels.dtype.kind not in "biuf":
+        raise DataError(f"{path}: labels must be numbers, got dtype {labels.dtype}")
+    if not np.isin(labels, (0, 1)).all():
+        bad = labels[~np.isin(labels, (0, 1))][:3]
+        raise DataError(f"{path}: labels must be 0 (normal) or 1 (abnormal), found {bad.tolist()}")
+    return labels.astype(np.int64)
+
+
+def _split(labels: np.ndarray, videos: list[Video], path: Path) -> list[np.ndarray]:
+    counts = [len(v) for v in videos]
+    if labels.size != sum(counts):
+        raise DataError(f"{path}: {labels.size} labels, but the {len(videos)} test videos have {sum(counts)} frames")
+    return np.split(labels, np.cumsum(counts)[:-1])
+
+
+def _read_intervals_csv(path: Path, videos: list[Video]) -> list[np.ndarray]:
+    by_name = {v.name: np.zeros(len(v), dtype=np.int64) for v in videos}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        start_key = next((k for k in ("first_abnormal_frame", "start") if k in fields), None)
+        end_key = next((k for k in ("last_abnormal_frame", "end") if k in fields), None)
+        if "video" not in fields or not start_key or not end_key:
+            raise DataError(f"{path}: expected columns video, first_abnormal_frame, last_abnormal_frame; got {fields}")
+        for line, row in enumerate(reader, start=2):
+            name = row["video"].strip()
+            labels = by_name.get(name)
+            if labels is None:
+                raise DataError(f"{path}, line {line}: video {name!r} is not among the test videos")
+            if row.get("frames", "").strip() and int(row["frames"]) != labels.size:
+                raise DataError(f"{path}, line {line}: video {name} has {labels.size} frames, the file says {row['frames']}")
+            if not row[start_key].strip():
+                continue  # a video without anomalies
+            try:
+                first, last = int(row[start_key]), int(row[end_key])
+            except ValueError as exc:
+                raise DataError(f"{path}, line {line}: interval bounds must be integers") from exc
+            if not 1 <= first <= last <= labels.size:
+                raise DataError(f"{path}, line {line}: interval {first}-{last} outside video {name} (frames 1-{labels.size})")
+            labels[first - 1 : last] = 1
+    return list(by_name.values())
+
+
+def _read_ucsd_m(path: Path, videos: list[Video]) -> list[np.ndarray]:
+    entries = re.findall(r"gt_frame\s*=\s*\[([^\]]*)\]", path.read_text(errors="replace"))
+    if len(entries) != len(videos):
+        raise DataError(f"{path}: ground truth for {len(entries)} videos, but there are {len(videos)} test videos")
+    result = []
+    for video, entry in zip(videos, entries, strict=True):
+        labels = np.zeros(len(video), dtype=np.int64)
+        for first, last in re.findall(r"(\d+)\s*(?::\s*(\d+))?", entry):
+            first_i, last_i = int(first), int(last or first)
+            if not 1 <= first_i <= last_i <= labels.size:
+                raise DataError(f"{path}: interval {first_i}:{last_i} outside video {video.name} (frames 1-{labels.size})")
+            labels[first_i - 1 : last_i] = 1
+        result.append(labels)
+    return result

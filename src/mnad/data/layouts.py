@@ -1,0 +1,73 @@
+"""Where the videos of a dataset split live, for the layouts in use.
+
+- standard (Liu et al., used by MNAD): ``<root>/<dataset>/{training,testing}/frames/<video>/<frame>.jpg``
+- video files: ``<root>/<dataset>/{training,testing}/videos/<video>.avi`` or ``{training,testing}_videos/`` (Avenue)
+- the original UCSD archive: ``<root>/UCSDped2/{Train,Test}/Train001/001.tif`` (``*_gt`` mask folders skipped)
+- any folder of frame folders and/or video files (own footage): pass it directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mnad.data.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameFolder, Video, VideoFile
+from mnad.errors import DataError
+
+UCSD_SPLITS = {"training": "Train", "testing": "Test"}
+UCSD_NAMES = {"ped1": "UCSDped1", "ped2": "UCSDped2"}
+
+
+def dataset_dir(data_root: str | Path, dataset: str = "") -> Path:
+    """The folder that holds the splits: ``<root>/<dataset>``, its UCSD archive name, or the root itself."""
+    root = Path(data_root)
+    if not root.exists():
+        raise DataError(f"{root}: data root not found")
+    if not root.is_dir():
+        raise DataError(f"{root}: data root is a file, expected a folder")
+    for name in (dataset, UCSD_NAMES.get(dataset, "")):
+        if name and (root / name).is_dir():
+            return root / name
+    if _split_dir(root, "training") or _split_dir(root, "testing"):
+        return root
+    wanted = f" (looked for {root / dataset})" if dataset else ""
+    raise DataError(f"{root}: no dataset here{wanted}; expected training/ and testing/ folders (see docs/data.md)")
+
+
+def _split_dir(directory: Path, split: str) -> Path | None:
+    candidates = [directory / split / "frames", directory / split / "videos", directory / f"{split}_videos", directory / split]
+    candidates.append(directory / UCSD_SPLITS[split])
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def list_videos(folder: str | Path) -> list[Video]:
+    """Every video in a folder, in sorted name order: sub-folders of frames and video files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    videos: list[Video] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name.endswith("_gt"):
+            continue
+        if entry.is_dir():
+            if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entry.iterdir()):
+                videos.append(FrameFolder(entry))
+            else:
+                raise DataError(f"{entry}: folder has no frames ({'/'.join(sorted(IMAGE_EXTENSIONS))} files)")
+        elif entry.suffix.lower() in VIDEO_EXTENSIONS:
+            videos.append(VideoFile(entry))
+    if not videos and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir()):
+        videos.append(FrameFolder(folder))  # a single frame folder given directly
+    if not videos:
+        raise DataError(f"{folder}: no videos (no frame folders and no {'/'.join(sorted(VIDEO_EXTENSIONS))} files)")
+    return videos
+
+
+def split_videos(data_root: str | Path, dataset: str, split: str) -> list[Video]:
+    """The videos of ``split`` ('training' or 'testing') of a dataset, in sorted order."""
+    if split not in UCSD_SPLITS:
+        raise ValueError(f"split must be 'training' or 'testing', got {split!r}")
+    directory = dataset_dir(data_root, dataset)
+    found = _split_dir(directory, split)
+    if found is None:
+        raise DataError(f"{directory}: no {split} split (looked for {split}/frames, {split}/videos, {split}_videos, {UCSD_SPLITS[split]})")
+    return list_videos(found)

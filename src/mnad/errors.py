@@ -1,0 +1,17 @@
+"""Errors a user can act on: each names the file or option at fault and what is wrong with it."""
+
+
+class MNADError(Exception):
+    """Base class of the errors mnad raises for bad input."""
+
+
+class DataError(MNADError):
+    """A frame, video, folder or label file that cannot be used."""
+
+
+class ConfigError(MNADError):
+    """A recipe or option that is unknown or out of range."""
+
+
+class CheckpointError(MNADError):
+    """A checkpoint that is missing, damaged or belongs to another model."""

@@ -1,0 +1,36 @@
+"""Training objective (paper Eq. 8): frame loss + lambda_c * compactness + lambda_s * separateness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mnad.model.mnad import MNAD, MNADOutput
+
+
+@dataclass
+class Losses:
+    total: torch.Tensor
+    frame: torch.Tensor
+    compact: torch.Tensor
+    separate: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(v.detach()) for k, v in vars(self).items()}
+
+
+def mnad_loss(model: MNAD, output: MNADOutput, target: torch.Tensor, lambda_compact: float, lambda_separate: float) -> Losses:
+    """Losses against the memory *before* this batch's update, as in the published code.
+
+    The frame loss is a per-element MSE in [-1, 1]; compactness is an MSE to the nearest item (so divided by the
+    feature dimension) and separateness a mean triplet hinge with margin 1 (method doc 2.5).
+    """
+    frame = F.mse_loss(output.frame.float(), target.float())
+    zero = frame.new_zeros(())
+    if model.memory is None:
+        return Losses(frame, frame, zero, zero)
+    compact, separate = model.memory.losses(output.queries.reshape(-1, output.queries.shape[-1]))
+    total = frame + lambda_compact * compact + lambda_separate * separate
+    return Losses(total, frame, compact, separate)

@@ -1,0 +1,66 @@
+"""The memory module (method doc, section 2): M unit-norm items that queries read and update.
+
+Items are a buffer, not a parameter: they change only through the update rule, never by backprop, and they are
+saved and loaded with the weights. Queries are passed flattened to (N, C), already L2-normalised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Memory(nn.Module):
+    def __init__(self, size: int = 10, dim: int = 512, *, update_max_over: str = "all") -> None:
+        super().__init__()
+        if update_max_over not in ("all", "assigned"):
+            raise ValueError(f"update_max_over must be 'all' or 'assigned', got {update_max_over!r}")
+        self.update_max_over = update_max_over
+        # Uniform [0, 1) rows, normalised: the published initialisation (the items start nearly parallel).
+        self.register_buffer("items", F.normalize(torch.rand(size, dim), dim=1))
+
+    def similarity(self, queries: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of every query to every item, (N, M). No temperature, as published."""
+        return queries @ self.items.t()
+
+    def read(self, queries: torch.Tensor) -> torch.Tensor:
+        """Each query's softmax-weighted sum of items (paper Eqs. 1-2). Weights carry no gradient."""
+        weights = F.softmax(self.similarity(queries), dim=1).detach()
+        return weights @ self.items
+
+    def losses(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature compactness and separateness losses, scaled as in the published code (method doc 2.5)."""
+        top2 = self.similarity(queries).topk(2, dim=1).indices
+        nearest, second = self.items[top2[:, 0]], self.items[top2[:, 1]]
+        compact = F.mse_loss(queries, nearest)
+        separate = F.triplet_margin_loss(queries, nearest, second, margin=1.0)
+        return compact, separate
+
+    @torch.no_grad()
+    def update(self, queries: torch.Tensor, *, reduce_max: Reduce | None = None, reduce_sum: Reduce | None = None) -> None:
+        """p_m <- normalize(p_m + sum_{k in U_m} v'_km q_k), all items at once (paper Eqs. 3-5).
+
+        v_km is a softmax over the queries, divided by its max over queries. The softmax denominator cancels in
+        that ratio, so v'_km = exp(s_km - max_k s_km): no softmax over N is needed, and across processes the max
+        and the weighted sums reduce independently (``reduce_max`` / ``reduce_sum``, e.g. all-reduce in DDP).
+        """
+        queries = queries.float()
+        scores = self.similarity(queries)  # (N, M)
+        nearest = scores.argmax(dim=1)  # U_m = {k : nearest[k] == m}
+        own_score = scores.gather(1, nearest[:, None]).squeeze(1)
+        if self.update_max_over == "all":  # published code: max over every query of the batch
+            max_score = scores.amax(dim=0)
+        else:  # paper Eq. 5: max over the queries assigned to the item
+            max_score = torch.full_like(self.items[:, 0], -torch.inf).scatter_reduce(0, nearest, own_score, "amax")
+        if reduce_max is not None:
+            max_score = reduce_max(max_score)
+        weights = torch.exp(own_score - max_score[nearest])  # v'_k for its own item, in (0, 1]
+        delta = torch.zeros_like(self.items).index_add_(0, nearest, weights[:, None] * queries)
+        if reduce_sum is not None:
+            delta = reduce_sum(delta)
+        self.items.copy_(F.normalize(self.items + delta, dim=1))

@@ -1,0 +1,55 @@
+"""MNAD as a plain nn.Module: encoder -> L2-normalised queries -> memory read -> decoder.
+
+Training glue (losses, memory update schedule) lives in ``mnad.train``; scoring in ``mnad.scoring``/``mnad.evaluate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnad.config import ModelConfig
+from mnad.model.memory import Memory
+from mnad.model.unet import Decoder, Encoder
+
+
+@dataclass
+class MNADOutput:
+    frame: torch.Tensor  # predicted (pred) or reconstructed (recon) frame, (B, C, H, W) in [-1, 1]
+    queries: torch.Tensor  # L2-normalised queries, (B, K, C) with K = (H/8) * (W/8), fp32
+
+
+class MNAD(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, w = config.channels, config.width
+        self.encoder = Encoder(c * config.input_frames, w)
+        self.memory = Memory(config.memory_size, config.feature_dim, update_max_over=config.update_max_over) if config.memory else None
+        decoder_in = 2 * config.feature_dim if config.memory else config.feature_dim
+        self.decoder = Decoder(decoder_in, c, w, skips=config.task == "pred")
+
+    def forward(self, frames: torch.Tensor) -> MNADOutput:
+        """``frames``: (B, input_frames * C, H, W), input frames stacked along channels, oldest first."""
+        features, skips = self.encoder(frames)
+        b, c, h, w = features.shape
+        # Queries are normalised per position in fp32, so the memory maths is exact under bf16 autocast.
+        query_map = F.normalize(features.float(), dim=1)
+        queries = query_map.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        if self.memory is not None:
+            read = self.memory.read(queries.reshape(-1, c)).reshape(b, h, w, c).permute(0, 3, 1, 2)
+            decoder_in = torch.cat([query_map, read], dim=1)
+        else:  # "w/o Mem." baseline: the decoder sees the query alone
+            decoder_in = query_map
+        return MNADOutput(frame=self.decoder(decoder_in, skips), queries=queries)
+
+    def split_clip(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, C, H, W) clip -> (model input stacked on channels, target frame)."""
+        if self.config.task == "pred":
+            inputs, target = clip[:, :-1], clip[:, -1]
+        else:
+            inputs, target = clip[:, -1:], clip[:, -1]
+        return inputs.flatten(1, 2), target

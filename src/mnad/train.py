@@ -1,0 +1,141 @@
+"""Training: one flat loop. Adam, cosine annealing per epoch, the memory updated after every step.
+
+A checkpoint (weights, memory, optimiser, scheduler, epoch) is written atomically after every epoch; ``resume``
+continues from it. Batch order depends only on (seed, epoch), so a resumed run repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, atomic_write, read_checkpoint, save_checkpoint, save_model
+from mnad.config import Config
+from mnad.data import ClipDataset, FrameStore, Video, list_videos, split_videos
+from mnad.errors import CheckpointError, DataError
+from mnad.losses import mnad_loss
+from mnad.model import MNAD
+
+LOG_FILE = "train_log.jsonl"
+
+
+def training_videos(config: Config, data_root: str | Path) -> list[Video]:
+    """The training split of a benchmark layout, or, for own footage, every video in the folder."""
+    if config.dataset:
+        return split_videos(data_root, config.dataset, "training")
+    try:
+        return split_videos(data_root, "", "training")
+    except DataError:
+        return list_videos(data_root)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Adam's state as flat tensors (safetensors) plus the JSON-able rest."""
+    state = optimizer.state_dict()
+    tensors = {f"optim.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()}
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def train(
+    config: Config,
+    data_root: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> Path:
+    """Train a model on the training videos under ``data_root``; returns the path of the final model file."""
+    cfg, out_dir = config, Path(out_dir)
+    device = torch.device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)  # fixes the weight and memory initialisation
+
+    videos = training_videos(cfg, data_root)
+    store = FrameStore(videos, cfg.model.image_size, cfg.model.channels, cache=cfg.train.cache_frames)
+    dataset = ClipDataset(store, cfg.model.t_length, stride=cfg.train.clip_stride)
+    if len(dataset) < cfg.train.batch_size:
+        raise DataError(f"{data_root}: {len(dataset)} training clips of {cfg.model.t_length} frames, fewer than one batch of {cfg.train.batch_size}")
+
+    model = MNAD(cfg.model).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.train.epochs, 1))
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint_path = out_dir / TRAIN_STATE_FILE
+        start_epoch = 0
+        if resume and checkpoint_path.exists():
+            tensors, stored, extra = read_checkpoint(checkpoint_path)
+            if stored.model != cfg.model or stored.dataset != cfg.dataset:
+                raise CheckpointError(f"{checkpoint_path}: was trained with other model settings; resume with the same recipe")
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            load_optimizer(optimizer, tensors, extra["param_groups"])
+            scheduler.load_state_dict(extra["scheduler"])
+            start_epoch = extra["epoch"]
+        elif not resume:
+            (out_dir / LOG_FILE).unlink(missing_ok=True)
+        atomic_write(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+    except OSError as exc:
+        raise DataError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from exc
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    for epoch in range(start_epoch, cfg.train.epochs):
+        model.train()
+        generator = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
+        loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True, generator=generator,
+                            pin_memory=device.type == "cuda")
+        totals: dict[str, float] = {}
+        started = time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress, leave=False)
+        for clip in bar:
+            inputs, target = model.split_clip(clip.to(device, non_blocking=True))
+            with autocast:
+                output = model(inputs.contiguous(memory_format=memory_format))
+            losses = mnad_loss(model, output, target, cfg.train.lambda_compact, cfg.train.lambda_separate)
+            optimizer.zero_grad(set_to_none=True)
+            losses.total.backward()
+            optimizer.step()
+            if model.memory is not None:  # after the losses and the read: they use the pre-update items
+                model.memory.update(output.queries.detach().reshape(-1, output.queries.shape[-1]))
+            values = losses.as_floats()
+            for key, value in values.items():
+                totals[key] = totals.get(key, 0.0) + value
+            bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
+        scheduler.step()
+
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 2)}
+        record.update({f"loss_{k}": v / max(len(loader), 1) for k, v in totals.items()})
+        tensors, extra = optimizer_tensors(optimizer)
+        tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
+        extra.update(epoch=epoch + 1, scheduler=scheduler.state_dict())
+        save_checkpoint(checkpoint_path, tensors, cfg, extra)
+        with (out_dir / LOG_FILE).open("a") as log:
+            log.write(json.dumps(record) + "\n")
+        if progress:
+            tqdm.write(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, record)
+
+    model_path = out_dir / MODEL_FILE
+    save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs})
+    return model_path
