@@ -61,3 +61,8 @@ def anomaly_score(psnr_values: np.ndarray, distances: np.ndarray, *, alpha: floa
     if alpha < 1:
         score = score + (1 - alpha) * g(distances)
     return score
+
+
+def error_map(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise abnormality map (paper Fig. 4): squared prediction error on [0, 1] frames, mean over channels, (B, H, W)."""
+    return (((predicted.float() - target.float()) / 2) ** 2).mean(dim=1)
