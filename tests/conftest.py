@@ -13,7 +13,7 @@ from mnad.data.synthetic import make_synthetic_dataset
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PED2 = SHARED / "data" / "ped2"
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models gain nothing from more, and parallel test runs stay fast
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ Python API override single fields with ``section.field=value`` strings.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -50,6 +51,9 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     cache_frames: bool = True  # decode and resize each frame once, keep it in memory
+    sync_batchnorm: bool = False  # several ranks (torchrun): BatchNorm statistics over the global batch, not per rank
+    holdout: float = 0.0  # own footage: fraction of each video's frames (its end) kept out of training, for calibration
+    tensorboard: bool = False  # also log each epoch's record to <run folder>/tensorboard (needs the tensorboard package)
 
 
 @dataclass
@@ -59,7 +63,10 @@ class EvalConfig:
     test_update: bool = True
     regular_score: Literal["code", "paper"] = "code"  # per-element squared errors (code) or per-pixel norms (paper)
     psnr_peak: Literal["one", "max"] = "one"  # code: peak 1; paper: max of the predicted frame
-    normalization: Literal["video", "causal"] = "video"  # per-video min-max (published) or running, causal min-max
+    # per-video min-max (published), running min-max over the frames so far, or fixed ranges fitted on normal footage
+    normalization: Literal["video", "causal", "calibrated"] = "video"
+    bf16: bool = False  # bf16 autocast while scoring
+    calibration: dict = field(default_factory=dict)  # set by `mnad calibrate`: ranges, threshold, false-alarm rate
 
 
 @dataclass
@@ -107,6 +114,7 @@ class Config:
         return Config.from_dict(data, source="overrides")
 
     def validate(self, source: str = "config") -> None:
+        _check_numbers(self, source)
         m = self.model
         if m.task not in ("pred", "recon"):
             raise ConfigError(f"{source}: model.task must be 'pred' or 'recon', got {m.task!r}")
@@ -123,10 +131,35 @@ class Config:
             raise ConfigError(f"{source}: eval.alpha must lie in [0, 1], got {e.alpha}")
         if e.regular_score not in ("code", "paper") or e.psnr_peak not in ("one", "max"):
             raise ConfigError(f"{source}: eval.regular_score must be code|paper and eval.psnr_peak one|max")
-        if e.normalization not in ("video", "causal"):
-            raise ConfigError(f"{source}: eval.normalization must be 'video' or 'causal'")
+        if e.normalization not in ("video", "causal", "calibrated"):
+            raise ConfigError(f"{source}: eval.normalization must be 'video', 'causal' or 'calibrated'")
+        if e.normalization == "calibrated" and "threshold" not in e.calibration:
+            raise ConfigError(f"{source}: eval.normalization = 'calibrated' needs a calibration: run `mnad calibrate` first")
         if self.train.batch_size < 1 or self.train.epochs < 0 or self.train.clip_stride < 1:
             raise ConfigError(f"{source}: train.batch_size and train.clip_stride must be >= 1, train.epochs >= 0")
+
+
+def _check_numbers(config: Config, source: str) -> None:
+    """Every number finite (TOML accepts nan and inf) and in its range, naming the field at fault."""
+    for section in ("model", "train", "eval"):
+        for f in dataclasses.fields(getattr(config, section)):
+            value = getattr(getattr(config, section), f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{source}: {section}.{f.name} must be a finite number, got {value}")
+    m, t = config.model, config.train
+    minimum = {"model.t_length": (m.t_length, 1), "model.width": (m.width, 1), "model.memory_size": (m.memory_size, 2 if m.memory else 1),
+               "train.threads": (t.threads, 0)}
+    for name, (value, low) in minimum.items():
+        if value < low:
+            raise ConfigError(f"{source}: {name} must be >= {low}, got {value}")
+    if not 0 <= t.seed < 2**32:  # the per-epoch shuffle seeds are seed * 100003 + epoch, within torch's 64 bits
+        raise ConfigError(f"{source}: train.seed must lie in [0, 2**32), got {t.seed}")
+    if not t.lr > 0:
+        raise ConfigError(f"{source}: train.lr must be > 0, got {t.lr}")
+    if t.lambda_compact < 0 or t.lambda_separate < 0:
+        raise ConfigError(f"{source}: train.lambda_compact and train.lambda_separate must be >= 0")
+    if not 0 <= t.holdout < 1:
+        raise ConfigError(f"{source}: train.holdout must lie in [0, 1), got {t.holdout}")
 
 
 def _set_field(obj: Any, key: str, value: Any, where: str) -> None:

@@ -3,6 +3,10 @@
 Frames are scored one at a time, in order: the test-time memory update after frame t (when E_t < gamma) changes
 the memory that frame t+1 reads, so the order is part of the result. The memory evolves over the whole test set,
 in sorted video order, starting from the trained items; the model's own items are restored afterwards.
+
+Under ``torchrun`` each rank scores a contiguous share of the videos (in order, balanced by frame count), starting
+from the trained items, and the scores are gathered before any AUC: the memory then carries over videos only within
+a rank's share (exact when ``eval.test_update`` is off). docs/distributed.md has the details.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import csv
 import io
 import json
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +24,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from mnad.checkpoint import atomic_write
+from mnad import distributed
+from mnad.checkpoint import atomic_write_many
 from mnad.config import Config
 from mnad.data import Video, find_label_file, load_labels, split_videos, to_tensor
 from mnad.data.layouts import dataset_dir
-from mnad.errors import DataError
+from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
-from mnad.scoring import anomaly_score, feature_distance, psnr, regular_score
+from mnad.model.memory import updated_memory
+from mnad.scoring import anomaly_score, error_map, feature_distance, psnr, regular_score
 
 
 @dataclass
@@ -36,6 +42,7 @@ class FrameScore:
     distance: float  # D: query-to-nearest-item distance
     regular: float  # E_t, the weighted regular score that gates the memory update
     updated: bool  # whether this frame updated the memory
+    error_map: np.ndarray | None = None  # pixel-wise squared error (H, W), when asked for
 
 
 @dataclass
@@ -50,13 +57,51 @@ class VideoScores:
     labels: np.ndarray | None = None
 
 
-def score_stream(model: MNAD, config: Config, frames: Iterable[np.ndarray], *, device: str = "cpu") -> Iterator[FrameScore]:
+class ScoringStep(torch.nn.Module):
+    """One test-time step as a pure function: (input frames, target frame, memory items) ->
+    (predicted frame, PSNR, D, E_t, items after the gated update, pixel-wise error map).
+
+    Memory in, memory out: the same graph scores in PyTorch and, exported, in ONNX Runtime (mnad.export).
+    """
+
+    def __init__(self, model: MNAD, config: Config) -> None:
+        super().__init__()
+        self.model, self.cfg = model, config.eval
+        self.update_max_over = config.model.update_max_over
+
+    def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            output = self.model(inputs, items)
+        p = psnr(output.frame, target, peak=self.cfg.psnr_peak)
+        e = regular_score(output.frame, target, kind=self.cfg.regular_score)
+        if self.model.memory is None:
+            return output.frame, p, torch.zeros_like(p), e, items, error_map(output.frame, target)
+        d = feature_distance(output.queries, items)
+        if self.cfg.test_update:  # after scoring this frame, as published; strict '<'
+            new_items = updated_memory(output.queries[0], items, max_over=self.update_max_over)
+            items = torch.where(e[0] < self.cfg.gamma, new_items, items)
+        return output.frame, p, d, e, items, error_map(output.frame, target)
+
+
+def score_stream(
+    model: MNAD,
+    config: Config,
+    frames: Iterable[np.ndarray],
+    *,
+    device: str = "cpu",
+    maps: bool = False,
+    step: Callable[..., tuple[torch.Tensor, ...]] | None = None,
+) -> Iterator[FrameScore]:
     """Score a stream of uint8 (H, W, C) frames, already resized, as they arrive (causal: no look-ahead).
 
-    Updates ``model.memory`` in place when E_t < gamma (and ``config.eval.test_update``).
+    Updates ``model.memory`` in place when E_t < gamma (and ``config.eval.test_update``). ``maps``: also return
+    each frame's pixel-wise error map, for localisation. ``step``: another implementation of ``ScoringStep``
+    (e.g. ONNX Runtime).
     """
-    cfg, window_len = config.eval, config.model.t_length if config.model.task == "pred" else 1
+    window_len = config.model.t_length if config.model.task == "pred" else 1
     window: deque[np.ndarray] = deque(maxlen=window_len)
+    step = step or ScoringStep(model, config)
+    items = model.memory.items if model.memory is not None else torch.zeros(1, config.model.feature_dim)
     model.eval()
     with torch.inference_mode():
         for index, frame in enumerate(frames):
@@ -65,19 +110,16 @@ def score_stream(model: MNAD, config: Config, frames: Iterable[np.ndarray], *, d
                 continue
             clip = to_tensor(np.stack(window))[None].to(device)
             inputs, target = model.split_clip(clip)
-            output = model(inputs)
-            p = float(psnr(output.frame, target, peak=cfg.psnr_peak)[0])
-            e = float(regular_score(output.frame, target, kind=cfg.regular_score)[0])
-            d, updated = 0.0, False
-            if model.memory is not None:
-                d = float(feature_distance(output.queries, model.memory.items)[0])
-                if cfg.test_update and e < cfg.gamma:  # after scoring this frame, as published
-                    model.memory.update(output.queries[0])
-                    updated = True
-            yield FrameScore(index, p, d, e, updated)
+            _, p, d, e, new_items, error = step(inputs, target, items)
+            updated = model.memory is not None and not torch.equal(new_items, items)
+            if updated:
+                items.copy_(new_items)
+            yield FrameScore(index, float(p[0]), float(d[0]), float(e[0]), updated, error[0].float().cpu().numpy() if maps else None)
 
 
-def score_videos(model: MNAD, config: Config, videos: list[Video], *, device: str = "cpu", progress: bool = True) -> list[VideoScores]:
+def score_videos(
+    model: MNAD, config: Config, videos: list[Video], *, device: str = "cpu", progress: bool = True
+) -> list[VideoScores]:
     """Raw per-frame scores of every video, in order, with the memory carried across videos."""
     saved_items = model.memory.items.clone() if model.memory is not None else None
     size, channels = config.model.image_size, config.model.channels
@@ -111,7 +153,8 @@ def add_scores(videos: list[VideoScores], config: Config) -> None:
     """S_t per video: PSNR and D normalised per video (or causally), mixed with alpha (PSNR only without memory)."""
     alpha = config.eval.alpha if config.model.memory else 1.0
     for v in videos:
-        v.score = anomaly_score(v.psnr, v.distance, alpha=alpha, normalization=config.eval.normalization)
+        v.score = anomaly_score(v.psnr, v.distance, alpha=alpha, normalization=config.eval.normalization,
+                                calibration=config.eval.calibration)
 
 
 def auc_metrics(videos: list[VideoScores]) -> dict:
@@ -159,11 +202,17 @@ def evaluate(
     progress: bool = True,
 ) -> dict:
     """Score the test split under ``data_root`` and compute AUCs; writes scores.csv and metrics.json to ``out_dir``."""
+    if isinstance(getattr(model, "config", None), type(config.model)) and model.config != config.model:
+        diffs = [f"model.{k}={v!r} (the model has {getattr(model.config, k)!r})" for k, v in vars(config.model).items()
+                 if getattr(model.config, k) != v]
+        raise ConfigError(f"the config's model settings differ from the model's: {', '.join(diffs)}; only eval.* can change")
     videos = split_videos(data_root, config.dataset, "testing")
     if labels_path is None:
         labels_path = find_label_file(dataset_dir(data_root, config.dataset), config.dataset)
         if labels_path is None:
-            raise DataError(f"{data_root}: no label file found (frame_labels_<dataset>.npy, test_anomalies.csv or a UCSD .m file); pass one")
+            raise DataError(
+                f"{data_root}: no label file found (frame_labels_<dataset>.npy, test_anomalies.csv or a UCSD .m file); pass one"
+            )
     labels = load_labels(labels_path, videos)  # checked against the frame counts before any scoring
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -171,8 +220,12 @@ def evaluate(
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DataError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from exc
+    ctx = distributed.setup(device)  # under torchrun: this rank's device; one process: unchanged
+    device = str(ctx.device)
     model = model.to(device)
-    results = score_videos(model, config, videos, device=device, progress=progress)
+    mine = distributed.shard_contiguous(videos, [len(v) for v in videos], ctx)
+    results = score_videos(model, config, mine, device=device, progress=progress and ctx.is_main)
+    results = [v for part in distributed.all_gather_objects(results, ctx) for v in part]  # all videos, in order
     attach_labels(results, labels)
     add_scores(results, config)
     skipped = config.model.t_length - 1 if config.model.task == "pred" else 0
@@ -184,11 +237,13 @@ def evaluate(
         gamma=config.eval.gamma,
         test_update=config.eval.test_update,
         memory_updates=int(sum(v.updated.sum() for v in results)),
+        ranks=ctx.world_size,  # > 1: the test-time memory restarted from the trained items on each rank's share
         frames_excluded_per_video=skipped,
         note=(f"the first {skipped} frames of each video have no prediction and are excluded, as in the published protocol"
               if skipped else "every frame is scored"),
     )
-    if out_dir is not None:
-        atomic_write(out_dir / "scores.csv", scores_csv(results))
-        atomic_write(out_dir / "metrics.json", json.dumps({"metrics": metrics, "config": config.to_dict()}, indent=2).encode())
+    if out_dir is not None and ctx.is_main:
+        metrics_json = json.dumps({"metrics": metrics, "config": config.to_dict()}, indent=2).encode()
+        # both or neither: a failure (e.g. a full disk) leaves no scores.csv without its metrics.json
+        atomic_write_many({out_dir / "scores.csv": scores_csv(results), out_dir / "metrics.json": metrics_json})
     return metrics

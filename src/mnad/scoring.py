@@ -51,16 +51,50 @@ def causal_minmax(values: np.ndarray) -> np.ndarray:
     return np.divide(values - low, span, out=np.zeros_like(values), where=span > 0)
 
 
+class RunningMinMax:
+    """``causal_minmax`` one value at a time, for streams: constant memory."""
+
+    def __init__(self) -> None:
+        self.low, self.high = np.inf, -np.inf
+
+    def __call__(self, value: float) -> float:
+        self.low, self.high = min(self.low, value), max(self.high, value)
+        span = self.high - self.low
+        return (value - self.low) / span if span > 0 else 0.0
+
+
 NORMALIZERS = {"video": minmax, "causal": causal_minmax}
+CALIBRATION_KEYS = ("psnr_low", "psnr_high", "distance_low", "distance_high")
 
 
-def anomaly_score(psnr_values: np.ndarray, distances: np.ndarray, *, alpha: float, normalization: str = "video") -> np.ndarray:
-    """S_t of one video: high PSNR and small D are normal, so S = alpha (1 - g(P)) + (1 - alpha) g(D)."""
-    g = NORMALIZERS[normalization]
-    score = alpha * (1 - g(psnr_values))
-    if alpha < 1:
-        score = score + (1 - alpha) * g(distances)
-    return score
+def calibrated(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Scale by a range fitted on normal footage (``mnad calibrate``); values outside it go beyond [0, 1]."""
+    return (np.asarray(values, dtype=np.float64) - low) / max(high - low, 1e-12)
+
+
+def anomaly_score(
+    psnr_values: np.ndarray,
+    distances: np.ndarray,
+    *,
+    alpha: float,
+    normalization: str = "video",
+    calibration: dict[str, float] | None = None,
+) -> np.ndarray:
+    """S_t of one video: high PSNR and small D are normal, so S = alpha (1 - g(P)) + (1 - alpha) g(D).
+
+    g is per-video min-max ('video', the published protocol), min-max over the frames so far ('causal'), or the
+    fixed ranges of a calibration on normal footage ('calibrated').
+    """
+    if normalization == "calibrated":
+        if not calibration or any(k not in calibration for k in CALIBRATION_KEYS):
+            raise ValueError("calibrated normalisation needs a calibration (run `mnad calibrate`)")
+        g_p = calibrated(psnr_values, calibration["psnr_low"], calibration["psnr_high"])
+        g_d = calibrated(distances, calibration["distance_low"], calibration["distance_high"])
+    else:
+        g = NORMALIZERS[normalization]
+        g_p = g(psnr_values)
+        g_d = g(distances) if alpha < 1 else np.zeros_like(g_p)
+    return alpha * (1 - g_p) + (1 - alpha) * g_d
 
 
 def error_map(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

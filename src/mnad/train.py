@@ -2,6 +2,10 @@
 
 A checkpoint (weights, memory, optimiser, scheduler, epoch) is written atomically after every epoch; ``resume``
 continues from it. Batch order depends only on (seed, epoch), so a resumed run repeats an uninterrupted one.
+
+Under ``torchrun`` the same loop runs on every rank (mnad.distributed, docs/distributed.md): ``train.batch_size`` is
+the global batch, split evenly over the ranks; gradients are averaged by DDP, the memory update is reduced over all
+ranks' queries, and only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, atomic_write, read_checkpoint, save_checkpoint, save_model
+from mnad import distributed
+from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, atomic_write, read_checkpoint, remove_stale_temps, save_checkpoint, save_model
 from mnad.config import Config
-from mnad.data import ClipDataset, FrameStore, Video, list_videos, split_videos
-from mnad.errors import CheckpointError, DataError
+from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
+from mnad.data.sources import FrameRange
+from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.losses import mnad_loss
 from mnad.model import MNAD
 
 LOG_FILE = "train_log.jsonl"
+HOLDOUT_FILE = "holdout.json"
 
 
 def training_videos(config: Config, data_root: str | Path) -> list[Video]:
@@ -33,6 +40,36 @@ def training_videos(config: Config, data_root: str | Path) -> list[Video]:
         return split_videos(data_root, "", "training")
     except DataError:
         return list_videos(data_root)
+
+
+def split_holdout(videos: list[Video], fraction: float, min_frames: int = 1) -> tuple[list[Video], list[FrameRange]]:
+    """Keep the last ``fraction`` of each video's frames (at least ``min_frames``, one clip) out of training
+    (own footage, for calibration)."""
+    if fraction <= 0:
+        return videos, []
+    train_part, held = [], []
+    for video in videos:
+        keep = max(len(video) - max(int(round(len(video) * fraction)), min_frames), 0)
+        train_part.append(FrameRange(video, 0, keep))
+        held.append(FrameRange(video, keep, len(video)))
+    return train_part, [h for h in held if len(h) > 0]
+
+
+def holdout_videos(run_dir: str | Path) -> list[FrameRange]:
+    """The held-out frames recorded by a training run (``holdout.json`` in its folder)."""
+    path = Path(run_dir) / HOLDOUT_FILE
+    if not path.is_file():
+        raise DataError(f"{run_dir}: the run kept no held-out footage ({HOLDOUT_FILE} missing); pass --data")
+    return [FrameRange(open_video(r["path"]), r["start"], r["stop"]) for r in json.loads(path.read_text())]
+
+
+def tensorboard_writer(out_dir: Path):  # a SummaryWriter, imported only when asked for
+    """A TensorBoard writer for ``out_dir/tensorboard`` (train.tensorboard = true); tensorboard is an optional package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ConfigError("train.tensorboard = true needs the tensorboard package: pip install tensorboard") from exc
+    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -62,16 +99,20 @@ def train(
 ) -> Path:
     """Train a model on the training videos under ``data_root``; returns the path of the final model file."""
     cfg, out_dir = config, Path(out_dir)
-    device = torch.device(cfg.train.device)
+    ctx = distributed.setup(cfg.train.device)  # joins torchrun's process group, if any; one GPU per rank
+    device = ctx.device
+    local_batch = distributed.local_batch_size(cfg.train.batch_size, ctx)  # train.batch_size is the global batch
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)  # fixes the weight and memory initialisation
 
-    videos = training_videos(cfg, data_root)
+    videos, holdout = split_holdout(training_videos(cfg, data_root), cfg.train.holdout, cfg.model.t_length)
     store = FrameStore(videos, cfg.model.image_size, cfg.model.channels, cache=cfg.train.cache_frames)
     dataset = ClipDataset(store, cfg.model.t_length, stride=cfg.train.clip_stride)
     if len(dataset) < cfg.train.batch_size:
         raise DataError(f"{data_root}: {len(dataset)} training clips of {cfg.model.t_length} frames, fewer than one batch of {cfg.train.batch_size}")
+    if cfg.train.cache_frames:
+        dataset.preload()  # a bad frame fails now, before anything is written
 
     model = MNAD(cfg.model).to(device)
     if cfg.train.channels_last:
@@ -81,6 +122,8 @@ def train(
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main:
+            remove_stale_temps(out_dir)  # left by a run killed while writing a checkpoint
         checkpoint_path = out_dir / TRAIN_STATE_FILE
         start_epoch = 0
         if resume and checkpoint_path.exists():
@@ -91,51 +134,70 @@ def train(
             load_optimizer(optimizer, tensors, extra["param_groups"])
             scheduler.load_state_dict(extra["scheduler"])
             start_epoch = extra["epoch"]
-        elif not resume:
+        elif not resume and ctx.is_main:
             (out_dir / LOG_FILE).unlink(missing_ok=True)
-        atomic_write(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+        if ctx.is_main:
+            atomic_write(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+        if holdout:
+            ranges = [{"path": str(v.path), "start": v.start, "stop": v.stop} for v in holdout]
+            atomic_write(out_dir / HOLDOUT_FILE, json.dumps(ranges, indent=2).encode())
     except OSError as exc:
         raise DataError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from exc
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    net = distributed.wrap(model, ctx, sync_batchnorm=cfg.train.sync_batchnorm)  # DDP on several ranks; `model` stays unwrapped
+    sampler = distributed.sampler(dataset, ctx, seed=cfg.train.seed * 100_003)  # order from (seed, epoch) only
+    board = tensorboard_writer(out_dir) if cfg.train.tensorboard and ctx.is_main else None
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
-        generator = torch.Generator().manual_seed(cfg.train.seed * 100_003 + epoch)
-        loader = DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True, generator=generator,
-                            pin_memory=device.type == "cuda")
+        sampler.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True, pin_memory=device.type == "cuda")
         totals: dict[str, float] = {}
         started = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress or not ctx.is_main, leave=False)
         for clip in bar:
             inputs, target = model.split_clip(clip.to(device, non_blocking=True))
             with autocast:
-                output = model(inputs.contiguous(memory_format=memory_format))
+                output = net(inputs.contiguous(memory_format=memory_format))
             losses = mnad_loss(model, output, target, cfg.train.lambda_compact, cfg.train.lambda_separate)
             optimizer.zero_grad(set_to_none=True)
             losses.total.backward()
             optimizer.step()
             if model.memory is not None:  # after the losses and the read: they use the pre-update items
-                model.memory.update(output.queries.detach().reshape(-1, output.queries.shape[-1]))
+                # over the queries of all ranks: every rank ends the step with the same items
+                model.memory.update(output.queries.detach().reshape(-1, output.queries.shape[-1]),
+                                    reduce_max=ctx.reduce_max, reduce_sum=ctx.reduce_sum)
             values = losses.as_floats()
             for key, value in values.items():
                 totals[key] = totals.get(key, 0.0) + value
             bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
         scheduler.step()
+        totals = distributed.mean_over_ranks(totals, ctx)  # the log shows the loss of the global batches
 
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 2)}
         record.update({f"loss_{k}": v / max(len(loader), 1) for k, v in totals.items()})
         tensors, extra = optimizer_tensors(optimizer)
         tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
         extra.update(epoch=epoch + 1, scheduler=scheduler.state_dict())
-        save_checkpoint(checkpoint_path, tensors, cfg, extra)
-        with (out_dir / LOG_FILE).open("a") as log:
-            log.write(json.dumps(record) + "\n")
-        if progress:
-            tqdm.write(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if on_epoch is not None:
-            on_epoch(epoch + 1, record)
+        if ctx.is_main:  # every rank holds the same weights and items; one writes them
+            save_checkpoint(checkpoint_path, tensors, cfg, extra)
+            with (out_dir / LOG_FILE).open("a") as log:
+                log.write(json.dumps(record) + "\n")
+            if board is not None:
+                for key, value in record.items():
+                    if key != "epoch":
+                        board.add_scalar(key, value, epoch + 1)
+                board.flush()
+            if progress:
+                tqdm.write(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, record)
 
+    if board is not None:
+        board.close()
     model_path = out_dir / MODEL_FILE
-    save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs})
+    if ctx.is_main:
+        save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs})
+    distributed.barrier(ctx)  # the other ranks return once the model file exists
     return model_path

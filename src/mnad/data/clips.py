@@ -46,6 +46,12 @@ class ClipDataset(Dataset):
             for start in range(0, len(video) - length + 1, stride)
         ]
 
+    def preload(self) -> None:
+        """Decode every frame the clips use, now, in order: a damaged frame or one of another size fails here,
+        before training writes anything, and with ``cache`` the frames are kept for the epochs."""
+        for video, index in dict.fromkeys((v, start + i) for v, start in self.index for i in range(self.length)):
+            self.store.frame(video, index)
+
     def __len__(self) -> int:
         return len(self.index)
 

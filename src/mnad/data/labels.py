@@ -46,8 +46,8 @@ def load_labels(path: str | Path, videos: list[Video]) -> list[np.ndarray]:
 def _read_npy(path: Path) -> np.ndarray:
     try:
         labels = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy array ({exc})") from exc
+    except Exception as exc:  # a damaged header raises anything from ValueError to SyntaxError or tokenize errors
+        raise DataError(f"{path}: not a readable .npy array ({type(exc).__name__}: {exc})") from exc
     if labels.ndim == 2 and labels.shape[0] == 1:
         labels = labels[0]
     if labels.ndim != 1:
@@ -68,6 +68,13 @@ def _split(labels: np.ndarray, videos: list[Video], path: Path) -> list[np.ndarr
 
 
 def _read_intervals_csv(path: Path, videos: list[Video]) -> list[np.ndarray]:
+    try:
+        return _parse_intervals_csv(path, videos)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from exc
+
+
+def _parse_intervals_csv(path: Path, videos: list[Video]) -> list[np.ndarray]:
     by_name = {v.name: np.zeros(len(v), dtype=np.int64) for v in videos}
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
@@ -77,18 +84,21 @@ def _read_intervals_csv(path: Path, videos: list[Video]) -> list[np.ndarray]:
         if "video" not in fields or not start_key or not end_key:
             raise DataError(f"{path}: expected columns video, first_abnormal_frame, last_abnormal_frame; got {fields}")
         for line, row in enumerate(reader, start=2):
-            name = row["video"].strip()
+            row = {k: v.strip() if isinstance(v, str) else "" for k, v in row.items()}  # short rows give None
+            name = row["video"]
             labels = by_name.get(name)
             if labels is None:
                 raise DataError(f"{path}, line {line}: video {name!r} is not among the test videos")
-            if row.get("frames", "").strip() and int(row["frames"]) != labels.size:
-                raise DataError(f"{path}, line {line}: video {name} has {labels.size} frames, the file says {row['frames']}")
-            if not row[start_key].strip():
-                continue  # a video without anomalies
             try:
-                first, last = int(row[start_key]), int(row[end_key])
+                frames = int(row["frames"]) if row.get("frames") else labels.size
+                bounds = (int(row[start_key]), int(row[end_key])) if row[start_key] or row[end_key] else None
             except ValueError as exc:
-                raise DataError(f"{path}, line {line}: interval bounds must be integers") from exc
+                raise DataError(f"{path}, line {line}: frame counts and interval bounds must be integers") from exc
+            if frames != labels.size:
+                raise DataError(f"{path}, line {line}: video {name} has {labels.size} frames, the file says {row['frames']}")
+            if bounds is None:
+                continue  # a video without anomalies
+            first, last = bounds
             if not 1 <= first <= last <= labels.size:
                 raise DataError(f"{path}, line {line}: interval {first}-{last} outside video {name} (frames 1-{labels.size})")
             labels[first - 1 : last] = 1
@@ -103,6 +113,8 @@ def _read_ucsd_m(path: Path, videos: list[Video]) -> list[np.ndarray]:
     for video, entry in zip(videos, entries, strict=True):
         labels = np.zeros(len(video), dtype=np.int64)
         for first, last in re.findall(r"(\d+)\s*(?::\s*(\d+))?", entry):
+            if max(len(first), len(last)) > 18:  # int() refuses very long digit strings; no video is that long anyway
+                raise DataError(f"{path}: frame number with {max(len(first), len(last))} digits for video {video.name}")
             first_i, last_i = int(first), int(last or first)
             if not 1 <= first_i <= last_i <= labels.size:
                 raise DataError(f"{path}: interval {first_i}:{last_i} outside video {video.name} (frames 1-{labels.size})")

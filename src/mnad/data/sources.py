@@ -51,7 +51,10 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read frame ({exc.strerror or exc})") from exc
     if data.size == 0:
         raise DataError(f"{path}: frame file is empty (0 bytes)")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except (cv2.error, MemoryError) as exc:  # e.g. a damaged header claiming a huge size
+        raise DataError(f"{path}: not a readable image ({str(exc).strip().splitlines()[-1][:200]})") from exc
     if image is None:
         raise DataError(f"{path}: not a readable image (corrupt, truncated or not an image)")
     return image
@@ -147,6 +150,22 @@ class VideoFile(Video):
 
     def frame(self, index: int, size: int, channels: int) -> np.ndarray:
         return self._decode(size, channels)[index]
+
+
+class FrameRange(Video):
+    """Frames ``start:stop`` of another video: the held-out tail of own footage, kept for calibration."""
+
+    def __init__(self, video: Video, start: int, stop: int) -> None:
+        self.video, self.start, self.stop = video, start, stop
+        self.name, self.path = f"{video.name}[{start}:{stop}]", video.path
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.video.frame(self.start + index, size, channels)
 
 
 def open_video(path: str | Path) -> Video:

@@ -15,6 +15,44 @@ from torch import nn
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
+def read_memory(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Each query's softmax-weighted sum of items (paper Eqs. 1-2). Weights carry no gradient."""
+    weights = F.softmax(queries @ items.t(), dim=1).detach()
+    return weights @ items
+
+
+def updated_memory(
+    queries: torch.Tensor,
+    items: torch.Tensor,
+    *,
+    max_over: str = "all",
+    reduce_max: Reduce | None = None,
+    reduce_sum: Reduce | None = None,
+) -> torch.Tensor:
+    """p_m <- normalize(p_m + sum_{k in U_m} v'_km q_k), all items at once (paper Eqs. 3-5); returns new items.
+
+    v_km is a softmax over the queries, divided by its max over queries. The softmax denominator cancels in
+    that ratio, so v'_km = exp(s_km - max_k s_km): no softmax over N is needed, and across processes the max
+    and the weighted sums reduce independently (``reduce_max`` / ``reduce_sum``, e.g. all-reduce in DDP).
+    Written with one-hot masks rather than scatter ops so that it exports to ONNX as it is.
+    """
+    queries = queries.to(items.dtype)  # bf16 queries -> fp32 items; fp64 items keep fp64
+    scores = queries @ items.t()  # (N, M)
+    assigned = F.one_hot(scores.argmax(dim=1), items.shape[0]).to(scores.dtype)  # U_m as a mask
+    if max_over == "all":  # published code: max over every query of the batch
+        max_score = scores.amax(dim=0)
+    else:  # paper Eq. 5: max over the queries assigned to the item
+        max_score = scores.masked_fill(assigned == 0, -torch.inf).amax(dim=0)
+    if reduce_max is not None:
+        max_score = reduce_max(max_score)
+    # v'_km for the assigned pairs only; elsewhere 0 (the where() keeps exp(-inf - -inf) = nan out)
+    weights = torch.where(assigned > 0, torch.exp(scores - max_score), torch.zeros_like(scores))
+    delta = weights.t() @ queries  # (M, C)
+    if reduce_sum is not None:
+        delta = reduce_sum(delta)
+    return F.normalize(items + delta, dim=1)
+
+
 class Memory(nn.Module):
     def __init__(self, size: int = 10, dim: int = 512, *, update_max_over: str = "all") -> None:
         super().__init__()
@@ -29,9 +67,7 @@ class Memory(nn.Module):
         return queries @ self.items.t()
 
     def read(self, queries: torch.Tensor) -> torch.Tensor:
-        """Each query's softmax-weighted sum of items (paper Eqs. 1-2). Weights carry no gradient."""
-        weights = F.softmax(self.similarity(queries), dim=1).detach()
-        return weights @ self.items
+        return read_memory(queries, self.items)
 
     def losses(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Feature compactness and separateness losses, scaled as in the published code (method doc 2.5)."""
@@ -43,24 +79,6 @@ class Memory(nn.Module):
 
     @torch.no_grad()
     def update(self, queries: torch.Tensor, *, reduce_max: Reduce | None = None, reduce_sum: Reduce | None = None) -> None:
-        """p_m <- normalize(p_m + sum_{k in U_m} v'_km q_k), all items at once (paper Eqs. 3-5).
-
-        v_km is a softmax over the queries, divided by its max over queries. The softmax denominator cancels in
-        that ratio, so v'_km = exp(s_km - max_k s_km): no softmax over N is needed, and across processes the max
-        and the weighted sums reduce independently (``reduce_max`` / ``reduce_sum``, e.g. all-reduce in DDP).
-        """
-        queries = queries.float()
-        scores = self.similarity(queries)  # (N, M)
-        nearest = scores.argmax(dim=1)  # U_m = {k : nearest[k] == m}
-        own_score = scores.gather(1, nearest[:, None]).squeeze(1)
-        if self.update_max_over == "all":  # published code: max over every query of the batch
-            max_score = scores.amax(dim=0)
-        else:  # paper Eq. 5: max over the queries assigned to the item
-            max_score = torch.full_like(self.items[:, 0], -torch.inf).scatter_reduce(0, nearest, own_score, "amax")
-        if reduce_max is not None:
-            max_score = reduce_max(max_score)
-        weights = torch.exp(own_score - max_score[nearest])  # v'_k for its own item, in (0, 1]
-        delta = torch.zeros_like(self.items).index_add_(0, nearest, weights[:, None] * queries)
-        if reduce_sum is not None:
-            delta = reduce_sum(delta)
-        self.items.copy_(F.normalize(self.items + delta, dim=1))
+        """Update the items in place from ``queries`` (N, C); see ``updated_memory``."""
+        new = updated_memory(queries, self.items, max_over=self.update_max_over, reduce_max=reduce_max, reduce_sum=reduce_sum)
+        self.items.copy_(new)

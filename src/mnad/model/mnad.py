@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnad.config import ModelConfig
-from mnad.model.memory import Memory
+from mnad.model.memory import Memory, read_memory
 from mnad.model.unet import Decoder, Encoder
 
 
@@ -32,15 +32,17 @@ class MNAD(nn.Module):
         decoder_in = 2 * config.feature_dim if config.memory else config.feature_dim
         self.decoder = Decoder(decoder_in, c, w, skips=config.task == "pred")
 
-    def forward(self, frames: torch.Tensor) -> MNADOutput:
-        """``frames``: (B, input_frames * C, H, W), input frames stacked along channels, oldest first."""
+    def forward(self, frames: torch.Tensor, items: torch.Tensor | None = None) -> MNADOutput:
+        """``frames``: (B, input_frames * C, H, W), input frames stacked along channels, oldest first.
+        ``items``: memory items to read instead of the module's own (an explicit input for ONNX export)."""
         features, skips = self.encoder(frames)
         b, c, h, w = features.shape
         # Queries are normalised per position in fp32, so the memory maths is exact under bf16 autocast.
         query_map = F.normalize(features.float(), dim=1)
         queries = query_map.permute(0, 2, 3, 1).reshape(b, h * w, c)
         if self.memory is not None:
-            read = self.memory.read(queries.reshape(-1, c)).reshape(b, h, w, c).permute(0, 3, 1, 2)
+            items = self.memory.items if items is None else items
+            read = read_memory(queries.reshape(-1, c), items).reshape(b, h, w, c).permute(0, 3, 1, 2)
             decoder_in = torch.cat([query_map, read], dim=1)
         else:  # "w/o Mem." baseline: the decoder sees the query alone
             decoder_in = query_map

@@ -1,0 +1,265 @@
+"""Several processes, one model: the torch.distributed plumbing behind ``torchrun ... -m mnad train``.
+
+torchrun (or SLURM through it) starts one process per device and describes the job in environment variables
+(RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). ``setup`` joins that process group: NCCL on CUDA, gloo on
+CPU. Without those variables it returns a one-process context and nothing here communicates, so the same training
+code runs unchanged on one process.
+
+What each rank does (docs/distributed.md has the full story):
+
+- ``train.batch_size`` is the GLOBAL batch; each rank takes ``batch_size / world_size`` clips of it. The sampler
+  draws one permutation of the clips from (seed, epoch), the same on every rank and for any number of ranks, and
+  global batch b is always the clips at positions [b*B, (b+1)*B) of it: rank r gets the positions congruent to r
+  modulo the world size. A run on N ranks therefore sees exactly the batches of a one-process run.
+- Gradients are averaged by DistributedDataParallel. Every loss term is a mean over equally sized per-rank shards,
+  so the average of the per-rank gradients is the gradient of the global batch's loss.
+- The memory update reduces the per-item max score (all-reduce MAX) and the per-item weighted query sums
+  (all-reduce SUM) across ranks (``Context.reduce_max`` / ``reduce_sum``, passed to ``Memory.update``): the update
+  equals the one over the concatenated global batch, and every rank holds identical items after every step.
+- BatchNorm normalises with per-rank statistics unless ``train.sync_batchnorm``: then torch's SyncBatchNorm on
+  GPUs, ``GlobalBatchNorm2d`` below on CPU (torch's is GPU-only), both using the statistics of the global batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler
+
+from mnad.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum over all ranks (a new tensor)."""
+    tensor = tensor.clone()
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise max over all ranks (a new tensor)."""
+    tensor = tensor.clone()
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands in the job. The defaults describe a plain single-process run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes checkpoints, logs, scores and progress."""
+        return self.rank == 0
+
+    @property
+    def reduce_max(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For ``Memory.update(reduce_max=...)``: None on one process."""
+        return all_reduce_max if self.enabled else None
+
+    @property
+    def reduce_sum(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For ``Memory.update(reduce_sum=...)``: None on one process."""
+        return all_reduce_sum if self.enabled else None
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from exc
+
+
+def setup(device: str | torch.device = "cpu") -> Context:
+    """Join the process group that torchrun's environment describes (once per process) and pick this rank's device.
+
+    ``device`` is the configured one (``train.device``). Under a multi-process launch a CUDA device becomes
+    ``cuda:LOCAL_RANK``, one GPU per process; the backend is NCCL for CUDA and gloo otherwise. Without WORLD_SIZE > 1
+    in the environment (and no group already initialised) nothing is joined.
+    """
+    device = torch.device(device)
+    if dist.is_available() and dist.is_initialized():
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        local_rank = _env_int("LOCAL_RANK", rank)
+    else:
+        world_size = _env_int("WORLD_SIZE", 1)
+        if world_size <= 1:
+            return Context(device=device)
+        if not dist.is_available():
+            raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+        rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank)  # before the NCCL group forms, so it binds to this rank's GPU
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
+                                rank=rank, world_size=world_size)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return Context(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def is_main_process() -> bool:
+    """True unless this is a rank other than 0 of an initialised process group."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def cleanup() -> None:
+    """Leave the process group (end of a torchrun job); nothing on one process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: Context) -> None:
+    """Wait until every rank gets here (e.g. until rank 0 has written a file the others read)."""
+    if ctx.enabled:
+        dist.barrier()
+
+
+def local_batch_size(global_batch: int, ctx: Context) -> int:
+    """Each rank's share of ``train.batch_size``, which is the global batch over all ranks."""
+    if global_batch % ctx.world_size:
+        raise ConfigError(f"train.batch_size={global_batch} (the global batch) is not divisible by the {ctx.world_size} ranks; "
+                          f"use a multiple of {ctx.world_size}")
+    return global_batch // ctx.world_size
+
+
+def sampler(dataset: Dataset, ctx: Context, *, seed: int) -> DistributedSampler:
+    """This rank's clips: one permutation per (seed, epoch) (call ``set_epoch``), rank r taking every world_size-th
+    position from r. Rank r's batch b of ``batch_size / world_size`` clips is its part of global batch b, which is
+    the same set of clips for any number of ranks; the incomplete last global batch is dropped."""
+    return DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=True)
+
+
+def wrap(model: nn.Module, ctx: Context, *, sync_batchnorm: bool = False) -> nn.Module:
+    """DistributedDataParallel around ``model`` under a multi-process launch, else ``model`` itself.
+
+    Call the returned module for the forward pass (DDP hooks the gradient all-reduce into backward); reach the
+    model's own attributes (``memory``, ``split_clip``) and its state dict through ``model``, which stays unwrapped.
+    ``sync_batchnorm`` swaps the BatchNorm layers of ``model`` in place for synchronised ones (same parameters,
+    buffers and state-dict keys, so checkpoints load into a plain model).
+    """
+    if not ctx.enabled:
+        return model
+    if sync_batchnorm:
+        convert_sync_batchnorm(model, ctx.device)
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def mean_over_ranks(values: dict[str, float], ctx: Context) -> dict[str, float]:
+    """The mean of each value over the ranks (e.g. per-epoch loss sums, so the log shows the global-batch loss)."""
+    if not ctx.enabled or not values:
+        return values
+    keys = sorted(values)
+    summed = all_reduce_sum(torch.tensor([values[k] for k in keys], dtype=torch.float64, device=ctx.device))
+    return {k: float(v) / ctx.world_size for k, v in zip(keys, summed.tolist(), strict=True)}
+
+
+def all_gather_objects(obj: Any, ctx: Context) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+    if not ctx.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def shard_contiguous(items: Sequence[T], sizes: Sequence[int], ctx: Context) -> list[T]:
+    """This rank's contiguous run of ``items``, the runs in rank order and balanced by ``sizes`` (e.g. frame counts).
+
+    Item i goes to rank floor(world_size * (size of the items before i) / total size): order is kept, so
+    concatenating the ranks' runs in rank order gives ``items`` back.
+    """
+    if not ctx.enabled:
+        return list(items)
+    total, before, mine = max(sum(sizes), 1), 0, []
+    for item, size in zip(items, sizes, strict=True):
+        if min(ctx.world_size - 1, ctx.world_size * before // total) == ctx.rank:
+            mine.append(item)
+        before += size
+    return mine
+
+
+# --- synchronised BatchNorm ------------------------------------------------------------------------------------
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose backward is again the sum over ranks of the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(tensor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(grad.contiguous())
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the samples of all ranks, on any device.
+
+    torch's SyncBatchNorm runs on GPUs only; this is the CPU (gloo) counterpart. Mean and variance are computed in
+    two all-reduced passes (sum, then sum of squared deviations) in fp32; the reduction is differentiable, so, as
+    in SyncBatchNorm, each rank's input gradient includes the other ranks' losses through the shared statistics.
+    Outside training, or on one process, it is a plain BatchNorm2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        xf = x.float()
+        dims = [0, 2, 3]
+        local_count = xf.new_full((1,), x.numel() // x.shape[1])
+        sums = _AllReduceSum.apply(torch.cat([xf.sum(dims), local_count]))
+        count = sums[-1]
+        mean = sums[:-1] / count
+        centred = xf - mean[None, :, None, None]
+        var = _AllReduceSum.apply(centred.square().sum(dims)) / count  # biased, used to normalise
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
+                unbiased = var.detach() * count / (count - 1).clamp(min=1)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Swap every BatchNorm2d under ``module`` (in place) for a synchronised one sharing its parameters and buffers."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if type(module) is nn.BatchNorm2d:
+        converted = GlobalBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        if module.affine:
+            converted.weight, converted.bias = module.weight, module.bias
+        if module.track_running_stats:
+            converted.running_mean, converted.running_var = module.running_mean, module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
+        converted.train(module.training)
+        module = converted
+    for name, child in list(module.named_children()):
+        module.add_module(name, convert_sync_batchnorm(child, device))
+    return module

@@ -1,0 +1,214 @@
+"""The paper's memory figures from a trained model.
+
+- ``matching.png`` (paper Fig. 5): matching probabilities of the queries of a few frames to the memory items,
+  softmax over items of q . p (the weights of the memory read), one row per query sorted by its nearest item, beside
+  a map of each position's nearest item over the frame.
+- ``tsne.png`` (paper Figs. 1 and 6): t-SNE of a sample of query features together with the items, each query
+  coloured by its nearest item.
+
+With ``compare_model`` (e.g. one trained without the separateness loss) both models are drawn side by side on the
+same clips. ``figures.json`` records the files and a few numbers: how peaked the matching is, and how the queries
+spread over the items.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mnad.config import Config
+from mnad.data import Video, split_videos, to_tensor
+from mnad.errors import ConfigError, DataError
+from mnad.model import MNAD
+from mnad.report import FIGURES_INDEX, _figure, _png
+
+
+def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:
+    if not isinstance(data, str | Path):
+        return list(data)
+    try:
+        return split_videos(data, config.dataset, "testing")
+    except DataError:
+        from mnad.train import training_videos
+
+        return training_videos(config, data)
+
+
+def clip_positions(videos: list[Video], window: int, count: int) -> list[tuple[int, int]]:
+    """``count`` clips (video index, last frame) spread evenly over all the videos' valid clips."""
+    valid = [(vi, f) for vi, v in enumerate(videos) for f in range(window - 1, len(v))]
+    if not valid:
+        raise DataError(f"no clip of {window} frames in {len(videos)} videos")
+    picks = np.linspace(0, len(valid) - 1, num=min(count, len(valid))).round().astype(int)
+    return [valid[i] for i in sorted(set(picks.tolist()))]
+
+
+def model_queries(model: MNAD, videos: list[Video], positions: list[tuple[int, int]], *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Queries (clips, K, C) of the given clips, and each clip's target frame as uint8 (clips, H, W, C)."""
+    m = model.config
+    window = m.t_length if m.task == "pred" else 1
+    model = model.to(device).eval()
+    queries, frames = [], []
+    with torch.inference_mode():
+        for vi, last in positions:
+            clip = np.stack([videos[vi].frame(j, m.image_size, m.channels) for j in range(last - window + 1, last + 1)])
+            inputs, _ = model.split_clip(to_tensor(clip)[None].to(device))
+            queries.append(model(inputs).queries[0].float().cpu().numpy())
+            frames.append(clip[-1])
+    return np.stack(queries), np.stack(frames)
+
+
+def matching_probabilities(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Softmax over items of q . p, (N, M): the weights with which each query reads the memory (paper Eq. 1)."""
+    return F.softmax(torch.from_numpy(queries).float() @ torch.from_numpy(items).float().t(), dim=1).numpy()
+
+
+def _palette(m: int) -> np.ndarray:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if m <= 10 else "tab20" if m <= 20 else "hsv"]
+    return np.array([cmap(i if m <= 20 else i / m)[:3] for i in range(m)])
+
+
+def _stats(probs: np.ndarray, m: int) -> dict:
+    nearest = probs.argmax(1)
+    entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(1)
+    usage = np.bincount(nearest, minlength=m) / nearest.size
+    return {
+        "mean_max_probability": float(probs.max(1).mean()),
+        "mean_entropy": float(entropy.mean()),
+        "uniform_entropy": float(np.log(m)),
+        "items_used": int((usage > 0).sum()),
+        "item_usage": [round(float(u), 4) for u in usage],
+    }
+
+
+def _to_rgb(frame: np.ndarray) -> np.ndarray:
+    return np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame[:, :, ::-1]
+
+
+def memory_figures(
+    model: MNAD,
+    config: Config,
+    data: str | Path | list[Video],
+    out_dir: str | Path,
+    compare_model: MNAD | None = None,
+    *,
+    labels: tuple[str, str] | None = None,
+    frames: int = 3,
+    clips: int = 24,
+    max_queries: int = 1500,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
+    """Write matching.png, tsne.png and figures.json to ``out_dir``; returns the figures.json record.
+
+    ``data``: a data root (its test split, else its training videos) or a list of videos. ``clips`` clips spread
+    over the videos give the queries; ``frames`` of them are shown in the matching figure; at most ``max_queries``
+    queries (a random sample) go into the t-SNE.
+    """
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    models = [model] + ([compare_model] if compare_model is not None else [])
+    for mdl in models:
+        if mdl.memory is None:
+            raise ConfigError("memory figures need a model with a memory (this one was trained with model.memory = false)")
+    names = list(labels) if labels else ["this model", "compared model"][: len(models)]
+    videos = _videos(config, data)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    windows = [mdl.config.t_length if mdl.config.task == "pred" else 1 for mdl in models]
+    positions = clip_positions(videos, max(windows), max(clips, frames))  # the same clips for both models
+    shown = [positions[i] for i in np.linspace(0, len(positions) - 1, num=min(frames, len(positions))).round().astype(int)]
+
+    results = []
+    for mdl in models:
+        queries, images = model_queries(mdl, videos, positions, device=device)
+        items = mdl.memory.items.detach().float().cpu().numpy()
+        results.append({"queries": queries, "images": images, "items": items})
+
+    # Fig. 5: matching probabilities of the shown frames' queries; shared colour scale so the models compare.
+    n_models = len(models)
+    m_items = [r["items"].shape[0] for r in results]
+    fig = _figure(3.4 * 2 * n_models, 2.8 * len(shown) + 0.6)
+    axes = np.array(fig.subplots(len(shown), 2 * n_models, squeeze=False))
+    shown_probs = []
+    for r in results:
+        idx = [positions.index(p) for p in shown]
+        shown_probs.append([matching_probabilities(r["queries"][i], r["items"]) for i in idx])
+    vmax = max(float(p.max()) for probs in shown_probs for p in probs)
+    for col, (r, probs, name) in enumerate(zip(results, shown_probs, names, strict=True)):
+        palette = _palette(r["items"].shape[0])
+        for row, (p, pos) in enumerate(zip(probs, shown, strict=True)):
+            image = _to_rgb(r["images"][positions.index(pos)])
+            side = int(round(np.sqrt(p.shape[0])))
+            nearest = p.argmax(1)
+            ax = axes[row, 2 * col]
+            ax.imshow(image)
+            if side * side == p.shape[0]:  # square query grid: overlay each position's nearest item
+                ax.imshow(palette[nearest.reshape(side, side)], alpha=0.45, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5),
+                          interpolation="nearest")
+            ax.set_title(f"{name}\nvideo {videos[pos[0]].name}, frame {pos[1]}: nearest item", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            order = np.lexsort((-p.max(1), nearest))
+            ax = axes[row, 2 * col + 1]
+            shown_im = ax.imshow(p[order], aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+            ax.set_title(f"{name}: matching probabilities", fontsize=8)
+            ax.set_xlabel("memory item", fontsize=8)
+            ax.set_ylabel(f"query ({p.shape[0]}, sorted by item)", fontsize=8)
+            ax.set_xticks(range(p.shape[1]))
+            ax.tick_params(labelsize=7)
+            for tick, color in zip(ax.get_xticklabels(), palette, strict=True):  # item colours as on the frame and the t-SNE
+                tick.set_color(color)
+                tick.set_fontweight("bold")
+            fig.colorbar(shown_im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
+    (out / "matching.png").write_bytes(_png(fig))
+
+    # Figs. 1 and 6: t-SNE of sampled queries plus the items, coloured by nearest item.
+    fig = _figure(5.2 * n_models, 4.8)
+    axes = np.atleast_1d(fig.subplots(1, n_models))
+    stats = []
+    for ax, r, name, m in zip(axes, results, names, m_items, strict=True):
+        flat = r["queries"].reshape(-1, r["queries"].shape[-1])
+        sample = flat[np.sort(rng.choice(flat.shape[0], size=min(max_queries, flat.shape[0]), replace=False))]
+        points = np.concatenate([sample, r["items"]])
+        perplexity = float(min(30.0, (points.shape[0] - 1) / 3))
+        # One OpenMP thread: on a busy machine sklearn's threads spin-wait and a 2-s t-SNE takes a minute.
+        with threadpool_limits(limits=1, user_api="openmp"):
+            embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+        probs = matching_probabilities(sample, r["items"])
+        nearest = probs.argmax(1)
+        palette = _palette(m)
+        ax.scatter(embedded[: len(sample), 0], embedded[: len(sample), 1], c=palette[nearest], s=6, alpha=0.6, linewidths=0)
+        ax.scatter(embedded[len(sample):, 0], embedded[len(sample):, 1], c=palette, s=180, marker="*", edgecolors="black",
+                   linewidths=0.8, label="memory items")
+        ax.set_title(f"{name}: {len(sample)} queries, {m} items", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(loc="best", fontsize=7)
+        stats.append(_stats(matching_probabilities(r["queries"].reshape(-1, r["queries"].shape[-1]), r["items"]), m) |
+                     {"queries_in_tsne": int(len(sample))})
+    (out / "tsne.png").write_bytes(_png(fig))
+
+    record: dict[str, Any] = {
+        "files": {"matching": "matching.png", "tsne": "tsne.png"},
+        "models": [{"label": name, **s} for name, s in zip(names, stats, strict=True)],
+        "clips": [{"video": videos[vi].name, "frame": f} for vi, f in positions],
+        "shown_frames": [{"video": videos[vi].name, "frame": f} for vi, f in shown],
+        "seed": seed,
+    }
+    (out / FIGURES_INDEX).write_text(json.dumps(record, indent=2))
+    return record
+
+
+def model_label(config: Config, fallback: str) -> str:
+    """A short label for a model's column: its recipe name and separateness weight."""
+    return f"{config.name or fallback} (lambda_sep={config.train.lambda_separate:g})"
