@@ -29,6 +29,8 @@ OPTION_FIELDS = {
     "normalization": "eval.normalization",
 }
 FLAG_FIELDS = {"bf16": "train.bf16", "channels_last": "train.channels_last", "no_memory": "model.memory", "no_test_update": "eval.test_update"}
+# Commands that only score: --bf16 means bf16 while scoring.
+SCORING_FLAG_FIELDS = {"bf16": "eval.bf16", "no_test_update": "eval.test_update"}
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool) -> None:
@@ -36,16 +38,17 @@ def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool) 
     names = list(OPTION_FIELDS) if model_options else ["alpha", "gamma", "normalization", "device", "threads", "dataset"]
     for name in names:
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"sets {OPTION_FIELDS[name]}")
-    flags = FLAG_FIELDS if model_options else {"no_test_update": FLAG_FIELDS["no_test_update"], "bf16": FLAG_FIELDS["bf16"]}
+    flags = FLAG_FIELDS if model_options else SCORING_FLAG_FIELDS
     for name, target in flags.items():
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true", help=f"sets {target}")
+    parser.set_defaults(flag_fields=flags)
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="any other config field, e.g. --set model.update_max_over=assigned (repeatable)")
 
 
 def apply_options(config: Config, args: argparse.Namespace) -> Config:
     overrides = [f"{field}={getattr(args, name)}" for name, field in OPTION_FIELDS.items() if getattr(args, name, None) is not None]
-    for name, field in FLAG_FIELDS.items():
+    for name, field in args.flag_fields.items():
         if getattr(args, name, False):
             overrides.append(f"{field}={'false' if name.startswith('no_') else 'true'}")
     return config.override(overrides + args.overrides)

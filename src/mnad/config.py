@@ -66,6 +66,7 @@ class EvalConfig:
     # per-video min-max (published), running min-max over the frames so far, or fixed ranges fitted on normal footage
     normalization: Literal["video", "causal", "calibrated"] = "video"
     bf16: bool = False  # bf16 autocast while scoring
+    channels_last: bool = False  # channels_last (NHWC) weights and inputs while scoring: faster convolutions on CPU
     calibration: dict = field(default_factory=dict)  # set by `mnad calibrate`: ranges, threshold, false-alarm rate
 
 

@@ -68,8 +68,12 @@ class ScoringStep(torch.nn.Module):
         super().__init__()
         self.model, self.cfg = model, config.eval
         self.update_max_over = config.model.update_max_over
+        if self.cfg.channels_last:  # converts the model's weights in place (same values, NHWC layout)
+            model.to(memory_format=torch.channels_last)
 
     def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.cfg.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             output = self.model(inputs, items)
         p = psnr(output.frame, target, peak=self.cfg.psnr_peak)

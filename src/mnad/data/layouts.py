@@ -43,7 +43,7 @@ def list_videos(folder: str | Path) -> list[Video]:
     """Every video in a folder, in sorted name order: sub-folders of frames and video files."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: folder not found")
+        raise DataError(f"{folder}: {'is a file, expected a folder of videos' if folder.exists() else 'folder not found'}")
     videos: list[Video] = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or entry.name.endswith("_gt"):
