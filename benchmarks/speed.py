@@ -1,6 +1,6 @@
 """Speed of mnad against a plain reference of the same model, side by side in one run; writes JSON.
 
-    python benchmarks/speed.py                      # full run: about 5-8 minutes on a 2-core CPU, idle machine
+    python benchmarks/speed.py                      # full run: about 10 minutes on an idle 2-core CPU
     python benchmarks/speed.py --quick              # seconds: tiny sizes and iteration counts, for development
     python benchmarks/speed.py --device cuda        # the same on a GPU
     python benchmarks/make_performance_doc.py       # then render docs/performance.md from the JSON
@@ -541,7 +541,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-size", type=int, help="frame size of the training step (default 256; quick: 64)")
     p.add_argument("--batch", type=int, default=None, help="training batch (default 4; quick: 2)")
     p.add_argument("--train-steps", type=int, help="timed training steps per configuration (default 5; quick: 2)")
-    p.add_argument("--rounds", type=int, default=1, help="repeat every configuration, interleaved, and take the median (default 1)")
+    p.add_argument("--rounds", type=int, help="repeat every configuration, interleaved, and take the median of the rounds (default 2; quick: 1)")
     p.add_argument("--score-configs", default="reference,mnad-fast,mnad-fp32,onnx",
                    help=f"comma-separated, from {', '.join(SCORE_CONFIGS)}")
     p.add_argument("--train-configs", default="reference,mnad-fast,mnad-fp32", help=f"comma-separated, from {', '.join(TRAIN_CONFIGS)}; "
@@ -564,6 +564,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.train_size = args.train_size or (64 if q else 256)
     args.batch = args.batch or (2 if q else 4)
     args.train_steps = args.train_steps or (2 if q else 5)
+    args.rounds = args.rounds or (1 if q else 2)
     args.score_warmup = args.warmup if args.warmup is not None else (1 if q else 5)
     args.train_warmup = args.warmup if args.warmup is not None else (1 if q else 2)
     args.score_warmup, args.train_warmup = max(args.score_warmup, 1), max(args.train_warmup, 1)
@@ -595,6 +596,10 @@ def main(argv: list[str] | None = None) -> int:
     if cuda and not machine["cuda_available"]:
         sys.exit("speed.py: --device cuda but torch sees no GPU")
     load_start = loadavg()
+    if load_start and load_start[0] > 0.5:
+        notes.append(f"WARNING: the machine was not idle at the start (load average {load_start[0]:.2f}): other processes shared "
+                     "the cores, so these timings and ratios are unreliable.")
+        print(f"  WARNING: load average {load_start[0]:.2f}: the machine is not idle", file=sys.stderr)
     onnx_ok = machine["onnxruntime"] is not None and not cuda
     if "onnx" in args.score_list and not onnx_ok:
         args.score_list.remove("onnx")
@@ -681,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
             row["peak_rss_mib"] = max(x["peak_rss_mib"] for x in ok_runs)
             if cuda:
                 row["cuda_peak_mib"] = max(x.get("cuda_peak_mib", 0.0) for x in ok_runs)
+            row["cpu_s_per_frame"] = statistics.median([c for x in ok_runs for c in x["cpu_s"]])  # process CPU time, all threads
             row["memory_updates"] = sum(x["updates"] for x in ok_runs)
             row["frames_scored"] = sum(x["frames_scored"] for x in ok_runs)
             if gflop:
@@ -710,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         row["speedup_vs_reference"] = ref_train / stats["median_s"] if ref_train else None
         row["peak_rss_mib"] = max(x["peak_rss_mib"] for x in ok_runs)
         row["first_loss"] = ok_runs[0]["losses"][0]
+        row["cpu_s_per_step"] = statistics.median([c for x in ok_runs for c in x["cpu_s"]])  # process CPU time, all threads
         if cuda:
             row["cuda_peak_mib"] = max(x.get("cuda_peak_mib", 0.0) for x in ok_runs)
         if train_gflop:

@@ -57,7 +57,7 @@ def atomic_write_many(files: dict[Path, bytes], *, error: type[MNADError] = Data
         for current, tmp in temps.items():
             os.replace(tmp, current)
     except OSError as exc:
-        reason = "no space left on device (disk full)" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        reason = "disk full, no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise error(f"{current}: cannot write ({reason}); the previous file, if any, is unchanged") from exc
     finally:
         for tmp in temps.values():

@@ -48,7 +48,7 @@ def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool) 
 
 def apply_options(config: Config, args: argparse.Namespace) -> Config:
     overrides = [f"{field}={getattr(args, name)}" for name, field in OPTION_FIELDS.items() if getattr(args, name, None) is not None]
-    for name, field in args.flag_fields.items():
+    for name, field in getattr(args, "flag_fields", {}).items():
         if getattr(args, name, False):
             overrides.append(f"{field}={'false' if name.startswith('no_') else 'true'}")
     return config.override(overrides + args.overrides)

@@ -138,7 +138,7 @@ def train(
             (out_dir / LOG_FILE).unlink(missing_ok=True)
         if ctx.is_main:
             atomic_write(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
-        if holdout:
+        if holdout and ctx.is_main:
             ranges = [{"path": str(v.path), "start": v.start, "stop": v.stop} for v in holdout]
             atomic_write(out_dir / HOLDOUT_FILE, json.dumps(ranges, indent=2).encode())
     except OSError as exc:

@@ -1,0 +1,247 @@
+"""Render docs/performance.md from the benchmark results in benchmarks/results/*.json.
+
+    python benchmarks/make_performance_doc.py [--results benchmarks/results] [--out docs/performance.md]
+
+Only what the JSON files say goes into the document: speed.json (benchmarks/speed.py) and, when present,
+long_stream.json (rendered generically: its scalar fields and tables of its lists of records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def num(value, decimals: int = 2) -> str:
+    return "–" if value is None else f"{value:,.{decimals}f}"
+
+
+def pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.0f} %"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def machine_section(d: dict, source: str) -> list[str]:
+    m, s = d["machine"], d["settings"]
+    gpu = m.get("gpu") or ("none used" if s["device"] == "cpu" else "–")
+    if s["device"] == "cpu" and not m.get("cuda_available"):
+        gpu = "none available (torch sees no CUDA device)"
+    rows = [
+        ["CPU", f"{m.get('cpu_model')} ({m.get('logical_cpus')} logical CPUs; {', '.join(m.get('cpu_flags', [])) or 'no AVX-512/AMX'})"],
+        ["memory", f"{m.get('memory_gib', '–')} GiB"],
+        ["GPU", gpu],
+        ["software", f"Python {m.get('python')}, torch {m.get('torch')}, onnxruntime {m.get('onnxruntime') or 'not installed'}"],
+        ["threads / device", f"{s['threads']} / {s['device']}"],
+        ["load average (1, 5, 15 min) at start → end", f"{d.get('loadavg_start')} → {d.get('loadavg_end')}"],
+        ["command", f"`{d['command']}`"],
+        ["run", f"{d['created']}, {d.get('seconds', 0):.0f} s"],
+        ["weights", s["weights"]],
+        ["timing", f"median over {s['frames_timed']} timed frames after {s['score_warmup']} warm-up frames (scoring), "
+                   f"{s['train_steps_timed']} timed steps after {s['train_warmup']} (training); {s['rounds']} round(s)"],
+        ["test-time update threshold γ", f"{s['gamma']}" + (" (E_t ≤ 1: the memory is updated after every frame)" if s["gamma"] > 1 else "")],
+        ["source", f"`{source}`"],
+    ]
+    return ["## Machine and command", ""] + table(["", ""], rows)
+
+
+def targets_section(d: dict) -> list[str]:
+    if not d.get("targets"):
+        return []
+    rows = []
+    for t in d["targets"]:
+        value = pct(t["value"]) if t["unit"] == "fraction" else f"{t['value']:.2f} {t['unit']}"
+        rows.append([fmt(t["target"]), value, "met" if t["met"] else "**not met**"])
+    return ["## Targets", ""] + table(["target", "measured", ""], rows)
+
+
+def scoring_section(d: dict) -> list[str]:
+    out = ["## Scoring: batch 1, frames in order, memory update included", ""]
+    limits = d.get("limits", {})
+    for size in d["settings"]["sizes"]:
+        rows = []
+        for r in d["scoring"]:
+            if r["size"] != size:
+                continue
+            if "error" in r:
+                rows.append([r["config"], fmt(r["description"]), f"error: {fmt(r['error'].splitlines()[-1])}"] + [""] * 6)
+                continue
+            spread = f"{num(1000 * r['min_s'], 0)}–{num(1000 * r['max_s'], 0)}"
+            frac = f"{pct(r.get('fraction_of_peak'))} of {r['peak_used']}" if r.get("fraction_of_peak") is not None else "–"
+            rss = num(r["peak_rss_mib"], 0) + (f" (GPU {num(r['cuda_peak_mib'], 0)})" if "cuda_peak_mib" in r else "")
+            rows.append([r["config"], fmt(r["description"]), num(r["fps"]), f"{num(r['ms_per_frame'], 0)} ({spread})",
+                         f"{num(r['speedup_vs_reference'])}×" if r.get("speedup_vs_reference") else "–",
+                         num(r.get("achieved_gflops"), 0), frac, rss, f"{r['memory_updates']}/{r['frames_scored']}"])
+        gflop = d.get("flops", {}).get("score_gflop_per_frame", {}).get(str(size))
+        lim = limits.get(str(size), {})
+        out += [f"### {size}×{size}", ""]
+        if gflop:
+            out += [f"{gflop:.1f} GFLOP per frame; the measured matmul peak allows {num(lim.get('fps_limit_fp32'))} frames/s in fp32 "
+                    f"and {num(lim.get('fps_limit_bf16'))} frames/s in bf16.", ""]
+        out += table(["configuration", "what", "frames/s", "ms/frame (min–max)", "vs reference", "GFLOP/s", "of peak",
+                      "peak RSS (MiB)", "memory updates"], rows)
+    return out
+
+
+def training_section(d: dict) -> list[str]:
+    if not d.get("training"):
+        return []
+    s = d["settings"]
+    out = [f"## Training step: {s['train_size']}×{s['train_size']}, batch {s['batch']}", ""]
+    gflop = d.get("flops", {}).get("train_gflop_per_step")
+    if gflop:
+        out += [f"{gflop:.0f} GFLOP per step (forward and backward).", ""]
+    rows = []
+    for r in d["training"]:
+        if "error" in r:
+            rows.append([r["config"], fmt(r["description"]), f"error: {fmt(r['error'].splitlines()[-1])}"] + [""] * 5)
+            continue
+        frac = f"{pct(r.get('fraction_of_peak'))} of {r['peak_used']}" if r.get("fraction_of_peak") is not None else "–"
+        rss = num(r["peak_rss_mib"], 0) + (f" (GPU {num(r['cuda_peak_mib'], 0)})" if "cuda_peak_mib" in r else "")
+        rows.append([r["config"], fmt(r["description"]), f"{num(r['s_per_step'])} ({num(r['min_s'])}–{num(r['max_s'])})",
+                     num(r["frames_per_s"]), f"{num(r['speedup_vs_reference'])}×" if r.get("speedup_vs_reference") else "–",
+                     num(r.get("achieved_gflops"), 0), frac, rss])
+    return out + table(["configuration", "what", "s/step (min–max)", "frames/s", "vs reference", "GFLOP/s", "of peak",
+                        "peak RSS (MiB)"], rows)
+
+
+def peak_section(d: dict) -> list[str]:
+    p = d.get("peak", {})
+    if "error" in p or not p:
+        return ["## Matrix-multiply peak", "", f"not measured ({fmt(p.get('error', 'missing'))})", ""]
+    rows = [[name, num(p[name]["gflops_median"], 0), num(p[name]["gflops_best"], 0)] for name in ("fp32", "bf16") if name in p]
+    return ["## Matrix-multiply peak", "", f"torch.matmul of two {p['n']}×{p['n']} matrices, {d['settings']['threads']} threads.", ""] + \
+        table(["precision", "GFLOP/s (median)", "GFLOP/s (best)"], rows)
+
+
+def checks_section(d: dict) -> list[str]:
+    c = d.get("checks", {})
+    out = ["## Same function: the reference against mnad", ""]
+    if "error" in c:
+        return out + [f"the check failed to run: {fmt(c['error'])}", ""]
+    out += ["Both load the same weights and score the same frames (fp32). PSNR in dB; D and E_t as computed.", ""]
+    rows = []
+    for size, r in c.get("score", {}).items():
+        rows.append([f"{size}×{size}", f"{r['psnr_reference']:.5f}", f"{r['psnr_mnad_fp32']:.5f}", f"{r['psnr_abs_diff_fp32']:.1e}",
+                     f"{r['psnr_mnad_fast']:.5f}", f"{r['psnr_abs_diff_fast']:.1e}",
+                     f"{r['psnr_onnx']:.5f}" if "psnr_onnx" in r else "–",
+                     f"{r['items_max_abs_diff_mnad_fp32']:.1e}", "yes" if r["same_function"] else "**NO**"])
+    out += table(["size", "PSNR reference", "PSNR mnad fp32", "abs Δ", "PSNR mnad fast (bf16)", "abs Δ", "PSNR ONNX",
+                  "updated items, max abs Δ (fp32)", f"same (abs Δ PSNR ≤ {c.get('tolerance_psnr_db')} dB)"], rows)
+    t = c.get("train")
+    if t:
+        out += [f"Training loss of one step ({t['size']}×{t['size']}, batch {t['batch']}, train-mode BatchNorm): reference "
+                f"{t['loss_reference']:.6f}, mnad fp32 {t['loss_mnad_fp32']:.6f} (relative difference {t['rel_diff']:.1e}); "
+                f"memory after the update, max abs Δ {t['items_max_abs_diff']:.1e}: {'same' if t['same_function'] else '**different**'}.", ""]
+    return out
+
+
+def accuracy_section(d: dict) -> list[str]:
+    a = d.get("accuracy")
+    if not a:
+        return []
+    out = ["## Accuracy: fp32 against the fast path on a real test set", "",
+           f"Checkpoint `{a['checkpoint']}`, data `{a['data_root']}`, scored end to end by `mnad.evaluate.evaluate` (decoding included).", ""]
+    rows = []
+    for name in ("fp32", "fast"):
+        r = a.get(name, {})
+        if "error" in r:
+            rows.append([name, f"error: {fmt(r['error'].splitlines()[-1])}", "", "", "", ""])
+            continue
+        rows.append([name, f"{100 * r['micro_auc']:.2f}" if r.get("micro_auc") is not None else "–",
+                     f"{100 * r['macro_auc']:.2f}" if r.get("macro_auc") is not None else "–", str(r["frames_scored"]),
+                     str(r["memory_updates"]), num(r.get("fps_end_to_end"))])
+    out += table(["path", "micro AUC (%)", "macro AUC (%)", "frames", "memory updates", "frames/s end to end"], rows)
+    if "micro_auc_diff_points" in a:
+        out += [f"Micro AUC difference (fast − fp32): {a['micro_auc_diff_points']:+.3f} points "
+                f"({'within' if a['within_0.3_points'] else '**outside**'} 0.3 points). Per-frame PSNR: max abs Δ "
+                f"{a['psnr_max_abs_diff_db']:.3g} dB, mean abs Δ {a['psnr_mean_abs_diff_db']:.3g} dB; memory-update decisions that "
+                f"differ: {a['update_decisions_differing']}.", ""]
+    return out
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list) and value and all(not isinstance(v, (dict, list)) for v in value):
+            flat[name] = ", ".join(fmt(v) for v in value) if len(value) <= 8 else f"{len(value)} values"
+        elif not isinstance(value, list):
+            flat[name] = value
+    return flat
+
+
+def generic_section(title: str, data: dict, source: str) -> list[str]:
+    """Any other results file: its scalars as a table, each list of records as a table of their scalar fields."""
+    out = [f"## {title}", "", f"From `{source}`" + (f"; command: `{data['command']}`" if "command" in data else "") + ".", ""]
+    scalars = {k: v for k, v in flatten(data).items() if k != "command"}
+    if scalars:
+        out += table(["field", "value"], [[fmt(k), fmt(v)] for k, v in scalars.items()])
+    for key, value in data.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            rows = [flatten(v) for v in value]
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+            out += [f"### {key}", ""] + table([fmt(c) for c in columns], [[fmt(r.get(c)) for c in columns] for r in rows])
+    return out
+
+
+def render(results: Path) -> str:
+    speed_path = results / "speed.json"
+    if not speed_path.is_file():
+        raise SystemExit(f"{speed_path}: not found; run benchmarks/speed.py first")
+    d = json.loads(speed_path.read_text())
+    rel = lambda p: str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)  # noqa: E731
+    lines = ["# Performance", "",
+             f"Generated by `python benchmarks/make_performance_doc.py` from `{rel(speed_path)}`"
+             + (" and `long_stream.json`" if (results / "long_stream.json").is_file() else "")
+             + ". Do not edit by hand: rerun the benchmarks (benchmarks/README.md) and this script.", ""]
+    if d.get("quick"):
+        lines += ["> **Quick run** (`--quick`): tiny sizes and iteration counts, for checking the benchmark itself. "
+                  "These numbers say nothing about speed.", ""]
+    lines += targets_section(d) + scoring_section(d) + training_section(d) + peak_section(d) + checks_section(d)
+    lines += accuracy_section(d)
+    long_path = results / "long_stream.json"
+    if long_path.is_file():
+        lines += generic_section("Long stream", json.loads(long_path.read_text()), rel(long_path))
+    lines += machine_section(d, rel(speed_path))
+    if d.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in d["notes"]] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", default=str(HERE / "results"), help="folder of the JSON results (default benchmarks/results)")
+    p.add_argument("--out", default=str(ROOT / "docs" / "performance.md"), help="document to write (default docs/performance.md)")
+    args = p.parse_args(argv)
+    text = render(Path(args.results))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
