@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+LIST_ROWS = 6  # records shown at each end of a long list in a generic results file
 ROOT = HERE.parent
 
 
@@ -194,15 +195,19 @@ def flatten(data: dict, prefix: str = "") -> dict:
 
 def generic_section(title: str, data: dict, source: str) -> list[str]:
     """Any other results file: its scalars as a table, each list of records as a table of their scalar fields."""
-    out = [f"## {title}", "", f"From `{source}`" + (f"; command: `{data['command']}`" if "command" in data else "") + ".", ""]
+    command = f"command: `{data['command']}`" if "command" in data else "the file records no command"
+    out = [f"## {title}", "", f"From `{source}`; {command}.", ""]
     scalars = {k: v for k, v in flatten(data).items() if k != "command"}
     if scalars:
-        out += table(["field", "value"], [[fmt(k), fmt(v)] for k, v in scalars.items()])
+        out += table(["field", "value"], [[fmt(k), fmt(v, 6)] for k, v in scalars.items()])
     for key, value in data.items():
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             rows = [flatten(v) for v in value]
             columns = list(dict.fromkeys(k for r in rows for k in r))
-            out += [f"### {key}", ""] + table([fmt(c) for c in columns], [[fmt(r.get(c)) for c in columns] for r in rows])
+            cells = [[fmt(r.get(c), 6) for c in columns] for r in rows]
+            if len(cells) > 2 * LIST_ROWS:  # a long series: its start and its end
+                cells = cells[:LIST_ROWS] + [["…"] * len(columns)] + cells[-LIST_ROWS:]
+            out += [f"### {key} ({len(rows)} records)", ""] + table([fmt(c) for c in columns], cells)
     return out
 
 

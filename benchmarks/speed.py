@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -137,10 +138,6 @@ def build_reference(job: dict):
     model = ref.ConvAE(n_channel=job["model"]["channels"], t_length=job["model"]["t_length"])
     items = ref.load_mnad_state(model, load_weights(job))
     return ref, model.to(job["device"]), items.to(job["device"])
-
-
-def median_ms(times: list[float]) -> float:
-    return 1000 * statistics.median(times)
 
 
 # ---- workers: each runs in its own process and returns a dict -------------------------------------------------
@@ -607,7 +604,16 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda:
         notes.append("No GPU was used in this run (--device cpu); `--device cuda` runs the same code on a GPU.")
 
-    tmp = Path(tempfile.mkdtemp(prefix="mnad-speed-"))
+    tmp = Path(tempfile.mkdtemp(prefix="mnad-speed-"))  # weights, ONNX files and AUC scores of this run
+    try:
+        return benchmark(args, argv, tmp, machine, notes, load_start, started)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machine: dict, notes: list[str],
+              load_start: list[float] | None, started: float) -> int:
+    cuda = args.device.startswith("cuda")
     weights = tmp / "weights.safetensors"
     model_cfg, source = prepare_weights(args, weights)
     base = {"threads": args.threads, "device": args.device, "weights": str(weights), "model": model_cfg, "gamma": args.gamma,
@@ -757,9 +763,6 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print_summary(result)
     print(f"wrote {out} ({result['seconds']:.0f} s)", file=sys.stderr)
-    for f in tmp.iterdir():
-        f.unlink()
-    tmp.rmdir()
     return 0 if checks.get("ok", False) else 1
 
 
@@ -829,8 +832,6 @@ def run_accuracy(args: argparse.Namespace, base: dict, tmp: Path) -> dict:
         for side in (a, b):
             side["fps_end_to_end"] = side["frames_scored"] / side["seconds"]
             del side["psnr"], side["updated"]
-        for f in sorted(tmp.glob("auc_*/*")):
-            f.unlink()
     return out
 
 

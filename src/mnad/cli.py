@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from mnad.config import Config, load_config, recipe_names
 from mnad.errors import MNADError
 
@@ -30,7 +32,7 @@ OPTION_FIELDS = {
 }
 FLAG_FIELDS = {"bf16": "train.bf16", "channels_last": "train.channels_last", "no_memory": "model.memory", "no_test_update": "eval.test_update"}
 # Commands that only score: --bf16 means bf16 while scoring.
-SCORING_FLAG_FIELDS = {"bf16": "eval.bf16", "no_test_update": "eval.test_update"}
+SCORING_FLAG_FIELDS = {"bf16": "eval.bf16", "channels_last": "eval.channels_last", "no_test_update": "eval.test_update"}
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool) -> None:
@@ -51,7 +53,10 @@ def apply_options(config: Config, args: argparse.Namespace) -> Config:
     for name, field in getattr(args, "flag_fields", {}).items():
         if getattr(args, name, False):
             overrides.append(f"{field}={'false' if name.startswith('no_') else 'true'}")
-    return config.override(overrides + args.overrides)
+    config = config.override(overrides + args.overrides)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    return config
 
 
 def cmd_train(args: argparse.Namespace) -> None:
