@@ -13,7 +13,15 @@ from mnad.data.synthetic import make_synthetic_dataset
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PED2 = SHARED / "data" / "ped2"
 
-torch.set_num_threads(1)  # tiny models gain nothing from more, and parallel test runs stay fast
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, do not fight a busy machine for cores, and stay bit-reproducible;
+    restored after each test because some code under test sets the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

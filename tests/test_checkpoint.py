@@ -18,15 +18,6 @@ from mnad.errors import CheckpointError
 from mnad.model import MNAD
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread (and do not fight a busy machine for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def trained_like(config: Config, seed: int = 0) -> MNAD:
     """A model whose weights, BN statistics and memory all differ from a fresh one's."""
     torch.manual_seed(seed)

@@ -7,21 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from mnad.cli import main
 
 TINY = ["--set", "model.image_size=32", "--set", "model.width=8", "--epochs", "1",
         "--set", "train.bf16=false", "--set", "train.channels_last=false", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread (and do not fight a busy machine for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_train_then_evaluate(synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

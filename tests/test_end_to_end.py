@@ -27,15 +27,6 @@ EPOCHS = 2
 FRAMES, TEST_VIDEOS = 24, 2  # the synthetic_root fixture
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run fastest on one thread, and bit-identical comparisons need one fixed thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def e2e_config(**model: object) -> Config:
     config = tiny_config(**model)
     config.train.epochs = EPOCHS
