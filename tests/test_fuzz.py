@@ -83,6 +83,19 @@ VALID_IMAGES = [encoded(".jpg", _IMAGE), encoded(".png", _IMAGE), encoded(".bmp"
 frame_bytes = st.one_of(st.binary(max_size=512), st.sampled_from(VALID_IMAGES).flatmap(mutations))
 
 
+def check_labels(path: Path) -> None:
+    """The label reader either gives 0/1 labels of the right lengths or a clear error naming the file."""
+    try:
+        labels = load_labels(path, VIDEOS)
+    except MNADError as exc:
+        assert str(path) in str(exc)
+        event(outcome(exc, path))
+        return
+    event("accepted")
+    assert [len(x) for x in labels] == [5, 3]
+    assert all(set(np.unique(x)) <= {0, 1} for x in labels)
+
+
 @FUZZ
 @given(data=frame_bytes, ext=st.sampled_from([".jpg", ".png", ".tif", ".bmp"]))
 def test_fuzz_frame_reader(tmp_path: Path, data: bytes, ext: str) -> None:
@@ -162,15 +175,7 @@ def test_fuzz_npy_labels(tmp_path: Path, array: np.ndarray, mangle: int, data: s
     elif mangle == 2:
         payload = data.draw(st.binary(max_size=200))
     path.write_bytes(payload)
-    try:
-        labels = load_labels(path, VIDEOS)
-    except MNADError as exc:
-        assert str(path) in str(exc)
-        event(outcome(exc, path))
-        return
-    event("accepted")
-    assert [len(x) for x in labels] == [5, 3]
-    assert all(set(np.unique(x)) <= {0, 1} for x in labels)
+    check_labels(path)
 
 
 csv_cell = st.one_of(st.sampled_from(["01", "02", "03", "", "1", "3", "5", "0", "-1", "nan", "inf", "1e3", " 2 ", "9" * 30]),
@@ -189,14 +194,7 @@ def test_fuzz_csv_labels(tmp_path: Path, header: str, rows: list[list[str]], raw
         path.write_bytes(raw)
     else:
         path.write_text("\n".join([header] + [",".join(r) for r in rows]) + "\n", encoding="utf-8")
-    try:
-        labels = load_labels(path, VIDEOS)
-    except MNADError as exc:
-        assert str(path) in str(exc)
-        event(outcome(exc, path))
-        return
-    event("accepted")
-    assert [len(x) for x in labels] == [5, 3]
+    check_labels(path)
 
 
 @FUZZ
@@ -207,14 +205,7 @@ def test_fuzz_csv_labels(tmp_path: Path, header: str, rows: list[list[str]], raw
 def test_fuzz_ucsd_m_labels(tmp_path: Path, text: str) -> None:
     path = tmp_path / "labels.m"
     path.write_text(text, encoding="utf-8")
-    try:
-        labels = load_labels(path, VIDEOS)
-    except MNADError as exc:
-        assert str(path) in str(exc)
-        event(outcome(exc, path))
-        return
-    event("accepted")
-    assert [len(x) for x in labels] == [5, 3]
+    check_labels(path)
 
 
 @pytest.fixture(scope="module")
