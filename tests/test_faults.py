@@ -245,20 +245,26 @@ def test_disk_full_mid_write_leaves_no_partial_file(tmp_path: Path, monkeypatch:
     assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
 
 
-def test_disk_full_during_training_keeps_last_checkpoint_then_resumes(synthetic_root: Path, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    config = tiny_config()
-    config.train.epochs = 2
+def fail_fsync_at(monkeypatch: pytest.MonkeyPatch, call: int):
+    """Make the ``call``-th fsync of a checkpoint/output write fail with ENOSPC; returns the real fsync."""
     calls = {"n": 0}
     real_fsync = os.fsync
 
-    def fsync(fd: int) -> None:  # 1: config.json, 2: epoch 1 checkpoint, 3: epoch 2 checkpoint -> disk full
+    def fsync(fd: int) -> None:
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == call:
             enospc()
         real_fsync(fd)
 
     monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    return real_fsync
+
+
+def test_disk_full_during_training_keeps_last_checkpoint_then_resumes(synthetic_root: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tiny_config()
+    config.train.epochs = 2
+    real_fsync = fail_fsync_at(monkeypatch, 3)  # 1: config.json, 2: epoch 1 checkpoint, 3: epoch 2 checkpoint -> disk full
     out = tmp_path / "run"
     with pytest.raises(CheckpointError, match="disk full") as info:
         train(config, synthetic_root, out, progress=False)
@@ -273,16 +279,7 @@ def test_disk_full_during_training_keeps_last_checkpoint_then_resumes(synthetic_
 def test_disk_full_while_writing_evaluation_outputs(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tiny_config()
     config.eval.test_update = False
-    calls = {"n": 0}
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:  # scores.csv is written, metrics.json hits a full disk
-        calls["n"] += 1
-        if calls["n"] == 2:
-            enospc()
-        real_fsync(fd)
-
-    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    fail_fsync_at(monkeypatch, 2)  # scores.csv is written, metrics.json hits a full disk
     out = tmp_path / "eval"
     with pytest.raises(DataError, match="disk full") as info:
         evaluate(tiny_model(config), config, synthetic_root, out_dir=out, progress=False)
