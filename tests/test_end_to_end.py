@@ -180,17 +180,23 @@ def test_resume_with_other_model_settings_is_refused(trained_run: Path, syntheti
         train(e2e_config(width=16), synthetic_root, run, resume=True, progress=False)
 
 
-@pytest.mark.parametrize("model", [{"task": "recon", "t_length": 1}, {"memory": False}])
+@pytest.mark.parametrize("model", [{"task": "recon", "t_length": 1}, {"memory": False}, {"task": "recon", "t_length": 4}])
 def test_other_variants_train_and_evaluate(model: dict, synthetic_root: Path, tmp_path: Path) -> None:
     config = e2e_config(**model)
     config.train.epochs = 1
+    config.train.keep_epochs = True
     path = train(config, synthetic_root, tmp_path / "run", progress=False)
     loaded, stored = load_model(path, expect=config)
+    kept, _ = load_model(tmp_path / "run" / "epoch_001.safetensors", expect=config)  # keep_epochs: the same weights
+    assert_states_equal(kept.state_dict(), loaded.state_dict())
     metrics = evaluate(loaded, stored, synthetic_root, out_dir=tmp_path / "eval", progress=False)
-    skipped = 0 if model.get("task") == "recon" else 4
+    skipped = stored.model.t_length - 1  # pred: the first 4; recon with 4 frames: the first 2 and the last 1
     assert metrics["frames_scored"] == TEST_VIDEOS * (FRAMES - skipped)
     assert metrics["micro_auc"] is not None and 0.0 <= metrics["micro_auc"] <= 1.0
     if not stored.model.memory:
         assert metrics["alpha"] == 1.0 and metrics["memory_updates"] == 0  # PSNR only, nothing to update
     with (tmp_path / "eval" / "scores.csv").open(newline="") as handle:
-        assert sum(1 for _ in csv.DictReader(handle)) == metrics["frames_scored"]
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == metrics["frames_scored"]
+    first = stored.model.target_index  # each clip scores its target frame: the middle one for recon
+    assert [int(r["frame"]) for r in rows[: FRAMES - skipped]] == list(range(first, first + FRAMES - skipped))

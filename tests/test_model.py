@@ -28,7 +28,7 @@ def tiny_model(**model: object) -> MNAD:
 
 @pytest.mark.parametrize("memory", [True, False])
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("task,t_length,frames_in", [("pred", 5, 4), ("recon", 1, 1)])
+@pytest.mark.parametrize("task,t_length,frames_in", [("pred", 5, 4), ("recon", 1, 1), ("recon", 4, 4)])
 def test_forward_shapes_and_ranges(task: str, t_length: int, frames_in: int, channels: int, memory: bool) -> None:
     model = tiny_model(task=task, t_length=t_length, channels=channels, memory=memory)
     assert model.encoder.stage1[0].in_channels == frames_in * channels
@@ -52,6 +52,18 @@ def test_decoder_input_width_with_and_without_memory(task: str, t_length: int) -
     assert with_memory.decoder.bottleneck[0].in_channels == 2 * 64  # cat(query, read)
     assert without.decoder.bottleneck[0].in_channels == 64  # the query alone
     assert without.memory is None and with_memory.memory is not None
+
+
+@pytest.mark.parametrize("task,t_length,target", [("pred", 5, 4), ("recon", 1, 0), ("recon", 16, 8), ("recon", 3, 1)])
+def test_split_clip_takes_the_scored_frame(task: str, t_length: int, target: int) -> None:
+    # recon with motion cues (paper: 16 frames in, the 9th reconstructed) sees every frame of the clip
+    model = tiny_model(task=task, t_length=t_length, channels=1)
+    clip = torch.arange(t_length, dtype=torch.float32).reshape(1, t_length, 1, 1, 1).expand(2, t_length, 1, 4, 4)
+    inputs, frame = model.split_clip(clip)
+    assert model.config.target_index == target
+    assert torch.equal(frame, torch.full((2, 1, 4, 4), float(target)))
+    expected_inputs = list(range(t_length - 1)) if task == "pred" else list(range(t_length))
+    assert inputs[0, :, 0, 0].tolist() == expected_inputs
 
 
 def test_without_memory_decoder_sees_only_the_query() -> None:

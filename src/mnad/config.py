@@ -20,7 +20,9 @@ from mnad.errors import ConfigError
 @dataclass
 class ModelConfig:
     task: Literal["pred", "recon"] = "pred"  # predict the next frame (U-Net with skips) or reconstruct (no skips)
-    t_length: int = 5  # frames per sample: pred uses t_length-1 inputs to predict the last one; recon uses 1
+    # frames per clip. pred: the first t_length-1 predict the last. recon: all t_length are input and the middle one
+    # (index t_length // 2) is reconstructed: 1 is the plain model, 16 the paper's "motion cues" variant (9th of 16)
+    t_length: int = 5
     channels: int = 3  # image channels (3 even for grayscale Ped2, as in the published runs)
     image_size: int = 256
     width: int = 64  # channels of the first U-Net stage; the query dimension is 8 * width (512 by default)
@@ -34,7 +36,12 @@ class ModelConfig:
 
     @property
     def input_frames(self) -> int:
-        return self.t_length - 1 if self.task == "pred" else 1
+        return self.t_length - 1 if self.task == "pred" else self.t_length
+
+    @property
+    def target_index(self) -> int:
+        """Position in the clip of the frame that is predicted or reconstructed, i.e. the frame a clip scores."""
+        return self.t_length - 1 if self.task == "pred" else self.t_length // 2
 
 
 @dataclass
@@ -54,6 +61,7 @@ class TrainConfig:
     sync_batchnorm: bool = False  # several ranks (torchrun): BatchNorm statistics over the global batch, not per rank
     holdout: float = 0.0  # own footage: fraction of each video's frames (its end) kept out of training, for calibration
     tensorboard: bool = False  # also log each epoch's record to <run folder>/tensorboard (needs the tensorboard package)
+    keep_epochs: bool = False  # also keep each epoch's model as epoch_NNN.safetensors (for AUC-against-epochs curves)
 
 
 @dataclass

@@ -102,7 +102,8 @@ def score_stream(
     each frame's pixel-wise error map, for localisation. ``step``: another implementation of ``ScoringStep``
     (e.g. ONNX Runtime).
     """
-    window_len = config.model.t_length if config.model.task == "pred" else 1
+    window_len = config.model.t_length
+    lag = window_len - 1 - config.model.target_index  # a clip scores its target frame, `lag` frames before its last
     window: deque[np.ndarray] = deque(maxlen=window_len)
     step = step or ScoringStep(model, config)
     items = model.memory.items if model.memory is not None else torch.zeros(1, config.model.feature_dim)
@@ -118,7 +119,7 @@ def score_stream(
             updated = model.memory is not None and not torch.equal(new_items, items)
             if updated:
                 items.copy_(new_items)
-            yield FrameScore(index, float(p[0]), float(d[0]), float(e[0]), updated, error[0].float().cpu().numpy() if maps else None)
+            yield FrameScore(index - lag, float(p[0]), float(d[0]), float(e[0]), updated, error[0].float().cpu().numpy() if maps else None)
 
 
 def score_videos(
@@ -232,7 +233,8 @@ def evaluate(
     results = [v for part in distributed.all_gather_objects(results, ctx) for v in part]  # all videos, in order
     attach_labels(results, labels)
     add_scores(results, config)
-    skipped = config.model.t_length - 1 if config.model.task == "pred" else 0
+    skipped = config.model.t_length - 1
+    before, after = config.model.target_index, skipped - config.model.target_index
     metrics = auc_metrics(results)
     metrics.update(
         labels=str(labels_path),
@@ -243,8 +245,9 @@ def evaluate(
         memory_updates=int(sum(v.updated.sum() for v in results)),
         ranks=ctx.world_size,  # > 1: the test-time memory restarted from the trained items on each rank's share
         frames_excluded_per_video=skipped,
-        note=(f"the first {skipped} frames of each video have no prediction and are excluded, as in the published protocol"
-              if skipped else "every frame is scored"),
+        note=("every frame is scored" if not skipped else
+              f"the first {before} frames of each video have no prediction and are excluded, as in the published protocol"
+              if not after else f"the first {before} and last {after} frames of each video are not the middle of any clip and are excluded"),
     )
     if out_dir is not None and ctx.is_main:
         metrics_json = json.dumps({"metrics": metrics, "config": config.to_dict()}, indent=2).encode()

@@ -310,7 +310,7 @@ def write_thumbnails(
             pass
     videos = {v.name: v for v in split_videos(data_root, config.dataset, "testing")}
     m = config.model
-    window = m.t_length if m.task == "pred" else 1
+    window = m.t_length
     entries = []
     model = model.to(device).eval()
     for rank, (vi, i) in enumerate(pick_top_frames(rows, top_k, gap=max(5, window)), start=1):
@@ -318,13 +318,14 @@ def write_thumbnails(
         video = videos.get(video_rows.name)
         if video is None:
             raise DataError(f"{data_root}: test video {video_rows.name!r} of {eval_dir} not found; pass the data root that was evaluated")
-        frames = np.stack([video.frame(j, m.image_size, m.channels) for j in range(frame_index - window + 1, frame_index + 1)])
+        first = frame_index - m.target_index  # the clip whose target is this frame
+        frames = np.stack([video.frame(j, m.image_size, m.channels) for j in range(first, first + window)])
         with torch.inference_mode():
             inputs, target = model.split_clip(to_tensor(frames)[None].to(device))
             output = model(inputs)
             error = error_map(output.frame, target)[0].float().cpu().numpy()
         name = f"{rank:02d}_{_safe_name(video_rows.name)}_{frame_index:06d}.png"
-        ok, png = cv2.imencode(".png", localisation_image(frames[-1], error))
+        ok, png = cv2.imencode(".png", localisation_image(frames[m.target_index], error))
         if not ok:
             raise DataError(f"{out / name}: could not encode the thumbnail")
         (out / name).write_bytes(png.tobytes())

@@ -182,6 +182,8 @@ def train(
         extra.update(epoch=epoch + 1, scheduler=scheduler.state_dict())
         if ctx.is_main:  # every rank holds the same weights and items; one writes them
             save_checkpoint(checkpoint_path, tensors, cfg, extra)
+            if cfg.train.keep_epochs:
+                save_model(out_dir / f"epoch_{epoch + 1:03d}.safetensors", model, cfg, extra={"epochs": epoch + 1})
             with (out_dir / LOG_FILE).open("a") as log:
                 log.write(json.dumps(record) + "\n")
             if board is not None:

@@ -50,8 +50,5 @@ class MNAD(nn.Module):
 
     def split_clip(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, C, H, W) clip -> (model input stacked on channels, target frame)."""
-        if self.config.task == "pred":
-            inputs, target = clip[:, :-1], clip[:, -1]
-        else:
-            inputs, target = clip[:, -1:], clip[:, -1]
-        return inputs.flatten(1, 2), target
+        inputs = clip[:, :-1] if self.config.task == "pred" else clip  # recon sees its own target among the inputs
+        return inputs.flatten(1, 2), clip[:, self.config.target_index]
