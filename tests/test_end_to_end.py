@@ -200,3 +200,27 @@ def test_other_variants_train_and_evaluate(model: dict, synthetic_root: Path, tm
     assert len(rows) == metrics["frames_scored"]
     first = stored.model.target_index  # each clip scores its target frame: the middle one for recon
     assert [int(r["frame"]) for r in rows[: FRAMES - skipped]] == list(range(first, first + FRAMES - skipped))
+
+
+def test_epoch_curve_script_evaluates_each_kept_epoch(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runpy
+    import sys
+
+    config = e2e_config(memory=False)
+    config.train.keep_epochs = True
+    run = tmp_path / "run"
+    train(config, synthetic_root, run, progress=False)
+    assert sorted(p.name for p in run.glob("epoch_*.safetensors")) == ["epoch_001.safetensors", "epoch_002.safetensors"]
+    out = tmp_path / "curve.json"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "epoch_curve.py"
+    monkeypatch.setattr(sys, "argv", ["epoch_curve.py", str(run), "--data-root", str(synthetic_root), "--out", str(out)])
+    runpy.run_path(str(script), run_name="__main__")
+    curve = json.loads(out.read_text())
+    assert [e["epoch"] for e in curve["epochs"]] == [1, 2]
+    model, stored = load_model(run / "epoch_002.safetensors")
+    assert curve["epochs"][1]["micro_auc"] == evaluate(model, stored, synthetic_root, progress=False)["micro_auc"]
+    log = [json.loads(line) for line in (run / LOG_FILE).read_text().splitlines()]
+    assert [e["loss_total"] for e in curve["epochs"]] == [r["loss_total"] for r in log]
+    before = out.read_bytes()
+    runpy.run_path(str(script), run_name="__main__")  # a rerun finds every epoch done and changes nothing
+    assert out.read_bytes() == before
