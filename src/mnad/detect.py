@@ -257,7 +257,7 @@ def detect(
     alpha = config.eval.alpha if config.model.memory else 1.0
     size, channels = config.model.image_size, config.model.channels
 
-    raw: dict[int, RawFrame] = {}  # frames waiting for their score (the prediction window lags by t_length-1)
+    raw: dict[int, RawFrame] = {}  # frames waiting for their score (a clip scores a frame up to t_length-1 back)
 
     def prepared() -> Iterator[np.ndarray]:
         for i, frame in enumerate(iter_source(source, fps=fps, reconnects=reconnects, retry_delay=retry_delay)):
