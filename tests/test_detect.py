@@ -183,3 +183,19 @@ def test_train_on_own_footage_keeps_a_holdout_for_calibration(synthetic_root: Pa
     # 10% of 24 frames is 2, fewer than one clip of 5: the held-out part is widened to 5 frames
     assert len(held) == 2 and all((h["start"], h["stop"]) == (19, 24) for h in held)
     assert main(["calibrate", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "cal.safetensors"), "--quiet"]) == 0
+
+
+def test_detect_with_a_middle_frame_model_reports_each_frame_it_scores(synthetic_root: Path, tmp_path: Path) -> None:
+    # recon with motion cues scores the middle frame of each clip: frames arrive 1 ahead of their score here
+    from mnad.model import MNAD
+
+    config = tiny_config(task="recon", t_length=4)
+    torch.manual_seed(0)
+    model = MNAD(config.model)
+    folder = synthetic_root / "synthetic" / "testing" / "frames" / "01"
+    n = len(list(folder.iterdir()))
+    summary = detect(model, config, str(folder), tmp_path / "out", save_maps="npy", progress=False)
+    rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
+    assert [int(r["frame"]) for r in rows] == list(range(2, n - 1))  # the first 2 and the last 1 are no clip's middle
+    assert summary["frames_scored"] == n - 3
+    assert sorted(p.name for p in (tmp_path / "out" / "maps").glob("*.npy"))[0] == "000002.npy"
