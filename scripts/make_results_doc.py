@@ -177,10 +177,12 @@ def table2() -> str:
         m = data["metrics"]
         micro[label] = 100 * m["micro_auc"]
         lines.append(f"| {label} | {cells} | `{folder}` | **{pct(m['micro_auc'])}** | {pct(m['macro_auc'])} |")
-    lines += ["", "| the paper says | here (micro AUC) | holds? |", "|---|---|---|"]
+    lines += ["", "Rows from '+ L_separate' down are one trained model (`ped2_pred_fast`) scored in different ways; '+ L_compact' "
+              "is a model trained with `train.lambda_separate=0`. Without E_t and S_t a row is scored with "
+              "`--no-test-update --alpha 1`.", "", "| the paper says | here (micro AUC) | holds? |", "|---|---|---|"]
     for claim, row, base, sign in CLAIMS:
         if row in micro and base in micro:
-            delta = micro[row] - micro[base]
+            delta = round(micro[row] - micro[base], 2) + 0.0  # + 0.0: no "-0.00"
             lines.append(f"| {claim} | {delta:+.2f} points ({base} → {row}) | {'yes' if delta * sign > 0 else 'no'} |")
         else:
             missing = " and ".join(f"'{r}'" for r in (row, base) if r not in micro)
@@ -201,9 +203,10 @@ def epoch_curves() -> str:
     for path in curves:
         data = json.loads(path.read_text())
         scoring = "bf16 + channels_last (the fast path)" if data["scoring"]["bf16"] else "fp32"
-        out += [f"`{path.parent.name}` (recipe `{data['recipe']}`), every kept epoch scored with {scoring}: "
-                f"`python scripts/epoch_curve.py runs/{data['run']} --data-root ../shared/data --out {path.relative_to(ROOT)}"
-                f"{' --bf16 --channels-last' if data['scoring']['bf16'] else ''}`. The learning rate follows a cosine over the "
+        flags = f"--epochs {','.join(str(e['epoch']) for e in data['epochs'])}" + (" --bf16 --channels-last" if data["scoring"]["bf16"] else "")
+        out += [f"`{path.parent.name}` (recipe `{data['recipe']}`), the kept epochs scored with {scoring}: "
+                f"`python scripts/epoch_curve.py runs/{data['run']} --data-root ../shared/data --out {path.relative_to(ROOT)} "
+                f"{flags}`. The learning rate follows a cosine over the "
                 "recipe's epochs, so a point is the model at that epoch of this schedule, not a shorter schedule.", "",
                 "| epoch | training loss | micro AUC % | macro AUC % |", "|---|---|---|---|"]
         out += [f"| {e['epoch']} | {e['loss_total']:.5f} | {pct(e['micro_auc'])} | {pct(e['macro_auc'])} |" for e in data["epochs"]]
