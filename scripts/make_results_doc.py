@@ -43,11 +43,11 @@ TABLE2_EXTRA = [
     ("full model without the test-time update", (1, 1, 1, 0, 1), "ablation_pred_no_test_update"),
     ("L_compact only, scored as the full model", (1, 1, 0, 1, 1), "ablation_pred_compact_only"),
 ]
-# The effects the paper states for Table 2: (claim, row gaining, row compared against, expected sign).
+# The effects the paper states for Table 2: (claim, row gaining, row compared against, expected sign or stated gain).
 CLAIMS = [
     ("adding the memory helps", "+ memory", "baseline (frame loss only, PSNR)", 1),
     ("L_compact alone makes the AUC drop", "+ L_compact", "+ memory", -1),
-    ("L_separate gives +3.8 points", "+ L_separate", "+ L_compact", 1),
+    ("L_separate gives +3.8 points", "+ L_separate", "+ L_compact", 3.8),
     ("the E_t-gated test-time update largely boosts the AUC", "+ test-time update (E_t)", "+ L_separate", 1),
     ("S_t beats PSNR-only scoring", "+ S_t (full model)", "+ test-time update (E_t)", 1),
 ]
@@ -183,7 +183,10 @@ def table2() -> str:
     for claim, row, base, sign in CLAIMS:
         if row in micro and base in micro:
             delta = round(micro[row] - micro[base], 2) + 0.0  # + 0.0: no "-0.00"
-            lines.append(f"| {claim} | {delta:+.2f} points ({base} → {row}) | {'yes' if delta * sign > 0 else 'no'} |")
+            verdict = "yes" if delta * sign > 0 else "no"
+            if verdict == "yes" and abs(sign) != 1 and delta < sign:  # a stated size: say how much of it is here
+                verdict = f"in direction only ({delta:+.2f} of {sign:+.1f})"
+            lines.append(f"| {claim} | {delta:+.2f} points ({base} → {row}) | {verdict} |")
         else:
             missing = " and ".join(f"'{r}'" for r in (row, base) if r not in micro)
             lines.append(f"| {claim} | not measured: row {missing} not run | |")
