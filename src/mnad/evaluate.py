@@ -235,6 +235,12 @@ def evaluate(
     add_scores(results, config)
     skipped = config.model.t_length - 1
     before, after = config.model.target_index, skipped - config.model.target_index
+    if not skipped:
+        note = "every frame is scored"
+    elif not after:
+        note = f"the first {before} frames of each video have no prediction and are excluded, as in the published protocol"
+    else:  # recon with motion cues scores the middle frame of each clip
+        note = f"the first {before} and last {after} frames of each video are not the middle of any clip and are excluded"
     metrics = auc_metrics(results)
     metrics.update(
         labels=str(labels_path),
@@ -245,9 +251,7 @@ def evaluate(
         memory_updates=int(sum(v.updated.sum() for v in results)),
         ranks=ctx.world_size,  # > 1: the test-time memory restarted from the trained items on each rank's share
         frames_excluded_per_video=skipped,
-        note=("every frame is scored" if not skipped else
-              f"the first {before} frames of each video have no prediction and are excluded, as in the published protocol"
-              if not after else f"the first {before} and last {after} frames of each video are not the middle of any clip and are excluded"),
+        note=note,
     )
     if out_dir is not None and ctx.is_main:
         metrics_json = json.dumps({"metrics": metrics, "config": config.to_dict()}, indent=2).encode()
