@@ -16,6 +16,8 @@ from pathlib import Path
 
 from mnad.checkpoint import atomic_write, load_model
 from mnad.evaluate import evaluate
+from mnad.report import read_train_log
+from mnad.train import LOG_FILE
 
 
 def main() -> None:
@@ -40,8 +42,8 @@ def main() -> None:
     missing = [e for e in wanted if e not in kept]
     if missing:
         raise SystemExit(f"{args.run}: no checkpoint kept for epochs {missing}")
-    log_path = args.run / "train_log.jsonl"
-    losses = {r["epoch"]: r.get("loss_total") for r in map(json.loads, log_path.read_text().splitlines())} if log_path.exists() else {}
+    log_path = args.run / LOG_FILE
+    losses = {r["epoch"]: r.get("loss_total") for r in read_train_log(log_path)} if log_path.exists() else {}
 
     records = json.loads(args.out.read_text())["epochs"] if args.out.exists() else []
     done = {r["epoch"] for r in records}

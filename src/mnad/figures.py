@@ -51,12 +51,11 @@ def clip_positions(videos: list[Video], window: int, count: int) -> list[tuple[i
 def model_queries(model: MNAD, videos: list[Video], positions: list[tuple[int, int]], *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Queries (clips, K, C) of the given clips, and each clip's target frame as uint8 (clips, H, W, C)."""
     m = model.config
-    window = m.t_length
     model = model.to(device).eval()
     queries, frames = [], []
     with torch.inference_mode():
         for vi, last in positions:
-            clip = np.stack([videos[vi].frame(j, m.image_size, m.channels) for j in range(last - window + 1, last + 1)])
+            clip = np.stack([videos[vi].frame(j, m.image_size, m.channels) for j in range(last - m.t_length + 1, last + 1)])
             inputs, _ = model.split_clip(to_tensor(clip)[None].to(device))
             queries.append(model(inputs).queries[0].float().cpu().numpy())
             frames.append(clip[m.target_index])
@@ -124,8 +123,7 @@ def memory_figures(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    windows = [mdl.config.t_length for mdl in models]
-    positions = clip_positions(videos, max(windows), max(clips, frames))  # the same clips for both models
+    positions = clip_positions(videos, max(mdl.config.t_length for mdl in models), max(clips, frames))  # the same clips for both models
     shown = [positions[i] for i in np.linspace(0, len(positions) - 1, num=min(frames, len(positions))).round().astype(int)]
 
     results = []

@@ -310,16 +310,15 @@ def write_thumbnails(
             pass
     videos = {v.name: v for v in split_videos(data_root, config.dataset, "testing")}
     m = config.model
-    window = m.t_length
     entries = []
     model = model.to(device).eval()
-    for rank, (vi, i) in enumerate(pick_top_frames(rows, top_k, gap=max(5, window)), start=1):
+    for rank, (vi, i) in enumerate(pick_top_frames(rows, top_k, gap=max(5, m.t_length)), start=1):
         video_rows, frame_index = rows[vi], int(rows[vi].frame[i])
         video = videos.get(video_rows.name)
         if video is None:
             raise DataError(f"{data_root}: test video {video_rows.name!r} of {eval_dir} not found; pass the data root that was evaluated")
         first = frame_index - m.target_index  # the clip whose target is this frame
-        frames = np.stack([video.frame(j, m.image_size, m.channels) for j in range(first, first + window)])
+        frames = np.stack([video.frame(j, m.image_size, m.channels) for j in range(first, first + m.t_length)])
         with torch.inference_mode():
             inputs, target = model.split_clip(to_tensor(frames)[None].to(device))
             output = model(inputs)
