@@ -8,7 +8,7 @@ from conftest import tiny_config
 
 from mnad.data import split_videos
 from mnad.evaluate import score_videos
-from mnad.model import MNAD
+from mnad.model import MNAD, inference_copy
 
 
 def test_bf16_channels_last_scores_match_fp32(synthetic_root) -> None:
@@ -24,3 +24,48 @@ def test_bf16_channels_last_scores_match_fp32(synthetic_root) -> None:
         np.testing.assert_allclose(a.psnr, b.psnr, atol=0.1)
         assert np.corrcoef(a.psnr, b.psnr)[0, 1] > 0.99
         np.testing.assert_allclose(a.distance, b.distance, rtol=0.05)
+
+
+def trained_statistics_model(config) -> MNAD:
+    """A model whose BatchNorm layers hold non-trivial running statistics and affine parameters."""
+    torch.manual_seed(0)
+    model = MNAD(config.model).train()
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            torch.nn.init.uniform_(layer.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(layer.bias, -0.2, 0.2)
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(2, config.model.input_frames * config.model.channels, 32, 32) * 2)
+    return model.eval()
+
+
+def test_inference_copy_folds_batchnorm_into_the_same_function() -> None:
+    config = tiny_config()
+    model = trained_statistics_model(config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frozen = inference_copy(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 18  # the caller's model is untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    x = torch.randn(1, config.model.input_frames * config.model.channels, 32, 32)
+    with torch.inference_mode():
+        a, b = model(x), frozen(x)
+    torch.testing.assert_close(b.frame, a.frame, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.queries, a.queries, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_copy_for_bf16_casts_the_unet_once_and_keeps_the_memory_fp32() -> None:
+    config = tiny_config()
+    model = trained_statistics_model(config)
+    frozen = inference_copy(model, bf16=True, channels_last=True)
+    assert {p.dtype for p in frozen.encoder.parameters()} | {p.dtype for p in frozen.decoder.parameters()} == {torch.bfloat16}
+    assert frozen.memory.items.dtype == torch.float32 and model.encoder.stage1[0].weight.dtype == torch.float32
+    assert frozen.encoder.stage1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(1, config.model.input_frames * config.model.channels, 32, 32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = frozen(x)
+    with torch.inference_mode():
+        exact = model(x)
+    assert fast.queries.dtype == torch.float32
+    torch.testing.assert_close(fast.frame.float(), exact.frame, atol=0.05, rtol=0)

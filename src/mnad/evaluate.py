@@ -30,7 +30,7 @@ from mnad.config import Config
 from mnad.data import Video, find_label_file, load_labels, split_videos, to_tensor
 from mnad.data.layouts import dataset_dir
 from mnad.errors import ConfigError, DataError
-from mnad.model import MNAD
+from mnad.model import MNAD, inference_copy
 from mnad.model.memory import updated_memory
 from mnad.scoring import anomaly_score, error_map, feature_distance, psnr, regular_score
 
@@ -66,10 +66,9 @@ class ScoringStep(torch.nn.Module):
 
     def __init__(self, model: MNAD, config: Config) -> None:
         super().__init__()
-        self.model, self.cfg = model, config.eval
+        self.cfg = config.eval
+        self.model = inference_copy(model, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last)
         self.update_max_over = config.model.update_max_over
-        if self.cfg.channels_last:  # converts the model's weights in place (same values, NHWC layout)
-            model.to(memory_format=torch.channels_last)
 
     def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.cfg.channels_last:
@@ -129,12 +128,13 @@ def score_videos(
     saved_items = model.memory.items.clone() if model.memory is not None else None
     size, channels = config.model.image_size, config.model.channels
     results = []
+    step = ScoringStep(model, config)  # one scoring copy of the model for all videos
     try:
         bar = tqdm(total=sum(len(v) for v in videos), desc="scoring", unit="frame", disable=not progress, leave=False)
         for video in videos:
             frames = (video.frame(i, size, channels) for i in range(len(video)))
             rows = []
-            for row in score_stream(model, config, frames, device=device):
+            for row in score_stream(model, config, frames, device=device, step=step):
                 rows.append(row)
                 bar.update(1)
             if not rows:

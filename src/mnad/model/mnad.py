@@ -5,6 +5,7 @@ Training glue (losses, memory update schedule) lives in ``mnad.train``; scoring 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from mnad.config import ModelConfig
 from mnad.model.memory import Memory, read_memory
-from mnad.model.unet import Decoder, Encoder
+from mnad.model.unet import Decoder, Encoder, fold_batchnorm
 
 
 @dataclass
@@ -52,3 +53,19 @@ class MNAD(nn.Module):
         """(B, T, C, H, W) clip -> (model input stacked on channels, target frame)."""
         inputs = clip[:, :-1] if self.config.task == "pred" else clip  # recon sees its own target among the inputs
         return inputs.flatten(1, 2), clip[:, self.config.target_index]
+
+
+def inference_copy(model: MNAD, *, bf16: bool = False, channels_last: bool = False) -> MNAD:
+    """A frozen copy of ``model`` for scoring, the caller's model untouched: BatchNorm folded into the convolutions;
+    with ``bf16`` the U-Net weights are cast once (under autocast they would be cast again at every frame) while the
+    memory stays fp32; with ``channels_last`` the weights are stored NHWC."""
+    frozen = fold_batchnorm(copy.deepcopy(model).eval()).requires_grad_(False)
+    for layer in frozen.modules():
+        if isinstance(layer, nn.ReLU):
+            layer.inplace = True  # no autograd to keep the input for: save a feature map's allocation and pass
+    if bf16:
+        frozen.encoder.to(torch.bfloat16)
+        frozen.decoder.to(torch.bfloat16)
+    if channels_last:
+        frozen.to(memory_format=torch.channels_last)
+    return frozen
