@@ -54,10 +54,10 @@ SCHEMA = "mnad-speed-1"
 # name -> (engine, bf16, channels_last, description)
 SCORE_CONFIGS = {
     "reference": ("reference", False, False, "reference: fp32, NCHW, eager, gradients on, loop memory update"),
-    "mnad-fp32": ("mnad", False, False, "mnad score_stream, fp32, NCHW"),
-    "mnad-fast": ("mnad", True, True, "mnad score_stream, bf16 autocast + channels_last"),
-    "mnad-bf16": ("mnad", True, False, "mnad score_stream, bf16 autocast, NCHW"),
-    "mnad-cl": ("mnad", False, True, "mnad score_stream, fp32, channels_last"),
+    "mnad-fp32": ("mnad", False, False, "mnad score_stream, fp32, NCHW, BatchNorm folded"),
+    "mnad-fast": ("mnad", True, True, "mnad score_stream, bf16 weights + autocast, channels_last, BatchNorm folded"),
+    "mnad-bf16": ("mnad", True, False, "mnad score_stream, bf16 weights + autocast, NCHW, BatchNorm folded"),
+    "mnad-cl": ("mnad", False, True, "mnad score_stream, fp32, channels_last, BatchNorm folded"),
     "onnx": ("onnx", False, False, "mnad score_stream with ONNX Runtime (fp32, CPU provider)"),
 }
 TRAIN_CONFIGS = {
