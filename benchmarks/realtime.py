@@ -45,7 +45,7 @@ CANDIDATES: dict[str, dict] = {
     "pred128": {"what": "ped2_pred_fast: 128 px, width 64", "recipe": "ped2_pred_fast", "set": [],
                 "results": ["ped2_pred_fast", "ped2_pred_fast_seed1", "ped2_pred_fast_seed2"]},
     "pred128-psnr": {"what": "the same, scored by PSNR only (alpha 1)", "recipe": "ped2_pred_fast", "set": ["eval.alpha=1"],
-                     "results": ["ablation_pred_psnr_only"]},
+                     "results": ["ablation_pred_psnr_only", "ablation_pred_psnr_only_seed1", "ablation_pred_psnr_only_seed2"]},
     "pred128-nomem": {"what": "the same without memory", "recipe": "ped2_pred_fast", "set": ["model.memory=false"],
                       "results": ["ped2_pred_nomem_fast"]},
     "pred256-w32": {"what": "256 px, width 32 (about the FLOPs of 128 px, width 64)", "recipe": "ped2_pred_fast",
