@@ -58,7 +58,7 @@ class MNAD(nn.Module):
 def inference_copy(model: MNAD, *, bf16: bool = False, channels_last: bool = False) -> MNAD:
     """A frozen copy of ``model`` for scoring, the caller's model untouched: BatchNorm folded into the convolutions;
     with ``bf16`` the U-Net weights are cast once (under autocast they would be cast again at every frame) while the
-    memory stays fp32; with ``channels_last`` the weights are stored NHWC."""
+    memory stays fp32 (run a bf16 copy under bf16 autocast); with ``channels_last`` the weights are stored NHWC."""
     frozen = fold_batchnorm(copy.deepcopy(model).eval()).requires_grad_(False)
     for layer in frozen.modules():
         if isinstance(layer, nn.ReLU):
