@@ -33,6 +33,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from speed import loadavg, machine_info, peak_rss_mib  # noqa: E402  (the speed benchmark's machine helpers)
+
 ROOT = HERE.parent
 RESULTS = ROOT / "results"
 DEFAULT_OUT = HERE / "results" / "realtime.json"
@@ -80,12 +83,6 @@ def synthetic_camera(n: int, width: int, height: int, seed: int = 0) -> list:
         frames.append(np.repeat(frame[..., None], 3, axis=2))
     return frames
 
-
-def peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def work(job: dict) -> dict:
@@ -166,12 +163,6 @@ def busy_cores(seconds: float = 2.0) -> float | None:
     return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(total1 - total0, 1))
 
 
-def loadavg() -> list[float] | None:
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -234,17 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         row["meets_target"] = row["real_time"] and micro is not None and micro >= TARGET_MICRO_AUC
         rows.append(row)
 
-    import platform
-
-    import torch
-
     result = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/realtime.py", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
-        "machine": {"cpu_model": _cpu_model(), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-                    "python": platform.python_version()},
+        "machine": machine_info("cpu"),
         "loadavg_start": load_start,
         "busy_cores_start": busy,
         "loadavg_end": loadavg(),
@@ -268,15 +254,6 @@ def main(argv: list[str] | None = None) -> int:
               f"micro AUC {'n/a' if micro is None else f'{100 * micro:.2f}'}", file=sys.stderr)
     return 0
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
