@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import loadavg, machine_info, peak_rss_mib  # noqa: E402  (the speed benchmark's machine helpers)
+from speed import busy_cores, loadavg, machine_info, peak_rss_mib  # noqa: E402  (the speed benchmark's machine helpers)
 
 ROOT = HERE.parent
 RESULTS = ROOT / "results"
@@ -51,6 +51,12 @@ CANDIDATES: dict[str, dict] = {
                      "results": ["ablation_pred_psnr_only", "ablation_pred_psnr_only_seed1", "ablation_pred_psnr_only_seed2"]},
     "pred128-nomem": {"what": "the same without memory", "recipe": "ped2_pred_fast", "set": ["model.memory=false"],
                       "results": ["ped2_pred_nomem_fast"]},
+    "realtime128": {"what": "ped2_pred_realtime: the same shape trained 20 epochs instead of 8", "recipe": "ped2_pred_realtime",
+                    "set": [], "results": ["ped2_pred_realtime"]},
+    "realtime128-psnr": {"what": "the same, scored by PSNR only (alpha 1)", "recipe": "ped2_pred_realtime", "set": ["eval.alpha=1"],
+                         "results": ["ped2_pred_realtime_psnr_only"]},
+    "realtime128-compiled": {"what": "ped2_pred_realtime with --compile (U-Net compiled, weights frozen)", "recipe": "ped2_pred_realtime",
+                             "set": ["eval.compile=true"], "results": ["ped2_pred_realtime_compiled"]},
     "pred256-w32": {"what": "256 px, width 32 (about the FLOPs of 128 px, width 64)", "recipe": "ped2_pred_fast",
                     "set": ["model.image_size=256", "model.width=32"], "results": ["ped2_pred_w32_256"]},
     "pred256-w32-psnr": {"what": "the same, scored by PSNR only (alpha 1)", "recipe": "ped2_pred_fast",
@@ -82,7 +88,6 @@ def synthetic_camera(n: int, width: int, height: int, seed: int = 0) -> list:
         frame = np.clip(frame + rng.normal(0, 2, frame.shape), 0, 255).astype(np.uint8)
         frames.append(np.repeat(frame[..., None], 3, axis=2))
     return frames
-
 
 
 def work(job: dict) -> dict:
@@ -146,22 +151,6 @@ def accuracy(folders: list[str]) -> dict:
     micro = [r["micro_auc"] for r in runs]
     return {"runs": runs, "micro_auc_mean": statistics.fmean(micro) if micro else None,
             "micro_auc_std": statistics.stdev(micro) if len(micro) > 1 else None}
-
-
-def busy_cores(seconds: float = 2.0) -> float | None:
-    """Cores kept busy by other processes, measured over ``seconds`` from /proc/stat (the load average lags by minutes)."""
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(total1 - total0, 1))
-
 
 
 def main(argv: list[str] | None = None) -> int:

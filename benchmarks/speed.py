@@ -52,20 +52,22 @@ DEFAULT_OUT = HERE / "results" / "speed.json"
 SCHEMA = "mnad-speed-1"
 
 # name -> (engine, bf16, channels_last, description)
-SCORE_CONFIGS = {
-    "reference": ("reference", False, False, "reference: fp32, NCHW, eager, gradients on, loop memory update"),
-    "mnad-fp32": ("mnad", False, False, "mnad score_stream, fp32, NCHW, BatchNorm folded"),
-    "mnad-fast": ("mnad", True, True, "mnad score_stream, bf16 weights + autocast, channels_last, BatchNorm folded"),
-    "mnad-bf16": ("mnad", True, False, "mnad score_stream, bf16 weights + autocast, NCHW, BatchNorm folded"),
-    "mnad-cl": ("mnad", False, True, "mnad score_stream, fp32, channels_last, BatchNorm folded"),
-    "onnx": ("onnx", False, False, "mnad score_stream with ONNX Runtime (fp32, CPU provider)"),
+SCORE_CONFIGS = {  # name: (engine, bf16, channels_last, torch.compile, description)
+    "reference": ("reference", False, False, False, "reference: fp32, NCHW, eager, gradients on, loop memory update"),
+    "mnad-fp32": ("mnad", False, False, False, "mnad score_stream, fp32, NCHW, BatchNorm folded"),
+    "mnad-fast": ("mnad", True, True, False, "mnad score_stream, bf16 weights + autocast, channels_last, BatchNorm folded"),
+    "mnad-compiled": ("mnad", True, True, True, "mnad-fast with eval.compile: U-Net compiled, weights frozen, ReLU fused"),
+    "mnad-bf16": ("mnad", True, False, False, "mnad score_stream, bf16 weights + autocast, NCHW, BatchNorm folded"),
+    "mnad-cl": ("mnad", False, True, False, "mnad score_stream, fp32, channels_last, BatchNorm folded"),
+    "onnx": ("onnx", False, False, False, "mnad score_stream with ONNX Runtime (fp32, CPU provider)"),
 }
 TRAIN_CONFIGS = {
     "reference": ("reference", False, False, "reference: fp32, NCHW, eager"),
     "mnad-fp32": ("mnad", False, False, "mnad training step, fp32, NCHW"),
     "mnad-fast": ("mnad", True, True, "mnad training step, bf16 autocast + channels_last"),
 }
-FAST = "mnad-fast"  # the configuration the targets are about
+FAST = "mnad-fast"  # the training configuration the targets are about
+SCORING_TARGET_CONFIGS = ("mnad-fast", "mnad-compiled")  # the scoring configurations the targets are checked for
 
 # ---- helpers used by the workers ------------------------------------------------------------------------------
 
@@ -110,11 +112,12 @@ def sync(torch, device: str) -> None:
         torch.cuda.synchronize()
 
 
-def mnad_config(job: dict, size: int, *, bf16: bool = False, channels_last: bool = False):
+def mnad_config(job: dict, size: int, *, bf16: bool = False, channels_last: bool = False, compile_unet: bool = False):
     from mnad.config import Config
 
     model = dict(job["model"], image_size=size)
-    return Config.from_dict({"model": model, "eval": {"gamma": job["gamma"], "bf16": bf16, "channels_last": channels_last}})
+    return Config.from_dict({"model": model, "eval": {"gamma": job["gamma"], "bf16": bf16, "channels_last": channels_last,
+                                                      "compile": compile_unet}})
 
 
 def load_weights(job: dict):
@@ -147,7 +150,7 @@ def work_score(job: dict) -> dict:
     """Time the scoring of ``warmup + frames`` frames at batch 1 with one configuration."""
     torch = setup_torch(job)
     size, device = job["size"], job["device"]
-    engine, bf16, channels_last, _ = SCORE_CONFIGS[job["config"]]
+    engine, bf16, channels_last, compile_unet, _ = SCORE_CONFIGS[job["config"]]
     t_length = job["model"]["t_length"]
     frames = synthetic_frames(job["warmup"] + job["frames"] + t_length - 1, size)
     if device.startswith("cuda"):
@@ -177,7 +180,7 @@ def work_score(job: dict) -> dict:
 
             model, config, step = load_onnx(job["onnx"], threads=job["threads"])
         else:
-            config = mnad_config(job, size, bf16=bf16, channels_last=channels_last)
+            config = mnad_config(job, size, bf16=bf16, channels_last=channels_last, compile_unet=compile_unet)
             model, step = build_mnad(job, config), None
         stamps = [(time.perf_counter(), time.process_time())]
         for row in score_stream(model, config, frames, device=device, step=step):
@@ -414,8 +417,9 @@ def work_auc(job: dict) -> dict:
     from mnad.evaluate import evaluate
 
     model, config = load_model(job["checkpoint"])
-    fast = job["fast"]
-    config = config.override([f"eval.bf16={str(fast).lower()}", f"eval.channels_last={str(fast).lower()}"])
+    fast, compiled = job["path"] in ("fast", "compiled"), job["path"] == "compiled"
+    config = config.override([f"eval.bf16={str(fast).lower()}", f"eval.channels_last={str(fast).lower()}",
+                              f"eval.compile={str(compiled).lower()}"])
     start = time.perf_counter()
     metrics = evaluate(model, config, job["data_root"], labels_path=job.get("labels"), out_dir=job["out_dir"],
                        device=job["device"], progress=False)
@@ -483,6 +487,21 @@ def machine_info(device: str) -> dict:
     return info
 
 
+def busy_cores(seconds: float = 2.0) -> float | None:
+    """Cores kept busy by other processes, measured over ``seconds`` from /proc/stat (the load average lags by minutes)."""
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / max(total1 - total0, 1))
+
+
 def loadavg() -> list[float] | None:
     try:
         return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
@@ -539,7 +558,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="training batch (default 4; quick: 2)")
     p.add_argument("--train-steps", type=int, help="timed training steps per configuration (default 5; quick: 2)")
     p.add_argument("--rounds", type=int, help="repeat every configuration, interleaved, and take the median of the rounds (default 2; quick: 1)")
-    p.add_argument("--score-configs", default="reference,mnad-fast,mnad-fp32,onnx",
+    p.add_argument("--score-configs", default="reference,mnad-fast,mnad-compiled,mnad-fp32,onnx",
                    help=f"comma-separated, from {', '.join(SCORE_CONFIGS)}")
     p.add_argument("--train-configs", default="reference,mnad-fast,mnad-fp32", help=f"comma-separated, from {', '.join(TRAIN_CONFIGS)}; "
                    "empty to skip training")
@@ -592,11 +611,11 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(args.device)
     if cuda and not machine["cuda_available"]:
         sys.exit("speed.py: --device cuda but torch sees no GPU")
-    load_start = loadavg()
-    if load_start and load_start[0] > 0.5:
-        notes.append(f"WARNING: the machine was not idle at the start (load average {load_start[0]:.2f}): other processes shared "
+    load_start, busy = loadavg(), busy_cores()
+    if busy is not None and busy > 0.2:
+        notes.append(f"WARNING: the machine was not idle at the start ({busy:.2f} cores busy with other processes): they shared "
                      "the cores, so these timings and ratios are unreliable.")
-        print(f"  WARNING: load average {load_start[0]:.2f}: the machine is not idle", file=sys.stderr)
+        print(f"  WARNING: {busy:.2f} cores busy: the machine is not idle", file=sys.stderr)
     onnx_ok = machine["onnxruntime"] is not None and not cuda
     if "onnx" in args.score_list and not onnx_ok:
         args.score_list.remove("onnx")
@@ -606,13 +625,13 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="mnad-speed-"))  # weights, ONNX files and AUC scores of this run
     try:
-        return benchmark(args, argv, tmp, machine, notes, load_start, started)
+        return benchmark(args, argv, tmp, machine, notes, load_start, busy, started)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machine: dict, notes: list[str],
-              load_start: list[float] | None, started: float) -> int:
+              load_start: list[float] | None, busy: float | None, started: float) -> int:
     cuda = args.device.startswith("cuda")
     weights = tmp / "weights.safetensors"
     model_cfg, source = prepare_weights(args, weights)
@@ -677,8 +696,8 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
         ref_time = summarize(score_times[(size, "reference")])["median_s"] if (size, "reference") in score_times else None
         for name in args.score_list:
             runs = score_runs.get((size, name), [])
-            row: dict = {"config": name, "size": size, "description": SCORE_CONFIGS[name][3], "bf16": SCORE_CONFIGS[name][1],
-                         "channels_last": SCORE_CONFIGS[name][2]}
+            row: dict = {"config": name, "size": size, "description": SCORE_CONFIGS[name][4], "bf16": SCORE_CONFIGS[name][1],
+                         "channels_last": SCORE_CONFIGS[name][2], "compile": SCORE_CONFIGS[name][3]}
             if (size, name) not in score_times:
                 row["error"] = next((x["error"] for x in runs if "error" in x), "not run")
                 scoring.append(row)
@@ -741,6 +760,7 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
         "quick": args.quick,
         "machine": machine,
         "loadavg_start": load_start,
+        "busy_cores_start": busy,
         "loadavg_end": loadavg(),
         "settings": {"threads": args.threads, "device": args.device, "sizes": args.sizes, "frames_timed": args.frames,
                      "score_warmup": args.score_warmup, "train_size": args.train_size, "batch": args.batch,
@@ -792,18 +812,20 @@ def limits(flops: dict, peak_bf16: float | None, peak_fp32: float | None) -> dic
 def targets(scoring: list[dict], training: list[dict], flops: dict, peak_bf16: float | None) -> list[dict]:
     """The issue's targets, evaluated on this run (the 256x256 ones only where 256 was measured)."""
     rows = []
-    fast = {r["size"]: r for r in scoring if r["config"] == FAST and "error" not in r}
-    for size, r in sorted(fast.items(), reverse=True):
+    for r in sorted(scoring, key=lambda r: -r["size"]):  # each configuration the targets are about, largest size first
+        if r["config"] not in SCORING_TARGET_CONFIGS or "error" in r:
+            continue
+        size, name = r["size"], r["config"]
         if r.get("speedup_vs_reference") is not None:
-            rows.append({"target": f"scoring {size}x{size} batch 1: >= 2.4x the reference", "value": r["speedup_vs_reference"],
-                         "unit": "x", "threshold": 2.4, "met": r["speedup_vs_reference"] >= 2.4})
+            rows.append({"target": f"scoring {size}x{size} batch 1: >= 2.4x the reference ({name})", "value": r["speedup_vs_reference"],
+                         "unit": "x", "threshold": 2.4, "met": r["speedup_vs_reference"] >= 2.4, "config": name})
         gflop = flops.get("score_gflop_per_frame", {}).get(str(size))
         if gflop and peak_bf16:
             limit = peak_bf16 / gflop
-            rows.append({"target": f"scoring {size}x{size}: >= 90 % of the bf16 limit ({limit:.2f} frames/s)", "value": r["fps"] / limit,
-                         "unit": "fraction", "threshold": 0.9, "met": r["fps"] / limit >= 0.9})
-        rows.append({"target": f"peak memory while scoring {size}x{size}: <= 0.6 GiB", "value": r["peak_rss_mib"] / 1024,
-                     "unit": "GiB", "threshold": 0.6, "met": r["peak_rss_mib"] / 1024 <= 0.6})
+            rows.append({"target": f"scoring {size}x{size}: >= 90 % of the bf16 limit ({limit:.2f} frames/s) ({name})",
+                         "value": r["fps"] / limit, "unit": "fraction", "threshold": 0.9, "met": r["fps"] / limit >= 0.9, "config": name})
+        rows.append({"target": f"peak memory while scoring {size}x{size}: <= 0.6 GiB ({name})", "value": r["peak_rss_mib"] / 1024,
+                     "unit": "GiB", "threshold": 0.6, "met": r["peak_rss_mib"] / 1024 <= 0.6, "config": name})
     t = next((r for r in training if r["config"] == FAST and r.get("speedup_vs_reference") is not None), None)
     if t:
         rows.append({"target": f"training step {t['size']}x{t['size']} batch {t['batch']}: >= 2.8x the reference",
@@ -811,25 +833,31 @@ def targets(scoring: list[dict], training: list[dict], flops: dict, peak_bf16: f
     return rows
 
 
+ACCURACY_PATHS = ("fp32", "fast", "compiled")  # fp32 first: the others are compared with it
+
+
 def run_accuracy(args: argparse.Namespace, base: dict, tmp: Path) -> dict:
-    """Micro AUC of a trained model on a real test set, fp32 against the fast path, and how far the per-frame PSNR moved."""
-    out: dict = {"checkpoint": args.auc_checkpoint, "data_root": args.auc_data_root}
-    for fast in (False, True):
-        name = "fast" if fast else "fp32"
+    """Micro AUC of a trained model on a real test set, fp32 against the fast paths, and how far the per-frame PSNR moved."""
+    out: dict = {"checkpoint": args.auc_checkpoint, "data_root": args.auc_data_root, "paths": {}}
+    for name in ACCURACY_PATHS:
         print(f"  AUC: scoring the test set ({name})", file=sys.stderr)
-        job = dict(base, kind="auc", fast=fast, checkpoint=args.auc_checkpoint, data_root=args.auc_data_root,
+        job = dict(base, kind="auc", path=name, checkpoint=args.auc_checkpoint, data_root=args.auc_data_root,
                    labels=args.auc_labels, out_dir=str(tmp / f"auc_{name}"))
-        out[name] = run_worker(job, args.threads)
-    a, b = out["fp32"], out["fast"]
-    if "error" not in a and "error" not in b:
-        diffs = [abs(x - y) for x, y in zip(a["psnr"], b["psnr"], strict=True)]
-        out["psnr_max_abs_diff_db"] = max(diffs)
-        out["psnr_mean_abs_diff_db"] = statistics.fmean(diffs)
-        out["update_decisions_differing"] = sum(x != y for x, y in zip(a["updated"], b["updated"], strict=True))
-        if a["micro_auc"] is not None and b["micro_auc"] is not None:
-            out["micro_auc_diff_points"] = 100 * (b["micro_auc"] - a["micro_auc"])
-            out["within_0.3_points"] = abs(out["micro_auc_diff_points"]) <= 0.3
-        for side in (a, b):
+        out["paths"][name] = run_worker(job, args.threads)
+    exact = out["paths"]["fp32"]
+    for name in ACCURACY_PATHS[1:]:
+        other = out["paths"][name]
+        if "error" in exact or "error" in other:
+            continue
+        diffs = [abs(x - y) for x, y in zip(exact["psnr"], other["psnr"], strict=True)]
+        other["psnr_max_abs_diff_db"] = max(diffs)
+        other["psnr_mean_abs_diff_db"] = statistics.fmean(diffs)
+        other["update_decisions_differing"] = sum(x != y for x, y in zip(exact["updated"], other["updated"], strict=True))
+        if exact["micro_auc"] is not None and other["micro_auc"] is not None:
+            other["micro_auc_diff_points"] = 100 * (other["micro_auc"] - exact["micro_auc"])
+            other["within_0.3_points"] = abs(other["micro_auc_diff_points"]) <= 0.3
+    for side in out["paths"].values():
+        if "error" not in side:
             side["fps_end_to_end"] = side["frames_scored"] / side["seconds"]
             del side["psnr"], side["updated"]
     return out

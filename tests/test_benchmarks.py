@@ -60,3 +60,22 @@ def test_realtime_benchmark_writes_json_that_the_performance_doc_renders(tmp_pat
 def test_realtime_benchmark_refuses_an_unknown_candidate(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         load_script("realtime").main(["--quick", "--candidates", "pred999", "--out", str(tmp_path / "x.json")])
+
+
+def test_profile_benchmark_splits_the_frame_time_and_the_doc_renders_it(tmp_path: Path) -> None:
+    profile = load_script("profile_step")
+    out = tmp_path / "results" / "profile.json"
+    assert profile.main(["--quick", "--threads", "1", "--configs", "mnad-fast", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    kinds = row["ms_per_frame_by_kind"]
+    assert row["config"] == "mnad-fast" and row["size"] == 64 and row["frames"] == 2
+    assert kinds["convolution"] > 0 and kinds["ReLU"] > 0  # the eager fast path runs its ReLUs as separate operators
+    assert sum(kinds.values()) >= row["profiled_ms_per_frame"] * (1 - 1e-9)  # the remainder fills the frame: nothing lost
+    assert row["conv_bound_fps"] == pytest.approx(1000 / kinds["convolution"])
+    assert row["conv_gflops"] == pytest.approx(row["gflop_per_frame"] * row["conv_bound_fps"])
+
+    make_doc = load_script("make_performance_doc")
+    shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
+    section = make_doc.render(out.parent).split("## Where a frame's time goes")[1]
+    assert "64×64 | mnad-fast" in section and "convolution (ms)" in section and "Quick run" in section

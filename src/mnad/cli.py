@@ -32,7 +32,7 @@ OPTION_FIELDS = {
 }
 FLAG_FIELDS = {"bf16": "train.bf16", "channels_last": "train.channels_last", "no_memory": "model.memory", "no_test_update": "eval.test_update"}
 # Commands that only score: --bf16 means bf16 while scoring.
-SCORING_FLAG_FIELDS = {"bf16": "eval.bf16", "channels_last": "eval.channels_last", "no_test_update": "eval.test_update"}
+SCORING_FLAG_FIELDS = {"bf16": "eval.bf16", "channels_last": "eval.channels_last", "compile": "eval.compile", "no_test_update": "eval.test_update"}
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool) -> None:

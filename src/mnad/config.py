@@ -75,6 +75,7 @@ class EvalConfig:
     normalization: Literal["video", "causal", "calibrated"] = "video"
     bf16: bool = False  # bf16 autocast while scoring
     channels_last: bool = False  # channels_last (NHWC) weights and inputs while scoring: faster convolutions on CPU
+    compile: bool = False  # torch.compile the scoring U-Net, weights frozen (ReLU fused into convolutions); compiles at first frame
     calibration: dict = field(default_factory=dict)  # set by `mnad calibrate`: ranges, threshold, false-alarm rate
 
 

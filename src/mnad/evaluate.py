@@ -67,7 +67,7 @@ class ScoringStep(torch.nn.Module):
     def __init__(self, model: MNAD, config: Config) -> None:
         super().__init__()
         self.cfg = config.eval
-        self.model = inference_copy(model, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last)
+        self.model = inference_copy(model, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last, compile=self.cfg.compile)
         self.update_max_over = config.model.update_max_over
 
     def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -34,7 +34,8 @@ def example_inputs(config: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 18) -> Path:
     """Write the scoring step as ONNX (fp32, batch 1) and its config as ``<path>.json`` beside it."""
     path = Path(path)
-    fp32 = config.override(["eval.bf16=false", "eval.channels_last=false"])  # the ONNX graph is fp32 whatever the scoring options
+    # the ONNX graph is fp32 and traced from the eager modules, whatever the scoring options
+    fp32 = config.override(["eval.bf16=false", "eval.channels_last=false", "eval.compile=false"])
     step = ScoringStep(model.eval().float(), fp32).eval()
     tmp = path.with_name(f".{path.name}.tmp")
     try:
