@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import pytest
 import torch
 from conftest import tiny_config
 
@@ -72,6 +75,7 @@ def test_inference_copy_for_bf16_casts_the_unet_once_and_keeps_the_memory_fp32()
     torch.testing.assert_close(fast.frame.float(), exact.frame, atol=0.05, rtol=0)
 
 
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_scoring_scores_as_eager_and_keeps_updating_the_memory(synthetic_root) -> None:
     """eval.compile: the U-Net compiled with frozen weights computes the same scores; the memory items stay an input,
     so test-time updates still reach the next frames (a frozen constant would silently stop them)."""
