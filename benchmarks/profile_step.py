@@ -51,14 +51,13 @@ def kind_of(name: str) -> str:
     return next((kind for kind, patterns in KINDS if any(p in lowered for p in patterns)), "other operators")
 
 
-def profile_config(name: str, size: int, args: argparse.Namespace, gflop: float) -> dict:
+def profile_config(job: dict, name: str, size: int, args: argparse.Namespace, gflop: float) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from mnad.evaluate import ScoringStep, score_stream
     from mnad.model import MNAD
 
-    job = {"model": {"task": "pred", "t_length": 5, "channels": 3, "memory": True}, "gamma": 2.0}
     config = mnad_config(job, size, bf16=True, channels_last=True, compile_unet=CONFIGS[name])
     torch.manual_seed(0)
     model = MNAD(config.model).eval()
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         for name in names:
             print(f"  profiling {name} at {size}x{size}", file=sys.stderr)
-            rows.append(profile_config(name, size, args, gflop[str(size)]))
+            rows.append(profile_config(job, name, size, args, gflop[str(size)]))
     peak_bf16 = peak["bf16"]["gflops_median"]
     for r in rows:
         limit = peak_bf16 / r["gflop_per_frame"]

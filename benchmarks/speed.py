@@ -51,7 +51,6 @@ ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "speed.json"
 SCHEMA = "mnad-speed-1"
 
-# name -> (engine, bf16, channels_last, description)
 SCORE_CONFIGS = {  # name: (engine, bf16, channels_last, torch.compile, description)
     "reference": ("reference", False, False, False, "reference: fp32, NCHW, eager, gradients on, loop memory update"),
     "mnad-fp32": ("mnad", False, False, False, "mnad score_stream, fp32, NCHW, BatchNorm folded"),
@@ -61,7 +60,7 @@ SCORE_CONFIGS = {  # name: (engine, bf16, channels_last, torch.compile, descript
     "mnad-cl": ("mnad", False, True, False, "mnad score_stream, fp32, channels_last, BatchNorm folded"),
     "onnx": ("onnx", False, False, False, "mnad score_stream with ONNX Runtime (fp32, CPU provider)"),
 }
-TRAIN_CONFIGS = {
+TRAIN_CONFIGS = {  # name: (engine, bf16, channels_last, description)
     "reference": ("reference", False, False, "reference: fp32, NCHW, eager"),
     "mnad-fp32": ("mnad", False, False, "mnad training step, fp32, NCHW"),
     "mnad-fast": ("mnad", True, True, "mnad training step, bf16 autocast + channels_last"),
