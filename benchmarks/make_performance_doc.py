@@ -200,7 +200,8 @@ def realtime_section(d: dict, source: str) -> list[str]:
         acc = r["accuracy"]
         micro = acc["micro_auc_mean"]
         spread = f" ± {100 * acc['micro_auc_std']:.2f}" if acc.get("micro_auc_std") is not None else ""
-        runs = ", ".join(f"`{x['folder']}`" + (" (fast)" if x["fast_path"] else "") for x in acc["runs"]) or "not trained"
+        runs = ", ".join(f"`{x['folder']}`" + (" (fast)" if x["fast_path"] else "")
+                         + (f" ({x['smoothing']}-frame mean)" if x.get("smoothing", 1) > 1 else "") for x in acc["runs"]) or "not trained"
         macro = [x["macro_auc"] for x in acc["runs"]]
         rows.append([f"`{r['candidate']}`: {fmt(r['what'])}", f"`{r['recipe']}` " + " ".join(f"`{o}`" for o in r["overrides"]),
                      num(r.get("fps")), num(r.get("ms_per_frame"), 1), num(r.get("peak_rss_mib"), 0),

@@ -333,6 +333,7 @@ def test_nan_or_inf_in_config(assignment: str, tmp_path: Path, capsys: pytest.Ca
 @pytest.mark.parametrize(("assignment", "match"), [
     ("train.lr=0", "train.lr must be > 0"), ("model.memory_size=1", "model.memory_size must be >= 2"),
     ("train.seed=-1", r"train.seed must lie in \[0, 2\*\*32\)"), ("model.width=0", "model.width must be >= 1"),
+    ("eval.smoothing=0", "eval.smoothing must be >= 1 frame"),
 ])
 def test_out_of_range_config(assignment: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

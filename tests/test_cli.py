@@ -86,6 +86,10 @@ def test_recipes_show_prints_full_configs(capsys: pytest.CaptureFixture[str]) ->
     assert blocks["ped2_recon"]["model"]["task"] == "recon" and blocks["ped2_recon"]["eval"]["alpha"] == 0.7
     assert blocks["ped2_recon"]["train"]["lambda_compact"] == 0.01
     assert blocks["ped2_pred_fast"]["model"]["image_size"] == 128
+    # the real-time recipe's results are the ped2_pred_fast runs rescored: it must train exactly the same model
+    realtime, fast = blocks["ped2_pred_realtime"], blocks["ped2_pred_fast"]
+    assert realtime["model"] == fast["model"] and realtime["train"] == fast["train"]
+    assert realtime["eval"] | {"alpha": 0.6, "smoothing": 1, "bf16": False, "channels_last": False} == fast["eval"]
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

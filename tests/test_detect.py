@@ -15,10 +15,10 @@ from conftest import tiny_config
 from mnad.checkpoint import load_model, save_model
 from mnad.cli import main
 from mnad.data import list_videos, split_videos
-from mnad.detect import EventTracker, calibrate, detect, iter_source, smooth, with_calibration
+from mnad.detect import ALERT_SMOOTHING, EventTracker, calibrate, detect, iter_source, with_calibration
 from mnad.evaluate import score_videos
 from mnad.export import export_onnx, load_onnx
-from mnad.scoring import RunningMinMax, causal_minmax
+from mnad.scoring import RunningMinMax, causal_minmax, smooth
 from mnad.train import train
 
 
@@ -49,14 +49,6 @@ def test_running_minmax_equals_causal_minmax() -> None:
     values = np.random.default_rng(0).normal(size=50)
     running = RunningMinMax()
     np.testing.assert_allclose([running(v) for v in values], causal_minmax(values))
-
-
-def test_smooth_is_a_trailing_mean() -> None:
-    s = smooth(np.array([0.0, 3.0, 6.0, 9.0]), 2)
-    np.testing.assert_allclose(s, [0.0, 1.5, 4.5, 7.5])
-    # causal: a later value never changes an earlier smoothed value
-    s2 = smooth(np.array([0.0, 3.0, 6.0, 100.0]), 2)
-    np.testing.assert_allclose(s2[:3], s[:3])
 
 
 def test_event_tracker_hysteresis_and_min_length() -> None:
@@ -159,12 +151,20 @@ def test_onnx_export_matches_pytorch(trained: tuple[Path, Path], synthetic_root:
     np.testing.assert_allclose([r.regular for r in onnx_rows], torch_scores.regular, atol=1e-4)
 
 
-def test_cli_calibrate_detect_export(trained: tuple[Path, Path], synthetic_root: Path, tmp_path: Path) -> None:
+def test_cli_calibrate_detect_export(trained: tuple[Path, Path], synthetic_root: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = trained
     normal = synthetic_root / "synthetic" / "training" / "frames"
     assert main(["calibrate", "--checkpoint", str(run), "--data", str(normal), "--out", str(tmp_path / "cal.safetensors"), "--quiet"]) == 0
+    # the recipe asks for no smoothing (eval.smoothing 1): alerts still get the trailing mean of ALERT_SMOOTHING frames
+    assert load_model(run)[1].eval.smoothing == 1
+    assert load_model(tmp_path / "cal.safetensors")[1].eval.calibration["smoothing"] == ALERT_SMOOTHING
     source = str(synthetic_root / "synthetic" / "testing" / "frames" / "02")
     assert main(["detect", source, "--checkpoint", str(tmp_path / "cal.safetensors"), "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    # a window other than the one the threshold was fitted on is refused, naming the model and the fix
+    assert main(["detect", source, "--checkpoint", str(tmp_path / "cal.safetensors"), "--out", str(tmp_path / "e"), "--quiet",
+                 "--smoothing", "2"]) == 2
+    assert "fitted on a 5-frame mean" in capsys.readouterr().err
     assert json.loads((tmp_path / "d" / "summary.json").read_text())["calibrated"] is True
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "m.onnx")]) == 0
     assert main(["detect", source, "--checkpoint", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "o"), "--quiet"]) == 0

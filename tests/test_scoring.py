@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mnad.evaluate import VideoScores, attach_labels, auc_metrics
-from mnad.scoring import anomaly_score, causal_minmax, feature_distance, minmax, psnr, regular_score
+from mnad.config import Config
+from mnad.evaluate import VideoScores, add_scores, attach_labels, auc_metrics
+from mnad.scoring import anomaly_score, causal_minmax, feature_distance, minmax, psnr, regular_score, smooth
 
 # ----------------------------------------------------------------------------------------------------- PSNR
 
@@ -210,3 +211,29 @@ def test_attach_labels_drops_first_frames_of_prediction() -> None:
     full = np.array([1, 1, 1, 1, 0, 0, 1, 0, 1, 1])
     attach_labels([scored], [full])
     np.testing.assert_array_equal(scored.labels, [0, 0, 1, 0, 1, 1])
+
+
+def test_smooth_is_a_trailing_mean() -> None:
+    s = smooth(np.array([0.0, 3.0, 6.0, 9.0]), 2)
+    np.testing.assert_allclose(s, [0.0, 1.5, 4.5, 7.5])
+    # causal: a later value never changes an earlier smoothed value
+    s2 = smooth(np.array([0.0, 3.0, 6.0, 100.0]), 2)
+    np.testing.assert_allclose(s2[:3], s[:3])
+    np.testing.assert_array_equal(smooth(s2, 1), s2)
+
+
+def test_eval_smoothing_averages_each_video_on_its_own() -> None:
+    rng = np.random.default_rng(0)
+    videos = []
+    for name in ("a", "b"):
+        v = video(name, [0] * 6, [0.0] * 6)
+        v.psnr, v.distance = rng.uniform(20, 40, 6), rng.uniform(0, 1, 6)
+        videos.append(v)
+    add_scores(videos, Config().override(["eval.smoothing=3"]))
+    for v in videos:
+        raw = anomaly_score(v.psnr, v.distance, alpha=0.6)
+        # the first frame of each video is its own score: nothing leaks in from the video before
+        assert v.score[0] == pytest.approx(raw[0])
+        assert v.score[2] == pytest.approx(raw[:3].mean()) and v.score[5] == pytest.approx(raw[3:].mean())
+    add_scores(videos, Config())  # the published protocol: no smoothing
+    np.testing.assert_allclose(videos[1].score, anomaly_score(videos[1].psnr, videos[1].distance, alpha=0.6))

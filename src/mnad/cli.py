@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from mnad.config import Config, load_config, recipe_names
-from mnad.errors import MNADError
+from mnad.errors import ConfigError, MNADError
 
 # Common options that map onto one config field each; anything else goes through --set section.field=value.
 OPTION_FIELDS = {
@@ -29,6 +29,7 @@ OPTION_FIELDS = {
     "alpha": "eval.alpha",
     "gamma": "eval.gamma",
     "normalization": "eval.normalization",
+    "smoothing": "eval.smoothing",
 }
 FLAG_FIELDS = {"bf16": "train.bf16", "channels_last": "train.channels_last", "no_memory": "model.memory", "no_test_update": "eval.test_update"}
 # Commands that only score: --bf16 means bf16 while scoring.
@@ -37,7 +38,7 @@ SCORING_FLAG_FIELDS = {"bf16": "eval.bf16", "channels_last": "eval.channels_last
 
 def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool) -> None:
     group = parser.add_argument_group("config overrides")
-    names = list(OPTION_FIELDS) if model_options else ["alpha", "gamma", "normalization", "device", "threads", "dataset"]
+    names = list(OPTION_FIELDS) if model_options else ["alpha", "gamma", "normalization", "smoothing", "device", "threads", "dataset"]
     for name in names:
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"sets {OPTION_FIELDS[name]}")
     flags = FLAG_FIELDS if model_options else SCORING_FLAG_FIELDS
@@ -166,7 +167,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         videos = [v for path in args.data for v in (list_videos(path) if _is_folder_of_videos(path) else [open_video(path)])]
     else:
         videos = holdout_videos(Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent)
-    calibration = calibrate(model, config, videos, false_alarm_rate=args.false_alarm_rate, smoothing=args.smoothing,
+    calibration = calibrate(model, config, videos, false_alarm_rate=args.false_alarm_rate,
+                            smoothing=config.eval.smoothing if args.smoothing is not None else None,
                             device=config.train.device, progress=not args.quiet)
     save_model(args.out, model, with_calibration(config, calibration))
     print(json.dumps(calibration, indent=2))
@@ -191,6 +193,10 @@ def cmd_detect(args: argparse.Namespace) -> None:
     else:
         model, config = load_model(args.checkpoint)
     config = apply_options(config, args)
+    fitted = config.eval.calibration.get("smoothing")
+    if args.smoothing is not None and fitted is not None and config.eval.smoothing != fitted:
+        raise ConfigError(f"{args.checkpoint}: its alert threshold was fitted on a {fitted}-frame mean of the score, not "
+                          f"{config.eval.smoothing}: recalibrate with `mnad calibrate --smoothing {config.eval.smoothing}`")
     summary = detect(model, config, args.source, args.out, save_video=args.save_video, save_maps=args.save_maps,
                      region_sigma=args.region_sigma, fps=args.fps, reconnects=args.reconnects, max_frames=args.max_frames,
                      hysteresis=args.hysteresis, min_event_frames=args.min_event_frames, device=config.train.device,
@@ -270,7 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
     p.add_argument("--data", nargs="*", help="normal footage: video files, frame folders or folders of them (default: the run's held-out part)")
     p.add_argument("--false-alarm-rate", type=float, default=0.01, help="fraction of normal frames allowed to alert")
-    p.add_argument("--smoothing", type=int, default=5, help="frames in the trailing moving average of the score")
     p.add_argument("--out", required=True, help="calibrated model file to write (.safetensors)")
     p.add_argument("--quiet", action="store_true")
     add_config_options(p, model_options=False)

@@ -73,6 +73,7 @@ class EvalConfig:
     psnr_peak: Literal["one", "max"] = "one"  # code: peak 1; paper: max of the predicted frame
     # per-video min-max (published), running min-max over the frames so far, or fixed ranges fitted on normal footage
     normalization: Literal["video", "causal", "calibrated"] = "video"
+    smoothing: int = 1  # trailing (causal) mean of the score over this many frames; 1 = none, the published protocol
     bf16: bool = False  # bf16 autocast while scoring
     channels_last: bool = False  # channels_last (NHWC) weights and inputs while scoring: faster convolutions on CPU
     compile: bool = False  # torch.compile the scoring U-Net, weights frozen (ReLU fused into convolutions); compiles at first frame
@@ -143,6 +144,8 @@ class Config:
             raise ConfigError(f"{source}: eval.regular_score must be code|paper and eval.psnr_peak one|max")
         if e.normalization not in ("video", "causal", "calibrated"):
             raise ConfigError(f"{source}: eval.normalization must be 'video', 'causal' or 'calibrated'")
+        if e.smoothing < 1:
+            raise ConfigError(f"{source}: eval.smoothing must be >= 1 frame, got {e.smoothing}")
         if e.normalization == "calibrated" and "threshold" not in e.calibration:
             raise ConfigError(f"{source}: eval.normalization = 'calibrated' needs a calibration: run `mnad calibrate` first")
         if self.train.batch_size < 1 or self.train.epochs < 0 or self.train.clip_stride < 1:

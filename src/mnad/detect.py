@@ -26,7 +26,7 @@ from mnad.data.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Video, prepare
 from mnad.errors import DataError
 from mnad.evaluate import score_stream, score_videos
 from mnad.model import MNAD
-from mnad.scoring import RunningMinMax, anomaly_score
+from mnad.scoring import RunningMinMax, anomaly_score, smooth
 
 log = logging.getLogger(__name__)
 
@@ -96,26 +96,22 @@ def iter_source(source: str, *, fps: float = 25.0, reconnects: int = 3, retry_de
 # Calibration: score normal footage, fit the normalisation ranges and the threshold for a false-alarm rate
 
 
-def smooth(scores: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average (causal): the mean of the last ``window`` scores."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if window <= 1 or scores.size == 0:
-        return scores
-    cumulative = np.concatenate([[0.0], np.cumsum(scores)])
-    idx = np.arange(1, scores.size + 1)
-    start = np.maximum(idx - window, 0)
-    return (cumulative[idx] - cumulative[start]) / (idx - start)
+ALERT_SMOOTHING = 5
 
 
 def calibrate(
-    model: MNAD, config: Config, videos: list[Video], *, false_alarm_rate: float = 0.01, smoothing: int = 5,
+    model: MNAD, config: Config, videos: list[Video], *, false_alarm_rate: float = 0.01, smoothing: int | None = None,
     device: str = "cpu", progress: bool = True,
 ) -> dict[str, float]:
     """Fit the score normalisation and the alert threshold on normal footage, without labels.
 
     PSNR and D are scaled by their 1st-99th percentile range on the normal frames; the threshold is the
     (1 - false_alarm_rate) quantile of the smoothed score there, so about that fraction of normal frames alerts.
+    ``smoothing`` (frames in the trailing mean) defaults to the recipe's ``eval.smoothing`` where it sets one, else
+    ALERT_SMOOTHING: alerts on a raw per-frame score flicker.
     """
+    if smoothing is None:
+        smoothing = config.eval.smoothing if config.eval.smoothing > 1 else ALERT_SMOOTHING
     if not 0 < false_alarm_rate < 1:
         raise ValueError(f"false_alarm_rate must lie in (0, 1), got {false_alarm_rate}")
     results = score_videos(model, config, videos, device=device, progress=progress)
@@ -253,7 +249,7 @@ def detect(
     cal = config.eval.calibration
     calibrated = "threshold" in cal
     threshold = cal.get("threshold")
-    window = int(cal.get("smoothing", 5))
+    window = int(cal.get("smoothing", ALERT_SMOOTHING))
     alpha = config.eval.alpha if config.model.memory else 1.0
     size, channels = config.model.image_size, config.model.channels
 

@@ -32,7 +32,7 @@ from mnad.data.layouts import dataset_dir
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD, inference_copy
 from mnad.model.memory import updated_memory
-from mnad.scoring import anomaly_score, error_map, feature_distance, psnr, regular_score
+from mnad.scoring import anomaly_score, error_map, feature_distance, psnr, regular_score, smooth
 
 
 @dataclass
@@ -155,11 +155,12 @@ def score_videos(
 
 
 def add_scores(videos: list[VideoScores], config: Config) -> None:
-    """S_t per video: PSNR and D normalised per video (or causally), mixed with alpha (PSNR only without memory)."""
+    """S_t per video: PSNR and D normalised per video (or causally), mixed with alpha (PSNR only without memory),
+    then averaged over the last eval.smoothing frames (1: not at all, the published protocol)."""
     alpha = config.eval.alpha if config.model.memory else 1.0
     for v in videos:
-        v.score = anomaly_score(v.psnr, v.distance, alpha=alpha, normalization=config.eval.normalization,
-                                calibration=config.eval.calibration)
+        v.score = smooth(anomaly_score(v.psnr, v.distance, alpha=alpha, normalization=config.eval.normalization,
+                                       calibration=config.eval.calibration), config.eval.smoothing)
 
 
 def auc_metrics(videos: list[VideoScores]) -> dict:
@@ -246,6 +247,7 @@ def evaluate(
         labels=str(labels_path),
         normalization=config.eval.normalization,
         alpha=config.eval.alpha if config.model.memory else 1.0,
+        smoothing=config.eval.smoothing,
         gamma=config.eval.gamma,
         test_update=config.eval.test_update,
         memory_updates=int(sum(v.updated.sum() for v in results)),

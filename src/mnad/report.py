@@ -528,7 +528,8 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
         f'<div class="v">{_e(_pct(value) if is_auc else ("n/a" if value is None else value))}</div><div class="k">{_e(label)}</div></div>'
         for key, label, value, is_auc in cards
     )
-    settings = [("score", f"alpha={metrics.get('alpha')} (PSNR weight), normalisation={metrics.get('normalization')}"),
+    settings = [("score", f"alpha={metrics.get('alpha')} (PSNR weight), normalisation={metrics.get('normalization')}, "
+                          f"trailing mean over {metrics.get('smoothing', 1)} frame(s)"),
                 ("test-time update", f"{metrics.get('test_update')} (gamma={metrics.get('gamma')})"),
                 ("labels", metrics.get("labels")), ("note", metrics.get("note"))]
     parts.append(f'<section id="summary"><h2>Summary</h2><div class="cards">{card_html}</div>'

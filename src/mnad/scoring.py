@@ -97,6 +97,17 @@ def anomaly_score(
     return alpha * (1 - g_p) + (1 - alpha) * g_d
 
 
+def smooth(scores: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (causal): the mean of the last ``window`` scores; window 1 leaves them as they are."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if window <= 1 or scores.size == 0:
+        return scores
+    cumulative = np.concatenate([[0.0], np.cumsum(scores)])
+    idx = np.arange(1, scores.size + 1)
+    start = np.maximum(idx - window, 0)
+    return (cumulative[idx] - cumulative[start]) / (idx - start)
+
+
 def error_map(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Pixel-wise abnormality map (paper Fig. 4): squared prediction error on [0, 1] frames, mean over channels, (B, H, W)."""
     return (((predicted.float() - target.float()) / 2) ** 2).mean(dim=1)
