@@ -55,13 +55,13 @@ def profile_config(job: dict, name: str, size: int, args: argparse.Namespace, gf
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from mnad.evaluate import ScoringStep, score_stream
+    from mnad.evaluate import score_stream, scoring_step
     from mnad.model import MNAD
 
     config = mnad_config(job, size, bf16=True, channels_last=True, compile_unet=CONFIGS[name])
     torch.manual_seed(0)
     model = MNAD(config.model).eval()
-    step = ScoringStep(model, config)
+    step = scoring_step(model, config)
     t = config.model.t_length
     frames = synthetic_frames(args.warmup + args.frames + t - 1, size)
     list(score_stream(model, config, frames[: args.warmup + t - 1], step=step))  # warm-up (and compiling)

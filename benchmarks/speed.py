@@ -55,7 +55,7 @@ SCORE_CONFIGS = {  # name: (engine, bf16, channels_last, torch.compile, descript
     "reference": ("reference", False, False, False, "reference: fp32, NCHW, eager, gradients on, loop memory update"),
     "mnad-fp32": ("mnad", False, False, False, "mnad score_stream, fp32, NCHW, BatchNorm folded"),
     "mnad-fast": ("mnad", True, True, False, "mnad score_stream, bf16 weights + autocast, channels_last, BatchNorm folded"),
-    "mnad-compiled": ("mnad", True, True, True, "mnad-fast with eval.compile: U-Net compiled, weights frozen, ReLU fused"),
+    "mnad-compiled": ("mnad", True, True, True, "mnad-fast with eval.compile: the scoring step compiled as one graph, weights frozen"),
     "mnad-bf16": ("mnad", True, False, False, "mnad score_stream, bf16 weights + autocast, NCHW, BatchNorm folded"),
     "mnad-cl": ("mnad", False, True, False, "mnad score_stream, fp32, channels_last, BatchNorm folded"),
     "onnx": ("onnx", False, False, False, "mnad score_stream with ONNX Runtime (fp32, CPU provider)"),
@@ -335,7 +335,7 @@ def work_check(job: dict) -> dict:
     torch = setup_torch(job)
     import numpy as np
 
-    from mnad.evaluate import ScoringStep
+    from mnad.evaluate import scoring_step
     from mnad.losses import mnad_loss
 
     device = job["device"]
@@ -353,7 +353,7 @@ def work_check(job: dict) -> dict:
         for name, bf16, cl in (("mnad_fp32", False, False), ("mnad_fast", True, True)):
             config = mnad_config(job, size, bf16=bf16, channels_last=cl)
             model = build_mnad(job, config)
-            step = ScoringStep(model, config)
+            step = scoring_step(model, config)
             with torch.inference_mode():
                 _, p, d, e, new_items, _ = step(clip[:, :n_in], clip[:, n_in:], items.clone())
             row[f"psnr_{name}"] = float(p[0])

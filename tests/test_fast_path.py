@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_config
 
 from mnad.data import split_videos
-from mnad.evaluate import score_videos
+from mnad.evaluate import ScoringStep, score_videos, scoring_step
 from mnad.model import MNAD, inference_copy
 from mnad.model.mnad import FrozenCompiled
 
@@ -77,17 +77,18 @@ def test_inference_copy_for_bf16_casts_the_unet_once_and_keeps_the_memory_fp32()
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_scoring_scores_as_eager_and_keeps_updating_the_memory(synthetic_root) -> None:
-    """eval.compile: the U-Net compiled with frozen weights computes the same scores; the memory items stay an input,
+    """eval.compile: the scoring step compiled with frozen weights computes the same scores; the memory items stay an input,
     so test-time updates still reach the next frames (a frozen constant would silently stop them)."""
     torch.manual_seed(0)
     config = tiny_config().override(["eval.gamma=1.0"])  # update after every frame: any frozen memory would show
     model = MNAD(config.model)
-    videos = split_videos(synthetic_root, "synthetic", "testing")[:1]
+    videos = split_videos(synthetic_root, "synthetic", "testing")[:2]  # one compiled step scores both, memory carried over
     eager = score_videos(model, config, videos, progress=False)
     compiled = score_videos(model, config.override(["eval.compile=true"]), videos, progress=False)
-    assert eager[0].updated.all() and compiled[0].updated.all()
-    np.testing.assert_allclose(compiled[0].psnr, eager[0].psnr, atol=1e-3)
-    np.testing.assert_allclose(compiled[0].distance, eager[0].distance, rtol=1e-3, atol=1e-7)
-    frozen = inference_copy(model, compile=True)
-    assert isinstance(frozen.encoder, FrozenCompiled) and isinstance(frozen.decoder, FrozenCompiled)
-    assert not any(".compiled." in key or "_orig_mod" in key for key in frozen.state_dict())  # one copy of the weights
+    for e, c in zip(eager, compiled, strict=True):
+        assert e.updated.all() and c.updated.all()
+        np.testing.assert_allclose(c.psnr, e.psnr, atol=1e-3)
+        np.testing.assert_allclose(c.distance, e.distance, rtol=1e-3, atol=1e-7)
+    step = scoring_step(model, config.override(["eval.compile=true"]))
+    assert isinstance(step, FrozenCompiled) and isinstance(step.module, ScoringStep)
+    assert not any(".compiled." in key or "_orig_mod" in key for key in step.state_dict())  # one copy of the weights

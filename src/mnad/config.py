@@ -76,7 +76,7 @@ class EvalConfig:
     smoothing: int = 1  # trailing (causal) mean of the score over this many frames; 1 = none, the published protocol
     bf16: bool = False  # bf16 autocast while scoring
     channels_last: bool = False  # channels_last (NHWC) weights and inputs while scoring: faster convolutions on CPU
-    compile: bool = False  # torch.compile the scoring U-Net, weights frozen (ReLU fused into convolutions); compiles at first frame
+    compile: bool = False  # torch.compile the whole scoring step, weights frozen (ReLU fused into convolutions); compiles at first frame
     calibration: dict = field(default_factory=dict)  # set by `mnad calibrate`: ranges, threshold, false-alarm rate
 
 

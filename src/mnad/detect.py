@@ -99,6 +99,12 @@ def iter_source(source: str, *, fps: float = 25.0, reconnects: int = 3, retry_de
 ALERT_SMOOTHING = 5
 
 
+def alert_window(config: Config) -> int:
+    """Frames in the trailing mean alerts are raised on: the recipe's ``eval.smoothing`` where it sets one, else
+    ALERT_SMOOTHING (a raw per-frame score flickers)."""
+    return config.eval.smoothing if config.eval.smoothing > 1 else ALERT_SMOOTHING
+
+
 def calibrate(
     model: MNAD, config: Config, videos: list[Video], *, false_alarm_rate: float = 0.01, smoothing: int | None = None,
     device: str = "cpu", progress: bool = True,
@@ -107,11 +113,10 @@ def calibrate(
 
     PSNR and D are scaled by their 1st-99th percentile range on the normal frames; the threshold is the
     (1 - false_alarm_rate) quantile of the smoothed score there, so about that fraction of normal frames alerts.
-    ``smoothing`` (frames in the trailing mean) defaults to the recipe's ``eval.smoothing`` where it sets one, else
-    ALERT_SMOOTHING: alerts on a raw per-frame score flicker.
+    ``smoothing``: frames in the trailing mean, by default ``alert_window(config)``.
     """
     if smoothing is None:
-        smoothing = config.eval.smoothing if config.eval.smoothing > 1 else ALERT_SMOOTHING
+        smoothing = alert_window(config)
     if not 0 < false_alarm_rate < 1:
         raise ValueError(f"false_alarm_rate must lie in (0, 1), got {false_alarm_rate}")
     results = score_videos(model, config, videos, device=device, progress=progress)
@@ -249,7 +254,7 @@ def detect(
     cal = config.eval.calibration
     calibrated = "threshold" in cal
     threshold = cal.get("threshold")
-    window = int(cal.get("smoothing", ALERT_SMOOTHING))
+    window = int(cal.get("smoothing", alert_window(config)))
     alpha = config.eval.alpha if config.model.memory else 1.0
     size, channels = config.model.image_size, config.model.channels
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from mnad import distributed
@@ -32,6 +31,7 @@ from mnad.data.layouts import dataset_dir
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD, inference_copy
 from mnad.model.memory import updated_memory
+from mnad.model.mnad import FrozenCompiled
 from mnad.scoring import anomaly_score, error_map, feature_distance, psnr, regular_score, smooth
 
 
@@ -67,7 +67,7 @@ class ScoringStep(torch.nn.Module):
     def __init__(self, model: MNAD, config: Config) -> None:
         super().__init__()
         self.cfg = config.eval
-        self.model = inference_copy(model, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last, compile=self.cfg.compile)
+        self.model = inference_copy(model, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last)
         self.update_max_over = config.model.update_max_over
 
     def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -84,6 +84,13 @@ class ScoringStep(torch.nn.Module):
             new_items = updated_memory(output.queries[0], items, max_over=self.update_max_over)
             items = torch.where(e[0] < self.cfg.gamma, new_items, items)
         return output.frame, p, d, e, items, error_map(output.frame, target)
+
+
+def scoring_step(model: MNAD, config: Config) -> torch.nn.Module:
+    """The step scoring runs: ``ScoringStep``, compiled as one graph with its weights frozen under ``eval.compile``
+    (the memory items are an argument, so test-time updates still reach the next frame)."""
+    step = ScoringStep(model, config)
+    return FrozenCompiled(step) if config.eval.compile else step
 
 
 def score_stream(
@@ -103,16 +110,16 @@ def score_stream(
     """
     window_len = config.model.t_length
     lag = window_len - 1 - config.model.target_index  # a clip scores its target frame, `lag` frames before its last
-    window: deque[np.ndarray] = deque(maxlen=window_len)
-    step = step or ScoringStep(model, config)
+    window: deque[torch.Tensor] = deque(maxlen=window_len)
+    step = step or scoring_step(model, config)
     items = model.memory.items if model.memory is not None else torch.zeros(1, config.model.feature_dim)
     model.eval()
     with torch.inference_mode():
         for index, frame in enumerate(frames):
-            window.append(frame)
+            window.append(to_tensor(frame).to(device))  # each frame converted once, not once per clip it is in
             if len(window) < window_len:
                 continue
-            clip = to_tensor(np.stack(window))[None].to(device)
+            clip = torch.stack(tuple(window))[None]
             inputs, target = model.split_clip(clip)
             _, p, d, e, new_items, error = step(inputs, target, items)
             updated = model.memory is not None and not torch.equal(new_items, items)
@@ -128,7 +135,7 @@ def score_videos(
     saved_items = model.memory.items.clone() if model.memory is not None else None
     size, channels = config.model.image_size, config.model.channels
     results = []
-    step = ScoringStep(model, config)  # one scoring copy of the model for all videos
+    step = scoring_step(model, config)  # one scoring copy of the model for all videos
     try:
         bar = tqdm(total=sum(len(v) for v in videos), desc="scoring", unit="frame", disable=not progress, leave=False)
         for video in videos:
@@ -165,6 +172,8 @@ def add_scores(videos: list[VideoScores], config: Config) -> None:
 
 def auc_metrics(videos: list[VideoScores]) -> dict:
     """Micro AUC (all frames pooled: the paper's metric), macro AUC (mean over videos with both classes), per video."""
+    from sklearn.metrics import roc_auc_score  # here, not at the top: scoring a stream never needs it (about 60 MB)
+
     labels = np.concatenate([v.labels for v in videos])
     scores = np.concatenate([v.score for v in videos])
     per_video = {v.name: float(roc_auc_score(v.labels, v.score)) for v in videos if 0 < v.labels.sum() < v.labels.size}

@@ -55,11 +55,10 @@ class MNAD(nn.Module):
         return inputs.flatten(1, 2), clip[:, self.config.target_index]
 
 
-def inference_copy(model: MNAD, *, bf16: bool = False, channels_last: bool = False, compile: bool = False) -> MNAD:
+def inference_copy(model: MNAD, *, bf16: bool = False, channels_last: bool = False) -> MNAD:
     """A frozen copy of ``model`` for scoring, the caller's model untouched: BatchNorm folded into the convolutions;
     with ``bf16`` the U-Net weights are cast once (under autocast they would be cast again at every frame) while the
-    memory stays fp32 (run a bf16 copy under bf16 autocast); with ``channels_last`` the weights are stored NHWC;
-    with ``compile`` the encoder and decoder are compiled with their weights frozen (see ``FrozenCompiled``)."""
+    memory stays fp32 (run a bf16 copy under bf16 autocast); with ``channels_last`` the weights are stored NHWC."""
     frozen = fold_batchnorm(copy.deepcopy(model).eval()).requires_grad_(False)
     for layer in frozen.modules():
         if isinstance(layer, nn.ReLU):
@@ -69,18 +68,16 @@ def inference_copy(model: MNAD, *, bf16: bool = False, channels_last: bool = Fal
         frozen.decoder.to(torch.bfloat16)
     if channels_last:
         frozen.to(memory_format=torch.channels_last)
-    if compile:
-        frozen.encoder = FrozenCompiled(frozen.encoder)
-        frozen.decoder = FrozenCompiled(frozen.decoder)
     return frozen
 
 
 class FrozenCompiled(nn.Module):
     """``torch.compile`` of a module whose weights no longer change, with inductor's freezing: the weights become
-    constants, so on CPU they are pre-packed for oneDNN once and each ReLU is fused into its convolution (the eager
-    ReLUs and weight reorders are about a fifth of a frame's time). Compiles at the first call, tens of seconds on a
-    CPU; torch caches the result on disk. Only the U-Net is compiled: the memory items change at test time and are
-    an input, never a frozen constant."""
+    constants, so on CPU they are pre-packed for oneDNN once, each ReLU is fused into its convolution and the small
+    operations between the convolutions are fused into a few kernels. Compiles at the first call, tens of seconds on
+    a CPU; torch caches the result on disk. Only parameters and buffers are frozen: whatever changes between calls
+    (the memory items at test time) must be an argument. Once compiled, the wrapped module's own weights are
+    discarded (freeing their memory): use it through this wrapper only."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
@@ -91,5 +88,5 @@ class FrozenCompiled(nn.Module):
         from torch._inductor import config as inductor_config
 
         # Freezing is inductor configuration read while compiling (at the first call), not a torch.compile option.
-        with inductor_config.patch(freezing=True):
+        with inductor_config.patch(freezing=True, freezing_discard_parameters=True):
             return self.compiled(*args)
