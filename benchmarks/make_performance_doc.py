@@ -200,8 +200,9 @@ def realtime_section(d: dict, source: str) -> list[str]:
         acc = r["accuracy"]
         micro = acc["micro_auc_mean"]
         spread = f" ± {100 * acc['micro_auc_std']:.2f}" if acc.get("micro_auc_std") is not None else ""
-        runs = ", ".join(f"`{x['folder']}`" + (" (fast)" if x["fast_path"] else "")
-                         + (f" ({x['smoothing']}-frame mean)" if x.get("smoothing", 1) > 1 else "") for x in acc["runs"]) or "not trained"
+        marks = [[m for m, on in (("fast", x["fast_path"]), (f"{x.get('smoothing', 1)}-frame mean", x.get("smoothing", 1) > 1)) if on]
+                 for x in acc["runs"]]
+        runs = ", ".join(f"`{x['folder']}`" + (f" ({', '.join(m)})" if m else "") for x, m in zip(acc["runs"], marks, strict=True)) or "not trained"
         macro = [x["macro_auc"] for x in acc["runs"]]
         rows.append([f"`{r['candidate']}`: {fmt(r['what'])}", f"`{r['recipe']}` " + " ".join(f"`{o}`" for o in r["overrides"]),
                      num(r.get("fps")), num(r.get("ms_per_frame"), 1), num(r.get("peak_rss_mib"), 0),

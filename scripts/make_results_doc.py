@@ -56,7 +56,15 @@ LONGER_TRAINING = [
     ("S_t (alpha 0.6), the published scoring", ["ped2_pred_fast", "ped2_pred_fast_seed1", "ped2_pred_fast_seed2"], "ped2_pred_fast_20ep"),
     ("PSNR only (alpha 1)", ["ablation_pred_psnr_only", "ablation_pred_psnr_only_seed1", "ablation_pred_psnr_only_seed2"],
      "ped2_pred_fast_20ep_psnr_only"),
-    ("S_t, U-Net compiled (`--compile`)", [], "ped2_pred_fast_20ep_compiled"),
+    ("S_t, scoring step compiled (`--compile`)", [], "ped2_pred_fast_20ep_compiled"),
+]
+# ped2_pred_fast at 192 px: for each scoring, (what, 128 px folders (3 seeds), 192 px folder).
+LARGER_FRAMES = [
+    ("S_t (alpha 0.6), the published scoring", ["ped2_pred_fast", "ped2_pred_fast_seed1", "ped2_pred_fast_seed2"], "ped2_pred_192"),
+    ("PSNR only (alpha 1)", ["ablation_pred_psnr_only", "ablation_pred_psnr_only_seed1", "ablation_pred_psnr_only_seed2"],
+     "ped2_pred_192_psnr_only"),
+    ("as `ped2_pred_realtime`: PSNR only, 5-frame trailing mean", ["ped2_pred_realtime", "ped2_pred_realtime_seed1", "ped2_pred_realtime_seed2"],
+     "ped2_pred_192_realtime"),
 ]
 # Issue #3's real-time recipe (ped2_pred_realtime) on the three ped2_pred_fast models, step by step from the published
 # scoring: (scoring, result folders of seeds 0, 1, 2).
@@ -250,26 +258,42 @@ def scoring_pairs() -> list[str]:
             f"S_t is lower in micro AUC for {worse} of {len(rows)} models."]
 
 
-def longer_training() -> str:
+def against_seeds(title: str, intro: str, variant: str, comparisons: list[tuple[str, list[str], str]]) -> str:
+    """One run of a variant of ped2_pred_fast against the recipe's seeds, for each scoring."""
     rows = []
-    for what, short, long in LONGER_TRAINING:
-        b = metrics_of(long)
+    for what, seeds, folder in comparisons:
+        b = metrics_of(folder)
         if b is None:
             continue
-        a = [m["metrics"] for m in map(metrics_of, short) if m is not None]
+        a = [m["metrics"] for m in map(metrics_of, seeds) if m is not None]
         micro = [100 * m["micro_auc"] for m in a]
         spread = f" ± {np.std(micro, ddof=1):.2f} ({len(micro)} seeds)" if len(micro) > 1 else ""
-        short_cell = f"{np.mean(micro):.2f}{spread}" if micro else "–"
+        seeds_cell = f"{np.mean(micro):.2f}{spread}" if micro else "–"
         fast = " (fast path)" if b["config"]["eval"]["bf16"] else ""
-        rows.append(f"| {what} | {short_cell} | **{pct(b['metrics']['micro_auc'])}**{fast} | {pct(b['metrics']['macro_auc'])} | `{long}` |")
+        rows.append(f"| {what} | {seeds_cell} | **{pct(b['metrics']['micro_auc'])}**{fast} | {pct(b['metrics']['macro_auc'])} | `{folder}` |")
     if not rows:
         return ""
-    return "\n".join(["## Longer training: 20 epochs at 128 px", "",
-                      "Recipe `ped2_pred_fast_20ep`: the `ped2_pred_fast` model (128×128, width 64) trained for 20 epochs instead of 8, "
-                      "the cosine annealing over the 20 (a real-time candidate of issue #3; its speed is in docs/performance.md). "
-                      "One seed (0); the 8-epoch column is the mean ± sample std of 3 seeds.", "",
-                      "| scoring | micro AUC %, 8 epochs | micro AUC %, 20 epochs | macro AUC %, 20 epochs | result folder |",
+    return "\n".join([f"## {title}", "", intro, "",
+                      f"| scoring | micro AUC %, ped2_pred_fast | micro AUC %, {variant} | macro AUC %, {variant} | result folder |",
                       "|---|---|---|---|---|", *rows, ""])
+
+
+def longer_training() -> str:
+    return against_seeds(
+        "Longer training: 20 epochs at 128 px",
+        "Recipe `ped2_pred_fast_20ep`: the `ped2_pred_fast` model (128×128, width 64) trained for 20 epochs instead of 8, "
+        "the cosine annealing over the 20 (a real-time candidate of issue #3; its speed is in docs/performance.md). "
+        "One seed (0); the ped2_pred_fast column is the mean ± sample std of its 3 seeds (8 epochs).",
+        "20 epochs", LONGER_TRAINING)
+
+
+def larger_frames() -> str:
+    return against_seeds(
+        "Larger frames: 192 px",
+        "`ped2_pred_fast --image-size 192`: the same recipe (8 epochs) at 192×192 instead of 128×128, "
+        "between the real-time size and the paper's 256 (a real-time candidate of issue #3: its speed is in "
+        "docs/performance.md). One seed (0); the ped2_pred_fast column is the mean ± sample std of its 3 seeds at 128 px.",
+        "192 px", LARGER_FRAMES)
 
 
 def realtime_recipe() -> str:
@@ -381,6 +405,7 @@ def main() -> None:
            "## Table 1 (paper) on Ped2", "", table1(), "",
            "## Table 2 (paper): ablation of the prediction model on Ped2", "", table2(), "",
            realtime_recipe(),
+           larger_frames(),
            longer_training(),
            epoch_curves(),
            "## All runs", "",
