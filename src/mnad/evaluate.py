@@ -172,7 +172,7 @@ def add_scores(videos: list[VideoScores], config: Config) -> None:
 
 def auc_metrics(videos: list[VideoScores]) -> dict:
     """Micro AUC (all frames pooled: the paper's metric), macro AUC (mean over videos with both classes), per video."""
-    from sklearn.metrics import roc_auc_score  # here, not at the top: scoring a stream never needs it (about 60 MB)
+    from sklearn.metrics import roc_auc_score  # here, not at the top: scoring a stream never needs it (tens of MB of RSS)
 
     labels = np.concatenate([v.labels for v in videos])
     scores = np.concatenate([v.score for v in videos])
