@@ -18,9 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 PAPER = {("pred", True): 97.0, ("pred", False): 94.3, ("recon", True): 90.2, ("recon", False): 86.4}
 
+# The three seeds of ped2_pred_fast, and the same three models scored by PSNR only and as ped2_pred_realtime.
+FAST_SEEDS = ["ped2_pred_fast", "ped2_pred_fast_seed1", "ped2_pred_fast_seed2"]
+PSNR_ONLY_SEEDS = ["ablation_pred_psnr_only", "ablation_pred_psnr_only_seed1", "ablation_pred_psnr_only_seed2"]
+REALTIME_SEEDS = ["ped2_pred_realtime", "ped2_pred_realtime_seed1", "ped2_pred_realtime_seed2"]
+
 # Paper Table 1 (Ped2 micro AUC) and the result folders of each row; seeds of one row are listed together.
 TABLE1 = [
-    ("Prediction, with memory", 97.0, ["ped2_pred_fast", "ped2_pred_fast_seed1", "ped2_pred_fast_seed2"]),
+    ("Prediction, with memory", 97.0, FAST_SEEDS),
     ("Prediction, without memory", 94.3, ["ped2_pred_nomem_fast"]),
     ("Reconstruction, with memory", 90.2, ["ped2_recon_fast"]),
     ("Reconstruction, without memory", 86.4, ["ped2_recon_nomem_fast"]),
@@ -45,34 +50,30 @@ TABLE2_EXTRA = [
     ("memory without the feature losses, scored as the full model", (1, 0, 0, 1, 1), "ablation_pred_memory_only"),
 ]
 # S_t against PSNR-only on every seed of the full recipe: (model's full-scoring folder, its PSNR-only folder).
-SCORING_PAIRS = [
-    ("ped2_pred_fast", "ablation_pred_psnr_only"),
-    ("ped2_pred_fast_seed1", "ablation_pred_psnr_only_seed1"),
-    ("ped2_pred_fast_seed2", "ablation_pred_psnr_only_seed2"),
-]
+SCORING_PAIRS = list(zip(FAST_SEEDS, PSNR_ONLY_SEEDS, strict=True))
 # The same 128 px model trained 20 epochs instead of 8 (ped2_pred_fast_20ep): for each scoring, (what, 8-epoch
 # folders (3 seeds), 20-epoch folder).
 LONGER_TRAINING = [
-    ("S_t (alpha 0.6), the published scoring", ["ped2_pred_fast", "ped2_pred_fast_seed1", "ped2_pred_fast_seed2"], "ped2_pred_fast_20ep"),
-    ("PSNR only (alpha 1)", ["ablation_pred_psnr_only", "ablation_pred_psnr_only_seed1", "ablation_pred_psnr_only_seed2"],
+    ("S_t (alpha 0.6), the published scoring", FAST_SEEDS, "ped2_pred_fast_20ep"),
+    ("PSNR only (alpha 1)", PSNR_ONLY_SEEDS,
      "ped2_pred_fast_20ep_psnr_only"),
     ("S_t, scoring step compiled (`--compile`)", [], "ped2_pred_fast_20ep_compiled"),
 ]
 # ped2_pred_fast at 192 px: for each scoring, (what, 128 px folders (3 seeds), 192 px folder).
 LARGER_FRAMES = [
-    ("S_t (alpha 0.6), the published scoring", ["ped2_pred_fast", "ped2_pred_fast_seed1", "ped2_pred_fast_seed2"], "ped2_pred_192"),
-    ("PSNR only (alpha 1)", ["ablation_pred_psnr_only", "ablation_pred_psnr_only_seed1", "ablation_pred_psnr_only_seed2"],
+    ("S_t (alpha 0.6), the published scoring", FAST_SEEDS, "ped2_pred_192"),
+    ("PSNR only (alpha 1)", PSNR_ONLY_SEEDS,
      "ped2_pred_192_psnr_only"),
-    ("as `ped2_pred_realtime`: PSNR only, 5-frame trailing mean", ["ped2_pred_realtime", "ped2_pred_realtime_seed1", "ped2_pred_realtime_seed2"],
+    ("as `ped2_pred_realtime`: PSNR only, 5-frame trailing mean", REALTIME_SEEDS,
      "ped2_pred_192_realtime"),
 ]
 # Issue #3's real-time recipe (ped2_pred_realtime) on the three ped2_pred_fast models, step by step from the published
 # scoring: (scoring, result folders of seeds 0, 1, 2).
 REALTIME = [
-    ("S_t (alpha 0.6), fp32: the published scoring", ["ped2_pred_fast", "ped2_pred_fast_seed1", "ped2_pred_fast_seed2"]),
-    ("PSNR only (alpha 1), fp32", ["ablation_pred_psnr_only", "ablation_pred_psnr_only_seed1", "ablation_pred_psnr_only_seed2"]),
+    ("S_t (alpha 0.6), fp32: the published scoring", FAST_SEEDS),
+    ("PSNR only (alpha 1), fp32", PSNR_ONLY_SEEDS),
     ("`ped2_pred_realtime`: PSNR only, trailing mean of 5 frames, fast path (bf16, channels_last)",
-     ["ped2_pred_realtime", "ped2_pred_realtime_seed1", "ped2_pred_realtime_seed2"]),
+     REALTIME_SEEDS),
 ]
 SMOOTHING_WINDOWS = (1, 3, 5, 9, 15)
 # The effects the paper states for Table 2: (claim, row gaining, row compared against, expected sign or stated gain).
@@ -321,10 +322,9 @@ def realtime_recipe() -> str:
 
 def smoothing_windows() -> list[str]:
     """Micro AUC of the recipe's scoring against the trailing-mean window, recomputed from its committed scores.csv."""
-    import csv
-
     from sklearn.metrics import roc_auc_score
 
+    from mnad.report import read_scores
     from mnad.scoring import anomaly_score, smooth
 
     rows = []
@@ -332,14 +332,11 @@ def smoothing_windows() -> list[str]:
         path = RESULTS / folder / "scores.csv"
         if not path.is_file():
             return []
-        videos: dict[str, list[dict]] = {}
-        for record in csv.DictReader(path.open()):
-            videos.setdefault(record["video"], []).append(record)
-        labels = np.concatenate([[int(r["label"]) for r in v] for v in videos.values()])
+        videos = read_scores(path)
+        labels = np.concatenate([v.label for v in videos])
         cells = []
         for window in SMOOTHING_WINDOWS:
-            scores = np.concatenate([smooth(anomaly_score(np.array([float(r["psnr"]) for r in v]), np.zeros(len(v)), alpha=1.0), window)
-                                     for v in videos.values()])
+            scores = np.concatenate([smooth(anomaly_score(v.psnr, np.zeros_like(v.psnr), alpha=1.0), window) for v in videos])
             cells.append(f"{100 * roc_auc_score(labels, scores):.2f}")
         rows.append(f"| `{folder}` | " + " | ".join(cells) + " |")
     return ["How much rests on the window: micro AUC % of the same PSNR-only scores (the fast path's, from each folder's "
