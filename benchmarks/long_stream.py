@@ -1,9 +1,10 @@
 """Long run: score an hour of streamed frames and check that memory use stays flat.
 
-Frames are generated on the fly (a textured scene with a few moving blobs and sensor noise), never stored, and fed
-one at a time to ``mnad.evaluate.score_stream``, the causal scorer behind ``mnad detect``. The resident set size
+Frames are generated on the fly (a textured scene with a few moving blobs and sensor noise), never stored, and pushed
+one at a time to ``mnad.stream.StreamScorer``, the causal scorer behind ``mnad detect``. The resident set size
 (VmRSS from /proc/self/status) is sampled every ``--sample-every`` frames. Only running sums of the scores are kept,
-so any growth is the scorer's own.
+so any growth is the scorer's own. ``--normalization causal`` also runs the scorer's running min-max and trailing
+mean, as ``mnad detect`` does without a calibration; the default, ``video``, scores the raw terms only (PSNR, D, E_t).
 
     python benchmarks/long_stream.py                 # 3600 s at 25 fps = 90,000 frames (a few minutes on CPU)
     python benchmarks/long_stream.py --seconds 60    # a quick check
@@ -26,8 +27,8 @@ import numpy as np
 import torch
 
 from mnad.config import Config
-from mnad.evaluate import score_stream
 from mnad.model import MNAD
+from mnad.stream import StreamScorer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "long_stream.json"
 
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, default=1.0,
                         help="test-time update threshold; 1.0 updates the memory on (nearly) every frame, the worst case")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--normalization", choices=("video", "causal"), default="video",
+                        help="video: the raw terms only (default); causal: also the running min-max and trailing mean of mnad detect")
     parser.add_argument("--sample-every", type=int, default=500, help="frames between RSS samples")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -80,6 +83,7 @@ def main() -> None:
     config.eval.gamma = args.gamma
     config.validate()
     model = MNAD(config.model)
+    scorer = StreamScorer.for_model(model, config, normalization=args.normalization)
     n_frames = int(round(args.seconds * args.fps))
 
     samples: list[dict] = []
@@ -87,7 +91,10 @@ def main() -> None:
     psnr_sum = 0.0
     started = time.perf_counter()
     samples.append({"frame": 0, "seconds": 0.0, "rss_mib": round(rss_mib(), 2)})
-    for row in score_stream(model, config, generated_frames(n_frames, args.size)):
+    for frame in generated_frames(n_frames, args.size):
+        row = scorer.push(frame)
+        if row is None:  # the first clip's window filling
+            continue
         scored += 1
         updates += row.updated
         psnr_sum += row.psnr
@@ -114,6 +121,7 @@ def main() -> None:
         "rss_peak_mib": max(s["rss_mib"] for s in samples),
         "rss_samples": samples,
         "setup": {"image_size": args.size, "width": args.width, "gamma": args.gamma, "threads": args.threads,
+                  "normalization": args.normalization,
                   "sample_every": args.sample_every, "torch": torch.__version__, "python": platform.python_version(),
                   "machine": platform.machine()},
     }

@@ -8,7 +8,7 @@ Issue #3 measures scoring against "the bf16 limit": the frame's GFLOP at the bf1
 says how far the convolutions themselves are from that peak, and how much of a frame is not convolution at all:
 
 * each configuration (the fast path, and the same with ``eval.compile``) scores synthetic frames in order through
-  ``mnad.evaluate.score_stream``, batch 1, memory updated after every frame, as in ``speed.py``;
+  ``mnad.stream.StreamScorer``, batch 1, memory updated after every frame, as in ``speed.py``;
 * the wall time per frame is measured without the profiler; then ``torch.profiler`` records the same step and its
   operators' own CPU time is summed by kind (convolutions, ReLU, concatenation, pooling, the rest);
 * the convolutions' GFLOP/s is the frame's GFLOP (``speed.py``'s FlopCounterMode count: convolutions and matrix
@@ -55,26 +55,36 @@ def profile_config(job: dict, name: str, size: int, args: argparse.Namespace, gf
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from mnad.evaluate import score_stream, scoring_step
     from mnad.model import MNAD
+    from mnad.stream import StreamScorer
 
     config = mnad_config(job, size, bf16=True, channels_last=True, compile_unet=CONFIGS[name])
     torch.manual_seed(0)
     model = MNAD(config.model).eval()
-    step = scoring_step(model, config)
+    # one scorer (one scoring step, compiled once) for the three passes; each pass starts a new clip window, the
+    # memory carries over from one pass to the next
+    scorer = StreamScorer.for_model(model, config, normalization="video")
     t = config.model.t_length
     frames = synthetic_frames(args.warmup + args.frames + t - 1, size)
-    list(score_stream(model, config, frames[: args.warmup + t - 1], step=step))  # warm-up (and compiling)
+
+    def scored_frames(clip_frames):
+        scorer.new_video()
+        for frame in clip_frames:
+            result = scorer.push(frame)
+            if result is not None:  # None while the first clip's window fills
+                yield result
+
+    list(scored_frames(frames[: args.warmup + t - 1]))  # warm-up (and compiling)
 
     timed = frames[args.warmup:]
     stamps = [time.perf_counter()]
-    for _ in score_stream(model, config, timed, step=step):
+    for _ in scored_frames(timed):
         stamps.append(time.perf_counter())
     wall_ms = 1000 * statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
-        scored = sum(1 for _ in score_stream(model, config, timed, step=step))
+        scored = sum(1 for _ in scored_frames(timed))
         profiled_ms = 1000 * (time.perf_counter() - start) / scored
     by_kind: dict[str, float] = {}
     for event in prof.key_averages():
@@ -113,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if busy is not None and busy > 0.2:
         print(f"  WARNING: {busy:.2f} cores busy: the machine is not idle", file=sys.stderr)
     job = {"threads": args.threads, "device": "cpu", "model": {"task": "pred", "t_length": 5, "channels": 3, "memory": True},
-           "gamma": 2.0, "sizes": args.sizes, "train_size": min(args.sizes), "batch": 1, "lambda_compact": 0.1,
-           "lambda_separate": 0.1}
+           "gamma": 2.0, "sizes": args.sizes, "train_size": min(args.sizes), "batch": 1}
     n = 1024 if args.quick else 4096
     peak = work_matmul(dict(job, n=n, warmup=1, iters=2 if args.quick else 5))
     gflop = work_flops(job)["score_gflop_per_frame"]

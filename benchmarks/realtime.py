@@ -9,7 +9,7 @@ is a model shape (recipe + overrides) with the result folders (``results/<folder
 with it. Speed does not depend on the weights, so each candidate is timed with a random initialisation:
 
 * the frame arrives decoded at camera size (``--camera``, Ped2's 360x240 by default) and is resized by
-  ``mnad.data.sources.prepare_frame``, then scored by ``mnad.evaluate.score_stream`` with the fast path
+  ``mnad.data.sources.prepare_frame``, then scored by ``mnad.stream.StreamScorer`` with the fast path
   (``eval.bf16`` + ``eval.channels_last``), batch 1, in order: the timing is the whole per-frame step a camera
   pipeline runs after decoding (resize, model, PSNR, D, E_t, memory update, numbers read back);
 * the trailing mean of ``eval.smoothing`` scores (ped2_pred_realtime) is left out: a running sum per frame;
@@ -107,8 +107,8 @@ def work(job: dict) -> dict:
     import torch
 
     from mnad.data.sources import prepare_frame
-    from mnad.evaluate import score_stream
     from mnad.model import MNAD
+    from mnad.stream import StreamScorer
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
@@ -116,15 +116,15 @@ def work(job: dict) -> dict:
     m = config.model
     model = MNAD(m).eval()
     camera = synthetic_camera(job["warmup"] + job["frames"] + m.t_length - 1, *job["camera"])
+    # the raw terms only: no per-frame S_t and no trailing mean (left out, see above)
+    scorer = StreamScorer.for_model(model, config, normalization="video")
     stamps: list[float] = []
-
-    def resized():
-        for frame in camera:
-            stamps.append(time.perf_counter())  # the frame "arrives" when the previous one is scored
-            yield prepare_frame(frame, m.image_size, m.channels, "camera")
-
     updates, scored = 0, []
-    for row in score_stream(model, config, resized()):
+    for frame in camera:
+        stamps.append(time.perf_counter())  # the frame "arrives" when the previous one is scored
+        row = scorer.push(prepare_frame(frame, m.image_size, m.channels, "camera"))
+        if row is None:  # the first clip's window filling
+            continue
         scored.append(time.perf_counter())
         updates += int(row.updated)
     # time of frame k: from the arrival of the frame that completes its clip to its score

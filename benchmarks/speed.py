@@ -10,12 +10,12 @@ What it measures (all with ``--threads`` intra-op threads, 2 by default):
 * scoring, batch 1, at each of ``--sizes``: frames/s of the whole test-time step (model, PSNR, feature distance D,
   weighted regular score E_t, gated memory update, reading the numbers back), for the reference
   (``benchmarks/reference_model.py``: fp32, NCHW, eager, no torch.no_grad, memory update as a loop over items) and
-  for mnad's ``evaluate.score_stream``: fp32, the fast path (``eval.bf16`` + ``eval.channels_last``) and ONNX Runtime
+  for mnad's ``stream.StreamScorer``: fp32, the fast path (``eval.bf16`` + ``eval.channels_last``) and ONNX Runtime
   (``mnad.export``). Frames are synthetic uint8 arrays already in memory (decoding is not timed, for either side).
   The frames are scored one after the other, in order, each reading the memory the previous one left: nothing is
   batched, so the scores are exactly those of the published protocol.
-* a training step at ``--train-size``, batch ``--batch``: the reference (fp32) against mnad's training loop body
-  (bf16 autocast + channels_last, the same loss), on a fixed batch (data loading not timed).
+* a training step at ``--train-size``, batch ``--batch``: the reference (fp32) against ``mnad.train.train_step``, the
+  step ``mnad.train.train`` runs (bf16 autocast + channels_last, the same loss), on a fixed batch (data loading not timed).
 * peak resident memory (VmHWM) of each configuration, each in its own fresh process; on CUDA also the peak
   GPU memory allocated.
 * GFLOP per frame / per training step (counted with FlopCounterMode: convolutions and matrix products), the
@@ -24,6 +24,8 @@ What it measures (all with ``--threads`` intra-op threads, 2 by default):
   the same PSNR, D, E_t, updated memory and training loss on the same input; the fast path's and ONNX's PSNR differences.
 * optionally (``--auc-checkpoint``, ``--auc-data-root``), the micro AUC of a trained model on a real test set,
   scored in fp32 and with the fast path (this scores the whole test set twice: minutes to tens of minutes).
+
+The configurations (the rows) and the default settings are data: ``benchmarks/configs.toml``.
 
 Every configuration runs in a fresh subprocess (``--worker``), so peaks and thread pools do not mix. Timings are
 medians over the timed iterations after warm-up (and over ``--rounds``, which repeat every configuration,
@@ -43,6 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,22 +55,24 @@ ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "speed.json"
 SCHEMA = "mnad-speed-1"
 
-SCORE_CONFIGS = {  # name: (engine, bf16, channels_last, torch.compile, description)
-    "reference": ("reference", False, False, False, "reference: fp32, NCHW, eager, gradients on, loop memory update"),
-    "mnad-fp32": ("mnad", False, False, False, "mnad score_stream, fp32, NCHW, BatchNorm folded"),
-    "mnad-fast": ("mnad", True, True, False, "mnad score_stream, bf16 weights + autocast, channels_last, BatchNorm folded"),
-    "mnad-compiled": ("mnad", True, True, True, "mnad-fast with eval.compile: the scoring step compiled as one graph, weights frozen"),
-    "mnad-bf16": ("mnad", True, False, False, "mnad score_stream, bf16 weights + autocast, NCHW, BatchNorm folded"),
-    "mnad-cl": ("mnad", False, True, False, "mnad score_stream, fp32, channels_last, BatchNorm folded"),
-    "onnx": ("onnx", False, False, False, "mnad score_stream with ONNX Runtime (fp32, CPU provider)"),
-}
-TRAIN_CONFIGS = {  # name: (engine, bf16, channels_last, description)
-    "reference": ("reference", False, False, "reference: fp32, NCHW, eager"),
-    "mnad-fp32": ("mnad", False, False, "mnad training step, fp32, NCHW"),
-    "mnad-fast": ("mnad", True, True, "mnad training step, bf16 autocast + channels_last"),
-}
-FAST = "mnad-fast"  # the training configuration the targets are about
-SCORING_TARGET_CONFIGS = ("mnad-fast", "mnad-compiled")  # the scoring configurations the targets are checked for
+
+@dataclass(frozen=True)
+class Row:
+    """One configuration of benchmarks/configs.toml: what a row of the results runs."""
+
+    engine: str  # "reference", "mnad" or "onnx"
+    description: str
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False  # scoring only: eval.compile
+    target: bool = False  # the issue's targets are checked for this row
+
+
+CONFIGS = tomllib.loads((HERE / "configs.toml").read_text())
+SCORE_CONFIGS = {name: Row(**spec) for name, spec in CONFIGS["score"].items()}
+TRAIN_CONFIGS = {name: Row(**spec) for name, spec in CONFIGS["train"].items()}
+SETTINGS = {"full": CONFIGS["settings"]["full"], "quick": CONFIGS["settings"]["full"] | CONFIGS["settings"]["quick"]}
+
 
 # ---- helpers used by the workers ------------------------------------------------------------------------------
 
@@ -112,11 +118,13 @@ def sync(torch, device: str) -> None:
 
 
 def mnad_config(job: dict, size: int, *, bf16: bool = False, channels_last: bool = False, compile_unet: bool = False):
+    """The job's model at ``size``; a row's settings both for scoring (eval.*) and for training (train.*, whose lr and
+    loss weights are mnad's defaults, the reference's too)."""
     from mnad.config import Config
 
     model = dict(job["model"], image_size=size)
-    return Config.from_dict({"model": model, "eval": {"gamma": job["gamma"], "bf16": bf16, "channels_last": channels_last,
-                                                      "compile": compile_unet}})
+    fast = {"bf16": bf16, "channels_last": channels_last}
+    return Config.from_dict({"model": model, "eval": dict(fast, gamma=job["gamma"], compile=compile_unet), "train": fast})
 
 
 def load_weights(job: dict):
@@ -149,13 +157,13 @@ def work_score(job: dict) -> dict:
     """Time the scoring of ``warmup + frames`` frames at batch 1 with one configuration."""
     torch = setup_torch(job)
     size, device = job["size"], job["device"]
-    engine, bf16, channels_last, compile_unet, _ = SCORE_CONFIGS[job["config"]]
+    row = SCORE_CONFIGS[job["config"]]
     t_length = job["model"]["t_length"]
     frames = synthetic_frames(job["warmup"] + job["frames"] + t_length - 1, size)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     psnrs, updates = [], 0
-    if engine == "reference":
+    if row.engine == "reference":
         from collections import deque
 
         ref, model, items = build_reference(job)
@@ -172,19 +180,25 @@ def work_score(job: dict) -> dict:
             updates += int(updated)
             stamps.append((time.perf_counter(), time.process_time()))
     else:
-        from mnad.evaluate import score_stream
+        from mnad.stream import StreamScorer
 
-        if engine == "onnx":
+        if row.engine == "onnx":
             from mnad.export import load_onnx
 
-            model, config, step = load_onnx(job["onnx"], threads=job["threads"])
+            model = load_onnx(job["onnx"], threads=job["threads"])
+            config = model.config
         else:
-            config = mnad_config(job, size, bf16=bf16, channels_last=channels_last, compile_unet=compile_unet)
-            model, step = build_mnad(job, config), None
+            config = mnad_config(job, size, bf16=row.bf16, channels_last=row.channels_last, compile_unet=row.compile)
+            model = build_mnad(job, config)
+        # per-video normalisation: no per-frame S_t, only the raw terms (PSNR, D, E_t), as the published protocol scores
+        scorer = StreamScorer.for_model(model, config, normalization="video", device=device)
         stamps = [(time.perf_counter(), time.process_time())]
-        for row in score_stream(model, config, frames, device=device, step=step):
-            psnrs.append(row.psnr)
-            updates += int(row.updated)
+        for frame in frames:
+            scored = scorer.push(frame)
+            if scored is None:  # the first clip's window filling
+                continue
+            psnrs.append(scored.psnr)
+            updates += int(scored.updated)
             stamps.append((time.perf_counter(), time.process_time()))
     times = [b[0] - a[0] for a, b in zip(stamps, stamps[1:], strict=False)][job["warmup"]:]
     cpu = [b[1] - a[1] for a, b in zip(stamps, stamps[1:], strict=False)][job["warmup"]:]
@@ -199,46 +213,36 @@ def work_train(job: dict) -> dict:
     """Time ``warmup + steps`` training steps at batch ``batch`` with one configuration."""
     torch = setup_torch(job)
     size, device, batch = job["size"], job["device"], job["batch"]
-    engine, bf16, channels_last, _ = TRAIN_CONFIGS[job["config"]]
+    row = TRAIN_CONFIGS[job["config"]]
+    config = mnad_config(job, size, bf16=row.bf16, channels_last=row.channels_last)
     clip = train_batch(job, batch, size)  # (B, T, C, H, W) on the host
     if device.startswith("cuda"):
         clip = clip.pin_memory()
         torch.cuda.reset_peak_memory_stats()
-    lr, lc, ls = job["lr"], job["lambda_compact"], job["lambda_separate"]
     times, cpu, losses = [], [], []
-    if engine == "reference":
+    if row.engine == "reference":
         ref, model, items = build_reference(job)
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
         flat = clip.flatten(1, 2)
         for _ in range(job["warmup"] + job["steps"]):
             start, start_cpu = time.perf_counter(), time.process_time()
-            loss, items = ref.train_step(model, optimizer, flat.to(device), items, lc, ls)  # .item() syncs
+            loss, items = ref.train_step(model, optimizer, flat.to(device), items, config.train.lambda_compact,
+                                         config.train.lambda_separate)  # .item() syncs
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
             losses.append(loss)
     else:
-        from mnad.losses import mnad_loss
+        from mnad.train import train_step
 
-        config = mnad_config(job, size)
         model = build_mnad(job, config)
-        memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if channels_last:
+        if row.channels_last:  # as train() prepares the model
             model = model.to(memory_format=torch.channels_last)
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
         for _ in range(job["warmup"] + job["steps"]):
             start, start_cpu = time.perf_counter(), time.process_time()
-            # the body of mnad.train.train's loop, as it is there
-            inputs, target = model.split_clip(clip.to(device, non_blocking=True))
-            with autocast:
-                output = model(inputs.contiguous(memory_format=memory_format))
-            step_losses = mnad_loss(model, output, target, lc, ls)
-            optimizer.zero_grad(set_to_none=True)
-            step_losses.total.backward()
-            optimizer.step()
-            model.memory.update(output.queries.detach().reshape(-1, output.queries.shape[-1]))
+            step_losses = train_step(model, optimizer, clip.to(device, non_blocking=True), config.train)  # train()'s step
             losses.append(step_losses.as_floats()["total"])  # syncs, as train.py's logging does
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
@@ -312,7 +316,7 @@ def work_flops(job: dict) -> dict:
         counter = FlopCounterMode(display=False)
         with counter:
             output = model(inputs)
-            mnad_loss(model, output, target, job["lambda_compact"], job["lambda_separate"]).total.backward()
+            mnad_loss(model, output, target, config.train.lambda_compact, config.train.lambda_separate).total.backward()
         out["train_gflop_per_step"] = counter.get_total_flops() / 1e9
         out["train_size"], out["train_batch"] = size, batch
     return out
@@ -335,8 +339,8 @@ def work_check(job: dict) -> dict:
     torch = setup_torch(job)
     import numpy as np
 
-    from mnad.evaluate import scoring_step
-    from mnad.losses import mnad_loss
+    from mnad.stream import scoring_step
+    from mnad.train import train_step
 
     device = job["device"]
     out: dict = {"score": {}, "tolerance_psnr_db": job["tol_psnr"], "tolerance_loss_rel": job["tol_loss"]}
@@ -355,18 +359,18 @@ def work_check(job: dict) -> dict:
             model = build_mnad(job, config)
             step = scoring_step(model, config)
             with torch.inference_mode():
-                _, p, d, e, new_items, _ = step(clip[:, :n_in], clip[:, n_in:], items.clone())
-            row[f"psnr_{name}"] = float(p[0])
-            row[f"distance_{name}"] = float(d[0])
-            row[f"regular_{name}"] = float(e[0])
-            row[f"items_max_abs_diff_{name}"] = float((new_items - items_ref).abs().max())
+                result = step(clip[:, :n_in], clip[:, n_in:], items.clone())
+            row[f"psnr_{name}"] = float(result.psnr[0])
+            row[f"distance_{name}"] = float(result.distance[0])
+            row[f"regular_{name}"] = float(result.regular[0])
+            row[f"items_max_abs_diff_{name}"] = float((result.items - items_ref).abs().max())
         if job.get("onnx", {}).get(str(size)):
-            from mnad.export import OnnxStep
+            from mnad.export import load_onnx
 
-            step = OnnxStep(job["onnx"][str(size)], threads=job["threads"])
-            _, p, d, e, new_items, _ = step(clip[:, :n_in].cpu(), clip[:, n_in:].cpu(), items.cpu().clone())
-            row["psnr_onnx"] = float(p[0])
-            row["items_max_abs_diff_onnx"] = float((new_items - items_ref.cpu()).abs().max())
+            step = load_onnx(job["onnx"][str(size)], threads=job["threads"]).step
+            result = step(clip[:, :n_in].cpu(), clip[:, n_in:].cpu(), items.cpu().clone())
+            row["psnr_onnx"] = float(result.psnr[0])
+            row["items_max_abs_diff_onnx"] = float((result.items - items_ref.cpu()).abs().max())
         row["psnr_abs_diff_fp32"] = abs(row["psnr_mnad_fp32"] - p_ref)
         row["psnr_abs_diff_fast"] = abs(row["psnr_mnad_fast"] - p_ref)
         row["same_function"] = bool(
@@ -388,14 +392,14 @@ def work_check(job: dict) -> dict:
     ref_model.train()
     flat = clip5.flatten(1, 2)
     n_in = job["model"]["channels"] * (t_length - 1)
-    outputs, _, items_ref, compact, separate = ref_model(flat[:, :n_in], items.clone(), True)
-    loss_ref = float(torch.mean((outputs - flat[:, n_in:]) ** 2) + job["lambda_compact"] * compact + job["lambda_separate"] * separate)
     config = mnad_config(job, size)
+    lc, ls = config.train.lambda_compact, config.train.lambda_separate
+    outputs, _, items_ref, compact, separate = ref_model(flat[:, :n_in], items.clone(), True)
+    loss_ref = float(torch.mean((outputs - flat[:, n_in:]) ** 2) + lc * compact + ls * separate)
     model = build_mnad(job, config).train()
-    inputs, target = model.split_clip(clip5)
-    output = model(inputs)
-    loss_mnad = float(mnad_loss(model, output, target, job["lambda_compact"], job["lambda_separate"]).total)
-    model.memory.update(output.queries.detach().reshape(-1, output.queries.shape[-1]))
+    # the timed step itself: its losses are those before the Adam step, its memory update reads the same queries
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    loss_mnad = float(train_step(model, optimizer, clip5, config.train).total)
     rel = abs(loss_mnad - loss_ref) / max(abs(loss_ref), 1e-12)
     items_diff = float((model.memory.items - items_ref).abs().max())
     train_ok = bool(rel <= job["tol_loss"] and items_diff <= 1e-4)
@@ -546,47 +550,44 @@ def summarize(times: list[list[float]]) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Options left out take benchmarks/configs.toml's settings.full (settings.quick with --quick).")
     p.add_argument("--quick", action="store_true", help="tiny sizes and iteration counts (seconds; for development, not for numbers)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (and ONNX Runtime's), default 2")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--sizes", type=int, nargs="+", help="frame sizes for scoring (default 256 128; quick: 64)")
-    p.add_argument("--frames", type=int, help="timed frames per scoring configuration (default 20; quick: 2)")
-    p.add_argument("--warmup", type=int, help="untimed frames / steps before timing (default 5 / 2; quick: 1)")
-    p.add_argument("--train-size", type=int, help="frame size of the training step (default 256; quick: 64)")
-    p.add_argument("--batch", type=int, default=None, help="training batch (default 4; quick: 2)")
-    p.add_argument("--train-steps", type=int, help="timed training steps per configuration (default 5; quick: 2)")
-    p.add_argument("--rounds", type=int, help="repeat every configuration, interleaved, and take the median of the rounds (default 2; quick: 1)")
-    p.add_argument("--score-configs", default="reference,mnad-fast,mnad-compiled,mnad-fp32,onnx",
-                   help=f"comma-separated, from {', '.join(SCORE_CONFIGS)}")
-    p.add_argument("--train-configs", default="reference,mnad-fast,mnad-fp32", help=f"comma-separated, from {', '.join(TRAIN_CONFIGS)}; "
-                   "empty to skip training")
+    p.add_argument("--sizes", type=int, nargs="+", help="frame sizes for scoring")
+    p.add_argument("--frames", type=int, help="timed frames per scoring configuration")
+    p.add_argument("--warmup", type=int, help="untimed frames / steps before timing")
+    p.add_argument("--train-size", type=int, help="frame size of the training step")
+    p.add_argument("--batch", type=int, help="training batch")
+    p.add_argument("--train-steps", type=int, help="timed training steps per configuration")
+    p.add_argument("--rounds", type=int, help="repeat every configuration, interleaved, and take the median of the rounds")
+    p.add_argument("--score-configs", help=f"comma-separated, from {', '.join(SCORE_CONFIGS)}")
+    p.add_argument("--train-configs", help=f"comma-separated, from {', '.join(TRAIN_CONFIGS)}; empty to skip training")
     p.add_argument("--gamma", type=float, default=2.0,
                    help="test-time update threshold; the default 2.0 (E_t is at most 1) updates the memory after every frame, "
                         "the costliest case; 0.01 is the published value")
     p.add_argument("--checkpoint", help="take the weights of this trained mnad model (pred, with memory) instead of a random init")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--matmul-n", type=int, help="matrix size for the matmul peak (default 4096 on CPU, 8192 on CUDA; quick: 1024)")
+    p.add_argument("--matmul-n", type=int, help="matrix size for the matmul peak")
     p.add_argument("--auc-checkpoint", help="also score a real test set with this trained model, fp32 and fast path, and compare the AUCs")
     p.add_argument("--auc-data-root", help="data root holding the test set of that model's dataset (e.g. /work/shared/data)")
     p.add_argument("--auc-labels", help="label file, if it is not found under the data root")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON to write (default {DEFAULT_OUT.relative_to(ROOT)})")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    q = args.quick
-    args.sizes = args.sizes or ([64] if q else [256, 128])
-    args.frames = args.frames or (2 if q else 20)
-    args.train_size = args.train_size or (64 if q else 256)
-    args.batch = args.batch or (2 if q else 4)
-    args.train_steps = args.train_steps or (2 if q else 5)
-    args.rounds = args.rounds or (1 if q else 2)
-    args.score_warmup = args.warmup if args.warmup is not None else (1 if q else 5)
-    args.train_warmup = args.warmup if args.warmup is not None else (1 if q else 2)
-    args.score_warmup, args.train_warmup = max(args.score_warmup, 1), max(args.train_warmup, 1)
-    cuda = args.device.startswith("cuda")
-    args.matmul_n = args.matmul_n or (1024 if q else (8192 if cuda else 4096))
-    args.score_list = [c for c in args.score_configs.split(",") if c]
-    args.train_list = [c for c in args.train_configs.split(",") if c]
+    d = SETTINGS["quick" if args.quick else "full"]
+    args.sizes = args.sizes or d["sizes"]
+    args.frames = args.frames or d["frames"]
+    args.train_size = args.train_size or d["train_size"]
+    args.batch = args.batch or d["batch"]
+    args.train_steps = args.train_steps or d["train_steps"]
+    args.rounds = args.rounds or d["rounds"]
+    args.score_warmup = max(args.warmup if args.warmup is not None else d["score_warmup"], 1)
+    args.train_warmup = max(args.warmup if args.warmup is not None else d["train_warmup"], 1)
+    args.matmul_n = args.matmul_n or d["matmul_n_cuda" if args.device.startswith("cuda") else "matmul_n"]
+    args.score_list = list(d["score_configs"]) if args.score_configs is None else [c for c in args.score_configs.split(",") if c]
+    args.train_list = list(d["train_configs"]) if args.train_configs is None else [c for c in args.train_configs.split(",") if c]
     for name in args.score_list:
         if name not in SCORE_CONFIGS:
             p.error(f"unknown scoring configuration {name!r}")
@@ -634,8 +635,7 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
     cuda = args.device.startswith("cuda")
     weights = tmp / "weights.safetensors"
     model_cfg, source = prepare_weights(args, weights)
-    base = {"threads": args.threads, "device": args.device, "weights": str(weights), "model": model_cfg, "gamma": args.gamma,
-            "lr": 2e-4, "lambda_compact": 0.1, "lambda_separate": 0.1}
+    base = {"threads": args.threads, "device": args.device, "weights": str(weights), "model": model_cfg, "gamma": args.gamma}
     print(f"speed.py: {machine['cpu_model']}, {args.threads} threads, device {args.device}; weights: {source}", file=sys.stderr)
 
     print(f"  matmul peak (n={args.matmul_n})", file=sys.stderr)
@@ -695,8 +695,9 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
         ref_time = summarize(score_times[(size, "reference")])["median_s"] if (size, "reference") in score_times else None
         for name in args.score_list:
             runs = score_runs.get((size, name), [])
-            row: dict = {"config": name, "size": size, "description": SCORE_CONFIGS[name][4], "bf16": SCORE_CONFIGS[name][1],
-                         "channels_last": SCORE_CONFIGS[name][2], "compile": SCORE_CONFIGS[name][3]}
+            spec = SCORE_CONFIGS[name]
+            row: dict = {"config": name, "size": size, "description": spec.description, "bf16": spec.bf16,
+                         "channels_last": spec.channels_last, "compile": spec.compile}
             if (size, name) not in score_times:
                 row["error"] = next((x["error"] for x in runs if "error" in x), "not run")
                 scoring.append(row)
@@ -726,8 +727,9 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
     ref_train = summarize(train_times["reference"])["median_s"] if "reference" in train_times else None
     for name in args.train_list:
         runs = train_runs.get(name, [])
-        row = {"config": name, "size": args.train_size, "batch": args.batch, "description": TRAIN_CONFIGS[name][3],
-               "bf16": TRAIN_CONFIGS[name][1], "channels_last": TRAIN_CONFIGS[name][2]}
+        spec = TRAIN_CONFIGS[name]
+        row = {"config": name, "size": args.train_size, "batch": args.batch, "description": spec.description,
+               "bf16": spec.bf16, "channels_last": spec.channels_last}
         if name not in train_times:
             row["error"] = next((x["error"] for x in runs if "error" in x), "not run")
             training.append(row)
@@ -812,7 +814,7 @@ def targets(scoring: list[dict], training: list[dict], flops: dict, peak_bf16: f
     """The issue's targets, evaluated on this run (the 256x256 ones only where 256 was measured)."""
     rows = []
     for r in sorted(scoring, key=lambda r: -r["size"]):  # each configuration the targets are about, largest size first
-        if r["config"] not in SCORING_TARGET_CONFIGS or "error" in r:
+        if not SCORE_CONFIGS[r["config"]].target or "error" in r:
             continue
         size, name = r["size"], r["config"]
         if r.get("speedup_vs_reference") is not None:
@@ -825,7 +827,7 @@ def targets(scoring: list[dict], training: list[dict], flops: dict, peak_bf16: f
                          "value": r["fps"] / limit, "unit": "fraction", "threshold": 0.9, "met": r["fps"] / limit >= 0.9, "config": name})
         rows.append({"target": f"peak memory while scoring {size}x{size}: <= 0.6 GiB ({name})", "value": r["peak_rss_mib"] / 1024,
                      "unit": "GiB", "threshold": 0.6, "met": r["peak_rss_mib"] / 1024 <= 0.6, "config": name})
-    t = next((r for r in training if r["config"] == FAST and r.get("speedup_vs_reference") is not None), None)
+    t = next((r for r in training if TRAIN_CONFIGS[r["config"]].target and r.get("speedup_vs_reference") is not None), None)
     if t:
         rows.append({"target": f"training step {t['size']}x{t['size']} batch {t['batch']}: >= 2.8x the reference",
                      "value": t["speedup_vs_reference"], "unit": "x", "threshold": 2.8, "met": t["speedup_vs_reference"] >= 2.8})

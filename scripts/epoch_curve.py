@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mnad.checkpoint import atomic_write, load_model
 from mnad.evaluate import evaluate
-from mnad.report import read_train_log
+from mnad.outputs import read_train_log
 from mnad.train import LOG_FILE
 
 

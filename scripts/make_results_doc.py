@@ -324,7 +324,7 @@ def smoothing_windows() -> list[str]:
     """Micro AUC of the recipe's scoring against the trailing-mean window, recomputed from its committed scores.csv."""
     from sklearn.metrics import roc_auc_score
 
-    from mnad.report import read_scores
+    from mnad.outputs import read_scores
     from mnad.scoring import anomaly_score, smooth
 
     rows = []

@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from mnad.calibrate import calibrate, with_calibration
 from mnad.checkpoint import load_model
 from mnad.data import find_label_file, load_labels, split_videos
-from mnad.detect import calibrate, detect, with_calibration
+from mnad.detect import DetectOptions, detect
 from mnad.evaluate import score_videos
 
 
@@ -68,7 +69,8 @@ def main() -> None:
         for video, video_labels, off in zip(test_videos, labels, offline, strict=True):
             mp4 = Path(tmp) / f"{video.name}.mp4"
             write_mp4(video.path, mp4)
-            summary = detect(model, calibrated, str(mp4), out / video.name, progress=False)
+            # a rerun replaces the outputs of the previous one in --out
+            summary = detect(model, calibrated, str(mp4), out / video.name, DetectOptions(overwrite=True), progress=False)
             rows = list(csv.DictReader((out / video.name / "scores.csv").open()))
             frames = np.array([int(r["frame"]) for r in rows])
             score = np.array([float(r["smoothed"]) for r in rows])
@@ -98,7 +100,7 @@ def main() -> None:
     scores, truth, alerts = np.concatenate(all_scores), np.concatenate(all_labels), np.concatenate(all_alerts)
     result = {
         "command": "python scripts/ped2_detect.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "calibration": cal,
+        "calibration": cal.to_dict(),
         "calibration_seconds": round(calibration_seconds, 1),
         "frames": int(truth.size),
         "causal_auc_smoothed": float(roc_auc_score(truth, scores)),

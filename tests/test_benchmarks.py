@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
+import sys
 import tomllib
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import save_file
+
+import mnad.train
+from mnad.model import MNAD
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def load_script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import would: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -79,3 +88,87 @@ def test_profile_benchmark_splits_the_frame_time_and_the_doc_renders_it(tmp_path
     shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
     section = make_doc.render(out.parent).split("## Where a frame's time goes")[1]
     assert "64×64 | mnad-fast" in section and "convolution (ms)" in section and "Quick run" in section
+
+
+def test_speed_settings_and_rows_come_from_configs_toml() -> None:
+    speed = load_script("speed")
+    data = tomllib.loads((ROOT / "benchmarks" / "configs.toml").read_text())
+    full = speed.parse_args([])
+    assert full.sizes == data["settings"]["full"]["sizes"] and full.score_list == data["settings"]["full"]["score_configs"]
+    quick = speed.parse_args(["--quick", "--train-configs", ""])
+    assert quick.sizes == data["settings"]["quick"]["sizes"] and quick.train_list == []
+    assert quick.score_list == data["settings"]["full"]["score_configs"]  # settings.quick leaves it to settings.full
+    assert speed.SCORE_CONFIGS["mnad-compiled"] == speed.Row("mnad", data["score"]["mnad-compiled"]["description"],
+                                                             bf16=True, channels_last=True, compile=True, target=True)
+    with pytest.raises(SystemExit):
+        speed.parse_args(["--train-configs", "mnad-imaginary"])
+
+
+def test_speed_training_rows_and_train_run_the_same_step(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/speed.py times mnad.train.train_step, the function train()'s loop calls: no copy of the step."""
+    calls: list[tuple[bool, bool]] = []
+    step = mnad.train.train_step
+
+    def spy(model, optimizer, clip, cfg, **kwargs):
+        calls.append((cfg.bf16, cfg.channels_last))
+        return step(model, optimizer, clip, cfg, **kwargs)
+
+    monkeypatch.setattr(mnad.train, "train_step", spy)
+    config = tiny_config()
+    config.train.batch_size = 20
+    mnad.train.train(config, synthetic_root, tmp_path / "run", progress=False)
+    assert calls == [(False, False)] * 2  # 2 videos of 24 frames: 40 clips of 5, 2 batches of 20
+
+    calls.clear()
+    torch.manual_seed(0)
+    save_file(MNAD(config.model).state_dict(), str(tmp_path / "weights.safetensors"))
+    speed = load_script("speed")
+    job = {"threads": 1, "device": "cpu", "weights": str(tmp_path / "weights.safetensors"), "gamma": 2.0,
+           "model": dataclasses.asdict(config.model), "config": "mnad-fast", "size": 32, "batch": 2, "warmup": 1, "steps": 2}
+    result = speed.work_train(job)
+    assert calls == [(True, True)] * 3 and len(result["losses"]) == 3 and len(result["times_s"]) == 2
+
+
+def _speed_job(config, tmp_path: Path) -> dict:
+    torch.manual_seed(0)
+    save_file(MNAD(config.model).state_dict(), str(tmp_path / "weights.safetensors"))
+    return {"threads": 1, "device": "cpu", "weights": str(tmp_path / "weights.safetensors"), "gamma": 2.0,
+            "model": dataclasses.asdict(config.model), "kind": "score", "size": 32, "warmup": 1, "frames": 2}
+
+
+def test_speed_scoring_rows_time_the_stream_scorer(tmp_path: Path) -> None:
+    """mnad's scoring rows push frames through mnad.stream.StreamScorer: one result per clip, every frame timed
+    after the warm-up, the memory updated after every frame (gamma 2)."""
+    speed = load_script("speed")
+    job = _speed_job(tiny_config(), tmp_path)
+    results = {name: speed.work_score(dict(job, config=name)) for name in ("mnad-fp32", "mnad-fast")}
+    for name, r in results.items():
+        # warm-up + timed frames scored: the t_length - 1 frames before the first filled its window, untimed
+        assert r["frames_scored"] == r["updates"] == job["warmup"] + job["frames"], name
+        assert len(r["times_s"]) == len(r["cpu_s"]) == job["frames"] and all(t > 0 for t in r["times_s"]), name
+    assert results["mnad-fast"]["mean_psnr"] == pytest.approx(results["mnad-fp32"]["mean_psnr"], abs=0.05)
+
+
+def test_speed_onnx_row_scores_as_pytorch_does(tmp_path: Path) -> None:
+    speed = load_script("speed")
+    job = _speed_job(tiny_config(), tmp_path)
+    onnx = str(tmp_path / "m.onnx")
+    speed.work_export(dict(job, kind="export", onnx=onnx))
+    fp32 = speed.work_score(dict(job, config="mnad-fp32"))
+    exported = speed.work_score(dict(job, config="onnx", onnx=onnx))
+    assert exported["frames_scored"] == exported["updates"] == fp32["frames_scored"]
+    assert exported["mean_psnr"] == pytest.approx(fp32["mean_psnr"], abs=1e-3)
+
+
+@pytest.mark.parametrize("normalization", ["video", "causal"])
+def test_long_stream_benchmark_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, normalization: str) -> None:
+    long_stream = load_script("long_stream")
+    out = tmp_path / "long_stream.json"
+    monkeypatch.setattr(sys, "argv", ["long_stream.py", "--seconds", "0.4", "--fps", "25", "--size", "32", "--width", "8",
+                                      "--sample-every", "2", "--normalization", normalization, "--out", str(out)])
+    long_stream.main()
+    result = json.loads(out.read_text())
+    assert result["frames"] == 10 and result["frames_scored"] == 10 - 4  # clips of 5 frames
+    assert result["setup"]["normalization"] == normalization
+    # at the start, after every 2nd frame (by its index; frames 0-3 only fill the first clip), at the end
+    assert [s["frame"] for s in result["rss_samples"]] == [0, 6, 8, 10, 10]

@@ -170,13 +170,24 @@ def test_missing_root_and_empty_folders_are_data_errors(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------- frames
 
 
-def test_frames_ordered_by_sorted_listing_not_parsed(tmp_path: Path) -> None:
-    # img_1, img_2, img_10: names are never parsed, the order is the sorted listing (img_1, img_10, img_2)
+def test_unpadded_frame_numbers_are_read_in_numeric_order_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # img_1, img_2, img_10: a sorted listing would read img_10 second; natural order reads 1, 2, 10 and says so
     names = ["img_1.jpg", "img_2.jpg", "img_10.jpg"]
     write_frames(tmp_path / "v", [10, 20, 100], names=names)
-    video = FrameFolder(tmp_path / "v")
-    assert [p.name for p in video.files] == sorted(names) == ["img_1.jpg", "img_10.jpg", "img_2.jpg"]
-    np.testing.assert_allclose(values_of(video), [10, 100, 20], atol=2)
+    with caplog.at_level("WARNING"):
+        video = FrameFolder(tmp_path / "v")
+    assert [p.name for p in video.files] == names
+    np.testing.assert_allclose(values_of(video), [10, 20, 100], atol=2)
+    assert "without zero padding" in caplog.text
+
+
+def test_special_files_among_frames_are_refused(tmp_path: Path) -> None:
+    import os
+
+    write_frames(tmp_path / "v", [10, 20])
+    os.mkfifo(tmp_path / "v" / "zz.jpg")  # reading it would block for ever
+    with pytest.raises(DataError, match="not a regular file"):
+        FrameFolder(tmp_path / "v")
 
 
 def test_one_based_frame_names_work(tmp_path: Path) -> None:

@@ -12,13 +12,18 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from mnad.calibrate import ALERT_SMOOTHING, calibrate, with_calibration
 from mnad.checkpoint import load_model, save_model
 from mnad.cli import main
 from mnad.data import list_videos, split_videos
-from mnad.detect import ALERT_SMOOTHING, EventTracker, calibrate, detect, iter_source, with_calibration
+from mnad.data.sources import FrameSource, SourceOptions
+from mnad.detect import DetectOptions, detect
+from mnad.errors import DataError
 from mnad.evaluate import score_videos
+from mnad.events import EventTracker
 from mnad.export import export_onnx, load_onnx
 from mnad.scoring import RunningMinMax, causal_minmax, smooth
+from mnad.stream import StreamScorer
 from mnad.train import train
 
 
@@ -60,26 +65,27 @@ def test_event_tracker_hysteresis_and_min_length() -> None:
     assert tracker.finish() is None  # the one-frame spike at 6 was too short
 
 
-def test_iter_source_folder_glob_and_video(synthetic_root: Path, tmp_path: Path) -> None:
+def test_frame_source_folder_glob_and_video(synthetic_root: Path, tmp_path: Path) -> None:
     folder = synthetic_root / "synthetic" / "testing" / "frames" / "01"
     n = len(list(folder.iterdir()))
-    assert sum(1 for _ in iter_source(str(folder))) == n
-    assert sum(1 for _ in iter_source(str(folder / "*.jpg"))) == n
-    write_mp4(folder, tmp_path / "v.mp4")
-    frames = list(iter_source(str(tmp_path / "v.mp4")))
-    assert len(frames) == n and frames[1].time == pytest.approx(1 / 25)
+    assert sum(1 for _ in FrameSource(str(folder))) == n
+    assert sum(1 for _ in FrameSource(str(folder / "*.jpg"))) == n
+    write_mp4(folder, tmp_path / "v.mp4", fps=10.0)
+    source = FrameSource(str(tmp_path / "v.mp4"))
+    frames = list(source)
+    assert len(frames) == n and frames[1].time == pytest.approx(1 / 10) and source.fps == pytest.approx(10.0)
 
 
-def test_live_source_that_never_connects_stops_after_bounded_retries() -> None:
-    # nothing listens on this local port: each attempt fails at once, the run ends cleanly with no frames
-    assert list(iter_source("http://127.0.0.1:9/stream.mjpg", reconnects=2, retry_delay=0.0)) == []
+def test_live_source_that_never_connects_fails_after_bounded_retries() -> None:
+    # nothing listens on this local port: each attempt fails at once; the source gave nothing, which is an error
+    source = FrameSource("http://127.0.0.1:9/stream.mjpg", SourceOptions(reconnects=2, retry_delay=0.0, open_timeout=2))
+    with pytest.raises(DataError, match="gave no frames"):
+        list(source)
 
 
 def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
-    from mnad.errors import DataError
-
     with pytest.raises(DataError, match="no such video file"):
-        list(iter_source(str(tmp_path / "nope.mp4")))
+        FrameSource(str(tmp_path / "nope.mp4"))
 
 
 def test_calibration_threshold_matches_false_alarm_rate(trained: tuple[Path, Path], synthetic_root: Path) -> None:
@@ -87,7 +93,7 @@ def test_calibration_threshold_matches_false_alarm_rate(trained: tuple[Path, Pat
     model, config = load_model(calibrated)
     cal = config.eval.calibration
     assert config.eval.normalization == "calibrated"
-    assert cal["psnr_low"] < cal["psnr_high"] and cal["frames"] > 0
+    assert cal["psnr_low"] < cal["psnr_high"] and cal["frames"] > 0 and cal["smoothing"] == 3
     # on the footage it was fitted on, about 5% of the smoothed scores exceed the threshold
     results = score_videos(model, config, split_videos(synthetic_root, "synthetic", "training"), progress=False)
     from mnad.scoring import anomaly_score
@@ -106,7 +112,7 @@ def test_detect_on_mp4_finds_the_anomalies_and_matches_offline_scores(trained: t
     n = len(list((test_dir / "01").iterdir()))
     write_mp4(test_dir / "01", tmp_path / "01.mp4")
     out = tmp_path / "out"
-    summary = detect(model, config, str(tmp_path / "01.mp4"), out, save_video=True, save_maps="npy", progress=False)
+    summary = detect(model, config, str(tmp_path / "01.mp4"), out, DetectOptions(save_video=True, save_maps="npy"), progress=False)
     assert summary["frames_scored"] == n - 4 and summary["calibrated"]
     rows = list(csv.DictReader((out / "scores.csv").open()))
     assert [int(r["frame"]) for r in rows] == list(range(4, n))
@@ -136,15 +142,13 @@ def test_onnx_export_matches_pytorch(trained: tuple[Path, Path], synthetic_root:
     config = config.override(["eval.gamma=1.0"])  # every frame updates the memory: the update is exercised too
     # the fast-path options do not leak into the graph: it is fp32 and matches fp32 PyTorch
     export_onnx(model, config.override(["eval.bf16=true", "eval.channels_last=true"]), tmp_path / "m.onnx")
-    shell, onnx_config, step = load_onnx(tmp_path / "m.onnx")
-    torch.testing.assert_close(shell.memory.items, model.memory.items)
+    onnx = load_onnx(tmp_path / "m.onnx")
+    torch.testing.assert_close(onnx.items, model.memory.items)
     videos = split_videos(synthetic_root, "synthetic", "testing")[:1]
     torch_scores = score_videos(model, config, videos, progress=False)[0]
-    from mnad.evaluate import score_stream
-
+    scorer = StreamScorer.for_model(onnx, onnx.config)
     size = config.model.image_size
-    frames = (videos[0].frame(i, size, 3) for i in range(len(videos[0])))
-    onnx_rows = list(score_stream(shell, onnx_config, frames, step=step))
+    onnx_rows = [r for i in range(len(videos[0])) if (r := scorer.push(videos[0].frame(i, size, 3))) is not None]
     assert all(r.updated for r in onnx_rows)
     np.testing.assert_allclose([r.psnr for r in onnx_rows], torch_scores.psnr, atol=1e-4)
     np.testing.assert_allclose([r.distance for r in onnx_rows], torch_scores.distance, atol=1e-4)
@@ -155,7 +159,11 @@ def test_cli_calibrate_detect_export(trained: tuple[Path, Path], synthetic_root:
                                      capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = trained
     normal = synthetic_root / "synthetic" / "training" / "frames"
-    assert main(["calibrate", "--checkpoint", str(run), "--data", str(normal), "--out", str(tmp_path / "cal.safetensors"), "--quiet"]) == 0
+    # too little footage for 1 % (40 frames) is refused, naming the file and what is needed
+    assert main(["calibrate", "--checkpoint", str(run), "--data", str(normal), "--out", str(tmp_path / "cal.safetensors"), "--quiet"]) == 2
+    assert "too short" in capsys.readouterr().err and not (tmp_path / "cal.safetensors").exists()
+    assert main(["calibrate", "--checkpoint", str(run), "--data", str(normal), "--out", str(tmp_path / "cal.safetensors"), "--quiet",
+                 "--false-alarm-rate", "0.05"]) == 0
     # the recipe asks for no smoothing (eval.smoothing 1): alerts still get the trailing mean of ALERT_SMOOTHING frames
     assert load_model(run)[1].eval.smoothing == 1
     assert load_model(tmp_path / "cal.safetensors")[1].eval.calibration["smoothing"] == ALERT_SMOOTHING
@@ -183,7 +191,9 @@ def test_train_on_own_footage_keeps_a_holdout_for_calibration(synthetic_root: Pa
     held = json.loads((tmp_path / "run" / "holdout.json").read_text())
     # 10% of 24 frames is 2, fewer than one clip of 5: the held-out part is widened to 5 frames
     assert len(held) == 2 and all((h["start"], h["stop"]) == (19, 24) for h in held)
-    assert main(["calibrate", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "cal.safetensors"), "--quiet"]) == 0
+    # two held-out clips: enough frames only for a coarse rate
+    assert main(["calibrate", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "cal.safetensors"), "--quiet",
+                 "--false-alarm-rate", "0.5"]) == 0
 
 
 def test_detect_with_a_middle_frame_model_reports_each_frame_it_scores(synthetic_root: Path, tmp_path: Path) -> None:
@@ -195,7 +205,7 @@ def test_detect_with_a_middle_frame_model_reports_each_frame_it_scores(synthetic
     model = MNAD(config.model)
     folder = synthetic_root / "synthetic" / "testing" / "frames" / "01"
     n = len(list(folder.iterdir()))
-    summary = detect(model, config, str(folder), tmp_path / "out", save_maps="npy", progress=False)
+    summary = detect(model, config, str(folder), tmp_path / "out", DetectOptions(save_maps="npy"), progress=False)
     rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
     assert [int(r["frame"]) for r in rows] == list(range(2, n - 1))  # the first 2 and the last 1 are no clip's middle
     assert summary["frames_scored"] == n - 3

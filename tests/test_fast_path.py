@@ -10,9 +10,10 @@ import torch
 from conftest import tiny_config
 
 from mnad.data import split_videos
-from mnad.evaluate import ScoringStep, score_videos, scoring_step
+from mnad.evaluate import score_videos
 from mnad.model import MNAD, inference_copy
 from mnad.model.mnad import FrozenCompiled
+from mnad.stream import ScoringStep, scoring_step
 
 
 def test_bf16_channels_last_scores_match_fp32(synthetic_root) -> None:

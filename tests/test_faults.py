@@ -87,7 +87,7 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(synthetic_root: P
     started = time.monotonic()
     while len(kills) < KILLS:
         done_before = len(log_records(killed))
-        process = cli_train(recipe, synthetic_root, killed, resume=True)
+        process = cli_train(recipe, synthetic_root, killed, resume=bool(kills))  # nothing to resume before the first kill
         # wait for one more finished epoch, then kill at a random point of the next ~2 epochs (anywhere: forward,
         # backward, memory update, checkpoint write, log write)
         while len(log_records(killed)) <= done_before and process.poll() is None:

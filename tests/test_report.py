@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import csv
 import hashlib
 import importlib.util
 import json
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -19,10 +21,11 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mnad import report
+from mnad import outputs, report
 from mnad.cli import main
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
+from mnad.report.plots import abnormal_runs
 from mnad.train import tensorboard_writer, train
 
 HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
@@ -93,7 +96,7 @@ def test_report_images_are_embedded_pngs(evaluated: dict) -> None:
     assert not re.findall(r'(?:src|href)="(?!data:|#)', text)
     assert "<script" not in text.lower()
     # thumbnails: the top scores of scores.csv, one per frame, three panels (frame, heatmap, regions)
-    scores = report.read_scores(evaluated["eval"] / "scores.csv")
+    scores = outputs.read_scores(evaluated["eval"] / "scores.csv")
     best = max(float(v.score.max()) for v in scores)
     assert thumbs[0]["score"] == pytest.approx(best, abs=1e-6)
     for entry in thumbs:
@@ -148,12 +151,58 @@ def test_report_of_an_evaluation_without_report(evaluated: dict, tmp_path: Path)
     assert main(["report", str(empty)]) == 2
 
 
+def test_outputs_write_what_the_evaluation_wrote(evaluated: dict) -> None:
+    """mnad.outputs' writers give the evaluation's own scores.csv and metrics.json byte for byte; its readers read them."""
+    scores_path, metrics_path = evaluated["eval"] / outputs.SCORES_FILE, evaluated["eval"] / outputs.METRICS_FILE
+    with scores_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    videos = []
+    for name in dict.fromkeys(r["video"] for r in rows):
+        mine = [r for r in rows if r["video"] == name]
+
+        def column(key: str, kind: type = float, mine: list[dict] = mine) -> np.ndarray:
+            return np.array([kind(r[key]) for r in mine])
+
+        videos.append(SimpleNamespace(name=name, frames=column("frame", int), psnr=column("psnr"), distance=column("distance"),
+                                      regular=column("regular_score"), updated=column("memory_updated", int), score=column("score"),
+                                      labels=column("label", int)))
+    assert outputs.scores_csv_bytes(videos) == scores_path.read_bytes()
+    read = outputs.read_scores(scores_path)
+    assert [v.name for v in read] == [v.name for v in videos] == ["01", "02"]
+    for got, want in zip(read, videos, strict=True):
+        assert np.array_equal(got.frame, want.frames) and np.array_equal(got.score, want.score)
+        assert np.array_equal(got.label, want.labels) and np.array_equal(got.updated, want.updated.astype(bool))
+    metrics, config = outputs.read_metrics(metrics_path)
+    assert outputs.metrics_json_bytes(metrics, config) == metrics_path.read_bytes()
+    assert config["model"]["width"] == 8 and metrics["videos"] == 2
+
+
+def test_outputs_round_trip_without_labels(tmp_path: Path) -> None:
+    video = SimpleNamespace(name="a b", frames=np.array([4, 5]), psnr=np.array([30.0, 31.5]), distance=np.array([0.1, 0.2]),
+                            regular=np.array([0.5, 0.25]), updated=np.array([True, False]), score=np.array([0.0, 1.0]), labels=None)
+    assert outputs.scores_csv_bytes([video]) == (b"video,frame,psnr,distance,regular_score,memory_updated,score,label\r\n"
+                                                 b"a b,4,30.000000,0.10000000,0.50000000,1,0.000000,\r\n"
+                                                 b"a b,5,31.500000,0.20000000,0.25000000,0,1.000000,\r\n")
+    outputs.write_evaluation(tmp_path / "eval", [video], {"micro_auc": None, "videos": 1}, {"name": "x"})
+    (got,) = outputs.read_scores(tmp_path / "eval" / outputs.SCORES_FILE)
+    assert got.name == "a b" and got.label is None and got.updated.tolist() == [True, False] and got.psnr.tolist() == [30.0, 31.5]
+    assert outputs.read_metrics(tmp_path / "eval" / outputs.METRICS_FILE) == ({"micro_auc": None, "videos": 1}, {"name": "x"})
+    (tmp_path / "bad.json").write_text('{"config": {}}')
+    with pytest.raises(DataError, match="no 'metrics' entry"):
+        outputs.read_metrics(tmp_path / "bad.json")
+    with pytest.raises(DataError, match="scores file not found"):
+        outputs.read_scores(tmp_path / "missing.csv")
+    log = tmp_path / outputs.TRAIN_LOG
+    log.write_text('{"epoch": 1, "loss_total": 0.5}\n{"note": "no epoch"}\n{"epoch": 2, "loss_to')  # the last line cut mid-write
+    assert outputs.read_train_log(log) == [{"epoch": 1, "loss_total": 0.5}]
+
+
 def test_abnormal_runs() -> None:
     frames = np.array([4, 5, 6, 7, 8, 10, 11, 12])
     labels = np.array([0, 1, 1, 0, 1, 1, 1, 0])
-    assert report.abnormal_runs(frames, labels) == [(5, 6), (8, 8), (10, 11)]
-    assert report.abnormal_runs(frames, np.zeros(8, int)) == []
-    assert report.abnormal_runs(np.array([3, 4]), np.array([1, 1])) == [(3, 4)]
+    assert abnormal_runs(frames, labels) == [(5, 6), (8, 8), (10, 11)]
+    assert abnormal_runs(frames, np.zeros(8, int)) == []
+    assert abnormal_runs(np.array([3, 4]), np.array([1, 1])) == [(3, 4)]
 
 
 def test_memory_figures_side_by_side(evaluated: dict) -> None:

@@ -14,17 +14,22 @@ The Python API behind the ``mnad`` command::
 The modules ``mnad.train``, ``mnad.evaluate`` and ``mnad.detect`` keep their names (no function shadows them).
 """
 
+from mnad.calibrate import calibrate
 from mnad.checkpoint import load_model, save_model
 from mnad.config import Config, load_config, recipe_names
-from mnad.detect import calibrate
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
-from mnad.evaluate import score_stream, score_videos
+from mnad.evaluate import score_videos
 from mnad.model import MNAD
+from mnad.scoring import Calibration
+from mnad.stream import FrameResult, StreamScorer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MNAD",
+    "Calibration",
+    "FrameResult",
+    "StreamScorer",
     "CheckpointError",
     "Config",
     "ConfigError",
@@ -35,6 +40,5 @@ __all__ = [
     "load_model",
     "recipe_names",
     "save_model",
-    "score_stream",
     "score_videos",
 ]

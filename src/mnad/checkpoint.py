@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -22,14 +23,22 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from mnad.config import Config
-from mnad.errors import CheckpointError, DataError, MNADError
+from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model.mnad import MNAD
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): run folders are not locked
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = "mnad-2"  # mnad-2 adds meta_sha256 (config and metadata); mnad-1 files (tensor hash only) are still read
 KNOWN_FORMATS = ("mnad-1", FORMAT)
 MODEL_FILE = "model.safetensors"
 TRAIN_STATE_FILE = "last.safetensors"
 TEMP_SUFFIX = ".tmp"  # atomic writes go to ``.<name>.<random>.tmp`` beside the target, then are renamed
+CONFIG_FILE = "config.json"
+EPOCH_GLOB = "epoch_*.safetensors"  # train.keep_epochs: the model after each epoch
+LOCK_FILE = ".lock"  # held (flock) by the process writing a run folder
 
 
 def atomic_write(path: Path, data: bytes, *, error: type[MNADError] = DataError) -> None:
@@ -46,10 +55,16 @@ def atomic_write_many(files: dict[Path, bytes], *, error: type[MNADError] = Data
     so a failure while writing (e.g. a full disk) leaves none of the new files, only the previous ones."""
     temps: dict[Path, str] = {}
     current = next(iter(files), Path("."))
+    umask = _umask()
     try:
         for current, data in files.items():
             current.parent.mkdir(parents=True, exist_ok=True)
             fd, temps[current] = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.", suffix=TEMP_SUFFIX)
+            try:  # mkstemp creates 0600: give the file the mode open() would (an existing file keeps its own)
+                os.fchmod(fd, _mode_of(current, umask))
+            except BaseException:
+                os.close(fd)
+                raise
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -64,12 +79,142 @@ def atomic_write_many(files: dict[Path, bytes], *, error: type[MNADError] = Data
             Path(tmp).unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (os.umask sets it to read it)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode_of(path: Path, umask: int) -> int:
+    """The permissions a plain open(path, "w") gives: an existing file's own, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o666 & ~umask
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete the temporary files a killed writer left in ``folder`` (``.<name>.<random>.tmp``); returns them."""
     stale = [p for p in Path(folder).glob(f".*{TEMP_SUFFIX}") if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+class RunFolderLock:
+    """An exclusive, non-blocking lock on a run folder (``flock`` on ``<folder>/.lock``) while a process writes it.
+
+    A second process that asks for it gets a DataError at once. The lock goes with the process: a killed writer
+    leaves the (empty) ``.lock`` file but no lock. ``acquire`` may be called again (a no-op once held).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        if self._fd is not None or fcntl is None:
+            return
+        try:
+            fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise DataError(f"{self.folder}: cannot write to the output folder ({exc.strerror or exc})") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise DataError(f"{self.folder}: another mnad process is writing this run folder") from exc
+            raise DataError(f"{self.folder}: cannot lock the run folder ({exc.strerror or exc})") from exc
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> RunFolderLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def run_files(folder: str | Path) -> list[str]:
+    """Names of the files in ``folder`` that show a training run was started or finished there."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [name for name in (CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE) if (folder / name).exists()]
+    return found + sorted(p.name for p in folder.glob(EPOCH_GLOB))
+
+
+def check_run_folder(folder: str | Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a run folder that does not fit the request: ``resume`` needs a training checkpoint to continue from;
+    a new run (neither flag) needs a folder that holds no run; ``overwrite`` replaces the run there."""
+    folder = Path(folder)
+    if resume and overwrite:
+        raise ConfigError(f"{folder}: --resume and --overwrite exclude each other (continue the run there, or replace it)")
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: is a file, expected a run folder")
+    if resume:
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder}: run folder not found, nothing to resume (train without --resume to start a run)")
+        if not (folder / TRAIN_STATE_FILE).is_file():
+            raise CheckpointError(f"{folder}: no training checkpoint ({TRAIN_STATE_FILE}) to resume from; "
+                                  "pass --overwrite instead of --resume to start the run again")
+        return
+    found = run_files(folder)
+    if found and not overwrite:
+        raise DataError(f"{folder}: already holds a training run ({', '.join(found)}); pass --resume to continue it "
+                        "or --overwrite to replace it, or choose another --out")
+
+
+def clear_run(folder: str | Path, also: tuple[str, ...] = ()) -> list[Path]:
+    """Delete a previous run's outputs (config, final model, training checkpoint, epoch models and the names in
+    ``also``, files or folders) and make that durable, before a new run writes its config: a kill then never leaves
+    one run's config beside another run's model. Returns what was removed."""
+    folder = Path(folder)
+    names = [MODEL_FILE, TRAIN_STATE_FILE, *sorted(p.name for p in folder.glob(EPOCH_GLOB)), *also, CONFIG_FILE]
+    removed = []
+    for name in names:  # the config last: until then the folder still describes the old run
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    if removed:
+        _fsync_dir(folder)
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the folder's entries (removals, renames) durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:

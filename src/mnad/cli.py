@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shlex
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mnad.config import Config, load_config, recipe_names
-from mnad.errors import ConfigError, MNADError
+from mnad.errors import MNADError, Terminated
 
 # Common options that map onto one config field each; anything else goes through --set section.field=value.
 OPTION_FIELDS = {
@@ -36,14 +39,56 @@ FLAG_FIELDS = {"bf16": "train.bf16", "channels_last": "train.channels_last", "no
 SCORING_FLAG_FIELDS = {"bf16": "eval.bf16", "channels_last": "eval.channels_last", "compile": "eval.compile", "no_test_update": "eval.test_update"}
 
 
-def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool) -> None:
+# What each option sets, for --help (the config field follows in parentheses).
+OPTION_HELP = {
+    "dataset": "dataset folder under --data-root (ped2, avenue, shanghai, ...)",
+    "epochs": "training epochs",
+    "batch_size": "clips per training step (the global batch under torchrun)",
+    "lr": "Adam learning rate",
+    "seed": "seed of the initial weights, memory items and batch order",
+    "image_size": "frame size in pixels: a multiple of 8, 16 to 2048",
+    "channels": "image channels: 1 (gray) or 3",
+    "width": "channels of the first U-Net stage (queries have 8 x width), 1 to 1024",
+    "device": "device to train on: cpu, cuda or cuda:N",
+    "threads": "CPU threads of torch (0: torch's default)",
+    "alpha": "weight of PSNR in the anomaly score, 0 to 1 (1: PSNR only)",
+    "gamma": "the memory is updated while scoring on frames whose regular score is below this",
+    "normalization": "score normalisation: video (per-video min-max), causal (running) or calibrated",
+    "smoothing": "trailing mean of the score over this many frames (1: none)",
+}
+# Commands that only score use --device and --threads for scoring (they are kept in the config's train section).
+SCORING_OPTION_HELP = {"device": "device to score on: cpu, cuda or cuda:N", "threads": "CPU threads of torch while scoring (0: torch's default)"}
+FLAG_HELP = {
+    "bf16": "bf16 autocast in training", "channels_last": "channels_last memory format in training",
+    "no_memory": "the paper's baseline without memory", "no_test_update": "no memory update while the model scores",
+}
+SCORING_FLAG_HELP = {
+    "bf16": "bf16 weights and autocast while scoring", "channels_last": "channels_last weights and inputs while scoring",
+    "compile": "torch.compile the scoring step (compiles at the first frame)", "no_test_update": "no memory update while scoring",
+}
+# Commands on which --dataset does something: training reads <root>/<dataset>/training, evaluation its testing/.
+# (demo makes its own data; calibrate and detect read the footage they are given.)
+DATASET_COMMANDS = ("train", "evaluate")
+
+
+def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool, dataset: bool | None = None) -> None:
+    """The options that set config fields. ``model_options``: the training ones too (else the scoring ones);
+    ``dataset``: offer --dataset (default: on the commands in DATASET_COMMANDS)."""
     group = parser.add_argument_group("config overrides")
     names = list(OPTION_FIELDS) if model_options else ["alpha", "gamma", "normalization", "smoothing", "device", "threads", "dataset"]
+    if not (parser.prog.split()[-1] in DATASET_COMMANDS if dataset is None else dataset):
+        names.remove("dataset")
     for name in names:
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=f"sets {OPTION_FIELDS[name]}")
+        if not model_options and name in SCORING_OPTION_HELP:
+            text = SCORING_OPTION_HELP[name]
+        else:
+            text = f"{OPTION_HELP[name]} ({OPTION_FIELDS[name]})"
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=text)
     flags = FLAG_FIELDS if model_options else SCORING_FLAG_FIELDS
+    flag_help = FLAG_HELP if model_options else SCORING_FLAG_HELP
     for name, target in flags.items():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true", help=f"sets {target}")
+        value = "false" if name.startswith("no_") else "true"
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true", help=f"{flag_help[name]} ({target} = {value})")
     parser.set_defaults(flag_fields=flags)
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="any other config field, e.g. --set model.update_max_over=assigned (repeatable)")
@@ -66,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = apply_options(load_config(args.recipe), args)
     if args.data:  # own footage: every video in the folder, the tail of each held out for calibration
         config = config.override(["dataset=", f"train.holdout={args.holdout}"])
-    path = train(config, args.data or args.data_root, args.out, resume=args.resume, progress=not args.quiet)
+    path = train(config, args.data or args.data_root, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if _other_rank():
         return
     print(f"model written to {path}")
@@ -87,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     config = apply_options(config, args)
     out = args.out or args.report  # a report needs saved scores: without --out they go into the report folder
     metrics = evaluate(model, config, args.data_root, labels_path=args.labels, out_dir=out, device=config.train.device,
-                       progress=not args.quiet)
+                       progress=not args.quiet, protocol=args.protocol, fps=args.fps)
     if _other_rank():
         return
     print_metrics(metrics)
@@ -148,7 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     root = make_synthetic_dataset(out / "data", size=64, seed=int(args.seed or 0)).parent
     print(f"synthetic scene written to {root / 'synthetic'}")
     config = apply_options(load_config("synthetic_pred"), args)
-    model_path = train(config, root, out / "run", progress=not args.quiet)
+    model_path = train(config, root, out / "run", overwrite=args.overwrite, progress=not args.quiet)
     model, config = load_model(model_path)
     metrics = evaluate(model, config, root, out_dir=out / "run" / "eval", progress=not args.quiet)
     print_metrics(metrics)
@@ -156,10 +201,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
+    from mnad.calibrate import calibrate, with_calibration
     from mnad.checkpoint import load_model, save_model
     from mnad.data import list_videos, open_video
-    from mnad.detect import calibrate, with_calibration
-    from mnad.train import holdout_videos
+    from mnad.train import holdout_videos, trained_footage
 
     model, config = load_model(args.checkpoint)
     config = apply_options(config, args)
@@ -167,11 +212,12 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         videos = [v for path in args.data for v in (list_videos(path) if _is_folder_of_videos(path) else [open_video(path)])]
     else:
         videos = holdout_videos(Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent)
+    trained_on = trained_footage(args.checkpoint)
     calibration = calibrate(model, config, videos, false_alarm_rate=args.false_alarm_rate,
                             smoothing=config.eval.smoothing if args.smoothing is not None else None,
-                            device=config.train.device, progress=not args.quiet)
-    save_model(args.out, model, with_calibration(config, calibration))
-    print(json.dumps(calibration, indent=2))
+                            trained_on=trained_on, device=config.train.device, progress=not args.quiet)
+    save_model(args.out, model, with_calibration(config, calibration), extra={"footage": trained_on})
+    print(json.dumps(calibration.to_dict(), indent=2))
     print(f"calibrated model written to {args.out}")
 
 
@@ -183,24 +229,17 @@ def _is_folder_of_videos(path: str) -> bool:
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
-    from mnad.checkpoint import load_model
-    from mnad.detect import detect
-    from mnad.export import load_onnx
+    from mnad.data.sources import SourceOptions
+    from mnad.detect import DetectOptions, detect, load_detector
 
-    step = None
-    if str(args.checkpoint).endswith(".onnx"):  # ONNX Runtime backend
-        model, config, step = load_onnx(args.checkpoint)
-    else:
-        model, config = load_model(args.checkpoint)
+    model, config = load_detector(args.checkpoint)
     config = apply_options(config, args)
-    fitted = config.eval.calibration.get("smoothing")
-    if args.smoothing is not None and fitted is not None and config.eval.smoothing != fitted:
-        raise ConfigError(f"{args.checkpoint}: its alert threshold was fitted on a {fitted}-frame mean of the score, not "
-                          f"{config.eval.smoothing}: recalibrate with `mnad calibrate --smoothing {config.eval.smoothing}`")
-    summary = detect(model, config, args.source, args.out, save_video=args.save_video, save_maps=args.save_maps,
-                     region_sigma=args.region_sigma, fps=args.fps, reconnects=args.reconnects, max_frames=args.max_frames,
-                     hysteresis=args.hysteresis, min_event_frames=args.min_event_frames, device=config.train.device,
-                     progress=not args.quiet, step=step)
+    options = DetectOptions(
+        save_video=args.save_video, save_maps=args.save_maps, region_sigma=args.region_sigma, hysteresis=args.hysteresis,
+        min_event_frames=args.min_event_frames, max_frames=args.max_frames, overwrite=args.overwrite,
+        source=SourceOptions(fps=args.fps, reconnects=args.reconnects, open_timeout=args.open_timeout, read_timeout=args.read_timeout),
+    )
+    summary = detect(model, config, args.source, args.out, options, device=config.train.device, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
 
 
@@ -214,16 +253,38 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_recipes(args: argparse.Namespace) -> None:
-    for name in recipe_names():
-        if args.show:
+    import re
+    from importlib import resources
+
+    names = recipe_names()
+    width = max(map(len, names), default=0)
+    for name in names:
+        if args.show:  # "# name", then the config as JSON: a format scripts read
             print(f"# {name}\n{json.dumps(load_config(name).to_dict(), indent=2)}")
-        else:
-            print(name)
+            continue
+        # what the recipe is for: the first sentence of the comment that opens its TOML file
+        lines = (resources.files("mnad.configs") / f"{name}.toml").read_text(encoding="utf-8").splitlines()
+        comment = " ".join(line.lstrip("#").strip() for line in itertools.takewhile(lambda s: s.startswith("#"), lines))
+        description = re.split(r"(?<!\bSec\.)(?<!\bFig\.)(?<!\bEq\.)(?<!e\.g\.)(?<!i\.e\.)(?<=\.)\s+", comment, maxsplit=1)[0]
+        print(f"{name:<{width}}  {description or '(no description)'}")
+
+
+def _version() -> str:
+    """The installed package's version (its metadata), else mnad.__version__ (a source tree on sys.path)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mnad")
+    except PackageNotFoundError:
+        import mnad
+
+        return getattr(mnad, "__version__", "unknown")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnad", description="Memory-guided normality for video anomaly detection")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"mnad {_version()}", help="print the version of mnad and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (mnad COMMAND --help for its options)")
 
     p = sub.add_parser("train", help="train a model on the normal (training) videos of a dataset")
     p.add_argument("--recipe", default="ped2_pred", help=f"recipe name or TOML file ({', '.join(recipe_names())})")
@@ -232,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--data", help="own footage: a folder of normal video files and/or frame folders")
     p.add_argument("--holdout", type=float, default=0.1, help="with --data: fraction of each video kept for calibration")
     p.add_argument("--out", required=True, help="run folder: checkpoints, config, log")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint (an error if it has none)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its models and checkpoints are deleted)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(p, model_options=True)
     p.set_defaults(func=cmd_train)
@@ -244,7 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for scores.csv and metrics.json")
     p.add_argument("--report", metavar="DIR", help="also write an HTML report (plots, localisation, provenance) to DIR")
     p.add_argument("--top-k", type=int, default=8, help="with --report: localisation thumbnails of this many top-scoring frames")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--protocol", choices=["published", "stream"], default="published",
+                   help="published: per-video min-max, the paper's tables (looks at the whole video); stream: the test videos as one "
+                        "causal stream scored by a calibrated model, with realised false-alarm rates and events")
+    p.add_argument("--fps", type=float, help="with --protocol stream: the footage's frame rate (default: the dataset's, Ped2 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(p, model_options=False)
     p.set_defaults(func=cmd_evaluate)
 
@@ -262,13 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=int, default=24, help="clips, spread over the videos, whose queries are used")
     p.add_argument("--queries", type=int, default=1500, help="queries sampled for the t-SNE")
     p.add_argument("--seed", type=int, default=0, help="seed of the query sample and the t-SNE")
-    p.add_argument("--device", default=None, help="sets train.device")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    p.add_argument("--device", default=None, help="device the model runs on: cpu, cuda or cuda:N")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="a field of the model's config, e.g. --set dataset=avenue to find the videos (repeatable)")
     p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("demo", help="train and evaluate on a generated scene (no download, a few minutes)")
     p.add_argument("--out", help="folder for the generated data and the run (default: a temporary folder)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the demo run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_options(p, model_options=True)
     p.set_defaults(func=cmd_demo)
 
@@ -277,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="*", help="normal footage: video files, frame folders or folders of them (default: the run's held-out part)")
     p.add_argument("--false-alarm-rate", type=float, default=0.01, help="fraction of normal frames allowed to alert")
     p.add_argument("--out", required=True, help="calibrated model file to write (.safetensors)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(p, model_options=False)
     p.set_defaults(func=cmd_calibrate)
 
@@ -288,12 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-video", action="store_true", help="write annotated.mp4: heatmap overlay and score timeline")
     p.add_argument("--save-maps", choices=["npy", "png"], help="write each frame's error map")
     p.add_argument("--region-sigma", type=float, default=0.0, help="mark regions above mean + SIGMA * std of the error")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of frame folders (for timestamps and the video)")
-    p.add_argument("--reconnects", type=int, default=3, help="times to reopen a live source that stalls")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of frame folders and globs (video files and streams give their own)")
+    p.add_argument("--reconnects", type=int, default=3, help="times to reopen a live source that fails or stalls")
+    p.add_argument("--open-timeout", type=float, default=5.0, help="seconds a live source may take to open")
+    p.add_argument("--read-timeout", type=float, default=5.0, help="seconds a live source may stay silent before it counts as stalled")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--hysteresis", type=float, default=0.05, help="an event ends when the score falls this far below the threshold")
     p.add_argument("--min-event-frames", type=int, default=3, help="shorter events are dropped")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(p, model_options=False)
     p.set_defaults(func=cmd_detect)
 
@@ -309,18 +380,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_sigterm() -> Any:
+    """SIGTERM raises ``Terminated`` (as Ctrl-C raises KeyboardInterrupt) so a run completes its outputs; returns the
+    previous handler, or None where handlers cannot be set (not the main thread)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for reports' provenance
+    previous = _on_sigterm()
     try:
         args.func(args)
     except MNADError as exc:
         print(f"mnad: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("mnad: interrupted", file=sys.stderr)
+        print("mnad: interrupted (what was done so far is written)", file=sys.stderr)
         return 130
+    except Terminated:
+        print("mnad: terminated (what was done so far is written)", file=sys.stderr)
+        return 143
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if "mnad.distributed" in sys.modules:  # a torchrun job: leave the process group that train/evaluate joined
             sys.modules["mnad.distributed"].cleanup()
     return 0

@@ -60,6 +60,8 @@ class TrainConfig:
     cache_frames: bool = True  # decode and resize each frame once, keep it in memory
     sync_batchnorm: bool = False  # several ranks (torchrun): BatchNorm statistics over the global batch, not per rank
     holdout: float = 0.0  # own footage: fraction of each video's frames (its end) kept out of training, for calibration
+    # whole videos (by name) kept out of training, for calibration and the stream protocol (docs/results.md)
+    holdout_videos: list[str] = field(default_factory=list)
     tensorboard: bool = False  # also log each epoch's record to <run folder>/tensorboard (needs the tensorboard package)
     keep_epochs: bool = False  # also keep each epoch's model as epoch_NNN.safetensors (for AUC-against-epochs curves)
 
@@ -126,6 +128,8 @@ class Config:
 
     def validate(self, source: str = "config") -> None:
         _check_numbers(self, source)
+        if self.dataset in (".", "..") or "/" in self.dataset or "\\" in self.dataset:
+            raise ConfigError(f"{source}: dataset must be a folder name under the data root (ped2, avenue, ...), got {self.dataset!r}")
         m = self.model
         if m.task not in ("pred", "recon"):
             raise ConfigError(f"{source}: model.task must be 'pred' or 'recon', got {m.task!r}")
@@ -165,6 +169,12 @@ def _check_numbers(config: Config, source: str) -> None:
     for name, (value, low) in minimum.items():
         if value < low:
             raise ConfigError(f"{source}: {name} must be >= {low}, got {value}")
+    # far above any published setting; larger values only exhaust memory (or run for days) before failing
+    maximum = {"model.t_length": (m.t_length, 64), "model.width": (m.width, 1024), "model.memory_size": (m.memory_size, 10_000),
+               "model.image_size": (m.image_size, 2048)}
+    for name, (value, high) in maximum.items():
+        if value > high:
+            raise ConfigError(f"{source}: {name} must be at most {high}, got {value}")
     if not 0 <= t.seed < 2**32:  # the per-epoch shuffle seeds are seed * 100003 + epoch, within torch's 64 bits
         raise ConfigError(f"{source}: train.seed must lie in [0, 2**32), got {t.seed}")
     if not t.lr > 0:
@@ -173,6 +183,8 @@ def _check_numbers(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: train.lambda_compact and train.lambda_separate must be >= 0")
     if not 0 <= t.holdout < 1:
         raise ConfigError(f"{source}: train.holdout must lie in [0, 1), got {t.holdout}")
+    if not all(isinstance(name, str) and name for name in t.holdout_videos):
+        raise ConfigError(f"{source}: train.holdout_videos must be a list of video names, got {t.holdout_videos!r}")
 
 
 def _set_field(obj: Any, key: str, value: Any, where: str) -> None:

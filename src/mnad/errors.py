@@ -15,3 +15,7 @@ class ConfigError(MNADError):
 
 class CheckpointError(MNADError):
     """A checkpoint that is missing, damaged or belongs to another model."""
+
+
+class Terminated(BaseException):  # noqa: N818 (like KeyboardInterrupt: a signal, not an error)
+    """SIGTERM: raised by the CLI's handler so that a run unwinds like on Ctrl-C, completing what it writes."""

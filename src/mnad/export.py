@@ -1,26 +1,32 @@
 """ONNX export of the scoring step, and scoring with ONNX Runtime.
 
-The exported graph is ``evaluate.ScoringStep``: memory items are an explicit input and output, so the test-time
-memory update stays possible: the caller feeds each step's ``items_out`` into the next step.
+The exported graph is ``stream.ScoringStep``: memory items are an explicit input and output, so the test-time memory
+update stays possible (the streaming scorer feeds each step's ``items`` into the next). The sidecar ``<file>.json``
+holds the config and the trained items, with the SHA-256 of the graph and of its own content: both are checked
+before use.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mnad.checkpoint import atomic_write
+from mnad.checkpoint import atomic_write_many
 from mnad.config import Config
-from mnad.errors import CheckpointError
-from mnad.evaluate import ScoringStep
+from mnad.errors import CheckpointError, DataError, MNADError
 from mnad.model import MNAD
+from mnad.stream import ScoringStep, StepResult
 
+SIDECAR_FORMAT = "mnad-onnx-1"
 INPUTS = ["inputs", "target", "items"]
-OUTPUTS = ["frame", "psnr", "distance", "regular_score", "items_out", "error_map"]
+OUTPUTS = [f"{name}_out" if name in INPUTS else name for name in StepResult._fields]  # ONNX names are unique: items -> items_out
 
 
 def example_inputs(config: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -31,62 +37,89 @@ def example_inputs(config: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return inputs, target, items
 
 
+def _sidecar_digest(side: dict) -> str:
+    body = {k: v for k, v in side.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 18) -> Path:
-    """Write the scoring step as ONNX (fp32, batch 1) and its config as ``<path>.json`` beside it."""
+    """Write the scoring step as ONNX (fp32, batch 1) and its sidecar ``<path>.json``; both or neither."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise DataError(f"{path.parent}: the output folder does not exist")
     # the ONNX graph is fp32 and traced from the eager modules, whatever the scoring options
     fp32 = config.override(["eval.bf16=false", "eval.channels_last=false", "eval.compile=false"])
     step = ScoringStep(model.eval().float(), fp32).eval()
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            # The TorchScript exporter handles this graph as it is; the torch.export-based one is not needed.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(step, example_inputs(config), str(tmp), input_names=INPUTS, output_names=OUTPUTS,
-                              opset_version=opset, dynamo=False)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    side = {"config": config.to_dict(), "memory_items": model.memory.items.tolist() if model.memory is not None else None}
-    atomic_write(Path(f"{path}.json"), json.dumps(side).encode())
+    buffer = io.BytesIO()
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter handles this graph as it is; the torch.export-based one is not needed.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(step, example_inputs(config), buffer, input_names=INPUTS, output_names=OUTPUTS,
+                          opset_version=opset, dynamo=False)
+    graph = buffer.getvalue()
+    side = {
+        "format": SIDECAR_FORMAT,
+        "onnx_sha256": hashlib.sha256(graph).hexdigest(),
+        "config": config.to_dict(),
+        "memory_items": model.memory.items.tolist() if model.memory is not None else None,
+    }
+    side["sha256"] = _sidecar_digest(side)
+    atomic_write_many({path: graph, Path(f"{path}.json"): json.dumps(side).encode()})
     return path
 
 
 class OnnxStep:
-    """``ScoringStep`` run by ONNX Runtime: torch tensors in and out, so ``evaluate.score_stream`` can use it."""
+    """``ScoringStep`` run by ONNX Runtime: torch tensors in, a ``StepResult`` out."""
 
-    def __init__(self, path: str | Path, *, threads: int = 0) -> None:
+    def __init__(self, graph: bytes, source: Path, *, threads: int = 0) -> None:
         import onnxruntime as ort
 
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: ONNX model not found")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise CheckpointError(f"{path}: not a loadable ONNX model ({exc})") from exc
+            raise CheckpointError(f"{source}: not a loadable ONNX model ({exc})") from exc
         self.input_names = {i.name for i in self.session.get_inputs()}
 
-    def __call__(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def __call__(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> StepResult:
         feed = {"inputs": inputs, "target": target, "items": items}
         feed = {k: np.ascontiguousarray(v.cpu().numpy(), dtype=np.float32) for k, v in feed.items() if k in self.input_names}
-        outputs = self.session.run(OUTPUTS, feed)
-        return tuple(torch.from_numpy(o) for o in outputs)
+        return StepResult(*(torch.from_numpy(o) for o in self.session.run(OUTPUTS, feed)))
 
 
-def load_onnx(path: str | Path, *, threads: int = 0) -> tuple[MNAD, Config, OnnxStep]:
-    """An exported model: the step that runs it, its config, and a model shell holding the trained memory items
-    (the shell's weights are never used: it provides the clip layout and carries the memory between steps)."""
-    side = Path(f"{path}.json")
-    if not side.is_file():
-        raise CheckpointError(f"{side}: the config written beside the ONNX model is missing")
-    data = json.loads(side.read_text())
-    config = Config.from_dict(data["config"], source=str(side))
-    step = OnnxStep(path, threads=threads)
-    shell = MNAD(config.model)
-    if shell.memory is not None:
-        shell.memory.items.copy_(torch.tensor(data["memory_items"]))
-    return shell, config, step
+@dataclass
+class OnnxModel:
+    """An exported model: the step that runs it, its config and its trained memory items (explicit state)."""
+
+    step: OnnxStep
+    config: Config
+    items: torch.Tensor | None
+
+
+def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxModel:
+    """Load an exported model, its graph and sidecar checked against their SHA-256."""
+    path, side_path = Path(path), Path(f"{path}.json")
+    for needed in (path, side_path):
+        if not needed.is_file():
+            raise CheckpointError(f"{needed}: not found (`mnad export` writes the .onnx file and its .onnx.json together)")
+    try:
+        graph = path.read_bytes()
+        side = json.loads(side_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{side_path}: not a readable sidecar (truncated or damaged: {exc})") from exc
+    if not isinstance(side, dict) or side.get("format") != SIDECAR_FORMAT:
+        raise CheckpointError(f"{side_path}: not an mnad ONNX sidecar (export the model again with this version)")
+    if side.get("sha256") != _sidecar_digest(side):
+        raise CheckpointError(f"{side_path}: content does not match its stored SHA-256 (the file was altered or damaged)")
+    if side.get("onnx_sha256") != hashlib.sha256(graph).hexdigest():
+        raise CheckpointError(f"{path}: the ONNX graph does not match the SHA-256 in {side_path.name} (altered, or another export's)")
+    try:
+        config = Config.from_dict(side["config"], source=str(side_path))
+        items = torch.tensor(side["memory_items"], dtype=torch.float32) if side["memory_items"] is not None else None
+    except (KeyError, TypeError, ValueError, MNADError) as exc:
+        raise CheckpointError(f"{side_path}: the stored config or memory is unusable ({exc})") from exc
+    if (items is None) == config.model.memory:
+        raise CheckpointError(f"{side_path}: the memory items do not match the config")
+    return OnnxModel(OnnxStep(graph, path, threads=threads), config, items)

@@ -25,7 +25,9 @@ from mnad.config import Config
 from mnad.data import Video, split_videos, to_tensor
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
-from mnad.report import FIGURES_INDEX, _figure, _png
+from mnad.outputs import FIGURES_INDEX
+from mnad.report.plots import figure as _figure
+from mnad.report.plots import png_bytes as _png
 
 
 def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:

@@ -25,7 +25,7 @@ def mnad_loss(model: MNAD, output: MNADOutput, target: torch.Tensor, lambda_comp
     """Losses against the memory *before* this batch's update, as in the published code.
 
     The frame loss is a per-element MSE in [-1, 1]; compactness is an MSE to the nearest item (so divided by the
-    feature dimension) and separateness a mean triplet hinge with margin 1 (method doc 2.5).
+    feature dimension) and separateness a mean triplet hinge with margin 1 (docs/method.md 2.5).
     """
     frame = F.mse_loss(output.frame.float(), target.float())
     zero = frame.new_zeros(())

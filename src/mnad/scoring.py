@@ -1,13 +1,26 @@
-"""Per-frame scores (method doc, section 5): PSNR, feature distance D, weighted regular score E_t, and the
-normalisation that turns them into the abnormality score S_t = alpha * (1 - g(P)) + (1 - alpha) * g(D).
+"""Per-frame scores (docs/method.md, section 5), each formula once: PSNR, feature distance D, weighted regular score
+E_t, the normalisers g and the abnormality score S_t = alpha * (1 - g(P)) + (1 - alpha) * g(D), the trailing mean,
+and the error map with its regions (Fig. 4).
 
 Frames are in [-1, 1]; errors are measured on frames mapped to [0, 1], as published.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import cv2
 import numpy as np
 import torch
+
+from mnad.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mnad.config import Config
+
+ArrayOrFloat = TypeVar("ArrayOrFloat", np.ndarray, float)
 
 
 def psnr(predicted: torch.Tensor, target: torch.Tensor, *, peak: str = "one") -> torch.Tensor:
@@ -36,26 +49,33 @@ def regular_score(predicted: torch.Tensor, target: torch.Tensor, *, kind: str = 
     return (weight * error).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1e-12)
 
 
+def mixing_weight(config: Config) -> float:
+    """alpha of S_t: the configured weight of PSNR, or 1 (PSNR only) for a model without memory, which has no D."""
+    return config.eval.alpha if config.model.memory else 1.0
+
+
+def abnormality(g_psnr: ArrayOrFloat, g_distance: ArrayOrFloat, alpha: float) -> ArrayOrFloat:
+    """S_t = alpha (1 - g(P)) + (1 - alpha) g(D) (docs/method.md 5.3): high PSNR and small D are normal."""
+    return alpha * (1 - g_psnr) + (1 - alpha) * g_distance
+
+
+# Normalisers g(.): per video (published, sees the whole video), running (causal) or calibrated (causal, fixed).
+
+
 def minmax(values: np.ndarray) -> np.ndarray:
-    """Min-max normalise to [0, 1]; a constant series maps to zeros rather than dividing by zero."""
+    """Min-max normalise to [0, 1] over the whole series (per video, the published protocol: not causal);
+    a constant series maps to zeros rather than dividing by zero."""
     values = np.asarray(values, dtype=np.float64)
     span = values.max() - values.min() if values.size else 0.0
     return (values - values.min()) / span if span > 0 else np.zeros_like(values)
 
 
-def causal_minmax(values: np.ndarray) -> np.ndarray:
-    """Min-max normalise each value by the range of the values seen so far: no look-ahead."""
-    values = np.asarray(values, dtype=np.float64)
-    low, high = np.minimum.accumulate(values), np.maximum.accumulate(values)
-    span = high - low
-    return np.divide(values - low, span, out=np.zeros_like(values), where=span > 0)
-
-
+@dataclass
 class RunningMinMax:
-    """``causal_minmax`` one value at a time, for streams: constant memory."""
+    """Min-max over the values seen so far, one value at a time: causal, constant memory; its state is the range."""
 
-    def __init__(self) -> None:
-        self.low, self.high = np.inf, -np.inf
+    low: float = math.inf
+    high: float = -math.inf
 
     def __call__(self, value: float) -> float:
         self.low, self.high = min(self.low, value), max(self.high, value)
@@ -63,13 +83,73 @@ class RunningMinMax:
         return (value - self.low) / span if span > 0 else 0.0
 
 
-NORMALIZERS = {"video": minmax, "causal": causal_minmax}
-CALIBRATION_KEYS = ("psnr_low", "psnr_high", "distance_low", "distance_high")
+def causal_minmax(values: np.ndarray) -> np.ndarray:
+    """``RunningMinMax`` over a whole series: each value scaled by the range of the values up to it."""
+    running = RunningMinMax()
+    return np.array([running(float(v)) for v in np.asarray(values, dtype=np.float64)], dtype=np.float64)
 
 
-def calibrated(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Scale by a range fitted on normal footage (``mnad calibrate``); values outside it go beyond [0, 1]."""
-    return (np.asarray(values, dtype=np.float64) - low) / max(high - low, 1e-12)
+@dataclass(frozen=True)
+class Calibration:
+    """What ``mnad calibrate`` fits on normal footage (no labels), stored in the model's config (``eval.calibration``):
+    the ranges that scale PSNR and D (their 1st-99th percentiles), the alert threshold on the smoothed score for the
+    chosen false-alarm rate, and the thresholds of other rates (keyed by the rate as text, e.g. "0.05")."""
+
+    psnr_low: float
+    psnr_high: float
+    distance_low: float
+    distance_high: float
+    threshold: float
+    false_alarm_rate: float
+    smoothing: int  # frames in the trailing mean the thresholds were fitted on
+    frames: int  # normal frames it was fitted on
+    thresholds: dict[str, float] = field(default_factory=dict)
+    footage: list[str] = field(default_factory=list)  # the videos it was fitted on (for the train/calibrate overlap check)
+
+    def scale_psnr(self, value: ArrayOrFloat) -> ArrayOrFloat:
+        return (value - self.psnr_low) / max(self.psnr_high - self.psnr_low, 1e-12)
+
+    def scale_distance(self, value: ArrayOrFloat) -> ArrayOrFloat:
+        return (value - self.distance_low) / max(self.distance_high - self.distance_low, 1e-12)
+
+    def threshold_for(self, false_alarm_rate: float) -> float:
+        if math.isclose(false_alarm_rate, self.false_alarm_rate):
+            return self.threshold
+        key = rate_key(false_alarm_rate)
+        if key not in self.thresholds:
+            raise ConfigError(f"the calibration has no threshold for a false-alarm rate of {false_alarm_rate} "
+                              f"(it has {', '.join([rate_key(self.false_alarm_rate), *self.thresholds])}): recalibrate")
+        return self.thresholds[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "eval.calibration") -> Calibration:
+        names = [f.name for f in fields(cls)]
+        required = names[:8]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ConfigError(f"{source}: the calibration lacks {', '.join(missing)}: run `mnad calibrate` again")
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"{source}: unknown calibration field(s) {', '.join(unknown)}")
+        numbers = [data[k] for k in required] + list(dict(data.get("thresholds", {})).values())
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{source}: every calibration value must be a finite number")
+        if data["psnr_high"] <= data["psnr_low"] or data["distance_high"] < data["distance_low"]:
+            raise ConfigError(f"{source}: the calibration's ranges are empty (the footage it was fitted on did not vary)")
+        if not 0 < data["false_alarm_rate"] < 1 or data["smoothing"] < 1:
+            raise ConfigError(f"{source}: the calibration's false_alarm_rate must lie in (0, 1) and smoothing be >= 1")
+        values = {k: data[k] for k in names if k in data}
+        values["smoothing"], values["frames"] = int(values["smoothing"]), int(values["frames"])
+        values["thresholds"] = {str(k): float(v) for k, v in dict(data.get("thresholds", {})).items()}
+        values["footage"] = [str(v) for v in data.get("footage", [])]
+        return cls(**values)
+
+
+def rate_key(false_alarm_rate: float) -> str:
+    return f"{false_alarm_rate:g}"
 
 
 def anomaly_score(
@@ -78,36 +158,55 @@ def anomaly_score(
     *,
     alpha: float,
     normalization: str = "video",
-    calibration: dict[str, float] | None = None,
+    calibration: Calibration | dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """S_t of one video: high PSNR and small D are normal, so S = alpha (1 - g(P)) + (1 - alpha) g(D).
-
-    g is per-video min-max ('video', the published protocol), min-max over the frames so far ('causal'), or the
-    fixed ranges of a calibration on normal footage ('calibrated').
-    """
+    """S_t of one video's frames: g is per-video min-max ('video', the published protocol), min-max over the frames
+    so far ('causal') or the ranges of a calibration on normal footage ('calibrated'). The streaming scorer computes
+    the causal ones frame by frame with the same normalisers."""
+    psnr_values, distances = np.asarray(psnr_values, dtype=np.float64), np.asarray(distances, dtype=np.float64)
     if normalization == "calibrated":
-        if not calibration or any(k not in calibration for k in CALIBRATION_KEYS):
-            raise ValueError("calibrated normalisation needs a calibration (run `mnad calibrate`)")
-        g_p = calibrated(psnr_values, calibration["psnr_low"], calibration["psnr_high"])
-        g_d = calibrated(distances, calibration["distance_low"], calibration["distance_high"])
-    else:
-        g = NORMALIZERS[normalization]
+        if calibration is None or not calibration:
+            raise ConfigError("calibrated normalisation needs a calibration (run `mnad calibrate`)")
+        cal = calibration if isinstance(calibration, Calibration) else Calibration.from_dict(calibration)
+        g_p, g_d = cal.scale_psnr(psnr_values), cal.scale_distance(distances)
+    elif normalization in ("video", "causal"):
+        g = minmax if normalization == "video" else causal_minmax
         g_p = g(psnr_values)
         g_d = g(distances) if alpha < 1 else np.zeros_like(g_p)
-    return alpha * (1 - g_p) + (1 - alpha) * g_d
+    else:
+        raise ConfigError(f"unknown normalisation {normalization!r}")
+    return abnormality(g_p, g_d, alpha)
+
+
+@dataclass
+class TrailingMean:
+    """The mean of the last ``window`` scores, one score at a time (causal); its state is those scores."""
+
+    window: int
+    recent: list[float] = field(default_factory=list)
+
+    def __call__(self, score: float) -> float:
+        self.recent.append(score)
+        del self.recent[: -self.window]
+        return float(np.mean(self.recent))
 
 
 def smooth(scores: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average (causal): the mean of the last ``window`` scores; window 1 leaves them as they are."""
+    """``TrailingMean`` over a whole series; window 1 leaves the scores as they are."""
     scores = np.asarray(scores, dtype=np.float64)
-    if window <= 1 or scores.size == 0:
+    if window <= 1:
         return scores
-    cumulative = np.concatenate([[0.0], np.cumsum(scores)])
-    idx = np.arange(1, scores.size + 1)
-    start = np.maximum(idx - window, 0)
-    return (cumulative[idx] - cumulative[start]) / (idx - start)
+    mean = TrailingMean(window)
+    return np.array([mean(float(v)) for v in scores], dtype=np.float64)
 
 
 def error_map(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Pixel-wise abnormality map (paper Fig. 4): squared prediction error on [0, 1] frames, mean over channels, (B, H, W)."""
     return (((predicted.float() - target.float()) / 2) ** 2).mean(dim=1)
+
+
+def abnormal_regions(error: np.ndarray, sigma: float = 0.0) -> np.ndarray:
+    """Boolean mask of the regions whose (slightly blurred) error is above the frame's mean + ``sigma`` std
+    (paper Fig. 4 uses the mean); used by ``mnad detect`` and the report's thumbnails alike."""
+    blurred = cv2.GaussianBlur(np.asarray(error, dtype=np.float32), (0, 0), 2.0)
+    return blurred > blurred.mean() + sigma * blurred.std()

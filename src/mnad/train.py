@@ -16,16 +16,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mnad import distributed
-from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, atomic_write, read_checkpoint, remove_stale_temps, save_checkpoint, save_model
-from mnad.config import Config
+from mnad.checkpoint import (
+    MODEL_FILE,
+    TRAIN_STATE_FILE,
+    RunFolderLock,
+    atomic_write,
+    check_run_folder,
+    clear_run,
+    read_checkpoint,
+    remove_stale_temps,
+    save_checkpoint,
+    save_model,
+)
+from mnad.config import Config, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
-from mnad.data.sources import FrameRange
+from mnad.data.sources import FrameRange, footage_span
 from mnad.errors import CheckpointError, ConfigError, DataError
-from mnad.losses import mnad_loss
+from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
 
 LOG_FILE = "train_log.jsonl"
@@ -42,12 +54,22 @@ def training_videos(config: Config, data_root: str | Path) -> list[Video]:
         return list_videos(data_root)
 
 
-def split_holdout(videos: list[Video], fraction: float, min_frames: int = 1) -> tuple[list[Video], list[FrameRange]]:
-    """Keep the last ``fraction`` of each video's frames (at least ``min_frames``, one clip) out of training
-    (own footage, for calibration)."""
+def split_holdout(
+    videos: list[Video], fraction: float, min_frames: int = 1, whole: list[str] | tuple[str, ...] = ()
+) -> tuple[list[Video], list[FrameRange]]:
+    """Keep the videos named in ``whole`` and the last ``fraction`` of each other video's frames (at least
+    ``min_frames``, one clip) out of training, for calibration."""
+    names = [v.name for v in videos]
+    missing = sorted(set(whole) - set(names))
+    if missing:
+        raise ConfigError(f"train.holdout_videos: no training video named {', '.join(missing)} (videos: {', '.join(names)})")
+    held = [FrameRange(v, 0, len(v)) for v in videos if v.name in whole]
+    videos = [v for v in videos if v.name not in whole]
+    if not videos:
+        raise ConfigError("train.holdout_videos holds out every training video")
     if fraction <= 0:
-        return videos, []
-    train_part, held = [], []
+        return videos, held
+    train_part = []
     for video in videos:
         keep = max(len(video) - max(int(round(len(video) * fraction)), min_frames), 0)
         train_part.append(FrameRange(video, 0, keep))
@@ -88,25 +110,84 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+def train_step(
+    model: MNAD,
+    optimizer: torch.optim.Optimizer,
+    clip: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    net: nn.Module | None = None,
+    ctx: distributed.Context | None = None,
+) -> Losses:
+    """One optimisation step on a batch of clips (B, T, C, H, W) already on the model's device: predict the target
+    frame, the loss of Eq. 8, an Adam step, then the memory update (Eqs. 3-5). Returns the step's losses.
+
+    ``net`` is what runs the forward pass (``model`` wrapped by DDP under torchrun; ``model`` itself by default);
+    ``ctx`` reduces the memory update over the ranks. benchmarks/speed.py times this very function.
+    """
+    net = model if net is None else net
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    inputs, target = model.split_clip(clip)
+    with torch.autocast(clip.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):  # the queries and memory maths stay fp32 (MNAD.forward)
+        output = net(inputs.contiguous(memory_format=memory_format))
+    losses = mnad_loss(model, output, target, cfg.lambda_compact, cfg.lambda_separate)
+    optimizer.zero_grad(set_to_none=True)
+    losses.total.backward()
+    optimizer.step()
+    if model.memory is not None:  # after the losses and the read: they use the pre-update items
+        # over the queries of all ranks: every rank ends the step with the same items
+        model.memory.update(output.queries.detach().reshape(-1, output.queries.shape[-1]),
+                            reduce_max=ctx.reduce_max if ctx else None, reduce_sum=ctx.reduce_sum if ctx else None)
+    return losses
+
+
 def train(
     config: Config,
     data_root: str | Path,
     out_dir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> Path:
-    """Train a model on the training videos under ``data_root``; returns the path of the final model file."""
+    """Train a model on the training videos under ``data_root``; returns the path of the final model file.
+
+    ``out_dir`` is locked while this process writes it (a second writer gets a DataError at once). ``resume``
+    continues the run there from its last checkpoint (an error if there is none); otherwise ``out_dir`` must hold no
+    run, unless ``overwrite``: then the previous run's files are deleted before the new config is written.
+    """
+    with RunFolderLock(out_dir) as lock:  # released however training ends
+        return _train(config, data_root, out_dir, lock, resume=resume, overwrite=overwrite, progress=progress, on_epoch=on_epoch)
+
+
+def _train(
+    config: Config,
+    data_root: str | Path,
+    out_dir: str | Path,
+    lock: RunFolderLock,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    on_epoch: Callable[[int, dict], None] | None,
+) -> Path:
     cfg, out_dir = config, Path(out_dir)
+    cfg.validate("config")  # a Config built or changed in Python gets the checks a recipe gets
     ctx = distributed.setup(cfg.train.device)  # joins torchrun's process group, if any; one GPU per rank
+    if cfg.train.bf16 and ctx.is_main:
+        distributed.warn_if_bf16_is_slow(ctx.device, "training")
+    check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # every rank, before any data is decoded
+    if ctx.is_main and out_dir.is_dir():
+        lock.acquire()  # a second writer fails now; a new folder is locked when it is created
+    distributed.barrier(ctx)  # every rank has seen the folder before rank 0 writes to it
     device = ctx.device
     local_batch = distributed.local_batch_size(cfg.train.batch_size, ctx)  # train.batch_size is the global batch
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)  # fixes the weight and memory initialisation
 
-    videos, holdout = split_holdout(training_videos(cfg, data_root), cfg.train.holdout, cfg.model.t_length)
+    videos, holdout = split_holdout(training_videos(cfg, data_root), cfg.train.holdout, cfg.model.t_length, cfg.train.holdout_videos)
     store = FrameStore(videos, cfg.model.image_size, cfg.model.channels, cache=cfg.train.cache_frames)
     dataset = ClipDataset(store, cfg.model.t_length, stride=cfg.train.clip_stride)
     if len(dataset) < cfg.train.batch_size:
@@ -123,10 +204,14 @@ def train(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if ctx.is_main:
+            lock.acquire()
+            check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # again, under the lock
+            if overwrite:  # the old run's model never sits beside the new config, even if this run is killed
+                clear_run(out_dir, also=(LOG_FILE, HOLDOUT_FILE, "tensorboard"))
             remove_stale_temps(out_dir)  # left by a run killed while writing a checkpoint
         checkpoint_path = out_dir / TRAIN_STATE_FILE
         start_epoch = 0
-        if resume and checkpoint_path.exists():
+        if resume:
             tensors, stored, extra = read_checkpoint(checkpoint_path)
             if stored.model != cfg.model or stored.dataset != cfg.dataset:
                 raise CheckpointError(f"{checkpoint_path}: was trained with other model settings; resume with the same recipe")
@@ -136,16 +221,16 @@ def train(
             start_epoch = extra["epoch"]
         elif not resume and ctx.is_main:
             (out_dir / LOG_FILE).unlink(missing_ok=True)
+            (out_dir / HOLDOUT_FILE).unlink(missing_ok=True)  # a new run without held-out footage keeps none
         if ctx.is_main:
             atomic_write(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
         if holdout and ctx.is_main:
-            ranges = [{"path": str(v.path), "start": v.start, "stop": v.stop} for v in holdout]
+            # absolute: the run is calibrated from wherever `mnad calibrate` is started
+            ranges = [{"path": str(Path(v.path).resolve()), "start": v.start, "stop": v.stop} for v in holdout]
             atomic_write(out_dir / HOLDOUT_FILE, json.dumps(ranges, indent=2).encode())
     except OSError as exc:
         raise DataError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from exc
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     net = distributed.wrap(model, ctx, sync_batchnorm=cfg.train.sync_batchnorm)  # DDP on several ranks; `model` stays unwrapped
     sampler = distributed.sampler(dataset, ctx, seed=cfg.train.seed * 100_003)  # order from (seed, epoch) only
     board = tensorboard_writer(out_dir) if cfg.train.tensorboard and ctx.is_main else None
@@ -157,17 +242,7 @@ def train(
         started = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress or not ctx.is_main, leave=False)
         for clip in bar:
-            inputs, target = model.split_clip(clip.to(device, non_blocking=True))
-            with autocast:
-                output = net(inputs.contiguous(memory_format=memory_format))
-            losses = mnad_loss(model, output, target, cfg.train.lambda_compact, cfg.train.lambda_separate)
-            optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
-            optimizer.step()
-            if model.memory is not None:  # after the losses and the read: they use the pre-update items
-                # over the queries of all ranks: every rank ends the step with the same items
-                model.memory.update(output.queries.detach().reshape(-1, output.queries.shape[-1]),
-                                    reduce_max=ctx.reduce_max, reduce_sum=ctx.reduce_sum)
+            losses = train_step(model, optimizer, clip.to(device, non_blocking=True), cfg.train, net=net, ctx=ctx)
             values = losses.as_floats()
             for key, value in values.items():
                 totals[key] = totals.get(key, 0.0) + value
@@ -200,6 +275,21 @@ def train(
         board.close()
     model_path = out_dir / MODEL_FILE
     if ctx.is_main:
-        save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs})
+        # the footage it learnt, so that `mnad calibrate` can warn when asked to calibrate on it
+        footage = [list(footage_span(v)) for v in videos]
+        save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs, "footage": footage})
     distributed.barrier(ctx)  # the other ranks return once the model file exists
     return model_path
+
+
+def trained_footage(checkpoint: str | Path) -> list[tuple[str, int, int]]:
+    """The footage (absolute path, first frame, end frame) a model was trained on, as its training run recorded it;
+    [] when unknown (a model trained before this was recorded, or a shipped one)."""
+    from mnad.checkpoint import read_checkpoint, resolve_checkpoint
+    from mnad.errors import MNADError
+
+    try:
+        _, _, extra = read_checkpoint(resolve_checkpoint(checkpoint))
+    except MNADError:
+        return []
+    return [(str(p), int(a), int(b)) for p, a, b in extra.get("footage", [])]

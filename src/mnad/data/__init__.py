@@ -1,4 +1,4 @@
-from mnad.data.clips import ClipDataset, FrameStore, to_tensor
+from mnad.data.clips import ClipDataset, FrameStore, split_clip, to_tensor
 from mnad.data.labels import find_label_file, load_labels
 from mnad.data.layouts import dataset_dir, list_videos, split_videos
 from mnad.data.sources import FrameFolder, Video, VideoFile, open_video
@@ -14,6 +14,7 @@ __all__ = [
     "list_videos",
     "load_labels",
     "open_video",
+    "split_clip",
     "split_videos",
     "to_tensor",
 ]

@@ -6,12 +6,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mnad.config import ModelConfig
 from mnad.data.sources import Video
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (..., H, W, C) -> float (..., C, H, W) in [-1, 1], the published x / 127.5 - 1."""
     return torch.from_numpy(frames).movedim(-1, -3).float().div_(127.5).sub_(1.0)
+
+
+def split_clip(clip: torch.Tensor, model: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T, C, H, W) clip -> (model input, input frames stacked on channels oldest first; target frame (B, C, H, W)).
+    The one place that says which frames a clip feeds and which it scores (``ModelConfig.target_index``)."""
+    inputs = clip[:, :-1] if model.task == "pred" else clip  # recon sees its own target among the inputs
+    return inputs.flatten(1, 2), clip[:, model.target_index]
 
 
 class FrameStore:

@@ -14,14 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from mnad.data.layouts import UCSD_NAMES, UCSD_SPLITS
 from mnad.data.sources import Video
 from mnad.errors import DataError
 
 
 def find_label_file(directory: Path, dataset: str) -> Path | None:
-    """The usual label file beside a dataset (or one folder up), if there is one."""
+    """The usual label file beside a dataset (or one folder up, or in its test folder, where the UCSD archive keeps
+    ``UCSDped2.m``), if there is one."""
     names = [f"frame_labels_{dataset}.npy", "test_anomalies.csv", f"{directory.name}.m"]
-    for folder in (directory, directory.parent):
+    if dataset in UCSD_NAMES:
+        names.append(f"{UCSD_NAMES[dataset]}.m")  # the UCSD ground truth beside a dataset laid out as ped2/
+    for folder in (directory, directory / UCSD_SPLITS["testing"], directory / "testing", directory.parent):
         for name in names:
             if (folder / name).is_file():
                 return folder / name
@@ -76,9 +80,9 @@ def _read_intervals_csv(path: Path, videos: list[Video]) -> list[np.ndarray]:
 
 def _parse_intervals_csv(path: Path, videos: list[Video]) -> list[np.ndarray]:
     by_name = {v.name: np.zeros(len(v), dtype=np.int64) for v in videos}
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark (Excel's UTF-8 CSV) is skipped
         reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
+        reader.fieldnames = fields = [f.strip() for f in reader.fieldnames or []]  # "video, start, end" also works
         start_key = next((k for k in ("first_abnormal_frame", "start") if k in fields), None)
         end_key = next((k for k in ("last_abnormal_frame", "end") if k in fields), None)
         if "video" not in fields or not start_key or not end_key:

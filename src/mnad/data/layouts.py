@@ -45,21 +45,29 @@ def list_videos(folder: str | Path) -> list[Video]:
     if not folder.is_dir():
         raise DataError(f"{folder}: {'is a file, expected a folder of videos' if folder.exists() else 'folder not found'}")
     videos: list[Video] = []
-    for entry in sorted(folder.iterdir()):
+    for entry in _entries(folder):
         if entry.name.startswith(".") or entry.name.endswith("_gt"):
             continue
         if entry.is_dir():
-            if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in entry.iterdir()):
+            if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _entries(entry)):
                 videos.append(FrameFolder(entry))
             else:
                 raise DataError(f"{entry}: folder has no frames ({'/'.join(sorted(IMAGE_EXTENSIONS))} files)")
         elif entry.suffix.lower() in VIDEO_EXTENSIONS:
             videos.append(VideoFile(entry))
-    if not videos and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir()):
+    if not videos and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _entries(folder)):
         videos.append(FrameFolder(folder))  # a single frame folder given directly
     if not videos:
         raise DataError(f"{folder}: no videos (no frame folders and no {'/'.join(sorted(VIDEO_EXTENSIONS))} files)")
     return videos
+
+
+def _entries(folder: Path) -> list[Path]:
+    """A folder's entries, sorted; a folder that cannot be read (no permission, gone) is a DataError naming it."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from exc
 
 
 def split_videos(data_root: str | Path, dataset: str, split: str) -> list[Video]:

@@ -1,18 +1,28 @@
-"""Videos as sequences of frames: a folder of images or a video file, decoded with OpenCV.
+"""Where frames come from, with the same checks everywhere: a folder of images, a video file, a glob of images, a
+camera index or a network stream, decoded with OpenCV.
 
 Every frame comes out as uint8 (H, W, channels), resized to a square ``size`` with bilinear interpolation and in
-OpenCV's BGR order, as in the published runs. Frames are ordered by their position in a sorted listing, never by
-numbers parsed out of their names.
+OpenCV's BGR order, as in the published runs. Frame files are read in natural order of their names (``2.jpg``
+before ``10.jpg``; zero-padded names sort the same either way); hidden files are skipped.
 """
 
 from __future__ import annotations
 
+import glob
+import logging
+import re
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from mnad.errors import DataError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 VIDEO_EXTENSIONS = {".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".webm"}
@@ -77,15 +87,42 @@ class Video:
         return f"{type(self).__name__}({self.name!r}, {len(self)} frames, {self.path})"
 
 
-class FrameFolder(Video):
-    """A folder of image files, one per frame, in sorted name order."""
+def natural_key(name: str) -> tuple:
+    """Sort key reading runs of digits as numbers: 'f2.jpg' < 'f10.jpg'."""
+    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name))
 
-    def __init__(self, path: str | Path, name: str | None = None) -> None:
+
+def frame_files(candidates: list[Path], where: str | Path) -> list[Path]:
+    """The image files among ``candidates``, in natural order; hidden files skipped, special files refused."""
+    files = []
+    for p in candidates:
+        if p.name.startswith(".") or p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        try:
+            mode = p.stat().st_mode
+        except OSError as exc:
+            raise DataError(f"{p}: cannot read frame ({exc.strerror or exc})") from exc
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{p}: not a regular file (a FIFO, device or socket named like an image); remove it")
+        files.append(p)
+    natural = sorted(files, key=lambda p: natural_key(p.name))
+    if [p.name for p in natural] != sorted(p.name for p in files):
+        log.warning("%s: frame names are numbered without zero padding; reading them in numeric order (%s, %s, ...)",
+                    where, natural[0].name, natural[1].name)
+    return natural
+
+
+class FrameFolder(Video):
+    """A folder of image files (or a given list of them), one per frame, in natural name order."""
+
+    def __init__(self, path: str | Path, name: str | None = None, *, files: list[Path] | None = None) -> None:
         self.path = Path(path)
         self.name = name or self.path.name
-        if not self.path.is_dir():
-            raise DataError(f"{self.path}: frame folder not found")
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        if files is None:
+            if not self.path.is_dir():
+                raise DataError(f"{self.path}: frame folder not found")
+            files = list(self.path.iterdir())
+        self.files = frame_files(files, self.path)
         if not self.files:
             raise DataError(f"{self.path}: no frames (no {'/'.join(sorted(IMAGE_EXTENSIONS))} files)")
         self._shape: tuple[int, int] | None = None
@@ -93,14 +130,18 @@ class FrameFolder(Video):
     def __len__(self) -> int:
         return len(self.files)
 
-    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
+    def image(self, index: int) -> np.ndarray:
+        """Frame ``index`` as decoded (any size and depth), checked to have the size of the video's first frame."""
         path = self.files[index]
         image = read_image(path)
         if self._shape is None:
             self._shape = image.shape[:2]
         elif image.shape[:2] != self._shape:
             raise DataError(f"{path}: frame is {image.shape[1]}x{image.shape[0]}, the video's first frame is {self._shape[1]}x{self._shape[0]}")
-        return prepare_frame(image, size, channels, path)
+        return image
+
+    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
+        return prepare_frame(self.image(index), size, channels, self.files[index])
 
 
 class VideoFile(Video):
@@ -168,6 +209,18 @@ class FrameRange(Video):
         return self.video.frame(self.start + index, size, channels)
 
 
+def footage_span(video: Video) -> tuple[str, int, int]:
+    """(absolute path, first frame, end frame) of the footage a video covers: what training records and calibration
+    compares, wherever each is run from."""
+    if isinstance(video, FrameRange):
+        return str(Path(video.path).resolve()), video.start, video.stop
+    return str(Path(video.path).resolve()), 0, len(video)
+
+
+def spans_overlap(a: tuple[str, int, int], b: tuple[str, int, int]) -> bool:
+    return a[0] == b[0] and a[1] < b[2] and b[1] < a[2]
+
+
 def open_video(path: str | Path) -> Video:
     """A frame folder or a video file, chosen by what ``path`` is."""
     path = Path(path)
@@ -178,3 +231,130 @@ def open_video(path: str | Path) -> Video:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     raise DataError(f"{path}: neither a frame folder nor a video file ({'/'.join(sorted(VIDEO_EXTENSIONS))})")
+
+
+# ------------------------------------------------------------------------------------------------------ streams
+
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+
+
+@dataclass
+class RawFrame:
+    image: np.ndarray  # as decoded (BGR or gray, any size)
+    time: float  # seconds from the start of the source
+
+
+@dataclass
+class SourceOptions:
+    fps: float = 25.0  # frame rate of frame folders and globs (for timestamps and the annotated video)
+    reconnects: int = 3  # times a live source is reopened after it fails or stalls
+    retry_delay: float = 1.0  # seconds between reconnection attempts
+    open_timeout: float = 5.0  # seconds a live source may take to open
+    read_timeout: float = 5.0  # seconds a live source may stay silent before it counts as stalled
+
+    def __post_init__(self) -> None:
+        if not self.fps > 0:
+            raise DataError(f"--fps must be > 0, got {self.fps}")
+        if self.reconnects < 0 or self.retry_delay < 0:
+            raise DataError("--reconnects and the retry delay must be >= 0")
+        if not (self.open_timeout > 0 and self.read_timeout > 0):
+            raise DataError("--open-timeout and --read-timeout must be > 0 seconds")
+
+
+def is_live(source: str) -> bool:
+    """A camera index or a URL: frames arrive as they are captured."""
+    return source.isdigit() or "://" in source
+
+
+class FrameSource:
+    """Raw frames of a video file, a frame folder, a glob of images, a camera index or a stream URL, as they come.
+
+    Constructing it checks what can be checked without reading (the file or folder exists, the URL's scheme is known);
+    iterating it opens the source. A live source has open and read timeouts and a bounded number of reconnections;
+    one that gives no frame at all, or is lost for good, raises ``DataError`` (after yielding what it gave).
+    URLs are never treated as globs. ``fps`` is the source's frame rate (the container's, for a video file).
+    """
+
+    def __init__(self, source: str, options: SourceOptions | None = None) -> None:
+        self.source, self.options = source, options or SourceOptions()
+        self.fps = self.options.fps
+        self.live = is_live(source)
+        self.frames: FrameFolder | None = None
+        if self.live:
+            scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+            if scheme and scheme not in LIVE_SCHEMES:
+                raise DataError(f"{source}: unknown stream scheme {scheme!r} (known: {', '.join(LIVE_SCHEMES)})")
+            return
+        path = Path(source)
+        if path.is_dir():
+            self.frames = FrameFolder(path)
+        elif not path.exists() and any(c in source for c in "*?["):
+            matches = [Path(p) for p in glob.glob(source)]
+            if not matches:
+                raise DataError(f"{source}: no files match this pattern")
+            self.frames = FrameFolder(Path(source).parent, name=Path(source).parent.name, files=matches)
+        elif not path.is_file():
+            raise DataError(f"{source}: no such video file, frame folder, camera index or URL")
+        elif path.suffix.lower() not in VIDEO_EXTENSIONS:
+            raise DataError(f"{source}: not a video file ({'/'.join(sorted(VIDEO_EXTENSIONS))})")
+
+    def __iter__(self) -> Iterator[RawFrame]:
+        if self.frames is not None:
+            for i in range(len(self.frames)):
+                yield RawFrame(self.frames.image(i), i / self.fps)
+        elif not self.live:
+            yield from self._video_file()
+        else:
+            yield from self._live()
+
+    def _video_file(self) -> Iterator[RawFrame]:
+        capture = cv2.VideoCapture(self.source)
+        if not capture.isOpened():
+            raise DataError(f"{self.source}: cannot open video (unknown format or damaged file)")
+        rate = capture.get(cv2.CAP_PROP_FPS)
+        self.fps = rate if rate and 0 < rate < 1000 else self.options.fps
+        count = 0
+        try:
+            while True:
+                ok, image = capture.read()
+                if not ok:
+                    break
+                yield RawFrame(image, count / self.fps)
+                count += 1
+        finally:
+            capture.release()
+        if count == 0:
+            raise DataError(f"{self.source}: video has no decodable frames")
+
+    def _open_live(self) -> cv2.VideoCapture:
+        o = self.options
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(o.open_timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(o.read_timeout * 1000)]
+        if self.source.isdigit():
+            return cv2.VideoCapture(int(self.source), cv2.CAP_ANY, params)
+        return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, params)
+
+    def _live(self) -> Iterator[RawFrame]:
+        o = self.options
+        failures, count, started = 0, 0, time.monotonic()
+        while True:
+            capture = self._open_live()
+            try:
+                if capture.isOpened():
+                    rate = capture.get(cv2.CAP_PROP_FPS)
+                    self.fps = rate if rate and 0 < rate < 1000 else o.fps
+                    while True:
+                        ok, image = capture.read()  # returns within read_timeout on a silent stream
+                        if not ok or image is None:
+                            break
+                        count += 1
+                        failures = 0
+                        yield RawFrame(image, time.monotonic() - started)
+            finally:
+                capture.release()
+            if failures >= o.reconnects:
+                what = "gave no frames" if count == 0 else f"was lost after {count} frames"
+                raise DataError(f"{self.source}: the source {what} (could not open it or it stayed silent for "
+                                f"{o.read_timeout:g} s; {o.reconnects} reconnection attempts)")
+            failures += 1
+            log.warning("%s: stream lost or not open, reconnecting (%d/%d)", self.source, failures, o.reconnects)
+            time.sleep(o.retry_delay)

@@ -1,4 +1,4 @@
-"""The memory module (method doc, section 2): M unit-norm items that queries read and update.
+"""The memory module (docs/method.md, section 2): M unit-norm items that queries read and update.
 
 Items are a buffer, not a parameter: they change only through the update rule, never by backprop, and they are
 saved and loaded with the weights. Queries are passed flattened to (N, C), already L2-normalised.
@@ -70,7 +70,7 @@ class Memory(nn.Module):
         return read_memory(queries, self.items)
 
     def losses(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature compactness and separateness losses, scaled as in the published code (method doc 2.5)."""
+        """Feature compactness and separateness losses, scaled as in the published code (docs/method.md 2.5)."""
         top2 = self.similarity(queries).topk(2, dim=1).indices
         nearest, second = self.items[top2[:, 0]], self.items[top2[:, 1]]
         compact = F.mse_loss(queries, nearest)

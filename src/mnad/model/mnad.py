@@ -50,9 +50,10 @@ class MNAD(nn.Module):
         return MNADOutput(frame=self.decoder(decoder_in, skips), queries=queries)
 
     def split_clip(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, C, H, W) clip -> (model input stacked on channels, target frame)."""
-        inputs = clip[:, :-1] if self.config.task == "pred" else clip  # recon sees its own target among the inputs
-        return inputs.flatten(1, 2), clip[:, self.config.target_index]
+        """(B, T, C, H, W) clip -> (model input stacked on channels, target frame): ``mnad.data.split_clip``."""
+        from mnad.data.clips import split_clip
+
+        return split_clip(clip, self.config)
 
 
 def inference_copy(model: MNAD, *, bf16: bool = False, channels_last: bool = False) -> MNAD:

@@ -1,4 +1,4 @@
-"""The U-Net encoder and the two decoders of MNAD (method doc, section 1).
+"""The U-Net encoder and the two decoders of MNAD (docs/method.md, section 1).
 
 All convolutions are 3x3 with padding 1. With width w the stages have w, 2w, 4w, 8w channels; w = 64 is the paper's.
 """

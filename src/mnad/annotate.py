@@ -1,0 +1,100 @@
+"""The annotated video of ``mnad detect``: readable at a glance.
+
+Each picture is the source frame at its own size, with the regions of the error map outlined and tinted only while
+the detector alerts, the state written on it (time, frame, score against the threshold, ALERT), and under it a
+labelled timeline of the recent smoothed scores with the threshold line.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import cv2
+import numpy as np
+
+from mnad.scoring import abnormal_regions
+
+ALERT_RED = (40, 40, 230)  # BGR
+NORMAL_GREEN = (80, 200, 80)
+TIMELINE_FRAMES = 200
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8:
+        image = (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    return image[:, :, :3].copy()
+
+
+def mark_regions(image: np.ndarray, error: np.ndarray, *, sigma: float) -> np.ndarray:
+    """The abnormal regions (``scoring.abnormal_regions``) tinted red and outlined; the rest of the frame untouched."""
+    h, w = image.shape[:2]
+    mask = cv2.resize(abnormal_regions(error, sigma).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    tinted = image.copy()
+    tinted[mask] = (0.55 * image[mask] + 0.45 * np.array(ALERT_RED)).astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(tinted, contours, -1, ALERT_RED, 2)
+    return tinted
+
+
+def _text(image: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, int, int], scale: float = 0.45) -> None:
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)  # outline: legible on any background
+    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+
+
+def timeline(scores: deque[float], width: int, threshold: float | None, *, fps: float, height: int = 90) -> np.ndarray:
+    """A strip plotting the last scores (x: seconds before now, y: smoothed score) with the threshold in red; the
+    y range always holds the threshold and every plotted score."""
+    strip = np.full((height, width, 3), 24, np.uint8)
+    left, right, top, bottom = 44, width - 8, 14, height - 18
+    values = list(scores)
+    low = min([*values, threshold if threshold is not None else 0.0, 0.0])
+    high = max([*values, threshold if threshold is not None else 0.0, 1e-6])
+    span = (high - low) * 1.1 or 1.0
+    low, high = low - 0.05 * span, low + span
+
+    def y(v: float) -> int:
+        return int(round(bottom - (v - low) / (high - low) * (bottom - top)))
+
+    cv2.rectangle(strip, (left, top), (right, bottom), (90, 90, 90), 1)
+    for v in (low, high):
+        _text(strip, f"{v:.2f}", (2, y(v) + 4), (200, 200, 200), 0.35)
+    capacity = scores.maxlen or max(len(values), 1)
+    _text(strip, f"-{capacity / fps:.0f}s", (left - 4, height - 4), (200, 200, 200), 0.35)
+    _text(strip, "now", (right - 24, height - 4), (200, 200, 200), 0.35)
+    _text(strip, "score", (left + 4, top - 3), (230, 230, 230), 0.35)
+    if threshold is not None:
+        cv2.line(strip, (left, y(threshold)), (right, y(threshold)), ALERT_RED, 1)
+        _text(strip, f"threshold {threshold:.2f}", (right - 110, top - 3), ALERT_RED, 0.35)
+    if len(values) > 1:
+        xs = np.linspace(left, right, capacity)[-len(values):]
+        points = np.array([[int(x), y(v)] for x, v in zip(xs, values, strict=True)], np.int32)
+        cv2.polylines(strip, [points], False, (255, 255, 255), 1, cv2.LINE_AA)
+    return strip
+
+
+def annotated_frame(
+    image: np.ndarray,
+    error: np.ndarray | None,
+    *,
+    frame: int,
+    seconds: float,
+    smoothed: float,
+    threshold: float | None,
+    alert: bool,
+    history: deque[float],
+    fps: float,
+    region_sigma: float = 0.0,
+) -> np.ndarray:
+    """One picture of the annotated video (BGR uint8): frame with state, regions while alerting, timeline below."""
+    picture = to_bgr(image)
+    if alert and error is not None:
+        picture = mark_regions(picture, error, sigma=region_sigma)
+    if alert:
+        cv2.rectangle(picture, (0, 0), (picture.shape[1] - 1, picture.shape[0] - 1), ALERT_RED, 4)
+    state = "ALERT" if alert else ("normal" if threshold is not None else "no threshold (uncalibrated)")
+    _text(picture, f"{seconds:7.2f} s  frame {frame}", (6, 16), (255, 255, 255))
+    vs = f" / {threshold:.2f}" if threshold is not None else ""
+    _text(picture, f"score {smoothed:.2f}{vs}  {state}", (6, 34), ALERT_RED if alert else NORMAL_GREEN)
+    return np.vstack([picture, timeline(history, picture.shape[1], threshold, fps=fps)])

@@ -1,0 +1,113 @@
+"""Calibration on normal footage, without labels: the fixed ranges that make S_t causal, and alert thresholds.
+
+PSNR and D are scaled by their 1st-99th percentile range on the normal frames; the threshold of a false-alarm rate r
+is the (1 - r) quantile of the smoothed calibrated score there, so about r of normal frames alert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+from tqdm import tqdm
+
+from mnad.config import Config
+from mnad.data import Video
+from mnad.data.sources import footage_span, spans_overlap
+from mnad.errors import ConfigError, DataError
+from mnad.model import MNAD
+from mnad.scoring import Calibration, anomaly_score, mixing_weight, rate_key, smooth
+from mnad.stream import StreamScorer
+
+log = logging.getLogger(__name__)
+
+ALERT_SMOOTHING = 5  # frames in the trailing mean alerts are raised on, where the recipe sets none
+TABLE_RATES = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1)  # thresholds kept beside the chosen one (the stream protocol reports 1 % and 5 %)
+
+
+def alert_window(config: Config) -> int:
+    """Frames in the trailing mean alerts are raised on: the recipe's ``eval.smoothing`` where it sets one, else
+    ALERT_SMOOTHING (a raw per-frame score flickers)."""
+    return config.eval.smoothing if config.eval.smoothing > 1 else ALERT_SMOOTHING
+
+
+def calibrate(
+    model: MNAD,
+    config: Config,
+    videos: list[Video],
+    *,
+    false_alarm_rate: float = 0.01,
+    smoothing: int | None = None,
+    trained_on: list[tuple[str, int, int]] | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Calibration:
+    """Fit the score normalisation and the alert thresholds on normal ``videos``.
+
+    ``smoothing``: frames in the trailing mean, by default ``alert_window(config)``. ``trained_on``: the footage the
+    model was trained on (``train.trained_footage``); calibrating on any of it is warned about, since the model has learnt those frames
+    and scores them lower than unseen normal footage (thresholds then alert too often).
+    """
+    if not 0 < false_alarm_rate < 1:
+        raise ConfigError(f"--false-alarm-rate must lie strictly between 0 and 1, got {false_alarm_rate}")
+    smoothing = smoothing or alert_window(config)
+    if smoothing < 1:
+        raise ConfigError(f"--smoothing must be >= 1 frame, got {smoothing}")
+    if not videos:
+        raise DataError("no calibration footage given")
+    spans = [footage_span(v) for v in videos]
+    overlap = sorted({f"{a[0]}[{a[1]}:{a[2]}]" for a in spans for b in trained_on or [] if spans_overlap(a, b)})
+    if overlap:
+        log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
+                    "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
+    scorer = StreamScorer.for_model(model, config, normalization="video", device=device)
+    size, channels = config.model.image_size, config.model.channels
+    psnr_values, distances, changes = [], [], 0.0
+    with tqdm(total=sum(len(v) for v in videos), desc="calibrating", unit="frame", disable=not progress, leave=False) as bar:
+        for video in videos:
+            scorer.new_video()
+            p, d, previous = [], [], None
+            for i in range(len(video)):
+                frame = video.frame(i, size, channels)
+                if previous is not None:
+                    changes = max(changes, float(np.abs(frame.astype(np.int16) - previous).max()))
+                previous = frame
+                row = scorer.push(frame)
+                bar.update(1)
+                if row is not None:
+                    p.append(row.psnr)
+                    d.append(row.distance)
+            psnr_values.append(np.array(p))
+            distances.append(np.array(d))
+    all_p, all_d = np.concatenate(psnr_values), np.concatenate(distances)
+    needed = math.ceil(1 / false_alarm_rate)
+    if all_p.size < needed:
+        raise DataError(f"{videos[0].path}: calibration footage too short: {all_p.size} frames scored, a false-alarm rate "
+                        f"of {false_alarm_rate} needs at least {needed} normal frames")
+    if changes == 0:
+        raise DataError(f"{videos[0].path}: calibration footage does not change (every frame is the same picture); "
+                        "calibrate on real normal footage")
+    ranges = {
+        "psnr_low": float(np.percentile(all_p, 1)), "psnr_high": float(np.percentile(all_p, 99)),
+        "distance_low": float(np.percentile(all_d, 1)), "distance_high": float(np.percentile(all_d, 99)),
+    }
+    if ranges["psnr_high"] - ranges["psnr_low"] < 1e-6:
+        raise DataError(f"{videos[0].path}: the calibration footage's PSNR does not vary; calibrate on real normal footage")
+    fitted = Calibration(**ranges, threshold=0.0, false_alarm_rate=false_alarm_rate, smoothing=smoothing,
+                         frames=int(all_p.size), footage=[f"{p}[{a}:{b}]" for p, a, b in spans])
+    alpha = mixing_weight(config)
+    smoothed = np.concatenate([  # each video on its own, as separate recordings
+        smooth(anomaly_score(p, d, alpha=alpha, normalization="calibrated", calibration=fitted), smoothing)
+        for p, d in zip(psnr_values, distances, strict=True)
+    ])
+    thresholds = {rate_key(r): float(np.quantile(smoothed, 1 - r)) for r in TABLE_RATES}
+    return dataclasses.replace(fitted, threshold=float(np.quantile(smoothed, 1 - false_alarm_rate)), thresholds=thresholds)
+
+
+def with_calibration(config: Config, calibration: Calibration) -> Config:
+    """A copy of ``config`` that scores with ``calibration`` (causal: fixed ranges and threshold)."""
+    data = config.to_dict()
+    data["eval"].update(normalization="calibrated", calibration=calibration.to_dict(), smoothing=calibration.smoothing)
+    return Config.from_dict(data, source="calibration")

@@ -1,0 +1,95 @@
+"""Alerts as events: the smoothed score against the threshold, with hysteresis, and how events are measured
+against labels (the stream protocol of ``mnad evaluate``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HYSTERESIS = 0.05  # an event ends when the smoothed score falls this far below the threshold
+MIN_EVENT_FRAMES = 3  # shorter events are dropped
+
+@dataclass
+class Event:
+    start_frame: int
+    end_frame: int  # inclusive
+    peak_frame: int
+    peak_score: float
+    start_time: float
+    end_time: float
+    video: str = ""  # the video the frames belong to, when a stream covers several
+
+
+class EventTracker:
+    """Opens an event when the smoothed score rises above ``threshold`` and closes it when it falls below
+    ``threshold - hysteresis`` (so a score hovering at the threshold does not flicker); events shorter than
+    ``min_frames`` are dropped. Causal: an event's state at frame t depends on scores up to t."""
+
+    def __init__(self, threshold: float, *, hysteresis: float = HYSTERESIS, min_frames: int = MIN_EVENT_FRAMES) -> None:
+        self.threshold, self.low, self.min_frames = threshold, threshold - hysteresis, min_frames
+        self.current: Event | None = None
+
+    @property
+    def alerting(self) -> bool:
+        return self.current is not None
+
+    def push(self, frame: int, stamp: float, score: float, video: str = "") -> Event | None:
+        """Feed one smoothed score; returns an event when one ends."""
+        if self.current is not None and self.current.video != video:  # a new video: the open event ends with its own
+            ended = self.finish()
+            self.push(frame, stamp, score, video)
+            return ended
+        if self.current is None:
+            if score > self.threshold:
+                self.current = Event(frame, frame, frame, score, stamp, stamp, video)
+            return None
+        if score >= self.low:
+            self.current.end_frame, self.current.end_time = frame, stamp
+            if score > self.current.peak_score:
+                self.current.peak_frame, self.current.peak_score = frame, score
+            return None
+        return self.finish()
+
+    def finish(self) -> Event | None:
+        """Close the open event (end of the footage); returns it unless it is too short."""
+        event, self.current = self.current, None
+        if event is not None and event.end_frame - event.start_frame + 1 >= self.min_frames:
+            return event
+        return None
+
+
+def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.ndarray]], *, fps: float) -> dict:
+    """Events against frame labels. ``videos``: (name, scored frame positions, their labels) per video.
+
+    An event is true when it overlaps an abnormal frame of its video, else false. A video's anomaly is caught when a
+    true event overlaps it; its delay is frames from the anomaly's first scored abnormal frame to the start of the
+    first overlapping event (0 when the event was already open). False events are counted per minute of the normal
+    frames scored (at ``fps``)."""
+    caught, delays, false_events = {}, [], 0
+    by_video = {name: (frames, labels) for name, frames, labels in videos}
+    for event in events:
+        frames, labels = by_video[event.video]
+        inside = (frames >= event.start_frame) & (frames <= event.end_frame)
+        if not labels[inside].any():
+            false_events += 1
+    for name, frames, labels in videos:
+        if not labels.any():
+            continue
+        first_abnormal = int(frames[labels.astype(bool)].min())
+        overlapping = [e for e in events if e.video == name
+                       and labels[(frames >= e.start_frame) & (frames <= e.end_frame)].any()]
+        caught[name] = bool(overlapping)
+        if overlapping:
+            delays.append(max(min(e.start_frame for e in overlapping) - first_abnormal, 0))
+    normal_minutes = sum(int((labels == 0).sum()) for _, _, labels in videos) / fps / 60
+    return {
+        "events": len(events),
+        "false_events": false_events,
+        "false_events_per_minute": false_events / normal_minutes if normal_minutes > 0 else None,
+        "videos_with_anomaly": len(caught),
+        "videos_caught": int(sum(caught.values())),
+        "caught": caught,
+        "mean_delay_frames": float(np.mean(delays)) if delays else None,
+        "fps": fps,
+    }

@@ -1,0 +1,253 @@
+"""The files an evaluation and a training run leave behind, each format written and read here.
+
+- ``scores.csv``: one row per scored frame (``scores_csv_bytes``, ``read_scores``).
+- ``metrics.json``: the AUCs and scoring settings, with the config that made them (``metrics_json_bytes``,
+  ``read_metrics``).
+- ``train_log.jsonl``: one JSON record per training epoch (``read_train_log``).
+- ``figures/figures.json``: what ``mnad figures`` drew (``read_figures_index``).
+- ``mnad detect``'s folder: ``scores.csv`` (per frame, with time, smoothed score and alert), ``events.jsonl`` and
+  ``events.csv``, ``summary.json``, ``maps/`` (``DetectWriter``, ``read_detect_scores``).
+
+The report (``mnad.report``) and ``scripts/`` read these files through this module, so a change of format is made
+in one place.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mnad.errors import DataError
+
+SCORES_FILE = "scores.csv"
+METRICS_FILE = "metrics.json"
+TRAIN_LOG = "train_log.jsonl"
+FIGURES_DIR = "figures"  # `mnad figures --out <report>/figures` puts the memory figures on the report page
+FIGURES_INDEX = "figures.json"
+
+SCORES_HEADER = ["video", "frame", "psnr", "distance", "regular_score", "memory_updated", "score", "label"]
+
+
+# ----------------------------------------------------------------------------------------------- scores.csv
+
+
+class ScoredVideo(Protocol):
+    """What ``scores_csv_bytes`` needs of a video's scores (``mnad.evaluate.VideoScores`` has it)."""
+
+    name: str
+    frames: Any  # frame positions, ints
+    psnr: Any
+    distance: Any
+    regular: Any
+    updated: Any
+    score: Any
+    labels: Any  # None when the evaluation had no labels
+
+
+def scores_csv_bytes(videos: list[ScoredVideo]) -> bytes:
+    """scores.csv: a header, then one row per scored frame of each video, in order."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(SCORES_HEADER)
+    for v in videos:
+        labels = v.labels if v.labels is not None else [""] * len(v.frames)
+        for i, frame in enumerate(v.frames):
+            writer.writerow([v.name, int(frame), f"{v.psnr[i]:.6f}", f"{v.distance[i]:.8f}", f"{v.regular[i]:.8f}",
+                             int(v.updated[i]), f"{v.score[i]:.6f}", labels[i]])
+    return buffer.getvalue().encode()
+
+
+@dataclass
+class VideoRows:
+    """One video's rows of scores.csv."""
+
+    name: str
+    frame: np.ndarray
+    score: np.ndarray
+    label: np.ndarray | None  # None when the evaluation had no labels
+    psnr: np.ndarray
+    updated: np.ndarray
+
+
+def read_scores(path: str | Path) -> list[VideoRows]:
+    """scores.csv, split per video in the order the videos appear."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: scores file not found (written by `mnad evaluate --out`)")
+    columns: dict[str, dict[str, list[str]]] = {}
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"video", "frame", "score"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{path}: not an mnad scores file (missing columns {', '.join(sorted(missing))})")
+        for row in reader:
+            video = columns.setdefault(row["video"], {"frame": [], "score": [], "label": [], "psnr": [], "updated": []})
+            video["frame"].append(row["frame"])
+            video["score"].append(row["score"])
+            video["label"].append(row.get("label") or "")
+            video["psnr"].append(row.get("psnr") or "nan")
+            video["updated"].append(row.get("memory_updated") or "0")
+    result = []
+    for name, c in columns.items():
+        labelled = all(v != "" for v in c["label"])
+        result.append(VideoRows(
+            name=name,
+            frame=np.array(c["frame"], dtype=np.int64),
+            score=np.array(c["score"], dtype=np.float64),
+            label=np.array(c["label"], dtype=np.int64) if labelled else None,
+            psnr=np.array(c["psnr"], dtype=np.float64),
+            updated=np.array(c["updated"], dtype=np.int64).astype(bool),
+        ))
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- metrics.json
+
+
+def metrics_json_bytes(metrics: dict, config: dict) -> bytes:
+    """metrics.json: the metrics and the config dict (``Config.to_dict()``) that made them."""
+    return json.dumps({"metrics": metrics, "config": config}, indent=2).encode()
+
+
+def read_metrics(path: str | Path) -> tuple[dict, dict]:
+    """(metrics, config dict) of a metrics.json."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: metrics file not found (written by `mnad evaluate --out`)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable metrics file ({exc})") from exc
+    if "metrics" not in data:
+        raise DataError(f"{path}: not an mnad metrics file (no 'metrics' entry)")
+    return data["metrics"], data.get("config", {})
+
+
+def write_evaluation(out_dir: str | Path, videos: list[ScoredVideo], metrics: dict, config: dict) -> None:
+    """scores.csv and metrics.json into ``out_dir``, both or neither: a failure (e.g. a full disk) leaves no
+    scores.csv without its metrics.json."""
+    from mnad.checkpoint import atomic_write_many
+
+    out_dir = Path(out_dir)
+    atomic_write_many({out_dir / SCORES_FILE: scores_csv_bytes(videos), out_dir / METRICS_FILE: metrics_json_bytes(metrics, config)})
+
+
+# ----------------------------------------------------------------------------------------------- training log
+
+
+def read_train_log(path: str | Path) -> list[dict]:
+    """The per-epoch records of a training run; lines that do not parse (a crash mid-write) are skipped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "epoch" in record:
+            records.append(record)
+    return records
+
+
+# ----------------------------------------------------------------------------------------------- figures.json
+
+
+def read_figures_index(folder: str | Path) -> dict:
+    """The figures.json that ``mnad figures`` wrote into ``folder``; {} when there is none or it does not parse."""
+    return read_json_dict(Path(folder) / FIGURES_INDEX)
+
+
+def read_json_dict(path: Path) -> dict:
+    """A JSON object from a file; {} when the file is missing, does not parse or holds something else."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ------------------------------------------------------------------------------------------------ mnad detect
+
+DETECT_SCORES_HEADER = ["frame", "time", "psnr", "distance", "regular_score", "memory_updated", "score", "smoothed", "alert"]
+EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR = "events.jsonl", "events.csv", "summary.json", "annotated.mp4", "maps"
+DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR)
+
+
+class DetectWriter:
+    """The outputs of ``mnad detect``, written as frames are scored: scores.csv and events.jsonl row by row (flushed,
+    so a killed run keeps what it scored), events.csv and summary.json when the run ends (atomically).
+    Creating it replaces an earlier run's outputs in ``out_dir``."""
+
+    def __init__(self, out_dir: Path, *, maps: str | None = None) -> None:
+        self.out_dir, self.maps = Path(out_dir), maps
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / ANNOTATED_VIDEO).unlink(missing_ok=True)
+            if (self.out_dir / MAPS_DIR).is_dir():
+                shutil.rmtree(self.out_dir / MAPS_DIR)
+            if maps:
+                (self.out_dir / MAPS_DIR).mkdir()
+            self._scores = (self.out_dir / SCORES_FILE).open("w", newline="")
+            self._events = (self.out_dir / EVENTS_JSONL).open("w")
+        except OSError as exc:
+            raise DataError(f"{self.out_dir}: cannot write the outputs ({exc.strerror or exc})") from exc
+        self._csv = csv.writer(self._scores)
+        self._write(self._csv.writerow, DETECT_SCORES_HEADER)
+
+    def _write(self, call: Callable[..., Any], *args: Any) -> None:
+        try:
+            call(*args)
+        except OSError as exc:
+            reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            raise DataError(f"{self.out_dir}: cannot write the outputs ({reason})") from exc
+
+    def score(self, row: Any, seconds: float, alert: bool) -> None:
+        self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", f"{row.psnr:.5f}", f"{row.distance:.8f}", f"{row.regular:.8f}",
+                                         int(row.updated), f"{row.score:.6f}", f"{row.smoothed:.6f}", int(alert)])
+        self._write(self._scores.flush)
+
+    def event(self, event: Any) -> None:
+        self._write(self._events.write, json.dumps(asdict(event)) + "\n")
+        self._write(self._events.flush)
+
+    def error_map(self, index: int, error: np.ndarray) -> None:
+        import cv2
+
+        if self.maps == "npy":
+            self._write(np.save, self.out_dir / MAPS_DIR / f"{index:06d}.npy", error.astype(np.float32))
+        elif self.maps == "png":
+            picture = (np.clip(error / max(float(error.max()), 1e-6), 0, 1) * 255).astype(np.uint8)
+            if not cv2.imwrite(str(self.out_dir / MAPS_DIR / f"{index:06d}.png"), picture):
+                raise DataError(f"{self.out_dir / MAPS_DIR}: cannot write the error maps")
+
+    def close(self, events: list[Any], summary: dict) -> None:
+        """Close the row files and write events.csv and summary.json (atomically)."""
+        for handle in (self._scores, self._events):
+            try:
+                handle.close()
+            except OSError:
+                pass
+        table = io.StringIO()
+        names = list(events[0].__dataclass_fields__) if events else ["start_frame", "end_frame", "peak_frame", "peak_score",
+                                                                      "start_time", "end_time", "video"]
+        writer = csv.DictWriter(table, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(asdict(e) for e in events)
+        from mnad.checkpoint import atomic_write_many
+
+        atomic_write_many({self.out_dir / EVENTS_CSV: table.getvalue().encode(),
+                           self.out_dir / SUMMARY_FILE: json.dumps(summary, indent=2).encode()})
+
+
+def read_detect_scores(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a detect run's scores.csv."""
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(handle))

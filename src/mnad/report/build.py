@@ -1,0 +1,126 @@
+"""The report's entry points: ``create_report`` after an evaluation, ``rebuild_report`` for ``mnad report``, and
+``build_report``, which writes the page of a report folder from saved outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mnad.errors import DataError
+from mnad.outputs import METRICS_FILE, TRAIN_LOG
+from mnad.report.page import render_report
+from mnad.report.provenance import PROVENANCE_FILE, collect_provenance, read_provenance, relative_path, write_provenance
+from mnad.report.thumbnails import write_thumbnails
+
+REPORT_FILE = "report.html"
+
+
+def _resolve(base: Path, stored: str | None) -> Path | None:
+    if not stored:
+        return None
+    path = Path(stored)
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
+
+
+def _guess_run_dir(eval_dir: Path) -> Path | None:
+    for folder in (eval_dir, eval_dir.parent):
+        if (folder / TRAIN_LOG).is_file() or (folder / "config.json").is_file():
+            return folder
+    return None
+
+
+def _sources(report_dir: Path, eval_dir: Path | None, run_dir: Path | None) -> tuple[dict, Path, Path | None]:
+    provenance = read_provenance(report_dir)
+    eval_path = eval_dir or _resolve(report_dir, provenance.get("eval_dir")) or report_dir
+    run_path = run_dir or _resolve(report_dir, provenance.get("run_dir")) or _guess_run_dir(eval_path)
+    return provenance, eval_path, run_path
+
+
+def build_report(
+    report_dir: str | Path, *, eval_dir: str | Path | None = None, run_dir: str | Path | None = None, out: str | Path | None = None
+) -> Path:
+    """Write ``report.html`` (into ``out``, default the report folder) from saved outputs; returns its path.
+
+    The evaluation and run folders come from the arguments, else from ``provenance.json`` in the report folder,
+    else the evaluation folder is the report folder and the run folder the one holding a train_log.jsonl beside it.
+    """
+    from mnad.checkpoint import atomic_write
+
+    report_dir = Path(report_dir)
+    provenance, eval_path, run_path = _sources(report_dir, Path(eval_dir) if eval_dir else None, Path(run_dir) if run_dir else None)
+    text = render_report(report_dir, eval_path, run_path, provenance)
+    target = (Path(out) if out is not None else report_dir) / REPORT_FILE
+    try:
+        atomic_write(target, text.encode("utf-8"))
+        target.chmod(0o644)  # a page to share, not a private temporary file
+    except OSError as exc:
+        raise DataError(f"{target}: cannot write the report ({exc.strerror or exc})") from exc
+    return target
+
+
+def create_report(
+    model: Any,
+    config: Any,
+    data_root: str | Path,
+    eval_dir: str | Path,
+    report_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    labels: str | Path | None = None,
+    command: str | None = None,
+    top_k: int = 8,
+    device: str = "cpu",
+) -> Path:
+    """After an evaluation that wrote ``eval_dir``: thumbnails, provenance and the page. Returns the page's path."""
+    report_dir = Path(report_dir)
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{report_dir}: cannot create the report folder ({exc.strerror or exc})") from exc
+    if top_k > 0:
+        write_thumbnails(model, config, data_root, eval_dir, report_dir, top_k=top_k, device=device)
+    provenance = collect_provenance(config, report_dir, eval_dir, checkpoint=checkpoint, data_root=data_root, labels=labels,
+                                    command=command)
+    write_provenance(report_dir, provenance)
+    return build_report(report_dir)
+
+
+def find_report_sources(path: str | Path) -> tuple[Path, Path | None]:
+    """For ``mnad report PATH``: (report folder, evaluation folder, or None when the report folder records it).
+
+    PATH may be a report folder (with provenance.json), an evaluation folder (metrics.json; its report goes to its
+    ``report/`` sub-folder), or a run folder holding one of these one or two levels down.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: folder not found")
+    if (path / PROVENANCE_FILE).is_file():
+        return path, None
+    if (path / METRICS_FILE).is_file():
+        return path / "report", path
+    reports = sorted({p.parent for pattern in ("*/", "*/*/") for p in path.glob(pattern + PROVENANCE_FILE)})
+    evals = sorted({p.parent for pattern in ("*/", "*/*/") for p in path.glob(pattern + METRICS_FILE)})
+    bare = [e for e in evals if e not in reports and e / "report" not in reports]  # evaluations without a report yet
+    found = [(r, None) for r in reports] + [(e / "report", e) for e in bare]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(str(p.relative_to(path)) for p in reports + bare)
+        raise DataError(f"{path}: several reports or evaluations ({names}); name one")
+    raise DataError(f"{path}: no {METRICS_FILE} here or in a sub-folder (run `mnad evaluate --out DIR` first)")
+
+
+def rebuild_report(path: str | Path, *, out: str | Path | None = None) -> Path:
+    """``mnad report``: the page rebuilt from saved outputs, without the model. Returns the page's path."""
+    report_dir, eval_dir = find_report_sources(path)
+    if eval_dir is not None and not (report_dir / PROVENANCE_FILE).is_file():
+        # A report of an evaluation run without --report: record where its sources are, so this folder can be rebuilt.
+        try:
+            report_dir.mkdir(parents=True, exist_ok=True)
+            run_dir = _guess_run_dir(eval_dir)
+            stub = {"eval_dir": relative_path(eval_dir, report_dir), "run_dir": relative_path(run_dir, report_dir) if run_dir else None}
+            write_provenance(report_dir, stub)
+        except OSError as exc:
+            raise DataError(f"{report_dir}: cannot write the report folder ({exc.strerror or exc})") from exc
+    return build_report(report_dir, eval_dir=eval_dir, out=out)

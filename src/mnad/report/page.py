@@ -1,0 +1,201 @@
+"""The report page: one self-contained HTML string (plots embedded as PNG, no script, no network), drawn from the
+evaluation's saved outputs, the run's training log and what the report folder holds (provenance, thumbnails,
+memory figures)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnad.outputs import FIGURES_DIR, METRICS_FILE, SCORES_FILE, TRAIN_LOG, read_figures_index, read_metrics, read_scores, read_train_log
+from mnad.report.plots import histogram_png, roc_png, timeline_png, training_png
+from mnad.report.thumbnails import THUMBS_DIR, read_thumbnail_index
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
+main{max-width:1120px;margin:0 auto;padding:24px}
+header{background:#1d2330;color:#fff;padding:20px 24px}header h1{margin:0 0 4px;font-size:22px}
+header p{margin:0;color:#c5cad6;font-size:13px}
+section{background:#fff;border-radius:8px;padding:16px 20px;margin:0 0 18px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+h2{font-size:18px;margin:0 0 12px}h3{font-size:14px;margin:14px 0 6px}
+.cards{display:flex;flex-wrap:wrap;gap:12px}.card{background:#f0f3f8;border-radius:6px;padding:10px 14px;min-width:120px}
+.card .v{font-size:24px;font-weight:600}.card .k{font-size:12px;color:#5b6475}
+table{border-collapse:collapse;font-size:13px}td,th{padding:4px 10px;border-bottom:1px solid #e3e6ec;text-align:left}
+th{background:#f0f3f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;height:auto;display:block}.row{display:flex;flex-wrap:wrap;gap:12px}.row img{max-width:520px}
+.thumbs{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:14px}
+figure{margin:0}figcaption{font-size:12px;color:#5b6475;margin-top:4px}
+.note{font-size:12px;color:#5b6475}pre{background:#f0f3f8;padding:10px;overflow:auto;font-size:12px}
+code{font-size:12px;word-break:break-all}nav a{color:#c5cad6;margin-right:12px;font-size:13px}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" alt="{_e(alt)}">'
+
+
+def _kv_table(rows: list[tuple[str, Any]], table_id: str = "") -> str:
+    ident = f' id="{_e(table_id)}"' if table_id else ""
+    body = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e('' if v is None else v)}</code></td></tr>" for k, v in rows)
+    return f"<table{ident}>{body}</table>"
+
+
+def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, provenance: dict) -> str:
+    """The report page as one HTML string (deterministic: the same inputs give the same bytes)."""
+    metrics, stored_config = read_metrics(eval_dir / METRICS_FILE)
+    videos = read_scores(eval_dir / SCORES_FILE)
+    config = provenance.get("config") or stored_config
+    per_video = metrics.get("per_video_auc", {})
+    title = f"MNAD evaluation: {config.get('name', '?')} on {config.get('dataset') or 'own footage'}"
+    nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in [
+        ("summary", "Summary"), ("videos", "Per video"), ("roc", "ROC"), ("timelines", "Timelines"),
+        ("localisation", "Localisation"), ("training", "Training"), ("memory", "Memory"), ("provenance", "Provenance")])
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f"<header><h1>{_e(title)}</h1><p>evaluated {_e(provenance.get('created', 'at an unrecorded time'))}"
+        f" &middot; {_e(metrics.get('frames_scored'))} frames of {_e(metrics.get('videos'))} videos</p><nav>{nav}</nav></header><main>",
+    ]
+
+    # summary
+    cards = [
+        ("micro-auc", "micro AUC (all frames pooled)", metrics.get("micro_auc"), True),
+        ("macro-auc", "macro AUC (mean over videos)", metrics.get("macro_auc"), True),
+        ("frames", "frames scored", metrics.get("frames_scored"), False),
+        ("abnormal", "abnormal frames", metrics.get("abnormal_frames"), False),
+        ("nvideos", "videos", metrics.get("videos"), False),
+        ("updates", "test-time memory updates", metrics.get("memory_updates"), False),
+    ]
+    card_html = "".join(
+        f'<div class="card" id="{key}" data-value="{_e("" if value is None else repr(value))}">'
+        f'<div class="v">{_e(_pct(value) if is_auc else ("n/a" if value is None else value))}</div><div class="k">{_e(label)}</div></div>'
+        for key, label, value, is_auc in cards
+    )
+    settings = [("score", f"alpha={metrics.get('alpha')} (PSNR weight), normalisation={metrics.get('normalization')}, "
+                          f"trailing mean over {metrics.get('smoothing', 1)} frame(s)"),
+                ("test-time update", f"{metrics.get('test_update')} (gamma={metrics.get('gamma')})"),
+                ("labels", metrics.get("labels")), ("note", metrics.get("note"))]
+    parts.append(f'<section id="summary"><h2>Summary</h2><div class="cards">{card_html}</div>'
+                 f'<h3>Scoring</h3>{_kv_table(settings)}'
+                 '<p class="note">Micro AUC pools the frames of all videos (the paper\'s metric); macro AUC averages the '
+                 'per-video AUCs of the videos that have both normal and abnormal frames.</p></section>')
+
+    # per-video table
+    rows_html = []
+    for i, v in enumerate(videos):
+        auc = per_video.get(v.name)
+        abnormal = "n/a" if v.label is None else int(v.label.sum())
+        peak = int(np.argmax(v.score))
+        rows_html.append(
+            f'<tr id="video-{i}"><td><a href="#timeline-{i}">{_e(v.name)}</a></td><td class="num">{v.frame.size}</td>'
+            f'<td class="num">{_e(abnormal)}</td><td class="num auc" data-value="{_e("" if auc is None else repr(auc))}">{_e(_pct(auc))}</td>'
+            f'<td class="num">{v.score[peak]:.3f} (frame {int(v.frame[peak])})</td><td class="num">{int(v.updated.sum())}</td></tr>'
+        )
+    parts.append('<section id="videos"><h2>Per-video AUC</h2><table id="per-video"><thead><tr><th>video</th><th>frames scored</th>'
+                 "<th>abnormal</th><th>AUC</th><th>peak score</th><th>memory updates</th></tr></thead><tbody>"
+                 + "".join(rows_html) + "</tbody></table>"
+                 '<p class="note">AUC is n/a for a video whose scored frames are all of one class.</p></section>')
+
+    # ROC and histogram
+    roc, hist = roc_png(videos), histogram_png(videos)
+    body = "".join(_img(png, alt) for png, alt in ((roc, "ROC curve"), (hist, "score histogram")) if png is not None)
+    if not body:
+        body = '<p class="note">No ROC: the scored frames are all of one class (or unlabelled).</p>'
+    parts.append(f'<section id="roc"><h2>ROC curve</h2><div class="row">{body}</div></section>')
+
+    # timelines
+    timeline_html = "".join(f'<figure id="timeline-{i}">{_img(timeline_png(v, per_video.get(v.name)), f"score timeline of video {v.name}")}</figure>'
+                            for i, v in enumerate(videos))
+    parts.append('<section id="timelines"><h2>Score timelines</h2><p class="note">Anomaly score S_t per frame (high = abnormal); '
+                 f"labelled abnormal intervals shaded red; ticks at the bottom mark frames that updated the memory.</p>{timeline_html}</section>")
+
+    # localisation thumbnails
+    thumbs = read_thumbnail_index(report_dir)
+    figures = []
+    for entry in thumbs:
+        path = report_dir / THUMBS_DIR / Path(str(entry.get("file", ""))).name
+        if not path.is_file():
+            continue
+        label = {None: "unlabelled", 0: "labelled normal", 1: "labelled abnormal"}.get(entry.get("label"), "?")
+        caption = f"video {entry.get('video')}, frame {entry.get('frame')}: score {float(entry.get('score', 0)):.3f} ({label})"
+        figures.append(f'<figure class="thumb">{_img(path.read_bytes(), caption)}<figcaption>{_e(caption)}</figcaption></figure>')
+    if figures:
+        loc = ('<p class="note">The highest-scoring frames (at least a clip apart). Left: the frame; middle: its prediction error '
+               "(<code>scoring.error_map</code>) as a heatmap; right: regions whose error is above the frame's mean, as in the "
+               "paper's Fig. 4. Errors come from re-running the model with its trained memory items.</p>"
+               f'<div class="thumbs">{"".join(figures)}</div>')
+    else:
+        loc = ('<p class="note">No localisation thumbnails: they need the model and the frames, and are made by '
+               "<code>mnad evaluate --report DIR</code>.</p>")
+    parts.append(f'<section id="localisation"><h2>Localisation: top-scoring frames</h2>{loc}</section>')
+
+    # training curves
+    log_path = run_dir / TRAIN_LOG if run_dir is not None else None
+    records = read_train_log(log_path) if log_path is not None and log_path.is_file() else []
+    train_png = training_png(records) if records else None
+    if train_png is not None:
+        last = records[-1]
+        total_s = sum(float(r.get("seconds", 0)) for r in records)
+        train_html = (f"{_img(train_png, 'training curves')}<p class=\"note\">{len(records)} epochs logged in "
+                      f"<code>{_e(log_path)}</code>; last epoch: "
+                      + ", ".join(f"{_e(k)}={_e(f'{v:.5g}' if isinstance(v, float) else v)}" for k, v in last.items())
+                      + f"; {total_s:.0f} s of training in all.</p>")
+    else:
+        looked = f" (looked in <code>{_e(run_dir)}</code>)" if run_dir is not None else ""
+        train_html = f'<p class="note">No training log found{looked}.</p>'
+    parts.append(f'<section id="training"><h2>Training</h2>{train_html}</section>')
+
+    # memory figures, when `mnad figures --out <report>/figures` was run
+    memory = read_figures_index(report_dir / FIGURES_DIR)
+    memory_html = []
+    for key, caption in (("matching", "Matching probabilities of queries to memory items (paper Fig. 5)"),
+                         ("tsne", "t-SNE of query features and memory items, coloured by nearest item (paper Figs. 1 and 6)")):
+        path = report_dir / FIGURES_DIR / Path(str(memory.get("files", {}).get(key, ""))).name
+        if memory and path.is_file() and path.suffix == ".png":
+            memory_html.append(f"<figure>{_img(path.read_bytes(), caption)}<figcaption>{_e(caption)}</figcaption></figure>")
+    if not memory_html:
+        memory_html.append('<p class="note">No memory figures in this report folder: '
+                           f"<code>mnad figures --checkpoint CKPT --data-root ROOT --out {_e(report_dir / FIGURES_DIR)}</code> "
+                           "then <code>mnad report</code> adds them.</p>")
+    parts.append(f'<section id="memory"><h2>Memory</h2>{"".join(memory_html)}</section>')
+
+    # provenance
+    checkpoint = provenance.get("checkpoint") or {}
+    versions = provenance.get("versions") or {}
+    prov_rows = [
+        ("command", provenance.get("command", "not recorded")),
+        ("evaluated", provenance.get("created", "not recorded")),
+        ("working folder", provenance.get("working_dir")),
+        ("seed (train.seed)", (config.get("train") or {}).get("seed")),
+        ("checkpoint", checkpoint.get("path", "not recorded")),
+        ("checkpoint file SHA-256", checkpoint.get("file_sha256")),
+        ("checkpoint tensor SHA-256", checkpoint.get("tensor_sha256")),
+        ("epochs trained", checkpoint.get("epochs")),
+        ("data root", provenance.get("data_root")),
+        ("labels", provenance.get("labels") or metrics.get("labels")),
+        ("evaluation folder", eval_dir),
+        ("run folder", run_dir),
+    ]
+    note = "" if provenance.get("command") else ('<p class="note">This evaluation was run without <code>--report</code>: only the config '
+                                  "stored in metrics.json is known.</p>")
+    parts.append(f'<section id="provenance"><h2>Provenance</h2>{note}{_kv_table(prov_rows, "provenance-table")}'
+                 f'<h3>Versions</h3>{_kv_table(list(versions.items()), "versions")}'
+                 f"<h3>Config</h3><pre id=\"config\">{_e(json.dumps(config, indent=2))}</pre></section>")
+    parts.append("</main></body></html>\n")
+    return "\n".join(parts)
+

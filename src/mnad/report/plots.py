@@ -1,0 +1,147 @@
+"""The report's plots, drawn with matplotlib's object API (no pyplot: no global backend or state) and returned as
+PNG bytes; ``figure`` and ``png_bytes`` are shared with ``mnad.figures``."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from mnad.outputs import VideoRows
+
+
+def figure(width: float, height: float, **kwargs: Any) -> Any:
+    """A matplotlib Figure (constrained layout) of the given size in inches."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or state, Agg is used for PNG
+
+    return Figure(figsize=(width, height), layout="constrained", **kwargs)
+
+
+def png_bytes(fig: Any, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes, without the Software metadata entry (the same figure gives the same bytes)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def abnormal_runs(frames: np.ndarray, labels: np.ndarray) -> list[tuple[int, int]]:
+    """Labelled abnormal intervals as (first, last) frame positions, inclusive; a gap in the frames splits a run."""
+    runs: list[tuple[int, int]] = []
+    start = previous = None
+    for frame, label in zip(frames.tolist(), labels.tolist(), strict=True):
+        if label and start is not None and frame == previous + 1:
+            previous = frame
+            continue
+        if start is not None:
+            runs.append((start, previous))
+            start = None
+        if label:
+            start = previous = frame
+    if start is not None:
+        runs.append((start, previous))
+    return runs
+
+
+def roc_png(videos: list[VideoRows]) -> bytes | None:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    labelled = [v for v in videos if v.label is not None]
+    if not labelled:
+        return None
+    labels = np.concatenate([v.label for v in labelled])
+    scores = np.concatenate([v.score for v in labelled])
+    if len(np.unique(labels)) < 2:
+        return None
+    fig = figure(5.2, 4.6)
+    ax = fig.subplots()
+    drawn = 0
+    for v in labelled:
+        if 0 < v.label.sum() < v.label.size:
+            fpr, tpr, _ = roc_curve(v.label, v.score)
+            ax.plot(fpr, tpr, color="0.75", lw=0.8, label=None if drawn else "per video")
+            drawn += 1
+    fpr, tpr, _ = roc_curve(labels, scores)
+    ax.plot(fpr, tpr, color="C0", lw=2, label=f"all frames pooled (AUC {100 * roc_auc_score(labels, scores):.2f}%)")
+    ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=0.8, label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title="ROC, frame level")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return png_bytes(fig)
+
+
+def histogram_png(videos: list[VideoRows]) -> bytes | None:
+    labelled = [v for v in videos if v.label is not None]
+    if not labelled:
+        return None
+    labels = np.concatenate([v.label for v in labelled])
+    scores = np.concatenate([v.score for v in labelled])
+    fig = figure(5.2, 4.6)
+    ax = fig.subplots()
+    bins = np.linspace(min(0.0, scores.min()), max(1.0, scores.max()), 41)
+    for value, name, color in ((0, "normal", "C0"), (1, "abnormal", "C3")):
+        chosen = scores[labels == value]
+        if chosen.size:
+            ax.hist(chosen, bins=bins, density=True, alpha=0.55, color=color, label=f"{name} ({chosen.size} frames)")
+    ax.set(xlabel="anomaly score S_t", ylabel="density", title="Score distribution by label")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return png_bytes(fig)
+
+
+def timeline_png(video: VideoRows, auc: float | None) -> bytes:
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+
+    fig = figure(10, 2.1)
+    ax = fig.subplots()
+    if video.label is not None:
+        for first, last in abnormal_runs(video.frame, video.label):
+            ax.axvspan(first - 0.5, last + 0.5, color="C3", alpha=0.18, lw=0)
+    ax.plot(video.frame, video.score, color="C0", lw=1.1)
+    updated = video.frame[video.updated]
+    low = min(0.0, float(video.score.min()))
+    high = max(1.0, float(video.score.max()))
+    if updated.size:
+        ax.plot(updated, np.full(updated.size, low - 0.03 * (high - low)), "|", color="0.55", ms=4)
+    ax.set_xlim(video.frame.min() - 0.5, video.frame.max() + 0.5)
+    ax.set_ylim(low - 0.06 * (high - low), high + 0.05 * (high - low))
+    title = f"video {video.name}" + (f": AUC {100 * auc:.2f}%" if auc is not None else "")
+    ax.set_title(title, fontsize=10, loc="left")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("frame", fontsize=8)
+    ax.set_ylabel("score", fontsize=8)
+    ax.tick_params(labelsize=8)
+    handles = [Patch(color="C3", alpha=0.3, label="labelled abnormal")] if video.label is not None else []
+    if updated.size:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], marker="|", ls="", color="0.55", label="memory updated"))
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)  # beside, not over
+    ax.grid(alpha=0.25)
+    return png_bytes(fig)
+
+
+def training_png(records: list[dict]) -> bytes | None:
+    from matplotlib.ticker import MaxNLocator
+
+    keys = [k for k in records[0] if k not in ("epoch", "seconds") and isinstance(records[0][k], int | float)] if records else []
+    keys = [k for k in keys if all(isinstance(r.get(k), int | float) for r in records)][:8]
+    if not keys:
+        return None
+    epochs = [r["epoch"] for r in records]
+    fig = figure(min(3.0 * len(keys), 15), 2.8)
+    axes = np.atleast_1d(fig.subplots(1, len(keys)))
+    for ax, key in zip(axes, keys, strict=True):
+        values = np.array([r[key] for r in records], dtype=np.float64)
+        ax.plot(epochs, values, marker="o" if len(records) < 30 else None, ms=3, lw=1.2, color="C2" if key == "lr" else "C0")
+        if (values > 0).all() and values.max() / values.min() > 20:
+            ax.set_yscale("log")
+        ax.set_title(key.removeprefix("loss_") + (" loss" if key.startswith("loss_") else ""), fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    return png_bytes(fig)
+

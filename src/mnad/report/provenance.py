@@ -1,0 +1,126 @@
+"""How an evaluation was run: command, config, checkpoint hashes, library versions (``provenance.json``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shlex
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnad.outputs import TRAIN_LOG, read_json_dict
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_metadata(path: str | Path) -> dict:
+    """The JSON metadata of a safetensors checkpoint (its stored tensor SHA-256 and extras), without loading tensors."""
+    try:
+        with Path(path).open("rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        return header.get("__metadata__") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def library_versions() -> dict[str, str]:
+    import cv2
+    import matplotlib
+    import sklearn
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        mnad_version = version("mnad")
+    except Exception:  # noqa: BLE001 - running from a source tree without metadata
+        mnad_version = "unknown"
+    return {
+        "mnad": mnad_version,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "scikit-learn": sklearn.__version__,
+        "matplotlib": matplotlib.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def relative_path(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` (absolute when they are on different drives)."""
+    try:
+        return os.path.relpath(path.resolve(), start.resolve())
+    except ValueError:  # another drive
+        return str(path.resolve())
+
+
+def collect_provenance(
+    config: Any,
+    report_dir: str | Path,
+    eval_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    data_root: str | Path | None = None,
+    labels: str | Path | None = None,
+    command: str | None = None,
+) -> dict:
+    """What a report needs to say how its numbers were made. Paths to other folders are stored relative to the
+    report folder, so the report, the evaluation and the run can move together."""
+    report_dir, eval_dir = Path(report_dir), Path(eval_dir)
+    config_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    record: dict[str, Any] = {
+        "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "command": command or "python " + shlex.join(sys.argv),
+        "working_dir": os.getcwd(),
+        "seed": config_dict.get("train", {}).get("seed"),
+        "data_root": str(Path(data_root).resolve()) if data_root else None,
+        "labels": str(Path(labels).resolve()) if labels else None,
+        "eval_dir": relative_path(eval_dir, report_dir),
+        "run_dir": None,
+        "checkpoint": None,
+        "versions": library_versions(),
+        "config": config_dict,
+    }
+    if checkpoint is not None:
+        from mnad.checkpoint import resolve_checkpoint
+
+        path = resolve_checkpoint(checkpoint)
+        meta = checkpoint_metadata(path)
+        try:
+            extra = json.loads(meta.get("extra", "{}"))
+        except json.JSONDecodeError:
+            extra = {}
+        record["checkpoint"] = {
+            "path": str(path.resolve()),
+            "file_sha256": file_sha256(path),
+            "tensor_sha256": meta.get("sha256"),
+            "epochs": extra.get("epochs", extra.get("epoch")),
+        }
+        run_dir = path.resolve().parent
+        if (run_dir / TRAIN_LOG).is_file() or (run_dir / "config.json").is_file():
+            record["run_dir"] = relative_path(run_dir, report_dir)
+    return record
+
+
+def write_provenance(report_dir: Path, record: dict) -> None:
+    (report_dir / PROVENANCE_FILE).write_text(json.dumps(record, indent=2))
+
+
+def read_provenance(report_dir: Path) -> dict:
+    """The report folder's provenance.json; {} when there is none (or it does not parse)."""
+    return read_json_dict(report_dir / PROVENANCE_FILE)

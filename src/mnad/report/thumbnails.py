@@ -1,0 +1,141 @@
+"""Localisation thumbnails of the highest-scoring frames (``thumbs/*.png`` and ``thumbs/thumbs.json``).
+
+They need the model and the frames, so they are made once, by ``mnad evaluate --report``; the page only reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnad.errors import DataError
+from mnad.outputs import SCORES_FILE, VideoRows, read_scores
+
+THUMBS_DIR = "thumbs"
+THUMBS_INDEX = "thumbs.json"
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60] or "video"
+
+
+def pick_top_frames(videos: list[VideoRows], k: int, *, gap: int = 5) -> list[tuple[int, int]]:
+    """(video index, row index) of the k highest scores, at least ``gap`` frames apart within a video, so the
+    thumbnails show different moments rather than one event's neighbouring frames."""
+    candidates = [(-float(v.score[i]), vi, int(v.frame[i]), i) for vi, v in enumerate(videos) for i in range(len(v.frame))]
+    candidates.sort()
+    chosen: list[tuple[int, int, int]] = []
+    for _, vi, frame, i in candidates:
+        if len(chosen) >= k:
+            break
+        if any(cv == vi and abs(cf - frame) < gap for cv, cf, _ in chosen):
+            continue
+        chosen.append((vi, frame, i))
+    return [(vi, i) for vi, _, i in chosen]
+
+
+def localisation_image(frame: np.ndarray, error: np.ndarray, *, display: int = 176) -> np.ndarray:
+    """Three panels as in the paper's Fig. 4: the frame, its prediction-error heatmap, and the regions whose error
+    is above the frame's mean. ``frame``: uint8 (H, W, C) BGR or gray; ``error``: (H, W). Returns BGR uint8."""
+    import cv2
+
+    bgr = frame if frame.ndim == 3 and frame.shape[2] == 3 else cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
+    size = (display, display)
+    interpolation = cv2.INTER_LINEAR if display >= max(bgr.shape[:2]) else cv2.INTER_AREA
+    base = cv2.resize(bgr, size, interpolation=interpolation)
+    err = cv2.resize(error.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    top = float(err.max())
+    heat = cv2.applyColorMap(np.clip(err / top * 255 if top > 0 else err * 0, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    blend = cv2.addWeighted(base, 0.45, heat, 0.55, 0)
+    mask = err > float(error.mean())
+    regions = (base * 0.35).astype(np.uint8)
+    tint = cv2.addWeighted(base, 0.4, np.full_like(base, (0, 0, 255)), 0.6, 0)
+    regions[mask] = tint[mask]
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(regions, contours, -1, (255, 255, 255), 1)
+    sep = np.full((display, 4, 3), 255, np.uint8)
+    return np.hstack([base, sep, blend, sep, regions])
+
+
+def clip_error_map(model: Any, config: Any, frames: np.ndarray, device: str) -> np.ndarray:
+    """The pixel-wise prediction error (H, W) of one clip's target frame: the clip (uint8 (T, H, W, C) frames) run
+    through the model with its trained memory items, then ``scoring.error_map``. ``config`` is unused here: it is
+    for a scorer that needs the scoring settings."""
+    import torch
+
+    from mnad.data import to_tensor
+    from mnad.scoring import error_map
+
+    with torch.inference_mode():
+        inputs, target = model.split_clip(to_tensor(frames)[None].to(device))
+        output = model(inputs)
+        return error_map(output.frame, target)[0].float().cpu().numpy()
+
+
+def write_thumbnails(
+    model: Any,
+    config: Any,
+    data_root: str | Path,
+    eval_dir: str | Path,
+    report_dir: str | Path,
+    *,
+    top_k: int = 8,
+    device: str = "cpu",
+) -> list[dict]:
+    """Localisation thumbnails of the top-k scoring test frames (PNG files in ``report_dir/thumbs``) and their index.
+
+    Each frame's clip is run through the model again with the trained memory items (the evaluation's test-time
+    updates are not replayed), and ``scoring.error_map`` is drawn over it (``clip_error_map``).
+    """
+    import cv2
+
+    from mnad.data import split_videos
+
+    rows = read_scores(Path(eval_dir) / SCORES_FILE)
+    out = Path(report_dir) / THUMBS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    old_index = out / THUMBS_INDEX
+    if old_index.is_file():  # drop the thumbnails of an earlier report in this folder
+        try:
+            for entry in json.loads(old_index.read_text()):
+                (out / Path(entry["file"]).name).unlink(missing_ok=True)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    videos = {v.name: v for v in split_videos(data_root, config.dataset, "testing")}
+    m = config.model
+    entries = []
+    model = model.to(device).eval()
+    for rank, (vi, i) in enumerate(pick_top_frames(rows, top_k, gap=max(5, m.t_length)), start=1):
+        video_rows, frame_index = rows[vi], int(rows[vi].frame[i])
+        video = videos.get(video_rows.name)
+        if video is None:
+            raise DataError(f"{data_root}: test video {video_rows.name!r} of {eval_dir} not found; pass the data root that was evaluated")
+        first = frame_index - m.target_index  # the clip whose target is this frame
+        frames = np.stack([video.frame(j, m.image_size, m.channels) for j in range(first, first + m.t_length)])
+        error = clip_error_map(model, config, frames, device)
+        name = f"{rank:02d}_{_safe_name(video_rows.name)}_{frame_index:06d}.png"
+        ok, png = cv2.imencode(".png", localisation_image(frames[m.target_index], error))
+        if not ok:
+            raise DataError(f"{out / name}: could not encode the thumbnail")
+        (out / name).write_bytes(png.tobytes())
+        label = None if video_rows.label is None else int(video_rows.label[i])
+        entries.append({
+            "file": name, "video": video_rows.name, "frame": frame_index, "score": float(video_rows.score[i]), "label": label,
+            "error_mean": float(error.mean()), "error_max": float(error.max()),
+            "above_mean_fraction": float((error > error.mean()).mean()),
+        })
+    old_index.write_text(json.dumps(entries, indent=2))
+    return entries
+
+
+def read_thumbnail_index(report_dir: Path) -> list[dict]:
+    """The entries of the report folder's thumbs/thumbs.json; [] when there is none (or it does not parse)."""
+    try:
+        data = json.loads((report_dir / THUMBS_DIR / THUMBS_INDEX).read_text())
+    except (OSError, ValueError):
+        return []
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []

@@ -1,0 +1,283 @@
+"""The streaming scorer: one frame in, one typed result out (docs/method.md, section 5).
+
+Data flows one way: frames (``mnad.data.sources``) -> clip window -> scoring step -> stream state -> scores.
+``StreamScorer`` owns every piece of state that scoring carries from frame to frame: the frozen scoring copy of the
+model, the memory items (updated at test time when E_t < gamma), the window of recent frames, the causal normaliser
+and the trailing mean. The caller's model is never mutated; the state can be saved and restored (a camera restart).
+
+The scoring step is a pure function, (input frames, target frame, memory items) -> ``StepResult``: the same graph
+runs eagerly, compiled (``eval.compile``) and, exported, in ONNX Runtime (``mnad.export``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from mnad.config import Config
+from mnad.data import split_clip, to_tensor
+from mnad.distributed import checked_device, warn_if_bf16_is_slow
+from mnad.errors import CheckpointError, ConfigError
+from mnad.model import MNAD, inference_copy
+from mnad.model.memory import updated_memory
+from mnad.model.mnad import FrozenCompiled
+from mnad.scoring import (
+    Calibration,
+    RunningMinMax,
+    TrailingMean,
+    abnormality,
+    error_map,
+    feature_distance,
+    mixing_weight,
+    psnr,
+    regular_score,
+)
+
+
+class StepResult(NamedTuple):
+    """What one scoring step computes, batch B (1 when streaming)."""
+
+    frame: torch.Tensor  # predicted (or reconstructed) frame, (B, C, H, W) in [-1, 1]
+    psnr: torch.Tensor  # (B,)
+    distance: torch.Tensor  # D, query-to-nearest-item distance, (B,); zeros without memory
+    regular: torch.Tensor  # E_t, the weighted regular score that gates the memory update, (B,)
+    items: torch.Tensor  # memory items after the gated test-time update, (M, C)
+    error_map: torch.Tensor  # pixel-wise squared error, (B, H, W)
+
+
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], StepResult]
+
+
+class ScoringStep(torch.nn.Module):
+    """One test-time step (docs/method.md 5.1-5.4) on a frozen inference copy of the model: memory in, memory out."""
+
+    def __init__(self, model: MNAD, config: Config) -> None:
+        super().__init__()
+        self.cfg = config.eval
+        self.model = inference_copy(model, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last)
+        self.update_max_over = config.model.update_max_over
+
+    def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> StepResult:
+        if self.cfg.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            output = self.model(inputs, items)
+        p = psnr(output.frame, target, peak=self.cfg.psnr_peak)
+        e = regular_score(output.frame, target, kind=self.cfg.regular_score)
+        errors = error_map(output.frame, target)
+        if self.model.memory is None:
+            return StepResult(output.frame, p, torch.zeros_like(p), e, items, errors)
+        d = feature_distance(output.queries, items)
+        if self.cfg.test_update:  # after scoring this frame, as published; strict '<'
+            new_items = updated_memory(output.queries[0], items, max_over=self.update_max_over)
+            items = torch.where(e[0] < self.cfg.gamma, new_items, items)
+        return StepResult(output.frame, p, d, e, items, errors)
+
+
+def scoring_step(model: MNAD, config: Config) -> Step:
+    """The step scoring runs: ``ScoringStep``, compiled as one graph with its weights frozen under ``eval.compile``
+    (the memory items stay an argument, so test-time updates still reach the next frame)."""
+    if config.eval.bf16:
+        warn_if_bf16_is_slow(next(model.parameters()).device, "scoring")
+    step = ScoringStep(model, config)
+    return FrozenCompiled(step) if config.eval.compile else step
+
+
+@dataclass
+class FrameResult:
+    """One scored frame."""
+
+    index: int  # position of the scored frame in its video (0-based); a clip scores its target frame
+    psnr: float
+    distance: float  # D
+    regular: float  # E_t
+    updated: bool  # whether this frame updated the memory
+    score: float | None  # S_t under the causal normaliser; None under the per-video one (known only at the video's end)
+    smoothed: float | None  # trailing mean of S_t over the last ``smoothing`` frames (causal)
+    error_map: np.ndarray | None = None  # (H, W), when the scorer was asked for maps
+
+
+@dataclass
+class StreamState:
+    """Everything a stream carries from one frame to the next, to save and restore."""
+
+    items: torch.Tensor | None
+    window: list[np.ndarray]  # the last frames (uint8, prepared), at most t_length - 1 of them are needed
+    frames_seen: int  # frames pushed since the start of the current video
+    psnr_range: tuple[float, float]  # running min-max state ('causal')
+    distance_range: tuple[float, float]
+    recent: list[float]  # the trailing mean's scores
+
+
+class StreamScorer:
+    """Scores frames one at a time, in order; causal: a frame's result depends only on it and earlier frames.
+
+    ``normalization``: 'video' (no per-frame S_t: the caller normalises each whole video, the published protocol),
+    'causal' (running min-max) or 'calibrated' (``calibration``'s fixed ranges). ``smoothing``: frames in the
+    trailing mean. ``maps``: also return each frame's error map.
+    """
+
+    def __init__(
+        self,
+        step: Step,
+        config: Config,
+        items: torch.Tensor | None,
+        *,
+        normalization: str | None = None,
+        calibration: Calibration | None = None,
+        smoothing: int | None = None,
+        device: str = "cpu",
+        maps: bool = False,
+    ) -> None:
+        device = str(checked_device(device))
+        self.step, self.config, self.device, self.maps = step, config, device, maps
+        self.normalization = normalization or config.eval.normalization
+        if self.normalization == "calibrated":
+            if calibration is None:
+                if not config.eval.calibration:
+                    raise ConfigError("calibrated normalisation needs a calibration: run `mnad calibrate` first")
+                calibration = Calibration.from_dict(config.eval.calibration)
+        elif self.normalization not in ("video", "causal"):
+            raise ConfigError(f"unknown normalisation {self.normalization!r}")
+        self.calibration = calibration
+        self.alpha = mixing_weight(config)
+        self.smoothing = smoothing or (calibration.smoothing if calibration is not None else config.eval.smoothing)
+        self.has_memory = items is not None
+        # the scorer's own copy: test-time updates never reach the caller's model
+        self._items = (items.detach().clone() if items is not None else torch.zeros(1, config.model.feature_dim)).to(device)
+        m = config.model
+        self._window: deque[torch.Tensor] = deque(maxlen=m.t_length)
+        self._raw: deque[np.ndarray] = deque(maxlen=m.t_length)
+        self._lag = m.t_length - 1 - m.target_index  # a clip scores its target frame, `lag` frames before its last
+        self._seen = 0
+        self._psnr_range, self._distance_range = RunningMinMax(), RunningMinMax()
+        self._mean = TrailingMean(self.smoothing)
+        self._split = functools.partial(split_clip, model=config.model)
+
+    @classmethod
+    def for_model(cls, model: MNAD, config: Config, **options) -> StreamScorer:
+        """A scorer of ``model`` (weights copied and frozen; its memory items copied), or of an exported model."""
+        from mnad.export import OnnxModel
+
+        if isinstance(model, OnnxModel):
+            if config.eval.compile:
+                raise ConfigError("eval.compile applies to PyTorch models, not to an ONNX model")
+            return cls(model.step, config, model.items, **options)
+        items = model.memory.items if model.memory is not None else None
+        return cls(scoring_step(model.eval(), config), config, items, **options)
+
+    @property
+    def items(self) -> torch.Tensor | None:
+        """The memory items as they stand (a copy)."""
+        return self._items.clone() if self.has_memory else None
+
+    def new_video(self) -> None:
+        """Start a new video: frames of different videos are not consecutive, so no clip spans two of them. The memory,
+        the causal normaliser and the trailing mean carry on (a per-video restart of those is the caller's choice)."""
+        self._window.clear()
+        self._raw.clear()
+        self._seen = 0
+
+    def push(self, frame: np.ndarray) -> FrameResult | None:
+        """Score the clip that ``frame`` (uint8 (H, W, C), already resized) completes; None while the window fills."""
+        self._window.append(to_tensor(frame).to(self.device))  # each frame converted once, not once per clip
+        self._raw.append(frame)
+        index = self._seen - self._lag
+        self._seen += 1
+        if len(self._window) < self._window.maxlen:
+            return None
+        inputs, target = self._split(torch.stack(tuple(self._window))[None])
+        with torch.inference_mode():
+            result = self.step(inputs, target, self._items)
+        updated = self.has_memory and not torch.equal(result.items, self._items)
+        if updated:
+            self._items = result.items.clone()
+        p, d = float(result.psnr[0]), float(result.distance[0])
+        score = smoothed = None
+        if self.normalization != "video":
+            score = float(self._normalised_score(p, d))
+            smoothed = self._mean(score)
+        errors = result.error_map[0].float().cpu().numpy() if self.maps else None
+        return FrameResult(index, p, d, float(result.regular[0]), updated, score, smoothed, errors)
+
+    def _normalised_score(self, p: float, d: float) -> float:
+        if self.calibration is not None:
+            return abnormality(self.calibration.scale_psnr(p), self.calibration.scale_distance(d), self.alpha)
+        g_d = self._distance_range(d) if self.alpha < 1 else 0.0
+        return abnormality(self._psnr_range(p), g_d, self.alpha)
+
+    def recent_frame(self, index: int) -> np.ndarray:
+        """A prepared frame of the current window by its position in the video (the scored frame of the last result)."""
+        offset = index - (self._seen - len(self._raw))
+        if not 0 <= offset < len(self._raw):
+            raise IndexError(f"frame {index} is no longer in the window")
+        return self._raw[offset]
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def state(self) -> StreamState:
+        return StreamState(
+            items=self.items,
+            window=list(self._raw),
+            frames_seen=self._seen,
+            psnr_range=(self._psnr_range.low, self._psnr_range.high),
+            distance_range=(self._distance_range.low, self._distance_range.high),
+            recent=list(self._mean.recent),
+        )
+
+    def restore(self, state: StreamState) -> None:
+        """Continue from ``state`` (of a scorer of the same model): the next frame scores as it would have."""
+        if (state.items is None) == self.has_memory or (state.items is not None and state.items.shape != self._items.shape):
+            raise ConfigError("the stream state belongs to another model (its memory differs)")
+        if state.items is not None:
+            self._items = state.items.detach().clone().to(self.device)
+        self._window.clear()
+        self._raw.clear()
+        for frame in state.window[-self._window.maxlen:]:
+            self._window.append(to_tensor(frame).to(self.device))
+            self._raw.append(frame)
+        self._seen = state.frames_seen
+        self._psnr_range = RunningMinMax(*state.psnr_range)
+        self._distance_range = RunningMinMax(*state.distance_range)
+        self._mean = TrailingMean(self.smoothing, list(state.recent)[-self.smoothing:])
+
+    def save_state(self, path: str | Path) -> None:
+        """Write the state as safetensors (tensors and JSON metadata, no code), atomically."""
+        from safetensors.torch import save
+
+        from mnad.checkpoint import atomic_write, tensor_digest
+
+        s = self.state()
+        tensors = {f"window.{i}": torch.from_numpy(np.ascontiguousarray(f)) for i, f in enumerate(s.window)}
+        if s.items is not None:
+            tensors["items"] = s.items.cpu().contiguous()
+        meta = {"frames_seen": s.frames_seen, "psnr_range": s.psnr_range, "distance_range": s.distance_range, "recent": s.recent}
+        atomic_write(Path(path), save(tensors, metadata={"mnad_stream_state": json.dumps(meta), "sha256": tensor_digest(tensors)}))
+
+    def load_state(self, path: str | Path) -> None:
+        """Restore a state written by ``save_state``, checked by its hash."""
+        from safetensors import safe_open
+
+        from mnad.checkpoint import tensor_digest
+
+        path = Path(path)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = handle.metadata() or {}
+                tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 (safe_open has no iterator)
+            info = json.loads(meta["mnad_stream_state"])
+        except (OSError, KeyError, ValueError, Exception) as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"{path}: not a readable stream state ({exc})") from exc
+        if meta.get("sha256") != tensor_digest(tensors):
+            raise CheckpointError(f"{path}: the stream state's hash does not match its contents (damaged or edited)")
+        window = [tensors[f"window.{i}"].numpy() for i in range(sum(k.startswith("window.") for k in tensors))]
+        self.restore(StreamState(tensors.get("items"), window, int(info["frames_seen"]), tuple(info["psnr_range"]),
+                                 tuple(info["distance_range"]), [float(v) for v in info["recent"]]))
