@@ -66,6 +66,15 @@ def test_realtime_benchmark_writes_json_that_the_performance_doc_renders(tmp_pat
     assert f"{100 * committed:.2f}" in section and "Quick run" in section
 
 
+def test_the_performance_doc_shows_renamed_recipes_under_their_new_name() -> None:
+    renamed = load_script("make_performance_doc").renamed
+    assert renamed("ped2_pred_realtime") == "ped2_pred_fast_smoothed"
+    assert renamed("ped2_pred_realtime_seed1, ped2_pred_realtime_compiled") == "ped2_pred_fast_smoothed_seed1, ped2_pred_fast_smoothed_compiled"
+    assert renamed("ped2_pred_192_realtime") == "ped2_pred_192_smoothed"
+    # a name that only begins like a renamed one keeps its name
+    assert renamed("ped2_pred_realtime_x") == "ped2_pred_realtime_x"
+
+
 def test_realtime_benchmark_refuses_an_unknown_candidate(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         load_script("realtime").main(["--quick", "--candidates", "pred999", "--out", str(tmp_path / "x.json")])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from mnad.cli import main
+from mnad.config import load_config, recipe_names
 
 TINY = ["--set", "model.image_size=32", "--set", "model.width=8", "--epochs", "1",
         "--set", "train.bf16=false", "--set", "train.channels_last=false", "--quiet"]
@@ -86,10 +88,19 @@ def test_recipes_show_prints_full_configs(capsys: pytest.CaptureFixture[str]) ->
     assert blocks["ped2_recon"]["model"]["task"] == "recon" and blocks["ped2_recon"]["eval"]["alpha"] == 0.7
     assert blocks["ped2_recon"]["train"]["lambda_compact"] == 0.01
     assert blocks["ped2_pred_fast"]["model"]["image_size"] == 128
-    # the real-time recipe's results are the ped2_pred_fast runs rescored: it must train exactly the same model
-    realtime, fast = blocks["ped2_pred_realtime"], blocks["ped2_pred_fast"]
-    assert realtime["model"] == fast["model"] and realtime["train"] == fast["train"]
-    assert realtime["eval"] | {"alpha": 0.6, "smoothing": 1, "bf16": False, "channels_last": False} == fast["eval"]
+    # ped2_pred_fast_smoothed's results are the ped2_pred_fast runs rescored: it must train exactly the same model
+    smoothed, fast = blocks["ped2_pred_fast_smoothed"], blocks["ped2_pred_fast"]
+    assert smoothed["model"] == fast["model"] and smoothed["train"] == fast["train"]
+    assert smoothed["eval"] | {"alpha": 0.6, "smoothing": 1, "bf16": False, "channels_last": False} == fast["eval"]
+    assert "ped2_pred_realtime" not in blocks  # renamed by issue #17: its per-video normalisation is not causal
+
+
+def test_no_recipe_name_promises_causal_scores_it_does_not_give() -> None:
+    # issue #17: "real-time", "causal", "live" or "stream" may name only a recipe whose scores use no later frame
+    # and no statistic of the test set, i.e. not the published per-video min-max normalisation
+    for name in recipe_names():
+        if re.search(r"real.?time|causal|live|stream", name):
+            assert load_config(name).eval.normalization != "video", name
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

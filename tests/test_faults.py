@@ -273,7 +273,7 @@ def test_disk_full_during_training_keeps_last_checkpoint_then_resumes(synthetic_
     assert temp_files(out) == []
     monkeypatch.setattr(checkpoint.os, "fsync", real_fsync)  # space freed: resume finishes the run
     train(config, synthetic_root, out, resume=True, progress=False)
-    assert read_checkpoint(out / MODEL_FILE)[2] == {"epochs": 2}
+    assert read_checkpoint(out / MODEL_FILE)[2]["epochs"] == 2
 
 
 def test_disk_full_while_writing_evaluation_outputs(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -102,7 +102,7 @@ def test_report_images_are_embedded_pngs(evaluated: dict) -> None:
     for entry in thumbs:
         png = cv2.imread(str(evaluated["report"] / "thumbs" / entry["file"]))
         assert png.shape[1] > 2.5 * png.shape[0]
-        assert 0 < entry["above_mean_fraction"] < 1
+        assert 0 < entry["region_fraction"] < 1
 
 
 def test_report_provenance(evaluated: dict) -> None:
@@ -163,7 +163,8 @@ def test_outputs_write_what_the_evaluation_wrote(evaluated: dict) -> None:
         def column(key: str, kind: type = float, mine: list[dict] = mine) -> np.ndarray:
             return np.array([kind(r[key]) for r in mine])
 
-        videos.append(SimpleNamespace(name=name, frames=column("frame", int), psnr=column("psnr"), distance=column("distance"),
+        videos.append(SimpleNamespace(name=name, frames=column("frame", int), psnr=column("psnr"), patch_psnr=column("patch_psnr"),
+                                      distance=column("distance"),
                                       regular=column("regular_score"), updated=column("memory_updated", int), score=column("score"),
                                       labels=column("label", int)))
     assert outputs.scores_csv_bytes(videos) == scores_path.read_bytes()
@@ -173,16 +174,17 @@ def test_outputs_write_what_the_evaluation_wrote(evaluated: dict) -> None:
         assert np.array_equal(got.frame, want.frames) and np.array_equal(got.score, want.score)
         assert np.array_equal(got.label, want.labels) and np.array_equal(got.updated, want.updated.astype(bool))
     metrics, config = outputs.read_metrics(metrics_path)
-    assert outputs.metrics_json_bytes(metrics, config) == metrics_path.read_bytes()
+    assert outputs.metrics_json_bytes(metrics, config, scores_path.read_bytes()) == metrics_path.read_bytes()
     assert config["model"]["width"] == 8 and metrics["videos"] == 2
 
 
 def test_outputs_round_trip_without_labels(tmp_path: Path) -> None:
-    video = SimpleNamespace(name="a b", frames=np.array([4, 5]), psnr=np.array([30.0, 31.5]), distance=np.array([0.1, 0.2]),
+    video = SimpleNamespace(name="a b", frames=np.array([4, 5]), psnr=np.array([30.0, 31.5]), patch_psnr=np.array([20.0, 21.5]),
+                            distance=np.array([0.1, 0.2]),
                             regular=np.array([0.5, 0.25]), updated=np.array([True, False]), score=np.array([0.0, 1.0]), labels=None)
-    assert outputs.scores_csv_bytes([video]) == (b"video,frame,psnr,distance,regular_score,memory_updated,score,label\r\n"
-                                                 b"a b,4,30.000000,0.10000000,0.50000000,1,0.000000,\r\n"
-                                                 b"a b,5,31.500000,0.20000000,0.25000000,0,1.000000,\r\n")
+    assert outputs.scores_csv_bytes([video]) == (b"video,frame,psnr,distance,regular_score,memory_updated,score,label,patch_psnr\r\n"
+                                                 b"a b,4,30.000000,0.10000000,0.50000000,1,0.000000,,20.000000\r\n"
+                                                 b"a b,5,31.500000,0.20000000,0.25000000,0,1.000000,,21.500000\r\n")
     outputs.write_evaluation(tmp_path / "eval", [video], {"micro_auc": None, "videos": 1}, {"name": "x"})
     (got,) = outputs.read_scores(tmp_path / "eval" / outputs.SCORES_FILE)
     assert got.name == "a b" and got.label is None and got.updated.tolist() == [True, False] and got.psnr.tolist() == [30.0, 31.5]
@@ -311,3 +313,20 @@ def test_report_renders_in_headless_chromium(evaluated: dict, tmp_path: Path) ->
     assert image.std() > 20
     hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
     assert (hsv[..., 1] > 100).mean() > 0.005  # coloured pixels: the ROC curve, the shading, the heatmaps
+
+
+def test_scores_and_metrics_of_different_runs_are_refused(tmp_path: Path) -> None:
+    """A kill between two writes, or a copied file, must not pair one run's scores with another's metrics silently."""
+    from types import SimpleNamespace
+
+    def video(score: float) -> SimpleNamespace:
+        return SimpleNamespace(name="01", frames=np.array([4, 5]), psnr=np.array([30.0, 31.0]), patch_psnr=np.array([20.0, 21.0]),
+                               distance=np.array([0.1, 0.2]), regular=np.array([0.5, 0.2]), updated=np.array([True, False]),
+                               score=np.array([score, 1.0]), labels=np.array([0, 1]))
+
+    outputs.write_evaluation(tmp_path / "a", [video(0.0)], {"micro_auc": 1.0}, {"name": "x"})
+    outputs.write_evaluation(tmp_path / "b", [video(0.5)], {"micro_auc": 1.0}, {"name": "x"})
+    assert outputs.read_evaluation(tmp_path / "a")[0] == {"micro_auc": 1.0}
+    (tmp_path / "a" / outputs.SCORES_FILE).write_bytes((tmp_path / "b" / outputs.SCORES_FILE).read_bytes())
+    with pytest.raises(DataError, match="does not belong"):
+        outputs.read_evaluation(tmp_path / "a")

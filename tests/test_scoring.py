@@ -169,7 +169,7 @@ def pair_auc(labels: list[int], scores: list[float]) -> float:
 def video(name: str, labels: list[int], scores: list[float]) -> VideoScores:
     n = len(labels)
     zeros = np.zeros(n)
-    return VideoScores(name=name, frames=np.arange(n), psnr=zeros, distance=zeros, regular=zeros,
+    return VideoScores(name=name, frames=np.arange(n), psnr=zeros, patch_psnr=zeros, distance=zeros, regular=zeros,
                        updated=np.zeros(n, dtype=bool), score=np.array(scores), labels=np.array(labels))
 
 

@@ -62,13 +62,24 @@ def calibrate(
     if overlap:
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
                     "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
+    psnr_values, patch_values, distances = footage_terms(model, config, videos, device=device, progress=progress)
+    return fit_calibration(patch_values if config.eval.psnr_region == "patch" else psnr_values, distances,
+                           alpha=mixing_weight(config), false_alarm_rate=false_alarm_rate, smoothing=smoothing,
+                           footage=[f"{p}[{a}:{b}]" for p, a, b in spans], where=str(videos[0].path))
+
+
+def footage_terms(
+    model: MNAD, config: Config, videos: list[Video], *, device: str = "cpu", progress: bool = True
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """PSNR, patch PSNR and D of every scored frame of each video (memory carried across them, as when scoring);
+    refuses footage that never changes."""
     scorer = StreamScorer.for_model(model, config, normalization="video", device=device)
     size, channels = config.model.image_size, config.model.channels
-    psnr_values, distances, changes = [], [], 0.0
+    psnr_values, patch_values, distances, changes = [], [], [], 0.0
     with tqdm(total=sum(len(v) for v in videos), desc="calibrating", unit="frame", disable=not progress, leave=False) as bar:
         for video in videos:
             scorer.new_video()
-            p, d, previous = [], [], None
+            rows, previous = [], None
             for i in range(len(video)):
                 frame = video.frame(i, size, channels)
                 if previous is not None:
@@ -77,28 +88,42 @@ def calibrate(
                 row = scorer.push(frame)
                 bar.update(1)
                 if row is not None:
-                    p.append(row.psnr)
-                    d.append(row.distance)
-            psnr_values.append(np.array(p))
-            distances.append(np.array(d))
-    all_p, all_d = np.concatenate(psnr_values), np.concatenate(distances)
-    needed = math.ceil(1 / false_alarm_rate)
-    if all_p.size < needed:
-        raise DataError(f"{videos[0].path}: calibration footage too short: {all_p.size} frames scored, a false-alarm rate "
-                        f"of {false_alarm_rate} needs at least {needed} normal frames")
+                    rows.append(row)
+            psnr_values.append(np.array([r.psnr for r in rows]))
+            patch_values.append(np.array([r.patch_psnr for r in rows]))
+            distances.append(np.array([r.distance for r in rows]))
     if changes == 0:
         raise DataError(f"{videos[0].path}: calibration footage does not change (every frame is the same picture); "
                         "calibrate on real normal footage")
+    return psnr_values, patch_values, distances
+
+
+def fit_calibration(
+    psnr_values: list[np.ndarray],
+    distances: list[np.ndarray],
+    *,
+    alpha: float,
+    false_alarm_rate: float,
+    smoothing: int,
+    footage: list[str] | None = None,
+    where: str = "calibration footage",
+) -> Calibration:
+    """The calibration of per-video PSNR and D series of normal footage (each video smoothed on its own, as separate
+    recordings): ranges from their 1st-99th percentiles, thresholds from quantiles of the smoothed score."""
+    all_p, all_d = np.concatenate(psnr_values), np.concatenate(distances)
+    needed = math.ceil(1 / false_alarm_rate)
+    if all_p.size < needed:
+        raise DataError(f"{where}: calibration footage too short: {all_p.size} frames scored, a false-alarm rate "
+                        f"of {false_alarm_rate} needs at least {needed} normal frames")
     ranges = {
         "psnr_low": float(np.percentile(all_p, 1)), "psnr_high": float(np.percentile(all_p, 99)),
         "distance_low": float(np.percentile(all_d, 1)), "distance_high": float(np.percentile(all_d, 99)),
     }
     if ranges["psnr_high"] - ranges["psnr_low"] < 1e-6:
-        raise DataError(f"{videos[0].path}: the calibration footage's PSNR does not vary; calibrate on real normal footage")
+        raise DataError(f"{where}: the calibration footage's PSNR does not vary; calibrate on real normal footage")
     fitted = Calibration(**ranges, threshold=0.0, false_alarm_rate=false_alarm_rate, smoothing=smoothing,
-                         frames=int(all_p.size), footage=[f"{p}[{a}:{b}]" for p, a, b in spans])
-    alpha = mixing_weight(config)
-    smoothed = np.concatenate([  # each video on its own, as separate recordings
+                         frames=int(all_p.size), footage=list(footage or []))
+    smoothed = np.concatenate([
         smooth(anomaly_score(p, d, alpha=alpha, normalization="calibrated", calibration=fitted), smoothing)
         for p, d in zip(psnr_values, distances, strict=True)
     ])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import shlex
 import signal
 import sys
@@ -380,6 +381,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Warnings(logging.Handler):
+    """The package's warnings as one `mnad: warning: ...` line each on standard error."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"mnad: warning: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("mnad")
+    if not any(isinstance(h, _Warnings) for h in logger.handlers):
+        logger.addHandler(_Warnings(logging.WARNING))
+        logger.propagate = False
+
+
 def _on_sigterm() -> Any:
     """SIGTERM raises ``Terminated`` (as Ctrl-C raises KeyboardInterrupt) so a run completes its outputs; returns the
     previous handler, or None where handlers cannot be set (not the main thread)."""
@@ -395,6 +410,7 @@ def _on_sigterm() -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for reports' provenance
+    _show_warnings()
     previous = _on_sigterm()
     try:
         args.func(args)

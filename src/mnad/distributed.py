@@ -102,10 +102,13 @@ def bf16_is_native(device: torch.device | str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def warn_if_bf16_is_slow(device: torch.device | str, what: str) -> None:
-    if not bf16_is_native(device):
-        log.warning("%s asks for bf16, but this CPU has no native bf16 (AVX512-BF16 or AMX): it is emulated and runs "
-                    "far slower than fp32; turn it off (%s)", what, "--set train.bf16=false" if what == "training" else "drop --bf16")
+def native_bf16(requested: bool, device: torch.device | str, what: str) -> bool:
+    """bf16 where it was asked for and runs natively; where it would be emulated, fp32 instead, said once."""
+    if requested and not bf16_is_native(device):
+        log.warning("%s: bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX) and would emulate it, far "
+                    "slower than fp32: using fp32", what)
+        return False
+    return requested
 
 
 def checked_device(device: str | torch.device) -> torch.device:

@@ -36,6 +36,7 @@ class VideoScores:
     name: str
     frames: np.ndarray  # frame positions that have a score (a prediction model skips the first t_length-1)
     psnr: np.ndarray
+    patch_psnr: np.ndarray
     distance: np.ndarray
     regular: np.ndarray
     updated: np.ndarray
@@ -69,6 +70,7 @@ def score_videos(
                 name=video.name,
                 frames=np.array([r.index for r in rows]),
                 psnr=np.array([r.psnr for r in rows]),
+                patch_psnr=np.array([r.patch_psnr for r in rows]),
                 distance=np.array([r.distance for r in rows]),
                 regular=np.array([r.regular for r in rows]),
                 updated=np.array([r.updated for r in rows]),
@@ -80,12 +82,17 @@ def score_videos(
     return results
 
 
+def psnr_term(video: VideoScores, config: Config) -> np.ndarray:
+    """The PSNR series S_t uses: the whole frame's, or the worst patch's (``eval.psnr_region``)."""
+    return video.patch_psnr if config.eval.psnr_region == "patch" else video.psnr
+
+
 def add_scores(videos: list[VideoScores], config: Config) -> None:
     """S_t per video: PSNR and D normalised per video (or causally), mixed with alpha (PSNR only without memory),
     then averaged over the last eval.smoothing frames (1: not at all, the published protocol)."""
     alpha = mixing_weight(config)
     for v in videos:
-        v.score = smooth(anomaly_score(v.psnr, v.distance, alpha=alpha, normalization=config.eval.normalization,
+        v.score = smooth(anomaly_score(psnr_term(v, config), v.distance, alpha=alpha, normalization=config.eval.normalization,
                                        calibration=config.eval.calibration or None), config.eval.smoothing)
 
 

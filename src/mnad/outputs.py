@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import shutil
@@ -34,7 +35,7 @@ TRAIN_LOG = "train_log.jsonl"
 FIGURES_DIR = "figures"  # `mnad figures --out <report>/figures` puts the memory figures on the report page
 FIGURES_INDEX = "figures.json"
 
-SCORES_HEADER = ["video", "frame", "psnr", "distance", "regular_score", "memory_updated", "score", "label"]
+SCORES_HEADER = ["video", "frame", "psnr", "distance", "regular_score", "memory_updated", "score", "label", "patch_psnr"]
 
 
 # ----------------------------------------------------------------------------------------------- scores.csv
@@ -46,6 +47,7 @@ class ScoredVideo(Protocol):
     name: str
     frames: Any  # frame positions, ints
     psnr: Any
+    patch_psnr: Any
     distance: Any
     regular: Any
     updated: Any
@@ -62,7 +64,7 @@ def scores_csv_bytes(videos: list[ScoredVideo]) -> bytes:
         labels = v.labels if v.labels is not None else [""] * len(v.frames)
         for i, frame in enumerate(v.frames):
             writer.writerow([v.name, int(frame), f"{v.psnr[i]:.6f}", f"{v.distance[i]:.8f}", f"{v.regular[i]:.8f}",
-                             int(v.updated[i]), f"{v.score[i]:.6f}", labels[i]])
+                             int(v.updated[i]), f"{v.score[i]:.6f}", labels[i], f"{v.patch_psnr[i]:.6f}"])
     return buffer.getvalue().encode()
 
 
@@ -113,9 +115,25 @@ def read_scores(path: str | Path) -> list[VideoRows]:
 # ----------------------------------------------------------------------------------------------- metrics.json
 
 
-def metrics_json_bytes(metrics: dict, config: dict) -> bytes:
-    """metrics.json: the metrics and the config dict (``Config.to_dict()``) that made them."""
-    return json.dumps({"metrics": metrics, "config": config}, indent=2).encode()
+def metrics_json_bytes(metrics: dict, config: dict, scores: bytes | None = None) -> bytes:
+    """metrics.json: the metrics and the config dict (``Config.to_dict()``) that made them, and the SHA-256 of the
+    scores.csv written with them (so a pair from two different runs is caught)."""
+    data: dict[str, Any] = {"metrics": metrics, "config": config}
+    if scores is not None:
+        data["scores_sha256"] = hashlib.sha256(scores).hexdigest()
+    return json.dumps(data, indent=2).encode()
+
+
+def read_evaluation(folder: str | Path) -> tuple[dict, dict, list[VideoRows]]:
+    """(metrics, config dict, scores) of an evaluation folder, checked to belong together."""
+    folder = Path(folder)
+    metrics, config = read_metrics(folder / METRICS_FILE)
+    stored = json.loads((folder / METRICS_FILE).read_text()).get("scores_sha256")
+    if stored is not None and (folder / SCORES_FILE).is_file():
+        if hashlib.sha256((folder / SCORES_FILE).read_bytes()).hexdigest() != stored:
+            raise DataError(f"{folder / SCORES_FILE}: does not belong to {METRICS_FILE} beside it (its SHA-256 differs from the "
+                            "one recorded there: another run's file, or altered); evaluate again")
+    return metrics, config, read_scores(folder / SCORES_FILE)
 
 
 def read_metrics(path: str | Path) -> tuple[dict, dict]:
@@ -138,7 +156,8 @@ def write_evaluation(out_dir: str | Path, videos: list[ScoredVideo], metrics: di
     from mnad.checkpoint import atomic_write_many
 
     out_dir = Path(out_dir)
-    atomic_write_many({out_dir / SCORES_FILE: scores_csv_bytes(videos), out_dir / METRICS_FILE: metrics_json_bytes(metrics, config)})
+    scores = scores_csv_bytes(videos)
+    atomic_write_many({out_dir / SCORES_FILE: scores, out_dir / METRICS_FILE: metrics_json_bytes(metrics, config, scores)})
 
 
 # ----------------------------------------------------------------------------------------------- training log
@@ -176,7 +195,7 @@ def read_json_dict(path: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ mnad detect
 
-DETECT_SCORES_HEADER = ["frame", "time", "psnr", "distance", "regular_score", "memory_updated", "score", "smoothed", "alert"]
+DETECT_SCORES_HEADER = ["frame", "time", "psnr", "patch_psnr", "distance", "regular_score", "memory_updated", "score", "smoothed", "alert"]
 EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR = "events.jsonl", "events.csv", "summary.json", "annotated.mp4", "maps"
 DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR)
 
@@ -210,7 +229,8 @@ class DetectWriter:
             raise DataError(f"{self.out_dir}: cannot write the outputs ({reason})") from exc
 
     def score(self, row: Any, seconds: float, alert: bool) -> None:
-        self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", f"{row.psnr:.5f}", f"{row.distance:.8f}", f"{row.regular:.8f}",
+        self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", f"{row.psnr:.5f}", f"{row.patch_psnr:.5f}",
+                                         f"{row.distance:.8f}", f"{row.regular:.8f}",
                                          int(row.updated), f"{row.score:.6f}", f"{row.smoothed:.6f}", int(alert)])
         self._write(self._scores.flush)
 

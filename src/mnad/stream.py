@@ -24,7 +24,7 @@ import torch
 
 from mnad.config import Config
 from mnad.data import split_clip, to_tensor
-from mnad.distributed import checked_device, warn_if_bf16_is_slow
+from mnad.distributed import checked_device, native_bf16
 from mnad.errors import CheckpointError, ConfigError
 from mnad.model import MNAD, inference_copy
 from mnad.model.memory import updated_memory
@@ -37,6 +37,7 @@ from mnad.scoring import (
     error_map,
     feature_distance,
     mixing_weight,
+    patch_psnr,
     psnr,
     regular_score,
 )
@@ -47,6 +48,7 @@ class StepResult(NamedTuple):
 
     frame: torch.Tensor  # predicted (or reconstructed) frame, (B, C, H, W) in [-1, 1]
     psnr: torch.Tensor  # (B,)
+    patch_psnr: torch.Tensor  # PSNR of the worst-predicted patch, (B,)
     distance: torch.Tensor  # D, query-to-nearest-item distance, (B,); zeros without memory
     regular: torch.Tensor  # E_t, the weighted regular score that gates the memory update, (B,)
     items: torch.Tensor  # memory items after the gated test-time update, (M, C)
@@ -71,22 +73,23 @@ class ScoringStep(torch.nn.Module):
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             output = self.model(inputs, items)
         p = psnr(output.frame, target, peak=self.cfg.psnr_peak)
+        local = patch_psnr(output.frame, target)
         e = regular_score(output.frame, target, kind=self.cfg.regular_score)
         errors = error_map(output.frame, target)
         if self.model.memory is None:
-            return StepResult(output.frame, p, torch.zeros_like(p), e, items, errors)
+            return StepResult(output.frame, p, local, torch.zeros_like(p), e, items, errors)
         d = feature_distance(output.queries, items)
         if self.cfg.test_update:  # after scoring this frame, as published; strict '<'
             new_items = updated_memory(output.queries[0], items, max_over=self.update_max_over)
             items = torch.where(e[0] < self.cfg.gamma, new_items, items)
-        return StepResult(output.frame, p, d, e, items, errors)
+        return StepResult(output.frame, p, local, d, e, items, errors)
 
 
 def scoring_step(model: MNAD, config: Config) -> Step:
     """The step scoring runs: ``ScoringStep``, compiled as one graph with its weights frozen under ``eval.compile``
     (the memory items stay an argument, so test-time updates still reach the next frame)."""
-    if config.eval.bf16:
-        warn_if_bf16_is_slow(next(model.parameters()).device, "scoring")
+    if not native_bf16(config.eval.bf16, next(model.parameters()).device, "scoring"):
+        config = config.override(["eval.bf16=false"])
     step = ScoringStep(model, config)
     return FrozenCompiled(step) if config.eval.compile else step
 
@@ -97,6 +100,7 @@ class FrameResult:
 
     index: int  # position of the scored frame in its video (0-based); a clip scores its target frame
     psnr: float
+    patch_psnr: float  # PSNR of the worst-predicted patch
     distance: float  # D
     regular: float  # E_t
     updated: bool  # whether this frame updated the memory
@@ -200,13 +204,13 @@ class StreamScorer:
         updated = self.has_memory and not torch.equal(result.items, self._items)
         if updated:
             self._items = result.items.clone()
-        p, d = float(result.psnr[0]), float(result.distance[0])
+        p, local, d = float(result.psnr[0]), float(result.patch_psnr[0]), float(result.distance[0])
         score = smoothed = None
         if self.normalization != "video":
-            score = float(self._normalised_score(p, d))
+            score = float(self._normalised_score(local if self.config.eval.psnr_region == "patch" else p, d))
             smoothed = self._mean(score)
         errors = result.error_map[0].float().cpu().numpy() if self.maps else None
-        return FrameResult(index, p, d, float(result.regular[0]), updated, score, smoothed, errors)
+        return FrameResult(index, p, local, d, float(result.regular[0]), updated, score, smoothed, errors)
 
     def _normalised_score(self, p: float, d: float) -> float:
         if self.calibration is not None:

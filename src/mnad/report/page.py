@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mnad.outputs import FIGURES_DIR, METRICS_FILE, SCORES_FILE, TRAIN_LOG, read_figures_index, read_metrics, read_scores, read_train_log
+from mnad.outputs import FIGURES_DIR, TRAIN_LOG, read_evaluation, read_figures_index, read_train_log
 from mnad.report.plots import histogram_png, roc_png, timeline_png, training_png
 from mnad.report.thumbnails import THUMBS_DIR, read_thumbnail_index
 
@@ -55,8 +55,7 @@ def _kv_table(rows: list[tuple[str, Any]], table_id: str = "") -> str:
 
 def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, provenance: dict) -> str:
     """The report page as one HTML string (deterministic: the same inputs give the same bytes)."""
-    metrics, stored_config = read_metrics(eval_dir / METRICS_FILE)
-    videos = read_scores(eval_dir / SCORES_FILE)
+    metrics, stored_config, videos = read_evaluation(eval_dir)
     config = provenance.get("config") or stored_config
     per_video = metrics.get("per_video_auc", {})
     title = f"MNAD evaluation: {config.get('name', '?')} on {config.get('dataset') or 'own footage'}"

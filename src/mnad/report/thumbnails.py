@@ -14,6 +14,7 @@ import numpy as np
 
 from mnad.errors import DataError
 from mnad.outputs import SCORES_FILE, VideoRows, read_scores
+from mnad.scoring import abnormal_regions
 
 THUMBS_DIR = "thumbs"
 THUMBS_INDEX = "thumbs.json"
@@ -51,7 +52,7 @@ def localisation_image(frame: np.ndarray, error: np.ndarray, *, display: int = 1
     top = float(err.max())
     heat = cv2.applyColorMap(np.clip(err / top * 255 if top > 0 else err * 0, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     blend = cv2.addWeighted(base, 0.45, heat, 0.55, 0)
-    mask = err > float(error.mean())
+    mask = cv2.resize(abnormal_regions(error).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
     regions = (base * 0.35).astype(np.uint8)
     tint = cv2.addWeighted(base, 0.4, np.full_like(base, (0, 0, 255)), 0.6, 0)
     regions[mask] = tint[mask]
@@ -62,18 +63,14 @@ def localisation_image(frame: np.ndarray, error: np.ndarray, *, display: int = 1
 
 
 def clip_error_map(model: Any, config: Any, frames: np.ndarray, device: str) -> np.ndarray:
-    """The pixel-wise prediction error (H, W) of one clip's target frame: the clip (uint8 (T, H, W, C) frames) run
-    through the model with its trained memory items, then ``scoring.error_map``. ``config`` is unused here: it is
-    for a scorer that needs the scoring settings."""
-    import torch
+    """The pixel-wise prediction error (H, W) of one clip's target frame: the clip (uint8 (T, H, W, C) frames) scored
+    by a fresh streaming scorer, i.e. with the trained memory items (the evaluation's test-time updates are not
+    replayed)."""
+    from mnad.stream import StreamScorer
 
-    from mnad.data import to_tensor
-    from mnad.scoring import error_map
-
-    with torch.inference_mode():
-        inputs, target = model.split_clip(to_tensor(frames)[None].to(device))
-        output = model(inputs)
-        return error_map(output.frame, target)[0].float().cpu().numpy()
+    scorer = StreamScorer.for_model(model, config, normalization="video", device=device, maps=True)
+    rows = [scorer.push(frame) for frame in frames]
+    return rows[-1].error_map
 
 
 def write_thumbnails(
@@ -126,7 +123,7 @@ def write_thumbnails(
         entries.append({
             "file": name, "video": video_rows.name, "frame": frame_index, "score": float(video_rows.score[i]), "label": label,
             "error_mean": float(error.mean()), "error_max": float(error.max()),
-            "above_mean_fraction": float((error > error.mean()).mean()),
+            "region_fraction": float(abnormal_regions(error).mean()),  # share of the frame marked as abnormal regions
         })
     old_index.write_text(json.dumps(entries, indent=2))
     return entries
