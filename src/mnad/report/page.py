@@ -118,8 +118,10 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
     parts.append(f'<section id="roc"><h2>ROC curve</h2><div class="row">{body}</div></section>')
 
     # timelines
-    timeline_html = "".join(f'<figure id="timeline-{i}">{_img(timeline_png(v, per_video.get(v.name)), f"score timeline of video {v.name}")}</figure>'
-                            for i, v in enumerate(videos))
+    threshold = (metrics.get("stream") or {}).get("event_threshold")  # stream protocol: causal scores and their threshold
+    pictures = [timeline_png(v, per_video.get(v.name), threshold) for v in videos]
+    timeline_html = "".join(f'<figure id="timeline-{i}">{_img(png, f"score timeline of video {v.name}")}</figure>'
+                            for i, (v, png) in enumerate(zip(videos, pictures, strict=True)))
     parts.append('<section id="timelines"><h2>Score timelines</h2><p class="note">Anomaly score S_t per frame (high = abnormal); '
                  f"labelled abnormal intervals shaded red; ticks at the bottom mark frames that updated the memory.</p>{timeline_html}</section>")
 

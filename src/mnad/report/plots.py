@@ -89,7 +89,10 @@ def histogram_png(videos: list[VideoRows]) -> bytes | None:
     return png_bytes(fig)
 
 
-def timeline_png(video: VideoRows, auc: float | None) -> bytes:
+def timeline_png(video: VideoRows, auc: float | None, threshold: float | None = None) -> bytes:
+    """One video's score over its frames, labelled anomalies shaded, memory updates ticked; with ``threshold`` (a
+    stream-protocol evaluation: causal, calibrated scores) the alert threshold as a red line."""
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
@@ -100,8 +103,10 @@ def timeline_png(video: VideoRows, auc: float | None) -> bytes:
             ax.axvspan(first - 0.5, last + 0.5, color="C3", alpha=0.18, lw=0)
     ax.plot(video.frame, video.score, color="C0", lw=1.1)
     updated = video.frame[video.updated]
-    low = min(0.0, float(video.score.min()))
-    high = max(1.0, float(video.score.max()))
+    low = min(0.0, float(video.score.min()), threshold if threshold is not None else 0.0)
+    high = max(1.0, float(video.score.max()), threshold if threshold is not None else 1.0)
+    if threshold is not None:
+        ax.axhline(threshold, color="C3", lw=1, ls="--")
     if updated.size:
         ax.plot(updated, np.full(updated.size, low - 0.03 * (high - low)), "|", color="0.55", ms=4)
     ax.set_xlim(video.frame.min() - 0.5, video.frame.max() + 0.5)
@@ -113,9 +118,9 @@ def timeline_png(video: VideoRows, auc: float | None) -> bytes:
     ax.set_ylabel("score", fontsize=8)
     ax.tick_params(labelsize=8)
     handles = [Patch(color="C3", alpha=0.3, label="labelled abnormal")] if video.label is not None else []
+    if threshold is not None:
+        handles.append(Line2D([], [], color="C3", ls="--", label=f"alert threshold {threshold:.2f}"))
     if updated.size:
-        from matplotlib.lines import Line2D
-
         handles.append(Line2D([], [], marker="|", ls="", color="0.55", label="memory updated"))
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)  # beside, not over
