@@ -54,6 +54,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter handles this graph as it is; the torch.export-based one is not needed.
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the sizes are fixed: the graph is for one frame size
         torch.onnx.export(step, example_inputs(config), buffer, input_names=INPUTS, output_names=OUTPUTS,
                           opset_version=opset, dynamo=False)
     graph = buffer.getvalue()
