@@ -103,10 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--fps", type=float, default=DATASET_FPS["ped2"], help="Ped2 was recorded at 10 frames/s")
+    parser.add_argument("--psnr-region", choices=["frame", "patch"], default="frame",
+                        help="eval.psnr_region of the package's run (steps 1-2); the attempts cover both")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, config = load_model(args.run)
+    config = config.override([f"eval.psnr_region={args.psnr_region}"])
     held = holdout_videos(args.run)
     print(f"held-out videos: {', '.join(v.name for v in held)}", flush=True)
 
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     # the published protocol of the same model, for comparison (per-video min-max: not causal), as evaluate computes it
     published = {}
     for label, alpha in (("S_t (alpha 0.6)", 0.6), ("PSNR only", 1.0)):
-        add_scores(test_scores, config.override([f"eval.alpha={alpha}", "eval.normalization=video", "eval.smoothing=1"]))
+        add_scores(test_scores, config.override([f"eval.alpha={alpha}", "eval.normalization=video", "eval.smoothing=1",
+                                                 "eval.psnr_region=frame"]))  # the paper's scoring
         published[label] = auc_metrics(test_scores)["micro_auc"]
     attempts = []
     for name, term, alpha, norm, window in ATTEMPTS:

@@ -330,3 +330,20 @@ def test_scores_and_metrics_of_different_runs_are_refused(tmp_path: Path) -> Non
     (tmp_path / "a" / outputs.SCORES_FILE).write_bytes((tmp_path / "b" / outputs.SCORES_FILE).read_bytes())
     with pytest.raises(DataError, match="does not belong"):
         outputs.read_evaluation(tmp_path / "a")
+
+
+def test_a_full_disk_while_writing_the_report_is_one_clear_error(evaluated: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    import mnad.report.build as build
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(build, "write_provenance", full)
+    argv = ["evaluate", "--checkpoint", str(evaluated["model"]), "--data-root", str(evaluated["root"]), "--out", str(tmp_path / "e"),
+            "--report", str(tmp_path / "r"), "--top-k", "1", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report (disk full)" in err and "Traceback" not in err

@@ -106,12 +106,18 @@ def apply_options(config: Config, args: argparse.Namespace) -> Config:
     return config
 
 
+# A camera's model is scored causally (calibrated): the PSNR of the worst patch, chosen on held-out normal footage
+# only (docs/results.md, "The stream protocol": the calibration that holds best across held-out videos).
+OWN_FOOTAGE_SCORING = ["eval.psnr_region=patch"]
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from mnad.train import train
 
-    config = apply_options(load_config(args.recipe), args)
+    config = load_config(args.recipe)
     if args.data:  # own footage: every video in the folder, the tail of each held out for calibration
-        config = config.override(["dataset=", f"train.holdout={args.holdout}"])
+        config = config.override(["dataset=", f"train.holdout={args.holdout}", *OWN_FOOTAGE_SCORING])
+    config = apply_options(config, args)  # the user's options last: they win
     path = train(config, args.data or args.data_root, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if _other_rank():
         return

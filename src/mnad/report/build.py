@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,15 @@ def create_report(
         report_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{report_dir}: cannot create the report folder ({exc.strerror or exc})") from exc
-    if top_k > 0:
-        write_thumbnails(model, config, data_root, eval_dir, report_dir, top_k=top_k, device=device)
-    provenance = collect_provenance(config, report_dir, eval_dir, checkpoint=checkpoint, data_root=data_root, labels=labels,
-                                    command=command)
-    write_provenance(report_dir, provenance)
+    try:
+        if top_k > 0:
+            write_thumbnails(model, config, data_root, eval_dir, report_dir, top_k=top_k, device=device)
+        provenance = collect_provenance(config, report_dir, eval_dir, checkpoint=checkpoint, data_root=data_root, labels=labels,
+                                        command=command)
+        write_provenance(report_dir, provenance)
+    except OSError as exc:  # a full disk or a read-only folder: one clear error, not a traceback
+        reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise DataError(f"{report_dir}: cannot write the report ({reason})") from exc
     return build_report(report_dir)
 
 
