@@ -20,6 +20,7 @@ import cv2
 from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame
+from mnad.calibrate import alert_window
 from mnad.config import Config
 from mnad.data.sources import FrameSource, RawFrame, SourceOptions, prepare_frame
 from mnad.errors import ConfigError, DataError, Terminated
@@ -83,6 +84,7 @@ def detect(
         log.warning(UNCALIBRATED)
     scorer = StreamScorer.for_model(model, config, normalization="calibrated" if calibration else "causal",
                                     calibration=calibration, device=device,
+                                    smoothing=None if calibration else alert_window(config),  # the calibration's own window
                                     maps=options.save_video or bool(options.save_maps))
     threshold = calibration.threshold if calibration is not None else None
     tracker = EventTracker(threshold, hysteresis=options.hysteresis, min_frames=options.min_event_frames) if calibration else None
