@@ -105,11 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=float, default=DATASET_FPS["ped2"], help="Ped2 was recorded at 10 frames/s")
     parser.add_argument("--psnr-region", choices=["frame", "patch"], default="frame",
                         help="eval.psnr_region of the package's run (steps 1-2); the attempts cover both")
+    parser.add_argument("--no-test-update", action="store_true", help="eval.test_update = false: the memory never changes at test time")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, config = load_model(args.run)
-    config = config.override([f"eval.psnr_region={args.psnr_region}"])
+    config = config.override([f"eval.psnr_region={args.psnr_region}", f"eval.test_update={str(not args.no_test_update).lower()}"])
     held = holdout_videos(args.run)
     print(f"held-out videos: {', '.join(v.name for v in held)}", flush=True)
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
               "package_micro_auc": headline["micro_auc"], "published_micro_auc": published, "attempts": attempts}
     (out / "attempts.json").write_text(json.dumps(record, indent=2))
     command = "python scripts/ped2_stream.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    (out / "commands.txt").write_text(f"# {__doc__.splitlines()[0]}\n{command}\n")
+    (out / "commands.txt").write_text(f"# the stream protocol on UCSD Ped2 (issue #17), scripts/ped2_stream.py\n{command}\n")
     if not agree:
         sys.exit(f"the recomputed reference attempt ({reference['micro_auc']}) differs from the package's stream protocol "
                  f"({headline['micro_auc']})")
