@@ -34,7 +34,7 @@ from mnad.data import find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
 from mnad.evaluate import DATASET_FPS, VideoScores, add_scores, attach_labels, auc_metrics, evaluate, stream_metrics
 from mnad.outputs import SCORES_FILE
-from mnad.scoring import Calibration, RunningMinMax, TrailingMean, abnormality, mixing_weight
+from mnad.scoring import Calibration, CausalScore, mixing_weight
 from mnad.train import holdout_videos
 
 RATE, WINDOW = 0.01, 5  # the detector's defaults, fixed before any of these runs
@@ -48,21 +48,14 @@ ATTEMPTS = [
 
 def stream_scores(psnr: list[np.ndarray], distance: list[np.ndarray], alpha: float, window: int,
                   calibration: Calibration | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Causal S_t and its trailing mean over videos played one after another (nothing reset between them), as
-    ``StreamScorer`` computes them frame by frame."""
-    mean, ranges = TrailingMean(window), (RunningMinMax(), RunningMinMax())
+    """Causal S_t and its trailing mean over videos played one after another (nothing reset between them), with the
+    ``scoring.CausalScore`` that ``StreamScorer`` scores each frame with."""
+    causal = CausalScore(alpha, window, calibration)
     raw, smoothed = [], []
     for p_video, d_video in zip(psnr, distance, strict=True):
-        r, s = [], []
-        for p, d in zip(p_video, d_video, strict=True):
-            if calibration is not None:
-                value = abnormality(calibration.scale_psnr(float(p)), calibration.scale_distance(float(d)), alpha)
-            else:
-                value = abnormality(ranges[0](float(p)), ranges[1](float(d)) if alpha < 1 else 0.0, alpha)
-            r.append(value)
-            s.append(mean(value))
-        raw.append(np.array(r))
-        smoothed.append(np.array(s))
+        pairs = [causal(float(p), float(d)) for p, d in zip(p_video, d_video, strict=True)]
+        raw.append(np.array([r for r, _ in pairs]))
+        smoothed.append(np.array([s for _, s in pairs]))
     return raw, smoothed
 
 

@@ -204,6 +204,32 @@ class TrailingMean:
         return float(np.mean(self.recent))
 
 
+@dataclass
+class CausalScore:
+    """S_t and its trailing mean, one frame at a time from past frames only: g is the calibration's fixed ranges,
+    or a running min-max without one. What ``mnad detect`` and the stream protocol score with; its state is the
+    running ranges and the trailing mean's scores."""
+
+    alpha: float
+    window: int
+    calibration: Calibration | None = None
+    psnr_range: RunningMinMax = field(default_factory=RunningMinMax)
+    distance_range: RunningMinMax = field(default_factory=RunningMinMax)
+    mean: TrailingMean | None = None
+
+    def __post_init__(self) -> None:
+        self.mean = self.mean or TrailingMean(self.window)
+
+    def __call__(self, psnr_value: float, distance: float) -> tuple[float, float]:
+        """(S_t, its trailing mean) of one frame."""
+        if self.calibration is not None:
+            g_p, g_d = self.calibration.scale_psnr(psnr_value), self.calibration.scale_distance(distance)
+        else:
+            g_p, g_d = self.psnr_range(psnr_value), self.distance_range(distance) if self.alpha < 1 else 0.0
+        score = float(abnormality(g_p, g_d, self.alpha))
+        return score, self.mean(score)
+
+
 def smooth(scores: np.ndarray, window: int) -> np.ndarray:
     """``TrailingMean`` over a whole series; window 1 leaves the scores as they are."""
     scores = np.asarray(scores, dtype=np.float64)

@@ -31,9 +31,9 @@ from mnad.model.memory import updated_memory
 from mnad.model.mnad import FrozenCompiled
 from mnad.scoring import (
     Calibration,
+    CausalScore,
     RunningMinMax,
     TrailingMean,
-    abnormality,
     error_map,
     feature_distance,
     mixing_weight,
@@ -162,8 +162,7 @@ class StreamScorer:
         self._raw: deque[np.ndarray] = deque(maxlen=m.t_length)
         self._lag = m.t_length - 1 - m.target_index  # a clip scores its target frame, `lag` frames before its last
         self._seen = 0
-        self._psnr_range, self._distance_range = RunningMinMax(), RunningMinMax()
-        self._mean = TrailingMean(self.smoothing)
+        self._causal = CausalScore(self.alpha, self.smoothing, calibration)
         self._split = functools.partial(split_clip, model=config.model)
 
     @classmethod
@@ -207,23 +206,9 @@ class StreamScorer:
         p, local, d = float(result.psnr[0]), float(result.patch_psnr[0]), float(result.distance[0])
         score = smoothed = None
         if self.normalization != "video":
-            score = float(self._normalised_score(local if self.config.eval.psnr_region == "patch" else p, d))
-            smoothed = self._mean(score)
+            score, smoothed = self._causal(local if self.config.eval.psnr_region == "patch" else p, d)
         errors = result.error_map[0].float().cpu().numpy() if self.maps else None
         return FrameResult(index, p, local, d, float(result.regular[0]), updated, score, smoothed, errors)
-
-    def _normalised_score(self, p: float, d: float) -> float:
-        if self.calibration is not None:
-            return abnormality(self.calibration.scale_psnr(p), self.calibration.scale_distance(d), self.alpha)
-        g_d = self._distance_range(d) if self.alpha < 1 else 0.0
-        return abnormality(self._psnr_range(p), g_d, self.alpha)
-
-    def recent_frame(self, index: int) -> np.ndarray:
-        """A prepared frame of the current window by its position in the video (the scored frame of the last result)."""
-        offset = index - (self._seen - len(self._raw))
-        if not 0 <= offset < len(self._raw):
-            raise IndexError(f"frame {index} is no longer in the window")
-        return self._raw[offset]
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -232,9 +217,9 @@ class StreamScorer:
             items=self.items,
             window=list(self._raw),
             frames_seen=self._seen,
-            psnr_range=(self._psnr_range.low, self._psnr_range.high),
-            distance_range=(self._distance_range.low, self._distance_range.high),
-            recent=list(self._mean.recent),
+            psnr_range=(self._causal.psnr_range.low, self._causal.psnr_range.high),
+            distance_range=(self._causal.distance_range.low, self._causal.distance_range.high),
+            recent=list(self._causal.mean.recent),
         )
 
     def restore(self, state: StreamState) -> None:
@@ -249,9 +234,8 @@ class StreamScorer:
             self._window.append(to_tensor(frame).to(self.device))
             self._raw.append(frame)
         self._seen = state.frames_seen
-        self._psnr_range = RunningMinMax(*state.psnr_range)
-        self._distance_range = RunningMinMax(*state.distance_range)
-        self._mean = TrailingMean(self.smoothing, list(state.recent)[-self.smoothing:])
+        self._causal = CausalScore(self.alpha, self.smoothing, self.calibration, RunningMinMax(*state.psnr_range),
+                                   RunningMinMax(*state.distance_range), TrailingMean(self.smoothing, list(state.recent)[-self.smoothing:]))
 
     def save_state(self, path: str | Path) -> None:
         """Write the state as safetensors (tensors and JSON metadata, no code), atomically."""
