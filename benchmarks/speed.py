@@ -15,7 +15,9 @@ What it measures (all with ``--threads`` intra-op threads, 2 by default):
   The frames are scored one after the other, in order, each reading the memory the previous one left: nothing is
   batched, so the scores are exactly those of the published protocol.
 * a training step at ``--train-size``, batch ``--batch``: the reference (fp32) against ``mnad.train.train_step``, the
-  step ``mnad.train.train`` runs (bf16 autocast + channels_last, the same loss), on a fixed batch (data loading not timed).
+  step ``mnad.train.train`` runs (bf16 autocast + channels_last, the same loss), in fp32, and with ``train.compile``
+  (forward and backward compiled; the first, untimed step compiles: ``first_step_s``), on a fixed batch (data loading
+  not timed).
 * peak resident memory (VmHWM) of each configuration, each in its own fresh process; on CUDA also the peak
   GPU memory allocated.
 * GFLOP per frame / per training step (counted with FlopCounterMode: convolutions and matrix products), the
@@ -64,7 +66,7 @@ class Row:
     description: str
     bf16: bool = False
     channels_last: bool = False
-    compile: bool = False  # scoring only: eval.compile
+    compile: bool = False  # eval.compile when scoring, train.compile when training
     target: bool = False  # the issue's targets are checked for this row
 
 
@@ -117,14 +119,16 @@ def sync(torch, device: str) -> None:
         torch.cuda.synchronize()
 
 
-def mnad_config(job: dict, size: int, *, bf16: bool = False, channels_last: bool = False, compile_unet: bool = False):
+def mnad_config(job: dict, size: int, *, bf16: bool = False, channels_last: bool = False, compile_unet: bool = False,
+                compile_train: bool = False):
     """The job's model at ``size``; a row's settings both for scoring (eval.*) and for training (train.*, whose lr and
-    loss weights are mnad's defaults, the reference's too)."""
+    loss weights are mnad's defaults, the reference's too); ``compile_unet`` is eval.compile, ``compile_train`` train.compile."""
     from mnad.config import Config
 
     model = dict(job["model"], image_size=size)
     fast = {"bf16": bf16, "channels_last": channels_last}
-    return Config.from_dict({"model": model, "eval": dict(fast, gamma=job["gamma"], compile=compile_unet), "train": fast})
+    return Config.from_dict({"model": model, "eval": dict(fast, gamma=job["gamma"], compile=compile_unet),
+                             "train": dict(fast, compile=compile_train)})
 
 
 def load_weights(job: dict):
@@ -214,7 +218,7 @@ def work_train(job: dict) -> dict:
     torch = setup_torch(job)
     size, device, batch = job["size"], job["device"], job["batch"]
     row = TRAIN_CONFIGS[job["config"]]
-    config = mnad_config(job, size, bf16=row.bf16, channels_last=row.channels_last)
+    config = mnad_config(job, size, bf16=row.bf16, channels_last=row.channels_last, compile_train=row.compile)
     clip = train_batch(job, batch, size)  # (B, T, C, H, W) on the host
     if device.startswith("cuda"):
         clip = clip.pin_memory()
@@ -246,7 +250,9 @@ def work_train(job: dict) -> dict:
             losses.append(step_losses.as_floats()["total"])  # syncs, as train.py's logging does
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
-    out = {"times_s": times[job["warmup"]:], "cpu_s": cpu[job["warmup"]:], "losses": losses, "peak_rss_mib": peak_rss_mib()}
+    # the first step includes compiling (train.compile): its time says how long that took
+    out = {"times_s": times[job["warmup"]:], "cpu_s": cpu[job["warmup"]:], "losses": losses, "peak_rss_mib": peak_rss_mib(),
+           "first_step_s": times[0]}
     if device.startswith("cuda"):
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -729,7 +735,7 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
         runs = train_runs.get(name, [])
         spec = TRAIN_CONFIGS[name]
         row = {"config": name, "size": args.train_size, "batch": args.batch, "description": spec.description,
-               "bf16": spec.bf16, "channels_last": spec.channels_last}
+               "bf16": spec.bf16, "channels_last": spec.channels_last, "compile": spec.compile}
         if name not in train_times:
             row["error"] = next((x["error"] for x in runs if "error" in x), "not run")
             training.append(row)
@@ -742,6 +748,7 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
         row["speedup_vs_reference"] = ref_train / stats["median_s"] if ref_train else None
         row["peak_rss_mib"] = max(x["peak_rss_mib"] for x in ok_runs)
         row["first_loss"] = ok_runs[0]["losses"][0]
+        row["first_step_s"] = max(x["first_step_s"] for x in ok_runs)  # with train.compile: compiling included
         row["cpu_s_per_step"] = statistics.median([c for x in ok_runs for c in x["cpu_s"]])  # process CPU time, all threads
         if cuda:
             row["cuda_peak_mib"] = max(x.get("cuda_peak_mib", 0.0) for x in ok_runs)

@@ -134,7 +134,7 @@ def test_sigterm_completes_the_outputs_and_exits_143(model_file: Path, tmp_path:
                                 "--quiet", "--threads", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     scores = out / "scores.csv"
     deadline = time.monotonic() + 120
-    while (not scores.exists() or scores.read_text().count("\n") < 20) and time.monotonic() < deadline:
+    while (not scores.exists() or scores.read_text().count("\n") < 21) and time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read().decode()
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)

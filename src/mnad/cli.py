@@ -6,6 +6,7 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -13,10 +14,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mnad.config import Config, load_config, recipe_names
 from mnad.errors import MNADError, Terminated
+
+# OpenMP threads that wait for each other sleep at once instead of spinning: where another busy process shares the
+# cores, a spinning thread burns the time slice its partner needs and scoring ran 10-36 times slower (issue #18;
+# benchmarks/results/contention.json). torch's OpenMP runtime reads this once, as torch loads, so it is set here,
+# before anything imports torch (nothing above does; mnad's package imports lazily). A user's own value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Common options that map onto one config field each; anything else goes through --set section.field=value.
 OPTION_FIELDS = {
@@ -90,6 +95,9 @@ def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool, 
     for name, target in flags.items():
         value = "false" if name.startswith("no_") else "true"
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true", help=f"{flag_help[name]} ({target} = {value})")
+    if not model_options:
+        group.add_argument("--fp32", action="store_true", help="score in fp32 where bf16 is native too (there the default is "
+                                                               "bf16 + channels_last; elsewhere it is fp32)")
     parser.set_defaults(flag_fields=flags)
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="any other config field, e.g. --set model.update_max_over=assigned (repeatable)")
@@ -102,7 +110,28 @@ def apply_options(config: Config, args: argparse.Namespace) -> Config:
             overrides.append(f"{field}={'false' if name.startswith('no_') else 'true'}")
     config = config.override(overrides + args.overrides)
     if config.train.threads:
+        import torch
+
         torch.set_num_threads(config.train.threads)
+    return config
+
+
+def choose_scoring_path(model: Any, config: Config, args: argparse.Namespace) -> Config:
+    """The scoring commands' numeric path (mnad.distributed.scoring_path: bf16 + channels_last where bf16 is native,
+    else fp32; --fp32 and the user's own eval.bf16 / eval.channels_last win), said in one line on standard error."""
+    import torch
+
+    from mnad.distributed import scoring_path
+
+    if not isinstance(model, torch.nn.Module):  # an exported .onnx: ONNX Runtime scores it in fp32
+        line = f"ONNX Runtime, {'int8 convolutions' if getattr(model, 'int8', None) else 'fp32'} (an exported model)"
+    else:
+        explicit = {field for name, field in args.flag_fields.items() if getattr(args, name, False)}
+        explicit |= {text.partition("=")[0].strip() for text in args.overrides}
+        path = scoring_path(config, config.train.device, fp32=args.fp32, explicit=explicit)
+        config, line = path.apply(config), path.describe()
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks
+        print(f"mnad: scoring path: {line}", file=sys.stderr)
     return config
 
 
@@ -132,11 +161,15 @@ def _other_rank() -> bool:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from mnad.checkpoint import load_model
+    from mnad.detect import load_detector
     from mnad.evaluate import evaluate
 
-    model, config = load_model(args.checkpoint)
-    config = apply_options(config, args)
+    model, config = load_detector(args.checkpoint)  # a model file, run folder, shipped name or exported .onnx
+    if args.int8:
+        from mnad.quantize import check_int8
+
+        check_int8(model, args.checkpoint)
+    config = choose_scoring_path(model, apply_options(config, args), args)
     out = args.out or args.report  # a report needs saved scores: without --out they go into the report folder
     metrics = evaluate(model, config, args.data_root, labels_path=args.labels, out_dir=out, device=config.train.device,
                        progress=not args.quiet, protocol=args.protocol, fps=args.fps)
@@ -214,7 +247,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     from mnad.train import holdout_videos, trained_footage
 
     model, config = load_model(args.checkpoint)
-    config = apply_options(config, args)
+    config = choose_scoring_path(model, apply_options(config, args), args)
     if args.data:
         videos = [v for path in args.data for v in (list_videos(path) if _is_folder_of_videos(path) else [open_video(path)])]
     else:
@@ -240,7 +273,11 @@ def cmd_detect(args: argparse.Namespace) -> None:
     from mnad.detect import DetectOptions, detect, load_detector
 
     model, config = load_detector(args.checkpoint)
-    config = apply_options(config, args)
+    if args.int8:
+        from mnad.quantize import check_int8
+
+        check_int8(model, args.checkpoint)
+    config = choose_scoring_path(model, apply_options(config, args), args)
     options = DetectOptions(
         save_video=args.save_video, save_maps=args.save_maps, region_sigma=args.region_sigma, hysteresis=args.hysteresis,
         min_event_frames=args.min_event_frames, max_frames=args.max_frames, overwrite=args.overwrite,
@@ -252,11 +289,17 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from mnad.checkpoint import load_model
+    from mnad.data import list_videos, open_video, split_videos
     from mnad.export import export_onnx
 
     model, config = load_model(args.checkpoint)
-    path = export_onnx(model, config, args.out)
-    print(f"ONNX scoring model written to {path} (config and memory items in {path}.json)")
+    if args.calibration_data:  # normal footage, as `mnad calibrate --data` takes it
+        videos = [v for path in args.calibration_data for v in (list_videos(path) if _is_folder_of_videos(path) else [open_video(path)])]
+    else:
+        videos = split_videos(args.data_root, config.dataset, "training") if args.data_root else []
+    path = export_onnx(model, config, args.out, int8=args.int8, calibration=videos, calibration_clips=args.calibration_clips)
+    kind = "int8 (convolutions quantised)" if args.int8 else "fp32"
+    print(f"ONNX scoring model, {kind}, written to {path} (config, memory items and provenance in {path}.json)")
 
 
 def cmd_recipes(args: argparse.Namespace) -> None:
@@ -318,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "causal stream scored by a calibrated model, with realised false-alarm rates and events")
     p.add_argument("--fps", type=float, help="with --protocol stream: the footage's frame rate (default: the dataset's, Ped2 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--int8", action="store_true", help="insist on int8 scoring: the checkpoint must be an int8 ONNX export "
+                   "(`mnad export --int8`), anything else is refused")
     add_config_options(p, model_options=False)
     p.set_defaults(func=cmd_evaluate)
 
@@ -357,9 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("detect", help="score footage as it arrives: file, frame folder, glob, camera index or URL")
-    p.add_argument("source", help="video file, frame folder, glob ('frames/*.jpg'), camera index (0) or rtsp:// / http:// URL")
+    p.add_argument("source", nargs="+", help="video file, frame folder, glob ('frames/*.jpg'), camera index (0) or rtsp:// / "
+                   "http:// URL; several: scored at once, batched, each in its own folder under --out")
     p.add_argument("--checkpoint", required=True, help="a calibrated model gives alerts and events (mnad calibrate)")
-    p.add_argument("--out", required=True, help="folder for scores.csv, events.jsonl, events.csv, summary.json")
+    p.add_argument("--out", required=True, help="folder for scores.csv, events.jsonl, events.csv, summary.json "
+                   "(several sources: one folder per source, <index>_<name>, and the run's summary.json)")
     p.add_argument("--save-video", action="store_true", help="write annotated.mp4: heatmap overlay and score timeline")
     p.add_argument("--save-maps", choices=["npy", "png"], help="write each frame's error map")
     p.add_argument("--region-sigma", type=float, default=0.0, help="mark regions above mean + SIGMA * std of the error")
@@ -368,10 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open-timeout", type=float, default=5.0, help="seconds a live source may take to open")
     p.add_argument("--read-timeout", type=float, default=5.0, help="seconds a live source may stay silent before it counts as stalled")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (of each source)")
     p.add_argument("--hysteresis", type=float, default=0.05, help="an event ends when the score falls this far below the threshold")
     p.add_argument("--min-event-frames", type=int, default=3, help="shorter events are dropped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--int8", action="store_true", help="insist on int8 scoring: the checkpoint must be an int8 ONNX export "
+                   "(`mnad export --int8`), anything else is refused")
     add_config_options(p, model_options=False)
     p.set_defaults(func=cmd_detect)
 
@@ -379,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", required=True, help="file to write (.onnx)")
+    p.add_argument("--int8", action="store_true", help="quantise the U-Net's convolutions to int8 (ONNX Runtime, static), calibrated "
+                   "on normal training frames (--data-root or --calibration-data); the memory maths and scores stay fp32")
+    footage = p.add_mutually_exclusive_group()
+    footage.add_argument("--data-root", help="with --int8: calibrate on the training videos of the model's dataset under this folder")
+    footage.add_argument("--calibration-data", nargs="+", metavar="PATH",
+                         help="with --int8: normal footage to calibrate on: video files, frame folders or folders of them")
+    p.add_argument("--calibration-clips", type=int, metavar="N",
+                   help="with --int8: clips, spread evenly over the footage, whose activations set the int8 ranges (default 256)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("recipes", help="list the named recipes")

@@ -55,6 +55,7 @@ class TrainConfig:
     clip_stride: int = 1  # take every n-th clip of each training video per epoch (1 = all, as published)
     bf16: bool = False  # bf16 autocast for the U-Net (memory maths stays fp32)
     channels_last: bool = False
+    compile: bool = False  # torch.compile the step's forward and backward (mnad.train.compiled_forward_losses); compiles at the first step
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     cache_frames: bool = True  # decode and resize each frame once, keep it in memory

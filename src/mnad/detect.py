@@ -6,34 +6,46 @@ source (``data.sources.FrameSource``) -> prepared frame -> ``stream.StreamScorer
 Scores are causal (no future frame, no statistic of the footage being scored): a calibration fitted on normal
 footage (``mnad calibrate``) fixes the normalisation and the alert threshold; without one, a running min-max is used
 and no alerts are raised (said loudly). Frame numbers are 0-based positions in the source.
+
+Several sources run in one process: each has its own reader thread, scorer (memory, window, normaliser), events and
+output folder; the frames that are ready are scored as one batch (``stream.score_streams``). A reader thread per
+source, rather than reading the sources in turn, so that a camera that is slower, stalls (up to its read timeout) or
+reconnects holds up no other stream, and so that decoding (OpenCV, which releases the GIL) overlaps scoring.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import re
+import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame
 from mnad.calibrate import alert_window
 from mnad.config import Config
-from mnad.data.sources import FrameSource, RawFrame, SourceOptions, prepare_frame
+from mnad.data.sources import FrameSource, RawFrame, SourceOptions, is_live, prepare_frame
 from mnad.errors import ConfigError, DataError, Terminated
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker
 from mnad.model import MNAD
-from mnad.outputs import DETECT_FILES, DetectWriter
+from mnad.outputs import DETECT_FILES, SUMMARY_FILE, DetectWriter, write_detect_summary
 from mnad.scoring import Calibration
-from mnad.stream import StreamScorer
+from mnad.stream import FrameResult, StreamScorer, score_streams
 
 log = logging.getLogger(__name__)
 
 UNCALIBRATED = ("this model carries no calibration: scores use a running min-max and NO ALERTS are raised; "
                 "calibrate it on normal footage first: mnad calibrate --checkpoint MODEL --data NORMAL_FOOTAGE --out calibrated.safetensors")
+READ_AHEAD = 4  # frames a source's reader may decode ahead of scoring (bounded: a fast file does not fill the memory)
 
 
 @dataclass
@@ -43,7 +55,7 @@ class DetectOptions:
     region_sigma: float = 0.0  # regions above the error map's mean + sigma * std
     hysteresis: float = HYSTERESIS
     min_event_frames: int = MIN_EVENT_FRAMES
-    max_frames: int | None = None  # stop after this many source frames
+    max_frames: int | None = None  # stop after this many source frames (of each source)
     overwrite: bool = False  # replace the outputs of an earlier run in the output folder
     source: SourceOptions = field(default_factory=SourceOptions)
 
@@ -56,10 +68,178 @@ class DetectOptions:
             raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
 
 
+def stream_folder(index: int, source: str, count: int) -> str:
+    """The output folder of source ``index`` of ``count``: '<index>_<name>', the index zero-padded so the folders sort
+    in the order given, the name from the source, safe as a file name (a URL's credentials and query are left out)."""
+    if source.isdigit():
+        name = f"camera{source}"
+    elif is_live(source):
+        parts = urlsplit(source)
+        name = f"{parts.hostname or ''}{parts.path}"
+    elif any(c in source for c in "*?[") and not Path(source).exists():  # a glob: named after its folder
+        name = Path(source).parent.name
+    else:
+        name = Path(source).stem
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:40] or "source"
+    return f"{index:0{len(str(count - 1))}d}_{name}"
+
+
+class _Ended:
+    """A reader's last item: the source ended, by itself (``error`` None) or with an exception."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+
+class _Reader(threading.Thread):
+    """Reads one source a few frames ahead of scoring, in its own thread; sets ``wake`` after each item."""
+
+    def __init__(self, frames: FrameSource, wake: threading.Event) -> None:
+        super().__init__(name="mnad-reader", daemon=True)  # a stalled camera never holds up the exit
+        self.frames, self.wake = frames, wake
+        self.queue: queue.Queue[RawFrame | _Ended] = queue.Queue(maxsize=READ_AHEAD)
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        frames = iter(self.frames)
+        ended: Exception | None = None
+        try:
+            for frame in frames:
+                if not self._offer(frame):
+                    return
+        except Exception as exc:  # handed to the scoring thread: a DataError ends this stream, anything else is a bug
+            ended = exc
+        finally:
+            frames.close()  # releases the capture now, in this thread
+        self._offer(_Ended(ended))
+
+    def _offer(self, item: RawFrame | _Ended) -> bool:
+        while not self.halt.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+            self.wake.set()
+            return True
+        return False
+
+
+class _Detection:
+    """One source's run: its reader, the source frames waiting for their score, its events and its outputs."""
+
+    def __init__(self, frames: FrameSource, out_dir: Path, options: DetectOptions, config: Config,
+                 calibration: Calibration | None, wake: threading.Event) -> None:
+        self.frames, self.source, self.out_dir, self.options, self.config = frames, frames.source, out_dir, options, config
+        self.threshold = calibration.threshold if calibration is not None else None
+        self.tracker = (EventTracker(self.threshold, hysteresis=options.hysteresis, min_frames=options.min_event_frames)
+                        if calibration is not None else None)
+        self.reader = _Reader(frames, wake)
+        self.raw: dict[int, RawFrame] = {}  # source frames waiting for their score (a clip scores a frame up to t_length-1 back)
+        self.events: list[Event] = []
+        self.history: deque[float] = deque(maxlen=TIMELINE_FRAMES)
+        self.writer: DetectWriter | None = None
+        self.video: cv2.VideoWriter | None = None
+        self.taken = self.scored = 0  # source frames taken, frames scored
+        self.ended_by: str | None = None  # None while the source runs
+        self.failure: DataError | None = None
+
+    def take(self, item: RawFrame | _Ended) -> np.ndarray | None:
+        """The reader's next item -> the prepared frame to score, or None when the stream ends with it."""
+        if isinstance(item, _Ended):
+            if item.error is None:
+                self.end("end of source")
+            elif isinstance(item.error, DataError):
+                self.fail(item.error)
+            else:  # a bug: as it would have been raised reading in this thread
+                raise item.error
+            return None
+        if self.options.max_frames is not None and self.taken >= self.options.max_frames:
+            self.end("--max-frames")
+            return None
+        i = self.taken
+        self.taken += 1
+        if self.writer is None:  # the source delivered: only now may an earlier run's outputs be replaced
+            self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps)
+        self.raw[i] = item
+        self.raw.pop(i - self.config.model.t_length, None)
+        m = self.config.model
+        return prepare_frame(item.image, m.image_size, m.channels, self.source)
+
+    def score(self, row: FrameResult) -> None:
+        """Events and outputs of one scored frame."""
+        assert self.writer is not None
+        shown = self.raw[row.index]
+        alert = False
+        if self.tracker is not None:
+            ended = self.tracker.push(row.index, shown.time, row.smoothed)
+            alert = self.tracker.alerting
+            if ended is not None:
+                self.events.append(ended)
+                self.writer.event(ended)
+        self.writer.score(row, shown.time, alert)
+        if row.error_map is not None and self.options.save_maps:
+            self.writer.error_map(row.index, row.error_map)
+        if self.options.save_video:
+            self.history.append(row.smoothed)
+            picture = annotated_frame(shown.image, row.error_map, frame=row.index, seconds=shown.time, smoothed=row.smoothed,
+                                      threshold=self.threshold, alert=alert, history=self.history, fps=self.frames.fps,
+                                      region_sigma=self.options.region_sigma)
+            if self.video is None:
+                h, w = picture.shape[:2]
+                path = self.out_dir / "annotated.mp4"
+                self.video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.frames.fps, (w, h))
+                if not self.video.isOpened():
+                    raise DataError(f"{path}: cannot write the annotated video (no mp4v encoder?)")
+            self.video.write(picture)
+        self.scored += 1
+
+    def end(self, why: str) -> None:
+        if self.ended_by is None:
+            self.ended_by = why
+        self.reader.halt.set()
+
+    def fail(self, error: DataError) -> None:
+        if self.ended_by is None:
+            self.failure = error
+        self.end(f"error: {error}")
+
+    def close(self, seconds: float, smoothing: int, calibration: Calibration | None) -> dict | None:
+        """Complete the outputs (events.csv, summary.json); the summary, or None when the source gave nothing."""
+        self.end("stopped")  # any reader still running stops; a run that ended keeps its reason
+        if self.video is not None:
+            self.video.release()
+        if self.writer is None:
+            return None
+        if self.tracker is not None:
+            last = self.tracker.finish()
+            if last is not None:
+                self.events.append(last)
+                self.writer.event(last)
+        summary = {
+            "source": self.source, "frames_scored": self.scored, "seconds": round(seconds, 3),
+            "fps": round(self.scored / seconds, 2) if seconds else None,
+            "source_fps": round(self.frames.fps, 3), "calibrated": calibration is not None, "threshold": self.threshold,
+            "false_alarm_rate": calibration.false_alarm_rate if calibration else None,
+            "smoothing": smoothing, "events": len(self.events), "ended_by": self.ended_by,
+            "annotated_video": self.options.save_video and self.video is not None,
+            "note": None if calibration else UNCALIBRATED,
+        }
+        self.writer.close(self.events, summary)
+        return summary
+
+    def error(self) -> DataError | None:
+        """Why this source did not do what was asked, after the run: its failure, or no frame scored."""
+        if self.failure is not None:
+            return self.failure
+        if self.scored == 0:
+            return DataError(f"{self.source}: no frame was scored ({self.config.model.t_length} frames make the first clip)")
+        return None
+
+
 def detect(
     model: MNAD,
     config: Config,
-    source: str,
+    source: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     options: DetectOptions | None = None,
     *,
@@ -69,105 +249,120 @@ def detect(
     """Score ``source`` frame by frame and write scores.csv, events.jsonl, events.csv and summary.json to ``out_dir``
     as it goes. ``model``: a model or an exported one (``export.load_onnx``). An interrupted run (Ctrl-C, SIGTERM)
     still completes its outputs and re-raises; a source that gave nothing or was lost raises ``DataError`` after the
-    outputs are written. Returns the summary."""
+    outputs are written. Returns the summary.
+
+    Several sources (a list of more than one) are scored at once, their frames batched: each source's outputs go to
+    its own folder ``out_dir/<index>_<name>`` (``stream_folder``), with a summary.json of the run in ``out_dir``; a
+    source that ends or fails does not stop the others, and the run raises ``DataError`` at the end when any source
+    failed or scored nothing. Returns the run's summary. A PyTorch model only (an exported ONNX graph is batch 1)."""
     options = options or DetectOptions()
+    sources = [str(s) for s in ([source] if isinstance(source, str | Path) else source)]
+    if not sources:
+        raise ConfigError("no source to score")
+    several = len(sources) > 1
     calibration = Calibration.from_dict(config.eval.calibration) if config.eval.calibration else None
     if calibration is not None and config.eval.smoothing not in (1, calibration.smoothing):
         raise ConfigError(f"the model's alert threshold was fitted on a {calibration.smoothing}-frame mean of the score, not "
                           f"{config.eval.smoothing}: recalibrate with `mnad calibrate --smoothing {config.eval.smoothing}`")
-    frames = FrameSource(source, options.source)  # checks the source before any output is touched
+    sourced = [FrameSource(s, options.source) for s in sources]  # checks every source before any output is touched
     out_dir = Path(out_dir)
-    earlier = [name for name in DETECT_FILES if (out_dir / name).exists()]
+    folders = [out_dir / stream_folder(i, s, len(sources)) for i, s in enumerate(sources)] if several else [out_dir]
+    earlier = [str(f / name) for f in folders for name in DETECT_FILES if (f / name).exists()]
+    if several and (out_dir / SUMMARY_FILE).exists():
+        earlier.append(str(out_dir / SUMMARY_FILE))
     if earlier and not options.overwrite:
-        raise DataError(f"{out_dir}: holds the outputs of an earlier run ({', '.join(earlier)}); choose another --out or pass --overwrite")
+        shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
+        raise DataError(f"{out_dir}: holds the outputs of an earlier run ({shown}); choose another --out or pass --overwrite")
+    scorers = StreamScorer.for_streams(model, config, len(sources), normalization="calibrated" if calibration else "causal",
+                                       calibration=calibration, device=device,
+                                       smoothing=None if calibration else alert_window(config),  # the calibration's own window
+                                       maps=options.save_video or bool(options.save_maps))
     if calibration is None:
         log.warning(UNCALIBRATED)
-    scorer = StreamScorer.for_model(model, config, normalization="calibrated" if calibration else "causal",
-                                    calibration=calibration, device=device,
-                                    smoothing=None if calibration else alert_window(config),  # the calibration's own window
-                                    maps=options.save_video or bool(options.save_maps))
-    threshold = calibration.threshold if calibration is not None else None
-    tracker = EventTracker(threshold, hysteresis=options.hysteresis, min_frames=options.min_event_frames) if calibration else None
-    size, channels = config.model.image_size, config.model.channels
-
-    raw: dict[int, RawFrame] = {}  # source frames waiting for their score (a clip scores a frame up to t_length-1 back)
-    events: list[Event] = []
-    history: deque[float] = deque(maxlen=TIMELINE_FRAMES)
-    writer: DetectWriter | None = None
-    video: cv2.VideoWriter | None = None
-    n, started, ended_by, failure = 0, time.perf_counter(), "end of source", None
+    wake = threading.Event()
+    runs = [_Detection(frames, folder, options, config, calibration, wake) for frames, folder in zip(sourced, folders, strict=True)]
+    started = time.perf_counter()
     bar = tqdm(desc="detect", unit="frame", disable=not progress)
+    for run in runs:
+        run.reader.start()
     try:
-        for i, frame in enumerate(frames):
-            if options.max_frames is not None and i >= options.max_frames:
-                ended_by = "--max-frames"
-                break
-            if writer is None:  # the source delivered: only now may an earlier run's outputs be replaced
-                writer = DetectWriter(out_dir, maps=options.save_maps)
-            raw[i] = frame
-            raw.pop(i - config.model.t_length, None)
-            row = scorer.push(prepare_frame(frame.image, size, channels, source))
-            if row is None:
-                continue
-            shown = raw[row.index]
-            alert = False
-            if tracker is not None:
-                ended = tracker.push(row.index, shown.time, row.smoothed)
-                alert = tracker.alerting
-                if ended is not None:
-                    events.append(ended)
-                    writer.event(ended)
-            writer.score(row, shown.time, alert)
-            if row.error_map is not None and options.save_maps:
-                writer.error_map(row.index, row.error_map)
-            if options.save_video:
-                history.append(row.smoothed)
-                picture = annotated_frame(shown.image, row.error_map, frame=row.index, seconds=shown.time, smoothed=row.smoothed,
-                                          threshold=threshold, alert=alert, history=history, fps=frames.fps,
-                                          region_sigma=options.region_sigma)
-                if video is None:
-                    h, w = picture.shape[:2]
-                    video = cv2.VideoWriter(str(out_dir / "annotated.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), frames.fps, (w, h))
-                    if not video.isOpened():
-                        raise DataError(f"{out_dir / 'annotated.mp4'}: cannot write the annotated video (no mp4v encoder?)")
-                video.write(picture)
-            n += 1
-            bar.update(1)
-    except DataError as exc:
-        if writer is None:
-            raise
-        ended_by, failure = f"error: {exc}", exc
+        _score(runs, scorers, bar, wake)
     except KeyboardInterrupt:
-        ended_by = "interrupted (SIGINT)"
+        for run in runs:
+            run.end("interrupted (SIGINT)")
         raise
     except Terminated:
-        ended_by = "stopped (SIGTERM)"
+        for run in runs:
+            run.end("stopped (SIGTERM)")
         raise
     finally:
         bar.close()
-        if video is not None:
-            video.release()
-        if writer is not None:
-            if tracker is not None:
-                last = tracker.finish()
-                if last is not None:
-                    events.append(last)
-                    writer.event(last)
-            seconds = time.perf_counter() - started
-            summary = {
-                "source": source, "frames_scored": n, "seconds": round(seconds, 3), "fps": round(n / seconds, 2) if seconds else None,
-                "source_fps": round(frames.fps, 3), "calibrated": calibration is not None, "threshold": threshold,
-                "false_alarm_rate": calibration.false_alarm_rate if calibration else None,
-                "smoothing": scorer.smoothing, "events": len(events), "ended_by": ended_by,
-                "annotated_video": options.save_video and video is not None,
-                "note": None if calibration else UNCALIBRATED,
-            }
-            writer.close(events, summary)
-    if failure is not None:
-        raise failure
-    if n == 0:
-        raise DataError(f"{source}: no frame was scored ({config.model.t_length} frames make the first clip)")
-    return summary
+        seconds = time.perf_counter() - started
+        summaries = [run.close(seconds, scorers[0].smoothing, calibration) for run in runs]
+        if several:
+            overall = _run_summary(runs, summaries, folders, seconds, calibration)
+            write_detect_summary(out_dir, overall)
+        deadline = time.monotonic() + 2.0  # readers stop at their next frame; a silent camera's read may take its timeout
+        for run in runs:
+            run.reader.join(timeout=max(deadline - time.monotonic(), 0.0))
+    errors = [e for run in runs if (e := run.error()) is not None]
+    if not several:
+        if errors:
+            raise errors[0]
+        assert summaries[0] is not None
+        return summaries[0]
+    if errors:
+        raise DataError(f"{len(errors)} of {len(runs)} sources failed (the others ran to their end; outputs in {out_dir}): "
+                        + "; ".join(str(e) for e in errors))
+    return overall
+
+
+def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake: threading.Event) -> None:
+    """Until every source has ended: take at most one waiting frame of each source, score those frames as one batch,
+    and hand each result to its source's events and outputs. A source's DataError (its frames or its outputs) ends
+    that source only; with a single source it ends the run."""
+    while any(run.ended_by is None for run in runs):
+        wake.clear()  # before looking: a frame queued after the look sets it again, so the wait below misses none
+        frames: list[np.ndarray | None] = [None] * len(runs)
+        for k, run in enumerate(runs):
+            if run.ended_by is not None:
+                continue
+            try:
+                item = run.reader.queue.get_nowait()
+            except queue.Empty:
+                continue
+            try:
+                frames[k] = run.take(item)
+            except DataError as exc:
+                run.fail(exc)
+        if all(f is None for f in frames):
+            wake.wait(0.5)
+            continue
+        for run, row in zip(runs, score_streams(scorers, frames), strict=True):
+            if row is None or run.ended_by is not None:
+                continue
+            try:
+                run.score(row)
+            except DataError as exc:
+                run.fail(exc)
+            else:
+                bar.update(1)
+
+
+def _run_summary(runs: list[_Detection], summaries: list[dict | None], folders: list[Path], seconds: float,
+                 calibration: Calibration | None) -> dict:
+    """The summary of a run over several sources: each source's outcome and folder, the frames scored in all."""
+    total = sum(run.scored for run in runs)
+    streams = []
+    for run, summary, folder in zip(runs, summaries, folders, strict=True):
+        error = run.error()
+        streams.append({"source": run.source, "folder": folder.name if summary is not None else None, "frames_scored": run.scored,
+                        "events": len(run.events), "ended_by": run.ended_by, "failed": error is not None,
+                        "error": str(error) if error is not None else None})
+    return {"sources": len(runs), "failed": sum(s["failed"] for s in streams), "frames_scored": total,
+            "seconds": round(seconds, 3), "fps": round(total / seconds, 2) if seconds else None,
+            "calibrated": calibration is not None, "threshold": calibration.threshold if calibration else None,
+            "note": None if calibration else UNCALIBRATED, "streams": streams}
 
 
 def load_detector(checkpoint: str | Path) -> tuple[MNAD, Config]:

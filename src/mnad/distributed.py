@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
 
+from mnad.config import Config
 from mnad.errors import ConfigError
 
 T = TypeVar("T")
@@ -97,6 +98,8 @@ def bf16_is_native(device: torch.device | str) -> bool:
     oneDNN emulates bf16, hundreds of times slower than fp32 (measured on an AMD EPYC with AVX2: 0.29 against
     57 GFLOP/s per core for a 1024x1024 matmul)."""
     device = torch.device(device)
+    if device.type == "cuda":  # Ampere and later; older GPUs emulate it too
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return True
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -109,6 +112,63 @@ def native_bf16(requested: bool, device: torch.device | str, what: str) -> bool:
                     "slower than fp32: using fp32", what)
         return False
     return requested
+
+
+# channels_last at fp32 too (the path where bf16 is not native): on an AVX2-only CPU (AMD EPYC) it took 7-9 % less
+# CPU time per frame than NCHW at 128x128 and 256x256 (benchmarks/README.md, "A shared machine"), as with bf16.
+FP32_CHANNELS_LAST = True
+
+
+@dataclass(frozen=True)
+class ScoringPath:
+    """The numeric path scoring takes: ``eval.bf16`` and ``eval.channels_last``, and why, in words."""
+
+    bf16: bool
+    channels_last: bool
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return ("bf16" if self.bf16 else "fp32") + (" + channels_last" if self.channels_last else "")
+
+    def describe(self) -> str:
+        """One line for the user, e.g. ``fp32 (this CPU has no native bf16)``."""
+        return f"{self.name} ({self.reason})"
+
+    def apply(self, config: Config) -> Config:
+        return config.override([f"eval.bf16={str(self.bf16).lower()}", f"eval.channels_last={str(self.channels_last).lower()}"])
+
+
+def scoring_path(config: Config, device: str | torch.device, *, fp32: bool = False, explicit: Collection[str] = ()) -> ScoringPath:
+    """The path ``mnad evaluate``, ``calibrate`` and ``detect`` score with: the fast one (bf16 weights + channels_last) where
+    bf16 is native (a CPU with AVX512-BF16 or AMX, a GPU from Ampere on), fp32 elsewhere or with ``fp32`` (with channels_last
+    too where ``FP32_CHANNELS_LAST``).
+
+    ``explicit`` names the fields the user set (``eval.bf16``, ``eval.channels_last``): those win over the choice, except
+    that bf16 where it would be emulated is still fp32 (hundreds of times slower). The model's own config (a recipe's
+    ``eval.bf16``) is not a choice of the user's: it is what a model was trained and scored with, not where it runs.
+    """
+    device = checked_device(device)
+    native = bf16_is_native(device)
+    what = "this CPU" if device.type == "cpu" else "this GPU"
+    user_bf16 = config.eval.bf16 if "eval.bf16" in explicit else None
+    if fp32 and user_bf16:
+        raise ConfigError("--fp32 and eval.bf16=true ask for two different scoring paths: give one of them")
+    if fp32 or user_bf16 is False:
+        bf16, reason = False, "--fp32" if fp32 else "eval.bf16=false"
+    elif user_bf16 and not native:
+        bf16, reason = False, f"bf16 asked for, but {what} has no native bf16 and would emulate it, far slower than fp32"
+    elif user_bf16:
+        bf16, reason = True, "eval.bf16=true"
+    elif native:
+        bf16, reason = True, f"{what} runs bf16 natively; --fp32 for fp32"
+    else:
+        bf16, reason = False, f"{what} has no native bf16" + (": no AVX512-BF16 or AMX" if device.type == "cpu" else "")
+    if "eval.channels_last" in explicit:
+        channels_last = config.eval.channels_last
+    else:
+        channels_last = True if bf16 else FP32_CHANNELS_LAST
+    return ScoringPath(bf16, channels_last, reason)
 
 
 def checked_device(device: str | torch.device) -> torch.device:

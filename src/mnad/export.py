@@ -3,7 +3,8 @@
 The exported graph is ``stream.ScoringStep``: memory items are an explicit input and output, so the test-time memory
 update stays possible (the streaming scorer feeds each step's ``items`` into the next). The sidecar ``<file>.json``
 holds the config and the trained items, with the SHA-256 of the graph and of its own content: both are checked
-before use.
+before use. An int8 export (``mnad.quantize``) is the same graph with its convolutions quantised; its sidecar also
+records how it was calibrated (``int8``; null for fp32).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import io
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +22,10 @@ import torch
 
 from mnad.checkpoint import atomic_write_many
 from mnad.config import Config
-from mnad.errors import CheckpointError, DataError, MNADError
+from mnad.data.sources import Video
+from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
+from mnad.quantize import CALIBRATION_CLIPS, pick_clips, quantize_graph
 from mnad.stream import ScoringStep, StepResult
 
 SIDECAR_FORMAT = "mnad-onnx-1"
@@ -42,11 +46,22 @@ def _sidecar_digest(side: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 18) -> Path:
-    """Write the scoring step as ONNX (fp32, batch 1) and its sidecar ``<path>.json``; both or neither."""
+def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 18, int8: bool = False,
+                calibration: Sequence[Video] = (), calibration_clips: int | None = None) -> Path:
+    """Write the scoring step as ONNX (fp32, batch 1) and its sidecar ``<path>.json``; both or neither.
+
+    ``int8``: the U-Net's convolutions quantised to int8 (``mnad.quantize``), calibrated on ``calibration_clips`` clips
+    (default ``quantize.CALIBRATION_CLIPS``) spread over ``calibration``, normal footage such as the training videos."""
     path = Path(path)
     if not path.parent.is_dir():
         raise DataError(f"{path.parent}: the output folder does not exist")
+    if int8 and not calibration:
+        raise ConfigError("an int8 export is calibrated on normal footage: give the training videos (--data-root or --calibration-data)")
+    if (calibration or calibration_clips is not None) and not int8:
+        raise ConfigError("calibration footage and clips are for an int8 export only (add --int8)")
+    clips = CALIBRATION_CLIPS if calibration_clips is None else calibration_clips
+    if int8:
+        pick_clips(calibration, config, clips)  # the footage checked before the minutes of tracing and calibrating
     # the ONNX graph is fp32 and traced from the eager modules, whatever the scoring options
     fp32 = config.override(["eval.bf16=false", "eval.channels_last=false", "eval.compile=false"])
     step = ScoringStep(model.eval().float(), fp32).eval()
@@ -57,12 +72,16 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the sizes are fixed: the graph is for one frame size
         torch.onnx.export(step, example_inputs(config), buffer, input_names=INPUTS, output_names=OUTPUTS,
                           opset_version=opset, dynamo=False)
-    graph = buffer.getvalue()
+    graph, record = buffer.getvalue(), None
+    items = model.memory.items.detach().float().cpu() if model.memory is not None else None
+    if int8:
+        graph, record = quantize_graph(graph, config, items, calibration, clips=clips)
     side = {
         "format": SIDECAR_FORMAT,
         "onnx_sha256": hashlib.sha256(graph).hexdigest(),
         "config": config.to_dict(),
-        "memory_items": model.memory.items.tolist() if model.memory is not None else None,
+        "memory_items": items.tolist() if items is not None else None,
+        "int8": record,
     }
     side["sha256"] = _sidecar_digest(side)
     atomic_write_many({path: graph, Path(f"{path}.json"): json.dumps(side).encode()})
@@ -76,6 +95,8 @@ class OnnxStep:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # no pre-planned block for all intermediate tensors: ~110 MiB less at 256x256, as fast (benchmarks/memory.py)
+        options.enable_mem_pattern = False
         if threads:
             options.intra_op_num_threads = threads
         try:
@@ -97,6 +118,16 @@ class OnnxModel:
     step: OnnxStep
     config: Config
     items: torch.Tensor | None
+    int8: dict | None = None  # how an int8 export was quantised and calibrated; None: fp32
+
+    def to(self, device: str | torch.device) -> OnnxModel:
+        """As a torch module's ``to``, for code that moves models (``evaluate``): ONNX Runtime scores on the CPU here."""
+        if torch.device(device).type != "cpu":
+            raise ConfigError(f"an ONNX model scores on the CPU (ONNX Runtime's CPU provider), not on {device}")
+        return self
+
+    def eval(self) -> OnnxModel:
+        return self
 
 
 def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxModel:
@@ -123,4 +154,7 @@ def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxModel:
         raise CheckpointError(f"{side_path}: the stored config or memory is unusable ({exc})") from exc
     if (items is None) == config.model.memory:
         raise CheckpointError(f"{side_path}: the memory items do not match the config")
-    return OnnxModel(OnnxStep(graph, path, threads=threads), config, items)
+    int8 = side.get("int8")  # absent in sidecars written before int8 exports: fp32
+    if int8 is not None and not isinstance(int8, dict):
+        raise CheckpointError(f"{side_path}: the int8 record is unusable")
+    return OnnxModel(OnnxStep(graph, path, threads=threads), config, items, int8)

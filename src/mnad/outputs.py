@@ -6,7 +6,8 @@
 - ``train_log.jsonl``: one JSON record per training epoch (``read_train_log``).
 - ``figures/figures.json``: what ``mnad figures`` drew (``read_figures_index``).
 - ``mnad detect``'s folder: ``scores.csv`` (per frame, with time, smoothed score and alert), ``events.jsonl`` and
-  ``events.csv``, ``summary.json``, ``maps/`` (``DetectWriter``, ``read_detect_scores``).
+  ``events.csv``, ``summary.json``, ``maps/`` (``DetectWriter``, ``read_detect_scores``); with several sources, one
+  such folder per source and a ``summary.json`` of the whole run beside them (``write_detect_summary``).
 
 The report (``mnad.report``) and ``scripts/`` read these files through this module, so a change of format is made
 in one place.
@@ -265,6 +266,13 @@ class DetectWriter:
 
         atomic_write_many({self.out_dir / EVENTS_CSV: table.getvalue().encode(),
                            self.out_dir / SUMMARY_FILE: json.dumps(summary, indent=2).encode()})
+
+
+def write_detect_summary(out_dir: Path, summary: dict) -> None:
+    """The summary.json of a run over several sources, beside their folders (each holds a run's files), atomically."""
+    from mnad.checkpoint import atomic_write
+
+    atomic_write(Path(out_dir) / SUMMARY_FILE, json.dumps(summary, indent=2).encode())
 
 
 def read_detect_scores(path: str | Path) -> list[dict[str, str]]:

@@ -45,9 +45,11 @@ def patch_psnr(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def feature_distance(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """D per sample: mean squared distance of each query (B, K, C) to its nearest item (M, C), as an MSE."""
-    nearest = (queries @ items.t()).argmax(-1)
-    return ((queries - items[nearest]) ** 2).flatten(1).mean(1)
+    """D per sample: mean squared distance of each query (B, K, C) to its nearest item (M, C), as an MSE; with items
+    (B, M, C), each sample's own (several streams in one batch), the nearest of its own items."""
+    nearest = (queries @ items.transpose(-2, -1)).argmax(-1)
+    chosen = items[nearest] if items.dim() == 2 else torch.take_along_dim(items, nearest[..., None], dim=1)
+    return ((queries - chosen) ** 2).flatten(1).mean(1)
 
 
 def regular_score(predicted: torch.Tensor, target: torch.Tensor, *, kind: str = "code") -> torch.Tensor:

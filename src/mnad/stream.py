@@ -7,6 +7,10 @@ and the trailing mean. The caller's model is never mutated; the state can be sav
 
 The scoring step is a pure function, (input frames, target frame, memory items) -> ``StepResult``: the same graph
 runs eagerly, compiled (``eval.compile``) and, exported, in ONNX Runtime (``mnad.export``).
+
+Several streams (cameras) are scored together by ``score_streams``: each ``StreamScorer`` builds its clip from its
+own window (``clip``), the clips that are complete run as one batch with each stream's own memory items (B, M, C),
+and each scorer takes its sample of the result (``consume``); ``push`` is the same two halves around a batch of one.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -44,14 +48,14 @@ from mnad.scoring import (
 
 
 class StepResult(NamedTuple):
-    """What one scoring step computes, batch B (1 when streaming)."""
+    """What one scoring step computes, batch B (1 for one stream; several streams scored together: one per stream)."""
 
     frame: torch.Tensor  # predicted (or reconstructed) frame, (B, C, H, W) in [-1, 1]
     psnr: torch.Tensor  # (B,)
     patch_psnr: torch.Tensor  # PSNR of the worst-predicted patch, (B,)
     distance: torch.Tensor  # D, query-to-nearest-item distance, (B,); zeros without memory
     regular: torch.Tensor  # E_t, the weighted regular score that gates the memory update, (B,)
-    items: torch.Tensor  # memory items after the gated test-time update, (M, C)
+    items: torch.Tensor  # memory items after the gated test-time update, (M, C), or (B, M, C) as they came in
     error_map: torch.Tensor  # pixel-wise squared error, (B, H, W)
 
 
@@ -59,7 +63,12 @@ Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], StepResult]
 
 
 class ScoringStep(torch.nn.Module):
-    """One test-time step (docs/method.md 5.1-5.4) on a frozen inference copy of the model: memory in, memory out."""
+    """One test-time step (docs/method.md 5.1-5.4) on a frozen inference copy of the model: memory in, memory out.
+
+    ``items`` (M, C): one stream's memory, batch 1, updated from its queries. ``items`` (B, M, C): one memory per
+    sample (several streams in one batch), each read by its own sample and updated from its own queries when its own
+    E_t is below gamma; sample b scores as it would alone with ``items[b]`` (up to the rounding of batched kernels).
+    """
 
     def __init__(self, model: MNAD, config: Config) -> None:
         super().__init__()
@@ -80,8 +89,10 @@ class ScoringStep(torch.nn.Module):
             return StepResult(output.frame, p, local, torch.zeros_like(p), e, items, errors)
         d = feature_distance(output.queries, items)
         if self.cfg.test_update:  # after scoring this frame, as published; strict '<'
-            new_items = updated_memory(output.queries[0], items, max_over=self.update_max_over)
-            items = torch.where(e[0] < self.cfg.gamma, new_items, items)
+            per_sample = items.dim() == 3
+            new_items = updated_memory(output.queries if per_sample else output.queries[0], items, max_over=self.update_max_over)
+            gate = (e < self.cfg.gamma)[:, None, None] if per_sample else e[0] < self.cfg.gamma
+            items = torch.where(gate, new_items, items)
         return StepResult(output.frame, p, local, d, e, items, errors)
 
 
@@ -162,6 +173,7 @@ class StreamScorer:
         self._raw: deque[np.ndarray] = deque(maxlen=m.t_length)
         self._lag = m.t_length - 1 - m.target_index  # a clip scores its target frame, `lag` frames before its last
         self._seen = 0
+        self._pending: int | None = None  # index of the frame that the clip handed out by ``clip`` scores
         self._causal = CausalScore(self.alpha, self.smoothing, calibration)
         self._split = functools.partial(split_clip, model=config.model)
 
@@ -177,6 +189,21 @@ class StreamScorer:
         items = model.memory.items if model.memory is not None else None
         return cls(scoring_step(model.eval(), config), config, items, **options)
 
+    @classmethod
+    def for_streams(cls, model: MNAD, config: Config, streams: int, **options) -> list[StreamScorer]:
+        """``streams`` scorers of ``model`` that ``score_streams`` scores together: one frozen step shared (one copy
+        of the weights), and each its own memory, window and normaliser."""
+        from mnad.export import OnnxModel
+
+        if streams == 1:
+            return [cls.for_model(model, config, **options)]
+        if isinstance(model, OnnxModel):
+            raise ConfigError("several sources at once need a PyTorch model: the exported ONNX graph scores one clip with one "
+                              "memory (run one `mnad detect` per source, or use the checkpoint the ONNX file was exported from)")
+        items = model.memory.items if model.memory is not None else None
+        step = scoring_step(model.eval(), config)
+        return [cls(step, config, items, **options) for _ in range(streams)]
+
     @property
     def items(self) -> torch.Tensor | None:
         """The memory items as they stand (a copy)."""
@@ -188,27 +215,45 @@ class StreamScorer:
         self._window.clear()
         self._raw.clear()
         self._seen = 0
+        self._pending = None
 
     def push(self, frame: np.ndarray) -> FrameResult | None:
         """Score the clip that ``frame`` (uint8 (H, W, C), already resized) completes; None while the window fills."""
+        clip = self.clip(frame)
+        if clip is None:
+            return None
+        with torch.inference_mode():
+            result = self.step(*clip, self._items)
+        return self.consume(result)
+
+    def clip(self, frame: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The first half of ``push``: add ``frame`` to the window and return the (inputs, target) clip it completes,
+        batch 1, to be scored with this scorer's items; None while the window fills. Its result goes to ``consume``
+        before the next frame."""
         self._window.append(to_tensor(frame).to(self.device))  # each frame converted once, not once per clip
         self._raw.append(frame)
-        index = self._seen - self._lag
         self._seen += 1
         if len(self._window) < self._window.maxlen:
             return None
-        inputs, target = self._split(torch.stack(tuple(self._window))[None])
-        with torch.inference_mode():
-            result = self.step(inputs, target, self._items)
-        updated = self.has_memory and not torch.equal(result.items, self._items)
+        self._pending = self._seen - 1 - self._lag
+        return self._split(torch.stack(tuple(self._window))[None])
+
+    def consume(self, result: StepResult, sample: int = 0) -> FrameResult:
+        """The second half of ``push``: take sample ``sample`` of a step run on the last ``clip`` with this scorer's
+        items ((M, C) items in, batch 1; or (B, M, C), this scorer's at ``sample``): keep its memory update, score it."""
+        if self._pending is None:
+            raise RuntimeError("consume() takes the result of the clip that clip() returned, once")
+        index, self._pending = self._pending, None
+        items = result.items[sample] if result.items.dim() == 3 else result.items
+        updated = self.has_memory and not torch.equal(items, self._items)
         if updated:
-            self._items = result.items.clone()
-        p, local, d = float(result.psnr[0]), float(result.patch_psnr[0]), float(result.distance[0])
+            self._items = items.clone()
+        p, local, d = float(result.psnr[sample]), float(result.patch_psnr[sample]), float(result.distance[sample])
         score = smoothed = None
         if self.normalization != "video":
             score, smoothed = self._causal(local if self.config.eval.psnr_region == "patch" else p, d)
-        errors = result.error_map[0].float().cpu().numpy() if self.maps else None
-        return FrameResult(index, p, local, d, float(result.regular[0]), updated, score, smoothed, errors)
+        errors = result.error_map[sample].float().cpu().numpy() if self.maps else None
+        return FrameResult(index, p, local, d, float(result.regular[sample]), updated, score, smoothed, errors)
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -234,6 +279,7 @@ class StreamScorer:
             self._window.append(to_tensor(frame).to(self.device))
             self._raw.append(frame)
         self._seen = state.frames_seen
+        self._pending = None
         self._causal = CausalScore(self.alpha, self.smoothing, self.calibration, RunningMinMax(*state.psnr_range),
                                    RunningMinMax(*state.distance_range), TrailingMean(self.smoothing, list(state.recent)[-self.smoothing:]))
 
@@ -269,3 +315,29 @@ class StreamScorer:
         window = [tensors[f"window.{i}"].numpy() for i in range(sum(k.startswith("window.") for k in tensors))]
         self.restore(StreamState(tensors.get("items"), window, int(info["frames_seen"]), tuple(info["psnr_range"]),
                                  tuple(info["distance_range"]), [float(v) for v in info["recent"]]))
+
+
+def score_streams(scorers: Sequence[StreamScorer], frames: Sequence[np.ndarray | None]) -> list[FrameResult | None]:
+    """One frame to each scorer (None: that stream sits this round out, e.g. no new frame yet or its source ended);
+    the clips that are complete are scored as one batch, each with its scorer's own memory items, and each scorer
+    takes its sample. Returns what each scorer's ``push`` would have (None while a window fills or without a frame),
+    equal to it up to the rounding of batched kernels. The scorers share one step (``StreamScorer.for_streams``)."""
+    if len(frames) != len(scorers):
+        raise ValueError(f"{len(frames)} frames for {len(scorers)} streams")
+    step = scorers[0].step if scorers else None
+    if any(s.step is not step or s.device != scorers[0].device for s in scorers):  # checked before any window moves
+        raise ConfigError("streams scored together must share one scoring step and device (make them with StreamScorer.for_streams)")
+    clips = {i: c for i, (s, f) in enumerate(zip(scorers, frames, strict=True)) if f is not None and (c := s.clip(f)) is not None}
+    results: list[FrameResult | None] = [None] * len(scorers)
+    if not clips:
+        return results
+    ready = list(clips)
+    with torch.inference_mode():
+        if len(ready) == 1:  # batch 1 with (M, C) items: exactly ``push``
+            result = step(*clips[ready[0]], scorers[ready[0]]._items)
+        else:
+            inputs, target = (torch.cat([clips[i][k] for i in ready]) for k in (0, 1))
+            result = step(inputs, target, torch.stack([scorers[i]._items for i in ready]))
+    for sample, i in enumerate(ready):
+        results[i] = scorers[i].consume(result, sample)
+    return results

@@ -10,6 +10,8 @@ ranks' queries, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -41,6 +43,7 @@ from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
 
 LOG_FILE = "train_log.jsonl"
+LOSS_NAMES = [f.name for f in dataclasses.fields(Losses)]  # total, frame, compact, separate: the log's loss_* keys
 HOLDOUT_FILE = "holdout.json"
 
 
@@ -110,6 +113,27 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+def forward_losses(model: MNAD, net: nn.Module, clip: torch.Tensor, cfg: TrainConfig) -> tuple[Losses, torch.Tensor]:
+    """The step's forward half: predict the target frame of each clip and the loss of Eq. 8 against the memory
+    before this batch's update. Returns the losses and the queries (B, K, C) that the update reads."""
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    inputs, target = model.split_clip(clip)
+    with torch.autocast(clip.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):  # the queries and memory maths stay fp32 (MNAD.forward)
+        output = net(inputs.contiguous(memory_format=memory_format))
+    return mnad_loss(model, output, target, cfg.lambda_compact, cfg.lambda_separate), output.queries
+
+
+@functools.cache
+def compiled_forward_losses(device_type: str) -> Callable[..., tuple[Losses, torch.Tensor]]:
+    """``forward_losses`` through torch.compile (train.compile): the forward and, by AOTAutograd, its backward become
+    two graphs whose small operations (BatchNorm, ReLU, concatenations, the memory read and losses) run fused.
+    Compiles at the first step (tens of seconds to minutes on a CPU; torch caches the result on disk) and again only
+    if a shape changes. One compiled function per device type for every model: the weights are inputs of the graphs,
+    not constants. On a CPU the convolutions keep the layout they are given: inductor's layout optimisation would
+    make them channels_last, whose fp32 backward convolutions were measured slower than NCHW on an AVX2 CPU."""
+    return torch.compile(forward_losses, dynamic=False, options={"layout_optimization": device_type != "cpu"})
+
+
 def train_step(
     model: MNAD,
     optimizer: torch.optim.Optimizer,
@@ -123,20 +147,21 @@ def train_step(
     frame, the loss of Eq. 8, an Adam step, then the memory update (Eqs. 3-5). Returns the step's losses.
 
     ``net`` is what runs the forward pass (``model`` wrapped by DDP under torchrun; ``model`` itself by default);
-    ``ctx`` reduces the memory update over the ranks. benchmarks/speed.py times this very function.
+    ``ctx`` reduces the memory update over the ranks. With ``cfg.compile`` the forward and backward run compiled
+    (``compiled_forward_losses``); Adam and the memory update run eagerly either way: the same update code on the
+    same queries. benchmarks/speed.py times this very function.
     """
     net = model if net is None else net
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    inputs, target = model.split_clip(clip)
-    with torch.autocast(clip.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):  # the queries and memory maths stay fp32 (MNAD.forward)
-        output = net(inputs.contiguous(memory_format=memory_format))
-    losses = mnad_loss(model, output, target, cfg.lambda_compact, cfg.lambda_separate)
+    if cfg.compile:  # one memory layout in, one graph: the DataLoader's batches and a contiguous one differ in strides
+        losses, queries = compiled_forward_losses(clip.device.type)(model, net, clip.contiguous(), cfg)
+    else:
+        losses, queries = forward_losses(model, net, clip, cfg)
     optimizer.zero_grad(set_to_none=True)
     losses.total.backward()
     optimizer.step()
     if model.memory is not None:  # after the losses and the read: they use the pre-update items
         # over the queries of all ranks: every rank ends the step with the same items
-        model.memory.update(output.queries.detach().reshape(-1, output.queries.shape[-1]),
+        model.memory.update(queries.detach().reshape(-1, queries.shape[-1]),
                             reduce_max=ctx.reduce_max if ctx else None, reduce_sum=ctx.reduce_sum if ctx else None)
     return losses
 
@@ -238,16 +263,19 @@ def _train(
         model.train()
         sampler.set_epoch(epoch)
         loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True, pin_memory=device.type == "cuda")
-        totals: dict[str, float] = {}
+        sums: torch.Tensor | None = None  # of the losses, in LOSS_NAMES order
         started = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress or not ctx.is_main, leave=False)
         for clip in bar:
             losses = train_step(model, optimizer, clip.to(device, non_blocking=True), cfg.train, net=net, ctx=ctx)
-            values = losses.as_floats()
-            for key, value in values.items():
-                totals[key] = totals.get(key, 0.0) + value
-            bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()})
+            # summed on the device, in float64 and in step order (the same sums as Python floats): reading them back
+            # once an epoch, not every step, lets a GPU run ahead of the host (only the progress bar reads each step)
+            values = torch.stack([getattr(losses, name).detach() for name in LOSS_NAMES]).double()
+            sums = values if sums is None else sums + values
+            if not bar.disable:
+                bar.set_postfix({k: f"{v:.4f}" for k, v in zip(LOSS_NAMES, values.tolist(), strict=True)})
         scheduler.step()
+        totals = dict(zip(LOSS_NAMES, sums.tolist(), strict=True)) if sums is not None else {}
         totals = distributed.mean_over_ranks(totals, ctx)  # the log shows the loss of the global batches
 
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 2)}

@@ -16,8 +16,10 @@ Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
 def read_memory(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """Each query's softmax-weighted sum of items (paper Eqs. 1-2). Weights carry no gradient."""
-    weights = F.softmax(queries @ items.t(), dim=1).detach()
+    """Each query's softmax-weighted sum of items (paper Eqs. 1-2). Weights carry no gradient.
+
+    Queries (N, C) read items (M, C); or, per sample, queries (B, K, C) read their own items (B, M, C)."""
+    weights = F.softmax(queries @ items.transpose(-2, -1), dim=-1).detach()
     return weights @ items
 
 
@@ -35,22 +37,26 @@ def updated_memory(
     that ratio, so v'_km = exp(s_km - max_k s_km): no softmax over N is needed, and across processes the max
     and the weighted sums reduce independently (``reduce_max`` / ``reduce_sum``, e.g. all-reduce in DDP).
     Written with one-hot masks rather than scatter ops so that it exports to ONNX as it is.
+
+    Queries (N, C) update items (M, C); or, one item set per sample (several streams scored in one batch), queries
+    (B, K, C) update their own items (B, M, C), every sum and max taken within the sample (the same operations on
+    a leading batch axis, hence the negative dims).
     """
     queries = queries.to(items.dtype)  # bf16 queries -> fp32 items; fp64 items keep fp64
-    scores = queries @ items.t()  # (N, M)
-    assigned = F.one_hot(scores.argmax(dim=1), items.shape[0]).to(scores.dtype)  # U_m as a mask
+    scores = queries @ items.transpose(-2, -1)  # (N, M), or (B, K, M)
+    assigned = F.one_hot(scores.argmax(dim=-1), items.shape[-2]).to(scores.dtype)  # U_m as a mask
     if max_over == "all":  # published code: max over every query of the batch
-        max_score = scores.amax(dim=0)
+        max_score = scores.amax(dim=-2)  # (M,), or (B, M)
     else:  # paper Eq. 5: max over the queries assigned to the item
-        max_score = scores.masked_fill(assigned == 0, -torch.inf).amax(dim=0)
+        max_score = scores.masked_fill(assigned == 0, -torch.inf).amax(dim=-2)
     if reduce_max is not None:
         max_score = reduce_max(max_score)
     # v'_km for the assigned pairs only; elsewhere 0 (the where() keeps exp(-inf - -inf) = nan out)
-    weights = torch.where(assigned > 0, torch.exp(scores - max_score), torch.zeros_like(scores))
-    delta = weights.t() @ queries  # (M, C)
+    weights = torch.where(assigned > 0, torch.exp(scores - max_score.unsqueeze(-2)), torch.zeros_like(scores))
+    delta = weights.transpose(-2, -1) @ queries  # (M, C), or (B, M, C)
     if reduce_sum is not None:
         delta = reduce_sum(delta)
-    return F.normalize(items + delta, dim=1)
+    return F.normalize(items + delta, dim=-1)
 
 
 class Memory(nn.Module):

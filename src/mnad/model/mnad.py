@@ -35,7 +35,8 @@ class MNAD(nn.Module):
 
     def forward(self, frames: torch.Tensor, items: torch.Tensor | None = None) -> MNADOutput:
         """``frames``: (B, input_frames * C, H, W), input frames stacked along channels, oldest first.
-        ``items``: memory items to read instead of the module's own (an explicit input for ONNX export)."""
+        ``items``: memory items to read instead of the module's own (an explicit input for ONNX export): (M, C), one
+        set for the whole batch, or (B, M, C), each sample its own (several streams scored in one batch)."""
         features, skips = self.encoder(frames)
         b, c, h, w = features.shape
         # Queries are normalised per position in fp32, so the memory maths is exact under bf16 autocast.
@@ -43,7 +44,8 @@ class MNAD(nn.Module):
         queries = query_map.permute(0, 2, 3, 1).reshape(b, h * w, c)
         if self.memory is not None:
             items = self.memory.items if items is None else items
-            read = read_memory(queries.reshape(-1, c), items).reshape(b, h, w, c).permute(0, 3, 1, 2)
+            flat = queries.reshape(-1, c) if items.dim() == 2 else queries  # per-sample items: each sample reads its own
+            read = read_memory(flat, items).reshape(b, h, w, c).permute(0, 3, 1, 2)
             decoder_in = torch.cat([query_map, read], dim=1)
         else:  # "w/o Mem." baseline: the decoder sees the query alone
             decoder_in = query_map

@@ -31,7 +31,10 @@ def checkpoint_metadata(path: str | Path) -> dict:
     """The JSON metadata of a safetensors checkpoint (its stored tensor SHA-256 and extras), without loading tensors."""
     try:
         with Path(path).open("rb") as handle:
-            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+            size = int.from_bytes(handle.read(8), "little")
+            if size > Path(path).stat().st_size:  # not safetensors (an exported .onnx): no header to read
+                return {}
+            header = json.loads(handle.read(size))
         return header.get("__metadata__") or {}
     except (OSError, ValueError):
         return {}
