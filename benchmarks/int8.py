@@ -9,9 +9,10 @@ reading the memory the previous one left, as ``mnad detect`` scores them):
 
 * ``onnx-int8``: ONNX Runtime, the export with its convolutions quantised (``mnad export --int8``, ``mnad.quantize``);
 * ``onnx-fp32``: ONNX Runtime, the plain fp32 export (``mnad export``);
-* ``mnad-fp32``: PyTorch eager, fp32 (BatchNorm folded), the default scoring path where bf16 is not native;
-* ``mnad-compiled`` (``--compiled``): PyTorch, fp32, the step compiled with inductor (``eval.compile``; compiling at
-  the first warm-up frame takes minutes on 2 cores and is not timed).
+* ``mnad-fp32``: PyTorch eager in fp32 as ``mnad evaluate`` and ``mnad detect`` score where bf16 is not native
+  (``distributed.scoring_path(fp32=True)``: BatchNorm folded, channels_last), with the CLI's ``OMP_WAIT_POLICY=PASSIVE``;
+* ``mnad-compiled`` (``--compiled``): the same, the step compiled with inductor (``eval.compile``; compiling at the
+  first warm-up frame takes minutes on 2 cores and is not timed).
 
 The weights are the shipped model's (``--checkpoint``, default ``ped2-pred``, trained at 128x128; the network is fully
 convolutional, so the same weights run at 256x256). The int8 export is calibrated on ``--calibration-clips`` clips of
@@ -103,9 +104,11 @@ def work(job: dict) -> dict:
         config = model.config
     else:
         from mnad.checkpoint import load_model
+        from mnad.distributed import scoring_path
 
         model, config = load_model(job["paths"]["weights"])
-        config = config.override(["eval.bf16=false", "eval.channels_last=false", f"eval.compile={str(job['row'] == 'mnad-compiled').lower()}"])
+        config = scoring_path(config, "cpu", fp32=True).apply(config)  # the commands' fp32 path on this machine
+        config = config.override([f"eval.compile={str(job['row'] == 'mnad-compiled').lower()}"])
     scorer = StreamScorer.for_model(model, config, normalization="video")
     frames = synthetic_frames(job["warmup"] + job["frames"] + config.model.t_length - 1, job["size"])
     stamps, psnrs, updates = [(time.perf_counter(), time.process_time())], [], 0
@@ -123,6 +126,7 @@ def work(job: dict) -> dict:
 def run_worker(job: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), PYTHONPATH=os.pathsep.join(
         p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the mnad command sets it (mnad/cli.py): torch's threads sleep when idle
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)],
                           capture_output=True, text=True, env=env, cwd=str(ROOT))
     if proc.returncode != 0:
@@ -248,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/int8.py " + " ".join(sys.argv[1:] if argv is None else argv), "quick": args.quick,
         "machine": cpu | {"python": platform.python_version(), "onnxruntime": _version("onnxruntime"), "torch": _version("torch"),
-                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         "busy_cores_start": busy, "loadavg_start": load_start, "loadavg_end": loadavg(),
         "settings": {k: getattr(args, k) for k in ("sizes", "frames", "warmup", "rounds", "threads", "checkpoint", "calibration_clips", "gamma")},
         "setup": {str(size): {k: v for k, v in s.items() if k != "paths"} for size, s in setup.items()},

@@ -176,6 +176,27 @@ def chosen_without_labels(record: dict) -> dict:
                + abs(a["held_out_leave_one_out_far"]["0.05"] - 0.05))
 
 
+def default_paragraph(record: dict) -> list[str]:
+    """How the default of `mnad train --data` (the package's row) was chosen, and what the label-free rule picks."""
+    label_free = chosen_without_labels(record)
+    before = next(a for a in record["attempts"] if (a["psnr_term"], a.get("distance_term", "frame"), a["normalization"],
+                                                    a["window"]) == ("patch", "frame", "calibrated", record["window"]))
+    realised = before["stream"]["at_false_alarm_rate"]["0.01"]["false_alarm_rate"]
+    return [
+        f"**The default of `mnad train --data`: {record['reference_attempt']}** (`eval.psnr_region = \"patch\"`, "
+        "`eval.distance_region = \"patch\"`; the published recipes keep the paper's whole-frame terms). How it was "
+        "chosen, in order: the first rows of the table below (whole-frame D) were fixed and run first, and the label-free "
+        "rule (among the calibrated scorings with the detector's fixed window, the one whose thresholds hold best on an "
+        "unseen held-out video: leave-one-out false-alarm rates closest to their 1 % and 5 % targets, last two columns) "
+        "chose patch PSNR + frame D, the default until then. Its thresholds did not hold on the test videos "
+        f"({pct(realised)} % realised at a 1 % target). The exploration in \"Localised memory distance\" below then located the excess in D's "
+        "whole-frame mean. The default now takes D over the same regions as the PSNR term (the patch size fixed before "
+        "for patch PSNR; no new parameter). That decision came after those test columns had been seen, so on this model "
+        "it is **not** a label-free choice; the label-free rule on these rows picks "
+        f"{label_free['name']}. The check that is free of this bias is a model whose test scores were not looked at "
+        "before the default was fixed: the 8-epoch held-out model (\"A second model\" below, once it has run)."]
+
+
 def stream_rows(stream: dict, fps: float) -> list[str]:
     """Causal AUC, realised false-alarm rates and event measures of one stream-protocol result."""
     rates, events = stream["at_false_alarm_rate"], stream["event_measures"]
@@ -186,13 +207,16 @@ def stream_rows(stream: dict, fps: float) -> list[str]:
             "–" if per_minute is None else f"{per_minute:.2f}", "–" if delay is None else f"{delay:.1f} ({delay / fps:.1f} s)"]
 
 
-def no_update_row(fps: float) -> list[str]:
-    """The chosen scoring without the test-time memory update (results/ped2_stream_no_update), if it was run."""
+def no_update_row(fps: float, reference: str) -> list[str]:
+    """The package's scoring without the test-time memory update (results/ped2_stream_no_update), if it was run with
+    the same scoring (``reference``: the package row's name)."""
     path = RESULTS / f"{STREAM}_no_update" / "metrics.json"
     if not path.exists():
         return []
     metrics = json.loads(path.read_text())["metrics"]
     record = json.loads((path.parent / "attempts.json").read_text())
+    if record["reference_attempt"] != reference:
+        return []
     return [f"| {record['reference_attempt']}, test-time memory update off (package) | {pct(metrics['micro_auc'])} | "
             + " | ".join(stream_rows(metrics["stream"], fps)) + " |"]
 
@@ -227,12 +251,8 @@ def stream_section() -> str:
            + ", ".join(f"{k} {pct(v)} %" for k, v in record["published_micro_auc"].items()) + ".", "",
            head, "|---|---|---|---|---|---|---|",
            f"| {record['reference_attempt']} (package) | {pct(metrics['micro_auc'])} | " + " | ".join(stream_rows(stream, fps)) + " |",
-           *no_update_row(fps), "",
-           f"**Chosen without test labels: {chosen_without_labels(record)['name']}.** Among the calibrated scorings with the "
-           f"detector's {record['window']}-frame window (fixed before these runs), the one whose thresholds held best on an "
-           "unseen held-out video (leave-one-out false-alarm rates closest to their 1 % and 5 % targets, last two columns "
-           "below). It is the default of `mnad train --data` (`eval.psnr_region = \"patch\"`); the published recipes keep "
-           "the paper's whole-frame PSNR.", "",
+           *no_update_row(fps, record["reference_attempt"]), "",
+           *default_paragraph(record), "",
            "### Every attempt", "",
            "Recomputed by the script from the same two scoring passes with the package's functions (the package's row above is "
            f"reproduced: {'yes' if record['reproduces_the_package'] else 'NO'}). 'causal' is a running min-max of the stream so "
@@ -242,15 +262,44 @@ def stream_section() -> str:
            "on Ped2 a calibration that holds across held-out training videos does not hold on the test videos, whose normal "
            "frames differ more from the training videos than those differ among themselves; the attempts are listed so "
            "that this can be judged, and none was chosen on the test columns.", "",
-           head + " held-out false alarms at 1 % | at 5 % |", "|---|---|---|---|---|---|---|---|---|"]
+           *attempts_table(record), ""]
+    out += regions_rows(fps)
+    out += second_model_rows()
+    return "\n".join(out)
+
+
+def attempts_table(record: dict) -> list[str]:
+    """Every attempt of a stream-protocol record, with the label-free leave-one-out columns."""
+    out = ["| scoring | micro AUC % | realised false alarms at 1 % | at 5 % | test videos caught | false events / min | "
+           "mean delay, frames | held-out false alarms at 1 % | at 5 % |", "|---|---|---|---|---|---|---|---|---|"]
     for a in record["attempts"]:
-        cells = stream_rows(a["stream"], fps) if "stream" in a else ["–"] * 5
+        cells = stream_rows(a["stream"], record["fps"]) if "stream" in a else ["–"] * 5
         held = a.get("held_out_leave_one_out_far") or {}
         out.append(f"| {a['name']} | {pct(a['micro_auc'])} | " + " | ".join(cells)
                    + f" | {pct(held.get('0.01'))} | {pct(held.get('0.05'))} |")
-    out.append("")
-    out += regions_rows(fps)
-    return "\n".join(out)
+    return out
+
+
+SECOND_MODEL = "ped2_stream_8ep"  # the same protocol on a model whose test scores were not seen when the default was fixed
+
+
+def second_model_rows() -> list[str]:
+    """The stream protocol on the 8-epoch held-out model (results/ped2_stream_8ep), if it was run."""
+    folder = RESULTS / SECOND_MODEL
+    if not (folder / "attempts.json").exists():
+        return []
+    record = json.loads((folder / "attempts.json").read_text())
+    data = json.loads((folder / "metrics.json").read_text())
+    metrics, config = data["metrics"], data["config"]
+    command = [line for line in (folder / "commands.txt").read_text().splitlines() if line and not line.startswith("#")]
+    return ["### A second model: 8 epochs, scored after the default was fixed", "", "```bash", *command, "```", "",
+            f"The `{config['name']}` recipe trained for {config['train']['epochs']} epochs on the same training videos (the "
+            f"same {len(record['held_out'])} held out), calibrated and scored as above. The default of `mnad train --data` "
+            f"was fixed before any of its test scores were computed, so its row here is the label-free check of that "
+            f"decision. Package: micro AUC **{pct(metrics['micro_auc'])} %** ({record['reference_attempt']}); the "
+            f"label-free leave-one-out rule picks {chosen_without_labels(record)['name']}; the published protocol: "
+            + ", ".join(f"{k} {pct(v)} %" for k, v in record["published_micro_auc"].items()) + ".", "",
+            *attempts_table(record), ""]
 
 
 def regions_rows(fps: float) -> list[str]:

@@ -6,7 +6,7 @@ calibration footage.
 RUN is a training run that held whole training videos out (``train.holdout_videos``; its ``holdout.json``):
 1. calibration on the held-out videos as ``mnad calibrate`` does it (1 % target false-alarm rate, 5-frame mean);
 2. ``mnad evaluate --protocol stream`` with that calibrated model, through the package: the headline numbers;
-3. every attempted scoring, recomputed from the raw terms of those two scoring passes (PSNR, patch PSNR, D)
+3. every attempted scoring, recomputed from the raw terms of those two scoring passes (PSNR, patch PSNR, D, patch D)
    with the package's own functions: calibration (``calibrate.fit_calibration``), causal normalisers and trailing
    mean (``scoring``), stream metrics (``evaluate.stream_metrics``). The attempt equal to step 2 must reproduce its
    AUC (checked). Each attempt also gets a label-free check on normal footage only: calibrated on 3 held-out videos,
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import shlex
 import sys
@@ -30,20 +31,23 @@ import numpy as np
 
 from mnad.calibrate import fit_calibration, footage_terms, with_calibration
 from mnad.checkpoint import load_model, save_model
+from mnad.config import Config
 from mnad.data import find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
 from mnad.evaluate import DATASET_FPS, VideoScores, add_scores, attach_labels, auc_metrics, evaluate, stream_metrics
 from mnad.outputs import SCORES_FILE
-from mnad.scoring import Calibration, CausalScore, mixing_weight
+from mnad.scoring import Calibration, CausalScore, mixing_weight, score_terms
 from mnad.train import holdout_videos
 
 RATE, WINDOW = 0.01, 5  # the detector's defaults, fixed before any of these runs
-# (name, PSNR term, alpha, normalisation, window): fixed before the runs; windows 1 and 9 bracket the default
+# (name, PSNR region, D region or None for PSNR only, normalisation, window); windows 1 and 9 bracket the default.
+# The rows with patch D were added after the first table (docs/results.md, "Localised memory distance").
 ATTEMPTS = [
-    (f"{term} PSNR{' + D' if alpha < 1 else ''}, {norm}, {w}-frame mean", term, alpha, norm, w)
-    for term in ("frame", "patch") for alpha in (0.6, 1.0) for norm in ("calibrated", "causal") for w in (1, WINDOW, 9)
-    if norm == "calibrated" or w == WINDOW
+    (f"{p_region} PSNR{f' + {d_region} D' if d_region else ''}, {norm}, {w}-frame mean", p_region, d_region, norm, w)
+    for p_region in ("frame", "patch") for d_region in ("frame", "patch", None) for norm in ("calibrated", "causal")
+    for w in (1, WINDOW, 9) if norm == "calibrated" or w == WINDOW
 ]
+ALPHA = 0.6  # S_t's weight of PSNR where D is mixed in (the paper's)
 
 
 def stream_scores(psnr: list[np.ndarray], distance: list[np.ndarray], alpha: float, window: int,
@@ -86,7 +90,7 @@ def test_terms(path: Path) -> list[VideoScores]:
             return np.array([float(r[key]) for r in mine])
 
         videos.append(VideoScores(name, column("frame").astype(int), column("psnr"), column("patch_psnr"), column("distance"),
-                                  column("regular_score"), column("memory_updated") > 0))
+                                  column("patch_distance"), column("regular_score"), column("memory_updated") > 0))
     return videos
 
 
@@ -98,19 +102,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=float, default=DATASET_FPS["ped2"], help="Ped2 was recorded at 10 frames/s")
     parser.add_argument("--psnr-region", choices=["frame", "patch"], default="frame",
                         help="eval.psnr_region of the package's run (steps 1-2); the attempts cover both")
+    parser.add_argument("--distance-region", choices=["frame", "patch"], default="frame",
+                        help="eval.distance_region of the package's run (steps 1-2); the attempts cover both")
     parser.add_argument("--no-test-update", action="store_true", help="eval.test_update = false: the memory never changes at test time")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, config = load_model(args.run)
-    config = config.override([f"eval.psnr_region={args.psnr_region}", f"eval.test_update={str(not args.no_test_update).lower()}"])
+    config = config.override([f"eval.psnr_region={args.psnr_region}", f"eval.distance_region={args.distance_region}",
+                              f"eval.test_update={str(not args.no_test_update).lower()}"])
     held = holdout_videos(args.run)
     print(f"held-out videos: {', '.join(v.name for v in held)}", flush=True)
 
     # 1. calibration on the held-out videos, as `mnad calibrate` does it (scoring pass + fit)
-    cal_psnr, cal_patch, cal_distance = footage_terms(model, config, held)
-    cal = fit_calibration(cal_patch if config.eval.psnr_region == "patch" else cal_psnr, cal_distance, alpha=mixing_weight(config),
-                          false_alarm_rate=RATE, smoothing=WINDOW, footage=[v.name for v in held])
+    terms = footage_terms(model, config, held)
+    cal = dataclasses.replace(
+        fit_calibration(*score_terms(config, *terms.values()), alpha=mixing_weight(config), false_alarm_rate=RATE,
+                        smoothing=WINDOW, footage=[v.name for v in held]),
+        psnr_region=config.eval.psnr_region, distance_region=config.eval.distance_region)
     # 2. the stream protocol through the package, with the model as `mnad calibrate` writes it
     with tempfile.TemporaryDirectory() as tmp:
         save_model(Path(tmp) / "calibrated.safetensors", model, with_calibration(config, cal))
@@ -124,35 +133,38 @@ def main(argv: list[str] | None = None) -> None:
     labels = load_labels(find_label_file(dataset_dir(args.data_root, config.dataset), config.dataset), tests)
     test_scores = test_terms(out / SCORES_FILE)
     attach_labels(test_scores, labels)
-    cal_scores = [VideoScores(v.name, np.arange(len(p)), p, q, d, d * 0, d * 0 > 0)
-                  for v, p, q, d in zip(held, cal_psnr, cal_patch, cal_distance, strict=True)]
+    cal_scores = [VideoScores(v.name, np.arange(len(p)), p, q, d, dq, d * 0, d * 0 > 0)
+                  for v, p, q, d, dq in zip(held, *terms.values(), strict=True)]
     # the published protocol of the same model, for comparison (per-video min-max: not causal), as evaluate computes it
     published = {}
     for label, alpha in (("S_t (alpha 0.6)", 0.6), ("PSNR only", 1.0)):
         add_scores(test_scores, config.override([f"eval.alpha={alpha}", "eval.normalization=video", "eval.smoothing=1",
-                                                 "eval.psnr_region=frame"]))  # the paper's scoring
+                                                 "eval.psnr_region=frame", "eval.distance_region=frame"]))  # the paper's scoring
         published[label] = auc_metrics(test_scores)["micro_auc"]
     attempts = []
-    for name, term, alpha, norm, window in ATTEMPTS:
-        def series(videos: list[VideoScores], term: str = term) -> list[np.ndarray]:
-            return [v.patch_psnr if term == "patch" else v.psnr for v in videos]
+    for name, p_region, d_region, norm, window in ATTEMPTS:
+        alpha = ALPHA if d_region else 1.0
+        attempt = config.override([f"eval.psnr_region={p_region}", f"eval.distance_region={d_region or 'frame'}"])
+
+        def series(videos: list[VideoScores], attempt: Config = attempt) -> tuple[list[np.ndarray], list[np.ndarray]]:
+            pairs = [score_terms(attempt, v.psnr, v.patch_psnr, v.distance, v.patch_distance) for v in videos]
+            return [p for p, _ in pairs], [d for _, d in pairs]
 
         fitted = None
         if norm == "calibrated":
-            fitted = fit_calibration(series(cal_scores), [v.distance for v in cal_scores], alpha=alpha, false_alarm_rate=RATE,
-                                     smoothing=window)
-        raw, smoothed = stream_scores(series(test_scores), [v.distance for v in test_scores], alpha, window, fitted)
-        videos = [VideoScores(v.name, v.frames, v.psnr, v.patch_psnr, v.distance, v.regular, v.updated, s, v.labels, r)
-                  for v, r, s in zip(test_scores, raw, smoothed, strict=True)]
-        row = {"name": name, "psnr_term": term, "alpha": alpha, "normalization": norm, "window": window,
-               "micro_auc": auc_metrics(videos)["micro_auc"]}
+            fitted = fit_calibration(*series(cal_scores), alpha=alpha, false_alarm_rate=RATE, smoothing=window)
+        raw, smoothed = stream_scores(*series(test_scores), alpha, window, fitted)
+        videos = [dataclasses.replace(v, score=s, causal_score=r) for v, r, s in zip(test_scores, raw, smoothed, strict=True)]
+        row = {"name": name, "psnr_term": p_region, "distance_term": d_region, "alpha": alpha, "normalization": norm,
+               "window": window, "micro_auc": auc_metrics(videos)["micro_auc"]}
         if fitted is not None:
             row["stream"] = stream_metrics(videos, fitted, fps=args.fps)
-            row["held_out_leave_one_out_far"] = leave_one_out(series(cal_scores), [v.distance for v in cal_scores], alpha, window)
+            row["held_out_leave_one_out_far"] = leave_one_out(*series(cal_scores), alpha, window)
         attempts.append(row)
         print(f"{name}: micro AUC {row['micro_auc']:.4f}", flush=True)
-    reference = next(a for a in attempts if (a["psnr_term"], a["alpha"], a["normalization"], a["window"])
-                     == (config.eval.psnr_region, config.eval.alpha if config.model.memory else 1.0, "calibrated", WINDOW))
+    package = (config.eval.psnr_region, config.eval.distance_region if config.model.memory and config.eval.alpha < 1 else None)
+    reference = next(a for a in attempts if (a["psnr_term"], a["distance_term"], a["normalization"], a["window"])
+                     == (*package, "calibrated", WINDOW))
     # the attempts read the test terms as written (PSNR to 1e-6 dB): a near-tie may flip, nothing more
     agree = abs(reference["micro_auc"] - headline["micro_auc"]) < 5e-4
     record = {"run": str(args.run), "held_out": [v.name for v in held], "fps": args.fps, "target_rate": RATE,

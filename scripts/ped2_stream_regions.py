@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -108,7 +109,7 @@ def analyse(args: argparse.Namespace) -> None:
     tests = split_videos(args.data_root, "ped2", "testing")
     labels = load_labels(find_label_file(dataset_dir(args.data_root, "ped2"), "ped2"), tests)
     base = [VideoScores(name, col(r, "frame").astype(int), col(r, "psnr"), col(r, "patch_psnr"), col(r, "distance"),
-                        col(r, "distance") * 0, col(r, "updated") > 0) for name, r in test.items()]
+                        col(r, "d_patch2"), col(r, "distance") * 0, col(r, "updated") > 0) for name, r in test.items()]
     attach_labels(base, labels)
     attempts = []
     for p_term in PSNR_TERMS:
@@ -119,7 +120,7 @@ def analyse(args: argparse.Namespace) -> None:
                 fitted = fit_calibration(cal_p, cal_d, alpha=alpha, false_alarm_rate=0.01, smoothing=window)
                 raw, smoothed = stream_scores([col(r, p_term) for r in test.values()], [col(r, d_key) for r in test.values()],
                                               alpha, window, fitted)
-                scored = [VideoScores(v.name, v.frames, v.psnr, v.patch_psnr, v.distance, v.regular, v.updated, s, v.labels, r)
+                scored = [dataclasses.replace(v, score=s, causal_score=r)
                           for v, r, s in zip(base, raw, smoothed, strict=True)]
                 row = {"psnr_term": p_term, "distance_term": d_term, "alpha": alpha, "window": window,
                        "micro_auc": auc_metrics(scored)["micro_auc"], "stream": stream_metrics(scored, fitted, fps=10.0),

@@ -190,7 +190,8 @@ def test_train_on_own_footage_keeps_a_holdout_for_calibration(synthetic_root: Pa
     assert main(args) == 0
     held = json.loads((tmp_path / "run" / "holdout.json").read_text())
     # a camera's model is set up for causal, localised scoring (the stream protocol's choice on held-out footage)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["eval"]["psnr_region"] == "patch"
+    scoring = json.loads((tmp_path / "run" / "config.json").read_text())["eval"]
+    assert (scoring["psnr_region"], scoring["distance_region"]) == ("patch", "patch")
     # 10% of 24 frames is 2, fewer than one clip of 5: the held-out part is widened to 5 frames
     assert len(held) == 2 and all((h["start"], h["stop"]) == (19, 24) for h in held)
     # two held-out clips: enough frames only for a coarse rate

@@ -152,7 +152,7 @@ def test_prediction_offset_drops_first_four_frames_of_every_video(tmp_path: Path
     for name, n in (("01", 8), ("02", 7)):
         frames = np.arange(4, n)  # a prediction model (t_length 5) scores frames 4.. of each video
         zeros = np.zeros(frames.size)
-        scored.append(VideoScores(name, frames, zeros, zeros, zeros, zeros, zeros.astype(bool)))
+        scored.append(VideoScores(name, frames, zeros, zeros, zeros, zeros, zeros, zeros.astype(bool)))
     attach_labels(scored, labels)
     np.testing.assert_array_equal(scored[0].labels, first[4:])
     np.testing.assert_array_equal(scored[1].labels, second[4:])

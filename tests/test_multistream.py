@@ -26,7 +26,7 @@ from mnad.stream import FrameResult, StreamScorer, score_streams, scoring_step
 
 # gamma between the E_t of these random frames: some frames update the memory and some do not
 GAMMA = 0.15
-SCORES = ("psnr", "patch_psnr", "distance", "regular", "score", "smoothed")
+SCORES = ("psnr", "patch_psnr", "distance", "patch_distance", "regular", "score", "smoothed")
 
 
 def model_and_config(gamma: float = GAMMA, **model: object) -> tuple[MNAD, object]:
@@ -69,7 +69,7 @@ def test_batched_step_reads_and_updates_each_samples_own_memory() -> None:
         batched = step(inputs, target, items)
     assert batched.items.shape == items.shape
     for i in (0, 1):
-        for name in ("psnr", "patch_psnr", "distance", "regular"):
+        for name in ("psnr", "patch_psnr", "distance", "patch_distance", "regular"):
             torch.testing.assert_close(getattr(batched, name)[i:i + 1], getattr(single[i], name), rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(batched.items[i], single[i].items, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(batched.error_map[i:i + 1], single[i].error_map, rtol=1e-5, atol=1e-7)
@@ -148,7 +148,7 @@ def assert_same_csv(got: Path, expected: Path) -> None:
     a, b = read_rows(got), read_rows(expected)
     assert [r["frame"] for r in a] == [r["frame"] for r in b]
     assert [r["memory_updated"] for r in a] == [r["memory_updated"] for r in b]
-    for name in ("time", "psnr", "patch_psnr", "distance", "regular_score", "score", "smoothed"):
+    for name in ("time", "psnr", "patch_psnr", "distance", "patch_distance", "regular_score", "score", "smoothed"):
         np.testing.assert_allclose([float(r[name]) for r in a], [float(r[name]) for r in b], atol=2e-5, err_msg=name)
 
 

@@ -164,7 +164,7 @@ def test_outputs_write_what_the_evaluation_wrote(evaluated: dict) -> None:
             return np.array([kind(r[key]) for r in mine])
 
         videos.append(SimpleNamespace(name=name, frames=column("frame", int), psnr=column("psnr"), patch_psnr=column("patch_psnr"),
-                                      distance=column("distance"),
+                                      distance=column("distance"), patch_distance=column("patch_distance"),
                                       regular=column("regular_score"), updated=column("memory_updated", int), score=column("score"),
                                       labels=column("label", int)))
     assert outputs.scores_csv_bytes(videos) == scores_path.read_bytes()
@@ -180,11 +180,11 @@ def test_outputs_write_what_the_evaluation_wrote(evaluated: dict) -> None:
 
 def test_outputs_round_trip_without_labels(tmp_path: Path) -> None:
     video = SimpleNamespace(name="a b", frames=np.array([4, 5]), psnr=np.array([30.0, 31.5]), patch_psnr=np.array([20.0, 21.5]),
-                            distance=np.array([0.1, 0.2]),
+                            distance=np.array([0.1, 0.2]), patch_distance=np.array([0.3, 0.4]),
                             regular=np.array([0.5, 0.25]), updated=np.array([True, False]), score=np.array([0.0, 1.0]), labels=None)
-    assert outputs.scores_csv_bytes([video]) == (b"video,frame,psnr,distance,regular_score,memory_updated,score,label,patch_psnr\r\n"
-                                                 b"a b,4,30.000000,0.10000000,0.50000000,1,0.000000,,20.000000\r\n"
-                                                 b"a b,5,31.500000,0.20000000,0.25000000,0,1.000000,,21.500000\r\n")
+    assert outputs.scores_csv_bytes([video]) == (b"video,frame,psnr,distance,regular_score,memory_updated,score,label,patch_psnr,patch_distance\r\n"
+                                                 b"a b,4,30.000000,0.10000000,0.50000000,1,0.000000,,20.000000,0.30000000\r\n"
+                                                 b"a b,5,31.500000,0.20000000,0.25000000,0,1.000000,,21.500000,0.40000000\r\n")
     outputs.write_evaluation(tmp_path / "eval", [video], {"micro_auc": None, "videos": 1}, {"name": "x"})
     (got,) = outputs.read_scores(tmp_path / "eval" / outputs.SCORES_FILE)
     assert got.name == "a b" and got.label is None and got.updated.tolist() == [True, False] and got.psnr.tolist() == [30.0, 31.5]
@@ -321,7 +321,8 @@ def test_scores_and_metrics_of_different_runs_are_refused(tmp_path: Path) -> Non
 
     def video(score: float) -> SimpleNamespace:
         return SimpleNamespace(name="01", frames=np.array([4, 5]), psnr=np.array([30.0, 31.0]), patch_psnr=np.array([20.0, 21.0]),
-                               distance=np.array([0.1, 0.2]), regular=np.array([0.5, 0.2]), updated=np.array([True, False]),
+                               distance=np.array([0.1, 0.2]), patch_distance=np.array([0.3, 0.4]), regular=np.array([0.5, 0.2]),
+                               updated=np.array([True, False]),
                                score=np.array([score, 1.0]), labels=np.array([0, 1]))
 
     outputs.write_evaluation(tmp_path / "a", [video(0.0)], {"micro_auc": 1.0}, {"name": "x"})

@@ -10,7 +10,7 @@ import torch
 
 from mnad.config import Config
 from mnad.evaluate import VideoScores, add_scores, attach_labels, auc_metrics
-from mnad.scoring import anomaly_score, causal_minmax, feature_distance, minmax, psnr, regular_score, smooth
+from mnad.scoring import anomaly_score, causal_minmax, feature_distance, minmax, patch_distance, psnr, regular_score, smooth
 
 # ----------------------------------------------------------------------------------------------------- PSNR
 
@@ -105,6 +105,22 @@ def test_feature_distance_by_hand() -> None:
     torch.testing.assert_close(d, torch.tensor([0.3, 0.0]))
 
 
+def test_patch_distance_is_the_worst_block_of_queries() -> None:
+    """On a 16 x 16 query map (128 px frames) the regions are 2 x 2 blocks at stride 1: one far query in a corner
+    gives a quarter of its distance; spread evenly over the map, patch D equals D."""
+    items = torch.nn.functional.normalize(torch.randn(10, 8), dim=1)
+    even = items[torch.zeros(1, 256, dtype=torch.long)] * 0.5  # every query half its nearest item: equal distances
+    torch.testing.assert_close(patch_distance(even, items, (16, 16)), feature_distance(even, items))
+    queries = items[torch.zeros(1, 256, dtype=torch.long)].clone()  # every query on an item: D = 0
+    queries[0, 0] = -items[0]  # one query far from every item, in the top-left corner
+    per_query = ((queries[0, 0] - items[(queries[0, 0] @ items.t()).argmax()]) ** 2).mean()
+    torch.testing.assert_close(patch_distance(queries, items, (16, 16)), (per_query / 4).reshape(1))
+    torch.testing.assert_close(feature_distance(queries, items), (per_query / 256).reshape(1))
+    # one memory per sample (several streams): each sample's own items
+    batched = patch_distance(torch.cat([queries, even]), torch.stack([items, items]), (16, 16))
+    torch.testing.assert_close(batched, torch.cat([patch_distance(queries, items, (16, 16)), patch_distance(even, items, (16, 16))]))
+
+
 # ----------------------------------------------------------------------------------------------------- normalisation
 
 
@@ -169,7 +185,7 @@ def pair_auc(labels: list[int], scores: list[float]) -> float:
 def video(name: str, labels: list[int], scores: list[float]) -> VideoScores:
     n = len(labels)
     zeros = np.zeros(n)
-    return VideoScores(name=name, frames=np.arange(n), psnr=zeros, patch_psnr=zeros, distance=zeros, regular=zeros,
+    return VideoScores(name=name, frames=np.arange(n), psnr=zeros, patch_psnr=zeros, distance=zeros, patch_distance=zeros, regular=zeros,
                        updated=np.zeros(n, dtype=bool), score=np.array(scores), labels=np.array(labels))
 
 

@@ -166,6 +166,29 @@ def test_calibration_record_is_checked() -> None:
         Calibration.from_dict(good).threshold_for(0.05)
 
 
+def test_localised_scoring_mixes_the_chosen_terms_and_its_calibration_matches(synthetic_root: Path) -> None:
+    """eval.psnr_region / eval.distance_region pick the terms S_t mixes, in calibration and scoring alike; a calibration
+    fitted on other terms is refused rather than used with the wrong ranges."""
+    model, config = model_and_config(gamma=0.01)
+    local = config.override(["eval.psnr_region=patch", "eval.distance_region=patch"])
+    cal, cal_config = calibrated(model, local, synthetic_root)
+    assert (cal.psnr_region, cal.distance_region) == ("patch", "patch")
+    scorer = StreamScorer.for_model(model, cal_config, normalization="calibrated")
+    rows = [r for f in frames_of(synthetic_root) if (r := scorer.push(f)) is not None]
+    assert all(r.patch_distance >= r.distance * 0.999 for r in rows)  # the worst block is at least the mean
+    alpha = cal_config.eval.alpha
+    for r in rows:  # S_t by hand from the localised terms and the calibration's ranges
+        expected = alpha * (1 - cal.scale_psnr(r.patch_psnr)) + (1 - alpha) * cal.scale_distance(r.patch_distance)
+        assert r.score == pytest.approx(expected)
+    frame_terms = with_calibration(config, cal)  # the patch calibration with the published (whole-frame) terms
+    with pytest.raises(ConfigError, match="run `mnad calibrate` again"):
+        StreamScorer.for_model(model, frame_terms, normalization="calibrated")
+    old = {k: v for k, v in cal.to_dict().items() if k not in ("psnr_region", "distance_region")}
+    assert (Calibration.from_dict(old).psnr_region, Calibration.from_dict(old).distance_region) == ("frame", "frame")
+    with pytest.raises(ConfigError, match="distance_region"):
+        Calibration.from_dict({**old, "distance_region": "corner"})
+
+
 def test_detect_never_destroys_an_earlier_run(synthetic_root: Path, tmp_path: Path) -> None:
     model, config = model_and_config(gamma=0.01)
     source = str(split_videos(synthetic_root, "synthetic", "testing")[0].path)

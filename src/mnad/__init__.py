@@ -11,12 +11,11 @@ The Python API behind the ``mnad`` command::
     model, config = mnad.load_model(model_path)          # or a shipped name, or a run folder
     metrics = evaluate(model, config, data_root)         # micro / macro / per-video frame-level AUC
 
-The modules ``mnad.train``, ``mnad.evaluate`` and ``mnad.detect`` keep their names (no function shadows them).
+The modules ``mnad.train``, ``mnad.evaluate``, ``mnad.calibrate`` and ``mnad.detect`` keep their names: their
+functions are imported from them (``from mnad.calibrate import calibrate``), never bound on the package.
 """
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -26,7 +25,7 @@ __version__ = "0.1.0"
 _API = {
     "MNAD": "mnad.model", "Calibration": "mnad.scoring", "FrameResult": "mnad.stream", "StreamScorer": "mnad.stream",
     "CheckpointError": "mnad.errors", "Config": "mnad.config", "ConfigError": "mnad.errors", "DataError": "mnad.errors",
-    "MNADError": "mnad.errors", "calibrate": "mnad.calibrate", "load_config": "mnad.config", "load_model": "mnad.checkpoint",
+    "MNADError": "mnad.errors", "load_config": "mnad.config", "load_model": "mnad.checkpoint",
     "recipe_names": "mnad.config", "save_model": "mnad.checkpoint", "score_videos": "mnad.evaluate",
 }
 
@@ -45,15 +44,6 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        # importing the submodule mnad.calibrate binds it on the package: mnad.calibrate stays the function, as it was
-        if not (name == "calibrate" and isinstance(value, types.ModuleType)):
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
 __all__ = [
     "MNAD",
     "Calibration",
@@ -64,7 +54,6 @@ __all__ = [
     "ConfigError",
     "DataError",
     "MNADError",
-    "calibrate",
     "load_config",
     "load_model",
     "recipe_names",

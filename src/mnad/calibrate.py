@@ -18,7 +18,7 @@ from mnad.data import Video
 from mnad.data.sources import footage_span, spans_overlap
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
-from mnad.scoring import Calibration, anomaly_score, mixing_weight, rate_key, smooth
+from mnad.scoring import Calibration, anomaly_score, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import StreamScorer
 
 log = logging.getLogger(__name__)
@@ -62,20 +62,24 @@ def calibrate(
     if overlap:
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
                     "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
-    psnr_values, patch_values, distances = footage_terms(model, config, videos, device=device, progress=progress)
-    return fit_calibration(patch_values if config.eval.psnr_region == "patch" else psnr_values, distances,
-                           alpha=mixing_weight(config), false_alarm_rate=false_alarm_rate, smoothing=smoothing,
-                           footage=[f"{p}[{a}:{b}]" for p, a, b in spans], where=str(videos[0].path))
+    psnr_values, distances = score_terms(config, *footage_terms(model, config, videos, device=device, progress=progress).values())
+    fitted = fit_calibration(psnr_values, distances, alpha=mixing_weight(config), false_alarm_rate=false_alarm_rate,
+                             smoothing=smoothing, footage=[f"{p}[{a}:{b}]" for p, a, b in spans], where=str(videos[0].path))
+    return dataclasses.replace(fitted, psnr_region=config.eval.psnr_region, distance_region=config.eval.distance_region)
+
+
+TERMS = ("psnr", "patch_psnr", "distance", "patch_distance")  # the per-frame terms S_t can mix, in score_terms' order
 
 
 def footage_terms(
     model: MNAD, config: Config, videos: list[Video], *, device: str = "cpu", progress: bool = True
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """PSNR, patch PSNR and D of every scored frame of each video (memory carried across them, as when scoring);
-    refuses footage that never changes."""
+) -> dict[str, list[np.ndarray]]:
+    """Each of TERMS (PSNR, patch PSNR, D, patch D) of every scored frame, one array per video (memory carried across
+    them, as when scoring); refuses footage that never changes."""
     scorer = StreamScorer.for_model(model, config, normalization="video", device=device)
     size, channels = config.model.image_size, config.model.channels
-    psnr_values, patch_values, distances, changes = [], [], [], 0.0
+    terms: dict[str, list[np.ndarray]] = {name: [] for name in TERMS}
+    changes = 0.0
     with tqdm(total=sum(len(v) for v in videos), desc="calibrating", unit="frame", disable=not progress, leave=False) as bar:
         for video in videos:
             scorer.new_video()
@@ -89,13 +93,12 @@ def footage_terms(
                 bar.update(1)
                 if row is not None:
                     rows.append(row)
-            psnr_values.append(np.array([r.psnr for r in rows]))
-            patch_values.append(np.array([r.patch_psnr for r in rows]))
-            distances.append(np.array([r.distance for r in rows]))
+            for name, values in terms.items():
+                values.append(np.array([getattr(r, name) for r in rows]))
     if changes == 0:
         raise DataError(f"{videos[0].path}: calibration footage does not change (every frame is the same picture); "
                         "calibrate on real normal footage")
-    return psnr_values, patch_values, distances
+    return terms
 
 
 def fit_calibration(

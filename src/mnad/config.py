@@ -76,6 +76,8 @@ class EvalConfig:
     psnr_peak: Literal["one", "max"] = "one"  # code: peak 1; paper: max of the predicted frame
     # the PSNR term of S_t: over the whole frame (published) or of its worst-predicted patch (scoring.patch_psnr)
     psnr_region: Literal["frame", "patch"] = "frame"
+    # the D term of S_t: over all queries (published) or of the worst block of queries, the same regions (scoring.patch_distance)
+    distance_region: Literal["frame", "patch"] = "frame"
     # per-video min-max (published), running min-max over the frames so far, or fixed ranges fitted on normal footage
     normalization: Literal["video", "causal", "calibrated"] = "video"
     smoothing: int = 1  # trailing (causal) mean of the score over this many frames; 1 = none, the published protocol
@@ -149,8 +151,9 @@ class Config:
             raise ConfigError(f"{source}: eval.alpha must lie in [0, 1], got {e.alpha}")
         if e.regular_score not in ("code", "paper") or e.psnr_peak not in ("one", "max"):
             raise ConfigError(f"{source}: eval.regular_score must be code|paper and eval.psnr_peak one|max")
-        if e.psnr_region not in ("frame", "patch"):
-            raise ConfigError(f"{source}: eval.psnr_region must be 'frame' or 'patch', got {e.psnr_region!r}")
+        for key in ("psnr_region", "distance_region"):
+            if getattr(e, key) not in ("frame", "patch"):
+                raise ConfigError(f"{source}: eval.{key} must be 'frame' or 'patch', got {getattr(e, key)!r}")
         if e.normalization not in ("video", "causal", "calibrated"):
             raise ConfigError(f"{source}: eval.normalization must be 'video', 'causal' or 'calibrated'")
         if e.smoothing < 1:

@@ -27,7 +27,7 @@ from mnad.errors import ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
 from mnad.outputs import write_evaluation
-from mnad.scoring import Calibration, anomaly_score, mixing_weight, rate_key, smooth
+from mnad.scoring import Calibration, anomaly_score, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import FrameResult, StreamScorer
 
 
@@ -38,6 +38,7 @@ class VideoScores:
     psnr: np.ndarray
     patch_psnr: np.ndarray
     distance: np.ndarray
+    patch_distance: np.ndarray  # D of the worst block of queries
     regular: np.ndarray
     updated: np.ndarray
     score: np.ndarray = field(default_factory=lambda: np.zeros(0))  # S_t (smoothed where asked), high = abnormal
@@ -72,6 +73,7 @@ def score_videos(
                 psnr=np.array([r.psnr for r in rows]),
                 patch_psnr=np.array([r.patch_psnr for r in rows]),
                 distance=np.array([r.distance for r in rows]),
+                patch_distance=np.array([r.patch_distance for r in rows]),
                 regular=np.array([r.regular for r in rows]),
                 updated=np.array([r.updated for r in rows]),
             )
@@ -82,17 +84,15 @@ def score_videos(
     return results
 
 
-def psnr_term(video: VideoScores, config: Config) -> np.ndarray:
-    """The PSNR series S_t uses: the whole frame's, or the worst patch's (``eval.psnr_region``)."""
-    return video.patch_psnr if config.eval.psnr_region == "patch" else video.psnr
-
-
 def add_scores(videos: list[VideoScores], config: Config) -> None:
     """S_t per video: PSNR and D normalised per video (or causally), mixed with alpha (PSNR only without memory),
     then averaged over the last eval.smoothing frames (1: not at all, the published protocol)."""
     alpha = mixing_weight(config)
+    if config.eval.normalization == "calibrated" and config.eval.calibration:
+        Calibration.from_dict(config.eval.calibration).check_terms(config)
     for v in videos:
-        v.score = smooth(anomaly_score(psnr_term(v, config), v.distance, alpha=alpha, normalization=config.eval.normalization,
+        p, d = score_terms(config, v.psnr, v.patch_psnr, v.distance, v.patch_distance)
+        v.score = smooth(anomaly_score(p, d, alpha=alpha, normalization=config.eval.normalization,
                                        calibration=config.eval.calibration or None), config.eval.smoothing)
 
 

@@ -28,7 +28,7 @@ from mnad.model import MNAD
 from mnad.quantize import CALIBRATION_CLIPS, pick_clips, quantize_graph
 from mnad.stream import ScoringStep, StepResult
 
-SIDECAR_FORMAT = "mnad-onnx-1"
+SIDECAR_FORMAT = "mnad-onnx-2"  # 2: the step also outputs patch_distance
 INPUTS = ["inputs", "target", "items"]
 OUTPUTS = [f"{name}_out" if name in INPUTS else name for name in StepResult._fields]  # ONNX names are unique: items -> items_out
 

@@ -36,7 +36,7 @@ TRAIN_LOG = "train_log.jsonl"
 FIGURES_DIR = "figures"  # `mnad figures --out <report>/figures` puts the memory figures on the report page
 FIGURES_INDEX = "figures.json"
 
-SCORES_HEADER = ["video", "frame", "psnr", "distance", "regular_score", "memory_updated", "score", "label", "patch_psnr"]
+SCORES_HEADER = ["video", "frame", "psnr", "distance", "regular_score", "memory_updated", "score", "label", "patch_psnr", "patch_distance"]
 
 
 # ----------------------------------------------------------------------------------------------- scores.csv
@@ -50,6 +50,7 @@ class ScoredVideo(Protocol):
     psnr: Any
     patch_psnr: Any
     distance: Any
+    patch_distance: Any
     regular: Any
     updated: Any
     score: Any
@@ -65,7 +66,8 @@ def scores_csv_bytes(videos: list[ScoredVideo]) -> bytes:
         labels = v.labels if v.labels is not None else [""] * len(v.frames)
         for i, frame in enumerate(v.frames):
             writer.writerow([v.name, int(frame), f"{v.psnr[i]:.6f}", f"{v.distance[i]:.8f}", f"{v.regular[i]:.8f}",
-                             int(v.updated[i]), f"{v.score[i]:.6f}", labels[i], f"{v.patch_psnr[i]:.6f}"])
+                             int(v.updated[i]), f"{v.score[i]:.6f}", labels[i], f"{v.patch_psnr[i]:.6f}",
+                             f"{v.patch_distance[i]:.8f}"])
     return buffer.getvalue().encode()
 
 
@@ -196,7 +198,8 @@ def read_json_dict(path: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ mnad detect
 
-DETECT_SCORES_HEADER = ["frame", "time", "psnr", "patch_psnr", "distance", "regular_score", "memory_updated", "score", "smoothed", "alert"]
+DETECT_SCORES_HEADER = ["frame", "time", "psnr", "patch_psnr", "distance", "patch_distance", "regular_score", "memory_updated", "score",
+                        "smoothed", "alert"]
 EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR = "events.jsonl", "events.csv", "summary.json", "annotated.mp4", "maps"
 DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR)
 
@@ -231,7 +234,7 @@ class DetectWriter:
 
     def score(self, row: Any, seconds: float, alert: bool) -> None:
         self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", f"{row.psnr:.5f}", f"{row.patch_psnr:.5f}",
-                                         f"{row.distance:.8f}", f"{row.regular:.8f}",
+                                         f"{row.distance:.8f}", f"{row.patch_distance:.8f}", f"{row.regular:.8f}",
                                          int(row.updated), f"{row.score:.6f}", f"{row.smoothed:.6f}", int(alert)])
         self._write(self._scores.flush)
 

@@ -44,12 +44,28 @@ def patch_psnr(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / local.flatten(1).amax(1).clamp_min(1e-12))
 
 
-def feature_distance(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """D per sample: mean squared distance of each query (B, K, C) to its nearest item (M, C), as an MSE; with items
-    (B, M, C), each sample's own (several streams in one batch), the nearest of its own items."""
+def _nearest_item_errors(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Squared difference of each query (B, K, C) to its nearest item (M, C), or with items (B, M, C), each sample's
+    own (several streams in one batch) to the nearest of its own items. (B, K, C)"""
     nearest = (queries @ items.transpose(-2, -1)).argmax(-1)
     chosen = items[nearest] if items.dim() == 2 else torch.take_along_dim(items, nearest[..., None], dim=1)
-    return ((queries - chosen) ** 2).flatten(1).mean(1)
+    return (queries - chosen) ** 2
+
+
+def feature_distance(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """D per sample: mean squared distance of the queries (B, K, C) to their nearest items, as an MSE. (B,)"""
+    return _nearest_item_errors(queries, items).flatten(1).mean(1)
+
+
+def patch_distance(queries: torch.Tensor, items: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """D of the worst region per sample: each query's distance to its nearest item, averaged over blocks of 1/PATCHES
+    of the query map's side (stride half a block) and the largest block kept; the same regions as ``patch_psnr``, so
+    both terms of S_t look at where the frame is most abnormal rather than at how busy the whole frame is (not in the
+    paper; ``eval.distance_region``). ``grid``: the query map's (height, width), K = height * width. (B,)"""
+    per_query = _nearest_item_errors(queries, items).mean(-1).reshape(-1, 1, *grid)  # (B, 1, h, w)
+    side = max(grid[1] // PATCHES, 1)  # of the width, as patch_psnr
+    local = torch.nn.functional.avg_pool2d(per_query, side, stride=max(side // 2, 1))
+    return local.flatten(1).amax(1)
 
 
 def regular_score(predicted: torch.Tensor, target: torch.Tensor, *, kind: str = "code") -> torch.Tensor:
@@ -67,6 +83,15 @@ def regular_score(predicted: torch.Tensor, target: torch.Tensor, *, kind: str = 
 def mixing_weight(config: Config) -> float:
     """alpha of S_t: the configured weight of PSNR, or 1 (PSNR only) for a model without memory, which has no D."""
     return config.eval.alpha if config.model.memory else 1.0
+
+
+def score_terms(config: Config, psnr_value: ArrayOrFloat, patch_psnr_value: ArrayOrFloat, distance: ArrayOrFloat,
+                patch_distance_value: ArrayOrFloat) -> tuple[ArrayOrFloat, ArrayOrFloat]:
+    """The (PSNR, D) pair that S_t mixes: each over the whole frame (published) or of the worst region
+    (``eval.psnr_region``, ``eval.distance_region``)."""
+    e = config.eval
+    return (patch_psnr_value if e.psnr_region == "patch" else psnr_value,
+            patch_distance_value if e.distance_region == "patch" else distance)
 
 
 def abnormality(g_psnr: ArrayOrFloat, g_distance: ArrayOrFloat, alpha: float) -> ArrayOrFloat:
@@ -120,6 +145,16 @@ class Calibration:
     frames: int  # normal frames it was fitted on
     thresholds: dict[str, float] = field(default_factory=dict)
     footage: list[str] = field(default_factory=list)  # the videos it was fitted on (for the train/calibrate overlap check)
+    psnr_region: str = "frame"  # the terms its ranges are of (eval.psnr_region, eval.distance_region when fitted)
+    distance_region: str = "frame"
+
+    def check_terms(self, config: Config) -> None:
+        """Refuse to score terms other than those the ranges and thresholds were fitted on."""
+        fitted, wanted = (self.psnr_region, self.distance_region), (config.eval.psnr_region, config.eval.distance_region)
+        if fitted != wanted:
+            raise ConfigError(f"the calibration was fitted on PSNR over the {fitted[0]} and D over the {fitted[1]}, but the "
+                              f"model scores PSNR over the {wanted[0]} and D over the {wanted[1]} "
+                              "(eval.psnr_region, eval.distance_region): run `mnad calibrate` again")
 
     def scale_psnr(self, value: ArrayOrFloat) -> ArrayOrFloat:
         return (value - self.psnr_low) / max(self.psnr_high - self.psnr_low, 1e-12)
@@ -160,6 +195,9 @@ class Calibration:
         values["smoothing"], values["frames"] = int(values["smoothing"]), int(values["frames"])
         values["thresholds"] = {str(k): float(v) for k, v in dict(data.get("thresholds", {})).items()}
         values["footage"] = [str(v) for v in data.get("footage", [])]
+        for key in ("psnr_region", "distance_region"):
+            if data.get(key, "frame") not in ("frame", "patch"):
+                raise ConfigError(f"{source}: the calibration's {key} must be 'frame' or 'patch', got {data[key]!r}")
         return cls(**values)
 
 

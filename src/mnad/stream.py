@@ -41,9 +41,11 @@ from mnad.scoring import (
     error_map,
     feature_distance,
     mixing_weight,
+    patch_distance,
     patch_psnr,
     psnr,
     regular_score,
+    score_terms,
 )
 
 
@@ -54,6 +56,7 @@ class StepResult(NamedTuple):
     psnr: torch.Tensor  # (B,)
     patch_psnr: torch.Tensor  # PSNR of the worst-predicted patch, (B,)
     distance: torch.Tensor  # D, query-to-nearest-item distance, (B,); zeros without memory
+    patch_distance: torch.Tensor  # D of the worst block of queries (the regions of patch_psnr), (B,); zeros without memory
     regular: torch.Tensor  # E_t, the weighted regular score that gates the memory update, (B,)
     items: torch.Tensor  # memory items after the gated test-time update, (M, C), or (B, M, C) as they came in
     error_map: torch.Tensor  # pixel-wise squared error, (B, H, W)
@@ -86,14 +89,15 @@ class ScoringStep(torch.nn.Module):
         e = regular_score(output.frame, target, kind=self.cfg.regular_score)
         errors = error_map(output.frame, target)
         if self.model.memory is None:
-            return StepResult(output.frame, p, local, torch.zeros_like(p), e, items, errors)
-        d = feature_distance(output.queries, items)
+            return StepResult(output.frame, p, local, torch.zeros_like(p), torch.zeros_like(p), e, items, errors)
+        d = feature_distance(output.queries, items)  # both before this frame's update, as published
+        d_local = patch_distance(output.queries, items, (target.shape[-2] // 8, target.shape[-1] // 8))  # queries at 1/8 scale
         if self.cfg.test_update:  # after scoring this frame, as published; strict '<'
             per_sample = items.dim() == 3
             new_items = updated_memory(output.queries if per_sample else output.queries[0], items, max_over=self.update_max_over)
             gate = (e < self.cfg.gamma)[:, None, None] if per_sample else e[0] < self.cfg.gamma
             items = torch.where(gate, new_items, items)
-        return StepResult(output.frame, p, local, d, e, items, errors)
+        return StepResult(output.frame, p, local, d, d_local, e, items, errors)
 
 
 def scoring_step(model: MNAD, config: Config) -> Step:
@@ -113,6 +117,7 @@ class FrameResult:
     psnr: float
     patch_psnr: float  # PSNR of the worst-predicted patch
     distance: float  # D
+    patch_distance: float  # D of the worst block of queries
     regular: float  # E_t
     updated: bool  # whether this frame updated the memory
     score: float | None  # S_t under the causal normaliser; None under the per-video one (known only at the video's end)
@@ -160,6 +165,7 @@ class StreamScorer:
                 if not config.eval.calibration:
                     raise ConfigError("calibrated normalisation needs a calibration: run `mnad calibrate` first")
                 calibration = Calibration.from_dict(config.eval.calibration)
+            calibration.check_terms(config)
         elif self.normalization not in ("video", "causal"):
             raise ConfigError(f"unknown normalisation {self.normalization!r}")
         self.calibration = calibration
@@ -248,12 +254,12 @@ class StreamScorer:
         updated = self.has_memory and not torch.equal(items, self._items)
         if updated:
             self._items = items.clone()
-        p, local, d = float(result.psnr[sample]), float(result.patch_psnr[sample]), float(result.distance[sample])
+        terms = [float(t[sample]) for t in (result.psnr, result.patch_psnr, result.distance, result.patch_distance)]
         score = smoothed = None
         if self.normalization != "video":
-            score, smoothed = self._causal(local if self.config.eval.psnr_region == "patch" else p, d)
+            score, smoothed = self._causal(*score_terms(self.config, *terms))
         errors = result.error_map[sample].float().cpu().numpy() if self.maps else None
-        return FrameResult(index, p, local, d, float(result.regular[sample]), updated, score, smoothed, errors)
+        return FrameResult(index, *terms, float(result.regular[sample]), updated, score, smoothed, errors)
 
     # ------------------------------------------------------------------------------------------ state
 
