@@ -292,7 +292,8 @@ def generic_section(title: str, data: dict, source: str) -> list[str]:
 def cpu(d: dict) -> str:
     """The CPU a results file was measured on, in words (it need not be speed.json's)."""
     m = d.get("machine", {})
-    return f"{m.get('cpu_model', 'unknown CPU')}, {m.get('logical_cpus')} logical CPUs, {', '.join(m.get('cpu_flags', [])) or 'no AVX2'}"
+    flags = m.get("cpu_flags", m.get("features", []))
+    return f"{m.get('cpu_model', 'unknown CPU')}, {m.get('logical_cpus')} logical CPUs, {', '.join(flags) or 'no AVX2'}"
 
 
 def contention_section(d: dict, source: str) -> list[str]:
@@ -326,7 +327,8 @@ def memory_section(d: dict, source: str) -> list[str]:
     """Peak resident memory of each scoring path (benchmarks/memory.py)."""
     s = d["settings"]
     out = ["## Peak memory of each scoring path", "",
-           f"From `{source}` ({d['created']}, `{d['command']}`, {cpu(d)}): each path in a fresh process loads a {s['size']}×{s['size']} model "
+           f"From `{source}` ({d['created']}, `{d['command'].strip()}`, {cpu(d)}): each path in a fresh process loads a "
+           f"{s['size']}×{s['size']} model "
            f"and scores {s['frames']} frames as `mnad detect` does; peak resident set (VmHWM) against the target of "
            f"{s['target_mib']:.0f} MiB (0.6 GiB), and the resident set after each stage (peak so far in parentheses), MiB.", ""]
     stages = list(dict.fromkeys(k for r in d["rows"] for k in r.get("stages_rss_peak_mib", {})))
@@ -341,6 +343,48 @@ def memory_section(d: dict, source: str) -> list[str]:
     return out + table(["path", "peak MiB", "within target"] + stages, cells)
 
 
+def multistream_section(d: dict, source: str) -> list[str]:
+    """Several cameras in one process (benchmarks/multistream.py): total frames/s of N streams, by scoring mode."""
+    s, t = d["settings"], d["target"]
+    out = ["## Several cameras in one process", "",
+           f"From `{source}` ({d['created']}, `{d['command']}`, {cpu(d)}): N streams at {s['image_size']}×{s['image_size']}, "
+           f"{s['dtype']}, {s['threads']} threads, memory updated after every frame (gamma {s['gamma']}), scored one at a time, "
+           "batched across streams (`stream.score_streams`) and end to end by `mnad detect` on N frame folders. GFLOP per "
+           "frame and the fp32 matrix-multiply rate of the same run (median "
+           f"{d['matmul_fp32_gflops']['median']:.0f} GFLOP/s) bound what any mode can reach: the ceiling column. Target: "
+           f"{t['fps_total']:.0f} frames/s in total for {t['streams']} streams on {t['cores']} cores.", ""]
+    cells = []
+    for r in d["rows"]:
+        width = str(r["width"])
+        cells.append([width, str(r["streams"]), r["mode"], num(r["fps_total"], 1), num(r["fps_per_stream"], 1),
+                      f"{d['gflop_per_frame'][width]:.1f}", num(d["fps_ceiling"][width], 1), pct(r.get("of_matmul_rate"))])
+    return out + table(["U-Net width", "streams", "mode", "frames/s, total", "per stream", "GFLOP / frame", "ceiling, frames/s",
+                        "of the matmul rate"], cells)
+
+
+def int8_section(d: dict, source: str) -> list[str]:
+    """int8 scoring through ONNX Runtime against the fp32 paths (benchmarks/int8.py), and its accuracy on Ped2."""
+    s = d["settings"]
+    out = ["## int8 scoring", "",
+           f"From `{source}` ({d['created']}, `{d['command'].strip()}`, {cpu(d)}): the shipped model's weights "
+           f"(`{s['checkpoint']}`) scored frame by frame, {s['frames']} timed frames after {s['warmup']}, {s['rounds']} "
+           f"rounds interleaved (median), {s['threads']} threads; the int8 export calibrated on {s['calibration_clips']} clips. "
+           "Rows: `onnx-int8` (`mnad export --int8`), `onnx-fp32` (`mnad export`), `mnad-fp32` (PyTorch, the CLI's fp32 path).", ""]
+    cells = [[f"{r['size']}×{r['size']}", f"`{r['row']}`", num(r["fps"], 1), num(r["ms_per_frame"], 0),
+              num(r["cpu_ms_per_frame"], 0), num(r["peak_rss_mib"], 0), num(r["mean_psnr"], 3)] for r in d["scoring"]]
+    out += table(["size", "row", "frames/s", "ms / frame", "CPU ms / frame", "peak RSS MiB", "mean PSNR dB"], cells)
+    for r in d["summary"]:
+        out.append(f"- {r['size']}×{r['size']}: int8 {r['speedup_vs_fastest_fp32']:.2f}× the fastest fp32 row "
+                   f"(`{r['fastest_fp32']}`); PSNR differs from `onnx-fp32` by {r['psnr_abs_diff_vs_onnx_fp32_db']['mean']:.4f} dB "
+                   f"on average (at most {r['psnr_abs_diff_vs_onnx_fp32_db']['max']:.4f}).")
+    a = d.get("accuracy")
+    if a:
+        out.append(f"- Ped2 micro AUC of the shipped model: int8 {100 * a['int8_micro_auc']:.2f} %, fp32 {100 * a['fp32_micro_auc']:.2f} % "
+                   f"({a['difference_points']:+.2f} points; target {a['target']}; from " + ", ".join(f"`{x}`" for x in a["sources"]) + ").")
+    out += [f"- {n}" for n in d.get("notes", [])]
+    return out + [""]
+
+
 def render(results: Path) -> str:
     speed_path = results / "speed.json"
     if not speed_path.is_file():
@@ -349,9 +393,12 @@ def render(results: Path) -> str:
     rel = lambda p: str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)  # noqa: E731
     lines = ["# Performance", "",
              f"Generated by `python benchmarks/make_performance_doc.py` from `{rel(speed_path)}`"
-             + "".join(f", `{n}`" for n in ("profile.json", "realtime.json", "long_stream.json", "contention.json", "memory.json")
+             + "".join(f", `{n}`" for n in ("profile.json", "realtime.json", "long_stream.json", "contention.json", "memory.json",
+                                    "multistream.json", "int8.json")
                        if (results / n).is_file())
-             + ". Do not edit by hand: rerun the benchmarks (benchmarks/README.md) and this script.", ""]
+             + ". Do not edit by hand: rerun the benchmarks (benchmarks/README.md) and this script. Each section names the "
+             "CPU it was measured on; the sessions' machines differ (an AMX Xeon, an AVX2-only EPYC), so compare rows "
+             "within a section, not across sections.", ""]
     if d.get("quick"):
         lines += ["> **Quick run** (`--quick`): tiny sizes and iteration counts, for checking the benchmark itself. "
                   "These numbers say nothing about speed.", ""]
@@ -366,7 +413,8 @@ def render(results: Path) -> str:
     long_path = results / "long_stream.json"
     if long_path.is_file():
         lines += generic_section("Long stream", json.loads(long_path.read_text()), rel(long_path))
-    for name, section in (("contention.json", contention_section), ("memory.json", memory_section)):
+    for name, section in (("contention.json", contention_section), ("memory.json", memory_section),
+                          ("multistream.json", multistream_section), ("int8.json", int8_section)):
         if (results / name).is_file():
             lines += section(json.loads((results / name).read_text()), rel(results / name))
     lines += machine_section(d, rel(speed_path))

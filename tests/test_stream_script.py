@@ -23,9 +23,16 @@ def test_stream_script_reproduces_the_package_and_scores_every_attempt(tmp_path:
     spec = importlib.util.spec_from_file_location("ped2_stream", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.main(["--run", str(tmp_path / "run"), "--data-root", str(root), "--out", str(tmp_path / "local"), "--fps", "25",
+                 "--psnr-region", "patch", "--distance-region", "patch"])
+    local = json.loads((tmp_path / "local" / "attempts.json").read_text())
+    assert local["reproduces_the_package"] and local["reference_attempt"] == "patch PSNR + patch D, calibrated, 5-frame mean"
+    calibration = json.loads((tmp_path / "local" / "metrics.json").read_text())["config"]["eval"]["calibration"]
+    assert (calibration["psnr_region"], calibration["distance_region"]) == ("patch", "patch")
     module.main(["--run", str(tmp_path / "run"), "--data-root", str(root), "--out", str(tmp_path / "out"), "--fps", "25"])
     record = json.loads((tmp_path / "out" / "attempts.json").read_text())
     assert record["reproduces_the_package"] and record["held_out"] == ["02[0:120]", "03[0:120]"]
+    assert record["reference_attempt"] == "frame PSNR + frame D, calibrated, 5-frame mean"
     assert len(record["attempts"]) == len(module.ATTEMPTS)
     calibrated = [a for a in record["attempts"] if a["normalization"] == "calibrated"]
     assert all(0 <= a["held_out_leave_one_out_far"]["0.01"] <= 1 for a in calibrated)
