@@ -296,11 +296,16 @@ def cpu(d: dict) -> str:
     return f"{m.get('cpu_model', 'unknown CPU')}, {m.get('logical_cpus')} logical CPUs, {', '.join(flags) or 'no AVX2'}"
 
 
+def provenance(d: dict, source: str) -> str:
+    """Where a section's figures come from: the results file, when and how it was made, on which CPU."""
+    return f"From `{source}` ({d['created']}, `{d['command'].strip()}`, {cpu(d)})"
+
+
 def contention_section(d: dict, source: str) -> list[str]:
     """Scoring on a shared machine (benchmarks/contention.py): frames/s idle and with one competing process."""
     loads = d["settings"]["loads"]
     out = ["## Scoring on a shared machine", "",
-           f"From `{source}` ({d['created']}, `{d['command']}`, {cpu(d)}). The scoring step (`StreamScorer`, fp32, batch 1, random weights), "
+           provenance(d, source) + f". The scoring step (`StreamScorer`, fp32, batch 1, random weights), "
            "each setting in a fresh process: `t<threads>` (0: torch's default, here "
            f"{d['torch_default_threads']}), the OpenMP wait policy (`unset`, `active`, `passive`, or `spin<N>`: GOMP_SPINCOUNT=N), "
            "`-cl` channels_last, `-compiled` eval.compile. Each cell: frames/s, and in parentheses the slowdown against the "
@@ -327,7 +332,7 @@ def memory_section(d: dict, source: str) -> list[str]:
     """Peak resident memory of each scoring path (benchmarks/memory.py)."""
     s = d["settings"]
     out = ["## Peak memory of each scoring path", "",
-           f"From `{source}` ({d['created']}, `{d['command'].strip()}`, {cpu(d)}): each path in a fresh process loads a "
+           provenance(d, source) + f": each path in a fresh process loads a "
            f"{s['size']}×{s['size']} model "
            f"and scores {s['frames']} frames as `mnad detect` does; peak resident set (VmHWM) against the target of "
            f"{s['target_mib']:.0f} MiB (0.6 GiB), and the resident set after each stage (peak so far in parentheses), MiB.", ""]
@@ -347,7 +352,7 @@ def multistream_section(d: dict, source: str) -> list[str]:
     """Several cameras in one process (benchmarks/multistream.py): total frames/s of N streams, by scoring mode."""
     s, t = d["settings"], d["target"]
     out = ["## Several cameras in one process", "",
-           f"From `{source}` ({d['created']}, `{d['command']}`, {cpu(d)}): N streams at {s['image_size']}×{s['image_size']}, "
+           provenance(d, source) + f": N streams at {s['image_size']}×{s['image_size']}, "
            f"{s['dtype']}, {s['threads']} threads, memory updated after every frame (gamma {s['gamma']}), scored one at a time, "
            "batched across streams (`stream.score_streams`) and end to end by `mnad detect` on N frame folders. GFLOP per "
            "frame and the fp32 matrix-multiply rate of the same run (median "
@@ -366,7 +371,7 @@ def int8_section(d: dict, source: str) -> list[str]:
     """int8 scoring through ONNX Runtime against the fp32 paths (benchmarks/int8.py), and its accuracy on Ped2."""
     s = d["settings"]
     out = ["## int8 scoring", "",
-           f"From `{source}` ({d['created']}, `{d['command'].strip()}`, {cpu(d)}): the shipped model's weights "
+           provenance(d, source) + f": the shipped model's weights "
            f"(`{s['checkpoint']}`) scored frame by frame, {s['frames']} timed frames after {s['warmup']}, {s['rounds']} "
            f"rounds interleaved (median), {s['threads']} threads; the int8 export calibrated on {s['calibration_clips']} clips. "
            "Rows: `onnx-int8` (`mnad export --int8`), `onnx-fp32` (`mnad export`), `mnad-fp32` (PyTorch, the CLI's fp32 path).", ""]
