@@ -183,10 +183,13 @@ def test_localised_scoring_mixes_the_chosen_terms_and_its_calibration_matches(sy
     frame_terms = with_calibration(config, cal)  # the patch calibration with the published (whole-frame) terms
     with pytest.raises(ConfigError, match="run `mnad calibrate` again"):
         StreamScorer.for_model(model, frame_terms, normalization="calibrated")
-    old = {k: v for k, v in cal.to_dict().items() if k not in ("psnr_region", "distance_region")}
-    assert (Calibration.from_dict(old).psnr_region, Calibration.from_dict(old).distance_region) == ("frame", "frame")
+    # written before the terms were recorded: fitted on its config's PSNR term and the whole-frame D
+    old = Calibration.from_dict({k: v for k, v in cal.to_dict().items() if k not in ("psnr_region", "distance_region")})
+    old.check_terms(config.override(["eval.psnr_region=patch"]))
+    with pytest.raises(ConfigError, match="run `mnad calibrate` again"):
+        old.check_terms(local)
     with pytest.raises(ConfigError, match="distance_region"):
-        Calibration.from_dict({**old, "distance_region": "corner"})
+        Calibration.from_dict({**cal.to_dict(), "distance_region": "corner"})
 
 
 def test_detect_never_destroys_an_earlier_run(synthetic_root: Path, tmp_path: Path) -> None:

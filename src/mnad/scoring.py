@@ -145,12 +145,15 @@ class Calibration:
     frames: int  # normal frames it was fitted on
     thresholds: dict[str, float] = field(default_factory=dict)
     footage: list[str] = field(default_factory=list)  # the videos it was fitted on (for the train/calibrate overlap check)
-    psnr_region: str = "frame"  # the terms its ranges are of (eval.psnr_region, eval.distance_region when fitted)
+    # the terms its ranges are of (eval.psnr_region, eval.distance_region when fitted); a calibration written before
+    # they were recorded has no psnr_region (it was fitted on its config's) and was fitted on the whole-frame D
+    psnr_region: str | None = None
     distance_region: str = "frame"
 
     def check_terms(self, config: Config) -> None:
         """Refuse to score terms other than those the ranges and thresholds were fitted on."""
-        fitted, wanted = (self.psnr_region, self.distance_region), (config.eval.psnr_region, config.eval.distance_region)
+        fitted = (self.psnr_region or config.eval.psnr_region, self.distance_region)
+        wanted = (config.eval.psnr_region, config.eval.distance_region)
         if fitted != wanted:
             raise ConfigError(f"the calibration was fitted on PSNR over the {fitted[0]} and D over the {fitted[1]}, but the "
                               f"model scores PSNR over the {wanted[0]} and D over the {wanted[1]} "
@@ -196,8 +199,9 @@ class Calibration:
         values["thresholds"] = {str(k): float(v) for k, v in dict(data.get("thresholds", {})).items()}
         values["footage"] = [str(v) for v in data.get("footage", [])]
         for key in ("psnr_region", "distance_region"):
-            if data.get(key, "frame") not in ("frame", "patch"):
+            if data.get(key) is not None and data[key] not in ("frame", "patch"):
                 raise ConfigError(f"{source}: the calibration's {key} must be 'frame' or 'patch', got {data[key]!r}")
+        values["distance_region"] = data.get("distance_region") or "frame"
         return cls(**values)
 
 
