@@ -152,6 +152,7 @@ def test_onnx_export_matches_pytorch(trained: tuple[Path, Path], synthetic_root:
     assert all(r.updated for r in onnx_rows)
     np.testing.assert_allclose([r.psnr for r in onnx_rows], torch_scores.psnr, atol=1e-4)
     np.testing.assert_allclose([r.distance for r in onnx_rows], torch_scores.distance, atol=1e-4)
+    np.testing.assert_allclose([r.patch_distance for r in onnx_rows], torch_scores.patch_distance, atol=1e-4)
     np.testing.assert_allclose([r.regular for r in onnx_rows], torch_scores.regular, atol=1e-4)
 
 
