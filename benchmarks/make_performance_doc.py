@@ -385,9 +385,33 @@ def int8_section(d: dict, source: str) -> list[str]:
     a = d.get("accuracy")
     if a:
         out.append(f"- Ped2 micro AUC of the shipped model: int8 {100 * a['int8_micro_auc']:.2f} %, fp32 {100 * a['fp32_micro_auc']:.2f} % "
-                   f"({a['difference_points']:+.2f} points; target {a['target']}; from " + ", ".join(f"`{x}`" for x in a["sources"]) + ").")
+                   f"({a['difference_points']:+.2f} points; target {a['target']}; from " + ", ".join(f"`{x}`" for x in a["sources"]) + ")"
+                   + memory_updates(a["sources"]) + ".")
+    out += no_update_accuracy()
     out += [f"- {n}" for n in d.get("notes", [])]
     return out + [""]
+
+
+def memory_updates(sources: list[str]) -> str:
+    """The test-time memory updates of the fp32 and int8 evaluations (``sources``: their metrics.json, fp32 first)."""
+    counts = [json.loads((ROOT / p).read_text())["metrics"].get("memory_updates") for p in sources if (ROOT / p).is_file()]
+    return f", with {counts[1]} test-time memory updates against fp32's {counts[0]}" if len(counts) == 2 and None not in counts else ""
+
+
+NO_UPDATE = ROOT / "results" / "ped2-pred-shipped-int8" / "no_test_update"  # both precisions, test-time update off
+
+
+def no_update_accuracy() -> list[str]:
+    """int8 against fp32 on Ped2 without the test-time memory update, whose E_t < gamma gate is a hard threshold
+    that int8's slightly different E_t crosses on other frames (results/ped2-pred-shipped-int8/commands.txt)."""
+    paths = {p: NO_UPDATE / p / "metrics.json" for p in ("int8", "fp32")}
+    if not all(path.is_file() for path in paths.values()):
+        return []
+    auc = {p: json.loads(path.read_text())["metrics"]["micro_auc"] for p, path in paths.items()}
+    return [f"- Without the test-time memory update (its E_t < gamma gate is a hard threshold that int8's slightly "
+            f"different E_t crosses on other frames): int8 {100 * auc['int8']:.2f} %, fp32 {100 * auc['fp32']:.2f} % "
+            f"({100 * (auc['int8'] - auc['fp32']):+.2f} points; from `{paths['int8'].relative_to(ROOT)}`, "
+            f"`{paths['fp32'].relative_to(ROOT)}`)."]
 
 
 def render(results: Path) -> str:
