@@ -25,6 +25,7 @@ import json
 import shlex
 import sys
 import tempfile
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,13 @@ ATTEMPTS = [
     for w in (1, WINDOW, 9) if norm == "calibrated" or w == WINDOW
 ]
 ALPHA = 0.6  # S_t's weight of PSNR where D is mixed in (the paper's)
+# A running baseline (the rows "..., running baseline, ..."; fixed before they were run): the smoothed calibrated
+# score minus the median of the last BASELINE_FRAMES smoothed scores that raised no alert, plus the calibration
+# footage's median, so that a slow drift of the scene's normal level is followed while an anomaly (above the threshold)
+# does not pull the baseline up. It starts from the calibration footage's last scores. 300 frames: 30 s at Ped2's rate.
+BASELINE_FRAMES = 300
+ATTEMPTS += [(f"{p_region} PSNR{f' + {d_region} D' if d_region else ''}, calibrated, running baseline, {WINDOW}-frame mean",
+              p_region, d_region, "baseline", WINDOW) for p_region in ("frame", "patch") for d_region in ("frame", "patch", None)]
 
 
 def stream_scores(psnr: list[np.ndarray], distance: list[np.ndarray], alpha: float, window: int,
@@ -63,16 +71,45 @@ def stream_scores(psnr: list[np.ndarray], distance: list[np.ndarray], alpha: flo
     return raw, smoothed
 
 
-def leave_one_out(psnr: list[np.ndarray], distance: list[np.ndarray], alpha: float, window: int) -> dict | None:
+def running_baseline(smoothed: list[np.ndarray], calibration: Calibration, footage: list[np.ndarray]) -> list[np.ndarray]:
+    """The smoothed scores of videos played in order, less a causal baseline: the median of the last BASELINE_FRAMES
+    scores that stayed at or below the alert threshold (starting with the calibration footage's own smoothed scores,
+    ``footage``), plus the calibration footage's median."""
+    level = float(np.median(np.concatenate(footage)))
+    recent = deque(np.concatenate(footage)[-BASELINE_FRAMES:].tolist(), maxlen=BASELINE_FRAMES)
+    adjusted = []
+    for video in smoothed:
+        out = []
+        for score in video:
+            out.append(float(score) - float(np.median(recent)) + level)
+            if out[-1] <= calibration.threshold:
+                recent.append(float(score))
+        adjusted.append(np.array(out))
+    return adjusted
+
+
+def calibrated_scores(psnr: list[np.ndarray], distance: list[np.ndarray], alpha: float, window: int, norm: str,
+                      fitted: Calibration, cal_psnr: list[np.ndarray], cal_distance: list[np.ndarray]) -> tuple[list, list]:
+    """(S_t, smoothed S_t) of the calibrated scorings: as ``stream_scores``, or with the running baseline removed
+    from both (``norm`` 'baseline')."""
+    raw, smoothed = stream_scores(psnr, distance, alpha, window, fitted)
+    if norm == "baseline":
+        footage = [stream_scores([p], [d], alpha, window, fitted)[1][0] for p, d in zip(cal_psnr, cal_distance, strict=True)]
+        raw, smoothed = running_baseline(raw, fitted, footage), running_baseline(smoothed, fitted, footage)
+    return raw, smoothed
+
+
+def leave_one_out(psnr: list[np.ndarray], distance: list[np.ndarray], alpha: float, window: int,
+                  norm: str = "calibrated") -> dict | None:
     """Label-free: calibrate on all held-out videos but one, realised false-alarm rate on that one, mean over folds."""
     if len(psnr) < 2:
         return None
     realised: dict[str, list[float]] = {"0.01": [], "0.05": []}
     for i in range(len(psnr)):
         rest = [j for j in range(len(psnr)) if j != i]
-        cal = fit_calibration([psnr[j] for j in rest], [distance[j] for j in rest], alpha=alpha, false_alarm_rate=RATE,
-                              smoothing=window)
-        _, smoothed = stream_scores([psnr[i]], [distance[i]], alpha, window, cal)
+        cal_psnr, cal_distance = [psnr[j] for j in rest], [distance[j] for j in rest]
+        cal = fit_calibration(cal_psnr, cal_distance, alpha=alpha, false_alarm_rate=RATE, smoothing=window)
+        _, smoothed = calibrated_scores([psnr[i]], [distance[i]], alpha, window, norm, cal, cal_psnr, cal_distance)
         for key in realised:
             realised[key].append(float((smoothed[0] > cal.threshold_for(float(key))).mean()))
     return {key: float(np.mean(values)) for key, values in realised.items()}
@@ -151,15 +188,17 @@ def main(argv: list[str] | None = None) -> None:
             return [p for p, _ in pairs], [d for _, d in pairs]
 
         fitted = None
-        if norm == "calibrated":
+        if norm == "causal":
+            raw, smoothed = stream_scores(*series(test_scores), alpha, window, None)
+        else:
             fitted = fit_calibration(*series(cal_scores), alpha=alpha, false_alarm_rate=RATE, smoothing=window)
-        raw, smoothed = stream_scores(*series(test_scores), alpha, window, fitted)
+            raw, smoothed = calibrated_scores(*series(test_scores), alpha, window, norm, fitted, *series(cal_scores))
         videos = [dataclasses.replace(v, score=s, causal_score=r) for v, r, s in zip(test_scores, raw, smoothed, strict=True)]
         row = {"name": name, "psnr_term": p_region, "distance_term": d_region, "alpha": alpha, "normalization": norm,
                "window": window, "micro_auc": auc_metrics(videos)["micro_auc"]}
         if fitted is not None:
             row["stream"] = stream_metrics(videos, fitted, fps=args.fps)
-            row["held_out_leave_one_out_far"] = leave_one_out(*series(cal_scores), alpha, window)
+            row["held_out_leave_one_out_far"] = leave_one_out(*series(cal_scores), alpha, window, norm)
         attempts.append(row)
         print(f"{name}: micro AUC {row['micro_auc']:.4f}", flush=True)
     package = (config.eval.psnr_region, config.eval.distance_region if config.model.memory and config.eval.alpha < 1 else None)
