@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mnad.calibrate import calibrate, with_calibration
+from mnad.calibrate import calibrate, held_out_false_alarms, with_calibration
 from mnad.data import split_videos
 from mnad.detect import DetectOptions, detect
 from mnad.errors import CheckpointError, ConfigError, DataError
@@ -190,6 +190,23 @@ def test_localised_scoring_mixes_the_chosen_terms_and_its_calibration_matches(sy
         old.check_terms(local)
     with pytest.raises(ConfigError, match="distance_region"):
         Calibration.from_dict({**cal.to_dict(), "distance_region": "corner"})
+
+
+def test_held_out_false_alarms_show_thresholds_that_do_not_carry_over(synthetic_root: Path) -> None:
+    """Each calibration video left out in turn: alike videos realise about the asked rate, a video unlike the others
+    (its PSNR 6 dB lower) alerts on nearly all of its frames; one video gives no check."""
+    rng = np.random.default_rng(0)
+    psnr_values = [rng.normal(30, 1, 400) for _ in range(4)]
+    distances = [np.abs(rng.normal(0.01, 0.001, 400)) for _ in range(4)]
+    alike = held_out_false_alarms(psnr_values, distances, alpha=0.6, false_alarm_rate=0.05, smoothing=1)
+    assert {"0.01", "0.05"} <= set(alike) and alike["0.05"] < 0.1
+    unlike = held_out_false_alarms([*psnr_values[:3], psnr_values[3] - 6], distances, alpha=0.6, false_alarm_rate=0.05, smoothing=1)
+    assert unlike["0.05"] > 0.2
+    assert held_out_false_alarms(psnr_values[:1], distances[:1], alpha=0.6, false_alarm_rate=0.05, smoothing=1) == {}
+    model, config = model_and_config()
+    cal, _ = calibrated(model, config, synthetic_root)  # several training videos: the check is recorded
+    assert cal.held_out_false_alarms and all(0 <= v <= 1 for v in cal.held_out_false_alarms.values())
+    assert Calibration.from_dict(cal.to_dict()) == cal
 
 
 def test_detect_never_destroys_an_earlier_run(synthetic_root: Path, tmp_path: Path) -> None:

@@ -63,9 +63,17 @@ def calibrate(
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
                     "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
     psnr_values, distances = score_terms(config, *footage_terms(model, config, videos, device=device, progress=progress).values())
-    fitted = fit_calibration(psnr_values, distances, alpha=mixing_weight(config), false_alarm_rate=false_alarm_rate,
+    alpha = mixing_weight(config)
+    fitted = fit_calibration(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate,
                              smoothing=smoothing, footage=[f"{p}[{a}:{b}]" for p, a, b in spans], where=str(videos[0].path))
-    return dataclasses.replace(fitted, psnr_region=config.eval.psnr_region, distance_region=config.eval.distance_region)
+    held_out = held_out_false_alarms(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate, smoothing=smoothing)
+    realised = held_out.get(rate_key(false_alarm_rate))
+    if realised is not None and realised > 2 * false_alarm_rate:
+        log.warning("thresholds fitted for a %.3g false-alarm rate alerted on %.3g of the frames of a calibration video "
+                    "left out of the fit (mean over %d videos): expect more alerts than asked on new footage; calibrate on "
+                    "more, and more varied, normal footage", false_alarm_rate, realised, len(videos))
+    return dataclasses.replace(fitted, psnr_region=config.eval.psnr_region, distance_region=config.eval.distance_region,
+                               held_out_false_alarms=held_out)
 
 
 TERMS = ("psnr", "patch_psnr", "distance", "patch_distance")  # the per-frame terms S_t can mix, in score_terms' order
@@ -132,6 +140,30 @@ def fit_calibration(
     ])
     thresholds = {rate_key(r): float(np.quantile(smoothed, 1 - r)) for r in TABLE_RATES}
     return dataclasses.replace(fitted, threshold=float(np.quantile(smoothed, 1 - false_alarm_rate)), thresholds=thresholds)
+
+
+def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndarray], *, alpha: float, false_alarm_rate: float,
+                          smoothing: int) -> dict[str, float]:
+    """How well thresholds carry over to normal footage they were not fitted on, without labels: each video left out
+    in turn, the others calibrated, the fraction of the left-out video's smoothed scores above each threshold (the
+    chosen rate's and TABLE_RATES'), averaged over the videos. Empty with fewer than two videos, or when the rest is
+    too short to calibrate."""
+    rates = sorted({*TABLE_RATES, false_alarm_rate})
+    realised: dict[str, list[float]] = {rate_key(r): [] for r in rates}
+    if len(psnr_values) < 2:
+        return {}
+    for i in range(len(psnr_values)):
+        rest = [j for j in range(len(psnr_values)) if j != i]
+        try:
+            fitted = fit_calibration([psnr_values[j] for j in rest], [distances[j] for j in rest], alpha=alpha,
+                                     false_alarm_rate=false_alarm_rate, smoothing=smoothing)
+        except DataError:
+            return {}
+        left_out = smooth(anomaly_score(psnr_values[i], distances[i], alpha=alpha, normalization="calibrated",
+                                        calibration=fitted), smoothing)
+        for r in rates:
+            realised[rate_key(r)].append(float((left_out > fitted.threshold_for(r)).mean()))
+    return {key: float(np.mean(values)) for key, values in realised.items()}
 
 
 def with_calibration(config: Config, calibration: Calibration) -> Config:

@@ -145,6 +145,9 @@ class Calibration:
     frames: int  # normal frames it was fitted on
     thresholds: dict[str, float] = field(default_factory=dict)
     footage: list[str] = field(default_factory=list)  # the videos it was fitted on (for the train/calibrate overlap check)
+    # label-free check of the thresholds on unseen normal footage: each calibration video left out in turn, the rest
+    # calibrated, the fraction of its frames that alerted (mean over videos), keyed by rate; empty with one video
+    held_out_false_alarms: dict[str, float] = field(default_factory=dict)
     # the terms its ranges are of (eval.psnr_region, eval.distance_region when fitted); a calibration written before
     # they were recorded has no psnr_region (it was fitted on its config's) and was fitted on the whole-frame D
     psnr_region: str | None = None
@@ -187,7 +190,7 @@ class Calibration:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise ConfigError(f"{source}: unknown calibration field(s) {', '.join(unknown)}")
-        numbers = [data[k] for k in required] + list(dict(data.get("thresholds", {})).values())
+        numbers = [data[k] for k in required] + [v for key in ("thresholds", "held_out_false_alarms") for v in dict(data.get(key, {})).values()]
         if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
             raise ConfigError(f"{source}: every calibration value must be a finite number")
         if data["psnr_high"] <= data["psnr_low"] or data["distance_high"] < data["distance_low"]:
@@ -196,7 +199,8 @@ class Calibration:
             raise ConfigError(f"{source}: the calibration's false_alarm_rate must lie in (0, 1) and smoothing be >= 1")
         values = {k: data[k] for k in names if k in data}
         values["smoothing"], values["frames"] = int(values["smoothing"]), int(values["frames"])
-        values["thresholds"] = {str(k): float(v) for k, v in dict(data.get("thresholds", {})).items()}
+        for key in ("thresholds", "held_out_false_alarms"):
+            values[key] = {str(k): float(v) for k, v in dict(data.get(key, {})).items()}
         values["footage"] = [str(v) for v in data.get("footage", [])]
         for key in ("psnr_region", "distance_region"):
             if data.get(key) is not None and data[key] not in ("frame", "patch"):
