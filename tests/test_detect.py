@@ -117,6 +117,8 @@ def test_detect_on_mp4_finds_the_anomalies_and_matches_offline_scores(trained: t
     rows = list(csv.DictReader((out / "scores.csv").open()))
     assert [int(r["frame"]) for r in rows] == list(range(4, n))
     score = np.array([float(r["score"]) for r in rows])
+    smoothed = np.array([float(r["smoothed"]) for r in rows])
+    assert summary["above_threshold_rate"] == pytest.approx(np.mean(smoothed > summary["threshold"]), abs=1e-5)
     video_labels = labels[:n][4:]
     assert score[video_labels == 1].mean() > score[video_labels == 0].mean()
     # events: JSON lines and CSV agree, and the alerts fall mostly on labelled frames

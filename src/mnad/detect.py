@@ -38,7 +38,7 @@ from mnad.errors import ConfigError, DataError, Terminated
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker
 from mnad.model import MNAD
 from mnad.outputs import DETECT_FILES, SUMMARY_FILE, DetectWriter, write_detect_summary
-from mnad.scoring import Calibration
+from mnad.scoring import Calibration, rate_key
 from mnad.stream import FrameResult, StreamScorer, score_streams
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class _Detection:
         self.writer: DetectWriter | None = None
         self.video: cv2.VideoWriter | None = None
         self.taken = self.scored = 0  # source frames taken, frames scored
+        self.above = 0  # frames scored whose smoothed score is above the threshold (what a false-alarm rate counts)
         self.ended_by: str | None = None  # None while the source runs
         self.failure: DataError | None = None
 
@@ -173,6 +174,7 @@ class _Detection:
         if self.tracker is not None:
             ended = self.tracker.push(row.index, shown.time, row.smoothed)
             alert = self.tracker.alerting
+            self.above += row.smoothed > self.threshold
             if ended is not None:
                 self.events.append(ended)
                 self.writer.event(ended)
@@ -220,6 +222,11 @@ class _Detection:
             "fps": round(self.scored / seconds, 2) if seconds else None,
             "source_fps": round(self.frames.fps, 3), "calibrated": calibration is not None, "threshold": self.threshold,
             "false_alarm_rate": calibration.false_alarm_rate if calibration else None,
+            # on normal footage, the realised false-alarm rate: compare it with the asked one and with the calibration's
+            # own label-free check on footage its thresholds were not fitted on
+            "above_threshold_rate": round(self.above / self.scored, 5) if calibration and self.scored else None,
+            "calibration_held_out_false_alarm_rate": (calibration.held_out_false_alarms.get(rate_key(calibration.false_alarm_rate))
+                                                      if calibration else None),
             "smoothing": smoothing, "events": len(self.events), "ended_by": self.ended_by,
             "annotated_video": self.options.save_video and self.video is not None,
             "note": None if calibration else UNCALIBRATED,
