@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnad.calibrate import fit_calibration, footage_terms, with_calibration
+from mnad.calibrate import TERMS, fit_calibration, footage_terms, with_calibration
 from mnad.checkpoint import load_model, save_model
 from mnad.config import Config
 from mnad.data import find_label_file, load_labels, split_videos
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     # 1. calibration on the held-out videos, as `mnad calibrate` does it (scoring pass + fit)
     terms = footage_terms(model, config, held)
     cal = dataclasses.replace(
-        fit_calibration(*score_terms(config, *terms.values()), alpha=mixing_weight(config), false_alarm_rate=RATE,
+        fit_calibration(*score_terms(config, *(terms[name] for name in TERMS)), alpha=mixing_weight(config), false_alarm_rate=RATE,
                         smoothing=WINDOW, footage=[v.name for v in held]),
         psnr_region=config.eval.psnr_region, distance_region=config.eval.distance_region)
     # 2. the stream protocol through the package, with the model as `mnad calibrate` writes it
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     test_scores = test_terms(out / SCORES_FILE)
     attach_labels(test_scores, labels)
     cal_scores = [VideoScores(v.name, np.arange(len(p)), p, q, d, dq, d * 0, d * 0 > 0)
-                  for v, p, q, d, dq in zip(held, *terms.values(), strict=True)]
+                  for v, p, q, d, dq in zip(held, *(terms[name] for name in TERMS), strict=True)]
     # the published protocol of the same model, for comparison (per-video min-max: not causal), as evaluate computes it
     published = {}
     for label, alpha in (("S_t (alpha 0.6)", 0.6), ("PSNR only", 1.0)):

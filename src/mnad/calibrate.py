@@ -62,7 +62,8 @@ def calibrate(
     if overlap:
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
                     "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
-    psnr_values, distances = score_terms(config, *footage_terms(model, config, videos, device=device, progress=progress).values())
+    terms = footage_terms(model, config, videos, device=device, progress=progress)
+    psnr_values, distances = score_terms(config, *(terms[name] for name in TERMS))
     alpha = mixing_weight(config)
     fitted = fit_calibration(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate,
                              smoothing=smoothing, footage=[f"{p}[{a}:{b}]" for p, a, b in spans], where=str(videos[0].path))
@@ -76,7 +77,7 @@ def calibrate(
                                held_out_false_alarms=held_out)
 
 
-TERMS = ("psnr", "patch_psnr", "distance", "patch_distance")  # the per-frame terms S_t can mix, in score_terms' order
+TERMS = ("psnr", "patch_psnr", "distance", "patch_distance")  # the per-frame terms S_t can mix, in score_terms' argument order
 
 
 def footage_terms(
