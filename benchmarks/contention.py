@@ -44,7 +44,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import _pythonpath, busy_cores, loadavg, machine_info, peak_rss_mib, synthetic_frames  # noqa: E402
+from speed import _pythonpath, busy_cores, loadavg, machine_info, peak_rss_mib, synthetic_frames, write_results  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "contention.json"
 SCHEMA = "mnad-contention-1"
@@ -256,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print_summary(result)
     print(f"written to {args.out}")
     return 0

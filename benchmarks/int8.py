@@ -50,7 +50,7 @@ TARGET_SPEEDUP, TARGET_RSS_GIB, TARGET_AUC_POINTS = 1.7, 0.6, 0.3
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 
 sys.path.insert(0, str(HERE))
-from speed import busy_cores, loadavg, peak_rss_mib, synthetic_frames  # noqa: E402  (the same helpers as speed.py)
+from speed import busy_cores, loadavg, peak_rss_mib, synthetic_frames, write_results  # noqa: E402  (the same helpers as speed.py)
 
 
 class ArrayVideo:
@@ -260,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "scoring": results, "summary": summary, "accuracy": accuracy(), "notes": notes,
         "seconds": time.perf_counter() - started,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_results(args.out, record)
     for s in summary:
         print(f"{s['size']}x{s['size']}: int8 {s['int8_fps']:.1f} frames/s, {s['speedup_vs_fastest_fp32']:.2f}x the fastest fp32 "
               f"({s['fastest_fp32']}, {s['fastest_fp32_fps']:.1f}); CPU time {s['cpu_time_ratio_vs_least_cpu_fp32']:.2f}x less than the "

@@ -16,8 +16,8 @@ last quartile of the samples.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +29,9 @@ import torch
 from mnad.config import Config
 from mnad.model import MNAD
 from mnad.stream import StreamScorer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import write_results  # noqa: E402  (the benchmarks' atomic results writer)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "long_stream.json"
 
@@ -125,8 +128,7 @@ def main() -> None:
                   "sample_every": args.sample_every, "torch": torch.__version__, "python": platform.python_version(),
                   "machine": platform.machine()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"{n_frames} frames ({args.seconds:g} s at {args.fps:g} fps) in {seconds:.1f} s ({n_frames / seconds:.0f} frames/s), "
           f"{updates} memory updates; RSS {first:.1f} -> {last:.1f} MiB (first -> last quartile, {last - first:+.2f} MiB), "
           f"peak {result['rss_peak_mib']:.1f} MiB; written to {args.out}")

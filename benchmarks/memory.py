@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import _pythonpath, busy_cores, machine_info, synthetic_frames  # noqa: E402
+from speed import _pythonpath, busy_cores, machine_info, synthetic_frames, write_results  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "memory.json"
 SCHEMA = "mnad-memory-1"
@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": machine_info("cpu"), "busy_cores_start": busy, "seconds": time.time() - started,
               "settings": {"size": size, "frames": frames, "threads": args.threads, "target_mib": TARGET_MIB, "quick": args.quick},
               "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"written to {args.out}")
     return 0
 

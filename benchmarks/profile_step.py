@@ -22,7 +22,6 @@ convolutions) that the profiler does not record as operators: their time is the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -33,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import busy_cores, machine_info, mnad_config, synthetic_frames, work_flops, work_matmul  # noqa: E402
+from speed import busy_cores, machine_info, mnad_config, synthetic_frames, work_flops, work_matmul, write_results  # noqa: E402
 
 ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "profile.json"
@@ -152,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.perf_counter() - started,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out, result)
     for r in rows:
         print(f"  {r['size']:>4} {r['config']:<14} {r['wall_ms_per_frame']:6.1f} ms/frame ({100 * r['fraction_of_bf16_limit']:.0f} % of the "
               f"bf16 limit); convolutions {r['conv_ms_per_frame']:.1f} ms at {r['conv_gflops'] or 0:.0f} GFLOP/s", file=sys.stderr)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import busy_cores, loadavg, machine_info, peak_rss_mib  # noqa: E402  (the speed benchmark's machine helpers)
+from speed import busy_cores, loadavg, machine_info, peak_rss_mib, write_results  # noqa: E402  (the speed benchmark's machine helpers)
 
 ROOT = HERE.parent
 RESULTS = ROOT / "results"
@@ -244,11 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
         "seconds": time.perf_counter() - started,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    out = write_results(args.out, result, indent=1)
     print(f"wrote {out}", file=sys.stderr)
     for row in rows:
         fps = row.get("fps")

@@ -79,6 +79,16 @@ SETTINGS = {"full": CONFIGS["settings"]["full"], "quick": CONFIGS["settings"]["f
 # ---- helpers used by the workers ------------------------------------------------------------------------------
 
 
+def write_results(path: str | Path, result: dict, *, indent: int = 2) -> Path:
+    """A benchmark's JSON results, written atomically (an interrupted run leaves the previous file whole)."""
+    from mnad.checkpoint import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, (json.dumps(result, indent=indent) + "\n").encode())
+    return path
+
+
 def peak_rss_mib() -> float:
     """VmHWM of this process (the peak resident set size), in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -787,8 +797,7 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
         "seconds": time.perf_counter() - started,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out, result)
     print_summary(result)
     print(f"wrote {out} ({result['seconds']:.0f} s)", file=sys.stderr)
     return 0 if checks.get("ok", False) else 1
