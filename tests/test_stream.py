@@ -180,7 +180,8 @@ def test_localised_scoring_mixes_the_chosen_terms_and_its_calibration_matches(sy
     for r in rows:  # S_t by hand from the localised terms and the calibration's ranges
         expected = alpha * (1 - cal.scale_psnr(r.patch_psnr)) + (1 - alpha) * cal.scale_distance(r.patch_distance)
         assert r.score == pytest.approx(expected)
-    frame_terms = with_calibration(config, cal)  # the patch calibration with the published (whole-frame) terms
+    assert (cal_config.eval.psnr_region, cal_config.eval.distance_region) == ("patch", "patch")  # the calibration's own
+    frame_terms = cal_config.override(["eval.psnr_region=frame", "eval.distance_region=frame"])  # the published terms
     with pytest.raises(ConfigError, match="run `mnad calibrate` again"):
         StreamScorer.for_model(model, frame_terms, normalization="calibrated")
     # written before the terms were recorded: fitted on its config's PSNR term and the whole-frame D

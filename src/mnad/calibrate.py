@@ -1,7 +1,10 @@
-"""Calibration on normal footage, without labels: the fixed ranges that make S_t causal, and alert thresholds.
+"""Calibration on normal footage, without labels: how S_t is scored, the fixed ranges that make it causal, and alert
+thresholds.
 
-PSNR and D are scaled by their 1st-99th percentile range on the normal frames; the threshold of a false-alarm rate r
-is the (1 - r) quantile of the smoothed calibrated score there, so about r of normal frames alert.
+The scoring (which PSNR and D terms S_t mixes, and the trailing mean's length) is chosen on pseudo-anomalies made from
+the same footage (``mnad.pseudo``, docs/method.md section 9.2). PSNR and D are scaled by their 1st-99th percentile
+range on the normal frames; the threshold of a false-alarm rate r is the (1 - r) quantile of the smoothed calibrated
+score there, so about r of normal frames alert.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import math
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from mnad.config import Config
@@ -18,6 +22,7 @@ from mnad.data import Video
 from mnad.data.sources import footage_span, spans_overlap
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
+from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
 from mnad.scoring import Calibration, anomaly_score, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import StreamScorer
 
@@ -40,21 +45,25 @@ def calibrate(
     *,
     false_alarm_rate: float = 0.01,
     smoothing: int | None = None,
+    scoring: str = "choose",
     trained_on: list[tuple[str, int, int]] | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> Calibration:
-    """Fit the score normalisation and the alert thresholds on normal ``videos``.
+    """Choose the scoring, then fit the score normalisation and the alert thresholds on normal ``videos``.
 
-    ``smoothing``: frames in the trailing mean, by default ``alert_window(config)``. ``trained_on``: the footage the
+    ``scoring``: 'choose' the terms of S_t (and, unless ``smoothing`` is given, the trailing mean) that best separate
+    pseudo-anomalies made from ``videos`` (``choose_scoring``), or score as the 'config' says. ``smoothing``: frames
+    in the trailing mean, by default chosen (or ``alert_window(config)``). ``trained_on``: the footage the
     model was trained on (``train.trained_footage``); calibrating on any of it is warned about, since the model has learnt those frames
     and scores them lower than unseen normal footage (thresholds then alert too often).
     """
     if not 0 < false_alarm_rate < 1:
         raise ConfigError(f"--false-alarm-rate must lie strictly between 0 and 1, got {false_alarm_rate}")
-    smoothing = smoothing or alert_window(config)
-    if smoothing < 1:
+    if smoothing is not None and smoothing < 1:
         raise ConfigError(f"--smoothing must be >= 1 frame, got {smoothing}")
+    if scoring not in ("choose", "config"):
+        raise ConfigError(f"--scoring must be 'choose' or 'config', got {scoring!r}")
     if not videos:
         raise DataError("no calibration footage given")
     spans = [footage_span(v) for v in videos]
@@ -63,6 +72,25 @@ def calibrate(
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
                     "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
     terms = footage_terms(model, config, videos, device=device, progress=progress)
+    choice = None
+    if scoring == "choose":
+        made = pseudo_anomalies(videos, config.model.image_size, config.model.channels)
+        if not made:
+            log.warning("no calibration video is long enough (%d frames) to make pseudo-anomalies from: scoring as "
+                        "configured (%s PSNR%s); give longer normal footage to have the scoring chosen",
+                        SOURCE_FRAMES, config.eval.psnr_region,
+                        f" + {config.eval.distance_region} D" if mixing_weight(config) < 1 else " only")
+        else:
+            pseudo = footage_terms(model, config, made, device=device, progress=progress)
+            labels = [v.labels(len(p)) for v, p in zip(made, pseudo["psnr"], strict=True)]
+            choice = choose_scoring(terms, pseudo, labels, alpha=config.eval.alpha, with_distance=config.model.memory,
+                                    windows=(smoothing,) if smoothing else WINDOWS)
+            log.info("scoring chosen on %d pseudo-anomalous frames: %s (AUC %.4f)", choice.pseudo_anomalous_frames,
+                     choice.name, choice.auc[choice.name])
+            config = config.override([f"eval.psnr_region={choice.psnr_region}", f"eval.distance_region={choice.distance_region}",
+                                      f"eval.alpha={choice.alpha}"])
+            smoothing = choice.smoothing
+    smoothing = smoothing or alert_window(config)
     psnr_values, distances = score_terms(config, *(terms[name] for name in TERMS))
     alpha = mixing_weight(config)
     fitted = fit_calibration(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate,
@@ -74,7 +102,64 @@ def calibrate(
                     "left out of the fit (mean over %d videos): expect more alerts than asked on new footage; calibrate on "
                     "more, and more varied, normal footage", false_alarm_rate, realised, len(videos))
     return dataclasses.replace(fitted, psnr_region=config.eval.psnr_region, distance_region=config.eval.distance_region,
-                               held_out_false_alarms=held_out)
+                               alpha=alpha, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {})
+
+
+# The scorings ``choose_scoring`` picks from, simplest first (a tie goes to the earlier): PSNR over the frame or its
+# worst patch, alone or mixed with D over the frame or its worst block, averaged over 1, 5 or 9 frames.
+WINDOWS = (1, 5, 9)
+CANDIDATES: tuple[tuple[str, str | None], ...] = tuple(
+    (p_region, d_region) for d_region in (None, "frame", "patch") for p_region in ("frame", "patch"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringChoice:
+    """What ``choose_scoring`` picked, and how every candidate did (ROC AUC of pseudo-anomalous against normal frames)."""
+
+    psnr_region: str
+    distance_region: str  # 'frame' where the choice is PSNR only (D is then not mixed in: alpha 1)
+    alpha: float
+    smoothing: int
+    name: str
+    auc: dict[str, float]  # by candidate_name
+    pseudo_anomalous_frames: int
+
+
+def candidate_name(p_region: str, d_region: str | None, window: int) -> str:
+    return f"{p_region} PSNR{f' + {d_region} D' if d_region else ''}, {window}-frame mean"
+
+
+def choose_scoring(normal: dict[str, list[np.ndarray]], pseudo: dict[str, list[np.ndarray]], labels: list[np.ndarray], *,
+                   alpha: float, with_distance: bool = True, windows: tuple[int, ...] = WINDOWS) -> ScoringChoice:
+    """The candidate scoring whose calibrated, smoothed S_t best separates the pseudo-anomalous frames (``labels``) of
+    the ``pseudo`` videos from every frame of the ``normal`` footage (both terms as ``footage_terms`` returns them),
+    each candidate calibrated on the normal footage as ``calibrate`` does it. ``alpha``: the weight of PSNR where D is
+    mixed in; ``with_distance`` False (a model without memory) leaves the PSNR-only candidates."""
+    key = {"frame": ("psnr", "distance"), "patch": ("patch_psnr", "patch_distance")}
+    auc: dict[str, float] = {}
+    best: ScoringChoice | None = None
+    for p_region, d_region in CANDIDATES:
+        if d_region is not None and not with_distance:
+            continue
+        weight, p_key, d_key = (alpha if d_region else 1.0), key[p_region][0], key[d_region or "frame"][1]
+        for window in windows:
+            # only the ranges matter here (the AUC does not depend on a threshold)
+            fitted = fit_calibration(normal[p_key], normal[d_key], alpha=weight, false_alarm_rate=0.5, smoothing=window)
+
+            def scores(terms: dict[str, list[np.ndarray]], p_key: str = p_key, d_key: str = d_key, weight: float = weight,
+                       window: int = window, fitted: Calibration = fitted) -> list[np.ndarray]:
+                return [smooth(anomaly_score(p, d, alpha=weight, normalization="calibrated", calibration=fitted), window)
+                        for p, d in zip(terms[p_key], terms[d_key], strict=True)]
+
+            normal_scores = np.concatenate(scores(normal))
+            pseudo_scores = np.concatenate([s[m] for s, m in zip(scores(pseudo), labels, strict=True)])
+            name = candidate_name(p_region, d_region, window)
+            auc[name] = float(roc_auc_score(np.r_[np.zeros(normal_scores.size), np.ones(pseudo_scores.size)],
+                                            np.r_[normal_scores, pseudo_scores]))
+            if best is None or auc[name] > auc[best.name]:
+                best = ScoringChoice(p_region, d_region or "frame", weight, window, name, {}, int(pseudo_scores.size))
+    assert best is not None
+    return dataclasses.replace(best, auc=auc)
 
 
 TERMS = ("psnr", "patch_psnr", "distance", "patch_distance")  # the per-frame terms S_t can mix, in score_terms' argument order
@@ -168,7 +253,11 @@ def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndar
 
 
 def with_calibration(config: Config, calibration: Calibration) -> Config:
-    """A copy of ``config`` that scores with ``calibration`` (causal: fixed ranges and threshold)."""
+    """A copy of ``config`` that scores with ``calibration``: causal (fixed ranges and threshold), with the terms, PSNR
+    weight and trailing mean it was fitted on."""
     data = config.to_dict()
-    data["eval"].update(normalization="calibrated", calibration=calibration.to_dict(), smoothing=calibration.smoothing)
+    data["eval"].update(normalization="calibrated", calibration=calibration.to_dict(), smoothing=calibration.smoothing,
+                        psnr_region=calibration.psnr_region or config.eval.psnr_region, distance_region=calibration.distance_region)
+    if calibration.alpha is not None and config.model.memory:
+        data["eval"]["alpha"] = calibration.alpha
     return Config.from_dict(data, source="calibration")

@@ -137,7 +137,8 @@ def choose_scoring_path(model: Any, config: Config, args: argparse.Namespace) ->
 
 # A camera's model is scored causally (calibrated) on the worst region of the frame: both terms of S_t, the PSNR of the
 # worst patch and the memory distance of the worst block of queries, over the same regions (docs/results.md, "The
-# stream protocol", says how this was chosen and what it does on footage the model and calibration never saw).
+# stream protocol", says how this was chosen). `mnad calibrate` then chooses the scoring on pseudo-anomalies of the
+# footage (docs/method.md 9.2); this is what it scores with under `--scoring config`.
 OWN_FOOTAGE_SCORING = ["eval.psnr_region=patch", "eval.distance_region=patch"]
 
 
@@ -256,7 +257,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     trained_on = trained_footage(args.checkpoint)
     calibration = calibrate(model, config, videos, false_alarm_rate=args.false_alarm_rate,
                             smoothing=config.eval.smoothing if args.smoothing is not None else None,
-                            trained_on=trained_on, device=config.train.device, progress=not args.quiet)
+                            scoring=args.scoring, trained_on=trained_on, device=config.train.device, progress=not args.quiet)
     save_model(args.out, model, with_calibration(config, calibration), extra={"footage": trained_on})
     print(json.dumps(calibration.to_dict(), indent=2))
     print(f"calibrated model written to {args.out}")
@@ -397,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
     p.add_argument("--data", nargs="*", help="normal footage: video files, frame folders or folders of them (default: the run's held-out part)")
     p.add_argument("--false-alarm-rate", type=float, default=0.01, help="fraction of normal frames allowed to alert")
+    p.add_argument("--scoring", choices=["choose", "config"], default="choose",
+                   help="choose: pick the terms of S_t (and, without --smoothing, the trailing mean) that best separate "
+                   "pseudo-anomalies made from the footage (docs/method.md 9.2); config: score as the model's config says")
     p.add_argument("--out", required=True, help="calibrated model file to write (.safetensors)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(p, model_options=False)

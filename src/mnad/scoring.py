@@ -152,6 +152,11 @@ class Calibration:
     # they were recorded has no psnr_region (it was fitted on its config's) and was fitted on the whole-frame D
     psnr_region: str | None = None
     distance_region: str = "frame"
+    # S_t's weight of PSNR it was fitted with (1: PSNR only); None in a calibration written before it was recorded
+    alpha: float | None = None
+    # how each scoring separated pseudo-anomalies from the footage (ROC AUC, by name) when the scoring was chosen
+    # (docs/method.md 9.2); empty where it was not
+    pseudo_anomaly_auc: dict[str, float] = field(default_factory=dict)
 
     def check_terms(self, config: Config) -> None:
         """Refuse to score terms other than those the ranges and thresholds were fitted on."""
@@ -161,6 +166,9 @@ class Calibration:
             raise ConfigError(f"the calibration was fitted on PSNR over the {fitted[0]} and D over the {fitted[1]}, but the "
                               f"model scores PSNR over the {wanted[0]} and D over the {wanted[1]} "
                               "(eval.psnr_region, eval.distance_region): run `mnad calibrate` again")
+        if self.alpha is not None and not math.isclose(self.alpha, mixing_weight(config)):
+            raise ConfigError(f"the calibration was fitted with S_t's PSNR weight {self.alpha:g}, but the model scores with "
+                              f"{mixing_weight(config):g} (eval.alpha): run `mnad calibrate` again")
 
     def scale_psnr(self, value: ArrayOrFloat) -> ArrayOrFloat:
         return (value - self.psnr_low) / max(self.psnr_high - self.psnr_low, 1e-12)
@@ -190,22 +198,27 @@ class Calibration:
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise ConfigError(f"{source}: unknown calibration field(s) {', '.join(unknown)}")
-        numbers = [data[k] for k in required] + [v for key in ("thresholds", "held_out_false_alarms") for v in dict(data.get(key, {})).values()]
+        tables = ("thresholds", "held_out_false_alarms", "pseudo_anomaly_auc")
+        numbers = [data[k] for k in required] + [v for key in tables for v in dict(data.get(key, {})).values()]
+        numbers += [data["alpha"]] if data.get("alpha") is not None else []
         if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
             raise ConfigError(f"{source}: every calibration value must be a finite number")
         if data["psnr_high"] <= data["psnr_low"] or data["distance_high"] < data["distance_low"]:
             raise ConfigError(f"{source}: the calibration's ranges are empty (the footage it was fitted on did not vary)")
         if not 0 < data["false_alarm_rate"] < 1 or data["smoothing"] < 1:
             raise ConfigError(f"{source}: the calibration's false_alarm_rate must lie in (0, 1) and smoothing be >= 1")
+        if data.get("alpha") is not None and not 0 <= data["alpha"] <= 1:
+            raise ConfigError(f"{source}: the calibration's alpha must lie in [0, 1], got {data['alpha']}")
         values = {k: data[k] for k in names if k in data}
         values["smoothing"], values["frames"] = int(values["smoothing"]), int(values["frames"])
-        for key in ("thresholds", "held_out_false_alarms"):
+        for key in tables:
             values[key] = {str(k): float(v) for k, v in dict(data.get(key, {})).items()}
         values["footage"] = [str(v) for v in data.get("footage", [])]
         for key in ("psnr_region", "distance_region"):
             if data.get(key) is not None and data[key] not in ("frame", "patch"):
                 raise ConfigError(f"{source}: the calibration's {key} must be 'frame' or 'patch', got {data[key]!r}")
         values["distance_region"] = data.get("distance_region") or "frame"
+        values["alpha"] = None if data.get("alpha") is None else float(data["alpha"])
         return cls(**values)
 
 

@@ -1,0 +1,85 @@
+"""Pseudo-anomalies made from normal footage, on which ``mnad calibrate`` chooses how to score a camera without labels
+(``calibrate.choose_scoring``, docs/method.md section 9.2).
+
+A pseudo-anomaly is a stretch of normal footage in which one region moves SPEED times too fast: inside a square of half
+the frame's side, centred where the footage moves, the frames come from further ahead in time while the rest of the
+frame plays on normally. Something moving too fast where others walk is the commonest kind of anomaly in the field's
+benchmarks, and skipping frames is the field's usual way of faking it without labels. The sizes below were fixed
+before they were run on any model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnad.data import Video
+
+SPEED = 3  # the sped-up region plays SPEED frames per frame
+LEAD = 20  # normal frames before the region speeds up (the trailing mean starts from normal scores)
+EVENT = 20  # frames the region plays too fast
+STEP = 30  # frames between the starts of pseudo-anomalies cut from one video (each is scored on its own)
+SOURCE_FRAMES = LEAD + SPEED * EVENT  # footage one pseudo-anomaly is made from
+
+
+class SpedUpRegion(Video):
+    """LEAD + EVENT frames of ``video`` from ``start``: the first LEAD as they are, then a square region (half the
+    frame's side, centred at ``centre``, fractions of width and height) taken SPEED times further ahead each frame."""
+
+    def __init__(self, video: Video, start: int, centre: tuple[float, float]) -> None:
+        self.video, self.start, self.centre = video, start, centre
+        self.name, self.path = f"{video.name}[{start}:+{LEAD + EVENT}, x{SPEED}]", video.path
+
+    def __len__(self) -> int:
+        return LEAD + EVENT
+
+    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        frame = self.video.frame(self.start + index, size, channels)
+        if index <= LEAD:
+            return frame
+        ahead = self.video.frame(self.start + LEAD + SPEED * (index - LEAD), size, channels)
+        top, left = region_corner(self.centre, size)
+        frame = frame.copy()
+        frame[top:top + size // 2, left:left + size // 2] = ahead[top:top + size // 2, left:left + size // 2]
+        return frame
+
+    def labels(self, scored: int) -> np.ndarray:
+        """Which of the ``scored`` last frames (those a clip was completed for) are pseudo-anomalous: every frame after
+        the region started moving too fast."""
+        return np.arange(len(self) - scored, len(self)) > LEAD
+
+
+def region_corner(centre: tuple[float, float], size: int) -> tuple[int, int]:
+    """(top, left) of the half-side square centred at ``centre`` (fractions), moved inside a size x size frame."""
+    half = size // 2
+    return (int(np.clip(round(centre[1] * size) - half // 2, 0, size - half)),
+            int(np.clip(round(centre[0] * size) - half // 2, 0, size - half)))
+
+
+def motion_centre(video: Video, start: int, stop: int, size: int, channels: int) -> tuple[float, float] | None:
+    """Centroid (x, y as fractions) of the absolute frame differences over frames ``start:stop``: where the footage
+    moves; None where nothing does."""
+    previous, motion = None, np.zeros((size, size))
+    for i in range(start, stop):
+        frame = video.frame(i, size, channels).astype(np.float64).mean(-1)
+        if previous is not None:
+            motion += np.abs(frame - previous)
+        previous = frame
+    total = motion.sum()
+    if total <= 0:
+        return None
+    ys, xs = np.mgrid[0:size, 0:size]
+    return float((motion * xs).sum() / total + 0.5) / size, float((motion * ys).sum() / total + 0.5) / size
+
+
+def pseudo_anomalies(videos: list[Video], size: int, channels: int) -> list[SpedUpRegion]:
+    """Every pseudo-anomaly that fits in ``videos``: one starting every STEP frames, where the sped-up region has the
+    footage it needs and something moves."""
+    made = []
+    for video in videos:
+        for start in range(0, len(video) - SOURCE_FRAMES + 1, STEP):
+            centre = motion_centre(video, start + LEAD, start + LEAD + SPEED * EVENT, size, channels)
+            if centre is not None:
+                made.append(SpedUpRegion(video, start, centre))
+    return made
