@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--false-alarm-rate", type=float, default=0.01)
     parser.add_argument("--smoothing", type=int, default=5)
+    parser.add_argument("--scoring", choices=["choose", "config"], default="config",
+                        help="as `mnad calibrate --scoring`; config (the model's own terms) is what results/ped2_detect used")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,7 @@ def main() -> None:
     model, config = load_model(args.checkpoint)
     started = time.perf_counter()
     cal = calibrate(model, config, split_videos(args.ped2, "", "training"), false_alarm_rate=args.false_alarm_rate,
-                    smoothing=args.smoothing, progress=False)
+                    smoothing=args.smoothing, scoring=args.scoring, progress=False)
     calibration_seconds = time.perf_counter() - started
     calibrated = with_calibration(config, cal)
 

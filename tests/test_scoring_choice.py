@@ -15,7 +15,7 @@ from mnad.calibrate import WINDOWS, calibrate, candidate_name, choose_scoring, w
 from mnad.data import Video, split_videos
 from mnad.data.synthetic import make_synthetic_dataset
 from mnad.model import MNAD
-from mnad.pseudo import LEAD, SOURCE_FRAMES, SPEED, SpedUpRegion, motion_centre, pseudo_anomalies, region_corner
+from mnad.pseudo import LEAD, MAX_PSEUDO, SOURCE_FRAMES, SPEED, motion_centre, pseudo_anomalies, region_corner
 from mnad.scoring import Calibration
 from mnad.stream import StreamScorer
 
@@ -61,6 +61,9 @@ def test_pseudo_anomalies_speed_up_one_region_where_the_footage_moves() -> None:
     # footage that never moves (only the corner pixel's counter) makes pseudo-anomalies only where it changes
     assert motion_centre(MovingSquare(moving=False), 0, 10, 32, 3) == pytest.approx((31.5 / 32, 31.5 / 32))
     assert pseudo_anomalies([MovingSquare(frames=SOURCE_FRAMES - 1)], 32, 3) == []
+    # long footage: at most MAX_PSEUDO, spread from its start to its end
+    long = pseudo_anomalies([MovingSquare(frames=3000)], 32, 3)
+    assert len(long) == MAX_PSEUDO and long[0].start == 0 and long[-1].start == (3000 - SOURCE_FRAMES) // 30 * 30
 
 
 def terms(rng: np.random.Generator, videos: int, frames: int, patch_psnr_drop: float = 0.0, patch_d_rise: float = 0.0,

@@ -19,6 +19,7 @@ LEAD = 20  # normal frames before the region speeds up (the trailing mean starts
 EVENT = 20  # frames the region plays too fast
 STEP = 30  # frames between the starts of pseudo-anomalies cut from one video (each is scored on its own)
 SOURCE_FRAMES = LEAD + SPEED * EVENT  # footage one pseudo-anomaly is made from
+MAX_PSEUDO = 32  # pseudo-anomalies at most (about 1300 frames to score), however long the footage
 
 
 class SpedUpRegion(Video):
@@ -74,12 +75,15 @@ def motion_centre(video: Video, start: int, stop: int, size: int, channels: int)
 
 
 def pseudo_anomalies(videos: list[Video], size: int, channels: int) -> list[SpedUpRegion]:
-    """Every pseudo-anomaly that fits in ``videos``: one starting every STEP frames, where the sped-up region has the
-    footage it needs and something moves."""
+    """Pseudo-anomalies of ``videos``: one may start every STEP frames where the sped-up region has the footage it
+    needs; at most MAX_PSEUDO of those, spread evenly over the footage (hours of it would otherwise cost more to score
+    than the footage itself), each where something moves."""
+    starts = [(video, start) for video in videos for start in range(0, len(video) - SOURCE_FRAMES + 1, STEP)]
+    if len(starts) > MAX_PSEUDO:
+        starts = [starts[i] for i in np.linspace(0, len(starts) - 1, MAX_PSEUDO).round().astype(int)]
     made = []
-    for video in videos:
-        for start in range(0, len(video) - SOURCE_FRAMES + 1, STEP):
-            centre = motion_centre(video, start + LEAD, start + LEAD + SPEED * EVENT, size, channels)
-            if centre is not None:
-                made.append(SpedUpRegion(video, start, centre))
+    for video, start in starts:
+        centre = motion_centre(video, start + LEAD, start + SOURCE_FRAMES, size, channels)
+        if centre is not None:
+            made.append(SpedUpRegion(video, start, centre))
     return made
