@@ -65,9 +65,9 @@ def scores_csv_bytes(videos: list[ScoredVideo]) -> bytes:
     for v in videos:
         labels = v.labels if v.labels is not None else [""] * len(v.frames)
         for i, frame in enumerate(v.frames):
-            writer.writerow([v.name, int(frame), f"{v.psnr[i]:.6f}", f"{v.distance[i]:.8f}", f"{v.regular[i]:.8f}",
+            writer.writerow([v.name, int(frame), f"{v.psnr[i]:.6f}", f"{v.distance[i]:.9g}", f"{v.regular[i]:.8f}",
                              int(v.updated[i]), f"{v.score[i]:.6f}", labels[i], f"{v.patch_psnr[i]:.6f}",
-                             f"{v.patch_distance[i]:.8f}"])
+                             f"{v.patch_distance[i]:.9g}"])
     return buffer.getvalue().encode()
 
 
@@ -234,7 +234,7 @@ class DetectWriter:
 
     def score(self, row: Any, seconds: float, alert: bool) -> None:
         self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", f"{row.psnr:.5f}", f"{row.patch_psnr:.5f}",
-                                         f"{row.distance:.8f}", f"{row.patch_distance:.8f}", f"{row.regular:.8f}",
+                                         f"{row.distance:.9g}", f"{row.patch_distance:.9g}", f"{row.regular:.8f}",
                                          int(row.updated), f"{row.score:.6f}", f"{row.smoothed:.6f}", int(alert)])
         self._write(self._scores.flush)
 
