@@ -183,8 +183,11 @@ def test_outputs_round_trip_without_labels(tmp_path: Path) -> None:
                             distance=np.array([0.1, 0.2]), patch_distance=np.array([0.3, 0.4]),
                             regular=np.array([0.5, 0.25]), updated=np.array([True, False]), score=np.array([0.0, 1.0]), labels=None)
     assert outputs.scores_csv_bytes([video]) == (b"video,frame,psnr,distance,regular_score,memory_updated,score,label,patch_psnr,patch_distance\r\n"
-                                                 b"a b,4,30.000000,0.10000000,0.50000000,1,0.000000,,20.000000,0.30000000\r\n"
-                                                 b"a b,5,31.500000,0.20000000,0.25000000,0,1.000000,,21.500000,0.40000000\r\n")
+                                                 b"a b,4,30.000000,0.1,0.50000000,1,0.000000,,20.000000,0.3\r\n"
+                                                 b"a b,5,31.500000,0.2,0.25000000,0,1.000000,,21.500000,0.4\r\n")
+    # D is ~1e-6 on real footage: written to 9 significant digits, not to a fixed number of decimals
+    small = SimpleNamespace(**{**vars(video), "distance": np.array([3.75123456e-06, 1e-9])})
+    assert b",3.75123456e-06," in outputs.scores_csv_bytes([small]) and b",1e-09," in outputs.scores_csv_bytes([small])
     outputs.write_evaluation(tmp_path / "eval", [video], {"micro_auc": None, "videos": 1}, {"name": "x"})
     (got,) = outputs.read_scores(tmp_path / "eval" / outputs.SCORES_FILE)
     assert got.name == "a b" and got.label is None and got.updated.tolist() == [True, False] and got.psnr.tolist() == [30.0, 31.5]
