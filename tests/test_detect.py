@@ -183,7 +183,8 @@ def test_cli_calibrate_detect_export(trained: tuple[Path, Path], synthetic_root:
     assert len(rows) == 24 - 4
 
 
-def test_train_on_own_footage_keeps_a_holdout_for_calibration(synthetic_root: Path, tmp_path: Path) -> None:
+def test_train_on_own_footage_keeps_a_holdout_for_calibration(synthetic_root: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     footage = tmp_path / "my camera"
     footage.mkdir()
     for video in (synthetic_root / "synthetic" / "training" / "frames").iterdir():
@@ -200,6 +201,8 @@ def test_train_on_own_footage_keeps_a_holdout_for_calibration(synthetic_root: Pa
     # two held-out clips: enough frames only for a coarse rate
     assert main(["calibrate", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "cal.safetensors"), "--quiet",
                  "--false-alarm-rate", "0.5"]) == 0
+    # too little footage for a pseudo-anomaly: the camera's configured scoring, and the command says so
+    assert "mnad: scoring: patch PSNR + patch D, 5-frame mean (as configured)" in capsys.readouterr().err
 
 
 def test_detect_with_a_middle_frame_model_reports_each_frame_it_scores(synthetic_root: Path, tmp_path: Path) -> None:

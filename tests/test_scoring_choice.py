@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mnad.calibrate import WINDOWS, calibrate, candidate_name, choose_scoring, with_calibration
+from mnad.calibrate import WINDOWS, calibrate, candidate_name, choose_scoring, describe_scoring, with_calibration
 from mnad.data import Video, split_videos
 from mnad.data.synthetic import make_synthetic_dataset
 from mnad.model import MNAD
@@ -109,6 +109,7 @@ def test_calibrate_records_the_chosen_scoring_and_the_model_scores_with_it(tmp_p
     p_region, _, rest = best.partition(" PSNR")
     assert cal.psnr_region == p_region and best.endswith(f", {cal.smoothing}-frame mean")
     assert (cal.alpha == 1.0) == ("D" not in rest) and (" D" not in rest or rest.startswith(f" + {cal.distance_region} D"))
+    assert describe_scoring(cal) == f"{best} (chosen on pseudo-anomalies: AUC {cal.pseudo_anomaly_auc[best]:.4f}, best of 18)"
     scored = with_calibration(config, cal)
     assert (scored.eval.psnr_region, scored.eval.distance_region, scored.eval.smoothing) == (
         cal.psnr_region, cal.distance_region, cal.smoothing)

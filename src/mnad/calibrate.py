@@ -129,6 +129,17 @@ def candidate_name(p_region: str, d_region: str | None, window: int) -> str:
     return f"{p_region} PSNR{f' + {d_region} D' if d_region else ''}, {window}-frame mean"
 
 
+def describe_scoring(calibration: Calibration) -> str:
+    """How a calibration scores, in words, and whether that was chosen on pseudo-anomalies."""
+    mixed = calibration.alpha is None or calibration.alpha < 1
+    name = candidate_name(calibration.psnr_region or "configured", calibration.distance_region if mixed else None,
+                          calibration.smoothing)
+    auc = calibration.pseudo_anomaly_auc
+    if name in auc:
+        return f"{name} (chosen on pseudo-anomalies: AUC {auc[name]:.4f}, best of {len(auc)})"
+    return f"{name} (as configured)"
+
+
 def choose_scoring(normal: dict[str, list[np.ndarray]], pseudo: dict[str, list[np.ndarray]], labels: list[np.ndarray], *,
                    alpha: float, with_distance: bool = True, windows: tuple[int, ...] = WINDOWS) -> ScoringChoice:
     """The candidate scoring whose calibrated, smoothed S_t best separates the pseudo-anomalous frames (``labels``) of

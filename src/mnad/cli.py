@@ -243,7 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from mnad.calibrate import calibrate, with_calibration
+    from mnad.calibrate import calibrate, describe_scoring, with_calibration
     from mnad.checkpoint import load_model, save_model
     from mnad.data import list_videos, open_video
     from mnad.train import holdout_videos, trained_footage
@@ -260,6 +260,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
                             scoring=args.scoring, trained_on=trained_on, device=config.train.device, progress=not args.quiet)
     save_model(args.out, model, with_calibration(config, calibration), extra={"footage": trained_on})
     print(json.dumps(calibration.to_dict(), indent=2))
+    print(f"mnad: scoring: {describe_scoring(calibration)}", file=sys.stderr)
     print(f"calibrated model written to {args.out}")
 
 
