@@ -74,22 +74,11 @@ def calibrate(
     terms = footage_terms(model, config, videos, device=device, progress=progress)
     choice = None
     if scoring == "choose":
-        made = pseudo_anomalies(videos, config.model.image_size, config.model.channels)
-        if not made:
-            log.warning("no calibration video is long enough (%d frames) to make pseudo-anomalies from: scoring as "
-                        "configured (%s PSNR%s); give longer normal footage to have the scoring chosen",
-                        SOURCE_FRAMES, config.eval.psnr_region,
-                        f" + {config.eval.distance_region} D" if mixing_weight(config) < 1 else " only")
-        else:
-            pseudo = footage_terms(model, config, made, device=device, progress=progress)
-            labels = [v.labels(len(p)) for v, p in zip(made, pseudo["psnr"], strict=True)]
-            choice = choose_scoring(terms, pseudo, labels, alpha=config.eval.alpha, with_distance=config.model.memory,
-                                    windows=(smoothing,) if smoothing else WINDOWS)
-            log.info("scoring chosen on %d pseudo-anomalous frames: %s (AUC %.4f)", choice.pseudo_anomalous_frames,
-                     choice.name, choice.auc[choice.name])
-            config = config.override([f"eval.psnr_region={choice.psnr_region}", f"eval.distance_region={choice.distance_region}",
-                                      f"eval.alpha={choice.alpha}"])
-            smoothing = choice.smoothing
+        choice = choose_on_pseudo_anomalies(model, config, videos, terms, smoothing=smoothing, device=device, progress=progress)
+    if choice is not None:
+        config = config.override([f"eval.psnr_region={choice.psnr_region}", f"eval.distance_region={choice.distance_region}",
+                                  f"eval.alpha={choice.alpha}"])
+        smoothing = choice.smoothing
     smoothing = smoothing or alert_window(config)
     psnr_values, distances = score_terms(config, *(terms[name] for name in TERMS))
     alpha = mixing_weight(config)
@@ -140,6 +129,32 @@ def describe_scoring(calibration: Calibration) -> str:
     return f"{name} (as configured)"
 
 
+def smoothed_scores(psnr_values: list[np.ndarray], distances: list[np.ndarray], calibration: Calibration, alpha: float,
+                    window: int) -> list[np.ndarray]:
+    """The calibrated S_t of each video, smoothed on its own by a ``window``-frame trailing mean."""
+    return [smooth(anomaly_score(p, d, alpha=alpha, normalization="calibrated", calibration=calibration), window)
+            for p, d in zip(psnr_values, distances, strict=True)]
+
+
+def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video], terms: dict[str, list[np.ndarray]], *,
+                               smoothing: int | None, device: str = "cpu", progress: bool = True) -> ScoringChoice | None:
+    """``choose_scoring`` on pseudo-anomalies made from ``videos`` (whose terms are ``terms``); ``smoothing`` fixes the
+    window. None, with a warning, where no video is long enough to make one from."""
+    made = pseudo_anomalies(videos, config.model.image_size, config.model.channels)
+    if not made:
+        log.warning("no calibration video is long enough (%d frames) to make pseudo-anomalies from: scoring as configured "
+                    "(%s PSNR%s); give longer normal footage to have the scoring chosen", SOURCE_FRAMES, config.eval.psnr_region,
+                    f" + {config.eval.distance_region} D" if mixing_weight(config) < 1 else " only")
+        return None
+    pseudo = footage_terms(model, config, made, device=device, progress=progress)
+    labels = [v.labels(len(p)) for v, p in zip(made, pseudo["psnr"], strict=True)]
+    choice = choose_scoring(terms, pseudo, labels, alpha=config.eval.alpha, with_distance=config.model.memory,
+                            windows=(smoothing,) if smoothing else WINDOWS)
+    log.info("scoring chosen on %d pseudo-anomalous frames: %s (AUC %.4f)", choice.pseudo_anomalous_frames, choice.name,
+             choice.auc[choice.name])
+    return choice
+
+
 def choose_scoring(normal: dict[str, list[np.ndarray]], pseudo: dict[str, list[np.ndarray]], labels: list[np.ndarray], *,
                    alpha: float, with_distance: bool = True, windows: tuple[int, ...] = WINDOWS) -> ScoringChoice:
     """The candidate scoring whose calibrated, smoothed S_t best separates the pseudo-anomalous frames (``labels``) of
@@ -156,14 +171,9 @@ def choose_scoring(normal: dict[str, list[np.ndarray]], pseudo: dict[str, list[n
         for window in windows:
             # only the ranges matter here (the AUC does not depend on a threshold)
             fitted = fit_calibration(normal[p_key], normal[d_key], alpha=weight, false_alarm_rate=0.5, smoothing=window)
-
-            def scores(terms: dict[str, list[np.ndarray]], p_key: str = p_key, d_key: str = d_key, weight: float = weight,
-                       window: int = window, fitted: Calibration = fitted) -> list[np.ndarray]:
-                return [smooth(anomaly_score(p, d, alpha=weight, normalization="calibrated", calibration=fitted), window)
-                        for p, d in zip(terms[p_key], terms[d_key], strict=True)]
-
-            normal_scores = np.concatenate(scores(normal))
-            pseudo_scores = np.concatenate([s[m] for s, m in zip(scores(pseudo), labels, strict=True)])
+            normal_scores = np.concatenate(smoothed_scores(normal[p_key], normal[d_key], fitted, weight, window))
+            pseudo_scores = np.concatenate([s[m] for s, m in zip(
+                smoothed_scores(pseudo[p_key], pseudo[d_key], fitted, weight, window), labels, strict=True)])
             name = candidate_name(p_region, d_region, window)
             auc[name] = float(roc_auc_score(np.r_[np.zeros(normal_scores.size), np.ones(pseudo_scores.size)],
                                             np.r_[normal_scores, pseudo_scores]))
@@ -231,10 +241,7 @@ def fit_calibration(
         raise DataError(f"{where}: the calibration footage's PSNR does not vary; calibrate on real normal footage")
     fitted = Calibration(**ranges, threshold=0.0, false_alarm_rate=false_alarm_rate, smoothing=smoothing,
                          frames=int(all_p.size), footage=list(footage or []))
-    smoothed = np.concatenate([
-        smooth(anomaly_score(p, d, alpha=alpha, normalization="calibrated", calibration=fitted), smoothing)
-        for p, d in zip(psnr_values, distances, strict=True)
-    ])
+    smoothed = np.concatenate(smoothed_scores(psnr_values, distances, fitted, alpha, smoothing))
     thresholds = {rate_key(r): float(np.quantile(smoothed, 1 - r)) for r in TABLE_RATES}
     return dataclasses.replace(fitted, threshold=float(np.quantile(smoothed, 1 - false_alarm_rate)), thresholds=thresholds)
 
@@ -256,8 +263,7 @@ def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndar
                                      false_alarm_rate=false_alarm_rate, smoothing=smoothing)
         except DataError:
             return {}
-        left_out = smooth(anomaly_score(psnr_values[i], distances[i], alpha=alpha, normalization="calibrated",
-                                        calibration=fitted), smoothing)
+        (left_out,) = smoothed_scores([psnr_values[i]], [distances[i]], fitted, alpha, smoothing)
         for r in rates:
             realised[rate_key(r)].append(float((left_out > fitted.threshold_for(r)).mean()))
     return {key: float(np.mean(values)) for key, values in realised.items()}
