@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnad.calibrate import calibrate, fit_calibration, footage_terms, with_calibration
+from mnad.calibrate import calibrate, describe_scoring, fit_calibration, footage_terms, with_calibration
 from mnad.checkpoint import load_model, save_model
 from mnad.config import Config
 from mnad.data import find_label_file, load_labels, split_videos
@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     # 1. calibration on the held-out videos with `mnad calibrate`'s function
     cal = calibrate(model, config, held, false_alarm_rate=RATE, smoothing=None if args.scoring == "choose" else WINDOW,
                     scoring=args.scoring, progress=False)
-    print(f"calibrated: {cal.psnr_region} PSNR{f' + {cal.distance_region} D' if (cal.alpha or 0) < 1 else ' only'}, "
-          f"{cal.smoothing}-frame mean", flush=True)
+    print(f"calibrated: {describe_scoring(cal)}", flush=True)
     # 2. the stream protocol through the package, with the model as `mnad calibrate` writes it
     with tempfile.TemporaryDirectory() as tmp:
         save_model(Path(tmp) / "calibrated.safetensors", model, with_calibration(config, cal))
