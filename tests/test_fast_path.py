@@ -53,6 +53,12 @@ def test_inference_copy_folds_batchnorm_into_the_same_function() -> None:
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 18  # the caller's model is untouched
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # no tensor is shared with the caller's: casting or freezing the copy can never reach the caller's model
+    theirs = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    assert not any(t.untyped_storage().data_ptr() in theirs for t in (*frozen.parameters(), *frozen.buffers()))
+    assert all(p.requires_grad for p in model.parameters()) and not any(p.requires_grad for p in frozen.parameters())
+    inference_copy(model, bf16=True, channels_last=True)
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in model.parameters())
     x = torch.randn(1, config.model.input_frames * config.model.channels, 32, 32)
     with torch.inference_mode():
         a, b = model(x), frozen(x)

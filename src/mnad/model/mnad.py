@@ -62,7 +62,18 @@ def inference_copy(model: MNAD, *, bf16: bool = False, channels_last: bool = Fal
     """A frozen copy of ``model`` for scoring, the caller's model untouched: BatchNorm folded into the convolutions;
     with ``bf16`` the U-Net weights are cast once (under autocast they would be cast again at every frame) while the
     memory stays fp32 (run a bf16 copy under bf16 autocast); with ``channels_last`` the weights are stored NHWC."""
-    frozen = fold_batchnorm(copy.deepcopy(model).eval()).requires_grad_(False)
+    # The structure is copied but the tensors are not: folding gives the convolutions new tensors, and only what
+    # folding left shared is cloned, so the weights are never held three times over while the copy is made.
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    frozen = fold_batchnorm(copy.deepcopy(model, memo=dict(shared)).eval())
+    for layer in frozen.modules():
+        for name, tensor in layer._parameters.items():
+            if tensor is not None and id(tensor) in shared:
+                layer._parameters[name] = nn.Parameter(tensor.detach().clone())
+        for name, tensor in layer._buffers.items():
+            if tensor is not None and id(tensor) in shared:
+                layer._buffers[name] = tensor.clone()
+    frozen.requires_grad_(False)
     for layer in frozen.modules():
         if isinstance(layer, nn.ReLU):
             layer.inplace = True  # no autograd to keep the input for: save a feature map's allocation and pass

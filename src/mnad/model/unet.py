@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 
 def conv_block(c_in: int, c_out: int, *, last_activation: bool = True) -> nn.Sequential:
@@ -97,13 +97,18 @@ class Decoder(nn.Module):
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every BatchNorm2d that follows a (transposed) convolution into it, in place; the module must be in eval
     mode. At inference BatchNorm is a fixed affine map, so this is the same function (up to float rounding) with one
-    pass over each feature map instead of two."""
+    pass over each feature map instead of two. The convolution gets new weight and bias tensors (its old ones are not
+    copied first), so a module whose tensors are shared with another (``inference_copy``) leaves that one untouched."""
     for block in module.modules():
         if not isinstance(block, nn.Sequential):
             continue
         for i in range(len(block) - 1):
             conv, norm = block[i], block[i + 1]
             if isinstance(norm, nn.BatchNorm2d) and isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
-                block[i] = fuse_conv_bn_eval(conv, norm, transpose=isinstance(conv, nn.ConvTranspose2d))
+                if conv.training or norm.training:
+                    raise ValueError("fold_batchnorm: the module must be in eval mode")
+                conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean, norm.running_var,
+                                                              norm.eps, norm.weight, norm.bias,
+                                                              transpose=isinstance(conv, nn.ConvTranspose2d))
                 block[i + 1] = nn.Identity()
     return module
