@@ -1,4 +1,4 @@
-"""Real-time CPU recipes: scoring speed of candidate models next to their Ped2 AUC; writes JSON.
+"""Frame rate of the CPU recipes: scoring speed of candidate models next to their Ped2 AUC (published protocol); writes JSON.
 
     python benchmarks/realtime.py                # about 3 minutes on an idle 2-core CPU
     python benchmarks/realtime.py --quick        # seconds, for development; the numbers mean nothing

@@ -548,7 +548,7 @@ def smoothed_recipe() -> str:
            "recipe). Like every row here, it keeps the published per-video min-max normalisation, which uses the whole "
            "test video, later frames included: these AUCs are offline numbers, not causal (live) scores; causal scores "
            "are those of `mnad evaluate --protocol stream` (\"The stream protocol\"). Its scoring speed is in "
-           "docs/performance.md, 'Real-time CPU recipe'. Each row scores the same three trained models (seeds 0, 1, 2); "
+           "docs/performance.md, 'Frame rate of the CPU recipes'. Each row scores the same three trained models (seeds 0, 1, 2); "
            "mean ± sample std.", "",
            "| scoring | seed 0 | seed 1 | seed 2 | micro AUC % | macro AUC % | result folders |", "|---|---|---|---|---|---|---|", *rows, ""]
     return "\n".join(out + smoothing_windows())

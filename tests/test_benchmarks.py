@@ -61,7 +61,7 @@ def test_realtime_benchmark_writes_json_that_the_performance_doc_renders(tmp_pat
     make_doc = load_script("make_performance_doc")
     shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
     text = make_doc.render(out.parent)
-    section = text[text.index("## Real-time CPU recipe"):]
+    section = text[text.index("## Frame rate of the CPU recipes"):]
     assert "`pred128-nomem`: the same without memory" in section and "`ped2_pred_nomem_fast`" in section
     assert f"{100 * committed:.2f}" in section and "Quick run" in section
 
