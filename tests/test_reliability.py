@@ -110,6 +110,14 @@ def test_training_into_an_existing_run_needs_overwrite(synthetic_root: Path, tmp
     code, _, err = cli(["train", "--data-root", str(synthetic_root), "--out", str(run), *TINY], capsys)
     assert code == 2
     one_line_error(err, f"{run}: already holds a training run", "config.json", MODEL_FILE, "--overwrite", "--resume")
+    # a run killed before its first checkpoint cannot be resumed: the message says so instead of sending to --resume
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.json").write_text((run / "config.json").read_text())
+    code, _, err = cli(["train", "--data-root", str(synthetic_root), "--out", str(started), *TINY], capsys)
+    assert code == 2
+    one_line_error(err, f"{started}: already holds a training run (config.json)", "no training checkpoint", "--overwrite")
+    assert "--resume" not in err
     assert (run / MODEL_FILE).read_bytes() == model_bytes  # untouched
     with pytest.raises(DataError, match="already holds a training run"):
         train(tiny_config(), synthetic_root, run, progress=False)

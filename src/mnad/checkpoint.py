@@ -178,8 +178,10 @@ def check_run_folder(folder: str | Path, *, resume: bool, overwrite: bool) -> No
         return
     found = run_files(folder)
     if found and not overwrite:
-        raise DataError(f"{folder}: already holds a training run ({', '.join(found)}); pass --resume to continue it "
-                        "or --overwrite to replace it, or choose another --out")
+        # only a training checkpoint can be resumed: a run killed before its first epoch ended left none
+        how = ("pass --resume to continue it or --overwrite to replace it" if TRAIN_STATE_FILE in found
+               else f"it has no training checkpoint ({TRAIN_STATE_FILE}) to resume from: pass --overwrite to start it again")
+        raise DataError(f"{folder}: already holds a training run ({', '.join(found)}); {how}, or choose another --out")
 
 
 def clear_run(folder: str | Path, also: tuple[str, ...] = ()) -> list[Path]:
