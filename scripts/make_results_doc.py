@@ -212,8 +212,8 @@ def default_paragraph(record: dict) -> list[str]:
         f"{label_free['name']} on this model). (4) `mnad calibrate` now chooses on pseudo-anomalies. That procedure was "
         "written knowing step (3)'s test columns, though its sizes were fixed before it was run on any model and it "
         "reads no label; so the rows of models whose test scores were seen before it (this one and the epoch-3 "
-        "snapshot) are not free of that knowledge. The check that is: the final 8-epoch model, whose test scores were "
-        "computed only after the procedure was committed."]
+        "snapshot) are not free of that knowledge. The checks that are: the 8-epoch run after each of epochs 4 to 8, whose "
+        "test scores were computed only after the procedure was committed (\"The camera default along training\" below)."]
 
 
 def stream_rows(stream: dict, fps: float) -> list[str]:
