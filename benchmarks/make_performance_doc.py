@@ -196,7 +196,7 @@ def accuracy_section(d: dict) -> list[str]:
 
 
 def realtime_section(d: dict, source: str) -> list[str]:
-    """The real-time recipe search (benchmarks/realtime.py): speed of each model shape next to its Ped2 AUC."""
+    """The recipe frame-rate search (benchmarks/realtime.py): speed of each model shape next to its Ped2 AUC (published protocol)."""
     t, st = d["targets"], d["settings"]
     out = ["## Frame rate of the CPU recipes", "",
            f"Issue #3's target: >= {t['fps']:g} frames/s on {st['threads']} threads with Ped2 micro AUC >= {100 * t['micro_auc']:g} %. "
