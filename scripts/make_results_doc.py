@@ -177,13 +177,23 @@ def chosen_without_labels(record: dict) -> dict:
                + abs(a["held_out_leave_one_out_far"]["0.05"] - 0.05))
 
 
+def attempt(record: dict, psnr_term: str, distance_term: str, normalization: str, window: int) -> dict:
+    """The attempt of a stream-protocol record with these settings (runs before patch D had no distance_term: frame D)."""
+    return next(a for a in record["attempts"] if (a["psnr_term"], a.get("distance_term", "frame"), a["normalization"],
+                                                  a["window"]) == (psnr_term, distance_term, normalization, window))
+
+
+def trained_epochs(folder: Path, config: dict) -> int:
+    """Epochs the scored model had: its train_log.jsonl's lines (a snapshot's log is cut at it), else the config's."""
+    log = folder / "train_log.jsonl"
+    return len(log.read_text().splitlines()) if log.exists() else config["train"]["epochs"]
+
+
 def default_paragraph(record: dict) -> list[str]:
     """How the package's scoring (its row) was chosen, what came before it, and what the label-free rules pick."""
     label_free = chosen_without_labels(record)
-    before = next(a for a in record["attempts"] if (a["psnr_term"], a.get("distance_term", "frame"), a["normalization"],
-                                                    a["window"]) == ("patch", "frame", "calibrated", 5))
-    patch_d = next(a for a in record["attempts"] if (a["psnr_term"], a.get("distance_term", "frame"), a["normalization"],
-                                                     a["window"]) == ("patch", "patch", "calibrated", 5))
+    before = attempt(record, "patch", "frame", "calibrated", 5)
+    patch_d = attempt(record, "patch", "patch", "calibrated", 5)
     realised = before["stream"]["at_false_alarm_rate"]["0.01"]["false_alarm_rate"]
     auc = record.get("pseudo_anomaly_auc") or {}
     if not auc:
@@ -342,10 +352,8 @@ def trajectory_rows() -> list[str]:
             continue
         record = json.loads((folder / "attempts.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
-        log = folder / "train_log.jsonl"
-        epochs = len(log.read_text().splitlines())
-        before = next(a for a in record["attempts"] if (a["psnr_term"], a.get("distance_term", "frame"), a["normalization"],
-                                                        a["window"]) == ("patch", "patch", "calibrated", 5))
+        epochs = trained_epochs(folder, json.loads((folder / "metrics.json").read_text())["config"])
+        before = attempt(record, "patch", "patch", "calibrated", 5)
         far_1, far_5, caught, per_minute, delay = stream_rows(metrics["stream"], record["fps"])
         old_1, old_5, _, old_minute, _ = stream_rows(before["stream"], record["fps"])
         rows.append(f"| {epochs} (`results/{name}`) | {'seen' if seen else '**not seen**'} | {record['reference_attempt']} | "
@@ -382,8 +390,7 @@ def second_model_rows() -> list[str]:
         record = json.loads((folder / "attempts.json").read_text())
         data = json.loads((folder / "metrics.json").read_text())
         metrics, config = data["metrics"], data["config"]
-        log = folder / "train_log.jsonl"
-        epochs = len(log.read_text().splitlines()) if log.exists() else config["train"]["epochs"]
+        epochs = trained_epochs(folder, config)
         command = [line for line in (folder / "commands.txt").read_text().splitlines() if line and not line.startswith("#")]
         out += [f"### Another model: {epochs} epochs (`results/{name}`)", "",
                 "```bash", *command, "```", "",
