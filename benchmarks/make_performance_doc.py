@@ -10,8 +10,10 @@ lists of records), contention.json (benchmarks/contention.py) and memory.json (b
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -407,15 +409,34 @@ NO_UPDATE = ROOT / "results" / "ped2-pred-shipped-int8" / "no_test_update"  # bo
 
 def no_update_accuracy() -> list[str]:
     """int8 against fp32 on Ped2 without the test-time memory update, whose E_t < gamma gate is a hard threshold
-    that int8's slightly different E_t crosses on other frames (results/ped2-pred-shipped-int8/commands.txt)."""
+    that int8's slightly different E_t crosses on other frames (results/ped2-pred-shipped-int8/commands.txt): their AUCs,
+    and how int8's E_t compares with fp32's on the same frames (both read the same, never-updated memory)."""
     paths = {p: NO_UPDATE / p / "metrics.json" for p in ("int8", "fp32")}
     if not all(path.is_file() for path in paths.values()):
         return []
     auc = {p: json.loads(path.read_text())["metrics"]["micro_auc"] for p, path in paths.items()}
-    return [f"- Without the test-time memory update (its E_t < gamma gate is a hard threshold that int8's slightly "
-            f"different E_t crosses on other frames): int8 {100 * auc['int8']:.2f} %, fp32 {100 * auc['fp32']:.2f} % "
-            f"({100 * (auc['int8'] - auc['fp32']):+.2f} points; from `{paths['int8'].relative_to(ROOT)}`, "
-            f"`{paths['fp32'].relative_to(ROOT)}`)."]
+    out = [f"- Without the test-time memory update (its E_t < gamma gate is a hard threshold that int8's slightly "
+           f"different E_t crosses on other frames): int8 {100 * auc['int8']:.2f} %, fp32 {100 * auc['fp32']:.2f} % "
+           f"({100 * (auc['int8'] - auc['fp32']):+.2f} points; from `{paths['int8'].relative_to(ROOT)}`, "
+           f"`{paths['fp32'].relative_to(ROOT)}`)."]
+    scores = {p: NO_UPDATE / p / "scores.csv" for p in ("int8", "fp32")}
+    if all(path.is_file() for path in scores.values()):
+        e = {p: regular_scores(path) for p, path in scores.items()}
+        gamma = json.loads(paths["fp32"].read_text())["config"]["eval"]["gamma"]
+        frames = sorted(e["fp32"].keys() & e["int8"].keys())
+        ratio = statistics.median(e["int8"][k] / e["fp32"][k] for k in frames)
+        below = {p: sum(e[p][k] < gamma for k in frames) for p in e}
+        flips = sum((e["int8"][k] < gamma) != (e["fp32"][k] < gamma) for k in frames)
+        out.append(f"- E_t on the same {len(frames)} frames, memory never updated: int8's is {ratio:.3f}× fp32's on the median "
+                   f"frame; {below['int8']} frames are under the gate's γ = {gamma} in int8 and {below['fp32']} in fp32, "
+                   f"{flips} on one side only (from the two folders' `scores.csv`).")
+    return out
+
+
+def regular_scores(path: Path) -> dict[tuple[str, int], float]:
+    """E_t of each scored frame in an evaluation's scores.csv, by (video, frame)."""
+    with path.open(newline="") as f:
+        return {(r["video"], int(r["frame"])): float(r["regular_score"]) for r in csv.DictReader(f)}
 
 
 def render(results: Path) -> str:

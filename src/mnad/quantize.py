@@ -1,7 +1,7 @@
 """int8 scoring: the exported scoring step with its U-Net convolutions quantised by ONNX Runtime.
 
-Static quantisation (``onnxruntime.quantization.quantize_static``), QDQ format: the U-Net's convolutions that end in a
-ReLU, those ReLUs and the max-pooling run on 8-bit integers. Weights are int8 per output channel; activations uint8
+Static quantisation (``onnxruntime.quantization.quantize_static``), QDQ format: the U-Net's inner convolutions that end in a
+ReLU (all but those at the frame's ends, below), those ReLUs and the max-pooling run on 8-bit integers. Weights are int8 per output channel; activations uint8
 with one scale per tensor, fixed by their min-max over clips of normal footage (the training frames: the footage the
 model will mostly see). ONNX Runtime fuses the QDQ graph into integer convolutions (QLinearConv, the ReLU folded into
 the output's range), which on the AVX2 CPU here was faster than the QOperator graph. The weights keep a 7-bit range
@@ -9,14 +9,18 @@ the output's range), which on the AVX2 CPU here was faster than the QOperator gr
 8-bit weights (the shipped model's PSNR on Ped2 test clips then moved by 7.7 dB on average, against 1.0 dB with 7 bits,
 same graph; benchmarks/README.md, "int8").
 
-Everything else stays fp32: the convolution that makes the queries (the encoder's last, no ReLU) and the one that
-makes the frame (before the tanh), the transposed convolutions (ONNX Runtime has no integer kernel for them: quantised
-they ran slower), and all the memory maths and scores: the memory read, D, the gated update, PSNR, E_t, the error
-map. Those are a negligible part of the work (10 items against 256 queries next to billions of multiply-adds in the
-convolutions) and they are where 8 bits would hurt: D is a difference between nearly equal unit-vector products
-(computed from 8-bit features, it moved by up to a quarter of its range over Ped2 test clips; by 3 % with the query
-convolution kept fp32), the update is gated by E_t < gamma with gamma = 0.01, and PSNR takes the log of a small mean
-squared error.
+Everything else stays fp32: the convolution that makes the queries (the encoder's last, no ReLU); the convolutions at
+the frame's ends, the first (it reads the frames) and the decoder's head (everything after its last upsampling: the
+frame is made there); the transposed convolutions (ONNX Runtime has no integer kernel for them: quantised they ran
+slower); and all the memory maths and scores: the memory read, D, the gated update, PSNR, E_t, the error map. The memory
+maths is a negligible part of the work (10 items against the queries next to billions of multiply-adds in the
+convolutions) and it is where 8 bits would hurt: D is a difference between nearly equal unit-vector products (computed
+from 8-bit features, it moved by up to a quarter of its range over Ped2 test clips; by 3 % with the query convolution
+kept fp32), the update is gated by E_t < gamma with gamma = 0.01, and PSNR takes the log of a small mean squared error.
+Quantised, the frame's ends added a faint error to every pixel of the predicted frame. E_t weights the large errors
+most, so many small new ones lowered it on nearly every frame, and more frames passed the update's gate than in fp32
+(with the gate's hard threshold, each extra update then changes the memory every later frame reads). Kept fp32, E_t
+follows fp32's closely; docs/performance.md, "int8 scoring", gives both evaluations on Ped2.
 
 The int8 graph is written as any mnad export (``mnad.export``): the sidecar holds the config and the trained items,
 and an ``int8`` record (method, ONNX Runtime version, which frames of which videos calibrated it, the fp32 graph's
@@ -72,14 +76,20 @@ def calibration_feeds(videos: Sequence[Video], config: Config, items: torch.Tens
 
 
 def kept_fp32(graph: onnx.ModelProto) -> list[str]:
-    """The convolutions of an exported graph that stay fp32: those whose output is not a ReLU's
-    input alone, i.e. the encoder's last (its output makes the queries the memory maths reads) and the output head's
-    last (its output becomes the frame that PSNR reads)."""
+    """The convolutions of an exported graph that stay fp32: the first (it reads the frames),
+    those whose output is not a ReLU's input alone (the encoder's last, whose output makes the queries the memory maths
+    reads, and the frame's), and every one after the last transposed convolution (the decoder's head, at the frame's
+    resolution: the frame that PSNR and E_t read is made there)."""
+    nodes = list(graph.graph.node)  # in topological order (ONNX requires it)
     readers: dict[str, list[str]] = {}
-    for node in graph.graph.node:
+    for node in nodes:
         for name in node.input:
             readers.setdefault(name, []).append(node.op_type)
-    return [n.name for n in graph.graph.node if n.op_type == "Conv" and readers.get(n.output[0]) != ["Relu"]]
+    last_upsampling = max((i for i, n in enumerate(nodes) if n.op_type == "ConvTranspose"), default=len(nodes))
+    convs = [(i, n) for i, n in enumerate(nodes) if n.op_type == "Conv"]
+    first = convs[0][1].name if convs else None
+    return [n.name for i, n in convs
+            if n.name == first or readers.get(n.output[0]) != ["Relu"] or i > last_upsampling]
 
 
 def quantize_graph(graph: bytes, config: Config, items: torch.Tensor | None, videos: Sequence[Video], *,
