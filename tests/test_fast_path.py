@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from mnad.aot import AotStep
 from mnad.data import split_videos
 from mnad.evaluate import score_videos
 from mnad.model import MNAD, inference_copy
@@ -82,10 +83,17 @@ def test_inference_copy_for_bf16_casts_the_unet_once_and_keeps_the_memory_fp32()
     torch.testing.assert_close(fast.frame.float(), exact.frame, atol=0.05, rtol=0)
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="torch.compile on CPU needs a C++ compiler")
-def test_compiled_scoring_scores_as_eager_and_keeps_updating_the_memory(synthetic_root) -> None:
-    """eval.compile: the scoring step compiled with frozen weights computes the same scores; the memory items stay an input,
-    so test-time updates still reach the next frames (a frozen constant would silently stop them)."""
+NEEDS_CXX = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                               reason="compiling on the CPU needs a C++ compiler")
+
+
+@NEEDS_CXX
+def test_compiled_scoring_scores_as_eager_and_keeps_updating_the_memory(synthetic_root, tmp_path, monkeypatch, caplog) -> None:
+    """eval.compile: the scoring step compiled ahead of time with frozen weights (``mnad.aot``) computes the same
+    scores; the memory items stay an input, so test-time updates still reach the next frames (a frozen constant would
+    silently stop them). The package is built once and then loaded from the cache, and one that no longer matches its
+    record is built again rather than loaded."""
+    monkeypatch.setenv("MNAD_CACHE_DIR", str(tmp_path))
     torch.manual_seed(0)
     config = tiny_config().override(["eval.gamma=1.0"])  # update after every frame: any frozen memory would show
     model = MNAD(config.model)
@@ -96,6 +104,33 @@ def test_compiled_scoring_scores_as_eager_and_keeps_updating_the_memory(syntheti
         assert e.updated.all() and c.updated.all()
         np.testing.assert_allclose(c.psnr, e.psnr, atol=1e-3)
         np.testing.assert_allclose(c.distance, e.distance, rtol=1e-3, atol=1e-7)
-    step = scoring_step(model, config.override(["eval.compile=true"]))
-    assert isinstance(step, FrozenCompiled) and isinstance(step.module, ScoringStep)
+    packages = sorted((tmp_path / "aoti").glob("*.pt2"))
+    assert len(packages) == 1  # one model, one frame size: one package
+
+    size = config.model.image_size
+    frames = (torch.rand(1, 12, size, size) * 2 - 1, torch.rand(1, 3, size, size) * 2 - 1, model.memory.items.detach().clone())
+    expected = scoring_step(model, config)(*frames)
+    again = scoring_step(model, config.override(["eval.compile=true"]))
+    assert isinstance(again, AotStep)
+    torch.testing.assert_close(again(*frames).psnr, expected.psnr, atol=1e-3, rtol=0)
+    assert again.builds == 0  # loaded from the cache
+    packages[0].write_bytes(packages[0].read_bytes()[:-1] + b"x")  # altered after it was built
+    rebuilt = scoring_step(model, config.override(["eval.compile=true"]))
+    torch.testing.assert_close(rebuilt(*frames).psnr, expected.psnr, atol=1e-3, rtol=0)
+    assert rebuilt.builds == 1 and "does not match its record" in caplog.text
+
+
+@NEEDS_CXX
+def test_frozen_compiled_scores_as_eager(synthetic_root) -> None:
+    """torch.compile at the first frame (eval.compile off the CPU): the same scores, one copy of the weights."""
+    torch.manual_seed(0)
+    config = tiny_config().override(["eval.gamma=1.0"])
+    model = MNAD(config.model)
+    size = config.model.image_size
+    frames = (torch.rand(1, 12, size, size) * 2 - 1, torch.rand(1, 3, size, size) * 2 - 1, model.memory.items.detach().clone())
+    expected = ScoringStep(model, config)(*frames)
+    step = FrozenCompiled(ScoringStep(model, config))
+    result = step(*frames)
+    for name in ("psnr", "distance", "regular", "items"):
+        torch.testing.assert_close(getattr(result, name), getattr(expected, name), atol=1e-3, rtol=1e-3)
     assert not any(".compiled." in key or "_orig_mod" in key for key in step.state_dict())  # one copy of the weights

@@ -70,7 +70,7 @@ FLAG_HELP = {
 }
 SCORING_FLAG_HELP = {
     "bf16": "bf16 weights and autocast while scoring", "channels_last": "channels_last weights and inputs while scoring",
-    "compile": "torch.compile the scoring step (compiles at the first frame)", "no_test_update": "no memory update while scoring",
+    "compile": "compile the scoring step (at the first frame, once per model and size; cached)", "no_test_update": "no memory update while scoring",
 }
 # Commands on which --dataset does something: training reads <root>/<dataset>/training, evaluation its testing/.
 # (demo makes its own data; calibrate and detect read the footage they are given.)

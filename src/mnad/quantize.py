@@ -1,13 +1,13 @@
 """int8 scoring: the exported scoring step with its U-Net convolutions quantised by ONNX Runtime.
 
-Static quantisation (``onnxruntime.quantization.quantize_static``), QDQ format: the U-Net's inner convolutions that end in a
-ReLU (all but those at the frame's ends, below), those ReLUs and the max-pooling run on 8-bit integers. Weights are int8 per output channel; activations uint8
-with one scale per tensor, fixed by their min-max over clips of normal footage (the training frames: the footage the
-model will mostly see). ONNX Runtime fuses the QDQ graph into integer convolutions (QLinearConv, the ReLU folded into
-the output's range), which on the AVX2 CPU here was faster than the QOperator graph. The weights keep a 7-bit range
-(``reduce_range``): AVX2 without VNNI multiplies uint8 by int8 in pairs summed into int16, which saturates with full
-8-bit weights (the shipped model's PSNR on Ped2 test clips then moved by 7.7 dB on average, against 1.0 dB with 7 bits,
-same graph; benchmarks/README.md, "int8").
+Static quantisation (``onnxruntime.quantization.quantize_static``), QDQ format: the U-Net's inner convolutions that
+end in a ReLU (all but those at the frame's ends, below), those ReLUs and the max-pooling run on 8-bit integers.
+Weights are int8 per output channel; activations uint8 with one scale per tensor, fixed by their min-max over clips of
+normal footage (the training frames: the footage the model will mostly see). ONNX Runtime fuses the QDQ graph into
+integer convolutions (QLinearConv, the ReLU folded into the output's range), which on the AVX2 CPU here was faster
+than the QOperator graph. The weights keep a 7-bit range (``reduce_range``): AVX2 without VNNI multiplies uint8 by
+int8 in pairs summed into int16, which saturates with full 8-bit weights (the shipped model's PSNR on Ped2 test clips
+then moved by 7.7 dB on average, against 1.0 dB with 7 bits, same graph; benchmarks/README.md, "int8").
 
 Everything else stays fp32: the convolution that makes the queries (the encoder's last, no ReLU); the convolutions at
 the frame's ends, the first (it reads the frames) and the decoder's head (everything after its last upsampling: the

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from mnad.aot import AotStep
 from mnad.config import Config
 from mnad.data import split_clip, to_tensor
 from mnad.distributed import checked_device, native_bf16
@@ -102,9 +103,13 @@ class ScoringStep(torch.nn.Module):
 
 def scoring_step(model: MNAD, config: Config) -> Step:
     """The step scoring runs: ``ScoringStep``, compiled as one graph with its weights frozen under ``eval.compile``
-    (the memory items stay an argument, so test-time updates still reach the next frame)."""
+    (the memory items stay an argument, so test-time updates still reach the next frame): ahead of time on the CPU
+    (``mnad.aot``), by ``torch.compile`` at the first frame elsewhere (not measured off the CPU with AOTInductor)."""
     if not native_bf16(config.eval.bf16, next(model.parameters()).device, "scoring"):
         config = config.override(["eval.bf16=false"])
+    device = next(model.parameters()).device
+    if config.eval.compile and device.type == "cpu":
+        return AotStep(model, config)  # compiled in a child process: the compiler's memory stays out of this one
     step = ScoringStep(model, config)
     return FrozenCompiled(step) if config.eval.compile else step
 

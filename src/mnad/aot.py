@@ -1,0 +1,162 @@
+"""eval.compile on the CPU: the scoring step compiled ahead of time (AOTInductor) in a child process, cached on disk.
+
+Why not ``torch.compile`` in the scoring process: importing dynamo and inductor and compiling there left the process
+at 0.70 GiB peak while it scored 256x256 frames, against a goal of 0.6 (docs/performance.md, "Peak memory of each
+scoring path"). The same graph, compiled with the same inductor settings (weights frozen, so pre-packed for oneDNN with
+each ReLU fused into its convolution), runs from a package that loads without the compiler. So the first call with
+given input shapes writes the model's tensors and config to a temporary folder and runs ``python -m mnad.aot`` on
+it: the child rebuilds the ``ScoringStep``, exports it (``torch.export``) and compiles it into a package; the scoring
+process only loads the package. Later runs with the same model, config, shapes, threads, torch and CPU load it from
+the cache without compiling.
+
+A package is native code, as torch's own compile cache is. mnad builds each one itself, keeps it in the user's cache
+folder (``MNAD_CACHE_DIR``, else ``$XDG_CACHE_HOME/mnad`` or ``~/.cache/mnad``) beside a record of its SHA-256, and
+checks the SHA-256 before loading it; a package that does not match is built again. It is never a checkpoint format:
+a package from someone else would run their code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mnad.checkpoint import atomic_write, tensor_digest
+from mnad.config import Config
+from mnad.errors import ConfigError
+from mnad.model import MNAD
+
+log = logging.getLogger("mnad")
+
+PACKAGE_FORMAT = "mnad-aoti-1"
+
+
+def cache_dir() -> Path:
+    """Where built packages are kept (``MNAD_CACHE_DIR``; else the user's cache folder)."""
+    if os.environ.get("MNAD_CACHE_DIR"):
+        return Path(os.environ["MNAD_CACHE_DIR"]) / "aoti"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mnad" / "aoti"
+
+
+def _cpu_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("flags")), "")
+
+
+class AotStep:
+    """The scoring step (``stream.ScoringStep``) run from an AOTInductor package; one package per set of input shapes,
+    built at the first call with those shapes. Called as the step is: (inputs, target, items) -> ``StepResult``."""
+
+    def __init__(self, model: MNAD, config: Config) -> None:
+        self.model, self.config = model, config
+        self.runners: dict[tuple, torch._C._aoti.AOTIModelPackageLoader] = {}
+        self.builds = 0  # packages built by this step (0: every one came from the cache)
+        self._weights = tensor_digest({k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+    def key(self, shapes: tuple) -> str:
+        what = {"format": PACKAGE_FORMAT, "weights": self._weights, "config": self.config.to_dict(), "shapes": shapes,
+                "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+                "cpu": hashlib.sha256(_cpu_flags().encode()).hexdigest()}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+
+    def __call__(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor):
+        from mnad.stream import StepResult
+
+        shapes = tuple(tuple(t.shape) for t in (inputs, target, items))
+        if shapes not in self.runners:
+            self.runners[shapes] = self._runner(shapes)
+        return StepResult(*self.runners[shapes].run([inputs.contiguous(), target.contiguous(), items.contiguous()]))
+
+    def _runner(self, shapes: tuple) -> torch._C._aoti.AOTIModelPackageLoader:
+        folder = cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        key = self.key(shapes)
+        package, record = folder / f"{key}.pt2", folder / f"{key}.json"
+        if not _matches(package, record):
+            self._build(shapes, package, record)
+            self.builds += 1
+        # torch's own loader, without torch._inductor.package's Python wrapper: that imports part of the compiler
+        # (72 MiB) and reads the weights through Python (a second transient copy)
+        return torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
+
+    def _build(self, shapes: tuple, package: Path, record: Path) -> None:
+        from safetensors.torch import save_file
+
+        log.info("compiling the scoring step for inputs %s (once for this model and frame size; minutes on 2 cores)",
+                 "x".join(map(str, shapes[0])))
+        with tempfile.TemporaryDirectory(prefix="mnad-aoti-", dir=package.parent) as work:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, f"{work}/model.safetensors")
+            job = {"config": self.config.to_dict(), "shapes": shapes, "threads": torch.get_num_threads(),
+                   "package": f"{work}/step.pt2"}
+            Path(work, "job.json").write_text(json.dumps(job))
+            done = subprocess.run([sys.executable, "-m", "mnad.aot", work], capture_output=True, text=True)
+            if done.returncode != 0:
+                tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+                raise ConfigError(f"eval.compile: compiling the scoring step failed (exit {done.returncode}): {tail}")
+            data = Path(work, "step.pt2").read_bytes()
+        atomic_write(package, data)
+        atomic_write(record, json.dumps({"format": PACKAGE_FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
+                                         "torch": torch.__version__}).encode())
+
+
+def _matches(package: Path, record: Path) -> bool:
+    """Whether a cached package is there and is the one its record describes (else it is built again)."""
+    try:
+        kept = json.loads(record.read_text())
+        with package.open("rb") as f:  # in chunks: one buffer of the package's size would stay in the heap's high-water mark
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except (OSError, ValueError):
+        return False
+    ok = isinstance(kept, dict) and kept.get("format") == PACKAGE_FORMAT and kept.get("sha256") == digest
+    if not ok:
+        log.warning("%s: does not match its record %s (altered or damaged): compiling it again", package, record.name)
+    return ok
+
+
+def build(work: Path) -> None:
+    """In the child: rebuild the step from ``work``'s model and config, export it and compile it into a package."""
+    from safetensors.torch import load_file
+    from torch._inductor import config as inductor_config
+
+    from mnad.stream import ScoringStep
+
+    job = json.loads((work / "job.json").read_text())
+    torch.set_num_threads(job["threads"])
+    config = Config.from_dict(job["config"], source=str(work / "job.json"))
+    model = MNAD(config.model)
+    model.load_state_dict(load_file(work / "model.safetensors"))
+    step = _Flat(ScoringStep(model.eval(), config).eval())
+    examples = tuple(torch.zeros(shape) for shape in job["shapes"])
+    with torch.no_grad():
+        program = torch.export.export(step, examples)
+        # weights in a blob beside the library rather than inside it: loaded once into tensors, not also mapped with it
+        with inductor_config.patch({"freezing": True, "aot_inductor.package_constants_in_so": False,
+                                    "aot_inductor.package_constants_on_disk_format": "binary_blob"}):
+            torch._inductor.aoti_compile_and_package(program, package_path=job["package"])
+
+
+class _Flat(torch.nn.Module):
+    """The step with its ``StepResult`` returned as a plain tuple (what an exported program returns)."""
+
+    def __init__(self, step: torch.nn.Module) -> None:
+        super().__init__()
+        self.step = step
+
+    def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.step(inputs, target, items))
+
+
+if __name__ == "__main__":
+    build(Path(sys.argv[1]))
