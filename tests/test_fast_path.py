@@ -11,6 +11,7 @@ from conftest import tiny_config
 
 from mnad.aot import AotStep
 from mnad.data import split_videos
+from mnad.errors import ConfigError
 from mnad.evaluate import score_videos
 from mnad.model import MNAD, inference_copy
 from mnad.model.mnad import FrozenCompiled
@@ -134,3 +135,17 @@ def test_frozen_compiled_scores_as_eager(synthetic_root) -> None:
     for name in ("psnr", "distance", "regular", "items"):
         torch.testing.assert_close(getattr(result, name), getattr(expected, name), atol=1e-3, rtol=1e-3)
     assert not any(".compiled." in key or "_orig_mod" in key for key in step.state_dict())  # one copy of the weights
+
+
+def test_compiled_scoring_names_an_unusable_cache_folder(tmp_path, monkeypatch) -> None:
+    """The compiled step's cache folder cannot be made (here a file stands in its way): one error naming the folder and
+    MNAD_CACHE_DIR, before anything is compiled."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("MNAD_CACHE_DIR", str(blocker))
+    config = tiny_config().override(["eval.compile=true"])
+    model = MNAD(config.model)
+    size = config.model.image_size
+    step = scoring_step(model, config)
+    with pytest.raises(ConfigError, match="not-a-folder.*MNAD_CACHE_DIR"):
+        step(torch.zeros(1, 12, size, size), torch.zeros(1, 3, size, size), model.memory.items.detach())

@@ -81,7 +81,13 @@ class AotStep:
 
     def _runner(self, shapes: tuple) -> torch._C._aoti.AOTIModelPackageLoader:
         folder = cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.TemporaryFile(dir=folder)
+        except OSError as exc:
+            raise ConfigError(f"{folder}: cannot keep compiled scoring steps there ({exc.strerror}); set MNAD_CACHE_DIR "
+                              "to a writable folder, or score without --compile") from exc
+        probe.close()
         key = self.key(shapes)
         package, record = folder / f"{key}.pt2", folder / f"{key}.json"
         if not _matches(package, record):
@@ -89,7 +95,10 @@ class AotStep:
             self.builds += 1
         # torch's own loader, without torch._inductor.package's Python wrapper: that imports part of the compiler
         # (72 MiB) and reads the weights through Python (a second transient copy)
-        return torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
+        try:
+            return torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
+        except RuntimeError as exc:
+            raise ConfigError(f"{package}: the compiled scoring step does not load ({exc}); delete it to compile it again") from exc
 
     def _build(self, shapes: tuple, package: Path, record: Path) -> None:
         from safetensors.torch import save_file
