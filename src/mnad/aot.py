@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -33,6 +34,9 @@ from mnad.checkpoint import atomic_write, tensor_digest
 from mnad.config import Config
 from mnad.errors import ConfigError
 from mnad.model import MNAD
+
+if TYPE_CHECKING:
+    from mnad.stream import StepResult
 
 log = logging.getLogger("mnad")
 
@@ -71,8 +75,8 @@ class AotStep:
                 "cpu": hashlib.sha256(_cpu_flags().encode()).hexdigest()}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
-    def __call__(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor):
-        from mnad.stream import StepResult
+    def __call__(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> StepResult:
+        from mnad.stream import StepResult  # here: mnad.stream imports this module
 
         shapes = tuple(tuple(t.shape) for t in (inputs, target, items))
         if shapes not in self.runners:
@@ -114,10 +118,12 @@ class AotStep:
             if done.returncode != 0:
                 tail = " | ".join(done.stderr.strip().splitlines()[-3:])
                 raise ConfigError(f"eval.compile: compiling the scoring step failed (exit {done.returncode}): {tail}")
-            data = Path(work, "step.pt2").read_bytes()
-        atomic_write(package, data)
-        atomic_write(record, json.dumps({"format": PACKAGE_FORMAT, "sha256": hashlib.sha256(data).hexdigest(),
-                                         "torch": torch.__version__}).encode())
+            built = Path(work, "step.pt2")
+            with built.open("rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+                os.fsync(f.fileno())
+            os.replace(built, package)  # the package first: a kill before its record leaves one that is built again
+        atomic_write(record, json.dumps({"format": PACKAGE_FORMAT, "sha256": digest, "torch": torch.__version__}).encode())
 
 
 def _matches(package: Path, record: Path) -> bool:
