@@ -149,3 +149,22 @@ def test_compiled_scoring_names_an_unusable_cache_folder(tmp_path, monkeypatch) 
     step = scoring_step(model, config)
     with pytest.raises(ConfigError, match="not-a-folder.*MNAD_CACHE_DIR"):
         step(torch.zeros(1, 12, size, size), torch.zeros(1, 3, size, size), model.memory.items.detach())
+
+
+@NEEDS_CXX
+def test_compiled_bf16_channels_last_scores_as_eager(tmp_path, monkeypatch) -> None:
+    """The path --compile takes where bf16 is native (an AMX CPU): bf16 autocast and channels_last inside the exported
+    graph. Built directly (scoring_step would choose fp32 on a CPU without native bf16); it must match the eager bf16
+    step to bf16 rounding."""
+    monkeypatch.setenv("MNAD_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    config = tiny_config().override(["eval.gamma=1.0", "eval.bf16=true", "eval.channels_last=true", "eval.compile=true"])
+    model = MNAD(config.model)
+    size = config.model.image_size
+    frames = (torch.rand(1, 12, size, size) * 2 - 1, torch.rand(1, 3, size, size) * 2 - 1, model.memory.items.detach().clone())
+    with torch.inference_mode():
+        eager, compiled = ScoringStep(model, config)(*frames), AotStep(model, config)(*frames)
+    torch.testing.assert_close(compiled.psnr, eager.psnr, atol=0.05, rtol=0)
+    torch.testing.assert_close(compiled.distance, eager.distance, atol=1e-3, rtol=1e-2)
+    torch.testing.assert_close(compiled.items, eager.items, atol=1e-2, rtol=0)  # the gated update ran (gamma 1.0) in both
+    assert not torch.equal(eager.items, frames[2])

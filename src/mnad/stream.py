@@ -105,9 +105,9 @@ def scoring_step(model: MNAD, config: Config) -> Step:
     """The step scoring runs: ``ScoringStep``, compiled as one graph with its weights frozen under ``eval.compile``
     (the memory items stay an argument, so test-time updates still reach the next frame): ahead of time on the CPU
     (``mnad.aot``), by ``torch.compile`` at the first frame elsewhere (not measured off the CPU with AOTInductor)."""
-    if not native_bf16(config.eval.bf16, next(model.parameters()).device, "scoring"):
-        config = config.override(["eval.bf16=false"])
     device = next(model.parameters()).device
+    if not native_bf16(config.eval.bf16, device, "scoring"):
+        config = config.override(["eval.bf16=false"])
     if config.eval.compile and device.type == "cpu":
         return AotStep(model, config)  # compiled in a child process: the compiler's memory stays out of this one
     step = ScoringStep(model, config)
