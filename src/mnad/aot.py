@@ -4,7 +4,7 @@ Why not ``torch.compile`` in the scoring process: importing dynamo and inductor 
 at 0.70 GiB peak while it scored 256x256 frames, against a goal of 0.6 (docs/performance.md, "Peak memory of each
 scoring path"). The same graph, compiled with the same inductor settings (weights frozen, so pre-packed for oneDNN with
 each ReLU fused into its convolution), runs from a package that loads without the compiler. So the first call with
-given input shapes writes the model's tensors and config to a temporary folder and runs ``python -m mnad.aot`` on
+given input shapes saves the model with its config (``checkpoint.save_model``) to a temporary folder and runs ``python -m mnad.aot`` on
 it: the child rebuilds the ``ScoringStep``, exports it (``torch.export``) and compiles it into a package; the scoring
 process only loads the package. Later runs with the same model, config, shapes, threads, torch and CPU load it from
 the cache without compiling.
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mnad.checkpoint import atomic_write, tensor_digest
+from mnad.checkpoint import atomic_write, load_model, save_model, tensor_digest
 from mnad.config import Config
 from mnad.errors import ConfigError
 from mnad.model import MNAD
@@ -105,14 +105,11 @@ class AotStep:
             raise ConfigError(f"{package}: the compiled scoring step does not load ({exc}); delete it to compile it again") from exc
 
     def _build(self, shapes: tuple, package: Path, record: Path) -> None:
-        from safetensors.torch import save_file
-
         log.info("compiling the scoring step for inputs %s (once for this model and frame size; minutes on 2 cores)",
                  "x".join(map(str, shapes[0])))
         with tempfile.TemporaryDirectory(prefix="mnad-aoti-", dir=package.parent) as work:
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, f"{work}/model.safetensors")
-            job = {"config": self.config.to_dict(), "shapes": shapes, "threads": torch.get_num_threads(),
-                   "package": f"{work}/step.pt2"}
+            save_model(Path(work, "model.safetensors"), self.model, self.config)  # with its config, read back hash-checked
+            job = {"shapes": shapes, "threads": torch.get_num_threads(), "package": f"{work}/step.pt2"}
             Path(work, "job.json").write_text(json.dumps(job))
             done = subprocess.run([sys.executable, "-m", "mnad.aot", work], capture_output=True, text=True)
             if done.returncode != 0:
@@ -142,16 +139,13 @@ def _matches(package: Path, record: Path) -> bool:
 
 def build(work: Path) -> None:
     """In the child: rebuild the step from ``work``'s model and config, export it and compile it into a package."""
-    from safetensors.torch import load_file
     from torch._inductor import config as inductor_config
 
     from mnad.stream import ScoringStep
 
     job = json.loads((work / "job.json").read_text())
     torch.set_num_threads(job["threads"])
-    config = Config.from_dict(job["config"], source=str(work / "job.json"))
-    model = MNAD(config.model)
-    model.load_state_dict(load_file(work / "model.safetensors"))
+    model, config = load_model(work / "model.safetensors")
     step = _Flat(ScoringStep(model.eval(), config).eval())
     examples = tuple(torch.zeros(shape) for shape in job["shapes"])
     with torch.no_grad():
