@@ -47,10 +47,9 @@ DEFAULT_OUT = HERE / "results" / "int8.json"
 SCHEMA = "mnad-int8-1"
 ROWS = ["onnx-int8", "onnx-fp32", "mnad-fp32"]
 TARGET_SPEEDUP, TARGET_RSS_GIB, TARGET_AUC_POINTS = 1.7, 0.6, 0.3
-CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 
 sys.path.insert(0, str(HERE))
-from speed import busy_cores, loadavg, peak_rss_mib, synthetic_frames, write_results  # noqa: E402  (the same helpers as speed.py)
+from speed import CPU_FEATURES, busy_cores, loadavg, peak_rss_mib, synthetic_frames, write_results  # noqa: E402  (the same helpers as speed.py)
 
 
 class ArrayVideo:

@@ -475,6 +475,9 @@ def _pythonpath() -> str:
 # ---- the parent: machine, orchestration, aggregation -----------------------------------------------------------
 
 
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")  # what the paths use
+
+
 def machine_info(device: str) -> dict:
     import torch
 
@@ -488,7 +491,7 @@ def machine_info(device: str) -> dict:
                 info["cpu_model"] = line.split(":", 1)[1].strip()
                 break
         flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-        info["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+        info["cpu_flags"] = [f for f in CPU_FEATURES if f in flags]
         mem_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
         info["memory_gib"] = round(mem_kib / 2**20, 1)
     except (OSError, StopIteration, ValueError):

@@ -181,3 +181,27 @@ def test_long_stream_benchmark_writes_json(tmp_path: Path, monkeypatch: pytest.M
     assert result["setup"]["normalization"] == normalization
     # at the start, after every 2nd frame (by its index; frames 0-3 only fill the first clip), at the end
     assert [s["frame"] for s in result["rss_samples"]] == [0, 6, 8, 10, 10]
+
+
+def test_int8_bound_counts_every_convolution_once_and_the_doc_renders_it(tmp_path: Path) -> None:
+    bound = load_script("int8_bound")
+    out = tmp_path / "results" / "int8_bound.json"
+    assert bound.main(["--sizes", "128", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    speed = json.loads((ROOT / "benchmarks" / "results" / "speed.json").read_text())
+    # the ONNX graph's convolutions against FlopCounterMode's count of the same step (which adds the memory's matmuls)
+    counted = speed["flops"]["score_gflop_per_frame"]["128"]
+    assert row["total_gflop"] == pytest.approx(counted, rel=2e-3) and row["total_gflop"] < counted
+    assert sum(layer["gflop"] for layer in row["layers"]) == pytest.approx(row["total_gflop"])
+    assert {layer["op"] for layer in row["layers"] if layer["runs_as"] == "int8"} == {"Conv"}
+    assert all(row["gflop"][kind] > 0 for kind in ("int8", "kept", "transposed"))
+    cases = row["bound"]["cases"]
+    assert cases["as_built"]["bound_fps"] < cases["rest_in_bf16"]["bound_fps"] < cases["all_int8"]["bound_fps"]
+    # int8 everywhere at twice the bf16 peak is at most twice the bf16 limit
+    bf16_limit = row["bound"]["peaks_gflops"]["bf16"] / row["total_gflop"]
+    assert cases["all_int8"]["bound_fps"] == pytest.approx(2 * bf16_limit)
+
+    make_doc = load_script("make_performance_doc")
+    shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
+    section = make_doc.render(out.parent).split("## int8 scoring: the bound on the AMX Xeon")[1]
+    assert "| 128×128 | 16.3 |" in section and "`rest_in_bf16`" in section
