@@ -104,6 +104,25 @@ def test_fp32_and_bf16_together_is_a_config_error(native) -> None:
         distributed.scoring_path(Config().override(["eval.bf16=true"]), "cpu", fp32=True, explicit={"eval.bf16"})
 
 
+def test_training_takes_the_fp32_path_where_bf16_would_be_emulated(native, synthetic_root: Path, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    from mnad.train import train
+
+    recipe = tiny_config().override(["train.bf16=true", "train.channels_last=true"])  # as the *_fast recipes ask
+    native(True)
+    assert distributed.training_precision(recipe, "cpu") == recipe
+    own = recipe.override(["train.bf16=false"])  # the user's own fp32 choice: its layout is kept
+    native(False)
+    assert distributed.training_precision(own, "cpu") == own
+    train(recipe, synthetic_root, tmp_path / "run", progress=False)
+    ran = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert (ran["bf16"], ran["channels_last"]) == (False, distributed.FP32_TRAIN_CHANNELS_LAST)
+    said = [r.getMessage() for r in caplog.records if "bf16 asked for" in r.getMessage()]
+    assert len(said) == 1 and "using fp32, NCHW" in said[0]
+
+
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
     config = tiny_config()

@@ -117,6 +117,22 @@ def native_bf16(requested: bool, device: torch.device | str, what: str) -> bool:
 # channels_last at fp32 too (the path where bf16 is not native): on an AVX2-only CPU (AMD EPYC) it took 7-9 % less
 # CPU time per frame than NCHW at 128x128 and 256x256 (benchmarks/README.md, "A shared machine"), as with bf16.
 FP32_CHANNELS_LAST = True
+# Training is the other way round: on the same CPU an fp32 training step (128x128, batch 4) took 3.08 s in NCHW and
+# 3.61 s in channels_last, side by side (benchmarks/results/repeats/train_fp32_128_avx2.json).
+FP32_TRAIN_CHANNELS_LAST = False
+
+
+def training_precision(config: Config, device: torch.device | str) -> Config:
+    """``config`` as training runs it: a recipe's bf16 where it is native; where it would be emulated, the fp32 path
+    instead, said once, with the layout that is fastest for fp32 training on a CPU (``FP32_TRAIN_CHANNELS_LAST``).
+    To choose the fp32 layout yourself, set ``train.bf16=false``: then nothing is replaced."""
+    if not config.train.bf16 or bf16_is_native(device):
+        return config
+    layout = config.train.channels_last if torch.device(device).type != "cpu" else FP32_TRAIN_CHANNELS_LAST
+    log.warning("training: bf16 asked for, but this %s has no native bf16 and would emulate it, far slower than fp32: "
+                "using fp32%s (set train.bf16=false to choose the fp32 layout yourself)",
+                "CPU" if torch.device(device).type == "cpu" else "device", " + channels_last" if layout else ", NCHW")
+    return config.override(["train.bf16=false", f"train.channels_last={str(layout).lower()}"])
 
 
 @dataclass(frozen=True)

@@ -200,8 +200,7 @@ def _train(
     cfg, out_dir = config, Path(out_dir)
     cfg.validate("config")  # a Config built or changed in Python gets the checks a recipe gets
     ctx = distributed.setup(cfg.train.device)  # joins torchrun's process group, if any; one GPU per rank
-    if not distributed.native_bf16(cfg.train.bf16, ctx.device, "training"):
-        cfg = cfg.override(["train.bf16=false"])  # the run's config.json says what ran
+    cfg = distributed.training_precision(cfg, ctx.device)  # the run's config.json says what ran
     check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # every rank, before any data is decoded
     if ctx.is_main and out_dir.is_dir():
         lock.acquire()  # a second writer fails now; a new folder is locked when it is created
