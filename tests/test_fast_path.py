@@ -121,6 +121,29 @@ def test_compiled_scoring_scores_as_eager_and_keeps_updating_the_memory(syntheti
     assert rebuilt.builds == 1 and "does not match its record" in caplog.text
 
 
+def test_compiled_step_cache_key_names_everything_the_package_was_built_from(monkeypatch) -> None:
+    """A package is reused only for the same weights, config, shapes and mnad code: an edit of the scoring code (a
+    fix in PSNR, say) must not leave an old package scoring in its place."""
+    import mnad.aot
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = MNAD(config.model)
+    shapes = ((1, 12, 32, 32), (1, 3, 32, 32), (10, 64))
+    key = AotStep(model, config).key(shapes)
+    assert AotStep(model, config).key(shapes) == key
+    assert AotStep(model, config.override(["eval.gamma=0.5"])).key(shapes) != key
+    assert AotStep(model, config).key(((1, 12, 64, 64), (1, 3, 64, 64), (10, 64))) != key
+    with torch.no_grad():
+        model.decoder.head[-2].bias.add_(1e-3)
+    assert AotStep(model, config).key(shapes) != key
+    with torch.no_grad():
+        model.decoder.head[-2].bias.sub_(1e-3)
+    assert AotStep(model, config).key(shapes) == key
+    monkeypatch.setattr(mnad.aot, "code_digest", lambda: "other mnad code")
+    assert AotStep(model, config).key(shapes) != key
+
+
 @NEEDS_CXX
 def test_frozen_compiled_scores_as_eager(synthetic_root) -> None:
     """torch.compile at the first frame (eval.compile off the CPU): the same scores, one copy of the weights."""

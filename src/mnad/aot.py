@@ -6,8 +6,9 @@ scoring path"). The same graph, compiled with the same inductor settings (weight
 each ReLU fused into its convolution), runs from a package that loads without the compiler. So the first call with
 given input shapes saves the model with its config (``checkpoint.save_model``) to a temporary folder and runs ``python -m mnad.aot`` on
 it: the child rebuilds the ``ScoringStep``, exports it (``torch.export``) and compiles it into a package; the scoring
-process only loads the package. Later runs with the same model, config, shapes, threads, torch and CPU load it from
-the cache without compiling.
+process only loads the package. Later runs with the same model, config, shapes, threads, torch, CPU and mnad code
+(its source files' digest: a package traced from an older scoring step is never reused) load it from the cache
+without compiling.
 
 A package is native code, as torch's own compile cache is. mnad builds each one itself, keeps it in the user's cache
 folder (``MNAD_CACHE_DIR``, else ``$XDG_CACHE_HOME/mnad`` or ``~/.cache/mnad``) beside a record of its SHA-256, and
@@ -17,6 +18,7 @@ a package from someone else would run their code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -59,6 +61,17 @@ def _cpu_flags() -> str:
     return next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("flags")), "")
 
 
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 of mnad's own source files: a package compiled from other code (another mnad version, a local edit of
+    the scoring step) is built again, never loaded in place of this code's step."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 class AotStep:
     """The scoring step (``stream.ScoringStep``) run from an AOTInductor package; one package per set of input shapes,
     built at the first call with those shapes. Called as the step is: (inputs, target, items) -> ``StepResult``."""
@@ -70,7 +83,7 @@ class AotStep:
         self._weights = tensor_digest({k: v.detach().cpu() for k, v in model.state_dict().items()})
 
     def key(self, shapes: tuple) -> str:
-        what = {"format": PACKAGE_FORMAT, "weights": self._weights, "config": self.config.to_dict(), "shapes": shapes,
+        what = {"format": PACKAGE_FORMAT, "code": code_digest(), "weights": self._weights, "config": self.config.to_dict(), "shapes": shapes,
                 "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
                 "cpu": hashlib.sha256(_cpu_flags().encode()).hexdigest()}
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
