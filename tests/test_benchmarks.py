@@ -205,3 +205,14 @@ def test_int8_bound_counts_every_convolution_once_and_the_doc_renders_it(tmp_pat
     shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
     section = make_doc.render(out.parent).split("## int8 scoring: the bound on the AMX Xeon")[1]
     assert "| 128×128 | 16.3 |" in section and "`rest_in_bf16`" in section
+
+
+def test_int8_range_compares_both_weight_ranges_with_fp32(ped2_root: Path, tmp_path: Path) -> None:
+    bench = load_script("int8_range")
+    out = tmp_path / "int8_range.json"
+    assert bench.main(["--data-root", str(ped2_root.parent), "--calibration-clips", "4", "--clips", "3", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["split"] == "training" and result["clips"] == 3
+    assert [r["graph"] for r in result["rows"]] == ["int8-7bit", "int8-8bit"]
+    for row in result["rows"]:  # quantised, so not fp32's to the bit, but within a dB on the shipped model
+        assert 0 < row["psnr_abs_diff_db"]["mean"] <= row["psnr_abs_diff_db"]["max"] < 1

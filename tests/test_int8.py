@@ -183,3 +183,23 @@ def test_int8_benchmark_rows_score_each_path(exported: tuple[Path, Path, Path]) 
     assert all(len(r["times_s"]) == len(r["cpu_s"]) == 3 and r["peak_rss_mib"] > 0 for r in rows.values())
     np.testing.assert_allclose(rows["onnx-fp32"]["psnr"], rows["mnad-fp32"]["psnr"], atol=1e-3)
     np.testing.assert_allclose(rows["onnx-int8"]["psnr"], rows["onnx-fp32"]["psnr"], atol=0.3)
+
+
+def test_int8_benchmark_pt2e_row_quantises_the_same_convolutions_and_scores_close_to_fp32(exported: tuple[Path, Path, Path]) -> None:
+    """The candidate PT2E row (benchmarks/int8.py --pt2e): the scoring step quantised by torchao with the convolutions
+    mnad.quantize keeps fp32 left alone, compiled, scored through the same StreamScorer."""
+    pytest.importorskip("torchao")
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("int8_bench", Path(__file__).resolve().parents[1] / "benchmarks" / "int8.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["int8_bench"] = bench
+    spec.loader.exec_module(bench)
+    weights, fp32, int8 = exported
+    job = {"size": 32, "threads": 1, "warmup": 1, "frames": 3, "data_root": None, "calibration_clips": 4,
+           "paths": {"weights": str(weights), "fp32": str(fp32), "int8": str(int8)}}
+    pt2e, eager = (bench.work(job | {"row": row}) for row in ("pt2e-int8", "mnad-fp32"))
+    assert len(pt2e["times_s"]) == 3 and pt2e["updates"] == eager["updates"]
+    np.testing.assert_allclose(pt2e["psnr"], eager["psnr"], atol=0.3)
+    assert max(abs(a - b) for a, b in zip(pt2e["psnr"], eager["psnr"], strict=True)) > 0  # it did quantise something

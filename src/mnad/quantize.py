@@ -6,8 +6,10 @@ Weights are int8 per output channel; activations uint8 with one scale per tensor
 normal footage (the training frames: the footage the model will mostly see). ONNX Runtime fuses the QDQ graph into
 integer convolutions (QLinearConv, the ReLU folded into the output's range), which on the AVX2 CPU here was faster
 than the QOperator graph. The weights keep a 7-bit range (``reduce_range``): AVX2 without VNNI multiplies uint8 by
-int8 in pairs summed into int16, which saturates with full 8-bit weights (the shipped model's PSNR on Ped2 test clips
-then moved by 7.7 dB on average, against 1.0 dB with 7 bits, same graph; benchmarks/README.md, "int8").
+int8 in pairs summed into int16, which can saturate with full 8-bit weights (2 x 255 x 127 > 32767) and cannot with
+7-bit ones (2 x 255 x 63 = 32130). That is a guarantee for any model and any frame, and an export made on one CPU may
+run on another. It costs a little accuracy where nothing saturates: on the shipped model with this graph, full 8-bit
+weights were closer to fp32 (on Ped2 training clips, PSNR 0.021 against 0.031 dB off; benchmarks/README.md, "int8").
 
 Everything else stays fp32: the convolution that makes the queries (the encoder's last, no ReLU); the convolutions at
 the frame's ends, the first (it reads the frames) and the decoder's head (everything after its last upsampling: the
@@ -93,9 +95,10 @@ def kept_fp32(graph: onnx.ModelProto) -> list[str]:
 
 
 def quantize_graph(graph: bytes, config: Config, items: torch.Tensor | None, videos: Sequence[Video], *,
-                   clips: int = CALIBRATION_CLIPS) -> tuple[bytes, dict]:
+                   clips: int = CALIBRATION_CLIPS, reduce_range: bool = True) -> tuple[bytes, dict]:
     """The fp32 scoring graph with its convolutions quantised to int8, calibrated on ``clips`` clips of ``videos``
-    (normal footage); returns the int8 graph and the record of how it was made (for the sidecar)."""
+    (normal footage); returns the int8 graph and the record of how it was made (for the sidecar). ``reduce_range``:
+    7-bit weights (see the module's docstring; False only to measure why, benchmarks/int8_range.py)."""
     try:
         import onnx
         import onnxruntime
@@ -121,7 +124,7 @@ def quantize_graph(graph: bytes, config: Config, items: torch.Tensor | None, vid
         try:
             quantize_static(
                 source, target, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTISED_OPS, per_channel=True,
-                reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=fp32,
+                reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=fp32,
             )
         finally:
             logging.disable(disabled)
@@ -132,7 +135,7 @@ def quantize_graph(graph: bytes, config: Config, items: torch.Tensor | None, vid
         "format": "QDQ",
         "quantised_ops": QUANTISED_OPS,
         "fp32_convolutions": fp32,
-        "weights": "int8 with a 7-bit range (reduce_range), symmetric, per output channel",
+        "weights": f"int8 with a {7 if reduce_range else 8}-bit range{' (reduce_range)' if reduce_range else ''}, symmetric, per output channel",
         "activations": "uint8, per tensor, min-max over the calibration clips",
         "fp32_onnx_sha256": hashlib.sha256(graph).hexdigest(),
         "calibration": {

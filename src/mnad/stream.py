@@ -15,6 +15,7 @@ and each scorer takes its sample of the result (``consume``); ``push`` is the sa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections import deque
@@ -83,7 +84,9 @@ class ScoringStep(torch.nn.Module):
     def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> StepResult:
         if self.cfg.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        # no autocast region at all in fp32: torch.export would still wrap the model in one, hiding its convolutions
+        # from graph passes such as PT2E quantisation (benchmarks/int8.py)
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16) if self.cfg.bf16 else contextlib.nullcontext():
             output = self.model(inputs, items)
         p = psnr(output.frame, target, peak=self.cfg.psnr_peak)
         local = patch_psnr(output.frame, target)
