@@ -381,6 +381,15 @@ def multistream_section(d: dict, source: str) -> list[str]:
                         "of the matmul rate"], cells)
 
 
+INT8_EXTRA_ROWS = {
+    "mnad-compiled": ", `mnad-compiled` (the same compiled, `--compile`)",
+    "mnad-bf16-compiled": ", `mnad-bf16-compiled` (bf16 + channels_last compiled: the issue's reference)",
+    "pt2e-int8": ", `pt2e-int8` (a candidate not in the package: PyTorch 2 export quantisation with torchao, the same "
+                 "convolutions kept fp32, compiled by inductor in the scoring process, hence its memory)",
+    "pt2e-int8-bf16": ", `pt2e-int8-bf16` (the same under bf16 autocast: the kept convolutions in bf16)",
+}
+
+
 def int8_section(d: dict, source: str) -> list[str]:
     """int8 scoring through ONNX Runtime against the fp32 paths (benchmarks/int8.py), and its accuracy on Ped2."""
     s = d["settings"]
@@ -388,7 +397,8 @@ def int8_section(d: dict, source: str) -> list[str]:
            provenance(d, source) + f": the shipped model's weights "
            f"(`{s['checkpoint']}`) scored frame by frame, {s['frames']} timed frames after {s['warmup']}, {s['rounds']} "
            f"rounds interleaved (median), {s['threads']} threads; the int8 export calibrated on {s['calibration_clips']} clips. "
-           "Rows: `onnx-int8` (`mnad export --int8`), `onnx-fp32` (`mnad export`), `mnad-fp32` (PyTorch, the CLI's fp32 path).", ""]
+           "Rows: `onnx-int8` (`mnad export --int8`), `onnx-fp32` (`mnad export`), `mnad-fp32` (PyTorch, the CLI's fp32 path)"
+           + "".join(text for row, text in INT8_EXTRA_ROWS.items() if any(r["row"] == row for r in d["scoring"])) + ".", ""]
     cells = [[f"{r['size']}×{r['size']}", f"`{r['row']}`", num(r["fps"], 1), num(r["ms_per_frame"], 0),
               num(r["cpu_ms_per_frame"], 0), num(r["peak_rss_mib"], 0), num(r["mean_psnr"], 3)] for r in d["scoring"]]
     out += table(["size", "row", "frames/s", "ms / frame", "CPU ms / frame", "peak RSS MiB", "mean PSNR dB"], cells)
