@@ -84,8 +84,9 @@ class ScoringStep(torch.nn.Module):
     def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> StepResult:
         if self.cfg.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        # no autocast region at all in fp32: torch.export would still wrap the model in one, hiding its convolutions
-        # from graph passes such as PT2E quantisation (benchmarks/int8.py)
+        # no autocast region at all in fp32: torch.export would still wrap the model in a disabled one, hiding its
+        # convolutions from graph passes such as PT2E quantisation (benchmarks/int8.py); a caller's own autocast, if
+        # any, then applies here as it does to any module
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16) if self.cfg.bf16 else contextlib.nullcontext():
             output = self.model(inputs, items)
         p = psnr(output.frame, target, peak=self.cfg.psnr_peak)
