@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -68,7 +69,7 @@ def conv_gflop(size: int) -> dict:
         w = weights[node.input[1]]  # Conv: [out, in/groups, kh, kw]; ConvTranspose: [in, out/groups, kh, kw]
         # each output element of a Conv, each input element of a ConvTranspose, takes w[1] * kh * kw multiply-adds
         elements = shapes[node.output[0]] if node.op_type == "Conv" else shapes[node.input[0]]
-        gflop = 2 * _product(elements) * w[1] * w[2] * w[3] / 1e9
+        gflop = 2 * math.prod(elements) * w[1] * w[2] * w[3] / 1e9
         kind = "transposed" if node.op_type == "ConvTranspose" else "kept" if node.name in kept else "int8"
         split[kind] += gflop
         layers.append({"name": node.name, "op": node.op_type, "runs_as": "int8" if kind == "int8" else "fp32",
@@ -79,13 +80,6 @@ def conv_gflop(size: int) -> dict:
 def _relative(path: Path) -> str:
     path = path.resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def _product(values: list[int]) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
 
 
 def bounds(work: dict, speed: dict, conv_over_peak: float) -> dict:
