@@ -346,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
               f"({s['reference_fps']:.1f}); CPU time {s['cpu_time_ratio_vs_least_cpu_fp32']:.2f}x less than the least fp32; "
               f"peak RSS {s['int8_peak_rss_gib']:.2f} GiB")
     print(f"written to {args.out}")
-    return 0
+    failed = sorted({f"{r['row']} at {r['size']}" for r in results if "error" in r})
+    if failed:  # recorded in the JSON, but the run did not do all it was asked
+        print("rows that failed: " + ", ".join(failed), file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _version(name: str) -> str | None:
