@@ -90,6 +90,20 @@ def test_memory_read_feeds_decoder() -> None:
     assert not torch.allclose(model(x).frame, before)
 
 
+def test_memory_read_stays_fp32_under_bf16_autocast() -> None:
+    # Autocast would run the read's matmuls in bf16; the decoder must get the fp32 read of the fp32 queries.
+    model = tiny_model().eval()
+    x = torch.rand(2, 12, 32, 32) * 2 - 1
+    seen = {}
+    model.decoder.bottleneck.register_forward_pre_hook(lambda module, args: seen.update(decoder_in=args[0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        queries = model(x).queries
+    read = seen["decoder_in"][:, queries.shape[-1]:]
+    assert queries.dtype == read.dtype == torch.float32
+    expected = model.memory.read(queries.reshape(-1, queries.shape[-1])).reshape(2, 4, 4, -1).permute(0, 3, 1, 2)
+    assert torch.equal(read, expected)
+
+
 def test_queries_are_positions_of_the_query_map() -> None:
     # queries[b, k] is the normalised feature vector at position k = row * W + col of the (H/8, W/8) map
     model = tiny_model()

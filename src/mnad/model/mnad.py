@@ -5,6 +5,7 @@ Training glue (losses, memory update schedule) lives in ``mnad.train``; scoring 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -23,6 +24,14 @@ class MNADOutput:
     queries: torch.Tensor  # L2-normalised queries, (B, K, C) with K = (H/8) * (W/8), fp32
 
 
+def outside_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast switched off where it is on, so that the memory maths stays fp32 under bf16 autocast (it would run
+    the read's two matmuls in bf16); elsewhere no region at all, so an exported fp32 graph holds none."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class MNAD(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -39,13 +48,14 @@ class MNAD(nn.Module):
         set for the whole batch, or (B, M, C), each sample its own (several streams scored in one batch)."""
         features, skips = self.encoder(frames)
         b, c, h, w = features.shape
-        # Queries are normalised per position in fp32, so the memory maths is exact under bf16 autocast.
+        # Queries are normalised per position in fp32 and read the memory in fp32, also under bf16 autocast.
         query_map = F.normalize(features.float(), dim=1)
         queries = query_map.permute(0, 2, 3, 1).reshape(b, h * w, c)
         if self.memory is not None:
             items = self.memory.items if items is None else items
             flat = queries.reshape(-1, c) if items.dim() == 2 else queries  # per-sample items: each sample reads its own
-            read = read_memory(flat, items).reshape(b, h, w, c).permute(0, 3, 1, 2)
+            with outside_autocast(frames.device.type):
+                read = read_memory(flat, items).reshape(b, h, w, c).permute(0, 3, 1, 2)
             decoder_in = torch.cat([query_map, read], dim=1)
         else:  # "w/o Mem." baseline: the decoder sees the query alone
             decoder_in = query_map
