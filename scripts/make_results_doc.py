@@ -394,7 +394,8 @@ def second_model_rows() -> list[str]:
         command = [line for line in (folder / "commands.txt").read_text().splitlines() if line and not line.startswith("#")]
         out += [f"### Another model: {epochs} epochs (`results/{name}`)", "",
                 "```bash", *command, "```", "",
-                f"The `{config['name']}` recipe trained for {epochs} epochs on the same training videos (the same "
+                f"The `{config['name']}` recipe trained for {epochs} epochs in {'bf16' if config['train']['bf16'] else 'fp32'} "
+                f"on the same training videos (the same "
                 f"{len(record['held_out'])} held out), calibrated and scored as above. {seen} Package: micro AUC "
                 f"**{pct(metrics['micro_auc'])} %** ({record['reference_attempt']}; " + package_summary(metrics["stream"], record["fps"])
                 + "); "
@@ -686,7 +687,10 @@ def main() -> None:
            "min-max normalisation (the paper's metric); macro AUC is the mean over videos that contain both classes.", "",
            "All runs here use the CPU recipes (`*_fast`: 128×128 instead of 256×256, 8 epochs instead of 60, bf16 autocast, "
            "channels_last; otherwise the published hyper-parameters; `ped2_pred_fast_20ep`: the same with 20 epochs), "
-           "trained on 2 CPU cores. The paper's numbers are for "
+           "trained on 2 CPU cores: in bf16 on an AMX Xeon; on an AVX2-only EPYC, where bf16 is emulated, in fp32 (the "
+           "stream-protocol models and the motion-cue row, as their sections say). The bf16 runs were trained "
+           "before 2026-11-30, when autocast still ran the memory read in bf16; mnad reads it in fp32 now (docs/performance.md, "
+           "'bf16 training against fp32'). The paper's numbers are for "
            "256×256 and 60 epochs; its recipes are `ped2_pred`, `ped2_recon` and `ped2_recon_motion`.", "",
            "## Table 1 (paper) on Ped2", "", table1(), "",
            "## Table 2 (paper): ablation of the prediction model on Ped2", "", table2(), "",

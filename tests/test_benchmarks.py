@@ -216,3 +216,36 @@ def test_int8_range_compares_both_weight_ranges_with_fp32(ped2_root: Path, tmp_p
     assert [r["graph"] for r in result["rows"]] == ["int8-7bit", "int8-8bit"]
     for row in result["rows"]:  # quantised, so not fp32's to the bit, but within a dB on the shipped model
         assert 0 < row["psnr_abs_diff_db"]["mean"] <= row["psnr_abs_diff_db"]["max"] < 1
+
+
+def test_train_precision_compares_each_setting_with_fp32_and_renders(ped2_root: Path, tmp_path: Path) -> None:
+    from mnad.checkpoint import save_model
+
+    bench = load_script("train_precision")
+    config = tiny_config()
+    torch.manual_seed(1)
+    save_model(tmp_path / "tiny.safetensors", MNAD(config.model), config)
+    out = tmp_path / "results" / "train_precision.json"
+    assert bench.main(["--data-root", str(ped2_root.parent), "--checkpoint", str(tmp_path / "tiny.safetensors"),
+                       "--threads", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["weights"] for r in result["runs"]] == ["trained", "trained", "init", "init"]
+    for start, rows in result["summary"].items():
+        assert set(rows) == set(bench.SETTINGS) - {"fp32"} | {bench.OTHER_BATCH}, start
+        # other kernels, the same maths: within float rounding; bf16: further off; another batch: further still
+        assert min(rows["fp32-cl"]["grad_cosine_min"].values()) > 0.999
+        assert rows["bf16-cl"]["grad_relative_error_max"]["all"] > 10 * rows["fp32-cl"]["grad_relative_error_max"]["all"]
+        assert rows[bench.OTHER_BATCH]["grad_relative_error_max"]["all"] > rows["bf16-cl"]["grad_relative_error_max"]["all"]
+    # the variants are undone: the package's own numerics afterwards
+    import mnad.model.mnad as mnad_model
+
+    model = MNAD(config.model)
+    both = bench.Setting(bf16=True, channels_last=True, bf16_read=True, fp32_modules=("encoder.stage4",))
+    with bench.numeric_variant(model, both):
+        assert "forward" in vars(model.encoder.stage4) and mnad_model.outside_autocast.__module__ == "train_precision"
+    assert "forward" not in vars(model.encoder.stage4) and mnad_model.outside_autocast.__module__ == "mnad.model.mnad"
+
+    make_doc = load_script("make_performance_doc")
+    shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
+    section = make_doc.render(out.parent).split("## bf16 training against fp32")[1]
+    assert "### the shipped model" in section and "| `bf16-cl-head` |" in section and "`fp32-other-batch`" in section

@@ -27,7 +27,7 @@ class MNADOutput:
 def outside_autocast(device_type: str) -> contextlib.AbstractContextManager:
     """Autocast switched off where it is on, so that the memory maths stays fp32 under bf16 autocast (it would run
     the read's two matmuls in bf16); elsewhere no region at all, so an exported fp32 graph holds none."""
-    if torch.is_autocast_enabled(device_type):
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):  # none on "meta"
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 
