@@ -591,6 +591,40 @@ def longer_training() -> str:
         "20 epochs", LONGER_TRAINING)
 
 
+# Issue #19, item 3: the same recipe and seeds trained in fp32 (on the AVX2 EPYC, NCHW) as in bf16 (the committed seeds)
+PRECISION_PAIRS = [(bf16, f"ped2_pred_fast_fp32_seed{seed}") for seed, bf16 in enumerate(FAST_SEEDS)]
+
+
+def training_precision() -> str:
+    """Each committed bf16 seed of ped2_pred_fast against the same seed trained in fp32, once the fp32 run exists."""
+    rows, deltas = [], []
+    for bf16_folder, fp32_folder in PRECISION_PAIRS:
+        a, b = metrics_of(bf16_folder), metrics_of(fp32_folder)
+        if a is None or b is None or a["config"]["train"]["seed"] != b["config"]["train"]["seed"]:
+            continue
+        delta = {k: 100 * (b["metrics"][k] - a["metrics"][k]) for k in ("micro_auc", "macro_auc")}
+        deltas.append(delta)
+        rows.append(f"| {a['config']['train']['seed']} | {pct(a['metrics']['micro_auc'])} | **{pct(b['metrics']['micro_auc'])}** "
+                    f"| {delta['micro_auc']:+.2f} | {pct(a['metrics']['macro_auc'])} | {pct(b['metrics']['macro_auc'])} "
+                    f"| {delta['macro_auc']:+.2f} | `{bf16_folder}`, `{fp32_folder}` |")
+    if not rows:
+        return ""
+    seeds = [100 * m["metrics"]["micro_auc"] for m in map(metrics_of, FAST_SEEDS) if m is not None]
+    scored = {"bf16" if metrics_of(f)["config"]["eval"]["bf16"] else "fp32" for pair in PRECISION_PAIRS for f in pair
+              if metrics_of(f) is not None}
+    return "\n".join([
+        "## bf16 against fp32 training (issue #19, item 3)", "",
+        "`ped2_pred_fast` trained with the same seed in bf16 autocast + channels_last (the committed seeds, on an AMX Xeon, "
+        "memory read in bf16) and in fp32, NCHW (on an AVX2-only EPYC: `--set train.bf16=false --set train.channels_last=false`); "
+        f"scored in {' and '.join(sorted(scored))} under the published protocol. One training step's gradients, part by part, are compared in "
+        "docs/performance.md, 'bf16 training against fp32'.", "",
+        "| seed | micro AUC %, bf16 | micro AUC %, fp32 | Δ micro | macro AUC %, bf16 | macro AUC %, fp32 | Δ macro | result folders |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
+        f"- Mean difference fp32 − bf16 over {len(deltas)} seed(s): {np.mean([d['micro_auc'] for d in deltas]):+.2f} points micro, "
+        f"{np.mean([d['macro_auc'] for d in deltas]):+.2f} macro; the {len(seeds)} bf16 seeds alone span "
+        f"{min(seeds):.2f}–{max(seeds):.2f} micro.", ""])
+
+
 def larger_frames() -> str:
     return against_seeds(
         "Larger frames: 192 px",
@@ -714,7 +748,7 @@ def main() -> None:
            stream_section(),
            smoothed_recipe(),
            larger_frames(),
-           longer_training(),
+           *filter(None, [longer_training(), training_precision()]),  # a section without its runs yet is left out
            epoch_curves(),
            "## All runs", "",
            summary_table(rows), "",
