@@ -1,0 +1,50 @@
+"""scripts/make_results_doc.py: the generated sections compute what they say."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def doc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_results_doc", ROOT / "scripts" / "make_results_doc.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "make_results_doc", module)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    return module
+
+
+def write_run(root: Path, name: str, *, seed: int, bf16: bool, micro: float, macro: float) -> None:
+    (root / name).mkdir()
+    config = {"train": {"seed": seed, "bf16": bf16}, "eval": {"bf16": False},
+              "model": {"task": "pred", "memory": True, "t_length": 5}}
+    (root / name / "metrics.json").write_text(json.dumps({"config": config, "metrics": {"micro_auc": micro, "macro_auc": macro}}))
+
+
+def test_training_precision_pairs_each_seed_with_its_fp32_run(doc: ModuleType, tmp_path: Path) -> None:
+    assert doc.training_precision() == ""  # no fp32 run yet: no section
+    write_run(tmp_path, "ped2_pred_fast", seed=0, bf16=True, micro=0.9370, macro=0.9827)
+    write_run(tmp_path, "ped2_pred_fast_seed1", seed=1, bf16=True, micro=0.9335, macro=0.9750)
+    write_run(tmp_path, "ped2_pred_fast_fp32_seed0", seed=0, bf16=False, micro=0.9420, macro=0.9800)
+    write_run(tmp_path, "ped2_pred_fast_fp32_seed1", seed=2, bf16=False, micro=0.9000, macro=0.9000)  # another seed: not paired
+    section = doc.training_precision()
+    assert "| 0 | 93.70 | **94.20** | +0.50 | 98.27 | 98.00 | -0.27 |" in section
+    assert "| 1 |" not in section and "over 1 seed(s): +0.50 points micro, -0.27 macro" in section
+    assert "span 93.35–93.70 micro" in section and "scored in fp32" in section
+
+
+def test_the_paper_figure_of_each_table_1_model(doc: ModuleType) -> None:
+    model = lambda task, memory, t: {"model": {"task": task, "memory": memory, "t_length": t}}  # noqa: E731
+    assert doc.paper_auc(model("pred", True, 5)) == 97.0
+    assert doc.paper_auc(model("recon", True, 1)) == 90.2
+    assert doc.paper_auc(model("recon", False, 1)) == 86.4
+    assert doc.paper_auc(model("recon", True, 16)) == 91.0  # motion cues
