@@ -73,7 +73,7 @@ def numeric_variant(model, setting: Setting) -> Iterator[None]:
 
     import mnad.model.mnad as mnad_model
 
-    def outside_autocast(forward):
+    def in_fp32(forward):
         def run(*args):
             with torch.autocast(args[0].device.type, enabled=False):
                 return forward(*(a.float() if torch.is_tensor(a) else a for a in args))
@@ -81,7 +81,7 @@ def numeric_variant(model, setting: Setting) -> Iterator[None]:
 
     wrapped = [model.get_submodule(name) for name in setting.fp32_modules]
     for module in wrapped:
-        module.forward = outside_autocast(module.forward)
+        module.forward = in_fp32(module.forward)
     keep_fp32 = mnad_model.outside_autocast
     if setting.bf16_read:
         mnad_model.outside_autocast = lambda device_type: contextlib.nullcontext()
