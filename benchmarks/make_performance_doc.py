@@ -503,7 +503,7 @@ def train_precision_section(d: dict, source: str) -> list[str]:
                + ([f"{' and '.join(s['fp32_modules'])} in fp32"] if s["fp32_modules"] else []))
                for n, s in d["settings"].items())
            + "; `fp32-other-batch`: not a setting but the fp32 step on the previous batch, how far a step's gradient is "
-           "moved anyway by the batch it sees.", ""]
+           "moved anyway by the batch it sees (one comparison per starting point, so not a worst of several).", ""]
     for start, rows in d["summary"].items():
         header = ["setting"] + [f"`{p}`" for p in parts] + ["all", "loss Δ", "items Δ"]
         cells = [[f"`{name}`"] + [f"{r['grad_cosine_min'][p]:.4f}" for p in [*parts, "all"]]
