@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save
 
 from mnad.config import Config
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
+from mnad.interrupts import held_interrupts
 from mnad.model.mnad import MNAD
 
 try:
@@ -69,8 +70,9 @@ def atomic_write_many(files: dict[Path, bytes], *, error: type[MNADError] = Data
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-        for current, tmp in temps.items():
-            os.replace(tmp, current)
+        with held_interrupts():  # files that belong together are renamed all, or none, even on Ctrl-C
+            for current, tmp in temps.items():
+                os.replace(tmp, current)
     except OSError as exc:
         reason = "disk full, no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise error(f"{current}: cannot write ({reason}); the previous file, if any, is unchanged") from exc

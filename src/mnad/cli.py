@@ -16,6 +16,7 @@ from typing import Any
 
 from mnad.config import Config, load_config, recipe_names
 from mnad.errors import MNADError, Terminated
+from mnad.interrupts import raise_terminated_on_sigterm
 
 # OpenMP threads that wait for each other sleep at once instead of spinning: where another busy process shares the
 # cores, a spinning thread burns the time slice its partner needs and scoring ran 10-36 times slower (issue #18;
@@ -464,23 +465,11 @@ def _show_warnings() -> None:
         logger.propagate = False
 
 
-def _on_sigterm() -> Any:
-    """SIGTERM raises ``Terminated`` (as Ctrl-C raises KeyboardInterrupt) so a run completes its outputs; returns the
-    previous handler, or None where handlers cannot be set (not the main thread)."""
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for reports' provenance
     _show_warnings()
-    previous = _on_sigterm()
+    previous = raise_terminated_on_sigterm()
     try:
         args.func(args)
     except MNADError as exc:

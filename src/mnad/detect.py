@@ -36,6 +36,7 @@ from mnad.config import Config
 from mnad.data.sources import FrameSource, RawFrame, SourceOptions, is_live, prepare_frame
 from mnad.errors import ConfigError, DataError, Terminated
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker
+from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
 from mnad.outputs import DETECT_FILES, SUMMARY_FILE, DetectWriter, write_detect_summary
 from mnad.scoring import Calibration, rate_key
@@ -305,10 +306,11 @@ def detect(
     finally:
         bar.close()
         seconds = time.perf_counter() - started
-        summaries = [run.close(seconds, scorers[0].smoothing, calibration) for run in runs]
-        if several:
-            overall = _run_summary(runs, summaries, folders, seconds, calibration)
-            write_detect_summary(out_dir, overall)
+        with held_interrupts():  # a second Ctrl-C does not cut the outputs' completion short
+            summaries = [run.close(seconds, scorers[0].smoothing, calibration) for run in runs]
+            if several:
+                overall = _run_summary(runs, summaries, folders, seconds, calibration)
+                write_detect_summary(out_dir, overall)
         deadline = time.monotonic() + 2.0  # readers stop at their next frame; a silent camera's read may take its timeout
         for run in runs:
             run.reader.join(timeout=max(deadline - time.monotonic(), 0.0))
@@ -349,7 +351,8 @@ def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake:
             if row is None or run.ended_by is not None:
                 continue
             try:
-                run.score(row)
+                with held_interrupts():  # a frame's row, events and count are written whole or not at all
+                    run.score(row)
             except DataError as exc:
                 run.fail(exc)
             else:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mnad.checkpoint import atomic_write_many
 from mnad.config import Config
 from mnad.data import Video, split_videos, to_tensor
 from mnad.errors import ConfigError, DataError
@@ -170,7 +171,7 @@ def memory_figures(
                 tick.set_color(color)
                 tick.set_fontweight("bold")
             fig.colorbar(shown_im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
-    (out / "matching.png").write_bytes(_png(fig))
+    matching = _png(fig)
 
     # Figs. 1 and 6: t-SNE of sampled queries plus the items, coloured by nearest item.
     fig = _figure(5.2 * n_models, 4.8)
@@ -196,7 +197,7 @@ def memory_figures(
         ax.legend(loc="best", fontsize=7)
         stats.append(_stats(matching_probabilities(r["queries"].reshape(-1, r["queries"].shape[-1]), r["items"]), m) |
                      {"queries_in_tsne": int(len(sample))})
-    (out / "tsne.png").write_bytes(_png(fig))
+    tsne = _png(fig)
 
     record: dict[str, Any] = {
         "files": {"matching": "matching.png", "tsne": "tsne.png"},
@@ -205,7 +206,8 @@ def memory_figures(
         "shown_frames": [{"video": videos[vi].name, "frame": f} for vi, f in shown],
         "seed": seed,
     }
-    (out / FIGURES_INDEX).write_text(json.dumps(record, indent=2))
+    # the figures and their index land together (atomically): an earlier set stays whole until this one is written
+    atomic_write_many({out / "matching.png": matching, out / "tsne.png": tsne, out / FIGURES_INDEX: json.dumps(record, indent=2).encode()})
     return record
 
 

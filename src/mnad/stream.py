@@ -32,6 +32,7 @@ from mnad.config import Config
 from mnad.data import split_clip, to_tensor
 from mnad.distributed import checked_device, native_bf16
 from mnad.errors import CheckpointError, ConfigError
+from mnad.interrupts import held_interrupts
 from mnad.model import MNAD, inference_copy
 from mnad.model.memory import updated_memory
 from mnad.model.mnad import FrozenCompiled
@@ -245,12 +246,14 @@ class StreamScorer:
         """The first half of ``push``: add ``frame`` to the window and return the (inputs, target) clip it completes,
         batch 1, to be scored with this scorer's items; None while the window fills. Its result goes to ``consume``
         before the next frame."""
-        self._window.append(to_tensor(frame).to(self.device))  # each frame converted once, not once per clip
-        self._raw.append(frame)
-        self._seen += 1
-        if len(self._window) < self._window.maxlen:
-            return None
-        self._pending = self._seen - 1 - self._lag
+        tensor = to_tensor(frame).to(self.device)  # each frame converted once, not once per clip
+        with held_interrupts():  # the window, the raw frames and the count move together (a Ctrl-C waits)
+            self._window.append(tensor)
+            self._raw.append(frame)
+            self._seen += 1
+            if len(self._window) < self._window.maxlen:
+                return None
+            self._pending = self._seen - 1 - self._lag
         return self._split(torch.stack(tuple(self._window))[None])
 
     def consume(self, result: StepResult, sample: int = 0) -> FrameResult:
@@ -258,15 +261,16 @@ class StreamScorer:
         items ((M, C) items in, batch 1; or (B, M, C), this scorer's at ``sample``): keep its memory update, score it."""
         if self._pending is None:
             raise RuntimeError("consume() takes the result of the clip that clip() returned, once")
-        index, self._pending = self._pending, None
         items = result.items[sample] if result.items.dim() == 3 else result.items
         updated = self.has_memory and not torch.equal(items, self._items)
-        if updated:
-            self._items = items.clone()
         terms = [float(t[sample]) for t in (result.psnr, result.patch_psnr, result.distance, result.patch_distance)]
         score = smoothed = None
-        if self.normalization != "video":
-            score, smoothed = self._causal(*score_terms(self.config, *terms))
+        with held_interrupts():  # the memory and the causal normaliser take the frame together, or neither does
+            index, self._pending = self._pending, None
+            if updated:
+                self._items = items.clone()
+            if self.normalization != "video":
+                score, smoothed = self._causal(*score_terms(self.config, *terms))
         errors = result.error_map[sample].float().cpu().numpy() if self.maps else None
         return FrameResult(index, *terms, float(result.regular[sample]), updated, score, smoothed, errors)
 

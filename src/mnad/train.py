@@ -39,6 +39,7 @@ from mnad.config import Config, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
 from mnad.data.sources import FrameRange, footage_span
 from mnad.errors import CheckpointError, ConfigError, DataError
+from mnad.interrupts import held_interrupts
 from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
 
@@ -243,6 +244,8 @@ def _train(
             load_optimizer(optimizer, tensors, extra["param_groups"])
             scheduler.load_state_dict(extra["scheduler"])
             start_epoch = extra["epoch"]
+            if ctx.is_main:
+                reconcile_log(out_dir / LOG_FILE, start_epoch, extra.get("record"))
         elif not resume and ctx.is_main:
             (out_dir / LOG_FILE).unlink(missing_ok=True)
             (out_dir / HOLDOUT_FILE).unlink(missing_ok=True)  # a new run without held-out footage keeps none
@@ -283,11 +286,14 @@ def _train(
         tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
         extra.update(epoch=epoch + 1, scheduler=scheduler.state_dict())
         if ctx.is_main:  # every rank holds the same weights and items; one writes them
-            save_checkpoint(checkpoint_path, tensors, cfg, extra)
-            if cfg.train.keep_epochs:
-                save_model(out_dir / f"epoch_{epoch + 1:03d}.safetensors", model, cfg, extra={"epochs": epoch + 1})
-            with (out_dir / LOG_FILE).open("a") as log:
-                log.write(json.dumps(record) + "\n")
+            # the checkpoint first, holding the epoch's log record: a resume restores the record if a kill -9 came
+            # before the log line; a Ctrl-C or SIGTERM waits until the epoch's files are all written
+            with held_interrupts():
+                save_checkpoint(checkpoint_path, tensors, cfg, extra | {"record": record})
+                if cfg.train.keep_epochs:
+                    save_model(out_dir / f"epoch_{epoch + 1:03d}.safetensors", model, cfg, extra={"epochs": epoch + 1})
+                with (out_dir / LOG_FILE).open("a") as log:
+                    log.write(json.dumps(record) + "\n")
             if board is not None:
                 for key, value in record.items():
                     if key != "epoch":
@@ -307,6 +313,25 @@ def _train(
         save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs, "footage": footage})
     distributed.barrier(ctx)  # the other ranks return once the model file exists
     return model_path
+
+
+def reconcile_log(path: Path, epochs: int, last: dict | None) -> None:
+    """Make the log say what the checkpoint holds: the records of its ``epochs`` epochs, the last one (``last``, kept
+    in the checkpoint) restored if a kill came between the checkpoint and the log line; lines past it or cut short go."""
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    kept, epochs_logged = [], set()
+    for line in lines:
+        try:
+            record = json.loads(line)
+            if record["epoch"] <= epochs:
+                kept.append(line if line.endswith("\n") else line + "\n")
+                epochs_logged.add(record["epoch"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    if last is not None and last.get("epoch") == epochs and epochs not in epochs_logged:
+        kept.append(json.dumps(last) + "\n")
+    if kept != lines:
+        atomic_write(path, "".join(kept).encode())
 
 
 def trained_footage(checkpoint: str | Path) -> list[tuple[str, int, int]]:

@@ -121,7 +121,9 @@ def collect_provenance(
 
 
 def write_provenance(report_dir: Path, record: dict) -> None:
-    (report_dir / PROVENANCE_FILE).write_text(json.dumps(record, indent=2))
+    from mnad.checkpoint import atomic_write
+
+    atomic_write(report_dir / PROVENANCE_FILE, json.dumps(record, indent=2).encode())
 
 
 def read_provenance(report_dir: Path) -> dict:

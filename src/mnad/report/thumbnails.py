@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mnad.checkpoint import atomic_write_many
 from mnad.errors import DataError
 from mnad.outputs import SCORES_FILE, VideoRows, read_scores
 from mnad.scoring import abnormal_regions
@@ -96,15 +97,16 @@ def write_thumbnails(
     out = Path(report_dir) / THUMBS_DIR
     out.mkdir(parents=True, exist_ok=True)
     old_index = out / THUMBS_INDEX
-    if old_index.is_file():  # drop the thumbnails of an earlier report in this folder
+    earlier: set[str] = set()  # an earlier report's thumbnails: removed once this one's are written
+    if old_index.is_file():
         try:
-            for entry in json.loads(old_index.read_text()):
-                (out / Path(entry["file"]).name).unlink(missing_ok=True)
+            earlier = {Path(entry["file"]).name for entry in json.loads(old_index.read_text())}
         except (OSError, ValueError, KeyError, TypeError):
             pass
     videos = {v.name: v for v in split_videos(data_root, config.dataset, "testing")}
     m = config.model
     entries = []
+    files: dict[Path, bytes] = {}
     model = model.to(device).eval()
     for rank, (vi, i) in enumerate(pick_top_frames(rows, top_k, gap=max(5, m.t_length)), start=1):
         video_rows, frame_index = rows[vi], int(rows[vi].frame[i])
@@ -118,14 +120,17 @@ def write_thumbnails(
         ok, png = cv2.imencode(".png", localisation_image(frames[m.target_index], error))
         if not ok:
             raise DataError(f"{out / name}: could not encode the thumbnail")
-        (out / name).write_bytes(png.tobytes())
+        files[out / name] = png.tobytes()
         label = None if video_rows.label is None else int(video_rows.label[i])
         entries.append({
             "file": name, "video": video_rows.name, "frame": frame_index, "score": float(video_rows.score[i]), "label": label,
             "error_mean": float(error.mean()), "error_max": float(error.max()),
             "region_fraction": float(abnormal_regions(error).mean()),  # share of the frame marked as abnormal regions
         })
-    old_index.write_text(json.dumps(entries, indent=2))
+    files[old_index] = json.dumps(entries, indent=2).encode()
+    atomic_write_many(files)  # the thumbnails and their index land together
+    for name in earlier - {p.name for p in files}:
+        (out / name).unlink(missing_ok=True)
     return entries
 
 
