@@ -86,11 +86,11 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(synthetic_root: P
     kills: list[dict] = []
     started = time.monotonic()
     while len(kills) < KILLS:
-        done_before = len(log_records(killed))
+        done_before = kills[-1]["checkpoint_epoch"] if kills else 0
         process = cli_train(recipe, synthetic_root, killed, resume=bool(kills))  # nothing to resume before the first kill
-        # wait for one more finished epoch, then kill at a random point of the next ~2 epochs (anywhere: forward,
-        # backward, memory update, checkpoint write, log write)
-        while len(log_records(killed)) <= done_before and process.poll() is None:
+        # wait for one more finished epoch (a resume may first restore the checkpoint's own log line), then kill at a
+        # random point of the next ~2 epochs (anywhere: forward, backward, memory update, checkpoint write, log write)
+        while max((r["epoch"] for r in log_records(killed)), default=0) <= done_before and process.poll() is None:
             assert time.monotonic() - started < 300, "training made no progress"
             time.sleep(0.005)
         records = log_records(killed)
@@ -120,6 +120,8 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(synthetic_root: P
     assert_same_tensors(reference / TRAIN_STATE_FILE, killed / TRAIN_STATE_FILE)  # + Adam moments, step counts
     assert read_checkpoint(killed / TRAIN_STATE_FILE)[2]["epoch"] == KILL_EPOCHS
     assert temp_files(killed) == []  # what a kill mid-write left was cleaned up on resume
+    # the log says what was trained: one record per epoch, however the kills fell between checkpoint and log line
+    assert [r["epoch"] for r in log_records(killed)] == list(range(1, KILL_EPOCHS + 1))
     n_state = len(load_file(killed / TRAIN_STATE_FILE))
     print(f"\n{len(kills)} SIGKILLs then resume; {n} model and {n_state} training-state tensors bit-identical to an uninterrupted run: {kills}")
     epochs = [k["checkpoint_epoch"] for k in kills]
