@@ -26,6 +26,14 @@ from mnad.stream import StreamScorer
 from mnad.train import reconcile_log
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    # as in a terminal: a job started in the background (CI's, `cmd &`) begins with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture
 def terminated_on_sigterm():
     previous = raise_terminated_on_sigterm()
