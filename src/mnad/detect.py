@@ -347,16 +347,17 @@ def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake:
         if all(f is None for f in frames):
             wake.wait(0.5)
             continue
-        for run, row in zip(runs, score_streams(scorers, frames), strict=True):
-            if row is None or run.ended_by is not None:
-                continue
-            try:
-                with held_interrupts():  # a frame's row, events and count are written whole or not at all
+        rows = score_streams(scorers, frames)
+        with held_interrupts():  # each frame's row, events and count are written whole or not at all
+            for run, row in zip(runs, rows, strict=True):
+                if row is None or run.ended_by is not None:
+                    continue
+                try:
                     run.score(row)
-            except DataError as exc:
-                run.fail(exc)
-            else:
-                bar.update(1)
+                except DataError as exc:
+                    run.fail(exc)
+                else:
+                    bar.update(1)
 
 
 def _run_summary(runs: list[_Detection], summaries: list[dict | None], folders: list[Path], seconds: float,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from mnad.errors import Terminated
@@ -32,32 +30,37 @@ def raise_terminated_on_sigterm() -> Any:
         return None
 
 
-@contextmanager
-def held_interrupts() -> Iterator[None]:
+class held_interrupts:  # noqa: N801 (a context manager used like a function, as contextlib's are)
     """Ctrl-C and SIGTERM arriving inside the block wait for it to complete, then act as their handlers would have
-    (the first one only). A no-op off the main thread and inside another held block."""
-    global _holding
-    if _holding or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    arrived: list[tuple[int, Any]] = []
-    previous = {s: h for s in INTERRUPTS if (h := signal.getsignal(s)) is not None}  # None: set outside Python, kept
-    for s in previous:
-        signal.signal(s, lambda signum, frame: arrived.append((signum, frame)))
-    _holding = True
-    try:
-        yield
-    finally:
+    (the first one only). Only handlers set from Python are held (Python's Ctrl-C handler, the CLI's SIGTERM one): an
+    ignored signal stays ignored, a default one acts at once as it always did. A no-op off the main thread and inside
+    another held block. A class, not a generator: the stream scorer enters one per frame."""
+
+    __slots__ = ("outer", "previous", "arrived")
+
+    def __enter__(self) -> None:
+        global _holding
+        self.outer = not _holding and threading.current_thread() is threading.main_thread()
+        if not self.outer:
+            return
+        self.previous: dict[int, Any] = {}
+        self.arrived: list[tuple[int, Any]] = []
+        for s in INTERRUPTS:
+            if callable(handler := signal.getsignal(s)):
+                self.previous[s] = handler
+                signal.signal(s, self._wait)
+        _holding = True
+
+    def _wait(self, signum: int, frame: Any) -> None:
+        self.arrived.append((signum, frame))
+
+    def __exit__(self, *exc: object) -> None:
+        global _holding
+        if not self.outer:
+            return
         _holding = False
-        for s, handler in previous.items():
+        for s, handler in self.previous.items():
             signal.signal(s, handler)
-        if arrived:
-            _act(previous[arrived[0][0]], *arrived[0])
-
-
-def _act(handler: Any, signum: int, frame: Any) -> None:
-    """What ``handler`` does with a signal that waited."""
-    if callable(handler):
-        handler(signum, frame)  # Python's Ctrl-C handler raises KeyboardInterrupt; the CLI's SIGTERM one Terminated
-    elif handler == signal.SIG_DFL:
-        signal.raise_signal(signum)  # its default action (stops the process), now that the handler is back
+        if self.arrived:
+            signum, frame = self.arrived[0]
+            self.previous[signum](signum, frame)  # Ctrl-C's raises KeyboardInterrupt; the CLI's SIGTERM one Terminated
