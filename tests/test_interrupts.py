@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from safetensors.torch import load_file
 
 from mnad import outputs
 from mnad import train as train_module
@@ -196,3 +197,21 @@ def test_training_stopped_at_an_epoch_end_logs_what_it_checkpointed(synthetic_ro
     _, _, extra = read_checkpoint(tmp_path / "run" / train_module.TRAIN_STATE_FILE)
     records = [json.loads(line) for line in (tmp_path / "run" / train_module.LOG_FILE).read_text().splitlines()]
     assert extra["epoch"] == 1 and [r["epoch"] for r in records] == [1] and records[0] == extra["record"]
+
+
+def test_a_resume_writes_the_epoch_files_a_kill_left_out(synthetic_root: Path, tmp_path: Path) -> None:
+    # SIGKILL (no handler runs) right after the checkpoint: neither the kept epoch model nor the log line was written
+    config = Config(name="tiny", dataset="synthetic")
+    config.model.image_size, config.model.width, config.train.epochs, config.train.threads = 32, 8, 1, 1
+    config.train.keep_epochs = True
+    run = tmp_path / "run"
+    train_module.train(config, synthetic_root, run, progress=False)
+    kept = train_module.epoch_model(run, 1)
+    weights = load_file(kept)
+    kept.unlink()
+    (run / train_module.LOG_FILE).write_text("")
+    (run / train_module.MODEL_FILE).unlink()
+    config.train.epochs = 2
+    train_module.train(config, synthetic_root, run, resume=True, progress=False)
+    assert all(torch.equal(weights[k], v) for k, v in load_file(kept).items())
+    assert [json.loads(line)["epoch"] for line in (run / train_module.LOG_FILE).read_text().splitlines()] == [1, 2]

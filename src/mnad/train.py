@@ -244,8 +244,10 @@ def _train(
             load_optimizer(optimizer, tensors, extra["param_groups"])
             scheduler.load_state_dict(extra["scheduler"])
             start_epoch = extra["epoch"]
-            if ctx.is_main:
+            if ctx.is_main:  # a kill -9 between the checkpoint and the epoch's other files: write them now
                 reconcile_log(out_dir / LOG_FILE, start_epoch, extra.get("record"))
+                if cfg.train.keep_epochs and start_epoch and not epoch_model(out_dir, start_epoch).exists():
+                    save_model(epoch_model(out_dir, start_epoch), model, cfg, extra={"epochs": start_epoch})
         elif not resume and ctx.is_main:
             (out_dir / LOG_FILE).unlink(missing_ok=True)
             (out_dir / HOLDOUT_FILE).unlink(missing_ok=True)  # a new run without held-out footage keeps none
@@ -291,7 +293,7 @@ def _train(
             with held_interrupts():
                 save_checkpoint(checkpoint_path, tensors, cfg, extra | {"record": record})
                 if cfg.train.keep_epochs:
-                    save_model(out_dir / f"epoch_{epoch + 1:03d}.safetensors", model, cfg, extra={"epochs": epoch + 1})
+                    save_model(epoch_model(out_dir, epoch + 1), model, cfg, extra={"epochs": epoch + 1})
                 with (out_dir / LOG_FILE).open("a") as log:
                     log.write(json.dumps(record) + "\n")
             if board is not None:
@@ -313,6 +315,11 @@ def _train(
         save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs, "footage": footage})
     distributed.barrier(ctx)  # the other ranks return once the model file exists
     return model_path
+
+
+def epoch_model(out_dir: Path, epoch: int) -> Path:
+    """Where ``train.keep_epochs`` keeps the model after ``epoch`` epochs (``checkpoint.EPOCH_GLOB``)."""
+    return out_dir / f"epoch_{epoch:03d}.safetensors"
 
 
 def reconcile_log(path: Path, epochs: int, last: dict | None) -> None:
