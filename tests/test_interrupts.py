@@ -91,6 +91,16 @@ def _held_in_thread() -> bool:
         return True
 
 
+def test_a_handler_left_behind_forwards_instead_of_swallowing(terminated_on_sigterm) -> None:
+    # a second signal can cut the putting back of the handlers short: what is left must act, not hold forever
+    with held_interrupts():
+        left = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(KeyboardInterrupt):
+        left[signal.SIGINT](signal.SIGINT, None)
+    with pytest.raises(Terminated):
+        left[signal.SIGTERM](signal.SIGTERM, None)
+
+
 def test_no_signal_changes_nothing() -> None:
     with held_interrupts():
         value = 1

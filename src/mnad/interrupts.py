@@ -36,7 +36,7 @@ class held_interrupts:  # noqa: N801 (a context manager used like a function, as
     ignored signal stays ignored, a default one acts at once as it always did. A no-op off the main thread and inside
     another held block. A class, not a generator: the stream scorer enters one per frame."""
 
-    __slots__ = ("outer", "previous", "arrived")
+    __slots__ = ("outer", "holding", "previous", "arrived")
 
     def __enter__(self) -> None:
         global _holding
@@ -45,22 +45,33 @@ class held_interrupts:  # noqa: N801 (a context manager used like a function, as
             return
         self.previous: dict[int, Any] = {}
         self.arrived: list[tuple[int, Any]] = []
-        for s in INTERRUPTS:
-            if callable(handler := signal.getsignal(s)):
-                self.previous[s] = handler
-                signal.signal(s, self._wait)
+        self.holding = True
         _holding = True
+        try:
+            for s in INTERRUPTS:
+                if callable(handler := signal.getsignal(s)):
+                    self.previous[s] = handler
+                    signal.signal(s, self._wait)
+        except BaseException:  # a signal not yet held arrived while the others were being held: none is held
+            self._release()
+            raise
 
     def _wait(self, signum: int, frame: Any) -> None:
-        self.arrived.append((signum, frame))
+        if self.holding:
+            self.arrived.append((signum, frame))
+        else:  # the block is over but its handler is not yet (or, cut short by another signal, never) put back
+            self.previous[signum](signum, frame)
 
-    def __exit__(self, *exc: object) -> None:
+    def _release(self) -> None:
         global _holding
-        if not self.outer:
-            return
-        _holding = False
+        self.holding = _holding = False
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.outer:
+            return
+        self._release()
         if self.arrived:
             signum, frame = self.arrived[0]
             self.previous[signum](signum, frame)  # Ctrl-C's raises KeyboardInterrupt; the CLI's SIGTERM one Terminated
