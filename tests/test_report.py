@@ -351,3 +351,21 @@ def test_a_full_disk_while_writing_the_report_is_one_clear_error(evaluated: dict
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "cannot write the report (disk full)" in err and "Traceback" not in err
+
+
+def test_a_failed_rebuild_keeps_the_earlier_thumbnails(evaluated: dict, tmp_path: Path) -> None:
+    from mnad.checkpoint import load_model
+    from mnad.report.thumbnails import write_thumbnails
+
+    report_dir = tmp_path / "report"
+    shutil.copytree(evaluated["report"] / "thumbs", report_dir / "thumbs")
+    before = {p.name: p.read_bytes() for p in (report_dir / "thumbs").iterdir()}
+    model, config = load_model(evaluated["model"])
+    empty_root = tmp_path / "no videos"
+    shutil.copytree(evaluated["root"], empty_root, ignore=shutil.ignore_patterns("*.jpg", "*.png"))
+    with pytest.raises(DataError):  # fails part way: the earlier thumbnails and their index stay as they were
+        write_thumbnails(model, config, empty_root, evaluated["eval"], report_dir, top_k=2)
+    assert {p.name: p.read_bytes() for p in (report_dir / "thumbs").iterdir()} == before
+    entries = write_thumbnails(model, config, evaluated["root"], evaluated["eval"], report_dir, top_k=2)
+    # once the new ones are written, the earlier ones that are not among them go
+    assert sorted(p.name for p in (report_dir / "thumbs").iterdir()) == sorted([e["file"] for e in entries] + ["thumbs.json"])
