@@ -346,7 +346,8 @@ def score_streams(scorers: Sequence[StreamScorer], frames: Sequence[np.ndarray |
     step = scorers[0].step if scorers else None
     if any(s.step is not step or s.device != scorers[0].device for s in scorers):  # checked before any window moves
         raise ConfigError("streams scored together must share one scoring step and device (make them with StreamScorer.for_streams)")
-    clips = {i: c for i, (s, f) in enumerate(zip(scorers, frames, strict=True)) if f is not None and (c := s.clip(f)) is not None}
+    with held_interrupts():  # one hold for all the streams' windows (each clip's own hold is then a no-op)
+        clips = {i: c for i, (s, f) in enumerate(zip(scorers, frames, strict=True)) if f is not None and (c := s.clip(f)) is not None}
     results: list[FrameResult | None] = [None] * len(scorers)
     if not clips:
         return results
@@ -357,6 +358,7 @@ def score_streams(scorers: Sequence[StreamScorer], frames: Sequence[np.ndarray |
         else:
             inputs, target = (torch.cat([clips[i][k] for i in ready]) for k in (0, 1))
             result = step(inputs, target, torch.stack([scorers[i]._items for i in ready]))
-    for sample, i in enumerate(ready):
-        results[i] = scorers[i].consume(result, sample)
+    with held_interrupts():
+        for sample, i in enumerate(ready):
+            results[i] = scorers[i].consume(result, sample)
     return results
