@@ -42,8 +42,9 @@ from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.interrupts import held_interrupts
 from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
+from mnad.outputs import TRAIN_LOG, read_train_log
 
-LOG_FILE = "train_log.jsonl"
+LOG_FILE = TRAIN_LOG
 LOSS_NAMES = [f.name for f in dataclasses.fields(Losses)]  # total, frame, compact, separate: the log's loss_* keys
 HOLDOUT_FILE = "holdout.json"
 
@@ -325,20 +326,13 @@ def epoch_model(out_dir: Path, epoch: int) -> Path:
 def reconcile_log(path: Path, epochs: int, last: dict | None) -> None:
     """Make the log say what the checkpoint holds: the records of its ``epochs`` epochs, the last one (``last``, kept
     in the checkpoint) restored if a kill came between the checkpoint and the log line; lines past it or cut short go."""
-    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-    kept, epochs_logged = [], set()
-    for line in lines:
-        try:
-            record = json.loads(line)
-            if record["epoch"] <= epochs:
-                kept.append(line if line.endswith("\n") else line + "\n")
-                epochs_logged.add(record["epoch"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    if last is not None and last.get("epoch") == epochs and epochs not in epochs_logged:
-        kept.append(json.dumps(last) + "\n")
-    if kept != lines:
-        atomic_write(path, "".join(kept).encode())
+    old = path.read_text() if path.exists() else ""
+    kept = [r for r in (read_train_log(path) if old else []) if isinstance(r["epoch"], int) and r["epoch"] <= epochs]
+    if last is not None and last.get("epoch") == epochs and all(r["epoch"] != epochs for r in kept):
+        kept.append(last)
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    if text != old:
+        atomic_write(path, text.encode())
 
 
 def trained_footage(checkpoint: str | Path) -> list[tuple[str, int, int]]:
