@@ -1,0 +1,159 @@
+"""The long training runs of issue #19, as data: train (resuming where a run stopped), evaluate into results/, score
+the kept epochs for the AUC-against-epochs curve, regenerate docs/results.md; and say where each run stands.
+
+    python scripts/long_runs.py run fp32_seed0 fp32_seed1 fp32_seed2 --runs /work/runs --data-root ../shared/data
+    python scripts/long_runs.py status --runs /work/runs
+
+`run` is idempotent: a job whose result exists is skipped, a stopped training run resumes from its last checkpoint
+(one checkpoint an epoch: a stop loses at most the epoch in progress), a curve skips the epochs it has. Run folders
+live outside the repo (--runs); each command is appended to <run>/commands.log before it runs, and the result's
+commands.txt lists every command that made it. `status` reads the run folders only (epochs done, seconds an epoch,
+whether a process is training now) and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnad.checkpoint import LOCK_FILE, MODEL_FILE, TRAIN_STATE_FILE, RunFolderLock, atomic_write
+from mnad.errors import DataError
+from mnad.outputs import TRAIN_LOG, read_train_log
+
+ROOT = Path(__file__).resolve().parents[1]
+FP32 = ("train.bf16=false", "train.channels_last=false")  # fp32, NCHW: the faster fp32 layout on an AVX2 CPU
+
+
+@dataclass(frozen=True)
+class Job:
+    """A training run and what is made of it: ``results/<result>`` (metrics, scores, train log, commands)."""
+
+    recipe: str
+    result: str
+    why: str
+    seed: int = 0
+    overrides: tuple[str, ...] = ()  # --set SECTION.FIELD=VALUE over the recipe
+    curve: tuple[int, ...] = ()  # kept epochs scored for the AUC-against-epochs curve (results/<result>/epoch_curve.json)
+
+
+JOBS = {
+    **{f"fp32_seed{seed}": Job("ped2_pred_fast", f"ped2_pred_fast_fp32_seed{seed}", seed=seed, overrides=FP32,
+                               why="issue #19, item 3: the bf16 recipe's seed trained in fp32 (bf16 run: "
+                                   f"results/ped2_pred_fast{f'_seed{seed}' if seed else ''})")
+       for seed in (0, 1, 2)},
+    "paper": Job("ped2_pred", "ped2_pred", curve=(10, 20, 30, 40, 50, 60),
+                 why="issue #19, item 2: the paper's recipe (256x256, 60 epochs), Table 1's first row"),
+    "paper_nomem": Job("ped2_pred", "ped2_pred_nomem", overrides=("model.memory=false",),
+                       why="issue #19, item 2: Table 1's 'without memory' row at the paper's recipe"),
+}
+
+
+def run_folder(runs: Path, job: Job) -> Path:
+    return runs / job.result
+
+
+def train_command(job: Job, runs: Path, data_root: str, threads: int) -> list[str]:
+    sets = [arg for o in (*job.overrides, "train.keep_epochs=true") for arg in ("--set", o)]
+    return ["mnad", "train", "--recipe", job.recipe, "--seed", str(job.seed), *sets, "--data-root", data_root,
+            "--out", str(run_folder(runs, job)), "--threads", str(threads), "--quiet"]
+
+
+class StepFailed(Exception):
+    """A step of a job exited with an error (its own message is above it on stderr)."""
+
+
+def execute(command: list[str], run: Path) -> None:
+    """Run one step of a job (``mnad ...`` from this venv, or a script with this Python) from the repo root, logging
+    it first in ``<run>/commands.log``."""
+    run.mkdir(parents=True, exist_ok=True)
+    with (run / "commands.log").open("a") as log:
+        log.write(shlex.join(command) + "\n")
+    exe = [str(Path(sys.executable).with_name("mnad")), *command[1:]] if command[0] == "mnad" else [sys.executable, *command[1:]]
+    returncode = subprocess.run(exe, cwd=ROOT).returncode
+    if returncode:
+        raise StepFailed(f"{shlex.join(command)} exited with status {returncode}")
+
+
+def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, results: str = "results") -> Path:
+    """Train, evaluate and record one job (each step only if its output is missing); returns its result folder.
+    ``results`` is relative to the repo root, where the steps run."""
+    run, result = run_folder(runs, job).resolve(), ROOT / results / job.result
+    if not (run / MODEL_FILE).exists():
+        resume = ["--resume"] if (run / TRAIN_STATE_FILE).exists() else []
+        execute(train_command(job, run.parent, data_root, threads) + resume, run)
+    if not (result / "metrics.json").exists():
+        execute(["mnad", "evaluate", "--checkpoint", str(run), "--data-root", data_root,
+                 "--out", f"{results}/{job.result}", "--threads", str(threads), "--quiet"], run)
+    if job.curve:
+        execute(["python", "scripts/epoch_curve.py", str(run), "--data-root", data_root,
+                 "--out", f"{results}/{job.result}/epoch_curve.json", "--epochs", ",".join(map(str, job.curve)),
+                 "--threads", str(threads)], run)
+    atomic_write(result / TRAIN_LOG, (run / TRAIN_LOG).read_bytes())
+    commands = dict.fromkeys((run / "commands.log").read_text().splitlines())  # in order, each once
+    header = (f"# {job.why}\n# by scripts/long_runs.py run {name}: the commands it ran, in order (a train command "
+              "with --resume continued after a stop)\n")
+    atomic_write(result / "commands.txt", (header + "\n".join(commands) + "\n").encode())
+    return result
+
+
+def job_status(name: str, job: Job, runs: Path) -> dict:
+    """Where one job stands, from its run folder and result folder."""
+    run = run_folder(runs, job)
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else None
+    log = read_train_log(run / TRAIN_LOG) if (run / TRAIN_LOG).exists() else []
+    seconds = [r["seconds"] for r in log if isinstance(r.get("seconds"), (int, float))]
+    epochs = config["train"]["epochs"] if config else None
+    training = False
+    if (run / LOCK_FILE).exists():  # only a run that has been started has one: status creates no lock file
+        try:
+            with RunFolderLock(run) as lock:
+                lock.acquire()
+        except DataError:
+            training = True  # another process holds the folder's lock
+    done = len(log)
+    return {
+        "job": name, "run": str(run), "epochs_done": done, "epochs": epochs, "training_now": training,
+        "median_epoch_s": round(statistics.median(seconds)) if seconds else None,
+        "left_h": round((epochs - done) * statistics.median(seconds) / 3600, 1) if seconds and epochs else None,
+        "last_loss": log[-1].get("loss_total") if log else None,
+        "model": (run / MODEL_FILE).exists(),
+        "evaluated": (ROOT / "results" / job.result / "metrics.json").exists(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="train, evaluate and record the named jobs, in order")
+    run_p.add_argument("jobs", nargs="+", choices=sorted(JOBS))
+    run_p.add_argument("--data-root", required=True)
+    run_p.add_argument("--threads", type=int, default=2)
+    status_p = sub.add_parser("status", help="where each job stands (reads the run folders, writes nothing)")
+    status_p.add_argument("jobs", nargs="*", help=f"from {', '.join(JOBS)} (default: all)")
+    for p in (run_p, status_p):
+        p.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder holding the run folders")
+    args = parser.parse_args()
+
+    if args.command == "run":
+        for name in args.jobs:
+            try:
+                run_job(name, JOBS[name], args.runs, args.data_root, args.threads)
+            except StepFailed as exc:
+                raise SystemExit(f"long_runs: error: {name}: {exc}") from None
+            subprocess.run([sys.executable, "scripts/make_results_doc.py"], cwd=ROOT, check=True)
+    else:
+        unknown = sorted(set(args.jobs) - set(JOBS))
+        if unknown:
+            parser.error(f"unknown job(s) {', '.join(unknown)}: choose from {', '.join(JOBS)}")
+        for name in args.jobs or JOBS:
+            print(json.dumps(job_status(name, JOBS[name], args.runs)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""scripts/long_runs.py, the driver of issue #19's long runs, on a tiny synthetic job: a job runs to its result, a
+rerun does nothing again, a stopped run resumes, a failing step is named, and `status` says where a run stands."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ("model.image_size=32", "model.width=8", "train.epochs=2", "train.bf16=false", "train.channels_last=false")
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("long_runs", ROOT / "scripts" / "long_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["long_runs"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_jobs_name_their_recipes_and_result_folders() -> None:
+    jobs = load_script().JOBS
+    assert {jobs[f"fp32_seed{s}"].seed for s in (0, 1, 2)} == {0, 1, 2}
+    assert all("train.bf16=false" in jobs[f"fp32_seed{s}"].overrides for s in (0, 1, 2))
+    assert jobs["paper"].recipe == "ped2_pred" and jobs["paper"].curve[-1] == 60
+    assert len({job.result for job in jobs.values()}) == len(jobs)
+
+
+def test_a_job_runs_to_its_result_reruns_as_a_no_op_and_resumes_after_a_stop(synthetic_root: Path, tmp_path: Path) -> None:
+    script = load_script()
+    job = script.Job("synthetic_pred", "tiny", why="a test", overrides=TINY, curve=(1, 2))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    result = script.run_job("tiny", job, runs, str(synthetic_root), 1, results=str(results))
+
+    assert json.loads((result / "metrics.json").read_text())["metrics"]["micro_auc"] > 0
+    assert [r["epoch"] for r in json.loads((result / "epoch_curve.json").read_text())["epochs"]] == [1, 2]
+    assert len((result / "train_log.jsonl").read_text().splitlines()) == 2
+    commands = (result / "commands.txt").read_text().splitlines()
+    assert commands[0] == "# a test"
+    assert [c.split()[1] for c in commands if not c.startswith("#")] == ["train", "evaluate", "scripts/epoch_curve.py"]
+    status = script.job_status("tiny", job, runs)
+    assert (status["epochs_done"], status["epochs"], status["training_now"], status["model"]) == (2, 2, False, True)
+
+    log = runs / "tiny" / "commands.log"
+    before = log.read_text().splitlines()
+    script.run_job("tiny", job, runs, str(synthetic_root), 1, results=str(results))
+    assert log.read_text().splitlines()[len(before):] == [before[-1]]  # only the curve, which skips what it has
+
+    (runs / "tiny" / "model.safetensors").unlink()  # as a run stopped after its last checkpoint leaves it
+    (result / "metrics.json").unlink()
+    script.run_job("tiny", job, runs, str(synthetic_root), 1, results=str(results))
+    assert "--resume" in log.read_text().splitlines()[len(before) + 1]
+    assert (result / "metrics.json").exists()
+    assert len((result / "train_log.jsonl").read_text().splitlines()) == 2  # the resume trained no epoch again
+
+
+def test_a_failing_step_is_named_and_the_job_stops(tmp_path: Path) -> None:
+    script = load_script()
+    job = script.Job("synthetic_pred", "tiny", why="a test", overrides=TINY)
+    with pytest.raises(script.StepFailed, match=r"mnad train .* exited with status 2"):
+        script.run_job("tiny", job, tmp_path / "runs", str(tmp_path / "no-data"), 1, results=str(tmp_path / "results"))
+    assert not (tmp_path / "results").exists()
+
+
+def test_status_of_a_job_never_started(tmp_path: Path) -> None:
+    script = load_script()
+    status = script.job_status("paper", script.JOBS["paper"], tmp_path)
+    assert (status["epochs_done"], status["epochs"], status["training_now"], status["evaluated"]) == (0, None, False, False)
+    assert not (tmp_path / "ped2_pred").exists()
