@@ -3,27 +3,30 @@ the kept epochs for the AUC-against-epochs curve, regenerate docs/results.md; an
 
     python scripts/long_runs.py run fp32_seed0 fp32_seed1 fp32_seed2 --runs /work/runs --data-root ../shared/data
     python scripts/long_runs.py status --runs /work/runs
+    python scripts/long_runs.py pause --runs /work/runs      # before measuring speed; `continue` after
 
 `run` is idempotent: a job whose result exists is skipped, a stopped training run resumes from its last checkpoint
 (one checkpoint an epoch: a stop loses at most the epoch in progress), a curve skips the epochs it has. Run folders
 live outside the repo (--runs); each command is appended to <run>/commands.log before it runs, and the result's
 commands.txt lists every command that made it. `status` reads the run folders only (epochs done, seconds an epoch,
-whether a process is training now) and writes nothing.
+which process is training now and whether it is paused) and writes nothing. `pause` stops the processes training the
+jobs (SIGSTOP) so that a benchmark has the cores; `continue` lets them go on (SIGCONT).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnad.checkpoint import LOCK_FILE, MODEL_FILE, TRAIN_STATE_FILE, RunFolderLock, atomic_write
-from mnad.errors import DataError
+from mnad.checkpoint import LOCK_FILE, MODEL_FILE, TRAIN_STATE_FILE, atomic_write
 from mnad.outputs import TRAIN_LOG, read_train_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +105,27 @@ def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, re
     return result
 
 
+def training_pids(run: Path) -> list[int]:
+    """The processes writing ``run`` now: the holders of the flock on its lock file, as /proc/locks lists them
+    (Linux; elsewhere none are found)."""
+    lock, locks = run / LOCK_FILE, Path("/proc/locks")
+    if not lock.exists() or not locks.exists():
+        return []
+    stat = lock.stat()
+    file_id = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    # a line: "1: FLOCK  ADVISORY  WRITE 2445 fe:00:5447740 0 EOF" (a waiter's lines are marked "->" and hold nothing)
+    return sorted({int(f[f.index(file_id) - 1]) for f in map(str.split, locks.read_text().splitlines())
+                   if "FLOCK" in f and file_id in f and "->" not in f})
+
+
+def paused(pid: int) -> bool:
+    """Whether ``pid`` is stopped (SIGSTOP): state T in /proc/<pid>/stat."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
+
+
 def job_status(name: str, job: Job, runs: Path) -> dict:
     """Where one job stands, from its run folder and result folder."""
     run = run_folder(runs, job)
@@ -109,16 +133,11 @@ def job_status(name: str, job: Job, runs: Path) -> dict:
     log = read_train_log(run / TRAIN_LOG) if (run / TRAIN_LOG).exists() else []
     seconds = [r["seconds"] for r in log if isinstance(r.get("seconds"), (int, float))]
     epochs = config["train"]["epochs"] if config else None
-    training = False
-    if (run / LOCK_FILE).exists():  # only a run that has been started has one: status creates no lock file
-        try:
-            with RunFolderLock(run) as lock:
-                lock.acquire()
-        except DataError:
-            training = True  # another process holds the folder's lock
+    pids = training_pids(run)
     done = len(log)
     return {
-        "job": name, "run": str(run), "epochs_done": done, "epochs": epochs, "training_now": training,
+        "job": name, "run": str(run), "epochs_done": done, "epochs": epochs, "training_pids": pids,
+        "paused": bool(pids) and all(map(paused, pids)),
         "median_epoch_s": round(statistics.median(seconds)) if seconds else None,
         "left_h": round((epochs - done) * statistics.median(seconds) / 3600, 1) if seconds and epochs else None,
         "last_loss": log[-1].get("loss_total") if log else None,
@@ -135,8 +154,11 @@ def main() -> None:
     run_p.add_argument("--data-root", required=True)
     run_p.add_argument("--threads", type=int, default=2)
     status_p = sub.add_parser("status", help="where each job stands (reads the run folders, writes nothing)")
-    status_p.add_argument("jobs", nargs="*", help=f"from {', '.join(JOBS)} (default: all)")
-    for p in (run_p, status_p):
+    pause_p = sub.add_parser("pause", help="stop the processes training the jobs (SIGSTOP), e.g. while a benchmark runs")
+    continue_p = sub.add_parser("continue", help="let paused training go on (SIGCONT)")
+    for p in (status_p, pause_p, continue_p):
+        p.add_argument("jobs", nargs="*", help=f"from {', '.join(JOBS)} (default: all)")
+    for p in (run_p, status_p, pause_p, continue_p):
         p.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder holding the run folders")
     args = parser.parse_args()
 
@@ -152,7 +174,12 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown job(s) {', '.join(unknown)}: choose from {', '.join(JOBS)}")
         for name in args.jobs or JOBS:
-            print(json.dumps(job_status(name, JOBS[name], args.runs)))
+            if args.command == "status":
+                print(json.dumps(job_status(name, JOBS[name], args.runs)))
+                continue
+            for pid in training_pids(run_folder(args.runs, JOBS[name])):
+                os.kill(pid, signal.SIGSTOP if args.command == "pause" else signal.SIGCONT)
+                print(f"{name}: process {pid} {'paused' if args.command == 'pause' else 'continues'}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -33,18 +36,18 @@ def test_the_jobs_name_their_recipes_and_result_folders() -> None:
 
 def test_a_job_runs_to_its_result_reruns_as_a_no_op_and_resumes_after_a_stop(synthetic_root: Path, tmp_path: Path) -> None:
     script = load_script()
-    job = script.Job("synthetic_pred", "tiny", why="a test", overrides=TINY, curve=(1, 2))
+    job = script.Job("synthetic_pred", "tiny", why="a test", overrides=TINY, curve=(2,))
     runs, results = tmp_path / "runs", tmp_path / "results"
     result = script.run_job("tiny", job, runs, str(synthetic_root), 1, results=str(results))
 
     assert json.loads((result / "metrics.json").read_text())["metrics"]["micro_auc"] > 0
-    assert [r["epoch"] for r in json.loads((result / "epoch_curve.json").read_text())["epochs"]] == [1, 2]
+    assert [r["epoch"] for r in json.loads((result / "epoch_curve.json").read_text())["epochs"]] == [2]
     assert len((result / "train_log.jsonl").read_text().splitlines()) == 2
     commands = (result / "commands.txt").read_text().splitlines()
     assert commands[0] == "# a test"
     assert [c.split()[1] for c in commands if not c.startswith("#")] == ["train", "evaluate", "scripts/epoch_curve.py"]
     status = script.job_status("tiny", job, runs)
-    assert (status["epochs_done"], status["epochs"], status["training_now"], status["model"]) == (2, 2, False, True)
+    assert (status["epochs_done"], status["epochs"], status["training_pids"], status["model"]) == (2, 2, [], True)
 
     log = runs / "tiny" / "commands.log"
     before = log.read_text().splitlines()
@@ -70,5 +73,30 @@ def test_a_failing_step_is_named_and_the_job_stops(tmp_path: Path) -> None:
 def test_status_of_a_job_never_started(tmp_path: Path) -> None:
     script = load_script()
     status = script.job_status("paper", script.JOBS["paper"], tmp_path)
-    assert (status["epochs_done"], status["epochs"], status["training_now"], status["evaluated"]) == (0, None, False, False)
+    assert (status["epochs_done"], status["epochs"], status["training_pids"], status["evaluated"]) == (0, None, [], False)
     assert not (tmp_path / "ped2_pred").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads /proc/locks (Linux)")
+def test_status_names_the_process_training_a_run_and_pause_stops_it(tmp_path: Path) -> None:
+    script = load_script()
+    run = tmp_path / "ped2_pred"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mnad.checkpoint import RunFolderLock; "
+                               f"RunFolderLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        status = script.job_status("paper", script.JOBS["paper"], tmp_path)
+        assert (status["training_pids"], status["paused"]) == ([holder.pid], False)
+        holder.send_signal(signal.SIGSTOP)
+        for _ in range(50):  # the stop is asynchronous
+            if script.paused(holder.pid):
+                break
+            time.sleep(0.1)
+        assert script.job_status("paper", script.JOBS["paper"], tmp_path)["paused"]
+        holder.send_signal(signal.SIGCONT)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert script.training_pids(run) == []  # the lock went with the process
