@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shlex
 import signal
 import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mnad.checkpoint import LOCK_FILE, MODEL_FILE, TRAIN_STATE_FILE, atomic_write
@@ -71,12 +73,20 @@ class StepFailed(Exception):
     """A step of a job exited with an error (its own message is above it on stderr)."""
 
 
+def machine() -> str:
+    """The CPU in words, as /proc/cpuinfo names it, and its logical cores."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    return f"{names[0] if names else platform.machine()}, {os.cpu_count()} logical cores"
+
+
 def execute(command: list[str], run: Path) -> None:
     """Run one step of a job (``mnad ...`` from this venv, or a script with this Python) from the repo root, logging
-    it first in ``<run>/commands.log``."""
+    it first in ``<run>/commands.log``, after a line saying when and on what machine."""
     run.mkdir(parents=True, exist_ok=True)
     with (run / "commands.log").open("a") as log:
-        log.write(shlex.join(command) + "\n")
+        log.write(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}\n{shlex.join(command)}\n")
     exe = [str(Path(sys.executable).with_name("mnad")), *command[1:]] if command[0] == "mnad" else [sys.executable, *command[1:]]
     returncode = subprocess.run(exe, cwd=ROOT).returncode
     if returncode:
@@ -98,10 +108,9 @@ def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, re
                  "--out", f"{results}/{job.result}/epoch_curve.json", "--epochs", ",".join(map(str, job.curve)),
                  "--threads", str(threads)], run)
     atomic_write(result / TRAIN_LOG, (run / TRAIN_LOG).read_bytes())
-    commands = dict.fromkeys((run / "commands.log").read_text().splitlines())  # in order, each once
-    header = (f"# {job.why}\n# by scripts/long_runs.py run {name}: the commands it ran, in order (a train command "
-              "with --resume continued after a stop)\n")
-    atomic_write(result / "commands.txt", (header + "\n".join(commands) + "\n").encode())
+    header = (f"# {job.why}\n# by scripts/long_runs.py run {name}: the commands it ran, in order, each after when and "
+              "where it started (a train command with --resume continued after a stop)\n")
+    atomic_write(result / "commands.txt", (header + (run / "commands.log").read_text()).encode())
     return result
 
 

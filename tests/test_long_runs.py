@@ -46,18 +46,19 @@ def test_a_job_runs_to_its_result_reruns_as_a_no_op_and_resumes_after_a_stop(syn
     commands = (result / "commands.txt").read_text().splitlines()
     assert commands[0] == "# a test"
     assert [c.split()[1] for c in commands if not c.startswith("#")] == ["train", "evaluate", "scripts/epoch_curve.py"]
+    assert len([c for c in commands if c.startswith("# 20") and " UTC, " in c]) == 3  # each command's when and where
     status = script.job_status("tiny", job, runs)
     assert (status["epochs_done"], status["epochs"], status["training_pids"], status["model"]) == (2, 2, [], True)
 
     log = runs / "tiny" / "commands.log"
     before = log.read_text().splitlines()
     script.run_job("tiny", job, runs, str(synthetic_root), 1, results=str(results))
-    assert log.read_text().splitlines()[len(before):] == [before[-1]]  # only the curve, which skips what it has
+    assert log.read_text().splitlines()[len(before) + 1:] == [before[-1]]  # only the curve, which skips what it has
 
     (runs / "tiny" / "model.safetensors").unlink()  # as a run stopped after its last checkpoint leaves it
     (result / "metrics.json").unlink()
     script.run_job("tiny", job, runs, str(synthetic_root), 1, results=str(results))
-    assert "--resume" in log.read_text().splitlines()[len(before) + 1]
+    assert "--resume" in log.read_text().splitlines()[len(before) + 3]
     assert (result / "metrics.json").exists()
     assert len((result / "train_log.jsonl").read_text().splitlines()) == 2  # the resume trained no epoch again
 
