@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mnad.config import Config, load_config, recipe_names
-from mnad.errors import MNADError, Terminated
+from mnad.errors import ConfigError, DataError, MNADError, Terminated
 from mnad.interrupts import raise_terminated_on_sigterm
 
 # OpenMP threads that wait for each other sleep at once instead of spinning: where another busy process shares the
@@ -25,6 +25,8 @@ from mnad.interrupts import raise_terminated_on_sigterm
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Common options that map onto one config field each; anything else goes through --set section.field=value.
+DEFAULT_HOLDOUT = 0.1  # `train --data`: the tail of each own video kept out of training, for calibration
+
 OPTION_FIELDS = {
     "dataset": "dataset",
     "epochs": "train.epochs",
@@ -147,13 +149,27 @@ def cmd_train(args: argparse.Namespace) -> None:
     from mnad.train import train
 
     config = load_config(args.recipe)
+    if args.holdout is not None and not args.data:
+        raise ConfigError("--holdout applies to own footage (--data); with --data-root, keep whole videos out with "
+                          "--set 'train.holdout_videos=[\"NN\", ...]'")
     if args.data:  # own footage: every video in the folder, the tail of each held out for calibration
-        config = config.override(["dataset=", f"train.holdout={args.holdout}", *OWN_FOOTAGE_SCORING])
+        holdout = DEFAULT_HOLDOUT if args.holdout is None else args.holdout
+        config = config.override(["dataset=", f"train.holdout={holdout}", *OWN_FOOTAGE_SCORING])
     config = apply_options(config, args)  # the user's options last: they win
     path = train(config, args.data or args.data_root, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if _other_rank():
         return
     print(f"model written to {path}")
+
+
+def check_writable_folder(path: str) -> None:
+    """Refuse at once a folder that cannot be created or written: its nearest existing ancestor must be a writable
+    folder (nothing is created here)."""
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"{path}: cannot write there ({folder} is {'not writable' if folder.is_dir() else 'not a folder'})")
 
 
 def _other_rank() -> bool:
@@ -167,6 +183,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from mnad.detect import load_detector
     from mnad.evaluate import evaluate
 
+    if args.top_k is not None and not args.report:
+        raise ConfigError("--top-k applies to --report only (the thumbnails of the report)")
+    if args.top_k is not None and args.top_k < 0:
+        raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
+    if args.report:  # before the scoring, which takes minutes to hours, not after it
+        check_writable_folder(args.report)
     model, config = load_detector(args.checkpoint)  # a model file, run folder, shipped name or exported .onnx
     if args.int8:
         from mnad.quantize import check_int8
@@ -186,7 +208,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
         command = "mnad " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
         page = create_report(model, config, args.data_root, out, args.report, checkpoint=args.checkpoint, labels=args.labels,
-                             command=command, top_k=args.top_k, device=config.train.device)
+                             command=command, device=config.train.device,
+                             **({} if args.top_k is None else {"top_k": args.top_k}))  # else the report's default
         print(f"report written to {page}")
 
 
@@ -345,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-root", help="folder holding <dataset>/training (benchmark layouts)")
     source.add_argument("--data", help="own footage: a folder of normal video files and/or frame folders")
-    p.add_argument("--holdout", type=float, default=0.1, help="with --data: fraction of each video kept for calibration")
+    p.add_argument("--holdout", type=float, help=f"with --data: fraction of each video kept for calibration (default {DEFAULT_HOLDOUT})")
     p.add_argument("--out", required=True, help="run folder: checkpoints, config, log")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint (an error if it has none)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its models and checkpoints are deleted)")
@@ -359,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="label file (.npy, .csv, UCSD .m); found beside the dataset if not given")
     p.add_argument("--out", help="folder for scores.csv and metrics.json")
     p.add_argument("--report", metavar="DIR", help="also write an HTML report (plots, localisation, provenance) to DIR")
-    p.add_argument("--top-k", type=int, default=8, help="with --report: localisation thumbnails of this many top-scoring frames")
+    p.add_argument("--top-k", type=int, help="with --report: localisation thumbnails of this many top-scoring frames (default 8)")
     p.add_argument("--protocol", choices=["published", "stream"], default="published",
                    help="published: per-video min-max, the paper's tables (looks at the whole video); stream: the test videos as one "
                         "causal stream scored by a calibrated model, with realised false-alarm rates and events")
@@ -471,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     _show_warnings()
     previous = raise_terminated_on_sigterm()
     try:
+        for option in ("out", "report"):  # "" would be the current folder, which nobody means
+            if getattr(args, option, None) == "":
+                raise ConfigError(f"--{option} is empty: name a folder or file")
         args.func(args)
     except MNADError as exc:
         print(f"mnad: error: {exc}", file=sys.stderr)

@@ -53,6 +53,8 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     ``int8``: the U-Net's convolutions quantised to int8 (``mnad.quantize``), calibrated on ``calibration_clips`` clips
     (default ``quantize.CALIBRATION_CLIPS``) spread over ``calibration``, normal footage such as the training videos."""
     path = Path(path)
+    if path.suffix != ".onnx":  # readers (detect.load_detector) tell an export from a PyTorch model by this name
+        raise ConfigError(f"{path}: an ONNX export is written as a .onnx file (its sidecar beside it, .onnx.json)")
     if not path.parent.is_dir():
         raise DataError(f"{path.parent}: the output folder does not exist")
     if int8 and not calibration:

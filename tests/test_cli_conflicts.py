@@ -1,0 +1,62 @@
+"""Options that only apply beside another one, empty paths and output names of the wrong kind: refused at once with
+one `mnad: error:` line, before any data is read or model scored (they were silently ignored, or wrote elsewhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import tiny_config
+
+from mnad.cli import main
+from mnad.errors import ConfigError
+from mnad.export import export_onnx
+from mnad.model import MNAD
+
+MISSING = "no-such-model.safetensors"  # each check comes before the checkpoint is read: its error would name this
+
+
+def refused(args: list[str], capsys: pytest.CaptureFixture[str], *parts: str) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mnad: error: ") and err.count("\n") == 1, err
+    for part in parts:
+        assert part in err, (part, err)
+    assert MISSING not in err
+
+
+def test_holdout_needs_own_footage(synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refused(["train", "--data-root", str(synthetic_root), "--holdout", "0.3", "--out", str(tmp_path / "run")], capsys,
+            "--holdout applies to own footage (--data)")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--data-root", "x"], ["evaluate", "--checkpoint", MISSING, "--data-root", "x"],
+    ["detect", "x", "--checkpoint", MISSING], ["export", "--checkpoint", MISSING],
+    ["calibrate", "--checkpoint", MISSING], ["figures", "--checkpoint", MISSING, "--data-root", "x"],
+], ids=lambda c: c[0])
+def test_an_empty_output_path_is_refused(command: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # "" was the current folder: train and detect wrote their outputs here
+    refused([*command, "--out", ""], capsys, "--out is empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_options_are_checked_before_scoring(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    evaluate = ["evaluate", "--checkpoint", MISSING, "--data-root", str(tmp_path)]
+    refused([*evaluate, "--top-k", "4"], capsys, "--top-k applies to --report only")
+    refused([*evaluate, "--report", str(tmp_path / "r"), "--top-k", "-1"], capsys, "--top-k must be >= 0")
+    (tmp_path / "file").write_text("")
+    refused([*evaluate, "--report", str(tmp_path / "file" / "report")], capsys, f"{tmp_path / 'file' / 'report'}: cannot write there")
+
+
+def test_an_export_is_named_onnx(tmp_path: Path) -> None:
+    config = tiny_config()
+    model = MNAD(config.model)
+    calibrated = tmp_path / "calibrated.safetensors"
+    calibrated.write_bytes(b"a model the export must not replace")
+    with pytest.raises(ConfigError, match=r"calibrated.safetensors: an ONNX export is written as a .onnx file"):
+        export_onnx(model, config, calibrated)
+    assert calibrated.read_bytes() == b"a model the export must not replace"
+    assert export_onnx(model, config, tmp_path / "m.onnx").exists()
