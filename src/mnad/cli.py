@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mnad.config import Config, load_config, recipe_names
-from mnad.errors import ConfigError, DataError, MNADError, Terminated
+from mnad.errors import ConfigError, DataError, MNADError, Terminated, printable
 from mnad.interrupts import raise_terminated_on_sigterm
 
 # OpenMP threads that wait for each other sleep at once instead of spinning: where another busy process shares the
@@ -478,7 +478,7 @@ class _Warnings(logging.Handler):
     """The package's warnings as one `mnad: warning: ...` line each on standard error."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"mnad: warning: {record.getMessage()}", file=sys.stderr)
+        print(f"mnad: warning: {printable(record.getMessage())}", file=sys.stderr)
 
 
 def _show_warnings() -> None:
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--{option} is empty: name a folder or file")
         args.func(args)
     except MNADError as exc:
-        print(f"mnad: error: {exc}", file=sys.stderr)
+        print(f"mnad: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mnad: interrupted (what was done so far is written)", file=sys.stderr)

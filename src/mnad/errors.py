@@ -1,5 +1,7 @@
 """Errors a user can act on: each names the file or option at fault and what is wrong with it."""
 
+import os
+
 
 class MNADError(Exception):
     """Base class of the errors mnad raises for bad input."""
@@ -19,3 +21,9 @@ class CheckpointError(MNADError):
 
 class Terminated(BaseException):  # noqa: N818 (like KeyboardInterrupt: a signal, not an error)
     """SIGTERM: raised by the CLI's handler so that a run unwinds like on Ctrl-C, completing what it writes."""
+
+
+def printable(text: str | os.PathLike) -> str:
+    """``text`` as a message can show it: the bytes of a name that is not valid UTF-8 (held by Python as surrogates,
+    which a UTF-8 terminal or JSON reader may refuse) as \\xNN escapes."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")

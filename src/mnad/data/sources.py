@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import re
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mnad.errors import DataError
+from mnad.errors import DataError, printable
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,40 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise DataError(f"{path}: not a readable image (corrupt, truncated or not an image)")
     return image
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def open_capture(path: str | Path) -> cv2.VideoCapture:
+    """OpenCV's capture of a local video file, opened or not. OpenCV crashes (SIGSEGV) on a str that is not valid
+    UTF-8, as a name with undecodable bytes is, so such a file is opened through a symlink with a plain name, removed
+    as soon as the file is open (FFmpeg holds the file itself, not the name)."""
+    name = str(path)
+    if is_utf8(name):
+        return cv2.VideoCapture(name)
+    suffix = Path(path).suffix.lower()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mnad-video-") as tmp:
+            alias = Path(tmp) / f"video{suffix if suffix in VIDEO_EXTENSIONS else ''}"
+            os.symlink(os.path.abspath(path), alias)
+            return cv2.VideoCapture(str(alias))
+    except OSError as exc:
+        raise DataError(f"{printable(path)}: cannot open a video whose name is not valid UTF-8 ({exc.strerror or exc}); "
+                        "rename it") from exc
+
+
+def stream_url(source: str) -> str:
+    """``source`` as OpenCV may be given it: bytes of a URL that are not valid UTF-8 (a surrogate-escaped argument
+    would crash OpenCV) percent-encoded, as URLs carry them anyway."""
+    if is_utf8(source):
+        return source
+    return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in os.fsencode(source))
 
 
 class Video:
@@ -157,9 +193,9 @@ class VideoFile(Video):
         self._count: int | None = None
 
     def _open(self) -> cv2.VideoCapture:
-        capture = cv2.VideoCapture(str(self.path))
+        capture = open_capture(self.path)
         if not capture.isOpened():
-            raise DataError(f"{self.path}: cannot open video (unknown format or damaged file)")
+            raise DataError(f"{printable(self.path)}: cannot open video (unknown format or damaged file)")
         return capture
 
     def _decode(self, size: int, channels: int) -> list[np.ndarray]:
@@ -236,6 +272,9 @@ def open_video(path: str | Path) -> Video:
 # ------------------------------------------------------------------------------------------------------ streams
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+MIN_FPS, MAX_FPS = 1e-4, 1000.0  # one frame in ~3 hours (time-lapse) .. high-speed cameras
+MAX_WAIT = 86400.0  # seconds: a day; larger timeouts are typos (and overflow OpenCV's int milliseconds)
+STEADY_SECONDS = 60.0  # a live connection that gave frames this long was healthy: its loss starts a fresh reconnect budget
 
 
 @dataclass
@@ -253,12 +292,13 @@ class SourceOptions:
     read_timeout: float = 5.0  # seconds a live source may stay silent before it counts as stalled
 
     def __post_init__(self) -> None:
-        if not self.fps > 0:
-            raise DataError(f"--fps must be > 0, got {self.fps}")
-        if self.reconnects < 0 or self.retry_delay < 0:
+        # bounded: timestamps are index / fps (1e-300 overflows them to inf, which summary.json cannot hold)
+        if not MIN_FPS <= self.fps <= MAX_FPS:  # also refuses NaN
+            raise DataError(f"--fps must be > 0: a frame rate from {MIN_FPS:g} to {MAX_FPS:g} frames per second, got {self.fps}")
+        if self.reconnects < 0 or not 0 <= self.retry_delay <= MAX_WAIT:
             raise DataError("--reconnects and the retry delay must be >= 0")
-        if not (self.open_timeout > 0 and self.read_timeout > 0):
-            raise DataError("--open-timeout and --read-timeout must be > 0 seconds")
+        if not (0 < self.open_timeout <= MAX_WAIT and 0 < self.read_timeout <= MAX_WAIT):  # OpenCV takes int milliseconds
+            raise DataError(f"--open-timeout and --read-timeout must be > 0 and at most {MAX_WAIT:g} seconds")
 
 
 def is_live(source: str) -> bool:
@@ -308,9 +348,9 @@ class FrameSource:
             yield from self._live()
 
     def _video_file(self) -> Iterator[RawFrame]:
-        capture = cv2.VideoCapture(self.source)
+        capture = open_capture(self.source)
         if not capture.isOpened():
-            raise DataError(f"{self.source}: cannot open video (unknown format or damaged file)")
+            raise DataError(f"{printable(self.source)}: cannot open video (unknown format or damaged file)")
         rate = capture.get(cv2.CAP_PROP_FPS)
         self.fps = rate if rate and 0 < rate < 1000 else self.options.fps
         count = 0
@@ -324,37 +364,54 @@ class FrameSource:
         finally:
             capture.release()
         if count == 0:
-            raise DataError(f"{self.source}: video has no decodable frames")
+            raise DataError(f"{printable(self.source)}: video has no decodable frames")
 
     def _open_live(self) -> cv2.VideoCapture:
         o = self.options
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(o.open_timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(o.read_timeout * 1000)]
         if self.source.isdigit():
             return cv2.VideoCapture(int(self.source), cv2.CAP_ANY, params)
-        return cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, params)
+        return cv2.VideoCapture(stream_url(self.source), cv2.CAP_FFMPEG, params)
 
     def _live(self) -> Iterator[RawFrame]:
+        # Reconnecting must end when the source keeps failing. The failure count restarts only after a connection that
+        # gave frames for STEADY_SECONDS: a camera that drops once a day reconnects for ever, one that drops every few
+        # frames uses up --reconnects. A source that reports a frame count is a file served over the network, not a
+        # camera: it is read once and ends at its end like a file (reopened, it would replay from frame 0 for ever);
+        # cut short (truncated, stalled) it is an error, as the run did not score the footage asked for.
         o = self.options
         failures, count, started = 0, 0, time.monotonic()
         while True:
-            capture = self._open_live()
+            capture, total, last, before = self._open_live(), 0, 0.0, count
+            first: float | None = None  # time of this connection's first frame
             try:
                 if capture.isOpened():
                     rate = capture.get(cv2.CAP_PROP_FPS)
                     self.fps = rate if rate and 0 < rate < 1000 else o.fps
+                    frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+                    total = int(frames) if 0 < frames < 1e9 else 0  # cameras report 0 or less
                     while True:
                         ok, image = capture.read()  # returns within read_timeout on a silent stream
                         if not ok or image is None:
                             break
+                        last = time.monotonic()
+                        first = last if first is None else first
+                        # a file's frames come as fast as they decode: their time is their place in the file
+                        yield RawFrame(image, count / self.fps if total > 0 else last - started)
                         count += 1
-                        failures = 0
-                        yield RawFrame(image, time.monotonic() - started)
             finally:
                 capture.release()
+            if total > 0 and first is not None:
+                if count - before < total - max(2, total // 100):  # containers' counts may be a frame or two off
+                    raise DataError(f"{printable(self.source)}: the video was cut short after {count - before} of its {total} frames "
+                                    f"(the connection closed or stayed silent for {o.read_timeout:g} s)")
+                return
+            if first is not None and last - first >= STEADY_SECONDS:
+                failures = 0
             if failures >= o.reconnects:
                 what = "gave no frames" if count == 0 else f"was lost after {count} frames"
-                raise DataError(f"{self.source}: the source {what} (could not open it or it stayed silent for "
-                                f"{o.read_timeout:g} s; {o.reconnects} reconnection attempts)")
+                raise DataError(f"{printable(self.source)}: the source {what} (could not open it, it kept dropping or it "
+                                f"stayed silent for {o.read_timeout:g} s; {o.reconnects} reconnection attempts)")
             failures += 1
-            log.warning("%s: stream lost or not open, reconnecting (%d/%d)", self.source, failures, o.reconnects)
+            log.warning("%s: stream lost or not open, reconnecting (%d/%d)", printable(self.source), failures, o.reconnects)
             time.sleep(o.retry_delay)

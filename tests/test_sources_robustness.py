@@ -1,0 +1,230 @@
+"""Sources an operator can hand the detector by mistake or meet in the field: video files whose names are not UTF-8,
+video files served over HTTP (which end, and must not be replayed), servers that stall or keep dropping, absurd --fps."""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from mnad.checkpoint import save_model
+from mnad.cli import main
+from mnad.data.sources import SourceOptions
+from mnad.errors import DataError
+from mnad.model import MNAD
+
+N_FRAMES = 24
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    config = tiny_config()
+    path = tmp_path_factory.mktemp("model") / "m.safetensors"
+    save_model(path, MNAD(config.model), config)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 24-frame MJPG .avi at 10 fps: its header gives the frame count, and half of it still decodes."""
+    path = tmp_path_factory.mktemp("video") / "v.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 32))
+    rng = np.random.default_rng(0)
+    for _ in range(N_FRAMES):
+        writer.write(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+class _Server(http.server.BaseHTTPRequestHandler):
+    """Serves one video ``limit`` times (then 404, so a source that replays it for ever still ends here):
+    'file' sends it whole, 'stall' half of it then holds the connection silent, 'mjpeg' three frames of a
+    camera-like multipart stream (no frame count) then closes."""
+
+    data, mode, limit = b"", "file", 6
+    paths: list[str]
+    release: threading.Event
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        cls = type(self)
+        cls.paths.append(self.path)
+        if len(cls.paths) > cls.limit:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        if cls.mode == "mjpeg":
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for i in range(3):
+                jpg = cv2.imencode(".jpg", np.full((32, 32, 3), 40 * i, np.uint8))[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%b\r\n" % (len(jpg), jpg))
+            return
+        self.send_header("Content-Type", "video/x-msvideo")
+        self.send_header("Content-Length", str(len(cls.data)))
+        self.end_headers()
+        if cls.mode == "stall":
+            self.wfile.write(cls.data[: len(cls.data) // 2])
+            self.wfile.flush()
+            cls.release.wait(20)
+            return
+        self.wfile.write(cls.data)
+
+
+@contextmanager
+def serve(mode: str, data: bytes = b"") -> Iterator[tuple[str, type[_Server]]]:
+    handler = type("Handler", (_Server,), {"data": data, "mode": mode, "paths": [], "release": threading.Event()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v.avi", handler
+    finally:
+        handler.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def detect(model_file: Path, source: str, out: Path, *extra: str) -> int:
+    return main(["detect", source, "--checkpoint", str(model_file), "--out", str(out), "--quiet", "--reconnects", "2",
+                 "--open-timeout", "2", "--read-timeout", "1", *extra])
+
+
+def scored_times(out: Path) -> list[float]:
+    with open(out / "scores.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    return [float(r[1]) for r in rows[1:]]
+
+
+# --------------------------------------------------------------------------------------- names that are not UTF-8
+
+NON_UTF8_SCRIPT = r"""
+import json, os, sys
+from unittest import mock
+from mnad.cli import main
+from mnad.data.sources import FrameSource, VideoFile, open_video
+from mnad.errors import DataError
+path, model, out = (os.fsdecode(a) for a in map(bytes.fromhex, sys.argv[1:4]))
+result = {"len": len(VideoFile(path)), "open_video": len(open_video(path)), "frame": list(VideoFile(path).frame(5, 16, 1).shape),
+          "raw": len(list(FrameSource(path))), "detect": main(["detect", path, "--checkpoint", model, "--out", out, "--quiet"])}
+with mock.patch("os.symlink", side_effect=PermissionError(13, "Permission denied")):
+    try:
+        len(VideoFile(path))
+    except DataError as exc:
+        result["refused"] = str(exc)
+print(json.dumps(result))
+"""
+
+
+def test_a_video_file_whose_name_is_not_utf8_is_read_not_a_crash(model_file: Path, video: Path, tmp_path: Path) -> None:
+    """OpenCV crashed (SIGSEGV) on such names in detect, train, calibrate and export; run apart so a crash is a failure."""
+    folder = tmp_path / os.fsdecode(b"caf\xe9")  # a Latin-1 name, in a folder named the same way
+    folder.mkdir()
+    bad = folder / os.fsdecode(b"v\xfe.avi")
+    bad.write_bytes(video.read_bytes())
+    args = [os.fsencode(p).hex() for p in (bad, model_file, tmp_path / "out")]
+    done = subprocess.run([sys.executable, "-c", NON_UTF8_SCRIPT, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["len"], result["open_video"], result["frame"], result["raw"], result["detect"]) == (N_FRAMES, N_FRAMES, [16, 16, 1],
+                                                                                                        N_FRAMES, 0)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["frames_scored"] > 0
+    # where it cannot be opened another way: one error naming the file printably, saying what to do
+    assert "caf\\xe9/v\\xfe.avi: cannot open a video whose name is not valid UTF-8" in result["refused"]
+    assert "rename it" in result["refused"]
+    assert not [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("mnad-video-")]  # no alias left behind
+
+
+def test_a_url_that_is_not_utf8_is_percent_encoded() -> None:
+    from mnad.data.sources import stream_url
+
+    assert stream_url(os.fsdecode(b"http://cam/v\xfe.avi?t=\xe9")) == "http://cam/v%FE.avi?t=%E9"
+    assert stream_url("rtsp://cam/strom-ß") == "rtsp://cam/strom-ß"  # valid UTF-8 is left to OpenCV as given
+
+
+# --------------------------------------------------------------------------------------------- network sources
+
+def test_a_video_file_served_over_http_is_read_once_and_ends(model_file: Path, video: Path, tmp_path: Path) -> None:
+    """It was reopened at its end and replayed from frame 0 for ever (a reconnect after every pass)."""
+    local = tmp_path / "local"
+    assert detect(model_file, str(video), local) == 0
+    started = time.monotonic()
+    with serve("file", video.read_bytes()) as (url, server):
+        assert detect(model_file, url, tmp_path / "http") == 0
+        assert server.paths == ["/v.avi"]  # fetched once, never replayed
+    assert time.monotonic() - started < 30
+    summary = json.loads((tmp_path / "http" / "summary.json").read_text())
+    assert summary["frames_scored"] == json.loads((local / "summary.json").read_text())["frames_scored"]
+    assert scored_times(tmp_path / "http") == scored_times(local)  # times are places in the file, as for a local file
+    assert summary["source_fps"] == 10.0
+
+
+def test_a_video_file_cut_short_by_a_stalling_server_is_an_error(model_file: Path, video: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    with serve("stall", video.read_bytes()) as (url, server):
+        assert detect(model_file, url, tmp_path / "o") == 2
+        assert server.paths == ["/v.avi"]
+    assert time.monotonic() - started < 30
+    err = capsys.readouterr().err
+    assert "the video was cut short after" in err and f"of its {N_FRAMES} frames" in err and "Traceback" not in err
+    assert 0 < json.loads((tmp_path / "o" / "summary.json").read_text())["frames_scored"] < N_FRAMES
+
+
+def test_a_stream_that_keeps_dropping_uses_up_its_reconnections(model_file: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Each connection gave a few frames; one frame used to reset the failure count, so it reconnected for ever."""
+    with serve("mjpeg") as (url, server):
+        assert detect(model_file, url, tmp_path / "o") == 2
+        assert len(server.paths) == 3  # the first connection and --reconnects 2
+    err = capsys.readouterr().err
+    assert "the source was lost after 9 frames" in err and "2 reconnection attempts" in err
+
+
+# ------------------------------------------------------------------------------------------------------- --fps
+
+@pytest.mark.parametrize("fps", [math.inf, math.nan, 1e-300, 1e9, -1.0])
+def test_an_absurd_fps_is_refused(fps: float) -> None:
+    with pytest.raises(DataError, match="--fps must be > 0"):
+        SourceOptions(fps=fps)
+
+
+def test_fps_in_range_is_accepted() -> None:
+    assert SourceOptions(fps=0.5).fps == 0.5 and SourceOptions(fps=1000).fps == 1000
+
+
+@pytest.mark.parametrize("option", ["--open-timeout", "--read-timeout"])
+def test_an_infinite_timeout_is_refused(option: str, model_file: Path, video: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["detect", str(video), "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), option, "inf"]) == 2
+    assert option in capsys.readouterr().err
+
+
+def test_detect_refuses_fps_inf_in_one_line(model_file: Path, video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((32, 32, 3), i * 20, np.uint8))
+    assert main(["detect", str(frames), "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--fps", "inf"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mnad: error: --fps must be > 0") and "inf" in err[-1]
+    assert not (tmp_path / "o" / "summary.json").exists()
