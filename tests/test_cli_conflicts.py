@@ -60,3 +60,11 @@ def test_an_export_is_named_onnx(tmp_path: Path) -> None:
         export_onnx(model, config, calibrated)
     assert calibrated.read_bytes() == b"a model the export must not replace"
     assert export_onnx(model, config, tmp_path / "m.onnx").exists()
+
+
+def test_fps_applies_to_the_stream_protocol_only(tmp_path: Path) -> None:
+    from mnad.evaluate import evaluate
+
+    config = tiny_config()
+    with pytest.raises(ConfigError, match=r"--fps applies to --protocol stream only"):
+        evaluate(MNAD(config.model), config, tmp_path, fps=10.0)  # refused before the data root is read

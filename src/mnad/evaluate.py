@@ -23,6 +23,7 @@ from mnad import distributed
 from mnad.config import Config
 from mnad.data import Video, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
+from mnad.data.sources import check_fps
 from mnad.errors import ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
@@ -195,9 +196,10 @@ def evaluate(
             raise ConfigError("the stream protocol scores with a calibration fitted on held-out normal footage: "
                               "run `mnad calibrate` and evaluate the calibrated model")
         calibration = Calibration.from_dict(config.eval.calibration)
-        fps = fps or DATASET_FPS.get(config.dataset, 25.0)
-        if not fps > 0:
-            raise ConfigError(f"--fps must be > 0, got {fps}")
+        fps = DATASET_FPS.get(config.dataset, 25.0) if fps is None else fps
+        check_fps(fps)
+    elif fps is not None:
+        raise ConfigError("--fps applies to --protocol stream only (the published protocol has no time)")
     videos = split_videos(data_root, config.dataset, "testing")
     if labels_path is None:
         labels_path = find_label_file(dataset_dir(data_root, config.dataset), config.dataset)

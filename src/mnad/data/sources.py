@@ -283,6 +283,13 @@ class RawFrame:
     time: float  # seconds from the start of the source
 
 
+def check_fps(fps: float) -> None:
+    """A frame rate a footage can have. Bounded: timestamps are index / fps (1e-300 overflows them to inf, which
+    summary.json cannot hold)."""
+    if not MIN_FPS <= fps <= MAX_FPS:  # also refuses NaN
+        raise DataError(f"--fps must be > 0: a frame rate from {MIN_FPS:g} to {MAX_FPS:g} frames per second, got {fps}")
+
+
 @dataclass
 class SourceOptions:
     fps: float = 25.0  # frame rate of frame folders and globs (for timestamps and the annotated video)
@@ -292,9 +299,7 @@ class SourceOptions:
     read_timeout: float = 5.0  # seconds a live source may stay silent before it counts as stalled
 
     def __post_init__(self) -> None:
-        # bounded: timestamps are index / fps (1e-300 overflows them to inf, which summary.json cannot hold)
-        if not MIN_FPS <= self.fps <= MAX_FPS:  # also refuses NaN
-            raise DataError(f"--fps must be > 0: a frame rate from {MIN_FPS:g} to {MAX_FPS:g} frames per second, got {self.fps}")
+        check_fps(self.fps)
         if self.reconnects < 0 or not 0 <= self.retry_delay <= MAX_WAIT:
             raise DataError("--reconnects and the retry delay must be >= 0")
         if not (0 < self.open_timeout <= MAX_WAIT and 0 < self.read_timeout <= MAX_WAIT):  # OpenCV takes int milliseconds
