@@ -209,19 +209,26 @@ def test_training_stopped_at_an_epoch_end_logs_what_it_checkpointed(synthetic_ro
     assert extra["epoch"] == 1 and [r["epoch"] for r in records] == [1] and records[0] == extra["record"]
 
 
+class Interrupt(Exception):
+    """Stands for a kill after an epoch's checkpoint (raised from train's on_epoch)."""
+
+
 def test_a_resume_writes_the_epoch_files_a_kill_left_out(synthetic_root: Path, tmp_path: Path) -> None:
     # SIGKILL (no handler runs) right after the checkpoint: neither the kept epoch model nor the log line was written
     config = Config(name="tiny", dataset="synthetic")
-    config.model.image_size, config.model.width, config.train.epochs, config.train.threads = 32, 8, 1, 1
+    config.model.image_size, config.model.width, config.train.epochs, config.train.threads = 32, 8, 2, 1
     config.train.keep_epochs = True
     run = tmp_path / "run"
-    train_module.train(config, synthetic_root, run, progress=False)
+
+    def stop_after_epoch_1(epoch: int, record: dict) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_module.train(config, synthetic_root, run, progress=False, on_epoch=stop_after_epoch_1)
     kept = train_module.epoch_model(run, 1)
     weights = load_file(kept)
     kept.unlink()
     (run / train_module.LOG_FILE).write_text("")
-    (run / train_module.MODEL_FILE).unlink()
-    config.train.epochs = 2
     train_module.train(config, synthetic_root, run, resume=True, progress=False)
     assert all(torch.equal(weights[k], v) for k, v in load_file(kept).items())
     assert [json.loads(line)["epoch"] for line in (run / train_module.LOG_FILE).read_text().splitlines()] == [1, 2]

@@ -47,6 +47,11 @@ from mnad.outputs import TRAIN_LOG, read_train_log
 LOG_FILE = TRAIN_LOG
 LOSS_NAMES = [f.name for f in dataclasses.fields(Losses)]  # total, frame, compact, separate: the log's loss_* keys
 HOLDOUT_FILE = "holdout.json"
+# train settings that shape the optimisation: a resume keeps them, or the run would be neither the one asked for nor
+# the one it continues. The others choose where and how fast it runs and what is kept, and may change across resumes
+# (bf16 too: a bf16 run may go on in fp32 where bf16 is not native, as distributed.training_precision does itself)
+RESUME_FIXED = ("epochs", "batch_size", "lr", "lambda_compact", "lambda_separate", "seed", "clip_stride", "sync_batchnorm",
+                "holdout", "holdout_videos")
 
 
 def training_videos(config: Config, data_root: str | Path) -> list[Video]:
@@ -181,8 +186,9 @@ def train(
     """Train a model on the training videos under ``data_root``; returns the path of the final model file.
 
     ``out_dir`` is locked while this process writes it (a second writer gets a DataError at once). ``resume``
-    continues the run there from its last checkpoint (an error if there is none); otherwise ``out_dir`` must hold no
-    run, unless ``overwrite``: then the previous run's files are deleted before the new config is written.
+    continues the run there from its last checkpoint (an error if there is none, or if ``config`` changes one of its
+    RESUME_FIXED settings; a finished run is left as it is); otherwise ``out_dir`` must hold no run, unless
+    ``overwrite``: then the previous run's files are deleted before the new config is written.
     """
     with RunFolderLock(out_dir) as lock:  # released however training ends
         return _train(config, data_root, out_dir, lock, resume=resume, overwrite=overwrite, progress=progress, on_epoch=on_epoch)
@@ -241,10 +247,17 @@ def _train(
             tensors, stored, extra = read_checkpoint(checkpoint_path)
             if stored.model != cfg.model or stored.dataset != cfg.dataset:
                 raise CheckpointError(f"{checkpoint_path}: was trained with other model settings; resume with the same recipe")
+            changed = [f"train.{k} {getattr(stored.train, k)!r} -> {getattr(cfg.train, k)!r}"
+                       for k in RESUME_FIXED if getattr(stored.train, k) != getattr(cfg.train, k)]
+            if changed:
+                raise CheckpointError(f"{checkpoint_path}: the run was trained with other settings ({', '.join(changed)}); resume "
+                                      "with the same settings, or start a new run (another --out, or --overwrite)")
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
             load_optimizer(optimizer, tensors, extra["param_groups"])
             scheduler.load_state_dict(extra["scheduler"])
             start_epoch = extra["epoch"]
+            if start_epoch == cfg.train.epochs:  # a finished run: nothing runs, the files keep saying what ran
+                cfg = stored
             if ctx.is_main:  # a kill -9 between the checkpoint and the epoch's other files: write them now
                 reconcile_log(out_dir / LOG_FILE, start_epoch, extra.get("record"))
                 if cfg.train.keep_epochs and start_epoch and not epoch_model(out_dir, start_epoch).exists():

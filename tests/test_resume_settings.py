@@ -1,0 +1,138 @@
+"""A resume continues the run it finds: the settings that shape the optimisation must stay as they were (a change is
+refused, naming each one), those that choose where and how fast it runs or what is kept may change."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from mnad import distributed
+from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, load_model, read_checkpoint
+from mnad.config import Config, TrainConfig
+from mnad.errors import CheckpointError
+from mnad.train import LOG_FILE, RESUME_FIXED, train
+
+# where, how fast and in which numeric path it runs, and what is kept besides the model
+RESUME_FREE = {"bf16", "channels_last", "compile", "device", "threads", "cache_frames", "tensorboard", "keep_epochs"}
+
+
+class Stop(Exception):
+    pass
+
+
+def run_config(**train_settings: object) -> Config:
+    config = tiny_config()
+    config.train.epochs, config.train.threads, config.train.bf16 = 2, 1, False
+    for key, value in train_settings.items():
+        setattr(config.train, key, value)
+    return config
+
+
+def stop_after_first(epoch: int, record: dict) -> None:
+    if epoch == 1:
+        raise Stop
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A run stopped after epoch 1 of 2 and the same run finished, for the tests to copy."""
+    before = torch.get_num_threads()
+    root = tmp_path_factory.mktemp("runs")
+    try:
+        with pytest.raises(Stop):
+            train(run_config(), synthetic_root, root / "partial", progress=False, on_epoch=stop_after_first)
+        train(run_config(), synthetic_root, root / "finished", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return {"partial": root / "partial", "finished": root / "finished"}
+
+
+def copy_of(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def contents(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+def test_every_train_setting_is_either_kept_or_free_on_resume() -> None:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(RESUME_FIXED) | RESUME_FREE == fields and not set(RESUME_FIXED) & RESUME_FREE  # a new field needs a decision
+
+
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("lr", 0.1, "train.lr 0.0002 -> 0.1"),
+    ("epochs", 3, "train.epochs 2 -> 3"),
+    ("seed", 5, "train.seed 0 -> 5"),
+    ("batch_size", 2, "train.batch_size 4 -> 2"),
+    ("lambda_separate", 0.5, "train.lambda_separate 0.1 -> 0.5"),
+    ("clip_stride", 2, "train.clip_stride 1 -> 2"),
+    ("holdout_videos", ["01"], "train.holdout_videos [] -> ['01']"),
+])
+def test_resume_with_other_training_settings_is_refused(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path,
+                                                        field: str, value: object, said: str) -> None:
+    run = copy_of(runs["partial"], tmp_path)
+    before = contents(run)
+    with pytest.raises(CheckpointError) as info:
+        train(run_config(**{field: value}), synthetic_root, run, resume=True, progress=False)
+    message = str(info.value)
+    assert str(run / TRAIN_STATE_FILE) in message and said in message and "start a new run" in message
+    assert contents(run) == before  # nothing written: config.json still says what ran
+
+
+def test_several_changes_are_named_together(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path) -> None:
+    run = copy_of(runs["partial"], tmp_path)
+    with pytest.raises(CheckpointError, match=r"train.epochs 2 -> 3, train.lr 0.0002 -> 0.1\)"):
+        train(run_config(epochs=3, lr=0.1), synthetic_root, run, resume=True, progress=False)
+
+
+def test_resume_may_change_where_and_how_fast_it_runs(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(distributed, "bf16_is_native", lambda device: True)  # bf16 asked for is bf16 run, on any CPU
+    run = copy_of(runs["partial"], tmp_path)
+    config = run_config(threads=2, bf16=True, channels_last=True, cache_frames=False, keep_epochs=True)
+    path = train(config, synthetic_root, run, resume=True, progress=False)
+    stored = json.loads((run / "config.json").read_text())["train"]
+    assert (stored["threads"], stored["bf16"], stored["channels_last"], stored["cache_frames"]) == (2, True, True, False)
+    assert read_checkpoint(path)[2]["epochs"] == 2 and (run / "epoch_002.safetensors").exists()
+    assert [json.loads(line)["epoch"] for line in (run / LOG_FILE).read_text().splitlines()] == [1, 2]
+
+
+def test_resume_of_a_finished_run_with_fewer_epochs_is_refused(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path) -> None:
+    run = copy_of(runs["finished"], tmp_path)
+    before = contents(run)
+    with pytest.raises(CheckpointError, match="train.epochs 2 -> 1"):
+        train(run_config(epochs=1), synthetic_root, run, resume=True, progress=False)
+    assert contents(run) == before  # no model of 2 epochs labelled as 1
+
+
+def test_resume_of_a_finished_run_trains_nothing_and_keeps_its_record(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path) -> None:
+    run = copy_of(runs["finished"], tmp_path)
+    before = contents(run)
+    path = train(run_config(threads=2, cache_frames=False), synthetic_root, run, resume=True, progress=False)
+    assert (run / "config.json").read_bytes() == before["config.json"]  # threads=2 ran nothing: not recorded
+    assert (run / LOG_FILE).read_bytes() == before[LOG_FILE] and (run / TRAIN_STATE_FILE).read_bytes() == before[TRAIN_STATE_FILE]
+    model, stored = load_model(path)
+    original, _ = load_model(runs["finished"] / MODEL_FILE)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), original.state_dict().values(), strict=True))
+    assert read_checkpoint(path)[2]["epochs"] == 2 and stored.train.threads == 1
+
+
+def test_cli_resume_with_another_lr_is_one_error_line(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path) -> None:
+    run = copy_of(runs["partial"], tmp_path)
+    command = [sys.executable, "-m", "mnad", "train", "--recipe", "synthetic_pred", "--data-root", str(synthetic_root),
+               "--out", str(run), "--resume", "--epochs", "2", "--lr", "0.1", "--image-size", "32", "--width", "8",
+               "--set", "train.bf16=false", "--set", "train.channels_last=false", "--threads", "1", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mnad: error: ") and str(run / TRAIN_STATE_FILE) in lines[0]
+    assert "settings (train.lr 0.0002 -> 0.1)" in lines[0]  # the one change, old -> new
