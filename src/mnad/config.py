@@ -226,7 +226,12 @@ def load_config(name_or_path: str | Path) -> Config:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ConfigError(f"{path}: recipe file not found")
-        text, source = path.read_text(), str(path)
+        try:  # utf-8-sig: a recipe saved by an editor that writes a byte-order mark reads too
+            text, source = path.read_bytes().decode("utf-8-sig"), str(path)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); a recipe is a TOML file") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the recipe ({exc.strerror or exc})") from exc
     else:
         resource = resources.files("mnad.configs") / f"{name_or_path}.toml"
         if not resource.is_file():

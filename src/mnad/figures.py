@@ -94,6 +94,23 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
     return np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame[:, :, ::-1]
 
 
+def check_options(model: MNAD, config: Config, out_dir: str | Path, *, frames: int, clips: int, max_queries: int, seed: int) -> None:
+    """memory_figures' options, checked before any work, each error naming its option (the CLI's name)."""
+    for option, value in (("--frames", frames), ("--clips", clips), ("--queries", max_queries)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{option} must be a whole number >= 1, got {value!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:  # numpy's and t-SNE's seed range
+        raise ConfigError(f"--seed must be a whole number in [0, 2**32), got {seed!r}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise DataError(f"{out_dir}: --out must be a folder, and this is a file")
+    # as evaluate: the figures are of the trained model, whose settings an override cannot change
+    if isinstance(getattr(model, "config", None), type(config.model)) and model.config != config.model:
+        diffs = [f"model.{k}={v!r} (the model has {getattr(model.config, k)!r})" for k, v in vars(config.model).items()
+                 if getattr(model.config, k) != v]
+        raise ConfigError(f"the config's model settings differ from the model's: {', '.join(diffs)}; a trained model's model.* "
+                          "settings cannot change")
+
+
 def memory_figures(
     model: MNAD,
     config: Config,
@@ -117,6 +134,7 @@ def memory_figures(
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
+    check_options(model, config, out_dir, frames=frames, clips=clips, max_queries=max_queries, seed=seed)
     models = [model] + ([compare_model] if compare_model is not None else [])
     for mdl in models:
         if mdl.memory is None:
@@ -124,7 +142,10 @@ def memory_figures(
     names = list(labels) if labels else ["this model", "compared model"][: len(models)]
     videos = _videos(config, data)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out}: cannot create the figures folder ({exc.strerror or exc})") from exc
     rng = np.random.default_rng(seed)
     positions = clip_positions(videos, max(mdl.config.t_length for mdl in models), max(clips, frames))  # the same clips for both models
     shown = [positions[i] for i in np.linspace(0, len(positions) - 1, num=min(frames, len(positions))).round().astype(int)]

@@ -11,6 +11,7 @@ evaluation's saved outputs (``metrics.json``, ``scores.csv``) and the training r
 - ``plots``: the matplotlib plots, as PNG bytes.
 - ``thumbnails``: the localisation thumbnails (the only part that runs the model).
 - ``provenance``: hashes, versions, the command line.
+- ``inputs``: the files the page is drawn from, read and checked (UTF-8, JSON, their shape) when they are loaded.
 """
 
 from mnad.report.build import REPORT_FILE, build_report, create_report, find_report_sources, rebuild_report
