@@ -52,12 +52,17 @@ def atomic_write(path: Path, data: bytes, *, error: type[MNADError] = DataError)
 
 
 def atomic_write_many(files: dict[Path, bytes], *, error: type[MNADError] = DataError) -> None:
-    """Write several files that belong together: all are written and flushed to temporary names first, then renamed,
-    so a failure while writing (e.g. a full disk) leaves none of the new files, only the previous ones."""
+    """Write several files that belong together, all or none: every target is checked (no folder in the way) and
+    every file written and flushed to a temporary name first, then they are renamed; a rename that still fails puts
+    back the files the earlier renames replaced, so a failure leaves only the previous files."""
     temps: dict[Path, str] = {}
+    kept: dict[Path, str] = {}  # each replaced file's previous version, linked aside until every rename succeeded
     current = next(iter(files), Path("."))
     umask = _umask()
     try:
+        for current in files:  # before anything is written: the first rename must not be the only one to land
+            if current.is_dir():
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(current))
         for current, data in files.items():
             current.parent.mkdir(parents=True, exist_ok=True)
             fd, temps[current] = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.", suffix=TEMP_SUFFIX)
@@ -70,15 +75,43 @@ def atomic_write_many(files: dict[Path, bytes], *, error: type[MNADError] = Data
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+        for current in files:
+            if os.path.lexists(current):
+                kept[current] = _keep_aside(current)
         with held_interrupts():  # files that belong together are renamed all, or none, even on Ctrl-C
-            for current, tmp in temps.items():
-                os.replace(tmp, current)
+            done: list[Path] = []
+            try:
+                for current, tmp in temps.items():
+                    os.replace(tmp, current)
+                    done.append(current)
+            except OSError:
+                _put_back(done, kept)
+                raise
     except OSError as exc:
         reason = "disk full, no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise error(f"{current}: cannot write ({reason}); the previous file, if any, is unchanged") from exc
     finally:
-        for tmp in temps.values():
+        for tmp in (*temps.values(), *kept.values()):
             Path(tmp).unlink(missing_ok=True)
+
+
+def _keep_aside(path: Path) -> str:
+    """A second name for ``path``'s current file (a hard link; a copy where the file system has none), beside it."""
+    aside = str(path.with_name(f".{path.name}.{os.urandom(4).hex()}.old{TEMP_SUFFIX}"))  # cleared as a stale temp if killed
+    try:
+        os.link(path, aside, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(path, aside, follow_symlinks=False)
+    return aside
+
+
+def _put_back(done: list[Path], kept: dict[Path, str]) -> None:
+    """Undo the renames done: each target gets its previous file back, or is removed when it had none."""
+    for target in reversed(done):
+        if target in kept:
+            os.replace(kept.pop(target), target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def _umask() -> int:

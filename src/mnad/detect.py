@@ -38,7 +38,7 @@ from mnad.errors import ConfigError, DataError, Terminated
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
-from mnad.outputs import DETECT_FILES, SUMMARY_FILE, DetectWriter, write_detect_summary
+from mnad.outputs import DetectFolder, DetectWriter, detect_run_entries, write_detect_summary
 from mnad.scoring import Calibration, rate_key
 from mnad.stream import FrameResult, StreamScorer, score_streams
 
@@ -160,7 +160,7 @@ class _Detection:
             return None
         i = self.taken
         self.taken += 1
-        if self.writer is None:  # the source delivered: only now may an earlier run's outputs be replaced
+        if self.writer is None:  # the source delivered (into a staging folder while an earlier run is in --out)
             self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps)
         self.raw[i] = item
         self.raw.pop(i - self.config.model.t_length, None)
@@ -195,6 +195,12 @@ class _Detection:
                     raise DataError(f"{path}: cannot write the annotated video (no mp4v encoder?)")
             self.video.write(picture)
         self.scored += 1
+
+    def move(self, out_dir: Path) -> None:
+        """The outputs' folder was moved (``DetectFolder.take_over``): the files still to be written follow it."""
+        self.out_dir = out_dir
+        if self.writer is not None:
+            self.writer.out_dir = out_dir
 
     def end(self, why: str) -> None:
         if self.ended_by is None:
@@ -257,7 +263,8 @@ def detect(
     """Score ``source`` frame by frame and write scores.csv, events.jsonl, events.csv and summary.json to ``out_dir``
     as it goes. ``model``: a model or an exported one (``export.load_onnx``). An interrupted run (Ctrl-C, SIGTERM)
     still completes its outputs and re-raises; a source that gave nothing or was lost raises ``DataError`` after the
-    outputs are written. Returns the summary.
+    outputs are written. Returns the summary. An earlier run in ``out_dir`` (``overwrite``) is replaced whole, and only
+    once this run scored a frame (``outputs.DetectFolder``): until then its rows go to a staging folder.
 
     Several sources (a list of more than one) are scored at once, their frames batched: each source's outputs go to
     its own folder ``out_dir/<index>_<name>`` (``stream_folder``), with a summary.json of the run in ``out_dir``; a
@@ -274,12 +281,9 @@ def detect(
                           f"{config.eval.smoothing}: recalibrate with `mnad calibrate --smoothing {config.eval.smoothing}`")
     sourced = [FrameSource(s, options.source) for s in sources]  # checks every source before any output is touched
     out_dir = Path(out_dir)
-    folders = [out_dir / stream_folder(i, s, len(sources)) for i, s in enumerate(sources)] if several else [out_dir]
-    earlier = [str(f / name) for f in folders for name in DETECT_FILES if (f / name).exists()]
-    if several and (out_dir / SUMMARY_FILE).exists():
-        earlier.append(str(out_dir / SUMMARY_FILE))
+    earlier = detect_run_entries(out_dir)  # the whole earlier run, whatever its sources: an overwrite leaves none of it
     if earlier and not options.overwrite:
-        shown = ", ".join(earlier[:3]) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
+        shown = ", ".join(map(str, earlier[:3])) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
         raise DataError(f"{out_dir}: holds the outputs of an earlier run ({shown}); choose another --out or pass --overwrite")
     scorers = StreamScorer.for_streams(model, config, len(sources), normalization="calibrated" if calibration else "causal",
                                        calibration=calibration, device=device,
@@ -287,6 +291,8 @@ def detect(
                                        maps=options.save_video or bool(options.save_maps))
     if calibration is None:
         log.warning(UNCALIBRATED)
+    place = DetectFolder(out_dir, earlier)
+    folders = [place.root / stream_folder(i, s, len(sources)) for i, s in enumerate(sources)] if several else [place.root]
     wake = threading.Event()
     runs = [_Detection(frames, folder, options, config, calibration, wake) for frames, folder in zip(sourced, folders, strict=True)]
     started = time.perf_counter()
@@ -294,7 +300,7 @@ def detect(
     for run in runs:
         run.reader.start()
     try:
-        _score(runs, scorers, bar, wake)
+        _score(runs, scorers, bar, wake, place)
     except KeyboardInterrupt:
         for run in runs:
             run.end("interrupted (SIGINT)")
@@ -310,26 +316,29 @@ def detect(
             summaries = [run.close(seconds, scorers[0].smoothing, calibration) for run in runs]
             if several:
                 overall = _run_summary(runs, summaries, folders, seconds, calibration)
-                write_detect_summary(out_dir, overall)
+                write_detect_summary(place.root, overall)
+            kept = place.finish(failed=any(run.error() is not None for run in runs))
         deadline = time.monotonic() + 2.0  # readers stop at their next frame; a silent camera's read may take its timeout
         for run in runs:
             run.reader.join(timeout=max(deadline - time.monotonic(), 0.0))
     errors = [e for run in runs if (e := run.error()) is not None]
+    note = f"; {kept}" if kept else ""  # where the earlier run's outputs are, when this run failed
     if not several:
         if errors:
-            raise errors[0]
+            raise DataError(f"{errors[0]}{note}") if note else errors[0]
         assert summaries[0] is not None
         return summaries[0]
     if errors:
         raise DataError(f"{len(errors)} of {len(runs)} sources failed (the others ran to their end; outputs in {out_dir}): "
-                        + "; ".join(str(e) for e in errors))
+                        + "; ".join(str(e) for e in errors) + note)
     return overall
 
 
-def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake: threading.Event) -> None:
+def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake: threading.Event, place: DetectFolder) -> None:
     """Until every source has ended: take at most one waiting frame of each source, score those frames as one batch,
     and hand each result to its source's events and outputs. A source's DataError (its frames or its outputs) ends
-    that source only; with a single source it ends the run."""
+    that source only; with a single source it ends the run. The first frame scored puts the run's outputs in place of
+    an earlier run's (``DetectFolder.take_over``)."""
     while any(run.ended_by is None for run in runs):
         wake.clear()  # before looking: a frame queued after the look sets it again, so the wait below misses none
         frames: list[np.ndarray | None] = [None] * len(runs)
@@ -349,6 +358,11 @@ def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake:
             continue
         rows = score_streams(scorers, frames)
         with held_interrupts():  # each frame's row, events and count are written whole or not at all
+            if place.root != place.out_dir and any(r is not None and run.ended_by is None for run, r in zip(runs, rows, strict=True)):
+                staging = place.root
+                place.take_over()
+                for run in runs:
+                    run.move(place.out_dir / run.out_dir.relative_to(staging))
             for run, row in zip(runs, rows, strict=True):
                 if row is None or run.ended_by is not None:
                     continue

@@ -20,6 +20,8 @@ import errno
 import hashlib
 import io
 import json
+import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -202,20 +204,101 @@ DETECT_SCORES_HEADER = ["frame", "time", "psnr", "patch_psnr", "distance", "patc
                         "smoothed", "alert"]
 EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR = "events.jsonl", "events.csv", "summary.json", "annotated.mp4", "maps"
 DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR)
+STREAM_FOLDER = re.compile(r"\d+_[A-Za-z0-9._-]+")  # a source's folder in a run over several (detect.stream_folder)
+STAGING_DIR = ".mnad-detect-new"  # a run's outputs until it scores its first frame, when an earlier run is in --out
+EARLIER_DIR = ".mnad-detect-earlier"  # the earlier run's outputs, from the new run's first frame until it ends well
+
+
+def detect_run_entries(out_dir: Path) -> list[Path]:
+    """The files and folders of the detect run already in ``out_dir``: its files (``DETECT_FILES``), the folders of
+    its sources and what ``DetectFolder`` kept aside; nothing else (a user's files stay). A folder named like a
+    source's that holds detect's files beside others is refused (``DataError``): whose it is cannot be told."""
+    entries = [out_dir / name for name in (*DETECT_FILES, EARLIER_DIR) if os.path.lexists(out_dir / name)]
+    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+        if not (folder.is_dir() and not folder.is_symlink() and STREAM_FOLDER.fullmatch(folder.name)):
+            continue
+        names = {p.name for p in folder.iterdir()}
+        if not names & set(DETECT_FILES):
+            continue
+        if other := sorted(n for n in names - set(DETECT_FILES) if not n.endswith(".tmp")):
+            raise DataError(f"{folder}: holds files mnad detect did not write ({', '.join(other[:3])}) beside an earlier "
+                            "run's outputs; move them, or choose another --out")
+        entries.append(folder)
+    return entries
+
+
+class DetectFolder:
+    """Where a detect run writes, so that no run destroys an earlier one's outputs before it has its own.
+
+    Into ``out_dir`` itself when it holds no earlier run. Otherwise into ``out_dir/.mnad-detect-new`` (``root``)
+    until the run scores its first frame; then (``take_over``) the earlier run's files and folders move aside into
+    ``out_dir/.mnad-detect-earlier`` and the new ones into ``out_dir``: rows are flushed where they belong from the
+    first one on (open files keep writing through the rename), so a killed run leaves in ``out_dir`` its own rows, or
+    (before its first frame) the earlier run, and deletes nothing of the earlier run. ``finish`` deletes what is no
+    longer needed: the staging folder of a run that scored nothing (the earlier run stays), or the earlier run once the
+    new one ended well (kept, and said, when it failed)."""
+
+    def __init__(self, out_dir: Path, earlier: list[Path]) -> None:
+        self.out_dir, self.earlier = out_dir, earlier
+        self.staging = out_dir / STAGING_DIR
+        try:
+            shutil.rmtree(self.staging, ignore_errors=True)  # a killed run's, from before its first frame: headers only
+            if earlier:
+                self.staging.mkdir(parents=True)
+        except OSError as exc:
+            raise DataError(f"{self.staging}: cannot write the outputs ({exc.strerror or exc})") from exc
+        self.root = self.staging if earlier else out_dir
+
+    def take_over(self) -> None:
+        """The run scored its first frame: its outputs replace the earlier run's (moved aside, not yet deleted).
+        Call with interrupts held."""
+        if self.root == self.out_dir:
+            return
+        aside = self.out_dir / EARLIER_DIR
+        moved: list[tuple[Path, Path]] = []
+        try:
+            if self.out_dir / EARLIER_DIR in self.earlier:  # the run before the earlier one, kept when the earlier failed
+                shutil.rmtree(aside)
+            aside.mkdir()
+            for path in self.earlier:
+                if path.name != EARLIER_DIR:
+                    moved.append((path, aside / path.name))
+                    path.rename(aside / path.name)
+            for path in sorted(self.staging.iterdir()):
+                moved.append((path, self.out_dir / path.name))
+                path.rename(self.out_dir / path.name)
+            self.staging.rmdir()
+        except OSError as exc:
+            for source, target in reversed(moved):  # the earlier run back in place, the new one staged
+                if os.path.lexists(target):
+                    target.rename(source)
+            if aside.is_dir() and not any(aside.iterdir()):
+                aside.rmdir()
+            raise DataError(f"{self.out_dir}: cannot replace the earlier run's outputs ({exc.strerror or exc})") from exc
+        self.root = self.out_dir
+
+    def finish(self, failed: bool) -> str | None:
+        """After the run's outputs are complete: what to add to its error about the earlier run, if anything."""
+        if self.root == self.staging:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return f"the earlier run's outputs in {self.out_dir} are unchanged" if self.earlier else None
+        if not self.earlier:
+            return None
+        if failed:
+            return f"the earlier run's outputs were moved to {self.out_dir / EARLIER_DIR}"
+        shutil.rmtree(self.out_dir / EARLIER_DIR, ignore_errors=True)
+        return None
 
 
 class DetectWriter:
     """The outputs of ``mnad detect``, written as frames are scored: scores.csv and events.jsonl row by row (flushed,
-    so a killed run keeps what it scored), events.csv and summary.json when the run ends (atomically).
-    Creating it replaces an earlier run's outputs in ``out_dir``."""
+    so a killed run keeps what it scored), events.csv and summary.json when the run ends (atomically), into a
+    folder that holds no earlier run's (``DetectFolder``); ``out_dir`` follows the folder when it is moved."""
 
     def __init__(self, out_dir: Path, *, maps: str | None = None) -> None:
         self.out_dir, self.maps = Path(out_dir), maps
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / ANNOTATED_VIDEO).unlink(missing_ok=True)
-            if (self.out_dir / MAPS_DIR).is_dir():
-                shutil.rmtree(self.out_dir / MAPS_DIR)
             if maps:
                 (self.out_dir / MAPS_DIR).mkdir()
             self._scores = (self.out_dir / SCORES_FILE).open("w", newline="")
