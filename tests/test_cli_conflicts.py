@@ -68,3 +68,17 @@ def test_fps_applies_to_the_stream_protocol_only(tmp_path: Path) -> None:
     config = tiny_config()
     with pytest.raises(ConfigError, match=r"--fps applies to --protocol stream only"):
         evaluate(MNAD(config.model), config, tmp_path, fps=10.0)  # refused before the data root is read
+
+
+def test_a_model_is_named_safetensors_and_an_export_is_not_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mnad.checkpoint import load_model, save_model
+    from mnad.errors import CheckpointError
+
+    config = tiny_config()
+    with pytest.raises(CheckpointError, match=r"c.onnx: a model is written as a .safetensors file"):
+        save_model(tmp_path / "c.onnx", MNAD(config.model), config)
+    assert not (tmp_path / "c.onnx").exists()
+    refused(["calibrate", "--checkpoint", MISSING, "--out", str(tmp_path / "c.onnx")], capsys, "c.onnx: a model is written as")
+    export = export_onnx(MNAD(config.model), config, tmp_path / "m.onnx")
+    with pytest.raises(CheckpointError, match=r"m.onnx: an ONNX export \(mnad export\), which only scores"):
+        load_model(export)

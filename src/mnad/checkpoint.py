@@ -273,8 +273,16 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
     return next((k for k in sorted(tensors) if tensors[k].is_floating_point() and not torch.isfinite(tensors[k]).all()), None)
 
 
+def check_model_path(path: str | Path) -> None:
+    """A model or checkpoint is a .safetensors file: readers (detect.load_detector) tell it from an ONNX export by
+    its name, and a calibrated model named .onnx could not be used."""
+    if Path(path).suffix != ".safetensors":
+        raise CheckpointError(f"{path}: a model is written as a .safetensors file")
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: Config, extra: dict[str, Any] | None = None) -> None:
     """Write tensors + config atomically; a write failure (disk full, ...) raises CheckpointError and keeps the old file."""
+    check_model_path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     bad = non_finite(tensors)
     if bad is not None:
@@ -368,6 +376,9 @@ def load_model(name_or_path: str | Path, *, expect: Config | None = None, map_lo
     ``expect``: refuse a checkpoint whose model settings (task, memory, channels, image size, ...) differ.
     """
     path = resolve_checkpoint(name_or_path)
+    if path.suffix == ".onnx":
+        raise CheckpointError(f"{path}: an ONNX export (mnad export), which only scores; this needs the .safetensors "
+                              "model it was exported from")
     tensors, config, _ = read_checkpoint(path)
     if expect is not None and expect.model != config.model:
         diffs = [f"{k}={v!r} (expected {getattr(expect.model, k)!r})" for k, v in vars(config.model).items() if getattr(expect.model, k) != v]

@@ -268,10 +268,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from mnad.calibrate import calibrate, describe_scoring, with_calibration
-    from mnad.checkpoint import load_model, save_model
+    from mnad.checkpoint import check_model_path, load_model, save_model
     from mnad.data import list_videos, open_video
     from mnad.train import holdout_videos, trained_footage
 
+    check_model_path(args.out)  # before the footage is scored, not after
     model, config = load_model(args.checkpoint)
     config = choose_scoring_path(model, apply_options(config, args), args)
     if args.data:
