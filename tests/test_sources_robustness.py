@@ -147,7 +147,8 @@ def test_a_video_file_whose_name_is_not_utf8_is_read_not_a_crash(model_file: Pat
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert (result["len"], result["open_video"], result["frame"], result["raw"], result["detect"]) == (N_FRAMES, N_FRAMES, [16, 16, 1],
                                                                                                         N_FRAMES, 0)
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["frames_scored"] > 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_bytes().decode("utf-8"))  # strict UTF-8 readers too
+    assert summary["frames_scored"] > 0 and summary["source"].endswith("caf\\xe9/v\\xfe.avi")  # escaped, not surrogates
     # where it cannot be opened another way: one error naming the file printably, saying what to do
     assert "caf\\xe9/v\\xfe.avi: cannot open a video whose name is not valid UTF-8" in result["refused"]
     assert "rename it" in result["refused"]

@@ -34,7 +34,7 @@ from mnad.annotate import TIMELINE_FRAMES, annotated_frame
 from mnad.calibrate import alert_window
 from mnad.config import Config
 from mnad.data.sources import FrameSource, RawFrame, SourceOptions, is_live, prepare_frame
-from mnad.errors import ConfigError, DataError, Terminated
+from mnad.errors import ConfigError, DataError, Terminated, printable
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
@@ -225,7 +225,7 @@ class _Detection:
                 self.events.append(last)
                 self.writer.event(last)
         summary = {
-            "source": self.source, "frames_scored": self.scored, "seconds": round(seconds, 3),
+            "source": printable(self.source), "frames_scored": self.scored, "seconds": round(seconds, 3),
             "fps": round(self.scored / seconds, 2) if seconds else None,
             "source_fps": round(self.frames.fps, 3), "calibrated": calibration is not None, "threshold": self.threshold,
             "false_alarm_rate": calibration.false_alarm_rate if calibration else None,
@@ -381,7 +381,7 @@ def _run_summary(runs: list[_Detection], summaries: list[dict | None], folders: 
     streams = []
     for run, summary, folder in zip(runs, summaries, folders, strict=True):
         error = run.error()
-        streams.append({"source": run.source, "folder": folder.name if summary is not None else None, "frames_scored": run.scored,
+        streams.append({"source": printable(run.source), "folder": folder.name if summary is not None else None, "frames_scored": run.scored,
                         "events": len(run.events), "ended_by": run.ended_by, "failed": error is not None,
                         "error": str(error) if error is not None else None})
     return {"sources": len(runs), "failed": sum(s["failed"] for s in streams), "frames_scored": total,
