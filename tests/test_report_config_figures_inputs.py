@@ -178,3 +178,19 @@ def test_figures_refuse_a_change_to_the_models_settings(run: dict, tmp_path: Pat
                  "--set", "model.width=4"]) == 2
     assert one_error(capsys).startswith("the config's model settings differ from the model's: model.width=4 (the model has 8)")
     assert not out.exists()
+
+
+def test_the_readers_of_mnad_files_name_a_damaged_one(tmp_path: Path) -> None:
+    """mnad.outputs owns the formats: its readers check them for every caller (report, scripts, resume)."""
+    from mnad.outputs import read_scores, read_train_log
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_bytes(b'{"epoch": 1, "seconds": 2.0}\n\xff\xfe garbage\n{"epoch": 2, "seconds": 2.0}\n')
+    assert [r["epoch"] for r in read_train_log(log)] == [1, 2]  # a damaged line is skipped, as a cut one is (resume repairs it)
+    scores = tmp_path / "scores.csv"
+    scores.write_text("video,frame,score\n01,4,0.5\n01,5,high\n")
+    with pytest.raises(DataError, match=r"scores.csv: not an mnad scores file \(could not convert"):
+        read_scores(scores)
+    scores.write_bytes(b"video,frame,score\n\xff\n")
+    with pytest.raises(DataError, match=r"scores.csv: not UTF-8 text"):
+        read_scores(scores)

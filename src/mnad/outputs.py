@@ -20,6 +20,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -91,11 +92,12 @@ def read_scores(path: str | Path) -> list[VideoRows]:
     if not path.is_file():
         raise DataError(f"{path}: scores file not found (written by `mnad evaluate --out`)")
     columns: dict[str, dict[str, list[str]]] = {}
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"video", "frame", "score"} - set(reader.fieldnames or [])
-        if missing:
-            raise DataError(f"{path}: not an mnad scores file (missing columns {', '.join(sorted(missing))})")
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    missing = {"video", "frame", "score"} - set(reader.fieldnames or [])
+    if missing:
+        raise DataError(f"{path}: not an mnad scores file (missing columns {', '.join(sorted(missing))})")
+    result = []
+    try:
         for row in reader:
             video = columns.setdefault(row["video"], {"frame": [], "score": [], "label": [], "psnr": [], "updated": []})
             video["frame"].append(row["frame"])
@@ -103,17 +105,18 @@ def read_scores(path: str | Path) -> list[VideoRows]:
             video["label"].append(row.get("label") or "")
             video["psnr"].append(row.get("psnr") or "nan")
             video["updated"].append(row.get("memory_updated") or "0")
-    result = []
-    for name, c in columns.items():
-        labelled = all(v != "" for v in c["label"])
-        result.append(VideoRows(
-            name=name,
-            frame=np.array(c["frame"], dtype=np.int64),
-            score=np.array(c["score"], dtype=np.float64),
-            label=np.array(c["label"], dtype=np.int64) if labelled else None,
-            psnr=np.array(c["psnr"], dtype=np.float64),
-            updated=np.array(c["updated"], dtype=np.int64).astype(bool),
-        ))
+        for name, c in columns.items():
+            labelled = all(v != "" for v in c["label"])
+            result.append(VideoRows(
+                name=name,
+                frame=np.array(c["frame"], dtype=np.int64),
+                score=np.array(c["score"], dtype=np.float64),
+                label=np.array(c["label"], dtype=np.int64) if labelled else None,
+                psnr=np.array(c["psnr"], dtype=np.float64),
+                updated=np.array(c["updated"], dtype=np.int64).astype(bool),
+            ))
+    except (ValueError, TypeError, csv.Error) as exc:  # a value that is not a number, a row cut short
+        raise DataError(f"{path}: not an mnad scores file ({exc})") from exc
     return result
 
 
@@ -132,27 +135,93 @@ def metrics_json_bytes(metrics: dict, config: dict, scores: bytes | None = None)
 def read_evaluation(folder: str | Path) -> tuple[dict, dict, list[VideoRows]]:
     """(metrics, config dict, scores) of an evaluation folder, checked to belong together."""
     folder = Path(folder)
-    metrics, config = read_metrics(folder / METRICS_FILE)
-    stored = json.loads((folder / METRICS_FILE).read_text()).get("scores_sha256")
-    if stored is not None and (folder / SCORES_FILE).is_file():
-        if hashlib.sha256((folder / SCORES_FILE).read_bytes()).hexdigest() != stored:
-            raise DataError(f"{folder / SCORES_FILE}: does not belong to {METRICS_FILE} beside it (its SHA-256 differs from the "
-                            "one recorded there: another run's file, or altered); evaluate again")
-    return metrics, config, read_scores(folder / SCORES_FILE)
+    data = _read_metrics_file(folder / METRICS_FILE)
+    scores = read_scores(folder / SCORES_FILE)  # a file that cannot be read is said so, before whether it belongs
+    stored = data.get("scores_sha256")
+    if stored is not None and hashlib.sha256((folder / SCORES_FILE).read_bytes()).hexdigest() != stored:
+        raise DataError(f"{folder / SCORES_FILE}: does not belong to {METRICS_FILE} beside it (its SHA-256 differs from the "
+                        "one recorded there: another run's file, or altered); evaluate again")
+    return data["metrics"], data.get("config", {}), scores
 
 
 def read_metrics(path: str | Path) -> tuple[dict, dict]:
-    """(metrics, config dict) of a metrics.json."""
-    path = Path(path)
+    """(metrics, config dict) of a metrics.json, checked to be of the shape ``metrics_json_bytes`` writes."""
+    data = _read_metrics_file(Path(path))
+    return data["metrics"], data.get("config", {})
+
+
+def _read_metrics_file(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path}: metrics file not found (written by `mnad evaluate --out`)")
+    return read_json(path, "metrics", metrics_problem)
+
+
+def metrics_problem(data: Any) -> str | None:
+    """What is wrong with a metrics.json's content (what the readers use of it), or None."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict):
+        return "no 'metrics' entry" if metrics is None else f"metrics must be an object, got {metrics!r}"[:200]
+    for key in ("micro_auc", "macro_auc"):
+        if not is_number(metrics.get(key)):
+            return f"metrics.{key} must be a number or null, got {metrics[key]!r}"[:200]
+    per_video = metrics.get("per_video_auc", {})
+    if not isinstance(per_video, dict) or not all(is_number(v) for v in per_video.values()):
+        return f"metrics.per_video_auc must map video names to numbers, got {per_video!r}"[:200]
+    stream = metrics.get("stream")
+    if stream is not None and not (isinstance(stream, dict) and is_number(stream.get("event_threshold"))):
+        return f"metrics.stream must be an object with a numeric event_threshold, got {stream!r}"[:200]
+    wrong_config = config_problem(data["config"], "config") if "config" in data else None
+    return wrong_config or wrong_kinds(data, "", {"scores_sha256": str})
+
+
+# ----------------------------------------------------------------------------------------------- reading checked
+
+
+def read_text(path: Path) -> str:
+    """A file's text, which must be UTF-8 (mnad writes all its files so)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable metrics file ({exc})") from exc
-    if "metrics" not in data:
-        raise DataError(f"{path}: not an mnad metrics file (no 'metrics' entry)")
-    return data["metrics"], data.get("config", {})
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+
+
+def read_json(path: Path, kind: str, problem: Callable[[Any], str | None]) -> Any:
+    """A JSON file's content; ``problem`` says what is wrong with it (None: nothing), for the error that names it."""
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not an mnad {kind} file (not valid JSON: {exc})") from exc
+    what = problem(data)
+    if what:
+        raise DataError(f"{path}: not an mnad {kind} file ({what})")
+    return data
+
+
+def is_number(value: Any, *, null: bool = True) -> bool:
+    """A finite JSON number (or null, where ``null``)."""
+    if value is None:
+        return null
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def wrong_kinds(data: dict, where: str, kinds: dict[str, type | tuple[type, ...]]) -> str | None:
+    """The first key of ``data`` whose value is present, not null and not of its kind, said; or None."""
+    for key, kind in kinds.items():
+        value = data.get(key)
+        if value is not None and not isinstance(value, kind):
+            return f"{where}{key} must be {'an object' if kind is dict else 'a string'}, got {value!r}"[:200]
+    return None
+
+
+def config_problem(config: Any, where: str) -> str | None:
+    """What is wrong with a stored config dict (``Config.to_dict()``) as its readers use it, or None."""
+    if not isinstance(config, dict):
+        return f"{where} must be an object, got {config!r}"[:200]
+    return wrong_kinds(config, f"{where}.", {"train": dict})
 
 
 def write_evaluation(out_dir: str | Path, videos: list[ScoredVideo], metrics: dict, config: dict) -> None:
@@ -169,9 +238,9 @@ def write_evaluation(out_dir: str | Path, videos: list[ScoredVideo], metrics: di
 
 
 def read_train_log(path: str | Path) -> list[dict]:
-    """The per-epoch records of a training run; lines that do not parse (a crash mid-write) are skipped."""
+    """The per-epoch records of a training run; lines that do not parse (a crash mid-write, damaged bytes) are skipped."""
     records = []
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_bytes().decode("utf-8", "replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
