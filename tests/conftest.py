@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
+from mnad.checkpoint import save_model
 from mnad.config import Config
 from mnad.data.synthetic import make_synthetic_dataset
+from mnad.model import MNAD
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 PED2 = SHARED / "data" / "ped2"
 
 
@@ -49,3 +55,23 @@ def ped2_root() -> Path:
     if not (PED2 / "testing" / "frames").is_dir():
         pytest.skip(f"real Ped2 data not found at {PED2}")
     return PED2
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny model (``tiny_config``, seed 0) saved as a model file."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    path = tmp_path_factory.mktemp("model") / "m.safetensors"
+    save_model(path, MNAD(config.model), config)
+    return path
+
+
+def load_script(relative: str) -> ModuleType:
+    """A script of the repo (e.g. ``scripts/long_runs.py``) imported as a module, under its file's name."""
+    name = Path(relative).stem
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module

@@ -15,24 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from conftest import tiny_config
 
-from mnad.checkpoint import save_model
 from mnad.cli import main
 from mnad.data.sources import FrameSource, SourceOptions
 from mnad.errors import CheckpointError, DataError
 from mnad.export import export_onnx, load_onnx
-from mnad.model import MNAD
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = tiny_config()
-    path = tmp_path_factory.mktemp("model") / "m.safetensors"
-    save_model(path, MNAD(config.model), config)
-    return path
 
 
 def frames_folder(folder: Path, n: int, size: int = 32) -> Path:

@@ -4,26 +4,16 @@ score, and write the JSON."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from mnad.data.synthetic import make_synthetic_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_paper_recipe", ROOT / "scripts" / "gpu_paper_recipe.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_paper_recipe"] = module
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = "scripts/gpu_paper_recipe.py"
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +21,11 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 training and 3 test videos of 24 frames; the pack keeps the first 2 of each, at 32x32."""
     tmp = tmp_path_factory.mktemp("gpu_script")
     data = make_synthetic_dataset(tmp / "data", n_train=3, n_test=3, n_frames=24, size=48, seed=0)
-    return load_script().pack(data, tmp / "pack", size=32, videos=2)
+    return load_script(SCRIPT).pack(data, tmp / "pack", size=32, videos=2)
 
 
 def test_pack_unpacks_into_the_layout_mnad_reads(packed: Path, tmp_path: Path) -> None:
-    script = load_script()
+    script = load_script(SCRIPT)
     manifest = json.loads((packed / "manifest.json").read_text())
     assert [len(manifest["videos"][s]) for s in ("training", "testing")] == [2, 2]
     assert all(e["psnr_db"] > 30 for entries in manifest["videos"].values() for e in entries)
@@ -64,7 +54,7 @@ def test_pack_unpacks_into_the_layout_mnad_reads(packed: Path, tmp_path: Path) -
 
 def test_tiny_run_trains_the_seeds_checks_ddp_and_writes_the_json(packed: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    rc = load_script().main(["run", "--pack", str(packed), "--device", "cpu", "--tiny", "--seeds", "0", "1", "--out", str(out),
+    rc = load_script(SCRIPT).main(["run", "--pack", str(packed), "--device", "cpu", "--tiny", "--seeds", "0", "1", "--out", str(out),
                              "--work", str(tmp_path / "work")])
     result = json.loads((out / "gpu_paper_recipe.json").read_text())
     assert rc == 0, result.get("error") or result

@@ -3,31 +3,22 @@ rerun does nothing again, a stopped run resumes, a failing step is named, and `s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = "scripts/long_runs.py"
 TINY = ("model.image_size=32", "model.width=8", "train.epochs=2", "train.bf16=false", "train.channels_last=false")
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("long_runs", ROOT / "scripts" / "long_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["long_runs"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_jobs_name_their_recipes_and_result_folders() -> None:
-    jobs = load_script().JOBS
+    jobs = load_script(SCRIPT).JOBS
     assert {jobs[f"fp32_seed{s}"].seed for s in (0, 1, 2)} == {0, 1, 2}
     assert all("train.bf16=false" in jobs[f"fp32_seed{s}"].overrides for s in (0, 1, 2))
     assert jobs["paper"].recipe == "ped2_pred" and jobs["paper"].curve[-1] == 60
@@ -35,7 +26,7 @@ def test_the_jobs_name_their_recipes_and_result_folders() -> None:
 
 
 def test_a_job_runs_to_its_result_reruns_as_a_no_op_and_resumes_after_a_stop(synthetic_root: Path, tmp_path: Path) -> None:
-    script = load_script()
+    script = load_script(SCRIPT)
     job = script.Job("synthetic_pred", "tiny", why="a test", overrides=TINY, curve=(2,))
     runs, results = tmp_path / "runs", tmp_path / "results"
     result = script.run_job("tiny", job, runs, str(synthetic_root), 1, results=str(results))
@@ -64,7 +55,7 @@ def test_a_job_runs_to_its_result_reruns_as_a_no_op_and_resumes_after_a_stop(syn
 
 
 def test_a_failing_step_is_named_and_the_job_stops(tmp_path: Path) -> None:
-    script = load_script()
+    script = load_script(SCRIPT)
     job = script.Job("synthetic_pred", "tiny", why="a test", overrides=TINY)
     with pytest.raises(script.StepFailed, match=r"mnad train .* exited with status 2"):
         script.run_job("tiny", job, tmp_path / "runs", str(tmp_path / "no-data"), 1, results=str(tmp_path / "results"))
@@ -72,7 +63,7 @@ def test_a_failing_step_is_named_and_the_job_stops(tmp_path: Path) -> None:
 
 
 def test_status_of_a_job_never_started(tmp_path: Path) -> None:
-    script = load_script()
+    script = load_script(SCRIPT)
     status = script.job_status("paper", script.JOBS["paper"], tmp_path)
     assert (status["epochs_done"], status["epochs"], status["training_pids"], status["evaluated"]) == (0, None, [], False)
     assert not (tmp_path / "ped2_pred").exists()
@@ -80,7 +71,7 @@ def test_status_of_a_job_never_started(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads /proc/locks (Linux)")
 def test_status_names_the_process_training_a_run_and_pause_stops_it(tmp_path: Path) -> None:
-    script = load_script()
+    script = load_script(SCRIPT)
     run = tmp_path / "ped2_pred"
     run.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mnad.checkpoint import RunFolderLock; "

@@ -13,25 +13,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from conftest import tiny_config
 
-from mnad.checkpoint import atomic_write_many, load_model, save_model
+from mnad.checkpoint import atomic_write_many, load_model
 from mnad.cli import main
 from mnad.detect import DetectOptions, detect
 from mnad.errors import DataError
 from mnad.export import export_onnx
-from mnad.model import MNAD
 from mnad.outputs import EARLIER_DIR, STAGING_DIR
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = tiny_config()
-    path = tmp_path_factory.mktemp("model") / "m.safetensors"
-    save_model(path, MNAD(config.model), config)
-    return path
 
 
 def frames_folder(folder: Path, n: int, corrupt_at: int | None = None) -> Path:

@@ -20,25 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
-from conftest import tiny_config
 
-from mnad.checkpoint import save_model
 from mnad.cli import main
 from mnad.data.sources import SourceOptions
 from mnad.errors import DataError
-from mnad.model import MNAD
 
 N_FRAMES = 24
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = tiny_config()
-    path = tmp_path_factory.mktemp("model") / "m.safetensors"
-    save_model(path, MNAD(config.model), config)
-    return path
 
 
 @pytest.fixture(scope="module")
