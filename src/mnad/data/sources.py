@@ -98,6 +98,20 @@ def open_capture(path: str | Path) -> cv2.VideoCapture:
                         "rename it") from exc
 
 
+def reported_frames(capture: cv2.VideoCapture) -> int:
+    """The frame count a capture's container reports; 0 where it reports none (cameras, some containers)."""
+    frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(frames) if 0 < frames < 1e9 else 0
+
+
+def check_whole(source: str | Path, decoded: int, total: int, why: str) -> None:
+    """A video that reports ``total`` frames but ended well before them was cut short (truncated, damaged, stalled):
+    an error, as the run would not see the footage asked for. Containers' counts may be off (a frame or two; an
+    estimate from the duration where the stream does not record it): 5 % short is let pass."""
+    if total > 0 and decoded < total - max(2, total // 20):
+        raise DataError(f"{printable(source)}: the video was cut short after {decoded} of its {total} frames ({why})")
+
+
 def stream_url(source: str) -> str:
     """``source`` as OpenCV may be given it: bytes of a URL that are not valid UTF-8 (a surrogate-escaped argument
     would crash OpenCV) percent-encoded, as URLs carry them anyway."""
@@ -201,6 +215,7 @@ class VideoFile(Video):
     def _decode(self, size: int, channels: int) -> list[np.ndarray]:
         if self._frames is None or self._decoded_as != (size, channels):
             capture, frames = self._open(), []
+            total = reported_frames(capture)
             while True:
                 ok, image = capture.read()
                 if not ok:
@@ -209,6 +224,7 @@ class VideoFile(Video):
             capture.release()
             if not frames:
                 raise DataError(f"{self.path}: video has no decodable frames")
+            check_whole(self.path, len(frames), total, "truncated or damaged file")
             self._frames, self._decoded_as = frames, (size, channels)
         return self._frames
 
@@ -217,11 +233,13 @@ class VideoFile(Video):
             return len(self._frames)
         if self._count is None:  # count by grabbing: container frame counts are often wrong
             capture, count = self._open(), 0
+            total = reported_frames(capture)
             while capture.grab():
                 count += 1
             capture.release()
             if count == 0:
                 raise DataError(f"{self.path}: video has no decodable frames")
+            check_whole(self.path, count, total, "truncated or damaged file")
             self._count = count
         return self._count
 
@@ -358,7 +376,7 @@ class FrameSource:
             raise DataError(f"{printable(self.source)}: cannot open video (unknown format or damaged file)")
         rate = capture.get(cv2.CAP_PROP_FPS)
         self.fps = rate if rate and 0 < rate < 1000 else self.options.fps
-        count = 0
+        count, total = 0, reported_frames(capture)
         try:
             while True:
                 ok, image = capture.read()
@@ -370,6 +388,7 @@ class FrameSource:
             capture.release()
         if count == 0:
             raise DataError(f"{printable(self.source)}: video has no decodable frames")
+        check_whole(self.source, count, total, "truncated or damaged file")
 
     def _open_live(self) -> cv2.VideoCapture:
         o = self.options
@@ -393,8 +412,7 @@ class FrameSource:
                 if capture.isOpened():
                     rate = capture.get(cv2.CAP_PROP_FPS)
                     self.fps = rate if rate and 0 < rate < 1000 else o.fps
-                    frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-                    total = int(frames) if 0 < frames < 1e9 else 0  # cameras report 0 or less
+                    total = reported_frames(capture)  # cameras report none
                     while True:
                         ok, image = capture.read()  # returns within read_timeout on a silent stream
                         if not ok or image is None:
@@ -407,9 +425,8 @@ class FrameSource:
             finally:
                 capture.release()
             if total > 0 and first is not None:
-                if count - before < total - max(2, total // 100):  # containers' counts may be a frame or two off
-                    raise DataError(f"{printable(self.source)}: the video was cut short after {count - before} of its {total} frames "
-                                    f"(the connection closed or stayed silent for {o.read_timeout:g} s)")
+                check_whole(self.source, count - before, total,
+                            f"the connection closed or stayed silent for {o.read_timeout:g} s")
                 return
             if first is not None and last - first >= STEADY_SECONDS:
                 failures = 0

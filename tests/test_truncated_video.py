@@ -1,0 +1,83 @@
+"""A local video file cut short (a copy or download that stopped half way) is an error naming the file, in detect and
+in training/calibration, as it already was over HTTP; a container whose frame count is unknown or a frame or two off
+is still read."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mnad.cli import main
+from mnad.data.sources import FrameSource, VideoFile
+from mnad.errors import DataError
+
+N_FRAMES = 144
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "whole.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (32, 32))
+    rng = np.random.default_rng(0)
+    for _ in range(N_FRAMES):
+        writer.write(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def decoded(path: Path) -> int:
+    capture, count = cv2.VideoCapture(str(path)), 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    return count
+
+
+def cut(whole: Path, path: Path, size: int) -> Path:
+    path.write_bytes(whole.read_bytes()[:size])
+    return path
+
+
+@pytest.fixture()
+def half(whole: Path, tmp_path: Path) -> Path:
+    """Its header still says 144 frames; about half of them decode."""
+    path = cut(whole, tmp_path / "half.avi", whole.stat().st_size // 2)
+    assert 0 < decoded(path) < N_FRAMES // 2 + 5
+    return path
+
+
+def test_a_truncated_video_file_is_refused_when_counted_and_when_decoded(half: Path) -> None:
+    with pytest.raises(DataError, match=rf"half\.avi: the video was cut short after \d+ of its {N_FRAMES} frames"):
+        len(VideoFile(half))  # was the decoded count, as if the file were whole
+    with pytest.raises(DataError, match=rf"half\.avi: the video was cut short after \d+ of its {N_FRAMES} frames"):
+        VideoFile(half).frame(0, 16, 1)
+    with pytest.raises(DataError, match=rf"half\.avi: the video was cut short after \d+ of its {N_FRAMES} frames"):
+        list(FrameSource(str(half)))
+
+
+def test_detect_on_a_truncated_video_file_fails(half: Path, model_file: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["detect", str(half), "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "half.avi: the video was cut short after" in err and f"of its {N_FRAMES} frames" in err and "Traceback" not in err
+
+
+def test_unknown_or_slightly_off_frame_counts_are_accepted(whole: Path, half: Path, tmp_path: Path) -> None:
+    data = bytearray(half.read_bytes())  # the same cut file, its header's frame counts zeroed: nothing to compare
+    for tag, offset in ((b"avih", 16), (b"strh", 32)):
+        at = data.find(tag) + 8 + offset
+        assert struct.unpack_from("<I", data, at) == (N_FRAMES,)
+        data[at:at + 4] = struct.pack("<I", 0)
+    unknown = tmp_path / "unknown.avi"
+    unknown.write_bytes(bytes(data))
+    assert len(VideoFile(unknown)) == decoded(half) == len(list(FrameSource(str(unknown))))
+    size = whole.stat().st_size  # the last frames cut off until two are missing: within what containers get wrong
+    short = next(p for p in (cut(whole, tmp_path / "short.avi", size - k) for k in range(0, 20000, 100))
+                 if decoded(p) == N_FRAMES - 2)
+    video = VideoFile(short)
+    assert len(video) == N_FRAMES - 2 and video.frame(N_FRAMES - 3, 16, 1).shape == (16, 16, 1)
+    assert len(list(FrameSource(str(short)))) == N_FRAMES - 2
