@@ -31,7 +31,7 @@ from mnad.aot import AotStep
 from mnad.config import Config
 from mnad.data import split_clip, to_tensor
 from mnad.distributed import checked_device, native_bf16
-from mnad.errors import CheckpointError, ConfigError
+from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD, inference_copy
 from mnad.model.memory import updated_memory
@@ -147,6 +147,19 @@ class StreamState:
     recent: list[float]  # the trailing mean's scores
 
 
+def checked_frame(frame: object, size: int, channels: int) -> np.ndarray:
+    """``frame`` as the scorer takes it, uint8 (size, size, channels) C-contiguous (a strided view is copied, a gray
+    (H, W) frame of a 1-channel model gains its axis); a DataError for anything that is not such a frame."""
+    if isinstance(frame, np.ndarray) and frame.dtype == np.uint8:
+        if frame.ndim == 2 and channels == 1:
+            frame = frame[:, :, None]
+        if frame.shape == (size, size, channels):
+            return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
+    got = (f"a {frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray) else f"a {type(frame).__name__}")
+    raise DataError(f"frame: expected a numpy uint8 array of shape ({size}, {size}, {channels}) (the model's image size "
+                    f"and channels, HxWxC, e.g. as mnad.data.sources.prepare_frame makes it), got {got}")
+
+
 class StreamScorer:
     """Scores frames one at a time, in order; causal: a frame's result depends only on it and earlier frames.
 
@@ -162,7 +175,7 @@ class StreamScorer:
         items: torch.Tensor | None,
         *,
         normalization: str | None = None,
-        calibration: Calibration | None = None,
+        calibration: Calibration | dict | None = None,
         smoothing: int | None = None,
         device: str = "cpu",
         maps: bool = False,
@@ -170,17 +183,27 @@ class StreamScorer:
         device = str(checked_device(device))
         self.step, self.config, self.device, self.maps = step, config, device, maps
         self.normalization = normalization or config.eval.normalization
+        if smoothing is not None and (not isinstance(smoothing, int | np.integer) or isinstance(smoothing, bool) or smoothing < 1):
+            raise ConfigError(f"smoothing must be a whole number of frames >= 1, got {smoothing!r}")
+        if isinstance(calibration, dict):
+            calibration = Calibration.from_dict(calibration, source="calibration")
+        elif calibration is not None and not isinstance(calibration, Calibration):
+            raise ConfigError(f"calibration must be a Calibration or its dict (config.eval.calibration), got a {type(calibration).__name__}")
         if self.normalization == "calibrated":
             if calibration is None:
                 if not config.eval.calibration:
                     raise ConfigError("calibrated normalisation needs a calibration: run `mnad calibrate` first")
                 calibration = Calibration.from_dict(config.eval.calibration)
             calibration.check_terms(config)
+            if smoothing is not None and smoothing != calibration.smoothing:  # as `mnad detect` refuses eval.smoothing
+                raise ConfigError(f"the calibration's alert threshold was fitted on a {calibration.smoothing}-frame mean of the "
+                                  f"score, not {smoothing} (smoothing): leave it unset or recalibrate with "
+                                  f"`mnad calibrate --smoothing {smoothing}`")
         elif self.normalization not in ("video", "causal"):
             raise ConfigError(f"unknown normalisation {self.normalization!r}")
         self.calibration = calibration
         self.alpha = mixing_weight(config)
-        self.smoothing = smoothing or (calibration.smoothing if calibration is not None else config.eval.smoothing)
+        self.smoothing = int(smoothing or (calibration.smoothing if calibration is not None else config.eval.smoothing))
         self.has_memory = items is not None
         # the scorer's own copy: test-time updates never reach the caller's model
         self._items = (items.detach().clone() if items is not None else torch.zeros(1, config.model.feature_dim)).to(device)
@@ -246,6 +269,7 @@ class StreamScorer:
         """The first half of ``push``: add ``frame`` to the window and return the (inputs, target) clip it completes,
         batch 1, to be scored with this scorer's items; None while the window fills. Its result goes to ``consume``
         before the next frame."""
+        frame = checked_frame(frame, self.config.model.image_size, self.config.model.channels)
         tensor = to_tensor(frame).to(self.device)  # each frame converted once, not once per clip
         with held_interrupts():  # the window, the raw frames and the count move together (a Ctrl-C waits)
             self._window.append(tensor)
@@ -294,7 +318,8 @@ class StreamScorer:
             self._items = state.items.detach().clone().to(self.device)
         self._window.clear()
         self._raw.clear()
-        for frame in state.window[-self._window.maxlen:]:
+        m = self.config.model
+        for frame in (checked_frame(f, m.image_size, m.channels) for f in state.window[-self._window.maxlen:]):
             self._window.append(to_tensor(frame).to(self.device))
             self._raw.append(frame)
         self._seen = state.frames_seen
@@ -302,8 +327,15 @@ class StreamScorer:
         self._causal = CausalScore(self.alpha, self.smoothing, self.calibration, RunningMinMax(*state.psnr_range),
                                    RunningMinMax(*state.distance_range), TrailingMean(self.smoothing, list(state.recent)[-self.smoothing:]))
 
+    def _belongs_to(self) -> dict:
+        """What a saved state is of: a state restores only into a scorer for which these are the same."""
+        m = self.config.model
+        return {"task": m.task, "t_length": m.t_length, "image_size": m.image_size, "channels": m.channels,
+                "memory": self.has_memory, "memory_size": m.memory_size, "feature_dim": m.feature_dim,
+                "normalization": self.normalization, "smoothing": self.smoothing}
+
     def save_state(self, path: str | Path) -> None:
-        """Write the state as safetensors (tensors and JSON metadata, no code), atomically."""
+        """Write the state as safetensors (tensors and JSON metadata, no code), atomically, with what it belongs to."""
         from safetensors.torch import save
 
         from mnad.checkpoint import atomic_write, tensor_digest
@@ -312,7 +344,8 @@ class StreamScorer:
         tensors = {f"window.{i}": torch.from_numpy(np.ascontiguousarray(f)) for i, f in enumerate(s.window)}
         if s.items is not None:
             tensors["items"] = s.items.cpu().contiguous()
-        meta = {"frames_seen": s.frames_seen, "psnr_range": s.psnr_range, "distance_range": s.distance_range, "recent": s.recent}
+        meta = {"frames_seen": s.frames_seen, "psnr_range": s.psnr_range, "distance_range": s.distance_range, "recent": s.recent,
+                "belongs_to": self._belongs_to()}
         atomic_write(Path(path), save(tensors, metadata={"mnad_stream_state": json.dumps(meta), "sha256": tensor_digest(tensors)}))
 
     def load_state(self, path: str | Path) -> None:
@@ -331,6 +364,12 @@ class StreamScorer:
             raise CheckpointError(f"{path}: not a readable stream state ({exc})") from exc
         if meta.get("sha256") != tensor_digest(tensors):
             raise CheckpointError(f"{path}: the stream state's hash does not match its contents (damaged or edited)")
+        saved, here = info.get("belongs_to") if isinstance(info, dict) else None, self._belongs_to()
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path}: the stream state does not record the model it belongs to (written by an older "
+                                  "mnad): start the stream afresh")
+        if differ := [f"{k} {saved.get(k)!r} (this scorer: {v!r})" for k, v in here.items() if saved.get(k) != v]:
+            raise CheckpointError(f"{path}: the stream state belongs to another model or scorer: {', '.join(differ)}")
         window = [tensors[f"window.{i}"].numpy() for i in range(sum(k.startswith("window.") for k in tensors))]
         self.restore(StreamState(tensors.get("items"), window, int(info["frames_seen"]), tuple(info["psnr_range"]),
                                  tuple(info["distance_range"]), [float(v) for v in info["recent"]]))
