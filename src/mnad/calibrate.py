@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from mnad.config import Config
 from mnad.data import Video
-from mnad.data.sources import footage_span, spans_overlap
+from mnad.data.sources import footage_span, open_video, spans_overlap
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
-from mnad.scoring import Calibration, anomaly_score, mixing_weight, rate_key, score_terms, smooth
+from mnad.scoring import Calibration, anomaly_score, frames_needed, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import StreamScorer
 
 log = logging.getLogger(__name__)
@@ -58,15 +58,24 @@ def calibrate(
     model was trained on (``train.trained_footage``); calibrating on any of it is warned about, since the model has learnt those frames
     and scores them lower than unseen normal footage (thresholds then alert too often).
     """
-    if not 0 < false_alarm_rate < 1:
-        raise ConfigError(f"--false-alarm-rate must lie strictly between 0 and 1, got {false_alarm_rate}")
-    if smoothing is not None and smoothing < 1:
-        raise ConfigError(f"--smoothing must be >= 1 frame, got {smoothing}")
+    if isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, int | float) or not 0 < false_alarm_rate < 1:
+        raise ConfigError(f"--false-alarm-rate must be a number strictly between 0 and 1, got {false_alarm_rate!r}")
+    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1):
+        raise ConfigError(f"--smoothing must be a whole number of frames >= 1, got {smoothing!r}")
     if scoring not in ("choose", "config"):
         raise ConfigError(f"--scoring must be 'choose' or 'config', got {scoring!r}")
+    if not isinstance(videos, list | tuple):
+        raise ConfigError(f"the calibration footage must be a list of videos (mnad.data.Video or paths), got {type(videos).__name__}")
     if not videos:
         raise DataError("no calibration footage given")
+    videos = [open_video(v) if isinstance(v, str | Path) else v for v in videos]
+    if not all(isinstance(v, Video) for v in videos):
+        raise ConfigError("the calibration footage must be a list of videos (mnad.data.Video or paths), got "
+                          + ", ".join(sorted({type(v).__name__ for v in videos if not isinstance(v, Video)})))
     spans = [footage_span(v) for v in videos]
+    twice = sorted({f"{a[0]}[{a[1]}:{a[2]}]" for i, a in enumerate(spans) for b in spans[:i] if spans_overlap(a, b)})
+    if twice:
+        raise DataError(f"{twice[0]}: calibration footage given twice (or overlapping footage given); give each video once")
     overlap = sorted({f"{a[0]}[{a[1]}:{a[2]}]" for a in spans for b in trained_on or [] if spans_overlap(a, b)})
     if overlap:
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
@@ -229,10 +238,10 @@ def fit_calibration(
     """The calibration of per-video PSNR and D series of normal footage (each video smoothed on its own, as separate
     recordings): ranges from their 1st-99th percentiles, thresholds from quantiles of the smoothed score."""
     all_p, all_d = np.concatenate(psnr_values), np.concatenate(distances)
-    needed = math.ceil(1 / false_alarm_rate)
+    needed = frames_needed(false_alarm_rate)
     if all_p.size < needed:
         raise DataError(f"{where}: calibration footage too short: {all_p.size} frames scored, a false-alarm rate "
-                        f"of {false_alarm_rate} needs at least {needed} normal frames")
+                        f"of {false_alarm_rate:g} needs at least {needed:.10g} normal frames")
     ranges = {
         "psnr_low": float(np.percentile(all_p, 1)), "psnr_high": float(np.percentile(all_p, 99)),
         "distance_low": float(np.percentile(all_d, 1)), "distance_high": float(np.percentile(all_d, 99)),
@@ -242,7 +251,7 @@ def fit_calibration(
     fitted = Calibration(**ranges, threshold=0.0, false_alarm_rate=false_alarm_rate, smoothing=smoothing,
                          frames=int(all_p.size), footage=list(footage or []))
     smoothed = np.concatenate(smoothed_scores(psnr_values, distances, fitted, alpha, smoothing))
-    thresholds = {rate_key(r): float(np.quantile(smoothed, 1 - r)) for r in TABLE_RATES}
+    thresholds = {rate_key(r): float(np.quantile(smoothed, 1 - r)) for r in TABLE_RATES if all_p.size >= frames_needed(r)}
     return dataclasses.replace(fitted, threshold=float(np.quantile(smoothed, 1 - false_alarm_rate)), thresholds=thresholds)
 
 
@@ -252,10 +261,11 @@ def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndar
     in turn, the others calibrated, the fraction of the left-out video's smoothed scores above each threshold (the
     chosen rate's and TABLE_RATES'), averaged over the videos. Empty with fewer than two videos, or when the rest is
     too short to calibrate."""
-    rates = sorted({*TABLE_RATES, false_alarm_rate})
-    realised: dict[str, list[float]] = {rate_key(r): [] for r in rates}
     if len(psnr_values) < 2:
         return {}
+    shortest = sum(map(len, psnr_values)) - max(map(len, psnr_values))  # the fewest frames any fold is fitted on
+    rates = sorted({*(r for r in TABLE_RATES if shortest >= frames_needed(r)), false_alarm_rate})
+    realised: dict[str, list[float]] = {rate_key(r): [] for r in rates}
     for i in range(len(psnr_values)):
         rest = [j for j in range(len(psnr_values)) if j != i]
         try:

@@ -13,6 +13,7 @@ a rank's share (exact when ``eval.test_update`` is off). docs/distributed.md has
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +24,12 @@ from mnad import distributed
 from mnad.config import Config
 from mnad.data import Video, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
-from mnad.data.sources import check_fps
+from mnad.data.sources import check_fps, footage_span, spans_overlap
 from mnad.errors import ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
 from mnad.outputs import write_evaluation
-from mnad.scoring import Calibration, anomaly_score, mixing_weight, rate_key, score_terms, smooth
+from mnad.scoring import Calibration, anomaly_score, check_calibrated_scoring, frames_needed, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import FrameResult, StreamScorer
 
 
@@ -138,6 +139,11 @@ def stream_metrics(videos: list[VideoScores], calibration: Calibration, *, fps: 
     raw = np.concatenate([v.causal_score for v in videos])
     at_rate = {}
     for rate in STREAM_RATES:
+        if calibration.frames < frames_needed(rate):  # a threshold fitted on too few frames says nothing about the rate
+            at_rate[rate_key(rate)] = {"threshold": None, "false_alarm_rate": None, "detection_rate": None,
+                                       "not_estimable": f"the calibration's {calibration.frames} frames are fewer than the "
+                                                        f"{frames_needed(rate)} a {rate:g} rate needs"}
+            continue
         threshold = calibration.threshold_for(rate)
         at_rate[rate_key(rate)] = {
             "threshold": threshold,
@@ -163,6 +169,18 @@ def stream_metrics(videos: list[VideoScores], calibration: Calibration, *, fps: 
         "event_measures": measures,
         "calibration_frames": calibration.frames,
     }
+
+
+def check_held_out(calibration: Calibration, videos: list[Video]) -> None:
+    """Refuse a calibration whose recorded footage overlaps the test ``videos`` (same resolved path, overlapping frames):
+    its thresholds would have seen the test set."""
+    fitted = [(m[1], int(m[2]), int(m[3])) for entry in calibration.footage if (m := re.fullmatch(r"(.*)\[(\d+):(\d+)\]", entry))]
+    spans = [footage_span(v) for v in videos]
+    shared = sorted({f"{a[0]}[{a[1]}:{a[2]}]" for a in fitted for b in spans if spans_overlap(a, b)})
+    if shared:
+        raise ConfigError(f"the calibration was fitted on the test videos it would be evaluated on ({', '.join(shared[:3])}"
+                          f"{f' and {len(shared) - 3} more' if len(shared) > 3 else ''}): the stream protocol's rates would "
+                          "then use the test set; calibrate on held-out normal footage, not the testing split")
 
 
 def evaluate(
@@ -196,6 +214,7 @@ def evaluate(
             raise ConfigError("the stream protocol scores with a calibration fitted on held-out normal footage: "
                               "run `mnad calibrate` and evaluate the calibrated model")
         calibration = Calibration.from_dict(config.eval.calibration)
+        check_calibrated_scoring(config, calibration)
         fps = DATASET_FPS.get(config.dataset, 25.0) if fps is None else fps
         check_fps(fps)
     elif fps is not None:
@@ -208,6 +227,8 @@ def evaluate(
                 f"{data_root}: no label file found (frame_labels_<dataset>.npy, test_anomalies.csv or a UCSD .m file); pass one"
             )
     labels = load_labels(labels_path, videos)  # checked against the frame counts before any scoring
+    if calibration is not None:
+        check_held_out(calibration, videos)
     if out_dir is not None:
         out_dir = Path(out_dir)
         try:

@@ -226,6 +226,24 @@ def rate_key(false_alarm_rate: float) -> str:
     return f"{false_alarm_rate:g}"
 
 
+def frames_needed(false_alarm_rate: float) -> int:
+    """Normal frames a threshold for ``false_alarm_rate`` is fitted on at least (one alert's worth: 1 / rate), the rule
+    ``calibrate`` refuses by and the threshold table and the stream protocol leave rates out by (capped at 1e18)."""
+    return math.ceil(min(1 / false_alarm_rate, 1e18))
+
+
+def check_calibrated_scoring(config: Config, calibration: Calibration) -> None:
+    """Refuse ``eval.smoothing`` or ``eval.normalization`` other than those the calibration's thresholds were fitted on
+    (a calibrated model scores with its fixed ranges and trailing mean; an option that would be ignored is refused)."""
+    if config.eval.smoothing not in (1, calibration.smoothing):
+        raise ConfigError(f"the model's alert threshold was fitted on a {calibration.smoothing}-frame mean of the score, not "
+                          f"{config.eval.smoothing}: recalibrate with `mnad calibrate --smoothing {config.eval.smoothing}`")
+    if config.eval.normalization != "calibrated":
+        raise ConfigError(f"the model's alert threshold was fitted on the calibrated score, not on --normalization "
+                          f"{config.eval.normalization}: a calibrated model scores with its calibration's fixed ranges; "
+                          "drop --normalization")
+
+
 def anomaly_score(
     psnr_values: np.ndarray,
     distances: np.ndarray,

@@ -1,0 +1,94 @@
+"""Calibrated results use no statistic of the test set and report only what the calibration footage can estimate;
+calibrate's arguments are checked as the CLI checks them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from mnad.calibrate import calibrate, with_calibration
+from mnad.data import split_videos
+from mnad.errors import ConfigError, DataError
+from mnad.evaluate import evaluate
+from mnad.model import MNAD
+
+
+def model_and_config() -> tuple[MNAD, object]:
+    torch.manual_seed(0)
+    config = tiny_config().override(["eval.gamma=0.01"])
+    return MNAD(config.model).eval(), config
+
+
+def fitted(model: MNAD, config: object, videos: list, **options: object) -> tuple[object, object]:
+    cal = calibrate(model, config, videos, **{"false_alarm_rate": 0.05, "scoring": "config", "progress": False, **options})
+    return cal, with_calibration(config, cal)
+
+
+def test_stream_refuses_a_calibration_fitted_on_the_test_videos(synthetic_root: Path) -> None:
+    model, config = model_and_config()
+    test_videos = split_videos(synthetic_root, "synthetic", "testing")
+    _, cal_config = fitted(model, config, test_videos[:1])
+    with pytest.raises(ConfigError, match=r"test videos .*testing.*01\[0:24\].*use the test set"):
+        evaluate(model, cal_config, synthetic_root, protocol="stream", progress=False)
+
+
+def test_rates_the_footage_is_too_short_for_are_left_out(synthetic_root: Path) -> None:
+    model, config = model_and_config()
+    cal, cal_config = fitted(model, config, split_videos(synthetic_root, "synthetic", "training"))
+    assert cal.frames == 40  # enough for 5 % (20 frames) and 10 %, not for 1 % (100 frames)
+    assert set(cal.thresholds) == {"0.05", "0.1"}
+    rates = evaluate(model, cal_config, synthetic_root, protocol="stream", progress=False)["stream"]["at_false_alarm_rate"]
+    assert rates["0.01"]["false_alarm_rate"] is None and "100" in rates["0.01"]["not_estimable"]
+    assert 0 <= rates["0.05"]["false_alarm_rate"] <= 1
+
+
+def test_stream_refuses_smoothing_and_normalization_it_would_ignore(synthetic_root: Path) -> None:
+    model, config = model_and_config()
+    _, cal_config = fitted(model, config, split_videos(synthetic_root, "synthetic", "training"), smoothing=5)
+    with pytest.raises(ConfigError, match="fitted on a 5-frame mean of the score, not 3"):
+        evaluate(model, cal_config.override(["eval.smoothing=3"]), synthetic_root, protocol="stream", progress=False)
+    with pytest.raises(ConfigError, match="--normalization video"):
+        evaluate(model, cal_config.override(["eval.normalization=video"]), synthetic_root, protocol="stream", progress=False)
+
+
+@pytest.mark.parametrize(("options", "error", "match"), [
+    ({"smoothing": 2.5}, ConfigError, "--smoothing"),
+    ({"smoothing": True}, ConfigError, "--smoothing"),
+    ({"false_alarm_rate": "0.05"}, ConfigError, "--false-alarm-rate"),
+    ({"videos": "single"}, ConfigError, "list of videos"),
+    ({"videos": [object()]}, ConfigError, "list of videos"),
+    ({"videos": ["no/such/video.avi"]}, DataError, "no/such/video.avi"),
+])
+def test_calibrate_checks_its_arguments(synthetic_root: Path, options: dict, error: type, match: str) -> None:
+    model, config = model_and_config()
+    videos = split_videos(synthetic_root, "synthetic", "training")
+    if options.get("videos") == "single":
+        options = {"videos": videos[0]}
+    with pytest.raises(error, match=match):
+        calibrate(model, config, **{"videos": videos, "false_alarm_rate": 0.05, "progress": False, **options})
+
+
+def test_calibrate_takes_paths(synthetic_root: Path) -> None:
+    model, config = model_and_config()
+    videos = split_videos(synthetic_root, "synthetic", "training")
+    by_path, _ = fitted(model, config, [str(v.path) for v in videos])
+    by_video, _ = fitted(model, config, videos)
+    assert by_path.footage == by_video.footage and by_path.threshold == by_video.threshold
+
+
+def test_calibrate_refuses_the_same_footage_twice(synthetic_root: Path) -> None:
+    model, config = model_and_config()
+    videos = split_videos(synthetic_root, "synthetic", "training")
+    with pytest.raises(DataError, match=rf"{re.escape(str(videos[0].path.resolve()))}.*given twice"):
+        fitted(model, config, [*videos, videos[0]])
+
+
+def test_too_short_message_is_compact(synthetic_root: Path) -> None:
+    model, config = model_and_config()
+    with pytest.raises(DataError, match="needs at least") as caught:
+        fitted(model, config, split_videos(synthetic_root, "synthetic", "training"), false_alarm_rate=1e-300)
+    assert not re.search(r"\d{20}", str(caught.value)), str(caught.value)
