@@ -3,7 +3,10 @@
 source (``data.sources.FrameSource``) -> prepared frame -> ``stream.StreamScorer`` (causal S_t, trailing mean) ->
 ``events.EventTracker`` (alerts) -> outputs (``outputs``: scores.csv, events, summary; the annotated video).
 
-Scores are causal (no future frame, no statistic of the footage being scored): a calibration fitted on normal
+Scores are causal (no statistic of the footage being scored, no frame beyond the clip that scores a frame): a model
+whose target frame is not its clip's last (``model.task=recon`` with ``t_length > 1``, the motion-cues variant) scores
+frame t only once frame t + ``latency_frames`` has arrived (``latency_frames``; in summary.json, warned at the start),
+so its alerts come that many frames late, stamped with frame t's time. A calibration fitted on normal
 footage (``mnad calibrate``) fixes the normalisation and the alert threshold; without one, a running min-max is used
 and no alerts are raised (said loudly). Frame numbers are 0-based positions in the source.
 
@@ -23,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,7 +39,7 @@ from mnad.calibrate import alert_window
 from mnad.config import Config
 from mnad.data.sources import FrameSource, RawFrame, SourceOptions, is_live, prepare_frame
 from mnad.errors import ConfigError, DataError, Terminated, printable
-from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker
+from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
 from mnad.outputs import DetectFolder, DetectWriter, detect_run_entries, write_detect_summary
@@ -63,10 +67,16 @@ class DetectOptions:
     def __post_init__(self) -> None:
         if self.save_maps not in (None, "npy", "png"):
             raise ConfigError(f"--save-maps must be npy or png, got {self.save_maps!r}")
-        if self.hysteresis < 0 or self.min_event_frames < 1:
-            raise ConfigError("--hysteresis must be >= 0 and --min-event-frames >= 1")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
+        check_event_options(self.hysteresis, self.min_event_frames)
+        if self.max_frames is not None and (isinstance(self.max_frames, bool) or not isinstance(self.max_frames, Integral)
+                                            or self.max_frames < 1):
+            raise ConfigError(f"--max-frames must be an integer >= 1, got {self.max_frames!r}")
+
+
+def latency_frames(config: Config) -> int:
+    """Frames between a frame's arrival and its score: a clip scores its target frame, this many frames before the
+    clip's last: 0 for prediction, t_length - 1 - t_length // 2 for reconstruction (7 of 16 with motion cues)."""
+    return config.model.t_length - 1 - config.model.target_index
 
 
 def stream_folder(index: int, source: str, count: int) -> str:
@@ -142,7 +152,9 @@ class _Detection:
         self.video: cv2.VideoWriter | None = None
         self.taken = self.scored = 0  # source frames taken, frames scored
         self.above = 0  # frames scored whose smoothed score is above the threshold (what a false-alarm rate counts)
+        self.alerts = 0  # frames written with alert=1: those of a confirmed event (``EventTracker.alerting``)
         self.ended_by: str | None = None  # None while the source runs
+        self.ended_at: float | None = None  # time.perf_counter() when it ended: its own duration in summary.json
         self.failure: DataError | None = None
 
     def take(self, item: RawFrame | _Ended) -> np.ndarray | None:
@@ -168,7 +180,10 @@ class _Detection:
         return prepare_frame(item.image, m.image_size, m.channels, self.source)
 
     def score(self, row: FrameResult) -> None:
-        """Events and outputs of one scored frame."""
+        """Events and outputs of one scored frame. Its row is written now and never rewritten, so its alert (the column,
+        the annotated video's red border) is 1 only once its event is confirmed (``EventTracker.alerting``: it has
+        reached --min-event-frames frames), and for every later frame of that event: a run dropped as too short never
+        alerts, and every alert row lies in an event of events.csv, which starts at its first frame above the threshold."""
         assert self.writer is not None
         shown = self.raw[row.index]
         alert = False
@@ -176,6 +191,7 @@ class _Detection:
             ended = self.tracker.push(row.index, shown.time, row.smoothed)
             alert = self.tracker.alerting
             self.above += row.smoothed > self.threshold
+            self.alerts += alert
             if ended is not None:
                 self.events.append(ended)
                 self.writer.event(ended)
@@ -204,7 +220,7 @@ class _Detection:
 
     def end(self, why: str) -> None:
         if self.ended_by is None:
-            self.ended_by = why
+            self.ended_by, self.ended_at = why, time.perf_counter()
         self.reader.halt.set()
 
     def fail(self, error: DataError) -> None:
@@ -212,9 +228,13 @@ class _Detection:
             self.failure = error
         self.end(f"error: {error}")
 
-    def close(self, seconds: float, smoothing: int, calibration: Calibration | None) -> dict | None:
-        """Complete the outputs (events.csv, summary.json); the summary, or None when the source gave nothing."""
+    def close(self, started: float, smoothing: int, calibration: Calibration | None) -> dict | None:
+        """Complete the outputs (events.csv, summary.json); the summary, or None when the source gave nothing. Its
+        seconds and fps are this source's own: from the run's ``started`` (perf_counter) to this source's end."""
         self.end("stopped")  # any reader still running stops; a run that ended keeps its reason
+        assert self.ended_at is not None
+        seconds = self.ended_at - started
+        lag = latency_frames(self.config)
         if self.video is not None:
             self.video.release()
         if self.writer is None:
@@ -227,11 +247,17 @@ class _Detection:
         summary = {
             "source": printable(self.source), "frames_scored": self.scored, "seconds": round(seconds, 3),
             "fps": round(self.scored / seconds, 2) if seconds else None,
-            "source_fps": round(self.frames.fps, 3), "calibrated": calibration is not None, "threshold": self.threshold,
+            "source_fps": round(self.frames.fps, 3),
+            # frames (and seconds at the source's rate) from a frame's arrival to its score, so to its alert
+            "latency_frames": lag, "latency_seconds": round(lag / self.frames.fps, 3) if self.frames.fps else None,
+            "calibrated": calibration is not None, "threshold": self.threshold,
             "false_alarm_rate": calibration.false_alarm_rate if calibration else None,
             # on normal footage, the realised false-alarm rate: compare it with the asked one and with the calibration's
             # own label-free check on footage its thresholds were not fitted on
             "above_threshold_rate": round(self.above / self.scored, 5) if calibration and self.scored else None,
+            # frames of scores.csv with alert=1 (of confirmed events; fewer than those above the threshold: runs dropped
+            # as too short and each event's first --min-event-frames - 1 frames never alert)
+            "alert_frames": self.alerts if calibration else None,
             "calibration_held_out_false_alarm_rate": (calibration.held_out_false_alarms.get(rate_key(calibration.false_alarm_rate))
                                                       if calibration else None),
             "smoothing": smoothing, "events": len(self.events), "ended_by": self.ended_by,
@@ -253,7 +279,7 @@ class _Detection:
 def detect(
     model: MNAD,
     config: Config,
-    source: str | Path | Sequence[str | Path],
+    source: str | Path | int | Sequence[str | Path | int],
     out_dir: str | Path,
     options: DetectOptions | None = None,
     *,
@@ -270,8 +296,16 @@ def detect(
     its own folder ``out_dir/<index>_<name>`` (``stream_folder``), with a summary.json of the run in ``out_dir``; a
     source that ends or fails does not stop the others, and the run raises ``DataError`` at the end when any source
     failed or scored nothing. Returns the run's summary. A PyTorch model only (an exported ONNX graph is batch 1)."""
-    options = options or DetectOptions()
-    sources = [str(s) for s in ([source] if isinstance(source, str | Path) else source)]
+    options = DetectOptions() if options is None else options
+    if not isinstance(options, DetectOptions):
+        raise ConfigError(f"options must be a mnad.detect.DetectOptions or None, got {type(options).__name__}")
+    if not isinstance(out_dir, str | Path):
+        raise ConfigError(f"out_dir (--out) must be a str or Path, got {type(out_dir).__name__}")
+    sources = [source] if isinstance(source, str | Path | int) else source
+    if not isinstance(sources, list | tuple) or not all(isinstance(s, str | Path | int) and not isinstance(s, bool) for s in sources):
+        raise ConfigError(f"source must be a str or Path (file, folder, glob, URL), an int camera index, or a list of them; "
+                          f"got {printable(repr(source))[:80]}")
+    sources = [str(s) for s in sources]  # a camera index as the CLI passes it: '0'
     if not sources:
         raise ConfigError("no source to score")
     several = len(sources) > 1
@@ -291,6 +325,8 @@ def detect(
                                        maps=options.save_video or bool(options.save_maps))
     if calibration is None:
         log.warning(UNCALIBRATED)
+    if (lag := latency_frames(config)) > 0:
+        log.warning(f"this model scores each frame {lag} frames after it arrives (motion cues): alerts come {lag} frames late")
     place = DetectFolder(out_dir, earlier)
     folders = [place.root / stream_folder(i, s, len(sources)) for i, s in enumerate(sources)] if several else [place.root]
     wake = threading.Event()
@@ -313,7 +349,7 @@ def detect(
         bar.close()
         seconds = time.perf_counter() - started
         with held_interrupts():  # a second Ctrl-C does not cut the outputs' completion short
-            summaries = [run.close(seconds, scorers[0].smoothing, calibration) for run in runs]
+            summaries = [run.close(started, scorers[0].smoothing, calibration) for run in runs]
             if several:
                 overall = _run_summary(runs, summaries, folders, seconds, calibration)
                 write_detect_summary(place.root, overall)
@@ -386,6 +422,7 @@ def _run_summary(runs: list[_Detection], summaries: list[dict | None], folders: 
                         "error": str(error) if error is not None else None})
     return {"sources": len(runs), "failed": sum(s["failed"] for s in streams), "frames_scored": total,
             "seconds": round(seconds, 3), "fps": round(total / seconds, 2) if seconds else None,
+            "latency_frames": latency_frames(runs[0].config),
             "calibrated": calibration is not None, "threshold": calibration.threshold if calibration else None,
             "note": None if calibration else UNCALIBRATED, "streams": streams}
 

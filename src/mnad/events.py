@@ -3,12 +3,28 @@ against labels (the stream protocol of ``mnad evaluate``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 
+from mnad.errors import ConfigError
+
 HYSTERESIS = 0.05  # an event ends when the smoothed score falls this far below the threshold
 MIN_EVENT_FRAMES = 3  # shorter events are dropped
+MAX_HYSTERESIS = 1.0  # the calibrated score's normal range is 0..1: a larger margin would hold an event open for good
+
+
+def check_event_options(hysteresis: object, min_frames: object) -> None:
+    """Refuse a hysteresis that is not a finite number in [0, MAX_HYSTERESIS] and a minimum length that is not an
+    integer >= 1 (one ``ConfigError`` naming the option)."""
+    if isinstance(hysteresis, bool) or not isinstance(hysteresis, Real) or not math.isfinite(hysteresis) \
+            or not 0 <= hysteresis <= MAX_HYSTERESIS:
+        raise ConfigError(f"--hysteresis must be a number from 0 to {MAX_HYSTERESIS:g}, got {hysteresis!r}")
+    if isinstance(min_frames, bool) or not isinstance(min_frames, Integral) or min_frames < 1:
+        raise ConfigError(f"--min-event-frames must be an integer >= 1, got {min_frames!r}")
+
 
 @dataclass
 class Event:
@@ -24,15 +40,22 @@ class Event:
 class EventTracker:
     """Opens an event when the smoothed score rises above ``threshold`` and closes it when it falls below
     ``threshold - hysteresis`` (so a score hovering at the threshold does not flicker); events shorter than
-    ``min_frames`` are dropped. Causal: an event's state at frame t depends on scores up to t."""
+    ``min_frames`` are dropped. Causal: an event's state at frame t depends on scores up to t.
+
+    An event starts at its first frame above the threshold, but it is only *confirmed* (``alerting``) once it spans
+    ``min_frames`` frames: from that frame on, and for every later frame of the event until it ends. A run that ends
+    shorter is dropped and was never alerting, so the frames that alert are exactly the confirmed frames of the
+    events returned (each event from its ``min_frames``-th frame to its end)."""
 
     def __init__(self, threshold: float, *, hysteresis: float = HYSTERESIS, min_frames: int = MIN_EVENT_FRAMES) -> None:
+        check_event_options(hysteresis, min_frames)
         self.threshold, self.low, self.min_frames = threshold, threshold - hysteresis, min_frames
         self.current: Event | None = None
 
     @property
     def alerting(self) -> bool:
-        return self.current is not None
+        """An event is open and confirmed: it has reached ``min_frames`` frames (it will not be dropped)."""
+        return self.current is not None and self.current.end_frame - self.current.start_frame + 1 >= self.min_frames
 
     def push(self, frame: int, stamp: float, score: float, video: str = "") -> Event | None:
         """Feed one smoothed score; returns an event when one ends."""
