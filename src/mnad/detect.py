@@ -43,7 +43,7 @@ from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker, check
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
 from mnad.outputs import DetectFolder, DetectWriter, detect_run_entries, write_detect_summary
-from mnad.scoring import Calibration, rate_key
+from mnad.scoring import Calibration, check_calibrated_scoring, rate_key
 from mnad.stream import FrameResult, StreamScorer, score_streams
 
 log = logging.getLogger(__name__)
@@ -310,9 +310,8 @@ def detect(
         raise ConfigError("no source to score")
     several = len(sources) > 1
     calibration = Calibration.from_dict(config.eval.calibration) if config.eval.calibration else None
-    if calibration is not None and config.eval.smoothing not in (1, calibration.smoothing):
-        raise ConfigError(f"the model's alert threshold was fitted on a {calibration.smoothing}-frame mean of the score, not "
-                          f"{config.eval.smoothing}: recalibrate with `mnad calibrate --smoothing {config.eval.smoothing}`")
+    if calibration is not None:
+        check_calibrated_scoring(config, calibration)
     sourced = [FrameSource(s, options.source) for s in sources]  # checks every source before any output is touched
     out_dir = Path(out_dir)
     earlier = detect_run_entries(out_dir)  # the whole earlier run, whatever its sources: an overwrite leaves none of it
