@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -75,3 +77,22 @@ def load_script(relative: str) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)
     return module
+
+
+def frames_folder(folder: Path, n: int, size: int = 32) -> Path:
+    """A frame folder of ``n`` random-noise PNG frames."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:05d}.png"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    return folder
+
+
+def noise_video(path: Path, n: int, fps: float, size: int = 32) -> Path:
+    """An MJPG .avi of ``n`` random-noise frames: its header gives the frame count."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (size, size))
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        writer.write(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    writer.release()
+    return path

@@ -9,11 +9,10 @@ import logging
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import frames_folder, tiny_config
 
 from mnad.calibrate import with_calibration
 from mnad.checkpoint import load_model, save_model
@@ -23,14 +22,6 @@ from mnad.errors import ConfigError
 from mnad.events import EventTracker
 from mnad.model import MNAD
 from mnad.scoring import Calibration
-
-
-def frames_folder(folder: Path, n: int, size: int = 32) -> Path:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        cv2.imwrite(str(folder / f"{i:05d}.png"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-    return folder
 
 
 def calibrated(model_file: Path, threshold: float) -> tuple[MNAD, object]:

@@ -13,21 +13,13 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
+from conftest import frames_folder
 
 from mnad.cli import main
 from mnad.data.sources import FrameSource, SourceOptions
 from mnad.errors import CheckpointError, DataError
 from mnad.export import export_onnx, load_onnx
-
-
-def frames_folder(folder: Path, n: int, size: int = 32) -> Path:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        cv2.imwrite(str(folder / f"{i:05d}.png"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-    return folder
 
 
 def test_a_url_is_never_a_glob() -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import noise_video
 
 from mnad.cli import main
 from mnad.data.sources import SourceOptions
@@ -31,13 +32,7 @@ N_FRAMES = 24
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 24-frame MJPG .avi at 10 fps: its header gives the frame count, and half of it still decodes."""
-    path = tmp_path_factory.mktemp("video") / "v.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 32))
-    rng = np.random.default_rng(0)
-    for _ in range(N_FRAMES):
-        writer.write(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    writer.release()
-    return path
+    return noise_video(tmp_path_factory.mktemp("video") / "v.avi", N_FRAMES, 10.0)
 
 
 class _Server(http.server.BaseHTTPRequestHandler):

@@ -8,8 +8,8 @@ import struct
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
+from conftest import noise_video
 
 from mnad.cli import main
 from mnad.data.sources import FrameSource, VideoFile
@@ -20,13 +20,7 @@ N_FRAMES = 144
 
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("video") / "whole.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (32, 32))
-    rng = np.random.default_rng(0)
-    for _ in range(N_FRAMES):
-        writer.write(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    writer.release()
-    return path
+    return noise_video(tmp_path_factory.mktemp("video") / "whole.avi", N_FRAMES, 25.0)
 
 
 def decoded(path: Path) -> int:
