@@ -14,7 +14,6 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mnad import distributed
 from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, load_model, read_checkpoint
 from mnad.config import Config, TrainConfig
 from mnad.errors import CheckpointError
@@ -94,14 +93,14 @@ def test_several_changes_are_named_together(runs: dict[str, Path], synthetic_roo
         train(run_config(epochs=3, lr=0.1), synthetic_root, run, resume=True, progress=False)
 
 
-def test_resume_may_change_where_and_how_fast_it_runs(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(distributed, "bf16_is_native", lambda device: True)  # bf16 asked for is bf16 run, on any CPU
+def test_resume_may_change_where_and_how_fast_it_runs(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path) -> None:
+    # bf16 and threads are free too (test_every_train_setting_is_either_kept_or_free_on_resume); not trained here:
+    # bf16 is emulated on CPUs without it, and a second thread beside a busy core spins: tens of seconds each
     run = copy_of(runs["partial"], tmp_path)
-    config = run_config(threads=2, bf16=True, channels_last=True, cache_frames=False, keep_epochs=True)
+    config = run_config(channels_last=True, cache_frames=False, keep_epochs=True)
     path = train(config, synthetic_root, run, resume=True, progress=False)
     stored = json.loads((run / "config.json").read_text())["train"]
-    assert (stored["threads"], stored["bf16"], stored["channels_last"], stored["cache_frames"]) == (2, True, True, False)
+    assert (stored["channels_last"], stored["cache_frames"], stored["keep_epochs"]) == (True, False, True)
     assert read_checkpoint(path)[2]["epochs"] == 2 and (run / "epoch_002.safetensors").exists()
     assert [json.loads(line)["epoch"] for line in (run / LOG_FILE).read_text().splitlines()] == [1, 2]
 
