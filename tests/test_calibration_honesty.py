@@ -58,6 +58,7 @@ def test_stream_refuses_smoothing_and_normalization_it_would_ignore(synthetic_ro
 @pytest.mark.parametrize(("options", "error", "match"), [
     ({"smoothing": 2.5}, ConfigError, "--smoothing"),
     ({"smoothing": True}, ConfigError, "--smoothing"),
+    ({"smoothing": 100_000}, ConfigError, "--smoothing 100000 is longer than the shortest calibration video"),
     ({"false_alarm_rate": "0.05"}, ConfigError, "--false-alarm-rate"),
     ({"videos": "single"}, ConfigError, "list of videos"),
     ({"videos": [object()]}, ConfigError, "list of videos"),

@@ -170,6 +170,31 @@ def test_calibration_record_is_checked() -> None:
         Calibration.from_dict(good).threshold_for(0.05)
 
 
+def test_a_calibration_is_used_only_with_the_test_time_update_it_was_fitted_with(synthetic_root: Path) -> None:
+    """The update changes the memory, hence D and the ranges: scoring a calibrated model with another gamma, or
+    without the update, is refused by every scorer (StreamScorer, detect's and evaluate's check); an older calibration
+    that did not record them is taken as before."""
+    from mnad.scoring import check_calibrated_scoring
+
+    model, config = model_and_config(gamma=0.01)
+    cal, cal_config = calibrated(model, config, synthetic_root)
+    assert (cal.test_update, cal.gamma) == (True, 0.01)
+    assert Calibration.from_dict(cal.to_dict()) == cal  # recorded and read back
+    for change in (["eval.gamma=0.5"], ["eval.test_update=false"]):
+        other = cal_config.override(change)
+        with pytest.raises(ConfigError, match="test-time memory update"):
+            StreamScorer.for_model(model, other, normalization="calibrated")
+        with pytest.raises(ConfigError, match="test-time memory update"):
+            check_calibrated_scoring(other, cal)
+    StreamScorer.for_model(model, cal_config, normalization="calibrated")  # as fitted: taken
+    old = Calibration.from_dict({k: v for k, v in cal.to_dict().items() if k not in ("test_update", "gamma")})
+    old.check_scoring(cal_config.override(["eval.gamma=0.5"]))
+    with pytest.raises(ConfigError, match="gamma"):
+        Calibration.from_dict({**cal.to_dict(), "gamma": -1})
+    with pytest.raises(ConfigError, match="smoothing"):  # the window in the config (not the default 1) is checked too
+        check_calibrated_scoring(cal_config.override([f"eval.smoothing={cal.smoothing + 1}"]), cal)
+
+
 def test_localised_scoring_mixes_the_chosen_terms_and_its_calibration_matches(synthetic_root: Path) -> None:
     """eval.psnr_region / eval.distance_region pick the terms S_t mixes, in calibration and scoring alike; a calibration
     fitted on other terms is refused rather than used with the wrong ranges."""
@@ -190,9 +215,9 @@ def test_localised_scoring_mixes_the_chosen_terms_and_its_calibration_matches(sy
         StreamScorer.for_model(model, frame_terms, normalization="calibrated")
     # written before the terms were recorded: fitted on its config's PSNR term and the whole-frame D
     old = Calibration.from_dict({k: v for k, v in cal.to_dict().items() if k not in ("psnr_region", "distance_region")})
-    old.check_terms(config.override(["eval.psnr_region=patch"]))
+    old.check_scoring(config.override(["eval.psnr_region=patch"]))
     with pytest.raises(ConfigError, match="run `mnad calibrate` again"):
-        old.check_terms(local)
+        old.check_scoring(local)
     with pytest.raises(ConfigError, match="distance_region"):
         Calibration.from_dict({**cal.to_dict(), "distance_region": "corner"})
 

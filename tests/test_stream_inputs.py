@@ -22,8 +22,8 @@ CALIBRATION = Calibration(psnr_low=5.0, psnr_high=40.0, distance_low=0.0, distan
                           false_alarm_rate=0.05, smoothing=9, frames=100)
 
 
-def scorer_of(**options: object) -> StreamScorer:
-    torch.manual_seed(0)
+def scorer_of(seed: int = 0, **options: object) -> StreamScorer:
+    torch.manual_seed(seed)
     config = tiny_config(**{k: options.pop(k) for k in ("task", "t_length", "channels") if k in options})
     return StreamScorer.for_model(MNAD(config.model).eval(), config, **options)
 
@@ -112,6 +112,14 @@ def test_a_state_of_another_model_is_refused_naming_the_file_and_fields(tmp_path
     with pytest.raises(CheckpointError, match=r"channels 3 \(this scorer: 1\)"):
         scorer_of(task="recon", t_length=16, channels=1, normalization="causal", smoothing=3).load_state(path)
     scorer_of(task="recon", t_length=16, normalization="causal", smoothing=3).load_state(path)  # its own kind: taken
+
+
+def test_a_state_of_the_same_kind_of_model_with_other_weights_is_refused(tmp_path: Path) -> None:
+    """Its memory items were updated through another encoder: restored, they would score wrongly without a sign."""
+    path = saved_state(tmp_path, normalization="causal")
+    with pytest.raises(CheckpointError, match=r"another model or scorer: model '[0-9a-f]{64}' \(this scorer: '[0-9a-f]{64}'\)"):
+        scorer_of(seed=1, normalization="causal").load_state(path)
+    scorer_of(normalization="causal").load_state(path)  # the same weights: taken
 
 
 def test_a_state_without_its_record_is_refused(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mnad.checkpoint import atomic_write, load_model, save_model, tensor_digest
+from mnad.checkpoint import atomic_write, load_model, save_model, weights_digest
 from mnad.config import Config
 from mnad.errors import ConfigError
 from mnad.model import MNAD
@@ -80,7 +80,7 @@ class AotStep:
         self.model, self.config = model, config
         self.runners: dict[tuple, torch._C._aoti.AOTIModelPackageLoader] = {}
         self.builds = 0  # packages built by this step (0: every one came from the cache)
-        self._weights = tensor_digest({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        self._weights = weights_digest(model)
 
     def key(self, shapes: tuple) -> str:
         what = {"format": PACKAGE_FORMAT, "code": code_digest(), "weights": self._weights, "config": self.config.to_dict(), "shapes": shapes,

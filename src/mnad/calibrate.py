@@ -80,6 +80,10 @@ def calibrate(
     if overlap:
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
                     "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
+    scored = min(len(v) for v in videos) - config.model.t_length + 1  # scored frames of the shortest video
+    if smoothing is not None and smoothing > scored:  # a window never full on the footage: its thresholds describe nothing
+        raise ConfigError(f"--smoothing {smoothing} is longer than the shortest calibration video's {max(scored, 0)} scored "
+                          "frames: the trailing mean would never be fitted whole; give a shorter window or longer footage")
     terms = footage_terms(model, config, videos, device=device, progress=progress)
     choice = None
     if scoring == "choose":
@@ -100,7 +104,8 @@ def calibrate(
                     "left out of the fit (mean over %d videos): expect more alerts than asked on new footage; calibrate on "
                     "more, and more varied, normal footage", false_alarm_rate, realised, len(videos))
     return dataclasses.replace(fitted, psnr_region=config.eval.psnr_region, distance_region=config.eval.distance_region,
-                               alpha=alpha, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {})
+                               alpha=alpha, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {},
+                               test_update=config.eval.test_update, gamma=config.eval.gamma)
 
 
 # The scorings ``choose_scoring`` picks from, simplest first (a tie goes to the earlier): PSNR over the frame or its

@@ -263,6 +263,11 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights and buffers (what a compiled package or a saved stream state belongs to)."""
+    return tensor_digest({k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
 def metadata_digest(metadata: dict[str, str]) -> str:
     """SHA-256 of the metadata that is not tensors (format, config, extra): a changed config is caught too."""
     return hashlib.sha256("\n".join(f"{k}={metadata.get(k, '')}" for k in ("format", "config", "extra", "sha256")).encode()).hexdigest()

@@ -91,7 +91,7 @@ def add_scores(videos: list[VideoScores], config: Config) -> None:
     then averaged over the last eval.smoothing frames (1: not at all, the published protocol)."""
     alpha = mixing_weight(config)
     if config.eval.normalization == "calibrated" and config.eval.calibration:
-        Calibration.from_dict(config.eval.calibration).check_terms(config)
+        Calibration.from_dict(config.eval.calibration).check_scoring(config)
     for v in videos:
         p, d = score_terms(config, v.psnr, v.patch_psnr, v.distance, v.patch_distance)
         v.score = smooth(anomaly_score(p, d, alpha=alpha, normalization=config.eval.normalization,

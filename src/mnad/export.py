@@ -121,6 +121,7 @@ class OnnxModel:
     config: Config
     items: torch.Tensor | None
     int8: dict | None = None  # how an int8 export was quantised and calibrated; None: fp32
+    digest: str | None = None  # SHA-256 of the graph (its weights): what a saved stream state belongs to
 
     def to(self, device: str | torch.device) -> OnnxModel:
         """As a torch module's ``to``, for code that moves models (``evaluate``): ONNX Runtime scores on the CPU here."""
@@ -159,4 +160,4 @@ def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxModel:
     int8 = side.get("int8")  # absent in sidecars written before int8 exports: fp32
     if int8 is not None and not isinstance(int8, dict):
         raise CheckpointError(f"{side_path}: the int8 record is unusable")
-    return OnnxModel(OnnxStep(graph, path, threads=threads), config, items, int8)
+    return OnnxModel(OnnxStep(graph, path, threads=threads), config, items, int8, side["onnx_sha256"])

@@ -157,9 +157,15 @@ class Calibration:
     # how each scoring separated pseudo-anomalies from the footage (ROC AUC, by name) when the scoring was chosen
     # (docs/method.md 9.2); empty where it was not
     pseudo_anomaly_auc: dict[str, float] = field(default_factory=dict)
+    # the test-time memory update the footage was scored with (eval.test_update, eval.gamma): it changes the memory,
+    # hence D and the PSNR the ranges were fitted on; None in a calibration written before they were recorded
+    test_update: bool | None = None
+    gamma: float | None = None
 
-    def check_terms(self, config: Config) -> None:
-        """Refuse to score terms other than those the ranges and thresholds were fitted on."""
+    def check_scoring(self, config: Config, *, smoothing: int | None = None) -> None:
+        """Refuse to score other than as the ranges and thresholds were fitted: the same terms and PSNR weight, the
+        same test-time memory update and the same trailing mean (``smoothing``, or ``eval.smoothing`` where it is not
+        1, the default). The one check for every scorer of a calibrated model (StreamScorer, detect, evaluate)."""
         fitted = (self.psnr_region or config.eval.psnr_region, self.distance_region)
         wanted = (config.eval.psnr_region, config.eval.distance_region)
         if fitted != wanted:
@@ -169,6 +175,17 @@ class Calibration:
         if self.alpha is not None and not math.isclose(self.alpha, mixing_weight(config)):
             raise ConfigError(f"the calibration was fitted with S_t's PSNR weight {self.alpha:g}, but the model scores with "
                               f"{mixing_weight(config):g} (eval.alpha): run `mnad calibrate` again")
+        if self.test_update is not None and (config.eval.test_update, config.eval.gamma if config.eval.test_update else None) != (
+                self.test_update, self.gamma if self.test_update else None):
+            fitted_as = f"the test-time memory update at gamma {self.gamma:g}" if self.test_update else "no test-time memory update"
+            asked = f"at gamma {config.eval.gamma:g}" if config.eval.test_update else "off (--no-test-update)"
+            raise ConfigError(f"the calibration's ranges were fitted with {fitted_as}, but the model scores with it {asked} "
+                              "(eval.test_update, eval.gamma): run `mnad calibrate` again with the same settings")
+        window = smoothing if smoothing is not None else (config.eval.smoothing if config.eval.smoothing != 1 else None)
+        if window is not None and window != self.smoothing:
+            raise ConfigError(f"the model's alert threshold was fitted on a {self.smoothing}-frame mean of the score, not "
+                              f"{window} (--smoothing, eval.smoothing): leave it unset or recalibrate with "
+                              f"`mnad calibrate --smoothing {window}`")
 
     def scale_psnr(self, value: ArrayOrFloat) -> ArrayOrFloat:
         return (value - self.psnr_low) / max(self.psnr_high - self.psnr_low, 1e-12)
@@ -219,6 +236,12 @@ class Calibration:
                 raise ConfigError(f"{source}: the calibration's {key} must be 'frame' or 'patch', got {data[key]!r}")
         values["distance_region"] = data.get("distance_region") or "frame"
         values["alpha"] = None if data.get("alpha") is None else float(data["alpha"])
+        if data.get("test_update") is not None and not isinstance(data["test_update"], bool):
+            raise ConfigError(f"{source}: the calibration's test_update must be true or false, got {data['test_update']!r}")
+        gamma = data.get("gamma")
+        if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, int | float) or not math.isfinite(gamma) or gamma < 0):
+            raise ConfigError(f"{source}: the calibration's gamma must be a finite number >= 0, got {gamma!r}")
+        values["gamma"] = None if gamma is None else float(gamma)
         return cls(**values)
 
 
@@ -233,15 +256,14 @@ def frames_needed(false_alarm_rate: float) -> int:
 
 
 def check_calibrated_scoring(config: Config, calibration: Calibration) -> None:
-    """Refuse ``eval.smoothing`` or ``eval.normalization`` other than those the calibration's thresholds were fitted on
-    (a calibrated model scores with its fixed ranges and trailing mean; an option that would be ignored is refused)."""
-    if config.eval.smoothing not in (1, calibration.smoothing):
-        raise ConfigError(f"the model's alert threshold was fitted on a {calibration.smoothing}-frame mean of the score, not "
-                          f"{config.eval.smoothing}: recalibrate with `mnad calibrate --smoothing {config.eval.smoothing}`")
+    """Refuse a scoring of a calibrated model other than the one its thresholds were fitted on
+    (``Calibration.check_scoring``), and ``eval.normalization`` other than 'calibrated' (a calibrated model scores
+    with its fixed ranges; an option that would be ignored is refused)."""
     if config.eval.normalization != "calibrated":
         raise ConfigError(f"the model's alert threshold was fitted on the calibrated score, not on --normalization "
                           f"{config.eval.normalization}: a calibrated model scores with its calibration's fixed ranges; "
                           "drop --normalization")
+    calibration.check_scoring(config)
 
 
 def anomaly_score(

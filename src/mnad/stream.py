@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from mnad.aot import AotStep
+from mnad.checkpoint import atomic_write, tensor_digest, weights_digest
 from mnad.config import Config
 from mnad.data import split_clip, to_tensor
 from mnad.distributed import checked_device, native_bf16
@@ -179,9 +180,11 @@ class StreamScorer:
         smoothing: int | None = None,
         device: str = "cpu",
         maps: bool = False,
+        model_digest: str | None = None,
     ) -> None:
         device = str(checked_device(device))
         self.step, self.config, self.device, self.maps = step, config, device, maps
+        self.model_digest = model_digest  # the weights' SHA-256 (for_model sets it): a saved state restores only into the same
         self.normalization = normalization or config.eval.normalization
         if smoothing is not None and (not isinstance(smoothing, int | np.integer) or isinstance(smoothing, bool) or smoothing < 1):
             raise ConfigError(f"smoothing must be a whole number of frames >= 1, got {smoothing!r}")
@@ -194,11 +197,7 @@ class StreamScorer:
                 if not config.eval.calibration:
                     raise ConfigError("calibrated normalisation needs a calibration: run `mnad calibrate` first")
                 calibration = Calibration.from_dict(config.eval.calibration)
-            calibration.check_terms(config)
-            if smoothing is not None and smoothing != calibration.smoothing:  # as `mnad detect` refuses eval.smoothing
-                raise ConfigError(f"the calibration's alert threshold was fitted on a {calibration.smoothing}-frame mean of the "
-                                  f"score, not {smoothing} (smoothing): leave it unset or recalibrate with "
-                                  f"`mnad calibrate --smoothing {smoothing}`")
+            calibration.check_scoring(config, smoothing=smoothing)
         elif self.normalization not in ("video", "causal"):
             raise ConfigError(f"unknown normalisation {self.normalization!r}")
         self.calibration = calibration
@@ -224,9 +223,9 @@ class StreamScorer:
         if isinstance(model, OnnxModel):
             if config.eval.compile:
                 raise ConfigError("eval.compile applies to PyTorch models, not to an ONNX model")
-            return cls(model.step, config, model.items, **options)
+            return cls(model.step, config, model.items, model_digest=model.digest, **options)
         items = model.memory.items if model.memory is not None else None
-        return cls(scoring_step(model.eval(), config), config, items, **options)
+        return cls(scoring_step(model.eval(), config), config, items, model_digest=weights_digest(model), **options)
 
     @classmethod
     def for_streams(cls, model: MNAD, config: Config, streams: int, **options) -> list[StreamScorer]:
@@ -240,8 +239,8 @@ class StreamScorer:
             raise ConfigError("several sources at once need a PyTorch model: the exported ONNX graph scores one clip with one "
                               "memory (run one `mnad detect` per source, or use the checkpoint the ONNX file was exported from)")
         items = model.memory.items if model.memory is not None else None
-        step = scoring_step(model.eval(), config)
-        return [cls(step, config, items, **options) for _ in range(streams)]
+        step, digest = scoring_step(model.eval(), config), weights_digest(model)
+        return [cls(step, config, items, model_digest=digest, **options) for _ in range(streams)]
 
     @property
     def items(self) -> torch.Tensor | None:
@@ -330,15 +329,13 @@ class StreamScorer:
     def _belongs_to(self) -> dict:
         """What a saved state is of: a state restores only into a scorer for which these are the same."""
         m = self.config.model
-        return {"task": m.task, "t_length": m.t_length, "image_size": m.image_size, "channels": m.channels,
+        return {"model": self.model_digest, "task": m.task, "t_length": m.t_length, "image_size": m.image_size, "channels": m.channels,
                 "memory": self.has_memory, "memory_size": m.memory_size, "feature_dim": m.feature_dim,
                 "normalization": self.normalization, "smoothing": self.smoothing}
 
     def save_state(self, path: str | Path) -> None:
         """Write the state as safetensors (tensors and JSON metadata, no code), atomically, with what it belongs to."""
         from safetensors.torch import save
-
-        from mnad.checkpoint import atomic_write, tensor_digest
 
         s = self.state()
         tensors = {f"window.{i}": torch.from_numpy(np.ascontiguousarray(f)) for i, f in enumerate(s.window)}
@@ -351,8 +348,6 @@ class StreamScorer:
     def load_state(self, path: str | Path) -> None:
         """Restore a state written by ``save_state``, checked by its hash."""
         from safetensors import safe_open
-
-        from mnad.checkpoint import tensor_digest
 
         path = Path(path)
         try:
