@@ -18,7 +18,7 @@ from mnad.calibrate import with_calibration
 from mnad.checkpoint import load_model, save_model
 from mnad.cli import main
 from mnad.detect import DetectOptions, detect
-from mnad.errors import ConfigError
+from mnad.errors import ConfigError, DataError
 from mnad.events import EventTracker
 from mnad.model import MNAD
 from mnad.scoring import Calibration
@@ -170,3 +170,41 @@ def test_an_int_source_is_a_camera_index(model_file: Path, tmp_path: Path, monke
     with pytest.raises(ConfigError, match="stop here"):
         detect(model, config, 0, tmp_path / "out", progress=False)
     assert seen == ["0"]  # as the CLI passes it
+
+
+def test_with_hysteresis_frames_below_the_threshold_alert(model_file: Path, tmp_path: Path) -> None:
+    """alert_frames is not bounded by the frames above the threshold: an open event's frames between threshold -
+    hysteresis and the threshold keep it open and alert (summary.json's comment and docs/detect.md say so)."""
+    src = frames_folder(tmp_path / "noise", 40)
+    model, config = calibrated(model_file, 1e9)
+    detect(model, config, str(src), tmp_path / "probe", progress=False)
+    smoothed = [float(r["smoothed"]) for r in rows(tmp_path / "probe")]
+    threshold = float(np.median(smoothed))
+    model, config = calibrated(model_file, threshold)
+    options = DetectOptions(hysteresis=1.0, min_event_frames=1)  # once open, an event stays open
+    summary = detect(model, config, str(src), tmp_path / "out", options, progress=False)
+    scored = rows(tmp_path / "out")
+    above = sum(float(r["smoothed"]) > threshold for r in scored)
+    below_alerting = [r for r in scored if r["alert"] == "1" and float(r["smoothed"]) <= threshold]
+    assert below_alerting and summary["alert_frames"] > above
+    assert summary["above_threshold_rate"] == pytest.approx(above / len(scored), abs=1e-5)
+
+
+def test_a_source_named_in_bytes_that_are_not_utf8_gives_a_valid_summary(model_file: Path, tmp_path: Path) -> None:
+    """Each field of summary.json that holds a source's path (its error, how it ended) is written printably: lone
+    surrogates there made summary.json invalid for strict JSON readers."""
+    import os
+
+    good = frames_folder(tmp_path / "good", 8)
+    bad = frames_folder(tmp_path / "bad", 8).rename(tmp_path / os.fsdecode(b"caf\xe9"))  # (cv2.imwrite crashes on such names)
+    (bad / "00006.png").write_bytes(b"not a picture")  # lost after 2 frames scored: its error names the file
+    short = frames_folder(tmp_path / "short", 2).rename(tmp_path / os.fsdecode(b"n\xe9e"))  # scores nothing
+    model, config = load_model(model_file)
+    with pytest.raises(DataError, match="2 of 3 sources failed"):
+        detect(model, config, [str(good), str(bad), str(short)], tmp_path / "out", progress=False)
+    for path in (tmp_path / "out" / "summary.json", tmp_path / "out" / "1_caf" / "summary.json"):
+        text = path.read_bytes().decode("utf-8")
+        assert "\\ud" not in text.lower(), text  # no escaped lone surrogate
+    streams = json.loads((tmp_path / "out" / "summary.json").read_text())["streams"]
+    assert "caf\\xe9" in streams[1]["error"] and streams[1]["ended_by"].startswith("error: ") and "caf\\xe9" in streams[1]["ended_by"]
+    assert streams[2]["error"].endswith("n\\xe9e: no frame was scored (5 frames make the first clip)")

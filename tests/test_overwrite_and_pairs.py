@@ -3,6 +3,7 @@ together (atomic_write_many) land together or not at all."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -158,3 +159,155 @@ def test_an_export_with_its_sidecar_blocked_writes_no_graph(model_file: Path, tm
     with pytest.raises(DataError, match="z.onnx.json: cannot write"):
         export_onnx(model, config, tmp_path / "z.onnx")
     assert not (tmp_path / "z.onnx").exists()
+
+
+# ------------------------------------------------------------------ 6. only a run that ended well deletes the earlier one
+
+
+def failing_on_frame(monkeypatch: pytest.MonkeyPatch, n: int, error: BaseException) -> None:
+    """``_Detection.score`` raises ``error`` on the ``n``-th frame scored (a bug, no memory), after scoring the others."""
+    import mnad.detect
+
+    score, calls = mnad.detect._Detection.score, []
+
+    def failing(self: mnad.detect._Detection, row: object) -> None:
+        calls.append(1)
+        if len(calls) == n:
+            raise error
+        score(self, row)
+
+    monkeypatch.setattr(mnad.detect._Detection, "score", failing)
+
+
+def test_an_overwrite_that_crashes_keeps_the_earlier_run(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "d8"
+    source = frames_folder(tmp_path / "v", 12)
+    run_detect(model_file, out, source)
+    before = snapshot(out)
+    failing_on_frame(monkeypatch, 2, RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):  # a bug stays a traceback
+        main(["detect", str(source), "--checkpoint", str(model_file), "--out", str(out), "--overwrite", "--quiet"])
+    assert snapshot(out / EARLIER_DIR) == before  # the earlier run, whole
+    assert len((out / "scores.csv").read_text().splitlines()) == 1 + 1  # beside the crashed run's one row
+    assert json.loads((out / "summary.json").read_text())["ended_by"] == "crashed (RuntimeError: a bug)"
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mnad: warning:")]
+    assert any(EARLIER_DIR in line and "kept" in line for line in warnings)
+    monkeypatch.undo()
+    run_detect(model_file, out, source, overwrite=True)  # the next run that ends well replaces both
+    assert snapshot(out).keys() == before.keys() and not (out / STAGING_DIR).exists()
+
+
+def test_an_overwrite_stopped_by_ctrl_c_replaces_the_earlier_run(model_file: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnad import outputs
+
+    out = tmp_path / "d9"
+    run_detect(model_file, out, frames_folder(tmp_path / "v", 12))
+    write_row, rows = outputs.DetectWriter.score, []
+
+    def row_then_ctrl_c(self: outputs.DetectWriter, row: object, seconds: float, alert: bool) -> None:
+        write_row(self, row, seconds, alert)
+        rows.append(1)
+        if len(rows) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as a user stops a live stream
+
+    monkeypatch.setattr(outputs.DetectWriter, "score", row_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_detect(model_file, out, frames_folder(tmp_path / "long", 40), overwrite=True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ended_by"] == "interrupted (SIGINT)" and summary["frames_scored"] == 3  # its outputs complete
+    assert not (out / EARLIER_DIR).exists() and not (out / STAGING_DIR).exists()
+    assert sorted(p.name for p in out.iterdir()) == ["events.csv", "events.jsonl", "scores.csv", "summary.json"]
+
+
+# ------------------------------------------------------------------ 7. a user's folder is never taken for a source's
+
+
+def test_a_users_folder_named_like_a_sources_is_never_touched(model_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d10"
+    v, w = frames_folder(tmp_path / "v", 8), frames_folder(tmp_path / "w", 8)
+    mine = out / "2023_trip"
+    mine.mkdir(parents=True)
+    (mine / "summary.json").write_text("my trip")  # named like detect's outputs
+    (mine / "photo.jpg").write_bytes(b"jpeg")
+    ours = snapshot(mine)
+    run_detect(model_file, out, v)  # no earlier run here: not refused
+    run_detect(model_file, out, v, w, overwrite=True)
+    run_detect(model_file, out, w, overwrite=True)
+    assert snapshot(mine) == ours and sorted(p.name for p in out.iterdir()) == ["2023_trip", "events.csv", "events.jsonl",
+                                                                                 "scores.csv", "summary.json"]
+
+
+def test_a_users_folder_where_a_source_would_write_is_refused(model_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d11"
+    v, w = frames_folder(tmp_path / "v", 8), frames_folder(tmp_path / "w", 8)
+    mine = out / "1_w"
+    mine.mkdir(parents=True)
+    (mine / "scores.csv").write_text("my own scores")
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match="1_w: is in the way of a source's outputs and is no earlier run's"):
+            run_detect(model_file, out, v, w, overwrite=overwrite)
+        assert sorted(p.name for p in out.iterdir()) == ["1_w"] and (mine / "scores.csv").read_text() == "my own scores"
+
+
+def test_a_run_over_several_sources_names_its_folders_from_its_start(model_file: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnad.detect
+
+    out = tmp_path / "d12"
+    seen: list[dict] = []
+    score = mnad.detect._Detection.score
+
+    def looking(self: mnad.detect._Detection, row: object) -> None:
+        if not seen:  # as a run killed now would leave it
+            seen.append(json.loads((out / "summary.json").read_text()))
+        score(self, row)
+
+    monkeypatch.setattr(mnad.detect._Detection, "score", looking)
+    run_detect(model_file, out, frames_folder(tmp_path / "v", 8), frames_folder(tmp_path / "w", 8))
+    assert seen[0]["complete"] is False and [s["folder"] for s in seen[0]["streams"]] == ["0_v", "1_w"]
+    assert json.loads((out / "summary.json").read_text())["complete"] is True
+    (out / "summary.json").write_text(json.dumps(seen[0]))  # a killed run's folders are known to be detect's
+    with pytest.raises(DataError, match="earlier run .*0_v"):
+        run_detect(model_file, out, tmp_path / "v")
+
+
+def test_an_unreadable_summary_is_refused_not_guessed(model_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d13"
+    run_detect(model_file, out, frames_folder(tmp_path / "v", 8), frames_folder(tmp_path / "w", 8))
+    (out / "summary.json").write_text("{not json")
+    before = snapshot(out)
+    with pytest.raises(DataError, match="summary.json: not an mnad detect summary file .*move it, or choose another --out"):
+        run_detect(model_file, out, tmp_path / "v", overwrite=True)
+    assert snapshot(out) == before
+
+
+# ------------------------------------------------------------------ 8. one source failing to close closes the others
+
+
+def test_a_source_failing_to_close_leaves_the_others_closed(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnad import outputs
+
+    out = tmp_path / "d14"
+    v, w = frames_folder(tmp_path / "v", 8), frames_folder(tmp_path / "w", 8)
+    run_detect(model_file, out, v)
+    before = snapshot(out)
+    close = outputs.DetectWriter.close
+
+    def failing_for_the_first(self: outputs.DetectWriter, events: list, summary: dict) -> None:
+        if self.out_dir.name == "0_v":
+            raise DataError(f"{self.out_dir}: cannot write the outputs (disk full)")
+        close(self, events, summary)
+
+    monkeypatch.setattr(outputs.DetectWriter, "close", failing_for_the_first)
+    model, config = load_model(model_file)
+    with pytest.raises(DataError, match=f"0_v: cannot write the outputs \\(disk full\\); .*moved to .*{EARLIER_DIR}"):
+        detect(model, config, [str(v), str(w)], out, DetectOptions(overwrite=True, save_video=True), progress=False)
+    assert json.loads((out / "1_w" / "summary.json").read_text())["frames_scored"] == 4  # the next source closed
+    capture = cv2.VideoCapture(str(out / "1_w" / "annotated.mp4"))  # its video released: playable
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 4 and capture.read()[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and [s["failed"] for s in summary["streams"]] == [True, False]
+    assert "disk full" in summary["streams"][0]["error"]
+    assert snapshot(out / EARLIER_DIR) == before and not (out / STAGING_DIR).exists()  # the earlier run kept, and said

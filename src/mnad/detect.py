@@ -19,6 +19,7 @@ reconnects holds up no other stream, and so that decoding (OpenCV, which release
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import threading
@@ -156,6 +157,7 @@ class _Detection:
         self.ended_by: str | None = None  # None while the source runs
         self.ended_at: float | None = None  # time.perf_counter() when it ended: its own duration in summary.json
         self.failure: DataError | None = None
+        self.broken: BaseException | None = None  # what crashed the run while this source ran, or failed its close
 
     def take(self, item: RawFrame | _Ended) -> np.ndarray | None:
         """The reader's next item -> the prepared frame to score, or None when the stream ends with it."""
@@ -228,6 +230,13 @@ class _Detection:
             self.failure = error
         self.end(f"error: {error}")
 
+    def crash(self, error: BaseException) -> None:
+        """The run stopped on an exception that is not this source's DataError (a bug, no memory): a source still
+        running did not end well."""
+        if self.ended_by is None:
+            self.broken = error
+        self.end(f"crashed ({type(error).__name__}: {error})")
+
     def close(self, started: float, smoothing: int, calibration: Calibration | None) -> dict | None:
         """Complete the outputs (events.csv, summary.json); the summary, or None when the source gave nothing. Its
         seconds and fps are this source's own: from the run's ``started`` (perf_counter) to this source's end."""
@@ -255,12 +264,13 @@ class _Detection:
             # on normal footage, the realised false-alarm rate: compare it with the asked one and with the calibration's
             # own label-free check on footage its thresholds were not fitted on
             "above_threshold_rate": round(self.above / self.scored, 5) if calibration and self.scored else None,
-            # frames of scores.csv with alert=1 (of confirmed events; fewer than those above the threshold: runs dropped
-            # as too short and each event's first --min-event-frames - 1 frames never alert)
+            # frames of scores.csv with alert=1: the frames of confirmed events. Not a subset of those above the
+            # threshold: runs dropped as too short and each event's first --min-event-frames - 1 frames never alert,
+            # but an open event's frames between threshold - hysteresis and the threshold do
             "alert_frames": self.alerts if calibration else None,
             "calibration_held_out_false_alarm_rate": (calibration.held_out_false_alarms.get(rate_key(calibration.false_alarm_rate))
                                                       if calibration else None),
-            "smoothing": smoothing, "events": len(self.events), "ended_by": self.ended_by,
+            "smoothing": smoothing, "events": len(self.events), "ended_by": printable(self.ended_by),
             "annotated_video": self.options.save_video and self.video is not None,
             "note": None if calibration else UNCALIBRATED,
         }
@@ -272,8 +282,15 @@ class _Detection:
         if self.failure is not None:
             return self.failure
         if self.scored == 0:
-            return DataError(f"{self.source}: no frame was scored ({self.config.model.t_length} frames make the first clip)")
+            return DataError(f"{printable(self.source)}: no frame was scored ({self.config.model.t_length} frames make the "
+                             "first clip)")
         return None
+
+    def problem(self) -> str | None:
+        """What went wrong with this source, for the run's summary.json: its error, the crash it was cut short by, or
+        the failure to complete its outputs; None when it did what was asked."""
+        wrong = self.error() or self.broken
+        return None if wrong is None else printable(str(wrong) if isinstance(wrong, DataError) else f"{type(wrong).__name__}: {wrong}")
 
 
 def detect(
@@ -290,7 +307,10 @@ def detect(
     as it goes. ``model``: a model or an exported one (``export.load_onnx``). An interrupted run (Ctrl-C, SIGTERM)
     still completes its outputs and re-raises; a source that gave nothing or was lost raises ``DataError`` after the
     outputs are written. Returns the summary. An earlier run in ``out_dir`` (``overwrite``) is replaced whole, and only
-    once this run scored a frame (``outputs.DetectFolder``): until then its rows go to a staging folder.
+    once this run scored a frame (``outputs.DetectFolder``): until then its rows go to a staging folder. It is deleted
+    only when this run ended well: its outputs completed, no source failed, no crash (a Ctrl-C or SIGTERM is an end:
+    how a live stream is stopped). Otherwise it is kept in ``out_dir/.mnad-detect-earlier``, said in the error or, when
+    a crash or an interrupt is re-raised, in a warning.
 
     Several sources (a list of more than one) are scored at once, their frames batched: each source's outputs go to
     its own folder ``out_dir/<index>_<name>`` (``stream_folder``), with a summary.json of the run in ``out_dir``; a
@@ -326,38 +346,68 @@ def detect(
         log.warning(UNCALIBRATED)
     if (lag := latency_frames(config)) > 0:
         log.warning(f"this model scores each frame {lag} frames after it arrives (motion cues): alerts come {lag} frames late")
+    names = [stream_folder(i, s, len(sources)) for i, s in enumerate(sources)] if several else []
+    for name in names:  # a folder no earlier summary.json names is a user's: never written into, never moved
+        if os.path.lexists(out_dir / name) and out_dir / name not in earlier:
+            raise DataError(f"{out_dir / name}: is in the way of a source's outputs and is no earlier run's (the "
+                            f"summary.json of {out_dir} does not name it); move it, or choose another --out")
     place = DetectFolder(out_dir, earlier)
-    folders = [place.root / stream_folder(i, s, len(sources)) for i, s in enumerate(sources)] if several else [place.root]
+    folders = [place.root / name for name in names] if several else [place.root]
     wake = threading.Event()
     runs = [_Detection(frames, folder, options, config, calibration, wake) for frames, folder in zip(sourced, folders, strict=True)]
+    if several:  # names the run's folders from its start: a killed run's are known to be detect's (detect_run_entries)
+        try:
+            write_detect_summary(place.root, _run_summary(runs, folders, 0.0, calibration, complete=False))
+        except DataError:
+            place.finish(failed=True)
+            raise
     started = time.perf_counter()
     bar = tqdm(desc="detect", unit="frame", disable=not progress)
     for run in runs:
         run.reader.start()
+    stop: BaseException | None = None  # what cut _score short: an interrupt, or a crash
     try:
         _score(runs, scorers, bar, wake, place)
-    except KeyboardInterrupt:
+    except BaseException as exc:  # every way out completes the outputs; re-raised below
+        stop = exc
         for run in runs:
-            run.end("interrupted (SIGINT)")
-        raise
-    except Terminated:
-        for run in runs:
-            run.end("stopped (SIGTERM)")
-        raise
-    finally:
+            if isinstance(exc, KeyboardInterrupt):
+                run.end("interrupted (SIGINT)")
+            elif isinstance(exc, Terminated):
+                run.end("stopped (SIGTERM)")
+            elif isinstance(exc, DataError):  # the run's, not one source's (its outputs could not replace the earlier run's)
+                run.fail(exc)
+            else:
+                run.crash(exc)
+    interrupted = isinstance(stop, KeyboardInterrupt | Terminated)
+    with held_interrupts():  # a second Ctrl-C does not cut the outputs' completion short
         bar.close()
         seconds = time.perf_counter() - started
-        with held_interrupts():  # a second Ctrl-C does not cut the outputs' completion short
-            summaries = [run.close(started, scorers[0].smoothing, calibration) for run in runs]
-            if several:
-                overall = _run_summary(runs, summaries, folders, seconds, calibration)
-                write_detect_summary(place.root, overall)
-            kept = place.finish(failed=any(run.error() is not None for run in runs))
-        deadline = time.monotonic() + 2.0  # readers stop at their next frame; a silent camera's read may take its timeout
-        for run in runs:
-            run.reader.join(timeout=max(deadline - time.monotonic(), 0.0))
+        summaries, overall, unfinished = _complete(runs, folders, place.root if several else None, started, seconds,
+                                                   scorers[0].smoothing, calibration)
+        # only a run that ended well replaces the earlier one: its outputs complete, no source failed, no crash. A run
+        # stopped by Ctrl-C or SIGTERM ended well (how a live stream is stopped; its outputs are completed)
+        ended_well = (stop is None or interrupted) and not unfinished and not any(run.error() is not None for run in runs)
+        kept = place.finish(failed=not ended_well)
+    deadline = time.monotonic() + 2.0  # readers stop at their next frame; a silent camera's read may take its timeout
+    for run in runs:
+        run.reader.join(timeout=max(deadline - time.monotonic(), 0.0))
+    note = f"; {kept}" if kept else ""  # where the earlier run's outputs are, when this run did not end well
+    if stop is not None and not (interrupted and unfinished):  # the interrupt or the crash goes on, said where the earlier run is
+        for error in unfinished:
+            log.warning(f"the outputs could not be completed: {error}")
+        if isinstance(stop, DataError) and note:
+            raise DataError(f"{stop}{note}") from stop
+        if kept:
+            log.warning(kept)
+        raise stop
+    if unfinished:  # outputs not completed: the run did not do what was asked, whatever else happened
+        if isinstance(unfinished[0], DataError):
+            raise DataError(f"{unfinished[0]}{note}") from unfinished[0]
+        if kept:
+            log.warning(kept)
+        raise unfinished[0]
     errors = [e for run in runs if (e := run.error()) is not None]
-    note = f"; {kept}" if kept else ""  # where the earlier run's outputs are, when this run failed
     if not several:
         if errors:
             raise DataError(f"{errors[0]}{note}") if note else errors[0]
@@ -366,7 +416,33 @@ def detect(
     if errors:
         raise DataError(f"{len(errors)} of {len(runs)} sources failed (the others ran to their end; outputs in {out_dir}): "
                         + "; ".join(str(e) for e in errors) + note)
+    assert overall is not None
     return overall
+
+
+def _complete(runs: list[_Detection], folders: list[Path], summary_dir: Path | None, started: float, seconds: float,
+              smoothing: int, calibration: Calibration | None) -> tuple[list[dict | None], dict | None, list[Exception]]:
+    """Complete every source's outputs, and the run's summary.json in ``summary_dir`` (several sources), each whatever
+    the others did: a source whose outputs cannot be completed leaves the next ones to be (their annotated video
+    released, their summary written). Returns the sources' summaries, the run's, and what could not be completed."""
+    summaries: list[dict | None] = []
+    unfinished: list[Exception] = []
+    for run in runs:
+        try:
+            summaries.append(run.close(started, smoothing, calibration))
+        except Exception as exc:  # said once every source is closed
+            summaries.append(None)
+            unfinished.append(exc)
+            if run.broken is None:
+                run.broken = exc
+    overall = None
+    if summary_dir is not None:
+        overall = _run_summary(runs, folders, seconds, calibration)
+        try:
+            write_detect_summary(summary_dir, overall)
+        except Exception as exc:  # said with the others
+            unfinished.append(exc)
+    return summaries, overall, unfinished
 
 
 def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake: threading.Event, place: DetectFolder) -> None:
@@ -409,17 +485,19 @@ def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake:
                     bar.update(1)
 
 
-def _run_summary(runs: list[_Detection], summaries: list[dict | None], folders: list[Path], seconds: float,
-                 calibration: Calibration | None) -> dict:
-    """The summary of a run over several sources: each source's outcome and folder, the frames scored in all."""
+def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, calibration: Calibration | None, *,
+                 complete: bool = True) -> dict:
+    """The summary of a run over several sources: each source's outcome and folder (null for a source that gave
+    nothing), the frames scored in all. Written first with ``complete`` false, naming every folder the run may make."""
     total = sum(run.scored for run in runs)
     streams = []
-    for run, summary, folder in zip(runs, summaries, folders, strict=True):
-        error = run.error()
-        streams.append({"source": printable(run.source), "folder": folder.name if summary is not None else None, "frames_scored": run.scored,
-                        "events": len(run.events), "ended_by": run.ended_by, "failed": error is not None,
-                        "error": str(error) if error is not None else None})
-    return {"sources": len(runs), "failed": sum(s["failed"] for s in streams), "frames_scored": total,
+    for run, folder in zip(runs, folders, strict=True):
+        problem = run.problem() if complete else None
+        streams.append({"source": printable(run.source), "folder": folder.name if run.writer is not None or not complete else None,
+                        "frames_scored": run.scored, "events": len(run.events),
+                        "ended_by": printable(run.ended_by) if run.ended_by is not None else None,
+                        "failed": problem is not None, "error": problem})
+    return {"sources": len(runs), "complete": complete, "failed": sum(s["failed"] for s in streams), "frames_scored": total,
             "seconds": round(seconds, 3), "fps": round(total / seconds, 2) if seconds else None,
             "latency_frames": latency_frames(runs[0].config),
             "calibrated": calibration is not None, "threshold": calibration.threshold if calibration else None,

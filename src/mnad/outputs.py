@@ -4,10 +4,12 @@
 - ``metrics.json``: the AUCs and scoring settings, with the config that made them (``metrics_json_bytes``,
   ``read_metrics``).
 - ``train_log.jsonl``: one JSON record per training epoch (``read_train_log``).
-- ``figures/figures.json``: what ``mnad figures`` drew (``read_figures_index``).
+- the report's optional JSON files (provenance.json, thumbs/thumbs.json, figures/figures.json): read by
+  ``read_json_if_present`` with the check ``mnad.report.inputs`` gives for each.
 - ``mnad detect``'s folder: ``scores.csv`` (per frame, with time, smoothed score and alert), ``events.jsonl`` and
   ``events.csv``, ``summary.json``, ``maps/`` (``DetectWriter``, ``read_detect_scores``); with several sources, one
-  such folder per source and a ``summary.json`` of the whole run beside them (``write_detect_summary``).
+  such folder per source and a ``summary.json`` of the whole run beside them, which names those folders from the
+  run's start (``write_detect_summary``; ``detect_run_entries`` reads it back).
 
 The report (``mnad.report``) and ``scripts/`` read these files through this module, so a change of format is made
 in one place.
@@ -201,6 +203,15 @@ def read_json(path: Path, kind: str, problem: Callable[[Any], str | None]) -> An
     return data
 
 
+def read_json_if_present(path: Path, kind: str, problem: Callable[[Any], str | None], absent: Any) -> Any:
+    """An optional JSON file's content: ``absent`` when there is no such file; one that is there is read as
+    ``read_json`` reads it, so a damaged one (not UTF-8, not JSON, not of its shape, not a file) is a DataError naming
+    it, never taken for a missing one."""
+    if not os.path.lexists(path):
+        return absent
+    return read_json(path, kind, problem)
+
+
 def is_number(value: Any, *, null: bool = True) -> bool:
     """A finite JSON number (or null, where ``null``)."""
     if value is None:
@@ -213,8 +224,24 @@ def wrong_kinds(data: dict, where: str, kinds: dict[str, type | tuple[type, ...]
     for key, kind in kinds.items():
         value = data.get(key)
         if value is not None and not isinstance(value, kind):
-            return f"{where}{key} must be {'an object' if kind is dict else 'a string'}, got {value!r}"[:200]
+            return f"{where}{key} must be {kind_name(kind)}, got {value!r}"[:200]
     return None
+
+
+JSON_KIND_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "true or false", int: "an integer", float: "a number"}
+
+
+def kind_name(kind: type | tuple[type, ...]) -> str:
+    """A kind (or kinds) of value as a message says it: ``dict`` 'an object', ``(int, float)`` 'a number'."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names: list[str] = []
+    for k in kinds:
+        if k is int and float in kinds:  # an int is a number too
+            continue
+        name = JSON_KIND_NAMES.get(k, f"a {k.__name__}")
+        if name not in names:
+            names.append(name)
+    return " or ".join(names)
 
 
 def config_problem(config: Any, where: str) -> str | None:
@@ -250,46 +277,57 @@ def read_train_log(path: str | Path) -> list[dict]:
     return records
 
 
-# ----------------------------------------------------------------------------------------------- figures.json
-
-
-def read_figures_index(folder: str | Path) -> dict:
-    """The figures.json that ``mnad figures`` wrote into ``folder``; {} when there is none or it does not parse."""
-    return read_json_dict(Path(folder) / FIGURES_INDEX)
-
-
-def read_json_dict(path: Path) -> dict:
-    """A JSON object from a file; {} when the file is missing, does not parse or holds something else."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 # ------------------------------------------------------------------------------------------------ mnad detect
 
 DETECT_SCORES_HEADER = ["frame", "time", "psnr", "patch_psnr", "distance", "patch_distance", "regular_score", "memory_updated", "score",
                         "smoothed", "alert"]
 EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR = "events.jsonl", "events.csv", "summary.json", "annotated.mp4", "maps"
 DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR)
-STREAM_FOLDER = re.compile(r"\d+_[A-Za-z0-9._-]+")  # a source's folder in a run over several (detect.stream_folder)
+STREAM_FOLDER = re.compile(r"\d+_[A-Za-z0-9._-]+")  # the name of a source's folder (detect.stream_folder): no path
 STAGING_DIR = ".mnad-detect-new"  # a run's outputs until it scores its first frame, when an earlier run is in --out
 EARLIER_DIR = ".mnad-detect-earlier"  # the earlier run's outputs, from the new run's first frame until it ends well
 
 
+def detect_summary_problem(data: Any) -> str | None:
+    """What is wrong with a detect summary.json as ``detect_run_entries`` reads it (the folders of a run over several
+    sources, ``streams[].folder``: null or a source folder's name), or None."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    streams = data.get("streams")
+    if streams is None:  # one source's summary: no folders
+        return None
+    if not isinstance(streams, list) or not all(isinstance(s, dict) for s in streams):
+        return f"streams must be a list of objects, got {streams!r}"[:200]
+    for stream in streams:
+        folder = stream.get("folder")
+        if folder is not None and not (isinstance(folder, str) and STREAM_FOLDER.fullmatch(folder)):
+            return f"a stream's folder must be null or a name like 0_camera, got {folder!r}"[:200]
+    return None
+
+
+def detect_run_folders(out_dir: Path) -> list[str]:
+    """The names of the per-source folders that the detect run in ``out_dir`` recorded in its summary.json
+    (``streams[].folder``); [] when it has none (one source, or no run). A summary.json that cannot be read is refused
+    (``DataError``): which folders are the run's could not be told."""
+    path = out_dir / SUMMARY_FILE
+    try:
+        summary = read_json_if_present(path, "detect summary", detect_summary_problem, {})
+    except DataError as exc:
+        raise DataError(f"{exc}; it would say which folders are an earlier run's: move it, or choose another --out") from exc
+    return sorted({s["folder"] for s in summary.get("streams", []) if s.get("folder") is not None})
+
+
 def detect_run_entries(out_dir: Path) -> list[Path]:
     """The files and folders of the detect run already in ``out_dir``: its files (``DETECT_FILES``), the folders of
-    its sources and what ``DetectFolder`` kept aside; nothing else (a user's files stay). A folder named like a
-    source's that holds detect's files beside others is refused (``DataError``): whose it is cannot be told."""
+    its sources that its summary.json names (``detect_run_folders``) and what ``DetectFolder`` kept aside; nothing
+    else: a folder no summary names is a user's, whatever its name or content. A named folder that holds files detect
+    does not write is refused (``DataError``): moving it would move a user's files."""
     entries = [out_dir / name for name in (*DETECT_FILES, EARLIER_DIR) if os.path.lexists(out_dir / name)]
-    for folder in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
-        if not (folder.is_dir() and not folder.is_symlink() and STREAM_FOLDER.fullmatch(folder.name)):
+    for name in detect_run_folders(out_dir):
+        folder = out_dir / name
+        if not folder.is_dir() or folder.is_symlink():  # never made (the source gave nothing), or not the run's
             continue
-        names = {p.name for p in folder.iterdir()}
-        if not names & set(DETECT_FILES):
-            continue
-        if other := sorted(n for n in names - set(DETECT_FILES) if not n.endswith(".tmp")):
+        if other := sorted(p.name for p in folder.iterdir() if p.name not in DETECT_FILES and not p.name.endswith(".tmp")):
             raise DataError(f"{folder}: holds files mnad detect did not write ({', '.join(other[:3])}) beside an earlier "
                             "run's outputs; move them, or choose another --out")
         entries.append(folder)
@@ -305,7 +343,8 @@ class DetectFolder:
     first one on (open files keep writing through the rename), so a killed run leaves in ``out_dir`` its own rows, or
     (before its first frame) the earlier run, and deletes nothing of the earlier run. ``finish`` deletes what is no
     longer needed: the staging folder of a run that scored nothing (the earlier run stays), or the earlier run once the
-    new one ended well (kept, and said, when it failed)."""
+    new one ended well, its outputs complete; when it failed (a source failed, it crashed, its outputs could not be
+    completed) the earlier run stays in ``.mnad-detect-earlier`` and ``finish`` says so."""
 
     def __init__(self, out_dir: Path, earlier: list[Path]) -> None:
         self.out_dir, self.earlier = out_dir, earlier
@@ -347,14 +386,17 @@ class DetectFolder:
         self.root = self.out_dir
 
     def finish(self, failed: bool) -> str | None:
-        """After the run's outputs are complete: what to add to its error about the earlier run, if anything."""
+        """After the run's outputs are completed (or it failed to complete them): what to tell the user about the
+        earlier run, if anything. ``failed``: the run did not end well (a source failed or scored nothing, the run
+        crashed, or its outputs could not be completed); only a run that ended well deletes the earlier one."""
         if self.root == self.staging:
             shutil.rmtree(self.staging, ignore_errors=True)
             return f"the earlier run's outputs in {self.out_dir} are unchanged" if self.earlier else None
         if not self.earlier:
             return None
         if failed:
-            return f"the earlier run's outputs were moved to {self.out_dir / EARLIER_DIR}"
+            return (f"the earlier run's outputs were moved to {self.out_dir / EARLIER_DIR} and kept there (a later "
+                    "--overwrite run replaces them)")
         shutil.rmtree(self.out_dir / EARLIER_DIR, ignore_errors=True)
         return None
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mnad.outputs import FIGURES_DIR, FIGURES_INDEX, TRAIN_LOG, read_evaluation, read_json
+from mnad.outputs import FIGURES_DIR, FIGURES_INDEX, TRAIN_LOG, read_evaluation, read_json_if_present
 from mnad.report.inputs import figures_problem, read_train_log
 from mnad.report.plots import histogram_png, roc_png, timeline_png, training_png
 from mnad.report.thumbnails import THUMBS_DIR, read_thumbnail_index
@@ -164,7 +164,7 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
 
     # memory figures, when `mnad figures --out <report>/figures` was run
     index = report_dir / FIGURES_DIR / FIGURES_INDEX
-    memory = read_json(index, "figures index", figures_problem) if index.is_file() else {}
+    memory = read_json_if_present(index, "figures index", figures_problem, {})
     memory_html = []
     for key, caption in (("matching", "Matching probabilities of queries to memory items (paper Fig. 5)"),
                          ("tsne", "t-SNE of query features and memory items, coloured by nearest item (paper Figs. 1 and 6)")):

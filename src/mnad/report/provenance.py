@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mnad.outputs import TRAIN_LOG, read_json
+from mnad.outputs import TRAIN_LOG, read_json_if_present
 from mnad.report.inputs import provenance_problem
 
 PROVENANCE_FILE = "provenance.json"
@@ -130,4 +130,4 @@ def write_provenance(report_dir: Path, record: dict) -> None:
 def read_provenance(report_dir: Path) -> dict:
     """The report folder's provenance.json, checked to be what the page reads; {} when there is none."""
     path = report_dir / PROVENANCE_FILE
-    return read_json(path, "provenance", provenance_problem) if path.is_file() else {}
+    return read_json_if_present(path, "provenance", provenance_problem, {})

@@ -14,7 +14,7 @@ import numpy as np
 
 from mnad.checkpoint import atomic_write_many
 from mnad.errors import DataError
-from mnad.outputs import SCORES_FILE, VideoRows, read_json, read_scores
+from mnad.outputs import SCORES_FILE, VideoRows, read_json_if_present, read_scores
 from mnad.report.inputs import thumbs_problem
 from mnad.scoring import abnormal_regions
 
@@ -138,4 +138,4 @@ def write_thumbnails(
 def read_thumbnail_index(report_dir: Path) -> list[dict]:
     """The entries of the report folder's thumbs/thumbs.json, checked to be what the page reads; [] when there is none."""
     path = report_dir / THUMBS_DIR / THUMBS_INDEX
-    return read_json(path, "thumbnails index", thumbs_problem) if path.is_file() else []
+    return read_json_if_present(path, "thumbnails index", thumbs_problem, [])
