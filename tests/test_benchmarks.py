@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import shutil
 import sys
@@ -13,7 +12,7 @@ from types import ModuleType
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import load_script, tiny_config
 from safetensors.torch import save_file
 
 import mnad.train
@@ -22,16 +21,13 @@ from mnad.model import MNAD
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # as an import would: dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py imported as a module."""
+    return load_script(f"benchmarks/{name}.py")
 
 
 def test_every_realtime_candidate_is_a_valid_config() -> None:
-    realtime = load_script("realtime")
+    realtime = benchmark("realtime")
     for name, spec in realtime.CANDIDATES.items():
         config = realtime.candidate_config(spec, gamma=2.0)
         assert config.eval.bf16 and config.eval.channels_last, name
@@ -42,7 +38,7 @@ def test_every_realtime_candidate_is_a_valid_config() -> None:
 
 
 def test_realtime_benchmark_writes_json_that_the_performance_doc_renders(tmp_path: Path) -> None:
-    realtime = load_script("realtime")
+    realtime = benchmark("realtime")
     out = tmp_path / "results" / "realtime.json"
     assert realtime.main(["--quick", "--threads", "1", "--frames", "2", "--warmup", "0", "--camera", "90", "60",
                           "--candidates", "pred128-nomem,pred128-psnr", "--out", str(out)]) == 0
@@ -58,7 +54,7 @@ def test_realtime_benchmark_writes_json_that_the_performance_doc_renders(tmp_pat
     assert nomem["accuracy"]["micro_auc_mean"] == committed
     assert nomem["meets_target"] == (nomem["fps"] >= 25 and committed >= 0.96)
 
-    make_doc = load_script("make_performance_doc")
+    make_doc = benchmark("make_performance_doc")
     shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
     text = make_doc.render(out.parent)
     section = text[text.index("## Frame rate of the CPU recipes"):]
@@ -67,7 +63,7 @@ def test_realtime_benchmark_writes_json_that_the_performance_doc_renders(tmp_pat
 
 
 def test_the_performance_doc_shows_renamed_recipes_under_their_new_name() -> None:
-    renamed = load_script("make_performance_doc").renamed
+    renamed = benchmark("make_performance_doc").renamed
     assert renamed("ped2_pred_realtime") == "ped2_pred_fast_smoothed"
     assert renamed("ped2_pred_realtime_seed1, ped2_pred_realtime_compiled") == "ped2_pred_fast_smoothed_seed1, ped2_pred_fast_smoothed_compiled"
     assert renamed("ped2_pred_192_realtime") == "ped2_pred_192_smoothed"
@@ -77,11 +73,11 @@ def test_the_performance_doc_shows_renamed_recipes_under_their_new_name() -> Non
 
 def test_realtime_benchmark_refuses_an_unknown_candidate(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        load_script("realtime").main(["--quick", "--candidates", "pred999", "--out", str(tmp_path / "x.json")])
+        benchmark("realtime").main(["--quick", "--candidates", "pred999", "--out", str(tmp_path / "x.json")])
 
 
 def test_profile_benchmark_splits_the_frame_time_and_the_doc_renders_it(tmp_path: Path) -> None:
-    profile = load_script("profile_step")
+    profile = benchmark("profile_step")
     out = tmp_path / "results" / "profile.json"
     assert profile.main(["--quick", "--threads", "1", "--configs", "mnad-fast", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -93,14 +89,14 @@ def test_profile_benchmark_splits_the_frame_time_and_the_doc_renders_it(tmp_path
     assert row["conv_bound_fps"] == pytest.approx(1000 / kinds["convolution"])
     assert row["conv_gflops"] == pytest.approx(row["gflop_per_frame"] * row["conv_bound_fps"])
 
-    make_doc = load_script("make_performance_doc")
+    make_doc = benchmark("make_performance_doc")
     shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
     section = make_doc.render(out.parent).split("## Where a frame's time goes")[1]
     assert "64×64 | mnad-fast" in section and "convolution (ms)" in section and "Quick run" in section
 
 
 def test_speed_settings_and_rows_come_from_configs_toml() -> None:
-    speed = load_script("speed")
+    speed = benchmark("speed")
     data = tomllib.loads((ROOT / "benchmarks" / "configs.toml").read_text())
     full = speed.parse_args([])
     assert full.sizes == data["settings"]["full"]["sizes"] and full.score_list == data["settings"]["full"]["score_configs"]
@@ -131,7 +127,7 @@ def test_speed_training_rows_and_train_run_the_same_step(synthetic_root: Path, t
     calls.clear()
     torch.manual_seed(0)
     save_file(MNAD(config.model).state_dict(), str(tmp_path / "weights.safetensors"))
-    speed = load_script("speed")
+    speed = benchmark("speed")
     job = {"threads": 1, "device": "cpu", "weights": str(tmp_path / "weights.safetensors"), "gamma": 2.0,
            "model": dataclasses.asdict(config.model), "config": "mnad-fast", "size": 32, "batch": 2, "warmup": 1, "steps": 2}
     result = speed.work_train(job)
@@ -148,7 +144,7 @@ def _speed_job(config, tmp_path: Path) -> dict:
 def test_speed_scoring_rows_time_the_stream_scorer(tmp_path: Path) -> None:
     """mnad's scoring rows push frames through mnad.stream.StreamScorer: one result per clip, every frame timed
     after the warm-up, the memory updated after every frame (gamma 2)."""
-    speed = load_script("speed")
+    speed = benchmark("speed")
     job = _speed_job(tiny_config(), tmp_path)
     results = {name: speed.work_score(dict(job, config=name)) for name in ("mnad-fp32", "mnad-fast")}
     for name, r in results.items():
@@ -159,7 +155,7 @@ def test_speed_scoring_rows_time_the_stream_scorer(tmp_path: Path) -> None:
 
 
 def test_speed_onnx_row_scores_as_pytorch_does(tmp_path: Path) -> None:
-    speed = load_script("speed")
+    speed = benchmark("speed")
     job = _speed_job(tiny_config(), tmp_path)
     onnx = str(tmp_path / "m.onnx")
     speed.work_export(dict(job, kind="export", onnx=onnx))
@@ -171,7 +167,7 @@ def test_speed_onnx_row_scores_as_pytorch_does(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("normalization", ["video", "causal"])
 def test_long_stream_benchmark_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, normalization: str) -> None:
-    long_stream = load_script("long_stream")
+    long_stream = benchmark("long_stream")
     out = tmp_path / "long_stream.json"
     monkeypatch.setattr(sys, "argv", ["long_stream.py", "--seconds", "0.4", "--fps", "25", "--size", "32", "--width", "8",
                                       "--sample-every", "2", "--normalization", normalization, "--out", str(out)])
@@ -184,7 +180,7 @@ def test_long_stream_benchmark_writes_json(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_int8_bound_counts_every_convolution_once_and_the_doc_renders_it(tmp_path: Path) -> None:
-    bound = load_script("int8_bound")
+    bound = benchmark("int8_bound")
     out = tmp_path / "results" / "int8_bound.json"
     assert bound.main(["--sizes", "128", "--out", str(out)]) == 0
     (row,) = json.loads(out.read_text())["rows"]
@@ -201,14 +197,14 @@ def test_int8_bound_counts_every_convolution_once_and_the_doc_renders_it(tmp_pat
     bf16_limit = row["bound"]["peaks_gflops"]["bf16"] / row["total_gflop"]
     assert cases["all_int8"]["bound_fps"] == pytest.approx(2 * bf16_limit)
 
-    make_doc = load_script("make_performance_doc")
+    make_doc = benchmark("make_performance_doc")
     shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
     section = make_doc.render(out.parent).split("## int8 scoring: the bound on the AMX Xeon")[1]
     assert "| 128×128 | 16.3 |" in section and "`rest_in_bf16`" in section
 
 
 def test_int8_range_compares_both_weight_ranges_with_fp32(ped2_root: Path, tmp_path: Path) -> None:
-    bench = load_script("int8_range")
+    bench = benchmark("int8_range")
     out = tmp_path / "int8_range.json"
     assert bench.main(["--data-root", str(ped2_root.parent), "--calibration-clips", "4", "--clips", "3", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -221,7 +217,7 @@ def test_int8_range_compares_both_weight_ranges_with_fp32(ped2_root: Path, tmp_p
 def test_train_precision_compares_each_setting_with_fp32_and_renders(ped2_root: Path, tmp_path: Path) -> None:
     from mnad.checkpoint import save_model
 
-    bench = load_script("train_precision")
+    bench = benchmark("train_precision")
     config = tiny_config()
     torch.manual_seed(1)
     save_model(tmp_path / "tiny.safetensors", MNAD(config.model), config)
@@ -245,7 +241,7 @@ def test_train_precision_compares_each_setting_with_fp32_and_renders(ped2_root: 
         assert "forward" in vars(model.encoder.stage4) and mnad_model.outside_autocast.__module__ == "train_precision"
     assert "forward" not in vars(model.encoder.stage4) and mnad_model.outside_autocast.__module__ == "mnad.model.mnad"
 
-    make_doc = load_script("make_performance_doc")
+    make_doc = benchmark("make_performance_doc")
     shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
     section = make_doc.render(out.parent).split("## bf16 training against fp32")[1]
     assert "### the shipped model" in section and "| `bf16-cl-head` |" in section and "`fp32-other-batch`" in section

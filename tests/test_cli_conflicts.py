@@ -25,10 +25,19 @@ def refused(args: list[str], capsys: pytest.CaptureFixture[str], *parts: str) ->
     assert MISSING not in err
 
 
-def test_holdout_needs_own_footage(synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    refused(["train", "--data-root", str(synthetic_root), "--holdout", "0.3", "--out", str(tmp_path / "run")], capsys,
-            "--holdout applies to own footage (--data)")
-    assert not (tmp_path / "run").exists()
+def test_holdout_sets_train_holdout_for_own_footage_and_benchmarks(synthetic_root: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--holdout is train.holdout (the tail of each training video kept for calibration) whatever the data; --data
+    holds out 10 % by default, a benchmark's split nothing."""
+    import mnad.train
+
+    asked = []
+    monkeypatch.setattr(mnad.train, "train", lambda config, *a, **k: asked.append(config.train.holdout) or tmp_path / "m")
+    for data, holdout, expected in ((["--data-root", str(synthetic_root)], ["--holdout", "0.3"], 0.3),
+                                    (["--data-root", str(synthetic_root)], [], 0.0),
+                                    (["--data", str(synthetic_root)], [], 0.1), (["--data", str(synthetic_root)], ["--holdout", "0.2"], 0.2)):
+        assert main(["train", *data, *holdout, "--out", str(tmp_path / "run"), "--quiet"]) == 0
+        assert asked.pop() == expected
 
 
 @pytest.mark.parametrize("command", [
@@ -46,7 +55,7 @@ def test_an_empty_output_path_is_refused(command: list[str], capsys: pytest.Capt
 def test_report_options_are_checked_before_scoring(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     evaluate = ["evaluate", "--checkpoint", MISSING, "--data-root", str(tmp_path)]
     refused([*evaluate, "--top-k", "4"], capsys, "--top-k applies to --report only")
-    refused([*evaluate, "--report", str(tmp_path / "r"), "--top-k", "-1"], capsys, "--top-k must be >= 0")
+    refused([*evaluate, "--report", str(tmp_path / "r"), "--top-k", "-1"], capsys, "--top-k must be a whole number >= 0")
     (tmp_path / "file").write_text("")
     refused([*evaluate, "--report", str(tmp_path / "file" / "report")], capsys, f"{tmp_path / 'file' / 'report'}: cannot write there")
 

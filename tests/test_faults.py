@@ -292,7 +292,8 @@ def test_disk_full_while_writing_evaluation_outputs(synthetic_root: Path, tmp_pa
 # --------------------------------------------------------------------------------------------- safe checkpoints
 
 @pytest.fixture
-def model_file(tmp_path: Path) -> tuple[Path, Config]:
+def own_model_file(tmp_path: Path) -> tuple[Path, Config]:
+    """A model file of this test's own (the tests alter it; conftest's ``model_file`` is shared)."""
     config = tiny_config()
     path = tmp_path / "model.safetensors"
     save_model(path, tiny_model(config), config, extra={"epochs": 1})
@@ -311,8 +312,8 @@ def write_header(path: Path, header: dict, body: bytes) -> None:
     path.write_bytes(len(raw).to_bytes(8, "little") + raw + body)
 
 
-def test_checkpoint_is_safetensors_with_json_config_and_hashes(model_file: tuple[Path, Config]) -> None:
-    path, config = model_file
+def test_checkpoint_is_safetensors_with_json_config_and_hashes(own_model_file: tuple[Path, Config]) -> None:
+    path, config = own_model_file
     header, _ = header_of(path)  # 8-byte length + JSON: no pickle anywhere
     meta = header["__metadata__"]
     assert meta["format"] == checkpoint.FORMAT
@@ -323,8 +324,8 @@ def test_checkpoint_is_safetensors_with_json_config_and_hashes(model_file: tuple
     assert "torch.load" not in source and "import pickle" not in source
 
 
-def test_altered_config_is_refused(model_file: tuple[Path, Config]) -> None:
-    path, _ = model_file
+def test_altered_config_is_refused(own_model_file: tuple[Path, Config]) -> None:
+    path, _ = own_model_file
     header, body = header_of(path)
     header["__metadata__"]["config"] = header["__metadata__"]["config"].replace('"alpha": 0.6', '"alpha": 0.7')
     write_header(path, header, body)
@@ -332,8 +333,8 @@ def test_altered_config_is_refused(model_file: tuple[Path, Config]) -> None:
         read_checkpoint(path)
 
 
-def test_removed_config_hash_is_refused(model_file: tuple[Path, Config]) -> None:
-    path, _ = model_file
+def test_removed_config_hash_is_refused(own_model_file: tuple[Path, Config]) -> None:
+    path, _ = own_model_file
     header, body = header_of(path)
     del header["__metadata__"]["meta_sha256"]
     write_header(path, header, body)
@@ -341,8 +342,8 @@ def test_removed_config_hash_is_refused(model_file: tuple[Path, Config]) -> None
         read_checkpoint(path)
 
 
-def test_first_format_without_config_hash_still_loads(model_file: tuple[Path, Config]) -> None:
-    path, config = model_file  # files written before the config hash (format mnad-1) stay readable
+def test_first_format_without_config_hash_still_loads(own_model_file: tuple[Path, Config]) -> None:
+    path, config = own_model_file  # files written before the config hash (format mnad-1) stay readable
     header, body = header_of(path)
     del header["__metadata__"]["meta_sha256"]
     header["__metadata__"]["format"] = "mnad-1"
@@ -351,8 +352,8 @@ def test_first_format_without_config_hash_still_loads(model_file: tuple[Path, Co
 
 
 @pytest.mark.parametrize("cut", [0, 7, 8, 100, -1000, -1])
-def test_truncated_checkpoint_is_refused(model_file: tuple[Path, Config], cut: int) -> None:
-    path, _ = model_file
+def test_truncated_checkpoint_is_refused(own_model_file: tuple[Path, Config], cut: int) -> None:
+    path, _ = own_model_file
     data = path.read_bytes()
     path.write_bytes(data[:cut])
     with pytest.raises(CheckpointError, match="truncated or damaged") as info:
@@ -361,8 +362,8 @@ def test_truncated_checkpoint_is_refused(model_file: tuple[Path, Config], cut: i
 
 
 @pytest.mark.parametrize(("field", "value"), [("task", "recon"), ("memory", False), ("image_size", 64), ("channels", 1)])
-def test_checkpoint_of_another_model_is_refused(model_file: tuple[Path, Config], field: str, value: object) -> None:
-    path, config = model_file
+def test_checkpoint_of_another_model_is_refused(own_model_file: tuple[Path, Config], field: str, value: object) -> None:
+    path, config = own_model_file
     expected = Config.from_dict(config.to_dict())
     setattr(expected.model, field, value)
     with pytest.raises(CheckpointError, match=f"another model: {field}="):
@@ -404,9 +405,9 @@ def test_nan_in_checkpoint_is_refused_on_save_and_on_load(tmp_path: Path, monkey
         load_model(tmp_path / "b.safetensors")
 
 
-def test_cli_reports_a_damaged_checkpoint_as_one_line(model_file: tuple[Path, Config], synthetic_root: Path,
+def test_cli_reports_a_damaged_checkpoint_as_one_line(own_model_file: tuple[Path, Config], synthetic_root: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    path, _ = model_file
+    path, _ = own_model_file
     path.write_bytes(path.read_bytes()[:-10])
     assert main(["evaluate", "--checkpoint", str(path), "--data-root", str(synthetic_root), "--quiet"]) == 2
     err = capsys.readouterr().err

@@ -191,8 +191,11 @@ def test_a_calibration_is_used_only_with_the_test_time_update_it_was_fitted_with
     old.check_scoring(cal_config.override(["eval.gamma=0.5"]))
     with pytest.raises(ConfigError, match="gamma"):
         Calibration.from_dict({**cal.to_dict(), "gamma": -1})
-    with pytest.raises(ConfigError, match="smoothing"):  # the window in the config (not the default 1) is checked too
-        check_calibrated_scoring(cal_config.override([f"eval.smoothing={cal.smoothing + 1}"]), cal)
+    for window in (1, cal.smoothing + 1):  # the window in the config is checked too: 1 (none) was asked for as well
+        with pytest.raises(ConfigError, match=f"fitted on a {cal.smoothing}-frame mean of the score, not {window}"):
+            check_calibrated_scoring(cal_config.override([f"eval.smoothing={window}"]), cal)
+        with pytest.raises(ConfigError, match=f"not {window}"):
+            StreamScorer.for_model(model, cal_config.override([f"eval.smoothing={window}"]), normalization="calibrated")
 
 
 def test_localised_scoring_mixes_the_chosen_terms_and_its_calibration_matches(synthetic_root: Path) -> None:

@@ -77,7 +77,7 @@ def test_strided_views_and_gray_frames_score_as_their_plain_copies() -> None:
 
 @pytest.mark.parametrize("smoothing", [-3, 0, 2.5, True, "3"])
 def test_smoothing_must_be_a_whole_number_of_frames(smoothing: object) -> None:
-    with pytest.raises(ConfigError, match=r"smoothing must be a whole number of frames >= 1"):
+    with pytest.raises(ConfigError, match=r"smoothing must be a whole number >= 1"):
         scorer_of(normalization="causal", smoothing=smoothing)
 
 

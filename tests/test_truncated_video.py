@@ -75,3 +75,17 @@ def test_unknown_or_slightly_off_frame_counts_are_accepted(whole: Path, half: Pa
     video = VideoFile(short)
     assert len(video) == N_FRAMES - 2 and video.frame(N_FRAMES - 3, 16, 1).shape == (16, 16, 1)
     assert len(list(FrameSource(str(short)))) == N_FRAMES - 2
+
+
+def test_a_count_estimated_from_the_duration_is_not_taken_for_a_cut(caplog: pytest.LogCaptureFixture) -> None:
+    """Matroska/WebM record no frame count: OpenCV reports duration x nominal rate, which a variable-frame-rate
+    recording does not keep. Its last frame's timestamp still reaches the duration, where a cut file's stops short."""
+    from mnad.data.sources import check_whole
+
+    # 100 frames estimated at 25 frames/s (4 s); 70 decoded whose last starts at 3.96 s: whole
+    with caplog.at_level("INFO", logger="mnad.data.sources"):
+        check_whole("phone.mkv", 70, 100, "truncated or damaged file", fps=25.0, reached_ms=3960.0)
+    assert "variable frame rate" in caplog.text
+    for reached_ms in (2760.0, 0.0):  # stopped at 2.76 s of 4 s; or no timestamp to go by: cut short, as before
+        with pytest.raises(DataError, match=r"phone\.mkv: the video was cut short after 70 of its 100 frames"):
+            check_whole("phone.mkv", 70, 100, "truncated or damaged file", fps=25.0, reached_ms=reached_ms)

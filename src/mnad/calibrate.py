@@ -17,9 +17,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from mnad.config import Config
+from mnad.config import Config, check_count
 from mnad.data import Video
-from mnad.data.sources import footage_span, open_video, spans_overlap
+from mnad.data.sources import footage_span, open_video, span_text, spans_overlap
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
@@ -60,8 +60,9 @@ def calibrate(
     """
     if isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, int | float) or not 0 < false_alarm_rate < 1:
         raise ConfigError(f"--false-alarm-rate must be a number strictly between 0 and 1, got {false_alarm_rate!r}")
-    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1):
-        raise ConfigError(f"--smoothing must be a whole number of frames >= 1, got {smoothing!r}")
+    if smoothing is not None:
+        check_count("--smoothing", smoothing)
+        smoothing = int(smoothing)
     if scoring not in ("choose", "config"):
         raise ConfigError(f"--scoring must be 'choose' or 'config', got {scoring!r}")
     if not isinstance(videos, list | tuple):
@@ -73,10 +74,10 @@ def calibrate(
         raise ConfigError("the calibration footage must be a list of videos (mnad.data.Video or paths), got "
                           + ", ".join(sorted({type(v).__name__ for v in videos if not isinstance(v, Video)})))
     spans = [footage_span(v) for v in videos]
-    twice = sorted({f"{a[0]}[{a[1]}:{a[2]}]" for i, a in enumerate(spans) for b in spans[:i] if spans_overlap(a, b)})
+    twice = sorted({span_text(a) for i, a in enumerate(spans) for b in spans[:i] if spans_overlap(a, b)})
     if twice:
         raise DataError(f"{twice[0]}: calibration footage given twice (or overlapping footage given); give each video once")
-    overlap = sorted({f"{a[0]}[{a[1]}:{a[2]}]" for a in spans for b in trained_on or [] if spans_overlap(a, b)})
+    overlap = sorted({span_text(a) for a in spans for b in trained_on or [] if spans_overlap(a, b)})
     if overlap:
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
                     "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
@@ -96,7 +97,7 @@ def calibrate(
     psnr_values, distances = score_terms(config, *(terms[name] for name in TERMS))
     alpha = mixing_weight(config)
     fitted = fit_calibration(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate,
-                             smoothing=smoothing, footage=[f"{p}[{a}:{b}]" for p, a, b in spans], where=str(videos[0].path))
+                             smoothing=smoothing, footage=[span_text(s) for s in spans], where=str(videos[0].path))
     held_out = held_out_false_alarms(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate, smoothing=smoothing)
     realised = held_out.get(rate_key(false_alarm_rate))
     if realised is not None and realised > 2 * false_alarm_rate:

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from mnad.config import Config
+from mnad.config import Config, model_differences
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.interrupts import held_interrupts
 from mnad.model.mnad import MNAD
@@ -386,8 +386,7 @@ def load_model(name_or_path: str | Path, *, expect: Config | None = None, map_lo
                               "model it was exported from")
     tensors, config, _ = read_checkpoint(path)
     if expect is not None and expect.model != config.model:
-        diffs = [f"{k}={v!r} (expected {getattr(expect.model, k)!r})" for k, v in vars(config.model).items() if getattr(expect.model, k) != v]
-        raise CheckpointError(f"{path}: checkpoint is of another model: {', '.join(diffs)}")
+        raise CheckpointError(f"{path}: checkpoint is of another model: {', '.join(model_differences(config.model, expect.model, 'expected'))}")
     model = MNAD(config.model)
     state = model_state(tensors)
     try:

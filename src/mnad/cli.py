@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mnad.config import Config, load_config, recipe_names
+from mnad.config import Config, check_count, load_config, recipe_names
 from mnad.errors import ConfigError, DataError, MNADError, Terminated, printable
 from mnad.interrupts import raise_terminated_on_sigterm
 
@@ -24,9 +24,9 @@ from mnad.interrupts import raise_terminated_on_sigterm
 # before anything imports torch (nothing above does; mnad's package imports lazily). A user's own value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# Common options that map onto one config field each; anything else goes through --set section.field=value.
 DEFAULT_HOLDOUT = 0.1  # `train --data`: the tail of each own video kept out of training, for calibration
 
+# Common options that map onto one config field each; anything else goes through --set section.field=value.
 OPTION_FIELDS = {
     "dataset": "dataset",
     "epochs": "train.epochs",
@@ -149,12 +149,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     from mnad.train import train
 
     config = load_config(args.recipe)
-    if args.holdout is not None and not args.data:
-        raise ConfigError("--holdout applies to own footage (--data); with --data-root, keep whole videos out with "
-                          "--set 'train.holdout_videos=[\"NN\", ...]'")
     if args.data:  # own footage: every video in the folder, the tail of each held out for calibration
-        holdout = DEFAULT_HOLDOUT if args.holdout is None else args.holdout
-        config = config.override(["dataset=", f"train.holdout={holdout}", *OWN_FOOTAGE_SCORING])
+        config = config.override(["dataset=", f"train.holdout={DEFAULT_HOLDOUT}", *OWN_FOOTAGE_SCORING])
+    if args.holdout is not None:  # own footage or a benchmark's training split alike (train.holdout)
+        config = config.override([f"train.holdout={args.holdout}"])
     config = apply_options(config, args)  # the user's options last: they win
     path = train(config, args.data or args.data_root, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if _other_rank():
@@ -185,8 +183,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.top_k is not None and not args.report:
         raise ConfigError("--top-k applies to --report only (the thumbnails of the report)")
-    if args.top_k is not None and args.top_k < 0:
-        raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
+    if args.top_k is not None:  # create_report checks it too, but only after the scoring
+        check_count("--top-k", args.top_k, minimum=0)
     if args.report:  # before the scoring, which takes minutes to hours, not after it
         check_writable_folder(args.report)
     model, config = load_detector(args.checkpoint)  # a model file, run folder, shipped name or exported .onnx
@@ -369,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-root", help="folder holding <dataset>/training (benchmark layouts)")
     source.add_argument("--data", help="own footage: a folder of normal video files and/or frame folders")
-    p.add_argument("--holdout", type=float, help=f"with --data: fraction of each video kept for calibration (default {DEFAULT_HOLDOUT})")
+    p.add_argument("--holdout", type=float, help="fraction of each training video (its tail) kept out of training, for "
+                   f"calibration (train.holdout; default {DEFAULT_HOLDOUT} with --data, else 0)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, config, log")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint (an error if it has none)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its models and checkpoints are deleted)")

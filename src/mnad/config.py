@@ -11,6 +11,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,6 +163,27 @@ class Config:
             raise ConfigError(f"{source}: eval.normalization = 'calibrated' needs a calibration: run `mnad calibrate` first")
         if self.train.batch_size < 1 or self.train.epochs < 0 or self.train.clip_stride < 1:
             raise ConfigError(f"{source}: train.batch_size and train.clip_stride must be >= 1, train.epochs >= 0")
+
+
+def check_count(name: str, value: object, *, minimum: int = 1) -> None:
+    """Refuse a ``value`` that is not a whole number >= ``minimum`` (a bool is not one; a numpy integer is), with one
+    ``ConfigError`` naming ``name`` (the option as the user wrote it)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
+def model_differences(asked: ModelConfig, other: ModelConfig, other_is: str) -> list[str]:
+    """The model settings in which ``asked`` differs from ``other``, as 'name=asked (<other_is> value)'."""
+    return [f"{k}={v!r} ({other_is} {getattr(other, k)!r})" for k, v in vars(asked).items() if getattr(other, k) != v]
+
+
+def check_same_model(model: object, config: Config) -> None:
+    """Refuse a ``config`` whose model.* settings differ from the trained ``model``'s (an override may change how a
+    model is scored, eval.*, never what it is); a model without a config (an ONNX export) is not checked here."""
+    actual = getattr(model, "config", None)
+    if isinstance(actual, ModelConfig) and actual != config.model:
+        raise ConfigError(f"the config's model settings differ from the model's: model."
+                          f"{', model.'.join(model_differences(config.model, actual, 'the model has'))}; only eval.* can change")
 
 
 def _check_numbers(config: Config, source: str) -> None:

@@ -13,7 +13,7 @@ a rank's share (exact when ``eval.test_update`` is off). docs/distributed.md has
 
 from __future__ import annotations
 
-import re
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,16 +21,18 @@ import numpy as np
 from tqdm import tqdm
 
 from mnad import distributed
-from mnad.config import Config
+from mnad.config import Config, check_same_model
 from mnad.data import Video, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
-from mnad.data.sources import check_fps, footage_span, spans_overlap
+from mnad.data.sources import check_fps, footage_span, parse_span, span_text, spans_overlap
 from mnad.errors import ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
 from mnad.outputs import write_evaluation
 from mnad.scoring import Calibration, anomaly_score, check_calibrated_scoring, frames_needed, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import FrameResult, StreamScorer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,7 +93,7 @@ def add_scores(videos: list[VideoScores], config: Config) -> None:
     then averaged over the last eval.smoothing frames (1: not at all, the published protocol)."""
     alpha = mixing_weight(config)
     if config.eval.normalization == "calibrated" and config.eval.calibration:
-        Calibration.from_dict(config.eval.calibration).check_scoring(config)
+        Calibration.from_dict(config.eval.calibration).check_scoring(config, smoothing=config.eval.smoothing)
     for v in videos:
         p, d = score_terms(config, v.psnr, v.patch_psnr, v.distance, v.patch_distance)
         v.score = smooth(anomaly_score(p, d, alpha=alpha, normalization=config.eval.normalization,
@@ -174,9 +176,12 @@ def stream_metrics(videos: list[VideoScores], calibration: Calibration, *, fps: 
 def check_held_out(calibration: Calibration, videos: list[Video]) -> None:
     """Refuse a calibration whose recorded footage overlaps the test ``videos`` (same resolved path, overlapping frames):
     its thresholds would have seen the test set."""
-    fitted = [(m[1], int(m[2]), int(m[3])) for entry in calibration.footage if (m := re.fullmatch(r"(.*)\[(\d+):(\d+)\]", entry))]
+    if not calibration.footage:
+        log.warning("the calibration does not record its footage (written by an older mnad): it cannot be checked to "
+                    "be held out from the test videos")
+    fitted = [parse_span(entry) for entry in calibration.footage]  # each parses: Calibration.from_dict checked them
     spans = [footage_span(v) for v in videos]
-    shared = sorted({f"{a[0]}[{a[1]}:{a[2]}]" for a in fitted for b in spans if spans_overlap(a, b)})
+    shared = sorted({span_text(a) for a in fitted for b in spans if spans_overlap(a, b)})
     if shared:
         raise ConfigError(f"the calibration was fitted on the test videos it would be evaluated on ({', '.join(shared[:3])}"
                           f"{f' and {len(shared) - 3} more' if len(shared) > 3 else ''}): the stream protocol's rates would "
@@ -204,10 +209,7 @@ def evaluate(
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    if isinstance(getattr(model, "config", None), type(config.model)) and model.config != config.model:
-        diffs = [f"model.{k}={v!r} (the model has {getattr(model.config, k)!r})" for k, v in vars(config.model).items()
-                 if getattr(model.config, k) != v]
-        raise ConfigError(f"the config's model settings differ from the model's: {', '.join(diffs)}; only eval.* can change")
+    check_same_model(model, config)
     calibration = None
     if protocol == "stream":
         if not config.eval.calibration:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 
+from mnad.config import check_count
 from mnad.errors import ConfigError
 
 HYSTERESIS = 0.05  # an event ends when the smoothed score falls this far below the threshold
@@ -22,8 +23,7 @@ def check_event_options(hysteresis: object, min_frames: object) -> None:
     if isinstance(hysteresis, bool) or not isinstance(hysteresis, Real) or not math.isfinite(hysteresis) \
             or not 0 <= hysteresis <= MAX_HYSTERESIS:
         raise ConfigError(f"--hysteresis must be a number from 0 to {MAX_HYSTERESIS:g}, got {hysteresis!r}")
-    if isinstance(min_frames, bool) or not isinstance(min_frames, Integral) or min_frames < 1:
-        raise ConfigError(f"--min-event-frames must be an integer >= 1, got {min_frames!r}")
+    check_count("--min-event-frames", min_frames)
 
 
 @dataclass

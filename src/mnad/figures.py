@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mnad.checkpoint import atomic_write_many
-from mnad.config import Config
+from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video, split_videos, to_tensor
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
@@ -97,18 +97,12 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
 def check_options(model: MNAD, config: Config, out_dir: str | Path, *, frames: int, clips: int, max_queries: int, seed: int) -> None:
     """memory_figures' options, checked before any work, each error naming its option (the CLI's name)."""
     for option, value in (("--frames", frames), ("--clips", clips), ("--queries", max_queries)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{option} must be a whole number >= 1, got {value!r}")
+        check_count(option, value)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:  # numpy's and t-SNE's seed range
         raise ConfigError(f"--seed must be a whole number in [0, 2**32), got {seed!r}")
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise DataError(f"{out_dir}: --out must be a folder, and this is a file")
-    # as evaluate: the figures are of the trained model, whose settings an override cannot change
-    if isinstance(getattr(model, "config", None), type(config.model)) and model.config != config.model:
-        diffs = [f"model.{k}={v!r} (the model has {getattr(model.config, k)!r})" for k, v in vars(config.model).items()
-                 if getattr(model.config, k) != v]
-        raise ConfigError(f"the config's model settings differ from the model's: {', '.join(diffs)}; a trained model's model.* "
-                          "settings cannot change")
+    check_same_model(model, config)  # the figures are of the trained model
 
 
 def memory_figures(

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from mnad.data.sources import parse_span
 from mnad.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -164,8 +165,8 @@ class Calibration:
 
     def check_scoring(self, config: Config, *, smoothing: int | None = None) -> None:
         """Refuse to score other than as the ranges and thresholds were fitted: the same terms and PSNR weight, the
-        same test-time memory update and the same trailing mean (``smoothing``, or ``eval.smoothing`` where it is not
-        1, the default). The one check for every scorer of a calibrated model (StreamScorer, detect, evaluate)."""
+        same test-time memory update and, where ``smoothing`` (the window the caller will average over) is given, the
+        same trailing mean. The one check for every scorer of a calibrated model (StreamScorer, detect, evaluate)."""
         fitted = (self.psnr_region or config.eval.psnr_region, self.distance_region)
         wanted = (config.eval.psnr_region, config.eval.distance_region)
         if fitted != wanted:
@@ -181,11 +182,10 @@ class Calibration:
             asked = f"at gamma {config.eval.gamma:g}" if config.eval.test_update else "off (--no-test-update)"
             raise ConfigError(f"the calibration's ranges were fitted with {fitted_as}, but the model scores with it {asked} "
                               "(eval.test_update, eval.gamma): run `mnad calibrate` again with the same settings")
-        window = smoothing if smoothing is not None else (config.eval.smoothing if config.eval.smoothing != 1 else None)
-        if window is not None and window != self.smoothing:
+        if smoothing is not None and smoothing != self.smoothing:
             raise ConfigError(f"the model's alert threshold was fitted on a {self.smoothing}-frame mean of the score, not "
-                              f"{window} (--smoothing, eval.smoothing): leave it unset or recalibrate with "
-                              f"`mnad calibrate --smoothing {window}`")
+                              f"{smoothing} (--smoothing, eval.smoothing): leave it unset or recalibrate with "
+                              f"`mnad calibrate --smoothing {smoothing}`")
 
     def scale_psnr(self, value: ArrayOrFloat) -> ArrayOrFloat:
         return (value - self.psnr_low) / max(self.psnr_high - self.psnr_low, 1e-12)
@@ -230,7 +230,9 @@ class Calibration:
         values["smoothing"], values["frames"] = int(values["smoothing"]), int(values["frames"])
         for key in tables:
             values[key] = {str(k): float(v) for k, v in dict(data.get(key, {})).items()}
-        values["footage"] = [str(v) for v in data.get("footage", [])]
+        values["footage"] = list(data.get("footage", []))
+        if not all(isinstance(v, str) and parse_span(v) for v in values["footage"]):
+            raise ConfigError(f"{source}: the calibration's footage must be a list of 'path[first:end]' spans")
         for key in ("psnr_region", "distance_region"):
             if data.get(key) is not None and data[key] not in ("frame", "patch"):
                 raise ConfigError(f"{source}: the calibration's {key} must be 'frame' or 'patch', got {data[key]!r}")
@@ -256,14 +258,15 @@ def frames_needed(false_alarm_rate: float) -> int:
 
 
 def check_calibrated_scoring(config: Config, calibration: Calibration) -> None:
-    """Refuse a scoring of a calibrated model other than the one its thresholds were fitted on
-    (``Calibration.check_scoring``), and ``eval.normalization`` other than 'calibrated' (a calibrated model scores
-    with its fixed ranges; an option that would be ignored is refused)."""
+    """Refuse a scoring of a calibrated model (``config``, ``calibration`` its eval.calibration) other than the one its
+    thresholds were fitted on (``Calibration.check_scoring``; ``with_calibration`` set eval.smoothing to the
+    calibration's window, so any other, 1 included, was asked for), and ``eval.normalization`` other than 'calibrated'
+    (a calibrated model scores with its fixed ranges; an option that would be ignored is refused)."""
     if config.eval.normalization != "calibrated":
         raise ConfigError(f"the model's alert threshold was fitted on the calibrated score, not on --normalization "
                           f"{config.eval.normalization}: a calibrated model scores with its calibration's fixed ranges; "
                           "drop --normalization")
-    calibration.check_scoring(config)
+    calibration.check_scoring(config, smoothing=config.eval.smoothing)
 
 
 def anomaly_score(

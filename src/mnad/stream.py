@@ -29,7 +29,7 @@ import torch
 
 from mnad.aot import AotStep
 from mnad.checkpoint import atomic_write, tensor_digest, weights_digest
-from mnad.config import Config
+from mnad.config import Config, check_count
 from mnad.data import split_clip, to_tensor
 from mnad.distributed import checked_device, native_bf16
 from mnad.errors import CheckpointError, ConfigError, DataError
@@ -186,8 +186,8 @@ class StreamScorer:
         self.step, self.config, self.device, self.maps = step, config, device, maps
         self.model_digest = model_digest  # the weights' SHA-256 (for_model sets it): a saved state restores only into the same
         self.normalization = normalization or config.eval.normalization
-        if smoothing is not None and (not isinstance(smoothing, int | np.integer) or isinstance(smoothing, bool) or smoothing < 1):
-            raise ConfigError(f"smoothing must be a whole number of frames >= 1, got {smoothing!r}")
+        if smoothing is not None:
+            check_count("smoothing", smoothing)
         if isinstance(calibration, dict):
             calibration = Calibration.from_dict(calibration, source="calibration")
         elif calibration is not None and not isinstance(calibration, Calibration):
@@ -197,6 +197,8 @@ class StreamScorer:
                 if not config.eval.calibration:
                     raise ConfigError("calibrated normalisation needs a calibration: run `mnad calibrate` first")
                 calibration = Calibration.from_dict(config.eval.calibration)
+                if smoothing is None:  # the model's own calibration: its config's window is the one asked for
+                    smoothing = config.eval.smoothing
             calibration.check_scoring(config, smoothing=smoothing)
         elif self.normalization not in ("video", "causal"):
             raise ConfigError(f"unknown normalisation {self.normalization!r}")

@@ -104,12 +104,21 @@ def reported_frames(capture: cv2.VideoCapture) -> int:
     return int(frames) if 0 < frames < 1e9 else 0
 
 
-def check_whole(source: str | Path, decoded: int, total: int, why: str) -> None:
+def check_whole(source: str | Path, decoded: int, total: int, why: str, *, fps: float = 0.0, reached_ms: float = 0.0) -> None:
     """A video that reports ``total`` frames but ended well before them was cut short (truncated, damaged, stalled):
-    an error, as the run would not see the footage asked for. Containers' counts may be off (a frame or two; an
-    estimate from the duration where the stream does not record it): 5 % short is let pass."""
-    if total > 0 and decoded < total - max(2, total // 20):
-        raise DataError(f"{printable(source)}: the video was cut short after {decoded} of its {total} frames ({why})")
+    an error, as the run would not see the footage asked for. Containers' counts may be off by a frame or two (5 %
+    short is let pass), and where a stream does not record its count (Matroska, WebM) it is the duration times the
+    nominal rate ``fps``, which a variable-frame-rate recording does not keep: such a file is whole when its last
+    decoded frame's timestamp (``reached_ms``) reaches that duration, whatever the count."""
+    if total <= 0 or decoded >= total - max(2, total // 20):
+        return
+    if fps > 0 and reached_ms > 0:
+        length_ms = total / fps * 1000
+        if reached_ms >= length_ms - max(2000 / fps, 0.05 * length_ms):  # the last frame starts one frame before the end
+            log.info("%s: %d frames decoded where the container estimates %d, over its whole length: a variable frame rate",
+                     printable(source), decoded, total)
+            return
+    raise DataError(f"{printable(source)}: the video was cut short after {decoded} of its {total} frames ({why})")
 
 
 def stream_url(source: str) -> str:
@@ -214,17 +223,18 @@ class VideoFile(Video):
 
     def _decode(self, size: int, channels: int) -> list[np.ndarray]:
         if self._frames is None or self._decoded_as != (size, channels):
-            capture, frames = self._open(), []
-            total = reported_frames(capture)
+            capture, frames, reached = self._open(), [], 0.0
+            total, rate = reported_frames(capture), capture.get(cv2.CAP_PROP_FPS)
             while True:
                 ok, image = capture.read()
                 if not ok:
                     break
                 frames.append(prepare_frame(image, size, channels, self.path))
+                reached = capture.get(cv2.CAP_PROP_POS_MSEC)
             capture.release()
             if not frames:
                 raise DataError(f"{self.path}: video has no decodable frames")
-            check_whole(self.path, len(frames), total, "truncated or damaged file")
+            check_whole(self.path, len(frames), total, "truncated or damaged file", fps=rate, reached_ms=reached)
             self._frames, self._decoded_as = frames, (size, channels)
         return self._frames
 
@@ -232,14 +242,15 @@ class VideoFile(Video):
         if self._frames is not None:
             return len(self._frames)
         if self._count is None:  # count by grabbing: container frame counts are often wrong
-            capture, count = self._open(), 0
-            total = reported_frames(capture)
+            capture, count, reached = self._open(), 0, 0.0
+            total, rate = reported_frames(capture), capture.get(cv2.CAP_PROP_FPS)
             while capture.grab():
                 count += 1
+                reached = capture.get(cv2.CAP_PROP_POS_MSEC)
             capture.release()
             if count == 0:
                 raise DataError(f"{self.path}: video has no decodable frames")
-            check_whole(self.path, count, total, "truncated or damaged file")
+            check_whole(self.path, count, total, "truncated or damaged file", fps=rate, reached_ms=reached)
             self._count = count
         return self._count
 
@@ -275,6 +286,17 @@ def spans_overlap(a: tuple[str, int, int], b: tuple[str, int, int]) -> bool:
     return a[0] == b[0] and a[1] < b[2] and b[1] < a[2]
 
 
+def span_text(span: tuple[str, int, int]) -> str:
+    """A footage span as a calibration records it and messages show it: 'path[first:end]'."""
+    return f"{span[0]}[{span[1]}:{span[2]}]"
+
+
+def parse_span(text: str) -> tuple[str, int, int] | None:
+    """The span ``span_text`` wrote (None: not one)."""
+    match = re.fullmatch(r"(.*)\[(\d+):(\d+)\]", text, flags=re.DOTALL)
+    return (match[1], int(match[2]), int(match[3])) if match else None
+
+
 def open_video(path: str | Path) -> Video:
     """A frame folder or a video file, chosen by what ``path`` is."""
     path = Path(path)
@@ -291,6 +313,11 @@ def open_video(path: str | Path) -> Video:
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 MIN_FPS, MAX_FPS = 1e-4, 1000.0  # one frame in ~3 hours (time-lapse) .. high-speed cameras
+
+
+def valid_fps(rate: float) -> bool:
+    """Whether a frame rate (a container's, which may be 0, NaN or nonsense) is one mnad takes (``check_fps``'s range)."""
+    return MIN_FPS <= rate <= MAX_FPS
 MAX_WAIT = 86400.0  # seconds: a day; larger timeouts are typos (and overflow OpenCV's int milliseconds)
 STEADY_SECONDS = 60.0  # a live connection that gave frames this long was healthy: its loss starts a fresh reconnect budget
 
@@ -304,7 +331,7 @@ class RawFrame:
 def check_fps(fps: float) -> None:
     """A frame rate a footage can have. Bounded: timestamps are index / fps (1e-300 overflows them to inf, which
     summary.json cannot hold)."""
-    if not MIN_FPS <= fps <= MAX_FPS:  # also refuses NaN
+    if not valid_fps(fps):  # also refuses NaN
         raise DataError(f"--fps must be > 0: a frame rate from {MIN_FPS:g} to {MAX_FPS:g} frames per second, got {fps}")
 
 
@@ -375,20 +402,21 @@ class FrameSource:
         if not capture.isOpened():
             raise DataError(f"{printable(self.source)}: cannot open video (unknown format or damaged file)")
         rate = capture.get(cv2.CAP_PROP_FPS)
-        self.fps = rate if rate and 0 < rate < 1000 else self.options.fps
-        count, total = 0, reported_frames(capture)
+        self.fps = rate if valid_fps(rate) else self.options.fps
+        count, total, reached = 0, reported_frames(capture), 0.0
         try:
             while True:
                 ok, image = capture.read()
                 if not ok:
                     break
+                reached = capture.get(cv2.CAP_PROP_POS_MSEC)
                 yield RawFrame(image, count / self.fps)
                 count += 1
         finally:
             capture.release()
         if count == 0:
             raise DataError(f"{printable(self.source)}: video has no decodable frames")
-        check_whole(self.source, count, total, "truncated or damaged file")
+        check_whole(self.source, count, total, "truncated or damaged file", fps=rate, reached_ms=reached)
 
     def _open_live(self) -> cv2.VideoCapture:
         o = self.options
@@ -406,18 +434,18 @@ class FrameSource:
         o = self.options
         failures, count, started = 0, 0, time.monotonic()
         while True:
-            capture, total, last, before = self._open_live(), 0, 0.0, count
+            capture, total, last, before, reached, rate = self._open_live(), 0, 0.0, count, 0.0, 0.0
             first: float | None = None  # time of this connection's first frame
             try:
                 if capture.isOpened():
                     rate = capture.get(cv2.CAP_PROP_FPS)
-                    self.fps = rate if rate and 0 < rate < 1000 else o.fps
+                    self.fps = rate if valid_fps(rate) else o.fps
                     total = reported_frames(capture)  # cameras report none
                     while True:
                         ok, image = capture.read()  # returns within read_timeout on a silent stream
                         if not ok or image is None:
                             break
-                        last = time.monotonic()
+                        last, reached = time.monotonic(), capture.get(cv2.CAP_PROP_POS_MSEC)
                         first = last if first is None else first
                         # a file's frames come as fast as they decode: their time is their place in the file
                         yield RawFrame(image, count / self.fps if total > 0 else last - started)
@@ -426,7 +454,7 @@ class FrameSource:
                 capture.release()
             if total > 0 and first is not None:
                 check_whole(self.source, count - before, total,
-                            f"the connection closed or stayed silent for {o.read_timeout:g} s")
+                            f"the connection closed or stayed silent for {o.read_timeout:g} s", fps=rate, reached_ms=reached)
                 return
             if first is not None and last - first >= STEADY_SECONDS:
                 failures = 0

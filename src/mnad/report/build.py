@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mnad.errors import DataError
+from mnad.config import check_count
+from mnad.errors import ConfigError, DataError
 from mnad.outputs import METRICS_FILE, TRAIN_LOG
 from mnad.report.page import render_report
 from mnad.report.provenance import PROVENANCE_FILE, collect_provenance, read_provenance, relative_path, write_provenance
@@ -73,7 +74,11 @@ def create_report(
     top_k: int = 8,
     device: str = "cpu",
 ) -> Path:
-    """After an evaluation that wrote ``eval_dir``: thumbnails, provenance and the page. Returns the page's path."""
+    """After an evaluation that wrote ``eval_dir``: thumbnails (of the ``top_k`` highest-scoring frames; 0: none),
+    provenance and the page. Returns the page's path."""
+    check_count("top_k (--top-k)", top_k, minimum=0)
+    if str(report_dir) == "":  # Path("") is the current folder, which nobody means
+        raise ConfigError("the report folder (--report) is empty: name a folder")
     report_dir = Path(report_dir)
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
