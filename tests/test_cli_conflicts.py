@@ -91,3 +91,22 @@ def test_a_model_is_named_safetensors_and_an_export_is_not_a_model(tmp_path: Pat
     export = export_onnx(MNAD(config.model), config, tmp_path / "m.onnx")
     with pytest.raises(CheckpointError, match=r"m.onnx: an ONNX export \(mnad export\), which only scores"):
         load_model(export)
+
+
+def test_the_api_refuses_an_empty_output_path_too(model_file: Path, synthetic_root: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Path('') is the current folder: the Python API refuses it as the CLI does, before any work."""
+    from mnad.checkpoint import load_model
+    from mnad.detect import detect
+    from mnad.evaluate import evaluate
+    from mnad.report import create_report
+
+    monkeypatch.chdir(tmp_path)
+    model, config = load_model(model_file)
+    for call in (lambda: detect(model, config, str(synthetic_root), ""),
+                 lambda: evaluate(model, config, synthetic_root, out_dir="", progress=False),
+                 lambda: export_onnx(model, config, ""),
+                 lambda: create_report(model, config, synthetic_root, tmp_path, "")):
+        with pytest.raises(ConfigError, match="is empty: name a folder or file"):
+            call()
+    assert list(tmp_path.iterdir()) == []

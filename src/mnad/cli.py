@@ -494,9 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     _show_warnings()
     previous = raise_terminated_on_sigterm()
     try:
-        for option in ("out", "report"):  # "" would be the current folder, which nobody means
-            if getattr(args, option, None) == "":
-                raise ConfigError(f"--{option} is empty: name a folder or file")
+        from mnad.outputs import output_path
+
+        for option in ("out", "report"):  # before any work (loading a model), as the API checks them again
+            if getattr(args, option, None) is not None:
+                output_path(getattr(args, option), f"--{option}")
         args.func(args)
     except MNADError as exc:
         print(f"mnad: error: {printable(str(exc))}", file=sys.stderr)

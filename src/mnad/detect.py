@@ -43,7 +43,7 @@ from mnad.errors import ConfigError, DataError, Terminated, printable
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
-from mnad.outputs import DetectFolder, DetectWriter, detect_run_entries, write_detect_summary
+from mnad.outputs import DetectFolder, DetectWriter, detect_run_entries, output_path, write_detect_summary
 from mnad.scoring import Calibration, check_calibrated_scoring, rate_key
 from mnad.stream import FrameResult, StreamScorer, score_streams
 
@@ -319,8 +319,7 @@ def detect(
     options = DetectOptions() if options is None else options
     if not isinstance(options, DetectOptions):
         raise ConfigError(f"options must be a mnad.detect.DetectOptions or None, got {type(options).__name__}")
-    if not isinstance(out_dir, str | Path):
-        raise ConfigError(f"out_dir (--out) must be a str or Path, got {type(out_dir).__name__}")
+    out_dir = output_path(out_dir, "out_dir (--out)")
     sources = [source] if isinstance(source, str | Path | int) else source
     if not isinstance(sources, list | tuple) or not all(isinstance(s, str | Path | int) and not isinstance(s, bool) for s in sources):
         raise ConfigError(f"source must be a str or Path (file, folder, glob, URL), an int camera index, or a list of them; "
@@ -333,7 +332,6 @@ def detect(
     if calibration is not None:
         check_calibrated_scoring(config, calibration)
     sourced = [FrameSource(s, options.source) for s in sources]  # checks every source before any output is touched
-    out_dir = Path(out_dir)
     earlier = detect_run_entries(out_dir)  # the whole earlier run, whatever its sources: an overwrite leaves none of it
     if earlier and not options.overwrite:
         shown = ", ".join(map(str, earlier[:3])) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")

@@ -28,7 +28,7 @@ from mnad.data.sources import check_fps, footage_span, parse_span, span_text, sp
 from mnad.errors import ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
-from mnad.outputs import write_evaluation
+from mnad.outputs import output_path, write_evaluation
 from mnad.scoring import Calibration, anomaly_score, check_calibrated_scoring, frames_needed, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import FrameResult, StreamScorer
 
@@ -232,7 +232,7 @@ def evaluate(
     if calibration is not None:
         check_held_out(calibration, videos)
     if out_dir is not None:
-        out_dir = Path(out_dir)
+        out_dir = output_path(out_dir, "--out")
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -25,6 +25,7 @@ from mnad.config import Config
 from mnad.data.sources import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
+from mnad.outputs import output_path
 from mnad.quantize import CALIBRATION_CLIPS, pick_clips, quantize_graph
 from mnad.stream import ScoringStep, StepResult
 
@@ -52,7 +53,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
 
     ``int8``: the U-Net's convolutions quantised to int8 (``mnad.quantize``), calibrated on ``calibration_clips`` clips
     (default ``quantize.CALIBRATION_CLIPS``) spread over ``calibration``, normal footage such as the training videos."""
-    path = Path(path)
+    path = output_path(path, "--out")
     if path.suffix != ".onnx":  # readers (detect.load_detector) tell an export from a PyTorch model by this name
         raise ConfigError(f"{path}: an ONNX export is written as a .onnx file (its sidecar beside it, .onnx.json)")
     if not path.parent.is_dir():

@@ -26,7 +26,7 @@ from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video, split_videos, to_tensor
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
-from mnad.outputs import FIGURES_INDEX
+from mnad.outputs import FIGURES_INDEX, output_path
 from mnad.report.plots import figure as _figure
 from mnad.report.plots import png_bytes as _png
 
@@ -100,7 +100,7 @@ def check_options(model: MNAD, config: Config, out_dir: str | Path, *, frames: i
         check_count(option, value)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:  # numpy's and t-SNE's seed range
         raise ConfigError(f"--seed must be a whole number in [0, 2**32), got {seed!r}")
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+    if output_path(out_dir, "--out").exists() and not Path(out_dir).is_dir():
         raise DataError(f"{out_dir}: --out must be a folder, and this is a file")
     check_same_model(model, config)  # the figures are of the trained model
 

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mnad.errors import DataError
+from mnad.errors import ConfigError, DataError
 
 SCORES_FILE = "scores.csv"
 METRICS_FILE = "metrics.json"
@@ -42,6 +42,16 @@ FIGURES_DIR = "figures"  # `mnad figures --out <report>/figures` puts the memory
 FIGURES_INDEX = "figures.json"
 
 SCORES_HEADER = ["video", "frame", "psnr", "distance", "regular_score", "memory_updated", "score", "label", "patch_psnr", "patch_distance"]
+
+
+def output_path(path: str | Path, option: str) -> Path:
+    """``path`` where a command writes (``option``: its name for messages, e.g. '--out'); an empty one is refused,
+    since Path('') is the current folder, which nobody means."""
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(f"{option} must be a path, got {type(path).__name__}")
+    if str(path) == "":
+        raise ConfigError(f"{option} is empty: name a folder or file")
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------------------------- scores.csv

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from mnad.config import check_count
-from mnad.errors import ConfigError, DataError
-from mnad.outputs import METRICS_FILE, TRAIN_LOG
+from mnad.errors import DataError
+from mnad.outputs import METRICS_FILE, TRAIN_LOG, output_path
 from mnad.report.page import render_report
 from mnad.report.provenance import PROVENANCE_FILE, collect_provenance, read_provenance, relative_path, write_provenance
 from mnad.report.thumbnails import write_thumbnails
@@ -77,9 +77,7 @@ def create_report(
     """After an evaluation that wrote ``eval_dir``: thumbnails (of the ``top_k`` highest-scoring frames; 0: none),
     provenance and the page. Returns the page's path."""
     check_count("top_k (--top-k)", top_k, minimum=0)
-    if str(report_dir) == "":  # Path("") is the current folder, which nobody means
-        raise ConfigError("the report folder (--report) is empty: name a folder")
-    report_dir = Path(report_dir)
+    report_dir = output_path(report_dir, "--report")
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
