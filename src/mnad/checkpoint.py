@@ -278,6 +278,12 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
     return next((k for k in sorted(tensors) if tensors[k].is_floating_point() and not torch.isfinite(tensors[k]).all()), None)
 
 
+def is_onnx_export(path: str | Path) -> bool:
+    """Whether ``path`` names an ONNX export (``mnad export`` writes only .onnx files): how every reader tells one
+    from a PyTorch model or run folder."""
+    return Path(path).suffix == ".onnx"
+
+
 def check_model_path(path: str | Path) -> None:
     """A model or checkpoint is a .safetensors file: readers (detect.load_detector) tell it from an ONNX export by
     its name, and a calibrated model named .onnx could not be used."""
@@ -381,7 +387,7 @@ def load_model(name_or_path: str | Path, *, expect: Config | None = None, map_lo
     ``expect``: refuse a checkpoint whose model settings (task, memory, channels, image size, ...) differ.
     """
     path = resolve_checkpoint(name_or_path)
-    if path.suffix == ".onnx":
+    if is_onnx_export(path):
         raise CheckpointError(f"{path}: an ONNX export (mnad export), which only scores; this needs the .safetensors "
                               "model it was exported from")
     tensors, config, _ = read_checkpoint(path)

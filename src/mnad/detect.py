@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame
 from mnad.calibrate import alert_window
+from mnad.checkpoint import is_onnx_export, load_model
 from mnad.config import Config
 from mnad.data.sources import FrameSource, RawFrame, SourceOptions, is_live, prepare_frame
 from mnad.errors import ConfigError, DataError, Terminated, printable
@@ -504,12 +505,10 @@ def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, ca
 
 def load_detector(checkpoint: str | Path) -> tuple[MNAD, Config]:
     """A model file, run folder, shipped model name, or exported ``.onnx`` (scored with ONNX Runtime)."""
-    if str(checkpoint).endswith(".onnx"):
+    if is_onnx_export(checkpoint):
         from mnad.export import load_onnx
 
         onnx = load_onnx(checkpoint)
         return onnx, onnx.config
-    from mnad.checkpoint import load_model
-
     return load_model(checkpoint)
 

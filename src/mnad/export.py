@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnad.checkpoint import atomic_write_many
+from mnad.checkpoint import atomic_write_many, is_onnx_export
 from mnad.config import Config
 from mnad.data.sources import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
@@ -54,7 +54,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     ``int8``: the U-Net's convolutions quantised to int8 (``mnad.quantize``), calibrated on ``calibration_clips`` clips
     (default ``quantize.CALIBRATION_CLIPS``) spread over ``calibration``, normal footage such as the training videos."""
     path = output_path(path, "--out")
-    if path.suffix != ".onnx":  # readers (detect.load_detector) tell an export from a PyTorch model by this name
+    if not is_onnx_export(path):  # readers tell an export from a PyTorch model by this name
         raise ConfigError(f"{path}: an ONNX export is written as a .onnx file (its sidecar beside it, .onnx.json)")
     if not path.parent.is_dir():
         raise DataError(f"{path.parent}: the output folder does not exist")

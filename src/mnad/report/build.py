@@ -13,7 +13,7 @@ from mnad.errors import DataError
 from mnad.outputs import METRICS_FILE, TRAIN_LOG, output_path
 from mnad.report.page import render_report
 from mnad.report.provenance import PROVENANCE_FILE, collect_provenance, read_provenance, relative_path, write_provenance
-from mnad.report.thumbnails import write_thumbnails
+from mnad.report.thumbnails import TOP_K, write_thumbnails
 
 REPORT_FILE = "report.html"
 
@@ -71,7 +71,7 @@ def create_report(
     checkpoint: str | Path | None = None,
     labels: str | Path | None = None,
     command: str | None = None,
-    top_k: int = 8,
+    top_k: int = TOP_K,
     device: str = "cpu",
 ) -> Path:
     """After an evaluation that wrote ``eval_dir``: thumbnails (of the ``top_k`` highest-scoring frames; 0: none),

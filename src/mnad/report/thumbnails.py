@@ -20,6 +20,7 @@ from mnad.scoring import abnormal_regions
 
 THUMBS_DIR = "thumbs"
 THUMBS_INDEX = "thumbs.json"
+TOP_K = 8  # localisation thumbnails a report shows by default: the frames scored highest
 
 
 def _safe_name(text: str) -> str:
@@ -82,7 +83,7 @@ def write_thumbnails(
     eval_dir: str | Path,
     report_dir: str | Path,
     *,
-    top_k: int = 8,
+    top_k: int = TOP_K,
     device: str = "cpu",
 ) -> list[dict]:
     """Localisation thumbnails of the top-k scoring test frames (PNG files in ``report_dir/thumbs``) and their index.
