@@ -6,11 +6,13 @@ the kept epochs for the AUC-against-epochs curve, regenerate docs/results.md; an
     python scripts/long_runs.py pause --runs /work/runs      # before measuring speed; `continue` after
 
 `run` is idempotent: a job whose result exists is skipped, a stopped training run resumes from its last checkpoint
-(one checkpoint an epoch: a stop loses at most the epoch in progress), a curve skips the epochs it has. Run folders
-live outside the repo (--runs); each command is appended to <run>/commands.log before it runs, and the result's
-commands.txt lists every command that made it. `status` reads the run folders only (epochs done, seconds an epoch,
-which process is training now and whether it is paused) and writes nothing. `pause` stops the processes training the
-jobs (SIGSTOP) so that a benchmark has the cores; `continue` lets them go on (SIGCONT).
+(one checkpoint an epoch: a stop loses at most the epoch in progress; a run stopped in its first epoch has none and
+starts again, with --overwrite), a curve skips the epochs it has. Run folders live outside the repo (--runs); each
+command is appended to <run>/commands.log before it runs (a restart keeps it), and the result's commands.txt lists
+every command that made it. --runs and --data-root are relative to the folder the script is started in. `status`
+reads the run folders only (epochs done, seconds an epoch, which process is training now and whether it is paused)
+and writes nothing. `pause` stops the processes training the jobs (SIGSTOP) so that a benchmark has the cores;
+`continue` lets them go on (SIGCONT).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mnad.checkpoint import LOCK_FILE, MODEL_FILE, TRAIN_STATE_FILE, atomic_write
+from mnad.checkpoint import CONFIG_FILE, LOCK_FILE, MODEL_FILE, TRAIN_STATE_FILE, atomic_write, run_files
 from mnad.outputs import TRAIN_LOG, read_train_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +65,20 @@ def run_folder(runs: Path, job: Job) -> Path:
     return runs / job.result
 
 
+def result_folder(job: Job, results: str | Path = "results") -> Path:
+    """Where a job's result goes: ``<results>/<result>``, ``results`` relative to the repo root (or absolute)."""
+    return ROOT / results / job.result
+
+
+def resume_flags(run: Path) -> list[str]:
+    """How ``mnad train`` goes on with the run in ``run``: --resume from its last checkpoint; --overwrite when a stop
+    in its first epoch left only its config.json (nothing trained is lost; commands.log, not a run file, stays);
+    nothing for a new run, or when the folder holds more than that (mnad train then names what is there)."""
+    if (run / TRAIN_STATE_FILE).exists():
+        return ["--resume"]
+    return ["--overwrite"] if run_files(run) == [CONFIG_FILE] else []
+
+
 def train_command(job: Job, runs: Path, data_root: str, threads: int) -> list[str]:
     sets = [arg for o in (*job.overrides, "train.keep_epochs=true") for arg in ("--set", o)]
     return ["mnad", "train", "--recipe", job.recipe, "--seed", str(job.seed), *sets, "--data-root", data_root,
@@ -83,7 +99,8 @@ def machine() -> str:
 
 def execute(command: list[str], run: Path) -> None:
     """Run one step of a job (``mnad ...`` from this venv, or a script with this Python) from the repo root, logging
-    it first in ``<run>/commands.log``, after a line saying when and on what machine."""
+    it first in ``<run>/commands.log``, after a line saying when and on what machine. Paths in ``command`` are
+    absolute or relative to the repo root."""
     run.mkdir(parents=True, exist_ok=True)
     with (run / "commands.log").open("a") as log:
         log.write(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}\n{shlex.join(command)}\n")
@@ -95,11 +112,12 @@ def execute(command: list[str], run: Path) -> None:
 
 def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, results: str = "results") -> Path:
     """Train, evaluate and record one job (each step only if its output is missing); returns its result folder.
-    ``results`` is relative to the repo root, where the steps run."""
-    run, result = run_folder(runs, job).resolve(), ROOT / results / job.result
+    ``runs`` and ``data_root`` are relative to the current folder (the steps get them absolute, as they run from the
+    repo root); ``results`` is relative to the repo root."""
+    run, result = run_folder(Path(os.path.abspath(runs)), job), result_folder(job, results)
+    data_root = os.path.abspath(data_root)
     if not (run / MODEL_FILE).exists():
-        resume = ["--resume"] if (run / TRAIN_STATE_FILE).exists() else []
-        execute(train_command(job, run.parent, data_root, threads) + resume, run)
+        execute(train_command(job, run.parent, data_root, threads) + resume_flags(run), run)
     if not (result / "metrics.json").exists():
         execute(["mnad", "evaluate", "--checkpoint", str(run), "--data-root", data_root,
                  "--out", f"{results}/{job.result}", "--threads", str(threads), "--quiet"], run)
@@ -109,7 +127,8 @@ def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, re
                  "--threads", str(threads)], run)
     atomic_write(result / TRAIN_LOG, (run / TRAIN_LOG).read_bytes())
     header = (f"# {job.why}\n# by scripts/long_runs.py run {name}: the commands it ran, in order, each after when and "
-              "where it started (a train command with --resume continued after a stop)\n")
+              "where it started (a train command with --resume continued after a stop; one with --overwrite started "
+              "again a run stopped in its first epoch)\n")
     atomic_write(result / "commands.txt", (header + (run / "commands.log").read_text()).encode())
     return result
 
@@ -135,9 +154,9 @@ def paused(pid: int) -> bool:
         return False
 
 
-def job_status(name: str, job: Job, runs: Path) -> dict:
-    """Where one job stands, from its run folder and result folder."""
-    run = run_folder(runs, job)
+def job_status(name: str, job: Job, runs: Path, results: str | Path = "results") -> dict:
+    """Where one job stands, from its run folder and result folder (``run_job``'s ``results``)."""
+    run = run_folder(Path(os.path.abspath(runs)), job)
     config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else None
     log = read_train_log(run / TRAIN_LOG) if (run / TRAIN_LOG).exists() else []
     seconds = [r["seconds"] for r in log if isinstance(r.get("seconds"), (int, float))]
@@ -151,7 +170,7 @@ def job_status(name: str, job: Job, runs: Path) -> dict:
         "left_h": round((epochs - done) * statistics.median(seconds) / 3600, 1) if seconds and epochs else None,
         "last_loss": log[-1].get("loss_total") if log else None,
         "model": (run / MODEL_FILE).exists(),
-        "evaluated": (ROOT / "results" / job.result / "metrics.json").exists(),
+        "evaluated": (result_folder(job, results) / "metrics.json").exists(),
     }
 
 
@@ -170,6 +189,7 @@ def main() -> None:
     for p in (run_p, status_p, pause_p, continue_p):
         p.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder holding the run folders")
     args = parser.parse_args()
+    args.runs = Path(os.path.abspath(args.runs))  # the steps run from the repo root
 
     if args.command == "run":
         for name in args.jobs:
@@ -179,6 +199,8 @@ def main() -> None:
                 raise SystemExit(f"long_runs: error: {name}: {exc}") from None
             subprocess.run([sys.executable, "scripts/make_results_doc.py"], cwd=ROOT, check=True)
     else:
+        # a reader that stops early (`status | head -1`) ends this process quietly, as it ends `cat`: no traceback
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         unknown = sorted(set(args.jobs) - set(JOBS))
         if unknown:
             parser.error(f"unknown job(s) {', '.join(unknown)}: choose from {', '.join(JOBS)}")

@@ -1,9 +1,11 @@
 """scripts/long_runs.py, the driver of issue #19's long runs, on a tiny synthetic job: a job runs to its result, a
-rerun does nothing again, a stopped run resumes, a failing step is named, and `status` says where a run stands."""
+rerun does nothing again, a stopped run resumes (one stopped in its first epoch starts again), a failing step is named,
+and `status` says where a run stands."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import load_script
+from conftest import ROOT, load_script
 
 SCRIPT = "scripts/long_runs.py"
 TINY = ("model.image_size=32", "model.width=8", "train.epochs=2", "train.bf16=false", "train.channels_last=false")
@@ -25,11 +27,15 @@ def test_the_jobs_name_their_recipes_and_result_folders() -> None:
     assert len({job.result for job in jobs.values()}) == len(jobs)
 
 
-def test_a_job_runs_to_its_result_reruns_as_a_no_op_and_resumes_after_a_stop(synthetic_root: Path, tmp_path: Path) -> None:
+def test_a_job_runs_to_its_result_reruns_as_a_no_op_and_resumes_after_a_stop(synthetic_root: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     script = load_script(SCRIPT)
     job = script.Job("synthetic_pred", "tiny", why="a test", overrides=TINY, curve=(2,))
     runs, results = tmp_path / "runs", tmp_path / "results"
-    result = script.run_job("tiny", job, runs, str(synthetic_root), 1, results=str(results))
+    (tmp_path / "data").symlink_to(synthetic_root)
+    monkeypatch.chdir(tmp_path)  # --runs and --data-root relative to the caller's folder, not the repo root
+    result = script.run_job("tiny", job, Path("runs"), "data", 1, results=str(results))
+    assert f"--data-root {tmp_path / 'data'} " in (runs / "tiny" / "commands.log").read_text()
 
     assert json.loads((result / "metrics.json").read_text())["metrics"]["micro_auc"] > 0
     assert [r["epoch"] for r in json.loads((result / "epoch_curve.json").read_text())["epochs"]] == [2]
@@ -38,20 +44,36 @@ def test_a_job_runs_to_its_result_reruns_as_a_no_op_and_resumes_after_a_stop(syn
     assert commands[0] == "# a test"
     assert [c.split()[1] for c in commands if not c.startswith("#")] == ["train", "evaluate", "scripts/epoch_curve.py"]
     assert len([c for c in commands if c.startswith("# 20") and " UTC, " in c]) == 3  # each command's when and where
-    status = script.job_status("tiny", job, runs)
+    status = script.job_status("tiny", job, Path("runs"), results=str(results))
     assert (status["epochs_done"], status["epochs"], status["training_pids"], status["model"]) == (2, 2, [], True)
+    assert status["evaluated"] and status["run"] == str(runs / "tiny")  # where run_job put them
 
     log = runs / "tiny" / "commands.log"
     before = log.read_text().splitlines()
-    script.run_job("tiny", job, runs, str(synthetic_root), 1, results=str(results))
+    script.run_job("tiny", job, Path("runs"), "data", 1, results=str(results))
     assert log.read_text().splitlines()[len(before) + 1:] == [before[-1]]  # only the curve, which skips what it has
 
     (runs / "tiny" / "model.safetensors").unlink()  # as a run stopped after its last checkpoint leaves it
     (result / "metrics.json").unlink()
-    script.run_job("tiny", job, runs, str(synthetic_root), 1, results=str(results))
+    script.run_job("tiny", job, Path("runs"), "data", 1, results=str(results))
     assert "--resume" in log.read_text().splitlines()[len(before) + 3]
     assert (result / "metrics.json").exists()
     assert len((result / "train_log.jsonl").read_text().splitlines()) == 2  # the resume trained no epoch again
+
+    # a stop in the first epoch: mnad train wrote config.json before epoch 1 and no checkpoint yet; the rerun
+    # starts the run again (--overwrite) and the run folder's commands.log keeps every earlier command
+    run = runs / "tiny"
+    for name in ("model.safetensors", "last.safetensors", "train_log.jsonl", "epoch_001.safetensors",
+                 "epoch_002.safetensors"):
+        (run / name).unlink()
+    (result / "metrics.json").unlink()
+    before = log.read_text().splitlines()
+    script.run_job("tiny", job, Path("runs"), "data", 1, results=str(results))
+    after = log.read_text().splitlines()
+    assert after[:len(before)] == before and after[len(before) + 1].startswith("mnad train ")
+    assert after[len(before) + 1].endswith(" --overwrite")
+    assert len((run / "train_log.jsonl").read_text().splitlines()) == 2 and (result / "metrics.json").exists()
+    assert [c.split()[1] for c in (result / "commands.txt").read_text().splitlines() if c.endswith(" --overwrite")] == ["train"]
 
 
 def test_a_failing_step_is_named_and_the_job_stops(tmp_path: Path) -> None:
@@ -92,3 +114,15 @@ def test_status_names_the_process_training_a_run_and_pause_stops_it(tmp_path: Pa
         holder.kill()
         holder.wait()
     assert script.training_pids(run) == []  # the lock went with the process
+
+
+def test_status_piped_to_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """`long_runs.py status | head -1`: the reader is gone before the lines are written; no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, str(ROOT / SCRIPT), "status", "--runs", str(tmp_path)],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.stderr == "" and result.returncode == -signal.SIGPIPE

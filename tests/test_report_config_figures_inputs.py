@@ -90,12 +90,27 @@ def test_report_of_a_metrics_file_of_wrong_types(run: dict, tmp_path: Path, caps
         __import__("mnad.report", fromlist=["rebuild_report"]).rebuild_report(eval_dir)
 
 
-@pytest.mark.parametrize("name", ["metrics.json", "scores.csv", "report/provenance.json", "../train_log.jsonl"])
+@pytest.mark.parametrize("name", ["metrics.json", "scores.csv", "report/provenance.json"])
 def test_report_of_a_file_that_is_not_utf8(run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
     eval_dir = copy_run(run, tmp_path)
     (eval_dir / name).write_bytes(b"\xff\xfe\x00")
     assert main(["report", str(eval_dir)]) == 2
     assert one_error(capsys) == f"{os.path.normpath(eval_dir / name)}: not UTF-8 text (invalid start byte at byte 0)"
+
+
+def test_report_skips_a_damaged_line_of_the_training_log_as_resume_does(run: dict, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """One rule for a training log (outputs.read_train_log): a line a kill cut short or a damaged byte spoilt is
+    skipped by the report, by long_runs status and by resume (which rewrites the log); a file with no epoch record
+    at all is not a training log."""
+    eval_dir = copy_run(run, tmp_path)
+    log = eval_dir.parent / "train_log.jsonl"
+    log.write_bytes(log.read_bytes() + b"\xff\xfe damaged\n" + b'{"epoch": 2, "lo')
+    assert main(["report", str(eval_dir)]) == 0, capsys.readouterr().err
+    assert "1 epochs logged in" in (eval_dir / "report" / "report.html").read_text()
+    log.write_bytes(b"\xff\xfe\x00")
+    assert main(["report", str(eval_dir)]) == 2
+    assert one_error(capsys) == f"{log}: not an mnad training log (no line of it is an epoch record)"
 
 
 def test_report_of_damaged_report_files(run: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

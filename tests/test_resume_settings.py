@@ -135,3 +135,24 @@ def test_cli_resume_with_another_lr_is_one_error_line(runs: dict[str, Path], syn
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mnad: error: ") and str(run / TRAIN_STATE_FILE) in lines[0]
     assert "settings (train.lr 0.0002 -> 0.1)" in lines[0]  # the one change, old -> new
+
+
+def test_cli_resume_repairs_a_log_with_a_damaged_byte(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A training log is read by one rule everywhere (outputs.read_train_log): a line that is not UTF-8 or not JSON
+    (a kill mid-write, a damaged disk block) is skipped; resume rewrites the log from what its checkpoint holds."""
+    from mnad.cli import main
+
+    run = copy_of(runs["partial"], tmp_path)
+    first = (run / LOG_FILE).read_bytes()
+    (run / LOG_FILE).write_bytes(first + b"\xff\xfe damaged\n" + b'{"epoch": 2, "lo')
+    before = torch.get_num_threads()
+    try:
+        code = main(["train", "--recipe", "synthetic_pred", "--data-root", str(synthetic_root), "--out", str(run), "--resume",
+                     "--epochs", "2", "--image-size", "32", "--width", "8", "--set", "train.bf16=false", "--threads", "1",
+                     "--quiet"])
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0, capsys.readouterr().err
+    lines = (run / LOG_FILE).read_bytes().decode("utf-8").splitlines()  # UTF-8 again: the damaged line is gone
+    assert lines[0].encode() + b"\n" == first and [json.loads(line)["epoch"] for line in lines] == [1, 2]

@@ -338,14 +338,15 @@ def epoch_model(out_dir: Path, epoch: int) -> Path:
 
 def reconcile_log(path: Path, epochs: int, last: dict | None) -> None:
     """Make the log say what the checkpoint holds: the records of its ``epochs`` epochs, the last one (``last``, kept
-    in the checkpoint) restored if a kill came between the checkpoint and the log line; lines past it or cut short go."""
-    old = path.read_text() if path.exists() else ""
+    in the checkpoint) restored if a kill came between the checkpoint and the log line; lines past it, cut short or
+    damaged (not UTF-8, not JSON) go, by the one rule of ``outputs.read_train_log``."""
+    old = path.read_bytes() if path.exists() else b""  # bytes: a damaged byte is repaired here, not an error
     kept = [r for r in (read_train_log(path) if old else []) if isinstance(r["epoch"], int) and r["epoch"] <= epochs]
     if last is not None and last.get("epoch") == epochs and all(r["epoch"] != epochs for r in kept):
         kept.append(last)
-    text = "".join(json.dumps(r) + "\n" for r in kept)
+    text = "".join(json.dumps(r) + "\n" for r in kept).encode()
     if text != old:
-        atomic_write(path, text.encode())
+        atomic_write(path, text)
 
 
 def trained_footage(checkpoint: str | Path) -> list[tuple[str, int, int]]:

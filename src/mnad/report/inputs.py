@@ -2,7 +2,9 @@
 figures/figures.json, train_log.jsonl), read through ``mnad.outputs.read_json`` when they are loaded: one that is not
 UTF-8, not JSON or not of the shape the page reads is one DataError naming it, never a traceback while the page is
 drawn. A missing one gives nothing; one that is there but damaged is an error, not a page that silently lacks its
-section. metrics.json and scores.csv are checked by their reader, ``mnad.outputs.read_evaluation``.
+section. train_log.jsonl is read line by line (``training_records``): a line cut short by a kill or spoilt by a
+damaged byte is skipped, as every reader of a training log skips it; a file with no epoch record at all is an error.
+metrics.json and scores.csv are checked by their reader, ``mnad.outputs.read_evaluation``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from mnad import outputs
 from mnad.errors import DataError
-from mnad.outputs import config_problem, is_number, read_text, wrong_kinds
+from mnad.outputs import config_problem, is_number, wrong_kinds
 
 
 def provenance_problem(data: Any) -> str | None:
@@ -40,11 +42,23 @@ def figures_problem(data: Any) -> str | None:
     return wrong_kinds(data, "", {"files": dict})
 
 
-def read_train_log(path: Path) -> list[dict]:
-    """A run's per-epoch records (``outputs.read_train_log``), each with a numeric epoch and seconds."""
-    read_text(path)
-    records = outputs.read_train_log(path)
+def training_records(path: Path) -> list[dict]:
+    """The per-epoch records the page draws from a run's train_log.jsonl, read by the one rule for a training log,
+    ``outputs.read_train_log`` (a line that is not UTF-8 or not JSON, as a kill mid-write or a damaged byte leaves it,
+    is skipped, as status and resume skip it), each checked to have a numeric epoch and seconds. A file that holds
+    text but not one epoch record is not a training log: a DataError, not a page without its training section."""
+    try:
+        records, text = outputs.read_train_log(path), path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     for record in records:
         if not (is_number(record.get("epoch"), null=False) and is_number(record.get("seconds", 0), null=False)):
             raise DataError(f"{path}: not an mnad training log (a record's epoch and seconds must be numbers, got {record!r})"[:300])
+    if not records and text.strip():
+        raise DataError(f"{path}: not an mnad training log (no line of it is an epoch record)")
     return records
+
+
+# the name mnad.report.page still imports; it is outputs.read_train_log's name, so it goes once page.py imports
+# training_records
+read_train_log = training_records
