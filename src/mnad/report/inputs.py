@@ -57,8 +57,3 @@ def training_records(path: Path) -> list[dict]:
     if not records and text.strip():
         raise DataError(f"{path}: not an mnad training log (no line of it is an epoch record)")
     return records
-
-
-# the name mnad.report.page still imports; it is outputs.read_train_log's name, so it goes once page.py imports
-# training_records
-read_train_log = training_records

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mnad.outputs import FIGURES_DIR, FIGURES_INDEX, TRAIN_LOG, read_evaluation, read_json_if_present
-from mnad.report.inputs import figures_problem, read_train_log
+from mnad.report.inputs import figures_problem, training_records
 from mnad.report.plots import histogram_png, roc_png, timeline_png, training_png
 from mnad.report.thumbnails import THUMBS_DIR, read_thumbnail_index
 
@@ -148,7 +148,7 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
 
     # training curves
     log_path = run_dir / TRAIN_LOG if run_dir is not None else None
-    records = read_train_log(log_path) if log_path is not None and log_path.is_file() else []
+    records = training_records(log_path) if log_path is not None and log_path.is_file() else []
     train_png = training_png(records) if records else None
     if train_png is not None:
         last = records[-1]
