@@ -79,12 +79,14 @@ def load_script(relative: str) -> ModuleType:
     return module
 
 
-def frames_folder(folder: Path, n: int, size: int = 32) -> Path:
-    """A frame folder of ``n`` random-noise PNG frames."""
+def frames_folder(folder: Path, n: int, size: int = 32, corrupt_at: int | None = None) -> Path:
+    """A frame folder of ``n`` random-noise PNG frames; ``corrupt_at``: that frame's file is damaged."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for i in range(n):
         cv2.imwrite(str(folder / f"{i:05d}.png"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    if corrupt_at is not None:
+        (folder / f"{corrupt_at:05d}.png").write_bytes(b"\x89PNG not really")
     return folder
 
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
+from conftest import frames_folder
 
 from mnad.checkpoint import atomic_write_many, load_model
 from mnad.cli import main
@@ -21,16 +21,6 @@ from mnad.detect import DetectOptions, detect
 from mnad.errors import DataError
 from mnad.export import export_onnx
 from mnad.outputs import EARLIER_DIR, STAGING_DIR
-
-
-def frames_folder(folder: Path, n: int, corrupt_at: int | None = None) -> Path:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        cv2.imwrite(str(folder / f"{i:05d}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    if corrupt_at is not None:
-        (folder / f"{corrupt_at:05d}.png").write_bytes(b"\x89PNG not really")
-    return folder
 
 
 def run_detect(model_file: Path, out: Path, *sources: Path, overwrite: bool = False, max_frames: int | None = None) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import noise_video
+from conftest import frames_folder, noise_video
 
 from mnad.cli import main
 from mnad.data.sources import SourceOptions
@@ -203,10 +203,7 @@ def test_an_infinite_timeout_is_refused(option: str, model_file: Path, video: Pa
 
 
 def test_detect_refuses_fps_inf_in_one_line(model_file: Path, video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for i in range(8):
-        cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((32, 32, 3), i * 20, np.uint8))
+    frames = frames_folder(tmp_path / "frames", 8)
     assert main(["detect", str(frames), "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--fps", "inf"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mnad: error: --fps must be > 0") and "inf" in err[-1]
