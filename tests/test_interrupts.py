@@ -26,13 +26,7 @@ from mnad.model import MNAD
 from mnad.stream import StreamScorer
 from mnad.train import reconcile_log
 
-
-@pytest.fixture(autouse=True)
-def ctrl_c_raises():
-    # as in a terminal: a job started in the background (CI's, `cmd &`) begins with SIGINT ignored
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
+pytestmark = pytest.mark.usefixtures("ctrl_c_raises")
 
 
 @pytest.fixture
