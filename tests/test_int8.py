@@ -107,7 +107,7 @@ def test_int8_export_needs_normal_footage(exported: tuple[Path, Path, Path], tmp
     model, config = load_model(model_file)
     with pytest.raises(ConfigError, match="calibrated on normal footage"):
         export_onnx(model, config, tmp_path / "m.onnx", int8=True)
-    with pytest.raises(ConfigError, match="at least 1"):
+    with pytest.raises(ConfigError, match="--calibration-clips must be a whole number >= 1"):
         export_onnx(model, config, tmp_path / "m.onnx", int8=True, calibration=[object()], calibration_clips=0)  # type: ignore[list-item]
     assert not (tmp_path / "m.onnx").exists()
     with pytest.raises(ConfigError, match="--int8"):  # --int8 asked of a model that would not score in int8

@@ -18,6 +18,8 @@ a package from someone else would run their code.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
@@ -27,6 +29,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,15 +110,19 @@ class AotStep:
         probe.close()
         key = self.key(shapes)
         package, record = folder / f"{key}.pt2", folder / f"{key}.json"
-        if not _matches(package, record):
-            self._build(shapes, package, record)
-            self.builds += 1
-        # torch's own loader, without torch._inductor.package's Python wrapper: that imports part of the compiler
-        # (72 MiB) and reads the weights through Python (a second transient copy)
-        try:
-            return torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
-        except RuntimeError as exc:
-            raise ConfigError(f"{package}: the compiled scoring step does not load ({exc}); delete it to compile it again") from exc
+        # One process at a time checks, builds and loads a key's package: a second one started meanwhile waits and
+        # loads the first one's package instead of compiling it again, and no package is replaced between its check
+        # and its load (or paired with the record of another build).
+        with _locked(folder / f".{key}.lock"):
+            if not _matches(package, record):
+                self._build(shapes, package, record)
+                self.builds += 1
+            # torch's own loader, without torch._inductor.package's Python wrapper: that imports part of the compiler
+            # (72 MiB) and reads the weights through Python (a second transient copy)
+            try:
+                return torch._C._aoti.AOTIModelPackageLoader(str(package), "model", False, 1, -1)
+            except RuntimeError as exc:
+                raise ConfigError(f"{package}: the compiled scoring step does not load ({exc}); delete it to compile it again") from exc
 
     def _build(self, shapes: tuple, package: Path, record: Path) -> None:
         log.info("compiling the scoring step for inputs %s (once for this model and frame size; minutes on 2 cores)",
@@ -134,6 +141,21 @@ class AotStep:
                 os.fsync(f.fileno())
             os.replace(built, package)  # the package first: a kill before its record leaves one that is built again
         atomic_write(record, json.dumps({"format": PACKAGE_FORMAT, "sha256": digest, "torch": torch.__version__}).encode())
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock (``flock``, released when the process ends or dies) on ``path``, waiting for it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise ConfigError(f"{path.parent}: cannot keep compiled scoring steps there ({exc.strerror}); set MNAD_CACHE_DIR "
+                          "to a writable folder, or score without --compile") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _matches(package: Path, record: Path) -> bool:

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+from mnad.checkpoint import check_model_path
 from mnad.config import Config, check_count
 from mnad.data import Video
 from mnad.data.sources import footage_span, open_video, span_text, spans_overlap
-from mnad.errors import ConfigError, DataError
+from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
+from mnad.outputs import output_path
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
 from mnad.scoring import Calibration, anomaly_score, frames_needed, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import StreamScorer
@@ -65,14 +68,9 @@ def calibrate(
         smoothing = int(smoothing)
     if scoring not in ("choose", "config"):
         raise ConfigError(f"--scoring must be 'choose' or 'config', got {scoring!r}")
-    if not isinstance(videos, list | tuple):
-        raise ConfigError(f"the calibration footage must be a list of videos (mnad.data.Video or paths), got {type(videos).__name__}")
+    videos = footage_videos(videos)
     if not videos:
         raise DataError("no calibration footage given")
-    videos = [open_video(v) if isinstance(v, str | Path) else v for v in videos]
-    if not all(isinstance(v, Video) for v in videos):
-        raise ConfigError("the calibration footage must be a list of videos (mnad.data.Video or paths), got "
-                          + ", ".join(sorted({type(v).__name__ for v in videos if not isinstance(v, Video)})))
     spans = [footage_span(v) for v in videos]
     twice = sorted({span_text(a) for i, a in enumerate(spans) for b in spans[:i] if spans_overlap(a, b)})
     if twice:
@@ -107,6 +105,43 @@ def calibrate(
     return dataclasses.replace(fitted, psnr_region=config.eval.psnr_region, distance_region=config.eval.distance_region,
                                alpha=alpha, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {},
                                test_update=config.eval.test_update, gamma=config.eval.gamma)
+
+
+def footage_videos(videos: object) -> list[Video]:
+    """Calibration footage as given to ``calibrate`` or an int8 ``export.export_onnx``: a list (or tuple) of videos
+    (``mnad.data.Video``) or paths to them, opened; anything else is one ``ConfigError`` (a single path is not a list:
+    its characters would be taken for videos)."""
+    if not isinstance(videos, list | tuple):
+        raise ConfigError(f"the calibration footage must be a list of videos (mnad.data.Video or paths), got {type(videos).__name__}")
+    videos = [open_video(v) if isinstance(v, str | Path) else v for v in videos]
+    if not all(isinstance(v, Video) for v in videos):
+        raise ConfigError("the calibration footage must be a list of videos (mnad.data.Video or paths), got "
+                          + ", ".join(sorted({type(v).__name__ for v in videos if not isinstance(v, Video)})))
+    return videos
+
+
+def check_output_file(path: str | Path, option: str = "--out", *, error: type[MNADError] = DataError) -> Path:
+    """Refuse at once, before the minutes of scoring or quantising that precede the write, an output file that could
+    not be written then: a folder in its place, or no writable folder to hold it (its nearest existing ancestor must
+    be a writable folder; missing folders are created when it is written). Returns it as a ``Path``."""
+    path = output_path(path, option)
+    if path.is_dir():
+        raise error(f"{path}: cannot write a file there (it is a folder; {option} names the file to write)")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise error(f"{path}: cannot write there ({folder} is a file, not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise error(f"{path}: cannot write there ({folder} is not writable)")
+    return path
+
+
+def check_model_output(path: str | Path) -> Path:
+    """Where ``mnad calibrate`` writes the calibrated model: a .safetensors file that can be written (checked before
+    the footage is scored, not after)."""
+    check_model_path(output_path(path, "--out"))
+    return check_output_file(path, error=CheckpointError)
 
 
 # The scorings ``choose_scoring`` picks from, simplest first (a tie goes to the earlier): PSNR over the frame or its
@@ -162,7 +197,8 @@ def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video],
                     f" + {config.eval.distance_region} D" if mixing_weight(config) < 1 else " only")
         return None
     pseudo = footage_terms(model, config, made, device=device, progress=progress)
-    labels = [v.labels(len(p)) for v, p in zip(made, pseudo["psnr"], strict=True)]
+    lag = config.model.t_length - 1 - config.model.target_index  # the scored frame is the clip's target, not its last
+    labels = [v.labels(len(p), lag) for v, p in zip(made, pseudo["psnr"], strict=True)]
     choice = choose_scoring(terms, pseudo, labels, alpha=config.eval.alpha, with_distance=config.model.memory,
                             windows=(smoothing,) if smoothing else WINDOWS)
     log.info("scoring chosen on %d pseudo-anomalous frames: %s (AUC %.4f)", choice.pseudo_anomalous_frames, choice.name,

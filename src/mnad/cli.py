@@ -228,7 +228,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         compare, compare_config = load_model(args.compare_checkpoint)
         labels = (model_label(config, "model"), model_label(compare_config, "compared model"))
     record = memory_figures(model, config, args.data_root, args.out, compare, labels=labels, frames=args.frames,
-                            clips=args.clips, max_queries=args.queries, seed=args.seed, device=config.train.device)
+                            clips=args.clips, max_queries=args.queries, seed=args.figures_seed, device=config.train.device)
     for entry in record["models"]:
         print(f"{entry['label']}: mean max matching probability {entry['mean_max_probability']:.3f}, "
               f"{entry['items_used']} of {len(entry['item_usage'])} items nearest to some query")
@@ -248,15 +248,20 @@ def print_metrics(metrics: dict) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Generate the synthetic scene, train a small model on it and evaluate it: nothing to download."""
-    from mnad.checkpoint import load_model
+    from mnad.checkpoint import check_run_folder, load_model
     from mnad.data.synthetic import make_synthetic_dataset
     from mnad.evaluate import evaluate
     from mnad.train import train
 
+    # everything checked before anything is written: the options (--seed seeds the scene too), the folder, and an
+    # earlier demo run there (its scene is not regenerated under it unless --overwrite replaces the run)
+    config = apply_options(load_config("synthetic_pred"), args)  # validated: a bad --seed is refused here
+    if args.out is not None:
+        check_writable_folder(args.out)  # a file in its place, or an unwritable folder
+        check_run_folder(Path(args.out) / "run", resume=False, overwrite=args.overwrite)
     out = Path(args.out or tempfile.mkdtemp(prefix="mnad-demo-"))
-    root = make_synthetic_dataset(out / "data", size=64, seed=int(args.seed or 0)).parent
+    root = make_synthetic_dataset(out / "data", size=64, seed=config.train.seed).parent
     print(f"synthetic scene written to {root / 'synthetic'}")
-    config = apply_options(load_config("synthetic_pred"), args)
     model_path = train(config, root, out / "run", overwrite=args.overwrite, progress=not args.quiet)
     model, config = load_model(model_path)
     metrics = evaluate(model, config, root, out_dir=out / "run" / "eval", progress=not args.quiet)
@@ -265,12 +270,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from mnad.calibrate import calibrate, describe_scoring, with_calibration
-    from mnad.checkpoint import check_model_path, load_model, save_model
+    from mnad.calibrate import calibrate, check_model_output, describe_scoring, with_calibration
+    from mnad.checkpoint import load_model, save_model
     from mnad.data import list_videos, open_video
     from mnad.train import holdout_videos, trained_footage
 
-    check_model_path(args.out)  # before the footage is scored, not after
+    check_model_output(args.out)  # before the footage is scored, not after
     model, config = load_model(args.checkpoint)
     config = choose_scoring_path(model, apply_options(config, args), args)
     if args.data:
@@ -406,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=3, help="frames shown in the matching figure")
     p.add_argument("--clips", type=int, default=24, help="clips, spread over the videos, whose queries are used")
     p.add_argument("--queries", type=int, default=1500, help="queries sampled for the t-SNE")
-    p.add_argument("--seed", type=int, default=0, help="seed of the query sample and the t-SNE")
+    p.add_argument("--seed", dest="figures_seed", type=int, default=0, help="seed of the query sample and the t-SNE")
     p.add_argument("--device", default=None, help="device the model runs on: cpu, cuda or cuda:N")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="a field of the model's config, e.g. --set dataset=avenue to find the videos (repeatable)")

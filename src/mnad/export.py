@@ -10,6 +10,7 @@ records how it was calibrated (``int8``; null for fp32).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import warnings
@@ -20,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnad.calibrate import check_output_file, footage_videos
 from mnad.checkpoint import atomic_write_many, is_onnx_export
-from mnad.config import Config
+from mnad.config import Config, check_count
 from mnad.data.sources import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
 from mnad.outputs import output_path
-from mnad.quantize import CALIBRATION_CLIPS, pick_clips, quantize_graph
+from mnad.quantize import CALIBRATION_CLIPS, check_footage, quantize_graph
 from mnad.stream import ScoringStep, StepResult
 
 SIDECAR_FORMAT = "mnad-onnx-2"  # 2: the step also outputs patch_distance
@@ -58,13 +60,21 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
         raise ConfigError(f"{path}: an ONNX export is written as a .onnx file (its sidecar beside it, .onnx.json)")
     if not path.parent.is_dir():
         raise DataError(f"{path.parent}: the output folder does not exist")
+    for target in (path, Path(f"{path}.json")):  # both, before minutes of tracing and quantising, not at the write
+        check_output_file(target)
+    if calibration_clips is not None:
+        check_count("--calibration-clips", calibration_clips)
+    calibration = footage_videos(calibration)
     if int8 and not calibration:
         raise ConfigError("an int8 export is calibrated on normal footage: give the training videos (--data-root or --calibration-data)")
     if (calibration or calibration_clips is not None) and not int8:
         raise ConfigError("calibration footage and clips are for an int8 export only (add --int8)")
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise ConfigError(f"opset must be a whole number (an ONNX opset version), got {opset!r}")
     clips = CALIBRATION_CLIPS if calibration_clips is None else calibration_clips
     if int8:
-        pick_clips(calibration, config, clips)  # the footage checked before the minutes of tracing and calibrating
+        check_footage(calibration, config, clips)  # checked before the minutes of tracing and calibrating
+    onnx_modules("an ONNX export", "onnx")
     # the ONNX graph is fp32 and traced from the eager modules, whatever the scoring options
     fp32 = config.override(["eval.bf16=false", "eval.channels_last=false", "eval.compile=false"])
     step = ScoringStep(model.eval().float(), fp32).eval()
@@ -73,8 +83,15 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
         # The TorchScript exporter handles this graph as it is; the torch.export-based one is not needed.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the sizes are fixed: the graph is for one frame size
-        torch.onnx.export(step, example_inputs(config), buffer, input_names=INPUTS, output_names=OUTPUTS,
-                          opset_version=opset, dynamo=False)
+        try:
+            torch.onnx.export(step, example_inputs(config), buffer, input_names=INPUTS, output_names=OUTPUTS,
+                              opset_version=opset, dynamo=False)
+        except torch.onnx.errors.OnnxExporterError as exc:  # an opset too old for one of the step's operators
+            raise ConfigError(f"opset {opset}: the scoring step cannot be exported with it ({exc}); use the default, 18") from exc
+        except RuntimeError as exc:  # torch's own check of the opset's range is a plain RuntimeError
+            if "opset" not in str(exc).lower():
+                raise
+            raise ConfigError(f"opset {opset}: {exc}; use the default, 18") from exc
     graph, record = buffer.getvalue(), None
     items = model.memory.items.detach().float().cpu() if model.memory is not None else None
     if int8:
@@ -91,10 +108,21 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     return path
 
 
+def onnx_modules(what: str, *names: str) -> None:
+    """Refuse, with one ``ConfigError`` naming the missing package, ``what`` that needs ``names`` (onnx to write an
+    export, onnxruntime to score one): they are the optional ``export`` extra, not installed with mnad itself."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"{what} needs {name}, which is not installed ({exc}): pip install 'mnad[export]'") from exc
+
+
 class OnnxStep:
     """``ScoringStep`` run by ONNX Runtime: torch tensors in, a ``StepResult`` out."""
 
     def __init__(self, graph: bytes, source: Path, *, threads: int = 0) -> None:
+        onnx_modules(f"{source}: scoring an ONNX export", "onnxruntime")
         import onnxruntime as ort
 
         options = ort.SessionOptions()

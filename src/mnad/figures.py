@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from mnad.checkpoint import atomic_write_many
 from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video, split_videos, to_tensor
+from mnad.distributed import checked_device
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
 from mnad.outputs import FIGURES_INDEX, output_path
@@ -94,8 +95,10 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
     return np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame[:, :, ::-1]
 
 
-def check_options(model: MNAD, config: Config, out_dir: str | Path, *, frames: int, clips: int, max_queries: int, seed: int) -> None:
+def check_options(model: MNAD, config: Config, out_dir: str | Path, *, frames: int, clips: int, max_queries: int, seed: int,
+                  device: str | torch.device = "cpu") -> None:
     """memory_figures' options, checked before any work, each error naming its option (the CLI's name)."""
+    checked_device(device)  # a device this machine lacks is one error, not a RuntimeError from inside torch
     for option, value in (("--frames", frames), ("--clips", clips), ("--queries", max_queries)):
         check_count(option, value)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:  # numpy's and t-SNE's seed range
@@ -128,7 +131,7 @@ def memory_figures(
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    check_options(model, config, out_dir, frames=frames, clips=clips, max_queries=max_queries, seed=seed)
+    check_options(model, config, out_dir, frames=frames, clips=clips, max_queries=max_queries, seed=seed, device=device)
     models = [model] + ([compare_model] if compare_model is not None else [])
     for mdl in models:
         if mdl.memory is None:

@@ -45,10 +45,13 @@ class SpedUpRegion(Video):
         frame[top:top + size // 2, left:left + size // 2] = ahead[top:top + size // 2, left:left + size // 2]
         return frame
 
-    def labels(self, scored: int) -> np.ndarray:
-        """Which of the ``scored`` last frames (those a clip was completed for) are pseudo-anomalous: every frame after
-        the region started moving too fast."""
-        return np.arange(len(self) - scored, len(self)) > LEAD
+    def labels(self, scored: int, lag: int = 0) -> np.ndarray:
+        """Which of the ``scored`` frames are pseudo-anomalous: every frame after the region started moving too fast.
+        A clip scores its target frame, ``lag`` frames before the clip's last (``t_length - 1 - target_index``: 0 for a
+        prediction model, half the clip for a reconstruction model), so the scored frames end ``lag`` before the last."""
+        if isinstance(scored, bool) or not 0 <= scored <= len(self) - lag or lag < 0:
+            raise ValueError(f"{scored} scored frames lagging {lag} do not fit {len(self)} frames")
+        return np.arange(len(self) - lag - scored, len(self) - lag) > LEAD
 
 
 def region_corner(centre: tuple[float, float], size: int) -> tuple[int, int]:

@@ -49,6 +49,8 @@ from mnad.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import onnx
 
+log = logging.getLogger(__name__)
+
 CALIBRATION_CLIPS = 256  # spread over all the footage given; a few minutes of calibration on 2 cores
 QUANTISED_OPS = ["Conv", "Relu", "MaxPool"]  # of which only the convolutions that end in a ReLU (kept_fp32)
 
@@ -64,6 +66,24 @@ def pick_clips(videos: Sequence[Video], config: Config, clips: int) -> list[tupl
         raise DataError(f"{names}: too few frames to calibrate on (clips of {length} consecutive frames are needed)")
     picks = np.unique(np.linspace(0, len(positions) - 1, min(clips, len(positions))).round().astype(int))
     return [positions[i] for i in picks]
+
+
+def check_footage(videos: Sequence[Video], config: Config, clips: int) -> list[tuple[int, int]]:
+    """``pick_clips``, and the footage's frames checked as ``calibrate`` checks its footage: the int8 ranges are the
+    activations' min-max over these clips, so footage that never changes (a still or blank picture: every activation
+    range fitted to one picture) is refused. Fewer clips than asked (short footage) is said in a warning."""
+    picks = pick_clips(videos, config, clips)
+    m = config.model
+    first = videos[picks[0][0]].frame(picks[0][1], m.image_size, m.channels)
+    if all(np.array_equal(videos[v].frame(start + i, m.image_size, m.channels), first)
+           for v, start in picks for i in (0, m.t_length - 1)):
+        names = ", ".join(sorted({str(videos[v].path) for v, _ in picks})[:3])
+        raise DataError(f"{names}: calibration footage does not change (every frame is the same picture); "
+                        "calibrate the int8 ranges on real normal footage")
+    if len(picks) < clips:
+        log.warning("int8 calibration on %d clips of %d frames, fewer than the %d asked: the footage has no more; "
+                    "its activation ranges may not cover new footage (give more normal footage)", len(picks), m.t_length, clips)
+    return picks
 
 
 def calibration_feeds(videos: Sequence[Video], config: Config, items: torch.Tensor | None,
@@ -108,7 +128,7 @@ def quantize_graph(graph: bytes, config: Config, items: torch.Tensor | None, vid
 
     if not videos:
         raise ConfigError("int8 needs normal footage to calibrate on (the training videos)")
-    picks = pick_clips(videos, config, clips)
+    picks = pick_clips(videos, config, clips)  # export_onnx checked the footage (check_footage) before tracing
     feeds = calibration_feeds(videos, config, items, picks)
 
     class Reader(CalibrationDataReader):

@@ -1,0 +1,254 @@
+"""Audit of export, int8, calibrate's output, figures, demo, pseudo-anomalies and the compiled step's cache (2026-11-30):
+each test fails without its fix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import frames_folder, tiny_config
+
+import mnad.aot
+import mnad.calibrate
+from mnad.checkpoint import atomic_write, save_model
+from mnad.cli import main
+from mnad.data import Video, open_video
+from mnad.errors import ConfigError, DataError
+from mnad.export import export_onnx, load_onnx
+from mnad.figures import memory_figures
+from mnad.model import MNAD
+from mnad.pseudo import LEAD, pseudo_anomalies
+from mnad.stream import StreamScorer
+
+CLIPS = 4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[MNAD, object, Path]:
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = MNAD(config.model)
+    folder = tmp_path_factory.mktemp("audit")
+    save_model(folder / "m.safetensors", model, config)
+    return model, config, folder
+
+
+def still_folder(folder: Path, n: int, value: int = 100) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:05d}.png"), np.full((32, 32, 3), value, np.uint8))
+    return folder
+
+
+def test_int8_export_refuses_footage_that_never_changes(tiny, tmp_path: Path) -> None:
+    """An int8 export calibrated on a still picture (was: written, exit 0, every activation range fitted to one
+    picture) is refused as calibrate refuses such footage; nothing is written."""
+    model, config, _ = tiny
+    still = still_folder(tmp_path / "still", 20)
+    with pytest.raises(DataError, match="still.*does not change"):
+        export_onnx(model, config, tmp_path / "m.onnx", int8=True, calibration=[open_video(still)], calibration_clips=CLIPS)
+    assert not list(tmp_path.glob("*.onnx*"))
+
+
+def test_int8_export_on_fewer_clips_than_asked_says_so(tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model, config, _ = tiny
+    noise = frames_folder(tmp_path / "noise", 7)  # 3 clips of 5 frames
+    with caplog.at_level(logging.WARNING, logger="mnad"):
+        export_onnx(model, config, tmp_path / "m.onnx", int8=True, calibration=[noise], calibration_clips=CLIPS)  # a path is opened
+    assert "3 clips of 5 frames, fewer than the 4 asked" in caplog.text
+    assert load_onnx(tmp_path / "m.onnx").int8["calibration"]["clips"] == 3
+
+
+def test_export_checks_its_arguments_before_any_work(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Non-whole clip counts (was: TypeError traceback, or True taken as 1 clip), footage given as one path (was:
+    AttributeError, its characters taken for videos), an opset torch cannot export with (was: OnnxExporterError or
+    RuntimeError tracebacks), and outputs that cannot be written (was: found after the minutes of quantising)."""
+    model, config, _ = tiny
+    noise = open_video(frames_folder(tmp_path / "noise", 12))
+    out = tmp_path / "m.onnx"
+    for clips in (2.5, True, 0):
+        with pytest.raises(ConfigError, match="--calibration-clips must be a whole number"):
+            export_onnx(model, config, out, int8=True, calibration=[noise], calibration_clips=clips)
+    with pytest.raises(ConfigError, match="must be a list of videos.*got str"):
+        export_onnx(model, config, out, int8=True, calibration=str(tmp_path / "noise"))
+    for opset in (5, 100):
+        with pytest.raises(ConfigError, match=f"opset {opset}: .*use the default, 18"):
+            export_onnx(model, config, out, opset=opset)
+    with pytest.raises(ConfigError, match="opset must be a whole number"):
+        export_onnx(model, config, out, opset="18")
+    assert not list(tmp_path.glob("*.onnx*"))
+
+    def not_reached(*args: object, **kwargs: object) -> None:
+        raise AssertionError("traced although the output cannot be written")
+
+    monkeypatch.setattr(torch.onnx, "export", not_reached)
+    (tmp_path / "dir.onnx").mkdir()
+    with pytest.raises(DataError, match="dir.onnx: cannot write a file there .it is a folder"):
+        export_onnx(model, config, tmp_path / "dir.onnx", int8=True, calibration=[noise], calibration_clips=CLIPS)
+    (tmp_path / "side.onnx.json").mkdir()
+    with pytest.raises(DataError, match=r"side.onnx.json: cannot write a file there .it is a folder"):
+        export_onnx(model, config, tmp_path / "side.onnx")
+    assert not (tmp_path / "side.onnx").exists()
+
+
+def test_missing_onnx_packages_are_one_error(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """onnx (to export) or onnxruntime (to score an export) not installed: one `mnad: error:` line naming the package
+    and the extra (was: OnnxExporterError / ModuleNotFoundError tracebacks)."""
+    model, config, folder = tiny
+    export_onnx(model, config, tmp_path / "m.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ConfigError, match=r"m.onnx: scoring an ONNX export needs onnxruntime.*mnad\[export\]"):
+        load_onnx(tmp_path / "m.onnx")
+    video = frames_folder(tmp_path / "v", 8)
+    assert main(["detect", str(video), "--checkpoint", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "mnad: error:" in err and "onnxruntime" in err and "Traceback" not in err
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ConfigError, match=r"an ONNX export needs onnx, which is not installed"):
+        export_onnx(model, config, tmp_path / "n.onnx")
+    assert main(["export", "--checkpoint", str(folder / "m.safetensors"), "--out", str(tmp_path / "n.onnx")]) == 2
+    assert not (tmp_path / "n.onnx").exists()
+
+
+def test_calibrate_output_is_checked_before_the_footage_is_scored(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`calibrate --out` naming a folder, or under a file (was: the footage scored for minutes, then `cannot write (Is a
+    directory)` / `(File exists)`)."""
+    _, _, folder = tiny
+    video = frames_folder(tmp_path / "v", 30)
+
+    def not_reached(*args: object, **kwargs: object) -> None:
+        raise AssertionError("footage scored although the output cannot be written")
+
+    monkeypatch.setattr(mnad.calibrate, "calibrate", not_reached)
+    (tmp_path / "dir.safetensors").mkdir()
+    (tmp_path / "afile").write_text("x")
+    for out, message in ((tmp_path / "dir.safetensors", "it is a folder"), (tmp_path / "afile" / "c.safetensors", "afile is a file")):
+        assert main(["calibrate", "--checkpoint", str(folder / "m.safetensors"), "--data", str(video), "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"mnad: error: {out}: " in err and message in err
+
+
+def test_figures_refuse_a_device_this_machine_lacks(tiny, tmp_path: Path, synthetic_root: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`figures --device cuda` on a CPU machine, `--device gpu` (was: AssertionError / RuntimeError tracebacks);
+    `--seed -1` named as --seed (was: `overrides: train.seed`, a field figures does not use)."""
+    model, config, folder = tiny
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda: CUDA is not available"):
+            memory_figures(model, config, synthetic_root, tmp_path / "f", device="cuda")
+    base = ["figures", "--checkpoint", str(folder / "m.safetensors"), "--data-root", str(synthetic_root), "--out", str(tmp_path / "f")]
+    assert main([*base, "--device", "gpu"]) == 2
+    assert "mnad: error: --device gpu: not a device" in capsys.readouterr().err
+    assert main([*base, "--seed", "-1"]) == 2
+    assert "mnad: error: --seed must be a whole number" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists()
+
+
+def test_demo_checks_everything_before_it_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`demo --seed abc` / `--seed -1` (was: ValueError tracebacks, from the scene's generator),
+    `--out` a file (was: NotADirectoryError traceback), and `--out` holding an earlier demo run without --overwrite (was:
+    its scene regenerated with the new seed under it, then the run refused)."""
+    for args in (["--seed", "abc"], ["--seed", "-1"]):
+        assert main(["demo", "--out", str(tmp_path / "d"), "--quiet", *args]) == 2
+        err = capsys.readouterr().err
+        assert "mnad: error:" in err and "seed" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "afile").write_text("x")
+    assert main(["demo", "--out", str(tmp_path / "afile"), "--quiet"]) == 2
+    assert "afile is not a folder" in capsys.readouterr().err
+    earlier = tmp_path / "earlier"
+    (earlier / "run").mkdir(parents=True)
+    (earlier / "run" / "config.json").write_text("{}")
+    assert main(["demo", "--out", str(earlier), "--seed", "3", "--quiet"]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert not (earlier / "data").exists()  # its scene untouched (here: none made)
+
+
+class Square(Video):
+    """A bright square moving two pixels per frame: footage with motion to make pseudo-anomalies from."""
+
+    def __init__(self, frames: int = 90) -> None:
+        self.frames, self.name, self.path = frames, "square", Path("square")
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
+        image = np.zeros((size, size, channels), np.uint8)
+        x = (2 * index) % (size - 6)
+        image[10:16, x:x + 6] = 255
+        image[-1, -1] = index % 256
+        return image
+
+
+def test_pseudo_anomaly_labels_follow_the_scored_frame_of_a_reconstruction_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconstruction model's clip scores its middle frame, not its last: the pseudo-anomalous labels must mark the
+    frames scored after the region sped up (was: shifted by the 7 frames of a 16-frame clip, normal frames labelled
+    pseudo-anomalous)."""
+    torch.manual_seed(0)
+    config = tiny_config(task="recon", t_length=16)
+    model = MNAD(config.model)
+    videos = [Square()]
+    made = pseudo_anomalies(videos, 32, 3)
+    captured = {}
+
+    def capture(normal, pseudo, labels, **kwargs):
+        captured["labels"] = labels
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(mnad.calibrate, "choose_scoring", capture)
+    monkeypatch.setattr(mnad.calibrate, "footage_terms", lambda model, config, videos, **kw: {
+        "psnr": [np.zeros(len(v) - config.model.t_length + 1) for v in videos]})
+    with pytest.raises(RuntimeError, match="captured"):
+        mnad.calibrate.choose_on_pseudo_anomalies(model, config, videos, {}, smoothing=None, progress=False)
+    scorer = StreamScorer.for_model(model, config, normalization="video")
+    indices = [row.index for i in range(len(made[0])) if (row := scorer.push(made[0].frame(i, 32, 3))) is not None]
+    assert captured["labels"][0].tolist() == [i > LEAD for i in indices]
+
+
+def test_compiled_step_cache_is_built_once_by_concurrent_scorers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Two scorers (processes or threads) compiling the same step at once (was: both compiled for minutes, and the
+    package of one could be paired with the record of the other, or replaced between its check and its load): one
+    builds, the other waits and loads that package; every package loaded is the one its record describes."""
+    monkeypatch.setenv("MNAD_CACHE_DIR", str(tmp_path))
+    loaded: list[bool] = []
+
+    def fake_build(self, shapes, package, record) -> None:
+        time.sleep(0.3)
+        package.write_bytes(np.random.default_rng().bytes(64))  # each build's package differs, as real builds do
+        digest = hashlib.sha256(package.read_bytes()).hexdigest()
+        time.sleep(0.1)
+        atomic_write(record, json.dumps({"format": mnad.aot.PACKAGE_FORMAT, "sha256": digest}).encode())
+
+    class FakeLoader:
+        def __init__(self, path: str, *args: object) -> None:
+            kept = json.loads(Path(path).with_suffix(".json").read_text())
+            loaded.append(hashlib.sha256(Path(path).read_bytes()).hexdigest() == kept["sha256"])
+
+    monkeypatch.setattr(mnad.aot.AotStep, "_build", fake_build)
+    monkeypatch.setattr(torch._C._aoti, "AOTIModelPackageLoader", FakeLoader)
+    config = tiny_config()
+    model = MNAD(config.model)
+    steps = [mnad.aot.AotStep(model, config) for _ in range(3)]
+    shapes = ((1, 12, 32, 32), (1, 3, 32, 32), (10, 64))
+    threads = [threading.Thread(target=step._runner, args=(shapes,)) for step in steps]
+    with caplog.at_level(logging.WARNING, logger="mnad"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sum(step.builds for step in steps) == 1
+    assert loaded == [True, True, True]
+    assert "does not match its record" not in caplog.text
