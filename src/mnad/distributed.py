@@ -209,6 +209,27 @@ def checked_device(device: str | torch.device) -> torch.device:
     return parsed
 
 
+def launch_ranks(world_size: int, device: torch.device) -> tuple[int, int]:
+    """(RANK, LOCAL_RANK) of this process from a multi-process launch's environment, checked before any group is
+    joined: each a whole number, RANK below WORLD_SIZE, MASTER_ADDR and MASTER_PORT set (a WORLD_SIZE left exported
+    in a shell is not a launch), and, on CUDA, a LOCAL_RANK this machine has a GPU for. Otherwise torch would wait
+    for ranks that never come (RANK >= WORLD_SIZE), or fail with a traceback."""
+    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"environment variable RANK={rank} must lie in [0, WORLD_SIZE={world_size})")
+    if local_rank < 0:
+        raise ConfigError(f"environment variable LOCAL_RANK={local_rank} must be >= 0")
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(f"WORLD_SIZE={world_size} asks for a multi-process job, but {' and '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not set: start it with torchrun (docs/distributed.md), "
+                          "or unset WORLD_SIZE for one process")
+    if device.type == "cuda" and local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"environment variable LOCAL_RANK={local_rank}: this machine has {torch.cuda.device_count()} "
+                          "CUDA device(s); start at most that many processes per machine (torchrun --nproc-per-node)")
+    return rank, local_rank
+
+
 def setup(device: str | torch.device = "cpu") -> Context:
     """Join the process group that torchrun's environment describes (once per process) and pick this rank's device.
 
@@ -222,15 +243,23 @@ def setup(device: str | torch.device = "cpu") -> Context:
         local_rank = _env_int("LOCAL_RANK", rank)
     else:
         world_size = _env_int("WORLD_SIZE", 1)
-        if world_size <= 1:
+        if world_size < 1:
+            raise ConfigError(f"environment variable WORLD_SIZE={world_size} must be >= 1 (the number of processes)")
+        if world_size == 1:
             return Context(device=device)
         if not dist.is_available():
             raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
-        rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+        rank, local_rank = launch_ranks(world_size, device)
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)  # before the NCCL group forms, so it binds to this rank's GPU
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
-                                rank=rank, world_size=world_size)
+        try:
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
+                                    rank=rank, world_size=world_size)
+        except (RuntimeError, ValueError) as exc:  # torch.distributed.DistError is a RuntimeError
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"cannot join the process group of WORLD_SIZE={world_size} (RANK={rank}, "
+                              f"MASTER_ADDR={os.environ.get('MASTER_ADDR', '')!r}, MASTER_PORT={os.environ.get('MASTER_PORT', '')!r}): "
+                              f"{detail}; start the job with torchrun (docs/distributed.md)") from exc
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

@@ -11,8 +11,10 @@ ranks' queries, and only rank 0 writes files.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,7 @@ from mnad.checkpoint import (
     atomic_write,
     check_run_folder,
     clear_run,
+    non_finite,
     read_checkpoint,
     remove_stale_temps,
     save_checkpoint,
@@ -92,7 +95,28 @@ def holdout_videos(run_dir: str | Path) -> list[FrameRange]:
     path = Path(run_dir) / HOLDOUT_FILE
     if not path.is_file():
         raise DataError(f"{run_dir}: the run kept no held-out footage ({HOLDOUT_FILE} missing); pass --data")
-    return [FrameRange(open_video(r["path"]), r["start"], r["stop"]) for r in json.loads(path.read_text())]
+    try:
+        records = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 or not JSON
+        raise DataError(f"{path}: not a readable held-out footage record ({exc}); pass --data") from exc
+
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(records, list) or not records or not all(
+        isinstance(r, dict) and isinstance(r.get("path"), str) and whole(r.get("start")) and whole(r.get("stop"))
+        and r["start"] < r["stop"] for r in records
+    ):
+        raise DataError(f"{path}: not an mnad held-out footage record (expected a list of {{path, start, stop}} with "
+                        "0 <= start < stop); pass --data")
+    ranges = []
+    for r in records:
+        video = open_video(r["path"])
+        if r["stop"] > len(video):
+            raise DataError(f"{path}: held-out frames {r['start']}:{r['stop']} of {r['path']}, which has {len(video)} frames "
+                            "(the footage changed since training?); pass --data")
+        ranges.append(FrameRange(video, r["start"], r["stop"]))
+    return ranges
 
 
 def tensorboard_writer(out_dir: Path):  # a SummaryWriter, imported only when asked for
@@ -118,6 +142,49 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def restore_train_state(
+    path: Path,
+    cfg: Config,
+    model: MNAD,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[int, Config, dict]:
+    """Load the training checkpoint ``path`` into ``model``, ``optimizer`` and ``scheduler`` for a resume of the run
+    ``cfg`` describes; returns (epochs done, the run's stored config, the checkpoint's extra metadata).
+
+    Refused with a CheckpointError naming the file, before anything is changed on disk: a run of other model or
+    RESUME_FIXED settings, and a file that is not a training checkpoint of this run (a model file copied to
+    ``last.safetensors``, one of another version, an epoch count outside the run's)."""
+    tensors, stored, extra = read_checkpoint(path)
+    if stored.model != cfg.model or stored.dataset != cfg.dataset:
+        raise CheckpointError(f"{path}: was trained with other model settings; resume with the same recipe")
+    changed = [f"train.{k} {getattr(stored.train, k)!r} -> {getattr(cfg.train, k)!r}"
+               for k in RESUME_FIXED if getattr(stored.train, k) != getattr(cfg.train, k)]
+    if changed:
+        raise CheckpointError(f"{path}: the run was trained with other settings ({', '.join(changed)}); resume "
+                              "with the same settings, or start a new run (another --out, or --overwrite)")
+    epoch = extra.get("epoch")
+    if not any(k.startswith("optim.") for k in tensors) or not isinstance(extra.get("param_groups"), list) \
+            or not isinstance(extra.get("scheduler"), dict) or isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise CheckpointError(f"{path}: not a training checkpoint (no optimiser state or epoch: a model file saved "
+                              f"under this name?); a run resumes from the {TRAIN_STATE_FILE} its training wrote")
+    if not 1 <= epoch <= cfg.train.epochs:
+        raise CheckpointError(f"{path}: the checkpoint says {epoch} epochs were done, outside the run's 1 to {cfg.train.epochs}")
+    try:
+        model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+        load_optimizer(optimizer, tensors, extra["param_groups"])
+        scheduler.load_state_dict(extra["scheduler"])
+        for group in optimizer.param_groups:  # Adam would fail only at its first step on moments of another shape
+            for param in group["params"]:
+                for name, value in optimizer.state.get(param, {}).items():
+                    if value.dim() and value.shape != param.shape:
+                        raise ValueError(f"optimiser state {name!r} of shape {tuple(value.shape)} for a weight of shape {tuple(param.shape)}")
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: the training state does not fit this run's model and optimiser ({detail})") from exc
+    return epoch, stored, extra
 
 
 def forward_losses(model: MNAD, net: nn.Module, clip: torch.Tensor, cfg: TrainConfig) -> tuple[Losses, torch.Tensor]:
@@ -207,6 +274,9 @@ def _train(
 ) -> Path:
     cfg, out_dir = config, Path(out_dir)
     cfg.validate("config")  # a Config built or changed in Python gets the checks a recipe gets
+    if cfg.train.epochs < 1:  # config allows 0 (a recipe used only to score); a run of 0 epochs would write a random model
+        raise ConfigError(f"train.epochs must be >= 1 to train, got {cfg.train.epochs} (the model would keep its random "
+                          "initial weights)")
     ctx = distributed.setup(cfg.train.device)  # joins torchrun's process group, if any; one GPU per rank
     cfg = distributed.training_precision(cfg, ctx.device)  # the run's config.json says what ran
     check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # every rank, before any data is decoded
@@ -244,18 +314,7 @@ def _train(
         checkpoint_path = out_dir / TRAIN_STATE_FILE
         start_epoch = 0
         if resume:
-            tensors, stored, extra = read_checkpoint(checkpoint_path)
-            if stored.model != cfg.model or stored.dataset != cfg.dataset:
-                raise CheckpointError(f"{checkpoint_path}: was trained with other model settings; resume with the same recipe")
-            changed = [f"train.{k} {getattr(stored.train, k)!r} -> {getattr(cfg.train, k)!r}"
-                       for k in RESUME_FIXED if getattr(stored.train, k) != getattr(cfg.train, k)]
-            if changed:
-                raise CheckpointError(f"{checkpoint_path}: the run was trained with other settings ({', '.join(changed)}); resume "
-                                      "with the same settings, or start a new run (another --out, or --overwrite)")
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            load_optimizer(optimizer, tensors, extra["param_groups"])
-            scheduler.load_state_dict(extra["scheduler"])
-            start_epoch = extra["epoch"]
+            start_epoch, stored, extra = restore_train_state(checkpoint_path, cfg, model, optimizer, scheduler)
             if start_epoch == cfg.train.epochs:  # a finished run: nothing runs, the files keep saying what ran
                 cfg = stored
             if ctx.is_main:  # a kill -9 between the checkpoint and the epoch's other files: write them now
@@ -301,6 +360,7 @@ def _train(
         tensors, extra = optimizer_tensors(optimizer)
         tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
         extra.update(epoch=epoch + 1, scheduler=scheduler.state_dict())
+        check_diverged(totals, tensors, epoch + 1, cfg.train)  # before anything of this epoch is written
         if ctx.is_main:  # every rank holds the same weights and items; one writes them
             # the checkpoint first, holding the epoch's log record: a resume restores the record if a kill -9 came
             # before the log line; a Ctrl-C or SIGTERM waits until the epoch's files are all written
@@ -308,8 +368,7 @@ def _train(
                 save_checkpoint(checkpoint_path, tensors, cfg, extra | {"record": record})
                 if cfg.train.keep_epochs:
                     save_model(epoch_model(out_dir, epoch + 1), model, cfg, extra={"epochs": epoch + 1})
-                with (out_dir / LOG_FILE).open("a") as log:
-                    log.write(json.dumps(record) + "\n")
+                append_log(out_dir / LOG_FILE, record)
             if board is not None:
                 for key, value in record.items():
                     if key != "epoch":
@@ -329,6 +388,32 @@ def _train(
         save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs, "footage": footage})
     distributed.barrier(ctx)  # the other ranks return once the model file exists
     return model_path
+
+
+def check_diverged(totals: dict[str, float], tensors: dict[str, torch.Tensor], epoch: int, cfg: TrainConfig) -> None:
+    """Stop a run whose loss, weights, BatchNorm statistics, memory items or optimiser state became NaN or infinite
+    (it diverged: too high a learning rate, most often) at the end of the epoch it happened in, before anything of
+    that epoch is written, with one error saying so and what to change."""
+    bad = [f"loss_{name} {value}" for name, value in totals.items() if not math.isfinite(value)]
+    tensor = non_finite(tensors)
+    if tensor is not None:
+        bad.append(f"{tensor.removeprefix('model.')} holds NaN or Inf")
+    if bad:
+        kept = f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "no checkpoint was written"
+        raise ConfigError(f"training diverged in epoch {epoch} ({', '.join(bad)}); lower train.lr "
+                          f"(now {cfg.lr:g}) and train again (--overwrite); {kept}")
+
+
+def append_log(path: Path, record: dict) -> None:
+    """One epoch's line of the training log; a failed write (disk full, ...) is a DataError naming the log (the
+    checkpoint already holds the record: a resume restores it, ``reconcile_log``)."""
+    try:
+        with path.open("a") as log:
+            log.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        reason = "disk full, no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise DataError(f"{path}: cannot write ({reason}); the epoch's checkpoint is written: once fixed, "
+                        "resume with --resume") from exc
 
 
 def epoch_model(out_dir: Path, epoch: int) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnad.data.layouts import UCSD_NAMES, UCSD_SPLITS
+from mnad.data.layouts import UCSD_NAMES, UCSD_SPLITS, check_unique_names
 from mnad.data.sources import Video
 from mnad.errors import DataError
 
@@ -37,6 +37,7 @@ def load_labels(path: str | Path, videos: list[Video]) -> list[np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
+    check_unique_names(videos, path)  # labels are matched to videos by name (.csv) or order: one name, one video
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return _split(_read_npy(path), videos, path)

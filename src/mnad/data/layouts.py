@@ -59,7 +59,19 @@ def list_videos(folder: str | Path) -> list[Video]:
         videos.append(FrameFolder(folder))  # a single frame folder given directly
     if not videos:
         raise DataError(f"{folder}: no videos (no frame folders and no {'/'.join(sorted(VIDEO_EXTENSIONS))} files)")
+    check_unique_names(videos, folder)
     return videos
+
+
+def check_unique_names(videos: list[Video], where: str | Path) -> None:
+    """Videos are told apart by name (labels, held-out videos, scores.csv, reports): a frame folder ``a/`` beside a
+    video file ``a.avi`` (or ``a.avi`` beside ``a.mp4``) would be two videos named ``a``, their labels mixed up."""
+    seen: dict[str, Video] = {}
+    for video in videos:
+        other = seen.setdefault(video.name, video)
+        if other is not video:
+            raise DataError(f"{where}: two videos named {video.name!r} ({Path(other.path).name} and {Path(video.path).name}); "
+                            "rename one, each video needs its own name")
 
 
 def _entries(folder: Path) -> list[Path]:

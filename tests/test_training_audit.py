@@ -1,0 +1,181 @@
+"""Audit of the training path (2026-11-30): each test failed before its fix (docs/reliability.md, rows from 100)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import frames_folder, noise_video, tiny_config
+
+from mnad import distributed
+from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, read_checkpoint, save_checkpoint
+from mnad.data import load_labels
+from mnad.data.layouts import list_videos
+from mnad.errors import CheckpointError, ConfigError, DataError
+from mnad.train import HOLDOUT_FILE, LOG_FILE, check_diverged, holdout_videos, train
+
+
+@pytest.fixture(scope="module")
+def finished_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-epoch tiny run (``tiny_config``): model.safetensors and last.safetensors."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train(tiny_config(), synthetic_root, run, progress=False)
+    return run
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(".lock"))
+    return copy
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+# ------------------------------------------------------------------------------ resume from a foreign checkpoint
+
+
+def test_resume_from_a_model_file_named_last_is_refused(synthetic_root: Path, finished_run: Path, tmp_path: Path) -> None:
+    run = copy_run(finished_run, tmp_path)
+    shutil.copy(run / MODEL_FILE, run / TRAIN_STATE_FILE)  # a model file where the training checkpoint belongs
+    before = contents(run)
+    with pytest.raises(CheckpointError, match=rf"{TRAIN_STATE_FILE}: not a training checkpoint"):  # was: RuntimeError
+        train(tiny_config(), synthetic_root, run, resume=True, progress=False)
+    assert contents(run) == before
+
+
+@pytest.mark.parametrize("damage", ["optimiser state of another shape", "a weight missing", "epoch past the run's"])
+def test_resume_from_a_training_state_that_does_not_fit_is_refused(synthetic_root: Path, finished_run: Path, tmp_path: Path,
+                                                                   damage: str) -> None:
+    run = copy_run(finished_run, tmp_path)
+    tensors, config, extra = read_checkpoint(run / TRAIN_STATE_FILE)
+    if damage == "optimiser state of another shape":
+        key = next(k for k in tensors if k.startswith("optim.") and k.endswith(".exp_avg"))
+        tensors[key] = torch.zeros(3)
+        expected = "does not fit this run's model and optimiser"
+    elif damage == "a weight missing":
+        del tensors["model.encoder.stage1.0.weight"]
+        expected = "does not fit this run's model and optimiser"
+    else:
+        extra["epoch"] = 7
+        expected = "7 epochs were done, outside the run's 1 to 1"
+    save_checkpoint(run / TRAIN_STATE_FILE, tensors, config, extra)  # valid hashes: a foreign file, not a damaged one
+    before = contents(run)
+    with pytest.raises(CheckpointError, match=expected):
+        train(tiny_config(), synthetic_root, run, resume=True, progress=False)
+    assert contents(run) == before
+
+
+# --------------------------------------------------------------------------------------- torchrun environment
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({"WORLD_SIZE": "2"}, "MASTER_ADDR and MASTER_PORT are not set"),  # was: ValueError traceback
+    ({"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511"}, r"RANK=5 must lie in \[0, WORLD_SIZE=2\)"),  # was: hung
+    ({"WORLD_SIZE": "2", "LOCAL_RANK": "-1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511"}, "LOCAL_RANK=-1 must be >= 0"),
+    ({"WORLD_SIZE": "-3"}, "WORLD_SIZE=-3 must be >= 1"),  # was: taken as one process
+    ({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "notaport"}, "cannot join the process group"),
+])
+def test_a_broken_launch_environment_is_one_config_error(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=expected):
+        distributed.setup("cpu")
+    assert not torch.distributed.is_initialized()
+
+
+# ------------------------------------------------------------------------------------ videos of the same name
+
+
+def test_two_videos_of_the_same_name_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "videos"
+    frames_folder(folder / "cam", 6)
+    noise_video(folder / "cam.avi", 6, 25.0)  # was: two videos named 'cam', their labels mixed up by a CSV
+    with pytest.raises(DataError, match="two videos named 'cam' \\(cam and cam.avi\\)"):
+        list_videos(folder)
+
+
+def test_labels_for_videos_of_the_same_name_are_refused(tmp_path: Path) -> None:
+    from mnad.data.sources import FrameFolder
+
+    videos = [FrameFolder(frames_folder(tmp_path / "a" / "v", 4)), FrameFolder(frames_folder(tmp_path / "b" / "v", 4))]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video,start,end\nv,1,2\n")  # was: 1 array for 2 videos
+    with pytest.raises(DataError, match="two videos named 'v'"):
+        load_labels(labels, videos)
+
+
+# ------------------------------------------------------------------------------------ holdout.json
+
+
+@pytest.mark.parametrize("text", ["{not json", "\xff\xfe", "{}", "[]", '[{"path": 3, "start": 0, "stop": 2}]',
+                                  '[{"path": "v", "start": 4, "stop": 2}]', '[{"path": "v", "start": true, "stop": 2}]'])
+def test_a_damaged_holdout_record_is_a_data_error(tmp_path: Path, text: str) -> None:
+    (tmp_path / HOLDOUT_FILE).write_bytes(text.encode("latin-1"))  # was: JSONDecodeError, TypeError, KeyError tracebacks
+    with pytest.raises(DataError, match=rf"{HOLDOUT_FILE}: not a"):
+        holdout_videos(tmp_path)
+
+
+def test_a_holdout_record_past_the_footage_is_a_data_error(tmp_path: Path) -> None:
+    video = frames_folder(tmp_path / "v", 6)
+    (tmp_path / HOLDOUT_FILE).write_text(json.dumps([{"path": str(video), "start": 4, "stop": 10}]))
+    with pytest.raises(DataError, match="held-out frames 4:10 .* which has 6 frames"):  # was: IndexError when read
+        holdout_videos(tmp_path)
+    (tmp_path / HOLDOUT_FILE).write_text(json.dumps([{"path": str(video), "start": 4, "stop": 6}]))
+    assert [len(r) for r in holdout_videos(tmp_path)] == [2]
+
+
+# ------------------------------------------------------------------------------------ the log, divergence, epochs
+
+
+def test_a_failed_log_write_is_a_data_error_and_resume_restores_the_line(synthetic_root: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    real_open = Path.open
+
+    def full_disk(self: Path, mode: str = "r", *args: object, **kwargs: object):
+        if self.name == LOG_FILE and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", full_disk)
+    with pytest.raises(DataError, match=rf"{LOG_FILE}: cannot write \(disk full"):  # was: OSError traceback
+        train(tiny_config(), synthetic_root, run, progress=False)
+    monkeypatch.undo()
+    train(tiny_config(), synthetic_root, run, resume=True, progress=False)
+    assert [json.loads(line)["epoch"] for line in (run / LOG_FILE).read_text().splitlines()] == [1]
+
+
+def test_a_diverging_run_stops_with_one_error_and_writes_no_checkpoint(synthetic_root: Path, tmp_path: Path) -> None:
+    config = tiny_config()
+    config.train.lr = 1e9
+    run = tmp_path / "run"
+    # was: CheckpointError "refusing to save a checkpoint whose tensor ... (training diverged?)"
+    with pytest.raises(ConfigError, match=r"training diverged in epoch 1 \(.*NaN or Inf\); lower train.lr \(now 1e\+09\)"):
+        train(config, synthetic_root, run, progress=False)
+    assert not (run / TRAIN_STATE_FILE).exists() and not (run / MODEL_FILE).exists()
+
+
+def test_a_non_finite_loss_is_divergence() -> None:
+    finite = {"w": torch.zeros(2)}
+    check_diverged({"total": 1.0}, finite, 3, tiny_config().train)
+    with pytest.raises(ConfigError, match=r"epoch 3 \(loss_total nan\).*the checkpoint of epoch 2 is kept"):
+        check_diverged({"total": float("nan")}, finite, 3, tiny_config().train)
+    with pytest.raises(ConfigError, match=r"w holds NaN or Inf"):
+        check_diverged({"total": 1.0}, {"w": torch.tensor([np.inf])}, 1, tiny_config().train)
+
+
+def test_zero_epochs_is_refused_before_anything_is_written(synthetic_root: Path, tmp_path: Path) -> None:
+    config = tiny_config()
+    config.train.epochs = 0
+    with pytest.raises(ConfigError, match="train.epochs must be >= 1 to train, got 0"):  # was: a random model, exit 0
+        train(config, synthetic_root, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
