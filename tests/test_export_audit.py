@@ -19,7 +19,7 @@ from conftest import frames_folder, tiny_config
 
 import mnad.aot
 import mnad.calibrate
-from mnad.checkpoint import atomic_write, save_model
+from mnad.checkpoint import atomic_write, load_model, save_model
 from mnad.cli import main
 from mnad.data import Video, open_video
 from mnad.errors import ConfigError, DataError
@@ -252,3 +252,36 @@ def test_compiled_step_cache_is_built_once_by_concurrent_scorers(tmp_path: Path,
     assert sum(step.builds for step in steps) == 1
     assert loaded == [True, True, True]
     assert "does not match its record" not in caplog.text
+
+
+def test_an_export_records_the_fp32_path_its_graph_runs(tmp_path: Path) -> None:
+    """The export of a model whose config says eval.compile (a model calibrated with `--compile`), bf16 or
+    channels_last: the sidecar says what the graph does, fp32 (was: the model's config, so `detect` on the export
+    failed with `eval.compile applies to PyTorch models`, after `export` exited 0)."""
+    torch.manual_seed(0)
+    config = tiny_config().override(["eval.compile=true", "eval.bf16=true", "eval.channels_last=true"])
+    save_model(tmp_path / "m.safetensors", MNAD(config.model), config)
+    assert main(["export", "--checkpoint", str(tmp_path / "m.safetensors"), "--out", str(tmp_path / "m.onnx")]) == 0
+    exported = load_onnx(tmp_path / "m.onnx").config.eval
+    assert (exported.compile, exported.bf16, exported.channels_last) == (False, False, False)
+    video = frames_folder(tmp_path / "v", 8)
+    assert main(["detect", str(video), "--checkpoint", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "d"), "--quiet"]) == 0
+
+
+def test_calibrate_saves_the_models_own_record(tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The calibrated model keeps its training record and run settings: the calibrating run's --threads, --set
+    train.lr, --channels-last (and --compile, which made every later run of it compile) were written into it; a change
+    of the model's settings (`--set model.memory_size=5`) is refused as evaluate refuses it (was: exit 0, the footage
+    scored with the config of another model)."""
+    _, config, folder = tiny
+    video = frames_folder(tmp_path / "v", 30)
+    base = ["calibrate", "--checkpoint", str(folder / "m.safetensors"), "--data", str(video), "--false-alarm-rate", "0.1",
+            "--scoring", "config", "--quiet", "--out", str(tmp_path / "c.safetensors")]
+    assert main([*base, "--threads", "1", "--channels-last", "--set", "train.lr=0.5", "--gamma", "0.5"]) == 0
+    _, saved = load_model(tmp_path / "c.safetensors")
+    assert saved.train == config.train and saved.model == config.model
+    assert saved.eval.channels_last == config.eval.channels_last and saved.eval.compile == config.eval.compile
+    assert saved.eval.gamma == 0.5 and saved.eval.normalization == "calibrated"  # how it scores: the calibration's
+    capsys.readouterr()
+    assert main([*base, "--set", "model.memory_size=5"]) == 2
+    assert "model.memory_size=5 (the model has 10)" in capsys.readouterr().err

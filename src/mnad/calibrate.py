@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from mnad.checkpoint import check_model_path
-from mnad.config import Config, check_count
+from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video
 from mnad.data.sources import footage_span, open_video, span_text, spans_overlap
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
@@ -61,6 +61,7 @@ def calibrate(
     model was trained on (``train.trained_footage``); calibrating on any of it is warned about, since the model has learnt those frames
     and scores them lower than unseen normal footage (thresholds then alert too often).
     """
+    check_same_model(model, config)  # the footage is scored as the trained model is, and the model saved with this config
     if isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, int | float) or not 0 < false_alarm_rate < 1:
         raise ConfigError(f"--false-alarm-rate must be a number strictly between 0 and 1, got {false_alarm_rate!r}")
     if smoothing is not None:
@@ -319,6 +320,20 @@ def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndar
         for r in rates:
             realised[rate_key(r)].append(float((left_out > fitted.threshold_for(r)).mean()))
     return {key: float(np.mean(values)) for key, values in realised.items()}
+
+
+RUN_SETTINGS = ("bf16", "channels_last", "compile")  # eval.*: where and how fast a run scores, not how it scores
+
+
+def model_record(model_config: Config, scoring: Config) -> Config:
+    """The config a calibrated model is saved with: the model's own (its training record, ``train.*``, and its
+    ``eval.bf16``, ``channels_last`` and ``compile``) with the scoring settings (the rest of ``eval.*``) of ``scoring``,
+    the config the footage was scored with. Options of the calibrating run (``--threads``, ``--device``, ``--compile``,
+    the scoring path this machine chose) describe that run, not the model: kept, they misrecorded its training and
+    made every later run of it compile (and its ONNX export unusable)."""
+    data = model_config.to_dict()
+    data["eval"] = {**scoring.to_dict()["eval"], **{name: data["eval"][name] for name in RUN_SETTINGS}}
+    return Config.from_dict(data, source="calibration")
 
 
 def with_calibration(config: Config, calibration: Calibration) -> Config:

@@ -270,14 +270,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from mnad.calibrate import calibrate, check_model_output, describe_scoring, with_calibration
+    from mnad.calibrate import calibrate, check_model_output, describe_scoring, model_record, with_calibration
     from mnad.checkpoint import load_model, save_model
     from mnad.data import list_videos, open_video
     from mnad.train import holdout_videos, trained_footage
 
     check_model_output(args.out)  # before the footage is scored, not after
-    model, config = load_model(args.checkpoint)
-    config = choose_scoring_path(model, apply_options(config, args), args)
+    model, trained = load_model(args.checkpoint)
+    config = choose_scoring_path(model, apply_options(trained, args), args)
     if args.data:
         videos = [v for path in args.data for v in (list_videos(path) if _is_folder_of_videos(path) else [open_video(path)])]
     else:
@@ -286,7 +286,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     calibration = calibrate(model, config, videos, false_alarm_rate=args.false_alarm_rate,
                             smoothing=config.eval.smoothing if args.smoothing is not None else None,
                             scoring=args.scoring, trained_on=trained_on, device=config.train.device, progress=not args.quiet)
-    save_model(args.out, model, with_calibration(config, calibration), extra={"footage": trained_on})
+    save_model(args.out, model, with_calibration(model_record(trained, config), calibration), extra={"footage": trained_on})
     print(json.dumps(calibration.to_dict(), indent=2))
     print(f"mnad: scoring: {describe_scoring(calibration)}", file=sys.stderr)
     print(f"calibrated model written to {args.out}")

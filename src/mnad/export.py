@@ -99,7 +99,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     side = {
         "format": SIDECAR_FORMAT,
         "onnx_sha256": hashlib.sha256(graph).hexdigest(),
-        "config": config.to_dict(),
+        "config": fp32.to_dict(),  # what the graph does (was the model's: eval.compile=true made the export unusable)
         "memory_items": items.tolist() if items is not None else None,
         "int8": record,
     }
