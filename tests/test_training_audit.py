@@ -13,7 +13,7 @@ import torch
 from conftest import frames_folder, noise_video, tiny_config
 
 from mnad import distributed
-from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, read_checkpoint, save_checkpoint
+from mnad.checkpoint import EARLIER_RUN_DIR, MODEL_FILE, TRAIN_STATE_FILE, read_checkpoint, save_checkpoint, set_aside_run
 from mnad.data import load_labels
 from mnad.data.layouts import list_videos
 from mnad.errors import CheckpointError, ConfigError, DataError
@@ -179,3 +179,71 @@ def test_zero_epochs_is_refused_before_anything_is_written(synthetic_root: Path,
     with pytest.raises(ConfigError, match="train.epochs must be >= 1 to train, got 0"):  # was: a random model, exit 0
         train(config, synthetic_root, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------ --overwrite keeps the earlier run
+
+
+def test_an_overwrite_that_fails_keeps_the_earlier_run_until_a_new_one_has_its_model(synthetic_root: Path, finished_run: Path,
+                                                                                     tmp_path: Path) -> None:
+    run = copy_run(finished_run, tmp_path)
+    before = contents(run)
+    diverging = tiny_config()
+    diverging.train.lr = 1e9
+    with pytest.raises(ConfigError, match="training diverged"):  # was: the earlier model deleted at the start
+        train(diverging, synthetic_root, run, overwrite=True, progress=False)
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 1e9
+    assert not (run / MODEL_FILE).exists() and contents(run / EARLIER_RUN_DIR) == before
+
+    replacement = tiny_config()  # a second overwrite of the unfinished run keeps the same earlier run
+    replacement.train.seed = 3
+    train(replacement, synthetic_root, run, overwrite=True, progress=False)
+    assert not (run / EARLIER_RUN_DIR).exists(), "the earlier run stays once the new one has its model"
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 3
+    assert (run / MODEL_FILE).read_bytes() != before[MODEL_FILE]
+
+
+def test_a_resumed_overwrite_discards_the_earlier_run_at_its_end(synthetic_root: Path, finished_run: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnad.train as train_module
+
+    run = copy_run(finished_run, tmp_path)
+    before = contents(run)
+    longer = tiny_config()
+    longer.train.epochs = 2
+
+    def killed(epoch: int, record: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(longer, synthetic_root, run, overwrite=True, progress=False, on_epoch=killed)
+    assert contents(run / EARLIER_RUN_DIR) == before and (run / TRAIN_STATE_FILE).exists()
+    monkeypatch.setattr(train_module, "set_aside_run", None)  # a resume sets nothing aside
+    train(longer, synthetic_root, run, resume=True, progress=False)
+    assert not (run / EARLIER_RUN_DIR).exists() and (run / MODEL_FILE).exists()
+
+
+def test_a_set_aside_killed_part_way_is_completed_by_the_next_one(finished_run: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import mnad.checkpoint as checkpoint
+
+    run = copy_run(finished_run, tmp_path)
+    before = contents(run)
+    real_replace, moves = os.replace, []
+
+    def dies_after_two_moves(src: object, dst: object) -> None:
+        if len(moves) == 2:
+            raise KeyboardInterrupt
+        moves.append(src)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", dies_after_two_moves)
+    with pytest.raises(KeyboardInterrupt):
+        set_aside_run(run, also=(LOG_FILE,))
+    monkeypatch.undo()
+    assert (run / "config.json").exists(), "the config goes last: the folder still says which run it holds"
+    assert set_aside_run(run, also=(LOG_FILE,)) == run / EARLIER_RUN_DIR
+    assert contents(run / EARLIER_RUN_DIR) == before and contents(run) == {}
+    assert [p.name for p in run.iterdir() if p.name != ".lock"] == [EARLIER_RUN_DIR]

@@ -219,21 +219,75 @@ def check_run_folder(folder: str | Path, *, resume: bool, overwrite: bool) -> No
         raise DataError(f"{folder}: already holds a training run ({', '.join(found)}); {how}, or choose another --out")
 
 
+EARLIER_RUN_DIR = ".mnad-train-earlier"  # train --overwrite: the replaced run, kept until the new one has its model
+
+
+def set_aside_run(folder: str | Path, also: tuple[str, ...] = ()) -> Path | None:
+    """Move a previous run's outputs (those ``clear_run`` deletes) into ``<folder>/.mnad-train-earlier/`` before a
+    new run (``--overwrite``) writes its config, durably: the folder never pairs one run's config with another's
+    model, and the earlier run is not destroyed before the new one has its result (``discard_earlier_run`` deletes
+    it once the new model is written; a killed new run, resumed to its end, does the same). Where a run is already
+    set aside (an overwrite killed before its end) and this one has no final model, that earlier run is the one
+    kept and this unfinished one is deleted. Returns the folder holding the earlier run, if any."""
+    folder = Path(folder)
+    aside = folder / EARLIER_RUN_DIR
+    names = [n for n in _run_names(folder, also) if os.path.lexists(folder / n)]
+    # a move killed part way: its files are in the staging folder, the rest (the config last) still here
+    staging = next((p for p in folder.glob(f"{EARLIER_RUN_DIR}.*{TEMP_SUFFIX}") if p.is_dir()), None)
+    if staging is None:
+        if not names:
+            return aside if aside.is_dir() else None
+        if aside.is_dir() and not (folder / MODEL_FILE).exists():
+            clear_run(folder, also)  # unfinished: nothing of it is a result; the run set aside before it is
+            return aside
+        if os.path.lexists(aside):
+            _remove(aside)  # this folder's run is finished, newer than the one set aside (killed before its discard)
+        staging = folder / f"{EARLIER_RUN_DIR}.{os.urandom(4).hex()}{TEMP_SUFFIX}"  # renamed into place once complete
+        staging.mkdir()
+    elif os.path.lexists(aside):
+        _remove(aside)
+    for name in names:  # the config last: until then the folder still describes the old run
+        os.replace(folder / name, staging / name)
+    _fsync_dir(staging)
+    os.replace(staging, aside)
+    _fsync_dir(folder)
+    return aside
+
+
+def discard_earlier_run(folder: str | Path) -> bool:
+    """Delete the run ``set_aside_run`` kept, now that the run replacing it has its final model. Returns whether
+    there was one."""
+    aside = Path(folder) / EARLIER_RUN_DIR
+    if not os.path.lexists(aside):
+        return False
+    _remove(aside)
+    _fsync_dir(Path(folder))
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _run_names(folder: Path, also: tuple[str, ...]) -> list[str]:
+    """The names of a run's outputs in ``folder``, the config last."""
+    return [MODEL_FILE, TRAIN_STATE_FILE, *sorted(p.name for p in folder.glob(EPOCH_GLOB)), *also, CONFIG_FILE]
+
+
 def clear_run(folder: str | Path, also: tuple[str, ...] = ()) -> list[Path]:
     """Delete a previous run's outputs (config, final model, training checkpoint, epoch models and the names in
     ``also``, files or folders) and make that durable, before a new run writes its config: a kill then never leaves
     one run's config beside another run's model. Returns what was removed."""
     folder = Path(folder)
-    names = [MODEL_FILE, TRAIN_STATE_FILE, *sorted(p.name for p in folder.glob(EPOCH_GLOB)), *also, CONFIG_FILE]
     removed = []
-    for name in names:  # the config last: until then the folder still describes the old run
+    for name in _run_names(folder, also):  # the config last: until then the folder still describes the old run
         path = folder / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        else:
+        if not os.path.lexists(path):
             continue
+        _remove(path)
         removed.append(path)
     if removed:
         _fsync_dir(folder)

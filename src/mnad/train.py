@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import functools
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -31,12 +32,13 @@ from mnad.checkpoint import (
     RunFolderLock,
     atomic_write,
     check_run_folder,
-    clear_run,
+    discard_earlier_run,
     non_finite,
     read_checkpoint,
     remove_stale_temps,
     save_checkpoint,
     save_model,
+    set_aside_run,
 )
 from mnad.config import Config, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
@@ -46,6 +48,8 @@ from mnad.interrupts import held_interrupts
 from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
 from mnad.outputs import TRAIN_LOG, read_train_log
+
+log = logging.getLogger(__name__)
 
 LOG_FILE = TRAIN_LOG
 LOSS_NAMES = [f.name for f in dataclasses.fields(Losses)]  # total, frame, compact, separate: the log's loss_* keys
@@ -308,8 +312,11 @@ def _train(
         if ctx.is_main:
             lock.acquire()
             check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # again, under the lock
-            if overwrite:  # the old run's model never sits beside the new config, even if this run is killed
-                clear_run(out_dir, also=(LOG_FILE, HOLDOUT_FILE, "tensorboard"))
+            if overwrite:  # the old run's model never sits beside the new config, even if this run is killed; it is
+                # kept aside until this run has its model (discard_earlier_run below), so a failed retrain loses nothing
+                earlier = set_aside_run(out_dir, also=(LOG_FILE, HOLDOUT_FILE, "tensorboard"))
+                if earlier is not None:
+                    log.warning("%s: the run there is kept in %s until this one has written its model", out_dir, earlier)
             remove_stale_temps(out_dir)  # left by a run killed while writing a checkpoint
         checkpoint_path = out_dir / TRAIN_STATE_FILE
         start_epoch = 0
@@ -386,6 +393,7 @@ def _train(
         # the footage it learnt, so that `mnad calibrate` can warn when asked to calibrate on it
         footage = [list(footage_span(v)) for v in videos]
         save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs, "footage": footage})
+        discard_earlier_run(out_dir)  # the run an --overwrite replaced, kept until now
     distributed.barrier(ctx)  # the other ranks return once the model file exists
     return model_path
 
@@ -408,8 +416,8 @@ def append_log(path: Path, record: dict) -> None:
     """One epoch's line of the training log; a failed write (disk full, ...) is a DataError naming the log (the
     checkpoint already holds the record: a resume restores it, ``reconcile_log``)."""
     try:
-        with path.open("a") as log:
-            log.write(json.dumps(record) + "\n")
+        with path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
     except OSError as exc:
         reason = "disk full, no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise DataError(f"{path}: cannot write ({reason}); the epoch's checkpoint is written: once fixed, "
