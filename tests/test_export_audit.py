@@ -22,7 +22,7 @@ import mnad.calibrate
 from mnad.checkpoint import atomic_write, load_model, save_model
 from mnad.cli import main
 from mnad.data import Video, open_video
-from mnad.errors import ConfigError, DataError
+from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.export import export_onnx, load_onnx
 from mnad.figures import memory_figures
 from mnad.model import MNAD
@@ -285,3 +285,43 @@ def test_calibrate_saves_the_models_own_record(tiny, tmp_path: Path, capsys: pyt
     capsys.readouterr()
     assert main([*base, "--set", "model.memory_size=5"]) == 2
     assert "model.memory_size=5 (the model has 10)" in capsys.readouterr().err
+
+
+def test_figures_read_a_broken_test_split_as_an_error_not_the_training_videos(tiny, tmp_path: Path, synthetic_root: Path,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A test split with a fault (here a video folder without frames) made figures silently draw the training videos,
+    exit 0; now the fault is the error. A root without a test split still falls back to its training videos."""
+    import shutil
+
+    _, _, folder = tiny
+    root = tmp_path / "root"
+    shutil.copytree(synthetic_root, root)
+    (root / "synthetic" / "testing" / "frames" / "09").mkdir()
+    args = ["figures", "--checkpoint", str(folder / "m.safetensors"), "--data-root", str(root), "--out", str(tmp_path / "f"),
+            "--clips", "2", "--frames", "1", "--queries", "20"]
+    assert main(args) == 2
+    assert "09: folder has no frames" in capsys.readouterr().err
+    shutil.rmtree(root / "synthetic" / "testing")
+    assert main(args) == 0
+    names = {clip["video"] for clip in json.loads((tmp_path / "f" / "figures.json").read_text())["clips"]}
+    assert names <= {v.name for v in (root / "synthetic" / "training" / "frames").iterdir()}
+
+
+def test_calibrate_data_naming_nothing_is_refused(tiny, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`calibrate --data` followed by nothing (was: the run's held-out part used instead, or its absence reported)."""
+    _, _, folder = tiny
+    assert main(["calibrate", "--checkpoint", str(folder / "m.safetensors"), "--data", "--out", str(tmp_path / "c.safetensors")]) == 2
+    assert "mnad: error: --data names no footage" in capsys.readouterr().err
+
+
+def test_export_leaves_the_callers_model_as_it_was(tmp_path: Path) -> None:
+    """export_onnx turned the caller's model to fp32 and eval mode in place (a bf16 model came back fp32, a model in
+    training came back in eval mode); and a sidecar nested past Python's stack was a RecursionError traceback."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = MNAD(config.model).to(torch.bfloat16).train()
+    export_onnx(model, config, tmp_path / "m.onnx")
+    assert next(model.parameters()).dtype == torch.bfloat16 and model.training
+    Path(f"{tmp_path / 'm.onnx'}.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="m.onnx.json: not a readable sidecar"):
+        load_onnx(tmp_path / "m.onnx")

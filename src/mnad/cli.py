@@ -276,6 +276,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     from mnad.train import holdout_videos, trained_footage
 
     check_model_output(args.out)  # before the footage is scored, not after
+    if args.data == []:  # `--data` followed by nothing (a shell glob that matched nothing): never the held-out part instead
+        raise ConfigError("--data names no footage: give video files or frame folders, or leave --data out to calibrate on "
+                          "the run's held-out part")
     model, trained = load_model(args.checkpoint)
     config = choose_scoring_path(model, apply_options(trained, args), args)
     if args.data:

@@ -9,6 +9,7 @@ records how it was calibrated (``int8``; null for fp32).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import io
@@ -77,7 +78,8 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     onnx_modules("an ONNX export", "onnx")
     # the ONNX graph is fp32 and traced from the eager modules, whatever the scoring options
     fp32 = config.override(["eval.bf16=false", "eval.channels_last=false", "eval.compile=false"])
-    step = ScoringStep(model.eval().float(), fp32).eval()
+    # a copy: eval() and float() act in place, and the caller's model (in training, or bf16) is left as it was
+    step = ScoringStep(copy.deepcopy(model).eval().float(), fp32).eval()
     buffer = io.BytesIO()
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter handles this graph as it is; the torch.export-based one is not needed.
@@ -171,7 +173,7 @@ def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxModel:
     try:
         graph = path.read_bytes()
         side = json.loads(side_path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested beyond Python's stack
         raise CheckpointError(f"{side_path}: not a readable sidecar (truncated or damaged: {exc})") from exc
     if not isinstance(side, dict) or side.get("format") != SIDECAR_FORMAT:
         raise CheckpointError(f"{side_path}: not an mnad ONNX sidecar (export the model again with this version)")

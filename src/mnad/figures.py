@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from mnad.checkpoint import atomic_write_many
 from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video, split_videos, to_tensor
+from mnad.data.layouts import _split_dir, dataset_dir
 from mnad.distributed import checked_device
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
@@ -33,14 +34,19 @@ from mnad.report.plots import png_bytes as _png
 
 
 def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:
+    """The videos the figures are drawn from: the data root's test split where it has one (any fault in it is an
+    error: it was a silent switch to the training videos), else its training videos (own footage: the folder's)."""
     if not isinstance(data, str | Path):
         return list(data)
     try:
+        has_testing = _split_dir(dataset_dir(data, config.dataset), "testing") is not None
+    except DataError:  # not a benchmark layout (own footage), or no data root: training_videos reads it or says why
+        has_testing = False
+    if has_testing:
         return split_videos(data, config.dataset, "testing")
-    except DataError:
-        from mnad.train import training_videos
+    from mnad.train import training_videos
 
-        return training_videos(config, data)
+    return training_videos(config, data)
 
 
 def clip_positions(videos: list[Video], window: int, count: int) -> list[tuple[int, int]]:
