@@ -247,3 +247,49 @@ def test_a_set_aside_killed_part_way_is_completed_by_the_next_one(finished_run: 
     assert set_aside_run(run, also=(LOG_FILE,)) == run / EARLIER_RUN_DIR
     assert contents(run / EARLIER_RUN_DIR) == before and contents(run) == {}
     assert [p.name for p in run.iterdir() if p.name != ".lock"] == [EARLIER_RUN_DIR]
+
+
+# ------------------------------------------------------------------------------------ resume on other footage
+
+
+def test_resume_on_other_footage_is_refused(synthetic_root: Path, tmp_path: Path) -> None:
+    from mnad.data.synthetic import make_synthetic_dataset
+
+    other = tmp_path / "other"
+    make_synthetic_dataset(other, n_train=2, n_test=1, n_frames=20, size=32, seed=1)
+    config = tiny_config()
+    config.train.epochs = 2
+
+    def stop(epoch: int, record: dict) -> None:
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, synthetic_root, run, progress=False, on_epoch=stop)
+    before = contents(run)
+    # was: resumed silently on the other videos (another batch order, another run than the one asked for)
+    with pytest.raises(CheckpointError, match=r"trained on other footage \(then: .*24 frames.*now: .*20 frames"):
+        train(config, other, run, resume=True, progress=False)
+    assert contents(run) == before
+    train(config, synthetic_root, run, resume=True, progress=False)
+    assert (run / MODEL_FILE).exists()
+
+
+@pytest.mark.parametrize("name", ["labels.csv", "labels.m"])
+def test_a_label_file_that_cannot_be_read_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    from mnad.data.sources import FrameFolder
+
+    videos = [FrameFolder(frames_folder(tmp_path / "v", 4))]
+    labels = tmp_path / name
+    labels.write_text("video,start,end\n" if name.endswith(".csv") else "TestVideoFile{end+1}.gt_frame = [1:2];\n")
+    real_open = Path.open
+
+    def denied(self: Path, *args: object, **kwargs: object):
+        if self == labels:
+            raise PermissionError(13, "Permission denied", str(self))  # root ignores file modes: simulated
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)  # Path.read_text opens through it too
+    # was: PermissionError traceback (.npy files were already a DataError)
+    with pytest.raises(DataError, match=rf"{name}: cannot read the label file \(Permission denied\)"):
+        load_labels(labels, videos)

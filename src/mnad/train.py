@@ -94,6 +94,12 @@ def split_holdout(
     return train_part, [h for h in held if len(h) > 0]
 
 
+def training_clips(videos: list[Video]) -> list[list]:
+    """What a training checkpoint records of its footage, and a resume compares: each training video's name (with
+    its frame range where part of it is held out) and frame count, in order. Names, not paths: a data folder may move."""
+    return [[v.name, len(v)] for v in videos]
+
+
 def holdout_videos(run_dir: str | Path) -> list[FrameRange]:
     """The held-out frames recorded by a training run (``holdout.json`` in its folder)."""
     path = Path(run_dir) / HOLDOUT_FILE
@@ -154,13 +160,15 @@ def restore_train_state(
     model: MNAD,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    clips: list[list] | None = None,
 ) -> tuple[int, Config, dict]:
     """Load the training checkpoint ``path`` into ``model``, ``optimizer`` and ``scheduler`` for a resume of the run
     ``cfg`` describes; returns (epochs done, the run's stored config, the checkpoint's extra metadata).
 
     Refused with a CheckpointError naming the file, before anything is changed on disk: a run of other model or
     RESUME_FIXED settings, and a file that is not a training checkpoint of this run (a model file copied to
-    ``last.safetensors``, one of another version, an epoch count outside the run's)."""
+    ``last.safetensors``, one of another version, an epoch count outside the run's), and ``clips`` (the training
+    footage, ``training_clips``) other than the checkpoint records: its batches would not be the run's."""
     tensors, stored, extra = read_checkpoint(path)
     if stored.model != cfg.model or stored.dataset != cfg.dataset:
         raise CheckpointError(f"{path}: was trained with other model settings; resume with the same recipe")
@@ -176,6 +184,14 @@ def restore_train_state(
                               f"under this name?); a run resumes from the {TRAIN_STATE_FILE} its training wrote")
     if not 1 <= epoch <= cfg.train.epochs:
         raise CheckpointError(f"{path}: the checkpoint says {epoch} epochs were done, outside the run's 1 to {cfg.train.epochs}")
+    recorded = extra.get("clips")  # absent in checkpoints written before it was recorded
+    if clips is not None and recorded is not None and recorded != clips:
+        was = {tuple(r) for r in recorded if isinstance(r, list)}
+        now = {tuple(c) for c in clips}
+        diff = [f"{n} ({f} frames)" for n, f in sorted(was - now)][:3], [f"{n} ({f} frames)" for n, f in sorted(now - was)][:3]
+        raise CheckpointError(f"{path}: the run was trained on other footage (then: {', '.join(diff[0]) or 'the same videos'}; now: "
+                              f"{', '.join(diff[1]) or 'the same videos, in another order'}); resume with the data it was "
+                              "trained on, or start a new run")
     try:
         model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
         load_optimizer(optimizer, tensors, extra["param_groups"])
@@ -300,6 +316,7 @@ def _train(
         raise DataError(f"{data_root}: {len(dataset)} training clips of {cfg.model.t_length} frames, fewer than one batch of {cfg.train.batch_size}")
     if cfg.train.cache_frames:
         dataset.preload()  # a bad frame fails now, before anything is written
+    clips = training_clips(videos)
 
     model = MNAD(cfg.model).to(device)
     if cfg.train.channels_last:
@@ -321,7 +338,7 @@ def _train(
         checkpoint_path = out_dir / TRAIN_STATE_FILE
         start_epoch = 0
         if resume:
-            start_epoch, stored, extra = restore_train_state(checkpoint_path, cfg, model, optimizer, scheduler)
+            start_epoch, stored, extra = restore_train_state(checkpoint_path, cfg, model, optimizer, scheduler, clips)
             if start_epoch == cfg.train.epochs:  # a finished run: nothing runs, the files keep saying what ran
                 cfg = stored
             if ctx.is_main:  # a kill -9 between the checkpoint and the epoch's other files: write them now
@@ -366,7 +383,7 @@ def _train(
         record.update({f"loss_{k}": v / max(len(loader), 1) for k, v in totals.items()})
         tensors, extra = optimizer_tensors(optimizer)
         tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-        extra.update(epoch=epoch + 1, scheduler=scheduler.state_dict())
+        extra.update(epoch=epoch + 1, scheduler=scheduler.state_dict(), clips=clips)
         check_diverged(totals, tensors, epoch + 1, cfg.train)  # before anything of this epoch is written
         if ctx.is_main:  # every rank holds the same weights and items; one writes them
             # the checkpoint first, holding the epoch's log record: a resume restores the record if a kill -9 came

@@ -39,13 +39,14 @@ def load_labels(path: str | Path, videos: list[Video]) -> list[np.ndarray]:
         raise DataError(f"{path}: label file not found")
     check_unique_names(videos, path)  # labels are matched to videos by name (.csv) or order: one name, one video
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return _split(_read_npy(path), videos, path)
-    if suffix == ".csv":
-        return _read_intervals_csv(path, videos)
-    if suffix == ".m":
-        return _read_ucsd_m(path, videos)
-    raise DataError(f"{path}: unknown label format (expected .npy, .csv or .m)")
+    readers = {".npy": lambda: _split(_read_npy(path), videos, path), ".csv": lambda: _read_intervals_csv(path, videos),
+               ".m": lambda: _read_ucsd_m(path, videos)}
+    if suffix not in readers:
+        raise DataError(f"{path}: unknown label format (expected .npy, .csv or .m)")
+    try:
+        return readers[suffix]()
+    except OSError as exc:  # no permission, an I/O error, a file gone while read
+        raise DataError(f"{path}: cannot read the label file ({exc.strerror or exc})") from exc
 
 
 def _read_npy(path: Path) -> np.ndarray:
