@@ -325,3 +325,31 @@ def test_export_leaves_the_callers_model_as_it_was(tmp_path: Path) -> None:
     Path(f"{tmp_path / 'm.onnx'}.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(CheckpointError, match="m.onnx.json: not a readable sidecar"):
         load_onnx(tmp_path / "m.onnx")
+
+
+def test_footage_paths_are_opened_by_the_api_as_the_cli_takes_them(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder of video files given to the API (calibrate, export_onnx) is read as `--data` reads it, every video in it
+    (was: the CLI alone expanded it; the API took it for a frame folder without frames); a folder that cannot be listed
+    is one error naming it (was: a PermissionError traceback from the CLI's own check)."""
+    from conftest import noise_video
+
+    model, config, folder = tiny
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.avi", "b.avi"):
+        noise_video(videos / name, 12, 10.0)
+    assert [v.name for v in mnad.calibrate.footage_videos([videos])] == ["a", "b"]
+    export_onnx(model, config, tmp_path / "m.onnx", int8=True, calibration=[str(videos)], calibration_clips=CLIPS)
+    assert [v["path"] for v in load_onnx(tmp_path / "m.onnx").int8["calibration"]["videos"]] == [str(videos / "a.avi"), str(videos / "b.avi")]
+    iterdir = Path.iterdir
+
+    def unlistable(self: Path):
+        if self == videos:
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", unlistable)
+    assert main(["export", "--checkpoint", str(folder / "m.safetensors"), "--int8", "--calibration-data", str(videos),
+                 "--out", str(tmp_path / "n.onnx")]) == 2
+    assert f"mnad: error: {videos}: cannot list the folder (Permission denied)" in capsys.readouterr().err

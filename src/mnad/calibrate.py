@@ -21,7 +21,8 @@ from tqdm import tqdm
 from mnad.checkpoint import check_model_path
 from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video
-from mnad.data.sources import footage_span, open_video, span_text, spans_overlap
+from mnad.data.layouts import list_videos
+from mnad.data.sources import IMAGE_EXTENSIONS, footage_span, open_video, span_text, spans_overlap
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
 from mnad.outputs import output_path
@@ -108,13 +109,24 @@ def calibrate(
                                test_update=config.eval.test_update, gamma=config.eval.gamma)
 
 
+def open_footage(path: str | Path) -> list[Video]:
+    """The videos a path of footage names, as ``--data`` takes them: a video file, a frame folder, or a folder of those
+    (every video in it)."""
+    folder = Path(path)
+    try:
+        of_videos = folder.is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+    except OSError:  # a folder that cannot be listed: list_videos names it (was: a PermissionError traceback)
+        of_videos = True
+    return list_videos(folder) if of_videos else [open_video(folder)]
+
+
 def footage_videos(videos: object) -> list[Video]:
     """Calibration footage as given to ``calibrate`` or an int8 ``export.export_onnx``: a list (or tuple) of videos
-    (``mnad.data.Video``) or paths to them, opened; anything else is one ``ConfigError`` (a single path is not a list:
-    its characters would be taken for videos)."""
+    (``mnad.data.Video``) or paths (``open_footage``: files, frame folders, folders of them), opened; anything else is
+    one ``ConfigError`` (a single path is not a list: its characters would be taken for videos)."""
     if not isinstance(videos, list | tuple):
         raise ConfigError(f"the calibration footage must be a list of videos (mnad.data.Video or paths), got {type(videos).__name__}")
-    videos = [open_video(v) if isinstance(v, str | Path) else v for v in videos]
+    videos = [video for v in videos for video in (open_footage(v) if isinstance(v, str | Path) else [v])]
     if not all(isinstance(v, Video) for v in videos):
         raise ConfigError("the calibration footage must be a list of videos (mnad.data.Video or paths), got "
                           + ", ".join(sorted({type(v).__name__ for v in videos if not isinstance(v, Video)})))

@@ -272,7 +272,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from mnad.calibrate import calibrate, check_model_output, describe_scoring, model_record, with_calibration
     from mnad.checkpoint import load_model, save_model
-    from mnad.data import list_videos, open_video
     from mnad.train import holdout_videos, trained_footage
 
     check_model_output(args.out)  # before the footage is scored, not after
@@ -282,7 +281,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     model, trained = load_model(args.checkpoint)
     config = choose_scoring_path(model, apply_options(trained, args), args)
     if args.data:
-        videos = [v for path in args.data for v in (list_videos(path) if _is_folder_of_videos(path) else [open_video(path)])]
+        videos = args.data  # paths: calibrate opens them (calibrate.open_footage)
     else:
         videos = holdout_videos(Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent)
     trained_on = trained_footage(args.checkpoint)
@@ -293,13 +292,6 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     print(json.dumps(calibration.to_dict(), indent=2))
     print(f"mnad: scoring: {describe_scoring(calibration)}", file=sys.stderr)
     print(f"calibrated model written to {args.out}")
-
-
-def _is_folder_of_videos(path: str) -> bool:
-    from mnad.data.sources import IMAGE_EXTENSIONS
-
-    folder = Path(path)
-    return folder.is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
@@ -323,12 +315,12 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from mnad.checkpoint import load_model
-    from mnad.data import list_videos, open_video, split_videos
+    from mnad.data import split_videos
     from mnad.export import export_onnx
 
     model, config = load_model(args.checkpoint)
     if args.calibration_data:  # normal footage, as `mnad calibrate --data` takes it
-        videos = [v for path in args.calibration_data for v in (list_videos(path) if _is_folder_of_videos(path) else [open_video(path)])]
+        videos = args.calibration_data  # paths: export_onnx opens them (calibrate.open_footage)
     else:
         videos = split_videos(args.data_root, config.dataset, "training") if args.data_root else []
     path = export_onnx(model, config, args.out, int8=args.int8, calibration=videos, calibration_clips=args.calibration_clips)
