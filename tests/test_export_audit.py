@@ -353,3 +353,13 @@ def test_footage_paths_are_opened_by_the_api_as_the_cli_takes_them(tiny, tmp_pat
     assert main(["export", "--checkpoint", str(folder / "m.safetensors"), "--int8", "--calibration-data", str(videos),
                  "--out", str(tmp_path / "n.onnx")]) == 2
     assert f"mnad: error: {videos}: cannot list the folder (Permission denied)" in capsys.readouterr().err
+
+
+def test_calibrating_a_shipped_model_never_reads_the_current_folders_holdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`calibrate --checkpoint ped2-pred` without --data looked for holdout.json in the current folder (the shipped
+    name's "parent"): run from a run folder, it calibrated the shipped model on that run's held-out footage."""
+    (tmp_path / "holdout.json").write_text("[]")
+    monkeypatch.chdir(tmp_path)
+    assert main(["calibrate", "--checkpoint", "ped2-pred", "--out", str(tmp_path / "c.safetensors"), "--quiet"]) == 2
+    assert "mnad: error: ped2-pred: a shipped model keeps no held-out footage; pass --data" in capsys.readouterr().err

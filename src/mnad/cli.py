@@ -271,7 +271,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from mnad.calibrate import calibrate, check_model_output, describe_scoring, model_record, with_calibration
-    from mnad.checkpoint import load_model, save_model
+    from mnad.checkpoint import PRETRAINED, load_model, save_model
     from mnad.train import holdout_videos, trained_footage
 
     check_model_output(args.out)  # before the footage is scored, not after
@@ -283,6 +283,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     if args.data:
         videos = args.data  # paths: calibrate opens them (calibrate.open_footage)
     else:
+        if str(args.checkpoint) in PRETRAINED:  # its name is no path: the current folder's holdout.json is no part of it
+            raise ConfigError(f"{args.checkpoint}: a shipped model keeps no held-out footage; pass --data with normal footage of your camera")
         videos = holdout_videos(Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent)
     trained_on = trained_footage(args.checkpoint)
     calibration = calibrate(model, config, videos, false_alarm_rate=args.false_alarm_rate,
