@@ -41,10 +41,18 @@ def contents(folder: Path) -> dict[str, bytes]:
 # ------------------------------------------------------------------------------ resume from a foreign checkpoint
 
 
-def test_resume_from_a_model_file_named_last_is_refused(synthetic_root: Path, finished_run: Path, tmp_path: Path) -> None:
+def test_resume_from_a_model_file_named_last_is_refused(synthetic_root: Path, finished_run: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnad.data import ClipDataset
+
     run = copy_run(finished_run, tmp_path)
     shutil.copy(run / MODEL_FILE, run / TRAIN_STATE_FILE)  # a model file where the training checkpoint belongs
     before = contents(run)
+
+    def no_decoding(self: object) -> None:
+        raise AssertionError("frames decoded before the checkpoint was checked")
+
+    monkeypatch.setattr(ClipDataset, "preload", no_decoding)  # the checkpoint is checked first
     with pytest.raises(CheckpointError, match=rf"{TRAIN_STATE_FILE}: not a training checkpoint"):  # was: RuntimeError
         train(tiny_config(), synthetic_root, run, resume=True, progress=False)
     assert contents(run) == before

@@ -154,21 +154,14 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def restore_train_state(
-    path: Path,
-    cfg: Config,
-    model: MNAD,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    clips: list[list] | None = None,
-) -> tuple[int, Config, dict]:
-    """Load the training checkpoint ``path`` into ``model``, ``optimizer`` and ``scheduler`` for a resume of the run
-    ``cfg`` describes; returns (epochs done, the run's stored config, the checkpoint's extra metadata).
+def read_train_state(path: Path, cfg: Config, clips: list[list] | None = None) -> tuple[dict[str, torch.Tensor], Config, dict]:
+    """The training checkpoint ``path`` that a resume of the run ``cfg`` describes continues from, checked before any
+    frame is decoded: (tensors, the run's stored config, extra metadata). ``restore_train_state`` loads it.
 
-    Refused with a CheckpointError naming the file, before anything is changed on disk: a run of other model or
-    RESUME_FIXED settings, and a file that is not a training checkpoint of this run (a model file copied to
-    ``last.safetensors``, one of another version, an epoch count outside the run's), and ``clips`` (the training
-    footage, ``training_clips``) other than the checkpoint records: its batches would not be the run's."""
+    Refused with a CheckpointError naming the file: a run of other model or RESUME_FIXED settings; a file that is
+    not a training checkpoint of this run (a model file copied to ``last.safetensors``, one of another version, an
+    epoch count outside the run's); ``clips`` (the training footage, ``training_clips``) other than the checkpoint
+    records, as its batches would not be the run's."""
     tensors, stored, extra = read_checkpoint(path)
     if stored.model != cfg.model or stored.dataset != cfg.dataset:
         raise CheckpointError(f"{path}: was trained with other model settings; resume with the same recipe")
@@ -192,6 +185,19 @@ def restore_train_state(
         raise CheckpointError(f"{path}: the run was trained on other footage (then: {', '.join(diff[0]) or 'the same videos'}; now: "
                               f"{', '.join(diff[1]) or 'the same videos, in another order'}); resume with the data it was "
                               "trained on, or start a new run")
+    return tensors, stored, extra
+
+
+def restore_train_state(
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    extra: dict,
+    model: MNAD,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> int:
+    """Load a training checkpoint that ``read_train_state`` checked (read from ``path``) into ``model``,
+    ``optimizer`` and ``scheduler``; returns the epochs done. A state that does not fit is a CheckpointError."""
     try:
         model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
         load_optimizer(optimizer, tensors, extra["param_groups"])
@@ -204,7 +210,7 @@ def restore_train_state(
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: the training state does not fit this run's model and optimiser ({detail})") from exc
-    return epoch, stored, extra
+    return extra["epoch"]
 
 
 def forward_losses(model: MNAD, net: nn.Module, clip: torch.Tensor, cfg: TrainConfig) -> tuple[Losses, torch.Tensor]:
@@ -310,13 +316,15 @@ def _train(
     torch.manual_seed(cfg.train.seed)  # fixes the weight and memory initialisation
 
     videos, holdout = split_holdout(training_videos(cfg, data_root), cfg.train.holdout, cfg.model.t_length, cfg.train.holdout_videos)
+    clips = training_clips(videos)
+    checkpoint_path = out_dir / TRAIN_STATE_FILE
+    state = read_train_state(checkpoint_path, cfg, clips) if resume else None  # checked before any frame is decoded
     store = FrameStore(videos, cfg.model.image_size, cfg.model.channels, cache=cfg.train.cache_frames)
     dataset = ClipDataset(store, cfg.model.t_length, stride=cfg.train.clip_stride)
     if len(dataset) < cfg.train.batch_size:
         raise DataError(f"{data_root}: {len(dataset)} training clips of {cfg.model.t_length} frames, fewer than one batch of {cfg.train.batch_size}")
     if cfg.train.cache_frames:
         dataset.preload()  # a bad frame fails now, before anything is written
-    clips = training_clips(videos)
 
     model = MNAD(cfg.model).to(device)
     if cfg.train.channels_last:
@@ -335,10 +343,10 @@ def _train(
                 if earlier is not None:
                     log.warning("%s: the run there is kept in %s until this one has written its model", out_dir, earlier)
             remove_stale_temps(out_dir)  # left by a run killed while writing a checkpoint
-        checkpoint_path = out_dir / TRAIN_STATE_FILE
         start_epoch = 0
-        if resume:
-            start_epoch, stored, extra = restore_train_state(checkpoint_path, cfg, model, optimizer, scheduler, clips)
+        if state is not None:
+            tensors, stored, extra = state
+            start_epoch = restore_train_state(checkpoint_path, tensors, extra, model, optimizer, scheduler)
             if start_epoch == cfg.train.epochs:  # a finished run: nothing runs, the files keep saying what ran
                 cfg = stored
             if ctx.is_main:  # a kill -9 between the checkpoint and the epoch's other files: write them now
