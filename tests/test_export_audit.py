@@ -363,3 +363,25 @@ def test_calibrating_a_shipped_model_never_reads_the_current_folders_holdout(tmp
     monkeypatch.chdir(tmp_path)
     assert main(["calibrate", "--checkpoint", "ped2-pred", "--out", str(tmp_path / "c.safetensors"), "--quiet"]) == 2
     assert "mnad: error: ped2-pred: a shipped model keeps no held-out footage; pass --data" in capsys.readouterr().err
+
+
+def test_compiled_step_cache_on_a_file_system_without_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where flock is refused (ENOLCK on some NFS mounts) the step is built and loaded unlocked, not a traceback."""
+    import errno
+    import fcntl
+
+    monkeypatch.setenv("MNAD_CACHE_DIR", str(tmp_path))
+
+    def fake_build(self, shapes, package, record) -> None:
+        package.write_bytes(b"package")
+        atomic_write(record, json.dumps({"format": mnad.aot.PACKAGE_FORMAT, "sha256": hashlib.sha256(b"package").hexdigest()}).encode())
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(mnad.aot.AotStep, "_build", fake_build)
+    monkeypatch.setattr(torch._C._aoti, "AOTIModelPackageLoader", lambda path, *args: path)
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    config = tiny_config()
+    step = mnad.aot.AotStep(MNAD(config.model), config)
+    assert step._runner(((1, 12, 32, 32), (1, 3, 32, 32), (10, 64))).endswith(".pt2") and step.builds == 1

@@ -152,7 +152,11 @@ def _locked(path: Path) -> Iterator[None]:
         raise ConfigError(f"{path.parent}: cannot keep compiled scoring steps there ({exc.strerror}); set MNAD_CACHE_DIR "
                           "to a writable folder, or score without --compile") from exc
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks (some NFS mounts): go on unlocked, as one process would
+            log.info("%s: cannot lock (%s): compiled steps built by two processes at once may be built twice", path,
+                     exc.strerror or exc)
         yield
     finally:
         os.close(fd)  # releases the lock
