@@ -301,3 +301,15 @@ def test_a_label_file_that_cannot_be_read_is_a_data_error(tmp_path: Path, monkey
     # was: PermissionError traceback (.npy files were already a DataError)
     with pytest.raises(DataError, match=rf"{name}: cannot read the label file \(Permission denied\)"):
         load_labels(labels, videos)
+
+
+def test_training_videos_shorter_than_a_clip_are_named_in_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    footage = tmp_path / "footage"
+    frames_folder(footage / "long", 10)
+    frames_folder(footage / "one_frame", 1)
+    frames_folder(footage / "three", 3)
+    config = tiny_config()
+    config.dataset = ""
+    with caplog.at_level("WARNING", logger="mnad"):  # was: left out of training, unsaid
+        train(config, footage, tmp_path / "run", progress=False)
+    assert "2 of the 3 training videos have fewer frames than a clip of 5 and are not used: one_frame, three" in caplog.text

@@ -321,6 +321,10 @@ def _train(
     state = read_train_state(checkpoint_path, cfg, clips) if resume else None  # checked before any frame is decoded
     store = FrameStore(videos, cfg.model.image_size, cfg.model.channels, cache=cfg.train.cache_frames)
     dataset = ClipDataset(store, cfg.model.t_length, stride=cfg.train.clip_stride)
+    short = [v.name for v in videos if len(v) < cfg.model.t_length]
+    if short and ctx.is_main:  # they give no clip: the run would learn less footage than it was given, unsaid
+        log.warning("%d of the %d training videos have fewer frames than a clip of %d and are not used: %s", len(short),
+                    len(videos), cfg.model.t_length, ", ".join(short[:5]) + (", ..." if len(short) > 5 else ""))
     if len(dataset) < cfg.train.batch_size:
         raise DataError(f"{data_root}: {len(dataset)} training clips of {cfg.model.t_length} frames, fewer than one batch of {cfg.train.batch_size}")
     if cfg.train.cache_frames:
