@@ -313,3 +313,15 @@ def test_training_videos_shorter_than_a_clip_are_named_in_a_warning(tmp_path: Pa
     with caplog.at_level("WARNING", logger="mnad"):  # was: left out of training, unsaid
         train(config, footage, tmp_path / "run", progress=False)
     assert "2 of the 3 training videos have fewer frames than a clip of 5 and are not used: one_frame, three" in caplog.text
+
+
+def test_the_api_refuses_an_empty_out_dir_or_data_root_and_what_is_not_a_config(synthetic_root: Path, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"out_dir \(--out\) is empty"):  # was: trained into the current folder
+        train(tiny_config(), synthetic_root, "", progress=False)
+    with pytest.raises(ConfigError, match=r"data_root \(--data-root\) is empty"):
+        train(tiny_config(), "", tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="train\\(\\) needs a mnad.config.Config"):  # was: AttributeError
+        train("tiny", synthetic_root, tmp_path / "run", progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -47,7 +47,7 @@ from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.interrupts import held_interrupts
 from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
-from mnad.outputs import TRAIN_LOG, read_train_log
+from mnad.outputs import TRAIN_LOG, output_path, read_train_log
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,10 @@ def train(
     RESUME_FIXED settings; a finished run is left as it is); otherwise ``out_dir`` must hold no run, unless
     ``overwrite``: then the previous run's files are deleted before the new config is written.
     """
+    if not isinstance(config, Config):
+        raise ConfigError(f"train() needs a mnad.config.Config (load_config(name) gives one), got {type(config).__name__}")
+    out_dir = output_path(out_dir, "out_dir (--out)")  # '' would be the current folder, which nobody means
+    data_root = output_path(data_root, "data_root (--data-root)")  # not written, but '' is no more meant here
     with RunFolderLock(out_dir) as lock:  # released however training ends
         return _train(config, data_root, out_dir, lock, resume=resume, overwrite=overwrite, progress=progress, on_epoch=on_epoch)
 
