@@ -325,3 +325,31 @@ def test_the_api_refuses_an_empty_out_dir_or_data_root_and_what_is_not_a_config(
     with pytest.raises(ConfigError, match="train\\(\\) needs a mnad.config.Config"):  # was: AttributeError
         train("tiny", synthetic_root, tmp_path / "run", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["launch", "foreign checkpoint", "two videos of one name"])
+def test_the_cli_says_each_in_one_line(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str], case: str) -> None:
+    from mnad.cli import main
+
+    tiny = ["--recipe", "synthetic_pred", "--set", "model.image_size=32", "--set", "model.width=8", "--epochs", "1",
+            "--set", "train.bf16=false", "--set", "train.channels_last=false", "--quiet"]
+    data, run, extra = synthetic_root, tmp_path / "run", []
+    if case == "launch":
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            monkeypatch.delenv(name, raising=False)
+        expected = "MASTER_ADDR and MASTER_PORT are not set"
+    elif case == "foreign checkpoint":
+        assert main(["train", "--data-root", str(data), "--out", str(run), *tiny]) == 0
+        shutil.copy(run / MODEL_FILE, run / TRAIN_STATE_FILE)
+        capsys.readouterr()
+        extra, expected = ["--resume"], "not a training checkpoint"
+    else:
+        data = tmp_path / "footage"
+        frames_folder(data / "synthetic" / "training" / "cam", 8)
+        noise_video(data / "synthetic" / "training" / "cam.avi", 8, 25.0)
+        expected = "two videos named 'cam'"
+    code = main(["train", "--data-root", str(data), "--out", str(run), *tiny, *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("mnad: error: ") and err.count("\n") == 1 and expected in err, err
