@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -50,6 +51,9 @@ from mnad.model import MNAD
 from mnad.outputs import TRAIN_LOG, output_path, read_train_log
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # tensorboard is an optional package
+    from torch.utils.tensorboard import SummaryWriter
 
 LOG_FILE = TRAIN_LOG
 LOSS_NAMES = [f.name for f in dataclasses.fields(Losses)]  # total, frame, compact, separate: the log's loss_* keys
@@ -129,7 +133,7 @@ def holdout_videos(run_dir: str | Path) -> list[FrameRange]:
     return ranges
 
 
-def tensorboard_writer(out_dir: Path):  # a SummaryWriter, imported only when asked for
+def tensorboard_writer(out_dir: Path) -> SummaryWriter:  # imported only when asked for
     """A TensorBoard writer for ``out_dir/tensorboard`` (train.tensorboard = true); tensorboard is an optional package."""
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -280,8 +284,9 @@ def train(
 
     ``out_dir`` is locked while this process writes it (a second writer gets a DataError at once). ``resume``
     continues the run there from its last checkpoint (an error if there is none, or if ``config`` changes one of its
-    RESUME_FIXED settings; a finished run is left as it is); otherwise ``out_dir`` must hold no run, unless
-    ``overwrite``: then the previous run's files are deleted before the new config is written.
+    RESUME_FIXED settings or its footage; a finished run is left as it is); otherwise ``out_dir`` must hold no run,
+    unless ``overwrite``: then the previous run's files are moved to ``<out_dir>/.mnad-train-earlier/`` before the
+    new config is written, and deleted once the new run has written its model (``checkpoint.set_aside_run``).
     """
     if not isinstance(config, Config):
         raise ConfigError(f"train() needs a mnad.config.Config (load_config(name) gives one), got {type(config).__name__}")
