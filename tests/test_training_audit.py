@@ -353,3 +353,10 @@ def test_the_cli_says_each_in_one_line(synthetic_root: Path, tmp_path: Path, mon
     code = main(["train", "--data-root", str(data), "--out", str(run), *tiny, *extra])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("mnad: error: ") and err.count("\n") == 1 and expected in err, err
+
+
+def test_a_local_rank_without_its_gpu_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # this machine has no GPU: its count is simulated
+    with pytest.raises(ConfigError, match="LOCAL_RANK=1: this machine has 1 CUDA device"):  # was: a RuntimeError from set_device
+        distributed.check_local_gpu(1)
+    distributed.check_local_gpu(0)

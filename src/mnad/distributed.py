@@ -224,10 +224,16 @@ def launch_ranks(world_size: int, device: torch.device) -> tuple[int, int]:
         raise ConfigError(f"WORLD_SIZE={world_size} asks for a multi-process job, but {' and '.join(missing)} "
                           f"{'is' if len(missing) == 1 else 'are'} not set: start it with torchrun (docs/distributed.md), "
                           "or unset WORLD_SIZE for one process")
-    if device.type == "cuda" and local_rank >= torch.cuda.device_count():
+    if device.type == "cuda":
+        check_local_gpu(local_rank)
+    return rank, local_rank
+
+
+def check_local_gpu(local_rank: int) -> None:
+    """This rank's GPU, ``cuda:LOCAL_RANK``, must exist on this machine."""
+    if not 0 <= local_rank < torch.cuda.device_count():
         raise ConfigError(f"environment variable LOCAL_RANK={local_rank}: this machine has {torch.cuda.device_count()} "
                           "CUDA device(s); start at most that many processes per machine (torchrun --nproc-per-node)")
-    return rank, local_rank
 
 
 def setup(device: str | torch.device = "cpu") -> Context:
@@ -261,6 +267,7 @@ def setup(device: str | torch.device = "cpu") -> Context:
                               f"MASTER_ADDR={os.environ.get('MASTER_ADDR', '')!r}, MASTER_PORT={os.environ.get('MASTER_PORT', '')!r}): "
                               f"{detail}; start the job with torchrun (docs/distributed.md)") from exc
     if device.type == "cuda" and world_size > 1:
+        check_local_gpu(local_rank)  # a group joined by the caller: LOCAL_RANK (or RANK) may name a GPU not here
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     return Context(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
