@@ -385,3 +385,24 @@ def test_compiled_step_cache_on_a_file_system_without_locks(tmp_path: Path, monk
     config = tiny_config()
     step = mnad.aot.AotStep(MNAD(config.model), config)
     assert step._runner(((1, 12, 32, 32), (1, 3, 32, 32), (10, 64))).endswith(".pt2") and step.builds == 1
+
+
+def test_an_export_records_only_the_model_it_was_made_from(tiny, tmp_path: Path) -> None:
+    """export_onnx with a config of another model (was: memory_size=5 recorded beside 10 items, a graph traced at
+    64x64 for a 32x32 model, both exit 0; t_length a RuntimeError traceback); a sidecar whose items do not fit its
+    config (as such an export wrote it) is refused on load."""
+    from mnad.export import _sidecar_digest
+
+    model, config, _ = tiny
+    for change in ("model.memory_size=5", "model.image_size=64", "model.t_length=3"):
+        with pytest.raises(ConfigError, match=f"{change.split('=')[0]}="):
+            export_onnx(model, config.override([change]), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    export_onnx(model, config, tmp_path / "m.onnx")
+    side_path = Path(f"{tmp_path / 'm.onnx'}.json")
+    side = json.loads(side_path.read_text())
+    side["config"]["model"]["memory_size"] = 5
+    side["sha256"] = _sidecar_digest(side)
+    side_path.write_text(json.dumps(side))
+    with pytest.raises(CheckpointError, match="the memory items do not match the config"):
+        load_onnx(tmp_path / "m.onnx")

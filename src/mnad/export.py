@@ -24,7 +24,7 @@ import torch
 
 from mnad.calibrate import check_output_file, footage_videos
 from mnad.checkpoint import atomic_write_many, is_onnx_export
-from mnad.config import Config, check_count
+from mnad.config import Config, check_count, check_same_model
 from mnad.data.sources import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
@@ -63,6 +63,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
         raise DataError(f"{path.parent}: the output folder does not exist")
     for target in (path, Path(f"{path}.json")):  # both, before minutes of tracing and quantising, not at the write
         check_output_file(target)
+    check_same_model(model, config)  # the sidecar's config must describe the graph (was: another memory size recorded)
     if calibration_clips is not None:
         check_count("--calibration-clips", calibration_clips)
     calibration = footage_videos(calibration)
@@ -186,7 +187,8 @@ def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxModel:
         items = torch.tensor(side["memory_items"], dtype=torch.float32) if side["memory_items"] is not None else None
     except (KeyError, TypeError, ValueError, MNADError) as exc:
         raise CheckpointError(f"{side_path}: the stored config or memory is unusable ({exc})") from exc
-    if (items is None) == config.model.memory:
+    m = config.model
+    if (items is None) == m.memory or (items is not None and tuple(items.shape) != (m.memory_size, m.feature_dim)):
         raise CheckpointError(f"{side_path}: the memory items do not match the config")
     int8 = side.get("int8")  # absent in sidecars written before int8 exports: fp32
     if int8 is not None and not isinstance(int8, dict):
