@@ -406,3 +406,16 @@ def test_an_export_records_only_the_model_it_was_made_from(tiny, tmp_path: Path)
     side_path.write_text(json.dumps(side))
     with pytest.raises(CheckpointError, match="the memory items do not match the config"):
         load_onnx(tmp_path / "m.onnx")
+
+
+def test_calibrate_never_writes_over_a_training_checkpoint(tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`calibrate --out run/last.safetensors` (was: the run's training checkpoint replaced by a model file: the run
+    could no longer be resumed), refused before the footage is scored."""
+    _, _, folder = tiny
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.safetensors").write_bytes(b"training state")
+    video = frames_folder(tmp_path / "v", 30)
+    assert main(["calibrate", "--checkpoint", str(folder / "m.safetensors"), "--data", str(video), "--false-alarm-rate", "0.1",
+                 "--scoring", "config", "--quiet", "--out", str(tmp_path / "run" / "last.safetensors")]) == 2
+    assert "the name of a run's training checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "run" / "last.safetensors").read_bytes() == b"training state"

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from mnad.checkpoint import check_model_path
+from mnad.checkpoint import TRAIN_STATE_FILE, check_model_path
 from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video
 from mnad.data.layouts import list_videos
@@ -154,6 +154,9 @@ def check_model_output(path: str | Path) -> Path:
     """Where ``mnad calibrate`` writes the calibrated model: a .safetensors file that can be written (checked before
     the footage is scored, not after)."""
     check_model_path(output_path(path, "--out"))
+    if Path(path).name == TRAIN_STATE_FILE:  # a model file there would end the run's resumability (its optimiser state gone)
+        raise CheckpointError(f"{path}: the name of a run's training checkpoint, which a calibrated model would replace "
+                              "(the run could no longer be resumed); write it under another name")
     return check_output_file(path, error=CheckpointError)
 
 
