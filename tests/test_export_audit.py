@@ -419,3 +419,22 @@ def test_calibrate_never_writes_over_a_training_checkpoint(tiny, tmp_path: Path,
                  "--scoring", "config", "--quiet", "--out", str(tmp_path / "run" / "last.safetensors")]) == 2
     assert "the name of a run's training checkpoint" in capsys.readouterr().err
     assert (tmp_path / "run" / "last.safetensors").read_bytes() == b"training state"
+
+
+def test_int8_work_files_on_a_full_disk_are_one_error(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quantiser's work files in a full temporary folder (was: an OSError traceback); nothing is written."""
+    import errno
+
+    model, config, _ = tiny
+    noise = frames_folder(tmp_path / "noise", 12)
+    write_bytes = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if self.name == "fp32.onnx":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(DataError, match=r"fp32.onnx: cannot write the int8 quantiser's work files \(disk full"):
+        export_onnx(model, config, tmp_path / "m.onnx", int8=True, calibration=[noise], calibration_clips=CLIPS)
+    assert not (tmp_path / "m.onnx").exists()

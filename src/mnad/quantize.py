@@ -31,6 +31,7 @@ SHA-256), all covered by the sidecar's SHA-256.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import tempfile
@@ -137,18 +138,23 @@ def quantize_graph(graph: bytes, config: Config, items: torch.Tensor | None, vid
 
     fp32 = kept_fp32(onnx.load_model_from_string(graph))
     disabled = logging.root.manager.disable
-    with tempfile.TemporaryDirectory(prefix="mnad-int8-") as work:
-        source, target = Path(work) / "fp32.onnx", Path(work) / "int8.onnx"
-        source.write_bytes(graph)
-        logging.disable(logging.WARNING)  # the quantiser's advice to pre-process the graph, on the root logger: no gain measured here
-        try:
-            quantize_static(
-                source, target, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTISED_OPS, per_channel=True,
-                reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=fp32,
-            )
-        finally:
-            logging.disable(disabled)
-        quantised = target.read_bytes()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mnad-int8-") as work:
+            source, target = Path(work) / "fp32.onnx", Path(work) / "int8.onnx"
+            source.write_bytes(graph)
+            logging.disable(logging.WARNING)  # the quantiser's advice to pre-process the graph, on the root logger: no gain measured here
+            try:
+                quantize_static(
+                    source, target, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTISED_OPS, per_channel=True,
+                    reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=fp32,
+                )
+            finally:
+                logging.disable(disabled)
+            quantised = target.read_bytes()
+    except OSError as exc:  # the work files (the graph, the quantiser's augmented copy) live in the temporary folder
+        reason = "disk full, no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise DataError(f"{exc.filename or tempfile.gettempdir()}: cannot write the int8 quantiser's work files ({reason}); "
+                        "free space there or set TMPDIR to another folder") from exc
     record = {
         "method": "onnxruntime.quantization.quantize_static",
         "onnxruntime": onnxruntime.__version__,
