@@ -360,3 +360,21 @@ def test_a_local_rank_without_its_gpu_is_a_config_error(monkeypatch: pytest.Monk
     with pytest.raises(ConfigError, match="LOCAL_RANK=1: this machine has 1 CUDA device"):  # was: a RuntimeError from set_device
         distributed.check_local_gpu(1)
     distributed.check_local_gpu(0)
+
+
+def test_a_problem_inside_a_training_split_is_reported_where_it_is(tmp_path: Path) -> None:
+    from mnad.train import training_videos
+
+    root = tmp_path / "own"
+    frames_folder(root / "training" / "frames" / "v1", 8)
+    (root / "training" / "frames" / "empty").mkdir()
+    config = tiny_config()
+    config.dataset = ""
+    # was: "<root>/training: folder has no frames" (the root re-read as a folder of videos)
+    with pytest.raises(DataError, match=r"training/frames/empty: folder has no frames"):
+        training_videos(config, root)
+    (root / "training" / "frames" / "empty").rmdir()
+    assert [v.name for v in training_videos(config, root)] == ["v1"]
+    footage = tmp_path / "footage"  # a plain folder of videos is still one
+    frames_folder(footage / "cam", 8)
+    assert [v.name for v in training_videos(config, footage)] == ["cam"]

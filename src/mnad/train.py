@@ -43,6 +43,7 @@ from mnad.checkpoint import (
 )
 from mnad.config import Config, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
+from mnad.data.layouts import find_split
 from mnad.data.sources import FrameRange, footage_span
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.interrupts import held_interrupts
@@ -69,10 +70,10 @@ def training_videos(config: Config, data_root: str | Path) -> list[Video]:
     """The training split of a benchmark layout, or, for own footage, every video in the folder."""
     if config.dataset:
         return split_videos(data_root, config.dataset, "training")
-    try:
-        return split_videos(data_root, "", "training")
-    except DataError:
-        return list_videos(data_root)
+    # a layout with a training split is read as one: a problem inside it is reported as it is (was: any error there
+    # made the root itself read as a folder of videos, and the message named training/ instead of the bad folder)
+    found = find_split(data_root, "", "training")
+    return list_videos(found if found is not None else data_root)
 
 
 def split_holdout(

@@ -82,6 +82,18 @@ def _entries(folder: Path) -> list[Path]:
         raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from exc
 
 
+def find_split(data_root: str | Path, dataset: str, split: str) -> Path | None:
+    """The folder of ``split`` under a dataset layout at ``data_root``; None where there is no such layout (own
+    footage: the caller reads ``data_root`` as a folder of videos, and says what is wrong with it if it is none)."""
+    if split not in UCSD_SPLITS:
+        raise ValueError(f"split must be 'training' or 'testing', got {split!r}")
+    try:
+        directory = dataset_dir(data_root, dataset)
+    except DataError:
+        return None
+    return _split_dir(directory, split)
+
+
 def split_videos(data_root: str | Path, dataset: str, split: str) -> list[Video]:
     """The videos of ``split`` ('training' or 'testing') of a dataset, in sorted order."""
     if split not in UCSD_SPLITS:
