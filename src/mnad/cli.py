@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"calibration (train.holdout; default {DEFAULT_HOLDOUT} with --data, else 0)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, config, log")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint (an error if it has none)")
-    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its models and checkpoints are deleted)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (kept in --out/.mnad-train-earlier "
+                   "until the new run has its model, then deleted)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(p, model_options=True)
     p.set_defaults(func=cmd_train)
