@@ -166,7 +166,7 @@ def test_demo_checks_everything_before_it_writes(tmp_path: Path, capsys: pytest.
     assert not (tmp_path / "d").exists()
     (tmp_path / "afile").write_text("x")
     assert main(["demo", "--out", str(tmp_path / "afile"), "--quiet"]) == 2
-    assert "afile is not a folder" in capsys.readouterr().err
+    assert "afile is a file, not a folder" in capsys.readouterr().err
     earlier = tmp_path / "earlier"
     (earlier / "run").mkdir(parents=True)
     (earlier / "run" / "config.json").write_text("{}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,9 @@ from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video
 from mnad.data.layouts import list_videos
 from mnad.data.sources import IMAGE_EXTENSIONS, footage_span, open_video, span_text, spans_overlap
-from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
+from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.model import MNAD
-from mnad.outputs import output_path
+from mnad.outputs import check_output_file, output_path
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
 from mnad.scoring import Calibration, anomaly_score, frames_needed, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import StreamScorer
@@ -131,23 +130,6 @@ def footage_videos(videos: object) -> list[Video]:
         raise ConfigError("the calibration footage must be a list of videos (mnad.data.Video or paths), got "
                           + ", ".join(sorted({type(v).__name__ for v in videos if not isinstance(v, Video)})))
     return videos
-
-
-def check_output_file(path: str | Path, option: str = "--out", *, error: type[MNADError] = DataError) -> Path:
-    """Refuse at once, before the minutes of scoring or quantising that precede the write, an output file that could
-    not be written then: a folder in its place, or no writable folder to hold it (its nearest existing ancestor must
-    be a writable folder; missing folders are created when it is written). Returns it as a ``Path``."""
-    path = output_path(path, option)
-    if path.is_dir():
-        raise error(f"{path}: cannot write a file there (it is a folder; {option} names the file to write)")
-    folder = path.absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise error(f"{path}: cannot write there ({folder} is a file, not a folder)")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise error(f"{path}: cannot write there ({folder} is not writable)")
-    return path
 
 
 def check_model_output(path: str | Path) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mnad.config import Config, check_count, load_config, recipe_names
-from mnad.errors import ConfigError, DataError, MNADError, Terminated, printable
+from mnad.errors import ConfigError, MNADError, Terminated, printable
 from mnad.interrupts import raise_terminated_on_sigterm
 
 # OpenMP threads that wait for each other sleep at once instead of spinning: where another busy process shares the
@@ -160,16 +160,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"model written to {path}")
 
 
-def check_writable_folder(path: str) -> None:
-    """Refuse at once a folder that cannot be created or written: its nearest existing ancestor must be a writable
-    folder (nothing is created here)."""
-    folder = Path(path).absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise DataError(f"{path}: cannot write there ({folder} is {'not writable' if folder.is_dir() else 'not a folder'})")
-
-
 def _other_rank() -> bool:
     """Under torchrun, a rank other than 0: it has done its share of the work; rank 0 prints and writes."""
     from mnad.distributed import is_main_process
@@ -180,13 +170,14 @@ def _other_rank() -> bool:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from mnad.detect import load_detector
     from mnad.evaluate import evaluate
+    from mnad.outputs import check_output_folder
 
     if args.top_k is not None and not args.report:
         raise ConfigError("--top-k applies to --report only (the thumbnails of the report)")
     if args.top_k is not None:  # create_report checks it too, but only after the scoring
         check_count("--top-k", args.top_k, minimum=0)
     if args.report:  # before the scoring, which takes minutes to hours, not after it
-        check_writable_folder(args.report)
+        check_output_folder(args.report, "--report")
     model, config = load_detector(args.checkpoint)  # a model file, run folder, shipped name or exported .onnx
     if args.int8:
         from mnad.quantize import check_int8
@@ -251,13 +242,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from mnad.checkpoint import check_run_folder, load_model
     from mnad.data.synthetic import make_synthetic_dataset
     from mnad.evaluate import evaluate
+    from mnad.outputs import check_output_folder
     from mnad.train import train
 
     # everything checked before anything is written: the options (--seed seeds the scene too), the folder, and an
     # earlier demo run there (its scene is not regenerated under it unless --overwrite replaces the run)
     config = apply_options(load_config("synthetic_pred"), args)  # validated: a bad --seed is refused here
     if args.out is not None:
-        check_writable_folder(args.out)  # a file in its place, or an unwritable folder
+        check_output_folder(args.out)  # a file in its place, or an unwritable folder
         check_run_folder(Path(args.out) / "run", resume=False, overwrite=args.overwrite)
     out = Path(args.out or tempfile.mkdtemp(prefix="mnad-demo-"))
     root = make_synthetic_dataset(out / "data", size=64, seed=config.train.seed).parent

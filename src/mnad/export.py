@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnad.calibrate import check_output_file, footage_videos
+from mnad.calibrate import footage_videos
 from mnad.checkpoint import atomic_write_many, is_onnx_export
 from mnad.config import Config, check_count, check_same_model
 from mnad.data.sources import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
-from mnad.outputs import output_path
+from mnad.outputs import check_output_file, output_path
 from mnad.quantize import CALIBRATION_CLIPS, check_footage, quantize_graph
 from mnad.stream import ScoringStep, StepResult
 

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mnad.errors import ConfigError, DataError
+from mnad.errors import ConfigError, DataError, MNADError
 
 SCORES_FILE = "scores.csv"
 METRICS_FILE = "metrics.json"
@@ -52,6 +52,39 @@ def output_path(path: str | Path, option: str) -> Path:
     if str(path) == "":
         raise ConfigError(f"{option} is empty: name a folder or file")
     return Path(path)
+
+
+def writable_ancestor(path: Path) -> str | None:
+    """Why nothing could be written at ``path`` (missing folders are created when it is): its nearest existing
+    ancestor is a file or not writable; None when it can be."""
+    folder = path.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """Refuse at once, before the work that precedes the write, an output folder that could not be written then (a
+    file in its place, no writable folder to hold it); nothing is created here. Returns it as a ``Path``."""
+    path = output_path(path, option)
+    if (why := writable_ancestor(path)) is not None:
+        raise DataError(f"{path}: cannot write there ({why})")
+    return path
+
+
+def check_output_file(path: str | Path, option: str = "--out", *, error: type[MNADError] = DataError) -> Path:
+    """Refuse at once, before the minutes of scoring or quantising that precede the write, an output file that could
+    not be written then: a folder in its place, or no writable folder to hold it. Returns it as a ``Path``."""
+    path = output_path(path, option)
+    if path.is_dir():
+        raise error(f"{path}: cannot write a file there (it is a folder; {option} names the file to write)")
+    if (why := writable_ancestor(path.parent)) is not None:
+        raise error(f"{path}: cannot write there ({why})")
+    return path
 
 
 # ----------------------------------------------------------------------------------------------- scores.csv
