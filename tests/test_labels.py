@@ -247,3 +247,17 @@ def test_missing_and_unknown_label_files(tmp_path: Path) -> None:
     broken.write_bytes(b"not numpy")
     with pytest.raises(DataError, match=re.escape(str(broken))):
         load_labels(broken, fake_videos([4]))
+
+
+def test_ucsd_m_ranges_with_a_step_or_spaces_and_what_is_not_a_range(tmp_path: Path) -> None:
+    """MATLAB's a:step:b was read as a:step plus frame b (frames 1-2 and 10 for [1:2:10]); anything that is not a frame
+    number or range is refused rather than skipped."""
+    path = tmp_path / "x.m"
+    path.write_text("TestVideoFile{end+1}.gt_frame = [1:2:9];\nTestVideoFile{end+1}.gt_frame = [2 : 4; 6];\n")
+    labels = load_labels(path, fake_videos([10, 7]))
+    np.testing.assert_array_equal(labels[0], [1, 0, 1, 0, 1, 0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(labels[1], [0, 1, 1, 1, 0, 1, 0])
+    for entry, match in (("[1:x]", "cannot read '1:x'"), ("[3:0:9]", "interval 3:0:9 outside"), ("[1:2:3:4]", "cannot read")):
+        path.write_text(f"TestVideoFile{{end+1}}.gt_frame = {entry};\n")
+        with pytest.raises(DataError, match=match):
+            load_labels(path, fake_videos([10]))

@@ -118,12 +118,18 @@ def _read_ucsd_m(path: Path, videos: list[Video]) -> list[np.ndarray]:
     result = []
     for video, entry in zip(videos, entries, strict=True):
         labels = np.zeros(len(video), dtype=np.int64)
-        for first, last in re.findall(r"(\d+)\s*(?::\s*(\d+))?", entry):
-            if max(len(first), len(last)) > 18:  # int() refuses very long digit strings; no video is that long anyway
-                raise DataError(f"{path}: frame number with {max(len(first), len(last))} digits for video {video.name}")
-            first_i, last_i = int(first), int(last or first)
-            if not 1 <= first_i <= last_i <= labels.size:
-                raise DataError(f"{path}: interval {first_i}:{last_i} outside video {video.name} (frames 1-{labels.size})")
-            labels[first_i - 1 : last_i] = 1
+        # MATLAB's ranges: 'a', 'a:b' or 'a:step:b' (spaces allowed around ':'), separated by spaces, commas or ';'
+        for token in re.split(r"[\s,;]+", re.sub(r"\s*:\s*", ":", entry).strip()):
+            if not token:
+                continue
+            if not re.fullmatch(r"\d{1,18}(:\d{1,18}){0,2}", token):  # int() refuses very long digit strings
+                raise DataError(f"{path}: cannot read {token[:40]!r} in the ground truth of video {video.name} "
+                                "(expected frame numbers and ranges a:b or a:step:b)")
+            numbers = [int(n) for n in token.split(":")]
+            first_i, last_i = numbers[0], numbers[-1]
+            step = numbers[1] if len(numbers) == 3 else 1
+            if step < 1 or not 1 <= first_i <= last_i <= labels.size:
+                raise DataError(f"{path}: interval {token} outside video {video.name} (frames 1-{labels.size})")
+            labels[first_i - 1 : last_i : step] = 1
         result.append(labels)
     return result
