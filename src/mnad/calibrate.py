@@ -195,8 +195,7 @@ def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video],
                     f" + {config.eval.distance_region} D" if mixing_weight(config) < 1 else " only")
         return None
     pseudo = footage_terms(model, config, made, device=device, progress=progress)
-    lag = config.model.t_length - 1 - config.model.target_index  # the scored frame is the clip's target, not its last
-    labels = [v.labels(len(p), lag) for v, p in zip(made, pseudo["psnr"], strict=True)]
+    labels = [v.labels(len(p), config.model.lag) for v, p in zip(made, pseudo["psnr"], strict=True)]
     choice = choose_scoring(terms, pseudo, labels, alpha=config.eval.alpha, with_distance=config.model.memory,
                             windows=(smoothing,) if smoothing else WINDOWS)
     log.info("scoring chosen on %d pseudo-anomalous frames: %s (AUC %.4f)", choice.pseudo_anomalous_frames, choice.name,

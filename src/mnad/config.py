@@ -44,6 +44,12 @@ class ModelConfig:
         """Position in the clip of the frame that is predicted or reconstructed, i.e. the frame a clip scores."""
         return self.t_length - 1 if self.task == "pred" else self.t_length // 2
 
+    @property
+    def lag(self) -> int:
+        """Frames between a clip's last frame and the frame it scores: 0 for prediction, t_length - 1 - t_length // 2
+        for reconstruction (7 of 16 with motion cues); a frame is scored this many frames after it arrives."""
+        return self.t_length - 1 - self.target_index
+
 
 @dataclass
 class TrainConfig:

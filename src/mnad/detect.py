@@ -76,9 +76,8 @@ class DetectOptions:
 
 
 def latency_frames(config: Config) -> int:
-    """Frames between a frame's arrival and its score: a clip scores its target frame, this many frames before the
-    clip's last: 0 for prediction, t_length - 1 - t_length // 2 for reconstruction (7 of 16 with motion cues)."""
-    return config.model.t_length - 1 - config.model.target_index
+    """Frames between a frame's arrival and its score (``ModelConfig.lag``)."""
+    return config.model.lag
 
 
 def stream_folder(index: int, source: str, count: int) -> str:

@@ -211,7 +211,7 @@ class StreamScorer:
         m = config.model
         self._window: deque[torch.Tensor] = deque(maxlen=m.t_length)
         self._raw: deque[np.ndarray] = deque(maxlen=m.t_length)
-        self._lag = m.t_length - 1 - m.target_index  # a clip scores its target frame, `lag` frames before its last
+        self._lag = m.lag  # a clip scores its target frame, `lag` frames before its last
         self._seen = 0
         self._pending: int | None = None  # index of the frame that the clip handed out by ``clip`` scores
         self._causal = CausalScore(self.alpha, self.smoothing, calibration)
