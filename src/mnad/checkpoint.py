@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from mnad.config import Config, model_differences
-from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
+from mnad.errors import CheckpointError, ConfigError, DataError, MNADError, os_reason
 from mnad.interrupts import held_interrupts
 from mnad.model.mnad import MNAD
 
@@ -88,7 +88,7 @@ def atomic_write_many(files: dict[Path, bytes], *, error: type[MNADError] = Data
                 _put_back(done, kept)
                 raise
     except OSError as exc:
-        reason = "disk full, no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        reason = os_reason(exc)
         raise error(f"{current}: cannot write ({reason}); the previous file, if any, is unchanged") from exc
     finally:
         for tmp in (*temps.values(), *kept.values()):

@@ -1,5 +1,6 @@
 """Errors a user can act on: each names the file or option at fault and what is wrong with it."""
 
+import errno
 import os
 import re
 
@@ -39,3 +40,8 @@ def printable(text: str | os.PathLike) -> str:
     except UnicodeEncodeError:  # surrogateescape takes only the surrogates that stand for bytes
         text = STRAY_SURROGATE.sub(lambda m: m.group().encode("utf-8", "backslashreplace").decode("ascii"), text)
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def os_reason(exc: OSError) -> str:
+    """Why an OS call failed, for one error line: 'disk full' where it was, else the system's words."""
+    return "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))

@@ -18,7 +18,6 @@ in one place.
 from __future__ import annotations
 
 import csv
-import errno
 import hashlib
 import io
 import json
@@ -33,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mnad.errors import ConfigError, DataError, MNADError
+from mnad.errors import ConfigError, DataError, MNADError, os_reason
 
 SCORES_FILE = "scores.csv"
 METRICS_FILE = "metrics.json"
@@ -466,7 +465,7 @@ class DetectWriter:
         try:
             call(*args)
         except OSError as exc:
-            reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            reason = os_reason(exc)
             raise DataError(f"{self.out_dir}: cannot write the outputs ({reason})") from exc
 
     def score(self, row: Any, seconds: float, alert: bool) -> None:

@@ -31,7 +31,6 @@ SHA-256), all covered by the sidecar's SHA-256.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import tempfile
@@ -45,7 +44,7 @@ import torch
 from mnad.config import Config
 from mnad.data import split_clip, to_tensor
 from mnad.data.sources import Video
-from mnad.errors import ConfigError, DataError
+from mnad.errors import ConfigError, DataError, os_reason
 
 if TYPE_CHECKING:
     import onnx
@@ -152,7 +151,7 @@ def quantize_graph(graph: bytes, config: Config, items: torch.Tensor | None, vid
                 logging.disable(disabled)
             quantised = target.read_bytes()
     except OSError as exc:  # the work files (the graph, the quantiser's augmented copy) live in the temporary folder
-        reason = "disk full, no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        reason = os_reason(exc)
         raise DataError(f"{exc.filename or tempfile.gettempdir()}: cannot write the int8 quantiser's work files ({reason}); "
                         "free space there or set TMPDIR to another folder") from exc
     record = {

@@ -11,7 +11,6 @@ ranks' queries, and only rank 0 writes files.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import json
 import logging
@@ -45,7 +44,7 @@ from mnad.config import Config, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
 from mnad.data.layouts import find_split
 from mnad.data.sources import FrameRange, footage_span
-from mnad.errors import CheckpointError, ConfigError, DataError
+from mnad.errors import CheckpointError, ConfigError, DataError, os_reason
 from mnad.interrupts import held_interrupts
 from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
@@ -458,7 +457,7 @@ def append_log(path: Path, record: dict) -> None:
         with path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
     except OSError as exc:
-        reason = "disk full, no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        reason = os_reason(exc)
         raise DataError(f"{path}: cannot write ({reason}); the epoch's checkpoint is written: once fixed, "
                         "resume with --resume") from exc
 

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 from typing import Any
 
 from mnad.config import check_count
-from mnad.errors import DataError
+from mnad.errors import DataError, os_reason
 from mnad.outputs import METRICS_FILE, TRAIN_LOG, output_path
 from mnad.report.page import render_report
 from mnad.report.provenance import PROVENANCE_FILE, collect_provenance, read_provenance, relative_path, write_provenance
@@ -89,7 +88,7 @@ def create_report(
                                         command=command)
         write_provenance(report_dir, provenance)
     except OSError as exc:  # a full disk or a read-only folder: one clear error, not a traceback
-        reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        reason = os_reason(exc)
         raise DataError(f"{report_dir}: cannot write the report ({reason})") from exc
     return build_report(report_dir)
 
