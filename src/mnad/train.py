@@ -386,6 +386,7 @@ def _train(
         sampler.set_epoch(epoch)
         loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True, pin_memory=device.type == "cuda")
         sums: torch.Tensor | None = None  # of the losses, in LOSS_NAMES order
+        epoch_lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trains at (the scheduler steps at its end)
         started = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress or not ctx.is_main, leave=False)
         for clip in bar:
@@ -400,7 +401,7 @@ def _train(
         totals = dict(zip(LOSS_NAMES, sums.tolist(), strict=True)) if sums is not None else {}
         totals = distributed.mean_over_ranks(totals, ctx)  # the log shows the loss of the global batches
 
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 2)}
+        record = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(time.perf_counter() - started, 2)}
         record.update({f"loss_{k}": v / max(len(loader), 1) for k, v in totals.items()})
         tensors, extra = optimizer_tensors(optimizer)
         tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
