@@ -10,12 +10,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from conftest import frames_folder
 
+from mnad.annotate import TIMELINE_HEIGHT, annotated_frame, video_size
 from mnad.cli import main
 from mnad.data.sources import FrameSource, SourceOptions
 from mnad.errors import CheckpointError, DataError
@@ -102,7 +105,60 @@ def test_annotated_video_keeps_the_source_frame_rate(model_file: Path, tmp_path:
     capture = cv2.VideoCapture(str(tmp_path / "o" / "annotated.mp4"))
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
     ok, picture = capture.read()
-    assert ok and picture.shape[1] == 64 and picture.shape[0] > 64  # the frame at its own size, the timeline under it
+    # a 64 px frame is scaled up 5 times to MIN_WIDTH (320), its text readable; the timeline under it
+    assert ok and picture.shape[1] == 320 and picture.shape[0] == 320 + TIMELINE_HEIGHT
+
+
+def test_annotated_video_of_tiny_frames_is_scaled_up_and_holds_every_frame(model_file: Path, tmp_path: Path) -> None:
+    """Frames too small to write on (5x3; 1x1 opened no writer) are scaled up by a whole factor to even sides (the
+    encoder's need); a picture of another size than the first (a camera reconnecting at another resolution), which a
+    writer drops without a word, is brought to the video's size."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), rng.integers(0, 255, (3, 5, 3), np.uint8))
+    out = tmp_path / "o"
+    assert main(["detect", str(folder), "--checkpoint", str(model_file), "--out", str(out), "--quiet", "--save-video"]) == 0
+    scored = json.loads((out / "summary.json").read_text())["frames_scored"]
+    capture = cv2.VideoCapture(str(out / "annotated.mp4"))
+    shapes = []
+    while (got := capture.read())[0]:
+        shapes.append(got[1].shape)
+    assert scored > 0 and len(shapes) == scored and set(shapes) == {(192 + TIMELINE_HEIGHT, 320, 3)}
+    assert video_size(3, 5) == (320, 192) and video_size(1, 1) == (320, 320) and video_size(400, 641) == (642, 400)
+    other = annotated_frame(np.zeros((48, 80, 3), np.uint8), None, frame=0, seconds=0.0, smoothed=0.0, threshold=None,
+                            alert=False, history=deque([0.0], maxlen=10), fps=10.0, size=(320, 192))
+    assert other.shape == (192 + TIMELINE_HEIGHT, 320, 3)
+
+
+def test_a_video_writer_that_drops_frames_fails_the_run(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """OpenCV's writer returns nothing when a picture is not written (a full disk): the closed file is read back."""
+    real = cv2.VideoWriter
+
+    class Dropping:
+        def __init__(self, *args: object) -> None:
+            self.writer, self.count = real(*args), 0
+
+        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+            return self.writer.isOpened()
+
+        def write(self, picture: np.ndarray) -> None:
+            self.count += 1
+            if self.count <= 3:
+                self.writer.write(picture)
+
+        def release(self) -> None:
+            self.writer.release()
+
+    monkeypatch.setattr(cv2, "VideoWriter", Dropping)
+    folder = frames_folder(tmp_path / "f", 12)
+    out = tmp_path / "o"
+    assert main(["detect", str(folder), "--checkpoint", str(model_file), "--out", str(out), "--quiet", "--save-video"]) == 2
+    err = capsys.readouterr().err
+    assert "annotated.mp4: the annotated video holds 3 of its 8 frames" in err and "Traceback" not in err
+    assert (out / "scores.csv").read_text().count("\n") == 9  # the scores are kept
 
 
 def test_sigterm_completes_the_outputs_and_exits_143(model_file: Path, tmp_path: Path) -> None:

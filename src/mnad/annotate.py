@@ -1,8 +1,9 @@
 """The annotated video of ``mnad detect``: readable at a glance.
 
-Each picture is the source frame at its own size, with the regions of the error map outlined and tinted only while
-the detector alerts, the state written on it (time, frame, score against the threshold, ALERT), and under it a
-labelled timeline of the recent smoothed scores with the threshold line.
+Each picture is the source frame at the video's size (``video_size``: the first frame's, scaled up when it is too
+small to write the state on), with the regions of the error map outlined and tinted only while the detector alerts,
+the state written on it (time, frame, score against the threshold, ALERT), and under it a labelled timeline of the
+recent smoothed scores with the threshold line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ from mnad.scoring import abnormal_regions
 ALERT_RED = (40, 40, 230)  # BGR
 NORMAL_GREEN = (80, 200, 80)
 TIMELINE_FRAMES = 200
+MIN_WIDTH = 320  # narrower frames are scaled up: the state's text and the timeline's labels need about this much
+TIMELINE_HEIGHT = 90
+
+
+def video_size(height: int, width: int) -> tuple[int, int]:
+    """(width, height) of the annotated video's frame picture for a source whose first frame is height x width: the
+    frame scaled up by a whole factor to at least MIN_WIDTH (pixels stay square and sharp), then to even sides, which
+    the encoder needs. The timeline strip goes under it."""
+    factor = -(-MIN_WIDTH // width) if width < MIN_WIDTH else 1
+    w, h = width * factor, height * factor
+    return w + w % 2, h + h % 2
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:
@@ -46,7 +58,8 @@ def _text(image: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, 
     cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
 
 
-def timeline(scores: deque[float], width: int, threshold: float | None, *, fps: float, height: int = 90) -> np.ndarray:
+def timeline(scores: deque[float], width: int, threshold: float | None, *, fps: float,
+             height: int = TIMELINE_HEIGHT) -> np.ndarray:
     """A strip plotting the last scores (x: seconds before now, y: smoothed score) with the threshold in red; the
     y range always holds the threshold and every plotted score."""
     strip = np.full((height, width, 3), 24, np.uint8)
@@ -88,10 +101,17 @@ def annotated_frame(
     alert: bool,
     history: deque[float],
     fps: float,
+    size: tuple[int, int],
     region_sigma: float = 0.0,
 ) -> np.ndarray:
-    """One picture of the annotated video (BGR uint8): frame with state, regions while alerting, timeline below."""
+    """One picture of the annotated video (BGR uint8, ``size`` = (width, height) of its frame part, from
+    ``video_size``): frame with state, regions while alerting, timeline below. A frame of another size (a camera that
+    reconnected at another resolution, images of several sizes) is resized to it: a writer drops a picture of the
+    wrong size without a word."""
     picture = to_bgr(image)
+    if picture.shape[1::-1] != size:
+        grows = size[0] > picture.shape[1]
+        picture = cv2.resize(picture, size, interpolation=cv2.INTER_NEAREST if grows else cv2.INTER_AREA)
     if alert and error is not None:
         picture = mark_regions(picture, error, sigma=region_sigma)
     if alert:

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mnad.annotate import TIMELINE_FRAMES, annotated_frame
+from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
 from mnad.calibrate import alert_window
 from mnad.checkpoint import is_onnx_export, load_model
 from mnad.config import Config
@@ -44,7 +44,14 @@ from mnad.errors import ConfigError, DataError, Terminated, printable
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
-from mnad.outputs import DetectFolder, DetectWriter, detect_run_entries, output_path, write_detect_summary
+from mnad.outputs import (
+    ANNOTATED_VIDEO,
+    DetectFolder,
+    DetectWriter,
+    detect_run_entries,
+    output_path,
+    write_detect_summary,
+)
 from mnad.scoring import Calibration, check_calibrated_scoring, rate_key
 from mnad.stream import FrameResult, StreamScorer, score_streams
 
@@ -151,6 +158,8 @@ class _Detection:
         self.history: deque[float] = deque(maxlen=TIMELINE_FRAMES)
         self.writer: DetectWriter | None = None
         self.video: cv2.VideoWriter | None = None
+        self.video_size: tuple[int, int] | None = None  # (width, height) of its frame part, from the first frame
+        self.video_frames = 0  # pictures given to the writer
         self.taken = self.scored = 0  # source frames taken, frames scored
         self.above = 0  # frames scored whose smoothed score is above the threshold (what a false-alarm rate counts)
         self.alerts = 0  # frames written with alert=1: those of a confirmed event (``EventTracker.alerting``)
@@ -202,16 +211,19 @@ class _Detection:
             self.writer.error_map(row.index, row.error_map)
         if self.options.save_video:
             self.history.append(row.smoothed)
+            if self.video_size is None:
+                self.video_size = video_size(*shown.image.shape[:2])
             picture = annotated_frame(shown.image, row.error_map, frame=row.index, seconds=shown.time, smoothed=row.smoothed,
                                       threshold=self.threshold, alert=alert, history=self.history, fps=self.frames.fps,
-                                      region_sigma=self.options.region_sigma)
+                                      size=self.video_size, region_sigma=self.options.region_sigma)
             if self.video is None:
                 h, w = picture.shape[:2]
-                path = self.out_dir / "annotated.mp4"
+                path = self.out_dir / ANNOTATED_VIDEO
                 self.video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.frames.fps, (w, h))
                 if not self.video.isOpened():
                     raise DataError(f"{path}: cannot write the annotated video (no mp4v encoder?)")
             self.video.write(picture)
+            self.video_frames += 1
         self.scored += 1
 
     def move(self, out_dir: Path) -> None:
@@ -246,6 +258,7 @@ class _Detection:
         lag = latency_frames(self.config)
         if self.video is not None:
             self.video.release()
+            self.check_video()
         if self.writer is None:
             return None
         if self.tracker is not None:
@@ -276,6 +289,19 @@ class _Detection:
         }
         self.writer.close(self.events, summary)
         return summary
+
+    def check_video(self) -> None:
+        """The annotated video holds every picture given to it: OpenCV's writer returns nothing and drops a picture it
+        cannot encode or write (a full disk) without a word, so the closed file is read back."""
+        path = self.out_dir / ANNOTATED_VIDEO
+        capture = cv2.VideoCapture(str(path))
+        try:
+            written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        finally:
+            capture.release()
+        if written != self.video_frames and self.failure is None:
+            self.failure = DataError(f"{path}: the annotated video holds {max(written, 0)} of its {self.video_frames} "
+                                     "frames (the video writer failed: disk full?)")
 
     def error(self) -> DataError | None:
         """Why this source did not do what was asked, after the run: its failure, or no frame scored."""
