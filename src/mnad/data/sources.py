@@ -165,10 +165,42 @@ def frame_files(candidates: list[Path], where: str | Path) -> list[Path]:
             raise DataError(f"{p}: not a regular file (a FIFO, device or socket named like an image); remove it")
         files.append(p)
     natural = sorted(files, key=lambda p: natural_key(p.name))
+    check_frame_numbers(natural, where)
     if [p.name for p in natural] != sorted(p.name for p in files):
         log.warning("%s: frame names are numbered without zero padding; reading them in numeric order (%s, %s, ...)",
                     where, natural[0].name, natural[1].name)
     return natural
+
+
+def frame_number_key(path: Path) -> tuple:
+    """What tells frames apart by name: the stem with runs of digits read as numbers ('1.jpg', '01.jpg' and '1.png'
+    are the same frame number)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem))
+
+
+def check_frame_numbers(files: list[Path], where: str | Path) -> None:
+    """Frames are read by position, so two files of one frame number (``1.jpg`` beside ``001.jpg``, ``000.jpg`` beside
+    ``000.png``: a copy, a re-extraction) would each count as a frame and shift every later frame off its label: an
+    error. A sequence whose numbers skip (a frame missing) is read, with a warning: labels are matched by position too,
+    so the frames after the gap take the labels of the frames before them."""
+    seen: dict[tuple, Path] = {}
+    for path in files:
+        other = seen.setdefault(frame_number_key(path), path)
+        if other is not path:
+            raise DataError(f"{where}: two frame files with one frame number ({other.name} and {path.name}); "
+                            "frames are read by position, so each would count as a frame: remove one")
+    numbers = [int(m[-1]) if (m := re.findall(r"\d+", p.stem)) else None for p in files]
+    if len(files) < 3 or None in numbers:
+        return
+    steps = np.diff(np.array(numbers, dtype=np.int64))
+    values, counts = np.unique(steps, return_counts=True)
+    step = int(values[counts.argmax()])  # the numbering's usual step (1, or n where every n-th frame was extracted)
+    odd = np.flatnonzero(steps != step)
+    if step > 0 and odd.size and counts.max() * 2 >= steps.size:
+        first = odd[0]
+        log.warning("%s: frame numbers skip from %s to %s%s (frames missing?); frames are read by position, so each "
+                    "frame after a gap takes the label of its position, not of its number", where,
+                    files[first].name, files[first + 1].name, f" and at {odd.size - 1} more places" if odd.size > 1 else "")
 
 
 class FrameFolder(Video):
