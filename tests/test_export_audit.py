@@ -3,9 +3,11 @@ each test fails without its fix."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -438,3 +440,57 @@ def test_int8_work_files_on_a_full_disk_are_one_error(tiny, tmp_path: Path, monk
     with pytest.raises(DataError, match=r"fp32.onnx: cannot write the int8 quantiser's work files \(disk full"):
         export_onnx(model, config, tmp_path / "m.onnx", int8=True, calibration=[noise], calibration_clips=CLIPS)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_compiled_step_cache_is_pruned_of_old_and_surplus_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each model, calibration, frame size or mnad version builds another package and none was ever deleted (was: the
+    cache grew for ever, tens of MB a package). A build prunes packages unused for KEEP_DAYS days and all but the
+    KEEP_PACKAGES most recently used, never the one just built nor one another process holds the lock of; a load marks
+    its package used."""
+    monkeypatch.setenv("MNAD_CACHE_DIR", str(tmp_path))
+    folder = tmp_path / "aoti"
+    folder.mkdir()
+    now = time.time()
+
+    def package(key: str, days_ago: float) -> None:
+        (folder / f"{key}.pt2").write_bytes(b"x")
+        (folder / f"{key}.json").write_text("{}")
+        os.utime(folder / f"{key}.json", (now - days_ago * 86400,) * 2)
+
+    for i in range(mnad.aot.KEEP_PACKAGES + 3):  # recent ones, the 3 oldest beyond the count
+        package(f"recent{i:02d}", days_ago=i / 100)
+    package("old", days_ago=mnad.aot.KEEP_DAYS + 1)
+    package("held", days_ago=mnad.aot.KEEP_DAYS + 2)
+    (folder / "mnad-aoti-killed").mkdir()
+    os.utime(folder / "mnad-aoti-killed", (now - 2 * 86400,) * 2)
+    held = os.open(folder / ".held.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        deleted = mnad.aot.prune(folder, keep="recent00", now=now)
+    finally:
+        os.close(held)
+    surplus = {f"recent{i:02d}" for i in range(mnad.aot.KEEP_PACKAGES, mnad.aot.KEEP_PACKAGES + 3)}
+    assert set(deleted) == surplus | {"old"}
+    assert {p.stem for p in folder.glob("*.pt2")} == {f"recent{i:02d}" for i in range(mnad.aot.KEEP_PACKAGES)} | {"held"}
+    assert not (folder / "mnad-aoti-killed").exists()
+
+    # the runner: a build prunes, a load from the cache marks the package used
+    def fake_build(self, shapes, package, record) -> None:
+        package.write_bytes(b"built")
+        atomic_write(record, json.dumps({"format": mnad.aot.PACKAGE_FORMAT,
+                                         "sha256": hashlib.sha256(b"built").hexdigest()}).encode())
+
+    monkeypatch.setattr(mnad.aot.AotStep, "_build", fake_build)
+    monkeypatch.setattr(torch._C._aoti, "AOTIModelPackageLoader", lambda *args: None)
+    config = tiny_config()
+    model = MNAD(config.model)
+    step = mnad.aot.AotStep(model, config)
+    shapes = ((1, 12, 32, 32), (1, 3, 32, 32), (10, 64))
+    step._runner(shapes)
+    key = step.key(shapes)
+    # the new one is now the most recent: one more of the recent ones goes
+    assert (folder / f"{key}.pt2").exists() and not (folder / f"recent{mnad.aot.KEEP_PACKAGES - 1:02d}.pt2").exists()
+    os.utime(folder / f"{key}.json", (now - 5 * 86400,) * 2)
+    again = mnad.aot.AotStep(model, config)
+    again._runner(shapes)
+    assert again.builds == 0 and (folder / f"{key}.json").stat().st_mtime > now - 60

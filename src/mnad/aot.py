@@ -14,6 +14,10 @@ A package is native code, as torch's own compile cache is. mnad builds each one 
 folder (``MNAD_CACHE_DIR``, else ``$XDG_CACHE_HOME/mnad`` or ``~/.cache/mnad``) beside a record of its SHA-256, and
 checks the SHA-256 before loading it; a package that does not match is built again. It is never a checkpoint format:
 a package from someone else would run their code.
+
+Each new model, calibration, frame size or mnad version builds another package (tens of MB) and the old ones are never
+asked for again, so each build prunes the cache (``prune``): packages unused for KEEP_DAYS days, and all but the
+KEEP_PACKAGES most recently used, are deleted, each under its lock, skipped while another process holds it.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("mnad")
 
 PACKAGE_FORMAT = "mnad-aoti-1"
+KEEP_PACKAGES = 16  # most recently used packages kept by ``prune``
+KEEP_DAYS = 30  # a package unused this long is deleted by ``prune``
 
 
 def cache_dir() -> Path:
@@ -117,6 +125,9 @@ class AotStep:
             if not _matches(package, record):
                 self._build(shapes, package, record)
                 self.builds += 1
+                prune(folder, keep=key)
+            with contextlib.suppress(OSError):
+                os.utime(record)  # its last use: what ``prune`` keeps the recent ones by
             # torch's own loader, without torch._inductor.package's Python wrapper: that imports part of the compiler
             # (72 MiB) and reads the weights through Python (a second transient copy)
             try:
@@ -141,6 +152,49 @@ class AotStep:
                 os.fsync(f.fileno())
             os.replace(built, package)  # the package first: a kill before its record leaves one that is built again
         atomic_write(record, json.dumps({"format": PACKAGE_FORMAT, "sha256": digest, "torch": torch.__version__}).encode())
+
+
+def prune(folder: Path, *, keep: str = "", now: float | None = None) -> list[str]:
+    """Delete the packages of ``folder`` last used (their record's mtime) more than KEEP_DAYS days ago, and all but the
+    KEEP_PACKAGES most recent, never ``keep`` (a key) nor one whose lock another process holds (it is being built or
+    loaded); also the work folders of builds killed more than a day ago. Returns the keys deleted."""
+    now = time.time() if now is None else now
+    used: list[tuple[float, str]] = []
+    for record in folder.glob("*.json"):
+        with contextlib.suppress(OSError):
+            used.append((record.stat().st_mtime, record.stem))
+    used.sort(reverse=True)
+    stale = [key for rank, (when, key) in enumerate(used)
+             if key != keep and (rank >= KEEP_PACKAGES or now - when > KEEP_DAYS * 86400)]
+    deleted = []
+    for key in stale:
+        lock = folder / f".{key}.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # in use (or no locks on this file system: leave it)
+            os.close(fd)
+            continue
+        try:
+            # a kill part way leaves a package or a record alone, which is built again if ever asked for
+            for path in (folder / f"{key}.pt2", folder / f"{key}.json", lock):
+                path.unlink(missing_ok=True)
+            deleted.append(key)
+        except OSError as exc:
+            log.info("%s: cannot delete an unused compiled step (%s)", folder / f"{key}.pt2", exc.strerror or exc)
+        finally:
+            os.close(fd)
+    for work in folder.glob("mnad-aoti-*"):
+        with contextlib.suppress(OSError):
+            if now - work.stat().st_mtime > 86400:
+                shutil.rmtree(work)
+    if deleted:
+        log.info("%s: deleted %d compiled scoring steps unused for %d days or beyond the %d most recent", folder,
+                 len(deleted), KEEP_DAYS, KEEP_PACKAGES)
+    return deleted
 
 
 @contextlib.contextmanager
