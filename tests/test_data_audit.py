@@ -8,9 +8,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+from conftest import tiny_config
 
 from mnad.data.sources import FrameFolder
-from mnad.errors import DataError
+from mnad.errors import CheckpointError, DataError
+from mnad.evaluate import VideoScores, add_scores, auc_metrics, evaluate
+from mnad.model import MNAD
 
 
 def write_frames(folder: Path, names: list[str]) -> None:
@@ -48,3 +52,41 @@ def test_a_gap_in_the_frame_numbers_is_read_with_a_warning(tmp_path: Path, caplo
         FrameFolder(tmp_path / "every5")
         FrameFolder(tmp_path / "whole")
     assert "skip" not in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------------- scores
+
+
+def scored(name: str, psnr: list[float], labels: list[int], distance: list[float] | None = None) -> VideoScores:
+    frames = np.arange(4, 4 + len(psnr))  # a prediction model scores frames 4.. of each video
+    d = np.array(distance if distance is not None else [0.1] * len(psnr), dtype=np.float64)
+    video = VideoScores(name, frames, np.array(psnr, dtype=np.float64), np.array(psnr, dtype=np.float64), d, d,
+                        np.zeros(len(psnr)), np.zeros(len(psnr), dtype=bool))
+    video.labels = np.array(labels)
+    return video
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_score_term_is_an_error_naming_the_video_and_frame(bad: float) -> None:
+    # NaN: min-max normalisation turned the video's whole PSNR term into zeros and an AUC came out (was: silent);
+    # inf: roc_auc_score's ValueError (was: a traceback)
+    videos = [scored("01", [30.0, 31.0, 29.0, 20.0], [0, 0, 0, 1]), scored("02", [30.0, bad, 29.0, 20.0], [0, 0, 1, 1])]
+    with pytest.raises(CheckpointError, match=r"video 02, frame 5: PSNR is (nan|-?inf) \(1 of its 4"):
+        add_scores(videos, tiny_config())
+    videos = [scored("01", [30.0, 31.0, 29.0, 20.0], [0, 0, 0, 1], distance=[0.1, bad, 0.1, 0.2])]
+    with pytest.raises(CheckpointError, match="video 01, frame 5: D is"):
+        add_scores(videos, tiny_config())
+    videos[0].score = np.array([0.1, bad, 0.2, 0.9])
+    with pytest.raises(CheckpointError, match="video 01, frame 5: score is"):
+        auc_metrics(videos)
+
+
+def test_evaluate_refuses_a_model_whose_outputs_are_not_finite(synthetic_root: Path, tmp_path: Path) -> None:
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = MNAD(config.model)
+    with torch.no_grad():
+        model.encoder.stage1[0].weight.fill_(3e38)  # finite weights whose activations overflow to inf, then NaN
+    with pytest.raises(CheckpointError, match="video 01, frame 4: PSNR is nan"):
+        evaluate(model, config, synthetic_root, out_dir=tmp_path / "eval", progress=False)
+    assert not (tmp_path / "eval" / "metrics.json").exists()

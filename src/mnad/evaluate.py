@@ -25,7 +25,7 @@ from mnad.config import Config, check_same_model
 from mnad.data import Video, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
 from mnad.data.sources import check_fps, footage_span, parse_span, span_text, spans_overlap
-from mnad.errors import ConfigError, DataError
+from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
 from mnad.outputs import output_path, write_evaluation
@@ -88,6 +88,18 @@ def score_videos(
     return results
 
 
+def check_finite(video: VideoScores, **terms: np.ndarray) -> None:
+    """Refuse a NaN or infinite per-frame value: min-max normalisation would turn a video with one into zeros
+    (NaN compares false) or NaNs, and the AUC would be computed from them or fail with a traceback."""
+    for what, values in terms.items():
+        bad = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64)))
+        if bad.size:
+            frame = int(video.frames[bad[0]]) if bad[0] < video.frames.size else int(bad[0])
+            raise CheckpointError(f"video {video.name}, frame {frame}: {what} is {values[bad[0]]} ({bad.size} of its "
+                                  f"{len(values)} scored frames are not finite): the model's outputs overflow on this "
+                                  "footage (a diverged training?); no AUC is computed from such scores")
+
+
 def add_scores(videos: list[VideoScores], config: Config) -> None:
     """S_t per video: PSNR and D normalised per video (or causally), mixed with alpha (PSNR only without memory),
     then averaged over the last eval.smoothing frames (1: not at all, the published protocol)."""
@@ -96,6 +108,7 @@ def add_scores(videos: list[VideoScores], config: Config) -> None:
         Calibration.from_dict(config.eval.calibration).check_scoring(config, smoothing=config.eval.smoothing)
     for v in videos:
         p, d = score_terms(config, v.psnr, v.patch_psnr, v.distance, v.patch_distance)
+        check_finite(v, PSNR=p, **({"D": d} if alpha < 1 else {}))
         v.score = smooth(anomaly_score(p, d, alpha=alpha, normalization=config.eval.normalization,
                                        calibration=config.eval.calibration or None), config.eval.smoothing)
 
@@ -104,6 +117,8 @@ def auc_metrics(videos: list[VideoScores]) -> dict:
     """Micro AUC (all frames pooled: the paper's metric), macro AUC (mean over videos with both classes), per video."""
     from sklearn.metrics import roc_auc_score  # here, not at the top: scoring a stream never needs it (tens of MB of RSS)
 
+    for v in videos:
+        check_finite(v, score=v.score)
     labels = np.concatenate([v.labels for v in videos])
     scores = np.concatenate([v.score for v in videos])
     per_video = {v.name: float(roc_auc_score(v.labels, v.score)) for v in videos if 0 < v.labels.sum() < v.labels.size}
@@ -136,6 +151,8 @@ def stream_metrics(videos: list[VideoScores], calibration: Calibration, *, fps: 
     own threshold) against the labels."""
     from sklearn.metrics import roc_auc_score
 
+    for v in videos:
+        check_finite(v, score=v.score, **({"unsmoothed score": v.causal_score} if v.causal_score is not None else {}))
     labels = np.concatenate([v.labels for v in videos]).astype(bool)
     smoothed = np.concatenate([v.score for v in videos])
     raw = np.concatenate([v.causal_score for v in videos])
