@@ -19,7 +19,7 @@ from mnad.checkpoint import load_model, save_model
 from mnad.cli import main
 from mnad.detect import DetectOptions, detect
 from mnad.errors import ConfigError, DataError
-from mnad.events import EventTracker
+from mnad.events import Event, EventTracker, anomalies, event_measures
 from mnad.model import MNAD
 from mnad.scoring import Calibration
 
@@ -208,3 +208,24 @@ def test_a_source_named_in_bytes_that_are_not_utf8_gives_a_valid_summary(model_f
     streams = json.loads((tmp_path / "out" / "summary.json").read_text())["streams"]
     assert "caf\\xe9" in streams[1]["error"] and streams[1]["ended_by"].startswith("error: ") and "caf\\xe9" in streams[1]["ended_by"]
     assert streams[2]["error"].endswith("n\\xe9e: no frame was scored (5 frames make the first clip)")
+
+
+def test_event_measures_take_each_anomaly_of_a_video_on_its_own() -> None:
+    """A video with several anomalies (Avenue, ShanghaiTech): each is caught or missed by itself and its delay runs
+    from its own first frame (was: from the video's first abnormal frame, so a missed first anomaly made a later,
+    caught one look late by the frames between them)."""
+    frames = np.arange(4, 104)  # the first 4 frames start the first clip: never scored
+    labels = np.zeros(100, np.int8)
+    labels[6:16] = 1  # frames 10..19: missed
+    labels[56:76] = 1  # frames 60..79: caught 3 frames in
+    plain = np.zeros(100, np.int8)
+    events = [Event(63, 70, 65, 2.0, 6.3, 7.0, "a"), Event(30, 33, 31, 1.5, 3.0, 3.3, "a"),
+              Event(40, 45, 41, 1.2, 4.0, 4.5, "b")]
+    measures = event_measures(events, [("a", frames, labels), ("b", frames, plain)], fps=10.0)
+    assert anomalies(frames, labels) == [(10, 19), (60, 79)]
+    assert measures["anomalies"] == 2 and measures["anomalies_caught"] == 1
+    assert measures["mean_delay_frames"] == 3.0  # was 53: from frame 10
+    assert measures["videos_with_anomaly"] == 1 and measures["videos_caught"] == 1 and measures["false_events"] == 2
+    # an event open before an anomaly starts catches it with no delay; one spanning two anomalies catches both
+    both = event_measures([Event(8, 70, 9, 3.0, 0.8, 7.0, "a")], [("a", frames, labels)], fps=10.0)
+    assert both["anomalies_caught"] == 2 and both["mean_delay_frames"] == 0.0 and both["false_events"] == 0

@@ -82,29 +82,42 @@ class EventTracker:
         return None
 
 
+def anomalies(frames: np.ndarray, labels: np.ndarray) -> list[tuple[int, int]]:
+    """The anomalies of one video: (first, last) frame of each run of consecutive abnormal frames among those scored."""
+    abnormal = np.flatnonzero(labels.astype(bool))
+    if abnormal.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(abnormal) > 1)
+    firsts, lasts = np.r_[abnormal[0], abnormal[breaks + 1]], np.r_[abnormal[breaks], abnormal[-1]]
+    return [(int(frames[a]), int(frames[b])) for a, b in zip(firsts, lasts, strict=True)]
+
+
 def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.ndarray]], *, fps: float) -> dict:
     """Events against frame labels. ``videos``: (name, scored frame positions, their labels) per video.
 
-    An event is true when it overlaps an abnormal frame of its video, else false. A video's anomaly is caught when a
-    true event overlaps it; its delay is frames from the anomaly's first scored abnormal frame to the start of the
-    first overlapping event (0 when the event was already open). False events are counted per minute of the normal
-    frames scored (at ``fps``)."""
-    caught, delays, false_events = {}, [], 0
+    An event is true when it overlaps an abnormal frame of its video, else false. An anomaly (a run of consecutive
+    abnormal frames: an Avenue or ShanghaiTech video may hold several) is caught when an event overlaps it; its delay
+    is frames from its first frame to the start of the first event overlapping it (0 when that event was already
+    open). A video is caught when one of its anomalies is. False events are counted per minute of the normal frames
+    scored (at ``fps``)."""
+    caught, delays, false_events, found = {}, [], 0, 0
     by_video = {name: (frames, labels) for name, frames, labels in videos}
     for event in events:
         frames, labels = by_video[event.video]
         inside = (frames >= event.start_frame) & (frames <= event.end_frame)
         if not labels[inside].any():
             false_events += 1
-    for name, frames, labels in videos:
-        if not labels.any():
+    spans = {name: anomalies(frames, labels) for name, frames, labels in videos}
+    for name, runs in spans.items():
+        if not runs:
             continue
-        first_abnormal = int(frames[labels.astype(bool)].min())
-        overlapping = [e for e in events if e.video == name
-                       and labels[(frames >= e.start_frame) & (frames <= e.end_frame)].any()]
-        caught[name] = bool(overlapping)
-        if overlapping:
-            delays.append(max(min(e.start_frame for e in overlapping) - first_abnormal, 0))
+        caught[name] = False
+        for first, last in runs:
+            starts = [e.start_frame for e in events if e.video == name and e.start_frame <= last and e.end_frame >= first]
+            if starts:
+                caught[name] = True
+                found += 1
+                delays.append(max(min(starts) - first, 0))
     normal_minutes = sum(int((labels == 0).sum()) for _, _, labels in videos) / fps / 60
     return {
         "events": len(events),
@@ -113,6 +126,8 @@ def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.n
         "videos_with_anomaly": len(caught),
         "videos_caught": int(sum(caught.values())),
         "caught": caught,
-        "mean_delay_frames": float(np.mean(delays)) if delays else None,
+        "anomalies": sum(len(runs) for runs in spans.values()),
+        "anomalies_caught": found,
+        "mean_delay_frames": float(np.mean(delays)) if delays else None,  # over the anomalies caught
         "fps": fps,
     }
