@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mnad.data.sources import FrameFolder
+from mnad.data import ClipDataset, FrameStore
+from mnad.data.sources import FrameFolder, Video
 from mnad.errors import CheckpointError, DataError
 from mnad.evaluate import VideoScores, add_scores, auc_metrics, evaluate
 from mnad.model import MNAD
@@ -90,3 +91,37 @@ def test_evaluate_refuses_a_model_whose_outputs_are_not_finite(synthetic_root: P
     with pytest.raises(CheckpointError, match="video 01, frame 4: PSNR is nan"):
         evaluate(model, config, synthetic_root, out_dir=tmp_path / "eval", progress=False)
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------------- frame cache
+
+
+class CountingVideo(Video):
+    """A stand-in video that counts how often each frame is decoded."""
+
+    def __init__(self, name: str, n: int) -> None:
+        self.name, self.path, self.n, self.decoded = name, Path(name), n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
+        self.decoded += 1
+        return np.full((size, size, channels), index, dtype=np.uint8)
+
+
+def test_the_frame_cache_is_bounded_by_the_memory_available(monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    # every frame was kept whatever its size: ShanghaiTech's training frames (54 GB at 256x256) filled the memory
+    # until the system killed the run, with no message (was: unbounded)
+    monkeypatch.setattr("mnad.data.clips.available_memory", lambda: 2 * 10 * 8 * 8 * 3)  # room for 10 frames of 8x8x3
+    video = CountingVideo("a", 20)
+    dataset = ClipDataset(FrameStore([video], 8, 3), 5)
+    with caplog.at_level("WARNING"):
+        dataset.preload()
+    assert dataset.store.cached_bytes == 10 * 8 * 8 * 3 and video.decoded == 20
+    assert "frame cache is full: 10 frames" in caplog.text and caplog.text.count("cache is full") == 1
+    assert int(dataset[0][0, 0, 0, 0].add(1).mul(127.5).round()) == 0  # a kept frame, not decoded again
+    assert video.decoded == 20
+    assert int(dataset[15][-1, 0, 0, 0].add(1).mul(127.5).round()) == 19  # one beyond the cache: decoded again
+    assert video.decoded == 25

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mnad.config import ModelConfig
 from mnad.data.sources import Video
+
+log = logging.getLogger(__name__)
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -22,22 +27,58 @@ def split_clip(clip: torch.Tensor, model: ModelConfig) -> tuple[torch.Tensor, to
     return inputs.flatten(1, 2), clip[:, model.target_index]
 
 
+def available_memory() -> int:
+    """Bytes of memory the system can give now without swapping (Linux's MemAvailable; else its free pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):  # no such sysconf (macOS, Windows): no bound known
+        return 1 << 62
+
+
 class FrameStore:
     """Decoded, resized frames of a list of videos, optionally kept in memory so each is decoded once
-    (a training clip of 5 frames would otherwise decode every frame 5 times per epoch)."""
+    (a training clip of 5 frames would otherwise decode every frame 5 times per epoch).
 
-    def __init__(self, videos: list[Video], size: int, channels: int, *, cache: bool = True) -> None:
+    The cache holds at most ``max_bytes`` (by default half the memory available when the first frame is kept): the
+    frames of a large dataset (ShanghaiTech's 274,515 training frames are 54 GB at 256x256) would otherwise fill the
+    memory until the system kills the run, with no message. Frames beyond it are decoded each time they are used."""
+
+    def __init__(self, videos: list[Video], size: int, channels: int, *, cache: bool = True,
+                 max_bytes: int | None = None) -> None:
         self.videos, self.size, self.channels, self.cache = videos, size, channels, cache
+        self.max_bytes, self.cached_bytes = max_bytes, 0
         self._frames: dict[tuple[int, int], np.ndarray] = {}
+        self._full = False
 
     def frame(self, video: int, index: int) -> np.ndarray:
         key = (video, index)
         found = self._frames.get(key)
         if found is None:
             found = self.videos[video].frame(index, self.size, self.channels)
-            if self.cache:
-                self._frames[key] = found
+            if self.cache and not self._full:
+                self._keep(key, found)
         return found
+
+    def _keep(self, key: tuple[int, int], frame: np.ndarray) -> None:
+        if self.max_bytes is None:
+            self.max_bytes = available_memory() // 2
+        if self.cached_bytes + frame.nbytes > self.max_bytes:
+            self._full = True
+            total = sum(len(v) for v in self.videos) * frame.nbytes
+            log.warning("the frame cache is full: %d frames (%.1f GB) are kept in memory, of the %.1f GB all frames "
+                        "need at %dx%d; the others are decoded each time they are used (slower). A smaller "
+                        "model.image_size, or frame folders rather than video files (decoded whole), need less",
+                        len(self._frames), self.cached_bytes / 1e9, total / 1e9, self.size, self.size)
+            return
+        self._frames[key] = frame
+        self.cached_bytes += frame.nbytes
 
     def clip(self, video: int, start: int, length: int) -> np.ndarray:
         return np.stack([self.frame(video, i) for i in range(start, start + length)])
