@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mnad.data import ClipDataset, FrameStore
+from mnad.data import ClipDataset, FrameStore, load_labels
 from mnad.data.sources import FrameFolder, Video
 from mnad.errors import CheckpointError, DataError
 from mnad.evaluate import VideoScores, add_scores, auc_metrics, evaluate
@@ -125,3 +125,48 @@ def test_the_frame_cache_is_bounded_by_the_memory_available(monkeypatch: pytest.
     assert video.decoded == 20
     assert int(dataset[15][-1, 0, 0, 0].add(1).mul(127.5).round()) == 19  # one beyond the cache: decoded again
     assert video.decoded == 25
+
+
+# ----------------------------------------------------------------------------------------------------- label files
+
+
+class NamedVideo(Video):
+    """A video that only has a name and a length (labels never look at the frames)."""
+
+    def __init__(self, name: str, n: int) -> None:
+        self.name, self.path, self.n = name, Path(name), n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
+        raise AssertionError("labels must not decode frames")
+
+
+def test_a_commented_out_ucsd_entry_is_no_entry(tmp_path: Path) -> None:
+    # a MATLAB comment holding an old entry was read as one: the entries after it went to the wrong videos
+    # (was: labels shifted by one video, or a count error when the file was otherwise right)
+    path = tmp_path / "UCSDped2.m"
+    path.write_text("TestVideoFile = {};\n"
+                    "TestVideoFile{end+1}.gt_frame = [2:3];  % TestVideoFile{end+1}.gt_frame = [1:4];\n"
+                    "% TestVideoFile{end+1}.gt_frame = [1:2];\n"
+                    "TestVideoFile{end+1}.gt_frame = [4];\n")
+    labels = load_labels(path, [NamedVideo("Test001", 4), NamedVideo("Test002", 4)])
+    np.testing.assert_array_equal(labels[0], [0, 1, 1, 0])
+    np.testing.assert_array_equal(labels[1], [0, 0, 0, 1])
+
+
+def test_labels_matched_by_order_warn_when_names_sort_out_of_numeric_order(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    # test videos 1, 2, ..., 10 sort as 1, 10, 2, ...: a .npy put together in numeric order went to the wrong videos,
+    # with no word (was: silent)
+    path = tmp_path / "labels.npy"
+    np.save(path, np.zeros(30, dtype=np.int64))
+    videos = [NamedVideo(name, 3) for name in sorted(str(i) for i in range(1, 11))]
+    with caplog.at_level("WARNING"):
+        load_labels(path, videos)
+    assert "not their numeric order (1, 2, 3, 4, ...)" in caplog.text and str(path) in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_labels(path, [NamedVideo(f"{i:02d}", 3) for i in range(1, 11)])
+    assert "numeric order" not in caplog.text

@@ -9,14 +9,17 @@
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
 
 from mnad.data.layouts import UCSD_NAMES, UCSD_SPLITS, check_unique_names
-from mnad.data.sources import Video
+from mnad.data.sources import Video, natural_key
 from mnad.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def find_label_file(directory: Path, dataset: str) -> Path | None:
@@ -43,10 +46,25 @@ def load_labels(path: str | Path, videos: list[Video]) -> list[np.ndarray]:
                ".m": lambda: _read_ucsd_m(path, videos)}
     if suffix not in readers:
         raise DataError(f"{path}: unknown label format (expected .npy, .csv or .m)")
+    if suffix != ".csv":
+        check_order(path, videos)
     try:
         return readers[suffix]()
     except OSError as exc:  # no permission, an I/O error, a file gone while read
         raise DataError(f"{path}: cannot read the label file ({exc.strerror or exc})") from exc
+
+
+def check_order(path: Path, videos: list[Video]) -> None:
+    """A .npy or .m file gives the labels of the videos in sorted name order (the published code's ``sorted(glob)``).
+    Names numbered without zero padding sort as 1, 10, 11, 2, ...: whoever concatenated the labels may have taken
+    them in numeric order, and with the same total the labels would go to the wrong videos without an error; say so."""
+    names = [v.name for v in videos]
+    numeric = sorted(names, key=natural_key)
+    if names != numeric:
+        log.warning("%s: labels are matched to the test videos in sorted name order (%s, ...), which is not their "
+                    "numeric order (%s, ...): names without zero padding; if the labels were put together in numeric "
+                    "order, rename the videos with zero padding (01, 02, ..., 10) or use a .csv of intervals by name",
+                    path, ", ".join(names[:4]), ", ".join(numeric[:4]))
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -112,7 +130,8 @@ def _parse_intervals_csv(path: Path, videos: list[Video]) -> list[np.ndarray]:
 
 
 def _read_ucsd_m(path: Path, videos: list[Video]) -> list[np.ndarray]:
-    entries = re.findall(r"gt_frame\s*=\s*\[([^\]]*)\]", path.read_text(errors="replace"))
+    text = re.sub(r"%[^\n]*", "", path.read_text(errors="replace"))  # MATLAB comments: a commented-out line is no entry
+    entries = re.findall(r"gt_frame\s*=\s*\[([^\]]*)\]", text)
     if len(entries) != len(videos):
         raise DataError(f"{path}: ground truth for {len(entries)} videos, but there are {len(videos)} test videos")
     result = []
