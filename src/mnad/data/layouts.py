@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mnad.data.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameFolder, Video, VideoFile
@@ -48,6 +49,10 @@ def list_videos(folder: str | Path) -> list[Video]:
     for entry in _entries(folder):
         if entry.name.startswith(".") or entry.name.endswith("_gt"):
             continue
+        if entry.is_symlink() and not entry.exists() and entry.suffix.lower() in VIDEO_EXTENSIONS | {""}:
+            # a link to a video or frame folder that is gone (a moved disk): the video would be left out, unsaid
+            raise DataError(f"{entry}: a link to {os.readlink(entry)}, which does not exist (a video left out?); "
+                            "fix or remove the link")
         if entry.is_dir():
             if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _entries(entry)):
                 videos.append(FrameFolder(entry))
