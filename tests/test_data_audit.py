@@ -189,3 +189,18 @@ def test_labels_matched_by_order_warn_when_names_sort_out_of_numeric_order(tmp_p
     with caplog.at_level("WARNING"):
         load_labels(path, [NamedVideo(f"{i:02d}", 3) for i in range(1, 11)])
     assert "numeric order" not in caplog.text
+
+
+def test_the_macro_auc_says_how_many_videos_it_averages(capsys: pytest.CaptureFixture) -> None:
+    # a video of one class has no AUC and is left out of the macro mean; the printed macro AUC did not say so, and
+    # read as a mean over every video (was: "macro 100.00%" for 1 of 3 videos)
+    from mnad.cli import print_metrics
+
+    videos = [scored("01", [30.0, 20.0], [0, 1]), scored("02", [30.0, 20.0], [0, 0]), scored("03", [30.0, 20.0], [1, 1])]
+    for v in videos:
+        v.score = 1 - v.psnr / 30
+    metrics = auc_metrics(videos)
+    assert metrics["per_video_auc"] == {"01": 1.0} and metrics["videos_in_macro"] == 1 and metrics["macro_auc"] == 1.0
+    print_metrics({**metrics, "note": ""})
+    out = capsys.readouterr().out
+    assert "macro 100.00% over 1 of 3 videos" in out and "2 videos are all normal or all abnormal" in out

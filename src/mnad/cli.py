@@ -230,8 +230,14 @@ def print_metrics(metrics: dict) -> None:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
-    print(f"frame-level AUC: micro {pct(metrics['micro_auc'])}, macro {pct(metrics['macro_auc'])} "
+    # the macro AUC leaves out the videos of one class (no AUC: Ped2's 08-11 are abnormal throughout): say how many
+    in_macro = metrics.get("videos_in_macro", len(metrics["per_video_auc"]))
+    over = f" over {in_macro} of {metrics['videos']} videos" if in_macro != metrics["videos"] else ""
+    print(f"frame-level AUC: micro {pct(metrics['micro_auc'])}, macro {pct(metrics['macro_auc'])}{over} "
           f"({metrics['frames_scored']} frames of {metrics['videos']} videos, {metrics['abnormal_frames']} abnormal)")
+    if over:
+        print(f"  ({metrics['videos'] - in_macro} videos are all normal or all abnormal: they have no AUC of their own "
+              "and count in the micro AUC only)")
     for name, auc in metrics["per_video_auc"].items():
         print(f"  video {name}: {pct(auc)}")
     print(f"note: {metrics['note']}")
