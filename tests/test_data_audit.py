@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mnad.data import ClipDataset, FrameStore, list_videos, load_labels
+from mnad.data import ClipDataset, FrameStore, dataset_dir, list_videos, load_labels
 from mnad.data.sources import FrameFolder, Video
 from mnad.errors import CheckpointError, DataError
 from mnad.evaluate import VideoScores, add_scores, auc_metrics, evaluate
@@ -72,6 +72,15 @@ def test_a_link_to_a_missing_video_is_an_error(tmp_path: Path, link: str) -> Non
     (tmp_path / "frames" / link).unlink()
     (tmp_path / "frames" / "03").symlink_to(tmp_path / "elsewhere" / "03")
     assert [v.name for v in list_videos(tmp_path / "frames")] == ["01", "03"]
+
+
+def test_the_layout_documentation_an_error_points_to_exists(tmp_path: Path) -> None:
+    # the message named docs/data.md, which did not exist (was: a dead reference)
+    with pytest.raises(DataError, match=r"docs/data\.md") as info:
+        dataset_dir(tmp_path, "ped2")
+    assert str(tmp_path) in str(info.value)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    assert "testing/frames/<video>" in text and "1-based and inclusive" in text
 
 
 # ----------------------------------------------------------------------------------------------------- scores
@@ -173,6 +182,12 @@ def test_a_commented_out_ucsd_entry_is_no_entry(tmp_path: Path) -> None:
     labels = load_labels(path, [NamedVideo("Test001", 4), NamedVideo("Test002", 4)])
     np.testing.assert_array_equal(labels[0], [0, 1, 1, 0])
     np.testing.assert_array_equal(labels[1], [0, 0, 0, 1])
+
+
+def test_a_label_folder_is_named_as_a_folder(tmp_path: Path) -> None:
+    # was: "label file not found" for a folder that is there (ShanghaiTech's per-video test_frame_mask/, say)
+    with pytest.raises(DataError, match="is a folder, expected a label file"):
+        load_labels(tmp_path, [NamedVideo("01", 3)])
 
 
 def test_labels_matched_by_order_warn_when_names_sort_out_of_numeric_order(tmp_path: Path,

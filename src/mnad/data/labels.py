@@ -38,6 +38,8 @@ def find_label_file(directory: Path, dataset: str) -> Path | None:
 def load_labels(path: str | Path, videos: list[Video]) -> list[np.ndarray]:
     """Per-video int arrays of 0/1, one entry per frame of each video in ``videos``."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a label file (.npy, .csv or .m; see docs/data.md)")
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
     check_unique_names(videos, path)  # labels are matched to videos by name (.csv) or order: one name, one video

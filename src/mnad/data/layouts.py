@@ -31,7 +31,7 @@ def dataset_dir(data_root: str | Path, dataset: str = "") -> Path:
     if _split_dir(root, "training") or _split_dir(root, "testing"):
         return root
     wanted = f" (looked for {root / dataset})" if dataset else ""
-    raise DataError(f"{root}: no dataset here{wanted}; expected training/ and testing/ folders (see docs/data.md)")
+    raise DataError(f"{root}: no dataset here{wanted}; expected training/ and testing/ folders (docs/data.md has the layouts)")
 
 
 def _split_dir(directory: Path, split: str) -> Path | None:
