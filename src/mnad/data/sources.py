@@ -187,7 +187,8 @@ def check_frame_numbers(files: list[Path], where: str | Path) -> None:
     for path in files:
         other = seen.setdefault(frame_number_key(path), path)
         if other is not path:
-            raise DataError(f"{where}: two frame files with one frame number ({other.name} and {path.name}); "
+            a, b = (other.name, path.name) if other.name != path.name else (other, path)  # a glob over folders
+            raise DataError(f"{where}: two frame files with one frame number ({a} and {b}); "
                             "frames are read by position, so each would count as a frame: remove one")
     numbers = [int(m[-1]) if (m := re.findall(r"\d+", p.stem)) else None for p in files]
     if len(files) < 3 or None in numbers:
