@@ -89,3 +89,28 @@ def test_a_count_estimated_from_the_duration_is_not_taken_for_a_cut(caplog: pyte
     for reached_ms in (2760.0, 0.0):  # stopped at 2.76 s of 4 s; or no timestamp to go by: cut short, as before
         with pytest.raises(DataError, match=r"phone\.mkv: the video was cut short after 70 of its 100 frames"):
             check_whole("phone.mkv", 70, 100, "truncated or damaged file", fps=25.0, reached_ms=reached_ms)
+
+
+def test_frames_that_skip_but_do_not_decode_are_an_error_not_an_index_error(whole: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged file whose frames can all be skipped (counted with grab(), as the clip index is built) but whose last
+    ones do not decode: the clips asked for past the decoded frames were an IndexError traceback."""
+    import mnad.data.sources as sources
+
+    real = sources.open_capture
+
+    class DecodesFewer:
+        def __init__(self, path: Path) -> None:
+            self.capture, self.reads = real(path), 0
+
+        def read(self) -> tuple[bool, object]:
+            self.reads += 1
+            return self.capture.read() if self.reads <= N_FRAMES - 3 else (False, None)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.capture, name)
+
+    video = VideoFile(whole)
+    assert len(video) == N_FRAMES  # counted with grab()
+    monkeypatch.setattr(sources, "open_capture", DecodesFewer)
+    with pytest.raises(DataError, match=rf"whole\.avi: {N_FRAMES - 3} frames decode but {N_FRAMES} were counted"):
+        video.frame(N_FRAMES - 1, 16, 1)

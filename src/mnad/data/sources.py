@@ -268,6 +268,9 @@ class VideoFile(Video):
             if not frames:
                 raise DataError(f"{self.path}: video has no decodable frames")
             check_whole(self.path, len(frames), total, "truncated or damaged file", fps=rate, reached_ms=reached)
+            if self._count is not None and len(frames) != self._count:  # the clips were indexed by that count
+                raise DataError(f"{printable(self.path)}: {len(frames)} frames decode but {self._count} were counted "
+                                "(a damaged file: frames that can be skipped but not decoded)")
             self._frames, self._decoded_as = frames, (size, channels)
         return self._frames
 
