@@ -149,8 +149,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from mnad.train import train
 
     config = load_config(args.recipe)
-    if args.data:  # own footage: every video in the folder, the tail of each held out for calibration
-        config = config.override(["dataset=", f"train.holdout={DEFAULT_HOLDOUT}", *OWN_FOOTAGE_SCORING])
+    if args.data:  # own footage: every video in the folder, scored on the worst region (OWN_FOOTAGE_SCORING)
+        config = config.override(["dataset=", *OWN_FOOTAGE_SCORING])
+        # the tail of each video is held out for calibration, unless whole videos are (train.holdout_videos, from the
+        # recipe or --set): those are the calibration footage instead (docs/detect.md); --holdout still adds tails
+        if not config.override(args.overrides).train.holdout_videos:
+            config = config.override([f"train.holdout={DEFAULT_HOLDOUT}"])
     if args.holdout is not None:  # own footage or a benchmark's training split alike (train.holdout)
         config = config.override([f"train.holdout={args.holdout}"])
     config = apply_options(config, args)  # the user's options last: they win
@@ -368,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--data-root", help="folder holding <dataset>/training (benchmark layouts)")
     source.add_argument("--data", help="own footage: a folder of normal video files and/or frame folders")
     p.add_argument("--holdout", type=float, help="fraction of each training video (its tail) kept out of training, for "
-                   f"calibration (train.holdout; default {DEFAULT_HOLDOUT} with --data, else 0)")
+                   f"calibration (train.holdout; default {DEFAULT_HOLDOUT} with --data unless train.holdout_videos keeps whole "
+                   "videos out instead, else 0)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, config, log")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint (an error if it has none)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (kept in --out/.mnad-train-earlier "
@@ -404,16 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", required=True, help="folder holding <dataset>/testing (else its training videos are used)")
     p.add_argument("--out", required=True, help="folder for matching.png, tsne.png, figures.json")
     p.add_argument("--compare-checkpoint", help="a second model drawn beside the first (e.g. trained with lambda_separate=0)")
-    p.add_argument("--frames", type=int, default=3, help="frames shown in the matching figure")
-    p.add_argument("--clips", type=int, default=24, help="clips, spread over the videos, whose queries are used")
-    p.add_argument("--queries", type=int, default=1500, help="queries sampled for the t-SNE")
+    p.add_argument("--frames", type=int, default=3, help="frames shown in the matching figure (default %(default)s)")
+    p.add_argument("--clips", type=int, default=24, help="clips, spread over the videos, whose queries are used (default %(default)s)")
+    p.add_argument("--queries", type=int, default=1500, help="queries sampled for the t-SNE (default %(default)s)")
     p.add_argument("--seed", dest="figures_seed", type=int, default=0, help="seed of the query sample and the t-SNE")
     p.add_argument("--device", default=None, help="device the model runs on: cpu, cuda or cuda:N")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="a field of the model's config, e.g. --set dataset=avenue to find the videos (repeatable)")
     p.set_defaults(func=cmd_figures)
 
-    p = sub.add_parser("demo", help="train and evaluate on a generated scene (no download, a few minutes)")
+    p = sub.add_parser("demo", help="train and evaluate on a generated scene (no download, about a minute on 2 CPU cores)")
     p.add_argument("--out", help="folder for the generated data and the run (default: a temporary folder)")
     p.add_argument("--overwrite", action="store_true", help="replace the demo run already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -423,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="fit score normalisation and alert threshold on normal footage (no labels)")
     p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
     p.add_argument("--data", nargs="*", help="normal footage: video files, frame folders or folders of them (default: the run's held-out part)")
-    p.add_argument("--false-alarm-rate", type=float, default=0.01, help="fraction of normal frames allowed to alert")
+    p.add_argument("--false-alarm-rate", type=float, default=0.01, help="fraction of normal frames allowed to alert (default %(default)s)")
     p.add_argument("--scoring", choices=["choose", "config"], default="choose",
                    help="choose: pick the terms of S_t (and, without --smoothing, the trailing mean) that best separate "
                    "pseudo-anomalies made from the footage (docs/method.md 9.2); config: score as the model's config says")
@@ -440,15 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "(several sources: one folder per source, <index>_<name>, and the run's summary.json)")
     p.add_argument("--save-video", action="store_true", help="write annotated.mp4: heatmap overlay and score timeline")
     p.add_argument("--save-maps", choices=["npy", "png"], help="write each frame's error map")
-    p.add_argument("--region-sigma", type=float, default=0.0, help="mark regions above mean + SIGMA * std of the error")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of frame folders and globs (video files and streams give their own)")
-    p.add_argument("--reconnects", type=int, default=3, help="times to reopen a live source that fails or stalls")
-    p.add_argument("--open-timeout", type=float, default=5.0, help="seconds a live source may take to open")
-    p.add_argument("--read-timeout", type=float, default=5.0, help="seconds a live source may stay silent before it counts as stalled")
+    p.add_argument("--region-sigma", type=float, default=0.0, help="mark regions above mean + SIGMA * std of the error (default %(default)s: the mean)")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of frame folders and globs (default %(default)s; video files and streams give their own)")
+    p.add_argument("--reconnects", type=int, default=3, help="times to reopen a live source that fails or stalls (default %(default)s)")
+    p.add_argument("--open-timeout", type=float, default=5.0, help="seconds a live source may take to open (default %(default)s)")
+    p.add_argument("--read-timeout", type=float, default=5.0, help="seconds a live source may stay silent before it counts as stalled (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (of each source)")
-    p.add_argument("--hysteresis", type=float, default=0.05, help="an event ends when the score falls this far below the threshold")
-    p.add_argument("--min-event-frames", type=int, default=3, help="shorter events are dropped")
+    p.add_argument("--hysteresis", type=float, default=0.05, help="an event ends when the score falls this far below the threshold (default %(default)s)")
+    p.add_argument("--min-event-frames", type=int, default=3, help="events shorter than this many frames are dropped (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--int8", action="store_true", help="insist on int8 scoring: the checkpoint must be an int8 ONNX export "
                    "(`mnad export --int8`), anything else is refused")
