@@ -445,14 +445,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "(several sources: one folder per source, <index>_<name>, and the run's summary.json)")
     p.add_argument("--save-video", action="store_true", help="write annotated.mp4: heatmap overlay and score timeline")
     p.add_argument("--save-maps", choices=["npy", "png"], help="write each frame's error map")
-    p.add_argument("--region-sigma", type=float, default=0.0, help="mark regions above mean + SIGMA * std of the error (default %(default)s: the mean)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of frame folders and globs (default %(default)s; video files and streams give their own)")
+    p.add_argument("--region-sigma", type=float, default=0.0, help="mark regions above mean + SIGMA * std of the error "
+                   "(default %(default)s: the mean)")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of frame folders and globs (default "
+                   "%(default)s; video files and streams give their own)")
     p.add_argument("--reconnects", type=int, default=3, help="times to reopen a live source that fails or stalls (default %(default)s)")
     p.add_argument("--open-timeout", type=float, default=5.0, help="seconds a live source may take to open (default %(default)s)")
-    p.add_argument("--read-timeout", type=float, default=5.0, help="seconds a live source may stay silent before it counts as stalled (default %(default)s)")
+    p.add_argument("--read-timeout", type=float, default=5.0, help="seconds a live source may stay silent before it "
+                   "counts as stalled (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (of each source)")
-    p.add_argument("--hysteresis", type=float, default=0.05, help="an event ends when the score falls this far below the threshold (default %(default)s)")
+    p.add_argument("--hysteresis", type=float, default=0.05, help="an event ends when the score falls this far below "
+                   "the threshold (default %(default)s)")
     p.add_argument("--min-event-frames", type=int, default=3, help="events shorter than this many frames are dropped (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--int8", action="store_true", help="insist on int8 scoring: the checkpoint must be an int8 ONNX export "
