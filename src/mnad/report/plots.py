@@ -4,6 +4,7 @@ PNG bytes; ``figure`` and ``png_bytes`` are shared with ``mnad.figures``."""
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,31 @@ def figure(width: float, height: float, **kwargs: Any) -> Any:
     return Figure(figsize=(width, height), layout="constrained", **kwargs)
 
 
+def plain_text(fig: Any) -> None:
+    """Every text of ``fig`` drawn as written, not as mathtext: titles and labels hold user strings (video names,
+    recipe names, log keys), and one with two '$' in it would be parsed as TeX, drawn garbled or (an unknown command,
+    '$\\frac$') failing the whole report with a traceback. Tick labels and an axis' offset text are left alone: their
+    formatters write mathtext on purpose (a log axis' 10^-2)."""
+    from matplotlib.axis import Axis, Tick
+    from matplotlib.text import Text
+
+    formatted = {id(axis.offsetText) for axis in fig.findobj(Axis)}
+    formatted |= {id(label) for tick in fig.findobj(Tick) for label in (tick.label1, tick.label2)}
+    for text in fig.findobj(Text):
+        if id(text) not in formatted:
+            text.set_parse_math(False)
+
+
 def png_bytes(fig: Any, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes, without the Software metadata entry (the same figure gives the same bytes)."""
+    """The figure as PNG bytes, without the Software metadata entry (the same figure gives the same bytes); its
+    texts are drawn as written (``plain_text``)."""
+    plain_text(fig)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    with warnings.catch_warnings():
+        # a name in a script the font lacks (CJK) is drawn as boxes, and the page writes it in HTML beside the plot:
+        # matplotlib's warning per glyph would only put Python warning lines on the terminal
+        warnings.filterwarnings("ignore", r"Glyph \d+ .*missing from", UserWarning)
+        fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return buffer.getvalue()
 
 
