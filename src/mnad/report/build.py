@@ -9,10 +9,10 @@ from typing import Any
 
 from mnad.config import check_count
 from mnad.errors import DataError, os_reason
-from mnad.outputs import METRICS_FILE, TRAIN_LOG, output_path
+from mnad.outputs import EVENTS_CSV, EVENTS_JSONL, METRICS_FILE, SCORES_FILE, SUMMARY_FILE, TRAIN_LOG, output_path
 from mnad.report.page import render_report
 from mnad.report.provenance import PROVENANCE_FILE, collect_provenance, read_provenance, relative_path, write_provenance
-from mnad.report.thumbnails import TOP_K, write_thumbnails
+from mnad.report.thumbnails import TOP_K, remove_thumbnails, write_thumbnails
 
 REPORT_FILE = "report.html"
 
@@ -84,6 +84,8 @@ def create_report(
     try:
         if top_k > 0:
             write_thumbnails(model, config, data_root, eval_dir, report_dir, top_k=top_k, device=device)
+        else:  # none asked for: an earlier report's in this folder are of another evaluation
+            remove_thumbnails(report_dir)
         provenance = collect_provenance(config, report_dir, eval_dir, checkpoint=checkpoint, data_root=data_root, labels=labels,
                                         command=command)
         write_provenance(report_dir, provenance)
@@ -115,6 +117,10 @@ def find_report_sources(path: str | Path) -> tuple[Path, Path | None]:
     if found:
         names = ", ".join(str(p.relative_to(path)) for p in reports + bare)
         raise DataError(f"{path}: several reports or evaluations ({names}); name one")
+    if (path / SUMMARY_FILE).is_file() or (path / EVENTS_JSONL).is_file():  # said, not left to look like a lost file
+        raise DataError(f"{path}: an `mnad detect` output ({SUMMARY_FILE}, {EVENTS_JSONL}), not an evaluation: `mnad report` "
+                        f"draws the page of `mnad evaluate --out DIR` ({METRICS_FILE}, {SCORES_FILE}); a detect run's results are "
+                        f"its {SUMMARY_FILE}, {EVENTS_CSV} and {SCORES_FILE}")
     raise DataError(f"{path}: no {METRICS_FILE} here or in a sub-folder (run `mnad evaluate --out DIR` first)")
 
 

@@ -4,13 +4,16 @@ UTF-8, not JSON or not of the shape the page reads is one DataError naming it, n
 drawn. A missing one gives nothing; one that is there but damaged is an error, not a page that silently lacks its
 section. train_log.jsonl is read line by line (``training_records``): a line cut short by a kill or spoilt by a
 damaged byte is skipped, as every reader of a training log skips it; a file with no epoch record at all is an error.
-metrics.json and scores.csv are checked by their reader, ``mnad.outputs.read_evaluation``.
+metrics.json and scores.csv are checked by their reader, ``mnad.outputs.read_evaluation``, and the scores once more
+for what the plots need (``scores_problem``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mnad import outputs
 from mnad.errors import DataError
@@ -21,7 +24,8 @@ def provenance_problem(data: Any) -> str | None:
     """What the report reads of a provenance.json that is not as ``provenance.collect_provenance`` writes it, or None."""
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not an object"
-    wrong = wrong_kinds(data, "", {"eval_dir": str, "run_dir": str, "checkpoint": dict, "versions": dict})
+    wrong = wrong_kinds(data, "", {"eval_dir": str, "run_dir": str, "checkpoint": dict, "versions": dict,
+                                    "scores_sha256": str})
     return wrong or (config_problem(data["config"], "config") if data.get("config") is not None else None)
 
 
@@ -40,6 +44,22 @@ def figures_problem(data: Any) -> str | None:
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not an object"
     return wrong_kinds(data, "", {"files": dict})
+
+
+def scores_problem(videos: list[outputs.VideoRows]) -> str | None:
+    """What the page cannot draw in scores.csv (read by ``outputs.read_scores``), or None: a score that is not finite
+    (NaN, inf: mnad evaluate refuses to write one, but a file edited by hand or from an older version may hold it) or a
+    label other than 0 and 1 would fail the ROC, the histogram and the timelines with a traceback."""
+    for video in videos:
+        bad = np.flatnonzero(~np.isfinite(video.score))
+        if bad.size:
+            i = int(bad[0])
+            return (f"video {video.name!r}, frame {int(video.frame[i])}: score {video.score[i]} is not a finite number "
+                    f"({bad.size} of its {video.score.size} frames)")
+        if video.label is not None and (wrong := np.flatnonzero((video.label != 0) & (video.label != 1))).size:
+            i = int(wrong[0])
+            return f"video {video.name!r}, frame {int(video.frame[i])}: label {int(video.label[i])} is not 0 (normal) or 1 (abnormal)"
+    return None
 
 
 def training_records(path: Path) -> list[dict]:

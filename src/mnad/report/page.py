@@ -5,17 +5,23 @@ memory figures)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnad.outputs import FIGURES_DIR, FIGURES_INDEX, TRAIN_LOG, read_evaluation, read_json_if_present
-from mnad.report.inputs import figures_problem, training_records
+from mnad.errors import DataError, printable
+from mnad.outputs import FIGURES_DIR, FIGURES_INDEX, SCORES_FILE, TRAIN_LOG, read_evaluation, read_json_if_present
+from mnad.report.inputs import figures_problem, scores_problem, training_records
 from mnad.report.plots import histogram_png, roc_png, timeline_png, training_png
-from mnad.report.thumbnails import THUMBS_DIR, read_thumbnail_index
+from mnad.report.provenance import relative_path
+from mnad.report.thumbnails import THUMBS_DIR, THUMBS_INDEX, read_thumbnail_index
+
+log = logging.getLogger(__name__)
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
@@ -37,7 +43,8 @@ code{font-size:12px;word-break:break-all}nav a{color:#c5cad6;margin-right:12px;f
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    # printable: a path or name holding bytes that are not UTF-8 (surrogates in Python) would make the page unencodable
+    return html.escape(printable(str(value)), quote=True)
 
 
 def _pct(value: float | None) -> str:
@@ -54,9 +61,89 @@ def _kv_table(rows: list[tuple[str, Any]], table_id: str = "") -> str:
     return f"<table{ident}>{body}</table>"
 
 
+def _rate(value: Any) -> str:
+    """A fraction of metrics.json as a percentage; n/a for null or anything that is not a number."""
+    return _pct(value) if isinstance(value, int | float) and not isinstance(value, bool) else "n/a"
+
+
+def _num(value: Any) -> str:
+    """A number of metrics.json as the page shows it; n/a for null, as written for anything else (never a traceback)."""
+    if value is None:
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)  # counts (ints) in full
+
+
+def _stream_html(stream: dict) -> str:
+    """The stream protocol's measures (``evaluate.stream_metrics``): what an operator would see at each false-alarm
+    rate, and the events at the calibrated threshold; without them a stream evaluation's page showed only its AUCs."""
+    rates = stream.get("at_false_alarm_rate")
+    rows = []
+    for target, entry in (rates.items() if isinstance(rates, dict) else []):
+        entry = entry if isinstance(entry, dict) else {}
+        if entry.get("not_estimable"):
+            rows.append(f"<tr><td class=\"num\">{_e(target)}</td><td colspan=\"3\">not estimable: {_e(entry['not_estimable'])}</td></tr>")
+            continue
+        rows.append(f'<tr><td class="num">{_e(target)}</td><td class="num">{_e(_num(entry.get("threshold")))}</td>'
+                    f'<td class="num">{_e(_rate(entry.get("false_alarm_rate")))}</td>'
+                    f'<td class="num">{_e(_rate(entry.get("detection_rate")))}</td></tr>')
+    table = ('<table id="stream-rates"><thead><tr><th>false-alarm rate asked for</th><th>threshold</th><th>realised false-alarm rate'
+             "</th><th>detection rate</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>") if rows else ""
+    events = stream.get("event_measures") if isinstance(stream.get("event_measures"), dict) else {}
+    measures = [
+        ("event threshold", f"{_num(stream.get('event_threshold'))} (false-alarm rate {_num(stream.get('event_false_alarm_rate'))} "
+                            f"on {_num(stream.get('calibration_frames'))} calibration frames)"),
+        ("events", f"{_num(events.get('events'))}, of which false: {_num(events.get('false_events'))} "
+                   f"({_num(events.get('false_events_per_minute'))} per minute of normal footage)"),
+        ("anomalies caught", f"{_num(events.get('anomalies_caught'))} of {_num(events.get('anomalies'))}; videos caught: "
+                             f"{_num(events.get('videos_caught'))} of {_num(events.get('videos_with_anomaly'))}"),
+        ("mean delay", f"{_num(events.get('mean_delay_frames'))} frames (at {_num(events.get('fps'))} fps)"),
+        ("events rule", f"hysteresis {_num(stream.get('hysteresis'))}, at least {_num(stream.get('min_event_frames'))} frames"),
+        ("micro AUC before smoothing", _rate(stream.get("micro_auc_unsmoothed"))),
+    ]
+    return ('<h3>Stream protocol</h3><p class="note">The test videos scored as one causal stream by the calibrated model: '
+            "the thresholds come from its calibration, not from these labels.</p>"
+            f"{table}{_kv_table(measures, 'stream-events')}")
+
+
+def provenance_of_another_evaluation(provenance: dict, eval_dir: Path) -> str | None:
+    """Why the provenance is not of the evaluation in ``eval_dir`` (evaluated again since, without --report, into the
+    folder the report names), said after 'the evaluation in X'; or None. It records the SHA-256 of the scores.csv it
+    was made with (one written by an older mnad does not: it is taken as it is)."""
+    recorded = provenance.get("scores_sha256")
+    if not isinstance(recorded, str):
+        return None
+    try:
+        current = hashlib.sha256((eval_dir / SCORES_FILE).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise DataError(f"{eval_dir / SCORES_FILE}: cannot read it ({exc.strerror or exc})") from exc
+    if current == recorded:
+        return None
+    return f"was run again after this report was made (its {SCORES_FILE} is not the one the report recorded)"
+
+
+def thumbnail_of_another_evaluation(thumbs: list[dict], videos: list[Any]) -> str | None:
+    """The first thumbnail entry that is not a row of the scores shown (its video, frame and score), said; or None. A
+    report folder's thumbnails are made with one evaluation; shown beside another one's scores they would mislead."""
+    by_name = {v.name: v for v in videos}
+    for entry in thumbs:
+        video = by_name.get(entry.get("video"))
+        rows = np.flatnonzero(video.frame == entry.get("frame")) if video is not None and isinstance(entry.get("frame"), int) else []
+        if not len(rows) or abs(float(video.score[rows[0]]) - float(entry["score"])) > 1e-6:
+            return (f"{THUMBS_INDEX} names video {printable(str(entry.get('video')))!r}, frame {entry.get('frame')!r} with score "
+                    f"{entry.get('score')!r}, which is not a row of the scores shown")
+    return None
+
+
 def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, provenance: dict) -> str:
-    """The report page as one HTML string (deterministic: the same inputs give the same bytes)."""
+    """The report page as one HTML string (deterministic: the same inputs give the same bytes, wherever it is built)."""
     metrics, stored_config, videos = read_evaluation(eval_dir)
+    if problem := scores_problem(videos):
+        raise DataError(f"{eval_dir / SCORES_FILE}: not an mnad scores file ({problem})")
+    stale = provenance_of_another_evaluation(provenance, eval_dir)
+    if stale:  # only where the sources are is still true; the rest would be put beside numbers it did not make
+        log.warning(f"{report_dir}: the evaluation in {eval_dir} {stale}: how it was run is not known, and the report's "
+                    "thumbnails are left out")
+        provenance = {key: provenance[key] for key in ("eval_dir", "run_dir") if key in provenance}
     config = provenance.get("config") or stored_config
     per_video = metrics.get("per_video_auc", {})
     title = f"MNAD evaluation: {config.get('name', '?')} on {config.get('dataset') or 'own footage'}"
@@ -86,12 +173,14 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
         f'<div class="v">{_e(_pct(value) if is_auc else ("n/a" if value is None else value))}</div><div class="k">{_e(label)}</div></div>'
         for key, label, value, is_auc in cards
     )
-    settings = [("score", f"alpha={metrics.get('alpha')} (PSNR weight), normalisation={metrics.get('normalization')}, "
+    stream = metrics.get("stream") or {}
+    settings = [("protocol", metrics.get("protocol") or ("stream" if stream else "published")),
+                ("score", f"alpha={metrics.get('alpha')} (PSNR weight), normalisation={metrics.get('normalization')}, "
                           f"trailing mean over {metrics.get('smoothing', 1)} frame(s)"),
                 ("test-time update", f"{metrics.get('test_update')} (gamma={metrics.get('gamma')})"),
                 ("labels", metrics.get("labels")), ("note", metrics.get("note"))]
     parts.append(f'<section id="summary"><h2>Summary</h2><div class="cards">{card_html}</div>'
-                 f'<h3>Scoring</h3>{_kv_table(settings)}'
+                 f'<h3>Scoring</h3>{_kv_table(settings)}{_stream_html(stream) if stream else ""}'
                  '<p class="note">Micro AUC pools the frames of all videos (the paper\'s metric); macro AUC averages the '
                  'per-video AUCs of the videos that have both normal and abnormal frames.</p></section>')
 
@@ -119,15 +208,21 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
     parts.append(f'<section id="roc"><h2>ROC curve</h2><div class="row">{body}</div></section>')
 
     # timelines
-    threshold = (metrics.get("stream") or {}).get("event_threshold")  # stream protocol: causal scores and their threshold
+    threshold = stream.get("event_threshold")  # stream protocol: causal scores and their threshold
     pictures = [timeline_png(v, per_video.get(v.name), threshold) for v in videos]
-    timeline_html = "".join(f'<figure id="timeline-{i}">{_img(png, f"score timeline of video {v.name}")}</figure>'
+    timeline_html = "".join(f'<figure id="timeline-{i}">{_img(png, f"score timeline of video {v.name}")}'
+                            f"<figcaption>video {_e(v.name)}</figcaption></figure>"  # in HTML: in any script, copyable
                             for i, (v, png) in enumerate(zip(videos, pictures, strict=True)))
     parts.append('<section id="timelines"><h2>Score timelines</h2><p class="note">Anomaly score S_t per frame (high = abnormal); '
                  f"labelled abnormal intervals shaded red; ticks at the bottom mark frames that updated the memory.</p>{timeline_html}</section>")
 
     # localisation thumbnails
     thumbs = read_thumbnail_index(report_dir)
+    unmatched = None if stale or not thumbs else thumbnail_of_another_evaluation(thumbs, videos)
+    if unmatched:
+        log.warning(f"{report_dir / THUMBS_DIR}: {unmatched}: its thumbnails are of another evaluation and are left out")
+    if stale or unmatched:
+        thumbs = []
     figures = []
     for entry in thumbs:
         path = report_dir / THUMBS_DIR / Path(str(entry.get("file", ""))).name
@@ -141,6 +236,9 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
                "(<code>scoring.error_map</code>) as a heatmap; right: regions whose error is above the frame's mean, as in the "
                "paper's Fig. 4. Errors come from re-running the model with its trained memory items.</p>"
                f'<div class="thumbs">{"".join(figures)}</div>')
+    elif stale or unmatched:
+        loc = ('<p class="note">The localisation thumbnails in this report folder are of an earlier evaluation, not of the '
+               "scores shown here, and are left out; <code>mnad evaluate --report DIR</code> makes them again.</p>")
     else:
         loc = ('<p class="note">No localisation thumbnails: they need the model and the frames, and are made by '
                "<code>mnad evaluate --report DIR</code>.</p>")
@@ -154,11 +252,11 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
         last = records[-1]
         total_s = sum(float(r.get("seconds", 0)) for r in records)
         train_html = (f"{_img(train_png, 'training curves')}<p class=\"note\">{len(records)} epochs logged in "
-                      f"<code>{_e(log_path)}</code>; last epoch: "
+                      f"<code>{_e(relative_path(log_path, report_dir))}</code>; last epoch: "
                       + ", ".join(f"{_e(k)}={_e(f'{v:.5g}' if isinstance(v, float) else v)}" for k, v in last.items())
                       + f"; {total_s:.0f} s of training in all.</p>")
     else:
-        looked = f" (looked in <code>{_e(run_dir)}</code>)" if run_dir is not None else ""
+        looked = f" (looked in <code>{_e(relative_path(run_dir, report_dir))}</code>)" if run_dir is not None else ""
         train_html = f'<p class="note">No training log found{looked}.</p>'
     parts.append(f'<section id="training"><h2>Training</h2>{train_html}</section>')
 
@@ -173,8 +271,8 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
             memory_html.append(f"<figure>{_img(path.read_bytes(), caption)}<figcaption>{_e(caption)}</figcaption></figure>")
     if not memory_html:
         memory_html.append('<p class="note">No memory figures in this report folder: '
-                           f"<code>mnad figures --checkpoint CKPT --data-root ROOT --out {_e(report_dir / FIGURES_DIR)}</code> "
-                           "then <code>mnad report</code> adds them.</p>")
+                           f"<code>mnad figures --checkpoint CKPT --data-root ROOT --out REPORT/{FIGURES_DIR}</code> (REPORT: this "
+                           "report folder) then <code>mnad report REPORT</code> adds them.</p>")
     parts.append(f'<section id="memory"><h2>Memory</h2>{"".join(memory_html)}</section>')
 
     # provenance
@@ -191,11 +289,18 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
         ("epochs trained", checkpoint.get("epochs")),
         ("data root", provenance.get("data_root")),
         ("labels", provenance.get("labels") or metrics.get("labels")),
-        ("evaluation folder", eval_dir),
-        ("run folder", run_dir),
+        # from the report folder, as provenance.json stores them: the page says the same wherever it is rebuilt from
+        ("evaluation folder (from the report folder)", relative_path(eval_dir, report_dir)),
+        ("run folder (from the report folder)", relative_path(run_dir, report_dir) if run_dir is not None else None),
     ]
-    note = "" if provenance.get("command") else ('<p class="note">This evaluation was run without <code>--report</code>: only the config '
-                                  "stored in metrics.json is known.</p>")
+    if stale:
+        note = (f'<p class="note">The evaluation in <code>{_e(relative_path(eval_dir, report_dir))}</code> {_e(stale)}: how it '
+                "was run is not known; only the config stored in metrics.json is shown.</p>")
+    elif not provenance.get("command"):
+        note = ('<p class="note">This evaluation was run without <code>--report</code>: only the config stored in '
+                "metrics.json is known.</p>")
+    else:
+        note = ""
     parts.append(f'<section id="provenance"><h2>Provenance</h2>{note}{_kv_table(prov_rows, "provenance-table")}'
                  f'<h3>Versions</h3>{_kv_table(list(versions.items()), "versions")}'
                  f"<h3>Config</h3><pre id=\"config\">{_e(json.dumps(config, indent=2))}</pre></section>")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mnad.outputs import TRAIN_LOG, read_json_if_present
+from mnad.outputs import SCORES_FILE, TRAIN_LOG, read_json_if_present
 from mnad.report.inputs import provenance_problem
 
 PROVENANCE_FILE = "provenance.json"
@@ -95,6 +95,8 @@ def collect_provenance(
         "data_root": str(Path(data_root).resolve()) if data_root else None,
         "labels": str(Path(labels).resolve()) if labels else None,
         "eval_dir": relative_path(eval_dir, report_dir),
+        # what this record is of: a rebuild over scores.csv evaluated again since (without --report) does not show it
+        "scores_sha256": file_sha256(eval_dir / SCORES_FILE) if (eval_dir / SCORES_FILE).is_file() else None,
         "run_dir": None,
         "checkpoint": None,
         "versions": library_versions(),

@@ -27,6 +27,14 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60] or "video"
 
 
+def _indexed_files(index: Path) -> set[str]:
+    """The file names an existing thumbs.json lists (none when it is missing or unreadable)."""
+    try:
+        return {Path(entry["file"]).name for entry in json.loads(index.read_text())} if index.is_file() else set()
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
 def pick_top_frames(videos: list[VideoRows], k: int, *, gap: int = 5) -> list[tuple[int, int]]:
     """(video index, row index) of the k highest scores, at least ``gap`` frames apart within a video, so the
     thumbnails show different moments rather than one event's neighbouring frames."""
@@ -99,12 +107,7 @@ def write_thumbnails(
     out = Path(report_dir) / THUMBS_DIR
     out.mkdir(parents=True, exist_ok=True)
     old_index = out / THUMBS_INDEX
-    earlier: set[str] = set()  # an earlier report's thumbnails: removed once this one's are written
-    if old_index.is_file():
-        try:
-            earlier = {Path(entry["file"]).name for entry in json.loads(old_index.read_text())}
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+    earlier = _indexed_files(old_index)  # an earlier report's thumbnails: removed once this one's are written
     videos = {v.name: v for v in split_videos(data_root, config.dataset, "testing")}
     m = config.model
     entries = []
@@ -134,6 +137,20 @@ def write_thumbnails(
     for name in earlier - {p.name for p in files}:
         (out / name).unlink(missing_ok=True)
     return entries
+
+
+def remove_thumbnails(report_dir: str | Path) -> None:
+    """Take an earlier report's thumbnails out of ``report_dir`` (a report made again with ``top_k`` 0 must not show
+    another evaluation's): the index first, so that a failure part way leaves files no page shows, never an index
+    naming missing ones."""
+    out = Path(report_dir) / THUMBS_DIR
+    index = out / THUMBS_INDEX
+    if not index.is_file():
+        return
+    earlier = _indexed_files(index)
+    index.unlink()
+    for name in earlier:  # only the files the index named: a user's own files in thumbs/ stay
+        (out / name).unlink(missing_ok=True)
 
 
 def read_thumbnail_index(report_dir: Path) -> list[dict]:
