@@ -191,3 +191,17 @@ def test_a_report_folder_moved_with_its_evaluation_rebuilds(tmp_path: Path) -> N
     assert main(["report", str(moved / "eval" / "report")]) == 0
     text = page(moved / "eval" / "report")
     assert 'href="#timeline-0"' in text and not [s for s in text.split('src="')[1:] if not s.startswith("data:image/png;base64,")]
+
+
+def test_a_report_folder_moved_without_its_evaluation_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """(was: 'DIR/eval/metrics.json: metrics file not found (written by `mnad evaluate --out`)', a path the user never
+    named, as if the evaluation had not been run)"""
+    eval_dir = evaluation(tmp_path / "eval", [scored_video("01")])
+    create_report(None, {"name": "tiny", "train": {"seed": 0}}, tmp_path, eval_dir, tmp_path / "report", top_k=0)
+    moved = tmp_path / "shared" / "report"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "report", moved)
+    assert main(["report", str(moved)]) == 2
+    assert one_error(capsys) == (f"{moved / 'provenance.json'}: names the evaluation folder '../eval' (from the report "
+                                 f"folder), and {tmp_path / 'shared' / 'eval' / 'metrics.json'} is not there: move the report folder "
+                                 "together with its evaluation, or run `mnad report` on the evaluation folder")

@@ -50,6 +50,11 @@ def build_report(
 
     report_dir = Path(report_dir)
     provenance, eval_path, run_path = _sources(report_dir, Path(eval_dir) if eval_dir else None, Path(run_dir) if run_dir else None)
+    if eval_dir is None and provenance.get("eval_dir") and not (eval_path / METRICS_FILE).is_file():
+        # a report folder moved or copied without its evaluation: say where the path came from, not only that a file is missing
+        raise DataError(f"{report_dir / PROVENANCE_FILE}: names the evaluation folder {provenance['eval_dir']!r} (from the report "
+                        f"folder), and {eval_path / METRICS_FILE} is not there: move the report folder together with its "
+                        "evaluation, or run `mnad report` on the evaluation folder")
     text = render_report(report_dir, eval_path, run_path, provenance)
     target = (Path(out) if out is not None else report_dir) / REPORT_FILE
     try:
