@@ -205,3 +205,12 @@ def test_a_report_folder_moved_without_its_evaluation_says_so(tmp_path: Path, ca
     assert one_error(capsys) == (f"{moved / 'provenance.json'}: names the evaluation folder '../eval' (from the report "
                                  f"folder), and {tmp_path / 'shared' / 'eval' / 'metrics.json'} is not there: move the report folder "
                                  "together with its evaluation, or run `mnad report` on the evaluation folder")
+
+
+def test_a_report_written_elsewhere_leaves_the_evaluation_folder_alone(tmp_path: Path) -> None:
+    """`mnad report EVAL --out DIR` (was: also created EVAL/report/provenance.json, and failed on a read-only EVAL)."""
+    eval_dir = evaluation(tmp_path / "eval", [scored_video("01")])
+    before = sorted(p.name for p in eval_dir.iterdir())
+    assert main(["report", str(eval_dir), "--out", str(tmp_path / "page")]) == 0
+    assert sorted(p.name for p in eval_dir.iterdir()) == before
+    assert "<code>..</code>" in page(tmp_path / "page")  # the evaluation, from where its report folder would be

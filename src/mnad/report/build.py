@@ -132,8 +132,9 @@ def find_report_sources(path: str | Path) -> tuple[Path, Path | None]:
 def rebuild_report(path: str | Path, *, out: str | Path | None = None) -> Path:
     """``mnad report``: the page rebuilt from saved outputs, without the model. Returns the page's path."""
     report_dir, eval_dir = find_report_sources(path)
-    if eval_dir is not None and not (report_dir / PROVENANCE_FILE).is_file():
+    if eval_dir is not None and out is None and not (report_dir / PROVENANCE_FILE).is_file():
         # A report of an evaluation run without --report: record where its sources are, so this folder can be rebuilt.
+        # Not with --out: the page goes there, and the evaluation folder (perhaps read-only, or another's) is left alone.
         try:
             report_dir.mkdir(parents=True, exist_ok=True)
             run_dir = _guess_run_dir(eval_dir)
