@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mnad.config import Config, check_count, load_config, recipe_names
 from mnad.errors import ConfigError, MNADError, Terminated, printable
@@ -75,6 +75,9 @@ SCORING_FLAG_HELP = {
     "bf16": "bf16 weights and autocast while scoring", "channels_last": "channels_last weights and inputs while scoring",
     "compile": "compile the scoring step (at the first frame, once per model and size; cached)", "no_test_update": "no memory update while scoring",
 }
+# The commands that split their work over the ranks of a torchrun job (mnad.distributed.DISTRIBUTED_COMMANDS, kept
+# here too: checking a launch must not import torch); the others are refused under torchrun.
+DISTRIBUTED_COMMANDS = ("train", "evaluate")
 # Commands on which --dataset does something: training reads <root>/<dataset>/training, evaluation its testing/.
 # (demo makes its own data; calibrate and detect read the footage they are given.)
 DATASET_COMMANDS = ("train", "evaluate")
@@ -362,7 +365,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mnad", description="Memory-guided normality for video anomaly detection")
+    parser = _Parser(prog="mnad", description="Memory-guided normality for video anomaly detection")
     parser.add_argument("--version", action="version", version=f"mnad {_version()}", help="print the version of mnad and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (mnad COMMAND --help for its options)")
 
@@ -484,11 +487,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(line: str, **once: Any) -> None:
+    """``line`` on standard error, once per torchrun job (the first rank to say it; ``once``: the options of
+    mnad.distributed.first_to_say); torch is imported for that only under a multi-process launch."""
+    if _launched():
+        from mnad.distributed import first_to_say
+
+        if not first_to_say(line, **once):
+            return
+    print(line, file=sys.stderr)
+
+
+def _launched() -> bool:
+    """Under torchrun (mnad.distributed.multi_process_launch), read from the environment without importing torch."""
+    world_size = os.environ.get("WORLD_SIZE", "")
+    return world_size.isdigit() and int(world_size) > 1 and bool(os.environ.get("MASTER_ADDR")) and bool(os.environ.get("MASTER_PORT"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors the ranks of a torchrun job say once."""
+
+    def error(self, message: str) -> NoReturn:
+        if _launched():
+            from mnad.distributed import first_to_say
+
+            if not first_to_say(f"{self.prog}: error: {message}", error=True):
+                self.exit(2)
+        super().error(message)
+
+
 class _Warnings(logging.Handler):
     """The package's warnings as one `mnad: warning: ...` line each on standard error."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"mnad: warning: {printable(record.getMessage())}", file=sys.stderr)
+        _say(f"mnad: warning: {printable(record.getMessage())}")
 
 
 def _show_warnings() -> None:
@@ -506,19 +538,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from mnad.outputs import output_path
 
+        if _launched() and args.command not in DISTRIBUTED_COMMANDS:  # each rank would do all the work, into one --out
+            raise ConfigError(f"mnad {args.command} runs in one process: start it without torchrun (only "
+                              f"{' and '.join(DISTRIBUTED_COMMANDS)} split their work over torchrun's processes)")
         for option in ("out", "report"):  # before any work (loading a model), as the API checks them again
             if getattr(args, option, None) is not None:
                 output_path(getattr(args, option), f"--{option}")
         args.func(args)
     except MNADError as exc:
-        print(f"mnad: error: {printable(str(exc))}", file=sys.stderr)
+        _say(f"mnad: error: {printable(str(exc))}", error=True)
         return 2
-    except KeyboardInterrupt:
-        print("mnad: interrupted (what was done so far is written)", file=sys.stderr)
+    except KeyboardInterrupt:  # under torchrun, not after another rank's error: torchrun interrupts the others then
+        _say("mnad: interrupted (what was done so far is written)", unless_failed=True)
         return 130
     except Terminated:
-        print("mnad: terminated (what was done so far is written)", file=sys.stderr)
+        _say("mnad: terminated (what was done so far is written)", unless_failed=True)
         return 143
+    except RuntimeError as exc:  # torch.distributed losing a rank: one line, not a traceback; any other is a bug
+        if not _launched():
+            raise
+        from mnad.distributed import lost_peer
+
+        if (text := lost_peer(exc)) is None:
+            raise
+        _say(f"mnad: error: {printable(text)}", key="lost peer", error=True, unless_failed=True)
+        return 2
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

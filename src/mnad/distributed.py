@@ -22,8 +22,11 @@ What each rank does (docs/distributed.md has the full story):
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -293,8 +296,12 @@ def barrier(ctx: Context) -> None:
 def local_batch_size(global_batch: int, ctx: Context) -> int:
     """Each rank's share of ``train.batch_size``, which is the global batch over all ranks."""
     if global_batch % ctx.world_size:
-        raise ConfigError(f"train.batch_size={global_batch} (the global batch) is not divisible by the {ctx.world_size} ranks; "
-                          f"use a multiple of {ctx.world_size}")
+        # both ways out: a resumed run keeps its batch size (train.RESUME_FIXED), so there only the rank count can change
+        counts = [n for n in range(1, global_batch + 1) if global_batch % n == 0]
+        counts_text = ", ".join(map(str, counts[:-1])) + f" or {counts[-1]} ranks" if len(counts) > 1 else "one process"
+        raise ConfigError(f"train.batch_size={global_batch} (the global batch) is not divisible by the {ctx.world_size} ranks: "
+                          f"run it on {counts_text} (in all, over the machines; the only way for a --resume, which keeps "
+                          f"the run's batch size), or use a multiple of {ctx.world_size} for a new run")
     return global_batch // ctx.world_size
 
 
@@ -325,7 +332,7 @@ def mean_over_ranks(values: dict[str, float], ctx: Context) -> dict[str, float]:
     """The mean of each value over the ranks (e.g. per-epoch loss sums, so the log shows the global-batch loss)."""
     if not ctx.enabled or not values:
         return values
-    keys = sorted(values)
+    keys = list(values)  # every rank lists the same keys in the same order; the log keeps the one-process order
     summed = all_reduce_sum(torch.tensor([values[k] for k in keys], dtype=torch.float64, device=ctx.device))
     return {k: float(v) / ctx.world_size for k, v in zip(keys, summed.tolist(), strict=True)}
 
@@ -353,6 +360,93 @@ def shard_contiguous(items: Sequence[T], sizes: Sequence[int], ctx: Context) -> 
             mine.append(item)
         before += size
     return mine
+
+
+# --- one message per job --------------------------------------------------------------------------------------
+#
+# Every rank of a torchrun job runs the same command on the same arguments, so a mistake (a bad option, a run folder
+# that exists, a batch size the ranks do not divide) is met by every rank at once: N identical `mnad: error:` lines,
+# written at the same moment and interleaved. The ranks agree on who speaks through torchrun's own key-value store
+# (the agent's, which the ranks reach before and without the process group): the first to say a text prints it.
+
+STORE_TIMEOUT = datetime.timedelta(seconds=5)  # a message is never held up longer by a store that does not answer
+_store: dist.Store | None = None
+_said: Counter[str] = Counter()  # the texts this process has said, and how often
+
+
+def multi_process_launch() -> bool:
+    """Whether this process is one of a multi-process launch (torchrun: WORLD_SIZE > 1 with MASTER_ADDR and
+    MASTER_PORT; a WORLD_SIZE left exported in a shell is not one). Reads the environment only."""
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "") or 1)
+    except ValueError:
+        return False  # setup() says what is wrong with it
+    return world_size > 1 and bool(os.environ.get("MASTER_ADDR")) and bool(os.environ.get("MASTER_PORT"))
+
+
+def _job_store() -> dist.Store | None:
+    """torchrun's key-value store, shared by every rank of the job, or None: one process, a launch that is not
+    torchrun's (no agent store to reach before the group is joined), or a store that cannot be reached."""
+    global _store
+    if _store is None and multi_process_launch() and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        try:
+            _store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                                   timeout=STORE_TIMEOUT)
+        except (RuntimeError, ValueError):  # gone (the agent stopped): every rank then says its own messages
+            return None
+    return _store
+
+
+def _key(name: str) -> str:
+    """A store key of this job and attempt (torchrun restarts a failed job under the same store)."""
+    return f"mnad/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{name}"
+
+
+def first_to_say(text: str, *, key: str | None = None, error: bool = False, unless_failed: bool = False) -> bool:
+    """Whether this process prints ``text``: always on one process; in a torchrun job, only if no other rank has
+    said it (the n-th time a rank says a text is one message of the job: a warning given twice is said twice).
+
+    ``key`` is what counts as the same message (default ``text``); ``error`` records that the job failed;
+    ``unless_failed``: not at all once a rank has said an error, for what follows from it (the interrupt torchrun
+    sends the other ranks, their lost connection to the rank that stopped). Never raises: it runs in the CLI's error
+    handlers. Where the store cannot be reached every rank prints: better twice than never."""
+    if not multi_process_launch():
+        return True
+    try:
+        store = _job_store()
+        if store is None:
+            return True
+        failed = _key("failed")
+        if unless_failed and store.check([failed]):
+            return False
+        if error:
+            store.set(failed, "1")
+        seen = key if key is not None else text
+        _said[seen] += 1
+        name = hashlib.sha1(seen.encode("utf-8", "surrogateescape")).hexdigest()
+        return store.add(_key(f"said/{name}/{_said[seen]}"), 1) == 1
+    except Exception:  # noqa: BLE001 (a message must never turn into a traceback)
+        return True
+
+
+def lost_peer(exc: BaseException) -> str | None:
+    """What to say when ``exc`` is torch.distributed failing to reach another rank (killed, out of memory, or stopped
+    by an error of its own) in a multi-process job; None for any other exception, which stays a bug to show.
+
+    gloo raises a plain RuntimeError naming itself ("[.../gloo/transport/tcp/pair.cc:537] Read error ...:
+    Connection reset by peer"); NCCL and the store a torch.distributed.DistError."""
+    if not isinstance(exc, RuntimeError) or not multi_process_launch():
+        return None
+    text = str(exc).strip()
+    markers = ("gloo", "NCCL", "Connection reset by peer", "Connection closed by peer", "Broken pipe")
+    if not (isinstance(exc, dist.DistError) or any(m in text for m in markers)):
+        return None
+    detail = text.splitlines()[0] if text else type(exc).__name__
+    if detail.startswith("[") and "] " in detail:  # the C++ source location
+        detail = detail.split("] ", 1)[1]
+    detail = detail.split(". This is typically caused", 1)[0][:300]
+    return ("another process of this torchrun job stopped or cannot be reached (torchrun's report names it; "
+            f"torch.distributed: {detail}); a training run resumes from its last checkpoint with --resume")
 
 
 # --- synchronised BatchNorm ------------------------------------------------------------------------------------
