@@ -75,8 +75,8 @@ SCORING_FLAG_HELP = {
     "bf16": "bf16 weights and autocast while scoring", "channels_last": "channels_last weights and inputs while scoring",
     "compile": "compile the scoring step (at the first frame, once per model and size; cached)", "no_test_update": "no memory update while scoring",
 }
-# The commands that split their work over the ranks of a torchrun job (mnad.distributed.DISTRIBUTED_COMMANDS, kept
-# here too: checking a launch must not import torch); the others are refused under torchrun.
+# The commands that split their work over the ranks of a torchrun job (docs/distributed.md); the others would run
+# whole on every rank, into the same --out, and are refused under torchrun.
 DISTRIBUTED_COMMANDS = ("train", "evaluate")
 # Commands on which --dataset does something: training reads <root>/<dataset>/training, evaluation its testing/.
 # (demo makes its own data; calibrate and detect read the footage they are given.)
