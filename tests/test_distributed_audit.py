@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from mnad import cli, distributed
@@ -199,3 +200,24 @@ def test_torchrun_says_a_mistake_once(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert len(_errors(done.stderr)) == 1, done.stderr
+
+
+def test_the_stream_protocol_is_refused_under_torchrun_before_out_is_made(synthetic_root: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was refused only after the evaluation folder had been created (left empty)."""
+    from conftest import tiny_config
+
+    from mnad.calibrate import calibrate, with_calibration
+    from mnad.data import split_videos
+    from mnad.evaluate import evaluate
+    from mnad.model import MNAD
+
+    torch.manual_seed(0)
+    config = tiny_config().override(["eval.gamma=0.01"])
+    model = MNAD(config.model).eval()
+    cal = calibrate(model, config, split_videos(synthetic_root, "synthetic", "training"), false_alarm_rate=0.05,
+                    scoring="config", progress=False)
+    monkeypatch.setattr(distributed, "setup", lambda device: distributed.Context(rank=0, world_size=2))  # rank 0 of 2
+    with pytest.raises(ConfigError, match="one stream: run it in one process, not under torchrun"):
+        evaluate(model, with_calibration(config, cal), synthetic_root, protocol="stream", out_dir=tmp_path / "eval", progress=False)
+    assert not (tmp_path / "eval").exists()

@@ -248,17 +248,17 @@ def evaluate(
     labels = load_labels(labels_path, videos)  # checked against the frame counts before any scoring
     if calibration is not None:
         check_held_out(calibration, videos)
+    ctx = distributed.setup(device)  # under torchrun: this rank's device; one process: unchanged
+    if protocol == "stream" and ctx.world_size > 1:  # refused before --out is created
+        raise ConfigError("the stream protocol scores the test videos as one stream: run it in one process, not under torchrun")
     if out_dir is not None:
         out_dir = output_path(out_dir, "--out")
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DataError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from exc
-    ctx = distributed.setup(device)  # under torchrun: this rank's device; one process: unchanged
     device = str(ctx.device)
     model = model.to(device)
-    if protocol == "stream" and ctx.world_size > 1:
-        raise ConfigError("the stream protocol scores the test videos as one stream: run it in one process, not under torchrun")
     mine = distributed.shard_contiguous(videos, [len(v) for v in videos], ctx)
     scorer = None
     if calibration is not None:
