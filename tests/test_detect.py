@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_config
 
 from mnad.calibrate import ALERT_SMOOTHING, calibrate, with_calibration
-from mnad.checkpoint import load_model, save_model
+from mnad.checkpoint import load_model, read_checkpoint, save_model
 from mnad.cli import main
 from mnad.data import list_videos, split_videos
 from mnad.data.sources import FrameSource, SourceOptions
@@ -24,7 +24,7 @@ from mnad.events import EventTracker
 from mnad.export import export_onnx, load_onnx
 from mnad.scoring import RunningMinMax, causal_minmax, smooth
 from mnad.stream import StreamScorer
-from mnad.train import train
+from mnad.train import train, training_record
 
 
 def write_mp4(frames_dir: Path, path: Path, fps: float = 25.0) -> None:
@@ -201,6 +201,11 @@ def test_train_on_own_footage_keeps_a_holdout_for_calibration(synthetic_root: Pa
     # two held-out clips: enough frames only for a coarse rate
     assert main(["calibrate", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "cal.safetensors"), "--quiet",
                  "--false-alarm-rate", "0.5"]) == 0
+    # the calibrated model carries its training's record: the footage (never calibrated on) and the epochs (was: the
+    # epochs dropped, so a report of it said nothing of its training)
+    _, _, extra = read_checkpoint(tmp_path / "cal.safetensors")
+    assert extra["epochs"] == 1 and [tuple(f) for f in extra["footage"]] == training_record(tmp_path / "run")["footage"]
+    assert {path for path, _, _ in extra["footage"]} == {str(v.resolve()) for v in footage.iterdir()}
     # too little footage for a pseudo-anomaly: the camera's configured scoring, and the command says so
     assert "mnad: scoring: patch PSNR + patch D, 5-frame mean (as configured)" in capsys.readouterr().err
 

@@ -58,7 +58,7 @@ def calibrate(
     ``scoring``: 'choose' the terms of S_t (and, unless ``smoothing`` is given, the trailing mean) that best separate
     pseudo-anomalies made from ``videos`` (``choose_scoring``), or score as the 'config' says. ``smoothing``: frames
     in the trailing mean, by default chosen (or ``alert_window(config)``). ``trained_on``: the footage the
-    model was trained on (``train.trained_footage``); calibrating on any of it is warned about, since the model has learnt those frames
+    model was trained on (``train.training_record``); calibrating on any of it is warned about, since the model has learnt those frames
     and scores them lower than unseen normal footage (thresholds then alert too often).
     """
     check_same_model(model, config)  # the footage is scored as the trained model is, and the model saved with this config

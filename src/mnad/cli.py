@@ -277,25 +277,25 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from mnad.calibrate import calibrate, check_model_output, describe_scoring, model_record, with_calibration
     from mnad.checkpoint import PRETRAINED, load_model, save_model
-    from mnad.train import holdout_videos, trained_footage
+    from mnad.train import holdout_videos, training_record
 
     check_model_output(args.out)  # before the footage is scored, not after
     if args.data == []:  # `--data` followed by nothing (a shell glob that matched nothing): never the held-out part instead
         raise ConfigError("--data names no footage: give video files or frame folders, or leave --data out to calibrate on "
                           "the run's held-out part")
-    model, trained = load_model(args.checkpoint)
-    config = choose_scoring_path(model, apply_options(trained, args), args)
+    model, trained_config = load_model(args.checkpoint)
+    config = choose_scoring_path(model, apply_options(trained_config, args), args)
     if args.data:
         videos = args.data  # paths: calibrate opens them (calibrate.open_footage)
     else:
         if str(args.checkpoint) in PRETRAINED:  # its name is no path: the current folder's holdout.json is no part of it
             raise ConfigError(f"{args.checkpoint}: a shipped model keeps no held-out footage; pass --data with normal footage of your camera")
         videos = holdout_videos(Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent)
-    trained_on = trained_footage(args.checkpoint)
+    trained = training_record(args.checkpoint)  # carried on: the footage (never calibrate on it) and the epochs
     calibration = calibrate(model, config, videos, false_alarm_rate=args.false_alarm_rate,
                             smoothing=config.eval.smoothing if args.smoothing is not None else None,
-                            scoring=args.scoring, trained_on=trained_on, device=config.train.device, progress=not args.quiet)
-    save_model(args.out, model, with_calibration(model_record(trained, config), calibration), extra={"footage": trained_on})
+                            scoring=args.scoring, trained_on=trained.get("footage", []), device=config.train.device, progress=not args.quiet)
+    save_model(args.out, model, with_calibration(model_record(trained_config, config), calibration), extra=trained)
     print(json.dumps(calibration.to_dict(), indent=2))
     print(f"mnad: scoring: {describe_scoring(calibration)}", file=sys.stderr)
     print(f"calibrated model written to {args.out}")

@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -481,14 +481,21 @@ def reconcile_log(path: Path, epochs: int, last: dict | None) -> None:
         atomic_write(path, text)
 
 
-def trained_footage(checkpoint: str | Path) -> list[tuple[str, int, int]]:
-    """The footage (absolute path, first frame, end frame) a model was trained on, as its training run recorded it;
-    [] when unknown (a model trained before this was recorded, or a shipped one)."""
+def training_record(checkpoint: str | Path) -> dict[str, Any]:
+    """What a model's training run recorded about it that a model made from it (``mnad calibrate``'s) carries on:
+    ``footage``, [(absolute path, first frame, end frame)] it was trained on, and ``epochs``, each left out when
+    unknown (a model trained before it was recorded; the shipped one keeps no footage)."""
     from mnad.checkpoint import read_checkpoint, resolve_checkpoint
     from mnad.errors import MNADError
 
     try:
         _, _, extra = read_checkpoint(resolve_checkpoint(checkpoint))
     except MNADError:
-        return []
-    return [(str(p), int(a), int(b)) for p, a, b in extra.get("footage", [])]
+        return {}
+    record: dict[str, Any] = {}
+    if extra.get("footage"):
+        record["footage"] = [(str(p), int(a), int(b)) for p, a, b in extra["footage"]]
+    epochs = extra.get("epochs", extra.get("epoch"))  # a model file's, or a training checkpoint's
+    if isinstance(epochs, int) and not isinstance(epochs, bool):
+        record["epochs"] = epochs
+    return record
