@@ -107,3 +107,26 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize(("command", "args", "said"), [
+    ("evaluate", ["--checkpoint", "m", "--data-root", "d"], "nothing was written"),
+    ("calibrate", ["--checkpoint", "m", "--out", "c.safetensors"], "nothing was written"),
+    ("train", ["--data-root", "d", "--out", "run"], "the last finished epoch is kept: continue with --resume"),
+    ("detect", ["src", "--checkpoint", "m", "--out", "o"], "the outputs of the frames scored so far are written"),
+])
+def test_a_stopped_command_says_what_it_leaves(command: str, args: list[str], said: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C or SIGTERM: the last line says what is left (was: "what was done so far is written" for every command,
+    though evaluate, calibrate, export, figures and report write their outputs whole at their end: nothing is)."""
+    import mnad.cli
+    from mnad.errors import Terminated
+
+    monkeypatch.chdir(tmp_path)
+    for stop, code, word in ((KeyboardInterrupt(), 130, "interrupted"), (Terminated(), 143, "terminated")):
+        def stopped(_: object, stop: BaseException = stop) -> None:
+            raise stop
+
+        monkeypatch.setattr(mnad.cli, f"cmd_{command}", stopped)
+        assert main([command, *args]) == code
+        assert capsys.readouterr().err == f"mnad: {word} ({said})\n"

@@ -139,7 +139,7 @@ def test_an_interrupt_is_said_once(job: Callable[[int], None], monkeypatch: pyte
         job(rank)
         assert cli.main(["train", "--data-root", str(tmp_path), "--out", str(tmp_path / "run")]) == 143
         said.append(capsys.readouterr().err)
-    assert said == ["mnad: terminated (what was done so far is written)\n", ""]
+    assert said == ["mnad: terminated (the last finished epoch is kept: continue with --resume)\n", ""]
 
 
 def test_other_runtime_errors_stay_visible(job: Callable[[int], None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

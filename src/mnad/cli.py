@@ -77,6 +77,14 @@ SCORING_FLAG_HELP = {
 }
 # The commands that split their work over the ranks of a torchrun job (docs/distributed.md); the others would run
 # whole on every rank, into the same --out, and are refused under torchrun.
+# what a command stopped by Ctrl-C or SIGTERM leaves, as its last line says; the others write their outputs whole at
+# their end (atomically), so nothing of theirs is written
+KEPT_WHEN_STOPPED = {
+    "train": "the last finished epoch is kept: continue with --resume",
+    "detect": "the outputs of the frames scored so far are written",
+    "demo": "its training stopped part way: run it again with --overwrite",
+}
+NOTHING_WRITTEN = "nothing was written"
 DISTRIBUTED_COMMANDS = ("train", "evaluate")
 # Commands on which --dataset does something: training reads <root>/<dataset>/training, evaluation its testing/.
 # (demo makes its own data; calibrate and detect read the footage they are given.)
@@ -549,10 +557,10 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"mnad: error: {printable(str(exc))}", error=True)
         return 2
     except KeyboardInterrupt:  # under torchrun, not after another rank's error: torchrun interrupts the others then
-        _say("mnad: interrupted (what was done so far is written)", unless_failed=True)
+        _say(f"mnad: interrupted ({KEPT_WHEN_STOPPED.get(args.command, NOTHING_WRITTEN)})", unless_failed=True)
         return 130
     except Terminated:
-        _say("mnad: terminated (what was done so far is written)", unless_failed=True)
+        _say(f"mnad: terminated ({KEPT_WHEN_STOPPED.get(args.command, NOTHING_WRITTEN)})", unless_failed=True)
         return 143
     except RuntimeError as exc:  # torch.distributed losing a rank: one line, not a traceback; any other is a bug
         if not _launched():
