@@ -75,16 +75,16 @@ SCORING_FLAG_HELP = {
     "bf16": "bf16 weights and autocast while scoring", "channels_last": "channels_last weights and inputs while scoring",
     "compile": "compile the scoring step (at the first frame, once per model and size; cached)", "no_test_update": "no memory update while scoring",
 }
-# The commands that split their work over the ranks of a torchrun job (docs/distributed.md); the others would run
-# whole on every rank, into the same --out, and are refused under torchrun.
-# what a command stopped by Ctrl-C or SIGTERM leaves, as its last line says; the others write their outputs whole at
-# their end (atomically), so nothing of theirs is written
+# What a command stopped by Ctrl-C or SIGTERM leaves, as its last line says; the others write their outputs whole at
+# their end (atomically), so nothing of theirs is written.
 KEPT_WHEN_STOPPED = {
     "train": "the last finished epoch is kept: continue with --resume",
     "detect": "the outputs of the frames scored so far are written",
     "demo": "its training stopped part way: run it again with --overwrite",
 }
 NOTHING_WRITTEN = "nothing was written"
+# The commands that split their work over the ranks of a torchrun job (docs/distributed.md); the others would run
+# whole on every rank, into the same --out, and are refused under torchrun.
 DISTRIBUTED_COMMANDS = ("train", "evaluate")
 # Commands on which --dataset does something: training reads <root>/<dataset>/training, evaluation its testing/.
 # (demo makes its own data; calibrate and detect read the footage they are given.)
