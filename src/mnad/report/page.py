@@ -5,7 +5,6 @@ memory figures)."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import json
 import logging
@@ -18,7 +17,7 @@ from mnad.errors import DataError, printable
 from mnad.outputs import FIGURES_DIR, FIGURES_INDEX, SCORES_FILE, TRAIN_LOG, read_evaluation, read_json_if_present
 from mnad.report.inputs import figures_problem, scores_problem, training_records
 from mnad.report.plots import histogram_png, roc_png, timeline_png, training_png
-from mnad.report.provenance import relative_path
+from mnad.report.provenance import file_sha256, relative_path
 from mnad.report.thumbnails import THUMBS_DIR, THUMBS_INDEX, read_thumbnail_index
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,7 @@ def provenance_of_another_evaluation(provenance: dict, eval_dir: Path) -> str | 
     if not isinstance(recorded, str):
         return None
     try:
-        current = hashlib.sha256((eval_dir / SCORES_FILE).read_bytes()).hexdigest()
+        current = file_sha256(eval_dir / SCORES_FILE)
     except OSError as exc:
         raise DataError(f"{eval_dir / SCORES_FILE}: cannot read it ({exc.strerror or exc})") from exc
     if current == recorded:
