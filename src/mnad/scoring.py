@@ -39,10 +39,16 @@ def patch_psnr(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR of the worst-predicted patch per sample, -10 log10(max_r MSE_r) over patches r of 1/PATCHES of the side
     (peak 1): an object that covers a small part of the frame is not averaged away with the rest of it (not in the
     paper; a localised score, as video anomaly detectors that score regions use). (B,)"""
-    error = (((predicted.float() - target.float()) / 2) ** 2).mean(dim=1, keepdim=True)  # (B, 1, H, W) on [0, 1]
-    side = max(error.shape[-1] // PATCHES, 1)
-    local = torch.nn.functional.avg_pool2d(error, side, stride=max(side // 2, 1))
-    return 10 * torch.log10(1 / local.flatten(1).amax(1).clamp_min(1e-12))
+    worst = _worst_patch(error_map(predicted, target)[:, None])  # the error map (B, 1, H, W) on [0, 1]
+    return 10 * torch.log10(1 / worst.clamp_min(1e-12))
+
+
+def _worst_patch(values: torch.Tensor) -> torch.Tensor:
+    """The largest mean of ``values`` (B, 1, h, w) over blocks of 1/PATCHES of the width, overlapping by half: the
+    regions of ``patch_psnr`` and ``patch_distance``. (B,)"""
+    side = max(values.shape[-1] // PATCHES, 1)
+    local = torch.nn.functional.avg_pool2d(values, side, stride=max(side // 2, 1))
+    return local.flatten(1).amax(1)
 
 
 def _nearest_item_errors(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -63,10 +69,7 @@ def patch_distance(queries: torch.Tensor, items: torch.Tensor, grid: tuple[int, 
     of the query map's side (stride half a block) and the largest block kept; the same regions as ``patch_psnr``, so
     both terms of S_t look at where the frame is most abnormal rather than at how busy the whole frame is (not in the
     paper; ``eval.distance_region``). ``grid``: the query map's (height, width), K = height * width. (B,)"""
-    per_query = _nearest_item_errors(queries, items).mean(-1).reshape(-1, 1, *grid)  # (B, 1, h, w)
-    side = max(grid[1] // PATCHES, 1)  # of the width, as patch_psnr
-    local = torch.nn.functional.avg_pool2d(per_query, side, stride=max(side // 2, 1))
-    return local.flatten(1).amax(1)
+    return _worst_patch(_nearest_item_errors(queries, items).mean(-1).reshape(-1, 1, *grid))  # per query (B, 1, h, w)
 
 
 def regular_score(predicted: torch.Tensor, target: torch.Tensor, *, kind: str = "code") -> torch.Tensor:
