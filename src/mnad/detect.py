@@ -178,9 +178,6 @@ class _Detection:
             else:  # a bug: as it would have been raised reading in this thread
                 raise item.error
             return None
-        if self.options.max_frames is not None and self.taken >= self.options.max_frames:
-            self.end("--max-frames")
-            return None
         i = self.taken
         self.taken += 1
         if self.writer is None:  # the source delivered (into a staging folder while an earlier run is in --out)
@@ -225,6 +222,12 @@ class _Detection:
             self.video.write(picture)
             self.video_frames += 1
         self.scored += 1
+
+    def at_limit(self) -> bool:
+        """It has taken the --max-frames frames asked for: it ends once they are scored, not at the next frame (which
+        a camera that stalls or goes away right after them would never give: the run would wait through its read
+        timeout and reconnections, then fail as a lost source)."""
+        return self.options.max_frames is not None and self.taken >= self.options.max_frames
 
     def move(self, out_dir: Path) -> None:
         """The outputs' folder was moved (``DetectFolder.take_over``): the files still to be written follow it."""
@@ -507,6 +510,9 @@ def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake:
                     run.fail(exc)
                 else:
                     bar.update(1)
+            for run in runs:
+                if run.ended_by is None and run.at_limit():
+                    run.end("--max-frames")
 
 
 def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, calibration: Calibration | None, *,
