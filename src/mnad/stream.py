@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -330,10 +331,15 @@ class StreamScorer:
 
     def _belongs_to(self) -> dict:
         """What a saved state is of: a state restores only into a scorer for which these are the same."""
-        m = self.config.model
+        m, e = self.config.model, self.config.eval
+        # the scoring settings too: the running ranges are of the chosen PSNR and D terms, the trailing mean's scores
+        # mix them with alpha, on the calibration's scale; restored under others they would be mixed with other numbers
+        calibration = (hashlib.sha256(json.dumps(self.calibration.to_dict(), sort_keys=True).encode()).hexdigest()
+                       if self.calibration is not None else None)
         return {"model": self.model_digest, "task": m.task, "t_length": m.t_length, "image_size": m.image_size, "channels": m.channels,
                 "memory": self.has_memory, "memory_size": m.memory_size, "feature_dim": m.feature_dim,
-                "normalization": self.normalization, "smoothing": self.smoothing}
+                "normalization": self.normalization, "smoothing": self.smoothing, "psnr_region": e.psnr_region,
+                "distance_region": e.distance_region, "psnr_peak": e.psnr_peak, "alpha": self.alpha, "calibration": calibration}
 
     def save_state(self, path: str | Path) -> None:
         """Write the state as safetensors (tensors and JSON metadata, no code), atomically, with what it belongs to."""
@@ -364,6 +370,9 @@ class StreamScorer:
         saved, here = info.get("belongs_to") if isinstance(info, dict) else None, self._belongs_to()
         if not isinstance(saved, dict):
             raise CheckpointError(f"{path}: the stream state does not record the model it belongs to (written by an older "
+                                  "mnad): start the stream afresh")
+        if unrecorded := [k for k in here if k not in saved]:
+            raise CheckpointError(f"{path}: the stream state does not record {', '.join(unrecorded)} (written by an older "
                                   "mnad): start the stream afresh")
         if differ := [f"{k} {saved.get(k)!r} (this scorer: {v!r})" for k, v in here.items() if saved.get(k) != v]:
             raise CheckpointError(f"{path}: the stream state belongs to another model or scorer: {', '.join(differ)}")

@@ -1,0 +1,132 @@
+"""A second audit of the live detection path, as a camera run for days meets it: --max-frames against a camera that
+stalls after the frames asked for, stream states restored with other scoring settings, and what a live source's
+timestamps and frame rate say."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from mnad.cli import main
+from mnad.errors import CheckpointError
+from mnad.model import MNAD
+from mnad.scoring import Calibration
+from mnad.stream import StreamScorer
+
+
+class _Camera(http.server.BaseHTTPRequestHandler):
+    """A camera-like MJPEG stream (no frame count): ``frames`` frames, then silent until released; once only (later
+    connections get 404, as a camera that went away)."""
+
+    frames, served = 8, 0
+    release: threading.Event
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        cls = type(self)
+        cls.served += 1
+        if cls.served > 1:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        rng = np.random.default_rng(0)
+        for _ in range(cls.frames):
+            jpg = cv2.imencode(".jpg", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))[1].tobytes()
+            self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%b\r\n" % (len(jpg), jpg))
+        self.wfile.flush()
+        cls.release.wait(20)
+
+
+@contextmanager
+def camera(frames: int) -> Iterator[str]:
+    handler = type("Camera", (_Camera,), {"frames": frames, "served": 0, "release": threading.Event()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cam.mjpg"
+    finally:
+        handler.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_max_frames_ends_at_the_last_frame_asked_for_not_at_the_next(model_file: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A camera that stalls (or goes away) right after the --max-frames frames asked for: the run scored them all and
+    ends at once, exit 0 (was: waited for a frame past the limit, through the read timeout and every reconnection, then
+    failed as a lost source, exit 2)."""
+    with camera(8) as url:
+        started = time.monotonic()
+        code = main(["detect", url, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet",
+                     "--max-frames", "8", "--reconnects", "2", "--read-timeout", "10", "--open-timeout", "2"])
+        took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["ended_by"] == "--max-frames" and summary["frames_scored"] == 4  # frames 4..7 (clips of 5)
+    assert took < 8, took  # not a read timeout of 10 s (the stalled reader is left after a 2 s join)
+
+
+# ------------------------------------------------------------------------------- a stream state restored elsewhere
+
+CALIBRATION = Calibration(psnr_low=5.0, psnr_high=40.0, distance_low=0.0, distance_high=2.0, threshold=0.5,
+                          false_alarm_rate=0.05, smoothing=5, frames=100)
+
+
+def scorer(*overrides: str, **options: object) -> StreamScorer:
+    torch.manual_seed(0)
+    config = tiny_config().override(list(overrides))
+    return StreamScorer.for_model(MNAD(config.model).eval(), config, **options)
+
+
+def saved(tmp_path: Path, *overrides: str, **options: object) -> Path:
+    first = scorer(*overrides, **options)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        first.push(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    path = tmp_path / "state.safetensors"
+    first.save_state(path)
+    return path
+
+
+@pytest.mark.parametrize(("saved_with", "restored_with", "field"), [
+    (["eval.psnr_region=frame"], ["eval.psnr_region=patch"], "psnr_region"),  # the running PSNR range is of another term
+    (["eval.distance_region=frame"], ["eval.distance_region=patch"], "distance_region"),
+    (["eval.alpha=0.6"], ["eval.alpha=0.9"], "alpha"),  # the trailing mean's scores mix the terms otherwise
+    (["eval.psnr_peak=one"], ["eval.psnr_peak=max"], "psnr_peak"),
+])
+def test_a_state_restored_with_other_scoring_settings_is_refused(tmp_path: Path, saved_with: list[str],
+                                                                 restored_with: list[str], field: str) -> None:
+    """A camera restarted with other scoring settings: the state's running ranges and trailing mean hold numbers of
+    the other score, which the restored stream would mix with its own (was: taken without a word)."""
+    path = saved(tmp_path, *saved_with, normalization="causal")
+    with pytest.raises(CheckpointError, match=rf"state\.safetensors: the stream state belongs to another model or scorer: {field} "):
+        scorer(*restored_with, normalization="causal").load_state(path)
+    scorer(*saved_with, normalization="causal").load_state(path)  # the same settings: taken
+
+
+def test_a_state_restored_under_another_calibration_is_refused(tmp_path: Path) -> None:
+    """Recalibrated between the save and the restart: the trailing mean's scores are on the old calibration's scale
+    and the events would be judged against another threshold (was: taken)."""
+    path = saved(tmp_path, normalization="calibrated", calibration=CALIBRATION)
+    other = dataclasses.replace(CALIBRATION, psnr_low=10.0, threshold=0.7)
+    with pytest.raises(CheckpointError, match=r"another model or scorer: calibration "):
+        scorer(normalization="calibrated", calibration=other).load_state(path)
+    scorer(normalization="calibrated", calibration=CALIBRATION).load_state(path)
