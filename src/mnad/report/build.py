@@ -9,9 +9,9 @@ from typing import Any
 
 from mnad.config import check_count
 from mnad.errors import DataError, os_reason
-from mnad.outputs import EVENTS_CSV, EVENTS_JSONL, METRICS_FILE, SCORES_FILE, SUMMARY_FILE, TRAIN_LOG, output_path
+from mnad.outputs import EVENTS_CSV, EVENTS_JSONL, METRICS_FILE, SCORES_FILE, SUMMARY_FILE, output_path
 from mnad.report.page import render_report
-from mnad.report.provenance import PROVENANCE_FILE, collect_provenance, read_provenance, relative_path, write_provenance
+from mnad.report.provenance import PROVENANCE_FILE, collect_provenance, is_run_dir, read_provenance, relative_path, write_provenance
 from mnad.report.thumbnails import TOP_K, remove_thumbnails, write_thumbnails
 
 REPORT_FILE = "report.html"
@@ -26,7 +26,7 @@ def _resolve(base: Path, stored: str | None) -> Path | None:
 
 def _guess_run_dir(eval_dir: Path) -> Path | None:
     for folder in (eval_dir, eval_dir.parent):
-        if (folder / TRAIN_LOG).is_file() or (folder / "config.json").is_file():
+        if is_run_dir(folder):
             return folder
     return None
 
@@ -44,7 +44,8 @@ def build_report(
     """Write ``report.html`` (into ``out``, default the report folder) from saved outputs; returns its path.
 
     The evaluation and run folders come from the arguments, else from ``provenance.json`` in the report folder,
-    else the evaluation folder is the report folder and the run folder the one holding a train_log.jsonl beside it.
+    else the evaluation folder is the report folder and the run folder that folder or the one above it, whichever
+    holds a train_log.jsonl or config.json (``is_run_dir``).
     """
     from mnad.checkpoint import atomic_write
 

@@ -20,6 +20,11 @@ from mnad.report.inputs import provenance_problem
 PROVENANCE_FILE = "provenance.json"
 
 
+def is_run_dir(folder: Path) -> bool:
+    """Whether ``folder`` is a training run's folder (it holds train_log.jsonl or config.json)."""
+    return (folder / TRAIN_LOG).is_file() or (folder / "config.json").is_file()
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
@@ -118,7 +123,7 @@ def collect_provenance(
             "epochs": extra.get("epochs", extra.get("epoch")),
         }
         run_dir = path.resolve().parent
-        if (run_dir / TRAIN_LOG).is_file() or (run_dir / "config.json").is_file():
+        if is_run_dir(run_dir):
             record["run_dir"] = relative_path(run_dir, report_dir)
     return record
 
