@@ -1,6 +1,7 @@
 """MNAD as a plain nn.Module: encoder -> L2-normalised queries -> memory read -> decoder.
 
-Training glue (losses, memory update schedule) lives in ``mnad.train``; scoring in ``mnad.scoring``/``mnad.evaluate``.
+Training glue lives in ``mnad.losses`` (the objective) and ``mnad.train`` (the step and the memory update schedule);
+scoring in ``mnad.scoring`` (the formulas) and ``mnad.stream`` (the scoring step and the state it carries).
 """
 
 from __future__ import annotations
