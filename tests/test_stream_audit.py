@@ -20,6 +20,7 @@ import torch
 from conftest import tiny_config
 
 from mnad.cli import main
+from mnad.data.sources import shown_source
 from mnad.errors import CheckpointError
 from mnad.model import MNAD
 from mnad.scoring import Calibration
@@ -27,10 +28,10 @@ from mnad.stream import StreamScorer
 
 
 class _Camera(http.server.BaseHTTPRequestHandler):
-    """A camera-like MJPEG stream (no frame count): ``frames`` frames, then silent until released; once only (later
-    connections get 404, as a camera that went away)."""
+    """A camera-like MJPEG stream (no frame count): ``frames`` frames, then silent until released; ``connections``
+    times (later connections get 404, as a camera that went away)."""
 
-    frames, served = 8, 0
+    frames, served, connections = 8, 0, 1
     release: threading.Event
 
     def log_message(self, *args: object) -> None:
@@ -39,7 +40,7 @@ class _Camera(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         cls = type(self)
         cls.served += 1
-        if cls.served > 1:
+        if cls.served > cls.connections:
             self.send_error(404)
             return
         self.send_response(200)
@@ -54,8 +55,8 @@ class _Camera(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def camera(frames: int) -> Iterator[str]:
-    handler = type("Camera", (_Camera,), {"frames": frames, "served": 0, "release": threading.Event()})
+def camera(frames: int, connections: int = 1) -> Iterator[str]:
+    handler = type("Camera", (_Camera,), {"frames": frames, "served": 0, "connections": connections, "release": threading.Event()})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -130,3 +131,32 @@ def test_a_state_restored_under_another_calibration_is_refused(tmp_path: Path) -
     with pytest.raises(CheckpointError, match=r"another model or scorer: calibration "):
         scorer(normalization="calibrated", calibration=other).load_state(path)
     scorer(normalization="calibrated", calibration=CALIBRATION).load_state(path)
+
+
+# ------------------------------------------------------------------------------- a camera's password
+
+def test_a_cameras_password_is_never_written_or_shown(model_file: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A camera URL carries its password (in the URL's user part, or a token in its query); summary.json, the run's
+    summary, warnings and errors are shared and logged (was: the password in all of them; the folder name alone left
+    it out)."""
+    with camera(8, connections=2) as url:
+        host = url.split("//", 1)[1]
+        secret = f"http://admin:p@ss-S3CRET@{host}?channel=1&token=T0KEN-S3CRET"
+        code = main(["detect", secret, url, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet",
+                     "--reconnects", "0", "--read-timeout", "1", "--open-timeout", "2"])
+    err = capfd.readouterr().err  # OpenCV's and FFmpeg's own lines too
+    assert code == 2 and "Traceback" not in err and "lost after 8 frames" in err  # each stalls after 8 frames
+    shown = [err, *(p.read_text() for p in (tmp_path / "o").rglob("*.json"))]
+    assert not any("S3CRET" in text for text in shown), err
+    run = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert run["streams"][0]["source"] == f"http://admin:***@{host}?channel=1&token=***"
+    assert run["streams"][0]["folder"] == "0_127.0.0.1_cam.mjpg"
+
+
+def test_shown_source_hides_only_secrets() -> None:
+    assert shown_source("rtsp://cam.local:554/live?channel=2") == "rtsp://cam.local:554/live?channel=2"
+    assert shown_source("rtsp://user@cam/live") == "rtsp://user@cam/live"  # no password
+    assert shown_source("rtsp://user:pw@cam/live") == "rtsp://user:***@cam/live"
+    assert shown_source("rtsp://a:b@c@d/x?pwd=1&apikey=2&n=3") == "rtsp://a:***@d/x?pwd=***&apikey=***&n=3"
+    assert shown_source("videos/a:b@c.avi") == "videos/a:b@c.avi"  # not a URL
+    assert shown_source("0") == "0"

@@ -185,7 +185,7 @@ class _Detection:
         self.raw[i] = item
         self.raw.pop(i - self.config.model.t_length, None)
         m = self.config.model
-        return prepare_frame(item.image, m.image_size, m.channels, self.source)
+        return prepare_frame(item.image, m.image_size, m.channels, self.frames.name)
 
     def score(self, row: FrameResult) -> None:
         """Events and outputs of one scored frame. Its row is written now and never rewritten, so its alert (the column,
@@ -270,7 +270,7 @@ class _Detection:
                 self.events.append(last)
                 self.writer.event(last)
         summary = {
-            "source": printable(self.source), "frames_scored": self.scored, "seconds": round(seconds, 3),
+            "source": self.frames.name, "frames_scored": self.scored, "seconds": round(seconds, 3),
             "fps": round(self.scored / seconds, 2) if seconds else None,
             "source_fps": round(self.frames.fps, 3),
             # frames (and seconds at the source's rate) from a frame's arrival to its score, so to its alert
@@ -311,7 +311,7 @@ class _Detection:
         if self.failure is not None:
             return self.failure
         if self.scored == 0:
-            return DataError(f"{printable(self.source)}: no frame was scored ({self.config.model.t_length} frames make the "
+            return DataError(f"{self.frames.name}: no frame was scored ({self.config.model.t_length} frames make the "
                              "first clip)")
         return None
 
@@ -523,7 +523,7 @@ def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, ca
     streams = []
     for run, folder in zip(runs, folders, strict=True):
         problem = run.problem() if complete else None
-        streams.append({"source": printable(run.source), "folder": folder.name if run.writer is not None or not complete else None,
+        streams.append({"source": run.frames.name, "folder": folder.name if run.writer is not None or not complete else None,
                         "frames_scored": run.scored, "events": len(run.events),
                         "ended_by": printable(run.ended_by) if run.ended_by is not None else None,
                         "failed": problem is not None, "error": problem})

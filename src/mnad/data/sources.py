@@ -129,6 +129,31 @@ def stream_url(source: str) -> str:
     return "".join(chr(b) if b < 0x80 else f"%{b:02X}" for b in os.fsencode(source))
 
 
+SECRET_KEY = re.compile(r"pass|pwd|token|key|secret|auth|sig", re.IGNORECASE)  # query parameters that carry credentials
+
+
+def shown_source(source: str) -> str:
+    """``source`` as messages and outputs show it (``printable``), a URL's password and the values of query parameters
+    named like credentials (token, password, key, ...) replaced by '***': summary.json and logs are shared and kept,
+    the camera's password is not theirs to hold. Everything else stays, so that two sources are told apart."""
+    if "://" not in source:
+        return printable(source)
+    scheme, rest = source.split("://", 1)
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:  # the password runs to the last '@' of the authority (users put raw '@' in passwords)
+        user, host = authority.rsplit("@", 1)
+        if ":" in user:
+            authority = f"{user.split(':', 1)[0]}:***@{host}"
+    if "?" in tail:
+        path, query = tail.split("?", 1)
+        query, hash_mark, fragment = query.partition("#")
+        query = "&".join(f"{k}=***" if (k := part.partition("=")[0]) and "=" in part and SECRET_KEY.search(k) else part
+                         for part in query.split("&"))
+        tail = f"{path}?{query}{hash_mark}{fragment}"
+    return printable(f"{scheme}://{authority}{tail}")
+
+
 class Video:
     """A named sequence of frames. Subclasses say where the frames come from."""
 
@@ -403,13 +428,14 @@ class FrameSource:
 
     def __init__(self, source: str, options: SourceOptions | None = None) -> None:
         self.source, self.options = source, options or SourceOptions()
+        self.name = shown_source(source)  # what messages and outputs say: a URL's password hidden
         self.fps = self.options.fps
         self.live = is_live(source)
         self.frames: FrameFolder | None = None
         if self.live:
             scheme = source.split("://", 1)[0].lower() if "://" in source else ""
             if scheme and scheme not in LIVE_SCHEMES:
-                raise DataError(f"{source}: unknown stream scheme {scheme!r} (known: {', '.join(LIVE_SCHEMES)})")
+                raise DataError(f"{self.name}: unknown stream scheme {scheme!r} (known: {', '.join(LIVE_SCHEMES)})")
             return
         path = Path(source)
         if path.is_dir():
@@ -436,7 +462,7 @@ class FrameSource:
     def _video_file(self) -> Iterator[RawFrame]:
         capture = open_capture(self.source)
         if not capture.isOpened():
-            raise DataError(f"{printable(self.source)}: cannot open video (unknown format or damaged file)")
+            raise DataError(f"{self.name}: cannot open video (unknown format or damaged file)")
         rate = capture.get(cv2.CAP_PROP_FPS)
         self.fps = rate if valid_fps(rate) else self.options.fps
         count, total, reached = 0, reported_frames(capture), 0.0
@@ -451,8 +477,8 @@ class FrameSource:
         finally:
             capture.release()
         if count == 0:
-            raise DataError(f"{printable(self.source)}: video has no decodable frames")
-        check_whole(self.source, count, total, "truncated or damaged file", fps=rate, reached_ms=reached)
+            raise DataError(f"{self.name}: video has no decodable frames")
+        check_whole(self.name, count, total, "truncated or damaged file", fps=rate, reached_ms=reached)
 
     def _open_live(self) -> cv2.VideoCapture:
         o = self.options
@@ -489,15 +515,15 @@ class FrameSource:
             finally:
                 capture.release()
             if total > 0 and first is not None:
-                check_whole(self.source, count - before, total,
+                check_whole(self.name, count - before, total,
                             f"the connection closed or stayed silent for {o.read_timeout:g} s", fps=rate, reached_ms=reached)
                 return
             if first is not None and last - first >= STEADY_SECONDS:
                 failures = 0
             if failures >= o.reconnects:
                 what = "gave no frames" if count == 0 else f"was lost after {count} frames"
-                raise DataError(f"{printable(self.source)}: the source {what} (could not open it, it kept dropping or it "
+                raise DataError(f"{self.name}: the source {what} (could not open it, it kept dropping or it "
                                 f"stayed silent for {o.read_timeout:g} s; {o.reconnects} reconnection attempts)")
             failures += 1
-            log.warning("%s: stream lost or not open, reconnecting (%d/%d)", printable(self.source), failures, o.reconnects)
+            log.warning("%s: stream lost or not open, reconnecting (%d/%d)", self.name, failures, o.reconnects)
             time.sleep(o.retry_delay)
