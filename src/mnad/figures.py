@@ -19,15 +19,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mnad.checkpoint import atomic_write_many
 from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video, split_videos, to_tensor
+from mnad.data.clips import spread_clips
 from mnad.data.layouts import _split_dir, dataset_dir
 from mnad.distributed import checked_device
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
+from mnad.model.memory import matching_probabilities as memory_matching
 from mnad.outputs import FIGURES_INDEX, output_path
 from mnad.report.plots import figure as _figure
 from mnad.report.plots import png_bytes as _png
@@ -50,12 +51,11 @@ def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:
 
 
 def clip_positions(videos: list[Video], window: int, count: int) -> list[tuple[int, int]]:
-    """``count`` clips (video index, last frame) spread evenly over all the videos' valid clips."""
-    valid = [(vi, f) for vi, v in enumerate(videos) for f in range(window - 1, len(v))]
-    if not valid:
+    """``count`` clips (video index, last frame) spread evenly over all the videos' valid clips (``spread_clips``)."""
+    picks = spread_clips(videos, window, count)
+    if not picks:
         raise DataError(f"no clip of {window} frames in {len(videos)} videos")
-    picks = np.linspace(0, len(valid) - 1, num=min(count, len(valid))).round().astype(int)
-    return [valid[i] for i in sorted(set(picks.tolist()))]
+    return [(vi, start + window - 1) for vi, start in picks]
 
 
 def model_queries(model: MNAD, videos: list[Video], positions: list[tuple[int, int]], *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
@@ -73,8 +73,8 @@ def model_queries(model: MNAD, videos: list[Video], positions: list[tuple[int, i
 
 
 def matching_probabilities(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Softmax over items of q . p, (N, M): the weights with which each query reads the memory (paper Eq. 1)."""
-    return F.softmax(torch.from_numpy(queries).float() @ torch.from_numpy(items).float().t(), dim=1).numpy()
+    """``model.memory.matching_probabilities`` of numpy queries (N, C) and items (M, C), (N, M)."""
+    return memory_matching(torch.from_numpy(queries).float(), torch.from_numpy(items).float()).numpy()
 
 
 def _palette(m: int) -> np.ndarray:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from mnad.config import Config
-from mnad.data import split_clip, to_tensor
+from mnad.data.clips import split_clip, spread_clips, to_tensor
 from mnad.data.sources import Video
 from mnad.errors import ConfigError, DataError, os_reason
 
@@ -60,12 +60,11 @@ def pick_clips(videos: Sequence[Video], config: Config, clips: int) -> list[tupl
     if clips < 1:
         raise ConfigError(f"the number of calibration clips must be at least 1, got {clips}")
     length = config.model.t_length
-    positions = [(v, start) for v, video in enumerate(videos) for start in range(len(video) - length + 1)]
-    if not positions:
+    picks = spread_clips(videos, length, clips)
+    if not picks:
         names = ", ".join(str(v.path) for v in videos[:3])
         raise DataError(f"{names}: too few frames to calibrate on (clips of {length} consecutive frames are needed)")
-    picks = np.unique(np.linspace(0, len(positions) - 1, min(clips, len(positions))).round().astype(int))
-    return [positions[i] for i in picks]
+    return picks
 
 
 def check_footage(videos: Sequence[Video], config: Config, clips: int) -> list[tuple[int, int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -25,6 +26,16 @@ def split_clip(clip: torch.Tensor, model: ModelConfig) -> tuple[torch.Tensor, to
     The one place that says which frames a clip feeds and which it scores (``ModelConfig.target_index``)."""
     inputs = clip[:, :-1] if model.task == "pred" else clip  # recon sees its own target among the inputs
     return inputs.flatten(1, 2), clip[:, model.target_index]
+
+
+def spread_clips(videos: Sequence[Video], length: int, count: int) -> list[tuple[int, int]]:
+    """(video index, first frame) of ``count`` clips of ``length`` frames spread evenly over every clip position of
+    ``videos``: fewer where there are fewer positions, none where no video is that long."""
+    positions = [(v, start) for v, video in enumerate(videos) for start in range(len(video) - length + 1)]
+    if not positions:
+        return []
+    picks = np.unique(np.linspace(0, len(positions) - 1, min(count, len(positions))).round().astype(int))
+    return [positions[i] for i in picks]
 
 
 def available_memory() -> int:

@@ -15,11 +15,17 @@ from torch import nn
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
+def matching_probabilities(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Softmax over items of q . p (paper Eq. 1): the weights with which each query reads the memory, (N, M), or
+    (B, K, M) for queries (B, K, C) and items (B, M, C)."""
+    return F.softmax(queries @ items.transpose(-2, -1), dim=-1)
+
+
 def read_memory(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """Each query's softmax-weighted sum of items (paper Eqs. 1-2). Weights carry no gradient.
 
     Queries (N, C) read items (M, C); or, per sample, queries (B, K, C) read their own items (B, M, C)."""
-    weights = F.softmax(queries @ items.transpose(-2, -1), dim=-1).detach()
+    weights = matching_probabilities(queries, items).detach()
     return weights @ items
 
 
