@@ -19,6 +19,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from mnad import detect as detect_module
 from mnad.cli import main
 from mnad.data.sources import shown_source
 from mnad.errors import CheckpointError
@@ -29,9 +30,9 @@ from mnad.stream import StreamScorer
 
 class _Camera(http.server.BaseHTTPRequestHandler):
     """A camera-like MJPEG stream (no frame count): ``frames`` frames, then silent until released; ``connections``
-    times (later connections get 404, as a camera that went away)."""
+    times (later connections get 404, as a camera that went away); ``interval`` seconds between frames."""
 
-    frames, served, connections = 8, 0, 1
+    frames, served, connections, interval = 8, 0, 1, 0.0
     release: threading.Event
 
     def log_message(self, *args: object) -> None:
@@ -50,13 +51,17 @@ class _Camera(http.server.BaseHTTPRequestHandler):
         for _ in range(cls.frames):
             jpg = cv2.imencode(".jpg", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))[1].tobytes()
             self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%b\r\n" % (len(jpg), jpg))
+            if cls.interval:
+                self.wfile.flush()
+                time.sleep(cls.interval)
         self.wfile.flush()
         cls.release.wait(20)
 
 
 @contextmanager
-def camera(frames: int, connections: int = 1) -> Iterator[str]:
-    handler = type("Camera", (_Camera,), {"frames": frames, "served": 0, "connections": connections, "release": threading.Event()})
+def camera(frames: int, connections: int = 1, interval: float = 0.0) -> Iterator[str]:
+    handler = type("Camera", (_Camera,), {"frames": frames, "served": 0, "connections": connections, "interval": interval,
+                                          "release": threading.Event()})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -160,3 +165,51 @@ def test_shown_source_hides_only_secrets() -> None:
     assert shown_source("rtsp://a:b@c@d/x?pwd=1&apikey=2&n=3") == "rtsp://a:***@d/x?pwd=***&apikey=***&n=3"
     assert shown_source("videos/a:b@c.avi") == "videos/a:b@c.avi"  # not a URL
     assert shown_source("0") == "0"
+
+
+# ------------------------------------------------------------------------------- a camera's pace
+
+def run_camera(model_file: Path, out: Path, frames: int, interval: float) -> tuple[dict, str]:
+    with camera(frames, interval=interval) as url:
+        code = main(["detect", url, "--checkpoint", str(model_file), "--out", str(out), "--quiet", "--max-frames", str(frames),
+                     "--read-timeout", "5", "--open-timeout", "2"])
+    assert code == 0
+    return json.loads((out / "summary.json").read_text()), url
+
+
+def test_a_cameras_frame_rate_is_the_rate_its_frames_came_at(model_file: Path, tmp_path: Path) -> None:
+    """An MJPEG camera at 10 frames/s: FFmpeg reports 25 for any MJPEG stream, which summary.json gave as the source's
+    rate (and latency_seconds was reckoned with); its frames' times are read off the clock, and so is its rate now."""
+    summary, _ = run_camera(model_file, tmp_path / "o", 12, 0.1)
+    assert 7 < summary["source_fps"] < 12, summary["source_fps"]
+    assert summary["behind_seconds"] is not None and summary["behind_seconds"] < 1  # scoring kept up
+
+
+def test_a_camera_faster_than_scoring_is_said_to_fall_behind(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Frames that come faster than they are scored wait in the camera's and the network's buffers (or are dropped
+    there): the alerts fall ever further behind the camera, which the run now says, in a warning and in summary.json
+    (was: not a word; nothing in the run could tell)."""
+    monkeypatch.setattr(detect_module, "FALLING_BEHIND", 0.01)
+    original = StreamScorer.consume
+
+    def slow(self: StreamScorer, *args: object, **kwargs: object) -> object:
+        time.sleep(0.02)  # a scorer slower than a camera that sends its frames at once
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(StreamScorer, "consume", slow)
+    with caplog.at_level("WARNING"):
+        summary, url = run_camera(model_file, tmp_path / "o", 40, 0.0)
+    assert summary["behind_seconds"] > 0.1
+    said = [r.getMessage() for r in caplog.records if "faster than they are scored" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(url)
+
+
+def test_footage_that_waits_for_scoring_is_never_behind(model_file: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((32, 32, 3), 30 * i, np.uint8))
+    assert main(["detect", str(folder), "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--fps", "7"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["behind_seconds"] is None and summary["source_fps"] == 7

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 UNCALIBRATED = ("this model carries no calibration: scores use a running min-max and NO ALERTS are raised; "
                 "calibrate it on normal footage first: mnad calibrate --checkpoint MODEL --data NORMAL_FOOTAGE --out calibrated.safetensors")
 READ_AHEAD = 4  # frames a source's reader may decode ahead of scoring (bounded: a fast file does not fill the memory)
+FALLING_BEHIND = 10.0  # seconds a live source's reader may wait for the scorer before the run warns that it falls behind
 
 
 @dataclass
@@ -118,6 +119,10 @@ class _Reader(threading.Thread):
         self.frames, self.wake = frames, wake
         self.queue: queue.Queue[RawFrame | _Ended] = queue.Queue(maxsize=READ_AHEAD)
         self.halt = threading.Event()
+        # seconds this reader waited for the scorer with its queue full. A live source does not wait with it: its
+        # frames pile up in the camera's and the network's buffers (or are dropped there), so the scores fall behind
+        # the camera by about this much
+        self.waited = 0.0
 
     def run(self) -> None:
         frames = iter(self.frames)
@@ -133,14 +138,18 @@ class _Reader(threading.Thread):
         self._offer(_Ended(ended))
 
     def _offer(self, item: RawFrame | _Ended) -> bool:
-        while not self.halt.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-            except queue.Full:
-                continue
-            self.wake.set()
-            return True
-        return False
+        since = time.monotonic()
+        try:
+            while not self.halt.is_set():
+                try:
+                    self.queue.put(item, timeout=0.2)
+                except queue.Full:
+                    continue
+                self.wake.set()
+                return True
+            return False
+        finally:
+            self.waited += time.monotonic() - since
 
 
 class _Detection:
@@ -161,6 +170,8 @@ class _Detection:
         self.video_size: tuple[int, int] | None = None  # (width, height) of its frame part, from the first frame
         self.video_frames = 0  # pictures given to the writer
         self.taken = self.scored = 0  # source frames taken, frames scored
+        self.times: tuple[float, float] | None = None  # times of the first and the last frame taken
+        self.warned_behind = False
         self.above = 0  # frames scored whose smoothed score is above the threshold (what a false-alarm rate counts)
         self.alerts = 0  # frames written with alert=1: those of a confirmed event (``EventTracker.alerting``)
         self.ended_by: str | None = None  # None while the source runs
@@ -184,6 +195,7 @@ class _Detection:
             self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps)
         self.raw[i] = item
         self.raw.pop(i - self.config.model.t_length, None)
+        self.times = (item.time, item.time) if self.times is None else (self.times[0], item.time)
         m = self.config.model
         return prepare_frame(item.image, m.image_size, m.channels, self.frames.name)
 
@@ -223,6 +235,27 @@ class _Detection:
             self.video_frames += 1
         self.scored += 1
 
+    def source_fps(self) -> float:
+        """The source's frame rate: for a camera or stream (frame times off the wall clock) the rate its frames came at,
+        since what it reports is often nominal (FFmpeg says 25 for any MJPEG camera) or nonsense (1000); the file's or
+        --fps otherwise."""
+        if self.frames.clocked and self.times is not None and self.taken > 1 and self.times[1] > self.times[0]:
+            return (self.taken - 1) / (self.times[1] - self.times[0])
+        return self.frames.fps
+
+    def behind(self) -> float | None:
+        """Seconds the scores fell behind a camera or stream (``_Reader.waited``); None for footage that waits."""
+        return self.reader.waited if self.frames.clocked else None
+
+    def check_pace(self) -> None:
+        """Warn once when a camera's frames come faster than they are scored: its alerts fall ever further behind."""
+        behind = self.behind()
+        if behind is not None and behind > FALLING_BEHIND and not self.warned_behind:
+            self.warned_behind = True
+            log.warning(f"{self.frames.name}: frames arrive faster than they are scored ({behind:.0f} s behind the camera so "
+                        "far): alerts come that late, and the camera or the network drops the frames its buffers cannot "
+                        "hold; score fewer sources at once or a faster path (--bf16 --compile, --int8, a smaller model)")
+
     def at_limit(self) -> bool:
         """It has taken the --max-frames frames asked for: it ends once they are scored, not at the next frame (which
         a camera that stalls or goes away right after them would never give: the run would wait through its read
@@ -258,7 +291,7 @@ class _Detection:
         self.end("stopped")  # any reader still running stops; a run that ended keeps its reason
         assert self.ended_at is not None
         seconds = self.ended_at - started
-        lag = latency_frames(self.config)
+        lag, fps = latency_frames(self.config), self.source_fps()
         if self.video is not None:
             self.video.release()
             self.check_video()
@@ -272,9 +305,11 @@ class _Detection:
         summary = {
             "source": self.frames.name, "frames_scored": self.scored, "seconds": round(seconds, 3),
             "fps": round(self.scored / seconds, 2) if seconds else None,
-            "source_fps": round(self.frames.fps, 3),
+            "source_fps": round(fps, 3),
             # frames (and seconds at the source's rate) from a frame's arrival to its score, so to its alert
-            "latency_frames": lag, "latency_seconds": round(lag / self.frames.fps, 3) if self.frames.fps else None,
+            "latency_frames": lag, "latency_seconds": round(lag / fps, 3) if fps else None,
+            # a camera or stream: seconds the scores fell behind it, its frames waiting outside (or dropped there)
+            "behind_seconds": round(behind, 3) if (behind := self.behind()) is not None else None,
             "calibrated": calibration is not None, "threshold": self.threshold,
             "false_alarm_rate": calibration.false_alarm_rate if calibration else None,
             # on normal footage, the realised false-alarm rate: compare it with the asked one and with the calibration's
@@ -511,6 +546,7 @@ def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake:
                 else:
                     bar.update(1)
             for run in runs:
+                run.check_pace()
                 if run.ended_by is None and run.at_limit():
                     run.end("--max-frames")
 

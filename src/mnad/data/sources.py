@@ -431,6 +431,7 @@ class FrameSource:
         self.name = shown_source(source)  # what messages and outputs say: a URL's password hidden
         self.fps = self.options.fps
         self.live = is_live(source)
+        self.clocked = False  # frame times are read off the wall clock (a camera or stream without a frame count)
         self.frames: FrameFolder | None = None
         if self.live:
             scheme = source.split("://", 1)[0].lower() if "://" in source else ""
@@ -503,6 +504,7 @@ class FrameSource:
                     rate = capture.get(cv2.CAP_PROP_FPS)
                     self.fps = rate if valid_fps(rate) else o.fps
                     total = reported_frames(capture)  # cameras report none
+                    self.clocked = total == 0
                     while True:
                         ok, image = capture.read()  # returns within read_timeout on a silent stream
                         if not ok or image is None:
