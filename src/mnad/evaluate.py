@@ -105,7 +105,7 @@ def add_scores(videos: list[VideoScores], config: Config) -> None:
     then averaged over the last eval.smoothing frames (1: not at all, the published protocol)."""
     alpha = mixing_weight(config)
     if config.eval.normalization == "calibrated" and config.eval.calibration:
-        Calibration.from_dict(config.eval.calibration).check_scoring(config, smoothing=config.eval.smoothing)
+        check_calibrated_scoring(config, Calibration.from_dict(config.eval.calibration))
     for v in videos:
         p, d = score_terms(config, v.psnr, v.patch_psnr, v.distance, v.patch_distance)
         check_finite(v, PSNR=p, **({"D": d} if alpha < 1 else {}))
