@@ -149,6 +149,19 @@ def choose_scoring_path(model: Any, config: Config, args: argparse.Namespace) ->
     return config
 
 
+def load_scoring_model(args: argparse.Namespace) -> tuple[Any, Config]:
+    """evaluate's and detect's model (--checkpoint: a model file, run folder, shipped name or exported .onnx; with
+    --int8 an int8 export only) and its config, with the command's options, on its scoring path."""
+    from mnad.detect import load_detector
+
+    model, config = load_detector(args.checkpoint)
+    if args.int8:
+        from mnad.quantize import check_int8
+
+        check_int8(model, args.checkpoint)
+    return model, choose_scoring_path(model, apply_options(config, args), args)
+
+
 # A camera's model is scored causally (calibrated) on the worst region of the frame: both terms of S_t, the PSNR of the
 # worst patch and the memory distance of the worst block of queries, over the same regions (docs/results.md, "The
 # stream protocol", says how this was chosen). `mnad calibrate` then chooses the scoring on pseudo-anomalies of the
@@ -183,7 +196,6 @@ def _other_rank() -> bool:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from mnad.detect import load_detector
     from mnad.evaluate import evaluate
     from mnad.outputs import check_output_folder
 
@@ -193,12 +205,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         check_count("--top-k", args.top_k, minimum=0)
     if args.report:  # before the scoring, which takes minutes to hours, not after it
         check_output_folder(args.report, "--report")
-    model, config = load_detector(args.checkpoint)  # a model file, run folder, shipped name or exported .onnx
-    if args.int8:
-        from mnad.quantize import check_int8
-
-        check_int8(model, args.checkpoint)
-    config = choose_scoring_path(model, apply_options(config, args), args)
+    model, config = load_scoring_model(args)
     out = args.out or args.report  # a report needs saved scores: without --out they go into the report folder
     metrics = evaluate(model, config, args.data_root, labels_path=args.labels, out_dir=out, device=config.train.device,
                        progress=not args.quiet, protocol=args.protocol, fps=args.fps)
@@ -311,14 +318,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 def cmd_detect(args: argparse.Namespace) -> None:
     from mnad.data.sources import SourceOptions
-    from mnad.detect import DetectOptions, detect, load_detector
+    from mnad.detect import DetectOptions, detect
 
-    model, config = load_detector(args.checkpoint)
-    if args.int8:
-        from mnad.quantize import check_int8
-
-        check_int8(model, args.checkpoint)
-    config = choose_scoring_path(model, apply_options(config, args), args)
+    model, config = load_scoring_model(args)
     options = DetectOptions(
         save_video=args.save_video, save_maps=args.save_maps, region_sigma=args.region_sigma, hysteresis=args.hysteresis,
         min_event_frames=args.min_event_frames, max_frames=args.max_frames, overwrite=args.overwrite,
