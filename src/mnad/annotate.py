@@ -58,10 +58,10 @@ def _text(image: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, 
     cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
 
 
-def timeline(scores: deque[float], width: int, threshold: float | None, *, fps: float,
-             height: int = TIMELINE_HEIGHT) -> np.ndarray:
-    """A strip plotting the last scores (x: seconds before now, y: smoothed score) with the threshold in red; the
-    y range always holds the threshold and every plotted score."""
+def timeline(scores: deque[float], width: int, threshold: float | None, *, fps: float) -> np.ndarray:
+    """A strip TIMELINE_HEIGHT high plotting the last scores (x: seconds before now, y: smoothed score) with the
+    threshold in red; the y range always holds the threshold and every plotted score."""
+    height = TIMELINE_HEIGHT
     strip = np.full((height, width, 3), 24, np.uint8)
     left, right, top, bottom = 44, width - 8, 14, height - 18
     values = list(scores)
