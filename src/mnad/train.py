@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from mnad import distributed
 from mnad.checkpoint import (
+    CONFIG_FILE,
     MODEL_FILE,
     TRAIN_STATE_FILE,
     RunFolderLock,
@@ -370,7 +371,7 @@ def _train(
             (out_dir / LOG_FILE).unlink(missing_ok=True)
             (out_dir / HOLDOUT_FILE).unlink(missing_ok=True)  # a new run without held-out footage keeps none
         if ctx.is_main:
-            atomic_write(out_dir / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+            atomic_write(out_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2).encode())
         if holdout and ctx.is_main:
             # absolute: the run is calibrated from wherever `mnad calibrate` is started
             ranges = [{"path": str(Path(v.path).resolve()), "start": v.start, "stop": v.stop} for v in holdout]
