@@ -24,6 +24,7 @@ from mnad.cli import main
 from mnad.data.sources import shown_source
 from mnad.errors import CheckpointError
 from mnad.model import MNAD
+from mnad.outputs import read_detect_scores
 from mnad.scoring import Calibration
 from mnad.stream import StreamScorer
 
@@ -32,7 +33,7 @@ class _Camera(http.server.BaseHTTPRequestHandler):
     """A camera-like MJPEG stream (no frame count): ``frames`` frames, then silent until released; ``connections``
     times (later connections get 404, as a camera that went away); ``interval`` seconds between frames."""
 
-    frames, served, connections, interval = 8, 0, 1, 0.0
+    frames, served, connections, interval, stall = 8, 0, 1, 0.0, True
     release: threading.Event
 
     def log_message(self, *args: object) -> None:
@@ -47,7 +48,7 @@ class _Camera(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
         self.end_headers()
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(cls.served)  # another scene after each reconnection
         for _ in range(cls.frames):
             jpg = cv2.imencode(".jpg", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))[1].tobytes()
             self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%b\r\n" % (len(jpg), jpg))
@@ -55,13 +56,14 @@ class _Camera(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(cls.interval)
         self.wfile.flush()
-        cls.release.wait(20)
+        if cls.stall:
+            cls.release.wait(20)
 
 
 @contextmanager
-def camera(frames: int, connections: int = 1, interval: float = 0.0) -> Iterator[str]:
+def camera(frames: int, connections: int = 1, interval: float = 0.0, stall: bool = True) -> Iterator[str]:
     handler = type("Camera", (_Camera,), {"frames": frames, "served": 0, "connections": connections, "interval": interval,
-                                          "release": threading.Event()})
+                                          "stall": stall, "release": threading.Event()})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -213,3 +215,22 @@ def test_footage_that_waits_for_scoring_is_never_behind(model_file: Path, tmp_pa
     assert main(["detect", str(folder), "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--fps", "7"]) == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["behind_seconds"] is None and summary["source_fps"] == 7
+
+
+# ------------------------------------------------------------------------------- a reconnection
+
+def test_no_clip_spans_a_reconnection(model_file: Path, tmp_path: Path) -> None:
+    """A camera that dropped and came back: the frames before the gap and after it are not consecutive (seconds or
+    minutes apart, another scene), so no clip mixes them, as no clip spans two videos; the first frames after it wait
+    for a clip of their own, as a source's first frames do (was: scored by clips mixing both sides of the gap, the
+    prediction error of the jump taken for an anomaly after every reconnection)."""
+    with camera(8, connections=2, stall=False) as url:
+        code = main(["detect", url, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--max-frames", "16",
+                     "--reconnects", "1", "--read-timeout", "5", "--open-timeout", "2"])
+    assert code == 0
+    rows = read_detect_scores(tmp_path / "o" / "scores.csv")
+    assert [int(r["frame"]) for r in rows] == [4, 5, 6, 7, 12, 13, 14, 15]  # frame numbers stay the source's positions
+    times = [float(r["time"]) for r in rows]
+    assert times == sorted(times) and times[4] - times[3] > 0.5  # the gap (the retry delay) is in the times
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["frames_scored"] == 8 and summary["reconnections"] == 1

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -155,9 +155,12 @@ class _Reader(threading.Thread):
 class _Detection:
     """One source's run: its reader, the source frames waiting for their score, its events and its outputs."""
 
-    def __init__(self, frames: FrameSource, out_dir: Path, options: DetectOptions, config: Config,
+    def __init__(self, frames: FrameSource, scorer: StreamScorer, out_dir: Path, options: DetectOptions, config: Config,
                  calibration: Calibration | None, wake: threading.Event) -> None:
         self.frames, self.source, self.out_dir, self.options, self.config = frames, frames.source, out_dir, options, config
+        self.scorer = scorer
+        self.base = 0  # source position of the scorer's frame 0: the frame after the last reconnection
+        self.reconnections = 0  # gaps in the footage: connections lost and reopened that gave frames again
         self.threshold = calibration.threshold if calibration is not None else None
         self.tracker = (EventTracker(self.threshold, hysteresis=options.hysteresis, min_frames=options.min_event_frames)
                         if calibration is not None else None)
@@ -191,6 +194,9 @@ class _Detection:
             return None
         i = self.taken
         self.taken += 1
+        if item.fresh and i > 0:  # the frames before the gap and after it are not consecutive: no clip spans it
+            self.scorer.new_video()
+            self.base, self.reconnections = i, self.reconnections + 1
         if self.writer is None:  # the source delivered (into a staging folder while an earlier run is in --out)
             self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps)
         self.raw[i] = item
@@ -205,6 +211,7 @@ class _Detection:
         reached --min-event-frames frames), and for every later frame of that event: a run dropped as too short never
         alerts, and every alert row lies in an event of events.csv, which starts at its first frame above the threshold."""
         assert self.writer is not None
+        row = replace(row, index=self.base + row.index)  # the scorer counts from the last reconnection
         shown = self.raw[row.index]
         alert = False
         if self.tracker is not None:
@@ -310,6 +317,7 @@ class _Detection:
             "latency_frames": lag, "latency_seconds": round(lag / fps, 3) if fps else None,
             # a camera or stream: seconds the scores fell behind it, its frames waiting outside (or dropped there)
             "behind_seconds": round(behind, 3) if (behind := self.behind()) is not None else None,
+            "reconnections": self.reconnections,
             "calibrated": calibration is not None, "threshold": self.threshold,
             "false_alarm_rate": calibration.false_alarm_rate if calibration else None,
             # on normal footage, the realised false-alarm rate: compare it with the asked one and with the calibration's
@@ -416,7 +424,8 @@ def detect(
     place = DetectFolder(out_dir, earlier)
     folders = [place.root / name for name in names] if several else [place.root]
     wake = threading.Event()
-    runs = [_Detection(frames, folder, options, config, calibration, wake) for frames, folder in zip(sourced, folders, strict=True)]
+    runs = [_Detection(frames, scorer, folder, options, config, calibration, wake)
+            for frames, scorer, folder in zip(sourced, scorers, folders, strict=True)]
     if several:  # names the run's folders from its start: a killed run's are known to be detect's (detect_run_entries)
         try:
             write_detect_summary(place.root, _run_summary(runs, folders, 0.0, calibration, complete=False))

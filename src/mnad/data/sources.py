@@ -387,6 +387,7 @@ STEADY_SECONDS = 60.0  # a live connection that gave frames this long was health
 class RawFrame:
     image: np.ndarray  # as decoded (BGR or gray, any size)
     time: float  # seconds from the start of the source
+    fresh: bool = False  # the first frame after a reconnection: not consecutive with the frame before it
 
 
 def check_fps(fps: float) -> None:
@@ -510,9 +511,9 @@ class FrameSource:
                         if not ok or image is None:
                             break
                         last, reached = time.monotonic(), capture.get(cv2.CAP_PROP_POS_MSEC)
-                        first = last if first is None else first
+                        fresh, first = first is None and count > 0, last if first is None else first
                         # a file's frames come as fast as they decode: their time is their place in the file
-                        yield RawFrame(image, count / self.fps if total > 0 else last - started)
+                        yield RawFrame(image, count / self.fps if total > 0 else last - started, fresh)
                         count += 1
             finally:
                 capture.release()
