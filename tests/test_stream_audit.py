@@ -4,6 +4,7 @@ timestamps and frame rate say."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import http.server
 import json
@@ -20,9 +21,13 @@ import torch
 from conftest import tiny_config
 
 from mnad import detect as detect_module
+from mnad.calibrate import with_calibration
+from mnad.checkpoint import load_model
 from mnad.cli import main
 from mnad.data.sources import shown_source
+from mnad.detect import detect
 from mnad.errors import CheckpointError
+from mnad.events import EventTracker
 from mnad.model import MNAD
 from mnad.outputs import read_detect_scores
 from mnad.scoring import Calibration
@@ -234,3 +239,30 @@ def test_no_clip_spans_a_reconnection(model_file: Path, tmp_path: Path) -> None:
     assert times == sorted(times) and times[4] - times[3] > 0.5  # the gap (the retry delay) is in the times
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["frames_scored"] == 8 and summary["reconnections"] == 1
+
+
+# ------------------------------------------------------------------------------- an event open at the end
+
+def test_an_event_still_open_at_the_end_says_so(model_file: Path, tmp_path: Path) -> None:
+    """The footage ended (or --max-frames, Ctrl-C) inside an event: its end is where scoring stopped, not where the
+    score fell back, and events.csv and events.jsonl now say so (was: written as if it had ended there)."""
+    model, config = load_model(model_file)
+    calibration = Calibration(psnr_low=0.0, psnr_high=40.0, distance_low=0.0, distance_high=1.0, threshold=-1.0,
+                              false_alarm_rate=0.05, smoothing=1, frames=100)  # every frame above: one event to the end
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(10):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((32, 32, 3), 20 * i, np.uint8))
+    detect(model, with_calibration(config, calibration), str(folder), tmp_path / "o", progress=False)
+    with open(tmp_path / "o" / "events.csv", newline="") as handle:
+        events = list(csv.DictReader(handle))
+    assert [(e["start_frame"], e["end_frame"], e["open"]) for e in events] == [("4", "9", "True")]
+    assert [json.loads(line)["open"] for line in (tmp_path / "o" / "events.jsonl").read_text().splitlines()] == [True]
+
+
+def test_an_event_the_score_ended_is_not_open() -> None:
+    tracker = EventTracker(0.5, hysteresis=0.0, min_frames=2)
+    ended = [e for i, s in enumerate([0.9, 0.9, 0.1, 0.9, 0.9]) if (e := tracker.push(i, i / 10, s)) is not None]
+    last = tracker.finish()
+    assert [(e.start_frame, e.end_frame, e.open) for e in ended] == [(0, 1, False)]
+    assert last is not None and (last.start_frame, last.end_frame, last.open) == (3, 4, True)

@@ -35,6 +35,9 @@ class Event:
     start_time: float
     end_time: float
     video: str = ""  # the video the frames belong to, when a stream covers several
+    # still open when its footage ended (the end of the source, --max-frames, Ctrl-C): its end is where scoring stopped,
+    # not where the score fell back; a run that goes on later would have continued it
+    open: bool = False
 
 
 class EventTracker:
@@ -72,12 +75,16 @@ class EventTracker:
             if score > self.current.peak_score:
                 self.current.peak_frame, self.current.peak_score = frame, score
             return None
-        return self.finish()
+        return self._close(cut=False)
 
     def finish(self) -> Event | None:
-        """Close the open event (end of the footage); returns it unless it is too short."""
+        """Close the open event (end of the footage); returns it, marked ``open``, unless it is too short."""
+        return self._close(cut=True)
+
+    def _close(self, *, cut: bool) -> Event | None:
         event, self.current = self.current, None
         if event is not None and event.end_frame - event.start_frame + 1 >= self.min_frames:
+            event.open = cut
             return event
         return None
 

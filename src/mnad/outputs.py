@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -496,9 +496,9 @@ class DetectWriter:
             except OSError:
                 pass
         table = io.StringIO()
-        names = list(events[0].__dataclass_fields__) if events else ["start_frame", "end_frame", "peak_frame", "peak_score",
-                                                                      "start_time", "end_time", "video"]
-        writer = csv.DictWriter(table, fieldnames=names)
+        from mnad.events import Event
+
+        writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(Event)])  # the header even without events
         writer.writeheader()
         writer.writerows(asdict(e) for e in events)
         from mnad.checkpoint import atomic_write_many
