@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -24,8 +25,8 @@ from mnad import detect as detect_module
 from mnad.calibrate import with_calibration
 from mnad.checkpoint import load_model
 from mnad.cli import main
-from mnad.data.sources import shown_source
-from mnad.detect import detect
+from mnad.data.sources import SourceOptions, shown_source
+from mnad.detect import DetectOptions, detect
 from mnad.errors import CheckpointError
 from mnad.events import EventTracker
 from mnad.model import MNAD
@@ -266,3 +267,33 @@ def test_an_event_the_score_ended_is_not_open() -> None:
     last = tracker.finish()
     assert [(e.start_frame, e.end_frame, e.open) for e in ended] == [(0, 1, False)]
     assert last is not None and (last.start_frame, last.end_frame, last.open) == (3, 4, True)
+
+
+# ------------------------------------------------------------------------------- when, by the wall clock
+
+def test_a_cameras_times_are_anchored_to_the_wall_clock(model_file: Path, tmp_path: Path) -> None:
+    """A camera's frame times are seconds after its reader started, which no output recorded: after days, an event at
+    183245.2 s could not be told when it happened (was: no wall-clock time anywhere). summary.json gives the wall-clock
+    time of time 0, and each events.jsonl line its start and end by the wall clock, as it is written."""
+    model, config = load_model(model_file)
+    calibration = Calibration(psnr_low=0.0, psnr_high=40.0, distance_low=0.0, distance_high=1.0, threshold=-1.0,
+                              false_alarm_rate=0.05, smoothing=1, frames=100)
+    before = time.time()
+    with camera(10) as url:
+        detect(model, with_calibration(config, calibration), url, tmp_path / "o",
+               DetectOptions(max_frames=10, source=SourceOptions(read_timeout=5, open_timeout=2)), progress=False)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    start = datetime.fromisoformat(summary["clock_start"]).timestamp()
+    assert before - 0.01 <= start <= time.time()
+    [event] = [json.loads(line) for line in (tmp_path / "o" / "events.jsonl").read_text().splitlines()]
+    assert datetime.fromisoformat(event["start_clock"]).timestamp() == pytest.approx(start + event["start_time"], abs=2e-3)
+    assert datetime.fromisoformat(event["end_clock"]).timestamp() == pytest.approx(start + event["end_time"], abs=2e-3)
+
+
+def test_footage_in_files_has_no_wall_clock(model_file: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((32, 32, 3), 30 * i, np.uint8))
+    summary = detect(*load_model(model_file), str(folder), tmp_path / "o", progress=False)
+    assert summary["clock_start"] is None

@@ -50,6 +50,7 @@ from mnad.outputs import (
     DetectWriter,
     detect_run_entries,
     output_path,
+    wall_clock,
     write_detect_summary,
 )
 from mnad.scoring import Calibration, check_calibrated_scoring, rate_key
@@ -221,7 +222,7 @@ class _Detection:
             self.alerts += alert
             if ended is not None:
                 self.events.append(ended)
-                self.writer.event(ended)
+                self.writer.event(ended, self.clock_start())
         self.writer.score(row, shown.time, alert)
         if row.error_map is not None and self.options.save_maps:
             self.writer.error_map(row.index, row.error_map)
@@ -253,6 +254,11 @@ class _Detection:
     def behind(self) -> float | None:
         """Seconds the scores fell behind a camera or stream (``_Reader.waited``); None for footage that waits."""
         return self.reader.waited if self.frames.clocked else None
+
+    def clock_start(self) -> float | None:
+        """The wall-clock time of a camera's or stream's time 0 (its frames' times are seconds after it); None for footage
+        whose times are places in a file."""
+        return self.frames.clock_start if self.frames.clocked else None
 
     def check_pace(self) -> None:
         """Warn once when a camera's frames come faster than they are scored: its alerts fall ever further behind."""
@@ -308,7 +314,7 @@ class _Detection:
             last = self.tracker.finish()
             if last is not None:
                 self.events.append(last)
-                self.writer.event(last)
+                self.writer.event(last, self.clock_start())
         summary = {
             "source": self.frames.name, "frames_scored": self.scored, "seconds": round(seconds, 3),
             "fps": round(self.scored / seconds, 2) if seconds else None,
@@ -318,6 +324,8 @@ class _Detection:
             # a camera or stream: seconds the scores fell behind it, its frames waiting outside (or dropped there)
             "behind_seconds": round(behind, 3) if (behind := self.behind()) is not None else None,
             "reconnections": self.reconnections,
+            # a camera or stream: the wall-clock time of its time 0, to tell when its events happened
+            "clock_start": wall_clock(start) if (start := self.clock_start()) is not None else None,
             "calibrated": calibration is not None, "threshold": self.threshold,
             "false_alarm_rate": calibration.false_alarm_rate if calibration else None,
             # on normal footage, the realised false-alarm rate: compare it with the asked one and with the calibration's

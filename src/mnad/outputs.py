@@ -27,6 +27,7 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -474,8 +475,13 @@ class DetectWriter:
                                          int(row.updated), f"{row.score:.6f}", f"{row.smoothed:.6f}", int(alert)])
         self._write(self._scores.flush)
 
-    def event(self, event: Any) -> None:
-        self._write(self._events.write, json.dumps(asdict(event)) + "\n")
+    def event(self, event: Any, clock_start: float | None = None) -> None:
+        """One line of events.jsonl; with ``clock_start`` (a camera's: its times are seconds after it) also when the event
+        began and ended by the wall clock (``wall_clock``), so that a line read during a run of days says when."""
+        record = asdict(event)
+        if clock_start is not None:
+            record |= {"start_clock": wall_clock(clock_start + event.start_time), "end_clock": wall_clock(clock_start + event.end_time)}
+        self._write(self._events.write, json.dumps(record) + "\n")
         self._write(self._events.flush)
 
     def error_map(self, index: int, error: np.ndarray) -> None:
@@ -505,6 +511,11 @@ class DetectWriter:
 
         atomic_write_many({self.out_dir / EVENTS_CSV: table.getvalue().encode(),
                            self.out_dir / SUMMARY_FILE: json.dumps(summary, indent=2).encode()})
+
+
+def wall_clock(seconds: float) -> str:
+    """A wall-clock time (``time.time()``) as the outputs write it: ISO 8601 in UTC, to the millisecond."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def write_detect_summary(out_dir: Path, summary: dict) -> None:

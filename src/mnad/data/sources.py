@@ -433,6 +433,7 @@ class FrameSource:
         self.fps = self.options.fps
         self.live = is_live(source)
         self.clocked = False  # frame times are read off the wall clock (a camera or stream without a frame count)
+        self.clock_start: float | None = None  # then: the wall-clock time (time.time()) of time 0
         self.frames: FrameFolder | None = None
         if self.live:
             scheme = source.split("://", 1)[0].lower() if "://" in source else ""
@@ -497,6 +498,7 @@ class FrameSource:
         # cut short (truncated, stalled) it is an error, as the run did not score the footage asked for.
         o = self.options
         failures, count, started = 0, 0, time.monotonic()
+        self.clock_start = time.time()  # the wall clock at time 0: times are seconds after it, measured monotonically
         while True:
             capture, total, last, before, reached, rate = self._open_live(), 0, 0.0, count, 0.0, 0.0
             first: float | None = None  # time of this connection's first frame
