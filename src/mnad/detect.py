@@ -321,7 +321,8 @@ class _Detection:
             "source_fps": round(fps, 3),
             # frames (and seconds at the source's rate) from a frame's arrival to its score, so to its alert
             "latency_frames": lag, "latency_seconds": round(lag / fps, 3) if fps else None,
-            # a camera or stream: seconds the scores fell behind it, its frames waiting outside (or dropped there)
+            # a camera or stream: seconds its reader waited for the scorer in all, its frames waiting outside (or dropped
+            # there): the lag built up, which a scorer faster than the camera works off again
             "behind_seconds": round(behind, 3) if (behind := self.behind()) is not None else None,
             "reconnections": self.reconnections,
             # a camera or stream: the wall-clock time of its time 0, to tell when its events happened
