@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 UNCALIBRATED = ("this model carries no calibration: scores use a running min-max and NO ALERTS are raised; "
                 "calibrate it on normal footage first: mnad calibrate --checkpoint MODEL --data NORMAL_FOOTAGE --out calibrated.safetensors")
 READ_AHEAD = 4  # frames a source's reader may decode ahead of scoring (bounded: a fast file does not fill the memory)
+MIN_VIDEO_FPS = 1.0  # the annotated video plays a time-lapse (--fps 0.001) at this rate: mp4v refuses rates below about
+# 0.01 frames/s (the writer would not open), and slower is no video to watch; each picture carries its own time
 FALLING_BEHIND = 10.0  # seconds a live source's reader may wait for the scorer before the run warns that it falls behind
 
 
@@ -236,7 +238,8 @@ class _Detection:
             if self.video is None:
                 h, w = picture.shape[:2]
                 path = self.out_dir / ANNOTATED_VIDEO
-                self.video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.frames.fps, (w, h))
+                rate = max(self.frames.fps, MIN_VIDEO_FPS)
+                self.video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), rate, (w, h))
                 if not self.video.isOpened():
                     raise DataError(f"{path}: cannot write the annotated video (no mp4v encoder?)")
             self.video.write(picture)
