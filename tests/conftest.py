@@ -15,6 +15,7 @@ import torch
 
 from mnad.checkpoint import save_model
 from mnad.config import Config
+from mnad.data.sources import Video
 from mnad.data.synthetic import make_synthetic_dataset
 from mnad.model import MNAD
 
@@ -108,3 +109,16 @@ def noise_video(path: Path, n: int, fps: float, size: int = 32) -> Path:
         writer.write(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
     writer.release()
     return path
+
+
+class FakeVideo(Video):
+    """A video that only has a name and a length (labels never look at the frames)."""
+
+    def __init__(self, name: str, n: int) -> None:
+        self.name, self.path, self.n = name, Path(name), n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
+        raise AssertionError("labels must not decode frames")

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import FakeVideo, tiny_config
 
 from mnad.data import ClipDataset, FrameStore, dataset_dir, list_videos, load_labels
 from mnad.data.sources import FrameFolder, Video
@@ -158,19 +158,6 @@ def test_the_frame_cache_is_bounded_by_the_memory_available(monkeypatch: pytest.
 # ----------------------------------------------------------------------------------------------------- label files
 
 
-class NamedVideo(Video):
-    """A video that only has a name and a length (labels never look at the frames)."""
-
-    def __init__(self, name: str, n: int) -> None:
-        self.name, self.path, self.n = name, Path(name), n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
-        raise AssertionError("labels must not decode frames")
-
-
 def test_a_commented_out_ucsd_entry_is_no_entry(tmp_path: Path) -> None:
     # a MATLAB comment holding an old entry was read as one: the entries after it went to the wrong videos
     # (was: labels shifted by one video, or a count error when the file was otherwise right)
@@ -179,7 +166,7 @@ def test_a_commented_out_ucsd_entry_is_no_entry(tmp_path: Path) -> None:
                     "TestVideoFile{end+1}.gt_frame = [2:3];  % TestVideoFile{end+1}.gt_frame = [1:4];\n"
                     "% TestVideoFile{end+1}.gt_frame = [1:2];\n"
                     "TestVideoFile{end+1}.gt_frame = [4];\n")
-    labels = load_labels(path, [NamedVideo("Test001", 4), NamedVideo("Test002", 4)])
+    labels = load_labels(path, [FakeVideo("Test001", 4), FakeVideo("Test002", 4)])
     np.testing.assert_array_equal(labels[0], [0, 1, 1, 0])
     np.testing.assert_array_equal(labels[1], [0, 0, 0, 1])
 
@@ -187,7 +174,7 @@ def test_a_commented_out_ucsd_entry_is_no_entry(tmp_path: Path) -> None:
 def test_a_label_folder_is_named_as_a_folder(tmp_path: Path) -> None:
     # was: "label file not found" for a folder that is there (ShanghaiTech's per-video test_frame_mask/, say)
     with pytest.raises(DataError, match="is a folder, expected a label file"):
-        load_labels(tmp_path, [NamedVideo("01", 3)])
+        load_labels(tmp_path, [FakeVideo("01", 3)])
 
 
 def test_labels_matched_by_order_warn_when_names_sort_out_of_numeric_order(tmp_path: Path,
@@ -196,13 +183,13 @@ def test_labels_matched_by_order_warn_when_names_sort_out_of_numeric_order(tmp_p
     # with no word (was: silent)
     path = tmp_path / "labels.npy"
     np.save(path, np.zeros(30, dtype=np.int64))
-    videos = [NamedVideo(name, 3) for name in sorted(str(i) for i in range(1, 11))]
+    videos = [FakeVideo(name, 3) for name in sorted(str(i) for i in range(1, 11))]
     with caplog.at_level("WARNING"):
         load_labels(path, videos)
     assert "not their numeric order (1, 2, 3, 4, ...)" in caplog.text and str(path) in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):
-        load_labels(path, [NamedVideo(f"{i:02d}", 3) for i in range(1, 11)])
+        load_labels(path, [FakeVideo(f"{i:02d}", 3) for i in range(1, 11)])
     assert "numeric order" not in caplog.text
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import SHARED, FakeVideo
 
 from mnad.data import find_label_file, load_labels, split_videos
 from mnad.data.sources import Video
@@ -15,19 +15,6 @@ from mnad.errors import DataError
 from mnad.evaluate import VideoScores, attach_labels
 
 LABELS = SHARED / "data" / "labels"
-
-
-class FakeVideo(Video):
-    """A video that only has a name and a length (labels never look at the frames)."""
-
-    def __init__(self, name: str, n: int) -> None:
-        self.name, self.path, self.n = name, Path(name), n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
-        raise AssertionError("labels must not decode frames")
 
 
 def fake_videos(lengths: list[int]) -> list[Video]:
