@@ -172,7 +172,7 @@ def test_commands_that_do_not_split_are_refused_under_torchrun(job: Callable[[in
 def test_a_world_size_left_in_the_shell_is_no_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
-    assert not distributed.multi_process_launch() and not cli._launched()
+    assert not distributed.multi_process_launch() and not cli.multi_process_launch()
     assert distributed.first_to_say("anything")
 
 

@@ -21,7 +21,7 @@ from mnad.checkpoint import atomic_write_many, read_checkpoint
 from mnad.config import Config
 from mnad.detect import DetectOptions, detect
 from mnad.errors import Terminated
-from mnad.interrupts import held_interrupts, raise_terminated_on_sigterm
+from mnad.interrupts import held_interrupts, raise_terminated_on_signals, restore_handlers
 from mnad.model import MNAD
 from mnad.stream import StreamScorer
 from mnad.train import reconcile_log
@@ -31,9 +31,9 @@ pytestmark = pytest.mark.usefixtures("ctrl_c_raises")
 
 @pytest.fixture
 def terminated_on_sigterm():
-    previous = raise_terminated_on_sigterm()
+    previous = raise_terminated_on_signals()
     yield
-    signal.signal(signal.SIGTERM, previous)
+    restore_handlers(previous)
 
 
 def test_ctrl_c_inside_waits_for_the_block_then_raises() -> None:

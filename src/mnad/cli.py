@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import shlex
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any, NoReturn
 
 from mnad.config import Config, check_count, load_config, recipe_names
 from mnad.errors import ConfigError, MNADError, Terminated, printable
-from mnad.interrupts import raise_terminated_on_sigterm
+from mnad.interrupts import raise_terminated_on_signals, restore_handlers
+from mnad.launch import multi_process_launch
 
 # OpenMP threads that wait for each other sleep at once instead of spinning: where another busy process shares the
 # cores, a spinning thread burns the time slice its partner needs and scoring ran 10-36 times slower (issue #18;
@@ -75,7 +75,7 @@ SCORING_FLAG_HELP = {
     "bf16": "bf16 weights and autocast while scoring", "channels_last": "channels_last weights and inputs while scoring",
     "compile": "compile the scoring step (at the first frame, once per model and size; cached)", "no_test_update": "no memory update while scoring",
 }
-# What a command stopped by Ctrl-C or SIGTERM leaves, as its last line says; the others write their outputs whole at
+# What a command stopped by Ctrl-C, SIGTERM or SIGHUP leaves, as its last line says; the others write their outputs whole at
 # their end (atomically), so nothing of theirs is written.
 KEPT_WHEN_STOPPED = {
     "train": "the last finished epoch is kept: continue with --resume",
@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _say(line: str, **once: Any) -> None:
     """``line`` on standard error, once per torchrun job (the first rank to say it; ``once``: the options of
     mnad.distributed.first_to_say); torch is imported for that only under a multi-process launch."""
-    if _launched():
+    if multi_process_launch():
         from mnad.distributed import first_to_say
 
         if not first_to_say(line, **once):
@@ -508,17 +508,11 @@ def _say(line: str, **once: Any) -> None:
     print(line, file=sys.stderr)
 
 
-def _launched() -> bool:
-    """Under torchrun (mnad.distributed.multi_process_launch), read from the environment without importing torch."""
-    world_size = os.environ.get("WORLD_SIZE", "")
-    return world_size.isdigit() and int(world_size) > 1 and bool(os.environ.get("MASTER_ADDR")) and bool(os.environ.get("MASTER_PORT"))
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, whose usage errors the ranks of a torchrun job say once."""
 
     def error(self, message: str) -> NoReturn:
-        if _launched():
+        if multi_process_launch():
             from mnad.distributed import first_to_say
 
             if not first_to_say(f"{self.prog}: error: {message}", error=True):
@@ -544,11 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for reports' provenance
     _show_warnings()
-    previous = raise_terminated_on_sigterm()
+    previous = raise_terminated_on_signals()
     try:
         from mnad.outputs import output_path
 
-        if _launched() and args.command not in DISTRIBUTED_COMMANDS:  # each rank would do all the work, into one --out
+        if multi_process_launch() and args.command not in DISTRIBUTED_COMMANDS:  # each rank would do all the work, into one --out
             raise ConfigError(f"mnad {args.command} runs in one process: start it without torchrun (only "
                               f"{' and '.join(DISTRIBUTED_COMMANDS)} split their work over torchrun's processes)")
         for option in ("out", "report"):  # before any work (loading a model), as the API checks them again
@@ -561,11 +555,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # under torchrun, not after another rank's error: torchrun interrupts the others then
         _say(f"mnad: interrupted ({KEPT_WHEN_STOPPED.get(args.command, NOTHING_WRITTEN)})", unless_failed=True)
         return 130
-    except Terminated:
-        _say(f"mnad: terminated ({KEPT_WHEN_STOPPED.get(args.command, NOTHING_WRITTEN)})", unless_failed=True)
+    except Terminated as stop:
+        by = "" if stop.signal == "SIGTERM" else f"{stop.signal}: "  # SIGHUP: the terminal or ssh connection closed
+        _say(f"mnad: terminated ({by}{KEPT_WHEN_STOPPED.get(args.command, NOTHING_WRITTEN)})", unless_failed=True)
         return 143
     except RuntimeError as exc:  # torch.distributed losing a rank: one line, not a traceback; any other is a bug
-        if not _launched():
+        if not multi_process_launch():
             raise
         from mnad.distributed import lost_peer
 
@@ -574,8 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"mnad: error: {printable(text)}", key="lost peer", error=True, unless_failed=True)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        restore_handlers(previous)
         if "mnad.distributed" in sys.modules:  # a torchrun job: leave the process group that train/evaluate joined
             sys.modules["mnad.distributed"].cleanup()
     return 0

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from mnad.config import Config
 from mnad.errors import ConfigError
+from mnad.launch import multi_process_launch  # one definition, torch-free, that the CLI reads too
 
 T = TypeVar("T")
 
@@ -372,16 +373,6 @@ def shard_contiguous(items: Sequence[T], sizes: Sequence[int], ctx: Context) -> 
 STORE_TIMEOUT = datetime.timedelta(seconds=5)  # a message is never held up longer by a store that does not answer
 _store: dist.Store | None = None
 _said: Counter[str] = Counter()  # the texts this process has said, and how often
-
-
-def multi_process_launch() -> bool:
-    """Whether this process is one of a multi-process launch (torchrun: WORLD_SIZE > 1 with MASTER_ADDR and
-    MASTER_PORT; a WORLD_SIZE left exported in a shell is not one). Reads the environment only."""
-    try:
-        world_size = int(os.environ.get("WORLD_SIZE", "") or 1)
-    except ValueError:
-        return False  # setup() says what is wrong with it
-    return world_size > 1 and bool(os.environ.get("MASTER_ADDR")) and bool(os.environ.get("MASTER_PORT"))
 
 
 def _job_store() -> dist.Store | None:

@@ -22,7 +22,12 @@ class CheckpointError(MNADError):
 
 
 class Terminated(BaseException):  # noqa: N818 (like KeyboardInterrupt: a signal, not an error)
-    """SIGTERM: raised by the CLI's handler so that a run unwinds like on Ctrl-C, completing what it writes."""
+    """SIGTERM or SIGHUP: raised by the CLI's handler so that a run unwinds like on Ctrl-C, completing what it writes.
+    ``signal`` is the signal's name ('SIGTERM', 'SIGHUP'), for messages."""
+
+    def __init__(self, signal: str = "SIGTERM") -> None:
+        super().__init__(signal)
+        self.signal = signal
 
 
 # a lone surrogate that is not one of the \udc80-\udcff that stand for the bytes of a name that is not UTF-8 (a

@@ -1,4 +1,4 @@
-"""Interrupts (Ctrl-C, SIGTERM) and the writes that belong together.
+"""Interrupts (Ctrl-C, SIGTERM, SIGHUP) and the writes that belong together.
 
 Python raises an interrupt's exception between any two bytecodes, so a run stopped while it writes one frame's row
 and counts it, or renames the second of two files that go together, would leave its outputs disagreeing with each
@@ -8,31 +8,67 @@ then acts as it would have (KeyboardInterrupt, ``Terminated``, ...).
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
+import sys
 import threading
 from typing import Any
 
 from mnad.errors import Terminated
 
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+# the signals that stop a run the way it can unwind from: Ctrl-C, a service manager's stop, a closed terminal or ssh
+SIGHUP = getattr(signal, "SIGHUP", None)  # none on Windows
+TERMINATING = (signal.SIGTERM,) + ((SIGHUP,) if SIGHUP is not None else ())
+INTERRUPTS = (signal.SIGINT, *TERMINATING)
 _holding = False  # a held block is running (only the main thread holds: only it runs Python's signal handlers)
 
 
-def raise_terminated_on_sigterm() -> Any:
-    """SIGTERM raises ``Terminated`` (as Ctrl-C raises KeyboardInterrupt), so that a run stopped by a service manager
-    unwinds and completes its outputs; returns the previous handler, or None off the main thread."""
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
+def raise_terminated_on_signals() -> dict[int, Any]:
+    """SIGTERM and SIGHUP raise ``Terminated`` (as Ctrl-C raises KeyboardInterrupt), so that a run stopped by a service
+    manager, or by its terminal or ssh connection closing, unwinds and completes its outputs (Python's default for
+    both ends the process on the spot). An ignored signal stays ignored (``nohup``). Returns the handlers replaced,
+    for ``restore_handlers``; none off the main thread."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for signum in TERMINATING:
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            continue
+        previous[signum] = signal.signal(signum, _terminate)
+    return previous
 
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None
+
+def restore_handlers(previous: dict[int, Any]) -> None:
+    """Put back the handlers ``raise_terminated_on_signals`` replaced."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    if signum == SIGHUP:
+        _leave_the_terminal()
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _leave_the_terminal() -> None:
+    """After a hangup the terminal is gone and a write to it fails (EIO): standard output and error, where they are
+    a terminal, go to the null device instead, so that the run's unwinding and last line (which nobody can see now)
+    cannot fail on a progress bar or a message. Output redirected to a file or pipe is kept."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+            if stat.S_ISCHR(os.fstat(fd).st_mode):  # not os.isatty: a hung-up terminal is no longer one to it
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, fd)
+                os.close(null)
+        except (AttributeError, OSError, ValueError):  # no real file (captured), or already closed
+            continue
 
 
 class held_interrupts:  # noqa: N801 (a context manager used like a function, as contextlib's are)
-    """Ctrl-C and SIGTERM arriving inside the block wait for it to complete, then act as their handlers would have
-    (the first one only). Only handlers set from Python are held (Python's Ctrl-C handler, the CLI's SIGTERM one): an
+    """Ctrl-C, SIGTERM and SIGHUP arriving inside the block wait for it to complete, then act as their handlers would have
+    (the first one only). Only handlers set from Python are held (Python's Ctrl-C handler, the CLI's SIGTERM and SIGHUP one): an
     ignored signal stays ignored, a default one acts at once as it always did. A no-op off the main thread and inside
     another held block. A class, not a generator: the stream scorer enters one per frame."""
 
@@ -74,4 +110,4 @@ class held_interrupts:  # noqa: N801 (a context manager used like a function, as
         self._release()
         if self.arrived:
             signum, frame = self.arrived[0]
-            self.previous[signum](signum, frame)  # Ctrl-C's raises KeyboardInterrupt; the CLI's SIGTERM one Terminated
+            self.previous[signum](signum, frame)  # Ctrl-C's raises KeyboardInterrupt; the CLI's SIGTERM/SIGHUP one Terminated
