@@ -19,6 +19,7 @@ reconnects holds up no other stream, and so that decoding (OpenCV, which release
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import re
@@ -63,12 +64,19 @@ UNCALIBRATED = ("this model carries no calibration: scores use a running min-max
 READ_AHEAD = 4  # frames a source's reader may decode ahead of scoring (bounded: a fast file does not fill the memory)
 MIN_VIDEO_FPS = 1.0  # the annotated video plays a time-lapse (--fps 0.001) at this rate: mp4v refuses rates below about
 # 0.01 frames/s (the writer would not open), and slower is no video to watch; each picture carries its own time
+VIDEO_SEGMENT_SECONDS = 600.0  # the annotated video is written as files of this much video (at the rate it plays): an MP4
+# is readable only once closed (its index is written last), so a run killed by SIGKILL, a power cut or the OOM killer
+# loses the open file only, and no file grows without bound. 10 minutes (15,000 frames at 25 fps) keeps that loss small
+# and the files few (144 a day), as CCTV recorders do
+ANNOTATED_DIR = "annotated"  # the annotated video of a run longer than one segment: its files, named by their first frame
+FRAME_DIGITS = 12  # frame numbers in file names: 10**12 frames are 1,268 years at 25 fps
 FALLING_BEHIND = 10.0  # seconds a live source's reader may wait for the scorer before the run warns that it falls behind
 
 
 @dataclass
 class DetectOptions:
     save_video: bool = False  # annotated.mp4: state, regions while alerting, labelled score timeline
+    video_segment: float = VIDEO_SEGMENT_SECONDS  # seconds of annotated video per file (``SegmentedVideo``)
     save_maps: str | None = None  # 'npy' or 'png': each frame's error map
     region_sigma: float = 0.0  # regions above the error map's mean + sigma * std
     hysteresis: float = HYSTERESIS
@@ -84,6 +92,80 @@ class DetectOptions:
         if self.max_frames is not None and (isinstance(self.max_frames, bool) or not isinstance(self.max_frames, Integral)
                                             or self.max_frames < 1):
             raise ConfigError(f"--max-frames must be an integer >= 1, got {self.max_frames!r}")
+        if (isinstance(self.video_segment, bool) or not isinstance(self.video_segment, int | float)
+                or not math.isfinite(self.video_segment) or self.video_segment <= 0):
+            raise ConfigError(f"--video-segment must be a number of seconds > 0, got {self.video_segment!r}")
+
+
+def frame_name(index: int) -> str:
+    """A frame number as file names carry it (the annotated video's segments): zero-padded to ``FRAME_DIGITS``, so that
+    the names sort in frame order for any run; a run cannot know its length when it starts (a camera)."""
+    return f"{index:0{FRAME_DIGITS}d}"
+
+
+class SegmentedVideo:
+    """The annotated video of one source, in files of at most ``segment_frames`` pictures, each closed and read back
+    when full. A run that stays within one file writes ``annotated.mp4``; when a second file begins, the first moves to
+    ``annotated/<first frame>.mp4`` (``frame_name``) and every later one is written there, so the names sort in time
+    order. A killed run loses the open file only (an MP4 is unreadable until closed); ``files`` are those closed."""
+
+    def __init__(self, out_dir: Path, rate: float, segment_frames: int) -> None:
+        self.out_dir, self.rate, self.segment_frames = out_dir, rate, segment_frames  # out_dir follows _Detection.move
+        self.files: list[str] = []  # closed and checked, relative to out_dir, in time order
+        self.writer: cv2.VideoWriter | None = None
+        self.name = ""  # the open file's, relative to out_dir
+        self.first = 0  # the first frame of annotated.mp4: its name once it moves into annotated/
+        self.count = 0  # pictures given to the open file's writer
+
+    def write(self, picture: np.ndarray, frame: int) -> None:
+        """Add one picture, source frame ``frame`` (names a new file); the file is closed once full."""
+        if self.writer is None:
+            self._open(frame, picture.shape[1], picture.shape[0])
+        assert self.writer is not None
+        self.writer.write(picture)
+        self.count += 1
+        if self.count >= self.segment_frames:
+            self.close()
+
+    def _open(self, frame: int, width: int, height: int) -> None:
+        folder = self.out_dir / ANNOTATED_DIR
+        if self.files == [ANNOTATED_VIDEO]:  # a second file begins: the first joins it, so that all sort together
+            first = f"{ANNOTATED_DIR}/{frame_name(self.first)}.mp4"
+            try:
+                folder.mkdir()  # not exist_ok: a folder already there is not this run's, never mixed with it
+                (self.out_dir / ANNOTATED_VIDEO).rename(self.out_dir / first)
+            except OSError as exc:
+                raise DataError(f"{folder}: cannot write the annotated video's segments ({exc.strerror or exc}; an "
+                                "earlier run's? move it)") from exc
+            self.files = [first]
+        if self.files:
+            self.name = f"{ANNOTATED_DIR}/{frame_name(frame)}.mp4"
+        else:
+            self.name, self.first = ANNOTATED_VIDEO, frame
+        path = self.out_dir / self.name
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.rate, (width, height))
+        if not self.writer.isOpened():
+            self.writer = None
+            raise DataError(f"{path}: cannot write the annotated video (no mp4v encoder?)")
+        self.count = 0
+
+    def close(self) -> None:
+        """Close the open file, if any, and read it back: OpenCV's writer returns nothing and drops a picture it cannot
+        encode or write (a full disk) without a word. ``DataError`` when it holds fewer pictures than it was given."""
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        path = self.out_dir / self.name
+        capture = cv2.VideoCapture(str(path))
+        try:
+            written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        finally:
+            capture.release()
+        if written != self.count:
+            raise DataError(f"{path}: the annotated video holds {max(written, 0)} of its {self.count} frames (the video "
+                            "writer failed: disk full?)")
+        self.files.append(self.name)
 
 
 def latency_frames(config: Config) -> int:
@@ -172,9 +254,8 @@ class _Detection:
         self.events: list[Event] = []
         self.history: deque[float] = deque(maxlen=TIMELINE_FRAMES)
         self.writer: DetectWriter | None = None
-        self.video: cv2.VideoWriter | None = None
+        self.video: SegmentedVideo | None = None
         self.video_size: tuple[int, int] | None = None  # (width, height) of its frame part, from the first frame
-        self.video_frames = 0  # pictures given to the writer
         self.taken = self.scored = 0  # source frames taken, frames scored
         self.times: tuple[float, float] | None = None  # times of the first and the last frame taken
         self.warned_behind = False
@@ -226,6 +307,7 @@ class _Detection:
                 self.events.append(ended)
                 self.writer.event(ended, self.clock_start())
         self.writer.score(row, shown.time, alert)
+        self.scored += 1  # its row is written: scored, whatever befalls its map or picture
         if row.error_map is not None and self.options.save_maps:
             self.writer.error_map(row.index, row.error_map)
         if self.options.save_video:
@@ -236,15 +318,9 @@ class _Detection:
                                       threshold=self.threshold, alert=alert, history=self.history, fps=self.frames.fps,
                                       size=self.video_size, region_sigma=self.options.region_sigma)
             if self.video is None:
-                h, w = picture.shape[:2]
-                path = self.out_dir / ANNOTATED_VIDEO
                 rate = max(self.frames.fps, MIN_VIDEO_FPS)
-                self.video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), rate, (w, h))
-                if not self.video.isOpened():
-                    raise DataError(f"{path}: cannot write the annotated video (no mp4v encoder?)")
-            self.video.write(picture)
-            self.video_frames += 1
-        self.scored += 1
+                self.video = SegmentedVideo(self.out_dir, rate, max(round(rate * self.options.video_segment), 1))
+            self.video.write(picture, row.index)
 
     def source_fps(self) -> float:
         """The source's frame rate: for a camera or stream (frame times off the wall clock) the rate its frames came at,
@@ -283,6 +359,8 @@ class _Detection:
         self.out_dir = out_dir
         if self.writer is not None:
             self.writer.out_dir = out_dir
+        if self.video is not None:
+            self.video.out_dir = out_dir
 
     def end(self, why: str) -> None:
         if self.ended_by is None:
@@ -309,8 +387,11 @@ class _Detection:
         seconds = self.ended_at - started
         lag, fps = latency_frames(self.config), self.source_fps()
         if self.video is not None:
-            self.video.release()
-            self.check_video()
+            try:
+                self.video.close()
+            except DataError as exc:  # said once the other outputs are complete
+                if self.failure is None:
+                    self.failure = exc
         if self.writer is None:
             return None
         if self.tracker is not None:
@@ -342,24 +423,13 @@ class _Detection:
             "calibration_held_out_false_alarm_rate": (calibration.held_out_false_alarms.get(rate_key(calibration.false_alarm_rate))
                                                       if calibration else None),
             "smoothing": smoothing, "events": len(self.events), "ended_by": printable(self.ended_by),
-            "annotated_video": self.options.save_video and self.video is not None,
+            "annotated_video": self.video is not None and bool(self.video.files),
+            # its files in time order, relative to this folder: annotated.mp4, or annotated/<first frame>.mp4 each
+            "annotated_video_files": self.video.files if self.video is not None else [],
             "note": None if calibration else UNCALIBRATED,
         }
         self.writer.close(self.events, summary)
         return summary
-
-    def check_video(self) -> None:
-        """The annotated video holds every picture given to it: OpenCV's writer returns nothing and drops a picture it
-        cannot encode or write (a full disk) without a word, so the closed file is read back."""
-        path = self.out_dir / ANNOTATED_VIDEO
-        capture = cv2.VideoCapture(str(path))
-        try:
-            written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-        finally:
-            capture.release()
-        if written != self.video_frames and self.failure is None:
-            self.failure = DataError(f"{path}: the annotated video holds {max(written, 0)} of its {self.video_frames} "
-                                     "frames (the video writer failed: disk full?)")
 
     def error(self) -> DataError | None:
         """Why this source did not do what was asked, after the run: its failure, or no frame scored."""
