@@ -204,7 +204,7 @@ def test_the_readers_of_mnad_files_name_a_damaged_one(tmp_path: Path) -> None:
     assert [r["epoch"] for r in read_train_log(log)] == [1, 2]  # a damaged line is skipped, as a cut one is (resume repairs it)
     scores = tmp_path / "scores.csv"
     scores.write_text("video,frame,score\n01,4,0.5\n01,5,high\n")
-    with pytest.raises(DataError, match=r"scores.csv: not an mnad scores file \(could not convert"):
+    with pytest.raises(DataError, match=r"scores.csv: not an mnad scores file \(line 3: score 'high' is not a number\)"):
         read_scores(scores)
     scores.write_bytes(b"video,frame,score\n\xff\n")
     with pytest.raises(DataError, match=r"scores.csv: not UTF-8 text"):

@@ -25,6 +25,7 @@ import math
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -131,38 +132,134 @@ class VideoRows:
     updated: np.ndarray
 
 
+# The columns read_scores takes and the type of each; the other columns are read as text and not kept. psnr and
+# memory_updated may be missing (files of older versions), label may be empty (an evaluation without labels).
+_SCORE_KINDS: dict[str, type] = {"video": object, "frame": np.int64, "score": np.float64, "label": object, "psnr": np.float64,
+                                 "memory_updated": np.int64}
+
+
+class _Bad(Exception):
+    """A row of scores.csv that is not as ``scores_csv_bytes`` writes it: its line and what is wrong."""
+
+
 def read_scores(path: str | Path) -> list[VideoRows]:
-    """scores.csv, split per video in the order the videos appear."""
+    """scores.csv, split per video in the order the videos appear.
+
+    Every row must have the header's number of fields, an integer frame, a numeric score (NaN and inf are read: the
+    report refuses them by video and frame, ``mnad.report.inputs.scores_problem``), an integer label or none (none for
+    every row of a video, or a label on each) and, where the file has them, a numeric psnr and an integer
+    memory_updated; anything else is a DataError naming the file and the line. Read by numpy's C parser (a day of a
+    camera, 1 M rows, in seconds); a file it cannot take (a value Python reads and numpy not, a damaged row) is read row
+    by row (``_scores_by_rows``), which is the rule and names the line of the first bad row."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: scores file not found (written by `mnad evaluate --out`)")
-    columns: dict[str, dict[str, list[str]]] = {}
-    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
-    missing = {"video", "frame", "score"} - set(reader.fieldnames or [])
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+    except csv.Error as exc:
+        raise DataError(f"{path}: not an mnad scores file (line 1: {exc})") from exc
+    missing = {"video", "frame", "score"} - set(header)
     if missing:
         raise DataError(f"{path}: not an mnad scores file (missing columns {', '.join(sorted(missing))})")
+    # numpy's reader splits lines at '\n' only: a file with other line breaks ('\r' alone, which csv takes), or a header
+    # over several lines (a quoted line break), is left to the row-by-row reader
+    if reader.line_num == 1 and text.count("\r") == text.count("\r\n"):
+        try:
+            return _scores_by_columns(text, header)
+        except (ValueError, TypeError, OverflowError):
+            pass  # said with its line by the row-by-row reader
+    try:
+        return _scores_by_rows(text, header)
+    except _Bad as exc:
+        raise DataError(f"{path}: not an mnad scores file ({exc})") from None
+
+
+def _scores_by_columns(text: str, header: list[str]) -> list[VideoRows]:
+    """``_scores_by_rows``'s result, by numpy's parser; raises ValueError (or TypeError, OverflowError) on anything it
+    does not take, without saying where: the row-by-row reader says it."""
+    index = {name: i for i, name in enumerate(header)}  # a repeated name: its last column, as csv.DictReader takes it
+    kinds = {i: _SCORE_KINDS[name] for name, i in index.items() if name in _SCORE_KINDS}
+    # every column is parsed, so that a row with more or fewer fields than the header is refused; one not kept as
+    # 'U1' (its first character: no conversion, hardly any memory)
+    dtype = np.dtype([(f"c{i}", kinds.get(i, "U1")) for i in range(len(header))])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)  # a header alone: no videos
+        table = np.loadtxt(io.StringIO(text), dtype=dtype, delimiter=",", quotechar='"', comments=None, skiprows=1, ndmin=1,
+                           encoding=None)
+    names = table[f"c{index['video']}"]
+    if names.size == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])  # where the video changes (rows are grouped, usually)
+    order: dict[str, int] = {}
+    codes = np.repeat([order.setdefault(names[s], len(order)) for s in starts], np.diff(np.r_[starts, names.size]))
+    rows = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes))[:-1])
+
+    def column(name: str, default: float) -> np.ndarray:
+        return table[f"c{index[name]}"] if name in index else np.full(names.size, default, dtype=_SCORE_KINDS[name])
+
+    frame, score, psnr, updated = column("frame", 0), column("score", 0), column("psnr", np.nan), column("memory_updated", 0)
     result = []
+    for name, mine in zip(order, rows, strict=True):
+        label = None
+        if "label" in index:
+            labels = table[f"c{index['label']}"][mine]
+            empty = labels == ""
+            if empty.any() and not empty.all():
+                raise ValueError("a video labelled on some rows only")
+            label = None if empty.all() else labels.astype(np.int64)
+        result.append(VideoRows(name=name, frame=frame[mine], score=score[mine], label=label, psnr=psnr[mine],
+                                updated=updated[mine].astype(bool)))
+    return result
+
+
+def _scores_by_rows(text: str, header: list[str]) -> list[VideoRows]:
+    """The rows of scores.csv (its header already read as ``header``), one at a time: slow, the rule of what a row
+    must be, and the line of the first one that is not (``_Bad``)."""
+    index = {name: i for i, name in enumerate(header)}
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)
+    columns: dict[str, dict[str, list]] = {}
+    first_line: dict[str, int] = {}  # each video's first row: where a label was or was not
+
+    def value(row: list[str], start: int, name: str, kind: type, default: str = "") -> Any:
+        text = row[index[name]] if name in index else default
+        try:
+            number = kind(text or default)
+        except ValueError:
+            raise _Bad(f"line {start}: {name} {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if kind is int and not -2**63 <= number < 2**63:  # beyond int64: numpy could not hold it
+            raise _Bad(f"line {start}: {name} {text!r} is out of range")
+        return number
+
+    line = reader.line_num + 1
     try:
         for row in reader:
-            video = columns.setdefault(row["video"], {"frame": [], "score": [], "label": [], "psnr": [], "updated": []})
-            video["frame"].append(row["frame"])
-            video["score"].append(row["score"])
-            video["label"].append(row.get("label") or "")
-            video["psnr"].append(row.get("psnr") or "nan")
-            video["updated"].append(row.get("memory_updated") or "0")
-        for name, c in columns.items():
-            labelled = all(v != "" for v in c["label"])
-            result.append(VideoRows(
-                name=name,
-                frame=np.array(c["frame"], dtype=np.int64),
-                score=np.array(c["score"], dtype=np.float64),
-                label=np.array(c["label"], dtype=np.int64) if labelled else None,
-                psnr=np.array(c["psnr"], dtype=np.float64),
-                updated=np.array(c["updated"], dtype=np.int64).astype(bool),
-            ))
-    except (ValueError, TypeError, csv.Error) as exc:  # a value that is not a number, a row cut short
-        raise DataError(f"{path}: not an mnad scores file ({exc})") from exc
-    return result
+            line, start = reader.line_num + 1, line  # the row's first line (it may span several: a quoted line break)
+            if not row:  # a blank line, skipped as csv.DictReader skips it
+                continue
+            if len(row) != len(header):
+                raise _Bad(f"line {start}: {len(row)} fields, the header has {len(header)}")
+
+            name = row[index["video"]]
+            video = columns.setdefault(name, {"frame": [], "score": [], "label": [], "psnr": [], "updated": []})
+            first_line.setdefault(name, start)
+            video["frame"].append(value(row, start, "frame", int))
+            video["score"].append(value(row, start, "score", float))
+            label = value(row, start, "label", int) if "label" in index and row[index["label"]] != "" else None
+            if video["label"] and (label is None) != (video["label"][0] is None):
+                raise _Bad(f"line {start}: video {name!r} has {'no label' if label is None else 'a label'} here and "
+                           f"{'one' if label is None else 'none'} on line {first_line[name]}")
+            video["label"].append(label)
+            video["psnr"].append(value(row, start, "psnr", float, "nan"))
+            video["updated"].append(value(row, start, "memory_updated", int, "0"))
+    except csv.Error as exc:
+        raise _Bad(f"line {line}: {exc}") from exc
+    return [VideoRows(name=name, frame=np.array(c["frame"], dtype=np.int64), score=np.array(c["score"], dtype=np.float64),
+                      label=np.array(c["label"], dtype=np.int64) if c["label"][0] is not None else None,
+                      psnr=np.array(c["psnr"], dtype=np.float64), updated=np.array(c["updated"], dtype=np.int64).astype(bool))
+            for name, c in columns.items()]
 
 
 # ----------------------------------------------------------------------------------------------- metrics.json
