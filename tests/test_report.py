@@ -24,8 +24,8 @@ from conftest import tiny_config
 from mnad import outputs, report
 from mnad.cli import main
 from mnad.errors import ConfigError, DataError
+from mnad.events import anomalies
 from mnad.model import MNAD
-from mnad.report.plots import abnormal_runs
 from mnad.train import tensorboard_writer, train
 
 HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
@@ -202,12 +202,34 @@ def test_outputs_round_trip_without_labels(tmp_path: Path) -> None:
     assert outputs.read_train_log(log) == [{"epoch": 1, "loss_total": 0.5}]
 
 
-def test_abnormal_runs() -> None:
+def test_anomalies_are_runs_of_abnormal_scored_frames_and_a_gap_does_not_split_one() -> None:
+    """The one rule for an anomaly, which the report shades and the stream protocol counts (was: the report's own
+    abnormal_runs split a run at a gap in the frame numbers, so it shaded two anomalies where the metrics counted one)."""
     frames = np.array([4, 5, 6, 7, 8, 10, 11, 12])
     labels = np.array([0, 1, 1, 0, 1, 1, 1, 0])
-    assert abnormal_runs(frames, labels) == [(5, 6), (8, 8), (10, 11)]
-    assert abnormal_runs(frames, np.zeros(8, int)) == []
-    assert abnormal_runs(np.array([3, 4]), np.array([1, 1])) == [(3, 4)]
+    assert anomalies(frames, labels) == [(5, 6), (8, 11)]  # frame 9 not scored: 8 and 10 are of one anomaly
+    assert anomalies(frames, np.zeros(8, int)) == []
+    assert anomalies(np.array([3, 4]), np.array([1, 1])) == [(3, 4)]
+    stride = np.arange(0, 100, 3)  # every third frame scored (--fps): one anomaly, not one per scored frame
+    assert anomalies(stride, ((stride >= 30) & (stride < 60)).astype(int)) == [(30, 57)]
+    assert anomalies(np.array([4, 5, 9, 10]), np.array([1, 0, 0, 1])) == [(4, 4), (10, 10)]  # a scored normal frame ends one
+    assert anomalies(np.array([4, 5, 9]), np.array([1, 1, 1])) == [(4, 9)]  # the first frames (0..3) unscored: nothing before
+    with pytest.raises(ValueError, match="3 frames but 2 labels"):
+        anomalies(np.array([4, 5, 6]), np.array([1, 1]))
+
+
+def test_the_timeline_shades_the_anomalies_the_metrics_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.axes import Axes
+
+    from mnad.report.plots import timeline_png
+
+    shaded: list[tuple[float, float]] = []
+    monkeypatch.setattr(Axes, "axvspan", lambda self, low, high, **kwargs: shaded.append((low, high)))
+    frames = np.array([4, 5, 6, 7, 8, 10, 11, 12])
+    video = outputs.VideoRows(name="01", frame=frames, score=np.linspace(0, 1, 8), label=np.array([0, 1, 1, 0, 1, 1, 1, 0]),
+                              psnr=np.full(8, 30.0), updated=np.zeros(8, bool))
+    timeline_png(video, None)
+    assert shaded == [(4.5, 6.5), (7.5, 11.5)]
 
 
 def test_memory_figures_side_by_side(evaluated: dict) -> None:

@@ -90,8 +90,17 @@ class EventTracker:
 
 
 def anomalies(frames: np.ndarray, labels: np.ndarray) -> list[tuple[int, int]]:
-    """The anomalies of one video: (first, last) frame of each run of consecutive abnormal frames among those scored."""
-    abnormal = np.flatnonzero(labels.astype(bool))
+    """The anomalies of one video: (first, last) frame of each run of consecutive abnormal frames among those scored
+    (``frames``, in order, with their ``labels``). The one rule for what an anomaly is: the stream protocol counts
+    these (``event_measures``) and the report shades them (``mnad.report.plots.timeline_png``).
+
+    Only a scored normal frame ends a run. A gap in the frame numbers (frames not scored: skipped by ``--fps``, the
+    first frames of a video that make its first clip) does not split one: the frames of the gap have no label here,
+    and at a stride the frames between two abnormal scored frames are of the same anomaly (split, an anomaly scored
+    every other frame would count as one anomaly per frame)."""
+    if len(frames) != len(labels):
+        raise ValueError(f"{len(frames)} frames but {len(labels)} labels")
+    abnormal = np.flatnonzero(np.asarray(labels).astype(bool))
     if abnormal.size == 0:
         return []
     breaks = np.flatnonzero(np.diff(abnormal) > 1)

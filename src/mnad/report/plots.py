@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mnad.events import anomalies
 from mnad.outputs import VideoRows
 
 
@@ -45,24 +46,6 @@ def png_bytes(fig: Any, dpi: int = 100) -> bytes:
         warnings.filterwarnings("ignore", r"Glyph \d+ .*missing from", UserWarning)
         fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return buffer.getvalue()
-
-
-def abnormal_runs(frames: np.ndarray, labels: np.ndarray) -> list[tuple[int, int]]:
-    """Labelled abnormal intervals as (first, last) frame positions, inclusive; a gap in the frames splits a run."""
-    runs: list[tuple[int, int]] = []
-    start = previous = None
-    for frame, label in zip(frames.tolist(), labels.tolist(), strict=True):
-        if label and start is not None and frame == previous + 1:
-            previous = frame
-            continue
-        if start is not None:
-            runs.append((start, previous))
-            start = None
-        if label:
-            start = previous = frame
-    if start is not None:
-        runs.append((start, previous))
-    return runs
 
 
 def roc_png(videos: list[VideoRows]) -> bytes | None:
@@ -121,7 +104,7 @@ def timeline_png(video: VideoRows, auc: float | None, threshold: float | None = 
     fig = figure(10, 2.1)
     ax = fig.subplots()
     if video.label is not None:
-        for first, last in abnormal_runs(video.frame, video.label):
+        for first, last in anomalies(video.frame, video.label):  # the anomalies the stream protocol counts
             ax.axvspan(first - 0.5, last + 0.5, color="C3", alpha=0.18, lw=0)
     ax.plot(video.frame, video.score, color="C0", lw=1.1)
     updated = video.frame[video.updated]
