@@ -1,5 +1,6 @@
-"""scores.csv read back (``mnad.outputs.read_scores``): numpy's parser for speed, the row-by-row reader as the rule;
-both give the same videos, and a damaged file is one DataError naming the file and the line of the first bad row."""
+"""What mnad reads back. scores.csv (``mnad.outputs.read_scores``): numpy's parser for speed, the row-by-row reader
+as the rule; both give the same videos, and a damaged file is one DataError naming the file and the line of the first
+bad row. A stream state (``StreamScorer.restore``, which ``load_state`` goes through): checked for every caller."""
 
 from __future__ import annotations
 
@@ -10,9 +11,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from conftest import tiny_config
 
 from mnad import outputs
-from mnad.errors import DataError
+from mnad.errors import CheckpointError, DataError
+from mnad.model import MNAD
+from mnad.scoring import Calibration
+from mnad.stream import StreamScorer, StreamState
 
 HEADER = ",".join(outputs.SCORES_HEADER)
 
@@ -122,3 +128,108 @@ def test_a_file_mnad_writes_is_read_by_numpy_not_row_by_row(tmp_path: Path, monk
 
     monkeypatch.setattr(outputs, "_scores_by_rows", refused)
     assert [v.name for v in outputs.read_scores(path)] == ["01", "02", 'a,b', 'say "hi"', "two\nlines", "café #1", ""]
+
+
+# ------------------------------------------------------------------------------------------ a stream state restored
+
+
+def stream_scorer(*overrides: str, seed: int = 0, **options: object) -> StreamScorer:
+    torch.manual_seed(seed)
+    config = tiny_config().override(list(overrides))
+    return StreamScorer.for_model(MNAD(config.model).eval(), config, **options)
+
+
+def pushed(scorer: StreamScorer, n: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    return [scorer.push(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_a_state_restored_in_python_continues_exactly() -> None:
+    whole, first, second = (stream_scorer(normalization="causal", smoothing=3) for _ in range(3))
+    rng = np.random.default_rng(0)
+    video = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(12)]
+    want = [whole.push(f) for f in video]
+    head = [first.push(f) for f in video[:7]]
+    second.restore(first.state())
+    got = head + [second.push(f) for f in video[7:]]
+    assert [(r.index, r.smoothed) for r in got if r] == [(r.index, r.smoothed) for r in want if r]
+
+
+CALIBRATION = Calibration(psnr_low=5.0, psnr_high=40.0, distance_low=0.0, distance_high=2.0, threshold=0.5,
+                          false_alarm_rate=0.05, smoothing=5, frames=100)
+
+
+@pytest.mark.parametrize(("restored_into", "said"), [
+    (lambda: stream_scorer(seed=1, normalization="causal"), r"model '[0-9a-f]{64}' \(this scorer: '[0-9a-f]{64}'\)"),
+    (lambda: stream_scorer("eval.alpha=0.9", normalization="causal"), r"alpha 0\.6 \(this scorer: 0\.9\)"),
+    (lambda: stream_scorer(normalization="causal", smoothing=3), r"smoothing 5 \(this scorer: 3\)"),
+    (lambda: stream_scorer(normalization="calibrated", calibration=CALIBRATION), r"normalization 'causal' \(this scorer: 'calibrated'\)"),
+], ids=["other-weights", "other-alpha", "other-smoothing", "other-normalisation"])
+def test_restore_refuses_a_state_of_another_model_or_scorer(restored_into, said: str) -> None:
+    """(was: taken by restore(), which only load_state checked: wrong scores without a word)"""
+    first = stream_scorer("eval.alpha=0.6", normalization="causal", smoothing=5)
+    pushed(first, 6)
+    target = restored_into()
+    before = target.state()
+    with pytest.raises(CheckpointError, match=r"^the stream state belongs to another model or scorer: .*" + said):
+        target.restore(first.state())
+    assert target.state().frames_seen == before.frames_seen == 0  # nothing changed
+
+
+def damaged(state: StreamState, **fields: object) -> StreamState:
+    return StreamState(**{**vars(state), **fields})
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda s: damaged(s, belongs_to=None), r"does not record the model it belongs to"),
+    (lambda s: damaged(s, items=s.items.double()), r"memory items must be torch\.float32 \(10, 64\), got torch\.float64"),
+    (lambda s: damaged(s, items=s.items[:5]), r"memory items must be torch\.float32 \(10, 64\), got torch\.float32 \(5, 64\)"),
+    (lambda s: damaged(s, items=s.items.fill_(float("nan"))), r"memory items hold NaN"),
+    (lambda s: damaged(s, items=None), r"memory items must be .*got None"),
+    (lambda s: damaged(s, frames_seen=-1), r"frames_seen must be an integer >= 0, got -1"),
+    (lambda s: damaged(s, frames_seen="6"), r"frames_seen must be an integer >= 0, got '6'"),
+    (lambda s: damaged(s, window=s.window[:1]), r"window must hold the last 5 of its 6 frames seen .*got 1 frames"),
+    (lambda s: damaged(s, window=[w.astype(np.float32) for w in s.window]), r"window frame 0: expected a numpy uint8 array"),
+    (lambda s: damaged(s, psnr_range=(30.0, float("nan"))), r"psnr_range must be \(low, high\)"),
+    (lambda s: damaged(s, distance_range=(2.0, 1.0)), r"distance_range must be \(low, high\), finite with low <= high"),
+    (lambda s: damaged(s, psnr_range=None), r"psnr_range must be"),
+    (lambda s: damaged(s, recent=[0.5, float("inf")]), r"recent must be at most 5 finite scores"),
+    (lambda s: damaged(s, recent=[0.5] * 6), r"recent must be at most 5 finite scores"),
+    (lambda s: damaged(s, recent="0.5"), r"recent must be at most 5 finite scores"),
+    (lambda s: {"items": s.items}, r"must be a StreamState .*got a dict"),
+], ids=["no-record", "items-dtype", "items-shape", "items-nan", "items-none", "seen-negative", "seen-text", "window-short",
+        "window-float", "psnr-nan", "distance-reversed", "psnr-none", "recent-inf", "recent-long", "recent-text", "dict"])
+def test_restore_refuses_a_damaged_state_with_one_error(change, said: str) -> None:
+    """(was: a traceback at restore or a later frame, or wrong scores)"""
+    first = stream_scorer(normalization="causal", smoothing=5)
+    pushed(first, 6)
+    target = stream_scorer(normalization="causal", smoothing=5)
+    with pytest.raises(CheckpointError, match=r"^the stream state.*" + said):
+        target.restore(change(first.state()))
+    assert target.state().frames_seen == 0 and target.state().window == []  # nothing changed
+    target.restore(first.state())  # the whole one: taken
+    assert target.state().frames_seen == 6
+
+
+def test_load_state_checks_the_metadata_as_restore_does(tmp_path: Path) -> None:
+    """The hash covers the tensors only: damaged metadata is said, naming the file (was: KeyError, TypeError)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    first = stream_scorer(normalization="causal", smoothing=5)
+    pushed(first, 6)
+    path = tmp_path / "state.safetensors"
+    first.save_state(path)
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    for edit, said in [(lambda i: i.pop("frames_seen"), r"frames_seen must be an integer >= 0, got None"),
+                       (lambda i: i.update(recent={"a": 1}), r"recent must be at most 5 finite scores"),
+                       (lambda i: i.update(psnr_range=[1]), r"psnr_range must be")]:
+        info = json.loads(meta["mnad_stream_state"])
+        edit(info)
+        save_file(tensors, str(path), metadata={**meta, "mnad_stream_state": json.dumps(info)})
+        with pytest.raises(CheckpointError, match=r"state\.safetensors: the stream state's " + said):
+            stream_scorer(normalization="causal", smoothing=5).load_state(path)

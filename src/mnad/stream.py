@@ -19,6 +19,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -147,6 +148,14 @@ class StreamState:
     psnr_range: tuple[float, float]  # running min-max state ('causal')
     distance_range: tuple[float, float]
     recent: list[float]  # the trailing mean's scores
+    # what the state is of (``StreamScorer._belongs_to``: the model's weights, its shape, the scoring settings and
+    # calibration): ``restore`` takes it only into a scorer for which these are the same
+    belongs_to: dict | None = None
+
+
+def _is_float(value: object) -> bool:
+    """A real number as a state holds it (a float or an int; not a bool)."""
+    return isinstance(value, float | int) and not isinstance(value, bool)
 
 
 def checked_frame(frame: object, size: int, channels: int) -> np.ndarray:
@@ -310,24 +319,83 @@ class StreamScorer:
             psnr_range=(self._causal.psnr_range.low, self._causal.psnr_range.high),
             distance_range=(self._causal.distance_range.low, self._causal.distance_range.high),
             recent=list(self._causal.mean.recent),
+            belongs_to=self._belongs_to(),
         )
 
     def restore(self, state: StreamState) -> None:
-        """Continue from ``state`` (of a scorer of the same model): the next frame scores as it would have."""
-        if (state.items is None) == self.has_memory or (state.items is not None and state.items.shape != self._items.shape):
-            raise ConfigError("the stream state belongs to another model (its memory differs)")
-        if state.items is not None:
-            self._items = state.items.detach().clone().to(self.device)
-        self._window.clear()
-        self._raw.clear()
+        """Continue from ``state`` (``state()`` of a scorer of the same model and settings): the next frame scores as it
+        would have. A state of another model or scorer, or not whole, is refused (``CheckpointError``) before anything
+        changes."""
+        self._restore(state, None)
+
+    def _restore(self, state: StreamState, path: Path | None) -> None:
+        """``restore``, for a state read from ``path`` (named in the errors) or given (None): every restore is checked
+        here, by ``_state_problem``."""
+        if (problem := self._state_problem(state)) is not None:
+            raise CheckpointError(f"{path}: {problem}" if path is not None else problem)
         m = self.config.model
-        for frame in (checked_frame(f, m.image_size, m.channels) for f in state.window[-self._window.maxlen:]):
-            self._window.append(to_tensor(frame).to(self.device))
-            self._raw.append(frame)
-        self._seen = state.frames_seen
-        self._pending = None
-        self._causal = CausalScore(self.alpha, self.smoothing, self.calibration, RunningMinMax(*state.psnr_range),
-                                   RunningMinMax(*state.distance_range), TrailingMean(self.smoothing, list(state.recent)[-self.smoothing:]))
+        frames = [checked_frame(f, m.image_size, m.channels) for f in list(state.window)[-self._window.maxlen:]]
+        tensors = [to_tensor(f).to(self.device) for f in frames]
+        with held_interrupts():  # all of the state, or none of it
+            if state.items is not None:
+                self._items = state.items.detach().clone().to(self.device)
+            self._window.clear()
+            self._raw.clear()
+            self._window.extend(tensors)
+            self._raw.extend(frames)
+            self._seen = state.frames_seen
+            self._pending = None
+            self._causal = CausalScore(self.alpha, self.smoothing, self.calibration, RunningMinMax(*state.psnr_range),
+                                       RunningMinMax(*state.distance_range), TrailingMean(self.smoothing, [float(v) for v in state.recent]))
+
+    def _state_problem(self, state: object) -> str | None:
+        """What makes ``state`` wrong for this scorer, said, or None: not a ``StreamState``; of another model or scorer
+        (``belongs_to``, as ``_belongs_to``), or recording none; memory items, window frames, counts, running ranges or
+        trailing scores that are not as ``state()`` gives them for this scorer (a damaged or hand-made state: restored,
+        it would score wrongly or fail at a later frame)."""
+        if not isinstance(state, StreamState):
+            return f"the stream state must be a StreamState (as StreamScorer.state() gives it), got a {type(state).__name__}"
+        saved, here = state.belongs_to, self._belongs_to()
+        if not isinstance(saved, dict):
+            return ("the stream state does not record the model it belongs to (written by an older mnad, or not made by "
+                    "StreamScorer.state()): start the stream afresh")
+        if unrecorded := [k for k in here if k not in saved]:
+            return f"the stream state does not record {', '.join(unrecorded)} (written by an older mnad): start the stream afresh"
+        if differ := [f"{k} {saved.get(k)!r} (this scorer: {v!r})" for k, v in here.items() if saved.get(k) != v]:
+            return f"the stream state belongs to another model or scorer: {', '.join(differ)}"
+        items = state.items
+        if not self.has_memory:
+            if items is not None:
+                return "the stream state has memory items, and this scorer's model has no memory"
+        elif not isinstance(items, torch.Tensor) or items.shape != self._items.shape or items.dtype != self._items.dtype:
+            got = f"{items.dtype} {tuple(items.shape)}" if isinstance(items, torch.Tensor) else repr(items)[:80]
+            return f"the stream state's memory items must be {self._items.dtype} {tuple(self._items.shape)}, got {got}"
+        elif not bool(torch.isfinite(items).all()):
+            return "the stream state's memory items hold NaN or infinite values"
+        seen, window, size = state.frames_seen, state.window, self._window.maxlen
+        if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
+            return f"the stream state's frames_seen must be an integer >= 0, got {seen!r}"[:200]
+        if not isinstance(window, list | tuple) or min(len(window), size) != min(seen, size):
+            got = f"{len(window)} frames" if isinstance(window, list | tuple) else f"a {type(window).__name__}"
+            return (f"the stream state's window must hold the last {min(seen, size)} of its {seen} frames seen (at most "
+                    f"t_length {size}), got {got}")
+        m = self.config.model
+        for i, frame in enumerate(window):
+            try:
+                checked_frame(frame, m.image_size, m.channels)
+            except DataError as exc:
+                return f"the stream state's window frame {i}: {exc}".replace(": frame: ", ": ")
+        for name in ("psnr_range", "distance_range"):
+            low_high = getattr(state, name)
+            if not (isinstance(low_high, list | tuple) and len(low_high) == 2 and all(_is_float(v) for v in low_high)
+                    and (tuple(low_high) == (math.inf, -math.inf) or math.isfinite(low_high[0]) and math.isfinite(low_high[1])
+                         and low_high[0] <= low_high[1])):
+                return (f"the stream state's {name} must be (low, high), finite with low <= high, or (inf, -inf) before "
+                        f"the first frame, got {low_high!r}")[:200]
+        recent = state.recent
+        if not (isinstance(recent, list | tuple) and len(recent) <= self.smoothing and all(_is_float(v) and math.isfinite(v) for v in recent)):
+            return f"the stream state's recent must be at most {self.smoothing} finite scores (the smoothing window), got {recent!r}"[:200]
+        return None
 
     def _belongs_to(self) -> dict:
         """What a saved state is of: a state restores only into a scorer for which these are the same."""
@@ -367,18 +435,12 @@ class StreamScorer:
             raise CheckpointError(f"{path}: not a readable stream state ({exc})") from exc
         if meta.get("sha256") != tensor_digest(tensors):
             raise CheckpointError(f"{path}: the stream state's hash does not match its contents (damaged or edited)")
-        saved, here = info.get("belongs_to") if isinstance(info, dict) else None, self._belongs_to()
-        if not isinstance(saved, dict):
-            raise CheckpointError(f"{path}: the stream state does not record the model it belongs to (written by an older "
-                                  "mnad): start the stream afresh")
-        if unrecorded := [k for k in here if k not in saved]:
-            raise CheckpointError(f"{path}: the stream state does not record {', '.join(unrecorded)} (written by an older "
-                                  "mnad): start the stream afresh")
-        if differ := [f"{k} {saved.get(k)!r} (this scorer: {v!r})" for k, v in here.items() if saved.get(k) != v]:
-            raise CheckpointError(f"{path}: the stream state belongs to another model or scorer: {', '.join(differ)}")
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{path}: not a readable stream state (its metadata is a JSON {type(info).__name__}, not an object)")
         window = [tensors[f"window.{i}"].numpy() for i in range(sum(k.startswith("window.") for k in tensors))]
-        self.restore(StreamState(tensors.get("items"), window, int(info["frames_seen"]), tuple(info["psnr_range"]),
-                                 tuple(info["distance_range"]), [float(v) for v in info["recent"]]))
+        # the metadata as written (the hash covers the tensors only): _restore checks every field
+        self._restore(StreamState(tensors.get("items"), window, info.get("frames_seen"), info.get("psnr_range"), info.get("distance_range"),
+                                  info.get("recent"), info.get("belongs_to")), path)
 
 
 def score_streams(scorers: Sequence[StreamScorer], frames: Sequence[np.ndarray | None]) -> list[FrameResult | None]:
