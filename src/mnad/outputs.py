@@ -155,7 +155,11 @@ def read_scores(path: str | Path) -> list[VideoRows]:
     if not path.is_file():
         raise DataError(f"{path}: scores file not found (written by `mnad evaluate --out`)")
     text = read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    end = text.find("\n")
+    first = text if end < 0 else text[:end + 1]
+    # a StringIO of the whole text would copy it (4 bytes a character): the header is its first line, unless a quote
+    # there may carry it over several
+    reader = csv.reader(io.StringIO(text if '"' in first else first, newline=""))
     try:
         header = next(reader, [])
     except csv.Error as exc:
@@ -167,16 +171,16 @@ def read_scores(path: str | Path) -> list[VideoRows]:
     # over several lines (a quoted line break), is left to the row-by-row reader
     if reader.line_num == 1 and text.count("\r") == text.count("\r\n"):
         try:
-            return _scores_by_columns(text, header)
-        except (ValueError, TypeError, OverflowError):
-            pass  # said with its line by the row-by-row reader
+            return _scores_by_columns(path, header)
+        except (ValueError, TypeError, OverflowError, OSError):
+            pass  # said with its line by the row-by-row reader (an OSError: the file moved since; its text is read)
     try:
         return _scores_by_rows(text, header)
     except _Bad as exc:
         raise DataError(f"{path}: not an mnad scores file ({exc})") from None
 
 
-def _scores_by_columns(text: str, header: list[str]) -> list[VideoRows]:
+def _scores_by_columns(path: Path, header: list[str]) -> list[VideoRows]:
     """``_scores_by_rows``'s result, by numpy's parser; raises ValueError (or TypeError, OverflowError) on anything it
     does not take, without saying where: the row-by-row reader says it."""
     index = {name: i for i, name in enumerate(header)}  # a repeated name: its last column, as csv.DictReader takes it
@@ -186,8 +190,8 @@ def _scores_by_columns(text: str, header: list[str]) -> list[VideoRows]:
     dtype = np.dtype([(f"c{i}", kinds.get(i, "U1")) for i in range(len(header))])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)  # a header alone: no videos
-        table = np.loadtxt(io.StringIO(text), dtype=dtype, delimiter=",", quotechar='"', comments=None, skiprows=1, ndmin=1,
-                           encoding=None)
+        with path.open(encoding="utf-8", newline="") as handle:  # read as it is, line breaks untranslated, as csv reads it
+            table = np.loadtxt(handle, dtype=dtype, delimiter=",", quotechar='"', comments=None, skiprows=1, ndmin=1)
     names = table[f"c{index['video']}"]
     if names.size == 0:
         return []
