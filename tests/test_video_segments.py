@@ -112,7 +112,6 @@ def test_a_folder_in_the_way_of_the_segments_is_never_written_into(model_file: P
     assert [p.name for p in (out / ANNOTATED_DIR).iterdir()] == ["mine.mp4"]
 
 
-@pytest.mark.xfail(strict=True, reason="until outputs.DETECT_FILES names the segments' folder (ANNOTATED_DIR)")
 def test_an_overwrite_replaces_the_earlier_runs_segments(model_file: Path, tmp_path: Path) -> None:
     model, config = load_model(model_file)
     out = tmp_path / "o"
@@ -123,7 +122,6 @@ def test_an_overwrite_replaces_the_earlier_runs_segments(model_file: Path, tmp_p
     assert frames_in(out / "annotated.mp4") == 4 and not (out / ANNOTATED_DIR).exists()  # no segment of the earlier run
 
 
-@pytest.mark.xfail(strict=True, reason="until outputs.DetectWriter.error_map names maps by frame_name")
 def test_map_files_sort_in_frame_order(model_file: Path, tmp_path: Path) -> None:
     model, config = load_model(model_file)
     out = tmp_path / "o"

@@ -46,10 +46,12 @@ from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker, check
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
 from mnad.outputs import (
+    ANNOTATED_DIR,
     ANNOTATED_VIDEO,
     DetectFolder,
     DetectWriter,
     detect_run_entries,
+    frame_name,
     output_path,
     wall_clock,
     write_detect_summary,
@@ -68,8 +70,6 @@ VIDEO_SEGMENT_SECONDS = 600.0  # the annotated video is written as files of this
 # is readable only once closed (its index is written last), so a run killed by SIGKILL, a power cut or the OOM killer
 # loses the open file only, and no file grows without bound. 10 minutes (15,000 frames at 25 fps) keeps that loss small
 # and the files few (144 a day), as CCTV recorders do
-ANNOTATED_DIR = "annotated"  # the annotated video of a run longer than one segment: its files, named by their first frame
-FRAME_DIGITS = 12  # frame numbers in file names: 10**12 frames are 1,268 years at 25 fps
 FALLING_BEHIND = 10.0  # seconds a live source's reader may wait for the scorer before the run warns that it falls behind
 
 
@@ -95,12 +95,6 @@ class DetectOptions:
         if (isinstance(self.video_segment, bool) or not isinstance(self.video_segment, int | float)
                 or not math.isfinite(self.video_segment) or self.video_segment <= 0):
             raise ConfigError(f"--video-segment must be a number of seconds > 0, got {self.video_segment!r}")
-
-
-def frame_name(index: int) -> str:
-    """A frame number as file names carry it (the annotated video's segments): zero-padded to ``FRAME_DIGITS``, so that
-    the names sort in frame order for any run; a run cannot know its length when it starts (a camera)."""
-    return f"{index:0{FRAME_DIGITS}d}"
 
 
 class SegmentedVideo:

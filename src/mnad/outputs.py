@@ -426,7 +426,15 @@ def read_train_log(path: str | Path) -> list[dict]:
 DETECT_SCORES_HEADER = ["frame", "time", "psnr", "patch_psnr", "distance", "patch_distance", "regular_score", "memory_updated", "score",
                         "smoothed", "alert"]
 EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR = "events.jsonl", "events.csv", "summary.json", "annotated.mp4", "maps"
-DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR)
+ANNOTATED_DIR = "annotated"  # the annotated video of a run longer than one segment: its files, named by their first frame
+DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, ANNOTATED_DIR, MAPS_DIR)
+FRAME_DIGITS = 12  # frame numbers in file names: 10**12 frames are 1,268 years at 25 fps
+
+
+def frame_name(index: int) -> str:
+    """A frame number as file names carry it (error maps, the annotated video's segments): zero-padded to
+    ``FRAME_DIGITS``, so that the names sort in frame order for any run; a run cannot know its length when it starts."""
+    return f"{index:0{FRAME_DIGITS}d}"
 STREAM_FOLDER = re.compile(r"\d+_[A-Za-z0-9._-]+")  # the name of a source's folder (detect.stream_folder): no path
 STAGING_DIR = ".mnad-detect-new"  # a run's outputs until it scores its first frame, when an earlier run is in --out
 EARLIER_DIR = ".mnad-detect-earlier"  # the earlier run's outputs, from the new run's first frame until it ends well
@@ -589,10 +597,10 @@ class DetectWriter:
         import cv2
 
         if self.maps == "npy":
-            self._write(np.save, self.out_dir / MAPS_DIR / f"{index:06d}.npy", error.astype(np.float32))
+            self._write(np.save, self.out_dir / MAPS_DIR / f"{frame_name(index)}.npy", error.astype(np.float32))
         elif self.maps == "png":
             picture = (np.clip(error / max(float(error.max()), 1e-6), 0, 1) * 255).astype(np.uint8)
-            if not cv2.imwrite(str(self.out_dir / MAPS_DIR / f"{index:06d}.png"), picture):
+            if not cv2.imwrite(str(self.out_dir / MAPS_DIR / f"{frame_name(index)}.png"), picture):
                 raise DataError(f"{self.out_dir / MAPS_DIR}: cannot write the error maps")
 
     def close(self, events: list[Any], summary: dict) -> None:
