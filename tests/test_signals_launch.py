@@ -4,10 +4,13 @@ earlier output unless --overwrite."""
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -119,3 +122,130 @@ def test_the_cli_and_the_api_agree_on_a_launch(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("MASTER_PORT", "29500")
     assert cli.multi_process_launch is distributed.multi_process_launch is launch.multi_process_launch
     assert launch.multi_process_launch() is launched
+
+
+# ------------------------------------------------------------------------------------------------ 2. a peer that never starts
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(("rank", "awaited"), [
+    (0, "RANK=0 waited 1 s for the job's other processes to reach its store at MASTER_ADDR='127.0.0.1', MASTER_PORT={port}: "
+        "0 of the 1 others came"),
+    (1, "RANK=1 waited 1 s for rank 0 to open the job's store at MASTER_ADDR='127.0.0.1', MASTER_PORT={port}"),
+])
+def test_a_hand_made_launch_whose_peer_never_starts_waits_a_bounded_time(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, rank: int, awaited: str) -> None:
+    """WORLD_SIZE/RANK/MASTER_ADDR/MASTER_PORT set by hand and the other rank never started: gloo's init waited its
+    30 minutes, deaf to Ctrl-C and SIGTERM, then failed with a traceback."""
+    port = _free_port()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    monkeypatch.setattr(distributed, "JOIN_TIMEOUT", datetime.timedelta(seconds=1))
+    monkeypatch.setattr(cli, "cmd_train", lambda args: distributed.setup("cpu"))
+    started = time.monotonic()
+    assert cli.main(["train", "--data-root", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert time.monotonic() - started < 10
+    assert capsys.readouterr().err.splitlines() == [
+        f"mnad: error: {awaited.format(port=port)}: start every rank, 0 to 1, with the same MASTER_ADDR and MASTER_PORT "
+        "within 1 s of each other, or use torchrun (docs/distributed.md)"]
+
+
+# ------------------------------------------------------------------------------------------------ 4. the API's defaults
+
+
+def _option(command: str, option: str) -> argparse.Action:
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return next(a for a in sub._actions if option in a.option_strings)
+
+
+def test_the_parsers_defaults_are_the_apis() -> None:
+    """The parser repeated the API's values (--open-timeout 5.0 beside SourceOptions.open_timeout, ...): a change to
+    one left the CLI and the API disagreeing. Now each default is read from the API."""
+    import inspect
+
+    from mnad.calibrate import calibrate
+    from mnad.data.sources import SourceOptions
+    from mnad.detect import DetectOptions
+    from mnad.evaluate import evaluate
+    from mnad.figures import memory_figures
+    from mnad.quantize import CALIBRATION_CLIPS
+    from mnad.report.build import create_report
+
+    def keyword(function: object, name: str) -> object:
+        return inspect.signature(function).parameters[name].default
+
+    expected = {
+        ("detect", "--region-sigma"): DetectOptions().region_sigma, ("detect", "--hysteresis"): DetectOptions().hysteresis,
+        ("detect", "--min-event-frames"): DetectOptions().min_event_frames, ("detect", "--fps"): SourceOptions().fps,
+        ("detect", "--reconnects"): SourceOptions().reconnects, ("detect", "--open-timeout"): SourceOptions().open_timeout,
+        ("detect", "--read-timeout"): SourceOptions().read_timeout,
+        ("calibrate", "--false-alarm-rate"): keyword(calibrate, "false_alarm_rate"), ("calibrate", "--scoring"): keyword(calibrate, "scoring"),
+        ("figures", "--frames"): keyword(memory_figures, "frames"), ("figures", "--clips"): keyword(memory_figures, "clips"),
+        ("figures", "--queries"): keyword(memory_figures, "max_queries"), ("figures", "--seed"): keyword(memory_figures, "seed"),
+        ("evaluate", "--protocol"): keyword(evaluate, "protocol"), ("evaluate", "--top-k"): keyword(create_report, "top_k"),
+        ("export", "--calibration-clips"): CALIBRATION_CLIPS,
+    }
+    for (command, option), value in expected.items():
+        action = _option(command, option)
+        assert isinstance(action.default, cli.APIDefault) and action.default.value == value, (command, option)
+        assert f"default {value}" in action.help % {"default": action.default}, (command, option)
+
+
+def test_parsing_imports_no_torch() -> None:
+    code = ("import sys\nfrom mnad.cli import build_parser\n"
+            "args = build_parser().parse_args(['detect', 'x', '--checkpoint', 'm', '--out', 'o', '--fps', '10'])\n"
+            "print(args.fps, 'torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, check=True).stdout.split() == ["10.0", "False"]
+
+
+# ------------------------------------------------------------------------------------------------ 5. an earlier output
+
+
+def test_an_export_keeps_an_earlier_one_unless_overwrite(model_file: Path, tmp_path: Path) -> None:
+    """`mnad export --out m.onnx` replaced an earlier export without a word, where train and detect refuse."""
+    from mnad.checkpoint import load_model
+    from mnad.errors import DataError
+    from mnad.export import export_onnx
+
+    model, config = load_model(model_file)
+    for earlier in ("m.onnx", "m.onnx.json"):  # either file of a pair is an earlier export
+        (tmp_path / earlier).write_bytes(b"earlier")
+        with pytest.raises(DataError, match=f"{earlier}: holds the output of an earlier run; choose another --out or pass --overwrite"):
+            export_onnx(model, config, tmp_path / "m.onnx")
+        assert (tmp_path / earlier).read_bytes() == b"earlier"
+        (tmp_path / earlier).unlink()
+    export_onnx(model, config, tmp_path / "m.onnx")
+    graph = (tmp_path / "m.onnx").read_bytes()
+    (tmp_path / "m.onnx").write_bytes(b"earlier")
+    assert export_onnx(model, config, tmp_path / "m.onnx", overwrite=True).read_bytes() == graph
+
+
+def test_calibrate_keeps_an_earlier_model_unless_overwrite(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import mnad.calibrate
+
+    out = tmp_path / "c.safetensors"
+    out.write_bytes(b"an earlier calibrated model")
+    video = frames_folder(tmp_path / "v", 30)
+    argv = ["calibrate", "--checkpoint", str(model_file), "--data", str(video), "--false-alarm-rate", "0.1", "--scoring", "config",
+            "--quiet", "--out", str(out)]
+
+    def not_reached(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the footage was scored before the output was checked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mnad.calibrate, "calibrate", not_reached)
+        assert cli.main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"mnad: error: {out}: holds the output of an earlier run; choose another "
+                                                        "--out or pass --overwrite to replace it")
+    assert out.read_bytes() == b"an earlier calibrated model"
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert not out.read_bytes().startswith(b"an earlier")

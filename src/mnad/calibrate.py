@@ -132,14 +132,27 @@ def footage_videos(videos: object) -> list[Video]:
     return videos
 
 
-def check_model_output(path: str | Path) -> Path:
-    """Where ``mnad calibrate`` writes the calibrated model: a .safetensors file that can be written (checked before
-    the footage is scored, not after)."""
+def check_model_output(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Where ``mnad calibrate`` writes the calibrated model: a .safetensors file that can be written, and no earlier
+    output unless ``overwrite`` (``check_replace``); checked before the footage is scored, not after."""
     check_model_path(output_path(path, "--out"))
     if Path(path).name == TRAIN_STATE_FILE:  # a model file there would end the run's resumability (its optimiser state gone)
         raise CheckpointError(f"{path}: the name of a run's training checkpoint, which a calibrated model would replace "
                               "(the run could no longer be resumed); write it under another name")
-    return check_output_file(path, error=CheckpointError)
+    path = check_output_file(path, error=CheckpointError)
+    check_replace([path], overwrite=overwrite)  # after: a folder in the way is said as one
+    return path
+
+
+def check_replace(paths: list[Path], *, overwrite: bool) -> None:
+    """Files an earlier run wrote where this one writes (``--out``) are refused unless ``overwrite``, as `train` and
+    `detect` refuse an earlier run: checked before the work. Replacing is atomic (``checkpoint.atomic_write``), so
+    the earlier file stays whole until the new one is written."""
+    earlier = [p for p in paths if p.exists() or p.is_symlink()]
+    if earlier and not overwrite:
+        shown = ", ".join(str(p) for p in earlier)
+        raise DataError(f"{shown}: {'holds' if len(earlier) == 1 else 'hold'} the output of an earlier run; choose another "
+                        "--out or pass --overwrite to replace it")
 
 
 # The scorings ``choose_scoring`` picks from, simplest first (a tie goes to the earlier): PSNR over the frame or its

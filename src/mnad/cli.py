@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import logging
@@ -89,6 +90,47 @@ DISTRIBUTED_COMMANDS = ("train", "evaluate")
 # Commands on which --dataset does something: training reads <root>/<dataset>/training, evaluation its testing/.
 # (demo makes its own data; calibrate and detect read the footage they are given.)
 DATASET_COMMANDS = ("train", "evaluate")
+
+
+class APIDefault:
+    """An option's default that lives in the API (a dataclass field, a function's keyword or a constant), read only when
+    it is needed: when --help shows it, or never (a command passes the API only the options given, ``given``). Building
+    the parser so imports no torch, and the value lives in one place."""
+
+    def __init__(self, module: str, owner: str | None, name: str) -> None:
+        self.module, self.owner, self.name = module, owner, name
+
+    @property
+    def value(self) -> Any:
+        import dataclasses
+        import importlib
+        import inspect
+
+        module = importlib.import_module(self.module)
+        if self.owner is None:
+            return getattr(module, self.name)
+        owner = getattr(module, self.owner)
+        if dataclasses.is_dataclass(owner):
+            field = next(f for f in dataclasses.fields(owner) if f.name == self.name)
+            return field.default
+        return inspect.signature(owner).parameters[self.name].default
+
+    def __str__(self) -> str:  # argparse's %(default)s
+        return str(self.value)
+
+
+# the API's homes of the options' defaults (detect's options, its sources', calibrate's, the figures')
+from_detect = functools.partial(APIDefault, "mnad.detect", "DetectOptions")
+from_source = functools.partial(APIDefault, "mnad.data.sources", "SourceOptions")
+from_calibrate = functools.partial(APIDefault, "mnad.calibrate", "calibrate")
+from_figures = functools.partial(APIDefault, "mnad.figures", "memory_figures")
+
+
+def given(args: argparse.Namespace, *names: str, **renamed: str) -> dict[str, Any]:
+    """The options among ``names`` (and ``renamed``: option dest = the API's name) that the command line gave, by the
+    API's names: what is left out takes the API's default."""
+    pairs = [(name, name) for name in names] + list(renamed.items())
+    return {api: getattr(args, dest) for dest, api in pairs if not isinstance(getattr(args, dest), APIDefault)}
 
 
 def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool, dataset: bool | None = None) -> None:
@@ -199,16 +241,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from mnad.evaluate import evaluate
     from mnad.outputs import check_output_folder
 
-    if args.top_k is not None and not args.report:
+    top_k = given(args, "top_k")
+    if top_k and not args.report:
         raise ConfigError("--top-k applies to --report only (the thumbnails of the report)")
-    if args.top_k is not None:  # create_report checks it too, but only after the scoring
-        check_count("--top-k", args.top_k, minimum=0)
+    if top_k:  # create_report checks it too, but only after the scoring
+        check_count("--top-k", top_k["top_k"], minimum=0)
     if args.report:  # before the scoring, which takes minutes to hours, not after it
         check_output_folder(args.report, "--report")
     model, config = load_scoring_model(args)
     out = args.out or args.report  # a report needs saved scores: without --out they go into the report folder
     metrics = evaluate(model, config, args.data_root, labels_path=args.labels, out_dir=out, device=config.train.device,
-                       progress=not args.quiet, protocol=args.protocol, fps=args.fps)
+                       progress=not args.quiet, fps=args.fps, **given(args, "protocol"))
     if _other_rank():
         return
     print_metrics(metrics)
@@ -220,7 +263,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         command = "mnad " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
         page = create_report(model, config, args.data_root, out, args.report, checkpoint=args.checkpoint, labels=args.labels,
                              command=command, device=config.train.device,
-                             **({} if args.top_k is None else {"top_k": args.top_k}))  # else the report's default
+                             **top_k)
         print(f"report written to {page}")
 
 
@@ -240,8 +283,8 @@ def cmd_figures(args: argparse.Namespace) -> None:
     if args.compare_checkpoint:
         compare, compare_config = load_model(args.compare_checkpoint)
         labels = (model_label(config, "model"), model_label(compare_config, "compared model"))
-    record = memory_figures(model, config, args.data_root, args.out, compare, labels=labels, frames=args.frames,
-                            clips=args.clips, max_queries=args.queries, seed=args.figures_seed, device=config.train.device)
+    record = memory_figures(model, config, args.data_root, args.out, compare, labels=labels, device=config.train.device,
+                            **given(args, "frames", "clips", queries="max_queries", figures_seed="seed"))
     for entry in record["models"]:
         print(f"{entry['label']}: mean max matching probability {entry['mean_max_probability']:.3f}, "
               f"{entry['items_used']} of {len(entry['item_usage'])} items nearest to some query")
@@ -294,7 +337,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     from mnad.checkpoint import PRETRAINED, load_model, save_model
     from mnad.train import holdout_videos, training_record
 
-    check_model_output(args.out)  # before the footage is scored, not after
+    check_model_output(args.out, overwrite=args.overwrite)  # before the footage is scored, not after
     if args.data == []:  # `--data` followed by nothing (a shell glob that matched nothing): never the held-out part instead
         raise ConfigError("--data names no footage: give video files or frame folders, or leave --data out to calibrate on "
                           "the run's held-out part")
@@ -307,9 +350,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
             raise ConfigError(f"{args.checkpoint}: a shipped model keeps no held-out footage; pass --data with normal footage of your camera")
         videos = holdout_videos(Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent)
     trained = training_record(args.checkpoint)  # carried on: the footage (never calibrate on it) and the epochs
-    calibration = calibrate(model, config, videos, false_alarm_rate=args.false_alarm_rate,
-                            smoothing=config.eval.smoothing if args.smoothing is not None else None,
-                            scoring=args.scoring, trained_on=trained.get("footage", []), device=config.train.device, progress=not args.quiet)
+    calibration = calibrate(model, config, videos, smoothing=config.eval.smoothing if args.smoothing is not None else None,
+                            trained_on=trained.get("footage", []), device=config.train.device, progress=not args.quiet,
+                            **given(args, "false_alarm_rate", "scoring"))
     save_model(args.out, model, with_calibration(model_record(trained_config, config), calibration), extra=trained)
     print(json.dumps(calibration.to_dict(), indent=2))
     print(f"mnad: scoring: {describe_scoring(calibration)}", file=sys.stderr)
@@ -322,9 +365,9 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
     model, config = load_scoring_model(args)
     options = DetectOptions(
-        save_video=args.save_video, save_maps=args.save_maps, region_sigma=args.region_sigma, hysteresis=args.hysteresis,
-        min_event_frames=args.min_event_frames, max_frames=args.max_frames, overwrite=args.overwrite,
-        source=SourceOptions(fps=args.fps, reconnects=args.reconnects, open_timeout=args.open_timeout, read_timeout=args.read_timeout),
+        save_video=args.save_video, save_maps=args.save_maps, max_frames=args.max_frames, overwrite=args.overwrite,
+        source=SourceOptions(**given(args, "fps", "reconnects", "open_timeout", "read_timeout")),
+        **given(args, "region_sigma", "hysteresis", "min_event_frames"),
     )
     summary = detect(model, config, args.source, args.out, options, device=config.train.device, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -340,7 +383,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         videos = args.calibration_data  # paths: export_onnx opens them (calibrate.open_footage)
     else:
         videos = split_videos(args.data_root, config.dataset, "training") if args.data_root else []
-    path = export_onnx(model, config, args.out, int8=args.int8, calibration=videos, calibration_clips=args.calibration_clips)
+    path = export_onnx(model, config, args.out, int8=args.int8, calibration=videos, overwrite=args.overwrite,
+                       **given(args, "calibration_clips"))
     kind = "int8 (convolutions quantised)" if args.int8 else "fp32"
     print(f"ONNX scoring model, {kind}, written to {path} (config, memory items and provenance in {path}.json)")
 
@@ -401,10 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="label file (.npy, .csv, UCSD .m); found beside the dataset if not given")
     p.add_argument("--out", help="folder for scores.csv and metrics.json")
     p.add_argument("--report", metavar="DIR", help="also write an HTML report (plots, localisation, provenance) to DIR")
-    p.add_argument("--top-k", type=int, help="with --report: localisation thumbnails of this many top-scoring frames (default 8)")
-    p.add_argument("--protocol", choices=["published", "stream"], default="published",
+    p.add_argument("--top-k", type=int, default=APIDefault("mnad.report.build", "create_report", "top_k"),
+                   help="with --report: localisation thumbnails of this many top-scoring frames (default %(default)s)")
+    p.add_argument("--protocol", choices=["published", "stream"], default=APIDefault("mnad.evaluate", "evaluate", "protocol"),
                    help="published: per-video min-max, the paper's tables (looks at the whole video); stream: the test videos as one "
-                        "causal stream scored by a calibrated model, with realised false-alarm rates and events")
+                        "causal stream scored by a calibrated model, with realised false-alarm rates and events (default %(default)s)")
     p.add_argument("--fps", type=float, help="with --protocol stream: the footage's frame rate (default: the dataset's, Ped2 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--int8", action="store_true", help="insist on int8 scoring: the checkpoint must be an int8 ONNX export "
@@ -422,10 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", required=True, help="folder holding <dataset>/testing (else its training videos are used)")
     p.add_argument("--out", required=True, help="folder for matching.png, tsne.png, figures.json")
     p.add_argument("--compare-checkpoint", help="a second model drawn beside the first (e.g. trained with lambda_separate=0)")
-    p.add_argument("--frames", type=int, default=3, help="frames shown in the matching figure (default %(default)s)")
-    p.add_argument("--clips", type=int, default=24, help="clips, spread over the videos, whose queries are used (default %(default)s)")
-    p.add_argument("--queries", type=int, default=1500, help="queries sampled for the t-SNE (default %(default)s)")
-    p.add_argument("--seed", dest="figures_seed", type=int, default=0, help="seed of the query sample and the t-SNE")
+    p.add_argument("--frames", type=int, default=from_figures("frames"), help="frames shown in the matching figure (default %(default)s)")
+    p.add_argument("--clips", type=int, default=from_figures("clips"),
+                   help="clips, spread over the videos, whose queries are used (default %(default)s)")
+    p.add_argument("--queries", type=int, default=from_figures("max_queries"), help="queries sampled for the t-SNE (default %(default)s)")
+    p.add_argument("--seed", dest="figures_seed", type=int, default=from_figures("seed"),
+                   help="seed of the query sample and the t-SNE (default %(default)s)")
     p.add_argument("--device", default=None, help="device the model runs on: cpu, cuda or cuda:N")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="a field of the model's config, e.g. --set dataset=avenue to find the videos (repeatable)")
@@ -441,11 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="fit score normalisation and alert threshold on normal footage (no labels)")
     p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
     p.add_argument("--data", nargs="*", help="normal footage: video files, frame folders or folders of them (default: the run's held-out part)")
-    p.add_argument("--false-alarm-rate", type=float, default=0.01, help="fraction of normal frames allowed to alert (default %(default)s)")
-    p.add_argument("--scoring", choices=["choose", "config"], default="choose",
+    p.add_argument("--false-alarm-rate", type=float, default=from_calibrate("false_alarm_rate"),
+                   help="fraction of normal frames allowed to alert (default %(default)s)")
+    p.add_argument("--scoring", choices=["choose", "config"], default=from_calibrate("scoring"),
                    help="choose: pick the terms of S_t (and, without --smoothing, the trailing mean) that best separate "
-                   "pseudo-anomalies made from the footage (docs/method.md 9.2); config: score as the model's config says")
+                   "pseudo-anomalies made from the footage (docs/method.md 9.2); config: score as the model's config says "
+                   "(default %(default)s)")
     p.add_argument("--out", required=True, help="calibrated model file to write (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace the file already at --out (once the new one is written)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_options(p, model_options=False)
     p.set_defaults(func=cmd_calibrate)
@@ -458,19 +508,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "(several sources: one folder per source, <index>_<name>, and the run's summary.json)")
     p.add_argument("--save-video", action="store_true", help="write annotated.mp4: heatmap overlay and score timeline")
     p.add_argument("--save-maps", choices=["npy", "png"], help="write each frame's error map")
-    p.add_argument("--region-sigma", type=float, default=0.0, help="mark regions above mean + SIGMA * std of the error "
+    p.add_argument("--region-sigma", type=float, default=from_detect("region_sigma"), help="mark regions above mean + SIGMA * std of the error "
                    "(default %(default)s: the mean)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of frame folders and globs (default "
+    p.add_argument("--fps", type=float, default=from_source("fps"), help="frame rate of frame folders and globs (default "
                    "%(default)s; video files and streams give their own)")
-    p.add_argument("--reconnects", type=int, default=3, help="times to reopen a live source that fails or stalls (default %(default)s)")
-    p.add_argument("--open-timeout", type=float, default=5.0, help="seconds a live source may take to open (default %(default)s)")
-    p.add_argument("--read-timeout", type=float, default=5.0, help="seconds a live source may stay silent before it "
+    p.add_argument("--reconnects", type=int, default=from_source("reconnects"),
+                   help="times to reopen a live source that fails or stalls (default %(default)s)")
+    p.add_argument("--open-timeout", type=float, default=from_source("open_timeout"),
+                   help="seconds a live source may take to open (default %(default)s)")
+    p.add_argument("--read-timeout", type=float, default=from_source("read_timeout"), help="seconds a live source may stay silent before it "
                    "counts as stalled (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (of each source)")
-    p.add_argument("--hysteresis", type=float, default=0.05, help="an event ends when the score falls this far below "
+    p.add_argument("--hysteresis", type=float, default=from_detect("hysteresis"), help="an event ends when the score falls this far below "
                    "the threshold (default %(default)s)")
-    p.add_argument("--min-event-frames", type=int, default=3, help="events shorter than this many frames are dropped (default %(default)s)")
+    p.add_argument("--min-event-frames", type=int, default=from_detect("min_event_frames"),
+                   help="events shorter than this many frames are dropped (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--int8", action="store_true", help="insist on int8 scoring: the checkpoint must be an int8 ONNX export "
                    "(`mnad export --int8`), anything else is refused")
@@ -480,15 +533,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export the scoring step (memory as explicit input/output) to ONNX")
     p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
     p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--out", required=True, help="file to write (.onnx)")
+    p.add_argument("--out", required=True, help="file to write (.onnx, and its sidecar .onnx.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace the export already at --out (once the new one is written)")
     p.add_argument("--int8", action="store_true", help="quantise the U-Net's convolutions to int8 (ONNX Runtime, static), calibrated "
                    "on normal training frames (--data-root or --calibration-data); the memory maths and scores stay fp32")
     footage = p.add_mutually_exclusive_group()
     footage.add_argument("--data-root", help="with --int8: calibrate on the training videos of the model's dataset under this folder")
     footage.add_argument("--calibration-data", nargs="+", metavar="PATH",
                          help="with --int8: normal footage to calibrate on: video files, frame folders or folders of them")
-    p.add_argument("--calibration-clips", type=int, metavar="N",
-                   help="with --int8: clips, spread evenly over the footage, whose activations set the int8 ranges (default 256)")
+    p.add_argument("--calibration-clips", type=int, metavar="N", default=APIDefault("mnad.quantize", None, "CALIBRATION_CLIPS"),
+                   help="with --int8: clips, spread evenly over the footage, whose activations set the int8 ranges (default %(default)s)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("recipes", help="list the named recipes")

@@ -26,6 +26,8 @@ import datetime
 import hashlib
 import logging
 import os
+import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -240,6 +242,64 @@ def check_local_gpu(local_rank: int) -> None:
                           "CUDA device(s); start at most that many processes per machine (torchrun --nproc-per-node)")
 
 
+# How long the processes of a job wait for each other to start (torch's own wait is 30 minutes): rank 0 for the others
+# to reach its store at MASTER_ADDR:MASTER_PORT, the others for rank 0 to open it. A process of a job started by hand
+# (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT set per machine) must start within this of the others.
+JOIN_TIMEOUT = datetime.timedelta(minutes=5)
+JOIN_STEP = datetime.timedelta(seconds=1)  # one attempt to reach rank 0's store
+
+
+def join_store(rank: int, world_size: int) -> dist.TCPStore:
+    """The job's key-value store, through which the ranks find each other, once every rank of the job has reached it
+    (rank 0 hosts it, unless torchrun's agent does); a ConfigError that says what was awaited after JOIN_TIMEOUT.
+    It waits in short steps, so that Ctrl-C and SIGTERM act at once (torch's own wait holds them off till its end)."""
+    address, port_text = os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
+    if not port_text.isdigit() or not 0 < int(port_text) < 2**16:
+        raise ConfigError(f"environment variable MASTER_PORT={port_text!r} must be a port number, 1 to 65535")
+    where = f"MASTER_ADDR={address!r}, MASTER_PORT={port_text}"
+    deadline = time.monotonic() + JOIN_TIMEOUT.total_seconds()
+
+    def too_late(awaited: str) -> ConfigError:
+        seconds = f"{JOIN_TIMEOUT.total_seconds():g} s"
+        return ConfigError(f"RANK={rank} waited {seconds} for {awaited}: start every rank, 0 to {world_size - 1}, with the "
+                           f"same MASTER_ADDR and MASTER_PORT within {seconds} of each other, or use torchrun (docs/distributed.md)")
+
+    host = rank == 0 and not _torchrun_agent()
+    while not host and not _listening(address, int(port_text)):  # in Python: torch's own retries log pages of C++ errors
+        if time.monotonic() > deadline:
+            raise too_late(f"rank 0 to open the job's store at {where}")
+        time.sleep(0.2)
+    try:
+        store = dist.TCPStore(address, int(port_text), is_master=host, timeout=JOIN_TIMEOUT, wait_for_workers=False)
+    except (RuntimeError, ValueError) as exc:  # DistNetworkError (a RuntimeError): the port taken, the address not this machine's
+        text = str(exc).strip()
+        detail = text.splitlines()[0][:300] if text else type(exc).__name__
+        raise ConfigError(f"cannot open the job's store at {where} (RANK={rank} of WORLD_SIZE={world_size}): {detail}; "
+                          "start the job with torchrun (docs/distributed.md)") from exc
+    joined = _key("joined")
+    store.add(joined, 1)
+    while (count := store.add(joined, 0)) < world_size:
+        if time.monotonic() > deadline:
+            raise too_late(f"the job's other processes to reach its store at {where}: {count - 1} of the "
+                           f"{world_size - 1} others came")
+        time.sleep(0.05)
+    return store
+
+
+def _listening(address: str, port: int) -> bool:
+    """Whether something accepts connections at ``address:port`` (JOIN_STEP to answer)."""
+    try:
+        with socket.create_connection((address, port), timeout=JOIN_STEP.total_seconds()):
+            return True
+    except OSError:
+        return False
+
+
+def _torchrun_agent() -> bool:
+    """torchrun's agent hosts the job's store (the ranks are all its clients)."""
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
 def setup(device: str | torch.device = "cpu") -> Context:
     """Join the process group that torchrun's environment describes (once per process) and pick this rank's device.
 
@@ -262,9 +322,10 @@ def setup(device: str | torch.device = "cpu") -> Context:
         rank, local_rank = launch_ranks(world_size, device)
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)  # before the NCCL group forms, so it binds to this rank's GPU
+        store = join_store(rank, world_size)
         try:
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
-                                    rank=rank, world_size=world_size)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=world_size)
+            store.set_timeout(dist.default_pg_timeout)  # every rank has joined: later waits are torch's usual ones
         except (RuntimeError, ValueError) as exc:  # torch.distributed.DistError is a RuntimeError
             detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"cannot join the process group of WORLD_SIZE={world_size} (RANK={rank}, "
@@ -379,7 +440,7 @@ def _job_store() -> dist.Store | None:
     """torchrun's key-value store, shared by every rank of the job, or None: one process, a launch that is not
     torchrun's (no agent store to reach before the group is joined), or a store that cannot be reached."""
     global _store
-    if _store is None and multi_process_launch() and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+    if _store is None and multi_process_launch() and _torchrun_agent():
         try:
             _store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                                    timeout=STORE_TIMEOUT)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnad.calibrate import footage_videos
+from mnad.calibrate import check_replace, footage_videos
 from mnad.checkpoint import atomic_write_many, is_onnx_export
 from mnad.config import Config, check_count, check_same_model
 from mnad.data.sources import Video
@@ -51,8 +51,9 @@ def _sidecar_digest(side: dict) -> str:
 
 
 def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 18, int8: bool = False,
-                calibration: Sequence[Video] = (), calibration_clips: int | None = None) -> Path:
-    """Write the scoring step as ONNX (fp32, batch 1) and its sidecar ``<path>.json``; both or neither.
+                calibration: Sequence[Video] = (), calibration_clips: int | None = None, overwrite: bool = False) -> Path:
+    """Write the scoring step as ONNX (fp32, batch 1) and its sidecar ``<path>.json``; both or neither. An earlier
+    export there (either file) is refused unless ``overwrite``, and then replaced only once the new one is written.
 
     ``int8``: the U-Net's convolutions quantised to int8 (``mnad.quantize``), calibrated on ``calibration_clips`` clips
     (default ``quantize.CALIBRATION_CLIPS``) spread over ``calibration``, normal footage such as the training videos."""
@@ -63,6 +64,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
         raise DataError(f"{path.parent}: the output folder does not exist")
     for target in (path, Path(f"{path}.json")):  # both, before minutes of tracing and quantising, not at the write
         check_output_file(target)
+    check_replace([path, Path(f"{path}.json")], overwrite=overwrite)
     check_same_model(model, config)  # the sidecar's config must describe the graph (was: another memory size recorded)
     if calibration_clips is not None:
         check_count("--calibration-clips", calibration_clips)
