@@ -44,7 +44,7 @@ def _wait_for_rows(process: subprocess.Popen, scores: Path, rows: int = 21) -> N
 def test_a_closed_terminal_completes_detects_outputs_and_exits_143(model_file: Path, tmp_path: Path) -> None:
     """The terminal (or ssh connection) of `mnad detect` closes: was killed by SIGHUP's default action, leaving no
     summary.json; then, with a handler, its last line to the gone terminal failed (EIO)."""
-    folder = frames_folder(tmp_path / "long", 3000)
+    folder = frames_folder(tmp_path / "long", 1200)
     out = tmp_path / "o"
     master, slave = os.openpty()
     process = subprocess.Popen([sys.executable, "-m", "mnad", "detect", str(folder), "--checkpoint", str(model_file),
