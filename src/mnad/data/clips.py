@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mnad.config import ModelConfig
-from mnad.data.sources import Video
+from mnad.data.sources import Video, available_memory
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +37,15 @@ def spread_clips(videos: Sequence[Video], length: int, count: int) -> list[tuple
     return [positions[i] for i in picks]
 
 
-def available_memory() -> int:
-    """Bytes of memory the system can give now without swapping (Linux's MemAvailable; else its free pages)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):  # no such sysconf (macOS, Windows): no bound known
-        return 1 << 62
-
-
 class FrameStore:
     """Decoded, resized frames of a list of videos, optionally kept in memory so each is decoded once
     (a training clip of 5 frames would otherwise decode every frame 5 times per epoch).
 
     The cache holds at most ``max_bytes`` (by default half the memory available when the first frame is kept): the
     frames of a large dataset (ShanghaiTech's 274,515 training frames are 54 GB at 256x256) would otherwise fill the
-    memory until the system kills the run, with no message. Frames beyond it are decoded each time they are used."""
+    memory until the system kills the run, with no message. Frames beyond it are decoded each time they are used.
+    Videos that keep their decoded frames themselves (``Video.keeps_frames``: video files, on disk) are not cached:
+    their frames have one owner, and a copy here would only take memory from the frame folders'."""
 
     def __init__(self, videos: list[Video], size: int, channels: int, *, cache: bool = True,
                  max_bytes: int | None = None) -> None:
@@ -67,13 +53,14 @@ class FrameStore:
         self.max_bytes, self.cached_bytes = max_bytes, 0
         self._frames: dict[tuple[int, int], np.ndarray] = {}
         self._full = False
+        self._cached = [cache and not v.keeps_frames for v in videos]  # by video: whether its frames are kept here
 
     def frame(self, video: int, index: int) -> np.ndarray:
         key = (video, index)
         found = self._frames.get(key)
         if found is None:
             found = self.videos[video].frame(index, self.size, self.channels)
-            if self.cache and not self._full:
+            if self._cached[video] and not self._full:
                 self._keep(key, found)
         return found
 
@@ -82,16 +69,18 @@ class FrameStore:
             self.max_bytes = available_memory() // 2
         if self.cached_bytes + frame.nbytes > self.max_bytes:
             self._full = True
-            total = sum(len(v) for v in self.videos) * frame.nbytes
+            total = sum(len(v) for v, kept in zip(self.videos, self._cached, strict=True) if kept) * frame.nbytes
             log.warning("the frame cache is full: %d frames (%.1f GB) are kept in memory, of the %.1f GB all frames "
                         "need at %dx%d; the others are decoded each time they are used (slower). A smaller "
-                        "model.image_size, or frame folders rather than video files (decoded whole), need less",
+                        "model.image_size needs less",
                         len(self._frames), self.cached_bytes / 1e9, total / 1e9, self.size, self.size)
             return
         self._frames[key] = frame
         self.cached_bytes += frame.nbytes
 
     def clip(self, video: int, start: int, length: int) -> np.ndarray:
+        if self.videos[video].keeps_frames:  # not cached here; its frames lie in order: read at once
+            return self.videos[video].frames(start, length, self.size, self.channels)
         return np.stack([self.frame(video, i) for i in range(start, start + length)])
 
 
@@ -108,8 +97,14 @@ class ClipDataset(Dataset):
 
     def preload(self) -> None:
         """Decode every frame the clips use, now, in order: a damaged frame or one of another size fails here,
-        before training writes anything, and with ``cache`` the frames are kept for the epochs."""
+        before training writes anything, and with ``cache`` the frames are kept for the epochs. A video that keeps
+        its frames (a video file) decodes them all at its first frame: reading each back would check nothing more."""
+        videos, decoded = self.store.videos, set()
         for video, index in dict.fromkeys((v, start + i) for v, start in self.index for i in range(self.length)):
+            if videos[video].keeps_frames:
+                if video in decoded:
+                    continue
+                decoded.add(video)
             self.store.frame(video, index)
 
     def __len__(self) -> int:

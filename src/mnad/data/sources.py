@@ -12,8 +12,10 @@ import glob
 import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -159,6 +161,7 @@ class Video:
 
     name: str
     path: Path
+    keeps_frames = False  # frame() reads frames already decoded and kept (a video file's): a cache would copy them
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -166,6 +169,10 @@ class Video:
     def frame(self, index: int, size: int, channels: int) -> np.ndarray:
         """Frame ``index`` as uint8 (size, size, channels)."""
         raise NotImplementedError
+
+    def frames(self, start: int, count: int, size: int, channels: int) -> np.ndarray:
+        """Frames ``start`` to ``start + count`` as uint8 (count, size, size, channels)."""
+        return np.stack([self.frame(i, size, channels) for i in range(start, start + count)])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {len(self)} frames, {self.path})"
@@ -261,17 +268,101 @@ class FrameFolder(Video):
         return prepare_frame(self.image(index), size, channels, self.files[index])
 
 
+def decode_dir() -> Path:
+    """Where video files' decoded frames are written: $TMPDIR if set, else /var/tmp (on disk by convention, where /tmp
+    is often a tmpfs held in memory), else the system's temporary folder."""
+    if os.environ.get("TMPDIR"):
+        return Path(os.environ["TMPDIR"])
+    if os.path.isdir("/var/tmp") and os.access("/var/tmp", os.W_OK | os.X_OK):
+        return Path("/var/tmp")
+    return Path(tempfile.gettempdir())
+
+
+def in_memory_filesystem(path: Path) -> bool:
+    """Whether ``path`` is on a tmpfs or ramfs (Linux's /proc/self/mounts), whose files take memory, not disk."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as handle:
+            mounts = [line.split()[1:3] for line in handle if len(line.split()) > 2]
+    except OSError:
+        return False
+    where = os.path.realpath(path)
+    inside = [(len(point), kind) for point, kind in mounts
+              if where == point or where.startswith(point.rstrip("/") + "/")]
+    return bool(inside) and max(inside)[1] in ("tmpfs", "ramfs")
+
+
+def available_memory() -> int:
+    """Bytes of memory the system can give now without swapping (Linux's MemAvailable; else its free pages)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):  # no such sysconf (macOS, Windows): no bound known
+        return 1 << 62
+
+
+class DecodedFrames:
+    """The decoded frames of one video at one size: uint8 (size, size, channels) each, in order, in a temporary file
+    without a name (removed by the system when the process ends, however it ends), read back at random."""
+
+    def __init__(self, folder: Path, size: int, channels: int) -> None:
+        self.shape = (size, size, channels)
+        self.frame_bytes = size * size * channels
+        self.count = 0
+        self.file = tempfile.TemporaryFile(dir=folder, prefix="mnad-frames-")
+        self._lock = threading.Lock()
+
+    def append(self, frame: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(frame).data)
+        self.count += 1
+
+    def finish(self) -> None:
+        self.file.flush()  # written: later reads see every frame
+
+    def read(self, index: int, count: int = 1) -> np.ndarray:
+        """Frames ``index`` to ``index + count`` as (count, size, size, channels): one read, as they lie in order."""
+        if not (0 <= index and count >= 1 and index + count <= self.count):
+            raise IndexError(index if index < 0 or index >= self.count else index + count - 1)
+        out = np.empty((count, *self.shape), np.uint8)  # a fresh array: callers may change it, the stored frame stays
+        offset = index * self.frame_bytes
+        if hasattr(os, "preadv"):  # no shared file position: safe across threads and forked DataLoader workers
+            got = os.preadv(self.file.fileno(), [out], offset)
+        else:
+            with self._lock:
+                self.file.seek(offset)
+                got = self.file.readinto(out)
+        if got != out.nbytes:
+            raise OSError(f"read {got} of {count} frames' {out.nbytes} bytes")
+        return out
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class VideoFile(Video):
-    """A video file (.avi, .mp4, ...). Decoded whole on first use: video codecs cannot seek cheaply."""
+    """A video file (.avi, .mp4, ...). Video codecs cannot seek cheaply and exactly, so the first frame asked at a size
+    decodes the whole video, once, into a temporary file on disk (``decode_dir``), from which frames are then read at
+    random: the decoded frames of an hour of footage at 256x256 (17.7 GB) do not fit in memory. The file is checked
+    to fit (a ``DataError`` naming the video and the folder if not) and lasts as long as this object."""
+
+    keeps_frames = True
 
     def __init__(self, path: str | Path, name: str | None = None) -> None:
         self.path = Path(path)
         self.name = name or self.path.stem
         if not self.path.is_file():
             raise DataError(f"{self.path}: video file not found")
-        self._frames: list[np.ndarray] | None = None
-        self._decoded_as: tuple[int, int] | None = None
+        self._decoded: dict[tuple[int, int], DecodedFrames] = {}  # by (size, channels): a second size keeps the first
         self._count: int | None = None
+
+    def __getstate__(self) -> dict:
+        # an open file does not pickle (a spawned worker): the copy decodes again when first read
+        return {**self.__dict__, "_decoded": {}}
 
     def _open(self) -> cv2.VideoCapture:
         capture = open_capture(self.path)
@@ -279,29 +370,73 @@ class VideoFile(Video):
             raise DataError(f"{printable(self.path)}: cannot open video (unknown format or damaged file)")
         return capture
 
-    def _decode(self, size: int, channels: int) -> list[np.ndarray]:
-        if self._frames is None or self._decoded_as != (size, channels):
-            capture, frames, reached = self._open(), [], 0.0
-            total, rate = reported_frames(capture), capture.get(cv2.CAP_PROP_FPS)
+    def _room(self, folder: Path, frames: int, frame_bytes: int, size: int) -> None:
+        """A clear error, before decoding, where the decoded frames would not fit in ``folder``."""
+        need = frames * frame_bytes
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError as exc:
+            raise DataError(f"{printable(self.path)}: cannot write its decoded frames to {printable(folder)} "
+                            f"({exc.strerror or exc}); set TMPDIR to a writable folder") from exc
+        where = f"{printable(folder)} has {free / 1e9:.1f} GB free"
+        if in_memory_filesystem(folder):  # a tmpfs's files take memory: what is free there may not be in memory
+            free = min(free, available_memory() // 2)
+            where = f"{printable(folder)} is held in memory (tmpfs), {free / 1e9:.1f} GB of which can be used"
+        if need > free:
+            raise DataError(f"{printable(self.path)}: its {frames} frames decoded at {size}x{size} need "
+                            f"{need / 1e9:.1f} GB, and {where}; set TMPDIR to a folder on a disk with room "
+                            "(or use a smaller model.image_size)")
+
+    def _write_error(self, folder: Path, exc: OSError, frames: DecodedFrames) -> DataError:
+        return DataError(f"{printable(self.path)}: cannot write its decoded frames to {printable(folder)} "
+                         f"({exc.strerror or exc}, after {frames.count} frames of {frames.frame_bytes / 1e6:.2f} MB); "
+                         "set TMPDIR to a folder on a disk with room")
+
+    def _decode(self, size: int, channels: int) -> DecodedFrames:
+        found = self._decoded.get((size, channels))
+        if found is not None:
+            return found
+        capture, reached, frames = self._open(), 0.0, None
+        total, rate = reported_frames(capture), capture.get(cv2.CAP_PROP_FPS)
+        folder = decode_dir()
+        try:
+            self._room(folder, self._count or total, size * size * channels, size)
+            try:
+                frames = DecodedFrames(folder, size, channels)
+            except OSError as exc:
+                raise DataError(f"{printable(self.path)}: cannot write its decoded frames to {printable(folder)} "
+                                f"({exc.strerror or exc}); set TMPDIR to a writable folder") from exc
             while True:
                 ok, image = capture.read()
                 if not ok:
                     break
-                frames.append(prepare_frame(image, size, channels, self.path))
+                frame = prepare_frame(image, size, channels, self.path)
                 reached = capture.get(cv2.CAP_PROP_POS_MSEC)
-            capture.release()
-            if not frames:
+                try:
+                    frames.append(frame)
+                except OSError as exc:  # the disk filled up meanwhile (other files, a count that was off)
+                    raise self._write_error(folder, exc, frames) from exc
+            try:
+                frames.finish()
+            except OSError as exc:  # the last buffered frames
+                raise self._write_error(folder, exc, frames) from exc
+            if not frames.count:
                 raise DataError(f"{self.path}: video has no decodable frames")
-            check_whole(self.path, len(frames), total, "truncated or damaged file", fps=rate, reached_ms=reached)
-            if self._count is not None and len(frames) != self._count:  # the clips were indexed by that count
-                raise DataError(f"{printable(self.path)}: {len(frames)} frames decode but {self._count} were counted "
+            check_whole(self.path, frames.count, total, "truncated or damaged file", fps=rate, reached_ms=reached)
+            if self._count is not None and frames.count != self._count:  # the clips were indexed by that count
+                raise DataError(f"{printable(self.path)}: {frames.count} frames decode but {self._count} were counted "
                                 "(a damaged file: frames that can be skipped but not decoded)")
-            self._frames, self._decoded_as = frames, (size, channels)
-        return self._frames
+        except BaseException:
+            if frames is not None:
+                frames.close()
+            raise
+        finally:
+            capture.release()
+        self._count = frames.count
+        self._decoded[(size, channels)] = frames
+        return frames
 
     def __len__(self) -> int:
-        if self._frames is not None:
-            return len(self._frames)
         if self._count is None:  # count by grabbing: container frame counts are often wrong
             capture, count, reached = self._open(), 0, 0.0
             total, rate = reported_frames(capture), capture.get(cv2.CAP_PROP_FPS)
@@ -316,7 +451,15 @@ class VideoFile(Video):
         return self._count
 
     def frame(self, index: int, size: int, channels: int) -> np.ndarray:
-        return self._decode(size, channels)[index]
+        return self.frames(index, 1, size, channels)[0]
+
+    def frames(self, start: int, count: int, size: int, channels: int) -> np.ndarray:
+        decoded = self._decode(size, channels)
+        try:
+            return decoded.read(start, count)
+        except OSError as exc:
+            raise DataError(f"{printable(self.path)}: cannot read back its decoded frames {start}-{start + count - 1} "
+                            f"({exc.strerror or exc})") from exc
 
 
 class FrameRange(Video):
@@ -325,6 +468,7 @@ class FrameRange(Video):
     def __init__(self, video: Video, start: int, stop: int) -> None:
         self.video, self.start, self.stop = video, start, stop
         self.name, self.path = f"{video.name}[{start}:{stop}]", video.path
+        self.keeps_frames = video.keeps_frames
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -333,6 +477,11 @@ class FrameRange(Video):
         if not 0 <= index < len(self):
             raise IndexError(index)
         return self.video.frame(self.start + index, size, channels)
+
+    def frames(self, start: int, count: int, size: int, channels: int) -> np.ndarray:
+        if not (0 <= start and count >= 1 and start + count <= len(self)):
+            raise IndexError(start if start < 0 or start >= len(self) else start + count - 1)
+        return self.video.frames(self.start + start, count, size, channels)
 
 
 def footage_span(video: Video) -> tuple[str, int, int]:

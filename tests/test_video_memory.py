@@ -1,0 +1,163 @@
+"""A video file's decoded frames have one owner and a bound: they were all kept in memory by the VideoFile (an hour of
+footage at 256x256 is 17.7 GB), outside the FrameStore's cap, until the system killed the run with no message. They
+now go, decoded once per size, to a nameless temporary file on disk (checked to fit), read back at random."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import mnad.data.sources as sources
+from mnad.data import ClipDataset, FrameFolder, FrameStore, VideoFile
+from mnad.data.sources import FrameRange, prepare_frame
+from mnad.errors import DataError
+
+N_FRAMES = 300
+
+
+@pytest.fixture(scope="module")
+def video_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MJPG .avi of 300 different 48x40 frames."""
+    path = tmp_path_factory.mktemp("video") / "camera.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (48, 40))
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    for i in range(N_FRAMES):
+        writer.write(np.roll(base, i, axis=1))
+    writer.release()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def decode_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "decoded"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
+
+
+def reference(path: Path, size: int, channels: int) -> np.ndarray:
+    """Every frame as the whole-video decode in memory gave it (the values training has always seen)."""
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while (read := capture.read())[0]:
+        frames.append(prepare_frame(read[1], size, channels, path))
+    capture.release()
+    return np.stack(frames)
+
+
+def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    opened: list[Path] = []
+    real = sources.open_capture
+
+    def counting(path: str | Path) -> cv2.VideoCapture:
+        opened.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(sources, "open_capture", counting)
+    return opened
+
+
+def test_a_decoded_video_is_not_held_in_memory(video_path: Path) -> None:
+    video = VideoFile(video_path)
+    tracemalloc.start()
+    try:
+        video.frame(0, 32, 3)  # decodes all 300 frames: 0.9 MB at 32x32x3
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    whole = N_FRAMES * 32 * 32 * 3
+    assert held < whole / 10 and peak < whole / 4  # was: every frame kept (held > whole)
+
+
+def test_frames_are_the_same_values_at_random_and_each_size_is_decoded_once(video_path: Path, decode_here: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = count_opens(monkeypatch)
+    video = VideoFile(video_path)
+    assert len(video) == N_FRAMES and len(opened) == 1  # counted
+    expected = {(s, c): reference(video_path, s, c) for s, c in ((32, 3), (16, 1))}
+    for i in np.random.default_rng(1).permutation(N_FRAMES)[:60]:
+        for (size, channels), frames in expected.items():
+            got = video.frame(int(i), size, channels)
+            assert got.dtype == np.uint8 and got.shape == (size, size, channels)
+            np.testing.assert_array_equal(got, frames[i])
+    assert len(opened) == 3  # one decode per size, however the sizes alternate (was: a whole decode at each switch)
+    video.frame(5, 32, 3)[:] = 0  # a caller's change stays its own
+    np.testing.assert_array_equal(video.frame(5, 32, 3), expected[(32, 3)][5])
+    assert os.listdir(decode_here) == []  # the decoded frames' file has no name: a killed run leaves nothing there
+    for beyond in (N_FRAMES, -1):  # -1 was the last frame (a list's index)
+        with pytest.raises(IndexError):
+            video.frame(beyond, 32, 3)
+
+
+def test_the_frame_store_does_not_copy_a_video_files_frames(video_path: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((20, 20, 3), 40 * i, np.uint8))
+    opened = count_opens(monkeypatch)
+    video = VideoFile(video_path)
+    videos = [video, FrameRange(VideoFile(video_path), 100, 200), FrameFolder(folder)]
+    store = FrameStore(videos, 32, 3, max_bytes=1 << 30)
+    dataset = ClipDataset(store, 5)
+    dataset.preload()
+    assert len(opened) == 3  # the video counted and decoded; the range's video (not counted: a range has its length) decoded
+    assert store.cached_bytes == 6 * 32 * 32 * 3  # the frame folder's frames only (was: the video's too, a second owner)
+    frames = reference(video_path, 32, 3)
+    for i in np.random.default_rng(2).permutation(len(dataset))[:40]:
+        v, start = dataset.index[i]
+        first = start + (100 if v == 1 else 0)
+        if v < 2:
+            np.testing.assert_array_equal(store.clip(v, start, 5), frames[first:first + 5])
+    assert len(opened) == 3
+    with pytest.raises(IndexError):  # a clip past the range's end is not read from the frames after it
+        store.clip(1, 97, 5)
+
+
+def test_a_video_whose_frames_do_not_fit_on_disk_is_refused_before_decoding(video_path: Path, decode_here: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = count_opens(monkeypatch)
+    video = VideoFile(video_path)
+    len(video)
+    free = N_FRAMES * 64 * 64 * 3 - 1
+    monkeypatch.setattr(sources.shutil, "disk_usage", lambda _: type("Usage", (), {"free": free})())
+    with pytest.raises(DataError, match=rf"camera\.avi: its {N_FRAMES} frames decoded at 64x64 need 0\.0 GB, and "
+                                        rf".*decoded has 0\.0 GB free; set TMPDIR to a folder on a disk with room"):
+        video.frame(0, 64, 3)
+    assert len(opened) == 2  # opened, not read
+    monkeypatch.setattr(sources, "in_memory_filesystem", lambda _: True)  # a tmpfs: what it may use is memory
+    monkeypatch.setattr(sources, "available_memory", lambda: 2 * (N_FRAMES * 16 * 16 * 3 - 1))
+    with pytest.raises(DataError, match=r"decoded is held in memory \(tmpfs\), 0\.0 GB of which can be used"):
+        video.frame(0, 16, 3)
+    video.frame(0, 8, 3)  # what fits is decoded
+
+
+@pytest.mark.parametrize("when", ["writing", "flushing"])
+def test_a_disk_that_fills_up_while_decoding_is_a_clear_error(video_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              when: str) -> None:
+    def full(self: sources.DecodedFrames, *args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    real = sources.DecodedFrames.append
+    if when == "writing":
+        monkeypatch.setattr(sources.DecodedFrames, "append", lambda self, f: full(self) if self.count == 50 else real(self, f))
+    else:  # small frames wait in the file's buffer: the last of them are written when it is flushed
+        monkeypatch.setattr(sources.DecodedFrames, "finish", full)
+    count = 50 if when == "writing" else N_FRAMES
+    with pytest.raises(DataError, match=rf"camera\.avi: cannot write its decoded frames to .*decoded \(No space left on "
+                                        rf"device, after {count} frames .*set TMPDIR"):
+        VideoFile(video_path).frame(0, 16, 3)
+
+
+def test_a_video_file_pickles_without_its_open_file(video_path: Path) -> None:
+    video = VideoFile(video_path)
+    first = video.frame(7, 16, 3)
+    copy = pickle.loads(pickle.dumps(video))  # a spawned worker's copy decodes again
+    np.testing.assert_array_equal(copy.frame(7, 16, 3), first)
