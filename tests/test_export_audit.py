@@ -285,7 +285,7 @@ def test_calibrate_saves_the_models_own_record(tiny, tmp_path: Path, capsys: pyt
     assert saved.eval.channels_last == config.eval.channels_last and saved.eval.compile == config.eval.compile
     assert saved.eval.gamma == 0.5 and saved.eval.normalization == "calibrated"  # how it scores: the calibration's
     capsys.readouterr()
-    assert main([*base, "--set", "model.memory_size=5"]) == 2
+    assert main([*base, "--overwrite", "--set", "model.memory_size=5"]) == 2
     assert "model.memory_size=5 (the model has 10)" in capsys.readouterr().err
 
 

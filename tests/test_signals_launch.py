@@ -58,7 +58,7 @@ def test_a_closed_terminal_completes_detects_outputs_and_exits_143(model_file: P
     assert process.wait(timeout=60) == 143
     summary = json.loads((out / "summary.json").read_text())
     rows = (out / "scores.csv").read_text().strip().splitlines()
-    assert summary["frames_scored"] == len(rows) - 1 >= 20 and summary["ended_by"].startswith("stopped")
+    assert summary["frames_scored"] == len(rows) - 1 >= 20 and summary["ended_by"] == "stopped (SIGHUP)"
 
 
 def _stoppable_train(tmp_path: Path, *, nohup: bool) -> subprocess.Popen:

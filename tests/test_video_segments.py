@@ -181,3 +181,12 @@ def test_sigkill_loses_only_the_open_segment(model_file: Path, tmp_path: Path) -
     files = sorted((out / ANNOTATED_DIR).iterdir())
     assert len(files) >= 3 and [frames_in(f) for f in files[:-1]] == [5] * (len(files) - 1)
     assert files[0].name == f"{frame_name(4)}.mp4" and not (out / "annotated.mp4").exists()
+
+
+def test_the_command_line_checks_the_segment_length(model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from mnad.cli import main
+
+    source = str(frames_folder(tmp_path / "a", 6))
+    assert main(["detect", source, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--save-video",
+                 "--video-segment", "0", "--quiet"]) == 2
+    assert "mnad: error: --video-segment must be a number of seconds > 0" in capsys.readouterr().err

@@ -521,7 +521,7 @@ def detect(
             if isinstance(exc, KeyboardInterrupt):
                 run.end("interrupted (SIGINT)")
             elif isinstance(exc, Terminated):
-                run.end("stopped (SIGTERM)")
+                run.end(f"stopped ({exc.signal})")
             elif isinstance(exc, DataError):  # the run's, not one source's (its outputs could not replace the earlier run's)
                 run.fail(exc)
             else:
