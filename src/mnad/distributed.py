@@ -324,7 +324,9 @@ def setup(device: str | torch.device = "cpu") -> Context:
             torch.cuda.set_device(local_rank)  # before the NCCL group forms, so it binds to this rank's GPU
         store = join_store(rank, world_size)
         try:
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=world_size)
+            # the group's keys under this attempt's prefix, as torch's env:// does: torchrun restarts a job on one store
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.PrefixStore(_key("group"), store),
+                                    rank=rank, world_size=world_size)
             store.set_timeout(dist.default_pg_timeout)  # every rank has joined: later waits are torch's usual ones
         except (RuntimeError, ValueError) as exc:  # torch.distributed.DistError is a RuntimeError
             detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
