@@ -30,6 +30,10 @@ class ModelConfig:
     memory: bool = True  # False gives the paper's "w/o Mem." baseline: decoder sees the query alone
     memory_size: int = 10
     update_max_over: Literal["all", "assigned"] = "all"  # code: max over all queries; paper Eq. 5: assigned only
+    # 16-bit frames (thermal, scientific cameras): [low, high] maps low..high linearly onto 0..255, clipped outside;
+    # [] keeps their high byte (a 12-bit camera's frames nearly black: a warning says so). A model setting: it is what
+    # the model sees, so training, evaluation, calibration and detection must read frames alike (docs/data.md)
+    pixel_range: list[int] = field(default_factory=list)
 
     @property
     def feature_dim(self) -> int:
@@ -153,6 +157,7 @@ class Config:
             raise ConfigError(f"{source}: model.image_size must be a multiple of 8 and >= 16, got {m.image_size}")
         if m.update_max_over not in ("all", "assigned"):
             raise ConfigError(f"{source}: model.update_max_over must be 'all' or 'assigned'")
+        check_pixel_range(m.pixel_range, f"{source}: model.pixel_range")
         e = self.eval
         if not 0.0 <= e.alpha <= 1.0:
             raise ConfigError(f"{source}: eval.alpha must lie in [0, 1], got {e.alpha}")
@@ -176,6 +181,20 @@ def check_count(name: str, value: object, *, minimum: int = 1) -> None:
     ``ConfigError`` naming ``name`` (the option as the user wrote it)."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+
+
+def check_pixel_range(value: object, name: str = "model.pixel_range") -> tuple[int, ...]:
+    """``value`` as a 16-bit pixel range: () (none set) or (low, high), whole numbers with 0 <= low < high <= 65535;
+    anything else is one ``ConfigError`` naming ``name``."""
+    if value is None or (isinstance(value, list | tuple) and len(value) == 0):
+        return ()
+    if (not isinstance(value, list | tuple) or len(value) != 2
+            or not all(isinstance(v, Integral) and not isinstance(v, bool) for v in value)
+            or not 0 <= value[0] < value[1] <= 65535):
+        raise ConfigError(f"{name} must be [] (8-bit frames as they are, 16-bit frames' high byte) or [low, high]: "
+                          f"two whole numbers, 0 <= low < high <= 65535, the 16-bit values shown as black and white; "
+                          f"got {value!r}")
+    return int(value[0]), int(value[1])
 
 
 def model_differences(asked: ModelConfig, other: ModelConfig, other_is: str) -> list[str]:

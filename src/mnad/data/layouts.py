@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from mnad.data.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameFolder, Video, VideoFile
@@ -40,8 +41,9 @@ def _split_dir(directory: Path, split: str) -> Path | None:
     return next((c for c in candidates if c.is_dir()), None)
 
 
-def list_videos(folder: str | Path) -> list[Video]:
-    """Every video in a folder, in sorted name order: sub-folders of frames and video files."""
+def list_videos(folder: str | Path, pixel_range: Sequence[int] = ()) -> list[Video]:
+    """Every video in a folder, in sorted name order: sub-folders of frames and video files, their 16-bit frames
+    mapped by ``pixel_range`` (the model's ``model.pixel_range``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: {'is a file, expected a folder of videos' if folder.exists() else 'folder not found'}")
@@ -55,13 +57,13 @@ def list_videos(folder: str | Path) -> list[Video]:
                             "fix or remove the link")
         if entry.is_dir():
             if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _entries(entry)):
-                videos.append(FrameFolder(entry))
+                videos.append(FrameFolder(entry, pixel_range=pixel_range))
             else:
                 raise DataError(f"{entry}: folder has no frames ({'/'.join(sorted(IMAGE_EXTENSIONS))} files)")
         elif entry.suffix.lower() in VIDEO_EXTENSIONS:
-            videos.append(VideoFile(entry))
+            videos.append(VideoFile(entry, pixel_range=pixel_range))
     if not videos and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _entries(folder)):
-        videos.append(FrameFolder(folder))  # a single frame folder given directly
+        videos.append(FrameFolder(folder, pixel_range=pixel_range))  # a single frame folder given directly
     if not videos:
         raise DataError(f"{folder}: no videos (no frame folders and no {'/'.join(sorted(VIDEO_EXTENSIONS))} files)")
     check_unique_names(videos, folder)
@@ -99,12 +101,13 @@ def find_split(data_root: str | Path, dataset: str, split: str) -> Path | None:
     return _split_dir(directory, split)
 
 
-def split_videos(data_root: str | Path, dataset: str, split: str) -> list[Video]:
-    """The videos of ``split`` ('training' or 'testing') of a dataset, in sorted order."""
+def split_videos(data_root: str | Path, dataset: str, split: str, pixel_range: Sequence[int] = ()) -> list[Video]:
+    """The videos of ``split`` ('training' or 'testing') of a dataset, in sorted order, their 16-bit frames mapped by
+    ``pixel_range`` (the model's ``model.pixel_range``)."""
     if split not in UCSD_SPLITS:
         raise ValueError(f"split must be 'training' or 'testing', got {split!r}")
     directory = dataset_dir(data_root, dataset)
     found = _split_dir(directory, split)
     if found is None:
         raise DataError(f"{directory}: no {split} split (looked for {split}/frames, {split}/videos, {split}_videos, {UCSD_SPLITS[split]})")
-    return list_videos(found)
+    return list_videos(found, pixel_range)

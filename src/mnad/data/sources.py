@@ -2,12 +2,15 @@
 camera index or a network stream, decoded with OpenCV.
 
 Every frame comes out as uint8 (H, W, channels), resized to a square ``size`` with bilinear interpolation and in
-OpenCV's BGR order, as in the published runs. Frame files are read in natural order of their names (``2.jpg``
-before ``10.jpg``; zero-padded names sort the same either way); hidden files are skipped.
+OpenCV's BGR order, as in the published runs; 16-bit frames (TIFF, PNG) are mapped onto 0..255 by the model's
+``model.pixel_range`` (``to_8bit``), which every reader of a model's frames is given (a Video's ``pixel_range``).
+Frame files are read in natural order of their names (``2.jpg`` before ``10.jpg``; zero-padded names sort the same
+either way); hidden files are skipped.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
@@ -17,13 +20,14 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from mnad.config import check_pixel_range
 from mnad.errors import DataError, printable
 
 log = logging.getLogger(__name__)
@@ -32,12 +36,78 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 VIDEO_EXTENSIONS = {".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".webm"}
 
 
-def to_channels(image: np.ndarray, channels: int, source: str | Path) -> np.ndarray:
-    """Any decoded image (gray, BGR, BGRA; 8 or 16 bit) -> uint8 (H, W, channels)."""
-    if image.dtype == np.uint16:  # 16-bit TIFF/PNG: keep the high byte
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
+# 16-bit frames whose values span less than this (1/16 of 0..65535) keep at most 16 grey levels in their high byte:
+# a 12-bit camera's 0..4095, or radiometric counts in a narrow band such as 7000..9000
+NARROW_SPAN = 4096
+_narrow_warned: set[str] = set()  # videos and sources already warned about (once each, not once per frame)
+_narrow_lock = threading.Lock()
+
+
+def pixel_range_of(value: object) -> tuple[int, ...]:
+    """``model.pixel_range`` as readers use it: () or (low, high); a ``ConfigError`` naming it if it is neither."""
+    return check_pixel_range(value)
+
+
+@functools.lru_cache(maxsize=8)
+def _range_table(low: int, high: int) -> np.ndarray:
+    """uint8 of every 16-bit value: low..high mapped linearly onto 0..255 (rounded), clipped outside."""
+    values = (np.arange(65536, dtype=np.float64) - low) * (255.0 / (high - low))
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def suggested_range(low: int, high: int) -> tuple[int, int]:
+    """The pixel_range to suggest for 16-bit values seen spanning low..high: a camera's whole N-bit range where the
+    values start near 0 and stay under 2**N (10, 12 or 14 bits), else what was seen."""
+    for bits in (10, 12, 14):
+        if high < 2**bits and low < 2**bits // 4:
+            return 0, 2**bits - 1
+    return (low, high) if low < high else (max(low - 1, 0), min(high + 1, 65535))
+
+
+def warn_narrow(image: np.ndarray, source: str | Path, video: str | Path) -> None:
+    """Warn, once per ``video``, where a 16-bit frame read without a pixel range uses little of 0..65535: its high
+    byte, what the model would see, is then nearly uniform (a 12-bit camera's frames nearly black)."""
+    key = str(video)
+    if key in _narrow_warned:
+        return
+    low, high = int(image.min()), int(image.max())
+    if high - low >= NARROW_SPAN:
+        return
+    with _narrow_lock:
+        if key in _narrow_warned:
+            return
+        _narrow_warned.add(key)
+    a, b = suggested_range(low, high)
+    log.warning("%s: a 16-bit frame whose values span only %d..%d of 0..65535; read by its high byte, as no "
+                "model.pixel_range is set, it keeps %d grey levels and the model sees almost nothing. Train with "
+                "--set model.pixel_range=[%d,%d] (the values to show as black and white; the model keeps the setting) "
+                "(docs/data.md). Said once for %s", printable(source), low, high, (high >> 8) - (low >> 8) + 1, a, b,
+                printable(video))
+
+
+def to_8bit(image: np.ndarray, source: str | Path, pixel_range: tuple[int, ...] = (),
+            video: str | Path | None = None) -> np.ndarray:
+    """A decoded image as uint8. 8-bit as it is; 16-bit mapped linearly from ``pixel_range`` (low, high) onto 0..255,
+    clipped outside it, or, with none set, its high byte (as models trained before the setting saw it), with a
+    warning once per ``video`` (default ``source``) where that leaves almost nothing to see."""
+    if image.dtype == np.uint16:
+        if pixel_range:
+            return _range_table(*pixel_range)[image]
+        warn_narrow(image, source, source if video is None else video)
+        return (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
         raise DataError(f"{source}: unsupported pixel type {image.dtype} (expected 8- or 16-bit integers)")
+    if pixel_range:  # the model learnt from 16-bit values mapped by the range: 8-bit values mean something else
+        raise DataError(f"{source}: an 8-bit frame, but model.pixel_range = [{pixel_range[0]}, {pixel_range[1]}] "
+                        "maps 16-bit frames (the model was trained on 16-bit footage; video files decode to 8 bits): "
+                        "give it the camera's 16-bit TIFF/PNG frames, or train a model with model.pixel_range = []")
+    return image
+
+
+def to_channels(image: np.ndarray, channels: int, source: str | Path, pixel_range: tuple[int, ...] = (),
+                video: str | Path | None = None) -> np.ndarray:
+    """Any decoded image (gray, BGR, BGRA; 8 or 16 bit) -> uint8 (H, W, channels); 16-bit as ``to_8bit`` maps it."""
+    image = to_8bit(image, source, pixel_range, video)
     if image.ndim == 2:
         image = image[:, :, None]
     if image.shape[2] == 4:
@@ -51,8 +121,11 @@ def to_channels(image: np.ndarray, channels: int, source: str | Path) -> np.ndar
     return image
 
 
-def prepare_frame(image: np.ndarray, size: int, channels: int, source: str | Path) -> np.ndarray:
-    image = to_channels(image, channels, source)
+def prepare_frame(image: np.ndarray, size: int, channels: int, source: str | Path, pixel_range: Sequence[int] = (),
+                  video: str | Path | None = None) -> np.ndarray:
+    """A decoded frame as a model reads it: uint8 (size, size, channels), 16-bit mapped by ``pixel_range``
+    (``model.pixel_range``; ``to_8bit``), warnings said once per ``video`` (default ``source``)."""
+    image = to_channels(image, channels, source, pixel_range_of(pixel_range), video)
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     return resized.reshape(size, size, channels)
 
@@ -162,6 +235,7 @@ class Video:
     name: str
     path: Path
     keeps_frames = False  # frame() reads frames already decoded and kept (a video file's): a cache would copy them
+    pixel_range: tuple[int, ...] = ()  # model.pixel_range: how 16-bit frames map onto 0..255 (to_8bit)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -239,9 +313,11 @@ def check_frame_numbers(files: list[Path], where: str | Path) -> None:
 class FrameFolder(Video):
     """A folder of image files (or a given list of them), one per frame, in natural name order."""
 
-    def __init__(self, path: str | Path, name: str | None = None, *, files: list[Path] | None = None) -> None:
+    def __init__(self, path: str | Path, name: str | None = None, *, files: list[Path] | None = None,
+                 pixel_range: Sequence[int] = ()) -> None:
         self.path = Path(path)
         self.name = name or self.path.name
+        self.pixel_range = pixel_range_of(pixel_range)
         if files is None:
             if not self.path.is_dir():
                 raise DataError(f"{self.path}: frame folder not found")
@@ -265,7 +341,7 @@ class FrameFolder(Video):
         return image
 
     def frame(self, index: int, size: int, channels: int) -> np.ndarray:
-        return prepare_frame(self.image(index), size, channels, self.files[index])
+        return prepare_frame(self.image(index), size, channels, self.files[index], self.pixel_range, self.path)
 
 
 def decode_dir() -> Path:
@@ -352,9 +428,10 @@ class VideoFile(Video):
 
     keeps_frames = True
 
-    def __init__(self, path: str | Path, name: str | None = None) -> None:
+    def __init__(self, path: str | Path, name: str | None = None, *, pixel_range: Sequence[int] = ()) -> None:
         self.path = Path(path)
         self.name = name or self.path.stem
+        self.pixel_range = pixel_range_of(pixel_range)  # OpenCV decodes video to 8 bits: a range set is refused
         if not self.path.is_file():
             raise DataError(f"{self.path}: video file not found")
         self._decoded: dict[tuple[int, int], DecodedFrames] = {}  # by (size, channels): a second size keeps the first
@@ -410,7 +487,7 @@ class VideoFile(Video):
                 ok, image = capture.read()
                 if not ok:
                     break
-                frame = prepare_frame(image, size, channels, self.path)
+                frame = prepare_frame(image, size, channels, self.path, self.pixel_range)
                 reached = capture.get(cv2.CAP_PROP_POS_MSEC)
                 try:
                     frames.append(frame)
@@ -469,6 +546,7 @@ class FrameRange(Video):
         self.video, self.start, self.stop = video, start, stop
         self.name, self.path = f"{video.name}[{start}:{stop}]", video.path
         self.keeps_frames = video.keeps_frames
+        self.pixel_range = video.pixel_range  # frames are the video's, mapped as it maps them
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -507,13 +585,13 @@ def parse_span(text: str) -> tuple[str, int, int] | None:
     return (match[1], int(match[2]), int(match[3])) if match else None
 
 
-def open_video(path: str | Path) -> Video:
-    """A frame folder or a video file, chosen by what ``path`` is."""
+def open_video(path: str | Path, pixel_range: Sequence[int] = ()) -> Video:
+    """A frame folder or a video file, chosen by what ``path`` is, its 16-bit frames mapped by ``pixel_range``."""
     path = Path(path)
     if path.is_dir():
-        return FrameFolder(path)
+        return FrameFolder(path, pixel_range=pixel_range)
     if path.suffix.lower() in VIDEO_EXTENSIONS:
-        return VideoFile(path)
+        return VideoFile(path, pixel_range=pixel_range)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     raise DataError(f"{path}: neither a frame folder nor a video file ({'/'.join(sorted(VIDEO_EXTENSIONS))})")

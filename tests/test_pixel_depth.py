@@ -1,0 +1,133 @@
+"""16-bit frames (thermal and scientific cameras: 12- or 14-bit data, or radiometric counts in a narrow band, in 16-bit
+containers) are mapped onto 0..255 by ``model.pixel_range``; without it they keep their high byte, as models trained
+before the setting saw them, and a warning, once per video, says when that leaves almost nothing to see."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from mnad.checkpoint import load_model, resolve_checkpoint
+from mnad.config import Config, check_same_model
+from mnad.data import list_videos, open_video
+from mnad.data.sources import FrameFolder, prepare_frame
+from mnad.errors import ConfigError, DataError
+
+WARNING = "model.pixel_range"
+
+
+def twelve_bit_folder(parent: Path, name: str = "thermal", frames: int = 3) -> Path:
+    """A frame folder of 12-bit gray PNGs (values 0..4095, a ramp across each frame) in 16-bit containers."""
+    folder = parent / name
+    folder.mkdir(parents=True)
+    ramp = np.tile(np.linspace(0, 4095, 32).round().astype(np.uint16), (32, 1))
+    for i in range(frames):
+        assert cv2.imwrite(str(folder / f"{i:03d}.png"), ramp)
+    return folder
+
+
+def warnings_about_depth(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and WARNING in r.getMessage()]
+
+
+def test_a_12bit_png_folder_has_contrast_with_the_range_set(tmp_path: Path) -> None:
+    folder = twelve_bit_folder(tmp_path)
+    assert cv2.imread(str(folder / "000.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    [video] = list_videos(tmp_path, pixel_range=[0, 4095])
+    frame = video.frame(0, 32, 1)
+    assert frame.dtype == np.uint8 and frame.min() == 0 and frame.max() == 255  # the whole 0..255
+    dark = FrameFolder(folder).frame(0, 32, 1)  # no range: the high byte, as before the setting
+    assert dark.max() == 15
+    assert open_video(folder, [0, 4095]).frames(0, 3, 32, 3).max() == 255  # every way in takes the range
+
+
+def test_a_narrow_band_maps_linearly_and_clips_outside(tmp_path: Path) -> None:
+    folder = tmp_path / "radiometric"
+    folder.mkdir()
+    values = np.array([[6000, 7000, 8000, 9000, 10000]], np.uint16).repeat(5, axis=0)
+    assert cv2.imwrite(str(folder / "0.tiff"), values)
+    frame = FrameFolder(folder, pixel_range=[7000, 9000]).frame(0, 5, 1)[0, :, 0]  # 5x5 stays 5x5: no interpolation
+    assert frame.tolist() == [0, 0, 128, 255, 255]
+
+
+def test_the_warning_comes_once_per_video_naming_the_file_the_values_and_the_setting(tmp_path: Path, caplog) -> None:
+    first, second = twelve_bit_folder(tmp_path, "a"), twelve_bit_folder(tmp_path, "b")
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+        videos = list_videos(tmp_path)
+        for _ in range(2):
+            for video in videos:
+                video.frames(0, len(video), 32, 3)
+    said = warnings_about_depth(caplog)
+    assert len(said) == 2  # one per video, not one per frame or per read
+    assert str(first / "000.png") in said[0] and str(second / "000.png") in said[1]
+    assert "0..4095" in said[0] and "--set model.pixel_range=[0,4095]" in said[0]
+
+
+def test_a_live_source_is_warned_about_once(caplog) -> None:
+    """detect prepares raw frames itself (``prepare_frame``), under the source's name: one warning for the source."""
+    image = np.full((24, 24), 7000, np.uint16)
+    image[:, 12:] = 9000
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+        for _ in range(5):
+            assert prepare_frame(image, 16, 3, "rtsp://camera-under-test/stream").max() <= 35
+        mapped = prepare_frame(image, 16, 3, "rtsp://camera-under-test/stream", [7000, 9000])
+    said = warnings_about_depth(caplog)
+    assert len(said) == 1 and "7000..9000" in said[0] and "[7000,9000]" in said[0]
+    assert mapped.min() == 0 and mapped.max() == 255
+
+
+def test_8bit_frames_and_full_range_16bit_frames_read_as_before(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(folder / "0.png"), image)
+    assert cv2.imwrite(str(folder / "1.png"), image.astype(np.uint16) * 257)  # 16-bit, the whole range: no warning
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+        video = FrameFolder(folder)
+        expected = cv2.resize(image, (32, 32), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(video.frame(0, 32, 3), expected)
+        assert np.array_equal(video.frame(1, 32, 3), expected)  # (v * 257) >> 8 == v
+    assert warnings_about_depth(caplog) == []
+
+
+def test_an_8bit_frame_given_to_a_16bit_model_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    assert cv2.imwrite(str(folder / "0.jpg"), np.full((16, 16), 100, np.uint8))
+    with pytest.raises(DataError, match=r"0\.jpg: an 8-bit frame, but model\.pixel_range = \[0, 4095\]"):
+        FrameFolder(folder, pixel_range=[0, 4095]).frame(0, 16, 1)
+
+
+@pytest.mark.parametrize("value", ["[4095, 0]", "[5, 5]", "[0]", "[0, 1, 2]", "[-1, 4095]", "[0, 65536]", "[0.0, 4095]",
+                                   "[true, 4095]", "'0-4095'", "4095"])
+def test_bad_ranges_are_refused_naming_the_field(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"\[model\]: pixel_range must be list|model\.pixel_range must be \[\]"):
+        Config().override([f"model.pixel_range={value}"])
+    with pytest.raises(ConfigError, match=r"model\.pixel_range"):
+        FrameFolder.__init__(object.__new__(FrameFolder), ".", pixel_range=value)  # the API checks it too
+
+
+def test_the_range_is_a_model_setting_saved_with_the_model() -> None:
+    config = Config().override(["model.pixel_range=[0, 16383]"])
+    assert config.model.pixel_range == [0, 16383]
+    assert Config.from_dict(json.loads(json.dumps(config.to_dict()))).model.pixel_range == [0, 16383]
+
+    class Trained:  # a model trained without the range: scoring it with one would read frames it never saw
+        config = Config().model
+    with pytest.raises(ConfigError, match=r"pixel_range=\[0, 16383\] \(the model has \[\]\)"):
+        check_same_model(Trained(), config)
+
+
+def test_a_model_saved_before_the_setting_loads_and_reads_frames_as_before() -> None:
+    path = resolve_checkpoint("ped2-pred")
+    with safe_open(str(path), "np") as handle:
+        stored = json.loads(handle.metadata()["config"])
+    assert "pixel_range" not in stored["model"]  # saved before the field existed
+    _, config = load_model(path)
+    assert config.model.pixel_range == []
