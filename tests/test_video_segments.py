@@ -177,10 +177,15 @@ def test_sigkill_loses_only_the_open_segment(model_file: Path, tmp_path: Path) -
         time.sleep(0.01)
     process.kill()
     process.communicate(timeout=60)
-    assert not (out / "summary.json").exists()  # killed: nothing completed
     files = sorted((out / ANNOTATED_DIR).iterdir())
     assert len(files) >= 3 and [frames_in(f) for f in files[:-1]] == [5] * (len(files) - 1)
     assert files[0].name == f"{frame_name(4)}.mp4" and not (out / "annotated.mp4").exists()
+    # killed: nothing completed; the summary written when the last segment closed says so, and lists the closed files
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and summary["ended_by"] is None
+    listed = summary["annotated_video_files"]
+    assert len(listed) >= 2 and listed == [f"{ANNOTATED_DIR}/{f.name}" for f in files[:len(listed)]]
+    assert all(frames_in(out / f) == 5 for f in listed) and summary["frames_scored"] >= 5 * len(listed)
 
 
 def test_the_command_line_checks_the_segment_length(model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

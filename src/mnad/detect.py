@@ -70,6 +70,13 @@ VIDEO_SEGMENT_SECONDS = 600.0  # the annotated video is written as files of this
 # is readable only once closed (its index is written last), so a run killed by SIGKILL, a power cut or the OOM killer
 # loses the open file only, and no file grows without bound. 10 minutes (15,000 frames at 25 fps) keeps that loss small
 # and the files few (144 a day), as CCTV recorders do
+SUMMARY_SECONDS = 60.0  # a run's summary.json files are rewritten at least this often (wall time) while it runs, marked
+# "complete": false, "ended_by": null while the source runs, with "updated_at": a run killed outright (SIGKILL, the OOM
+# killer, a power cut) leaves the last one, which says it never ended, how far it got (at most this long before) and its
+# closed video segments; and a summary not complete whose updated_at is older than this is a dead run's. They are also
+# rewritten at a source's first scored frame, when an annotated segment closes (so every closed file is listed) and when
+# a source ends. Not at each event's end: events.jsonl already has every ended event, flushed when it ends, and a noisy
+# score could end one every few frames. One write (JSON and fsync, ~1 ms) a minute is nothing beside tens of frames/s
 FALLING_BEHIND = 10.0  # seconds a live source's reader may wait for the scorer before the run warns that it falls behind
 
 
@@ -259,6 +266,7 @@ class _Detection:
         self.ended_at: float | None = None  # time.perf_counter() when it ended: its own duration in summary.json
         self.failure: DataError | None = None
         self.broken: BaseException | None = None  # what crashed the run while this source ran, or failed its close
+        self.due = False  # its summary.json is to be rewritten now (first frame scored, a segment closed, it ended)
 
     def take(self, item: RawFrame | _Ended) -> np.ndarray | None:
         """The reader's next item -> the prepared frame to score, or None when the stream ends with it."""
@@ -302,6 +310,7 @@ class _Detection:
                 self.writer.event(ended, self.clock_start())
         self.writer.score(row, shown.time, alert)
         self.scored += 1  # its row is written: scored, whatever befalls its map or picture
+        self.due |= self.scored == 1
         if row.error_map is not None and self.options.save_maps:
             self.writer.error_map(row.index, row.error_map)
         if self.options.save_video:
@@ -314,7 +323,9 @@ class _Detection:
             if self.video is None:
                 rate = max(self.frames.fps, MIN_VIDEO_FPS)
                 self.video = SegmentedVideo(self.out_dir, rate, max(round(rate * self.options.video_segment), 1))
+            closed = len(self.video.files)
             self.video.write(picture, row.index)
+            self.due |= len(self.video.files) != closed
 
     def source_fps(self) -> float:
         """The source's frame rate: for a camera or stream (frame times off the wall clock) the rate its frames came at,
@@ -359,6 +370,7 @@ class _Detection:
     def end(self, why: str) -> None:
         if self.ended_by is None:
             self.ended_by, self.ended_at = why, time.perf_counter()
+            self.due = True
         self.reader.halt.set()
 
     def fail(self, error: DataError) -> None:
@@ -377,9 +389,6 @@ class _Detection:
         """Complete the outputs (events.csv, summary.json); the summary, or None when the source gave nothing. Its
         seconds and fps are this source's own: from the run's ``started`` (perf_counter) to this source's end."""
         self.end("stopped")  # any reader still running stops; a run that ended keeps its reason
-        assert self.ended_at is not None
-        seconds = self.ended_at - started
-        lag, fps = latency_frames(self.config), self.source_fps()
         if self.video is not None:
             try:
                 self.video.close()
@@ -393,7 +402,18 @@ class _Detection:
             if last is not None:
                 self.events.append(last)
                 self.writer.event(last, self.clock_start())
-        summary = {
+        summary = self.summary(started, smoothing, calibration, complete=True)
+        self.writer.close(self.events, summary)
+        return summary
+
+    def summary(self, started: float, smoothing: int, calibration: Calibration | None, *, complete: bool) -> dict:
+        """This source's summary.json: the final one (``complete``, written by ``close``) or one written while the run
+        goes on (``progress``): ``ended_by`` null while the source runs, its seconds up to now, the events ended so far
+        and the annotated video's files closed so far."""
+        end = self.ended_at if self.ended_at is not None else time.perf_counter()
+        seconds = end - started
+        lag, fps = latency_frames(self.config), self.source_fps()
+        return {
             "source": self.frames.name, "frames_scored": self.scored, "seconds": round(seconds, 3),
             "fps": round(self.scored / seconds, 2) if seconds else None,
             "source_fps": round(fps, 3),
@@ -416,14 +436,27 @@ class _Detection:
             "alert_frames": self.alerts if calibration else None,
             "calibration_held_out_false_alarm_rate": (calibration.held_out_false_alarms.get(rate_key(calibration.false_alarm_rate))
                                                       if calibration else None),
-            "smoothing": smoothing, "events": len(self.events), "ended_by": printable(self.ended_by),
+            "smoothing": smoothing, "events": len(self.events),
+            # how it ended; null in a summary that is not complete (the run goes on, or was killed): a killed run never
+            # reads as one that ended (with several sources, the run's summary.json says which had ended)
+            "ended_by": printable(self.ended_by) if complete and self.ended_by is not None else None,
             "annotated_video": self.video is not None and bool(self.video.files),
             # its files in time order, relative to this folder: annotated.mp4, or annotated/<first frame>.mp4 each
-            "annotated_video_files": self.video.files if self.video is not None else [],
+            "annotated_video_files": list(self.video.files) if self.video is not None else [],
             "note": None if calibration else UNCALIBRATED,
+            # false while the run goes on (and in what a killed run left): rewritten at least every SUMMARY_SECONDS till then
+            "complete": complete, "updated_at": wall_clock(time.time()), "update_seconds": SUMMARY_SECONDS,
         }
-        self.writer.close(self.events, summary)
-        return summary
+
+    def progress(self, started: float, smoothing: int, calibration: Calibration | None) -> None:
+        """Rewrite summary.json as the run goes on ("complete": false), atomically; a failure fails this source."""
+        self.due = False
+        if self.writer is None:  # nothing scored yet: no folder of its own yet
+            return
+        try:
+            write_detect_summary(self.out_dir, self.summary(started, smoothing, calibration, complete=False))
+        except DataError as exc:
+            self.fail(exc)
 
     def error(self) -> DataError | None:
         """Why this source did not do what was asked, after the run: its failure, or no frame scored."""
@@ -514,7 +547,7 @@ def detect(
         run.reader.start()
     stop: BaseException | None = None  # what cut _score short: an interrupt, or a crash
     try:
-        _score(runs, scorers, bar, wake, place)
+        _score(runs, scorers, bar, wake, place, _Progress(runs, folders, place, several, started, scorers[0].smoothing, calibration))
     except BaseException as exc:  # every way out completes the outputs; re-raised below
         stop = exc
         for run in runs:
@@ -592,7 +625,37 @@ def _complete(runs: list[_Detection], folders: list[Path], summary_dir: Path | N
     return summaries, overall, unfinished
 
 
-def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake: threading.Event, place: DetectFolder) -> None:
+class _Progress:
+    """The summary.json files rewritten while the run goes on (``SUMMARY_SECONDS``): each source's, and the run's with
+    several sources (in ``place.root``, which follows the outputs when they replace an earlier run's)."""
+
+    def __init__(self, runs: list[_Detection], folders: list[Path], place: DetectFolder, several: bool, started: float,
+                 smoothing: int, calibration: Calibration | None) -> None:
+        self.runs, self.folders, self.place, self.several = runs, folders, place, several
+        self.started, self.smoothing, self.calibration = started, smoothing, calibration
+        self.next = time.monotonic() + SUMMARY_SECONDS
+
+    def tick(self) -> None:
+        """After each batch (or wait): rewrite the summaries that are due. Not once every source has ended: the
+        complete ones follow at once. A source's failure to write fails it; the run's raises ``DataError``."""
+        if all(run.ended_by is not None for run in self.runs):
+            return
+        now = time.monotonic()
+        due = now >= self.next
+        if due:
+            self.next = now + SUMMARY_SECONDS
+        wrote = False
+        for run in self.runs:
+            if due or run.due:
+                wrote = True
+                run.progress(self.started, self.smoothing, self.calibration)
+        if self.several and wrote:
+            write_detect_summary(self.place.root, _run_summary(self.runs, self.folders, time.perf_counter() - self.started,
+                                                               self.calibration, complete=False))
+
+
+def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake: threading.Event, place: DetectFolder,
+           progress: _Progress) -> None:
     """Until every source has ended: take at most one waiting frame of each source, score those frames as one batch,
     and hand each result to its source's events and outputs. A source's DataError (its frames or its outputs) ends
     that source only; with a single source it ends the run. The first frame scored puts the run's outputs in place of
@@ -613,6 +676,8 @@ def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake:
                 run.fail(exc)
         if all(f is None for f in frames):
             wake.wait(0.5)
+            with held_interrupts():
+                progress.tick()  # a camera that stalls: its summary still says the run is alive
             continue
         rows = score_streams(scorers, frames)
         with held_interrupts():  # each frame's row, events and count are written whole or not at all
@@ -634,16 +699,19 @@ def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake:
                 run.check_pace()
                 if run.ended_by is None and run.at_limit():
                     run.end("--max-frames")
+            progress.tick()
 
 
 def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, calibration: Calibration | None, *,
                  complete: bool = True) -> dict:
     """The summary of a run over several sources: each source's outcome and folder (null for a source that gave
-    nothing), the frames scored in all. Written first with ``complete`` false, naming every folder the run may make."""
+    nothing), the frames scored in all. Written first with ``complete`` false, naming every folder the run may make, and
+    so again while the run goes on (``_Progress``)."""
     total = sum(run.scored for run in runs)
     streams = []
     for run, folder in zip(runs, folders, strict=True):
-        problem = run.problem() if complete else None
+        # while it runs (or in what a killed run left) only a source's own failure so far: "no frame scored" is not yet
+        problem = run.problem() if complete else printable(str(run.failure)) if run.failure is not None else None
         streams.append({"source": run.frames.name, "folder": folder.name if run.writer is not None or not complete else None,
                         "frames_scored": run.scored, "events": len(run.events),
                         "ended_by": printable(run.ended_by) if run.ended_by is not None else None,
@@ -652,7 +720,8 @@ def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, ca
             "seconds": round(seconds, 3), "fps": round(total / seconds, 2) if seconds else None,
             "latency_frames": latency_frames(runs[0].config),
             "calibrated": calibration is not None, "threshold": calibration.threshold if calibration else None,
-            "note": None if calibration else UNCALIBRATED, "streams": streams}
+            "note": None if calibration else UNCALIBRATED,
+            "updated_at": wall_clock(time.time()), "update_seconds": SUMMARY_SECONDS, "streams": streams}
 
 
 def load_detector(checkpoint: str | Path) -> tuple[MNAD, Config]:
