@@ -149,7 +149,7 @@ def test_a_report_made_again_without_thumbnails_drops_the_earlier_ones(tmp_path:
     report_dir = tmp_path / "report"
     thumbnail(report_dir, "01", int(video.frames[-1]), float(video.score[-1]))
     (report_dir / "thumbs" / "mine.txt").write_text("a user's file")
-    create_report(None, {"name": "tiny", "train": {"seed": 0}}, tmp_path, eval_dir, report_dir, top_k=0)
+    create_report(None, {"name": "tiny", "train": {"seed": 0}}, tmp_path, eval_dir, report_dir, top_k=0, overwrite=True)
     assert "figure class=\"thumb\"" not in page(report_dir) and "No localisation thumbnails" in page(report_dir)
     assert sorted(p.name for p in (report_dir / "thumbs").iterdir()) == ["mine.txt"]
 

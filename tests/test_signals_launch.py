@@ -67,7 +67,10 @@ def _stoppable_train(tmp_path: Path, *, nohup: bool) -> subprocess.Popen:
     code = (f"import signal, sys, time\nfrom mnad import cli\n{'signal.signal(signal.SIGHUP, signal.SIG_IGN)' if nohup else ''}\n"
             "def work(args):\n"
             f"    open({str(started)!r}, 'w').close()\n"
-            "    for _ in range(40):\n        time.sleep(0.05)\n"
+            "    try:\n"
+            "        for _ in range(40):\n            time.sleep(0.05)\n"
+            "    except BaseException as stop:\n"  # as train() records it: an epoch was finished
+            "        stop.epochs_kept = 1\n        raise\n"
             "    print('finished')\n"
             f"cli.cmd_train = work\nsys.exit(cli.main(['train', '--data-root', {str(tmp_path)!r}, '--out', {str(tmp_path / 'run')!r}]))\n")
     process = subprocess.Popen([sys.executable, "-c", code], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -24,7 +24,7 @@ from mnad.data.layouts import list_videos
 from mnad.data.sources import IMAGE_EXTENSIONS, footage_span, open_video, span_text, spans_overlap
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.model import MNAD
-from mnad.outputs import check_output_file, output_path
+from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
 from mnad.scoring import Calibration, anomaly_score, frames_needed, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import StreamScorer
@@ -142,17 +142,6 @@ def check_model_output(path: str | Path, *, overwrite: bool = False) -> Path:
     path = check_output_file(path, error=CheckpointError)
     check_replace([path], overwrite=overwrite)  # after: a folder in the way is said as one
     return path
-
-
-def check_replace(paths: list[Path], *, overwrite: bool) -> None:
-    """Files an earlier run wrote where this one writes (``--out``) are refused unless ``overwrite``, as `train` and
-    `detect` refuse an earlier run: checked before the work. Replacing is atomic (``checkpoint.atomic_write``), so
-    the earlier file stays whole until the new one is written."""
-    earlier = [p for p in paths if p.exists() or p.is_symlink()]
-    if earlier and not overwrite:
-        shown = ", ".join(str(p) for p in earlier)
-        raise DataError(f"{shown}: {'holds' if len(earlier) == 1 else 'hold'} the output of an earlier run; choose another "
-                        "--out or pass --overwrite to replace it")
 
 
 # The scorings ``choose_scoring`` picks from, simplest first (a tie goes to the earlier): PSNR over the frame or its

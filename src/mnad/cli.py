@@ -79,11 +79,24 @@ SCORING_FLAG_HELP = {
 # What a command stopped by Ctrl-C, SIGTERM or SIGHUP leaves, as its last line says; the others write their outputs whole at
 # their end (atomically), so nothing of theirs is written.
 KEPT_WHEN_STOPPED = {
-    "train": "the last finished epoch is kept: continue with --resume",
+    "train": "the last finished epoch is kept: continue with --resume",  # when one had finished (kept_when_stopped)
     "detect": "the outputs of the frames scored so far are written",
     "demo": "its training stopped part way: run it again with --overwrite",
 }
 NOTHING_WRITTEN = "nothing was written"
+NO_EPOCH_FINISHED = "no epoch had finished, so there is no checkpoint to resume: start it again with --overwrite"
+
+
+def kept_when_stopped(command: str, stop: BaseException) -> str:
+    """What a command stopped by ``stop`` (KeyboardInterrupt, Terminated) leaves, as its last line says. A training run
+    says what ``train`` recorded on ``stop`` (``epochs_kept``: the epochs its checkpoint holds; absent: stopped before
+    it wrote anything)."""
+    if command == "train":
+        epochs = getattr(stop, "epochs_kept", None)
+        return NOTHING_WRITTEN if epochs is None else KEPT_WHEN_STOPPED["train"] if epochs else NO_EPOCH_FINISHED
+    return KEPT_WHEN_STOPPED.get(command, NOTHING_WRITTEN)
+
+
 # The commands that split their work over the ranks of a torchrun job (docs/distributed.md); the others would run
 # whole on every rank, into the same --out, and are refused under torchrun.
 DISTRIBUTED_COMMANDS = ("train", "evaluate")
@@ -239,19 +252,23 @@ def _other_rank() -> bool:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from mnad.evaluate import evaluate
-    from mnad.outputs import check_output_folder
+    from mnad.outputs import check_evaluation_output
+    from mnad.report.build import check_report_output
 
     top_k = given(args, "top_k")
     if top_k and not args.report:
         raise ConfigError("--top-k applies to --report only (the thumbnails of the report)")
     if top_k:  # create_report checks it too, but only after the scoring
         check_count("--top-k", top_k["top_k"], minimum=0)
-    if args.report:  # before the scoring, which takes minutes to hours, not after it
-        check_output_folder(args.report, "--report")
-    model, config = load_scoring_model(args)
     out = args.out or args.report  # a report needs saved scores: without --out they go into the report folder
+    # before the model is loaded and the scoring, which takes minutes to hours (the API checks again)
+    if out:
+        check_evaluation_output(out, overwrite=args.overwrite, option="--out" if args.out else "--report")
+    if args.report:
+        check_report_output(args.report, overwrite=args.overwrite)
+    model, config = load_scoring_model(args)
     metrics = evaluate(model, config, args.data_root, labels_path=args.labels, out_dir=out, device=config.train.device,
-                       progress=not args.quiet, fps=args.fps, **given(args, "protocol"))
+                       progress=not args.quiet, fps=args.fps, overwrite=args.overwrite, **given(args, "protocol"))
     if _other_rank():
         return
     print_metrics(metrics)
@@ -262,21 +279,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
         command = "mnad " + shlex.join(getattr(args, "argv", None) or sys.argv[1:])
         page = create_report(model, config, args.data_root, out, args.report, checkpoint=args.checkpoint, labels=args.labels,
-                             command=command, device=config.train.device,
-                             **top_k)
+                             command=command, device=config.train.device, overwrite=args.overwrite, **top_k)
         print(f"report written to {page}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from mnad.report import rebuild_report
 
-    print(f"report written to {rebuild_report(args.path, out=args.out)}")
+    print(f"report written to {rebuild_report(args.path, out=args.out, overwrite=args.overwrite)}")
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
     from mnad.checkpoint import load_model
-    from mnad.figures import memory_figures, model_label
+    from mnad.figures import check_figures_output, memory_figures, model_label
 
+    check_figures_output(args.out, overwrite=args.overwrite)  # before the models are loaded (the API checks again)
     model, config = load_model(args.checkpoint)
     config = apply_options(config, args)
     compare, labels = None, None
@@ -284,7 +301,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         compare, compare_config = load_model(args.compare_checkpoint)
         labels = (model_label(config, "model"), model_label(compare_config, "compared model"))
     record = memory_figures(model, config, args.data_root, args.out, compare, labels=labels, device=config.train.device,
-                            **given(args, "frames", "clips", queries="max_queries", figures_seed="seed"))
+                            overwrite=args.overwrite, **given(args, "frames", "clips", queries="max_queries", figures_seed="seed"))
     for entry in record["models"]:
         print(f"{entry['label']}: mean max matching probability {entry['mean_max_probability']:.3f}, "
               f"{entry['items_used']} of {len(entry['item_usage'])} items nearest to some query")
@@ -313,7 +330,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from mnad.checkpoint import check_run_folder, load_model
     from mnad.data.synthetic import make_synthetic_dataset
     from mnad.evaluate import evaluate
-    from mnad.outputs import check_output_folder
+    from mnad.outputs import check_evaluation_output, check_output_folder
     from mnad.train import train
 
     # everything checked before anything is written: the options (--seed seeds the scene too), the folder, and an
@@ -322,12 +339,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.out is not None:
         check_output_folder(args.out)  # a file in its place, or an unwritable folder
         check_run_folder(Path(args.out) / "run", resume=False, overwrite=args.overwrite)
+        # its evaluation goes into the run it makes (run/eval): one there is the earlier run's, which --overwrite replaces
+        check_evaluation_output(Path(args.out) / "run" / "eval", overwrite=args.overwrite)
     out = Path(args.out or tempfile.mkdtemp(prefix="mnad-demo-"))
     root = make_synthetic_dataset(out / "data", size=64, seed=config.train.seed).parent
     print(f"synthetic scene written to {root / 'synthetic'}")
     model_path = train(config, root, out / "run", overwrite=args.overwrite, progress=not args.quiet)
     model, config = load_model(model_path)
-    metrics = evaluate(model, config, root, out_dir=out / "run" / "eval", progress=not args.quiet)
+    metrics = evaluate(model, config, root, out_dir=out / "run" / "eval", overwrite=args.overwrite, progress=not args.quiet)
     print_metrics(metrics)
     print(f"run folder: {out / 'run'}")
 
@@ -376,8 +395,9 @@ def cmd_detect(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from mnad.checkpoint import load_model
     from mnad.data import split_videos
-    from mnad.export import export_onnx
+    from mnad.export import check_export_output, export_onnx
 
+    check_export_output(args.out, overwrite=args.overwrite)  # before the model is loaded (the API checks again)
     model, config = load_model(args.checkpoint)
     if args.calibration_data:  # normal footage, as `mnad calibrate --data` takes it
         videos = args.calibration_data  # paths: export_onnx opens them (calibrate.open_footage)
@@ -445,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="label file (.npy, .csv, UCSD .m); found beside the dataset if not given")
     p.add_argument("--out", help="folder for scores.csv and metrics.json")
     p.add_argument("--report", metavar="DIR", help="also write an HTML report (plots, localisation, provenance) to DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --out and report in --report "
+                   "(each file once its new one is written)")
     p.add_argument("--top-k", type=int, default=APIDefault("mnad.report.build", "create_report", "top_k"),
                    help="with --report: localisation thumbnails of this many top-scoring frames (default %(default)s)")
     p.add_argument("--protocol", choices=["published", "stream"], default=APIDefault("mnad.evaluate", "evaluate", "protocol"),
@@ -459,13 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild the HTML report of an evaluation from its saved outputs (no scoring)")
     p.add_argument("path", help="report folder, evaluation folder (metrics.json, scores.csv), or a run folder holding one")
-    p.add_argument("--out", help="folder for report.html (default: the report folder)")
+    p.add_argument("--out", help="folder for report.html (default: the report folder, whose page is always redrawn)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report.html already in --out")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("figures", help="the paper's memory figures: matching probabilities (Fig. 5) and t-SNE (Figs. 1, 6)")
     p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
     p.add_argument("--data-root", required=True, help="folder holding <dataset>/testing (else its training videos are used)")
     p.add_argument("--out", required=True, help="folder for matching.png, tsne.png, figures.json")
+    p.add_argument("--overwrite", action="store_true", help="replace the figures already in --out (once the new ones are drawn)")
     p.add_argument("--compare-checkpoint", help="a second model drawn beside the first (e.g. trained with lambda_separate=0)")
     p.add_argument("--frames", type=int, default=from_figures("frames"), help="frames shown in the matching figure (default %(default)s)")
     p.add_argument("--clips", type=int, default=from_figures("clips"),
@@ -609,12 +633,12 @@ def main(argv: list[str] | None = None) -> int:
     except MNADError as exc:
         _say(f"mnad: error: {printable(str(exc))}", error=True)
         return 2
-    except KeyboardInterrupt:  # under torchrun, not after another rank's error: torchrun interrupts the others then
-        _say(f"mnad: interrupted ({KEPT_WHEN_STOPPED.get(args.command, NOTHING_WRITTEN)})", unless_failed=True)
+    except KeyboardInterrupt as stop:  # under torchrun, not after another rank's error: torchrun interrupts the others then
+        _say(f"mnad: interrupted ({kept_when_stopped(args.command, stop)})", unless_failed=True)
         return 130
     except Terminated as stop:
         by = "" if stop.signal == "SIGTERM" else f"{stop.signal}: "  # SIGHUP: the terminal or ssh connection closed
-        _say(f"mnad: terminated ({by}{KEPT_WHEN_STOPPED.get(args.command, NOTHING_WRITTEN)})", unless_failed=True)
+        _say(f"mnad: terminated ({by}{kept_when_stopped(args.command, stop)})", unless_failed=True)
         return 143
     except RuntimeError as exc:  # torch.distributed losing a rank: one line, not a traceback; any other is a bug
         if not multi_process_launch():

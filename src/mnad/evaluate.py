@@ -28,7 +28,7 @@ from mnad.data.sources import check_fps, footage_span, parse_span, span_text, sp
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
-from mnad.outputs import output_path, write_evaluation
+from mnad.outputs import check_evaluation_output, write_evaluation
 from mnad.scoring import Calibration, anomaly_score, check_calibrated_scoring, frames_needed, mixing_weight, rate_key, score_terms, smooth
 from mnad.stream import FrameResult, StreamScorer
 
@@ -216,8 +216,11 @@ def evaluate(
     progress: bool = True,
     protocol: str = "published",
     fps: float | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Score the test split under ``data_root`` and compute AUCs; writes scores.csv and metrics.json to ``out_dir``.
+    """Score the test split under ``data_root`` and compute AUCs; writes scores.csv and metrics.json to ``out_dir``:
+    an earlier evaluation there is refused before any scoring unless ``overwrite``, and then replaced only once the
+    new pair is written (``outputs.check_replace``).
 
     ``protocol``: 'published' (the paper's: S_t normalised per video with ``eval.normalization``, which by default
     looks at the whole video) or 'stream' (what a camera can do: the test videos scored in order as one stream by a
@@ -226,6 +229,8 @@ def evaluate(
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if out_dir is not None:  # before anything is read or scored, not at the write
+        out_dir = check_evaluation_output(out_dir, overwrite=overwrite)
     check_same_model(model, config)
     calibration = None
     if protocol == "stream":
@@ -252,7 +257,6 @@ def evaluate(
     if protocol == "stream" and ctx.world_size > 1:  # refused before --out is created
         raise ConfigError("the stream protocol scores the test videos as one stream: run it in one process, not under torchrun")
     if out_dir is not None:
-        out_dir = output_path(out_dir, "--out")
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnad.calibrate import check_replace, footage_videos
+from mnad.calibrate import footage_videos
 from mnad.checkpoint import atomic_write_many, is_onnx_export
 from mnad.config import Config, check_count, check_same_model
 from mnad.data.sources import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
-from mnad.outputs import check_output_file, output_path
+from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.quantize import CALIBRATION_CLIPS, check_footage, quantize_graph
 from mnad.stream import ScoringStep, StepResult
 
@@ -50,6 +50,21 @@ def _sidecar_digest(side: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+def check_export_output(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Where an export is written (``--out``, a .onnx file, and its sidecar beside it): both writable, and no earlier
+    export there (either file) unless ``overwrite`` (``outputs.check_replace``); checked before minutes of tracing
+    and quantising, not at the write. Returns the graph's path."""
+    path = output_path(path, "--out")
+    if not is_onnx_export(path):  # readers tell an export from a PyTorch model by this name
+        raise ConfigError(f"{path}: an ONNX export is written as a .onnx file (its sidecar beside it, .onnx.json)")
+    if not path.parent.is_dir():
+        raise DataError(f"{path.parent}: the output folder does not exist")
+    for target in (path, Path(f"{path}.json")):
+        check_output_file(target)
+    check_replace([path, Path(f"{path}.json")], overwrite=overwrite)
+    return path
+
+
 def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 18, int8: bool = False,
                 calibration: Sequence[Video] = (), calibration_clips: int | None = None, overwrite: bool = False) -> Path:
     """Write the scoring step as ONNX (fp32, batch 1) and its sidecar ``<path>.json``; both or neither. An earlier
@@ -57,14 +72,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
 
     ``int8``: the U-Net's convolutions quantised to int8 (``mnad.quantize``), calibrated on ``calibration_clips`` clips
     (default ``quantize.CALIBRATION_CLIPS``) spread over ``calibration``, normal footage such as the training videos."""
-    path = output_path(path, "--out")
-    if not is_onnx_export(path):  # readers tell an export from a PyTorch model by this name
-        raise ConfigError(f"{path}: an ONNX export is written as a .onnx file (its sidecar beside it, .onnx.json)")
-    if not path.parent.is_dir():
-        raise DataError(f"{path.parent}: the output folder does not exist")
-    for target in (path, Path(f"{path}.json")):  # both, before minutes of tracing and quantising, not at the write
-        check_output_file(target)
-    check_replace([path, Path(f"{path}.json")], overwrite=overwrite)
+    path = check_export_output(path, overwrite=overwrite)
     check_same_model(model, config)  # the sidecar's config must describe the graph (was: another memory size recorded)
     if calibration_clips is not None:
         check_count("--calibration-clips", calibration_clips)

@@ -29,9 +29,11 @@ from mnad.distributed import checked_device
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
 from mnad.model.memory import matching_probabilities as memory_matching
-from mnad.outputs import FIGURES_INDEX, output_path
+from mnad.outputs import FIGURES_INDEX, check_replace_in
 from mnad.report.plots import figure as _figure
 from mnad.report.plots import png_bytes as _png
+
+FIGURES_FILES = ("matching.png", "tsne.png", FIGURES_INDEX)  # what `mnad figures --out DIR` writes into DIR, together
 
 
 def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:
@@ -101,16 +103,21 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
     return np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame[:, :, ::-1]
 
 
+def check_figures_output(out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """The figures' folder (``--out``): writable, and no earlier figures there unless ``overwrite``
+    (``outputs.check_replace``); the three files are replaced together, once the new ones are drawn."""
+    return check_replace_in(out_dir, FIGURES_FILES, overwrite=overwrite)
+
+
 def check_options(model: MNAD, config: Config, out_dir: str | Path, *, frames: int, clips: int, max_queries: int, seed: int,
-                  device: str | torch.device = "cpu") -> None:
+                  device: str | torch.device = "cpu", overwrite: bool = False) -> None:
     """memory_figures' options, checked before any work, each error naming its option (the CLI's name)."""
     checked_device(device)  # a device this machine lacks is one error, not a RuntimeError from inside torch
     for option, value in (("--frames", frames), ("--clips", clips), ("--queries", max_queries)):
         check_count(option, value)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:  # numpy's and t-SNE's seed range
         raise ConfigError(f"--seed must be a whole number in [0, 2**32), got {seed!r}")
-    if output_path(out_dir, "--out").exists() and not Path(out_dir).is_dir():
-        raise DataError(f"{out_dir}: --out must be a folder, and this is a file")
+    check_figures_output(out_dir, overwrite=overwrite)
     check_same_model(model, config)  # the figures are of the trained model
 
 
@@ -127,8 +134,10 @@ def memory_figures(
     max_queries: int = 1500,
     seed: int = 0,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> dict:
-    """Write matching.png, tsne.png and figures.json to ``out_dir``; returns the figures.json record.
+    """Write matching.png, tsne.png and figures.json to ``out_dir``; returns the figures.json record. Earlier figures
+    there are refused before any work unless ``overwrite`` (``check_figures_output``).
 
     ``data``: a data root (its test split, else its training videos) or a list of videos. ``clips`` clips spread
     over the videos give the queries; ``frames`` of them are shown in the matching figure; at most ``max_queries``
@@ -137,7 +146,8 @@ def memory_figures(
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
-    check_options(model, config, out_dir, frames=frames, clips=clips, max_queries=max_queries, seed=seed, device=device)
+    check_options(model, config, out_dir, frames=frames, clips=clips, max_queries=max_queries, seed=seed, device=device,
+                  overwrite=overwrite)
     models = [model] + ([compare_model] if compare_model is not None else [])
     for mdl in models:
         if mdl.memory is None:
@@ -231,7 +241,7 @@ def memory_figures(
         "seed": seed,
     }
     # the figures and their index land together (atomically): an earlier set stays whole until this one is written
-    atomic_write_many({out / "matching.png": matching, out / "tsne.png": tsne, out / FIGURES_INDEX: json.dumps(record, indent=2).encode()})
+    atomic_write_many(dict(zip((out / name for name in FIGURES_FILES), (matching, tsne, json.dumps(record, indent=2).encode()), strict=True)))
     return record
 
 

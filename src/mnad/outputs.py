@@ -88,6 +88,32 @@ def check_output_file(path: str | Path, option: str = "--out", *, error: type[MN
     return path
 
 
+def check_replace(paths: list[Path], *, overwrite: bool, option: str = "--out") -> None:
+    """The one rule for a command's outputs where an earlier result already is: the files (or folders) this command
+    would write at ``paths`` (under ``option``), where any exists, are refused unless ``overwrite``; called by the
+    API before any work, not when it writes. With ``overwrite`` the earlier files stay whole until the new ones
+    replace them: every write is atomic (``checkpoint.atomic_write_many``), a set of files all or none. (A training
+    run's folder and a detect folder, written over hours, refuse an earlier run the same way, in
+    ``checkpoint.check_run_folder`` and ``detect.detect``, and keep it aside until the new run has its own result:
+    ``checkpoint.set_aside_run``, ``DetectFolder``.)"""
+    earlier = [p for p in paths if os.path.lexists(p)]
+    if earlier and not overwrite:
+        shown = ", ".join(str(p) for p in earlier)
+        raise DataError(f"{shown}: {'holds' if len(earlier) == 1 else 'hold'} the output of an earlier run; choose another "
+                        f"{option} or pass --overwrite to replace {'it' if len(earlier) == 1 else 'them'}")
+
+
+def check_replace_in(folder: str | Path, names: tuple[str, ...], *, overwrite: bool, option: str = "--out") -> Path:
+    """``check_replace`` for a command that writes the files ``names`` into the folder ``folder`` (``option``): a
+    folder that cannot be written is refused first (``check_output_folder``); the folder's other files are not the
+    command's and are left alone. Returns the folder as a ``Path``."""
+    if output_path(folder, option).exists() and not Path(folder).is_dir():
+        raise DataError(f"{folder}: {option} must be a folder, and this is a file")
+    folder = check_output_folder(folder, option)
+    check_replace([folder / name for name in names], overwrite=overwrite, option=option)
+    return folder
+
+
 # ----------------------------------------------------------------------------------------------- scores.csv
 
 
@@ -393,6 +419,15 @@ def config_problem(config: Any, where: str) -> str | None:
     if not isinstance(config, dict):
         return f"{where} must be an object, got {config!r}"[:200]
     return wrong_kinds(config, f"{where}.", {"train": dict})
+
+
+EVALUATION_FILES = (SCORES_FILE, METRICS_FILE)  # what `mnad evaluate --out DIR` writes into DIR
+
+
+def check_evaluation_output(out_dir: str | Path, *, overwrite: bool = False, option: str = "--out") -> Path:
+    """An evaluation's folder (``--out``; ``option``: its name for messages), before the scoring: writable, and no
+    earlier evaluation there unless ``overwrite`` (``check_replace``)."""
+    return check_replace_in(out_dir, EVALUATION_FILES, overwrite=overwrite, option=option)
 
 
 def write_evaluation(out_dir: str | Path, videos: list[ScoredVideo], metrics: dict, config: dict) -> None:

@@ -45,7 +45,7 @@ from mnad.config import Config, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
 from mnad.data.layouts import find_split
 from mnad.data.sources import FrameRange, footage_span
-from mnad.errors import CheckpointError, ConfigError, DataError, os_reason
+from mnad.errors import CheckpointError, ConfigError, DataError, Terminated, os_reason
 from mnad.interrupts import held_interrupts
 from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
@@ -293,8 +293,15 @@ def train(
         raise ConfigError(f"train() needs a mnad.config.Config (load_config(name) gives one), got {type(config).__name__}")
     out_dir = output_path(out_dir, "out_dir (--out)")  # '' would be the current folder, which nobody means
     data_root = output_path(data_root, "data_root (--data-root)")  # not written, but '' is no more meant here
+    kept: list[int] = []  # the epochs out_dir's checkpoint holds, once this run writes there (_train)
     with RunFolderLock(out_dir) as lock:  # released however training ends
-        return _train(config, data_root, out_dir, lock, resume=resume, overwrite=overwrite, progress=progress, on_epoch=on_epoch)
+        try:
+            return _train(config, data_root, out_dir, lock, resume=resume, overwrite=overwrite, progress=progress,
+                          on_epoch=on_epoch, kept=kept)
+        except (KeyboardInterrupt, Terminated) as stop:  # the CLI's last line says what is left (cli.kept_when_stopped)
+            if kept:  # absent: stopped before it wrote anything
+                stop.epochs_kept = kept[-1]  # type: ignore[attr-defined]
+            raise
 
 
 def _train(
@@ -307,6 +314,7 @@ def _train(
     overwrite: bool,
     progress: bool,
     on_epoch: Callable[[int, dict], None] | None,
+    kept: list[int],
 ) -> Path:
     cfg, out_dir = config, Path(out_dir)
     cfg.validate("config")  # a Config built or changed in Python gets the checks a recipe gets
@@ -346,6 +354,7 @@ def _train(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.train.epochs, 1))
 
+    kept.append(int(state[2].get("epoch", 0)) if state is not None else 0)  # from here on the folder is this run's
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if ctx.is_main:
@@ -413,6 +422,7 @@ def _train(
             # before the log line; a Ctrl-C or SIGTERM waits until the epoch's files are all written
             with held_interrupts():
                 save_checkpoint(checkpoint_path, tensors, cfg, extra | {"record": record})
+                kept.append(epoch + 1)
                 if cfg.train.keep_epochs:
                     save_model(epoch_model(out_dir, epoch + 1), model, cfg, extra={"epochs": epoch + 1})
                 append_log(out_dir / LOG_FILE, record)
@@ -425,6 +435,8 @@ def _train(
                 tqdm.write(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
             if on_epoch is not None:
                 on_epoch(epoch + 1, record)
+        else:  # rank 0 writes the checkpoint of the weights every rank holds
+            kept.append(epoch + 1)
 
     if board is not None:
         board.close()

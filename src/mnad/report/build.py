@@ -9,12 +9,21 @@ from typing import Any
 
 from mnad.config import check_count
 from mnad.errors import DataError, os_reason
-from mnad.outputs import EVENTS_CSV, EVENTS_JSONL, METRICS_FILE, SCORES_FILE, SUMMARY_FILE, output_path
+from mnad.outputs import EVENTS_CSV, EVENTS_JSONL, METRICS_FILE, SCORES_FILE, SUMMARY_FILE, check_output_folder, check_replace, check_replace_in
 from mnad.report.page import render_report
 from mnad.report.provenance import PROVENANCE_FILE, collect_provenance, is_run_dir, read_provenance, relative_path, write_provenance
-from mnad.report.thumbnails import TOP_K, remove_thumbnails, write_thumbnails
+from mnad.report.thumbnails import THUMBS_DIR, TOP_K, remove_thumbnails, write_thumbnails
 
 REPORT_FILE = "report.html"
+# what `mnad evaluate --report DIR` writes into DIR: the thumbnails and provenance need the model and the evaluation's
+# command, so an earlier report's cannot be made again from its folder; replacing them takes --overwrite
+REPORT_FILES = (REPORT_FILE, PROVENANCE_FILE, THUMBS_DIR)
+
+
+def check_report_output(report_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """A new report's folder (``--report``), before the evaluation: writable, and no earlier report there unless
+    ``overwrite`` (``outputs.check_replace``)."""
+    return check_replace_in(report_dir, REPORT_FILES, overwrite=overwrite, option="--report")
 
 
 def _resolve(base: Path, stored: str | None) -> Path | None:
@@ -78,11 +87,13 @@ def create_report(
     command: str | None = None,
     top_k: int = TOP_K,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> Path:
     """After an evaluation that wrote ``eval_dir``: thumbnails (of the ``top_k`` highest-scoring frames; 0: none),
-    provenance and the page. Returns the page's path."""
+    provenance and the page. Returns the page's path. An earlier report in ``report_dir`` is refused unless
+    ``overwrite`` (``check_report_output``; call it before the evaluation too, as `mnad evaluate --report` does)."""
     check_count("top_k (--top-k)", top_k, minimum=0)
-    report_dir = output_path(report_dir, "--report")
+    report_dir = check_report_output(report_dir, overwrite=overwrite)
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -130,9 +141,19 @@ def find_report_sources(path: str | Path) -> tuple[Path, Path | None]:
     raise DataError(f"{path}: no {METRICS_FILE} here or in a sub-folder (run `mnad evaluate --out DIR` first)")
 
 
-def rebuild_report(path: str | Path, *, out: str | Path | None = None) -> Path:
-    """``mnad report``: the page rebuilt from saved outputs, without the model. Returns the page's path."""
+def rebuild_report(path: str | Path, *, out: str | Path | None = None, overwrite: bool = False) -> Path:
+    """``mnad report``: the page rebuilt from saved outputs, without the model. Returns the page's path.
+
+    Into the report folder itself (no ``out``) the page is always replaced: redrawing it is what the command is for,
+    and the page it replaces is drawn from that folder's own saved outputs, so nothing is lost that this command
+    cannot make again (the thumbnails and provenance, which it could not, are left as they are). Into ``out``, another
+    folder, a page already there is another report's: refused unless ``overwrite`` (``outputs.check_replace``),
+    before the page is drawn."""
     report_dir, eval_dir = find_report_sources(path)
+    if out is not None:
+        out = check_output_folder(out)
+        if out.resolve() != report_dir.resolve():
+            check_replace([out / REPORT_FILE], overwrite=overwrite)
     if eval_dir is not None and out is None and not (report_dir / PROVENANCE_FILE).is_file():
         # A report of an evaluation run without --report: record where its sources are, so this folder can be rebuilt.
         # Not with --out: the page goes there, and the evaluation folder (perhaps read-only, or another's) is left alone.
