@@ -69,7 +69,7 @@ def calibrate(
         smoothing = int(smoothing)
     if scoring not in ("choose", "config"):
         raise ConfigError(f"--scoring must be 'choose' or 'config', got {scoring!r}")
-    videos = footage_videos(videos)
+    videos = footage_videos(videos, config.model.pixel_range)
     if not videos:
         raise DataError("no calibration footage given")
     spans = [footage_span(v) for v in videos]
@@ -108,7 +108,7 @@ def calibrate(
                                test_update=config.eval.test_update, gamma=config.eval.gamma)
 
 
-def open_footage(path: str | Path) -> list[Video]:
+def open_footage(path: str | Path, pixel_range: list[int] | tuple[int, ...] = ()) -> list[Video]:
     """The videos a path of footage names, as ``--data`` takes them: a video file, a frame folder, or a folder of those
     (every video in it)."""
     folder = Path(path)
@@ -116,16 +116,16 @@ def open_footage(path: str | Path) -> list[Video]:
         of_videos = folder.is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
     except OSError:  # a folder that cannot be listed: list_videos names it (was: a PermissionError traceback)
         of_videos = True
-    return list_videos(folder) if of_videos else [open_video(folder)]
+    return list_videos(folder, pixel_range) if of_videos else [open_video(folder, pixel_range)]
 
 
-def footage_videos(videos: object) -> list[Video]:
+def footage_videos(videos: object, pixel_range: list[int] | tuple[int, ...] = ()) -> list[Video]:
     """Calibration footage as given to ``calibrate`` or an int8 ``export.export_onnx``: a list (or tuple) of videos
     (``mnad.data.Video``) or paths (``open_footage``: files, frame folders, folders of them), opened; anything else is
     one ``ConfigError`` (a single path is not a list: its characters would be taken for videos)."""
     if not isinstance(videos, list | tuple):
         raise ConfigError(f"the calibration footage must be a list of videos (mnad.data.Video or paths), got {type(videos).__name__}")
-    videos = [video for v in videos for video in (open_footage(v) if isinstance(v, str | Path) else [v])]
+    videos = [video for v in videos for video in (open_footage(v, pixel_range) if isinstance(v, str | Path) else [v])]
     if not all(isinstance(v, Video) for v in videos):
         raise ConfigError("the calibration footage must be a list of videos (mnad.data.Video or paths), got "
                           + ", ".join(sorted({type(v).__name__ for v in videos if not isinstance(v, Video)})))

@@ -367,7 +367,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     else:
         if str(args.checkpoint) in PRETRAINED:  # its name is no path: the current folder's holdout.json is no part of it
             raise ConfigError(f"{args.checkpoint}: a shipped model keeps no held-out footage; pass --data with normal footage of your camera")
-        videos = holdout_videos(Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent)
+        videos = holdout_videos(Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent,
+                                config.model.pixel_range)
     trained = training_record(args.checkpoint)  # carried on: the footage (never calibrate on it) and the epochs
     calibration = calibrate(model, config, videos, smoothing=config.eval.smoothing if args.smoothing is not None else None,
                             trained_on=trained.get("footage", []), device=config.train.device, progress=not args.quiet,
@@ -402,7 +403,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.calibration_data:  # normal footage, as `mnad calibrate --data` takes it
         videos = args.calibration_data  # paths: export_onnx opens them (calibrate.open_footage)
     else:
-        videos = split_videos(args.data_root, config.dataset, "training") if args.data_root else []
+        videos = split_videos(args.data_root, config.dataset, "training", config.model.pixel_range) if args.data_root else []
     path = export_onnx(model, config, args.out, int8=args.int8, calibration=videos, overwrite=args.overwrite,
                        **given(args, "calibration_clips"))
     kind = "int8 (convolutions quantised)" if args.int8 else "fp32"

@@ -289,7 +289,7 @@ class _Detection:
         self.raw.pop(i - self.config.model.t_length, None)
         self.times = (item.time, item.time) if self.times is None else (self.times[0], item.time)
         m = self.config.model
-        return prepare_frame(item.image, m.image_size, m.channels, self.frames.name)
+        return prepare_frame(item.image, m.image_size, m.channels, self.frames.name, m.pixel_range)
 
     def score(self, row: FrameResult) -> None:
         """Events and outputs of one scored frame. Its row is written now and never rewritten, so its alert (the column,

@@ -243,7 +243,7 @@ def evaluate(
         check_fps(fps)
     elif fps is not None:
         raise ConfigError("--fps applies to --protocol stream only (the published protocol has no time)")
-    videos = split_videos(data_root, config.dataset, "testing")
+    videos = split_videos(data_root, config.dataset, "testing", config.model.pixel_range)
     if labels_path is None:
         labels_path = find_label_file(dataset_dir(data_root, config.dataset), config.dataset)
         if labels_path is None:

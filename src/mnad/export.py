@@ -76,7 +76,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     check_same_model(model, config)  # the sidecar's config must describe the graph (was: another memory size recorded)
     if calibration_clips is not None:
         check_count("--calibration-clips", calibration_clips)
-    calibration = footage_videos(calibration)
+    calibration = footage_videos(calibration, config.model.pixel_range)
     if int8 and not calibration:
         raise ConfigError("an int8 export is calibrated on normal footage: give the training videos (--data-root or --calibration-data)")
     if (calibration or calibration_clips is not None) and not int8:

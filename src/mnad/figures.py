@@ -46,7 +46,7 @@ def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:
     except DataError:  # not a benchmark layout (own footage), or no data root: training_videos reads it or says why
         has_testing = False
     if has_testing:
-        return split_videos(data, config.dataset, "testing")
+        return split_videos(data, config.dataset, "testing", config.model.pixel_range)
     from mnad.train import training_videos
 
     return training_videos(config, data)

@@ -69,11 +69,11 @@ RESUME_FIXED = ("epochs", "batch_size", "lr", "lambda_compact", "lambda_separate
 def training_videos(config: Config, data_root: str | Path) -> list[Video]:
     """The training split of a benchmark layout, or, for own footage, every video in the folder."""
     if config.dataset:
-        return split_videos(data_root, config.dataset, "training")
+        return split_videos(data_root, config.dataset, "training", config.model.pixel_range)
     # a layout with a training split is read as one: a problem inside it is reported as it is (was: any error there
     # made the root itself read as a folder of videos, and the message named training/ instead of the bad folder)
     found = find_split(data_root, "", "training")
-    return list_videos(found if found is not None else data_root)
+    return list_videos(found if found is not None else data_root, config.model.pixel_range)
 
 
 def split_holdout(
@@ -105,8 +105,9 @@ def training_clips(videos: list[Video]) -> list[list]:
     return [[v.name, len(v)] for v in videos]
 
 
-def holdout_videos(run_dir: str | Path) -> list[FrameRange]:
-    """The held-out frames recorded by a training run (``holdout.json`` in its folder)."""
+def holdout_videos(run_dir: str | Path, pixel_range: list[int] | tuple[int, ...] = ()) -> list[FrameRange]:
+    """The held-out frames recorded by a training run (``holdout.json`` in its folder), 16-bit frames mapped by
+    ``pixel_range`` (the model's ``model.pixel_range``)."""
     path = Path(run_dir) / HOLDOUT_FILE
     if not path.is_file():
         raise DataError(f"{run_dir}: the run kept no held-out footage ({HOLDOUT_FILE} missing); pass --data")
@@ -126,7 +127,7 @@ def holdout_videos(run_dir: str | Path) -> list[FrameRange]:
                         "0 <= start < stop); pass --data")
     ranges = []
     for r in records:
-        video = open_video(r["path"])
+        video = open_video(r["path"], pixel_range)
         if r["stop"] > len(video):
             raise DataError(f"{path}: held-out frames {r['start']}:{r['stop']} of {r['path']}, which has {len(video)} frames "
                             "(the footage changed since training?); pass --data")
