@@ -12,6 +12,99 @@ import numpy as np
 from mnad.events import anomalies
 from mnad.outputs import VideoRows
 
+# A long video (a day of one camera at ~12 frames/s is 1 M frames) is drawn as what its picture can show: matplotlib
+# draws a million-point line in seconds, and a timeline has about 800 pixel columns. Shorter inputs (Ped2's videos,
+# 120-180 frames; a whole test set's pooled ROC) are drawn point for point, as before.
+TIMELINE_COLUMNS = 2000  # columns a long timeline is thinned to: 2.5 per pixel column of its ~800-pixel axes
+ROC_STEPS = 4000  # steps of fpr + tpr (0 to 2) a long ROC is thinned to: no point of it moves by more than 2/4000
+THIN_ABOVE = 8000  # a line of more points than this is thinned (a thinned one has at most about this many)
+
+
+def envelope(x: np.ndarray, y: np.ndarray, columns: int = TIMELINE_COLUMNS) -> np.ndarray:
+    """The indices, in order, of the points of a line (``x`` nondecreasing) that draw what the whole line draws at
+    ``columns`` columns of equal width: in each column its first, last, lowest and highest point (the M4 reduction of
+    Jugel et al., 2014). Every peak and dip stays, each at its own x: a single-frame spike in a million frames is drawn."""
+    span = float(x[-1] - x[0])
+    column = np.minimum(((x - x[0]) * (columns / span)).astype(np.int64), columns - 1) if span > 0 else np.zeros(x.size, np.int64)
+    starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])
+    counts = np.diff(np.r_[starts, x.size])
+    segment = np.repeat(np.arange(starts.size), counts)
+    keep = [starts, starts + counts - 1]
+    for extreme in (np.minimum, np.maximum):
+        at = np.flatnonzero(y == np.repeat(extreme.reduceat(y, starts), counts))
+        keep.append(at[np.unique(segment[at], return_index=True)[1]])  # the first such point of each column
+    return np.unique(np.concatenate(keep))
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC curve (fpr, tpr) of 0/1 ``labels`` (both present) and finite ``scores``, the very points of
+    scikit-learn's ``roc_curve`` (with its default ``drop_intermediate``: corners only), in numpy: importing
+    sklearn.metrics takes seconds, more than a report of Ped2 takes to draw. ``roc_auc`` is its area."""
+    order = np.argsort(scores, kind="stable")[::-1]  # descending; the order within tied scores changes no sum below
+    ordered = scores[order]
+    ends = np.r_[np.flatnonzero(np.diff(ordered)), ordered.size - 1]  # the last frame at each distinct threshold
+    tps = np.cumsum(labels[order], dtype=np.float64)[ends]
+    fps = 1 + ends.astype(np.float64) - tps
+    if fps.size > 2:
+        corners = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps = fps[corners], tps[corners]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return fps / fps[-1], tps / tps[-1]
+
+
+def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    """The area under a ROC curve of ``roc_points`` (not thinned): scikit-learn's ``roc_auc_score`` of the same frames."""
+    return float(np.trapezoid(tpr, fpr))
+
+
+def thin_roc(fpr: np.ndarray, tpr: np.ndarray, steps: int = ROC_STEPS) -> tuple[np.ndarray, np.ndarray]:
+    """A long ROC curve (more than ``THIN_ABOVE`` points) as at most 2 * ``steps`` of its points, its first (0, 0)
+    and last (1, 1) among them; shorter curves are returned as they are. Along the curve fpr + tpr grows from 0 to 2:
+    the first and last point of each of ``steps`` equal steps of it are kept, so between two kept points the curve
+    stays in a box of at most 2 / ``steps`` (fpr + tpr): the drawn curve is the curve to a fraction of a pixel. The
+    AUC the plot writes is computed from the scores, not from the drawn points."""
+    if fpr.size <= THIN_ABOVE:
+        return fpr, tpr
+    step = np.minimum((fpr + tpr) * (steps / 2), steps - 1).astype(np.int64)
+    changes = np.flatnonzero(step[1:] != step[:-1])
+    keep = np.unique(np.r_[0, changes, changes + 1, fpr.size - 1])
+    return fpr[keep], tpr[keep]
+
+
+def _timeline_points(video: VideoRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frames and scores a timeline draws and the frames its memory-update ticks mark: all of them for a video of
+    at most ``THIN_ABOVE`` frames; for a longer one, the ``envelope`` of its scores (in frame order) and one update
+    tick per column (ticks closer than that are drawn over each other)."""
+    frame, score, updated = video.frame, video.score, video.frame[video.updated]
+    if frame.size <= THIN_ABOVE:
+        return frame, score, updated
+    if np.any(frame[1:] < frame[:-1]):  # a file in another order: its timeline is in frame order
+        order = np.argsort(frame, kind="stable")
+        frame, score = frame[order], score[order]
+    kept = envelope(frame, score)
+    if updated.size:
+        span = max(float(frame[-1] - frame[0]), 1.0)
+        column = np.minimum(((updated - frame[0]) * (TIMELINE_COLUMNS / span)).astype(np.int64), TIMELINE_COLUMNS - 1)
+        updated = updated[np.unique(column, return_index=True)[1]]
+    return frame[kept], score[kept], updated
+
+
+def _shaded(video: VideoRows) -> list[tuple[int, int]]:
+    """The labelled anomalies a timeline shades; in a video longer than ``THIN_ABOVE`` frames, anomalies less than a
+    column apart are shaded as one (a gap narrower than a pixel cannot be seen; a quarter of a million flickering
+    labels drawn one by one would take minutes)."""
+    runs = anomalies(video.frame, video.label)
+    if video.frame.size <= THIN_ABOVE or len(runs) <= TIMELINE_COLUMNS:
+        return runs
+    gap = (float(video.frame.max() - video.frame.min()) or 1.0) / TIMELINE_COLUMNS
+    merged = [runs[0]]
+    for first, last in runs[1:]:
+        if first - merged[-1][1] <= gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
 
 def figure(width: float, height: float, **kwargs: Any) -> Any:
     """A matplotlib Figure (constrained layout) of the given size in inches."""
@@ -49,8 +142,6 @@ def png_bytes(fig: Any, dpi: int = 100) -> bytes:
 
 
 def roc_png(videos: list[VideoRows]) -> bytes | None:
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     labelled = [v for v in videos if v.label is not None]
     if not labelled:
         return None
@@ -63,11 +154,13 @@ def roc_png(videos: list[VideoRows]) -> bytes | None:
     drawn = 0
     for v in labelled:
         if 0 < v.label.sum() < v.label.size:
-            fpr, tpr, _ = roc_curve(v.label, v.score)
+            fpr, tpr = thin_roc(*roc_points(v.label, v.score))
             ax.plot(fpr, tpr, color="0.75", lw=0.8, label=None if drawn else "per video")
             drawn += 1
-    fpr, tpr, _ = roc_curve(labels, scores)
-    ax.plot(fpr, tpr, color="C0", lw=2, label=f"all frames pooled (AUC {100 * roc_auc_score(labels, scores):.2f}%)")
+    fpr, tpr = roc_points(labels, scores)
+    auc = roc_auc(fpr, tpr)
+    fpr, tpr = thin_roc(fpr, tpr)
+    ax.plot(fpr, tpr, color="C0", lw=2, label=f"all frames pooled (AUC {100 * auc:.2f}%)")
     ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=0.8, label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title="ROC, frame level")
     ax.legend(loc="lower right", fontsize=8)
@@ -104,10 +197,10 @@ def timeline_png(video: VideoRows, auc: float | None, threshold: float | None = 
     fig = figure(10, 2.1)
     ax = fig.subplots()
     if video.label is not None:
-        for first, last in anomalies(video.frame, video.label):  # the anomalies the stream protocol counts
+        for first, last in _shaded(video):  # the anomalies the stream protocol counts
             ax.axvspan(first - 0.5, last + 0.5, color="C3", alpha=0.18, lw=0)
-    ax.plot(video.frame, video.score, color="C0", lw=1.1)
-    updated = video.frame[video.updated]
+    frame, score, updated = _timeline_points(video)
+    ax.plot(frame, score, color="C0", lw=1.1)
     low = min(0.0, float(video.score.min()), threshold if threshold is not None else 0.0)
     high = max(1.0, float(video.score.max()), threshold if threshold is not None else 1.0)
     if threshold is not None:

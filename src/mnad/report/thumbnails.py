@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from mnad.checkpoint import atomic_write_many
 from mnad.errors import DataError
 from mnad.outputs import SCORES_FILE, VideoRows, read_json_if_present, read_scores
 from mnad.report.inputs import thumbs_problem
-from mnad.scoring import abnormal_regions
+
+# mnad.checkpoint and mnad.scoring (torch, cv2) are imported where thumbnails are made: `mnad report`, which only reads
+# them, imports this module and would wait seconds for torch
 
 THUMBS_DIR = "thumbs"
 THUMBS_INDEX = "thumbs.json"
@@ -54,6 +55,8 @@ def localisation_image(frame: np.ndarray, error: np.ndarray, *, display: int = 1
     """Three panels as in the paper's Fig. 4: the frame, its prediction-error heatmap, and the regions whose error
     is above the frame's mean. ``frame``: uint8 (H, W, C) BGR or gray; ``error``: (H, W). Returns BGR uint8."""
     import cv2
+
+    from mnad.scoring import abnormal_regions
 
     bgr = frame if frame.ndim == 3 and frame.shape[2] == 3 else cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
     size = (display, display)
@@ -101,7 +104,9 @@ def write_thumbnails(
     """
     import cv2
 
+    from mnad.checkpoint import atomic_write_many
     from mnad.data import split_videos
+    from mnad.scoring import abnormal_regions
 
     rows = read_scores(Path(eval_dir) / SCORES_FILE)
     out = Path(report_dir) / THUMBS_DIR
