@@ -122,3 +122,16 @@ def test_summaries_are_rewritten_at_the_interval_not_once_a_frame(model_file: Pa
     times = [t for t, _, s in writes if s["frames_scored"] != 1]
     assert all(b - a >= interval - 1e-3 for a, b in zip(times, times[1:], strict=False))
     assert 2 <= len(writes) <= seconds / interval + 2 and len(writes) < summary["frames_scored"]
+
+
+def test_mnad_report_on_a_detect_run_that_never_ended_says_so(tmp_path: Path) -> None:
+    from mnad.errors import DataError
+    from mnad.report.build import find_report_sources
+
+    for complete, said in ((False, True), (True, False)):
+        folder = tmp_path / f"run_{complete}"
+        folder.mkdir()
+        (folder / SUMMARY_FILE).write_text(json.dumps({"complete": complete, "ended_by": None if not complete else "end of source"}))
+        with pytest.raises(DataError, match="not an evaluation") as caught:
+            find_report_sources(folder)
+        assert ("never ended" in str(caught.value)) is said

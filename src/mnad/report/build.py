@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -135,9 +136,15 @@ def find_report_sources(path: str | Path) -> tuple[Path, Path | None]:
         names = ", ".join(str(p.relative_to(path)) for p in reports + bare)
         raise DataError(f"{path}: several reports or evaluations ({names}); name one")
     if (path / SUMMARY_FILE).is_file() or (path / EVENTS_JSONL).is_file():  # said, not left to look like a lost file
+        try:
+            never_ended = json.loads((path / SUMMARY_FILE).read_text()).get("complete") is False
+        except (OSError, ValueError, AttributeError):
+            never_ended = False
+        ended = (f"; its {SUMMARY_FILE} says this run never ended (\"complete\": false: still running, or killed; "
+                 "docs/detect.md, Outputs)") if never_ended else ""
         raise DataError(f"{path}: an `mnad detect` output ({SUMMARY_FILE}, {EVENTS_JSONL}), not an evaluation: `mnad report` "
                         f"draws the page of `mnad evaluate --out DIR` ({METRICS_FILE}, {SCORES_FILE}); a detect run's results are "
-                        f"its {SUMMARY_FILE}, {EVENTS_CSV} and {SCORES_FILE}")
+                        f"its {SUMMARY_FILE}, {EVENTS_CSV} and {SCORES_FILE}{ended}")
     raise DataError(f"{path}: no {METRICS_FILE} here or in a sub-folder (run `mnad evaluate --out DIR` first)")
 
 
