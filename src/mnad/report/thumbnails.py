@@ -113,7 +113,7 @@ def write_thumbnails(
     out.mkdir(parents=True, exist_ok=True)
     old_index = out / THUMBS_INDEX
     earlier = _indexed_files(old_index)  # an earlier report's thumbnails: removed once this one's are written
-    videos = {v.name: v for v in split_videos(data_root, config.dataset, "testing")}
+    videos = {v.name: v for v in split_videos(data_root, config.dataset, "testing", config.model.pixel_range)}
     m = config.model
     entries = []
     files: dict[Path, bytes] = {}
