@@ -6,7 +6,7 @@ load, with another mnad: a folder holding its package (``mkdir /tmp/old && git a
 /tmp/old``, then ``--compare /tmp/old/src``), or only the plots of another copy of report/plots.py (``git show
 <commit>:src/mnad/report/plots.py > /tmp/old_plots.py``). Prints; writes nothing to results/.
 
-    .venv/bin/python benchmarks/report_large.py --rows 1000000 [--videos 1] [--repeat 3] [--compare /tmp/old/src]
+    .venv/bin/python benchmarks/report_large.py --rows 1000000 [--videos 1] [--repeat 3] [--flicker] [--compare /tmp/old/src]
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ print(json.dumps({"seconds": time.perf_counter() - start, "code": code}))
 """
 
 
-def evaluation_folder(folder: Path, rows: int, videos: int) -> Path:
-    """Scores as a long camera day looks: noise, a few labelled anomalies scored higher, single-frame spikes."""
+def evaluation_folder(folder: Path, rows: int, videos: int, *, flicker: bool = False) -> Path:
+    """Scores as a long camera day looks: noise, a few labelled anomalies scored higher, single-frame spikes; with
+    ``flicker``, half the frames labelled abnormal at random (a quarter of a million anomalies per million frames)."""
     rng = np.random.default_rng(0)
     per = rows // videos
     made = []
@@ -52,6 +53,8 @@ def evaluation_folder(folder: Path, rows: int, videos: int) -> Path:
         label = np.zeros(per, int)
         for start in rng.integers(0, per - 2000, 20):
             label[start:start + rng.integers(100, 2000)] = 1
+        if flicker:
+            label = (rng.random(per) < 0.5).astype(int)
         score = np.clip(rng.normal(0.3, 0.1, per) + 0.15 * label, 0, 1)  # overlapping: a ROC of ~10^5 corners
         score[rng.integers(0, per, 10)] = 1.0  # single-frame spikes
         made.append(SimpleNamespace(name=f"camera{k}", frames=np.arange(per) + 4, psnr=40 - 20 * score, patch_psnr=30 - 20 * score,
@@ -81,13 +84,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--videos", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--flicker", action="store_true", help="half the frames labelled abnormal at random")
     parser.add_argument("--compare", type=Path, help="another mnad (a folder holding its package) or report/plots.py, timed too")
     args = parser.parse_args()
     variants = {"this tree": ""}
     if args.compare:
         variants[str(args.compare)] = str(args.compare.resolve())
     with tempfile.TemporaryDirectory() as tmp:
-        folder = evaluation_folder(Path(tmp) / "eval", args.rows, args.videos)
+        folder = evaluation_folder(Path(tmp) / "eval", args.rows, args.videos, flicker=args.flicker)
         size = (folder / outputs.SCORES_FILE).stat().st_size / 1e6
         print(f"scores.csv {size:.0f} MB, {args.rows // args.videos * args.videos} rows, {args.videos} videos")
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
