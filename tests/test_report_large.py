@@ -108,23 +108,6 @@ def test_a_long_roc_is_thinned_to_its_shape_with_its_auc_and_ends_exact(drawn: l
     assert len(per_video) == 2 and all(line.get_xdata().size <= 2 * plots.ROC_STEPS + 2 for line in per_video)
 
 
-@pytest.mark.parametrize("ties", [False, True], ids=["distinct", "tied"])
-def test_the_roc_points_are_scikit_learns(ties: bool) -> None:
-    """The report computes its ROC in numpy (importing sklearn.metrics took seconds of each `mnad report`): the same
-    points and AUC as scikit-learn's roc_curve and roc_auc_score."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    rng = np.random.default_rng(2)
-    label = (rng.random(3000) < 0.3).astype(int)
-    score = rng.normal(0, 1, 3000) + label
-    if ties:
-        score = np.round(score, 1)
-    fpr, tpr = plots.roc_points(label, score)
-    expected_fpr, expected_tpr, _ = roc_curve(label, score)
-    assert np.array_equal(fpr, expected_fpr) and np.array_equal(tpr, expected_tpr)
-    assert plots.roc_auc(fpr, tpr) == roc_auc_score(label, score)
-
-
 def test_short_inputs_are_drawn_point_for_point(drawn: list) -> None:
     """Ped2's videos (120-180 frames) and anything up to THIN_ABOVE points are drawn as before the thinning: the same
     points, so the same pictures (checked byte for byte against the plots before it when this was written)."""

@@ -36,27 +36,6 @@ def envelope(x: np.ndarray, y: np.ndarray, columns: int = TIMELINE_COLUMNS) -> n
     return np.unique(np.concatenate(keep))
 
 
-def roc_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ROC curve (fpr, tpr) of 0/1 ``labels`` (both present) and finite ``scores``, the very points of
-    scikit-learn's ``roc_curve`` (with its default ``drop_intermediate``: corners only), in numpy: importing
-    sklearn.metrics takes seconds, more than a report of Ped2 takes to draw. ``roc_auc`` is its area."""
-    order = np.argsort(scores, kind="stable")[::-1]  # descending; the order within tied scores changes no sum below
-    ordered = scores[order]
-    ends = np.r_[np.flatnonzero(np.diff(ordered)), ordered.size - 1]  # the last frame at each distinct threshold
-    tps = np.cumsum(labels[order], dtype=np.float64)[ends]
-    fps = 1 + ends.astype(np.float64) - tps
-    if fps.size > 2:
-        corners = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
-        fps, tps = fps[corners], tps[corners]
-    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
-    return fps / fps[-1], tps / tps[-1]
-
-
-def roc_auc(fpr: np.ndarray, tpr: np.ndarray) -> float:
-    """The area under a ROC curve of ``roc_points`` (not thinned): scikit-learn's ``roc_auc_score`` of the same frames."""
-    return float(np.trapezoid(tpr, fpr))
-
-
 def thin_roc(fpr: np.ndarray, tpr: np.ndarray, steps: int = ROC_STEPS) -> tuple[np.ndarray, np.ndarray]:
     """A long ROC curve (more than ``THIN_ABOVE`` points) as at most 2 * ``steps`` of its points, its first (0, 0)
     and last (1, 1) among them; shorter curves are returned as they are. Along the curve fpr + tpr grows from 0 to 2:
@@ -142,6 +121,8 @@ def png_bytes(fig: Any, dpi: int = 100) -> bytes:
 
 
 def roc_png(videos: list[VideoRows]) -> bytes | None:
+    from sklearn.metrics import roc_auc_score, roc_curve  # scikit-learn's ROC, as the evaluation's AUC is
+
     labelled = [v for v in videos if v.label is not None]
     if not labelled:
         return None
@@ -154,12 +135,11 @@ def roc_png(videos: list[VideoRows]) -> bytes | None:
     drawn = 0
     for v in labelled:
         if 0 < v.label.sum() < v.label.size:
-            fpr, tpr = thin_roc(*roc_points(v.label, v.score))
+            fpr, tpr = thin_roc(*roc_curve(v.label, v.score)[:2])
             ax.plot(fpr, tpr, color="0.75", lw=0.8, label=None if drawn else "per video")
             drawn += 1
-    fpr, tpr = roc_points(labels, scores)
-    auc = roc_auc(fpr, tpr)
-    fpr, tpr = thin_roc(fpr, tpr)
+    auc = roc_auc_score(labels, scores)
+    fpr, tpr = thin_roc(*roc_curve(labels, scores)[:2])
     ax.plot(fpr, tpr, color="C0", lw=2, label=f"all frames pooled (AUC {100 * auc:.2f}%)")
     ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=0.8, label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title="ROC, frame level")
