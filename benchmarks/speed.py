@@ -81,7 +81,7 @@ SETTINGS = {"full": CONFIGS["settings"]["full"], "quick": CONFIGS["settings"]["f
 
 def write_results(path: str | Path, result: dict, *, indent: int = 2) -> Path:
     """A benchmark's JSON results, written atomically (an interrupted run leaves the previous file whole)."""
-    from mnad.checkpoint import atomic_write
+    from mnad.atomic import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ import json
 import re
 from pathlib import Path
 
-from mnad.checkpoint import atomic_write, load_model
+from mnad.atomic import atomic_write
+from mnad.checkpoint import load_model
 from mnad.evaluate import evaluate
 from mnad.outputs import read_train_log
 from mnad.train import LOG_FILE

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mnad.checkpoint import CONFIG_FILE, LOCK_FILE, MODEL_FILE, TRAIN_STATE_FILE, atomic_write, run_files
+from mnad.atomic import atomic_write
+from mnad.checkpoint import CONFIG_FILE, LOCK_FILE, MODEL_FILE, TRAIN_STATE_FILE, run_files
 from mnad.outputs import TRAIN_LOG, read_train_log
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -389,7 +389,7 @@ def test_output_directory_that_cannot_be_written(root: Path, tmp_path: Path, mon
 
     import mnad.checkpoint
 
-    monkeypatch.setattr(mnad.checkpoint.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(mnad.atomic.tempfile, "mkstemp", denied)
     with pytest.raises(DataError, match=r"config.json: cannot write \(Permission denied\)"):
         train(tiny_config(), root, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "config.json").exists()

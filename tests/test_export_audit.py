@@ -21,7 +21,8 @@ from conftest import frames_folder, tiny_config
 
 import mnad.aot
 import mnad.calibrate
-from mnad.checkpoint import atomic_write, load_model, save_model
+from mnad.atomic import atomic_write
+from mnad.checkpoint import load_model, save_model
 from mnad.cli import main
 from mnad.data import Video, open_video
 from mnad.errors import CheckpointError, ConfigError, DataError

@@ -23,7 +23,8 @@ from conftest import tiny_config
 from safetensors.torch import load_file
 
 import mnad.checkpoint as checkpoint
-from mnad.checkpoint import MODEL_FILE, TEMP_SUFFIX, TRAIN_STATE_FILE, load_model, read_checkpoint, save_checkpoint, save_model
+from mnad.atomic import TEMP_SUFFIX
+from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, load_model, read_checkpoint, save_checkpoint, save_model
 from mnad.cli import main
 from mnad.config import Config
 from mnad.errors import CheckpointError, DataError

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from mnad import outputs
 from mnad import train as train_module
-from mnad.checkpoint import atomic_write_many, read_checkpoint
+from mnad.atomic import atomic_write_many
+from mnad.checkpoint import read_checkpoint
 from mnad.config import Config
 from mnad.detect import DetectOptions, detect
 from mnad.errors import Terminated

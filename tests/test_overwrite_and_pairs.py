@@ -15,7 +15,8 @@ import cv2
 import pytest
 from conftest import frames_folder
 
-from mnad.checkpoint import atomic_write_many, load_model
+from mnad.atomic import atomic_write_many
+from mnad.checkpoint import load_model
 from mnad.cli import main
 from mnad.detect import DetectOptions, detect
 from mnad.errors import DataError

@@ -22,7 +22,8 @@ from conftest import tiny_config
 import mnad
 import mnad.checkpoint as checkpoint
 import mnad.train as train_module
-from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, atomic_write, atomic_write_many, read_checkpoint
+from mnad.atomic import atomic_write, atomic_write_many
+from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, read_checkpoint
 from mnad.cli import build_parser, main
 from mnad.config import Config, recipe_names
 from mnad.data import find_label_file, load_labels, split_videos

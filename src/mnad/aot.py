@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mnad.checkpoint import atomic_write, load_model, save_model, weights_digest
+from mnad.atomic import atomic_write
+from mnad.checkpoint import load_model, save_model, weights_digest
 from mnad.config import Config
 from mnad.errors import ConfigError
 from mnad.model import MNAD

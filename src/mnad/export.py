@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnad.atomic import atomic_write_many
 from mnad.calibrate import footage_videos
-from mnad.checkpoint import atomic_write_many, is_onnx_export
+from mnad.checkpoint import is_onnx_export
 from mnad.config import Config, check_count, check_same_model
 from mnad.data.sources import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError

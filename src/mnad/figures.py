@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnad.checkpoint import atomic_write_many
+from mnad.atomic import atomic_write_many
 from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video, split_videos, to_tensor
 from mnad.data.clips import spread_clips

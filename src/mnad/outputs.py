@@ -92,7 +92,7 @@ def check_replace(paths: list[Path], *, overwrite: bool, option: str = "--out") 
     """The one rule for a command's outputs where an earlier result already is: the files (or folders) this command
     would write at ``paths`` (under ``option``), where any exists, are refused unless ``overwrite``; called by the
     API before any work, not when it writes. With ``overwrite`` the earlier files stay whole until the new ones
-    replace them: every write is atomic (``checkpoint.atomic_write_many``), a set of files all or none. (A training
+    replace them: every write is atomic (``atomic.atomic_write_many``), a set of files all or none. (A training
     run's folder and a detect folder, written over hours, refuse an earlier run the same way, in
     ``checkpoint.check_run_folder`` and ``detect.detect``, and keep it aside until the new run has its own result:
     ``checkpoint.set_aside_run``, ``DetectFolder``.)"""
@@ -433,7 +433,7 @@ def check_evaluation_output(out_dir: str | Path, *, overwrite: bool = False, opt
 def write_evaluation(out_dir: str | Path, videos: list[ScoredVideo], metrics: dict, config: dict) -> None:
     """scores.csv and metrics.json into ``out_dir``, both or neither: a failure (e.g. a full disk) leaves no
     scores.csv without its metrics.json."""
-    from mnad.checkpoint import atomic_write_many
+    from mnad.atomic import atomic_write_many
 
     out_dir = Path(out_dir)
     scores = scores_csv_bytes(videos)
@@ -651,7 +651,7 @@ class DetectWriter:
         writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(Event)])  # the header even without events
         writer.writeheader()
         writer.writerows(asdict(e) for e in events)
-        from mnad.checkpoint import atomic_write_many
+        from mnad.atomic import atomic_write_many
 
         atomic_write_many({self.out_dir / EVENTS_CSV: table.getvalue().encode(),
                            self.out_dir / SUMMARY_FILE: json.dumps(summary, indent=2).encode()})
@@ -664,7 +664,7 @@ def wall_clock(seconds: float) -> str:
 
 def write_detect_summary(out_dir: Path, summary: dict) -> None:
     """The summary.json of a run over several sources, beside their folders (each holds a run's files), atomically."""
-    from mnad.checkpoint import atomic_write
+    from mnad.atomic import atomic_write
 
     atomic_write(Path(out_dir) / SUMMARY_FILE, json.dumps(summary, indent=2).encode())
 

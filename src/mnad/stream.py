@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from mnad.aot import AotStep
-from mnad.checkpoint import atomic_write, tensor_digest, weights_digest
+from mnad.atomic import atomic_write
+from mnad.checkpoint import tensor_digest, weights_digest
 from mnad.config import Config, check_count
 from mnad.data import split_clip, to_tensor
 from mnad.distributed import checked_device, native_bf16

@@ -26,17 +26,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mnad import distributed
+from mnad.atomic import atomic_write, remove_stale_temps
 from mnad.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
     TRAIN_STATE_FILE,
     RunFolderLock,
-    atomic_write,
     check_run_folder,
     discard_earlier_run,
     non_finite,
     read_checkpoint,
-    remove_stale_temps,
     save_checkpoint,
     save_model,
     set_aside_run,

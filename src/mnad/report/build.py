@@ -57,7 +57,7 @@ def build_report(
     else the evaluation folder is the report folder and the run folder that folder or the one above it, whichever
     holds a train_log.jsonl or config.json (``is_run_dir``).
     """
-    from mnad.checkpoint import atomic_write
+    from mnad.atomic import atomic_write
 
     report_dir = Path(report_dir)
     provenance, eval_path, run_path = _sources(report_dir, Path(eval_dir) if eval_dir else None, Path(run_dir) if run_dir else None)

@@ -129,7 +129,7 @@ def collect_provenance(
 
 
 def write_provenance(report_dir: Path, record: dict) -> None:
-    from mnad.checkpoint import atomic_write
+    from mnad.atomic import atomic_write
 
     atomic_write(report_dir / PROVENANCE_FILE, json.dumps(record, indent=2).encode())
 

@@ -104,7 +104,7 @@ def write_thumbnails(
     """
     import cv2
 
-    from mnad.checkpoint import atomic_write_many
+    from mnad.atomic import atomic_write_many
     from mnad.data import split_videos
     from mnad.scoring import abnormal_regions
 

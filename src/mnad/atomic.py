@@ -1,0 +1,118 @@
+"""Atomic writes: a reader sees a file's old version or its new one, never a part; several files that belong
+together are replaced all or none. Its own module, without torch, so that what writes only JSON, CSV or HTML (the
+report, detect's outputs) does not import it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mnad.errors import DataError, MNADError, os_reason
+from mnad.interrupts import held_interrupts
+
+TEMP_SUFFIX = ".tmp"  # atomic writes go to ``.<name>.<random>.tmp`` beside the target, then are renamed
+
+
+def atomic_write(path: Path, data: bytes, *, error: type[MNADError] = DataError) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    A failure (disk full, no permission, ...) leaves the previous file as it was and no temporary file, and is
+    raised as ``error`` naming ``path``.
+    """
+    atomic_write_many({Path(path): data}, error=error)
+
+
+def atomic_write_many(files: dict[Path, bytes], *, error: type[MNADError] = DataError) -> None:
+    """Write several files that belong together, all or none: every target is checked (no folder in the way) and
+    every file written and flushed to a temporary name first, then they are renamed; a rename that still fails puts
+    back the files the earlier renames replaced, so a failure leaves only the previous files."""
+    temps: dict[Path, str] = {}
+    kept: dict[Path, str] = {}  # each replaced file's previous version, linked aside until every rename succeeded
+    current = next(iter(files), Path("."))
+    umask = _umask()
+    try:
+        for current in files:  # before anything is written: the first rename must not be the only one to land
+            if current.is_dir():
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(current))
+        for current, data in files.items():
+            current.parent.mkdir(parents=True, exist_ok=True)
+            fd, temps[current] = tempfile.mkstemp(dir=current.parent, prefix=f".{current.name}.", suffix=TEMP_SUFFIX)
+            try:  # mkstemp creates 0600: give the file the mode open() would (an existing file keeps its own)
+                os.fchmod(fd, _mode_of(current, umask))
+            except BaseException:
+                os.close(fd)
+                raise
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for current in files:
+            if os.path.lexists(current):
+                kept[current] = _keep_aside(current)
+        with held_interrupts():  # files that belong together are renamed all, or none, even on Ctrl-C
+            done: list[Path] = []
+            try:
+                for current, tmp in temps.items():
+                    os.replace(tmp, current)
+                    done.append(current)
+            except OSError:
+                _put_back(done, kept)
+                raise
+    except OSError as exc:
+        reason = os_reason(exc)
+        raise error(f"{current}: cannot write ({reason}); the previous file, if any, is unchanged") from exc
+    finally:
+        for tmp in (*temps.values(), *kept.values()):
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _keep_aside(path: Path) -> str:
+    """A second name for ``path``'s current file (a hard link; a copy where the file system has none), beside it."""
+    aside = str(path.with_name(f".{path.name}.{os.urandom(4).hex()}.old{TEMP_SUFFIX}"))  # cleared as a stale temp if killed
+    try:
+        os.link(path, aside, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(path, aside, follow_symlinks=False)
+    return aside
+
+
+def _put_back(done: list[Path], kept: dict[Path, str]) -> None:
+    """Undo the renames done: each target gets its previous file back, or is removed when it had none."""
+    for target in reversed(done):
+        if target in kept:
+            os.replace(kept.pop(target), target)
+        else:
+            target.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (os.umask sets it to read it)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode_of(path: Path, umask: int) -> int:
+    """The permissions a plain open(path, "w") gives: an existing file's own, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o666 & ~umask
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (``.<name>.<random>.tmp``); returns them."""
+    stale = [p for p in Path(folder).glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
