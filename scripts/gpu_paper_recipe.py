@@ -281,7 +281,8 @@ def seed_worker(args: argparse.Namespace) -> int:
         if torch.cuda.is_available() and config.train.device.startswith("cuda"):
             result["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
         started = time.time()
-        metrics = evaluate(model, config, root, out_dir=run_dir / "eval", device=config.train.device, progress=False)
+        metrics = evaluate(model, config, root, out_dir=run_dir / "eval", device=config.train.device, progress=False,
+                           overwrite=True)
         result.update(eval_seconds=round(time.time() - started, 1), micro_auc=metrics["micro_auc"], macro_auc=metrics["macro_auc"],
                       per_video_auc=metrics["per_video_auc"], frames_scored=metrics["frames_scored"])
         print(f"seed {args.seed}: micro AUC {metrics['micro_auc']}, macro AUC {metrics['macro_auc']}", flush=True)

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         save_model(Path(tmp) / "calibrated.safetensors", model, with_calibration(config, cal))
         model_c, config_c = load_model(Path(tmp) / "calibrated.safetensors")
-    headline = evaluate(model_c, config_c, args.data_root, out_dir=out, protocol="stream", fps=args.fps)
+    headline = evaluate(model_c, config_c, args.data_root, out_dir=out, protocol="stream", fps=args.fps, overwrite=True)
     print(f"stream protocol: micro AUC {headline['micro_auc']:.4f}", flush=True)
 
     # 3. every attempt from the raw terms of those two scoring passes (the test terms as evaluate wrote them: the
