@@ -139,3 +139,12 @@ def test_a_long_timeline_in_another_order_is_drawn_in_frame_order(drawn: list) -
     plots.timeline_png(reverse, None)
     x, y = lines(drawn[0])[0].get_data()
     assert np.all(np.diff(x) > 0) and (123, 1.0) in set(zip(x.tolist(), y.tolist(), strict=True))
+
+
+def test_the_report_and_detects_writers_import_no_torch() -> None:
+    """Writing a page or a detect output is file work: importing torch for it cost about 5 s of each `mnad report`."""
+    import subprocess
+    import sys
+
+    code = "import sys, mnad.report.build, mnad.outputs, mnad.atomic; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
