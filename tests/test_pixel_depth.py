@@ -131,3 +131,25 @@ def test_a_model_saved_before_the_setting_loads_and_reads_frames_as_before() -> 
     assert "pixel_range" not in stored["model"]  # saved before the field existed
     _, config = load_model(path)
     assert config.model.pixel_range == []
+
+
+def test_detects_annotated_video_shows_a_12bit_camera_as_the_model_sees_it(tmp_path: Path) -> None:
+    """The annotated video maps 16-bit frames by the model's pixel range, as the model read them (was: the high byte,
+    a 12-bit camera's picture nearly black)."""
+    import torch
+    from conftest import tiny_config
+
+    from mnad.checkpoint import save_model
+    from mnad.detect import DetectOptions, detect
+    from mnad.model.mnad import MNAD
+
+    torch.manual_seed(0)
+    config = tiny_config().override(["model.pixel_range=[0, 4095]"])
+    save_model(tmp_path / "m.safetensors", MNAD(config.model), config)
+    model, config = load_model(tmp_path / "m.safetensors")
+    folder = twelve_bit_folder(tmp_path, frames=config.model.t_length + 2)
+    detect(model, config, [str(folder)], tmp_path / "o", DetectOptions(save_video=True), progress=False)
+    capture = cv2.VideoCapture(str(tmp_path / "o" / "annotated.mp4"))
+    ok, picture = capture.read()
+    capture.release()
+    assert ok and np.median(picture[: picture.shape[1] // 2]) > 60  # the ramp mapped onto 0..255, not its high byte (0..15)

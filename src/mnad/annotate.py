@@ -13,6 +13,7 @@ from collections import deque
 import cv2
 import numpy as np
 
+from mnad.data.sources import to_8bit
 from mnad.scoring import abnormal_regions
 
 ALERT_RED = (40, 40, 230)  # BGR
@@ -32,8 +33,9 @@ def video_size(height: int, width: int) -> tuple[int, int]:
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:
+    """A frame as BGR uint8 (``mnad detect`` maps a 16-bit one by the model's pixel range first; else its high byte)."""
     if image.dtype != np.uint8:
-        image = (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else np.clip(image, 0, 255).astype(np.uint8)
+        image = to_8bit(image, "frame")
     if image.ndim == 2 or image.shape[2] == 1:
         return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
     return image[:, :, :3].copy()

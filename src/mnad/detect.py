@@ -40,7 +40,7 @@ from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
 from mnad.calibrate import alert_window
 from mnad.checkpoint import is_onnx_export, load_model
 from mnad.config import Config
-from mnad.data.sources import FrameSource, RawFrame, SourceOptions, is_live, prepare_frame
+from mnad.data.sources import FrameSource, RawFrame, SourceOptions, is_live, prepare_frame, to_8bit
 from mnad.errors import ConfigError, DataError, Terminated, printable
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
@@ -317,7 +317,9 @@ class _Detection:
             self.history.append(row.smoothed)
             if self.video_size is None:
                 self.video_size = video_size(*shown.image.shape[:2])
-            picture = annotated_frame(shown.image, row.error_map, frame=row.index, seconds=shown.time, smoothed=row.smoothed,
+            # as the model saw it: a 16-bit frame mapped by model.pixel_range (its warning, if any, already said)
+            image = to_8bit(shown.image, self.frames.name, self.config.model.pixel_range)
+            picture = annotated_frame(image, row.error_map, frame=row.index, seconds=shown.time, smoothed=row.smoothed,
                                       threshold=self.threshold, alert=alert, history=self.history, fps=self.frames.fps,
                                       size=self.video_size, region_sigma=self.options.region_sigma)
             if self.video is None:
