@@ -81,7 +81,7 @@ SCORING_FLAG_HELP = {
 KEPT_WHEN_STOPPED = {
     "train": "the last finished epoch is kept: continue with --resume",  # when one had finished (kept_when_stopped)
     "detect": "the outputs of the frames scored so far are written",
-    "demo": "its training stopped part way: run it again with --overwrite",
+    "demo": "the demo stopped part way (making its scene, training or evaluating): run it again with --overwrite",
 }
 NOTHING_WRITTEN = "nothing was written"
 NO_EPOCH_FINISHED = "no epoch had finished, so there is no checkpoint to resume: start it again with --overwrite"
