@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     model, config = load_model(args.run)
     config = config.override([f"eval.psnr_region={args.psnr_region}", f"eval.distance_region={args.distance_region}",
                               f"eval.test_update={str(not args.no_test_update).lower()}"])
-    held = holdout_videos(args.run)
+    held = holdout_videos(args.run, config.model.pixel_range)
     print(f"held-out videos: {', '.join(v.name for v in held)}", flush=True)
 
     # 1. calibration on the held-out videos with `mnad calibrate`'s function
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # 3. every attempt from the raw terms of those two scoring passes (the test terms as evaluate wrote them: the
     # memory updates do not depend on the normalisation)
-    tests = split_videos(args.data_root, config.dataset, "testing")
+    tests = split_videos(args.data_root, config.dataset, "testing", config.model.pixel_range)
     labels = load_labels(find_label_file(dataset_dir(args.data_root, config.dataset), config.dataset), tests)
     test_scores = test_terms(out / SCORES_FILE)
     attach_labels(test_scores, labels)

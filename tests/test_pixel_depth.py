@@ -153,3 +153,22 @@ def test_detects_annotated_video_shows_a_12bit_camera_as_the_model_sees_it(tmp_p
     ok, picture = capture.read()
     capture.release()
     assert ok and np.median(picture[: picture.shape[1] // 2]) > 60  # the ramp mapped onto 0..255, not its high byte (0..15)
+
+
+def test_videos_opened_without_the_models_range_are_refused(tmp_path: Path) -> None:
+    """Calibration footage (and figures' videos) given as Video objects must read 16-bit frames as the model does: a
+    video opened without the range would give thresholds from frames the model never saw (values 0..15)."""
+    from mnad.calibrate import footage_videos
+
+    folder = twelve_bit_folder(tmp_path)
+    with pytest.raises(ConfigError, match=r"thermal: read with pixel_range \[\], but the model's model.pixel_range is \[0, 4095\]"):
+        footage_videos([open_video(folder)], [0, 4095])
+    assert footage_videos([open_video(folder, [0, 4095])], [0, 4095])[0].pixel_range == (0, 4095)
+    assert footage_videos([str(folder)], [0, 4095])[0].pixel_range == (0, 4095)  # a path is opened with it
+
+
+def test_a_range_given_as_a_tuple_is_held_as_the_saved_model_holds_it() -> None:
+    config = Config()
+    config.model.pixel_range = (0, 4095)  # type: ignore[assignment]
+    config.validate()
+    assert config.model.pixel_range == [0, 4095] and config.override([]).model.pixel_range == [0, 4095]

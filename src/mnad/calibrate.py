@@ -21,7 +21,7 @@ from mnad.checkpoint import TRAIN_STATE_FILE, check_model_path
 from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video
 from mnad.data.layouts import list_videos
-from mnad.data.sources import IMAGE_EXTENSIONS, footage_span, open_video, span_text, spans_overlap
+from mnad.data.sources import IMAGE_EXTENSIONS, check_pixel_ranges, footage_span, open_video, span_text, spans_overlap
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
@@ -129,6 +129,7 @@ def footage_videos(videos: object, pixel_range: list[int] | tuple[int, ...] = ()
     if not all(isinstance(v, Video) for v in videos):
         raise ConfigError("the calibration footage must be a list of videos (mnad.data.Video or paths), got "
                           + ", ".join(sorted({type(v).__name__ for v in videos if not isinstance(v, Video)})))
+    check_pixel_ranges(videos, pixel_range)
     return videos
 
 

@@ -157,7 +157,8 @@ class Config:
             raise ConfigError(f"{source}: model.image_size must be a multiple of 8 and >= 16, got {m.image_size}")
         if m.update_max_over not in ("all", "assigned"):
             raise ConfigError(f"{source}: model.update_max_over must be 'all' or 'assigned'")
-        check_pixel_range(m.pixel_range, f"{source}: model.pixel_range")
+        # one form, a list, as TOML, JSON and the saved model hold it: a tuple given in Python compares unequal to it
+        m.pixel_range = list(check_pixel_range(m.pixel_range, f"{source}: model.pixel_range"))
         e = self.eval
         if not 0.0 <= e.alpha <= 1.0:
             raise ConfigError(f"{source}: eval.alpha must lie in [0, 1], got {e.alpha}")

@@ -25,6 +25,7 @@ from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video, split_videos, to_tensor
 from mnad.data.clips import spread_clips
 from mnad.data.layouts import _split_dir, dataset_dir
+from mnad.data.sources import check_pixel_ranges
 from mnad.distributed import checked_device
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
@@ -40,6 +41,7 @@ def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:
     """The videos the figures are drawn from: the data root's test split where it has one (any fault in it is an
     error: it was a silent switch to the training videos), else its training videos (own footage: the folder's)."""
     if not isinstance(data, str | Path):
+        check_pixel_ranges(list(data), config.model.pixel_range)
         return list(data)
     try:
         has_testing = _split_dir(dataset_dir(data, config.dataset), "testing") is not None

@@ -29,6 +29,7 @@ class SpedUpRegion(Video):
     def __init__(self, video: Video, start: int, centre: tuple[float, float]) -> None:
         self.video, self.start, self.centre = video, start, centre
         self.name, self.path = f"{video.name}[{start}:+{LEAD + EVENT}, x{SPEED}]", video.path
+        self.pixel_range = video.pixel_range  # its frames are the video's, mapped as it maps them
 
     def __len__(self) -> int:
         return LEAD + EVENT

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from mnad.config import check_pixel_range
-from mnad.errors import DataError, printable
+from mnad.errors import ConfigError, DataError, printable
 
 log = logging.getLogger(__name__)
 
@@ -595,6 +595,17 @@ def open_video(path: str | Path, pixel_range: Sequence[int] = ()) -> Video:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     raise DataError(f"{path}: neither a frame folder nor a video file ({'/'.join(sorted(VIDEO_EXTENSIONS))})")
+
+
+def check_pixel_ranges(videos: Sequence[Video], pixel_range: object) -> None:
+    """Refuse videos made by hand (``open_video(p)``, ``split_videos(...)`` without the range) that would read 16-bit
+    frames otherwise than the model does: its thresholds or figures would come from frames it never saw."""
+    wanted = pixel_range_of(pixel_range)
+    wrong = [v.name for v in videos if tuple(getattr(v, "pixel_range", ())) != wanted]
+    if wrong:
+        raise ConfigError(f"{printable(wrong[0])}{f' and {len(wrong) - 1} other videos' if len(wrong) > 1 else ''}: read with "
+                          f"pixel_range {list(getattr(videos[0], 'pixel_range', ()))}, but the model's model.pixel_range "
+                          f"is {list(wanted)}: open them with it (open_video(path, config.model.pixel_range)) or pass paths")
 
 
 # ------------------------------------------------------------------------------------------------------ streams
