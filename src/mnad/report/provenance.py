@@ -46,26 +46,30 @@ def checkpoint_metadata(path: str | Path) -> dict:
         return {}
 
 
-def library_versions() -> dict[str, str]:
-    import cv2
-    import matplotlib
-    import sklearn
-    import torch
+def _installed_version(distribution: str) -> str:
+    """The version an installed distribution declares, read from its metadata: importing torch or scikit-learn only to
+    read ``__version__`` costs seconds; "unknown" when there is no metadata (a source tree run in place)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     try:
-        from importlib.metadata import version
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
 
-        mnad_version = version("mnad")
-    except Exception:  # noqa: BLE001 - running from a source tree without metadata
-        mnad_version = "unknown"
+
+def library_versions() -> dict[str, str]:
+    """The versions a provenance records. torch, scikit-learn and matplotlib declare the same string as their
+    ``__version__``; OpenCV's wheels do not (opencv-python-headless 5.0.0.93 is cv2 5.0.0), so cv2 says its own."""
+    import cv2
+
     return {
-        "mnad": mnad_version,
+        "mnad": _installed_version("mnad"),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": _installed_version("torch"),
         "numpy": np.__version__,
         "opencv": cv2.__version__,
-        "scikit-learn": sklearn.__version__,
-        "matplotlib": matplotlib.__version__,
+        "scikit-learn": _installed_version("scikit-learn"),
+        "matplotlib": _installed_version("matplotlib"),
         "platform": platform.platform(),
     }
 

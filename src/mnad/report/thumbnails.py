@@ -38,16 +38,34 @@ def _indexed_files(index: Path) -> set[str]:
 
 def pick_top_frames(videos: list[VideoRows], k: int, *, gap: int = 5) -> list[tuple[int, int]]:
     """(video index, row index) of the k highest scores, at least ``gap`` frames apart within a video, so the
-    thumbnails show different moments rather than one event's neighbouring frames."""
-    candidates = [(-float(v.score[i]), vi, int(v.frame[i]), i) for vi, v in enumerate(videos) for i in range(len(v.frame))]
-    candidates.sort()
-    chosen: list[tuple[int, int, int]] = []
-    for _, vi, frame, i in candidates:
-        if len(chosen) >= k:
-            break
-        if any(cv == vi and abs(cf - frame) < gap for cv, cf, _ in chosen):
-            continue
-        chosen.append((vi, frame, i))
+    thumbnails show different moments rather than one event's neighbouring frames.
+
+    Rows are taken by score, ties by video index, then frame number, then row index. Only the head of that order is
+    sorted (a day of one camera is a million rows, of which a handful are kept): the rows scored at least the m-th
+    highest score, ties at it included, are exactly the first rows of the full order; m grows until k frames are
+    chosen or every row has been walked."""
+    if k <= 0 or not videos:
+        return []
+    scores = np.concatenate([np.asarray(v.score, dtype=np.float64) for v in videos])
+    frames = np.concatenate([np.asarray(v.frame, dtype=np.int64) for v in videos])
+    ends = np.cumsum([len(v.frame) for v in videos])  # row g of the concatenation is in the first video ending after g
+    starts = ends - [len(v.frame) for v in videos]
+    n = scores.size
+    chosen: list[tuple[int, int, int]] = []  # (video index, frame, row index)
+    walked = 0  # a larger head begins with the smaller one, in the same order: its first rows were walked already
+    m = max(64, 2 * k * gap)  # enough when the rows passed over are the chosen frames' neighbours
+    while len(chosen) < k and walked < n:
+        head = np.arange(n) if m >= n else np.flatnonzero(scores >= np.partition(scores, n - m)[n - m])
+        video = np.searchsorted(ends, head, side="right")
+        by_rank = np.lexsort((head, frames[head], video, -scores[head]))
+        for g, vi in zip(head[by_rank][walked:].tolist(), video[by_rank][walked:].tolist(), strict=True):
+            frame = int(frames[g])
+            if not any(cv == vi and abs(cf - frame) < gap for cv, cf, _ in chosen):
+                chosen.append((vi, frame, g - int(starts[vi])))
+                if len(chosen) == k:
+                    break
+        walked = head.size
+        m *= 4
     return [(vi, i) for vi, _, i in chosen]
 
 
