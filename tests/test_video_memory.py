@@ -161,3 +161,45 @@ def test_a_video_file_pickles_without_its_open_file(video_path: Path) -> None:
     first = video.frame(7, 16, 3)
     copy = pickle.loads(pickle.dumps(video))  # a spawned worker's copy decodes again
     np.testing.assert_array_equal(copy.frame(7, 16, 3), first)
+
+
+FILE_LIMIT_SCRIPT = """
+import resource, sys
+from pathlib import Path
+import cv2, numpy as np
+folder = Path(sys.argv[1])
+for k in range(120):
+    writer = cv2.VideoWriter(str(folder / f"v{k:03d}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 16))
+    for i in range(2):
+        writer.write(np.full((16, 16, 3), i * 40, np.uint8))
+    writer.release()
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100 if sys.argv[2] == "hard" else hard))
+from mnad.data.layouts import list_videos
+from mnad.errors import DataError
+videos = list_videos(folder)
+try:
+    for video in videos:
+        video.frame(0, 16, 3)
+    print("all", resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 100)
+except DataError as exc:
+    print("error", exc)
+"""
+
+
+@pytest.mark.parametrize("limit", ["soft", "hard"])
+def test_many_video_files_open_at_once(tmp_path: Path, limit: str) -> None:
+    """Each decoded video file holds one open file: the soft limit on open files is raised to the hard one, and a hard
+    limit reached is said as such (was: 'cannot write its decoded frames ... set TMPDIR', from the 95th of 120 clips)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "clips").mkdir()
+    done = subprocess.run([sys.executable, "-c", FILE_LIMIT_SCRIPT, str(tmp_path / "clips"), limit], capture_output=True,
+                          text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout.strip()
+    if limit == "soft":
+        assert out == "all True"
+    else:
+        assert out.startswith("error ") and "too many video files open at once" in out and "ulimit -n" in out

@@ -10,6 +10,7 @@ either way); hidden files are skipped.
 
 from __future__ import annotations
 
+import errno
 import functools
 import glob
 import logging
@@ -29,6 +30,11 @@ import numpy as np
 
 from mnad.config import check_pixel_range
 from mnad.errors import ConfigError, DataError, printable
+
+try:
+    import resource
+except ImportError:  # not POSIX (Windows)
+    resource = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +388,24 @@ def available_memory() -> int:
         return 1 << 62
 
 
+def raise_open_file_limit() -> None:
+    """The soft limit on open files raised to the hard one, once: each decoded video file holds one open file, and a
+    folder of more than ~1000 short clips would pass the usual soft limit (1024) well before the hard one."""
+    global _files_raised
+    if _files_raised or resource is None:
+        return
+    _files_raised = True
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):  # not allowed here: the limit stays, and reaching it is said as such
+        pass
+
+
+_files_raised = False
+
+
 class DecodedFrames:
     """The decoded frames of one video at one size: uint8 (size, size, channels) each, in order, in a temporary file
     without a name (removed by the system when the process ends, however it ends), read back at random."""
@@ -390,6 +414,7 @@ class DecodedFrames:
         self.shape = (size, size, channels)
         self.frame_bytes = size * size * channels
         self.count = 0
+        raise_open_file_limit()
         self.file = tempfile.TemporaryFile(dir=folder, prefix="mnad-frames-")
         self._lock = threading.Lock()
 
@@ -481,6 +506,10 @@ class VideoFile(Video):
             try:
                 frames = DecodedFrames(folder, size, channels)
             except OSError as exc:
+                if exc.errno == errno.EMFILE:
+                    raise DataError(f"{printable(self.path)}: too many video files open at once (each decoded video "
+                                    "holds one file; the limit on open files is reached): raise it (ulimit -n), or "
+                                    "convert the videos to frame folders") from exc
                 raise DataError(f"{printable(self.path)}: cannot write its decoded frames to {printable(folder)} "
                                 f"({exc.strerror or exc}); set TMPDIR to a writable folder") from exc
             while True:
