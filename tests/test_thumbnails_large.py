@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -65,9 +64,9 @@ def test_no_videos_or_no_rows() -> None:
     assert pick_top_frames([rows("empty", np.arange(0), np.zeros(0))], 8) == []
 
 
-def test_a_million_rows_in_well_under_a_second() -> None:
-    """(was: a Python tuple per row, sorted: 3-8 s of every ``mnad evaluate --report`` on a day of one camera) Eight
-    planted peaks are picked in score order; the frame next to the highest, scored just below it, is passed over."""
+def test_a_million_rows_pick_the_planted_peaks() -> None:
+    """A day of one camera (1 M rows; the speed is a benchmark's business, not a test's): eight planted peaks are
+    picked in score order; the frame next to the highest, scored just below it, is passed over."""
     rng = np.random.default_rng(0)
     n = 1_000_000
     score = rng.uniform(0.0, 0.5, n)
@@ -75,11 +74,7 @@ def test_a_million_rows_in_well_under_a_second() -> None:
     score[peaks] = np.linspace(0.99, 0.9, len(peaks))
     score[peaks[0] + 1] = 0.985  # one event's neighbouring frame: no thumbnail of its own
     day = [rows("camera", np.arange(n) + 4, score)]
-    start = time.perf_counter()
-    picked = pick_top_frames(day, 8, gap=5)
-    elapsed = time.perf_counter() - start
-    assert picked == [(0, i) for i in peaks]
-    assert elapsed < 1.0, f"{elapsed:.2f} s"  # ~0.03 s here; the full sort took 7.5 s
+    assert pick_top_frames(day, 8, gap=5) == [(0, i) for i in peaks]
 
 
 def test_the_versions_are_read_without_importing_torch_or_sklearn() -> None:
