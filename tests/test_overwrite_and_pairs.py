@@ -16,7 +16,7 @@ import pytest
 from conftest import frames_folder
 
 from mnad.atomic import atomic_write_many
-from mnad.checkpoint import load_model
+from mnad.checkpoint import LOCK_FILE, load_model
 from mnad.cli import main
 from mnad.detect import DetectOptions, detect
 from mnad.errors import DataError
@@ -31,7 +31,7 @@ def run_detect(model_file: Path, out: Path, *sources: Path, overwrite: bool = Fa
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK_FILE}
 
 
 # ------------------------------------------------------------------ 3. an overwrite that has nothing of its own
@@ -96,12 +96,12 @@ def test_an_overwrite_replaces_the_whole_earlier_run_and_nothing_else(model_file
     (out / "2024_clips").mkdir()  # named like a source's folder, but holds none of detect's files
     (out / "2024_clips" / "a.txt").write_text("mine")
     run_detect(model_file, out, v, overwrite=True)  # several sources -> one
-    assert sorted(p.name for p in out.iterdir()) == ["2024_clips", "events.csv", "events.jsonl", "notes.txt", "scores.csv",
+    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["2024_clips", "events.csv", "events.jsonl", "notes.txt", "scores.csv",
                                                      "summary.json"]
     run_detect(model_file, out, v, w, overwrite=True)  # one source -> several
-    assert sorted(p.name for p in out.iterdir()) == ["0_v", "1_w", "2024_clips", "notes.txt", "summary.json"]
+    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["0_v", "1_w", "2024_clips", "notes.txt", "summary.json"]
     run_detect(model_file, out, v, short, overwrite=True)  # the same count, another source
-    assert sorted(p.name for p in out.iterdir()) == ["0_v", "1_short", "2024_clips", "notes.txt", "summary.json"]
+    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["0_v", "1_short", "2024_clips", "notes.txt", "summary.json"]
     assert (out / "2024_clips" / "a.txt").read_text() == "mine"
 
 
@@ -210,7 +210,7 @@ def test_an_overwrite_stopped_by_ctrl_c_replaces_the_earlier_run(model_file: Pat
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ended_by"] == "interrupted (SIGINT)" and summary["frames_scored"] == 3  # its outputs complete
     assert not (out / EARLIER_DIR).exists() and not (out / STAGING_DIR).exists()
-    assert sorted(p.name for p in out.iterdir()) == ["events.csv", "events.jsonl", "scores.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["events.csv", "events.jsonl", "scores.csv", "summary.json"]
 
 
 # ------------------------------------------------------------------ 7. a user's folder is never taken for a source's
@@ -227,7 +227,7 @@ def test_a_users_folder_named_like_a_sources_is_never_touched(model_file: Path, 
     run_detect(model_file, out, v)  # no earlier run here: not refused
     run_detect(model_file, out, v, w, overwrite=True)
     run_detect(model_file, out, w, overwrite=True)
-    assert snapshot(mine) == ours and sorted(p.name for p in out.iterdir()) == ["2023_trip", "events.csv", "events.jsonl",
+    assert snapshot(mine) == ours and sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["2023_trip", "events.csv", "events.jsonl",
                                                                                  "scores.csv", "summary.json"]
 
 
@@ -240,7 +240,7 @@ def test_a_users_folder_where_a_source_would_write_is_refused(model_file: Path, 
     for overwrite in (False, True):
         with pytest.raises(DataError, match="1_w: is in the way of a source's outputs and is no earlier run's"):
             run_detect(model_file, out, v, w, overwrite=overwrite)
-        assert sorted(p.name for p in out.iterdir()) == ["1_w"] and (mine / "scores.csv").read_text() == "my own scores"
+        assert sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["1_w"] and (mine / "scores.csv").read_text() == "my own scores"
 
 
 def test_a_run_over_several_sources_names_its_folders_from_its_start(model_file: Path, tmp_path: Path,

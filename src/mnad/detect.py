@@ -18,6 +18,7 @@ reconnects holds up no other stream, and so that decoding (OpenCV, which release
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from numbers import Integral
 from pathlib import Path
@@ -38,21 +39,24 @@ from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
 from mnad.calibrate import alert_window
-from mnad.checkpoint import is_onnx_export, load_model
+from mnad.checkpoint import LOCK_FILE, RunFolderLock, is_onnx_export, load_model
 from mnad.config import Config
 from mnad.data.sources import FrameSource, RawFrame, SourceOptions, is_live, prepare_frame, to_8bit
-from mnad.errors import ConfigError, DataError, Terminated, printable
+from mnad.errors import ConfigError, DataError, Terminated, os_reason, printable
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
 from mnad.outputs import (
     ANNOTATED_DIR,
     ANNOTATED_VIDEO,
+    STREAM_FOLDER,
     DetectFolder,
     DetectWriter,
+    check_output_folder,
     detect_run_entries,
     frame_name,
     output_path,
+    remove_detect_temps,
     wall_clock,
     write_detect_summary,
 )
@@ -510,12 +514,55 @@ def detect(
     sources = [str(s) for s in sources]  # a camera index as the CLI passes it: '0'
     if not sources:
         raise ConfigError("no source to score")
+    with locked_output(out_dir):  # the whole run: a second run into --out is refused at once
+        return _detect(model, config, sources, out_dir, options, device=device, progress=progress)
+
+
+@contextlib.contextmanager
+def locked_output(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir`` (--out) for a run: it is created if need be and locked (``checkpoint.RunFolderLock``: flock on
+    ``<out_dir>/.lock``, as a training run does; the lock goes with the process, so a killed run leaves none), so that a
+    second run into it, detect's or training's, is refused at once (``DataError`` naming it) rather than mixing its rows
+    with this one's or moving its files aside. Under the lock, the temporary files that a run killed during an atomic
+    write left there are deleted (``outputs.remove_detect_temps``). A folder made here that the run left empty but for
+    the lock file is removed again (a run whose source is refused at its start leaves no folder)."""
+    check_output_folder(out_dir, "--out")
+    made, folder = [], out_dir
+    while not os.path.lexists(folder) and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out_dir}: cannot write the outputs ({os_reason(exc)})") from exc
+    lock = RunFolderLock(out_dir)
+    lock.acquire()  # another run's folder: refused here, before anything is touched
+    try:
+        remove_detect_temps(out_dir)
+        yield
+    finally:
+        try:  # the lock file goes while it is held: a run that opens it now is refused, one after makes its own
+            if made and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}:
+                (out_dir / LOCK_FILE).unlink(missing_ok=True)
+                for folder in made:
+                    folder.rmdir()
+        except OSError:
+            pass
+        lock.release()
+
+
+def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, options: DetectOptions, *, device: str,
+            progress: bool) -> dict:
+    """``detect``, with ``out_dir`` held (``locked_output``)."""
     several = len(sources) > 1
     calibration = Calibration.from_dict(config.eval.calibration) if config.eval.calibration else None
     if calibration is not None:
         check_calibrated_scoring(config, calibration)
     sourced = [FrameSource(s, options.source) for s in sources]  # checks every source before any output is touched
     earlier = detect_run_entries(out_dir)  # the whole earlier run, whatever its sources: an overwrite leaves none of it
+    for path in earlier:  # its sources' folders: a killed run's temporary files, as in out_dir (locked_output)
+        if STREAM_FOLDER.fullmatch(path.name) and path.is_dir():
+            remove_detect_temps(path)
     if earlier and not options.overwrite:
         shown = ", ".join(map(str, earlier[:3])) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
         raise DataError(f"{out_dir}: holds the outputs of an earlier run ({shown}); choose another --out or pass --overwrite")

@@ -507,8 +507,9 @@ def detect_run_folders(out_dir: Path) -> list[str]:
 def detect_run_entries(out_dir: Path) -> list[Path]:
     """The files and folders of the detect run already in ``out_dir``: its files (``DETECT_FILES``), the folders of
     its sources that its summary.json names (``detect_run_folders``) and what ``DetectFolder`` kept aside; nothing
-    else: a folder no summary names is a user's, whatever its name or content. A named folder that holds files detect
-    does not write is refused (``DataError``): moving it would move a user's files."""
+    else: a folder no summary names is a user's, whatever its name or content, and the lock file (``.lock``, held by the
+    run writing the folder) is no run's output. A named folder that holds files detect does not write is refused
+    (``DataError``): moving it would move a user's files."""
     entries = [out_dir / name for name in (*DETECT_FILES, EARLIER_DIR) if os.path.lexists(out_dir / name)]
     for name in detect_run_folders(out_dir):
         folder = out_dir / name
@@ -519,6 +520,21 @@ def detect_run_entries(out_dir: Path) -> list[Path]:
                             "run's outputs; move them, or choose another --out")
         entries.append(folder)
     return entries
+
+
+def remove_detect_temps(folder: Path) -> list[Path]:
+    """Delete the hidden temporary files that a detect run killed during an atomic write left in ``folder``
+    (``.summary.json.<random>.tmp``, ``.events.csv.<random>.old.tmp``: ``atomic.TEMP_SUFFIX``) and return them; those
+    of detect's own files only (``DETECT_FILES``): another program's in a shared --out are not touched. Call with the
+    folder locked (``detect.locked_output``): a running writer's are not stale."""
+    from mnad.atomic import TEMP_SUFFIX
+
+    names = "|".join(re.escape(name) for name in DETECT_FILES)
+    temp = re.compile(rf"\.(?:{names})\.[^/]+{re.escape(TEMP_SUFFIX)}")
+    stale = [p for p in folder.glob(f".*{TEMP_SUFFIX}") if temp.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 class DetectFolder:

@@ -83,6 +83,7 @@ class ScoringStep(torch.nn.Module):
     def __init__(self, model: MNAD, config: Config) -> None:
         super().__init__()
         self.cfg = config.eval
+        self.digest = weights_digest(model)  # of the model as given, not of its folded copy: what a saved state belongs to
         self.model = inference_copy(model, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last)
         self.update_max_over = config.model.update_max_over
 
@@ -121,6 +122,20 @@ def scoring_step(model: MNAD, config: Config) -> Step:
         return AotStep(model, config)  # compiled in a child process: the compiler's memory stays out of this one
     step = ScoringStep(model, config)
     return FrozenCompiled(step) if config.eval.compile else step
+
+
+def step_digest(step: Step) -> str | None:
+    """The SHA-256 of the weights that ``step`` scores with (``checkpoint.weights_digest`` of the model it was built
+    from, taken once when it was built), or None when that cannot be told: a step that is no torch module (an ONNX
+    step: ``StreamScorer.for_model`` passes its graph's digest)."""
+    inner = step.module if isinstance(step, FrozenCompiled) else step
+    if isinstance(inner, ScoringStep):
+        return inner.digest
+    if isinstance(inner, AotStep):
+        return inner._weights
+    if isinstance(inner, torch.nn.Module):  # another step module (a quantised graph): its own weights
+        return weights_digest(inner)
+    return None
 
 
 @dataclass
@@ -177,7 +192,8 @@ class StreamScorer:
 
     ``normalization``: 'video' (no per-frame S_t: the caller normalises each whole video, the published protocol),
     'causal' (running min-max) or 'calibrated' (``calibration``'s fixed ranges). ``smoothing``: frames in the
-    trailing mean. ``maps``: also return each frame's error map.
+    trailing mean. ``maps``: also return each frame's error map. ``model_digest``: what a saved state must be of (the
+    weights' SHA-256); when not given, ``step_digest(step)``, however the scorer is built (``for_model`` or directly).
     """
 
     def __init__(
@@ -195,7 +211,9 @@ class StreamScorer:
     ) -> None:
         device = str(checked_device(device))
         self.step, self.config, self.device, self.maps = step, config, device, maps
-        self.model_digest = model_digest  # the weights' SHA-256 (for_model sets it): a saved state restores only into the same
+        # the weights' SHA-256, however the scorer was built: a saved state restores only into a scorer of the same
+        # weights; None (a step that is no torch module, no model_digest given): it restores into none (_state_problem)
+        self.model_digest = model_digest if model_digest is not None else step_digest(step)
         self.normalization = normalization or config.eval.normalization
         if smoothing is not None:
             check_count("smoothing", smoothing)
@@ -238,7 +256,7 @@ class StreamScorer:
                 raise ConfigError("eval.compile applies to PyTorch models, not to an ONNX model")
             return cls(model.step, config, model.items, model_digest=model.digest, **options)
         items = model.memory.items if model.memory is not None else None
-        return cls(scoring_step(model.eval(), config), config, items, model_digest=weights_digest(model), **options)
+        return cls(scoring_step(model.eval(), config), config, items, **options)  # the step knows its weights' digest
 
     @classmethod
     def for_streams(cls, model: MNAD, config: Config, streams: int, **options) -> list[StreamScorer]:
@@ -252,8 +270,8 @@ class StreamScorer:
             raise ConfigError("several sources at once need a PyTorch model: the exported ONNX graph scores one clip with one "
                               "memory (run one `mnad detect` per source, or use the checkpoint the ONNX file was exported from)")
         items = model.memory.items if model.memory is not None else None
-        step, digest = scoring_step(model.eval(), config), weights_digest(model)
-        return [cls(step, config, items, model_digest=digest, **options) for _ in range(streams)]
+        step = scoring_step(model.eval(), config)
+        return [cls(step, config, items, **options) for _ in range(streams)]  # the step knows its weights' digest
 
     @property
     def items(self) -> torch.Tensor | None:
@@ -360,6 +378,9 @@ class StreamScorer:
         if not isinstance(saved, dict):
             return ("the stream state does not record the model it belongs to (written by an older mnad, or not made by "
                     "StreamScorer.state()): start the stream afresh")
+        if here["model"] is None:
+            return ("this scorer does not know the weights of the model it scores (its step is no torch module): build it "
+                    "with StreamScorer.for_model, or pass model_digest")
         if unrecorded := [k for k in here if k not in saved]:
             return f"the stream state does not record {', '.join(unrecorded)} (written by an older mnad): start the stream afresh"
         if differ := [f"{k} {saved.get(k)!r} (this scorer: {v!r})" for k, v in here.items() if saved.get(k) != v]:
