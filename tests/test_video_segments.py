@@ -195,3 +195,45 @@ def test_the_command_line_checks_the_segment_length(model_file: Path, tmp_path: 
     assert main(["detect", source, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--save-video",
                  "--video-segment", "0", "--quiet"]) == 2
     assert "mnad: error: --video-segment must be a number of seconds > 0" in capsys.readouterr().err
+
+
+def test_summary_json_never_lists_a_file_that_moved(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When a second file begins, annotated.mp4 moves into annotated/: summary.json is rewritten at once (was: it named
+    annotated.mp4, gone, until the next rewrite; a run killed then left a summary pointing at a missing file)."""
+    import mnad.detect as detect_module
+
+    model, config = load_model(model_file)
+    out, missing = tmp_path / "o", []
+    tick = detect_module._Progress.tick
+
+    def checked(self: detect_module._Progress) -> None:  # after each batch's summaries
+        tick(self)
+        if (out / "summary.json").exists():
+            listed = json.loads((out / "summary.json").read_text())["annotated_video_files"]
+            missing.extend(name for name in listed if not (out / name).exists())
+
+    monkeypatch.setattr(detect_module._Progress, "tick", checked)
+    detect(model, config, [str(frames_folder(tmp_path / "a", 22))], out, DetectOptions(save_video=True, video_segment=SEGMENT),
+           progress=False)
+    assert missing == [] and len(json.loads((out / "summary.json").read_text())["annotated_video_files"]) == 4
+
+
+def test_odd_frame_rates_and_cameras_that_misstate_theirs(tmp_path: Path) -> None:
+    """66.667 frames/s (a time base of 1000/66667, which the MPEG-4 encoder refuses) is written at 66.67; a camera
+    claiming 1000 frames/s but sending 2.5 still closes a file every --video-segment seconds of its frames' times."""
+    from mnad.detect import SegmentedVideo
+
+    picture = np.zeros((32, 32, 3), np.uint8)
+    odd = SegmentedVideo(tmp_path / "odd", 66.667, 600.0)
+    (tmp_path / "odd").mkdir()
+    for i in range(3):
+        odd.write(picture, i, i / 66.667)
+    odd.close()
+    assert odd.files == ["annotated.mp4"] and frames_in(tmp_path / "odd" / "annotated.mp4") == 3
+    camera = SegmentedVideo(tmp_path / "camera", 1000.0, 1.0, clocked=True)
+    (tmp_path / "camera").mkdir()
+    for i in range(6):
+        camera.write(picture, i, i * 0.4)  # 2.5 frames/s: the first file closes at its frame of 1.2 s
+    camera.close()
+    assert camera.files == [f"{ANNOTATED_DIR}/{frame_name(0)}.mp4", f"{ANNOTATED_DIR}/{frame_name(4)}.mp4"]
+    assert [frames_in(tmp_path / "camera" / name) for name in camera.files] == [4, 2]

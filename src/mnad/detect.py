@@ -109,27 +109,34 @@ class DetectOptions:
 
 
 class SegmentedVideo:
-    """The annotated video of one source, in files of at most ``segment_frames`` pictures, each closed and read back
-    when full. A run that stays within one file writes ``annotated.mp4``; when a second file begins, the first moves to
-    ``annotated/<first frame>.mp4`` (``frame_name``) and every later one is written there, so the names sort in time
-    order. A killed run loses the open file only (an MP4 is unreadable until closed); ``files`` are those closed."""
+    """The annotated video of one source, in files of ``seconds`` of pictures at ``rate`` each, or, for a camera or
+    stream (``clocked``: its frames' times are the wall clock's), of ``seconds`` of its frames' times, whichever comes
+    first (a camera that claims 1000 frames/s but sends 25 still closes a file every ``seconds``), each closed and
+    read back when full. A run that stays within one file writes
+    ``annotated.mp4``; when a second file begins, the first moves to ``annotated/<first frame>.mp4`` (``frame_name``)
+    and every later one is written there, so the names sort in time order. A killed run loses the open file only (an
+    MP4 is unreadable until closed); ``files`` are those closed."""
 
-    def __init__(self, out_dir: Path, rate: float, segment_frames: int) -> None:
-        self.out_dir, self.rate, self.segment_frames = out_dir, rate, segment_frames  # out_dir follows _Detection.move
+    def __init__(self, out_dir: Path, rate: float, seconds: float, *, clocked: bool = False) -> None:
+        self.out_dir, self.seconds, self.clocked = out_dir, seconds, clocked  # out_dir follows _Detection.move
+        self.rate = encoder_rate(rate)
+        self.segment_frames = max(round(self.rate * seconds), 1)
         self.files: list[str] = []  # closed and checked, relative to out_dir, in time order
         self.writer: cv2.VideoWriter | None = None
         self.name = ""  # the open file's, relative to out_dir
         self.first = 0  # the first frame of annotated.mp4: its name once it moves into annotated/
         self.count = 0  # pictures given to the open file's writer
+        self.started = 0.0  # the time (seconds) of the open file's first frame
 
-    def write(self, picture: np.ndarray, frame: int) -> None:
-        """Add one picture, source frame ``frame`` (names a new file); the file is closed once full."""
+    def write(self, picture: np.ndarray, frame: int, time: float) -> None:
+        """Add one picture, source frame ``frame`` (names a new file) at ``time`` seconds; the file is closed once full."""
         if self.writer is None:
             self._open(frame, picture.shape[1], picture.shape[0])
+            self.started = time
         assert self.writer is not None
         self.writer.write(picture)
         self.count += 1
-        if self.count >= self.segment_frames:
+        if self.count >= self.segment_frames or (self.clocked and time - self.started >= self.seconds):
             self.close()
 
     def _open(self, frame: int, width: int, height: int) -> None:
@@ -171,6 +178,12 @@ class SegmentedVideo:
             raise DataError(f"{path}: the annotated video holds {max(written, 0)} of its {self.count} frames (the video "
                             "writer failed: disk full?)")
         self.files.append(self.name)
+
+
+def encoder_rate(rate: float) -> float:
+    """``rate`` as the MPEG-4 encoder takes it: a fraction whose denominator fits in 16 bits (FFmpeg refuses a time
+    base of 1000/66667: 66.667 frames/s would fail the run at its first picture), to the nearest 1/1000 that does."""
+    return next(round(rate * scale) / scale for scale in (1000, 100, 10, 1) if rate * scale <= 65535)
 
 
 def latency_frames(config: Config) -> int:
@@ -328,10 +341,10 @@ class _Detection:
                                       size=self.video_size, region_sigma=self.options.region_sigma)
             if self.video is None:
                 rate = max(self.frames.fps, MIN_VIDEO_FPS)
-                self.video = SegmentedVideo(self.out_dir, rate, max(round(rate * self.options.video_segment), 1))
-            closed = len(self.video.files)
-            self.video.write(picture, row.index)
-            self.due |= len(self.video.files) != closed
+                self.video = SegmentedVideo(self.out_dir, rate, self.options.video_segment, clocked=self.frames.clocked)
+            files = list(self.video.files)
+            self.video.write(picture, row.index, shown.time)
+            self.due |= self.video.files != files  # a file closed, or annotated.mp4 moved into annotated/
 
     def source_fps(self) -> float:
         """The source's frame rate: for a camera or stream (frame times off the wall clock) the rate its frames came at,
