@@ -119,9 +119,9 @@ def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, re
     data_root = os.path.abspath(data_root)
     if not (run / MODEL_FILE).exists():
         execute(train_command(job, run.parent, data_root, threads) + resume_flags(run), run)
-    if not (result / "metrics.json").exists():
+    if not (result / "metrics.json").exists():  # a scores.csv without it is this job's unfinished evaluation: replaced
         execute(["mnad", "evaluate", "--checkpoint", str(run), "--data-root", data_root,
-                 "--out", f"{results}/{job.result}", "--threads", str(threads), "--quiet"], run)
+                 "--out", f"{results}/{job.result}", "--threads", str(threads), "--quiet", "--overwrite"], run)
     if job.curve:
         execute(["python", "scripts/epoch_curve.py", str(run), "--data-root", data_root,
                  "--out", f"{results}/{job.result}/epoch_curve.json", "--epochs", ",".join(map(str, job.curve)),

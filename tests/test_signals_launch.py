@@ -32,6 +32,9 @@ ENV = {**os.environ, "PYTHONPATH": SRC}
 
 def _controlling_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty becomes the session's terminal: closing it hangs the run up
+    # SIGHUP at its default action, as in a terminal: the suite itself may run under nohup, whose ignored SIGHUP every
+    # child inherits (and mnad keeps an ignored SIGHUP ignored)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _wait_for_rows(process: subprocess.Popen, scores: Path, rows: int = 21) -> None:
@@ -64,7 +67,8 @@ def test_a_closed_terminal_completes_detects_outputs_and_exits_143(model_file: P
 def _stoppable_train(tmp_path: Path, *, nohup: bool) -> subprocess.Popen:
     """`mnad train` whose work is a wait: the CLI's handling of a signal, in a real process, in a second or so."""
     started = tmp_path / "started"
-    code = (f"import signal, sys, time\nfrom mnad import cli\n{'signal.signal(signal.SIGHUP, signal.SIG_IGN)' if nohup else ''}\n"
+    hangup = "SIG_IGN" if nohup else "SIG_DFL"  # nohup's, or a terminal's default (the suite may itself run under nohup)
+    code = (f"import signal, sys, time\nfrom mnad import cli\nsignal.signal(signal.SIGHUP, signal.{hangup})\n"
             "def work(args):\n"
             f"    open({str(started)!r}, 'w').close()\n"
             "    try:\n"
@@ -101,6 +105,7 @@ def test_an_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
 
 
 def test_sighup_inside_a_held_block_waits_for_it() -> None:
+    inherited = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal (the suite may run under nohup)
     previous = raise_terminated_on_signals()
     try:
         done = []
@@ -112,6 +117,7 @@ def test_sighup_inside_a_held_block_waits_for_it() -> None:
     finally:
         restore_handlers(previous)
     assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    signal.signal(signal.SIGHUP, inherited)
 
 
 # ------------------------------------------------------------------------------------------------ 3. one launch test
