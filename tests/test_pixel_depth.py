@@ -16,7 +16,7 @@ from safetensors import safe_open
 from mnad.checkpoint import load_model, resolve_checkpoint
 from mnad.config import Config, check_same_model
 from mnad.data import list_videos, open_video
-from mnad.data.sources import FrameFolder, prepare_frame
+from mnad.data.sources import NARROW_FRAMES, FrameFolder, prepare_frame
 from mnad.errors import ConfigError, DataError
 
 WARNING = "model.pixel_range"
@@ -70,16 +70,56 @@ def test_the_warning_comes_once_per_video_naming_the_file_the_values_and_the_set
 
 
 def test_a_live_source_is_warned_about_once(caplog) -> None:
-    """detect prepares raw frames itself (``prepare_frame``), under the source's name: one warning for the source."""
+    """detect prepares raw frames itself (``prepare_frame``), under the source's name: one warning for the source,
+    after its first NARROW_FRAMES frames (a live source's length is not known)."""
     image = np.full((24, 24), 7000, np.uint16)
     image[:, 12:] = 9000
     with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
-        for _ in range(5):
+        for i in range(NARROW_FRAMES + 5):
             assert prepare_frame(image, 16, 3, "rtsp://camera-under-test/stream").max() <= 35
+            assert len(warnings_about_depth(caplog)) == (i + 1 >= NARROW_FRAMES)
         mapped = prepare_frame(image, 16, 3, "rtsp://camera-under-test/stream", [7000, 9000])
     said = warnings_about_depth(caplog)
     assert len(said) == 1 and "7000..9000" in said[0] and "[7000,9000]" in said[0]
     assert mapped.min() == 0 and mapped.max() == 255
+
+
+def sixteen_bit_folder(parent: Path, name: str, frames: list[np.ndarray]) -> Path:
+    folder = parent / name
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        assert cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    return folder
+
+
+WIDE = np.tile(np.linspace(0, 65535, 16).round().astype(np.uint16), (16, 1))  # a full-range camera's ramp
+NARROW = np.tile(np.linspace(7000, 9000, 16).round().astype(np.uint16), (16, 1))  # radiometric counts
+DARK = np.full((16, 16), 300, np.uint16)  # a lens cap, a night: a full-range camera seeing nothing
+
+
+def read_all(folder: Path) -> None:
+    video = FrameFolder(folder)
+    for i in range(len(video)):
+        video.frame(i, 16, 1)
+
+
+def test_a_full_range_video_whose_first_frames_are_dark_is_not_warned_about(tmp_path: Path, caplog) -> None:
+    """The warning was decided on each video's first 16-bit frame: a full-range camera whose first frames are dark
+    (a lens cap, the night) was warned about, wrongly. It is decided on the first NARROW_FRAMES frames."""
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+        read_all(sixteen_bit_folder(tmp_path, "dark_first", [DARK] * 10 + [WIDE] * 50))
+    assert warnings_about_depth(caplog) == []
+
+
+def test_a_narrow_video_whose_first_frame_spans_widely_is_warned_about(tmp_path: Path, caplog) -> None:
+    """... and a narrow camera whose first frame happened to span widely was never warned about."""
+    folder = sixteen_bit_folder(tmp_path, "wide_first", [WIDE] + [NARROW] * 59)
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+        read_all(folder)
+        read_all(folder)
+    [said] = warnings_about_depth(caplog)  # once for the video
+    assert said.startswith(f"{folder}: 49 of its first {NARROW_FRAMES} 16-bit frames span only 7000..9000")
+    assert str(folder / "001.png") in said and "--set model.pixel_range=[7000,9000]" in said
 
 
 def test_8bit_frames_and_full_range_16bit_frames_read_as_before(tmp_path: Path, caplog) -> None:
@@ -149,7 +189,7 @@ def test_detects_annotated_video_shows_a_12bit_camera_as_the_model_sees_it(tmp_p
     model, config = load_model(tmp_path / "m.safetensors")
     folder = twelve_bit_folder(tmp_path, frames=config.model.t_length + 2)
     detect(model, config, [str(folder)], tmp_path / "o", DetectOptions(save_video=True), progress=False)
-    capture = cv2.VideoCapture(str(tmp_path / "o" / "annotated.mp4"))
+    capture = cv2.VideoCapture(str(tmp_path / "o" / "annotated.mkv"))
     ok, picture = capture.read()
     capture.release()
     assert ok and np.median(picture[: picture.shape[1] // 2]) > 60  # the ramp mapped onto 0..255, not its high byte (0..15)

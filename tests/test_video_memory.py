@@ -102,7 +102,7 @@ def test_the_frame_store_does_not_copy_a_video_files_frames(video_path: Path, tm
     folder.mkdir()
     for i in range(6):
         cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((20, 20, 3), 40 * i, np.uint8))
-    opened = count_opens(monkeypatch)
+    opened = count_decodes(monkeypatch)  # the store's room check opens containers, decoding nothing
     video = VideoFile(video_path)
     videos = [video, FrameRange(VideoFile(video_path), 100, 200), FrameFolder(folder)]
     store = FrameStore(videos, 32, 3, max_bytes=1 << 30)
@@ -203,3 +203,136 @@ def test_many_video_files_open_at_once(tmp_path: Path, limit: str) -> None:
         assert out == "all True"
     else:
         assert out.startswith("error ") and "too many video files open at once" in out and "ulimit -n" in out
+
+
+# ------------------------------------------------------------------ one decode, the dataset's room, train.cache_frames
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The videos of each pass that decoded frames (a capture read or grabbed), not of captures only opened."""
+    passes: list[Path] = []
+    real = sources.open_capture
+
+    class Counting:
+        def __init__(self, path: str | Path) -> None:
+            self.capture, self.path, self.decoding = real(path), Path(path), False
+
+        def _decodes(self) -> None:
+            if not self.decoding:
+                self.decoding = True
+                passes.append(self.path)
+
+        def read(self) -> tuple[bool, np.ndarray]:
+            self._decodes()
+            return self.capture.read()
+
+        def grab(self) -> bool:
+            self._decodes()
+            return self.capture.grab()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.capture, name)
+
+    monkeypatch.setattr(sources, "open_capture", Counting)
+    return passes
+
+
+def write_clips(folder: Path, count: int, frames: int = 20) -> list[Path]:
+    folder.mkdir()
+    paths = []
+    for k in range(count):
+        paths.append(folder / f"clip{k}.avi")
+        writer = cv2.VideoWriter(str(paths[-1]), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 16))
+        for i in range(frames):
+            writer.write(np.full((16, 16, 3), (40 * k + 7 * i) % 250, np.uint8))
+        writer.release()
+    return paths
+
+
+def test_a_training_dataset_decodes_each_video_once(video_path: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training asks every video's length (clips, held-out frames, a resume's check) before the frame store knows the
+    size, and then decodes every frame: with ``decode_as`` the count is the decode to disk, one pass (was: a whole
+    decode to count the frames, then another to decode them)."""
+    from mnad.data import list_videos
+
+    (tmp_path / "train").mkdir()
+    os.symlink(video_path, tmp_path / "train" / "camera.avi")
+    passes = count_decodes(monkeypatch)
+    [video] = list_videos(tmp_path / "train", decode_as=(32, 3))
+    assert passes == []  # listed and checked to fit: containers opened, nothing decoded
+    head = FrameRange(video, 0, len(video) - 20)  # as train.split_holdout asks
+    assert len(video) == N_FRAMES and len(passes) == 1
+    dataset = ClipDataset(FrameStore([head], 32, 3), 5)
+    dataset.preload()
+    np.testing.assert_array_equal(dataset[7].numpy(), ClipDataset(FrameStore([head], 32, 3), 5)[7].numpy())
+    np.testing.assert_array_equal(video.frames(3, 5, 32, 3), reference(video_path, 32, 3)[3:8])
+    assert len(passes) == 1
+
+
+def fits(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    monkeypatch.setattr(sources.shutil, "disk_usage", lambda _: type("Usage", (), {"free": free})())
+
+
+ONE_CLIP = 20 * 32 * 32 * 3  # bytes of a clip of write_clips decoded at 32x32
+
+
+def test_a_dataset_whose_videos_do_not_fit_together_is_refused_before_any_is_decoded(
+        tmp_path: Path, decode_here: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each video would fit alone: the check was per video, at its decode, so the third of three failed after the
+    first two were decoded (hours in, for a real folder). The frame store checks all of them at once, before any is
+    decoded, with the counts training has by then."""
+    from mnad.data import list_videos
+
+    write_clips(tmp_path / "clips", 3)
+    fits(monkeypatch, 2 * ONE_CLIP + 1)
+    passes = count_decodes(monkeypatch)
+    videos = list_videos(tmp_path / "clips")
+    assert [len(v) for v in videos] == [20, 20, 20] and len(passes) == 3  # counted, as training does first
+    with pytest.raises(DataError, match=rf"clips: its 3 video files decoded at 32x32 \(60 frames\) need 0\.0 GB on disk, "
+                                        rf"and .*decoded has 0\.0 GB free \(TMPDIR is {decode_here}\); set TMPDIR to a "
+                                        "folder on a disk with room"):
+        FrameStore(videos, 32, 3)
+    assert len(passes) == 3  # nothing decoded
+    videos[0].frame(0, 32, 3)  # one decoded, taking its room: the others need what is left
+    fits(monkeypatch, ONE_CLIP + 1)
+    FrameStore(videos[:2], 32, 3)
+    with pytest.raises(DataError, match=r"clips: its 2 video files decoded at 32x32 \(40 frames\)"):
+        FrameStore(videos, 32, 3)
+    monkeypatch.setattr(sources, "in_memory_filesystem", lambda _: True)  # a tmpfs: half the memory available at most
+    monkeypatch.setattr(sources, "available_memory", lambda: ONE_CLIP)
+    with pytest.raises(DataError, match=r"clips: its 1 video files .*decoded is held in memory \(tmpfs\)"):
+        FrameStore(videos[:2], 32, 3)
+
+
+def test_a_dataset_listed_for_training_is_checked_to_fit_when_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listed with the size it will be read at, a folder's video files are counted by their decode: their room is
+    checked before, from their containers' counts, without decoding."""
+    from mnad.data import list_videos
+
+    write_clips(tmp_path / "clips", 3)
+    passes = count_decodes(monkeypatch)
+    fits(monkeypatch, 3 * ONE_CLIP - 1)
+    with pytest.raises(DataError, match=r"clips: its 3 video files decoded at 32x32 \(60 frames\) need"):
+        list_videos(tmp_path / "clips", decode_as=(32, 3))
+    fits(monkeypatch, 3 * ONE_CLIP)
+    assert [len(v) for v in list_videos(tmp_path / "clips", decode_as=(32, 3))] == [20, 20, 20]
+    assert len(passes) == 3  # one pass each: the decode that counted them
+
+
+def test_cache_frames_off_says_video_files_are_decoded_to_disk_all_the_same(video_path: Path, tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """``train.cache_frames = false`` applies to frame folders: video files cannot be read at random without their
+    decode on disk. The setting did nothing for them, unsaid."""
+    import logging
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "000.png"), np.zeros((8, 8, 3), np.uint8))
+    with caplog.at_level(logging.WARNING, logger="mnad.data.clips"):
+        FrameStore([VideoFile(video_path), FrameFolder(folder)], 32, 3)
+        FrameStore([FrameFolder(folder)], 32, 3, cache=False)
+        assert caplog.records == []
+        FrameStore([VideoFile(video_path), FrameFolder(folder)], 32, 3, cache=False)
+    [said] = [r.getMessage() for r in caplog.records]
+    assert "train.cache_frames = false" in said and "the 1 video files among the 2 training videos are decoded to disk" in said

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mnad.config import ModelConfig
-from mnad.data.sources import Video, available_memory
+from mnad.data.sources import Video, available_memory, check_decode_room
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,10 @@ class FrameStore:
     frames of a large dataset (ShanghaiTech's 274,515 training frames are 54 GB at 256x256) would otherwise fill the
     memory until the system kills the run, with no message. Frames beyond it are decoded each time they are used.
     Videos that keep their decoded frames themselves (``Video.keeps_frames``: video files, on disk) are not cached:
-    their frames have one owner, and a copy here would only take memory from the frame folders'."""
+    their frames have one owner, and a copy here would only take memory from the frame folders'. ``cache`` is thus
+    about frame folders only: a video file is decoded whole to disk at its first frame whatever it says (clips are
+    read at random, and codecs cannot seek exactly), which a store without cache says once. The video files' decoded
+    frames are checked to fit on disk together, here, before any is decoded (``check_decode_room``)."""
 
     def __init__(self, videos: list[Video], size: int, channels: int, *, cache: bool = True,
                  max_bytes: int | None = None) -> None:
@@ -54,6 +57,13 @@ class FrameStore:
         self._frames: dict[tuple[int, int], np.ndarray] = {}
         self._full = False
         self._cached = [cache and not v.keeps_frames for v in videos]  # by video: whether its frames are kept here
+        check_decode_room(videos, size, channels)
+        on_disk = sum(v.keeps_frames for v in videos)
+        if not cache and on_disk:  # the setting would otherwise seem to apply to them, and silently not
+            log.warning("train.cache_frames = false keeps frame folders' frames out of memory; the %d video files "
+                        "among the %d training videos are decoded to disk all the same (each whole, once, at its "
+                        "first frame: clips are read at random and video codecs cannot seek exactly), and take no "
+                        "memory either way", on_disk, len(videos))
 
     def frame(self, video: int, index: int) -> np.ndarray:
         key = (video, index)

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnad.data.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameFolder, Video, VideoFile
+from mnad.data.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameFolder, Video, VideoFile, check_decode_room
 from mnad.errors import DataError
 
 UCSD_SPLITS = {"training": "Train", "testing": "Test"}
@@ -41,9 +41,12 @@ def _split_dir(directory: Path, split: str) -> Path | None:
     return next((c for c in candidates if c.is_dir()), None)
 
 
-def list_videos(folder: str | Path, pixel_range: Sequence[int] = ()) -> list[Video]:
+def list_videos(folder: str | Path, pixel_range: Sequence[int] = (), *,
+                decode_as: tuple[int, int] | None = None) -> list[Video]:
     """Every video in a folder, in sorted name order: sub-folders of frames and video files, their 16-bit frames
-    mapped by ``pixel_range`` (the model's ``model.pixel_range``)."""
+    mapped by ``pixel_range`` (the model's ``model.pixel_range``). ``decode_as`` (size, channels): the caller will read
+    every frame at that size (training), so each video file's length is counted by its one decode to disk
+    (``VideoFile``), and the decoded frames of all of them are checked to fit now (``check_decode_room``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: {'is a file, expected a folder of videos' if folder.exists() else 'folder not found'}")
@@ -61,12 +64,14 @@ def list_videos(folder: str | Path, pixel_range: Sequence[int] = ()) -> list[Vid
             else:
                 raise DataError(f"{entry}: folder has no frames ({'/'.join(sorted(IMAGE_EXTENSIONS))} files)")
         elif entry.suffix.lower() in VIDEO_EXTENSIONS:
-            videos.append(VideoFile(entry, pixel_range=pixel_range))
+            videos.append(VideoFile(entry, pixel_range=pixel_range, decode_as=decode_as))
     if not videos and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _entries(folder)):
         videos.append(FrameFolder(folder, pixel_range=pixel_range))  # a single frame folder given directly
     if not videos:
         raise DataError(f"{folder}: no videos (no frame folders and no {'/'.join(sorted(VIDEO_EXTENSIONS))} files)")
     check_unique_names(videos, folder)
+    if decode_as is not None:
+        check_decode_room(videos, *decode_as, where=folder)
     return videos
 
 
@@ -101,13 +106,14 @@ def find_split(data_root: str | Path, dataset: str, split: str) -> Path | None:
     return _split_dir(directory, split)
 
 
-def split_videos(data_root: str | Path, dataset: str, split: str, pixel_range: Sequence[int] = ()) -> list[Video]:
+def split_videos(data_root: str | Path, dataset: str, split: str, pixel_range: Sequence[int] = (), *,
+                 decode_as: tuple[int, int] | None = None) -> list[Video]:
     """The videos of ``split`` ('training' or 'testing') of a dataset, in sorted order, their 16-bit frames mapped by
-    ``pixel_range`` (the model's ``model.pixel_range``)."""
+    ``pixel_range`` (the model's ``model.pixel_range``); ``decode_as`` as ``list_videos`` takes it."""
     if split not in UCSD_SPLITS:
         raise ValueError(f"split must be 'training' or 'testing', got {split!r}")
     directory = dataset_dir(data_root, dataset)
     found = _split_dir(directory, split)
     if found is None:
         raise DataError(f"{directory}: no {split} split (looked for {split}/frames, {split}/videos, {split}_videos, {UCSD_SPLITS[split]})")
-    return list_videos(found, pixel_range)
+    return list_videos(found, pixel_range, decode_as=decode_as)

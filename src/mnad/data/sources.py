@@ -45,7 +45,24 @@ VIDEO_EXTENSIONS = {".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".webm"}
 # 16-bit frames whose values span less than this (1/16 of 0..65535) keep at most 16 grey levels in their high byte:
 # a 12-bit camera's 0..4095, or radiometric counts in a narrow band such as 7000..9000
 NARROW_SPAN = 4096
-_narrow_warned: set[str] = set()  # videos and sources already warned about (once each, not once per frame)
+# frames of a video looked at before its narrow-range warning is decided (2 s at 25 fps), warned where most of them are
+# narrow: one frame misleads (a lens cap, a dark scene at the start of a full-range camera's video)
+NARROW_FRAMES = 50
+
+
+@dataclass
+class _Span:
+    """What ``warn_narrow`` has seen of one video's 16-bit frames so far."""
+
+    frames: int = 0  # frames looked at
+    narrow: int = 0  # of them, frames spanning less than NARROW_SPAN
+    low: int = 65535  # the values of the narrow frames
+    high: int = 0
+    first: str = ""  # the first narrow frame's file (or source), named by the warning
+
+
+_narrow_seen: dict[str, _Span] = {}  # videos and sources not yet decided
+_narrow_decided: set[str] = set()  # videos and sources decided (warned or not): once each, not once per frame
 _narrow_lock = threading.Lock()
 
 
@@ -70,36 +87,48 @@ def suggested_range(low: int, high: int) -> tuple[int, int]:
     return (low, high) if low < high else (max(low - 1, 0), min(high + 1, 65535))
 
 
-def warn_narrow(image: np.ndarray, source: str | Path, video: str | Path) -> None:
-    """Warn, once per ``video``, where a 16-bit frame read without a pixel range uses little of 0..65535: its high
-    byte, what the model would see, is then nearly uniform (a 12-bit camera's frames nearly black)."""
+def warn_narrow(image: np.ndarray, source: str | Path, video: str | Path, frames: int | None = None) -> None:
+    """Warn, once per ``video``, where its 16-bit frames read without a pixel range use little of 0..65535: their high
+    byte, what the model would see, is then nearly uniform (a 12-bit camera's frames nearly black). Decided on the
+    first ``NARROW_FRAMES`` frames looked at (all of a video of fewer ``frames``, where its length is known): warned
+    when most of them are narrow. Each costs a min and a max until then, nothing after."""
     key = str(video)
-    if key in _narrow_warned:
+    if key in _narrow_decided:
         return
     low, high = int(image.min()), int(image.max())
-    if high - low >= NARROW_SPAN:
-        return
     with _narrow_lock:
-        if key in _narrow_warned:
+        if key in _narrow_decided:
             return
-        _narrow_warned.add(key)
-    a, b = suggested_range(low, high)
-    log.warning("%s: a 16-bit frame whose values span only %d..%d of 0..65535; read by its high byte, as no "
-                "model.pixel_range is set, it keeps %d grey levels and the model sees almost nothing. Train with "
-                "--set model.pixel_range=[%d,%d] (the values to show as black and white; the model keeps the setting) "
-                "(docs/data.md). Said once for %s", printable(source), low, high, (high >> 8) - (low >> 8) + 1, a, b,
-                printable(video))
+        seen = _narrow_seen.setdefault(key, _Span())
+        seen.frames += 1
+        if high - low < NARROW_SPAN:
+            seen.narrow += 1
+            seen.low, seen.high = min(seen.low, low), max(seen.high, high)
+            seen.first = seen.first or str(source)
+        if seen.frames < min(NARROW_FRAMES, frames or NARROW_FRAMES):
+            return
+        del _narrow_seen[key]
+        _narrow_decided.add(key)
+    if seen.narrow * 2 <= seen.frames:  # most frames have contrast (dark ones at the start are the scene, not the range)
+        return
+    a, b = suggested_range(seen.low, seen.high)
+    log.warning("%s: %d of its first %d 16-bit frames span only %d..%d of 0..65535 (the first of them: %s); read by "
+                "their high byte, as no model.pixel_range is set, they keep %d grey levels and the model sees almost "
+                "nothing. Train with --set model.pixel_range=[%d,%d] (the values to show as black and white; the model "
+                "keeps the setting) (docs/data.md). Said once per video", printable(video), seen.narrow, seen.frames,
+                seen.low, seen.high, printable(seen.first), (seen.high >> 8) - (seen.low >> 8) + 1, a, b)
 
 
 def to_8bit(image: np.ndarray, source: str | Path, pixel_range: tuple[int, ...] = (),
-            video: str | Path | None = None) -> np.ndarray:
+            video: str | Path | None = None, frames: int | None = None) -> np.ndarray:
     """A decoded image as uint8. 8-bit as it is; 16-bit mapped linearly from ``pixel_range`` (low, high) onto 0..255,
     clipped outside it, or, with none set, its high byte (as models trained before the setting saw it), with a
-    warning once per ``video`` (default ``source``) where that leaves almost nothing to see."""
+    warning once per ``video`` (default ``source``, of ``frames`` frames where known) where that leaves almost nothing
+    to see (``warn_narrow``)."""
     if image.dtype == np.uint16:
         if pixel_range:
             return _range_table(*pixel_range)[image]
-        warn_narrow(image, source, source if video is None else video)
+        warn_narrow(image, source, source if video is None else video, frames)
         return (image >> 8).astype(np.uint8)
     if image.dtype != np.uint8:
         raise DataError(f"{source}: unsupported pixel type {image.dtype} (expected 8- or 16-bit integers)")
@@ -111,9 +140,9 @@ def to_8bit(image: np.ndarray, source: str | Path, pixel_range: tuple[int, ...] 
 
 
 def to_channels(image: np.ndarray, channels: int, source: str | Path, pixel_range: tuple[int, ...] = (),
-                video: str | Path | None = None) -> np.ndarray:
+                video: str | Path | None = None, frames: int | None = None) -> np.ndarray:
     """Any decoded image (gray, BGR, BGRA; 8 or 16 bit) -> uint8 (H, W, channels); 16-bit as ``to_8bit`` maps it."""
-    image = to_8bit(image, source, pixel_range, video)
+    image = to_8bit(image, source, pixel_range, video, frames)
     if image.ndim == 2:
         image = image[:, :, None]
     if image.shape[2] == 4:
@@ -128,10 +157,11 @@ def to_channels(image: np.ndarray, channels: int, source: str | Path, pixel_rang
 
 
 def prepare_frame(image: np.ndarray, size: int, channels: int, source: str | Path, pixel_range: Sequence[int] = (),
-                  video: str | Path | None = None) -> np.ndarray:
+                  video: str | Path | None = None, frames: int | None = None) -> np.ndarray:
     """A decoded frame as a model reads it: uint8 (size, size, channels), 16-bit mapped by ``pixel_range``
-    (``model.pixel_range``; ``to_8bit``), warnings said once per ``video`` (default ``source``)."""
-    image = to_channels(image, channels, source, pixel_range_of(pixel_range), video)
+    (``model.pixel_range``; ``to_8bit``), warnings said once per ``video`` (default ``source``) of ``frames`` frames
+    (None: a live source, whose length is not known)."""
+    image = to_channels(image, channels, source, pixel_range_of(pixel_range), video, frames)
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     return resized.reshape(size, size, channels)
 
@@ -347,7 +377,8 @@ class FrameFolder(Video):
         return image
 
     def frame(self, index: int, size: int, channels: int) -> np.ndarray:
-        return prepare_frame(self.image(index), size, channels, self.files[index], self.pixel_range, self.path)
+        return prepare_frame(self.image(index), size, channels, self.files[index], self.pixel_range, self.path,
+                             len(self.files))
 
 
 def decode_dir() -> Path:
@@ -386,6 +417,45 @@ def available_memory() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, AttributeError):  # no such sysconf (macOS, Windows): no bound known
         return 1 << 62
+
+
+def usable_space(folder: Path, what: str | Path) -> tuple[int, str]:
+    """(bytes decoded frames may take in ``folder``, the words saying so): its free space, or in a tmpfs, whose files
+    take memory, at most half the memory available. A folder that cannot be looked at is a ``DataError`` about
+    ``what`` (a video, a dataset's folder)."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise DataError(f"{printable(what)}: cannot write its decoded frames to {printable(folder)} "
+                        f"({exc.strerror or exc}); set TMPDIR to a writable folder") from exc
+    if in_memory_filesystem(folder):  # what is free there may not be in memory
+        free = min(free, available_memory() // 2)
+        return free, f"{printable(folder)} is held in memory (tmpfs), {free / 1e9:.1f} GB of which can be used"
+    return free, f"{printable(folder)} has {free / 1e9:.1f} GB free"
+
+
+def check_decode_room(videos: Sequence[Video], size: int, channels: int, where: str | Path | None = None) -> None:
+    """One check, before any of them is decoded, that the video files among ``videos`` (whole, each of them, as
+    ``VideoFile`` decodes them) fit in ``decode_dir`` at ``size``: a folder of videos that together do not fit would
+    otherwise fail at the first that does not, hours of decoding in. Frame counts are the videos' own where counted,
+    else their containers' (read without decoding); a video already decoded at that size needs nothing more. Said
+    as one ``DataError`` naming ``where`` (default: the folder holding the videos), the space needed and available
+    and TMPDIR. Each video is checked again when decoded (the disk may fill meanwhile)."""
+    files = {id(v): v for v in (getattr(v, "video", v) for v in videos)  # a FrameRange decodes its whole video
+             if isinstance(v, VideoFile) and (size, channels) not in v._decoded}
+    if not files:
+        return
+    frames = sum(v.expected_frames() for v in files.values())
+    need = frames * size * size * channels
+    folder = decode_dir()
+    if where is None:
+        where = os.path.commonpath([os.path.abspath(v.path.parent) for v in files.values()])
+    free, said = usable_space(folder, where)
+    if need > free:
+        tmpdir = f"TMPDIR is {printable(os.environ['TMPDIR'])}" if os.environ.get("TMPDIR") else "TMPDIR is not set"
+        raise DataError(f"{printable(where)}: its {len(files)} video files decoded at {size}x{size} ({frames} frames) need "
+                        f"{need / 1e9:.1f} GB on disk, and {said} ({tmpdir}); set TMPDIR to a folder on a disk with room "
+                        "(or use a smaller model.image_size, or fewer videos)")
 
 
 def raise_open_file_limit() -> None:
@@ -449,18 +519,26 @@ class VideoFile(Video):
     """A video file (.avi, .mp4, ...). Video codecs cannot seek cheaply and exactly, so the first frame asked at a size
     decodes the whole video, once, into a temporary file on disk (``decode_dir``), from which frames are then read at
     random: the decoded frames of an hour of footage at 256x256 (17.7 GB) do not fit in memory. The file is checked
-    to fit (a ``DataError`` naming the video and the folder if not) and lasts as long as this object."""
+    to fit (a ``DataError`` naming the video and the folder if not) and lasts as long as this object.
+
+    Its length is the count of frames that decode (containers' counts are often wrong), so it costs a decode. A
+    caller that will read every frame at one size says so with ``decode_as`` (size, channels): the length is then
+    counted by that decode to disk, one pass (training). Without it, the length asked before any frame is counted by
+    a pass of its own (a caller may want only the count: sharding, footage spans), and the decode is a second."""
 
     keeps_frames = True
 
-    def __init__(self, path: str | Path, name: str | None = None, *, pixel_range: Sequence[int] = ()) -> None:
+    def __init__(self, path: str | Path, name: str | None = None, *, pixel_range: Sequence[int] = (),
+                 decode_as: tuple[int, int] | None = None) -> None:
         self.path = Path(path)
         self.name = name or self.path.stem
         self.pixel_range = pixel_range_of(pixel_range)  # OpenCV decodes video to 8 bits: a range set is refused
+        self.decode_as = decode_as
         if not self.path.is_file():
             raise DataError(f"{self.path}: video file not found")
         self._decoded: dict[tuple[int, int], DecodedFrames] = {}  # by (size, channels): a second size keeps the first
         self._count: int | None = None
+        self._reported: int | None = None  # the container's count (0: none), read once
 
     def __getstate__(self) -> dict:
         # an open file does not pickle (a spawned worker): the copy decodes again when first read
@@ -475,19 +553,21 @@ class VideoFile(Video):
     def _room(self, folder: Path, frames: int, frame_bytes: int, size: int) -> None:
         """A clear error, before decoding, where the decoded frames would not fit in ``folder``."""
         need = frames * frame_bytes
-        try:
-            free = shutil.disk_usage(folder).free
-        except OSError as exc:
-            raise DataError(f"{printable(self.path)}: cannot write its decoded frames to {printable(folder)} "
-                            f"({exc.strerror or exc}); set TMPDIR to a writable folder") from exc
-        where = f"{printable(folder)} has {free / 1e9:.1f} GB free"
-        if in_memory_filesystem(folder):  # a tmpfs's files take memory: what is free there may not be in memory
-            free = min(free, available_memory() // 2)
-            where = f"{printable(folder)} is held in memory (tmpfs), {free / 1e9:.1f} GB of which can be used"
+        free, where = usable_space(folder, self.path)
         if need > free:
             raise DataError(f"{printable(self.path)}: its {frames} frames decoded at {size}x{size} need "
                             f"{need / 1e9:.1f} GB, and {where}; set TMPDIR to a folder on a disk with room "
                             "(or use a smaller model.image_size)")
+
+    def expected_frames(self) -> int:
+        """The frames its decode will write: its count where counted, else its container's (no decode; 0 if none)."""
+        if self._count is not None:
+            return self._count
+        if self._reported is None:
+            capture = self._open()
+            self._reported = reported_frames(capture)
+            capture.release()
+        return self._reported
 
     def _write_error(self, folder: Path, exc: OSError, frames: DecodedFrames) -> DataError:
         return DataError(f"{printable(self.path)}: cannot write its decoded frames to {printable(folder)} "
@@ -543,6 +623,8 @@ class VideoFile(Video):
         return frames
 
     def __len__(self) -> int:
+        if self._count is None and self.decode_as is not None:
+            self._decode(*self.decode_as)  # counts as it decodes
         if self._count is None:  # count by grabbing: container frame counts are often wrong
             capture, count, reached = self._open(), 0, 0.0
             total, rate = reported_frames(capture), capture.get(cv2.CAP_PROP_FPS)
