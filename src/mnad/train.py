@@ -66,13 +66,15 @@ RESUME_FIXED = ("epochs", "batch_size", "lr", "lambda_compact", "lambda_separate
 
 
 def training_videos(config: Config, data_root: str | Path) -> list[Video]:
-    """The training split of a benchmark layout, or, for own footage, every video in the folder."""
+    """The training split of a benchmark layout, or, for own footage, every video in the folder. Video files are
+    counted by their one decode to disk at the model's size (``decode_as``), checked to fit together first."""
+    decode_as = (config.model.image_size, config.model.channels)
     if config.dataset:
-        return split_videos(data_root, config.dataset, "training", config.model.pixel_range)
+        return split_videos(data_root, config.dataset, "training", config.model.pixel_range, decode_as=decode_as)
     # a layout with a training split is read as one: a problem inside it is reported as it is (was: any error there
     # made the root itself read as a folder of videos, and the message named training/ instead of the bad folder)
     found = find_split(data_root, "", "training")
-    return list_videos(found if found is not None else data_root, config.model.pixel_range)
+    return list_videos(found if found is not None else data_root, config.model.pixel_range, decode_as=decode_as)
 
 
 def split_holdout(
