@@ -128,9 +128,9 @@ def test_detect_on_mp4_finds_the_anomalies_and_matches_offline_scores(trained: t
     if alerts.sum():
         assert video_labels[alerts == 1].mean() > video_labels.mean() - 0.1
     # localisation outputs
-    assert len(list((out / "maps").glob("*.npy"))) == n - 4
-    assert np.load(out / "maps" / "000000000004.npy").shape == (32, 32)
-    capture = cv2.VideoCapture(str(out / "annotated.mp4"))
+    assert len(list((out / "maps").rglob("*.npy"))) == n - 4
+    assert np.load(out / "maps" / "00000000" / "000000000004.npy").shape == (32, 32)
+    capture = cv2.VideoCapture(str(out / "annotated.mkv"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == n - 4
     # causal scores agree with the offline scoring of the same frames (mp4 compression aside)
     offline = score_videos(model, config, list_videos(test_dir)[:1], progress=False)[0]
@@ -223,4 +223,4 @@ def test_detect_with_a_middle_frame_model_reports_each_frame_it_scores(synthetic
     rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
     assert [int(r["frame"]) for r in rows] == list(range(2, n - 1))  # the first 2 and the last 1 are no clip's middle
     assert summary["frames_scored"] == n - 3
-    assert sorted(p.name for p in (tmp_path / "out" / "maps").glob("*.npy"))[0] == "000000000002.npy"
+    assert sorted(p.name for p in (tmp_path / "out" / "maps").rglob("*.npy"))[0] == "000000000002.npy"

@@ -102,7 +102,7 @@ def test_annotated_video_keeps_the_source_frame_rate(model_file: Path, tmp_path:
         writer.write(cv2.imread(str(f)))
     writer.release()
     assert main(["detect", str(path), "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--save-video"]) == 0
-    capture = cv2.VideoCapture(str(tmp_path / "o" / "annotated.mp4"))
+    capture = cv2.VideoCapture(str(tmp_path / "o" / "annotated.mkv"))
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
     ok, picture = capture.read()
     # a 64 px frame is scaled up 5 times to MIN_WIDTH (320), its text readable; the timeline under it
@@ -121,7 +121,7 @@ def test_annotated_video_of_tiny_frames_is_scaled_up_and_holds_every_frame(model
     out = tmp_path / "o"
     assert main(["detect", str(folder), "--checkpoint", str(model_file), "--out", str(out), "--quiet", "--save-video"]) == 0
     scored = json.loads((out / "summary.json").read_text())["frames_scored"]
-    capture = cv2.VideoCapture(str(out / "annotated.mp4"))
+    capture = cv2.VideoCapture(str(out / "annotated.mkv"))
     shapes = []
     while (got := capture.read())[0]:
         shapes.append(got[1].shape)
@@ -157,7 +157,7 @@ def test_a_video_writer_that_drops_frames_fails_the_run(model_file: Path, tmp_pa
     out = tmp_path / "o"
     assert main(["detect", str(folder), "--checkpoint", str(model_file), "--out", str(out), "--quiet", "--save-video"]) == 2
     err = capsys.readouterr().err
-    assert "annotated.mp4: the annotated video holds 3 of its 8 frames" in err and "Traceback" not in err
+    assert "annotated.mkv: the annotated video holds 3 of its 8 frames" in err and "Traceback" not in err
     assert (out / "scores.csv").read_text().count("\n") == 9  # the scores are kept
 
 

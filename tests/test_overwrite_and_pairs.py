@@ -297,7 +297,7 @@ def test_a_source_failing_to_close_leaves_the_others_closed(model_file: Path, tm
     with pytest.raises(DataError, match=f"0_v: cannot write the outputs \\(disk full\\); .*moved to .*{EARLIER_DIR}"):
         detect(model, config, [str(v), str(w)], out, DetectOptions(overwrite=True, save_video=True), progress=False)
     assert json.loads((out / "1_w" / "summary.json").read_text())["frames_scored"] == 4  # the next source closed
-    capture = cv2.VideoCapture(str(out / "1_w" / "annotated.mp4"))  # its video released: playable
+    capture = cv2.VideoCapture(str(out / "1_w" / "annotated.mkv"))  # its video released: playable
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 4 and capture.read()[0]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and [s["failed"] for s in summary["streams"]] == [True, False]

@@ -313,6 +313,6 @@ def test_a_time_lapse_gets_its_annotated_video(model_file: Path, tmp_path: Path,
     assert code == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["annotated_video"] and summary["source_fps"] == 0.001
-    capture = cv2.VideoCapture(str(tmp_path / "o" / "annotated.mp4"))
+    capture = cv2.VideoCapture(str(tmp_path / "o" / "annotated.mkv"))
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 3 and capture.get(cv2.CAP_PROP_FPS) == 1.0
     capture.release()

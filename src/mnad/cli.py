@@ -387,7 +387,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
     options = DetectOptions(
         save_video=args.save_video, save_maps=args.save_maps, max_frames=args.max_frames, overwrite=args.overwrite,
         source=SourceOptions(**given(args, "fps", "reconnects", "open_timeout", "read_timeout")),
-        **given(args, "region_sigma", "hysteresis", "min_event_frames", "video_segment"),
+        **given(args, "region_sigma", "hysteresis", "min_event_frames", "video_segment", "video_keep"),
     )
     summary = detect(model, config, args.source, args.out, options, device=config.train.device, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -531,10 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a calibrated model gives alerts and events (mnad calibrate)")
     p.add_argument("--out", required=True, help="folder for scores.csv, events.jsonl, events.csv, summary.json "
                    "(several sources: one folder per source, <index>_<name>, and the run's summary.json)")
-    p.add_argument("--save-video", action="store_true", help="write annotated.mp4 (a longer run: annotated/<first frame>.mp4, "
+    p.add_argument("--save-video", action="store_true", help="write annotated.mkv (a longer run: annotated/<first frame>.mkv, "
                    "files of --video-segment seconds): heatmap overlay, regions, score timeline")
     p.add_argument("--video-segment", type=float, default=from_detect("video_segment"), metavar="SECONDS",
-                   help="with --save-video: seconds of video per file; a killed run loses only the open one (default %(default)s)")
+                   help="with --save-video: seconds of video per file; a killed run loses at most the open one's "
+                   "unwritten tail (default %(default)s)")
+    p.add_argument("--video-keep", type=float, default=from_detect("video_keep"), metavar="GIB",
+                   help="with --save-video: when a file closes, delete the oldest closed files until those kept total at "
+                   "most GIB GiB, the newest always kept (default: keep every file)")
     p.add_argument("--save-maps", choices=["npy", "png"], help="write each frame's error map")
     p.add_argument("--region-sigma", type=float, default=from_detect("region_sigma"), help="mark regions above mean + SIGMA * std of the error "
                    "(default %(default)s: the mean)")

@@ -54,9 +54,9 @@ from mnad.outputs import (
     DetectWriter,
     check_output_folder,
     detect_run_entries,
-    frame_name,
     output_path,
     remove_detect_temps,
+    segment_name,
     wall_clock,
     write_detect_summary,
 )
@@ -70,24 +70,30 @@ UNCALIBRATED = ("this model carries no calibration: scores use a running min-max
 READ_AHEAD = 4  # frames a source's reader may decode ahead of scoring (bounded: a fast file does not fill the memory)
 MIN_VIDEO_FPS = 1.0  # the annotated video plays a time-lapse (--fps 0.001) at this rate: mp4v refuses rates below about
 # 0.01 frames/s (the writer would not open), and slower is no video to watch; each picture carries its own time
-VIDEO_SEGMENT_SECONDS = 600.0  # the annotated video is written as files of this much video (at the rate it plays): an MP4
-# is readable only once closed (its index is written last), so a run killed by SIGKILL, a power cut or the OOM killer
-# loses the open file only, and no file grows without bound. 10 minutes (15,000 frames at 25 fps) keeps that loss small
-# and the files few (144 a day), as CCTV recorders do
+MAX_VIDEO_FPS = 1000.0  # and at most this: a camera may claim 90,000 frames/s (an RTSP clock), two frames a microsecond
+# apart measure no rate, and beyond 65,535 the encoder takes none (``encoder_rate``)
+VIDEO_SEGMENT_SECONDS = 600.0  # the annotated video is written as files of this much video (at the rate it plays): each
+# closed file is read back (a full disk is found then, not at the run's end), a run killed by SIGKILL, a power cut or the
+# OOM killer loses at most the open file's unwritten tail (Matroska: outputs.VIDEO_SUFFIX), no file grows without bound,
+# and --video-keep can delete the oldest. 10 minutes (15,000 frames at 25 fps) keeps the files few (144 a day), as CCTV
+# recorders do
+GIB = 2**30
 SUMMARY_SECONDS = 60.0  # a run's summary.json files are rewritten at least this often (wall time) while it runs, marked
 # "complete": false, "ended_by": null while the source runs, with "updated_at": a run killed outright (SIGKILL, the OOM
 # killer, a power cut) leaves the last one, which says it never ended, how far it got (at most this long before) and its
 # closed video segments; and a summary not complete whose updated_at is older than this is a dead run's. They are also
-# rewritten at a source's first scored frame, when an annotated segment closes (so every closed file is listed) and when
-# a source ends. Not at each event's end: events.jsonl already has every ended event, flushed when it ends, and a noisy
-# score could end one every few frames. One write (JSON and fsync, ~1 ms) a minute is nothing beside tens of frames/s
+# rewritten at a source's first scored frame, when an annotated segment opens or closes (every closed file is listed,
+# the open one named) and when a source ends. Not at each event's end: events.jsonl already has every ended event,
+# flushed when it ends, and a noisy score could end one every few frames. One write (JSON and fsync, ~1 ms) a minute
+# is nothing beside tens of frames/s
 FALLING_BEHIND = 10.0  # seconds a live source's reader may wait for the scorer before the run warns that it falls behind
 
 
 @dataclass
 class DetectOptions:
-    save_video: bool = False  # annotated.mp4: state, regions while alerting, labelled score timeline
+    save_video: bool = False  # annotated.mkv: state, regions while alerting, labelled score timeline
     video_segment: float = VIDEO_SEGMENT_SECONDS  # seconds of annotated video per file (``SegmentedVideo``)
+    video_keep: float | None = None  # GiB: the oldest closed files are deleted past this (``SegmentedVideo``); None: all kept
     save_maps: str | None = None  # 'npy' or 'png': each frame's error map
     region_sigma: float = 0.0  # regions above the error map's mean + sigma * std
     hysteresis: float = HYSTERESIS
@@ -106,43 +112,65 @@ class DetectOptions:
         if (isinstance(self.video_segment, bool) or not isinstance(self.video_segment, int | float)
                 or not math.isfinite(self.video_segment) or self.video_segment <= 0):
             raise ConfigError(f"--video-segment must be a number of seconds > 0, got {self.video_segment!r}")
+        if self.video_keep is not None and (isinstance(self.video_keep, bool) or not isinstance(self.video_keep, int | float)
+                                            or not math.isfinite(self.video_keep) or self.video_keep <= 0):
+            raise ConfigError(f"--video-keep must be a number of GiB > 0, got {self.video_keep!r}")
 
 
 class SegmentedVideo:
     """The annotated video of one source, in files of ``seconds`` of pictures at ``rate`` each, or, for a camera or
     stream (``clocked``: its frames' times are the wall clock's), of ``seconds`` of its frames' times, whichever comes
     first (a camera that claims 1000 frames/s but sends 25 still closes a file every ``seconds``), each closed and
-    read back when full. A run that stays within one file writes
-    ``annotated.mp4``; when a second file begins, the first moves to ``annotated/<first frame>.mp4`` (``frame_name``)
-    and every later one is written there, so the names sort in time order. A killed run loses the open file only (an
-    MP4 is unreadable until closed); ``files`` are those closed."""
+    read back when full. A run that stays within one file writes ``annotated.mkv``; when a second file begins, the
+    first moves to ``annotated/<first frame>.mkv`` (``outputs.segment_name``) and every later one is written there, so
+    the names sort in time order. The files are Matroska: a killed run's open file plays up to the muxer's last write
+    (an MP4 would be unreadable without the index written at its close). ``files`` are those closed and kept.
 
-    def __init__(self, out_dir: Path, rate: float, seconds: float, *, clocked: bool = False) -> None:
+    A camera's claimed rate is often wrong (one claiming 30 frames/s may send 10): each of its files after the first
+    plays at the rate the previous file's frames came at, by their times (its pictures over the time from its first
+    frame to the next file's), so the video plays in real time. Files of footage play at the footage's own rate.
+
+    ``keep_bytes``: when a file closes, the oldest closed files are deleted until those kept total at most this many
+    bytes, the newest always kept (a recorder's rule: the oldest goes first); ``deleted`` counts them."""
+
+    def __init__(self, out_dir: Path, rate: float, seconds: float, *, clocked: bool = False,
+                 keep_bytes: int | None = None) -> None:
         self.out_dir, self.seconds, self.clocked = out_dir, seconds, clocked  # out_dir follows _Detection.move
-        self.rate = encoder_rate(rate)
-        self.segment_frames = max(round(self.rate * seconds), 1)
-        self.files: list[str] = []  # closed and checked, relative to out_dir, in time order
+        self.keep_bytes = keep_bytes
+        self.rate = encoder_rate(rate)  # the open file's (the next one's, while none is open)
+        self.files: list[str] = []  # closed, checked and kept, relative to out_dir, in time order
+        self.sizes: list[int] = []  # their sizes in bytes
+        self.deleted = 0  # closed files deleted for keep_bytes
         self.writer: cv2.VideoWriter | None = None
         self.name = ""  # the open file's, relative to out_dir
-        self.first = 0  # the first frame of annotated.mp4: its name once it moves into annotated/
+        self.first = 0  # the first frame of annotated.mkv: its name once it moves into annotated/
         self.count = 0  # pictures given to the open file's writer
         self.started = 0.0  # the time (seconds) of the open file's first frame
+        self.previous: tuple[int, float] | None = None  # the last closed file's pictures and first frame's time
+
+    @property
+    def open_name(self) -> str | None:
+        """The file being written (relative to out_dir), or None."""
+        return self.name if self.writer is not None else None
 
     def write(self, picture: np.ndarray, frame: int, time: float) -> None:
         """Add one picture, source frame ``frame`` (names a new file) at ``time`` seconds; the file is closed once full."""
         if self.writer is None:
-            self._open(frame, picture.shape[1], picture.shape[0])
-            self.started = time
+            self._open(frame, picture.shape[1], picture.shape[0], time)
         assert self.writer is not None
         self.writer.write(picture)
         self.count += 1
         if self.count >= self.segment_frames or (self.clocked and time - self.started >= self.seconds):
             self.close()
 
-    def _open(self, frame: int, width: int, height: int) -> None:
+    def _open(self, frame: int, width: int, height: int, time: float) -> None:
+        if self.clocked and self.previous is not None and time > self.previous[1]:
+            measured = self.previous[0] / (time - self.previous[1])
+            self.rate = encoder_rate(measured)
+        self.segment_frames = max(round(self.rate * self.seconds), 1)
         folder = self.out_dir / ANNOTATED_DIR
         if self.files == [ANNOTATED_VIDEO]:  # a second file begins: the first joins it, so that all sort together
-            first = f"{ANNOTATED_DIR}/{frame_name(self.first)}.mp4"
+            first = segment_name(self.first)
             try:
                 folder.mkdir()  # not exist_ok: a folder already there is not this run's, never mixed with it
                 (self.out_dir / ANNOTATED_VIDEO).rename(self.out_dir / first)
@@ -151,7 +179,7 @@ class SegmentedVideo:
                                 "earlier run's? move it)") from exc
             self.files = [first]
         if self.files:
-            self.name = f"{ANNOTATED_DIR}/{frame_name(frame)}.mp4"
+            self.name = segment_name(frame)
         else:
             self.name, self.first = ANNOTATED_VIDEO, frame
         path = self.out_dir / self.name
@@ -159,11 +187,12 @@ class SegmentedVideo:
         if not self.writer.isOpened():
             self.writer = None
             raise DataError(f"{path}: cannot write the annotated video (no mp4v encoder?)")
-        self.count = 0
+        self.count, self.started = 0, time
 
     def close(self) -> None:
         """Close the open file, if any, and read it back: OpenCV's writer returns nothing and drops a picture it cannot
-        encode or write (a full disk) without a word. ``DataError`` when it holds fewer pictures than it was given."""
+        encode or write (a full disk) without a word. ``DataError`` when it holds fewer pictures than it was given.
+        Then the oldest files past ``keep_bytes`` are deleted."""
         if self.writer is None:
             return
         self.writer.release()
@@ -177,12 +206,37 @@ class SegmentedVideo:
         if written != self.count:
             raise DataError(f"{path}: the annotated video holds {max(written, 0)} of its {self.count} frames (the video "
                             "writer failed: disk full?)")
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise DataError(f"{path}: the annotated video is gone once written ({os_reason(exc)})") from exc
         self.files.append(self.name)
+        self.sizes.append(size)
+        self.previous = (self.count, self.started)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Delete the oldest closed files until those kept total at most ``keep_bytes``; the newest always stays."""
+        if self.keep_bytes is None:
+            return
+        while len(self.files) > 1 and sum(self.sizes) > self.keep_bytes:
+            path = self.out_dir / self.files[0]
+            try:
+                path.unlink(missing_ok=True)  # one the user deleted already is as good as deleted
+            except OSError as exc:  # kept, and listed: the disk would fill without a word
+                raise DataError(f"{path}: cannot delete the oldest annotated video file for --video-keep "
+                                f"({os_reason(exc)})") from exc
+            del self.files[0], self.sizes[0]
+            self.deleted += 1
+            log.info(f"{path}: deleted (--video-keep: the annotated video's files are kept to "
+                     f"{self.keep_bytes / GIB:g} GiB)")
 
 
 def encoder_rate(rate: float) -> float:
-    """``rate`` as the MPEG-4 encoder takes it: a fraction whose denominator fits in 16 bits (FFmpeg refuses a time
-    base of 1000/66667: 66.667 frames/s would fail the run at its first picture), to the nearest 1/1000 that does."""
+    """``rate`` as the MPEG-4 encoder takes it: within [``MIN_VIDEO_FPS``, ``MAX_VIDEO_FPS``], and a fraction whose
+    denominator fits in 16 bits (FFmpeg refuses a time base of 1000/66667: 66.667 frames/s would fail the run at its
+    first picture), to the nearest 1/1000 that does."""
+    rate = min(max(rate, MIN_VIDEO_FPS), MAX_VIDEO_FPS)
     return next(round(rate * scale) / scale for scale in (1000, 100, 10, 1) if rate * scale <= 65535)
 
 
@@ -340,11 +394,14 @@ class _Detection:
                                       threshold=self.threshold, alert=alert, history=self.history, fps=self.frames.fps,
                                       size=self.video_size, region_sigma=self.options.region_sigma)
             if self.video is None:
-                rate = max(self.frames.fps, MIN_VIDEO_FPS)
-                self.video = SegmentedVideo(self.out_dir, rate, self.options.video_segment, clocked=self.frames.clocked)
-            files = list(self.video.files)
+                rate = self.frames.fps  # a camera's claim, until its frames' times measure it (``SegmentedVideo``)
+                keep = round(self.options.video_keep * GIB) if self.options.video_keep is not None else None
+                self.video = SegmentedVideo(self.out_dir, rate, self.options.video_segment, clocked=self.frames.clocked,
+                                            keep_bytes=keep)
+            before = (list(self.video.files), self.video.open_name)
             self.video.write(picture, row.index, shown.time)
-            self.due |= self.video.files != files  # a file closed, or annotated.mp4 moved into annotated/
+            # a file opened or closed, annotated.mkv moved into annotated/, or an old file deleted: the summary says so
+            self.due |= (self.video.files, self.video.open_name) != before
 
     def source_fps(self) -> float:
         """The source's frame rate: for a camera or stream (frame times off the wall clock) the rate its frames came at,
@@ -460,8 +517,13 @@ class _Detection:
             # reads as one that ended (with several sources, the run's summary.json says which had ended)
             "ended_by": printable(self.ended_by) if complete and self.ended_by is not None else None,
             "annotated_video": self.video is not None and bool(self.video.files),
-            # its files in time order, relative to this folder: annotated.mp4, or annotated/<first frame>.mp4 each
+            # its closed files still kept, in time order, relative to this folder: annotated.mkv, or
+            # annotated/<first frame>.mkv each
             "annotated_video_files": list(self.video.files) if self.video is not None else [],
+            # the oldest closed files deleted for --video-keep
+            "annotated_video_deleted": self.video.deleted if self.video is not None else 0,
+            # the file being written (null once the run ended): what a killed run left, playable up to its last write
+            "annotated_video_open": self.video.open_name if self.video is not None and not complete else None,
             "note": None if calibration else UNCALIBRATED,
             # false while the run goes on (and in what a killed run left): rewritten at least every SUMMARY_SECONDS till then
             "complete": complete, "updated_at": wall_clock(time.time()), "update_seconds": SUMMARY_SECONDS,

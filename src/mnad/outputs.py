@@ -7,7 +7,8 @@
 - the report's optional JSON files (provenance.json, thumbs/thumbs.json, figures/figures.json): read by
   ``read_json_if_present`` with the check ``mnad.report.inputs`` gives for each.
 - ``mnad detect``'s folder: ``scores.csv`` (per frame, with time, smoothed score and alert), ``events.jsonl`` and
-  ``events.csv``, ``summary.json``, ``maps/`` (``DetectWriter``, ``read_detect_scores``); with several sources, one
+  ``events.csv``, ``summary.json``, ``maps/`` (``DetectWriter``, ``map_name``, ``read_detect_scores``), the annotated
+  video (``ANNOTATED_VIDEO``, ``segment_name``; written by ``detect.SegmentedVideo``); with several sources, one
   such folder per source and a ``summary.json`` of the whole run beside them, which names those folders from the
   run's start (``write_detect_summary``; ``detect_run_entries`` reads it back).
 
@@ -460,16 +461,34 @@ def read_train_log(path: str | Path) -> list[dict]:
 
 DETECT_SCORES_HEADER = ["frame", "time", "psnr", "patch_psnr", "distance", "patch_distance", "regular_score", "memory_updated", "score",
                         "smoothed", "alert"]
-EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, MAPS_DIR = "events.jsonl", "events.csv", "summary.json", "annotated.mp4", "maps"
+# The annotated video is Matroska (mp4v inside): a file cut short by SIGKILL or a power cut plays up to the muxer's last
+# write, where an MP4 is unreadable without the index written at its close
+VIDEO_SUFFIX = ".mkv"
+EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, MAPS_DIR = "events.jsonl", "events.csv", "summary.json", "maps"
+ANNOTATED_VIDEO = f"annotated{VIDEO_SUFFIX}"
 ANNOTATED_DIR = "annotated"  # the annotated video of a run longer than one segment: its files, named by their first frame
-DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, ANNOTATED_DIR, MAPS_DIR)
+OLD_ANNOTATED_VIDEO = "annotated.mp4"  # what runs before the Matroska files wrote: still an earlier run's output
+DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, OLD_ANNOTATED_VIDEO, ANNOTATED_DIR, MAPS_DIR)
 FRAME_DIGITS = 12  # frame numbers in file names: 10**12 frames are 1,268 years at 25 fps
+MAP_SHARD_FRAMES, SHARD_DIGITS = 10_000, 8  # maps/ holds folders of 10,000 maps each: 2 M files a day in one folder
+# stalls `ls`, backups and some filesystems
 
 
 def frame_name(index: int) -> str:
     """A frame number as file names carry it (error maps, the annotated video's segments): zero-padded to
     ``FRAME_DIGITS``, so that the names sort in frame order for any run; a run cannot know its length when it starts."""
     return f"{index:0{FRAME_DIGITS}d}"
+
+
+def segment_name(first: int) -> str:
+    """The annotated video's file that begins at frame ``first``, relative to the run's folder, once it has several."""
+    return f"{ANNOTATED_DIR}/{frame_name(first)}{VIDEO_SUFFIX}"
+
+
+def map_name(index: int, kind: str) -> str:
+    """Frame ``index``'s error map (``kind``: 'npy' or 'png'), relative to the run's folder:
+    ``maps/<index // MAP_SHARD_FRAMES, 8 digits>/<index, 12 digits>.<kind>``; the names sort in frame order."""
+    return f"{MAPS_DIR}/{index // MAP_SHARD_FRAMES:0{SHARD_DIGITS}d}/{frame_name(index)}.{kind}"
 STREAM_FOLDER = re.compile(r"\d+_[A-Za-z0-9._-]+")  # the name of a source's folder (detect.stream_folder): no path
 STAGING_DIR = ".mnad-detect-new"  # a run's outputs until it scores its first frame, when an earlier run is in --out
 EARLIER_DIR = ".mnad-detect-earlier"  # the earlier run's outputs, from the new run's first frame until it ends well
@@ -611,6 +630,7 @@ class DetectWriter:
 
     def __init__(self, out_dir: Path, *, maps: str | None = None) -> None:
         self.out_dir, self.maps = Path(out_dir), maps
+        self._shard = ""  # the maps/ folder last written into (``map_name``), made when its first map comes
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if maps:
@@ -645,14 +665,21 @@ class DetectWriter:
         self._write(self._events.flush)
 
     def error_map(self, index: int, error: np.ndarray) -> None:
+        """Frame ``index``'s error map, at ``map_name``."""
         import cv2
 
+        if self.maps not in ("npy", "png"):
+            return
+        path = self.out_dir / map_name(index, self.maps)
+        if path.parent.name != self._shard:  # frames come in order: each shard's folder is made once
+            self._write(lambda: path.parent.mkdir(exist_ok=True))
+            self._shard = path.parent.name
         if self.maps == "npy":
-            self._write(np.save, self.out_dir / MAPS_DIR / f"{frame_name(index)}.npy", error.astype(np.float32))
-        elif self.maps == "png":
+            self._write(np.save, path, error.astype(np.float32))
+        else:
             picture = (np.clip(error / max(float(error.max()), 1e-6), 0, 1) * 255).astype(np.uint8)
-            if not cv2.imwrite(str(self.out_dir / MAPS_DIR / f"{frame_name(index)}.png"), picture):
-                raise DataError(f"{self.out_dir / MAPS_DIR}: cannot write the error maps")
+            if not cv2.imwrite(str(path), picture):
+                raise DataError(f"{path.parent}: cannot write the error maps")
 
     def close(self, events: list[Any], summary: dict) -> None:
         """Close the row files and write events.csv and summary.json (atomically)."""
