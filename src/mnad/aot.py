@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mnad.atomic import atomic_write
+from mnad.atomic import atomic_write, fsync_dir
 from mnad.checkpoint import load_model, save_model, weights_digest
 from mnad.config import Config
 from mnad.errors import ConfigError
@@ -92,7 +92,13 @@ class AotStep:
         self.model, self.config = model, config
         self.runners: dict[tuple, torch._C._aoti.AOTIModelPackageLoader] = {}
         self.builds = 0  # packages built by this step (0: every one came from the cache)
-        self._weights = weights_digest(model)
+        self._weights = weights_digest(model)  # taken once: the package cache's key and what a saved stream state is of
+
+    @property
+    def digest(self) -> str:
+        """The SHA-256 of the weights this step scores with (``checkpoint.weights_digest`` of its model when it was
+        built), as ``stream.ScoringStep.digest``; read-only."""
+        return self._weights
 
     def key(self, shapes: tuple) -> str:
         what = {"format": PACKAGE_FORMAT, "code": code_digest(), "weights": self._weights, "config": self.config.to_dict(), "shapes": shapes,
@@ -152,6 +158,7 @@ class AotStep:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
                 os.fsync(f.fileno())
             os.replace(built, package)  # the package first: a kill before its record leaves one that is built again
+            fsync_dir(package.parent)  # and durably first: a power cut must not keep the record of a package it lost
         atomic_write(record, json.dumps({"format": PACKAGE_FORMAT, "sha256": digest, "torch": torch.__version__}).encode())
 
 

@@ -28,7 +28,8 @@ def atomic_write(path: Path, data: bytes, *, error: type[MNADError] = DataError)
 def atomic_write_many(files: dict[Path, bytes], *, error: type[MNADError] = DataError) -> None:
     """Write several files that belong together, all or none: every target is checked (no folder in the way) and
     every file written and flushed to a temporary name first, then they are renamed; a rename that still fails puts
-    back the files the earlier renames replaced, so a failure leaves only the previous files."""
+    back the files the earlier renames replaced, so a failure leaves only the previous files. The folders are synced
+    after the renames: until then a power cut can lose a rename (the old file back, or none), however synced the data."""
     temps: dict[Path, str] = {}
     kept: dict[Path, str] = {}  # each replaced file's previous version, linked aside until every rename succeeded
     current = next(iter(files), Path("."))
@@ -61,12 +62,29 @@ def atomic_write_many(files: dict[Path, bytes], *, error: type[MNADError] = Data
             except OSError:
                 _put_back(done, kept)
                 raise
+        for folder in dict.fromkeys(path.parent for path in files):  # each once, in order
+            fsync_dir(folder)
     except OSError as exc:
         reason = os_reason(exc)
         raise error(f"{current}: cannot write ({reason}); the previous file, if any, is unchanged") from exc
     finally:
         for tmp in (*temps.values(), *kept.values()):
             Path(tmp).unlink(missing_ok=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make ``folder``'s entries (renames, new and removed files) durable. Skipped where a folder cannot be opened or
+    synced (Windows, some network file systems): the files are written all the same, only less surely after a power cut."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _keep_aside(path: Path) -> str:

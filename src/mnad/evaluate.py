@@ -24,7 +24,7 @@ from mnad import distributed
 from mnad.config import Config, check_same_model
 from mnad.data import Video, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
-from mnad.data.sources import check_fps, footage_span, parse_span, span_text, spans_overlap
+from mnad.data.sources import check_fps, check_pixel_ranges, footage_span, parse_span, span_text, spans_overlap
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
@@ -56,7 +56,11 @@ def score_videos(
 ) -> list[VideoScores]:
     """Raw per-frame terms of every video, in order, through one streaming scorer: the memory carries across videos,
     a clip never spans two. With ``scorer`` (a causal one), ``score`` holds its smoothed causal S_t and
-    ``causal_score`` the S_t before smoothing; otherwise ``add_scores`` computes S_t afterwards."""
+    ``causal_score`` the S_t before smoothing; otherwise ``add_scores`` computes S_t afterwards. ``videos`` opened
+    with another pixel range than the model's (``open_video(path)`` for a model with ``model.pixel_range``) are
+    refused before any frame is scored: their 16-bit frames would be read otherwise than the model saw them."""
+    check_same_model(model, config)  # then config.model.pixel_range is the model's own
+    check_pixel_ranges(videos, config.model.pixel_range)
     scorer = scorer or StreamScorer.for_model(model, config, normalization="video", device=device)
     size, channels = config.model.image_size, config.model.channels
     results = []

@@ -16,9 +16,11 @@ and each scorer takes its sample of the result (``consume``); ``push`` is the sa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -32,7 +34,7 @@ import torch
 from mnad.aot import AotStep
 from mnad.atomic import atomic_write
 from mnad.checkpoint import tensor_digest, weights_digest
-from mnad.config import Config, check_count
+from mnad.config import Config, ModelConfig, check_count
 from mnad.data import split_clip, to_tensor
 from mnad.distributed import checked_device, native_bf16
 from mnad.errors import CheckpointError, ConfigError, DataError
@@ -54,6 +56,8 @@ from mnad.scoring import (
     regular_score,
     score_terms,
 )
+
+log = logging.getLogger(__name__)
 
 
 class StepResult(NamedTuple):
@@ -129,10 +133,8 @@ def step_digest(step: Step) -> str | None:
     from, taken once when it was built), or None when that cannot be told: a step that is no torch module (an ONNX
     step: ``StreamScorer.for_model`` passes its graph's digest)."""
     inner = step.module if isinstance(step, FrozenCompiled) else step
-    if isinstance(inner, ScoringStep):
+    if isinstance(inner, ScoringStep | AotStep):
         return inner.digest
-    if isinstance(inner, AotStep):
-        return inner._weights
     if isinstance(inner, torch.nn.Module):  # another step module (a quantised graph): its own weights
         return weights_digest(inner)
     return None
@@ -164,9 +166,12 @@ class StreamState:
     psnr_range: tuple[float, float]  # running min-max state ('causal')
     distance_range: tuple[float, float]
     recent: list[float]  # the trailing mean's scores
-    # what the state is of (``StreamScorer._belongs_to``: the model's weights, its shape, the scoring settings and
+    # what the state is of (``StreamScorer._belongs_to``: the model's weights and model.* settings, the scoring settings and
     # calibration): ``restore`` takes it only into a scorer for which these are the same
     belongs_to: dict | None = None
+
+
+_MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))  # the model settings a state records
 
 
 def _is_float(value: object) -> bool:
@@ -352,6 +357,10 @@ class StreamScorer:
         here, by ``_state_problem``."""
         if (problem := self._state_problem(state)) is not None:
             raise CheckpointError(f"{path}: {problem}" if path is not None else problem)
+        if unrecorded := [k for k in self._belongs_to() if k not in state.belongs_to]:  # model settings only (_state_problem)
+            log.warning("%sthe stream state was saved by an older mnad, which did not record model.%s: taken as of this model "
+                        "(the same weights); the next saved state records them", f"{path}: " if path is not None else "",
+                        ", model.".join(unrecorded))
         m = self.config.model
         frames = [checked_frame(f, m.image_size, m.channels) for f in list(state.window)[-self._window.maxlen:]]
         tensors = [to_tensor(f).to(self.device) for f in frames]
@@ -381,9 +390,11 @@ class StreamScorer:
         if here["model"] is None:
             return ("this scorer does not know the weights of the model it scores (its step is no torch module): build it "
                     "with StreamScorer.for_model, or pass model_digest")
-        if unrecorded := [k for k in here if k not in saved]:
+        # a model setting that an older mnad did not record is not compared: the same weights (compared) are the same
+        # trained model, of one set of model settings (its checkpoint's); anything else unrecorded is refused
+        if unrecorded := [k for k in here if k not in saved and k not in _MODEL_FIELDS]:
             return f"the stream state does not record {', '.join(unrecorded)} (written by an older mnad): start the stream afresh"
-        if differ := [f"{k} {saved.get(k)!r} (this scorer: {v!r})" for k, v in here.items() if saved.get(k) != v]:
+        if differ := [f"{k} {saved[k]!r} (this scorer: {v!r})" for k, v in here.items() if k in saved and saved[k] != v]:
             return f"the stream state belongs to another model or scorer: {', '.join(differ)}"
         items = state.items
         if not self.has_memory:
@@ -426,8 +437,10 @@ class StreamScorer:
         # mix them with alpha, on the calibration's scale; restored under others they would be mixed with other numbers
         calibration = (hashlib.sha256(json.dumps(self.calibration.to_dict(), sort_keys=True).encode()).hexdigest()
                        if self.calibration is not None else None)
-        return {"model": self.model_digest, "task": m.task, "t_length": m.t_length, "image_size": m.image_size, "channels": m.channels,
-                "memory": self.has_memory, "memory_size": m.memory_size, "feature_dim": m.feature_dim,
+        # every model setting, taken from the dataclass so that a field added to ModelConfig is recorded (pixel_range
+        # was missed when they were listed by hand), as JSON reads it back (a tuple is compared as the saved list)
+        model = json.loads(json.dumps(dataclasses.asdict(m)))
+        return {"model": self.model_digest, **model, "feature_dim": m.feature_dim,
                 "normalization": self.normalization, "smoothing": self.smoothing, "psnr_region": e.psnr_region,
                 "distance_region": e.distance_region, "psnr_peak": e.psnr_peak, "alpha": self.alpha, "calibration": calibration}
 

@@ -1,0 +1,94 @@
+"""What a saved stream state records of its model: every model setting (taken from ModelConfig itself, so a new
+field is never left out), pixel_range among them; a state saved before these were all recorded still restores; the
+weights' digest of an ahead-of-time compiled step is read through its public property."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from mnad.aot import AotStep
+from mnad.checkpoint import weights_digest
+from mnad.config import ModelConfig
+from mnad.errors import CheckpointError
+from mnad.model import MNAD
+from mnad.stream import StreamScorer, step_digest
+
+
+def scorer_of(**model: object) -> StreamScorer:
+    torch.manual_seed(0)  # the same weights whatever the settings: only the settings differ
+    config = tiny_config(**model)
+    return StreamScorer.for_model(MNAD(config.model).eval(), config, normalization="causal")
+
+
+def pushed(scorer: StreamScorer, n: int = 6) -> StreamScorer:
+    rng = np.random.default_rng(0)
+    for _ in range(n):
+        scorer.push(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    return scorer
+
+
+def test_a_state_records_every_model_setting() -> None:
+    scorer = scorer_of(pixel_range=[0, 4095], update_max_over="assigned")
+    recorded = scorer.state().belongs_to
+    for f in dataclasses.fields(ModelConfig):
+        assert f.name in recorded, f"model.{f.name} is not in the stream state's provenance"
+        assert recorded[f.name] == json.loads(json.dumps(getattr(scorer.config.model, f.name))), f.name
+
+
+def test_a_state_of_a_model_with_another_pixel_range_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.safetensors"
+    pushed(scorer_of(pixel_range=[0, 4095])).save_state(path)
+    other = scorer_of()  # the same weights, reading 16-bit frames by their high byte
+    assert other.model_digest == scorer_of(pixel_range=[0, 4095]).model_digest
+    with pytest.raises(CheckpointError, match=r"state\.safetensors: .*pixel_range \[0, 4095\] \(this scorer: \[\]\)"):
+        other.load_state(path)
+    with pytest.raises(CheckpointError, match=r"update_max_over 'all' \(this scorer: 'assigned'\)"):
+        scorer_of(pixel_range=[0, 4095], update_max_over="assigned").load_state(path)
+    scorer_of(pixel_range=(0, 4095)).load_state(path)  # its own settings (a tuple is the list it was saved as): taken
+
+
+def test_a_state_saved_before_every_model_setting_was_recorded_still_restores(tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """An older mnad recorded task, t_length, image_size, channels, memory, memory_size and feature_dim only: a camera
+    restarted after the upgrade continues from its state (the weights, compared, pin the model)."""
+    path = tmp_path / "state.safetensors"
+    saved = pushed(scorer_of(pixel_range=[0, 4095]))
+    saved.save_state(path)
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    info = json.loads(meta["mnad_stream_state"])
+    for key in ("width", "update_max_over", "pixel_range"):
+        del info["belongs_to"][key]
+    save_file(tensors, str(path), metadata={**meta, "mnad_stream_state": json.dumps(info)})
+    restored = scorer_of(pixel_range=[0, 4095])
+    with caplog.at_level(logging.WARNING, logger="mnad.stream"):
+        restored.load_state(path)
+    assert "did not record model.width, model.update_max_over, model.pixel_range" in caplog.text
+    frame = np.full((32, 32, 3), 7, np.uint8)
+    assert restored.push(frame) == saved.push(frame)  # continues exactly
+    del info["belongs_to"]["calibration"]  # what is not a model setting is still required
+    save_file(tensors, str(path), metadata={**meta, "mnad_stream_state": json.dumps(info)})
+    with pytest.raises(CheckpointError, match=r"does not record calibration \(written by an older mnad\)"):
+        scorer_of(pixel_range=[0, 4095]).load_state(path)
+
+
+def test_the_digest_of_an_aot_step_is_its_models_weights() -> None:
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = MNAD(config.model).eval()
+    step = AotStep(model, config.override(["eval.compile=true"]))  # nothing is compiled before its first call
+    assert step.digest == weights_digest(model)
+    assert step_digest(step) == weights_digest(model)
+    with pytest.raises(AttributeError):
+        step.digest = "0" * 64  # read-only: a step scores the weights it was built from
