@@ -212,3 +212,17 @@ def test_a_range_given_as_a_tuple_is_held_as_the_saved_model_holds_it() -> None:
     config.model.pixel_range = (0, 4095)  # type: ignore[assignment]
     config.validate()
     assert config.model.pixel_range == [0, 4095] and config.override([]).model.pixel_range == [0, 4095]
+
+
+def test_the_refusal_of_videos_opened_without_the_models_range_names_the_wrong_ones_range() -> None:
+    """The message shows the range the wrong video was read with (was: the first video's, right or wrong)."""
+    from types import SimpleNamespace
+
+    from mnad.data.sources import check_pixel_ranges
+    from mnad.errors import ConfigError
+
+    right = SimpleNamespace(name="right", pixel_range=(0, 4095))
+    wrong = SimpleNamespace(name="wrong", pixel_range=(100, 200))
+    with pytest.raises(ConfigError) as raised:
+        check_pixel_ranges([right, wrong], [0, 4095])
+    assert str(raised.value).startswith("wrong: read with pixel_range [100, 200], but the model's")

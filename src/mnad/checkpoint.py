@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from mnad.atomic import TEMP_SUFFIX, atomic_write
+from mnad.atomic import TEMP_SUFFIX, atomic_write, fsync_dir
 from mnad.config import Config, model_differences
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.model.mnad import MNAD
@@ -144,9 +144,9 @@ def set_aside_run(folder: str | Path, also: tuple[str, ...] = ()) -> Path | None
         _remove(aside)
     for name in names:  # the config last: until then the folder still describes the old run
         os.replace(folder / name, staging / name)
-    _fsync_dir(staging)
+    fsync_dir(staging)
     os.replace(staging, aside)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return aside
 
 
@@ -157,7 +157,7 @@ def discard_earlier_run(folder: str | Path) -> bool:
     if not os.path.lexists(aside):
         return False
     _remove(aside)
-    _fsync_dir(Path(folder))
+    fsync_dir(Path(folder))
     return True
 
 
@@ -186,22 +186,8 @@ def clear_run(folder: str | Path, also: tuple[str, ...] = ()) -> list[Path]:
         _remove(path)
         removed.append(path)
     if removed:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     return removed
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the folder's entries (removals, renames) durable; a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:

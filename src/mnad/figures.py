@@ -24,7 +24,7 @@ from mnad.atomic import atomic_write_many
 from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video, split_videos, to_tensor
 from mnad.data.clips import spread_clips
-from mnad.data.layouts import _split_dir, dataset_dir
+from mnad.data.layouts import dataset_dir, split_dir
 from mnad.data.sources import check_pixel_ranges
 from mnad.distributed import checked_device
 from mnad.errors import ConfigError, DataError
@@ -44,7 +44,7 @@ def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:
         check_pixel_ranges(list(data), config.model.pixel_range)
         return list(data)
     try:
-        has_testing = _split_dir(dataset_dir(data, config.dataset), "testing") is not None
+        has_testing = split_dir(dataset_dir(data, config.dataset), "testing") is not None
     except DataError:  # not a benchmark layout (own footage), or no data root: training_videos reads it or says why
         has_testing = False
     if has_testing:

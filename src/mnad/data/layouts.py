@@ -29,13 +29,13 @@ def dataset_dir(data_root: str | Path, dataset: str = "") -> Path:
     for name in (dataset, UCSD_NAMES.get(dataset, "")):
         if name and (root / name).is_dir():
             return root / name
-    if _split_dir(root, "training") or _split_dir(root, "testing"):
+    if split_dir(root, "training") or split_dir(root, "testing"):
         return root
     wanted = f" (looked for {root / dataset})" if dataset else ""
     raise DataError(f"{root}: no dataset here{wanted}; expected training/ and testing/ folders (docs/data.md has the layouts)")
 
 
-def _split_dir(directory: Path, split: str) -> Path | None:
+def split_dir(directory: Path, split: str) -> Path | None:
     candidates = [directory / split / "frames", directory / split / "videos", directory / f"{split}_videos", directory / split]
     candidates.append(directory / UCSD_SPLITS[split])
     return next((c for c in candidates if c.is_dir()), None)
@@ -103,7 +103,7 @@ def find_split(data_root: str | Path, dataset: str, split: str) -> Path | None:
         directory = dataset_dir(data_root, dataset)
     except DataError:
         return None
-    return _split_dir(directory, split)
+    return split_dir(directory, split)
 
 
 def split_videos(data_root: str | Path, dataset: str, split: str, pixel_range: Sequence[int] = (), *,
@@ -113,7 +113,7 @@ def split_videos(data_root: str | Path, dataset: str, split: str, pixel_range: S
     if split not in UCSD_SPLITS:
         raise ValueError(f"split must be 'training' or 'testing', got {split!r}")
     directory = dataset_dir(data_root, dataset)
-    found = _split_dir(directory, split)
+    found = split_dir(directory, split)
     if found is None:
         raise DataError(f"{directory}: no {split} split (looked for {split}/frames, {split}/videos, {split}_videos, {UCSD_SPLITS[split]})")
     return list_videos(found, pixel_range, decode_as=decode_as)

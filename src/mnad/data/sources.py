@@ -712,10 +712,10 @@ def check_pixel_ranges(videos: Sequence[Video], pixel_range: object) -> None:
     """Refuse videos made by hand (``open_video(p)``, ``split_videos(...)`` without the range) that would read 16-bit
     frames otherwise than the model does: its thresholds or figures would come from frames it never saw."""
     wanted = pixel_range_of(pixel_range)
-    wrong = [v.name for v in videos if tuple(getattr(v, "pixel_range", ())) != wanted]
+    wrong = [v for v in videos if tuple(getattr(v, "pixel_range", ())) != wanted]
     if wrong:
-        raise ConfigError(f"{printable(wrong[0])}{f' and {len(wrong) - 1} other videos' if len(wrong) > 1 else ''}: read with "
-                          f"pixel_range {list(getattr(videos[0], 'pixel_range', ()))}, but the model's model.pixel_range "
+        raise ConfigError(f"{printable(wrong[0].name)}{f' and {len(wrong) - 1} other videos' if len(wrong) > 1 else ''}: read "
+                          f"with pixel_range {list(getattr(wrong[0], 'pixel_range', ()))}, but the model's model.pixel_range "
                           f"is {list(wanted)}: open them with it (open_video(path, config.model.pixel_range)) or pass paths")
 
 
