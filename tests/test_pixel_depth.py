@@ -226,3 +226,23 @@ def test_the_refusal_of_videos_opened_without_the_models_range_names_the_wrong_o
     with pytest.raises(ConfigError) as raised:
         check_pixel_ranges([right, wrong], [0, 4095])
     assert str(raised.value).startswith("wrong: read with pixel_range [100, 200], but the model's")
+
+
+def test_detect_on_a_short_narrow_16bit_folder_warns(tmp_path: Path, caplog) -> None:
+    """`mnad detect` on a 16-bit frame folder shorter than NARROW_FRAMES: its length is known, so the warning decides on
+    all of it (was: detect did not pass the length, and a short folder was never warned about)."""
+    import torch
+    from conftest import tiny_config
+
+    from mnad.checkpoint import save_model
+    from mnad.detect import DetectOptions, detect
+    from mnad.model.mnad import MNAD
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    save_model(tmp_path / "m.safetensors", MNAD(config.model), config)
+    model, config = load_model(tmp_path / "m.safetensors")
+    folder = sixteen_bit_folder(tmp_path, "short_narrow", [NARROW] * (config.model.t_length + 3))
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+        detect(model, config, [str(folder)], tmp_path / "o", DetectOptions(), progress=False)
+    assert len(warnings_about_depth(caplog)) == 1

@@ -69,7 +69,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the step's forward and backward (mnad.train.compiled_forward_losses); compiles at the first step
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-    cache_frames: bool = True  # frame folders: decode and resize each frame once, keep it in memory (video files are decoded once to disk whatever it says)
+    # frame folders: decode and resize each frame once, keep it in memory (video files: decoded to disk whatever it says)
+    cache_frames: bool = True
     sync_batchnorm: bool = False  # several ranks (torchrun): BatchNorm statistics over the global batch, not per rank
     holdout: float = 0.0  # own footage: fraction of each video's frames (its end) kept out of training, for calibration
     # whole videos (by name) kept out of training, for calibration and the stream protocol (docs/results.md)

@@ -360,7 +360,9 @@ class _Detection:
         self.raw.pop(i - self.config.model.t_length, None)
         self.times = (item.time, item.time) if self.times is None else (self.times[0], item.time)
         m = self.config.model
-        return prepare_frame(item.image, m.image_size, m.channels, self.frames.name, m.pixel_range)
+        folder = self.frames.frames  # a frame folder's length is known: its 16-bit warning may decide on all of a short one
+        return prepare_frame(item.image, m.image_size, m.channels, self.frames.name, m.pixel_range,
+                             frames=len(folder) if folder is not None else None)
 
     def score(self, row: FrameResult) -> None:
         """Events and outputs of one scored frame. Its row is written now and never rewritten, so its alert (the column,
