@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from mnad.checkpoint import TRAIN_STATE_FILE, check_model_path
-from mnad.config import Config, check_count, check_same_model
+from mnad.config import Config, EvalConfig, check_count, check_same_model
 from mnad.data import Video
 from mnad.data.layouts import list_videos
 from mnad.data.sources import IMAGE_EXTENSIONS, check_pixel_ranges, footage_span, open_video, span_text, spans_overlap
@@ -26,7 +26,17 @@ from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
-from mnad.scoring import Calibration, anomaly_score, frames_needed, mixing_weight, rate_key, score_terms, smooth
+from mnad.scoring import (
+    UNCALIBRATED_SETTINGS,
+    Calibration,
+    anomaly_score,
+    check_calibrated_scoring,
+    frames_needed,
+    mixing_weight,
+    rate_key,
+    score_terms,
+    smooth,
+)
 from mnad.stream import StreamScorer
 
 log = logging.getLogger(__name__)
@@ -59,8 +69,10 @@ def calibrate(
     pseudo-anomalies made from ``videos`` (``choose_scoring``), or score as the 'config' says. ``smoothing``: frames
     in the trailing mean, by default chosen (or ``alert_window(config)``). ``trained_on``: the footage the
     model was trained on (``train.training_record``); calibrating on any of it is warned about, since the model has learnt those frames
-    and scores them lower than unseen normal footage (thresholds then alert too often).
+    and scores them lower than unseen normal footage (thresholds then alert too often). A calibrated ``config`` is
+    calibrated from the model's own settings (``uncalibrated``), not from its calibration's choice.
     """
+    config = uncalibrated(config)  # its old alpha, window and terms would otherwise fix every candidate's (an alpha of 1: no D)
     check_same_model(model, config)  # the footage is scored as the trained model is, and the model saved with this config
     if isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, int | float) or not 0 < false_alarm_rate < 1:
         raise ConfigError(f"--false-alarm-rate must be a number strictly between 0 and 1, got {false_alarm_rate!r}")
@@ -72,6 +84,11 @@ def calibrate(
     videos = footage_videos(videos, config.model.pixel_range)
     if not videos:
         raise DataError("no calibration footage given")
+    short = [v for v in videos if len(v) < config.model.t_length]
+    if short:  # no frame of it scored: nothing to fit, and its held-out check would be the mean of nothing (NaN)
+        more = f" (and {len(short) - 1} more)" if len(short) > 1 else ""
+        raise DataError(f"{short[0].path}: {len(short[0])} frame(s), fewer than the {config.model.t_length} of one clip, so "
+                        f"no frame of it is scored{more}; calibrate on videos of at least {config.model.t_length} frames")
     spans = [footage_span(v) for v in videos]
     twice = sorted({span_text(a) for i, a in enumerate(spans) for b in spans[:i] if spans_overlap(a, b)})
     if twice:
@@ -105,7 +122,8 @@ def calibrate(
                     "more, and more varied, normal footage", false_alarm_rate, realised, len(videos))
     return dataclasses.replace(fitted, psnr_region=config.eval.psnr_region, distance_region=config.eval.distance_region,
                                alpha=alpha, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {},
-                               test_update=config.eval.test_update, gamma=config.eval.gamma)
+                               test_update=config.eval.test_update, gamma=config.eval.gamma, psnr_peak=config.eval.psnr_peak,
+                               regular_score=config.eval.regular_score)
 
 
 def open_footage(path: str | Path, pixel_range: list[int] | tuple[int, ...] = ()) -> list[Video]:
@@ -316,9 +334,11 @@ def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndar
         except DataError:
             return {}
         (left_out,) = smoothed_scores([psnr_values[i]], [distances[i]], fitted, alpha, smoothing)
+        if not left_out.size:  # a video with no scored frame has no frame that could alert (its mean would be NaN)
+            continue
         for r in rates:
             realised[rate_key(r)].append(float((left_out > fitted.threshold_for(r)).mean()))
-    return {key: float(np.mean(values)) for key, values in realised.items()}
+    return {key: float(np.mean(values)) for key, values in realised.items() if values}
 
 
 RUN_SETTINGS = ("bf16", "channels_last", "compile")  # eval.*: where and how fast a run scores, not how it scores
@@ -335,12 +355,52 @@ def model_record(model_config: Config, scoring: Config) -> Config:
     return Config.from_dict(data, source="calibration")
 
 
+def calibrated_settings(config: Config, calibration: Calibration) -> dict[str, object]:
+    """The eval settings (of UNCALIBRATED_SETTINGS) ``with_calibration`` gives ``config`` to score with ``calibration``:
+    causal with its fixed ranges, its trailing mean, and the terms and PSNR weight it records."""
+    settings: dict[str, object] = {"normalization": "calibrated", "smoothing": calibration.smoothing,
+                                   "distance_region": calibration.distance_region}
+    if calibration.psnr_region is not None:
+        settings["psnr_region"] = calibration.psnr_region
+    if calibration.alpha is not None and config.model.memory:  # without memory alpha is 1 whatever eval.alpha says
+        settings["alpha"] = calibration.alpha
+    return settings
+
+
 def with_calibration(config: Config, calibration: Calibration) -> Config:
     """A copy of ``config`` that scores with ``calibration``: causal (fixed ranges and threshold), with the terms, PSNR
-    weight and trailing mean it was fitted on."""
+    weight and trailing mean it was fitted on; the settings it replaces are recorded in the calibration
+    (``Calibration.uncalibrated``, for ``uncalibrated``). Refuses (``ConfigError``) a result that scorers would refuse
+    to load (``check_calibrated_scoring``), so that no such model is ever written."""
+    config = uncalibrated(config)  # the record is of the model's own settings, never of an earlier calibration's
+    calibration = dataclasses.replace(calibration, uncalibrated={name: getattr(config.eval, name) for name in UNCALIBRATED_SETTINGS})
     data = config.to_dict()
-    data["eval"].update(normalization="calibrated", calibration=calibration.to_dict(), smoothing=calibration.smoothing,
-                        psnr_region=calibration.psnr_region or config.eval.psnr_region, distance_region=calibration.distance_region)
-    if calibration.alpha is not None and config.model.memory:
-        data["eval"]["alpha"] = calibration.alpha
-    return Config.from_dict(data, source="calibration")
+    data["eval"].update(calibrated_settings(config, calibration), calibration=calibration.to_dict())
+    scored = Config.from_dict(data, source="calibration")
+    check_calibrated_scoring(scored, Calibration.from_dict(scored.eval.calibration))  # as detect checks it on load
+    return scored
+
+
+def uncalibrated(config: Config) -> Config:
+    """``config`` as it was before ``with_calibration``: the settings the calibration set put back as the calibration
+    recorded them, the calibration dropped (a config without one is returned as it is). A setting that no longer holds
+    the calibration's value was changed since, by the caller, and is kept. For a calibration written before the record,
+    the defaults (EvalConfig) stand for them (alpha: the calibration's where below 1, the model's weight that mixed D
+    in), with a warning."""
+    if not config.eval.calibration:
+        return config
+    calibration = Calibration.from_dict(config.eval.calibration)
+    record = dict(calibration.uncalibrated)
+    if not record:
+        defaults = EvalConfig()
+        record = {name: getattr(defaults, name) for name in UNCALIBRATED_SETTINGS}
+        if calibration.alpha is not None and calibration.alpha < 1:
+            record["alpha"] = calibration.alpha
+        log.warning("the model's calibration does not record the scoring settings the model had before it (it was written "
+                    "by an older mnad): starting from %s; set others with --set", ", ".join(f"eval.{k}={v}" for k, v in record.items()))
+    data = config.to_dict()
+    for name, value in calibrated_settings(config, calibration).items():
+        if data["eval"][name] == value and name in record:
+            data["eval"][name] = record[name]
+    data["eval"]["calibration"] = {}
+    return Config.from_dict(data, source="the model's config without its calibration")

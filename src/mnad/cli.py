@@ -352,7 +352,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from mnad.calibrate import calibrate, check_model_output, describe_scoring, model_record, with_calibration
+    from mnad.calibrate import calibrate, check_model_output, describe_scoring, model_record, uncalibrated, with_calibration
     from mnad.checkpoint import PRETRAINED, load_model, save_model
     from mnad.train import holdout_videos, training_record
 
@@ -361,7 +361,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         raise ConfigError("--data names no footage: give video files or frame folders, or leave --data out to calibrate on "
                           "the run's held-out part")
     model, trained_config = load_model(args.checkpoint)
-    config = choose_scoring_path(model, apply_options(trained_config, args), args)
+    # a calibrated model is calibrated again from its own settings (the options then apply), not its calibration's choice
+    config = choose_scoring_path(model, apply_options(uncalibrated(trained_config), args), args)
     if args.data:
         videos = args.data  # paths: calibrate opens them (calibrate.open_footage)
     else:
@@ -373,17 +374,20 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     calibration = calibrate(model, config, videos, smoothing=config.eval.smoothing if args.smoothing is not None else None,
                             trained_on=trained.get("footage", []), device=config.train.device, progress=not args.quiet,
                             **given(args, "false_alarm_rate", "scoring"))
-    save_model(args.out, model, with_calibration(model_record(trained_config, config), calibration), extra=trained)
-    print(json.dumps(calibration.to_dict(), indent=2))
+    calibrated = with_calibration(model_record(trained_config, config), calibration)  # refuses one that would not load
+    save_model(args.out, model, calibrated, extra=trained)
+    print(json.dumps(calibrated.eval.calibration, indent=2))  # as written
     print(f"mnad: scoring: {describe_scoring(calibration)}", file=sys.stderr)
     print(f"calibrated model written to {args.out}")
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
     from mnad.data.sources import SourceOptions
-    from mnad.detect import DetectOptions, detect
+    from mnad.detect import DetectOptions, check_asked_normalization, detect
 
     model, config = load_scoring_model(args)
+    if args.normalization is not None or any(o.partition("=")[0].strip() == "eval.normalization" for o in args.overrides):
+        check_asked_normalization(config)
     options = DetectOptions(
         save_video=args.save_video, save_maps=args.save_maps, max_frames=args.max_frames, overwrite=args.overwrite,
         source=SourceOptions(**given(args, "fps", "reconnects", "open_timeout", "read_timeout")),

@@ -165,10 +165,19 @@ class Calibration:
     # hence D and the PSNR the ranges were fitted on; None in a calibration written before they were recorded
     test_update: bool | None = None
     gamma: float | None = None
+    # the PSNR's peak (eval.psnr_peak: it sets the scale of PSNR) and E_t's kind (eval.regular_score: it gates the memory
+    # update, hence D and PSNR) the footage was scored with; a calibration written before they were recorded was fitted
+    # with the only defaults they ever had, 'one' and 'code' (from_dict reads it so)
+    psnr_peak: str = "one"
+    regular_score: str = "code"
+    # the model's eval settings that ``calibrate.with_calibration`` replaced (normalization, smoothing, the regions, alpha),
+    # as they were: a recalibration starts from them (``calibrate.uncalibrated``), not from this calibration's choice;
+    # empty in a calibration written before they were recorded
+    uncalibrated: dict[str, Any] = field(default_factory=dict)
 
     def check_scoring(self, config: Config, *, smoothing: int | None = None) -> None:
         """Refuse to score other than as the ranges and thresholds were fitted: the same terms and PSNR weight, the
-        same test-time memory update and, where ``smoothing`` (the window the caller will average over) is given, the
+        same test-time memory update (gamma, E_t), the same PSNR peak and, where ``smoothing`` (the window the caller will average over) is given, the
         same trailing mean. The one check for every scorer of a calibrated model (StreamScorer, detect, evaluate)."""
         fitted = (self.psnr_region or config.eval.psnr_region, self.distance_region)
         wanted = (config.eval.psnr_region, config.eval.distance_region)
@@ -185,6 +194,16 @@ class Calibration:
             asked = f"at gamma {config.eval.gamma:g}" if config.eval.test_update else "off (--no-test-update)"
             raise ConfigError(f"the calibration's ranges were fitted with {fitted_as}, but the model scores with it {asked} "
                               "(eval.test_update, eval.gamma): run `mnad calibrate` again with the same settings")
+        # E_t matters only where it gates an update: the model's (the test_update check above made the two agree, or the
+        # calibration predates test_update's record)
+        if config.eval.test_update and self.test_update is not False and config.eval.regular_score != self.regular_score:
+            raise ConfigError(f"the calibration's ranges were fitted with the memory update gated by E_t as "
+                              f"'{self.regular_score}', but the model gates it by E_t as '{config.eval.regular_score}' "
+                              "(eval.regular_score): run `mnad calibrate` again with the same settings")
+        if config.eval.psnr_peak != self.psnr_peak:
+            raise ConfigError(f"the calibration's ranges were fitted on PSNR with peak '{self.psnr_peak}', but the model scores "
+                              f"PSNR with peak '{config.eval.psnr_peak}', another scale (eval.psnr_peak): run `mnad calibrate` "
+                              "again with the same settings")
         if smoothing is not None and smoothing != self.smoothing:
             raise ConfigError(f"the model's alert threshold was fitted on a {self.smoothing}-frame mean of the score, not "
                               f"{smoothing} (--smoothing, eval.smoothing): leave it unset or recalibrate with "
@@ -247,7 +266,37 @@ class Calibration:
         if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, int | float) or not math.isfinite(gamma) or gamma < 0):
             raise ConfigError(f"{source}: the calibration's gamma must be a finite number >= 0, got {gamma!r}")
         values["gamma"] = None if gamma is None else float(gamma)
+        for key, allowed in (("psnr_peak", ("one", "max")), ("regular_score", ("code", "paper"))):
+            values[key] = data.get(key, allowed[0])  # missing: written before it was recorded, fitted with the default
+            if values[key] not in allowed:
+                raise ConfigError(f"{source}: the calibration's {key} must be {' or '.join(map(repr, allowed))}, got {values[key]!r}")
+        values["uncalibrated"] = check_uncalibrated(data.get("uncalibrated", {}), source)
         return cls(**values)
+
+
+# The eval settings ``calibrate.with_calibration`` replaces, with the values each may have had before (Calibration.uncalibrated)
+UNCALIBRATED_SETTINGS: dict[str, tuple[str, ...] | None] = {
+    "normalization": ("video", "causal"), "smoothing": None, "psnr_region": ("frame", "patch"),
+    "distance_region": ("frame", "patch"), "alpha": None}
+
+
+def check_uncalibrated(record: object, source: str) -> dict[str, Any]:
+    """A calibration's ``uncalibrated`` record, checked: each of UNCALIBRATED_SETTINGS at most once, with a value that
+    setting can take (smoothing a count >= 1, alpha in [0, 1])."""
+    if not isinstance(record, dict) or set(record) - set(UNCALIBRATED_SETTINGS):
+        raise ConfigError(f"{source}: the calibration's uncalibrated must map some of {', '.join(UNCALIBRATED_SETTINGS)} "
+                          f"to their values, got {record!r}")
+    for key, value in record.items():
+        allowed = UNCALIBRATED_SETTINGS[key]
+        if allowed is not None:
+            fine = value in allowed
+        elif key == "smoothing":
+            fine = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        else:
+            fine = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+        if not fine:
+            raise ConfigError(f"{source}: the calibration's uncalibrated {key} cannot be {value!r}")
+    return dict(record)
 
 
 def rate_key(false_alarm_rate: float) -> str:
