@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -38,12 +38,11 @@ import numpy as np
 from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
-from mnad.calibrate import alert_window
 from mnad.checkpoint import LOCK_FILE, RunFolderLock, is_onnx_export, load_model
 from mnad.config import Config
-from mnad.data.sources import FrameSource, RawFrame, SourceOptions, is_live, prepare_frame, to_8bit
+from mnad.data.sources import FrameSource, RawFrame, SourceOptions, camera_index, is_live, prepare_frame, to_8bit
 from mnad.errors import ConfigError, DataError, Terminated, os_reason, printable
-from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker, check_event_options
+from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
 from mnad.outputs import (
@@ -95,7 +94,7 @@ class DetectOptions:
     video_segment: float = VIDEO_SEGMENT_SECONDS  # seconds of annotated video per file (``SegmentedVideo``)
     video_keep: float | None = None  # GiB: the oldest closed files are deleted past this (``SegmentedVideo``); None: all kept
     save_maps: str | None = None  # 'npy' or 'png': each frame's error map
-    region_sigma: float = 0.0  # regions above the error map's mean + sigma * std
+    region_sigma: float = 0.0  # regions above the error map's mean + sigma * std (>= 0, finite)
     hysteresis: float = HYSTERESIS
     min_event_frames: int = MIN_EVENT_FRAMES
     max_frames: int | None = None  # stop after this many source frames (of each source)
@@ -106,15 +105,22 @@ class DetectOptions:
         if self.save_maps not in (None, "npy", "png"):
             raise ConfigError(f"--save-maps must be npy or png, got {self.save_maps!r}")
         check_event_options(self.hysteresis, self.min_event_frames)
+        # NaN or inf would mark no region at all (a comparison with NaN is false), without a word
+        if (isinstance(self.region_sigma, bool) or not isinstance(self.region_sigma, Real)
+                or not math.isfinite(self.region_sigma) or self.region_sigma < 0):
+            raise ConfigError(f"--region-sigma must be a finite number >= 0 (regions above the error map's mean + SIGMA "
+                              f"* std), got {self.region_sigma!r}")
         if self.max_frames is not None and (isinstance(self.max_frames, bool) or not isinstance(self.max_frames, Integral)
                                             or self.max_frames < 1):
             raise ConfigError(f"--max-frames must be an integer >= 1, got {self.max_frames!r}")
-        if (isinstance(self.video_segment, bool) or not isinstance(self.video_segment, int | float)
+        if (isinstance(self.video_segment, bool) or not isinstance(self.video_segment, Real)
                 or not math.isfinite(self.video_segment) or self.video_segment <= 0):
             raise ConfigError(f"--video-segment must be a number of seconds > 0, got {self.video_segment!r}")
-        if self.video_keep is not None and (isinstance(self.video_keep, bool) or not isinstance(self.video_keep, int | float)
+        if self.video_keep is not None and (isinstance(self.video_keep, bool) or not isinstance(self.video_keep, Real)
                                             or not math.isfinite(self.video_keep) or self.video_keep <= 0):
             raise ConfigError(f"--video-keep must be a number of GiB > 0, got {self.video_keep!r}")
+        if not isinstance(self.source, SourceOptions):
+            raise ConfigError(f"source must be a mnad.data.sources.SourceOptions, got {type(self.source).__name__}")
 
 
 class SegmentedVideo:
@@ -240,6 +246,18 @@ def encoder_rate(rate: float) -> float:
     return next(round(rate * scale) / scale for scale in (1000, 100, 10, 1) if rate * scale <= 65535)
 
 
+def check_asked_normalization(config: Config) -> None:
+    """Refuse ``eval.normalization = 'video'`` when the user asked it of detect (``--normalization video``): per-video
+    min-max divides by the whole video's range, so it looks at frames not yet arrived, which a detector scoring frames
+    as they come cannot apply. detect scores an uncalibrated model with a running min-max ('causal') and a calibrated
+    one with its calibration's ranges, whatever a model's config says: 'video' there is the offline evaluation's
+    default, which every model carries, so only an explicit request is refused (the CLI's; ``ConfigError``)."""
+    if config.eval.normalization == "video":
+        raise ConfigError("--normalization video: per-video min-max needs each video's whole footage (it looks ahead), "
+                          "which detect, scoring frames as they arrive, cannot apply; detect normalises with a running "
+                          "min-max (causal) or a calibration's fixed ranges: drop --normalization")
+
+
 def latency_frames(config: Config) -> int:
     """Frames between a frame's arrival and its score (``ModelConfig.lag``)."""
     return config.model.lag
@@ -248,8 +266,8 @@ def latency_frames(config: Config) -> int:
 def stream_folder(index: int, source: str, count: int) -> str:
     """The output folder of source ``index`` of ``count``: '<index>_<name>', the index zero-padded so the folders sort
     in the order given, the name from the source, safe as a file name (a URL's credentials and query are left out)."""
-    if source.isdigit():
-        name = f"camera{source}"
+    if (camera := camera_index(source) if "://" not in source else None) is not None:
+        name = f"camera{camera}"
     elif is_live(source):
         parts = urlsplit(source)
         name = f"{parts.hostname or ''}{parts.path}"
@@ -323,7 +341,7 @@ class _Detection:
                         if calibration is not None else None)
         self.reader = _Reader(frames, wake)
         self.raw: dict[int, RawFrame] = {}  # source frames waiting for their score (a clip scores a frame up to t_length-1 back)
-        self.events: list[Event] = []
+        self.events = 0  # events ended so far: each is written as it ends (events.jsonl, events.csv), none is kept here
         self.history: deque[float] = deque(maxlen=TIMELINE_FRAMES)
         self.writer: DetectWriter | None = None
         self.video: SegmentedVideo | None = None
@@ -379,8 +397,8 @@ class _Detection:
             self.above += row.smoothed > self.threshold
             self.alerts += alert
             if ended is not None:
-                self.events.append(ended)
                 self.writer.event(ended, self.clock_start())
+                self.events += 1
         self.writer.score(row, shown.time, alert)
         self.scored += 1  # its row is written: scored, whatever befalls its map or picture
         self.due |= self.scored == 1
@@ -464,7 +482,7 @@ class _Detection:
         self.end(f"crashed ({type(error).__name__}: {error})")
 
     def close(self, started: float, smoothing: int, calibration: Calibration | None) -> dict | None:
-        """Complete the outputs (events.csv, summary.json); the summary, or None when the source gave nothing. Its
+        """Complete the outputs (the event still open, summary.json); the summary, or None when the source gave nothing. Its
         seconds and fps are this source's own: from the run's ``started`` (perf_counter) to this source's end."""
         self.end("stopped")  # any reader still running stops; a run that ended keeps its reason
         if self.video is not None:
@@ -478,10 +496,10 @@ class _Detection:
         if self.tracker is not None:
             last = self.tracker.finish()
             if last is not None:
-                self.events.append(last)
                 self.writer.event(last, self.clock_start())
+                self.events += 1
         summary = self.summary(started, smoothing, calibration, complete=True)
-        self.writer.close(self.events, summary)
+        self.writer.close(summary)
         return summary
 
     def summary(self, started: float, smoothing: int, calibration: Calibration | None, *, complete: bool) -> dict:
@@ -514,7 +532,7 @@ class _Detection:
             "alert_frames": self.alerts if calibration else None,
             "calibration_held_out_false_alarm_rate": (calibration.held_out_false_alarms.get(rate_key(calibration.false_alarm_rate))
                                                       if calibration else None),
-            "smoothing": smoothing, "events": len(self.events),
+            "smoothing": smoothing, "events": self.events,
             # how it ended; null in a summary that is not complete (the run goes on, or was killed): a killed run never
             # reads as one that ended (with several sources, the run's summary.json says which had ended)
             "ended_by": printable(self.ended_by) if complete and self.ended_by is not None else None,
@@ -645,7 +663,7 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
         raise DataError(f"{out_dir}: holds the outputs of an earlier run ({shown}); choose another --out or pass --overwrite")
     scorers = StreamScorer.for_streams(model, config, len(sources), normalization="calibrated" if calibration else "causal",
                                        calibration=calibration, device=device,
-                                       smoothing=None if calibration else alert_window(config),  # the calibration's own window
+                                       smoothing=None,  # the calibration's window, else eval.smoothing (--smoothing)
                                        maps=options.save_video or bool(options.save_maps))
     if calibration is None:
         log.warning(UNCALIBRATED)
@@ -839,7 +857,7 @@ def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, ca
         # while it runs (or in what a killed run left) only a source's own failure so far: "no frame scored" is not yet
         problem = run.problem() if complete else printable(str(run.failure)) if run.failure is not None else None
         streams.append({"source": run.frames.name, "folder": folder.name if run.writer is not None or not complete else None,
-                        "frames_scored": run.scored, "events": len(run.events),
+                        "frames_scored": run.scored, "events": run.events,
                         "ended_by": printable(run.ended_by) if run.ended_by is not None else None,
                         "failed": problem is not None, "error": problem})
     return {"sources": len(runs), "complete": complete, "failed": sum(s["failed"] for s in streams), "frames_scored": total,

@@ -427,7 +427,12 @@ EVALUATION_FILES = (SCORES_FILE, METRICS_FILE)  # what `mnad evaluate --out DIR`
 
 def check_evaluation_output(out_dir: str | Path, *, overwrite: bool = False, option: str = "--out") -> Path:
     """An evaluation's folder (``--out``; ``option``: its name for messages), before the scoring: writable, and no
-    earlier evaluation there unless ``overwrite`` (``check_replace``)."""
+    earlier evaluation there unless ``overwrite`` (``check_replace``). A ``mnad detect`` run's scores.csv there is
+    refused even with ``overwrite``: replacing it would leave that run's events and summary beside an evaluation."""
+    scores = Path(output_path(out_dir, option)) / SCORES_FILE
+    if os.path.isfile(scores) and is_detect_scores(scores):
+        raise DataError(f"{out_dir}: holds an `mnad detect` output ({SCORES_FILE}, a detect run's), not an evaluation: "
+                        f"--overwrite replaces only an earlier evaluation; choose another {option}")
     return check_replace_in(out_dir, EVALUATION_FILES, overwrite=overwrite, option=option)
 
 
@@ -523,12 +528,40 @@ def detect_run_folders(out_dir: Path) -> list[str]:
     return sorted({s["folder"] for s in summary.get("streams", []) if s.get("folder") is not None})
 
 
+def is_detect_scores(path: Path) -> bool:
+    """Whether the scores.csv at ``path`` is a detect run's: its header begins ``frame,time`` (every version of
+    ``DETECT_SCORES_HEADER``; an evaluation's begins ``video,``), or it is empty (a run killed before its first row
+    reached the disk; an evaluation's is written whole). One that cannot be read is not taken for detect's."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return False
+    return head == b"" or head.startswith(",".join(DETECT_SCORES_HEADER[:2]).encode() + b",")
+
+
+def other_command_outputs(folder: Path) -> list[str]:
+    """The files in ``folder`` that another command wrote where detect writes its own: an evaluation's metrics.json
+    (``mnad evaluate``), a scores.csv that is not a detect run's (``is_detect_scores``)."""
+    found = [METRICS_FILE] if os.path.lexists(folder / METRICS_FILE) else []
+    scores = folder / SCORES_FILE
+    if os.path.lexists(scores) and not (scores.is_file() and not scores.is_symlink() and is_detect_scores(scores)):
+        found.append(SCORES_FILE)
+    return found
+
+
 def detect_run_entries(out_dir: Path) -> list[Path]:
     """The files and folders of the detect run already in ``out_dir``: its files (``DETECT_FILES``), the folders of
     its sources that its summary.json names (``detect_run_folders``) and what ``DetectFolder`` kept aside; nothing
     else: a folder no summary names is a user's, whatever its name or content, and the lock file (``.lock``, held by the
-    run writing the folder) is no run's output. A named folder that holds files detect does not write is refused
-    (``DataError``): moving it would move a user's files."""
+    run writing the folder) is no run's output. A folder holding another command's outputs where detect writes its own
+    (``other_command_outputs``: an evaluation's scores.csv and metrics.json) is refused (``DataError``), --overwrite or
+    not: a file's name does not make it detect's. A named folder that holds files detect does not write is refused
+    too: moving it would move a user's files."""
+    for folder in (out_dir, *(out_dir / name for name in detect_run_folders(out_dir))):
+        if folder.is_dir() and (folder == out_dir or not folder.is_symlink()) and (other := other_command_outputs(folder)):
+            raise DataError(f"{folder}: holds another command's outputs ({', '.join(other)}: `mnad evaluate`'s?), not an "
+                            "earlier detect run's; detect never replaces them, even with --overwrite: choose another --out")
     entries = [out_dir / name for name in (*DETECT_FILES, EARLIER_DIR) if os.path.lexists(out_dir / name)]
     for name in detect_run_folders(out_dir):
         folder = out_dir / name
@@ -624,9 +657,10 @@ class DetectFolder:
 
 
 class DetectWriter:
-    """The outputs of ``mnad detect``, written as frames are scored: scores.csv and events.jsonl row by row (flushed,
-    so a killed run keeps what it scored), events.csv and summary.json when the run ends (atomically), into a
-    folder that holds no earlier run's (``DetectFolder``); ``out_dir`` follows the folder when it is moved."""
+    """The outputs of ``mnad detect``, written as frames are scored: scores.csv, events.jsonl and events.csv row by
+    row (flushed, so a killed run keeps what it scored; no event is held in memory, so a run of weeks does not grow),
+    summary.json when the run ends (atomically), into a folder that holds no earlier run's (``DetectFolder``);
+    ``out_dir`` follows the folder when it is moved."""
 
     def __init__(self, out_dir: Path, *, maps: str | None = None) -> None:
         self.out_dir, self.maps = Path(out_dir), maps
@@ -637,10 +671,16 @@ class DetectWriter:
                 (self.out_dir / MAPS_DIR).mkdir()
             self._scores = (self.out_dir / SCORES_FILE).open("w", newline="")
             self._events = (self.out_dir / EVENTS_JSONL).open("w")
+            self._events_csv = (self.out_dir / EVENTS_CSV).open("w", newline="")
         except OSError as exc:
             raise DataError(f"{self.out_dir}: cannot write the outputs ({exc.strerror or exc})") from exc
         self._csv = csv.writer(self._scores)
         self._write(self._csv.writerow, DETECT_SCORES_HEADER)
+        from mnad.events import Event
+
+        self._event_table = csv.DictWriter(self._events_csv, fieldnames=[f.name for f in fields(Event)])
+        self._write(self._event_table.writeheader)  # the header even without events
+        self._write(self._events_csv.flush)
 
     def _write(self, call: Callable[..., Any], *args: Any) -> None:
         try:
@@ -663,6 +703,8 @@ class DetectWriter:
             record |= {"start_clock": wall_clock(clock_start + event.start_time), "end_clock": wall_clock(clock_start + event.end_time)}
         self._write(self._events.write, json.dumps(record) + "\n")
         self._write(self._events.flush)
+        self._write(self._event_table.writerow, asdict(event))
+        self._write(self._events_csv.flush)
 
     def error_map(self, index: int, error: np.ndarray) -> None:
         """Frame ``index``'s error map, at ``map_name``."""
@@ -681,23 +723,14 @@ class DetectWriter:
             if not cv2.imwrite(str(path), picture):
                 raise DataError(f"{path.parent}: cannot write the error maps")
 
-    def close(self, events: list[Any], summary: dict) -> None:
-        """Close the row files and write events.csv and summary.json (atomically)."""
-        for handle in (self._scores, self._events):
+    def close(self, summary: dict) -> None:
+        """Close the row files and write summary.json (atomically)."""
+        for handle in (self._scores, self._events, self._events_csv):
             try:
                 handle.close()
             except OSError:
                 pass
-        table = io.StringIO()
-        from mnad.events import Event
-
-        writer = csv.DictWriter(table, fieldnames=[f.name for f in fields(Event)])  # the header even without events
-        writer.writeheader()
-        writer.writerows(asdict(e) for e in events)
-        from mnad.atomic import atomic_write_many
-
-        atomic_write_many({self.out_dir / EVENTS_CSV: table.getvalue().encode(),
-                           self.out_dir / SUMMARY_FILE: json.dumps(summary, indent=2).encode()})
+        write_detect_summary(self.out_dir, summary)
 
 
 def wall_clock(seconds: float) -> str:
@@ -706,7 +739,8 @@ def wall_clock(seconds: float) -> str:
 
 
 def write_detect_summary(out_dir: Path, summary: dict) -> None:
-    """The summary.json of a run over several sources, beside their folders (each holds a run's files), atomically."""
+    """A summary.json, atomically: a source's (``DetectWriter``), or that of a run over several sources, beside their
+    folders (each holds a source's files)."""
     from mnad.atomic import atomic_write
 
     atomic_write(Path(out_dir) / SUMMARY_FILE, json.dumps(summary, indent=2).encode())

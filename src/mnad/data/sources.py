@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 
 import cv2
@@ -755,16 +756,40 @@ class SourceOptions:
     read_timeout: float = 5.0  # seconds a live source may stay silent before it counts as stalled
 
     def __post_init__(self) -> None:
+        # every one a real number (a bool, a string or None is no count of seconds), NaN refused by the comparisons
+        numbers = (self.fps, self.reconnects, self.retry_delay, self.open_timeout, self.read_timeout)
+        if any(isinstance(v, bool) or not isinstance(v, Real) for v in numbers):
+            raise DataError(f"--fps, --reconnects, the retry delay, --open-timeout and --read-timeout must be numbers, got "
+                            f"{printable(repr(numbers))[:120]}")
         check_fps(self.fps)
-        if self.reconnects < 0 or not 0 <= self.retry_delay <= MAX_WAIT:
-            raise DataError("--reconnects and the retry delay must be >= 0")
+        # a whole count: a NaN or fractional one would never be reached (``failures >= reconnects``), reconnecting for ever
+        if not isinstance(self.reconnects, Integral) or self.reconnects < 0 or not 0 <= self.retry_delay <= MAX_WAIT:
+            raise DataError(f"--reconnects must be a whole number >= 0 and the retry delay from 0 to {MAX_WAIT:g} seconds, "
+                            f"got {self.reconnects!r} and {self.retry_delay!r}")
         if not (0 < self.open_timeout <= MAX_WAIT and 0 < self.read_timeout <= MAX_WAIT):  # OpenCV takes int milliseconds
             raise DataError(f"--open-timeout and --read-timeout must be > 0 and at most {MAX_WAIT:g} seconds")
 
 
+CAMERA_INDEXES = 100  # camera indexes are 0..99: OpenCV reads an index of 100 or more as a backend's code plus an
+# index (cv2.CAP_V4L2 + 3 is 203, camera 3 through V4L2), so a larger number names no camera; it is a typo or a path
+
+
+def camera_index(source: str) -> int | None:
+    """The camera index ``source`` names, or None: it names a path or a URL. The one rule, for every command and
+    message: an existing file or folder is a path whatever its name (a frame folder named ``20241130``); ASCII digits
+    that name no path are a camera index from 0 to CAMERA_INDEXES - 1; other digits are refused (``DataError``
+    naming them), since they are neither."""
+    if not re.fullmatch(r"[0-9]+", source) or os.path.lexists(source):
+        return None
+    index = int(source)
+    if index >= CAMERA_INDEXES:
+        raise DataError(f"{printable(source)}: no such file or folder, and not a camera index (0 to {CAMERA_INDEXES - 1})")
+    return index
+
+
 def is_live(source: str) -> bool:
-    """A camera index or a URL: frames arrive as they are captured."""
-    return source.isdigit() or "://" in source
+    """A camera index (``camera_index``) or a URL: frames arrive as they are captured."""
+    return "://" in source or camera_index(source) is not None
 
 
 class FrameSource:
@@ -780,7 +805,8 @@ class FrameSource:
         self.source, self.options = source, options or SourceOptions()
         self.name = shown_source(source)  # what messages and outputs say: a URL's password hidden
         self.fps = self.options.fps
-        self.live = is_live(source)
+        self.camera = None if "://" in source else camera_index(source)  # decided once: the path may appear later
+        self.live = self.camera is not None or "://" in source
         self.clocked = False  # frame times are read off the wall clock (a camera or stream without a frame count)
         self.clock_start: float | None = None  # then: the wall-clock time (time.time()) of time 0
         self.frames: FrameFolder | None = None
@@ -835,8 +861,8 @@ class FrameSource:
     def _open_live(self) -> cv2.VideoCapture:
         o = self.options
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(o.open_timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(o.read_timeout * 1000)]
-        if self.source.isdigit():
-            return cv2.VideoCapture(int(self.source), cv2.CAP_ANY, params)
+        if self.camera is not None:
+            return cv2.VideoCapture(self.camera, cv2.CAP_ANY, params)
         return cv2.VideoCapture(stream_url(self.source), cv2.CAP_FFMPEG, params)
 
     def _live(self) -> Iterator[RawFrame]:
@@ -851,8 +877,9 @@ class FrameSource:
         while True:
             capture, total, last, before, reached, rate = self._open_live(), 0, 0.0, count, 0.0, 0.0
             first: float | None = None  # time of this connection's first frame
+            opened = capture.isOpened()  # what the last attempt's failure says: it could not open, or it opened and failed
             try:
-                if capture.isOpened():
+                if opened:
                     rate = capture.get(cv2.CAP_PROP_FPS)
                     self.fps = rate if valid_fps(rate) else o.fps
                     total = reported_frames(capture)  # cameras report none
@@ -870,14 +897,17 @@ class FrameSource:
                 capture.release()
             if total > 0 and first is not None:
                 check_whole(self.name, count - before, total,
-                            f"the connection closed or stayed silent for {o.read_timeout:g} s", fps=rate, reached_ms=reached)
+                            f"the connection closed or stayed silent for --read-timeout {o.read_timeout:g} s", fps=rate,
+                            reached_ms=reached)
                 return
             if first is not None and last - first >= STEADY_SECONDS:
                 failures = 0
             if failures >= o.reconnects:
                 what = "gave no frames" if count == 0 else f"was lost after {count} frames"
-                raise DataError(f"{self.name}: the source {what} (could not open it, it kept dropping or it "
-                                f"stayed silent for {o.read_timeout:g} s; {o.reconnects} reconnection attempts)")
+                why = (f"could not open it: refused, or no answer within --open-timeout {o.open_timeout:g} s" if not opened
+                       else f"it opened, then closed or stayed silent for --read-timeout {o.read_timeout:g} s")
+                raise DataError(f"{self.name}: the source {what} (the last attempt {why}; {o.reconnects} reconnection "
+                                "attempts)")
             failures += 1
             log.warning("%s: stream lost or not open, reconnecting (%d/%d)", self.name, failures, o.reconnects)
             time.sleep(o.retry_delay)
