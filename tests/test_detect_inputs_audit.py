@@ -70,6 +70,15 @@ def test_detect_scores_a_digit_named_frame_folder(model_file: Path, tmp_path: Pa
     assert "mnad: error: 123456: no such file or folder, and not a camera index" in err and "Traceback" not in err
 
 
+def test_an_int_camera_is_never_taken_for_a_path(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    frames_folder(tmp_path / "0", 8)
+    model, config = load_model(model_file)
+    with pytest.raises(ConfigError, match="camera index 0: the current folder holds a file or folder named '0'"):
+        detect(model, config, 0, tmp_path / "o", progress=False)
+    assert detect(model, config, "0", tmp_path / "o", progress=False)["frames_scored"] == 4  # the string: the folder
+
+
 # -------------------------------------------------------------------- 2. uncalibrated smoothing and normalisation
 
 

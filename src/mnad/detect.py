@@ -606,6 +606,10 @@ def detect(
     if not isinstance(sources, list | tuple) or not all(isinstance(s, str | Path | int) and not isinstance(s, bool) for s in sources):
         raise ConfigError(f"source must be a str or Path (file, folder, glob, URL), an int camera index, or a list of them; "
                           f"got {printable(repr(source))[:80]}")
+    for s in sources:  # an int is a camera; as '0' it would be the path of that name (sources.camera_index)
+        if isinstance(s, int) and os.path.lexists(str(s)):
+            raise ConfigError(f"camera index {s}: the current folder holds a file or folder named '{s}', which a source "
+                              "named by digits is (sources.camera_index); run from another folder")
     sources = [str(s) for s in sources]  # a camera index as the CLI passes it: '0'
     if not sources:
         raise ConfigError("no source to score")
