@@ -905,7 +905,7 @@ class FrameSource:
             if failures >= o.reconnects:
                 what = "gave no frames" if count == 0 else f"was lost after {count} frames"
                 why = (f"could not open it: refused, or no answer within --open-timeout {o.open_timeout:g} s" if not opened
-                       else f"it opened, then closed or stayed silent for --read-timeout {o.read_timeout:g} s")
+                       else f"opened it, then it closed or stayed silent for --read-timeout {o.read_timeout:g} s")
                 raise DataError(f"{self.name}: the source {what} (the last attempt {why}; {o.reconnects} reconnection "
                                 "attempts)")
             failures += 1
