@@ -287,10 +287,10 @@ def test_a_source_failing_to_close_leaves_the_others_closed(model_file: Path, tm
     before = snapshot(out)
     close = outputs.DetectWriter.close
 
-    def failing_for_the_first(self: outputs.DetectWriter, events: list, summary: dict) -> None:
+    def failing_for_the_first(self: outputs.DetectWriter, summary: dict) -> None:
         if self.out_dir.name == "0_v":
             raise DataError(f"{self.out_dir}: cannot write the outputs (disk full)")
-        close(self, events, summary)
+        close(self, summary)
 
     monkeypatch.setattr(outputs.DetectWriter, "close", failing_for_the_first)
     model, config = load_model(model_file)
