@@ -182,3 +182,13 @@ def test_the_command_recalibrates_from_the_models_own_settings(tmp_path: Path, m
     assert printed[1]["uncalibrated"]["alpha"] == config.eval.alpha
     _, again = load_model(tmp_path / "again.safetensors")
     assert again.eval.calibration == printed[1]
+
+
+def test_a_model_weighing_psnr_alone_is_offered_no_psnr_plus_d_candidates(tmp_path: Path) -> None:
+    """A model whose own eval.alpha is 1 (S_t = PSNR alone): its "PSNR + D" candidates mixed D in with weight 0, each a
+    copy of a PSNR-only candidate under a name that said D; they are not offered."""
+    root = make_synthetic_dataset(tmp_path / "data", n_train=1, n_test=1, n_frames=SOURCE_FRAMES + 10, size=32, seed=1).parent
+    videos = split_videos(root, "synthetic", "training")
+    model, config = model_and_config()
+    fitted = calibrate(model, config.override(["eval.alpha=1.0"]), videos, false_alarm_rate=0.05, progress=False)
+    assert fitted.pseudo_anomaly_auc and all(" D" not in name for name in fitted.pseudo_anomaly_auc)

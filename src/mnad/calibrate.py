@@ -217,7 +217,10 @@ def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video],
         return None
     pseudo = footage_terms(model, config, made, device=device, progress=progress)
     labels = [v.labels(len(p), config.model.lag) for v, p in zip(made, pseudo["psnr"], strict=True)]
-    choice = choose_scoring(terms, pseudo, labels, alpha=config.eval.alpha, with_distance=config.model.memory,
+    # a model whose own S_t weighs PSNR alone (alpha 1) has no "PSNR + D" candidate: D would be mixed in with weight 0,
+    # each a copy of a PSNR-only candidate under a name that says otherwise
+    choice = choose_scoring(terms, pseudo, labels, alpha=config.eval.alpha,
+                            with_distance=config.model.memory and config.eval.alpha < 1,
                             windows=(smoothing,) if smoothing else WINDOWS)
     log.info("scoring chosen on %d pseudo-anomalous frames: %s (AUC %.4f)", choice.pseudo_anomalous_frames, choice.name,
              choice.auc[choice.name])
