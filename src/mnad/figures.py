@@ -51,7 +51,7 @@ def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:
         return split_videos(data, config.dataset, "testing", config.model.pixel_range)
     from mnad.train import training_videos
 
-    return training_videos(config, data)
+    return training_videos(config, data, decode=False)  # a few clips: only their videos are decoded
 
 
 def clip_positions(videos: list[Video], window: int, count: int) -> list[tuple[int, int]]:
