@@ -80,17 +80,18 @@ def test_e_t_is_compared_only_where_it_gates_an_update(synthetic_root: Path) -> 
     check_calibrated_scoring(with_calibration(no_update, cal).override(["eval.regular_score=paper"]), cal)
 
 
-def test_a_calibration_written_before_the_record_was_fitted_with_the_defaults() -> None:
-    """Calibrations written before psnr_peak and regular_score were recorded lack them: every one was fitted with the
-    only defaults those settings ever had ('one', 'code'), and is checked against them."""
+def test_a_calibration_written_before_the_record_was_fitted_with_its_models_settings() -> None:
+    """Calibrations written before psnr_peak and regular_score were recorded lack them: an older calibrate scored the
+    footage with the model's own eval.psnr_peak and eval.regular_score (both as old as mnad), which its config keeps, so
+    none is assumed or compared (was: read as 'one' and 'code', and a model fitted with 'max' or 'paper' refused)."""
     _, config = model_and_config()
     old = {k: v for k, v in PSNR_ONLY.to_dict().items() if k not in ("psnr_peak", "regular_score", "uncalibrated")}
     cal = Calibration.from_dict(old)
-    assert (cal.psnr_peak, cal.regular_score) == ("one", "code")
-    scored = with_calibration(config, cal)
-    check_calibrated_scoring(scored, cal)
-    with pytest.raises(ConfigError, match=r"\(eval.psnr_peak\)"):
-        check_calibrated_scoring(scored.override(["eval.psnr_peak=max"]), cal)
+    assert (cal.psnr_peak, cal.regular_score) == (None, None)
+    for settings in ([], ["eval.psnr_peak=max"], ["eval.regular_score=paper"], ["eval.psnr_peak=max", "eval.regular_score=paper"]):
+        scored = with_calibration(config.override(settings), cal)
+        check_calibrated_scoring(scored, Calibration.from_dict(scored.eval.calibration))  # as detect and evaluate check it
+        assert Calibration.from_dict(scored.eval.calibration).psnr_peak is None  # written back as not recorded
     for bad in ({"psnr_peak": "two"}, {"regular_score": 1}, {"uncalibrated": {"alpha": 2}}, {"uncalibrated": {"gamma": 1}}):
         with pytest.raises(ConfigError, match="calibration's"):
             Calibration.from_dict({**old, **bad})
@@ -182,6 +183,29 @@ def test_the_command_recalibrates_from_the_models_own_settings(tmp_path: Path, m
     assert printed[1]["uncalibrated"]["alpha"] == config.eval.alpha
     _, again = load_model(tmp_path / "again.safetensors")
     assert again.eval.calibration == printed[1]
+
+
+def test_the_record_holds_the_models_settings_not_the_calibrating_runs_options(tmp_path: Path, model_file: Path,
+                                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`mnad calibrate --alpha 0.9 --smoothing 3` scores the footage so, but the model's own eval.alpha and
+    eval.smoothing are what the calibration records it replaced: recalibrating the result is calibrating the plain model
+    (was: the options recorded, and a recalibration scored with alpha 0.9)."""
+    _, config = load_model(model_file)
+    a, b = frames_folder(tmp_path / "a", 30), frames_folder(tmp_path / "b", 30)
+
+    def calibrated(checkpoint: Path, out: str, *options: str) -> dict:
+        assert main(["calibrate", "--checkpoint", str(checkpoint), "--data", str(a), str(b), "--out", str(tmp_path / out),
+                     "--false-alarm-rate", "0.05", "--scoring", "config", "--quiet", *options]) == 0
+        text = capsys.readouterr().out
+        return json.loads(text[:text.rindex("}") + 1])
+
+    with_options = calibrated(model_file, "options.safetensors", "--alpha", "0.9", "--smoothing", "3")
+    assert (with_options["alpha"], with_options["smoothing"]) == (0.9, 3)
+    assert with_options["uncalibrated"] == {"normalization": config.eval.normalization, "smoothing": config.eval.smoothing,
+                                           "psnr_region": "frame", "distance_region": "frame", "alpha": config.eval.alpha}
+    assert config.eval.alpha != 0.9 and config.eval.smoothing != 3
+    again = calibrated(tmp_path / "options.safetensors", "again.safetensors")
+    assert again == calibrated(model_file, "plain.safetensors")
 
 
 def test_a_model_weighing_psnr_alone_is_offered_no_psnr_plus_d_candidates(tmp_path: Path) -> None:

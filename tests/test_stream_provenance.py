@@ -21,6 +21,7 @@ from mnad.checkpoint import weights_digest
 from mnad.config import ModelConfig
 from mnad.errors import CheckpointError
 from mnad.model import MNAD
+from mnad.scoring import Calibration
 from mnad.stream import StreamScorer, step_digest
 
 
@@ -92,3 +93,47 @@ def test_the_digest_of_an_aot_step_is_its_models_weights() -> None:
     assert step_digest(step) == weights_digest(model)
     with pytest.raises(AttributeError):
         step.digest = "0" * 64  # read-only: a step scores the weights it was built from
+
+
+# a calibration as mnad wrote it before psnr_peak, regular_score and uncalibrated were recorded, and the digest a stream
+# state of it recorded then (computed by that mnad, d903889: SHA-256 of its Calibration.to_dict() as sorted JSON)
+OLD_CALIBRATION = {"psnr_low": 5.0, "psnr_high": 40.0, "distance_low": 0.0, "distance_high": 1.0, "threshold": 0.5,
+                   "false_alarm_rate": 0.05, "smoothing": 3, "frames": 100, "thresholds": {"0.1": 0.4},
+                   "footage": ["a[0:50]", "b[0:50]"], "held_out_false_alarms": {"0.05": 0.06}, "psnr_region": "frame",
+                   "distance_region": "frame", "alpha": 0.6, "pseudo_anomaly_auc": {}, "test_update": True, "gamma": 0.01}
+OLD_DIGEST = "089ffbeb89c077d66fb4f50d471e4bad9a5adebfdc4ed31ca57c027167f3037f"
+
+
+def test_a_state_of_a_calibrated_model_saved_before_the_new_calibration_fields_restores(tmp_path: Path) -> None:
+    """A camera of a calibrated model restarted after the upgrade continues from its state: the calibration is the same,
+    and its digest leaves out the fields added since while they are not recorded (was: refused, 'belongs to another
+    model or scorer: calibration ...', since the digest took in psnr_peak, regular_score and uncalibrated)."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = MNAD(config.model).eval()
+
+    def scorer(calibration: dict) -> StreamScorer:
+        return StreamScorer.for_model(model, config, normalization="calibrated", calibration=calibration)
+
+    path = tmp_path / "state.safetensors"
+    saved = pushed(scorer(OLD_CALIBRATION))
+    saved.save_state(path)
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    info = json.loads(meta["mnad_stream_state"])
+    info["belongs_to"]["calibration"] = OLD_DIGEST  # as the older mnad recorded it
+    save_file(tensors, str(path), metadata={**meta, "mnad_stream_state": json.dumps(info)})
+    restored = scorer(OLD_CALIBRATION)
+    restored.load_state(path)
+    frame = np.full((32, 32, 3), 7, np.uint8)
+    assert restored.push(frame) == saved.push(frame)  # continues exactly
+    # the settings a scorer uses are still the calibration's identity; the record of the settings it replaced is not
+    recorded = {**OLD_CALIBRATION, "psnr_peak": "one", "regular_score": "code"}
+    with pytest.raises(CheckpointError, match="belongs to another model or scorer: calibration"):
+        scorer(recorded).load_state(path)
+    with pytest.raises(CheckpointError, match="belongs to another model or scorer: calibration"):
+        scorer({**OLD_CALIBRATION, "threshold": 0.6}).load_state(path)
+    pushed(scorer(recorded)).save_state(path)
+    scorer({**recorded, "uncalibrated": {"alpha": 0.6}}).load_state(path)
+    assert Calibration.from_dict(OLD_CALIBRATION).uncalibrated == {}

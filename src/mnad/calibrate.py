@@ -370,13 +370,16 @@ def calibrated_settings(config: Config, calibration: Calibration) -> dict[str, o
     return settings
 
 
-def with_calibration(config: Config, calibration: Calibration) -> Config:
+def with_calibration(config: Config, calibration: Calibration, *, own: Config | None = None) -> Config:
     """A copy of ``config`` that scores with ``calibration``: causal (fixed ranges and threshold), with the terms, PSNR
     weight and trailing mean it was fitted on; the settings it replaces are recorded in the calibration
-    (``Calibration.uncalibrated``, for ``uncalibrated``). Refuses (``ConfigError``) a result that scorers would refuse
-    to load (``check_calibrated_scoring``), so that no such model is ever written."""
-    config = uncalibrated(config)  # the record is of the model's own settings, never of an earlier calibration's
-    calibration = dataclasses.replace(calibration, uncalibrated={name: getattr(config.eval, name) for name in UNCALIBRATED_SETTINGS})
+    (``Calibration.uncalibrated``, for ``uncalibrated``): those of ``own`` (default ``config``), the model's config
+    before the calibrating run's options (``mnad calibrate --alpha``, ``--smoothing``...) changed them. Refuses
+    (``ConfigError``) a result that scorers would refuse to load (``check_calibrated_scoring``), so that no such model
+    is ever written."""
+    config = uncalibrated(config)
+    own = uncalibrated(own) if own is not None else config  # the record is of the model's own settings, never of an earlier calibration's
+    calibration = dataclasses.replace(calibration, uncalibrated={name: getattr(own.eval, name) for name in UNCALIBRATED_SETTINGS})
     data = config.to_dict()
     data["eval"].update(calibrated_settings(config, calibration), calibration=calibration.to_dict())
     scored = Config.from_dict(data, source="calibration")

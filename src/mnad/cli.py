@@ -362,7 +362,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
                           "the run's held-out part")
     model, trained_config = load_model(args.checkpoint)
     # a calibrated model is calibrated again from its own settings (the options then apply), not its calibration's choice
-    config = choose_scoring_path(model, apply_options(uncalibrated(trained_config), args), args)
+    own = uncalibrated(trained_config)
+    config = choose_scoring_path(model, apply_options(own, args), args)
     if args.data:
         videos = args.data  # paths: calibrate opens them (calibrate.open_footage)
     else:
@@ -374,7 +375,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     calibration = calibrate(model, config, videos, smoothing=config.eval.smoothing if args.smoothing is not None else None,
                             trained_on=trained.get("footage", []), device=config.train.device, progress=not args.quiet,
                             **given(args, "false_alarm_rate", "scoring"))
-    calibrated = with_calibration(model_record(trained_config, config), calibration)  # refuses one that would not load
+    # the record is of the model's settings, not this run's options: recalibrating it is calibrating the plain model
+    calibrated = with_calibration(model_record(trained_config, config), calibration, own=own)  # refuses one that would not load
     save_model(args.out, model, calibrated, extra=trained)
     print(json.dumps(calibrated.eval.calibration, indent=2))  # as written
     print(f"mnad: scoring: {describe_scoring(calibration)}", file=sys.stderr)

@@ -166,10 +166,10 @@ class Calibration:
     test_update: bool | None = None
     gamma: float | None = None
     # the PSNR's peak (eval.psnr_peak: it sets the scale of PSNR) and E_t's kind (eval.regular_score: it gates the memory
-    # update, hence D and PSNR) the footage was scored with; a calibration written before they were recorded was fitted
-    # with the only defaults they ever had, 'one' and 'code' (from_dict reads it so)
-    psnr_peak: str = "one"
-    regular_score: str = "code"
+    # update, hence D and PSNR) the footage was scored with; None in a calibration written before they were recorded,
+    # which was fitted with its model's own values (any of them: the settings are as old as mnad), so none is compared
+    psnr_peak: str | None = None
+    regular_score: str | None = None
     # the model's eval settings that ``calibrate.with_calibration`` replaced (normalization, smoothing, the regions, alpha),
     # as they were: a recalibration starts from them (``calibrate.uncalibrated``), not from this calibration's choice;
     # empty in a calibration written before they were recorded
@@ -196,11 +196,12 @@ class Calibration:
                               "(eval.test_update, eval.gamma): run `mnad calibrate` again with the same settings")
         # E_t matters only where it gates an update: the model's (the test_update check above made the two agree, or the
         # calibration predates test_update's record)
-        if config.eval.test_update and self.test_update is not False and config.eval.regular_score != self.regular_score:
+        if (config.eval.test_update and self.test_update is not False and self.regular_score is not None
+                and config.eval.regular_score != self.regular_score):
             raise ConfigError(f"the calibration's ranges were fitted with the memory update gated by E_t as "
                               f"'{self.regular_score}', but the model gates it by E_t as '{config.eval.regular_score}' "
                               "(eval.regular_score): run `mnad calibrate` again with the same settings")
-        if config.eval.psnr_peak != self.psnr_peak:
+        if self.psnr_peak is not None and config.eval.psnr_peak != self.psnr_peak:
             raise ConfigError(f"the calibration's ranges were fitted on PSNR with peak '{self.psnr_peak}', but the model scores "
                               f"PSNR with peak '{config.eval.psnr_peak}', another scale (eval.psnr_peak): run `mnad calibrate` "
                               "again with the same settings")
@@ -267,8 +268,8 @@ class Calibration:
             raise ConfigError(f"{source}: the calibration's gamma must be a finite number >= 0, got {gamma!r}")
         values["gamma"] = None if gamma is None else float(gamma)
         for key, allowed in (("psnr_peak", ("one", "max")), ("regular_score", ("code", "paper"))):
-            values[key] = data.get(key, allowed[0])  # missing: written before it was recorded, fitted with the default
-            if values[key] not in allowed:
+            values[key] = data.get(key)  # None: written before it was recorded (fitted with its model's own value)
+            if values[key] is not None and values[key] not in allowed:
                 raise ConfigError(f"{source}: the calibration's {key} must be {' or '.join(map(repr, allowed))}, got {values[key]!r}")
         values["uncalibrated"] = check_uncalibrated(data.get("uncalibrated", {}), source)
         return cls(**values)

@@ -192,6 +192,23 @@ def checked_frame(frame: object, size: int, channels: int) -> np.ndarray:
                     f"and channels, HxWxC, e.g. as mnad.data.sources.prepare_frame makes it), got {got}")
 
 
+# The calibration's fields when a stream state first recorded its digest; a field added since is left out of the digest
+# while it holds its default (not recorded), so that a calibration written before it keeps the digest its states recorded
+_FIRST_DIGESTED = ("psnr_low", "psnr_high", "distance_low", "distance_high", "threshold", "false_alarm_rate", "smoothing",
+                   "frames", "thresholds", "footage", "held_out_false_alarms", "psnr_region", "distance_region", "alpha",
+                   "pseudo_anomaly_auc", "test_update", "gamma")
+
+
+def calibration_digest(calibration: Calibration) -> str:
+    """The SHA-256 a stream state records of the calibration it was scored with: of what scorers use (not
+    ``uncalibrated``, the settings it replaced), the same for a calibration whatever fields were added to it since."""
+    unrecorded = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                  for f in dataclasses.fields(Calibration) if f.name not in _FIRST_DIGESTED}  # every later one has a default
+    data = {k: v for k, v in calibration.to_dict().items()
+            if k != "uncalibrated" and (k in _FIRST_DIGESTED or v != unrecorded[k])}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 class StreamScorer:
     """Scores frames one at a time, in order; causal: a frame's result depends only on it and earlier frames.
 
@@ -435,8 +452,7 @@ class StreamScorer:
         m, e = self.config.model, self.config.eval
         # the scoring settings too: the running ranges are of the chosen PSNR and D terms, the trailing mean's scores
         # mix them with alpha, on the calibration's scale; restored under others they would be mixed with other numbers
-        calibration = (hashlib.sha256(json.dumps(self.calibration.to_dict(), sort_keys=True).encode()).hexdigest()
-                       if self.calibration is not None else None)
+        calibration = calibration_digest(self.calibration) if self.calibration is not None else None
         # every model setting, taken from the dataclass so that a field added to ModelConfig is recorded (pixel_range
         # was missed when they were listed by hand), as JSON reads it back (a tuple is compared as the saved list)
         model = json.loads(json.dumps(dataclasses.asdict(m)))
