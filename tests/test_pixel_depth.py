@@ -246,3 +246,108 @@ def test_detect_on_a_short_narrow_16bit_folder_warns(tmp_path: Path, caplog) -> 
     with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
         detect(model, config, [str(folder)], tmp_path / "o", DetectOptions(), progress=False)
     assert len(warnings_about_depth(caplog)) == 1
+
+
+# ---------------------------------------------- readings that end before the warning's decision point (NARROW_FRAMES)
+
+
+def test_detect_max_frames_on_a_narrow_16bit_folder_warns(model_file: Path, tmp_path: Path, caplog) -> None:
+    """`detect --max-frames 10` on a 30-frame 12-bit folder: decided after 30 frames, which were never read, so the
+    warning was lost. It decides on the frames the run reads, at its 10th."""
+    from mnad.detect import DetectOptions, detect
+
+    model, config = load_model(model_file)
+    folder = sixteen_bit_folder(tmp_path, "narrow30", [NARROW] * 30)
+    limit = config.model.t_length + 5
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+        summary = detect(model, config, [str(folder)], tmp_path / "o", DetectOptions(max_frames=limit), progress=False)
+    assert summary["ended_by"] == "--max-frames"
+    [said] = warnings_about_depth(caplog)
+    assert said.startswith(f"{folder}: {limit} of its first {limit} 16-bit frames span only 7000..9000")
+
+
+class _NarrowCamera:
+    """A capture of a 16-bit camera that gives ``frames`` narrow frames, then goes silent."""
+
+    def __init__(self, frames: int) -> None:
+        self.left = frames
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        return True
+
+    def get(self, prop: int) -> float:
+        return 0.0  # no frame count, no rate: a camera
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.left == 0:
+            return False, None
+        self.left -= 1
+        return True, NARROW.copy()
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_narrow_16bit_camera_lost_before_the_decision_point_is_warned_about(
+        model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A camera lost after 12 frames (fewer than NARROW_FRAMES, its length unknown): its warning is decided when the
+    source ends, on the frames it gave (was: never)."""
+    from mnad.data.sources import FrameSource, SourceOptions
+    from mnad.detect import DetectOptions, detect
+
+    model, config = load_model(model_file)
+    monkeypatch.setattr(FrameSource, "_open_live", lambda self: _NarrowCamera(12))
+    url = f"rtsp://127.0.0.1:9/{tmp_path.name}"  # a key of its own: the warning is said once per source per process
+    options = DetectOptions(source=SourceOptions(reconnects=0, retry_delay=0))
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"), \
+            pytest.raises(DataError, match="was lost after 12 frames"):  # one source: its loss ends the run
+        detect(model, config, [url], tmp_path / "o", options, progress=False)
+    [said] = warnings_about_depth(caplog)
+    assert said.startswith(f"{url}: 12 of its first 12 16-bit frames span only 7000..9000")
+
+
+@pytest.mark.parametrize("together", [False, True])
+def test_a_held_out_part_shorter_than_its_folder_is_warned_about(tmp_path: Path, caplog, together: bool) -> None:
+    """Calibration reads the held-out tail of a folder (a FrameRange): 30 frames of a 60-frame folder never reached
+    the folder's decision point. The part's warning decides on the part, frame by frame or read together."""
+    from mnad.data.sources import FrameRange
+
+    folder = sixteen_bit_folder(tmp_path, "held", [WIDE] * 30 + [NARROW] * 30)
+    part = FrameRange(FrameFolder(folder), 30, 60)
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+        if together:
+            part.frames(0, len(part), 16, 1)
+        else:
+            for i in range(len(part)):
+                part.frame(i, 16, 1)
+    [said] = warnings_about_depth(caplog)
+    assert said.startswith(f"{folder}: 30 of its first 30 16-bit frames span only 7000..9000")
+
+
+def test_training_clips_with_a_stride_that_skip_frames_are_warned_about(tmp_path: Path, caplog) -> None:
+    """Clips every 4th frame of 2 frames read half of a 60-frame folder, never its 50th frame: preloading them decides
+    the warning on the frames they use."""
+    from mnad.data import ClipDataset, FrameStore
+
+    folder = sixteen_bit_folder(tmp_path, "strided", [NARROW] * 60)
+    dataset = ClipDataset(FrameStore([FrameFolder(folder)], 16, 1), 2, stride=4)
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+        dataset.preload()
+    [said] = warnings_about_depth(caplog)
+    assert said.startswith(f"{folder}: 30 of its first 30 16-bit frames span only 7000..9000")
+
+
+def test_a_reading_that_ends_early_on_full_range_frames_is_not_warned_about(tmp_path: Path, caplog) -> None:
+    """Deciding at a reading's end keeps the rule: warned only where most frames seen are narrow, and once."""
+    from mnad.data.sources import finish_narrow
+
+    folder = sixteen_bit_folder(tmp_path, "wide", [DARK] * 4 + [WIDE] * 6 + [NARROW] * 50)
+    video = FrameFolder(folder)
+    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+        for i in range(10):
+            video.frame(i, 16, 1)
+        finish_narrow(folder)
+        for i in range(len(video)):  # decided: read again, nothing more is said or counted
+            video.frame(i, 16, 1)
+        finish_narrow(folder)
+    assert warnings_about_depth(caplog) == []

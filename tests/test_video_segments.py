@@ -465,3 +465,41 @@ def test_a_file_video_keep_cannot_delete_fails_the_source_and_stays_listed(tmp_p
                                         "--video-keep \\(Permission denied"):
         closed_files(video, 2, 3)
     assert len(video.files) == 2 and video.deleted == 0 and all((tmp_path / n).is_file() for n in video.files)
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("video_keep", 1e300, "--video-keep must be a number of GiB > 0 and at most"),
+    ("video_keep", 2.0**33, "--video-keep must be a number of GiB > 0 and at most"),
+    ("video_segment", 1e308, "--video-segment must be a number of seconds > 0 and at most"),
+    ("video_segment", 400 * 86400.0, "--video-segment must be a number of seconds > 0 and at most"),
+])
+def test_huge_video_options_are_refused_before_they_overflow(model_file: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture, option: str, value: float,
+                                                            words: str) -> None:
+    """A finite but huge --video-keep (GiB * 2**30 bytes) or --video-segment (rate * seconds frames) passed the check,
+    then crashed the run at its first annotated frame (OverflowError: cannot convert float infinity to integer): each
+    is bounded where it is checked, one error naming it."""
+    from mnad.cli import main
+    from mnad.detect import MAX_VIDEO_KEEP, MAX_VIDEO_SEGMENT
+
+    with pytest.raises(ConfigError, match=words):
+        DetectOptions(**{option: value})
+    assert DetectOptions(video_keep=MAX_VIDEO_KEEP, video_segment=MAX_VIDEO_SEGMENT).video_keep == MAX_VIDEO_KEEP
+    source = str(frames_folder(tmp_path / "a", 6))
+    flag = "--" + option.replace("_", "-")
+    assert main(["detect", source, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--save-video",
+                 flag, repr(value), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"mnad: error: {words}") == 1 and "Traceback" not in err
+
+
+def test_the_largest_video_options_run(model_file: Path, tmp_path: Path) -> None:
+    """At their bounds the options are numbers the annotated video can use: one file, nothing deleted."""
+    from mnad.detect import MAX_VIDEO_KEEP, MAX_VIDEO_SEGMENT
+
+    model, config = load_model(model_file)
+    summary = detect(model, config, str(frames_folder(tmp_path / "f", 8)), tmp_path / "o",
+                     DetectOptions(save_video=True, video_segment=MAX_VIDEO_SEGMENT, video_keep=MAX_VIDEO_KEEP),
+                     progress=False)
+    assert summary["ended_by"] == "end of source" and summary["annotated_video_files"] == [ANNOTATED_VIDEO]
+    assert summary["annotated_video_deleted"] == 0

@@ -40,7 +40,16 @@ from tqdm import tqdm
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
 from mnad.checkpoint import LOCK_FILE, RunFolderLock, is_onnx_export, load_model
 from mnad.config import Config
-from mnad.data.sources import FrameSource, RawFrame, SourceOptions, camera_index, is_live, prepare_frame, to_8bit
+from mnad.data.sources import (
+    FrameSource,
+    RawFrame,
+    SourceOptions,
+    camera_index,
+    finish_narrow,
+    is_live,
+    prepare_frame,
+    to_8bit,
+)
 from mnad.errors import ConfigError, DataError, Terminated, os_reason, printable
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
@@ -77,6 +86,10 @@ VIDEO_SEGMENT_SECONDS = 600.0  # the annotated video is written as files of this
 # and --video-keep can delete the oldest. 10 minutes (15,000 frames at 25 fps) keeps the files few (144 a day), as CCTV
 # recorders do
 GIB = 2**30
+# the largest values the annotated video's options are used with: beyond them a number is no setting but an overflow
+# (a file's frame count, round(rate * seconds), and the bytes kept, round(GiB * 2**30), are ints that must stay finite)
+MAX_VIDEO_SEGMENT = 366 * 86400.0  # seconds: a file a year, at MAX_VIDEO_FPS 3.2e10 frames
+MAX_VIDEO_KEEP = float(2**32)  # GiB (4 EiB): 2**62 bytes, within a 64-bit count
 SUMMARY_SECONDS = 60.0  # a run's summary.json files are rewritten at least this often (wall time) while it runs, marked
 # "complete": false, "ended_by": null while the source runs, with "updated_at": a run killed outright (SIGKILL, the OOM
 # killer, a power cut) leaves the last one, which says it never ended, how far it got (at most this long before) and its
@@ -114,11 +127,13 @@ class DetectOptions:
                                             or self.max_frames < 1):
             raise ConfigError(f"--max-frames must be an integer >= 1, got {self.max_frames!r}")
         if (isinstance(self.video_segment, bool) or not isinstance(self.video_segment, Real)
-                or not math.isfinite(self.video_segment) or self.video_segment <= 0):
-            raise ConfigError(f"--video-segment must be a number of seconds > 0, got {self.video_segment!r}")
+                or not 0 < self.video_segment <= MAX_VIDEO_SEGMENT):  # NaN fails the comparison
+            raise ConfigError(f"--video-segment must be a number of seconds > 0 and at most {MAX_VIDEO_SEGMENT:.0f} (a year), "
+                              f"got {self.video_segment!r}")
         if self.video_keep is not None and (isinstance(self.video_keep, bool) or not isinstance(self.video_keep, Real)
-                                            or not math.isfinite(self.video_keep) or self.video_keep <= 0):
-            raise ConfigError(f"--video-keep must be a number of GiB > 0, got {self.video_keep!r}")
+                                            or not 0 < self.video_keep <= MAX_VIDEO_KEEP):
+            raise ConfigError(f"--video-keep must be a number of GiB > 0 and at most {MAX_VIDEO_KEEP:.0f} (4 EiB), got "
+                              f"{self.video_keep!r}")
         if not isinstance(self.source, SourceOptions):
             raise ConfigError(f"source must be a mnad.data.sources.SourceOptions, got {type(self.source).__name__}")
 
@@ -356,6 +371,10 @@ class _Detection:
         self.failure: DataError | None = None
         self.broken: BaseException | None = None  # what crashed the run while this source ran, or failed its close
         self.due = False  # its summary.json is to be rewritten now (first frame scored, a segment closed, it ended)
+        # the frames this run reads of the source where known (a frame folder's, --max-frames): its 16-bit warning
+        # decides on all of them when fewer than NARROW_FRAMES; a source that ends sooner is decided at its end
+        known = [n for n in (len(frames.frames) if frames.frames is not None else None, options.max_frames) if n is not None]
+        self.reading = min(known) if known else None
 
     def take(self, item: RawFrame | _Ended) -> np.ndarray | None:
         """The reader's next item -> the prepared frame to score, or None when the stream ends with it."""
@@ -378,9 +397,7 @@ class _Detection:
         self.raw.pop(i - self.config.model.t_length, None)
         self.times = (item.time, item.time) if self.times is None else (self.times[0], item.time)
         m = self.config.model
-        folder = self.frames.frames  # a frame folder's length is known: its 16-bit warning may decide on all of a short one
-        return prepare_frame(item.image, m.image_size, m.channels, self.frames.name, m.pixel_range,
-                             frames=len(folder) if folder is not None else None)
+        return prepare_frame(item.image, m.image_size, m.channels, self.frames.name, m.pixel_range, frames=self.reading)
 
     def score(self, row: FrameResult) -> None:
         """Events and outputs of one scored frame. Its row is written now and never rewritten, so its alert (the column,
@@ -467,6 +484,7 @@ class _Detection:
         if self.ended_by is None:
             self.ended_by, self.ended_at = why, time.perf_counter()
             self.due = True
+            finish_narrow(self.frames.name)  # no more of its frames are looked at: a short reading is decided on them
         self.reader.halt.set()
 
     def fail(self, error: DataError) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mnad.config import ModelConfig
-from mnad.data.sources import Video, available_memory, check_decode_room
+from mnad.data.sources import Video, available_memory, check_decode_room, finish_narrow
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ class ClipDataset(Dataset):
                     continue
                 decoded.add(video)
             self.store.frame(video, index)
+        for video in videos:  # every frame the clips use is read: a 16-bit warning not yet decided (clips with a stride
+            finish_narrow(video.path)  # skip frames) decides on them
 
     def __len__(self) -> int:
         return len(self.index)

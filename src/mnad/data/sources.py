@@ -91,8 +91,9 @@ def suggested_range(low: int, high: int) -> tuple[int, int]:
 def warn_narrow(image: np.ndarray, source: str | Path, video: str | Path, frames: int | None = None) -> None:
     """Warn, once per ``video``, where its 16-bit frames read without a pixel range use little of 0..65535: their high
     byte, what the model would see, is then nearly uniform (a 12-bit camera's frames nearly black). Decided on the
-    first ``NARROW_FRAMES`` frames looked at (all of a video of fewer ``frames``, where its length is known): warned
-    when most of them are narrow. Each costs a min and a max until then, nothing after."""
+    first ``NARROW_FRAMES`` frames looked at (all of a video of fewer ``frames``, where its length is known), or on
+    those seen when its reading ends before (``finish_narrow``): warned when most of them are narrow. Each costs a min
+    and a max until then, nothing after."""
     key = str(video)
     if key in _narrow_decided:
         return
@@ -110,6 +111,24 @@ def warn_narrow(image: np.ndarray, source: str | Path, video: str | Path, frames
             return
         del _narrow_seen[key]
         _narrow_decided.add(key)
+    _say_narrow(video, seen)
+
+
+def finish_narrow(video: str | Path) -> None:
+    """Decide ``video``'s narrow-range warning (``warn_narrow``) on the 16-bit frames seen of it so far: called where a
+    reading of it ends, which may be before the decision point (--max-frames, a camera lost after a few frames, a
+    held-out part shorter than its folder); nothing where it was decided already or no 16-bit frame was seen."""
+    key = str(video)
+    with _narrow_lock:
+        seen = _narrow_seen.pop(key, None)
+        if seen is None:
+            return
+        _narrow_decided.add(key)
+    _say_narrow(video, seen)
+
+
+def _say_narrow(video: str | Path, seen: _Span) -> None:
+    """The warning of a decided video, where most of the frames seen were narrow."""
     if seen.narrow * 2 <= seen.frames:  # most frames have contrast (dark ones at the start are the scene, not the range)
         return
     a, b = suggested_range(seen.low, seen.high)
@@ -377,9 +396,11 @@ class FrameFolder(Video):
             raise DataError(f"{path}: frame is {image.shape[1]}x{image.shape[0]}, the video's first frame is {self._shape[1]}x{self._shape[0]}")
         return image
 
-    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
+    def frame(self, index: int, size: int, channels: int, *, reading: int | None = None) -> np.ndarray:
+        """Frame ``index``; ``reading``: the frames of it a reader reads (a part: ``FrameRange``), on which the 16-bit
+        warning decides where fewer than the folder's (default: all of them)."""
         return prepare_frame(self.image(index), size, channels, self.files[index], self.pixel_range, self.path,
-                             len(self.files))
+                             len(self.files) if reading is None else min(reading, len(self.files)))
 
 
 def decode_dir() -> Path:
@@ -666,11 +687,16 @@ class FrameRange(Video):
     def frame(self, index: int, size: int, channels: int) -> np.ndarray:
         if not 0 <= index < len(self):
             raise IndexError(index)
+        if isinstance(self.video, FrameFolder):  # a part read alone (calibration's held-out tail): its 16-bit warning
+            # decides on the part, not after frames of the folder this reader never reads
+            return self.video.frame(self.start + index, size, channels, reading=len(self))
         return self.video.frame(self.start + index, size, channels)
 
     def frames(self, start: int, count: int, size: int, channels: int) -> np.ndarray:
         if not (0 <= start and count >= 1 and start + count <= len(self)):
             raise IndexError(start if start < 0 or start >= len(self) else start + count - 1)
+        if isinstance(self.video, FrameFolder):  # frame by frame, each as ``frame`` reads it
+            return Video.frames(self, start, count, size, channels)
         return self.video.frames(self.start + start, count, size, channels)
 
 
