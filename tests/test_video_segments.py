@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -218,22 +219,30 @@ def test_the_command_line_checks_the_segment_length(model_file: Path, tmp_path: 
     assert "mnad: error: --video-segment must be a number of seconds > 0" in capsys.readouterr().err
 
 
+def after_each_batch(monkeypatch: pytest.MonkeyPatch, out: Path, look: Callable[[dict], None]) -> None:
+    """Call ``look`` with ``out``'s summary.json (where there is one) after each batch's summaries are written."""
+    import mnad.detect as detect_module
+
+    tick = detect_module._Progress.tick
+
+    def checked(self: detect_module._Progress) -> None:
+        tick(self)
+        if (out / "summary.json").exists():
+            look(json.loads((out / "summary.json").read_text()))
+
+    monkeypatch.setattr(detect_module._Progress, "tick", checked)
+
+
 def test_summary_json_never_lists_a_file_that_moved(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """When a second file begins, annotated.mkv moves into annotated/: summary.json is rewritten at once (was: it named
     annotated.mkv, gone, until the next rewrite; a run killed then left a summary pointing at a missing file)."""
-    import mnad.detect as detect_module
-
     model, config = load_model(model_file)
     out, missing = tmp_path / "o", []
-    tick = detect_module._Progress.tick
 
-    def checked(self: detect_module._Progress) -> None:  # after each batch's summaries
-        tick(self)
-        if (out / "summary.json").exists():
-            listed = json.loads((out / "summary.json").read_text())["annotated_video_files"]
-            missing.extend(name for name in listed if not (out / name).exists())
+    def look(summary: dict) -> None:
+        missing.extend(name for name in summary["annotated_video_files"] if not (out / name).exists())
 
-    monkeypatch.setattr(detect_module._Progress, "tick", checked)
+    after_each_batch(monkeypatch, out, look)
     detect(model, config, [str(frames_folder(tmp_path / "a", 22))], out, DetectOptions(save_video=True, video_segment=SEGMENT),
            progress=False)
     assert missing == [] and len(json.loads((out / "summary.json").read_text())["annotated_video_files"]) == 4
@@ -425,22 +434,16 @@ def test_summary_json_names_the_file_being_written(model_file: Path, tmp_path: P
     """While the run goes on, summary.json names the open file (``annotated_video_open``): a killed run's last summary
     says which file holds its last minutes, playable up to the kill. It is rewritten when a file opens, not only when
     one closes; the complete summary has none."""
-    import mnad.detect as detect_module
-
     model, config = load_model(model_file)
     out, seen = tmp_path / "o", []
-    tick = detect_module._Progress.tick
 
-    def checked(self: detect_module._Progress) -> None:  # after each batch's summaries
-        tick(self)
-        if (out / "summary.json").exists():
-            summary = json.loads((out / "summary.json").read_text())
-            if not summary["complete"]:
-                opened = summary["annotated_video_open"]
-                seen.append(opened)
-                assert opened is None or ((out / opened).is_file() and opened not in summary["annotated_video_files"])
+    def look(summary: dict) -> None:
+        if not summary["complete"]:
+            opened = summary["annotated_video_open"]
+            seen.append(opened)
+            assert opened is None or ((out / opened).is_file() and opened not in summary["annotated_video_files"])
 
-    monkeypatch.setattr(detect_module._Progress, "tick", checked)
+    after_each_batch(monkeypatch, out, look)
     summary = detect(model, config, [str(frames_folder(tmp_path / "a", 22))], out,
                      DetectOptions(save_video=True, video_segment=SEGMENT), progress=False)
     assert [f"{ANNOTATED_DIR}/{frame_name(i)}.mkv" for i in (9, 14, 19)] == sorted({n for n in seen if n and "/" in n})
