@@ -67,7 +67,8 @@ OPTION_HELP = {
     "smoothing": "trailing mean of the score over this many frames (1: none)",
 }
 # Commands that only score use --device and --threads for scoring (they are kept in the config's train section).
-SCORING_OPTION_HELP = {"device": "device to score on: cpu, cuda or cuda:N", "threads": "CPU threads of torch while scoring (0: torch's default)"}
+SCORING_OPTION_HELP = {"device": "device to score on: cpu, cuda or cuda:N",
+                       "threads": "CPU threads while scoring: torch's, or ONNX Runtime's for an exported .onnx (0: their default)"}
 FLAG_HELP = {
     "bf16": "bf16 autocast in training", "channels_last": "channels_last memory format in training",
     "no_memory": "the paper's baseline without memory", "no_test_update": "no memory update while the model scores",
@@ -209,7 +210,8 @@ def load_scoring_model(args: argparse.Namespace) -> tuple[Any, Config]:
     --int8 an int8 export only) and its config, with the command's options, on its scoring path."""
     from mnad.detect import load_detector
 
-    model, config = load_detector(args.checkpoint)
+    # an export's ONNX Runtime session takes --threads (train.threads) when it is built: the options are applied first
+    model, config = load_detector(args.checkpoint, threads=lambda own: apply_options(own, args).train.threads)
     if args.int8:
         from mnad.quantize import check_int8
 

@@ -204,13 +204,37 @@ def model_differences(asked: ModelConfig, other: ModelConfig, other_is: str) -> 
     return [f"{k}={v!r} ({other_is} {getattr(other, k)!r})" for k, v in vars(asked).items() if getattr(other, k) != v]
 
 
+# The scoring settings an ONNX export's graph computes with, fixed when it was traced (export.export_onnx): a config
+# that asks for others cannot be honoured by that graph
+EXPORT_FIXED = ("psnr_peak", "regular_score", "test_update", "gamma")
+
+
+def export_fixed_differences(asked: Config, export: Config) -> list[str]:
+    """The eval settings (``EXPORT_FIXED``) in which ``asked`` differs from what an export's graph was traced with
+    (``export``, its sidecar's config), as 'eval.name=asked (the export has value)'. Those the graph does not use are
+    not compared: test_update and gamma without memory, gamma without the test-time update."""
+    names = [n for n in EXPORT_FIXED if (n != "test_update" or export.model.memory)
+             and (n != "gamma" or export.model.memory and export.eval.test_update)]
+    return [f"eval.{n}={getattr(asked.eval, n)!r} (the export has {getattr(export.eval, n)!r})"
+            for n in names if getattr(asked.eval, n) != getattr(export.eval, n)]
+
+
 def check_same_model(model: object, config: Config) -> None:
     """Refuse a ``config`` whose model.* settings differ from the trained ``model``'s (an override may change how a
-    model is scored, eval.*, never what it is); a model without a config (an ONNX export) is not checked here."""
+    model is scored, eval.*, never what it is). An ONNX export (its ``config`` a whole Config, the sidecar's) is checked
+    the same way, and for the eval settings its graph fixed at export (``EXPORT_FIXED``)."""
     actual = getattr(model, "config", None)
+    export = actual if isinstance(actual, Config) else None
+    if export is not None:
+        actual = export.model
     if isinstance(actual, ModelConfig) and actual != config.model:
+        fix = ("; an ONNX export's graph fixes them when it is exported" if export is not None
+               else "; only eval.* can change")
         raise ConfigError(f"the config's model settings differ from the model's: model."
-                          f"{', model.'.join(model_differences(config.model, actual, 'the model has'))}; only eval.* can change")
+                          f"{', model.'.join(model_differences(config.model, actual, 'the model has'))}{fix}")
+    if export is not None and (differ := export_fixed_differences(config, export)):
+        raise ConfigError(f"{', '.join(differ)}: an ONNX export's graph fixes this setting when it is exported; score the "
+                          "PyTorch model it was exported from, or export again with the setting (export_onnx with that config)")
 
 
 def _check_numbers(config: Config, source: str) -> None:

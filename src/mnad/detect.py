@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 from pathlib import Path
@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
 from mnad.checkpoint import LOCK_FILE, RunFolderLock, is_onnx_export, load_model
-from mnad.config import Config
+from mnad.config import Config, check_same_model
 from mnad.data.sources import (
     FrameSource,
     RawFrame,
@@ -631,6 +631,9 @@ def detect(
     sources = [str(s) for s in sources]  # a camera index as the CLI passes it: '0'
     if not sources:
         raise ConfigError("no source to score")
+    # the model as trained (an export: as exported) before --out is touched (was: a traceback at the first frame, or
+    # scoring at another size, with partial outputs left)
+    check_same_model(model, config)
     with locked_output(out_dir):  # the whole run: a second run into --out is refused at once
         return _detect(model, config, sources, out_dir, options, device=device, progress=progress)
 
@@ -890,12 +893,13 @@ def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, ca
             "updated_at": wall_clock(time.time()), "update_seconds": SUMMARY_SECONDS, "streams": streams}
 
 
-def load_detector(checkpoint: str | Path) -> tuple[MNAD, Config]:
-    """A model file, run folder, shipped model name, or exported ``.onnx`` (scored with ONNX Runtime)."""
+def load_detector(checkpoint: str | Path, *, threads: int | Callable[[Config], int] = 0) -> tuple[MNAD, Config]:
+    """A model file, run folder, shipped model name, or exported ``.onnx`` (scored with ONNX Runtime, with ``threads``
+    intra-op threads: ``export.load_onnx``)."""
     if is_onnx_export(checkpoint):
         from mnad.export import load_onnx
 
-        onnx = load_onnx(checkpoint)
+        onnx = load_onnx(checkpoint, threads=threads)
         return onnx, onnx.config
     return load_model(checkpoint)
 

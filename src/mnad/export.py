@@ -15,7 +15,7 @@ import importlib
 import io
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,8 +176,10 @@ class OnnxModel:
         return self
 
 
-def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxModel:
-    """Load an exported model, its graph and sidecar checked against their SHA-256."""
+def load_onnx(path: str | Path, *, threads: int | Callable[[Config], int] = 0) -> OnnxModel:
+    """Load an exported model, its graph and sidecar checked against their SHA-256. ``threads``: ONNX Runtime's
+    intra-op threads (0: its default, one per physical core), or a function of the export's config that gives them
+    (the session is built with them, so a caller whose options set them, the CLI's --threads, applies them first)."""
     path, side_path = Path(path), Path(f"{path}.json")
     for needed in (path, side_path):
         if not needed.is_file():
@@ -204,4 +206,7 @@ def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxModel:
     int8 = side.get("int8")  # absent in sidecars written before int8 exports: fp32
     if int8 is not None and not isinstance(int8, dict):
         raise CheckpointError(f"{side_path}: the int8 record is unusable")
+    if callable(threads):
+        threads = threads(config)
+    check_count("threads", threads, minimum=0)
     return OnnxModel(OnnxStep(graph, path, threads=threads), config, items, int8, side["onnx_sha256"])

@@ -34,7 +34,7 @@ import torch
 from mnad.aot import AotStep
 from mnad.atomic import atomic_write
 from mnad.checkpoint import tensor_digest, weights_digest
-from mnad.config import Config, ModelConfig, check_count
+from mnad.config import Config, ModelConfig, check_count, check_same_model
 from mnad.data import split_clip, to_tensor
 from mnad.distributed import checked_device, native_bf16
 from mnad.errors import CheckpointError, ConfigError, DataError
@@ -113,6 +113,11 @@ class ScoringStep(torch.nn.Module):
             gate = (e < self.cfg.gamma)[:, None, None] if per_sample else e[0] < self.cfg.gamma
             items = torch.where(gate, new_items, items)
         return StepResult(output.frame, p, local, d, d_local, e, items, errors)
+
+
+# why several streams cannot share an ONNX export (StreamScorer.for_streams, score_streams)
+ONNX_ONE_STREAM = ("several sources at once need a PyTorch model: the exported ONNX graph scores one clip with one memory "
+                   "(run one `mnad detect` per source, or use the checkpoint the ONNX file was exported from)")
 
 
 def scoring_step(model: MNAD, config: Config) -> Step:
@@ -276,6 +281,8 @@ class StreamScorer:
         if isinstance(model, OnnxModel):
             if config.eval.compile:
                 raise ConfigError("eval.compile applies to PyTorch models, not to an ONNX model")
+            # the graph computes with the model and scoring settings it was exported with, whatever the config says
+            check_same_model(model, config)
             return cls(model.step, config, model.items, model_digest=model.digest, **options)
         items = model.memory.items if model.memory is not None else None
         return cls(scoring_step(model.eval(), config), config, items, **options)  # the step knows its weights' digest
@@ -286,11 +293,11 @@ class StreamScorer:
         of the weights), and each its own memory, window and normaliser."""
         from mnad.export import OnnxModel
 
+        check_count("streams", streams)
         if streams == 1:
             return [cls.for_model(model, config, **options)]
         if isinstance(model, OnnxModel):
-            raise ConfigError("several sources at once need a PyTorch model: the exported ONNX graph scores one clip with one "
-                              "memory (run one `mnad detect` per source, or use the checkpoint the ONNX file was exported from)")
+            raise ConfigError(ONNX_ONE_STREAM)
         items = model.memory.items if model.memory is not None else None
         step = scoring_step(model.eval(), config)
         return [cls(step, config, items, **options) for _ in range(streams)]  # the step knows its weights' digest
@@ -501,7 +508,11 @@ def score_streams(scorers: Sequence[StreamScorer], frames: Sequence[np.ndarray |
     equal to it up to the rounding of batched kernels. The scorers share one step (``StreamScorer.for_streams``)."""
     if len(frames) != len(scorers):
         raise ValueError(f"{len(frames)} frames for {len(scorers)} streams")
+    from mnad.export import OnnxStep
+
     step = scorers[0].step if scorers else None
+    if len(scorers) > 1 and isinstance(step, OnnxStep):  # its graph is batch 1: refused before any window moves
+        raise ConfigError(ONNX_ONE_STREAM)
     if any(s.step is not step or s.device != scorers[0].device for s in scorers):  # checked before any window moves
         raise ConfigError("streams scored together must share one scoring step and device (make them with StreamScorer.for_streams)")
     with held_interrupts():  # one hold for all the streams' windows (each clip's own hold is then a no-op)
