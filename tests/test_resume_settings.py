@@ -156,3 +156,33 @@ def test_cli_resume_repairs_a_log_with_a_damaged_byte(runs: dict[str, Path], syn
     assert code == 0, capsys.readouterr().err
     lines = (run / LOG_FILE).read_bytes().decode("utf-8").splitlines()  # UTF-8 again: the damaged line is gone
     assert lines[0].encode() + b"\n" == first and [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_resume_keeps_the_runs_eval_settings_and_says_so(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    run = copy_of(runs["partial"], tmp_path)
+    started = read_checkpoint(run / TRAIN_STATE_FILE)[1].eval
+    config = run_config()
+    config.eval.alpha, config.eval.smoothing = 0.9, 5  # not the run's: a resume does not change how its model scores
+    with caplog.at_level("WARNING", logger="mnad.train"):
+        train(config, synthetic_root, run, resume=True, progress=False)
+    assert load_model(run / MODEL_FILE)[1].eval == started
+    assert json.loads((run / "config.json").read_text())["eval"] == dataclasses.asdict(started)
+    warned = [r.getMessage() for r in caplog.records if "resume: the run keeps eval." in r.getMessage()]
+    assert len(warned) == 2 and f"eval.alpha = {started.alpha!r}" in warned[0] and "gives 0.9" in warned[0]
+    assert "eval.smoothing = 1" in warned[1] and "--set eval.smoothing=VALUE to mnad evaluate or calibrate" in warned[1]
+
+
+def test_cli_resume_keeps_the_eval_settings_the_run_started_with(synthetic_root: Path, tmp_path: Path) -> None:
+    config = run_config()
+    config.eval.alpha, config.eval.smoothing = 0.9, 5
+    with pytest.raises(Stop):
+        train(config, synthetic_root, tmp_path / "run", progress=False, on_epoch=stop_after_first)
+    command = [sys.executable, "-m", "mnad", "train", "--recipe", "synthetic_pred", "--data-root", str(synthetic_root),
+               "--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "--image-size", "32", "--width", "8",
+               "--set", "train.bf16=false", "--set", "train.channels_last=false", "--threads", "1", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True)  # as README shows: the recipe's own eval.*
+    assert result.returncode == 0, result.stderr
+    model_eval = load_model(tmp_path / "run" / MODEL_FILE)[1].eval
+    assert (model_eval.alpha, model_eval.smoothing) == (0.9, 5)
+    assert "the run keeps eval.alpha = 0.9" in result.stderr and "the run keeps eval.smoothing = 5" in result.stderr

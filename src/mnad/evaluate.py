@@ -209,6 +209,25 @@ def check_held_out(calibration: Calibration, videos: list[Video]) -> None:
                           "then use the test set; calibrate on held-out normal footage, not the testing split")
 
 
+def model_record(model: MNAD, checkpoint: str | Path | None, out_dir: str | Path | None) -> dict:
+    """What metrics.json says of the evaluated model, so that a report shows its own training and no other's:
+    ``weights_sha256`` (the tensor digest its model file records) and ``run_dir``, the run folder of the
+    ``checkpoint`` it came from (relative to ``out_dir``, absolute without one; None: not a run's model, or unknown)."""
+    from mnad.checkpoint import resolve_checkpoint, weights_digest
+    from mnad.errors import MNADError
+    from mnad.report.provenance import is_run_dir, relative_path
+
+    run_dir = None
+    if checkpoint is not None:
+        try:
+            folder = resolve_checkpoint(checkpoint).resolve().parent
+        except MNADError:
+            folder = None
+        if folder is not None and is_run_dir(folder):
+            run_dir = relative_path(folder, Path(out_dir)) if out_dir is not None else str(folder)
+    return {"weights_sha256": weights_digest(model), "run_dir": run_dir}
+
+
 def evaluate(
     model: MNAD,
     config: Config,
@@ -221,6 +240,7 @@ def evaluate(
     protocol: str = "published",
     fps: float | None = None,
     overwrite: bool = False,
+    checkpoint: str | Path | None = None,
 ) -> dict:
     """Score the test split under ``data_root`` and compute AUCs; writes scores.csv and metrics.json to ``out_dir``:
     an earlier evaluation there is refused before any scoring unless ``overwrite``, and then replaced only once the
@@ -230,6 +250,9 @@ def evaluate(
     looks at the whole video) or 'stream' (what a camera can do: the test videos scored in order as one stream by a
     calibrated model, every score causal, nothing reset but the clip window between videos; adds the realised
     false-alarm rates and event measures, with ``fps`` the footage's frame rate, by default the dataset's).
+
+    metrics.json records which model was evaluated (``model_record``): the SHA-256 of its weights and, given the
+    ``checkpoint`` it was loaded from, the run folder that trained it, which ``mnad report`` shows the training of.
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -266,6 +289,7 @@ def evaluate(
         except OSError as exc:
             raise DataError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from exc
     device = str(ctx.device)
+    record = model_record(model, checkpoint, out_dir)  # before scoring: a test-time update may change the memory
     model = model.to(device)
     mine = distributed.shard_contiguous(videos, [len(v) for v in videos], ctx)
     scorer = None
@@ -297,6 +321,7 @@ def evaluate(
         ranks=ctx.world_size,  # > 1: the test-time memory restarted from the trained items on each rank's share
         frames_excluded_per_video=skipped,
         note=note,
+        model=record,
     )
     if calibration is not None:
         metrics["stream"] = stream_metrics(results, calibration, fps=fps)

@@ -40,7 +40,7 @@ from mnad.checkpoint import (
     save_model,
     set_aside_run,
 )
-from mnad.config import Config, TrainConfig
+from mnad.config import Config, EvalConfig, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
 from mnad.data.layouts import find_split
 from mnad.data.sources import FrameRange, footage_span
@@ -196,6 +196,39 @@ def read_train_state(path: Path, cfg: Config, clips: list[list] | None = None) -
     return tensors, stored, extra
 
 
+def without_calibration(config: Config) -> Config:
+    """``config`` with the calibration it carries (one of a calibrated model's, loaded to train another) dropped and
+    the scoring settings it replaced put back (``calibrate.uncalibrated``), with one warning: a calibration's threshold
+    and ranges were fitted to the scores of other weights and would be wrong for the new model's."""
+    if not config.eval.calibration and config.eval.normalization != "calibrated":
+        return config
+    from mnad.calibrate import uncalibrated  # here: mnad.calibrate imports this module
+
+    plain = uncalibrated(config) if config.eval.calibration else config
+    if plain.eval.normalization == "calibrated":  # no calibration recorded to say what it replaced: the default
+        plain = dataclasses.replace(plain, eval=dataclasses.replace(plain.eval, normalization=EvalConfig().normalization))
+    log.warning("the config carries a calibration (eval.normalization = 'calibrated'), fitted to another model's scores: "
+                "it is dropped, the new model is trained with eval.normalization = %r; calibrate it once trained "
+                "(mnad calibrate --checkpoint RUN)", plain.eval.normalization)
+    return plain
+
+
+def kept_eval_settings(config: Config, stored: Config, *, warn: bool = True) -> Config:
+    """A resumed run's config: ``config`` with the eval.* settings the run was started with (``stored``, its
+    checkpoint's). They are the run's, fixed when it started, as its train settings are: a resume only continues
+    training and never changes how its model scores (a command line's default eval.* would otherwise silently replace
+    the run's own). One warning per field that ``config`` gives otherwise, saying which value is kept; scoring
+    settings are changed where a model is used: ``mnad evaluate`` or ``calibrate --set eval.FIELD=VALUE``."""
+    if warn:
+        for f in dataclasses.fields(EvalConfig):
+            ours, given = getattr(stored.eval, f.name), getattr(config.eval, f.name)
+            if ours != given:
+                log.warning("resume: the run keeps eval.%s = %r, set when it started (this run's config gives %r); to score "
+                            "with another value, pass --set eval.%s=VALUE to mnad evaluate or calibrate",
+                            f.name, ours, given, f.name)
+    return dataclasses.replace(config, eval=stored.eval)
+
+
 def restore_train_state(
     path: Path,
     tensors: dict[str, torch.Tensor],
@@ -321,6 +354,7 @@ def _train(
 ) -> Path:
     cfg, out_dir = config, Path(out_dir)
     cfg.validate("config")  # a Config built or changed in Python gets the checks a recipe gets
+    cfg = without_calibration(cfg)
     if cfg.train.epochs < 1:  # config allows 0 (a recipe used only to score); a run of 0 epochs would write a random model
         raise ConfigError(f"train.epochs must be >= 1 to train, got {cfg.train.epochs} (the model would keep its random "
                           "initial weights)")
@@ -373,6 +407,7 @@ def _train(
         if state is not None:
             tensors, stored, extra = state
             start_epoch = restore_train_state(checkpoint_path, tensors, extra, model, optimizer, scheduler)
+            cfg = kept_eval_settings(cfg, stored, warn=ctx.is_main)
             if start_epoch == cfg.train.epochs:  # a finished run: nothing runs, the files keep saying what ran
                 cfg = stored
             if ctx.is_main:  # a kill -9 between the checkpoint and the epoch's other files: write them now

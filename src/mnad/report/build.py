@@ -10,9 +10,27 @@ from typing import Any
 
 from mnad.config import check_count
 from mnad.errors import DataError, os_reason
-from mnad.outputs import EVENTS_CSV, EVENTS_JSONL, METRICS_FILE, SCORES_FILE, SUMMARY_FILE, check_output_folder, check_replace, check_replace_in
+from mnad.outputs import (
+    EVENTS_CSV,
+    EVENTS_JSONL,
+    METRICS_FILE,
+    SCORES_FILE,
+    SUMMARY_FILE,
+    check_output_folder,
+    check_replace,
+    check_replace_in,
+    read_metrics,
+)
 from mnad.report.page import render_report
-from mnad.report.provenance import PROVENANCE_FILE, collect_provenance, is_run_dir, read_provenance, relative_path, write_provenance
+from mnad.report.provenance import (
+    PROVENANCE_FILE,
+    checkpoint_metadata,
+    collect_provenance,
+    is_run_dir,
+    read_provenance,
+    relative_path,
+    write_provenance,
+)
 from mnad.report.thumbnails import THUMBS_DIR, TOP_K, remove_thumbnails, write_thumbnails
 
 REPORT_FILE = "report.html"
@@ -34,9 +52,41 @@ def _resolve(base: Path, stored: str | None) -> Path | None:
     return Path(os.path.normpath(path if path.is_absolute() else base / path))
 
 
+def _run_config(folder: Path) -> dict | None:
+    try:
+        data = json.loads((folder / "config.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _trained_here(folder: Path, config: dict, weights: str | None) -> bool:
+    """Whether the run in ``folder`` trained the evaluated model: its config.json has the evaluation's model, dataset,
+    seed and epochs (the rest may differ: eval.* set at evaluation, where it ran) and, where ``weights`` (the
+    evaluation's weights digest) is known, one of its model files holds those weights."""
+    stored = _run_config(folder)
+    if stored is None or not is_run_dir(folder):
+        return False
+    train, ours = stored.get("train") or {}, config.get("train") or {}
+    if (stored.get("model"), stored.get("dataset")) != (config.get("model"), config.get("dataset")) or \
+            any(train.get(k) != ours.get(k) for k in ("seed", "epochs")):
+        return False
+    return weights is None or any(checkpoint_metadata(f).get("sha256") == weights for f in sorted(folder.glob("*.safetensors")))
+
+
 def _guess_run_dir(eval_dir: Path) -> Path | None:
-    for folder in (eval_dir, eval_dir.parent):
-        if is_run_dir(folder):
+    """The run folder that trained the model evaluated in ``eval_dir``, or None when it is not known: the one its
+    metrics.json records, else the evaluation folder or the one above it, each accepted only if it trained that model
+    (``_trained_here``): an evaluation written into another run's folder is not that run's."""
+    try:
+        metrics, config = read_metrics(eval_dir / METRICS_FILE)
+    except DataError:
+        return None
+    record = metrics.get("model") if isinstance(metrics.get("model"), dict) else {}
+    weights = record.get("weights_sha256") if isinstance(record.get("weights_sha256"), str) else None
+    recorded = _resolve(eval_dir, record.get("run_dir")) if isinstance(record.get("run_dir"), str) else None
+    for folder in (recorded, eval_dir, eval_dir.parent):
+        if folder is not None and _trained_here(folder, config, weights):
             return folder
     return None
 
@@ -54,8 +104,8 @@ def build_report(
     """Write ``report.html`` (into ``out``, default the report folder) from saved outputs; returns its path.
 
     The evaluation and run folders come from the arguments, else from ``provenance.json`` in the report folder,
-    else the evaluation folder is the report folder and the run folder that folder or the one above it, whichever
-    holds a train_log.jsonl or config.json (``is_run_dir``).
+    else the evaluation folder is the report folder and the run folder the one its metrics.json records, or that
+    folder or the one above it, each only if it trained the evaluated model (``_guess_run_dir``); else it is unknown.
     """
     from mnad.atomic import atomic_write
 

@@ -255,8 +255,11 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
                       + ", ".join(f"{_e(k)}={_e(f'{v:.5g}' if isinstance(v, float) else v)}" for k, v in last.items())
                       + f"; {total_s:.0f} s of training in all.</p>")
     else:
-        looked = f" (looked in <code>{_e(relative_path(run_dir, report_dir))}</code>)" if run_dir is not None else ""
-        train_html = f'<p class="note">No training log found{looked}.</p>'
+        if run_dir is not None:
+            train_html = f'<p class="note">No training log found (looked in <code>{_e(relative_path(run_dir, report_dir))}</code>).</p>'
+        else:  # none recorded, or the folder beside the evaluation trained another model: its curves would not be this one's
+            train_html = ('<p class="note">The training run of the evaluated model is unknown: no run folder is recorded that '
+                          "trained it, so no training is shown.</p>")
     parts.append(f'<section id="training"><h2>Training</h2>{train_html}</section>')
 
     # memory figures, when `mnad figures --out <report>/figures` was run
