@@ -138,7 +138,8 @@ def test_report_command_rebuilds_identically_without_the_model(evaluated: dict, 
 def test_report_of_an_evaluation_without_report(evaluated: dict, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(evaluated["eval"], run / "eval")
-    shutil.copy(evaluated["base"] / "run" / "train_log.jsonl", run)
+    for name in ("train_log.jsonl", "config.json", "model.safetensors"):  # the run that trained the evaluated model
+        shutil.copy(evaluated["base"] / "run" / name, run)
     assert main(["report", str(run)]) == 0  # a run folder: its one evaluation is found
     text = (run / "eval" / "report" / "report.html").read_text()
     assert "No localisation thumbnails" in text and "run without <code>--report</code>" in text
