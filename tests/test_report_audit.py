@@ -91,6 +91,8 @@ def test_the_page_is_the_same_from_any_working_folder(tmp_path: Path, monkeypatc
     run = tmp_path / "work" / "run"
     evaluation(run / "eval", [scored_video("01")])
     (run / "train_log.jsonl").write_text('{"epoch": 1, "loss_total": 0.5, "seconds": 2}\n')
+    # the run of the evaluated model: its config is the evaluation's (a folder of another model's is not shown)
+    (run / "config.json").write_text(json.dumps(json.loads((run / "eval" / "metrics.json").read_text())["config"]))
     monkeypatch.chdir(run)
     assert main(["report", "eval"]) == 0
     first = page(run / "eval" / "report")
