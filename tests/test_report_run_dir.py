@@ -70,3 +70,13 @@ def test_an_evaluation_of_the_runs_own_model_shows_its_training(runs: Path, synt
     evaluate(model, config, synthetic_root, out_dir=out, progress=False, overwrite=True)  # the digest alone is enough
     page, run_dir = page_and_run_dir(out)
     assert run_dir == "../.." and "epochs logged" in page
+
+
+def test_the_command_records_the_run_folder_of_its_checkpoint(runs: Path, synthetic_root: Path) -> None:
+    """`mnad evaluate --checkpoint RUN` records RUN in metrics.json as the API does (was: the command left it out)."""
+    from mnad.cli import main
+
+    out = runs / "a" / "evalB_cli"
+    assert main(["evaluate", "--checkpoint", str(runs / "b"), "--data-root", str(synthetic_root), "--out", str(out),
+                 "--quiet"]) == 0
+    assert json.loads((out / METRICS_FILE).read_text())["metrics"]["model"]["run_dir"] == "../../b"

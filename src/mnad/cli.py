@@ -270,7 +270,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         check_report_output(args.report, overwrite=args.overwrite)
     model, config = load_scoring_model(args)
     metrics = evaluate(model, config, args.data_root, labels_path=args.labels, out_dir=out, device=config.train.device,
-                       progress=not args.quiet, fps=args.fps, overwrite=args.overwrite, **given(args, "protocol"))
+                       progress=not args.quiet, fps=args.fps, overwrite=args.overwrite, checkpoint=args.checkpoint,
+                       **given(args, "protocol"))
     if _other_rank():
         return
     print_metrics(metrics)
@@ -348,7 +349,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"synthetic scene written to {root / 'synthetic'}")
     model_path = train(config, root, out / "run", overwrite=args.overwrite, progress=not args.quiet)
     model, config = load_model(model_path)
-    metrics = evaluate(model, config, root, out_dir=out / "run" / "eval", overwrite=args.overwrite, progress=not args.quiet)
+    metrics = evaluate(model, config, root, out_dir=out / "run" / "eval", overwrite=args.overwrite, progress=not args.quiet,
+                       checkpoint=model_path)
     print_metrics(metrics)
     print(f"run folder: {out / 'run'}")
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from mnad import distributed
@@ -225,7 +226,9 @@ def model_record(model: MNAD, checkpoint: str | Path | None, out_dir: str | Path
             folder = None
         if folder is not None and is_run_dir(folder):
             run_dir = relative_path(folder, Path(out_dir)) if out_dir is not None else str(folder)
-    return {"weights_sha256": weights_digest(model), "run_dir": run_dir}
+    # an ONNX export holds its weights in a graph, not in tensors a run's model files could be matched against: no digest
+    digest = weights_digest(model) if isinstance(model, torch.nn.Module) else None
+    return {"weights_sha256": digest, "run_dir": run_dir}
 
 
 def evaluate(
