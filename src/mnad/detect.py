@@ -162,6 +162,7 @@ class SegmentedVideo:
         self.files: list[str] = []  # closed, checked and kept, relative to out_dir, in time order
         self.sizes: list[int] = []  # their sizes in bytes
         self.deleted = 0  # closed files deleted for keep_bytes
+        self.changes = 0  # files opened, closed (annotated.mkv moved) or deleted so far: the summary names them anew
         self.writer: cv2.VideoWriter | None = None
         self.name = ""  # the open file's, relative to out_dir
         self.first = 0  # the first frame of annotated.mkv: its name once it moves into annotated/
@@ -209,6 +210,7 @@ class SegmentedVideo:
             self.writer = None
             raise DataError(f"{path}: cannot write the annotated video (no mp4v encoder?)")
         self.count, self.started = 0, time
+        self.changes += 1
 
     def close(self) -> None:
         """Close the open file, if any, and read it back: OpenCV's writer returns nothing and drops a picture it cannot
@@ -232,6 +234,7 @@ class SegmentedVideo:
         except OSError as exc:
             raise DataError(f"{path}: the annotated video is gone once written ({os_reason(exc)})") from exc
         self.files.append(self.name)
+        self.changes += 1
         self.sizes.append(size)
         self.previous = (self.count, self.started)
         self._prune()
@@ -249,6 +252,7 @@ class SegmentedVideo:
                                 f"({os_reason(exc)})") from exc
             del self.files[0], self.sizes[0]
             self.deleted += 1
+            self.changes += 1
             log.info(f"{path}: deleted (--video-keep: the annotated video's files are kept to "
                      f"{self.keep_bytes / GIB:g} GiB)")
 
@@ -435,10 +439,10 @@ class _Detection:
                 keep = round(self.options.video_keep * GIB) if self.options.video_keep is not None else None
                 self.video = SegmentedVideo(self.out_dir, rate, self.options.video_segment, clocked=self.frames.clocked,
                                             keep_bytes=keep)
-            before = (list(self.video.files), self.video.open_name)
+            before = self.video.changes  # a count, not a copy of the file list per frame (weeks of files)
             self.video.write(picture, row.index, shown.time)
             # a file opened or closed, annotated.mkv moved into annotated/, or an old file deleted: the summary says so
-            self.due |= (self.video.files, self.video.open_name) != before
+            self.due |= self.video.changes != before
 
     def source_fps(self) -> float:
         """The source's frame rate: for a camera or stream (frame times off the wall clock) the rate its frames came at,
