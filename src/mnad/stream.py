@@ -176,7 +176,8 @@ class StreamState:
     belongs_to: dict | None = None
 
 
-_MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))  # the model settings a state records
+# the model settings a state records; one that a saved state lacks is not compared (``StreamScorer._state_problem``)
+_MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
 
 
 def _is_float(value: object) -> bool:
@@ -197,8 +198,7 @@ def checked_frame(frame: object, size: int, channels: int) -> np.ndarray:
                     f"and channels, HxWxC, e.g. as mnad.data.sources.prepare_frame makes it), got {got}")
 
 
-# The calibration's fields when a stream state first recorded its digest; a field added since is left out of the digest
-# while it holds its default (not recorded), so that a calibration written before it keeps the digest its states recorded
+# The calibration's fields when a stream state first recorded its digest (``calibration_digest``)
 _FIRST_DIGESTED = ("psnr_low", "psnr_high", "distance_low", "distance_high", "threshold", "false_alarm_rate", "smoothing",
                    "frames", "thresholds", "footage", "held_out_false_alarms", "psnr_region", "distance_region", "alpha",
                    "pseudo_anomaly_auc", "test_update", "gamma")
@@ -206,7 +206,14 @@ _FIRST_DIGESTED = ("psnr_low", "psnr_high", "distance_low", "distance_high", "th
 
 def calibration_digest(calibration: Calibration) -> str:
     """The SHA-256 a stream state records of the calibration it was scored with: of what scorers use (not
-    ``uncalibrated``, the settings it replaced), the same for a calibration whatever fields were added to it since."""
+    ``uncalibrated``, the settings it replaced), the same for a calibration whatever fields were added to it since.
+
+    A field added after ``_FIRST_DIGESTED`` is left out while it holds its default: a calibration read from a file
+    written before the field existed holds the default there (``Calibration.from_dict``), so the default is the only
+    sign that it was not recorded, and the digest must be byte for byte the one its older states recorded. The first
+    fields are digested whatever they hold, defaults included, as they were then. This is not the rule of a state's
+    model settings (``StreamScorer._state_problem``): there a recorded default is compared, and absence is seen as such.
+    """
     unrecorded = {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
                   for f in dataclasses.fields(Calibration) if f.name not in _FIRST_DIGESTED}  # every later one has a default
     data = {k: v for k, v in calibration.to_dict().items()
@@ -404,7 +411,13 @@ class StreamScorer:
         """What makes ``state`` wrong for this scorer, said, or None: not a ``StreamState``; of another model or scorer
         (``belongs_to``, as ``_belongs_to``), or recording none; memory items, window frames, counts, running ranges or
         trailing scores that are not as ``state()`` gives them for this scorer (a damaged or hand-made state: restored,
-        it would score wrongly or fail at a later frame)."""
+        it would score wrongly or fail at a later frame).
+
+        A model setting (``_MODEL_FIELDS``) the state does not record, its key absent, is not compared, whichever
+        setting it is and whenever it was first recorded: the weights' digest, always compared, pins the trained model
+        and so its settings. A recorded value, its default included, is compared. Any other setting not recorded is
+        refused: the weights do not pin how they are scored. This is not the rule of ``calibration_digest``, which
+        cannot see absence (a field read as its default) and must keep older digests byte for byte."""
         if not isinstance(state, StreamState):
             return f"the stream state must be a StreamState (as StreamScorer.state() gives it), got a {type(state).__name__}"
         saved, here = state.belongs_to, self._belongs_to()
@@ -414,8 +427,7 @@ class StreamScorer:
         if here["model"] is None:
             return ("this scorer does not know the weights of the model it scores (its step is no torch module): build it "
                     "with StreamScorer.for_model, or pass model_digest")
-        # a model setting that an older mnad did not record is not compared: the same weights (compared) are the same
-        # trained model, of one set of model settings (its checkpoint's); anything else unrecorded is refused
+        # a model setting not recorded is not compared, anything else not recorded is refused (the docstring says why)
         if unrecorded := [k for k in here if k not in saved and k not in _MODEL_FIELDS]:
             return f"the stream state does not record {', '.join(unrecorded)} (written by an older mnad): start the stream afresh"
         if differ := [f"{k} {saved[k]!r} (this scorer: {v!r})" for k, v in here.items() if k in saved and saved[k] != v]:
