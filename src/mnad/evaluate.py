@@ -6,9 +6,11 @@ over the whole test set, in sorted video order, starting from the trained items;
 The published protocol then normalises each video's scores over the whole video (not causal); the stream protocol
 scores with a calibration fitted on held-out normal footage, causally, and measures alerts as a camera would raise them.
 
-Under ``torchrun`` each rank scores a contiguous share of the videos (in order, balanced by frame count), starting
-from the trained items, and the scores are gathered before any AUC: the memory then carries over videos only within
-a rank's share (exact when ``eval.test_update`` is off). docs/distributed.md has the details.
+Under ``torchrun`` each rank scores a contiguous share of the videos (in order, balanced by frame count: a video
+file's as its container reports it, as it is not decoded yet), starting from the trained items, and the scores are
+gathered before any AUC: the memory then carries over videos only within a rank's share (exact when
+``eval.test_update`` is off). Each video file is decoded once, by the rank that scores it. docs/distributed.md has
+the details.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 from mnad import distributed
 from mnad.config import Config, check_same_model
-from mnad.data import Video, find_label_file, load_labels, split_videos
+from mnad.data import Video, VideoFile, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
 from mnad.data.sources import check_fps, check_pixel_ranges, footage_span, parse_span, span_text, spans_overlap
 from mnad.errors import CheckpointError, ConfigError, DataError
@@ -231,6 +233,24 @@ def model_record(model: MNAD, checkpoint: str | Path | None, out_dir: str | Path
     return {"weights_sha256": digest, "run_dir": run_dir}
 
 
+def scored_share(videos: list[Video], ctx: distributed.Context) -> list[Video]:
+    """This rank's share of the test ``videos`` (all of them in one process), each of its video files decoded now, the
+    one decode that counts it (the videos are listed with ``decode_as``). The shares are balanced by the frame counts
+    known before any decode (a video file's container count: the true one is its decode, which only its own rank
+    makes); the counts of the other ranks' video files are then gathered from them, so that the labels are split
+    and checked by true counts on every rank, none of which decodes a video it does not score."""
+    sizes = [max(v.expected_frames(), 1) for v in videos]  # a container without a count weighs as one frame
+    mine = distributed.shard_contiguous(videos, sizes, ctx)
+    counts = [len(v) for v in mine]
+    if ctx.enabled:
+        every = [n for part in distributed.all_gather_objects(counts, ctx) for n in part]  # the shares in rank order
+        decoded = {id(v) for v in mine}
+        for video, count in zip(videos, every, strict=True):
+            if id(video) not in decoded and isinstance(video, VideoFile):
+                video.counted_elsewhere(count)
+    return mine
+
+
 def evaluate(
     model: MNAD,
     config: Config,
@@ -273,19 +293,24 @@ def evaluate(
         check_fps(fps)
     elif fps is not None:
         raise ConfigError("--fps applies to --protocol stream only (the published protocol has no time)")
-    videos = split_videos(data_root, config.dataset, "testing", config.model.pixel_range)
+    # every frame of a video is read, at the model's size: a video file is counted by its one decode to disk, and
+    # those of the whole split are checked to fit together first (as training's; under torchrun, the ranks of one
+    # machine share its disk)
+    size, channels = config.model.image_size, config.model.channels
+    videos = split_videos(data_root, config.dataset, "testing", config.model.pixel_range, decode_as=(size, channels))
     if labels_path is None:
         labels_path = find_label_file(dataset_dir(data_root, config.dataset), config.dataset)
         if labels_path is None:
             raise DataError(
                 f"{data_root}: no label file found (frame_labels_<dataset>.npy, test_anomalies.csv or a UCSD .m file); pass one"
             )
+    ctx = distributed.setup(device)  # under torchrun: this rank's device; one process: unchanged
+    if protocol == "stream" and ctx.world_size > 1:  # refused before any decode, and before --out is created
+        raise ConfigError("the stream protocol scores the test videos as one stream: run it in one process, not under torchrun")
+    mine = scored_share(videos, ctx)  # decoded here, once each; the counts of the others' come from their ranks
     labels = load_labels(labels_path, videos)  # checked against the frame counts before any scoring
     if calibration is not None:
         check_held_out(calibration, videos)
-    ctx = distributed.setup(device)  # under torchrun: this rank's device; one process: unchanged
-    if protocol == "stream" and ctx.world_size > 1:  # refused before --out is created
-        raise ConfigError("the stream protocol scores the test videos as one stream: run it in one process, not under torchrun")
     if out_dir is not None:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -294,7 +319,6 @@ def evaluate(
     device = str(ctx.device)
     record = model_record(model, checkpoint, out_dir)  # before scoring: a test-time update may change the memory
     model = model.to(device)
-    mine = distributed.shard_contiguous(videos, [len(v) for v in videos], ctx)
     scorer = None
     if calibration is not None:
         scorer = StreamScorer.for_model(model, config, normalization="calibrated", calibration=calibration, device=device)

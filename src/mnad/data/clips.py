@@ -99,6 +99,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, store: FrameStore, length: int, *, stride: int = 1) -> None:
         self.store, self.length = store, length
+        self._reads = 0  # clips read (``__getitem__``): as many as there are ends the first reading of every clip
         self.index = [
             (v, start)
             for v, video in enumerate(store.videos)
@@ -116,12 +117,20 @@ class ClipDataset(Dataset):
                     continue
                 decoded.add(video)
             self.store.frame(video, index)
-        for video in videos:  # every frame the clips use is read: a 16-bit warning not yet decided (clips with a stride
-            finish_narrow(video.path)  # skip frames) decides on them
+        self._finish_narrow()
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         video, start = self.index[i]
-        return to_tensor(self.store.clip(video, start, self.length))
+        clip = to_tensor(self.store.clip(video, start, self.length))
+        self._reads += 1
+        if self._reads == len(self.index):  # an epoch's clips read (not preloaded: train.cache_frames = false): clips
+            self._finish_narrow()  # with a stride may skip frames, and a short folder's decision point is never reached
+        return clip
+
+    def _finish_narrow(self) -> None:
+        """Every frame the clips use is read: a 16-bit warning not yet decided decides on them (``finish_narrow``)."""
+        for video in self.store.videos:
+            finish_narrow(video.path)

@@ -45,7 +45,7 @@ def list_videos(folder: str | Path, pixel_range: Sequence[int] = (), *,
                 decode_as: tuple[int, int] | None = None) -> list[Video]:
     """Every video in a folder, in sorted name order: sub-folders of frames and video files, their 16-bit frames
     mapped by ``pixel_range`` (the model's ``model.pixel_range``). ``decode_as`` (size, channels): the caller will read
-    every frame at that size (training), so each video file's length is counted by its one decode to disk
+    every frame at that size (training, evaluation), so each video file's length is counted by its one decode to disk
     (``VideoFile``), and the decoded frames of all of them are checked to fit now (``check_decode_room``)."""
     folder = Path(folder)
     if not folder.is_dir():

@@ -21,6 +21,8 @@ import stat
 import tempfile
 import threading
 import time
+import weakref
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -64,7 +66,9 @@ class _Span:
 
 _narrow_seen: dict[str, _Span] = {}  # videos and sources not yet decided
 _narrow_decided: set[str] = set()  # videos and sources decided (warned or not): once each, not once per frame
-_narrow_lock = threading.Lock()
+_narrow_readers: Counter[str] = Counter()  # frame folders open on each folder: the last one released decides it
+# reentrant: a frame folder's release (``release_narrow``) may come from the garbage collector inside a locked section
+_narrow_lock = threading.RLock()
 
 
 def pixel_range_of(value: object) -> tuple[int, ...]:
@@ -107,17 +111,18 @@ def warn_narrow(image: np.ndarray, source: str | Path, video: str | Path, frames
             seen.narrow += 1
             seen.low, seen.high = min(seen.low, low), max(seen.high, high)
             seen.first = seen.first or str(source)
-        if seen.frames < min(NARROW_FRAMES, frames or NARROW_FRAMES):
-            return
-        del _narrow_seen[key]
+        if seen.frames < min(NARROW_FRAMES, frames or NARROW_FRAMES) or _narrow_seen.pop(key, None) is None:
+            return  # not yet, or decided meanwhile by a release (``release_narrow``) the collector ran in here
         _narrow_decided.add(key)
     _say_narrow(video, seen)
 
 
 def finish_narrow(video: str | Path) -> None:
     """Decide ``video``'s narrow-range warning (``warn_narrow``) on the 16-bit frames seen of it so far: called where a
-    reading of it ends, which may be before the decision point (--max-frames, a camera lost after a few frames, a
-    held-out part shorter than its folder); nothing where it was decided already or no 16-bit frame was seen."""
+    reading of it ends, which may be before the decision point (--max-frames, a camera lost after a few frames, all the
+    clips of a dataset read once); nothing where it was decided already or no 16-bit frame was seen. A frame folder's
+    reading ends at the latest when the last ``FrameFolder`` open on it is released (``release_narrow``), whatever read
+    it (a few clips for figures or int8 calibration, thumbnails)."""
     key = str(video)
     with _narrow_lock:
         seen = _narrow_seen.pop(key, None)
@@ -125,6 +130,25 @@ def finish_narrow(video: str | Path) -> None:
             return
         _narrow_decided.add(key)
     _say_narrow(video, seen)
+
+
+def open_narrow(video: str | Path) -> None:
+    """A reader of ``video``'s frames is opened (a ``FrameFolder``); ``release_narrow`` says when it is done."""
+    with _narrow_lock:
+        _narrow_readers[str(video)] += 1
+
+
+def release_narrow(video: str | Path) -> None:
+    """A reader of ``video`` opened by ``open_narrow`` is done (its ``FrameFolder`` released, or the process ends): where
+    it was the last, the warning is decided on the frames seen (``finish_narrow``), no frame read for it."""
+    key = str(video)
+    with _narrow_lock:
+        _narrow_readers[key] -= 1
+        last = _narrow_readers[key] <= 0
+        if last:
+            del _narrow_readers[key]
+    if last:
+        finish_narrow(key)
 
 
 def _say_narrow(video: str | Path, seen: _Span) -> None:
@@ -300,6 +324,10 @@ class Video:
         """Frame ``index`` as uint8 (size, size, channels)."""
         raise NotImplementedError
 
+    def expected_frames(self) -> int:
+        """Its length as known without decoding a video file (``VideoFile`` overrides it): for planning, not indexing."""
+        return len(self)
+
     def frames(self, start: int, count: int, size: int, channels: int) -> np.ndarray:
         """Frames ``start`` to ``start + count`` as uint8 (count, size, size, channels)."""
         return np.stack([self.frame(i, size, channels) for i in range(start, start + count)])
@@ -382,6 +410,10 @@ class FrameFolder(Video):
         if not self.files:
             raise DataError(f"{self.path}: no frames (no {'/'.join(sorted(IMAGE_EXTENSIONS))} files)")
         self._shape: tuple[int, int] | None = None
+        # a reader may stop before the 16-bit warning's decision point (a few clips): it is decided when the folder
+        # is released (weakref.finalize: also at the process's end), on the frames read, none read for it
+        open_narrow(self.path)
+        weakref.finalize(self, release_narrow, str(self.path))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -545,8 +577,9 @@ class VideoFile(Video):
 
     Its length is the count of frames that decode (containers' counts are often wrong), so it costs a decode. A
     caller that will read every frame at one size says so with ``decode_as`` (size, channels): the length is then
-    counted by that decode to disk, one pass (training). Without it, the length asked before any frame is counted by
-    a pass of its own (a caller may want only the count: sharding, footage spans), and the decode is a second."""
+    counted by that decode to disk, one pass (training, evaluation). Without it, the length asked before any frame is
+    counted by a pass of its own (a caller may want only the count: figures' clip positions), and the decode is a
+    second; a process told the count by the one that decoded it (``counted_elsewhere``: torchrun's ranks) makes none."""
 
     keeps_frames = True
 
@@ -591,6 +624,13 @@ class VideoFile(Video):
             capture.release()
         return self._reported
 
+    def counted_elsewhere(self, count: int) -> None:
+        """Its length as another process counted it by its decode (the torchrun rank that scores it), for a process
+        that needs the count (labels, the order of the scores) but not the frames: it is not decoded here for it. Were
+        it decoded here later, the decode is checked against this count."""
+        if self._count is None:
+            self._count = count
+
     def _write_error(self, folder: Path, exc: OSError, frames: DecodedFrames) -> DataError:
         return DataError(f"{printable(self.path)}: cannot write its decoded frames to {printable(folder)} "
                          f"({exc.strerror or exc}, after {frames.count} frames of {frames.frame_bytes / 1e6:.2f} MB); "
@@ -624,6 +664,7 @@ class VideoFile(Video):
                     frames.append(frame)
                 except OSError as exc:  # the disk filled up meanwhile (other files, a count that was off)
                     raise self._write_error(folder, exc, frames) from exc
+            finish_narrow(self.path)  # all its frames seen: a 16-bit one's warning decides (a video of fewer than 50)
             try:
                 frames.finish()
             except OSError as exc:  # the last buffered frames
