@@ -389,12 +389,14 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 def cmd_detect(args: argparse.Namespace) -> None:
     from mnad.data.sources import SourceOptions
-    from mnad.detect import DetectOptions, check_asked_normalization, detect
+    from mnad.detect import DetectOptions, detect
 
     model, config = load_scoring_model(args)
-    if args.normalization is not None or any(o.partition("=")[0].strip() == "eval.normalization" for o in args.overrides):
-        check_asked_normalization(config)
+    # the normalisation the user asked for (--normalization, or --set eval.normalization, which wins: the config's value),
+    # else None: the model's config always carries one, which the API cannot tell from an asked one
+    asked = args.normalization is not None or any(o.partition("=")[0].strip() == "eval.normalization" for o in args.overrides)
     options = DetectOptions(
+        normalization=config.eval.normalization if asked else None,
         save_video=args.save_video, save_maps=args.save_maps, max_frames=args.max_frames, overwrite=args.overwrite,
         source=SourceOptions(**given(args, "fps", "reconnects", "open_timeout", "read_timeout")),
         **given(args, "region_sigma", "hysteresis", "min_event_frames", "video_segment", "video_keep"),

@@ -99,6 +99,9 @@ SUMMARY_SECONDS = 60.0  # a run's summary.json files are rewritten at least this
 # flushed when it ends, and a noisy score could end one every few frames. One write (JSON and fsync, ~1 ms) a minute
 # is nothing beside tens of frames/s
 FALLING_BEHIND = 10.0  # seconds a live source's reader may wait for the scorer before the run warns that it falls behind
+NO_VIDEO_NORMALIZATION = ("--normalization video: per-video min-max needs each video's whole footage (it looks ahead), "
+                          "which detect, scoring frames as they arrive, cannot apply; detect normalises with a running "
+                          "min-max (causal) or a calibration's fixed ranges: drop --normalization")
 
 
 @dataclass
@@ -113,8 +116,19 @@ class DetectOptions:
     max_frames: int | None = None  # stop after this many source frames (of each source)
     overwrite: bool = False  # replace the outputs of an earlier run in the output folder
     source: SourceOptions = field(default_factory=SourceOptions)
+    # the normalisation asked for (--normalization): None, the model's own (a calibrated model's fixed ranges, else a
+    # running min-max); 'causal' or 'calibrated', checked as the model's eval.normalization is; 'video' is refused. Not
+    # taken from the config: an uncalibrated model's eval.normalization is the offline evaluation's ('video' by
+    # default), which says nothing of what detect was asked
+    normalization: str | None = None
 
     def __post_init__(self) -> None:
+        # first: what was refused before any other option was checked (the CLI's order, kept)
+        if self.normalization == "video":  # per-video min-max looks at frames not yet arrived
+            raise ConfigError(NO_VIDEO_NORMALIZATION)
+        if self.normalization is not None and self.normalization not in ("causal", "calibrated"):
+            raise ConfigError(f"--normalization must be causal or calibrated (or left out: the model's own), got "
+                              f"{printable(repr(self.normalization))[:80]}")
         if self.save_maps not in (None, "npy", "png"):
             raise ConfigError(f"--save-maps must be npy or png, got {self.save_maps!r}")
         check_event_options(self.hysteresis, self.min_event_frames)
@@ -263,18 +277,6 @@ def encoder_rate(rate: float) -> float:
     first picture), to the nearest 1/1000 that does."""
     rate = min(max(rate, MIN_VIDEO_FPS), MAX_VIDEO_FPS)
     return next(round(rate * scale) / scale for scale in (1000, 100, 10, 1) if rate * scale <= 65535)
-
-
-def check_asked_normalization(config: Config) -> None:
-    """Refuse ``eval.normalization = 'video'`` when the user asked it of detect (``--normalization video``): per-video
-    min-max divides by the whole video's range, so it looks at frames not yet arrived, which a detector scoring frames
-    as they come cannot apply. detect scores an uncalibrated model with a running min-max ('causal') and a calibrated
-    one with its calibration's ranges, whatever a model's config says: 'video' there is the offline evaluation's
-    default, which every model carries, so only an explicit request is refused (the CLI's; ``ConfigError``)."""
-    if config.eval.normalization == "video":
-        raise ConfigError("--normalization video: per-video min-max needs each video's whole footage (it looks ahead), "
-                          "which detect, scoring frames as they arrive, cannot apply; detect normalises with a running "
-                          "min-max (causal) or a calibration's fixed ranges: drop --normalization")
 
 
 def latency_frames(config: Config) -> int:
@@ -619,10 +621,16 @@ def detect(
     Several sources (a list of more than one) are scored at once, their frames batched: each source's outputs go to
     its own folder ``out_dir/<index>_<name>`` (``stream_folder``), with a summary.json of the run in ``out_dir``; a
     source that ends or fails does not stop the others, and the run raises ``DataError`` at the end when any source
-    failed or scored nothing. Returns the run's summary. A PyTorch model only (an exported ONNX graph is batch 1)."""
+    failed or scored nothing. Returns the run's summary. A PyTorch model only (an exported ONNX graph is batch 1).
+
+    The scores are normalised by the model's calibration, else by a running min-max; ``options.normalization`` may ask
+    for either ('calibrated', 'causal': refused when the model has no calibration, or has one), never for 'video'
+    (``DetectOptions``). ``config.eval.normalization`` is read only for a calibrated model (``check_calibrated_scoring``)."""
     options = DetectOptions() if options is None else options
     if not isinstance(options, DetectOptions):
         raise ConfigError(f"options must be a mnad.detect.DetectOptions or None, got {type(options).__name__}")
+    if options.normalization is not None:  # asked: checked as the model's own setting (Config, check_calibrated_scoring)
+        config = config.override([f"eval.normalization={options.normalization}"])
     out_dir = output_path(out_dir, "out_dir (--out)")
     sources = [source] if isinstance(source, str | Path | int) else source
     if not isinstance(sources, list | tuple) or not all(isinstance(s, str | Path | int) and not isinstance(s, bool) for s in sources):
@@ -648,8 +656,9 @@ def locked_output(out_dir: Path) -> Iterator[None]:
     ``<out_dir>/.lock``, as a training run does; the lock goes with the process, so a killed run leaves none), so that a
     second run into it, detect's or training's, is refused at once (``DataError`` naming it) rather than mixing its rows
     with this one's or moving its files aside. Under the lock, the temporary files that a run killed during an atomic
-    write left there are deleted (``outputs.remove_detect_temps``). A folder made here that the run left empty but for
-    the lock file is removed again (a run whose source is refused at its start leaves no folder)."""
+    write left there are deleted (``outputs.remove_detect_temps``). A run that wrote nothing (refused at its start: its
+    source, an earlier run without --overwrite, another command's outputs) leaves the folder as it found it: the lock
+    file it created is removed again, and so is a folder it made."""
     check_output_folder(out_dir, "--out")
     made, folder = [], out_dir
     while not os.path.lexists(folder) and folder != folder.parent:
@@ -659,20 +668,50 @@ def locked_output(out_dir: Path) -> Iterator[None]:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{out_dir}: cannot write the outputs ({os_reason(exc)})") from exc
+    created = _create_lock_file(out_dir)
     lock = RunFolderLock(out_dir)
     lock.acquire()  # another run's folder: refused here, before anything is touched
+    found: dict[str, tuple[int, int, int]] | None = None
     try:
         remove_detect_temps(out_dir)
+        found = _folder_entries(out_dir)
         yield
     finally:
-        try:  # the lock file goes while it is held: a run that opens it now is refused, one after makes its own
-            if made and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}:
+        # only a lock file this run created (another's stays, its run may want it), and only while it is held: a run
+        # that opened it before is refused, one after makes its own
+        try:
+            if created and found is not None and _folder_entries(out_dir) == found:
                 (out_dir / LOCK_FILE).unlink(missing_ok=True)
                 for folder in made:
                     folder.rmdir()
         except OSError:
             pass
         lock.release()
+
+
+def _create_lock_file(folder: Path) -> bool:
+    """Create ``folder``'s lock file if it has none; whether this call created it (O_EXCL: no other process can have
+    made it in between). A failure here is left to ``RunFolderLock.acquire`` to report."""
+    try:
+        os.close(os.open(folder / LOCK_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+    except OSError:  # there already, or not writable
+        return False
+    return True
+
+
+def _folder_entries(folder: Path) -> dict[str, tuple[int, int, int]] | None:
+    """What says a run wrote into ``folder``: each entry but the lock file, with its inode, size and time of change
+    (the run's outputs are new files, or replace others by renaming); None when it cannot be read (then the lock file
+    stays)."""
+    entries = {}
+    try:
+        for path in folder.iterdir():
+            if path.name != LOCK_FILE:
+                info = path.lstat()
+                entries[path.name] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    except OSError:
+        return None
+    return entries
 
 
 def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, options: DetectOptions, *, device: str,

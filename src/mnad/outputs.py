@@ -494,6 +494,8 @@ def map_name(index: int, kind: str) -> str:
     """Frame ``index``'s error map (``kind``: 'npy' or 'png'), relative to the run's folder:
     ``maps/<index // MAP_SHARD_FRAMES, 8 digits>/<index, 12 digits>.<kind>``; the names sort in frame order."""
     return f"{MAPS_DIR}/{index // MAP_SHARD_FRAMES:0{SHARD_DIGITS}d}/{frame_name(index)}.{kind}"
+
+
 STREAM_FOLDER = re.compile(r"\d+_[A-Za-z0-9._-]+")  # the name of a source's folder (detect.stream_folder): no path
 STAGING_DIR = ".mnad-detect-new"  # a run's outputs until it scores its first frame, when an earlier run is in --out
 EARLIER_DIR = ".mnad-detect-earlier"  # the earlier run's outputs, from the new run's first frame until it ends well
