@@ -44,7 +44,7 @@ from mnad.config import Config, EvalConfig, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
 from mnad.data.layouts import find_split
 from mnad.data.sources import FrameRange, footage_span
-from mnad.errors import CheckpointError, ConfigError, DataError, Terminated, os_reason
+from mnad.errors import CheckpointError, ConfigError, DataError, Terminated, os_reason, printable
 from mnad.interrupts import held_interrupts
 from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
@@ -327,6 +327,16 @@ def train(
     """
     if not isinstance(config, Config):
         raise ConfigError(f"train() needs a mnad.config.Config (load_config(name) gives one), got {type(config).__name__}")
+    # refused before anything is locked, decoded or written: a wrong one would fail only where it is used (on_epoch
+    # after the first epoch's files are written) or be taken for another ("no" is a true overwrite, which sets aside
+    # the run there)
+    wrong = [f"{name} must be True or False, got {printable(repr(value))[:60]}" for name, value in
+             (("resume", resume), ("overwrite", overwrite), ("progress", progress)) if not isinstance(value, bool)]
+    if on_epoch is not None and not callable(on_epoch):
+        wrong.append(f"on_epoch must be a function, called as on_epoch(epoch, record), or None, got a "
+                     f"{type(on_epoch).__name__}")
+    if wrong:
+        raise ConfigError(f"train(): {'; '.join(wrong)}")
     out_dir = output_path(out_dir, "out_dir (--out)")  # '' would be the current folder, which nobody means
     data_root = output_path(data_root, "data_root (--data-root)")  # not written, but '' is no more meant here
     kept: list[int] = []  # the epochs out_dir's checkpoint holds, once this run writes there (_train)

@@ -200,11 +200,36 @@ def to_channels(image: np.ndarray, channels: int, source: str | Path, pixel_rang
     return image
 
 
+MAX_IMAGE_SIZE = 2048  # model.image_size's largest value (config): a larger size is a typo that only exhausts memory
+
+
+def _check_frame_inputs(image: object, size: object, channels: object, source: str | Path) -> None:
+    """``prepare_frame``'s arguments, checked before OpenCV sees them (it answers a bad one with a cv2.error or an
+    AttributeError): type checks and attribute reads only, as it runs on every frame."""
+    # a bool is an Integral, but no count
+    if isinstance(size, bool) or not isinstance(size, Integral) or not 1 <= size <= MAX_IMAGE_SIZE:
+        raise ConfigError(f"{printable(str(source))}: the frame size must be a whole number from 1 to {MAX_IMAGE_SIZE} "
+                          f"(the model's model.image_size), got {printable(repr(size))[:100]}")
+    if isinstance(channels, bool) or not isinstance(channels, Integral) or channels not in (1, 3):
+        raise ConfigError(f"{printable(str(source))}: the channel count must be 1 or 3 (the model's model.channels), "
+                          f"got {printable(repr(channels))[:100]}")
+    if image is None:  # what cv2.imread gives for a missing or unreadable file, VideoCapture.read at the end
+        raise DataError(f"{printable(str(source))}: no frame (None: the image was not decoded, or the video had ended)")
+    if not isinstance(image, np.ndarray):
+        raise DataError(f"{printable(str(source))}: a frame must be a numpy array (H x W or H x W x C, as OpenCV "
+                        f"decodes it), got a {type(image).__name__}")
+    if image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
+        raise DataError(f"{printable(str(source))}: a frame must be an image of at least 1x1 pixels (H x W or H x W x "
+                        f"C), got an array of shape {image.shape}")
+
+
 def prepare_frame(image: np.ndarray, size: int, channels: int, source: str | Path, pixel_range: Sequence[int] = (),
                   video: str | Path | None = None, frames: int | None = None) -> np.ndarray:
     """A decoded frame as a model reads it: uint8 (size, size, channels), 16-bit mapped by ``pixel_range``
     (``model.pixel_range``; ``to_8bit``), warnings said once per ``video`` (default ``source``) of ``frames`` frames
-    (None: a live source, whose length is not known)."""
+    (None: a live source, whose length is not known). A ``ConfigError`` for a size or channel count no model has, a
+    ``DataError`` naming ``source`` for an image that is none (``None`` from a failed ``cv2.imread``, an empty array)."""
+    _check_frame_inputs(image, size, channels, source)
     image = to_channels(image, channels, source, pixel_range_of(pixel_range), video, frames)
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     return resized.reshape(size, size, channels)
