@@ -25,7 +25,7 @@ from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video, split_videos, to_tensor
 from mnad.data.clips import spread_clips
 from mnad.data.layouts import dataset_dir, split_dir
-from mnad.data.sources import check_pixel_ranges
+from mnad.data.sources import VideoFile, check_pixel_ranges
 from mnad.distributed import checked_device
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
@@ -51,15 +51,39 @@ def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:
         return split_videos(data, config.dataset, "testing", config.model.pixel_range)
     from mnad.train import training_videos
 
-    return training_videos(config, data, decode=False)  # a few clips: only their videos are decoded
+    return training_videos(config, data, decode=False)  # a few clips: only their videos are decoded (clip_positions)
 
 
-def clip_positions(videos: list[Video], window: int, count: int) -> list[tuple[int, int]]:
-    """``count`` clips (video index, last frame) spread evenly over all the videos' valid clips (``spread_clips``)."""
-    picks = spread_clips(videos, window, count)
-    if not picks:
-        raise DataError(f"no clip of {window} frames in {len(videos)} videos")
-    return [(vi, start + window - 1) for vi, start in picks]
+def _counted(video: Video, decode_as: tuple[int, int] | None) -> int:
+    """A video's true length: for a video file, by its one decode at ``decode_as`` (the frames its clips are then read
+    from), or by a counting pass where no size is given."""
+    if decode_as is not None and isinstance(video, VideoFile):
+        video.frame(0, *decode_as)  # decodes the whole file to disk, counting it
+    return len(video)
+
+
+def clip_positions(videos: list[Video], window: int, count: int, *,
+                   decode_as: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """``count`` clips (video index, last frame) spread evenly over all the videos' valid clips (``spread_clips``).
+
+    A video file is planned by its container's frame count (``expected_frames``, no decode); only those the clips
+    are drawn from are counted truly, by their decode at ``decode_as`` (the size the clips are read at: one pass
+    each), and where that count differs from the container's, the clips are placed again with it. The other video
+    files are never decoded (was: a counting pass each, and a second pass, the decode, of those drawn from)."""
+    lengths = [v.expected_frames() for v in videos]
+    exact = [not isinstance(v, VideoFile) for v in videos]
+    for i, video in enumerate(videos):
+        if not exact[i] and lengths[i] <= 0:  # a container without a count: it cannot be placed without one
+            lengths[i], exact[i] = _counted(video, decode_as), True
+    while True:  # each round counts at least one more video truly, or ends
+        picks = spread_clips([range(n) for n in lengths], window, count)  # spread_clips needs only the lengths
+        if not picks:
+            raise DataError(f"no clip of {window} frames in {len(videos)} videos")
+        unsure = sorted({vi for vi, _ in picks if not exact[vi]})
+        if not unsure:
+            return [(vi, start + window - 1) for vi, start in picks]
+        for vi in unsure:
+            lengths[vi], exact[vi] = _counted(videos[vi], decode_as), True
 
 
 def model_queries(model: MNAD, videos: list[Video], positions: list[tuple[int, int]], *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +186,9 @@ def memory_figures(
     except OSError as exc:
         raise DataError(f"{out}: cannot create the figures folder ({exc.strerror or exc})") from exc
     rng = np.random.default_rng(seed)
-    positions = clip_positions(videos, max(mdl.config.t_length for mdl in models), max(clips, frames))  # the same clips for both models
+    window = max(mdl.config.t_length for mdl in models)
+    decode_as = (config.model.image_size, config.model.channels)  # the size the clips are read at
+    positions = clip_positions(videos, window, max(clips, frames), decode_as=decode_as)  # the same clips for both models
     shown = [positions[i] for i in np.linspace(0, len(positions) - 1, num=min(frames, len(positions))).round().astype(int)]
 
     results = []
