@@ -124,13 +124,19 @@ class DetectOptions:
 
     def __post_init__(self) -> None:
         # first: what was refused before any other option was checked (the CLI's order, kept)
-        if self.normalization == "video":  # per-video min-max looks at frames not yet arrived
+        # str first: an array's == is elementwise (np.array(['causal']) would pass ``in``, a longer one raise ValueError)
+        if isinstance(self.normalization, str) and self.normalization == "video":  # per-video min-max looks ahead
             raise ConfigError(NO_VIDEO_NORMALIZATION)
-        if self.normalization is not None and self.normalization not in ("causal", "calibrated"):
+        if self.normalization is not None and (not isinstance(self.normalization, str)
+                                               or self.normalization not in ("causal", "calibrated")):
             raise ConfigError(f"--normalization must be causal or calibrated (or left out: the model's own), got "
                               f"{printable(repr(self.normalization))[:80]}")
-        if self.save_maps not in (None, "npy", "png"):
-            raise ConfigError(f"--save-maps must be npy or png, got {self.save_maps!r}")
+        for name in ("save_video", "overwrite"):  # strictly bool: 'no' or 0 as true or false would guess (was: 'no' replaced a run)
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigError(f"--{name.replace('_', '-')} must be true or false, got {printable(repr(value))[:80]}")
+        if self.save_maps is not None and (not isinstance(self.save_maps, str) or self.save_maps not in ("npy", "png")):
+            raise ConfigError(f"--save-maps must be npy or png, got {printable(repr(self.save_maps))[:80]}")
         check_event_options(self.hysteresis, self.min_event_frames)
         # NaN or inf would mark no region at all (a comparison with NaN is false), without a word
         if (isinstance(self.region_sigma, bool) or not isinstance(self.region_sigma, Real)

@@ -119,7 +119,8 @@ def check_replace_in(folder: str | Path, names: tuple[str, ...], *, overwrite: b
 
 
 class ScoredVideo(Protocol):
-    """What ``scores_csv_bytes`` needs of a video's scores (``mnad.evaluate.VideoScores`` has it)."""
+    """What ``scores_csv_bytes`` needs of a video's scores (``mnad.evaluate.VideoScores`` has it, and ``VideoRows``,
+    what ``read_scores`` gives)."""
 
     name: str
     frames: Any  # frame positions, ints
@@ -134,7 +135,8 @@ class ScoredVideo(Protocol):
 
 
 def scores_csv_bytes(videos: list[ScoredVideo]) -> bytes:
-    """scores.csv: a header, then one row per scored frame of each video, in order."""
+    """scores.csv: a header, then one row per scored frame of each video, in order. ``read_scores`` reads it back:
+    ``scores_csv_bytes(read_scores(path))`` is the file at ``path``, byte for byte."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(SCORES_HEADER)
@@ -149,7 +151,8 @@ def scores_csv_bytes(videos: list[ScoredVideo]) -> bytes:
 
 @dataclass
 class VideoRows:
-    """One video's rows of scores.csv."""
+    """One video's rows of scores.csv, every column: a ``ScoredVideo``, so ``scores_csv_bytes`` writes back the bytes
+    that ``read_scores`` read from a file mnad wrote."""
 
     name: str
     frame: np.ndarray
@@ -157,12 +160,38 @@ class VideoRows:
     label: np.ndarray | None  # None when the evaluation had no labels
     psnr: np.ndarray
     updated: np.ndarray
+    # None (not in the file: an older version's, or not given): NaN on every row, as a missing psnr is read
+    distance: np.ndarray | None = None
+    regular: np.ndarray | None = None
+    patch_psnr: np.ndarray | None = None
+    patch_distance: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("distance", "regular", "patch_psnr", "patch_distance"):
+            if getattr(self, key) is None:
+                setattr(self, key, np.full(len(self.frame), np.nan))
+
+    # The names ScoredVideo (and evaluate.VideoScores) give these two, which the writer reads. frame and label stay the
+    # fields: the report reads them (mnad.report), as do the scripts and tests that build a VideoRows
+    @property
+    def frames(self) -> np.ndarray:
+        return self.frame
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return self.label
 
 
-# The columns read_scores takes and the type of each; the other columns are read as text and not kept. psnr and
-# memory_updated may be missing (files of older versions), label may be empty (an evaluation without labels).
+# The columns read_scores takes and the type of each; another column is read as text and not kept. Only video, frame
+# and score must be there: the others may be missing (files of older versions; NaN, or 0 for memory_updated), label
+# may be empty (an evaluation without labels).
 _SCORE_KINDS: dict[str, type] = {"video": object, "frame": np.int64, "score": np.float64, "label": object, "psnr": np.float64,
-                                 "memory_updated": np.int64}
+                                 "memory_updated": np.int64, "distance": np.float64, "regular_score": np.float64,
+                                 "patch_psnr": np.float64, "patch_distance": np.float64}
+
+
+# VideoRows' float fields beside psnr and score -> their columns
+_EXTRA_COLUMNS = {"distance": "distance", "regular": "regular_score", "patch_psnr": "patch_psnr", "patch_distance": "patch_distance"}
 
 
 class _Bad(Exception):
@@ -174,10 +203,11 @@ def read_scores(path: str | Path) -> list[VideoRows]:
 
     Every row must have the header's number of fields, an integer frame, a numeric score (NaN and inf are read: the
     report refuses them by video and frame, ``mnad.report.inputs.scores_problem``), an integer label or none (none for
-    every row of a video, or a label on each) and, where the file has them, a numeric psnr and an integer
-    memory_updated; anything else is a DataError naming the file and the line. Read by numpy's C parser (a day of a
-    camera, 1 M rows, in seconds); a file it cannot take (a value Python reads and numpy not, a damaged row) is read row
-    by row (``_scores_by_rows``), which is the rule and names the line of the first bad row."""
+    every row of a video, or a label on each) and, where the file has them, a numeric psnr, distance, regular_score,
+    patch_psnr and patch_distance and an integer memory_updated; anything else is a DataError naming the file and the
+    line. Read by numpy's C parser (a day of a camera, 1 M rows, in seconds); a file it cannot take (a value Python
+    reads and numpy not, a damaged row) is read row by row (``_scores_by_rows``), which is the rule and names the line
+    of the first bad row. ``scores_csv_bytes`` of what it returns is the file mnad wrote, byte for byte."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: scores file not found (written by `mnad evaluate --out`)")
@@ -231,6 +261,7 @@ def _scores_by_columns(path: Path, header: list[str]) -> list[VideoRows]:
         return table[f"c{index[name]}"] if name in index else np.full(names.size, default, dtype=_SCORE_KINDS[name])
 
     frame, score, psnr, updated = column("frame", 0), column("score", 0), column("psnr", np.nan), column("memory_updated", 0)
+    extra = {key: column(name, np.nan) for key, name in _EXTRA_COLUMNS.items()}
     result = []
     for name, mine in zip(order, rows, strict=True):
         label = None
@@ -241,7 +272,7 @@ def _scores_by_columns(path: Path, header: list[str]) -> list[VideoRows]:
                 raise ValueError("a video labelled on some rows only")
             label = None if empty.all() else labels.astype(np.int64)
         result.append(VideoRows(name=name, frame=frame[mine], score=score[mine], label=label, psnr=psnr[mine],
-                                updated=updated[mine].astype(bool)))
+                                updated=updated[mine].astype(bool), **{key: values[mine] for key, values in extra.items()}))
     return result
 
 
@@ -274,7 +305,8 @@ def _scores_by_rows(text: str, header: list[str]) -> list[VideoRows]:
                 raise _Bad(f"line {start}: {len(row)} fields, the header has {len(header)}")
 
             name = row[index["video"]]
-            video = columns.setdefault(name, {"frame": [], "score": [], "label": [], "psnr": [], "updated": []})
+            video = columns.setdefault(name, {"frame": [], "score": [], "label": [], "psnr": [], "updated": [],
+                                              **{key: [] for key in _EXTRA_COLUMNS}})
             first_line.setdefault(name, start)
             video["frame"].append(value(row, start, "frame", int))
             video["score"].append(value(row, start, "score", float))
@@ -285,11 +317,14 @@ def _scores_by_rows(text: str, header: list[str]) -> list[VideoRows]:
             video["label"].append(label)
             video["psnr"].append(value(row, start, "psnr", float, "nan"))
             video["updated"].append(value(row, start, "memory_updated", int, "0"))
+            for key, column in _EXTRA_COLUMNS.items():
+                video[key].append(value(row, start, column, float, "nan"))
     except csv.Error as exc:
         raise _Bad(f"line {line}: {exc}") from exc
     return [VideoRows(name=name, frame=np.array(c["frame"], dtype=np.int64), score=np.array(c["score"], dtype=np.float64),
                       label=np.array(c["label"], dtype=np.int64) if c["label"][0] is not None else None,
-                      psnr=np.array(c["psnr"], dtype=np.float64), updated=np.array(c["updated"], dtype=np.int64).astype(bool))
+                      psnr=np.array(c["psnr"], dtype=np.float64), updated=np.array(c["updated"], dtype=np.int64).astype(bool),
+                      **{key: np.array(c[key], dtype=np.float64) for key in _EXTRA_COLUMNS})
             for name, c in columns.items()]
 
 
