@@ -6,7 +6,6 @@ pass, the decode, of those drawn from)."""
 
 from __future__ import annotations
 
-import gc
 import json
 from collections import Counter
 from pathlib import Path
@@ -16,9 +15,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
-from test_evaluate_decode_once import FRAMES, CountedCapture, video_dataset
+from test_evaluate_decode_once import CountedCapture, video_dataset
 
-from mnad import evaluate as evaluate_module
 from mnad import figures
 from mnad.data import sources as sources_module
 from mnad.data.clips import spread_clips
@@ -49,40 +47,19 @@ def own_footage(root: Path, count: int = 4, frames: int = 20) -> Path:
     return folder
 
 
-def test_evaluate_report_decodes_each_video_file_once(tmp_path: Path, decode_passes: Counter) -> None:
+def test_the_report_decodes_each_video_file_holding_a_top_frame_once(tmp_path: Path, decode_passes: Counter) -> None:
     root = video_dataset(tmp_path)
     torch.manual_seed(0)
     config = tiny_config()
     model = MNAD(config.model)
     evaluate(model, config, root, out_dir=tmp_path / "e", progress=False)
+    decode_passes.clear()  # the evaluation's decode is not kept (its disk freed): the report's own passes only
     create_report(model, config, root, tmp_path / "e", tmp_path / "r", top_k=3)
     thumbs = json.loads((tmp_path / "r" / "thumbs" / "thumbs.json").read_text())
-    assert len({t["video"] for t in thumbs}) >= 2  # the top frames come from more than one video
-    assert decode_passes == {"01.avi": 1, "02.avi": 1, "03.avi": 1}  # was 2 for each holding a top frame
-    assert evaluate_module.evaluated_videos(model, config, root) is None  # handed on once: the decoded frames are let go
-
-    # the same thumbnails as a report that decodes the videos itself (of an evaluation made elsewhere)
-    create_report(model, config, root, tmp_path / "e", tmp_path / "r2", top_k=3)
-    again = json.loads((tmp_path / "r2" / "thumbs" / "thumbs.json").read_text())
-    assert again == thumbs
-    for entry in thumbs:
-        assert (tmp_path / "r" / "thumbs" / entry["file"]).read_bytes() == (tmp_path / "r2" / "thumbs" / entry["file"]).read_bytes()
-
-
-def test_the_evaluated_videos_are_handed_on_only_for_that_model_and_frames(tmp_path: Path) -> None:
-    root = video_dataset(tmp_path)
-    config = tiny_config()
-    model = MNAD(config.model)
-    evaluate(model, config, root, progress=False)
-    assert evaluate_module.evaluated_videos(MNAD(config.model), config, root) is None  # another model
-    other = tiny_config(image_size=16)
-    assert evaluate_module.evaluated_videos(model, other, root) is None  # frames of another size
-    videos = evaluate_module.evaluated_videos(model, config, root)
-    assert [v.name for v in videos] == ["01", "02", "03"] and [len(v) for v in videos] == list(FRAMES)
-    evaluate(model, config, root, progress=False)
-    del model  # the evaluated model collected: its decoded videos are let go with it
-    gc.collect()
-    assert evaluate_module._last_split is None
+    holding = {f"{t['video']}.avi" for t in thumbs}
+    assert len(holding) >= 2  # the top frames come from more than one video
+    assert all(passes <= 1 for passes in decode_passes.values())  # once each
+    assert {name for name, passes in decode_passes.items() if passes} <= holding  # and only those it reads from
 
 
 def test_figures_decode_only_the_video_files_drawn_from_once(tmp_path: Path, decode_passes: Counter) -> None:

@@ -16,7 +16,6 @@ the details.
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -252,52 +251,6 @@ def scored_share(videos: list[Video], ctx: distributed.Context) -> list[Video]:
     return mine
 
 
-@dataclass(eq=False)
-class _TestSplit:
-    """The test videos one evaluation listed and decoded, with what their frames depend on."""
-
-    model: weakref.ref
-    key: tuple
-    videos: list[Video]
-
-
-# The last evaluation's test videos, handed on to the report made next from them (`mnad evaluate --report`), whose
-# thumbnails read a few of their frames: one split at most, let go when taken, when the next evaluation starts, or
-# when the evaluated model is collected (the decoded frames are temporary files: a split can be gigabytes).
-_last_split: _TestSplit | None = None
-
-
-def _split_key(config: Config, data_root: str | Path) -> tuple:
-    m = config.model  # the frames read depend on these, not on the model's weights
-    return str(Path(data_root).resolve()), config.dataset, tuple(m.pixel_range), m.image_size, m.channels
-
-
-def _forget_split(ref: weakref.ref | None = None) -> None:
-    global _last_split
-    if ref is None or (_last_split is not None and _last_split.model is ref):
-        _last_split = None
-
-
-def _keep_split(model: object, config: Config, data_root: str | Path, videos: list[Video]) -> None:
-    global _last_split
-    try:
-        ref = weakref.ref(model, _forget_split)
-    except TypeError:  # a model that takes no weak reference: nothing kept, the report reads the videos itself
-        return
-    _last_split = _TestSplit(ref, _split_key(config, data_root), videos)
-
-
-def evaluated_videos(model: object, config: Config, data_root: str | Path) -> list[Video] | None:
-    """The test videos of ``data_root`` that the last ``evaluate`` of ``model`` listed and decoded at the model's size,
-    for a reader of a few of their frames (the report's thumbnails), so that no video file is decoded again; handed
-    on once, then no longer kept here. None where that evaluation was of another model, data root or frame size."""
-    held = _last_split
-    if held is None or held.model() is not model or held.key != _split_key(config, data_root):
-        return None
-    _forget_split()
-    return held.videos
-
-
 def evaluate(
     model: MNAD,
     config: Config,
@@ -323,8 +276,6 @@ def evaluate(
 
     metrics.json records which model was evaluated (``model_record``): the SHA-256 of its weights and, given the
     ``checkpoint`` it was loaded from, the run folder that trained it, which ``mnad report`` shows the training of.
-
-    The test videos, decoded, are handed on to a report made next of this evaluation (``evaluated_videos``).
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -342,7 +293,6 @@ def evaluate(
         check_fps(fps)
     elif fps is not None:
         raise ConfigError("--fps applies to --protocol stream only (the published protocol has no time)")
-    _forget_split()  # an earlier evaluation's decoded videos: their disk is freed before this one's are decoded
     # every frame of a video is read, at the model's size: a video file is counted by its one decode to disk, and
     # those of the whole split are checked to fit together first (as training's; under torchrun, the ranks of one
     # machine share its disk)
@@ -368,7 +318,7 @@ def evaluate(
             raise DataError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from exc
     device = str(ctx.device)
     record = model_record(model, checkpoint, out_dir)  # before scoring: a test-time update may change the memory
-    evaluated, model = model, model.to(device)
+    model = model.to(device)
     scorer = None
     if calibration is not None:
         scorer = StreamScorer.for_model(model, config, normalization="calibrated", calibration=calibration, device=device)
@@ -404,6 +354,4 @@ def evaluate(
         metrics["stream"] = stream_metrics(results, calibration, fps=fps)
     if out_dir is not None and ctx.is_main:
         write_evaluation(out_dir, results, metrics, config.to_dict())  # both or neither (a full disk leaves the old pair)
-    if ctx.is_main:  # the rank that makes a report (`evaluated_videos`)
-        _keep_split(evaluated, config, data_root, videos)
     return metrics

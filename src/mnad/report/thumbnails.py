@@ -118,15 +118,13 @@ def write_thumbnails(
     """Localisation thumbnails of the top-k scoring test frames (PNG files in ``report_dir/thumbs``) and their index.
 
     Each frame's clip is run through the model again with the trained memory items (the evaluation's test-time
-    updates are not replayed), and ``scoring.error_map`` is drawn over it (``clip_error_map``). The clips are read from
-    the test videos the last evaluation of ``model`` decoded (``evaluate.evaluated_videos``), else from the videos
-    listed again, of which each video file holding a top frame is decoded once.
+    updates are not replayed), and ``scoring.error_map`` is drawn over it (``clip_error_map``). Each video file holding
+    a top frame is decoded once (the evaluation's decode is not kept: its disk is freed when the evaluation ends).
     """
     import cv2
 
     from mnad.atomic import atomic_write_many
     from mnad.data import split_videos
-    from mnad.evaluate import evaluated_videos
     from mnad.scoring import abnormal_regions
 
     rows = read_scores(Path(eval_dir) / SCORES_FILE)
@@ -134,11 +132,7 @@ def write_thumbnails(
     out.mkdir(parents=True, exist_ok=True)
     old_index = out / THUMBS_INDEX
     earlier = _indexed_files(old_index)  # an earlier report's thumbnails: removed once this one's are written
-    # the evaluation just made decoded every test video: its frames are read from that decode, not a second one
-    listed = evaluated_videos(model, config, data_root)
-    if listed is None:  # a report of an evaluation made elsewhere: each video file holding a top frame is decoded once
-        listed = split_videos(data_root, config.dataset, "testing", config.model.pixel_range)
-    videos = {v.name: v for v in listed}
+    videos = {v.name: v for v in split_videos(data_root, config.dataset, "testing", config.model.pixel_range)}
     m = config.model
     entries = []
     files: dict[Path, bytes] = {}
