@@ -68,7 +68,7 @@ RESUME_FIXED = ("epochs", "batch_size", "lr", "lambda_compact", "lambda_separate
 def training_videos(config: Config, data_root: str | Path, *, decode: bool = True) -> list[Video]:
     """The training split of a benchmark layout, or, for own footage, every video in the folder. Video files are
     counted by their one decode to disk at the model's size (``decode_as``), checked to fit together first;
-    ``decode`` False (a reader of a few clips, such as figures) counts them only, and decodes a video when read."""
+    ``decode`` False (a reader of a few clips, such as figures) decodes nothing here: a video is decoded when read."""
     decode_as = (config.model.image_size, config.model.channels) if decode else None
     if config.dataset:
         return split_videos(data_root, config.dataset, "training", config.model.pixel_range, decode_as=decode_as)

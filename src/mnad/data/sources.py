@@ -603,8 +603,8 @@ class VideoFile(Video):
     Its length is the count of frames that decode (containers' counts are often wrong), so it costs a decode. A
     caller that will read every frame at one size says so with ``decode_as`` (size, channels): the length is then
     counted by that decode to disk, one pass (training, evaluation). Without it, the length asked before any frame is
-    counted by a pass of its own (a caller may want only the count: figures' clip positions), and the decode is a
-    second; a process told the count by the one that decoded it (``counted_elsewhere``: torchrun's ranks) makes none."""
+    counted by a pass of its own (a caller that needs only an estimate asks ``expected_frames``: the container's, no
+    decode), and the decode is a second; a process told the count by the one that decoded it (``counted_elsewhere``: torchrun's ranks) makes none."""
 
     keeps_frames = True
 
