@@ -58,7 +58,7 @@ def main() -> None:
                 start = time.perf_counter()
                 videos = read(path)
                 times[name].append(time.perf_counter() - start)
-                assert sum(v.frame.size for v in videos) == args.rows // args.videos * args.videos
+                assert sum(v.frames.size for v in videos) == args.rows // args.videos * args.videos
         for name, seconds in times.items():
             print(f"{name}: best {min(seconds):.2f} s of {len(seconds)} ({', '.join(f'{s:.2f}' for s in seconds)})")
 

@@ -673,7 +673,7 @@ def smoothing_windows() -> list[str]:
         if not path.is_file():
             return []
         videos = read_scores(path)
-        labels = np.concatenate([v.label for v in videos])
+        labels = np.concatenate([v.labels for v in videos])
         cells = []
         for window in SMOOTHING_WINDOWS:
             scores = np.concatenate([smooth(anomaly_score(v.psnr, np.zeros_like(v.psnr), alpha=1.0), window) for v in videos])

@@ -172,8 +172,8 @@ def test_outputs_write_what_the_evaluation_wrote(evaluated: dict) -> None:
     read = outputs.read_scores(scores_path)
     assert [v.name for v in read] == [v.name for v in videos] == ["01", "02"]
     for got, want in zip(read, videos, strict=True):
-        assert np.array_equal(got.frame, want.frames) and np.array_equal(got.score, want.score)
-        assert np.array_equal(got.label, want.labels) and np.array_equal(got.updated, want.updated.astype(bool))
+        assert np.array_equal(got.frames, want.frames) and np.array_equal(got.score, want.score)
+        assert np.array_equal(got.labels, want.labels) and np.array_equal(got.updated, want.updated.astype(bool))
     metrics, config = outputs.read_metrics(metrics_path)
     assert outputs.metrics_json_bytes(metrics, config, scores_path.read_bytes()) == metrics_path.read_bytes()
     assert config["model"]["width"] == 8 and metrics["videos"] == 2
@@ -191,7 +191,7 @@ def test_outputs_round_trip_without_labels(tmp_path: Path) -> None:
     assert b",3.75123456e-06," in outputs.scores_csv_bytes([small]) and b",1e-09," in outputs.scores_csv_bytes([small])
     outputs.write_evaluation(tmp_path / "eval", [video], {"micro_auc": None, "videos": 1}, {"name": "x"})
     (got,) = outputs.read_scores(tmp_path / "eval" / outputs.SCORES_FILE)
-    assert got.name == "a b" and got.label is None and got.updated.tolist() == [True, False] and got.psnr.tolist() == [30.0, 31.5]
+    assert got.name == "a b" and got.labels is None and got.updated.tolist() == [True, False] and got.psnr.tolist() == [30.0, 31.5]
     assert outputs.read_metrics(tmp_path / "eval" / outputs.METRICS_FILE) == ({"micro_auc": None, "videos": 1}, {"name": "x"})
     (tmp_path / "bad.json").write_text('{"config": {}}')
     with pytest.raises(DataError, match="no 'metrics' entry"):
@@ -227,7 +227,7 @@ def test_the_timeline_shades_the_anomalies_the_metrics_count(monkeypatch: pytest
     shaded: list[tuple[float, float]] = []
     monkeypatch.setattr(Axes, "axvspan", lambda self, low, high, **kwargs: shaded.append((low, high)))
     frames = np.array([4, 5, 6, 7, 8, 10, 11, 12])
-    video = outputs.VideoRows(name="01", frame=frames, score=np.linspace(0, 1, 8), label=np.array([0, 1, 1, 0, 1, 1, 1, 0]),
+    video = outputs.VideoRows(name="01", frames=frames, score=np.linspace(0, 1, 8), labels=np.array([0, 1, 1, 0, 1, 1, 1, 0]),
                               psnr=np.full(8, 30.0), updated=np.zeros(8, bool))
     timeline_png(video, None)
     assert shaded == [(4.5, 6.5), (7.5, 11.5)]

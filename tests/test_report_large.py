@@ -13,7 +13,7 @@ from mnad.report import plots
 
 def video(score: np.ndarray, label: np.ndarray | None = None, updated: np.ndarray | None = None, first: int = 4) -> outputs.VideoRows:
     n = score.size
-    return outputs.VideoRows(name="camera", frame=np.arange(first, first + n), score=score, label=label, psnr=np.full(n, 30.0),
+    return outputs.VideoRows(name="camera", frames=np.arange(first, first + n), score=score, labels=label, psnr=np.full(n, 30.0),
                              updated=np.zeros(n, bool) if updated is None else updated)
 
 
@@ -120,11 +120,11 @@ def test_short_inputs_are_drawn_point_for_point(drawn: list) -> None:
     v = video(rng.uniform(0, 1, n) * 0.6 + 0.3 * label, label, updated)
     plots.timeline_png(v, 0.9)
     score_line, ticks = lines(drawn[0])
-    assert np.array_equal(score_line.get_xdata(), v.frame) and np.array_equal(score_line.get_ydata(), v.score)
-    assert np.array_equal(ticks.get_xdata(), v.frame[updated])
+    assert np.array_equal(score_line.get_xdata(), v.frames) and np.array_equal(score_line.get_ydata(), v.score)
+    assert np.array_equal(ticks.get_xdata(), v.frames[updated])
     ped2 = [video(rng.uniform(0, 1, 180), (np.arange(180) > 90).astype(int)) for _ in range(12)]
     plots.roc_png(ped2)
-    labels, scores = np.concatenate([p.label for p in ped2]), np.concatenate([p.score for p in ped2])
+    labels, scores = np.concatenate([p.labels for p in ped2]), np.concatenate([p.score for p in ped2])
     pooled = drawn[1].axes[0].get_lines()[12]
     expected_fpr, expected_tpr, _ = roc_curve(labels, scores)
     assert np.array_equal(pooled.get_xdata(), expected_fpr) and np.array_equal(pooled.get_ydata(), expected_tpr)
@@ -134,7 +134,7 @@ def test_a_long_timeline_in_another_order_is_drawn_in_frame_order(drawn: list) -
     n = 50_000
     score = np.random.default_rng(4).uniform(0, 0.5, n)
     score[123] = 1.0
-    reverse = outputs.VideoRows(name="r", frame=np.arange(n)[::-1].copy(), score=score[::-1].copy(), label=None,
+    reverse = outputs.VideoRows(name="r", frames=np.arange(n)[::-1].copy(), score=score[::-1].copy(), labels=None,
                                 psnr=np.full(n, 30.0), updated=np.zeros(n, bool))
     plots.timeline_png(reverse, None)
     x, y = lines(drawn[0])[0].get_data()

@@ -31,8 +31,8 @@ def by_rows(path: Path) -> list[outputs.VideoRows]:
 
 def same(got: list[outputs.VideoRows], want: list[outputs.VideoRows]) -> bool:
     def as_tuple(v: outputs.VideoRows) -> tuple:
-        label = None if v.label is None else (v.label.dtype, v.label.tolist())
-        return (v.name, v.frame.dtype, v.frame.tolist(), v.score.dtype, np.nan_to_num(v.score, nan=-7.0).tolist(), label,
+        label = None if v.labels is None else (v.labels.dtype, v.labels.tolist())
+        return (v.name, v.frames.dtype, v.frames.tolist(), v.score.dtype, np.nan_to_num(v.score, nan=-7.0).tolist(), label,
                 np.nan_to_num(v.psnr, nan=-7.0).tolist(), v.updated.dtype, v.updated.tolist())
 
     return [as_tuple(v) for v in got] == [as_tuple(v) for v in want]
@@ -82,9 +82,9 @@ def test_the_fast_reader_reads_what_the_row_by_row_reader_reads(tmp_path: Path, 
     got = outputs.read_scores(path)
     assert same(got, by_rows(path))
     if case == "videos interleaved":
-        assert [v.name for v in got] == ["a", "b"] and got[0].frame.tolist() == [4, 5] and got[1].label.tolist() == [1, 0]
+        assert [v.name for v in got] == ["a", "b"] and got[0].frames.tolist() == [4, 5] and got[1].labels.tolist() == [1, 0]
     if case == "names to quote, unlabelled":
-        assert [v.name for v in got] == ['a,b', 'say "hi"', "two\nlines", "café #1", "", "cr\r\nlf"] and got[0].label is None
+        assert [v.name for v in got] == ['a,b', 'say "hi"', "two\nlines", "café #1", "", "cr\r\nlf"] and got[0].labels is None
     if case == "extra columns, repeated names":
         assert got[0].score.tolist() == [0.7]  # the last column of a name, as csv.DictReader takes it
 
@@ -110,7 +110,7 @@ def test_labels_are_checked_per_row(tmp_path: Path) -> None:
     # a video labelled on some rows only (was: read as unlabelled, dropped from the ROC without a word)
     with pytest.raises(DataError, match=r"line 4: video 'a' has no label here and one on line 2"):
         outputs.read_scores(written(tmp_path, header + "a,4,0.5,1\nb,4,0.5,\na,5,0.5,\n"))
-    assert outputs.read_scores(written(tmp_path, header + "a,4,0.5,1\nb,4,0.5,\n"))[1].label is None  # per video
+    assert outputs.read_scores(written(tmp_path, header + "a,4,0.5,1\nb,4,0.5,\n"))[1].labels is None  # per video
 
 
 def test_a_quoted_field_left_open_is_named(tmp_path: Path) -> None:

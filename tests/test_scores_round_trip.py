@@ -69,6 +69,22 @@ def test_an_older_file_without_the_newer_columns_reads_them_as_nan(tmp_path: Pat
     for video in (outputs.read_scores(path)[0], by_rows(path)[0]):
         assert np.isnan(video.distance).all() and np.isnan(video.regular).all() and video.patch_psnr.shape == (2,)
     # a VideoRows built without them (as the report's tests build one) writes NaN there
-    rows = outputs.VideoRows(name="b", frame=np.array([1]), score=np.array([0.5]), label=None, psnr=np.array([30.0]),
+    rows = outputs.VideoRows(name="b", frames=np.array([1]), score=np.array([0.5]), labels=None, psnr=np.array([30.0]),
                              updated=np.array([False]))
     assert outputs.scores_csv_bytes([rows]).endswith(b"\r\nb,1,30.000000,nan,nan,0,0.500000,,nan,nan\r\n")
+
+
+def test_video_rows_has_one_name_for_each_column(tmp_path: Path) -> None:
+    # what read_scores gives is named as the writer reads it and as evaluate.VideoScores names it (frames, labels),
+    # with no second name for the same array
+    import dataclasses
+
+    from mnad.evaluate import VideoScores
+
+    fields = {f.name for f in dataclasses.fields(outputs.VideoRows)}
+    assert set(outputs.ScoredVideo.__annotations__) <= fields <= {f.name for f in dataclasses.fields(VideoScores)}
+    path = tmp_path / outputs.SCORES_FILE
+    path.write_text("video,frame,score,label\na,4,0.5,1\na,5,0.25,0\n")
+    for video in (outputs.read_scores(path)[0], by_rows(path)[0]):
+        assert video.frames.tolist() == [4, 5] and video.labels.tolist() == [1, 0]
+        assert not hasattr(video, "frame") and not hasattr(video, "label")

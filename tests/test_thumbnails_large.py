@@ -18,12 +18,12 @@ from mnad.report.thumbnails import pick_top_frames
 
 def rows(name: str, frame: np.ndarray, score: np.ndarray) -> outputs.VideoRows:
     n = frame.size
-    return outputs.VideoRows(name=name, frame=frame, score=score, label=None, psnr=np.full(n, 30.0), updated=np.zeros(n, bool))
+    return outputs.VideoRows(name=name, frames=frame, score=score, labels=None, psnr=np.full(n, 30.0), updated=np.zeros(n, bool))
 
 
 def every_row_sorted(videos: list[outputs.VideoRows], k: int, *, gap: int = 5) -> list[tuple[int, int]]:
     """The rule as it was first written (a Python list of every row, sorted): what pick_top_frames must pick."""
-    candidates = [(-float(v.score[i]), vi, int(v.frame[i]), i) for vi, v in enumerate(videos) for i in range(len(v.frame))]
+    candidates = [(-float(v.score[i]), vi, int(v.frames[i]), i) for vi, v in enumerate(videos) for i in range(len(v.frames))]
     candidates.sort()
     chosen: list[tuple[int, int, int]] = []
     for _, vi, frame, i in candidates:

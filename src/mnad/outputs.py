@@ -155,9 +155,9 @@ class VideoRows:
     that ``read_scores`` read from a file mnad wrote."""
 
     name: str
-    frame: np.ndarray
+    frames: np.ndarray  # frame positions
     score: np.ndarray
-    label: np.ndarray | None  # None when the evaluation had no labels
+    labels: np.ndarray | None  # None when the evaluation had no labels
     psnr: np.ndarray
     updated: np.ndarray
     # None (not in the file: an older version's, or not given): NaN on every row, as a missing psnr is read
@@ -169,17 +169,7 @@ class VideoRows:
     def __post_init__(self) -> None:
         for key in ("distance", "regular", "patch_psnr", "patch_distance"):
             if getattr(self, key) is None:
-                setattr(self, key, np.full(len(self.frame), np.nan))
-
-    # The names ScoredVideo (and evaluate.VideoScores) give these two, which the writer reads. frame and label stay the
-    # fields: the report reads them (mnad.report), as do the scripts and tests that build a VideoRows
-    @property
-    def frames(self) -> np.ndarray:
-        return self.frame
-
-    @property
-    def labels(self) -> np.ndarray | None:
-        return self.label
+                setattr(self, key, np.full(len(self.frames), np.nan))
 
 
 # The columns read_scores takes and the type of each; another column is read as text and not kept. Only video, frame
@@ -271,7 +261,7 @@ def _scores_by_columns(path: Path, header: list[str]) -> list[VideoRows]:
             if empty.any() and not empty.all():
                 raise ValueError("a video labelled on some rows only")
             label = None if empty.all() else labels.astype(np.int64)
-        result.append(VideoRows(name=name, frame=frame[mine], score=score[mine], label=label, psnr=psnr[mine],
+        result.append(VideoRows(name=name, frames=frame[mine], score=score[mine], labels=label, psnr=psnr[mine],
                                 updated=updated[mine].astype(bool), **{key: values[mine] for key, values in extra.items()}))
     return result
 
@@ -321,8 +311,8 @@ def _scores_by_rows(text: str, header: list[str]) -> list[VideoRows]:
                 video[key].append(value(row, start, column, float, "nan"))
     except csv.Error as exc:
         raise _Bad(f"line {line}: {exc}") from exc
-    return [VideoRows(name=name, frame=np.array(c["frame"], dtype=np.int64), score=np.array(c["score"], dtype=np.float64),
-                      label=np.array(c["label"], dtype=np.int64) if c["label"][0] is not None else None,
+    return [VideoRows(name=name, frames=np.array(c["frame"], dtype=np.int64), score=np.array(c["score"], dtype=np.float64),
+                      labels=np.array(c["label"], dtype=np.int64) if c["label"][0] is not None else None,
                       psnr=np.array(c["psnr"], dtype=np.float64), updated=np.array(c["updated"], dtype=np.int64).astype(bool),
                       **{key: np.array(c[key], dtype=np.float64) for key in _EXTRA_COLUMNS})
             for name, c in columns.items()]

@@ -54,11 +54,11 @@ def scores_problem(videos: list[outputs.VideoRows]) -> str | None:
         bad = np.flatnonzero(~np.isfinite(video.score))
         if bad.size:
             i = int(bad[0])
-            return (f"video {video.name!r}, frame {int(video.frame[i])}: score {video.score[i]} is not a finite number "
+            return (f"video {video.name!r}, frame {int(video.frames[i])}: score {video.score[i]} is not a finite number "
                     f"({bad.size} of its {video.score.size} frames)")
-        if video.label is not None and (wrong := np.flatnonzero((video.label != 0) & (video.label != 1))).size:
+        if video.labels is not None and (wrong := np.flatnonzero((video.labels != 0) & (video.labels != 1))).size:
             i = int(wrong[0])
-            return f"video {video.name!r}, frame {int(video.frame[i])}: label {int(video.label[i])} is not 0 (normal) or 1 (abnormal)"
+            return f"video {video.name!r}, frame {int(video.frames[i])}: label {int(video.labels[i])} is not 0 (normal) or 1 (abnormal)"
     return None
 
 

@@ -126,7 +126,7 @@ def thumbnail_of_another_evaluation(thumbs: list[dict], videos: list[Any]) -> st
     by_name = {v.name: v for v in videos}
     for entry in thumbs:
         video = by_name.get(entry.get("video"))
-        rows = np.flatnonzero(video.frame == entry.get("frame")) if video is not None and isinstance(entry.get("frame"), int) else []
+        rows = np.flatnonzero(video.frames == entry.get("frame")) if video is not None and isinstance(entry.get("frame"), int) else []
         if not len(rows) or abs(float(video.score[rows[0]]) - float(entry["score"])) > 1e-6:
             return (f"{THUMBS_INDEX} names video {printable(str(entry.get('video')))!r}, frame {entry.get('frame')!r} with score "
                     f"{entry.get('score')!r}, which is not a row of the scores shown")
@@ -187,12 +187,12 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
     rows_html = []
     for i, v in enumerate(videos):
         auc = per_video.get(v.name)
-        abnormal = "n/a" if v.label is None else int(v.label.sum())
+        abnormal = "n/a" if v.labels is None else int(v.labels.sum())
         peak = int(np.argmax(v.score))
         rows_html.append(
-            f'<tr id="video-{i}"><td><a href="#timeline-{i}">{_e(v.name)}</a></td><td class="num">{v.frame.size}</td>'
+            f'<tr id="video-{i}"><td><a href="#timeline-{i}">{_e(v.name)}</a></td><td class="num">{v.frames.size}</td>'
             f'<td class="num">{_e(abnormal)}</td><td class="num auc" data-value="{_e("" if auc is None else repr(auc))}">{_e(_pct(auc))}</td>'
-            f'<td class="num">{v.score[peak]:.3f} (frame {int(v.frame[peak])})</td><td class="num">{int(v.updated.sum())}</td></tr>'
+            f'<td class="num">{v.score[peak]:.3f} (frame {int(v.frames[peak])})</td><td class="num">{int(v.updated.sum())}</td></tr>'
         )
     parts.append('<section id="videos"><h2>Per-video AUC</h2><table id="per-video"><thead><tr><th>video</th><th>frames scored</th>'
                  "<th>abnormal</th><th>AUC</th><th>peak score</th><th>memory updates</th></tr></thead><tbody>"

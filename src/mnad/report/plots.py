@@ -54,7 +54,7 @@ def _timeline_points(video: VideoRows) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """The frames and scores a timeline draws and the frames its memory-update ticks mark: all of them for a video of
     at most ``THIN_ABOVE`` frames; for a longer one, the ``envelope`` of its scores (in frame order) and one update
     tick per column (ticks closer than that are drawn over each other)."""
-    frame, score, updated = video.frame, video.score, video.frame[video.updated]
+    frame, score, updated = video.frames, video.score, video.frames[video.updated]
     if frame.size <= THIN_ABOVE:
         return frame, score, updated
     if np.any(frame[1:] < frame[:-1]):  # a file in another order: its timeline is in frame order
@@ -72,10 +72,10 @@ def _shaded(video: VideoRows) -> list[tuple[int, int]]:
     """The labelled anomalies a timeline shades; in a video longer than ``THIN_ABOVE`` frames, anomalies less than a
     column apart are shaded as one (a gap narrower than a pixel cannot be seen; a quarter of a million flickering
     labels drawn one by one would take minutes)."""
-    runs = anomalies(video.frame, video.label)
-    if video.frame.size <= THIN_ABOVE or len(runs) <= TIMELINE_COLUMNS:
+    runs = anomalies(video.frames, video.labels)
+    if video.frames.size <= THIN_ABOVE or len(runs) <= TIMELINE_COLUMNS:
         return runs
-    gap = (float(video.frame.max() - video.frame.min()) or 1.0) / TIMELINE_COLUMNS
+    gap = (float(video.frames.max() - video.frames.min()) or 1.0) / TIMELINE_COLUMNS
     merged = [runs[0]]
     for first, last in runs[1:]:
         if first - merged[-1][1] <= gap:
@@ -123,10 +123,10 @@ def png_bytes(fig: Any, dpi: int = 100) -> bytes:
 def roc_png(videos: list[VideoRows]) -> bytes | None:
     from sklearn.metrics import roc_auc_score, roc_curve  # scikit-learn's ROC, as the evaluation's AUC is
 
-    labelled = [v for v in videos if v.label is not None]
+    labelled = [v for v in videos if v.labels is not None]
     if not labelled:
         return None
-    labels = np.concatenate([v.label for v in labelled])
+    labels = np.concatenate([v.labels for v in labelled])
     scores = np.concatenate([v.score for v in labelled])
     if len(np.unique(labels)) < 2:
         return None
@@ -134,8 +134,8 @@ def roc_png(videos: list[VideoRows]) -> bytes | None:
     ax = fig.subplots()
     drawn = 0
     for v in labelled:
-        if 0 < v.label.sum() < v.label.size:
-            fpr, tpr = thin_roc(*roc_curve(v.label, v.score)[:2])
+        if 0 < v.labels.sum() < v.labels.size:
+            fpr, tpr = thin_roc(*roc_curve(v.labels, v.score)[:2])
             ax.plot(fpr, tpr, color="0.75", lw=0.8, label=None if drawn else "per video")
             drawn += 1
     auc = roc_auc_score(labels, scores)
@@ -149,10 +149,10 @@ def roc_png(videos: list[VideoRows]) -> bytes | None:
 
 
 def histogram_png(videos: list[VideoRows]) -> bytes | None:
-    labelled = [v for v in videos if v.label is not None]
+    labelled = [v for v in videos if v.labels is not None]
     if not labelled:
         return None
-    labels = np.concatenate([v.label for v in labelled])
+    labels = np.concatenate([v.labels for v in labelled])
     scores = np.concatenate([v.score for v in labelled])
     fig = figure(5.2, 4.6)
     ax = fig.subplots()
@@ -176,7 +176,7 @@ def timeline_png(video: VideoRows, auc: float | None, threshold: float | None = 
 
     fig = figure(10, 2.1)
     ax = fig.subplots()
-    if video.label is not None:
+    if video.labels is not None:
         for first, last in _shaded(video):  # the anomalies the stream protocol counts
             ax.axvspan(first - 0.5, last + 0.5, color="C3", alpha=0.18, lw=0)
     frame, score, updated = _timeline_points(video)
@@ -187,7 +187,7 @@ def timeline_png(video: VideoRows, auc: float | None, threshold: float | None = 
         ax.axhline(threshold, color="C3", lw=1, ls="--")
     if updated.size:
         ax.plot(updated, np.full(updated.size, low - 0.03 * (high - low)), "|", color="0.55", ms=4)
-    ax.set_xlim(video.frame.min() - 0.5, video.frame.max() + 0.5)
+    ax.set_xlim(video.frames.min() - 0.5, video.frames.max() + 0.5)
     ax.set_ylim(low - 0.06 * (high - low), high + 0.05 * (high - low))
     title = f"video {video.name}" + (f": AUC {100 * auc:.2f}%" if auc is not None else "")
     ax.set_title(title, fontsize=10, loc="left")
@@ -195,7 +195,7 @@ def timeline_png(video: VideoRows, auc: float | None, threshold: float | None = 
     ax.set_xlabel("frame", fontsize=8)
     ax.set_ylabel("score", fontsize=8)
     ax.tick_params(labelsize=8)
-    handles = [Patch(color="C3", alpha=0.3, label="labelled abnormal")] if video.label is not None else []
+    handles = [Patch(color="C3", alpha=0.3, label="labelled abnormal")] if video.labels is not None else []
     if threshold is not None:
         handles.append(Line2D([], [], color="C3", ls="--", label=f"alert threshold {threshold:.2f}"))
     if updated.size:

@@ -47,9 +47,9 @@ def pick_top_frames(videos: list[VideoRows], k: int, *, gap: int = 5) -> list[tu
     if k <= 0 or not videos:
         return []
     scores = np.concatenate([np.asarray(v.score, dtype=np.float64) for v in videos])
-    frames = np.concatenate([np.asarray(v.frame, dtype=np.int64) for v in videos])
-    ends = np.cumsum([len(v.frame) for v in videos])  # row g of the concatenation is in the first video ending after g
-    starts = ends - [len(v.frame) for v in videos]
+    frames = np.concatenate([np.asarray(v.frames, dtype=np.int64) for v in videos])
+    ends = np.cumsum([len(v.frames) for v in videos])  # row g of the concatenation is in the first video ending after g
+    starts = ends - [len(v.frames) for v in videos]
     n = scores.size
     chosen: list[tuple[int, int, int]] = []  # (video index, frame, row index)
     walked = 0  # a larger head begins with the smaller one, in the same order: its first rows were walked already
@@ -138,7 +138,7 @@ def write_thumbnails(
     files: dict[Path, bytes] = {}
     model = model.to(device).eval()
     for rank, (vi, i) in enumerate(pick_top_frames(rows, top_k, gap=max(5, m.t_length)), start=1):
-        video_rows, frame_index = rows[vi], int(rows[vi].frame[i])
+        video_rows, frame_index = rows[vi], int(rows[vi].frames[i])
         video = videos.get(video_rows.name)
         if video is None:
             raise DataError(f"{data_root}: test video {video_rows.name!r} of {eval_dir} not found; pass the data root that was evaluated")
@@ -150,7 +150,7 @@ def write_thumbnails(
         if not ok:
             raise DataError(f"{out / name}: could not encode the thumbnail")
         files[out / name] = png.tobytes()
-        label = None if video_rows.label is None else int(video_rows.label[i])
+        label = None if video_rows.labels is None else int(video_rows.labels[i])
         entries.append({
             "file": name, "video": video_rows.name, "frame": frame_index, "score": float(video_rows.score[i]), "label": label,
             "error_mean": float(error.mean()), "error_max": float(error.max()),
