@@ -265,6 +265,14 @@ class StreamScorer:
             calibration.check_scoring(config, smoothing=smoothing)
         elif self.normalization not in ("video", "causal"):
             raise ConfigError(f"unknown normalisation {self.normalization!r}")
+        elif self.normalization == "causal" and config.eval.calibration:
+            # one rule with detect and evaluate --protocol stream (scoring.check_calibrated_scoring): a running min-max
+            # would drop the calibration the model's threshold is of. 'video' drops nothing: it gives no S_t, only the
+            # raw terms, which the caller normalises (evaluate's published protocol, with the calibration)
+            raise ConfigError("the model is calibrated: its alert threshold was fitted on the calibrated score, not on "
+                              "normalization 'causal' (a running min-max); drop normalization (the model's own: its "
+                              "calibration's fixed ranges), or score the model as trained, without its calibration "
+                              "(mnad.calibrate.uncalibrated(config))")
         self.calibration = calibration
         self.alpha = mixing_weight(config)
         self.smoothing = int(smoothing or (calibration.smoothing if calibration is not None else config.eval.smoothing))
@@ -276,7 +284,9 @@ class StreamScorer:
         self._raw: deque[np.ndarray] = deque(maxlen=m.t_length)
         self._lag = m.lag  # a clip scores its target frame, `lag` frames before its last
         self._seen = 0
-        self._pending: int | None = None  # index of the frame that the clip handed out by ``clip`` scores
+        # the clip handed out by ``clip`` and not yet consumed: the index of the frame it scores, and the window as it
+        # was before its frame (``_mark``), to put back when its step fails (``_rollback``)
+        self._pending: tuple[int, tuple] | None = None
         self._causal = CausalScore(self.alpha, self.smoothing, calibration)
         self._split = functools.partial(split_clip, model=config.model)
 
@@ -291,8 +301,13 @@ class StreamScorer:
             # the graph computes with the model and scoring settings it was exported with, whatever the config says
             check_same_model(model, config)
             return cls(model.step, config, model.items, model_digest=model.digest, **options)
+        # the model as trained, as score_videos, detect and calibrate check it (was: another image size or clip length
+        # scored, or failed at the first clip, with no memory a PSNR-only score)
+        check_same_model(model, config)
         items = model.memory.items if model.memory is not None else None
-        return cls(scoring_step(model.eval(), config), config, items, **options)  # the step knows its weights' digest
+        # the model as given, its mode kept: the step scores a frozen eval-mode copy of it (inference_copy; AotStep's
+        # child process builds its own)
+        return cls(scoring_step(model, config), config, items, **options)  # the step knows its weights' digest
 
     @classmethod
     def for_streams(cls, model: MNAD, config: Config, streams: int, **options) -> list[StreamScorer]:
@@ -305,8 +320,9 @@ class StreamScorer:
             return [cls.for_model(model, config, **options)]
         if isinstance(model, OnnxModel):
             raise ConfigError(ONNX_ONE_STREAM)
+        check_same_model(model, config)  # as for_model
         items = model.memory.items if model.memory is not None else None
-        step = scoring_step(model.eval(), config)
+        step = scoring_step(model, config)  # the model's mode kept, as for_model
         return [cls(step, config, items, **options) for _ in range(streams)]  # the step knows its weights' digest
 
     @property
@@ -327,36 +343,77 @@ class StreamScorer:
         clip = self.clip(frame)
         if clip is None:
             return None
-        with torch.inference_mode():
-            result = self.step(*clip, self._items)
+        try:
+            with torch.inference_mode():
+                result = self.step(*clip, self._items)
+        except BaseException:
+            self._rollback(self._pending[1])  # the frame not taken (out of memory, a Ctrl-C): pushed again, it scores as it would have
+            raise
         return self.consume(result)
 
     def clip(self, frame: np.ndarray) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The first half of ``push``: add ``frame`` to the window and return the (inputs, target) clip it completes,
         batch 1, to be scored with this scorer's items; None while the window fills. Its result goes to ``consume``
-        before the next frame."""
+        before the next frame: a second ``clip`` while one waits for its result is refused (``ConfigError``), as its
+        result would be taken for the second one's."""
+        return self._take(*self._prepared(frame))
+
+    def _prepared(self, frame: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """``frame`` checked and converted for the window, nothing changed yet: ``score_streams`` prepares every
+        stream's frame before any window moves."""
+        if self._pending is not None:
+            raise ConfigError(f"clip(): the clip of frame {self._pending[0]} still waits for its result: pass the step's "
+                              "result to consume() before the next clip() (or call new_video() to drop it)")
         frame = checked_frame(frame, self.config.model.image_size, self.config.model.channels)
-        tensor = to_tensor(frame).to(self.device)  # each frame converted once, not once per clip
+        return frame, to_tensor(frame).to(self.device)  # each frame converted once, not once per clip
+
+    def _take(self, frame: np.ndarray, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``clip`` of a frame ``_prepared``."""
         with held_interrupts():  # the window, the raw frames and the count move together (a Ctrl-C waits)
+            mark = self._mark()
             self._window.append(tensor)
             self._raw.append(frame)
             self._seen += 1
             if len(self._window) < self._window.maxlen:
                 return None
-            self._pending = self._seen - 1 - self._lag
-        return self._split(torch.stack(tuple(self._window))[None])
+            clip = self._split(torch.stack(tuple(self._window))[None])
+            self._pending = (self._seen - 1 - self._lag, mark)
+        return clip
+
+    def _mark(self) -> tuple:
+        """The window as it stands (references to its frames, no copy), for ``_rollback``."""
+        return tuple(self._window), tuple(self._raw), self._seen
+
+    def _rollback(self, mark: tuple) -> None:
+        """Put the window back as ``_mark`` gave it, any clip handed out since dropped: a frame whose step failed is
+        not taken (the memory and the normaliser take a frame only in ``consume``)."""
+        window, raw, seen = mark
+        with held_interrupts():
+            self._window.clear()
+            self._window.extend(window)
+            self._raw.clear()
+            self._raw.extend(raw)
+            self._seen = seen
+            self._pending = None
 
     def consume(self, result: StepResult, sample: int = 0) -> FrameResult:
         """The second half of ``push``: take sample ``sample`` of a step run on the last ``clip`` with this scorer's
-        items ((M, C) items in, batch 1; or (B, M, C), this scorer's at ``sample``): keep its memory update, score it."""
+        items ((M, C) items in, batch 1; or (B, M, C), this scorer's at ``sample``): keep its memory update, score it.
+        Once per clip, after it (``ConfigError`` otherwise, nothing changed)."""
         if self._pending is None:
-            raise RuntimeError("consume() takes the result of the clip that clip() returned, once")
+            raise ConfigError("consume() takes the result of the step run on the clip that clip() returned, once: no "
+                              "clip waits for its result (call clip() first)")
+        if getattr(result, "_fields", None) != StepResult._fields:  # a StepResult, or a step's own namedtuple of its fields
+            raise ConfigError(f"consume() takes the StepResult of the step run on the clip, got a {type(result).__name__}")
+        batch = len(result.psnr)
+        if isinstance(sample, bool) or not isinstance(sample, int | np.integer) or not 0 <= sample < batch:
+            raise ConfigError(f"consume(): sample {sample!r} is not one of the result's {batch} (an integer from 0 to {batch - 1})")
         items = result.items[sample] if result.items.dim() == 3 else result.items
         updated = self.has_memory and not torch.equal(items, self._items)
         terms = [float(t[sample]) for t in (result.psnr, result.patch_psnr, result.distance, result.patch_distance)]
         score = smoothed = None
         with held_interrupts():  # the memory and the causal normaliser take the frame together, or neither does
-            index, self._pending = self._pending, None
+            (index, _), self._pending = self._pending, None
             if updated:
                 self._items = items.clone()
             if self.normalization != "video":
@@ -519,7 +576,9 @@ def score_streams(scorers: Sequence[StreamScorer], frames: Sequence[np.ndarray |
     takes its sample. Returns what each scorer's ``push`` would have (None while a window fills or without a frame),
     equal to it up to the rounding of batched kernels. The scorers share one step (``StreamScorer.for_streams``)."""
     if len(frames) != len(scorers):
-        raise ValueError(f"{len(frames)} frames for {len(scorers)} streams")
+        raise ConfigError(f"score_streams: {len(frames)} frames for {len(scorers)} streams (one frame, or None, per scorer)")
+    if len({id(s) for s in scorers}) != len(scorers):  # its second clip would take the first one's result
+        raise ConfigError("score_streams: a scorer is given twice (one scorer per stream)")
     from mnad.export import OnnxStep
 
     step = scorers[0].step if scorers else None
@@ -527,18 +586,28 @@ def score_streams(scorers: Sequence[StreamScorer], frames: Sequence[np.ndarray |
         raise ConfigError(ONNX_ONE_STREAM)
     if any(s.step is not step or s.device != scorers[0].device for s in scorers):  # checked before any window moves
         raise ConfigError("streams scored together must share one scoring step and device (make them with StreamScorer.for_streams)")
+    # every frame checked (and no clip waiting) before any window moves: one bad frame takes no stream's frame
+    prepared = [s._prepared(f) if f is not None else None for s, f in zip(scorers, frames, strict=True)]
     with held_interrupts():  # one hold for all the streams' windows (each clip's own hold is then a no-op)
-        clips = {i: c for i, (s, f) in enumerate(zip(scorers, frames, strict=True)) if f is not None and (c := s.clip(f)) is not None}
+        marks = [s._mark() for s in scorers]
+        clips = {i: c for i, (s, p) in enumerate(zip(scorers, prepared, strict=True)) if p is not None and (c := s._take(*p)) is not None}
     results: list[FrameResult | None] = [None] * len(scorers)
     if not clips:
         return results
     ready = list(clips)
-    with torch.inference_mode():
-        if len(ready) == 1:  # batch 1 with (M, C) items: exactly ``push``
-            result = step(*clips[ready[0]], scorers[ready[0]]._items)
-        else:
-            inputs, target = (torch.cat([clips[i][k] for i in ready]) for k in (0, 1))
-            result = step(inputs, target, torch.stack([scorers[i]._items for i in ready]))
+    try:
+        with torch.inference_mode():
+            if len(ready) == 1:  # batch 1 with (M, C) items: exactly ``push``
+                result = step(*clips[ready[0]], scorers[ready[0]]._items)
+            else:
+                inputs, target = (torch.cat([clips[i][k] for i in ready]) for k in (0, 1))
+                result = step(inputs, target, torch.stack([scorers[i]._items for i in ready]))
+    except BaseException:
+        with held_interrupts():  # no stream takes this round's frame, those whose window filled included: a retry scores it once
+            for s, p, mark in zip(scorers, prepared, marks, strict=True):
+                if p is not None:
+                    s._rollback(mark)
+        raise
     with held_interrupts():
         for sample, i in enumerate(ready):
             results[i] = scorers[i].consume(result, sample)
