@@ -116,7 +116,7 @@ def test_streams_scored_together_share_one_step() -> None:
     a, b = StreamScorer.for_model(model, config), StreamScorer.for_model(model, config)
     with pytest.raises(ConfigError, match="share one scoring step"):
         score_streams([a, b], video(2, 0))
-    with pytest.raises(RuntimeError, match="consume"):  # a result is taken once, for the clip handed out
+    with pytest.raises(ConfigError, match="consume"):  # a result is taken once, for the clip handed out
         a.consume(a.step(torch.zeros(1, 12, 32, 32), torch.zeros(1, 3, 32, 32), model.memory.items))
 
 

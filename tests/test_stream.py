@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mnad.calibrate import calibrate, held_out_false_alarms, with_calibration
+from mnad.calibrate import calibrate, held_out_false_alarms, uncalibrated, with_calibration
 from mnad.data import split_videos
 from mnad.detect import DetectOptions, detect
 from mnad.errors import CheckpointError, ConfigError, DataError
@@ -93,8 +93,9 @@ def test_causal_scores_ignore_later_frames(synthetic_root: Path) -> None:
     for f in changed[t + 1:]:
         f[:] = 255 - f  # every later frame replaced
     for normalization in ("calibrated", "causal"):
-        a = StreamScorer.for_model(model, cal_config, normalization=normalization)
-        b = StreamScorer.for_model(model, cal_config, normalization=normalization)
+        scored = cal_config if normalization == "calibrated" else uncalibrated(cal_config)  # causal: as trained
+        a = StreamScorer.for_model(model, scored, normalization=normalization)
+        b = StreamScorer.for_model(model, scored, normalization=normalization)
         rows_a = [r for f in frames if (r := a.push(f)) is not None]
         rows_b = [r for f in changed if (r := b.push(f)) is not None]
         upto = [i for i, r in enumerate(rows_a) if r.index <= t]
