@@ -89,14 +89,18 @@ def clip_positions(videos: list[Video], window: int, count: int, *,
 def model_queries(model: MNAD, videos: list[Video], positions: list[tuple[int, int]], *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Queries (clips, K, C) of the given clips, and each clip's target frame as uint8 (clips, H, W, C)."""
     m = model.config
-    model = model.to(device).eval()
+    model, training = model.to(device), model.training
+    model.eval()  # BatchNorm's running statistics; the caller's mode is put back (it may be mid-training)
     queries, frames = [], []
-    with torch.inference_mode():
-        for vi, last in positions:
-            clip = np.stack([videos[vi].frame(j, m.image_size, m.channels) for j in range(last - m.t_length + 1, last + 1)])
-            inputs, _ = model.split_clip(to_tensor(clip)[None].to(device))
-            queries.append(model(inputs).queries[0].float().cpu().numpy())
-            frames.append(clip[m.target_index])
+    try:
+        with torch.inference_mode():
+            for vi, last in positions:
+                clip = np.stack([videos[vi].frame(j, m.image_size, m.channels) for j in range(last - m.t_length + 1, last + 1)])
+                inputs, _ = model.split_clip(to_tensor(clip)[None].to(device))
+                queries.append(model(inputs).queries[0].float().cpu().numpy())
+                frames.append(clip[m.target_index])
+    finally:
+        model.train(training)
     return np.stack(queries), np.stack(frames)
 
 

@@ -136,7 +136,7 @@ def write_thumbnails(
     m = config.model
     entries = []
     files: dict[Path, bytes] = {}
-    model = model.to(device).eval()
+    model = model.to(device)  # each clip is scored by a StreamScorer, on its own eval-mode copy
     for rank, (vi, i) in enumerate(pick_top_frames(rows, top_k, gap=max(5, m.t_length)), start=1):
         video_rows, frame_index = rows[vi], int(rows[vi].frames[i])
         video = videos.get(video_rows.name)
