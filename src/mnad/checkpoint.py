@@ -22,7 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from mnad.atomic import TEMP_SUFFIX, atomic_write, fsync_dir
-from mnad.config import Config, model_differences
+from mnad.config import Config, check_same_model, model_differences
+from mnad.distributed import checked_device
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.model.mnad import MNAD
 
@@ -227,15 +228,40 @@ def check_model_path(path: str | Path) -> None:
         raise CheckpointError(f"{path}: a model is written as a .safetensors file")
 
 
+def stored_config(path: str | Path, config: Config) -> str:
+    """``config`` as a checkpoint stores it (JSON), refused with a ConfigError unless it reads back as ``read_checkpoint``
+    will read it (the same ``Config.from_dict``, its calibration too): a file is never written that would not load."""
+    if not isinstance(config, Config):
+        raise ConfigError(f"{path}: config must be a mnad Config (mnad.load_config), got {type(config).__name__}")
+    source = f"{path} (the config to save)"
+    try:
+        text = json.dumps(config.to_dict())
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: not storable as JSON ({exc})") from exc
+    stored = Config.from_dict(json.loads(text), source=source)
+    if stored.eval.calibration:
+        from mnad.scoring import Calibration  # scoring reads frames (cv2): loaded only for a calibrated model
+
+        Calibration.from_dict(stored.eval.calibration, source=f"{source}: eval.calibration")
+    return text
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: Config, extra: dict[str, Any] | None = None) -> None:
     """Write tensors + config atomically; a write failure (disk full, ...) raises CheckpointError and keeps the old file."""
     check_model_path(path)
+    config_text = stored_config(path, config)
+    if extra is not None and not isinstance(extra, dict):
+        raise ConfigError(f"{path}: extra must be a dict of JSON values, got {type(extra).__name__}")
+    try:
+        extra_text = json.dumps(extra or {})
+    except (TypeError, ValueError) as exc:  # an object JSON cannot hold, a key that is not text, a cycle
+        raise ConfigError(f"{path}: extra must hold only JSON values (text, numbers, lists, dicts): {exc}") from exc
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     bad = non_finite(tensors)
     if bad is not None:
         raise CheckpointError(f"{path}: refusing to save a checkpoint whose tensor {bad!r} holds NaN or Inf (training diverged?)")
-    metadata = {"format": FORMAT, "config": json.dumps(config.to_dict()), "sha256": tensor_digest(tensors)}
-    metadata["extra"] = json.dumps(extra or {})
+    metadata = {"format": FORMAT, "config": config_text, "sha256": tensor_digest(tensors)}
+    metadata["extra"] = extra_text
     metadata["meta_sha256"] = metadata_digest(metadata)
     atomic_write(Path(path), save(tensors, metadata=metadata), error=CheckpointError)
 
@@ -280,8 +306,23 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, 
     return tensors, config, extra
 
 
+# what a model may be saved in (save_model's dtype): floating point that load_model reads back as float32
+SAVE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def save_model(path: str | Path, model: MNAD, config: Config, *, dtype: torch.dtype | None = None, extra: dict[str, Any] | None = None) -> None:
-    """The model's weights and memory items; ``dtype`` (e.g. float16) shrinks a shipped model."""
+    """The model's weights and memory items; ``dtype`` (e.g. float16) shrinks a shipped model. Nothing is written
+    unless ``load_model`` will read it back: ``config`` valid and of this model, ``dtype`` floating point."""
+    if dtype is not None and dtype not in SAVE_DTYPES:  # an integer or bool dtype would store every weight as 0
+        raise ConfigError(f"{path}: dtype must be None or a floating-point torch.dtype "
+                          f"({', '.join(map(str, SAVE_DTYPES))}), got {dtype!r}")
+    stored_config(path, config)
+    if not isinstance(model, MNAD):  # a wrapped one (DDP, torch.compile) names its tensors otherwise: it would not load
+        raise ConfigError(f"{path}: model must be an MNAD model (mnad.MNAD, as load_model returns), got {type(model).__name__}")
+    try:  # an MNAD's tensors are what its ModelConfig makes them: the same settings, the same tensors
+        check_same_model(model, config)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}; nothing was written") from exc
     state = model.state_dict()
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
@@ -293,6 +334,9 @@ PRETRAINED = {"ped2-pred": "ped2-pred.safetensors"}
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
     """A shipped model name, a model file, or a run folder (its final model, else its last training checkpoint)."""
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise ConfigError(f"a model is named by a shipped name ({', '.join(PRETRAINED)}), a file or a run folder, "
+                          f"got {name_or_path!r}")
     if str(name_or_path) in PRETRAINED:
         resource = resources.files("mnad") / "pretrained" / PRETRAINED[str(name_or_path)]
         if not resource.is_file():
@@ -317,11 +361,16 @@ def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
 
 
-def load_model(name_or_path: str | Path, *, expect: Config | None = None, map_location: str = "cpu") -> tuple[MNAD, Config]:
+def load_model(name_or_path: str | os.PathLike[str], *, expect: Config | None = None,
+               map_location: str | torch.device = "cpu") -> tuple[MNAD, Config]:
     """Build the model a checkpoint describes and load its weights and memory.
 
     ``expect``: refuse a checkpoint whose model settings (task, memory, channels, image size, ...) differ.
+    ``map_location``: the device the model is put on (cpu, cuda, cuda:N), refused where this machine has none.
     """
+    if expect is not None and not isinstance(expect, Config):
+        raise ConfigError(f"load_model: expect must be a mnad Config (mnad.load_config(...)) or None, got {expect!r}")
+    device = checked_device(map_location)  # before reading: a device this machine lacks is one error, not torch's
     path = resolve_checkpoint(name_or_path)
     if is_onnx_export(path):
         raise CheckpointError(f"{path}: an ONNX export (mnad export), which only scores; this needs the .safetensors "
@@ -337,4 +386,4 @@ def load_model(name_or_path: str | Path, *, expect: Config | None = None, map_lo
         raise CheckpointError(f"{path}: weights do not fit the stored config ({str(exc).splitlines()[-1].strip()})") from exc
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the stored config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.to(map_location), config
+    return model.to(device), config

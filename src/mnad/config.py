@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -112,13 +113,19 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Config:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a config is a table of sections and fields (a dict), got {data!r}")
         cfg = cls()
         for key, value in data.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{source}: field names are text, got {key!r}")
             if isinstance(value, dict):
                 section = getattr(cfg, key, None)
                 if not dataclasses.is_dataclass(section):
                     raise ConfigError(f"{source}: unknown section [{key}]")
                 for sub_key, sub_value in value.items():
+                    if not isinstance(sub_key, str):
+                        raise ConfigError(f"{source}: [{key}]: field names are text, got {sub_key!r}")
                     _set_field(section, sub_key, sub_value, f"{source}: [{key}]")
             else:
                 _set_field(cfg, key, value, source)
@@ -127,6 +134,9 @@ class Config:
 
     def override(self, assignments: list[str]) -> Config:
         """Apply ``section.field=value`` strings (value parsed as TOML, bare words as strings)."""
+        # a lone string would be taken letter by letter ("override 't': expected section.field=value")
+        if not isinstance(assignments, list | tuple) or not all(isinstance(text, str) for text in assignments):
+            raise ConfigError(f"override: assignments must be a list of 'section.field=value' strings, got {assignments!r}")
         data = self.to_dict()
         for text in assignments:
             key, sep, raw = text.partition("=")
@@ -170,6 +180,8 @@ class Config:
                 raise ConfigError(f"{source}: eval.{key} must be 'frame' or 'patch', got {getattr(e, key)!r}")
         if e.normalization not in ("video", "causal", "calibrated"):
             raise ConfigError(f"{source}: eval.normalization must be 'video', 'causal' or 'calibrated'")
+        if e.gamma < 0:  # the memory updates where E_t < gamma: a negative gamma would silently never update it
+            raise ConfigError(f"{source}: eval.gamma (--gamma) must be >= 0, got {e.gamma}")
         if e.smoothing < 1:
             raise ConfigError(f"{source}: eval.smoothing must be >= 1 frame, got {e.smoothing}")
         if e.normalization == "calibrated" and "threshold" not in e.calibration:
@@ -293,8 +305,10 @@ def recipe_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("mnad.configs").iterdir() if p.name.endswith(".toml"))
 
 
-def load_config(name_or_path: str | Path) -> Config:
+def load_config(name_or_path: str | os.PathLike[str]) -> Config:
     """Load a recipe by name (``ped2_pred``) or from a TOML file path."""
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise ConfigError(f"load_config: name_or_path must be a recipe name or a .toml path, got {name_or_path!r}")
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():

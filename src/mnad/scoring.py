@@ -225,54 +225,89 @@ class Calibration:
                               f"(it has {', '.join([rate_key(self.false_alarm_rate), *self.thresholds])}): recalibrate")
         return self.thresholds[key]
 
+    def __post_init__(self) -> None:
+        """The one rule of what a calibration holds, whether built by ``calibrate``, by hand or read (``from_dict``):
+        a hand-built one with an empty range or a NaN threshold would otherwise score nonsense without a word."""
+        tables = ("thresholds", "held_out_false_alarms", "pseudo_anomaly_auc")
+        for key in tables:
+            table = getattr(self, key)
+            if not isinstance(table, dict) or not all(isinstance(k, str) for k in table):
+                raise ConfigError(f"the calibration's {key} must map rates or names (text) to numbers, got {table!r}")
+        numbers = {f.name: getattr(self, f.name) for f in fields(self)[:8]}
+        numbers.update({f"{key}[{k}]": v for key in tables for k, v in getattr(self, key).items()})
+        if self.alpha is not None:
+            numbers["alpha"] = self.alpha
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"every calibration value must be a finite number: {name} is {value!r}")
+        if self.psnr_high <= self.psnr_low or self.distance_high < self.distance_low:
+            raise ConfigError("the calibration's ranges are empty (the footage it was fitted on did not vary): psnr_low "
+                              f"{self.psnr_low}, psnr_high {self.psnr_high}, distance_low {self.distance_low}, "
+                              f"distance_high {self.distance_high}")
+        if not 0 < self.false_alarm_rate < 1:
+            raise ConfigError(f"the calibration's false_alarm_rate must lie in (0, 1), got {self.false_alarm_rate}")
+        for name, minimum in (("smoothing", 1), ("frames", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < minimum:  # bool is refused above
+                raise ConfigError(f"the calibration's {name} must be a whole number >= {minimum}, got {value!r}")
+        if self.alpha is not None and not 0 <= self.alpha <= 1:
+            raise ConfigError(f"the calibration's alpha must lie in [0, 1], got {self.alpha}")
+        if not isinstance(self.footage, list) or not all(isinstance(v, str) and parse_span(v) for v in self.footage):
+            raise ConfigError(f"the calibration's footage must be a list of 'path[first:end]' spans, got {self.footage!r}")
+        for key in ("psnr_region", "distance_region"):
+            value = getattr(self, key)
+            if (value is not None or key == "distance_region") and value not in ("frame", "patch"):
+                raise ConfigError(f"the calibration's {key} must be 'frame' or 'patch', got {value!r}")
+        if self.test_update is not None and not isinstance(self.test_update, bool):
+            raise ConfigError(f"the calibration's test_update must be true or false, got {self.test_update!r}")
+        # Config.validate refuses a negative eval.gamma before any scoring; this catches a hand-built calibration's
+        gamma = self.gamma
+        if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, int | float) or not math.isfinite(gamma) or gamma < 0):
+            raise ConfigError(f"the calibration's gamma must be a finite number >= 0, got {gamma!r}")
+        for key, allowed in (("psnr_peak", ("one", "max")), ("regular_score", ("code", "paper"))):
+            value = getattr(self, key)  # None: written before it was recorded (fitted with its model's own value)
+            if value is not None and value not in allowed:
+                raise ConfigError(f"the calibration's {key} must be {' or '.join(map(repr, allowed))}, got {value!r}")
+        check_uncalibrated(self.uncalibrated)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "eval.calibration") -> Calibration:
+        """A stored calibration (JSON, TOML): the fields converted to the dataclass's types, then checked by its one
+        rule (``__post_init__``), errors naming ``source``."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a calibration is a table of its fields, got {data!r}")
         names = [f.name for f in fields(cls)]
-        required = names[:8]
-        missing = [k for k in required if k not in data]
+        missing = [k for k in names[:8] if k not in data]
         if missing:
             raise ConfigError(f"{source}: the calibration lacks {', '.join(missing)}: run `mnad calibrate` again")
-        unknown = sorted(set(data) - set(names))
+        unknown = sorted(map(str, set(data) - set(names)))
         if unknown:
             raise ConfigError(f"{source}: unknown calibration field(s) {', '.join(unknown)}")
-        tables = ("thresholds", "held_out_false_alarms", "pseudo_anomaly_auc")
-        numbers = [data[k] for k in required] + [v for key in tables for v in dict(data.get(key, {})).values()]
-        numbers += [data["alpha"]] if data.get("alpha") is not None else []
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
-            raise ConfigError(f"{source}: every calibration value must be a finite number")
-        if data["psnr_high"] <= data["psnr_low"] or data["distance_high"] < data["distance_low"]:
-            raise ConfigError(f"{source}: the calibration's ranges are empty (the footage it was fitted on did not vary)")
-        if not 0 < data["false_alarm_rate"] < 1 or data["smoothing"] < 1:
-            raise ConfigError(f"{source}: the calibration's false_alarm_rate must lie in (0, 1) and smoothing be >= 1")
-        if data.get("alpha") is not None and not 0 <= data["alpha"] <= 1:
-            raise ConfigError(f"{source}: the calibration's alpha must lie in [0, 1], got {data['alpha']}")
         values = {k: data[k] for k in names if k in data}
-        values["smoothing"], values["frames"] = int(values["smoothing"]), int(values["frames"])
-        for key in tables:
-            values[key] = {str(k): float(v) for k, v in dict(data.get(key, {})).items()}
-        values["footage"] = list(data.get("footage", []))
-        if not all(isinstance(v, str) and parse_span(v) for v in values["footage"]):
-            raise ConfigError(f"{source}: the calibration's footage must be a list of 'path[first:end]' spans")
-        for key in ("psnr_region", "distance_region"):
-            if data.get(key) is not None and data[key] not in ("frame", "patch"):
-                raise ConfigError(f"{source}: the calibration's {key} must be 'frame' or 'patch', got {data[key]!r}")
-        values["distance_region"] = data.get("distance_region") or "frame"
-        values["alpha"] = None if data.get("alpha") is None else float(data["alpha"])
-        if data.get("test_update") is not None and not isinstance(data["test_update"], bool):
-            raise ConfigError(f"{source}: the calibration's test_update must be true or false, got {data['test_update']!r}")
-        gamma = data.get("gamma")
-        if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, int | float) or not math.isfinite(gamma) or gamma < 0):
-            raise ConfigError(f"{source}: the calibration's gamma must be a finite number >= 0, got {gamma!r}")
-        values["gamma"] = None if gamma is None else float(gamma)
-        for key, allowed in (("psnr_peak", ("one", "max")), ("regular_score", ("code", "paper"))):
-            values[key] = data.get(key)  # None: written before it was recorded (fitted with its model's own value)
-            if values[key] is not None and values[key] not in allowed:
-                raise ConfigError(f"{source}: the calibration's {key} must be {' or '.join(map(repr, allowed))}, got {values[key]!r}")
-        values["uncalibrated"] = check_uncalibrated(data.get("uncalibrated", {}), source)
-        return cls(**values)
+        # a count written as 5.0 (TOML, JSON) is the count 5; 2.5 stays as it is, for the rule to refuse
+        for key in ("smoothing", "frames"):
+            if isinstance(values[key], float) and values[key].is_integer():
+                values[key] = int(values[key])
+        for key in ("thresholds", "held_out_false_alarms", "pseudo_anomaly_auc"):
+            table = values.get(key, {})
+            if isinstance(table, dict):  # keys as text (rates), whole numbers as floats; anything else is for the rule
+                values[key] = {str(k): float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in table.items()}
+        if isinstance(values.get("footage"), list | tuple):  # a copy: the calibration never shares the config's lists
+            values["footage"] = list(values["footage"])
+        if isinstance(values.get("uncalibrated"), dict):
+            values["uncalibrated"] = dict(values["uncalibrated"])
+        if values.get("distance_region") is None:
+            values["distance_region"] = "frame"  # absent or null: written before it was recorded, fitted on the whole frame
+        for key in ("alpha", "gamma"):
+            if isinstance(values.get(key), int) and not isinstance(values[key], bool):
+                values[key] = float(values[key])
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
 
 
 # The eval settings ``calibrate.with_calibration`` replaces, with the values each may have had before (Calibration.uncalibrated)
@@ -281,11 +316,11 @@ UNCALIBRATED_SETTINGS: dict[str, tuple[str, ...] | None] = {
     "distance_region": ("frame", "patch"), "alpha": None}
 
 
-def check_uncalibrated(record: object, source: str) -> dict[str, Any]:
+def check_uncalibrated(record: object) -> None:
     """A calibration's ``uncalibrated`` record, checked: each of UNCALIBRATED_SETTINGS at most once, with a value that
     setting can take (smoothing a count >= 1, alpha in [0, 1])."""
     if not isinstance(record, dict) or set(record) - set(UNCALIBRATED_SETTINGS):
-        raise ConfigError(f"{source}: the calibration's uncalibrated must map some of {', '.join(UNCALIBRATED_SETTINGS)} "
+        raise ConfigError(f"the calibration's uncalibrated must map some of {', '.join(UNCALIBRATED_SETTINGS)} "
                           f"to their values, got {record!r}")
     for key, value in record.items():
         allowed = UNCALIBRATED_SETTINGS[key]
@@ -296,8 +331,7 @@ def check_uncalibrated(record: object, source: str) -> dict[str, Any]:
         else:
             fine = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
         if not fine:
-            raise ConfigError(f"{source}: the calibration's uncalibrated {key} cannot be {value!r}")
-    return dict(record)
+            raise ConfigError(f"the calibration's uncalibrated {key} cannot be {value!r}")
 
 
 def rate_key(false_alarm_rate: float) -> str:
