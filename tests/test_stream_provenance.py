@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from mnad.aot import AotStep
 from mnad.checkpoint import weights_digest
 from mnad.config import ModelConfig
-from mnad.errors import CheckpointError
+from mnad.errors import CheckpointError, ConfigError
 from mnad.model import MNAD
 from mnad.scoring import Calibration
 from mnad.stream import StreamScorer, step_digest
@@ -93,6 +93,22 @@ def test_the_digest_of_an_aot_step_is_its_models_weights() -> None:
     assert step_digest(step) == weights_digest(model)
     with pytest.raises(AttributeError):
         step.digest = "0" * 64  # read-only: a step scores the weights it was built from
+
+
+def test_an_aot_step_refuses_to_compile_weights_changed_after_it_was_built(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNAD_CACHE_DIR", str(tmp_path / "cache"))
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = MNAD(config.model).eval()
+    step = AotStep(model, config.override(["eval.compile=true"]))
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # a caller training on after building its scorer
+    m = config.model
+    inputs = torch.zeros(1, m.channels * (m.t_length - 1), m.image_size, m.image_size)
+    with pytest.raises(ConfigError, match="changed after its scorer was built"):  # was: compiled the new weights and
+        step(inputs, inputs[:, :m.channels], model.memory.items[None])  # filed them under the old weights' digest
+    assert not list((tmp_path / "cache").glob("*.pt2"))
 
 
 # a calibration as mnad wrote it before psnr_peak, regular_score and uncalibrated were recorded, and the digest a stream

@@ -145,6 +145,9 @@ class AotStep:
     def _build(self, shapes: tuple, package: Path, record: Path) -> None:
         log.info("compiling the scoring step for inputs %s (once for this model and frame size; minutes on 2 cores)",
                  "x".join(map(str, shapes[0])))
+        if weights_digest(self.model) != self._weights:  # the package is kept under the digest taken when built
+            raise ConfigError("eval.compile: the model's weights changed after its scorer was built (the compiled step "
+                              "would be filed under the weights it was built with); build the scorer again")
         with tempfile.TemporaryDirectory(prefix="mnad-aoti-", dir=package.parent) as work:
             save_model(Path(work, "model.safetensors"), self.model, self.config)  # with its config, read back hash-checked
             job = {"shapes": shapes, "threads": torch.get_num_threads(), "package": f"{work}/step.pt2"}
