@@ -220,12 +220,17 @@ def test_cli_refuses_a_region_sigma_that_marks_nothing(model_file: Path, tmp_pat
     assert "mnad: error: --region-sigma must be a finite number >= 0" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("options", [{"reconnects": math.nan}, {"reconnects": 1.5}, {"reconnects": True},
-                                     {"retry_delay": math.nan}, {"retry_delay": "1"}, {"open_timeout": None},
-                                     {"read_timeout": math.inf}, {"fps": "25"}])
-def test_source_options_must_be_numbers_in_range(options: dict) -> None:
-    with pytest.raises(DataError):
+@pytest.mark.parametrize("options, named", [({"reconnects": math.nan}, "--reconnects"), ({"reconnects": 1.5}, "--reconnects"),
+                                            ({"reconnects": True}, "--reconnects"), ({"retry_delay": math.nan}, "retry delay"),
+                                            ({"retry_delay": "1"}, "retry delay"), ({"open_timeout": None}, "--open-timeout"),
+                                            ({"read_timeout": math.inf}, "--read-timeout"), ({"fps": "25"}, "--fps"),
+                                            ({"read_timeout": 0}, "--read-timeout"), ({"open_timeout": -1}, "--open-timeout")])
+def test_source_options_must_be_numbers_in_range(options: dict, named: str) -> None:
+    with pytest.raises(DataError) as caught:
         SourceOptions(**options)
+    message = str(caught.value)
+    assert message.startswith(named if named.startswith("-") else "the " + named)  # the one wrong option, first
+    assert [o for o in ("--fps", "--reconnects", "--open-timeout", "--read-timeout", "retry delay") if o in message] == [named]
 
 
 def test_detect_options_source_must_be_source_options() -> None:

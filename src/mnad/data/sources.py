@@ -848,18 +848,23 @@ class SourceOptions:
     read_timeout: float = 5.0  # seconds a live source may stay silent before it counts as stalled
 
     def __post_init__(self) -> None:
-        # every one a real number (a bool, a string or None is no count of seconds), NaN refused by the comparisons
-        numbers = (self.fps, self.reconnects, self.retry_delay, self.open_timeout, self.read_timeout)
-        if any(isinstance(v, bool) or not isinstance(v, Real) for v in numbers):
-            raise DataError(f"--fps, --reconnects, the retry delay, --open-timeout and --read-timeout must be numbers, got "
-                            f"{printable(repr(numbers))[:120]}")
+        # each a real number (a bool, a string or None is no count of seconds), NaN refused by the comparisons; each
+        # error names the one option that is wrong
+        names = {"fps": "--fps", "reconnects": "--reconnects", "retry_delay": "the retry delay (SourceOptions.retry_delay)",
+                 "open_timeout": "--open-timeout", "read_timeout": "--read-timeout"}
+        for name, option in names.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real):
+                raise DataError(f"{option} must be a number, got {printable(repr(value))[:80]}")
         check_fps(self.fps)
         # a whole count: a NaN or fractional one would never be reached (``failures >= reconnects``), reconnecting for ever
-        if not isinstance(self.reconnects, Integral) or self.reconnects < 0 or not 0 <= self.retry_delay <= MAX_WAIT:
-            raise DataError(f"--reconnects must be a whole number >= 0 and the retry delay from 0 to {MAX_WAIT:g} seconds, "
-                            f"got {self.reconnects!r} and {self.retry_delay!r}")
-        if not (0 < self.open_timeout <= MAX_WAIT and 0 < self.read_timeout <= MAX_WAIT):  # OpenCV takes int milliseconds
-            raise DataError(f"--open-timeout and --read-timeout must be > 0 and at most {MAX_WAIT:g} seconds")
+        if not isinstance(self.reconnects, Integral) or self.reconnects < 0:
+            raise DataError(f"--reconnects must be a whole number >= 0, got {self.reconnects!r}")
+        if not 0 <= self.retry_delay <= MAX_WAIT:
+            raise DataError(f"{names['retry_delay']} must be from 0 to {MAX_WAIT:g} seconds, got {self.retry_delay!r}")
+        for name in ("open_timeout", "read_timeout"):  # OpenCV takes int milliseconds
+            if not 0 < getattr(self, name) <= MAX_WAIT:
+                raise DataError(f"{names[name]} must be > 0 and at most {MAX_WAIT:g} seconds, got {getattr(self, name)!r}")
 
 
 CAMERA_INDEXES = 100  # camera indexes are 0..99: OpenCV reads an index of 100 or more as a backend's code plus an
