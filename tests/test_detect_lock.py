@@ -143,3 +143,30 @@ def test_a_scorer_whose_weights_cannot_be_told_restores_no_state() -> None:
     assert blind.model_digest is None
     with pytest.raises(CheckpointError, match="does not know the weights"):
         blind.restore(blind.state())
+
+
+def test_a_lock_file_removed_between_open_and_lock_is_not_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that wrote nothing removes its lock file while holding it (detect.locked_output): a second process that
+    opened the file just before and locks it just after must not hold a lock on a file no longer in the folder, where a
+    third would lock the new one beside it."""
+    import fcntl
+
+    from mnad import checkpoint
+
+    folder = tmp_path / "o"
+    folder.mkdir()
+    real_flock, removed = fcntl.flock, []
+
+    def flock_after_removal(fd: int, operation: int) -> None:
+        if not removed:  # the first holder ends between this process's open and its lock
+            removed.append(True)
+            (folder / LOCK_FILE).unlink()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(checkpoint.fcntl, "flock", flock_after_removal)
+    with RunFolderLock(folder) as lock:
+        lock.acquire()
+        assert lock.held and removed
+        monkeypatch.setattr(checkpoint.fcntl, "flock", real_flock)
+        with pytest.raises(DataError, match="another mnad process"):  # was: a third run locked the new file too
+            RunFolderLock(folder).acquire()

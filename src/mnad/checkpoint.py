@@ -41,6 +41,18 @@ EPOCH_GLOB = "epoch_*.safetensors"  # train.keep_epochs: the model after each ep
 LOCK_FILE = ".lock"  # held (flock) by the process writing a run folder
 
 
+LOCK_ATTEMPTS = 10  # times a lock file replaced under us is opened again (each replacement is another run's end)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open ``fd`` is the file now at ``path`` (not one since removed or replaced)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 class RunFolderLock:
     """An exclusive, non-blocking lock on a run folder (``flock`` on ``<folder>/.lock``) while a process writes it.
 
@@ -59,18 +71,26 @@ class RunFolderLock:
     def acquire(self) -> None:
         if self._fd is not None or fcntl is None:
             return
-        try:
-            fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError as exc:
-            raise DataError(f"{self.folder}: cannot write to the output folder ({exc.strerror or exc})") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        path = self.folder / LOCK_FILE
+        for _ in range(LOCK_ATTEMPTS):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                raise DataError(f"{self.folder}: cannot write to the output folder ({exc.strerror or exc})") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise DataError(f"{self.folder}: another mnad process is writing this run folder") from exc
+                raise DataError(f"{self.folder}: cannot lock the run folder ({exc.strerror or exc})") from exc
+            # a holder that wrote nothing removes its lock file before it lets go (detect.locked_output): a file opened
+            # just before that and locked just after is no longer the folder's, and a second run would lock the new one
+            if _same_file(fd, path):
+                self._fd = fd
+                return
             os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise DataError(f"{self.folder}: another mnad process is writing this run folder") from exc
-            raise DataError(f"{self.folder}: cannot lock the run folder ({exc.strerror or exc})") from exc
-        self._fd = fd
+        raise DataError(f"{self.folder}: cannot lock the run folder (its lock file kept being replaced)")
 
     def release(self) -> None:
         if self._fd is not None:

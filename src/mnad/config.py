@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from mnad.errors import ConfigError
 
+MAX_IMAGE_SIZE = 2048  # model.image_size's largest: far above any published setting; larger only exhausts memory
+
 
 @dataclass
 class ModelConfig:
@@ -264,7 +266,7 @@ def _check_numbers(config: Config, source: str) -> None:
             raise ConfigError(f"{source}: {name} must be >= {low}, got {value}")
     # far above any published setting; larger values only exhaust memory (or run for days) before failing
     maximum = {"model.t_length": (m.t_length, 64), "model.width": (m.width, 1024), "model.memory_size": (m.memory_size, 10_000),
-               "model.image_size": (m.image_size, 2048)}
+               "model.image_size": (m.image_size, MAX_IMAGE_SIZE)}
     for name, (value, high) in maximum.items():
         if value > high:
             raise ConfigError(f"{source}: {name} must be at most {high}, got {value}")

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mnad.config import check_pixel_range
+from mnad.config import MAX_IMAGE_SIZE, check_pixel_range
 from mnad.errors import ConfigError, DataError, printable
 
 try:
@@ -200,7 +200,6 @@ def to_channels(image: np.ndarray, channels: int, source: str | Path, pixel_rang
     return image
 
 
-MAX_IMAGE_SIZE = 2048  # model.image_size's largest value (config): a larger size is a typo that only exhausts memory
 
 
 def _check_frame_inputs(image: object, size: object, channels: object, source: str | Path) -> None:
