@@ -37,7 +37,7 @@ from mnad.scoring import (
     score_terms,
     smooth,
 )
-from mnad.stream import StreamScorer
+from mnad.stream import StreamScorer, checked_config
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def calibrate(
     and scores them lower than unseen normal footage (thresholds then alert too often). A calibrated ``config`` is
     calibrated from the model's own settings (``uncalibrated``), not from its calibration's choice.
     """
+    checked_config(config)  # a Config changed by hand as a config file, before any footage is read
     config = uncalibrated(config)  # its old alpha, window and terms would otherwise fix every candidate's (an alpha of 1: no D)
     check_same_model(model, config)  # the footage is scored as the trained model is, and the model saved with this config
     if isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, int | float) or not 0 < false_alarm_rate < 1:

@@ -69,7 +69,7 @@ from mnad.outputs import (
     write_detect_summary,
 )
 from mnad.scoring import Calibration, check_calibrated_scoring, rate_key
-from mnad.stream import FrameResult, StreamScorer, score_streams
+from mnad.stream import FrameResult, StreamScorer, checked_config, score_streams
 
 log = logging.getLogger(__name__)
 
@@ -632,6 +632,7 @@ def detect(
     The scores are normalised by the model's calibration, else by a running min-max; ``options.normalization`` may ask
     for either ('calibrated', 'causal': refused when the model has no calibration, or has one), never for 'video'
     (``DetectOptions``). ``config.eval.normalization`` is read only for a calibrated model (``check_calibrated_scoring``)."""
+    checked_config(config)  # a Config changed by hand as a config file, before --out or any source is touched
     options = DetectOptions() if options is None else options
     if not isinstance(options, DetectOptions):
         raise ConfigError(f"options must be a mnad.detect.DetectOptions or None, got {type(options).__name__}")

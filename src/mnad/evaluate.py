@@ -33,7 +33,7 @@ from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measur
 from mnad.model import MNAD
 from mnad.outputs import check_evaluation_output, write_evaluation
 from mnad.scoring import Calibration, anomaly_score, check_calibrated_scoring, frames_needed, mixing_weight, rate_key, score_terms, smooth
-from mnad.stream import FrameResult, StreamScorer
+from mnad.stream import FrameResult, StreamScorer, checked_config
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def score_videos(
     ``causal_score`` the S_t before smoothing; otherwise ``add_scores`` computes S_t afterwards. ``videos`` opened
     with another pixel range than the model's (``open_video(path)`` for a model with ``model.pixel_range``) are
     refused before any frame is scored: their 16-bit frames would be read otherwise than the model saw them."""
+    checked_config(config)  # a Config changed by hand as a config file (also when a scorer is given)
     check_same_model(model, config)  # then config.model.pixel_range is the model's own
     check_pixel_ranges(videos, config.model.pixel_range)
     scorer = scorer or StreamScorer.for_model(model, config, normalization="video", device=device)
@@ -277,6 +278,7 @@ def evaluate(
     metrics.json records which model was evaluated (``model_record``): the SHA-256 of its weights and, given the
     ``checkpoint`` it was loaded from, the run folder that trained it, which ``mnad report`` shows the training of.
     """
+    checked_config(config)  # before --out is made or any footage read
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if out_dir is not None:  # before anything is read or scored, not at the write

@@ -31,7 +31,7 @@ from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.quantize import CALIBRATION_CLIPS, check_footage, quantize_graph
-from mnad.stream import ScoringStep, StepResult
+from mnad.stream import ScoringStep, StepResult, checked_config
 
 SIDECAR_FORMAT = "mnad-onnx-2"  # 2: the step also outputs patch_distance
 INPUTS = ["inputs", "target", "items"]
@@ -73,6 +73,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
 
     ``int8``: the U-Net's convolutions quantised to int8 (``mnad.quantize``), calibrated on ``calibration_clips`` clips
     (default ``quantize.CALIBRATION_CLIPS``) spread over ``calibration``, normal footage such as the training videos."""
+    checked_config(config)  # a Config changed by hand as a config file, before the output is checked or footage read
     path = check_export_output(path, overwrite=overwrite)
     check_same_model(model, config)  # the sidecar's config must describe the graph (was: another memory size recorded)
     if calibration_clips is not None:

@@ -120,6 +120,16 @@ ONNX_ONE_STREAM = ("several sources at once need a PyTorch model: the exported O
                    "(run one `mnad detect` per source, or use the checkpoint the ONNX file was exported from)")
 
 
+def checked_config(config: object) -> Config:
+    """``config`` checked as a config file is (``Config.validate``, the same ``ConfigError``): a public entry point takes
+    a Config changed by hand after it was made (``config.eval.gamma = -1``) only if a file could have said it. Once per
+    call, up front, never per frame."""
+    if not isinstance(config, Config):
+        raise ConfigError(f"config must be a mnad Config (mnad.load_config gives one), got a {type(config).__name__}")
+    config.validate()
+    return config
+
+
 def scoring_step(model: MNAD, config: Config) -> Step:
     """The step scoring runs: ``ScoringStep``, compiled as one graph with its weights frozen under ``eval.compile``
     (the memory items stay an argument, so test-time updates still reach the next frame): ahead of time on the CPU
@@ -243,6 +253,7 @@ class StreamScorer:
         maps: bool = False,
         model_digest: str | None = None,
     ) -> None:
+        checked_config(config)  # built directly, as for_model/for_streams (which check before building the step)
         device = str(checked_device(device))
         self.step, self.config, self.device, self.maps = step, config, device, maps
         # the weights' SHA-256, however the scorer was built: a saved state restores only into a scorer of the same
@@ -295,6 +306,7 @@ class StreamScorer:
         """A scorer of ``model`` (weights copied and frozen; its memory items copied), or of an exported model."""
         from mnad.export import OnnxModel
 
+        checked_config(config)  # before the step is built (a compiled one takes minutes)
         if isinstance(model, OnnxModel):
             if config.eval.compile:
                 raise ConfigError("eval.compile applies to PyTorch models, not to an ONNX model")
@@ -316,6 +328,7 @@ class StreamScorer:
         from mnad.export import OnnxModel
 
         check_count("streams", streams)
+        checked_config(config)  # before the step is built, as for_model
         if streams == 1:
             return [cls.for_model(model, config, **options)]
         if isinstance(model, OnnxModel):
@@ -537,9 +550,14 @@ class StreamScorer:
                 "distance_region": e.distance_region, "psnr_peak": e.psnr_peak, "alpha": self.alpha, "calibration": calibration}
 
     def save_state(self, path: str | Path) -> None:
-        """Write the state as safetensors (tensors and JSON metadata, no code), atomically, with what it belongs to."""
+        """Write the state as safetensors (tensors and JSON metadata, no code), atomically, with what it belongs to.
+        Refused (``ConfigError``, nothing written) while a clip waits for its result: its frame is in the window but
+        not scored, and a scorer restored from the file would never score it."""
         from safetensors.torch import save
 
+        if self._pending is not None:
+            raise ConfigError(f"save_state(): the clip of frame {self._pending[0]} still waits for its result: pass the "
+                              "step's result to consume() before saving the state (or call new_video() to drop it)")
         s = self.state()
         tensors = {f"window.{i}": torch.from_numpy(np.ascontiguousarray(f)) for i, f in enumerate(s.window)}
         if s.items is not None:
