@@ -330,22 +330,39 @@ def print_metrics(metrics: dict) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Generate the synthetic scene, train a small model on it and evaluate it: nothing to download."""
+    import shutil
+
     from mnad.checkpoint import check_run_folder, load_model
-    from mnad.data.synthetic import make_synthetic_dataset
+    from mnad.data.synthetic import make_synthetic_dataset, training_lengths
+    from mnad.errors import DataError, os_reason
     from mnad.evaluate import evaluate
     from mnad.outputs import check_evaluation_output, check_output_folder
-    from mnad.train import train
+    from mnad.train import check_planned_training, train
 
-    # everything checked before anything is written: the options (--seed seeds the scene too), the folder, and an
-    # earlier demo run there (its scene is not regenerated under it unless --overwrite replaces the run)
+    # everything checked before anything is written: the options (--seed seeds the scene too), the folder, an
+    # earlier demo run there (its scene is not regenerated under it unless --overwrite replaces the run), and what
+    # training checks before it reads a frame (epochs, device, one batch of the scene's clips)
     config = apply_options(load_config("synthetic_pred"), args)  # validated: a bad --seed is refused here
     if args.out is not None:
         check_output_folder(args.out)  # a file in its place, or an unwritable folder
         check_run_folder(Path(args.out) / "run", resume=False, overwrite=args.overwrite)
         # its evaluation goes into the run it makes (run/eval): one there is the earlier run's, which --overwrite replaces
         check_evaluation_output(Path(args.out) / "run" / "eval", overwrite=args.overwrite)
-    out = Path(args.out or tempfile.mkdtemp(prefix="mnad-demo-"))
-    root = make_synthetic_dataset(out / "data", size=64, seed=config.train.seed).parent
+    check_planned_training(config, training_lengths(), Path(args.out) / "data" if args.out else "the demo's scene")
+    if args.out is None:
+        try:
+            out = Path(tempfile.mkdtemp(prefix="mnad-demo-"))
+        except OSError as exc:
+            raise DataError(f"{tempfile.gettempdir()}: cannot make the demo's folder there ({os_reason(exc)}); "
+                            "set TMPDIR or pass --out") from exc
+    else:
+        out = Path(args.out)
+    try:
+        root = make_synthetic_dataset(out / "data", size=64, seed=config.train.seed).parent
+    except DataError:
+        if args.out is None:  # the temporary folder made above; a --out folder the scene created is removed by it
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print(f"synthetic scene written to {root / 'synthetic'}")
     model_path = train(config, root, out / "run", overwrite=args.overwrite, progress=not args.quiet)
     model, config = load_model(model_path)

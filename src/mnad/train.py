@@ -107,6 +107,46 @@ def training_clips(videos: list[Video]) -> list[list]:
     return [[v.name, len(v)] for v in videos]
 
 
+def check_epochs(config: Config) -> None:
+    """Refuse ``train.epochs`` below 1: config allows 0 (a recipe used only to score), but a run of 0 epochs would
+    write a random model."""
+    if config.train.epochs < 1:
+        raise ConfigError(f"train.epochs must be >= 1 to train, got {config.train.epochs} (the model would keep its random "
+                          "initial weights)")
+
+
+def check_one_batch(clips: int, config: Config, data_root: str | Path) -> None:
+    """Refuse training footage of ``clips`` clips that fill no batch of ``train.batch_size``."""
+    if clips < config.train.batch_size:
+        raise DataError(f"{data_root}: {clips} training clips of {config.model.t_length} frames, fewer than one batch of "
+                        f"{config.train.batch_size}")
+
+
+class _Planned(Video):
+    """A training video of a known length whose frames are not written yet: counted, never read."""
+
+    def __init__(self, name: str, length: int) -> None:
+        self.name, self.path, self._length = name, Path(name), length
+
+    def __len__(self) -> int:
+        return self._length
+
+
+def check_planned_training(config: Config, lengths: dict[str, int], data_root: str | Path) -> None:
+    """The checks ``train`` makes before it reads a frame, made for footage not yet written (the demo's scene, whose
+    training videos are named and sized by ``lengths``), so that a run refused by them writes nothing: the config,
+    ``train.epochs``, the device, and one batch of clips after the held-out part and the clip stride (counted by the
+    split and the dataset training uses)."""
+    config.validate("config")
+    check_epochs(config)
+    distributed.checked_device(config.train.device)
+    t_length = config.model.t_length
+    videos, _ = split_holdout([_Planned(n, k) for n, k in lengths.items()], config.train.holdout, t_length,
+                              config.train.holdout_videos)
+    store = FrameStore(videos, config.model.image_size, config.model.channels, cache=False)
+    check_one_batch(len(ClipDataset(store, t_length, stride=config.train.clip_stride)), config, data_root)
+
+
 def holdout_videos(run_dir: str | Path, pixel_range: list[int] | tuple[int, ...] = ()) -> list[FrameRange]:
     """The held-out frames recorded by a training run (``holdout.json`` in its folder), 16-bit frames mapped by
     ``pixel_range`` (the model's ``model.pixel_range``)."""
@@ -365,9 +405,7 @@ def _train(
     cfg, out_dir = config, Path(out_dir)
     cfg.validate("config")  # a Config built or changed in Python gets the checks a recipe gets
     cfg = without_calibration(cfg)
-    if cfg.train.epochs < 1:  # config allows 0 (a recipe used only to score); a run of 0 epochs would write a random model
-        raise ConfigError(f"train.epochs must be >= 1 to train, got {cfg.train.epochs} (the model would keep its random "
-                          "initial weights)")
+    check_epochs(cfg)
     ctx = distributed.setup(cfg.train.device)  # joins torchrun's process group, if any; one GPU per rank
     cfg = distributed.training_precision(cfg, ctx.device)  # the run's config.json says what ran
     check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # every rank, before any data is decoded
@@ -390,8 +428,7 @@ def _train(
     if short and ctx.is_main:  # they give no clip: the run would learn less footage than it was given, unsaid
         log.warning("%d of the %d training videos have fewer frames than a clip of %d and are not used: %s", len(short),
                     len(videos), cfg.model.t_length, ", ".join(short[:5]) + (", ..." if len(short) > 5 else ""))
-    if len(dataset) < cfg.train.batch_size:
-        raise DataError(f"{data_root}: {len(dataset)} training clips of {cfg.model.t_length} frames, fewer than one batch of {cfg.train.batch_size}")
+    check_one_batch(len(dataset), cfg, data_root)
     if cfg.train.cache_frames:
         dataset.preload()  # a bad frame fails now, before anything is written
 

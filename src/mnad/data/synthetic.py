@@ -6,14 +6,18 @@ Ped2/Avenue convention read by the rest of the package: ``<split>/frames/<NN>/<N
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from mnad.errors import DataError, os_reason
+
 _SS = 4  # supersampling: draw at 4x and downscale, so sub-pixel motion stays smooth at small sizes
 _REF = 64.0  # all sizes and speeds below are in pixels of a 64x64 frame and get scaled to `size`
 _BGR = tuple[int, int, int]
+N_TRAIN, N_TEST, N_FRAMES = 4, 4, 60  # the demo's scene: 4 training and 4 test videos of 60 frames
 
 
 def _background(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -123,28 +127,52 @@ def _render_video(out_dir: Path, rng: np.random.Generator, bg: np.ndarray, size:
                     _draw_cart(canvas, x * _SS, y * _SS, u, col)
         small = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
         small += rng.normal(0.0, 2.0, small.shape)  # mild sensor noise
-        cv2.imwrite(str(out_dir / f"{t:03d}.jpg"), np.clip(small, 0, 255).astype(np.uint8),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+        path = out_dir / f"{t:03d}.jpg"
+        if not cv2.imwrite(str(path), np.clip(small, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 95]):
+            raise OSError(f"{path}: not written")  # OpenCV says only False (a full disk, a folder gone)
         # "Visible" = at least two output pixels mostly covered by the anomalous object.
         labels[t] = int((cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA) > 127).sum() >= 2)
     return labels
 
 
-def make_synthetic_dataset(root: str | Path, *, name: str = "synthetic", n_train: int = 4, n_test: int = 4,
-                           n_frames: int = 60, size: int = 64, seed: int = 0) -> Path:
+def video_name(index: int) -> str:
+    """The folder name of a split's video ``index`` (0-based)."""
+    return f"{index + 1:02d}"
+
+
+def training_lengths(*, n_train: int = N_TRAIN, n_frames: int = N_FRAMES) -> dict[str, int]:
+    """The training videos ``make_synthetic_dataset`` writes with these parameters, by name, and their frame counts:
+    what training will find there, known before anything is written."""
+    return {video_name(i): n_frames for i in range(n_train)}
+
+
+def make_synthetic_dataset(root: str | Path, *, name: str = "synthetic", n_train: int = N_TRAIN, n_test: int = N_TEST,
+                           n_frames: int = N_FRAMES, size: int = 64, seed: int = 0) -> Path:
     """Generate the synthetic dataset under ``root/name`` and return that directory.
 
     Training videos show only pedestrians; each test video additionally has one anomaly (alternating a
     fast cyclist and a wide cart) entering about a third of the way in. Deterministic given ``seed``.
+    A write that fails (no such folder, no permission, a full disk) is one DataError naming ``root``, and the folders
+    this call created are removed again.
     """
     if n_frames < 3 or size < 16 or n_train < 1 or n_test < 1:
         raise ValueError("need n_frames >= 3, size >= 16 and at least one training and one test video")
     rng = np.random.default_rng(seed)
     out = Path(root) / name
     bg = _background(size, rng)
-    for i in range(n_train):
-        _render_video(out / "training" / "frames" / f"{i + 1:02d}", rng, bg, size, n_frames, None)
-    labels = [_render_video(out / "testing" / "frames" / f"{i + 1:02d}", rng, bg, size, n_frames,
-                            "bike" if i % 2 == 0 else "cart") for i in range(n_test)]
-    np.save(out / f"frame_labels_{name}.npy", np.concatenate(labels)[None, :])
+    created: Path | None = None  # the outermost folder this call creates, removed if the scene cannot be written whole
+    try:
+        if not out.exists():
+            created = out
+            while not created.parent.exists() and created.parent != created:
+                created = created.parent
+        for i in range(n_train):
+            _render_video(out / "training" / "frames" / video_name(i), rng, bg, size, n_frames, None)
+        labels = [_render_video(out / "testing" / "frames" / video_name(i), rng, bg, size, n_frames,
+                                "bike" if i % 2 == 0 else "cart") for i in range(n_test)]
+        np.save(out / f"frame_labels_{name}.npy", np.concatenate(labels)[None, :])
+    except OSError as exc:
+        if created is not None:  # a half-written scene would read as a (wrong) dataset later
+            shutil.rmtree(created, ignore_errors=True)
+        raise DataError(f"{root}: cannot write the synthetic scene there ({os_reason(exc)})") from exc
     return out
