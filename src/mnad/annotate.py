@@ -8,12 +8,14 @@ recent smoothed scores with the threshold line.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import cv2
 import numpy as np
 
-from mnad.data.sources import to_8bit
+from mnad.data.sources import check_fps, to_8bit
+from mnad.errors import ConfigError, DataError
 from mnad.scoring import abnormal_regions
 
 ALERT_RED = (40, 40, 230)  # BGR
@@ -21,12 +23,15 @@ NORMAL_GREEN = (80, 200, 80)
 TIMELINE_FRAMES = 200
 MIN_WIDTH = 320  # narrower frames are scaled up: the state's text and the timeline's labels need about this much
 TIMELINE_HEIGHT = 90
+PLOT_LIMIT = 1e9  # scores plotted beyond this are drawn at it: the axis's span must stay finite
 
 
 def video_size(height: int, width: int) -> tuple[int, int]:
     """(width, height) of the annotated video's frame picture for a source whose first frame is height x width: the
     frame scaled up by a whole factor to at least MIN_WIDTH (pixels stay square and sharp), then to even sides, which
     the encoder needs. The timeline strip goes under it."""
+    if height < 1 or width < 1:
+        raise DataError(f"a frame of {height} x {width} pixels cannot be annotated: its sides must be at least 1")
     factor = -(-MIN_WIDTH // width) if width < MIN_WIDTH else 1
     w, h = width * factor, height * factor
     return w + w % 2, h + h % 2
@@ -62,13 +67,19 @@ def _text(image: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, 
 
 def timeline(scores: deque[float], width: int, threshold: float | None, *, fps: float) -> np.ndarray:
     """A strip TIMELINE_HEIGHT high plotting the last scores (x: seconds before now, y: smoothed score) with the
-    threshold in red; the y range always holds the threshold and every plotted score."""
+    threshold in red; the y range always holds the threshold and every plotted score. A score that is not finite (a
+    model whose output went NaN) is a gap in the line, not a crash of the video being written."""
+    check_fps(fps)
+    if threshold is not None and not math.isfinite(threshold):
+        raise ConfigError(f"the alert threshold must be a finite number, got {threshold!r}")
     height = TIMELINE_HEIGHT
     strip = np.full((height, width, 3), 24, np.uint8)
     left, right, top, bottom = 44, width - 8, 14, height - 18
-    values = list(scores)
-    low = min([*values, threshold if threshold is not None else 0.0, 0.0])
-    high = max([*values, threshold if threshold is not None else 0.0, 1e-6])
+    # NaN marks a gap; finite scores are clipped so that the axis's span stays finite
+    values = [min(max(v, -PLOT_LIMIT), PLOT_LIMIT) if math.isfinite(v) else math.nan for v in scores]
+    finite = [v for v in values if not math.isnan(v)]
+    low = min([*finite, threshold if threshold is not None else 0.0, 0.0])
+    high = max([*finite, threshold if threshold is not None else 0.0, 1e-6])
     span = (high - low) * 1.1 or 1.0
     low, high = low - 0.05 * span, low + span
 
@@ -87,8 +98,15 @@ def timeline(scores: deque[float], width: int, threshold: float | None, *, fps: 
         _text(strip, f"threshold {threshold:.2f}", (right - 110, top - 3), ALERT_RED, 0.35)
     if len(values) > 1:
         xs = np.linspace(left, right, capacity)[-len(values):]
-        points = np.array([[int(x), y(v)] for x, v in zip(xs, values, strict=True)], np.int32)
-        cv2.polylines(strip, [points], False, (255, 255, 255), 1, cv2.LINE_AA)
+        runs: list[list[list[int]]] = [[]]  # the line's pieces between gaps
+        for x, v in zip(xs, values, strict=True):
+            if math.isnan(v):
+                runs.append([])
+            else:
+                runs[-1].append([int(x), y(v)])
+        pieces = [np.array(run, np.int32) for run in runs if len(run) > 1]
+        if pieces:
+            cv2.polylines(strip, pieces, False, (255, 255, 255), 1, cv2.LINE_AA)
     return strip
 
 

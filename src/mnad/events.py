@@ -10,16 +10,20 @@ from numbers import Real
 import numpy as np
 
 from mnad.config import check_count
-from mnad.errors import ConfigError
+from mnad.data.sources import check_fps
+from mnad.errors import ConfigError, DataError
 
 HYSTERESIS = 0.05  # an event ends when the smoothed score falls this far below the threshold
 MIN_EVENT_FRAMES = 3  # shorter events are dropped
 MAX_HYSTERESIS = 1.0  # the calibrated score's normal range is 0..1: a larger margin would hold an event open for good
 
 
-def check_event_options(hysteresis: object, min_frames: object) -> None:
-    """Refuse a hysteresis that is not a finite number in [0, MAX_HYSTERESIS] and a minimum length that is not an
-    integer >= 1 (one ``ConfigError`` naming the option)."""
+def check_event_options(hysteresis: object, min_frames: object, *, threshold: object = 0.0) -> None:
+    """Refuse a hysteresis that is not a finite number in [0, MAX_HYSTERESIS], a minimum length that is not an
+    integer >= 1 and an alert threshold that is not a finite number (NaN never alerts; one ``ConfigError`` naming the
+    option)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not math.isfinite(threshold):
+        raise ConfigError(f"the alert threshold must be a finite number, got {threshold!r}")
     if isinstance(hysteresis, bool) or not isinstance(hysteresis, Real) or not math.isfinite(hysteresis) \
             or not 0 <= hysteresis <= MAX_HYSTERESIS:
         raise ConfigError(f"--hysteresis must be a number from 0 to {MAX_HYSTERESIS:g}, got {hysteresis!r}")
@@ -51,7 +55,7 @@ class EventTracker:
     events returned (each event from its ``min_frames``-th frame to its end)."""
 
     def __init__(self, threshold: float, *, hysteresis: float = HYSTERESIS, min_frames: int = MIN_EVENT_FRAMES) -> None:
-        check_event_options(hysteresis, min_frames)
+        check_event_options(hysteresis, min_frames, threshold=threshold)
         self.threshold, self.low, self.min_frames = threshold, threshold - hysteresis, min_frames
         self.current: Event | None = None
 
@@ -115,15 +119,23 @@ def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.n
     abnormal frames: an Avenue or ShanghaiTech video may hold several) is caught when an event overlaps it; its delay
     is frames from its first frame to the start of the first event overlapping it (0 when that event was already
     open). A video is caught when one of its anomalies is. False events are counted per minute of the normal frames
-    scored (at ``fps``)."""
+    scored (at ``fps``). An event of a video not in ``videos``, a video whose frames and labels differ in number,
+    or an fps ``check_fps`` refuses is one ``DataError``."""
+    check_fps(fps)
     caught, delays, false_events, found = {}, [], 0, 0
-    by_video = {name: (frames, labels) for name, frames, labels in videos}
+    by_video = {name: (np.asarray(frames), np.asarray(labels)) for name, frames, labels in videos}
+    for name, (frames, labels) in by_video.items():
+        if frames.ndim != 1 or frames.shape != labels.shape:
+            raise DataError(f"video {name!r}: {frames.size} scored frames but {labels.size} labels (one label per frame)")
     for event in events:
+        if event.video not in by_video:
+            raise DataError(f"an event names video {event.video!r}, which is not among the labelled videos "
+                            f"({', '.join(map(repr, by_video)) or 'none'})")
         frames, labels = by_video[event.video]
         inside = (frames >= event.start_frame) & (frames <= event.end_frame)
         if not labels[inside].any():
             false_events += 1
-    spans = {name: anomalies(frames, labels) for name, frames, labels in videos}
+    spans = {name: anomalies(frames, labels) for name, (frames, labels) in by_video.items()}
     for name, runs in spans.items():
         if not runs:
             continue
@@ -134,7 +146,7 @@ def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.n
                 caught[name] = True
                 found += 1
                 delays.append(max(min(starts) - first, 0))
-    normal_minutes = sum(int((labels == 0).sum()) for _, _, labels in videos) / fps / 60
+    normal_minutes = sum(int((np.asarray(labels) == 0).sum()) for _, _, labels in videos) / fps / 60
     return {
         "events": len(events),
         "false_events": false_events,

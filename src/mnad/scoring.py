@@ -9,23 +9,42 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from numbers import Real
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import cv2
 import numpy as np
 import torch
 
+from mnad.config import check_count
 from mnad.data.sources import parse_span
-from mnad.errors import ConfigError
+from mnad.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from mnad.config import Config
 
 ArrayOrFloat = TypeVar("ArrayOrFloat", np.ndarray, float)
 
+PSNR_PEAKS = ("one", "max")  # eval.psnr_peak
+REGULAR_SCORES = ("code", "paper")  # eval.regular_score
+
+
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Refuse a mode that is not one of ``allowed`` (one ``ConfigError`` naming ``name``): an unknown one would
+    otherwise be scored as the other mode without a word. A tuple lookup: cheap enough for every frame."""
+    if value not in allowed:
+        raise ConfigError(f"{name} must be {' or '.join(map(repr, allowed))}, got {value!r}")
+
+
+def check_alpha(alpha: object) -> None:
+    """S_t's weight of PSNR: a finite number in [0, 1] (outside, S_t leaves its range; NaN makes every score NaN)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha <= 1:  # NaN fails the range
+        raise ConfigError(f"alpha (eval.alpha, S_t's weight of PSNR) must be a number from 0 to 1, got {alpha!r}")
+
 
 def psnr(predicted: torch.Tensor, target: torch.Tensor, *, peak: str = "one") -> torch.Tensor:
     """PSNR per sample of (B, C, H, W) frames. ``peak``: 'one' (published code) or 'max' of the prediction (paper)."""
+    check_choice("peak (eval.psnr_peak)", peak, PSNR_PEAKS)
     pred01, target01 = (predicted.float() + 1) / 2, (target.float() + 1) / 2
     mse = ((pred01 - target01) ** 2).flatten(1).mean(1)
     top = torch.ones_like(mse) if peak == "one" else pred01.flatten(1).amax(1) ** 2
@@ -78,6 +97,7 @@ def regular_score(predicted: torch.Tensor, target: torch.Tensor, *, kind: str = 
     'code': per-element squared errors (what the published gamma values are calibrated to);
     'paper': per-pixel L2 norms over the colour channels.
     """
+    check_choice("kind (eval.regular_score)", kind, REGULAR_SCORES)
     diff = (predicted.float() - target.float()) / 2  # difference of the frames mapped to [0, 1]
     error = diff**2 if kind == "code" else diff.norm(dim=1, keepdim=True)
     weight = 1 - torch.exp(-error)
@@ -367,6 +387,7 @@ def anomaly_score(
     """S_t of one video's frames: g is per-video min-max ('video', the published protocol), min-max over the frames
     so far ('causal') or the ranges of a calibration on normal footage ('calibrated'). The streaming scorer computes
     the causal ones frame by frame with the same normalisers."""
+    check_alpha(alpha)
     psnr_values, distances = np.asarray(psnr_values, dtype=np.float64), np.asarray(distances, dtype=np.float64)
     if normalization == "calibrated":
         if calibration is None or not calibration:
@@ -423,6 +444,7 @@ class CausalScore:
 
 def smooth(scores: np.ndarray, window: int) -> np.ndarray:
     """``TrailingMean`` over a whole series; window 1 leaves the scores as they are."""
+    check_count("the smoothing window (eval.smoothing, --smoothing)", window)
     scores = np.asarray(scores, dtype=np.float64)
     if window <= 1:
         return scores
@@ -436,7 +458,19 @@ def error_map(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def abnormal_regions(error: np.ndarray, sigma: float = 0.0) -> np.ndarray:
-    """Boolean mask of the regions whose (slightly blurred) error is above the frame's mean + ``sigma`` std
-    (paper Fig. 4 uses the mean); used by ``mnad detect`` and the report's thumbnails alike."""
-    blurred = cv2.GaussianBlur(np.asarray(error, dtype=np.float32), (0, 0), 2.0)
+    """Boolean mask (H, W) of the regions whose (slightly blurred) error is above the frame's mean + ``sigma`` std
+    (paper Fig. 4 uses the mean); used by ``mnad detect`` and the report's thumbnails alike.
+
+    ``error``: one frame's map, (H, W), or ``error_map``'s output for one frame, (1, H, W), whose batch of one is
+    dropped; anything else (a batch of several, a single row, an empty map) is one ``DataError``: read as an image,
+    cv2 would take (H, W, C) as H rows of W pixels with C channels and outline the wrong regions without a word."""
+    try:
+        plane = np.asarray(error, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"error: an error map must be an array of numbers, got {type(error).__name__}") from exc
+    if plane.ndim == 3 and plane.shape[0] == 1:
+        plane = plane[0]
+    if plane.ndim != 2 or plane.size == 0:
+        raise DataError(f"error: an error map must be one frame's (H, W), or (1, H, W), not empty, got shape {np.shape(error)}")
+    blurred = cv2.GaussianBlur(plane, (0, 0), 2.0)
     return blurred > blurred.mean() + sigma * blurred.std()
