@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +77,7 @@ def calibrate(
     checked_config(config)  # a Config changed by hand as a config file, before any footage is read
     config = uncalibrated(config)  # its old alpha, window and terms would otherwise fix every candidate's (an alpha of 1: no D)
     check_same_model(model, config)  # the footage is scored as the trained model is, and the model saved with this config
-    if isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, int | float) or not 0 < false_alarm_rate < 1:
-        raise ConfigError(f"--false-alarm-rate must be a number strictly between 0 and 1, got {false_alarm_rate!r}")
+    false_alarm_rate = check_rate(false_alarm_rate)
     if smoothing is not None:
         check_count("--smoothing", smoothing)
         smoothing = int(smoothing)
@@ -113,18 +114,16 @@ def calibrate(
     smoothing = smoothing or alert_window(config)
     psnr_values, distances = score_terms(config, *(terms[name] for name in TERMS))
     alpha = mixing_weight(config)
-    fitted = fit_calibration(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate,
-                             smoothing=smoothing, footage=[span_text(s) for s in spans], where=str(videos[0].path))
+    fitted = fit_calibration(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate, smoothing=smoothing,
+                             scored_with=config, footage=[span_text(s) for s in spans], where=str(videos[0].path))
     held_out = held_out_false_alarms(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate, smoothing=smoothing)
     realised = held_out.get(rate_key(false_alarm_rate))
     if realised is not None and realised > 2 * false_alarm_rate:
         log.warning("thresholds fitted for a %.3g false-alarm rate alerted on %.3g of the frames of a calibration video "
                     "left out of the fit (mean over %d videos): expect more alerts than asked on new footage; calibrate on "
                     "more, and more varied, normal footage", false_alarm_rate, realised, len(videos))
-    return dataclasses.replace(fitted, psnr_region=config.eval.psnr_region, distance_region=config.eval.distance_region,
-                               alpha=alpha, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {},
-                               test_update=config.eval.test_update, gamma=config.eval.gamma, psnr_peak=config.eval.psnr_peak,
-                               regular_score=config.eval.regular_score)
+    # fit_calibration recorded what it was fitted with; what the other checks found is added here
+    return dataclasses.replace(fitted, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {})
 
 
 def open_footage(path: str | Path, pixel_range: list[int] | tuple[int, ...] = ()) -> list[Video]:
@@ -289,6 +288,28 @@ def footage_terms(
     return terms
 
 
+def check_rate(false_alarm_rate: object) -> float:
+    """A false-alarm rate as the fits take it: a number strictly between 0 and 1 (0 would need infinitely many frames;
+    NaN or one outside makes every threshold meaningless), else one ``ConfigError``."""
+    if isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, Real) or not 0 < false_alarm_rate < 1:
+        raise ConfigError(f"--false-alarm-rate must be a number strictly between 0 and 1, got {false_alarm_rate!r}")
+    return float(false_alarm_rate)
+
+
+def check_series(psnr_values: object, distances: object, where: str) -> None:
+    """Per-video PSNR and D series as the fits take them: two lists (or tuples) with one series of each per video, of
+    the same length; anything else is one ``ConfigError`` (no footage: a ``DataError``)."""
+    if not isinstance(psnr_values, list | tuple) or not isinstance(distances, list | tuple):
+        raise ConfigError("the PSNR and D series must be lists of one series per video, got "
+                          f"{type(psnr_values).__name__} and {type(distances).__name__}")
+    if not psnr_values:
+        raise DataError(f"{where}: no calibration footage given (no PSNR series)")
+    lengths = [np.size(p) for p in psnr_values], [np.size(d) for d in distances]
+    if lengths[0] != lengths[1]:
+        raise ConfigError(f"the PSNR and D series differ: {len(psnr_values)} PSNR series of {lengths[0][:5]} frames, "
+                          f"{len(distances)} D series of {lengths[1][:5]} frames; give one of each per video, frame for frame")
+
+
 def fit_calibration(
     psnr_values: list[np.ndarray],
     distances: list[np.ndarray],
@@ -296,11 +317,30 @@ def fit_calibration(
     alpha: float,
     false_alarm_rate: float,
     smoothing: int,
+    scored_with: Config | None = None,
     footage: list[str] | None = None,
     where: str = "calibration footage",
 ) -> Calibration:
     """The calibration of per-video PSNR and D series of normal footage (each video smoothed on its own, as separate
-    recordings): ranges from their 1st-99th percentiles, thresholds from quantiles of the smoothed score."""
+    recordings): ranges from their 1st-99th percentiles, thresholds from quantiles of the smoothed score, recording
+    what it was fitted with: ``alpha`` and, from ``scored_with`` (the config the series were scored with, whose S_t
+    weight must be ``alpha``), the terms, the test-time memory update, the PSNR peak and E_t's kind, so that
+    ``with_calibration`` and every scorer score as it was fitted (or refuse)."""
+    false_alarm_rate = check_rate(false_alarm_rate)  # first: frames_needed of 0 or NaN is no number of frames
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha <= 1:  # NaN fails the range
+        raise ConfigError(f"alpha (eval.alpha, S_t's weight of PSNR) must be a number from 0 to 1, got {alpha!r}")
+    check_count("--smoothing", smoothing)
+    check_series(psnr_values, distances, where)
+    recorded: dict[str, object] = {}
+    if scored_with is not None:
+        if not isinstance(scored_with, Config):
+            raise ConfigError(f"scored_with must be the Config the footage was scored with, got {type(scored_with).__name__}")
+        if not math.isclose(alpha, mixing_weight(scored_with)):
+            raise ConfigError(f"alpha {alpha:g} is not the PSNR weight {mixing_weight(scored_with):g} the footage was "
+                              "scored with (eval.alpha; 1 without memory)")
+        e = scored_with.eval
+        recorded = {"psnr_region": e.psnr_region, "distance_region": e.distance_region, "test_update": e.test_update,
+                    "gamma": e.gamma, "psnr_peak": e.psnr_peak, "regular_score": e.regular_score}
     all_p, all_d = np.concatenate(psnr_values), np.concatenate(distances)
     needed = frames_needed(false_alarm_rate)
     if all_p.size < needed:
@@ -312,9 +352,9 @@ def fit_calibration(
     }
     if ranges["psnr_high"] - ranges["psnr_low"] < 1e-6:
         raise DataError(f"{where}: the calibration footage's PSNR does not vary; calibrate on real normal footage")
-    fitted = Calibration(**ranges, threshold=0.0, false_alarm_rate=false_alarm_rate, smoothing=smoothing,
-                         frames=int(all_p.size), footage=list(footage or []))
-    smoothed = np.concatenate(smoothed_scores(psnr_values, distances, fitted, alpha, smoothing))
+    fitted = Calibration(**ranges, threshold=0.0, false_alarm_rate=false_alarm_rate, smoothing=int(smoothing),
+                         frames=int(all_p.size), footage=list(footage or []), alpha=float(alpha), **recorded)
+    smoothed = np.concatenate(smoothed_scores(psnr_values, distances, fitted, alpha, fitted.smoothing))
     thresholds = {rate_key(r): float(np.quantile(smoothed, 1 - r)) for r in TABLE_RATES if all_p.size >= frames_needed(r)}
     return dataclasses.replace(fitted, threshold=float(np.quantile(smoothed, 1 - false_alarm_rate)), thresholds=thresholds)
 
@@ -325,6 +365,8 @@ def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndar
     in turn, the others calibrated, the fraction of the left-out video's smoothed scores above each threshold (the
     chosen rate's and TABLE_RATES'), averaged over the videos. Empty with fewer than two videos, or when the rest is
     too short to calibrate."""
+    false_alarm_rate = check_rate(false_alarm_rate)  # before frames_needed, as fit_calibration checks it
+    check_series(psnr_values, distances, "calibration footage")
     if len(psnr_values) < 2:
         return {}
     shortest = sum(map(len, psnr_values)) - max(map(len, psnr_values))  # the fewest frames any fold is fitted on
@@ -378,6 +420,9 @@ def with_calibration(config: Config, calibration: Calibration, *, own: Config | 
     before the calibrating run's options (``mnad calibrate --alpha``, ``--smoothing``...) changed them. Refuses
     (``ConfigError``) a result that scorers would refuse to load (``check_calibrated_scoring``), so that no such model
     is ever written."""
+    if not isinstance(calibration, Calibration):  # a dict (Calibration.to_dict) would fail deep inside, as a TypeError
+        raise ConfigError(f"the calibration must be a mnad.scoring.Calibration (fit_calibration, calibrate; "
+                          f"Calibration.from_dict for a stored one), got {type(calibration).__name__}")
     config = uncalibrated(config)
     own = uncalibrated(own) if own is not None else config  # the record is of the model's own settings, never of an earlier calibration's
     calibration = dataclasses.replace(calibration, uncalibrated={name: getattr(own.eval, name) for name in UNCALIBRATED_SETTINGS})
@@ -394,6 +439,8 @@ def uncalibrated(config: Config) -> Config:
     the calibration's value was changed since, by the caller, and is kept. For a calibration written before the record,
     the defaults (EvalConfig) stand for them (alpha: the calibration's where below 1, the model's weight that mixed D
     in), with a warning."""
+    if not isinstance(config, Config):
+        raise ConfigError(f"the config must be a mnad Config, got {type(config).__name__}")
     if not config.eval.calibration:
         return config
     calibration = Calibration.from_dict(config.eval.calibration)

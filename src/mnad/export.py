@@ -73,6 +73,13 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
 
     ``int8``: the U-Net's convolutions quantised to int8 (``mnad.quantize``), calibrated on ``calibration_clips`` clips
     (default ``quantize.CALIBRATION_CLIPS``) spread over ``calibration``, normal footage such as the training videos."""
+    if isinstance(model, OnnxModel):  # its graph is what is exported: nothing to trace (was: a pickling TypeError)
+        raise ConfigError("the model is an ONNX export already: export again from the .safetensors model it was exported "
+                          "from (--int8 for an int8 one)")
+    if not isinstance(model, MNAD):
+        raise ConfigError(f"the model to export must be an MNAD (mnad.load_model of a .safetensors model), got {type(model).__name__}")
+    if not isinstance(int8, bool):  # a string such as "no" would be true
+        raise ConfigError(f"int8 must be True or False, got {int8!r}")
     checked_config(config)  # a Config changed by hand as a config file, before the output is checked or footage read
     path = check_export_output(path, overwrite=overwrite)
     check_same_model(model, config)  # the sidecar's config must describe the graph (was: another memory size recorded)
@@ -181,6 +188,8 @@ def load_onnx(path: str | Path, *, threads: int | Callable[[Config], int] = 0) -
     """Load an exported model, its graph and sidecar checked against their SHA-256. ``threads``: ONNX Runtime's
     intra-op threads (0: its default, one per physical core), or a function of the export's config that gives them
     (the session is built with them, so a caller whose options set them, the CLI's --threads, applies them first)."""
+    if not isinstance(path, str | Path):
+        raise ConfigError(f"the ONNX export to load must be a path (str or Path), got {type(path).__name__}")
     path, side_path = Path(path), Path(f"{path}.json")
     for needed in (path, side_path):
         if not needed.is_file():
