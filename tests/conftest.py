@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +16,7 @@ import torch
 
 from mnad.checkpoint import save_model
 from mnad.config import Config
+from mnad.data import sources as sources_module
 from mnad.data.sources import Video
 from mnad.data.synthetic import make_synthetic_dataset
 from mnad.model import MNAD
@@ -112,7 +114,8 @@ def noise_video(path: Path, n: int, fps: float, size: int = 32) -> Path:
 
 
 class FakeVideo(Video):
-    """A video that only has a name and a length (labels never look at the frames)."""
+    """A video that only has a name and a length: for readers that must not look at its frames (labels; entry points
+    whose checks come before any footage is read)."""
 
     def __init__(self, name: str, n: int) -> None:
         self.name, self.path, self.n = name, Path(name), n
@@ -121,4 +124,36 @@ class FakeVideo(Video):
         return self.n
 
     def frame(self, index: int, size: int, channels: int) -> np.ndarray:
-        raise AssertionError("labels must not decode frames")
+        raise AssertionError("frames read where none should be (labels, or before the checks)")
+
+
+class CountedCapture:
+    """OpenCV's capture of a file, noting the passes that decode (grab or read) its frames."""
+
+    def __init__(self, capture: object, path: str, passes: Counter) -> None:
+        self.capture, self.path, self.passes, self.decoding = capture, path, passes, False
+
+    def _decodes(self) -> None:
+        if not self.decoding:
+            self.decoding = True
+            self.passes[self.path] += 1
+
+    def grab(self) -> bool:
+        self._decodes()
+        return self.capture.grab()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        self._decodes()
+        return self.capture.read()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.capture, name)
+
+
+@pytest.fixture
+def decode_passes(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """The passes that decode each video file (by its name): ``open_capture`` wrapped by ``CountedCapture``."""
+    passes: Counter = Counter()
+    opened = sources_module.open_capture
+    monkeypatch.setattr(sources_module, "open_capture", lambda path: CountedCapture(opened(path), Path(path).name, passes))
+    return passes

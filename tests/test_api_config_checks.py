@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import FakeVideo, tiny_config
 
 from mnad.calibrate import calibrate
 from mnad.config import Config
-from mnad.data import Video
 from mnad.detect import detect
 from mnad.errors import ConfigError
 from mnad.evaluate import evaluate, score_videos
@@ -27,19 +26,6 @@ CHANGES = {
     "alpha": (lambda c: setattr(c.eval, "alpha", 5.0), r"eval\.alpha must lie in \[0, 1\]"),
     "image_size": (lambda c: setattr(c.model, "image_size", 0), r"model\.image_size must be a multiple of 8"),
 }
-
-
-class UnreadVideo(Video):
-    """Footage that must not be read: the config is refused first."""
-
-    def __init__(self, name: str, n: int) -> None:
-        self.name, self.path, self.n = name, Path(name), n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
-        raise AssertionError("footage read before the config was checked")
 
 
 @pytest.fixture
@@ -84,7 +70,7 @@ def test_a_stream_scorer_built_directly_checks_its_config(change: str) -> None:
 def test_score_videos_checks_a_config_changed_by_hand(change: str, bf16_native: None) -> None:
     model, config, message = model_and_changed(change)
     with pytest.raises(ConfigError, match=message):
-        score_videos(model, config, [UnreadVideo("a", 8)], progress=False)
+        score_videos(model, config, [FakeVideo("a", 8)], progress=False)
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
@@ -107,14 +93,14 @@ def test_detect_checks_a_config_changed_by_hand_before_out_is_made(change: str, 
 def test_calibrate_checks_a_config_changed_by_hand_before_reading_footage(change: str, bf16_native: None) -> None:
     model, config, message = model_and_changed(change)
     with pytest.raises(ConfigError, match=message):
-        calibrate(model, config, [UnreadVideo("a", 12), UnreadVideo("b", 12)], progress=False)
+        calibrate(model, config, [FakeVideo("a", 12), FakeVideo("b", 12)], progress=False)
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
 def test_export_onnx_checks_a_config_changed_by_hand_before_reading_footage(change: str, tmp_path: Path) -> None:
     model, config, message = model_and_changed(change)
     with pytest.raises(ConfigError, match=message):
-        export_onnx(model, config, tmp_path / "m.onnx", int8=True, calibration=[UnreadVideo("a", 12)], calibration_clips=2)
+        export_onnx(model, config, tmp_path / "m.onnx", int8=True, calibration=[FakeVideo("a", 12)], calibration_clips=2)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -127,7 +113,7 @@ def test_what_is_not_a_config_is_one_config_error(entry: str, tmp_path: Path) ->
         if entry == "for_model":
             StreamScorer.for_model(model, data, normalization="causal")
         elif entry == "score_videos":
-            score_videos(model, data, [UnreadVideo("a", 8)], progress=False)
+            score_videos(model, data, [FakeVideo("a", 8)], progress=False)
         else:
             detect(model, data, str(tmp_path / "no-source"), tmp_path / "out", progress=False)
 

@@ -12,7 +12,6 @@ import torch
 from conftest import noise_video, tiny_config
 
 from mnad import distributed
-from mnad.data import sources as sources_module
 from mnad.data import split_videos
 from mnad.evaluate import evaluate, scored_share
 from mnad.model import MNAD
@@ -29,37 +28,6 @@ def video_dataset(root: Path) -> Path:
     labels = np.concatenate([np.arange(n) >= n // 2 for n in FRAMES]).astype(np.int64)
     np.save(root / "synthetic" / "frame_labels_synthetic.npy", labels)
     return root
-
-
-class CountedCapture:
-    """OpenCV's capture of a file, noting the passes that decode (grab or read) its frames."""
-
-    def __init__(self, capture: object, path: str, passes: Counter) -> None:
-        self.capture, self.path, self.passes, self.decoding = capture, path, passes, False
-
-    def _decodes(self) -> None:
-        if not self.decoding:
-            self.decoding = True
-            self.passes[self.path] += 1
-
-    def grab(self) -> bool:
-        self._decodes()
-        return self.capture.grab()
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        self._decodes()
-        return self.capture.read()
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.capture, name)
-
-
-@pytest.fixture
-def decode_passes(monkeypatch: pytest.MonkeyPatch) -> Counter:
-    passes: Counter = Counter()
-    opened = sources_module.open_capture
-    monkeypatch.setattr(sources_module, "open_capture", lambda path: CountedCapture(opened(path), Path(path).name, passes))
-    return passes
 
 
 def test_evaluate_decodes_each_video_file_once(tmp_path: Path, decode_passes: Counter) -> None:

@@ -10,16 +10,15 @@ import logging
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from test_pixel_depth import NARROW, _NarrowCamera
 
 from mnad.data import ClipDataset, FrameStore
 from mnad.data.sources import NARROW_FRAMES, FrameFolder
 
 WARNING = "model.pixel_range"
-NARROW = np.tile(np.linspace(7000, 9000, 16).round().astype(np.uint16), (16, 1))  # radiometric counts
 
 
 def narrow_folder(parent: Path, name: str, frames: int) -> Path:
@@ -104,28 +103,6 @@ def test_strided_clips_not_preloaded_decide_a_short_folders_warning_after_one_ep
     assert warning.startswith(f"{folder}: 10 of its first 10 16-bit frames span only 7000..")
 
 
-class _Narrow16BitCapture:
-    """A capture that decodes ``frames`` 16-bit narrow frames (as a backend keeping 16 bits would), without a count."""
-
-    def __init__(self, frames: int) -> None:
-        self.left = frames
-
-    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
-        return True
-
-    def get(self, prop: int) -> float:
-        return 0.0
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        if self.left == 0:
-            return False, None
-        self.left -= 1
-        return True, NARROW.copy()
-
-    def release(self) -> None:
-        pass
-
-
 def test_a_short_16bit_video_file_is_decided_by_its_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            caplog) -> None:
     """Its decode reads every frame, but a video of fewer than NARROW_FRAMES (its length unknown until then) never
@@ -135,7 +112,7 @@ def test_a_short_16bit_video_file_is_decided_by_its_decode(tmp_path: Path, monke
 
     path = tmp_path / "thermal.avi"
     path.write_bytes(b"")
-    monkeypatch.setattr(sources, "open_capture", lambda _: _Narrow16BitCapture(12))
+    monkeypatch.setattr(sources, "open_capture", lambda _: _NarrowCamera(12))  # 12 narrow frames, no count
     video = VideoFile(path, decode_as=(16, 1))
     with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
         assert len(video) == 12

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
-from test_evaluate_decode_once import CountedCapture, video_dataset
+from test_evaluate_decode_once import video_dataset
 
 from mnad import figures
 from mnad.data import sources as sources_module
@@ -24,15 +24,6 @@ from mnad.data.layouts import list_videos
 from mnad.evaluate import evaluate
 from mnad.model import MNAD
 from mnad.report import create_report
-
-
-@pytest.fixture
-def decode_passes(monkeypatch: pytest.MonkeyPatch) -> Counter:
-    """The passes that decode each video file (by name), as test_evaluate_decode_once counts them."""
-    passes: Counter = Counter()
-    opened = sources_module.open_capture
-    monkeypatch.setattr(sources_module, "open_capture", lambda path: CountedCapture(opened(path), Path(path).name, passes))
-    return passes
 
 
 def own_footage(root: Path, count: int = 4, frames: int = 20) -> Path:
