@@ -10,7 +10,6 @@ from numbers import Real
 import numpy as np
 
 from mnad.config import check_count
-from mnad.data.sources import check_fps
 from mnad.errors import ConfigError, DataError
 
 HYSTERESIS = 0.05  # an event ends when the smoothed score falls this far below the threshold
@@ -121,6 +120,8 @@ def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.n
     open). A video is caught when one of its anomalies is. False events are counted per minute of the normal frames
     scored (at ``fps``). An event of a video not in ``videos``, a video whose frames and labels differ in number,
     or an fps ``check_fps`` refuses is one ``DataError``."""
+    from mnad.data.sources import check_fps  # here: mnad.data imports torch, which the report's writers do without
+
     check_fps(fps)
     caught, delays, false_events, found = {}, [], 0, 0
     by_video = {name: (np.asarray(frames), np.asarray(labels)) for name, frames, labels in videos}

@@ -820,6 +820,8 @@ MIN_FPS, MAX_FPS = 1e-4, 1000.0  # one frame in ~3 hours (time-lapse) .. high-sp
 def valid_fps(rate: float) -> bool:
     """Whether a frame rate (a container's, which may be 0, NaN or nonsense) is one mnad takes (``check_fps``'s range)."""
     return MIN_FPS <= rate <= MAX_FPS
+
+
 MAX_WAIT = 86400.0  # seconds: a day; larger timeouts are typos (and overflow OpenCV's int milliseconds)
 STEADY_SECONDS = 60.0  # a live connection that gave frames this long was healthy: its loss starts a fresh reconnect budget
 
