@@ -32,6 +32,7 @@ from mnad.scoring import (
     UNCALIBRATED_SETTINGS,
     Calibration,
     anomaly_score,
+    check_alpha,
     check_calibrated_scoring,
     frames_needed,
     mixing_weight,
@@ -327,8 +328,7 @@ def fit_calibration(
     weight must be ``alpha``), the terms, the test-time memory update, the PSNR peak and E_t's kind, so that
     ``with_calibration`` and every scorer score as it was fitted (or refuse)."""
     false_alarm_rate = check_rate(false_alarm_rate)  # first: frames_needed of 0 or NaN is no number of frames
-    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha <= 1:  # NaN fails the range
-        raise ConfigError(f"alpha (eval.alpha, S_t's weight of PSNR) must be a number from 0 to 1, got {alpha!r}")
+    check_alpha(alpha)
     check_count("--smoothing", smoothing)
     check_series(psnr_values, distances, where)
     recorded: dict[str, object] = {}

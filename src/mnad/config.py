@@ -19,6 +19,8 @@ from typing import Any, Literal
 from mnad.errors import ConfigError
 
 MAX_IMAGE_SIZE = 2048  # model.image_size's largest: far above any published setting; larger only exhausts memory
+PSNR_PEAKS = ("one", "max")  # eval.psnr_peak
+REGULAR_SCORES = ("code", "paper")  # eval.regular_score
 
 
 @dataclass
@@ -175,7 +177,7 @@ class Config:
         e = self.eval
         if not 0.0 <= e.alpha <= 1.0:
             raise ConfigError(f"{source}: eval.alpha must lie in [0, 1], got {e.alpha}")
-        if e.regular_score not in ("code", "paper") or e.psnr_peak not in ("one", "max"):
+        if e.regular_score not in REGULAR_SCORES or e.psnr_peak not in PSNR_PEAKS:
             raise ConfigError(f"{source}: eval.regular_score must be code|paper and eval.psnr_peak one|max")
         for key in ("psnr_region", "distance_region"):
             if getattr(e, key) not in ("frame", "patch"):

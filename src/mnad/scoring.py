@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from mnad.config import check_count
+from mnad.config import PSNR_PEAKS, REGULAR_SCORES, check_count
 from mnad.data.sources import parse_span
 from mnad.errors import ConfigError, DataError
 
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 
 ArrayOrFloat = TypeVar("ArrayOrFloat", np.ndarray, float)
 
-PSNR_PEAKS = ("one", "max")  # eval.psnr_peak
-REGULAR_SCORES = ("code", "paper")  # eval.regular_score
 
 
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -284,7 +282,7 @@ class Calibration:
         gamma = self.gamma
         if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, int | float) or not math.isfinite(gamma) or gamma < 0):
             raise ConfigError(f"the calibration's gamma must be a finite number >= 0, got {gamma!r}")
-        for key, allowed in (("psnr_peak", ("one", "max")), ("regular_score", ("code", "paper"))):
+        for key, allowed in (("psnr_peak", PSNR_PEAKS), ("regular_score", REGULAR_SCORES)):
             value = getattr(self, key)  # None: written before it was recorded (fitted with its model's own value)
             if value is not None and value not in allowed:
                 raise ConfigError(f"the calibration's {key} must be {' or '.join(map(repr, allowed))}, got {value!r}")
