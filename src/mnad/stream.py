@@ -169,6 +169,10 @@ class FrameResult:
     score: float | None  # S_t under the causal normaliser; None under the per-video one (known only at the video's end)
     smoothed: float | None  # trailing mean of S_t over the last ``smoothing`` frames (causal)
     error_map: np.ndarray | None = None  # (H, W), when the scorer was asked for maps
+    # False: the model's output was not finite (a term NaN or infinite, or the memory it updated): the frame changed
+    # nothing (no memory update, not in the causal normaliser or the trailing mean, so one bad frame does not blind the
+    # next ones) and its score and smoothed score are NaN; the terms are as computed
+    finite: bool = True
 
 
 @dataclass
@@ -422,17 +426,21 @@ class StreamScorer:
         if isinstance(sample, bool) or not isinstance(sample, int | np.integer) or not 0 <= sample < batch:
             raise ConfigError(f"consume(): sample {sample!r} is not one of the result's {batch} (an integer from 0 to {batch - 1})")
         items = result.items[sample] if result.items.dim() == 3 else result.items
-        updated = self.has_memory and not torch.equal(items, self._items)
         terms = [float(t[sample]) for t in (result.psnr, result.patch_psnr, result.distance, result.patch_distance)]
+        regular = float(result.regular[sample])
+        # a model whose output overflows (bf16/int8 on unusual footage, diverged weights) must not poison the state
+        # every later frame is scored with: NaN items would make every later D NaN
+        finite = all(map(math.isfinite, (*terms, regular))) and bool(torch.isfinite(items).all())
+        updated = finite and self.has_memory and not torch.equal(items, self._items)
         score = smoothed = None
         with held_interrupts():  # the memory and the causal normaliser take the frame together, or neither does
             (index, _), self._pending = self._pending, None
             if updated:
                 self._items = items.clone()
             if self.normalization != "video":
-                score, smoothed = self._causal(*score_terms(self.config, *terms))
+                score, smoothed = self._causal(*score_terms(self.config, *terms)) if finite else (math.nan, math.nan)
         errors = result.error_map[sample].float().cpu().numpy() if self.maps else None
-        return FrameResult(index, *terms, float(result.regular[sample]), updated, score, smoothed, errors)
+        return FrameResult(index, *terms, regular, updated, score, smoothed, errors, finite)
 
     # ------------------------------------------------------------------------------------------ state
 
