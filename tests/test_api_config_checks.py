@@ -121,7 +121,7 @@ def test_what_is_not_a_config_is_one_config_error(entry: str, tmp_path: Path) ->
 # ------------------------------------------------------------------------------------- state with a clip pending
 
 
-def test_save_state_is_refused_while_a_clip_waits_for_its_result(tmp_path: Path) -> None:
+def test_the_state_is_refused_while_a_clip_waits_for_its_result(tmp_path: Path) -> None:
     torch.manual_seed(0)
     config = tiny_config()
     model = MNAD(config.model)
@@ -136,6 +136,8 @@ def test_save_state_is_refused_while_a_clip_waits_for_its_result(tmp_path: Path)
     with pytest.raises(ConfigError, match=r"consume\(\)"):
         scorer.save_state(path)
     assert not path.exists()
+    with pytest.raises(ConfigError, match=r"consume\(\)"):
+        scorer.state()  # the same rule: restored elsewhere, the pending frame would never be scored (was: answered)
     # its result taken, the state saves, and a restored scorer goes on as this one does
     with torch.inference_mode():
         result = scorer.step(*clip, scorer._items)

@@ -166,13 +166,12 @@ def test_a_second_clip_before_the_first_is_consumed_is_refused() -> None:
     scorer, rest = primed(config, model)
     clip = scorer.clip(rest[0])
     assert clip is not None
-    seen = scorer.state().frames_seen
     with pytest.raises(ConfigError, match=r"consume\(\)"):
         scorer.clip(rest[1])  # was: taken, and the first clip's result then labelled with this frame's index
-    assert scorer.state().frames_seen == seen
     with torch.inference_mode():
         result = scorer.step(*clip, scorer._items)
     row = scorer.consume(result)
+    assert scorer.state().frames_seen == config.model.t_length  # the refused frame was not taken
     assert row.index == config.model.t_length - 1 - config.model.lag
     assert scorer.push(rest[1]).index == row.index + 1  # the normal order goes on
 

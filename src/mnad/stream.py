@@ -445,6 +445,12 @@ class StreamScorer:
     # ------------------------------------------------------------------------------------------ state
 
     def state(self) -> StreamState:
+        """What the stream carries to its next frame, to restore into a scorer of the same model and settings (or save).
+        Refused (``ConfigError``) while a clip waits for its result: its frame is in the window but not scored, and a
+        scorer restored from the state would never score it."""
+        if self._pending is not None:
+            raise ConfigError(f"the stream state: the clip of frame {self._pending[0]} still waits for its result: pass "
+                              "the step's result to consume() first (or call new_video() to drop it)")
         return StreamState(
             items=self.items,
             window=list(self._raw),
@@ -559,13 +565,9 @@ class StreamScorer:
 
     def save_state(self, path: str | Path) -> None:
         """Write the state as safetensors (tensors and JSON metadata, no code), atomically, with what it belongs to.
-        Refused (``ConfigError``, nothing written) while a clip waits for its result: its frame is in the window but
-        not scored, and a scorer restored from the file would never score it."""
+        Refused as ``state()`` is (``ConfigError``, nothing written) while a clip waits for its result."""
         from safetensors.torch import save
 
-        if self._pending is not None:
-            raise ConfigError(f"save_state(): the clip of frame {self._pending[0]} still waits for its result: pass the "
-                              "step's result to consume() before saving the state (or call new_video() to drop it)")
         s = self.state()
         tensors = {f"window.{i}": torch.from_numpy(np.ascontiguousarray(f)) for i, f in enumerate(s.window)}
         if s.items is not None:
