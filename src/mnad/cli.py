@@ -416,7 +416,8 @@ def cmd_detect(args: argparse.Namespace) -> None:
         normalization=config.eval.normalization if asked else None,
         save_video=args.save_video, save_maps=args.save_maps, max_frames=args.max_frames, overwrite=args.overwrite,
         source=SourceOptions(**given(args, "fps", "reconnects", "open_timeout", "read_timeout")),
-        **given(args, "region_sigma", "hysteresis", "min_event_frames", "video_segment", "video_keep"),
+        **given(args, "region_sigma", "hysteresis", "min_event_frames", "video_segment", "video_keep",
+                 "rows_segment", "rows_keep"),
     )
     summary = detect(model, config, args.source, args.out, options, device=config.train.device, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -568,6 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-keep", type=float, default=from_detect("video_keep"), metavar="GIB",
                    help="with --save-video: when a file closes, delete the oldest closed files until those kept total at "
                    "most GIB GiB, the newest always kept (default: keep every file)")
+    p.add_argument("--rows-segment", type=float, default=from_detect("rows_segment"), metavar="SECONDS",
+                   help="seconds of footage per segment of scores.csv, events.jsonl and events.csv; a longer run writes "
+                   "them into rows/<first frame>/ each (default %(default)s: a day)")
+    p.add_argument("--rows-keep", type=float, default=from_detect("rows_keep"), metavar="GIB",
+                   help="when a row segment closes, delete the oldest closed ones until those kept total at most GIB GiB, "
+                   "the newest always kept (default: keep every segment)")
     p.add_argument("--save-maps", choices=["npy", "png"], help="write each frame's error map")
     p.add_argument("--region-sigma", type=float, default=from_detect("region_sigma"), help="mark regions above mean + SIGMA * std of the error "
                    "(default %(default)s: the mean)")

@@ -57,9 +57,11 @@ from mnad.model import MNAD
 from mnad.outputs import (
     ANNOTATED_DIR,
     ANNOTATED_VIDEO,
+    ROWS_SEGMENT_SECONDS,
     STREAM_FOLDER,
     DetectFolder,
     DetectWriter,
+    OldestFirst,
     check_output_folder,
     detect_run_entries,
     output_path,
@@ -109,6 +111,8 @@ class DetectOptions:
     save_video: bool = False  # annotated.mkv: state, regions while alerting, labelled score timeline
     video_segment: float = VIDEO_SEGMENT_SECONDS  # seconds of annotated video per file (``SegmentedVideo``)
     video_keep: float | None = None  # GiB: the oldest closed files are deleted past this (``SegmentedVideo``); None: all kept
+    rows_segment: float = ROWS_SEGMENT_SECONDS  # seconds of footage per row segment (``outputs.DetectWriter``): a day
+    rows_keep: float | None = None  # GiB: the oldest closed row segments are deleted past this; None: all kept
     save_maps: str | None = None  # 'npy' or 'png': each frame's error map
     region_sigma: float = 0.0  # regions above the error map's mean + sigma * std (>= 0, finite)
     hysteresis: float = HYSTERESIS
@@ -146,14 +150,15 @@ class DetectOptions:
         if self.max_frames is not None and (isinstance(self.max_frames, bool) or not isinstance(self.max_frames, Integral)
                                             or self.max_frames < 1):
             raise ConfigError(f"--max-frames must be an integer >= 1, got {self.max_frames!r}")
-        if (isinstance(self.video_segment, bool) or not isinstance(self.video_segment, Real)
-                or not 0 < self.video_segment <= MAX_VIDEO_SEGMENT):  # NaN fails the comparison
-            raise ConfigError(f"--video-segment must be a number of seconds > 0 and at most {MAX_VIDEO_SEGMENT:.0f} (a year), "
-                              f"got {self.video_segment!r}")
-        if self.video_keep is not None and (isinstance(self.video_keep, bool) or not isinstance(self.video_keep, Real)
-                                            or not 0 < self.video_keep <= MAX_VIDEO_KEEP):
-            raise ConfigError(f"--video-keep must be a number of GiB > 0 and at most {MAX_VIDEO_KEEP:.0f} (4 EiB), got "
-                              f"{self.video_keep!r}")
+        for name in ("video", "rows"):  # the annotated video's files and the row files: segments, and what is kept
+            segment, keep = getattr(self, f"{name}_segment"), getattr(self, f"{name}_keep")
+            if (isinstance(segment, bool) or not isinstance(segment, Real)
+                    or not 0 < segment <= MAX_VIDEO_SEGMENT):  # NaN fails the comparison
+                raise ConfigError(f"--{name}-segment must be a number of seconds > 0 and at most {MAX_VIDEO_SEGMENT:.0f} "
+                                  f"(a year), got {segment!r}")
+            if keep is not None and (isinstance(keep, bool) or not isinstance(keep, Real) or not 0 < keep <= MAX_VIDEO_KEEP):
+                raise ConfigError(f"--{name}-keep must be a number of GiB > 0 and at most {MAX_VIDEO_KEEP:.0f} (4 EiB), got "
+                                  f"{keep!r}")
         if not isinstance(self.source, SourceOptions):
             raise ConfigError(f"source must be a mnad.data.sources.SourceOptions, got {type(self.source).__name__}")
 
@@ -177,11 +182,10 @@ class SegmentedVideo:
     def __init__(self, out_dir: Path, rate: float, seconds: float, *, clocked: bool = False,
                  keep_bytes: int | None = None) -> None:
         self.out_dir, self.seconds, self.clocked = out_dir, seconds, clocked  # out_dir follows _Detection.move
-        self.keep_bytes = keep_bytes
         self.rate = encoder_rate(rate)  # the open file's (the next one's, while none is open)
-        self.files: list[str] = []  # closed, checked and kept, relative to out_dir, in time order
-        self.sizes: list[int] = []  # their sizes in bytes
-        self.deleted = 0  # closed files deleted for keep_bytes
+        # the files closed, checked and kept (relative to out_dir, in time order), their sizes, and those deleted: the
+        # rule the row segments keep too
+        self.kept = OldestFirst(keep_bytes, "--video-keep", "annotated video file")
         self.changes = 0  # files opened, closed (annotated.mkv moved) or deleted so far: the summary names them anew
         self.writer: cv2.VideoWriter | None = None
         self.name = ""  # the open file's, relative to out_dir
@@ -189,6 +193,20 @@ class SegmentedVideo:
         self.count = 0  # pictures given to the open file's writer
         self.started = 0.0  # the time (seconds) of the open file's first frame
         self.previous: tuple[int, float] | None = None  # the last closed file's pictures and first frame's time
+
+    @property
+    def files(self) -> list[str]:
+        """The closed files kept, relative to out_dir, in time order."""
+        return self.kept.names
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.kept.sizes
+
+    @property
+    def deleted(self) -> int:
+        """Closed files deleted for ``keep_bytes``."""
+        return self.kept.deleted
 
     @property
     def open_name(self) -> str | None:
@@ -219,7 +237,7 @@ class SegmentedVideo:
             except OSError as exc:
                 raise DataError(f"{folder}: cannot write the annotated video's segments ({exc.strerror or exc}; an "
                                 "earlier run's? move it)") from exc
-            self.files = [first]
+            self.kept.names[0] = first
         if self.files:
             self.name = segment_name(frame)
         else:
@@ -253,28 +271,9 @@ class SegmentedVideo:
             size = path.stat().st_size
         except OSError as exc:
             raise DataError(f"{path}: the annotated video is gone once written ({os_reason(exc)})") from exc
-        self.files.append(self.name)
-        self.changes += 1
-        self.sizes.append(size)
         self.previous = (self.count, self.started)
-        self._prune()
-
-    def _prune(self) -> None:
-        """Delete the oldest closed files until those kept total at most ``keep_bytes``; the newest always stays."""
-        if self.keep_bytes is None:
-            return
-        while len(self.files) > 1 and sum(self.sizes) > self.keep_bytes:
-            path = self.out_dir / self.files[0]
-            try:
-                path.unlink(missing_ok=True)  # one the user deleted already is as good as deleted
-            except OSError as exc:  # kept, and listed: the disk would fill without a word
-                raise DataError(f"{path}: cannot delete the oldest annotated video file for --video-keep "
-                                f"({os_reason(exc)})") from exc
-            del self.files[0], self.sizes[0]
-            self.deleted += 1
-            self.changes += 1
-            log.info(f"{path}: deleted (--video-keep: the annotated video's files are kept to "
-                     f"{self.keep_bytes / GIB:g} GiB)")
+        self.changes += 1
+        self.changes += self.kept.add(self.out_dir, self.name, size)  # the oldest past keep_bytes deleted
 
 
 def encoder_rate(rate: float) -> float:
@@ -404,7 +403,9 @@ class _Detection:
             self.scorer.new_video()
             self.base, self.reconnections = i, self.reconnections + 1
         if self.writer is None:  # the source delivered (into a staging folder while an earlier run is in --out)
-            self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps)
+            keep = round(self.options.rows_keep * GIB) if self.options.rows_keep is not None else None
+            self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps, rows_segment=self.options.rows_segment,
+                                       rows_keep=keep)
         self.raw[i] = item
         self.raw.pop(i - self.config.model.t_length, None)
         self.times = (item.time, item.time) if self.times is None else (self.times[0], item.time)
@@ -419,6 +420,7 @@ class _Detection:
         assert self.writer is not None
         row = replace(row, index=self.base + row.index)  # the scorer counts from the last reconnection
         shown = self.raw[row.index]
+        rows_before = self.writer.changes  # a row segment opened, closed or deleted: the summary says so
         alert = False
         if self.tracker is not None:
             ended = self.tracker.push(row.index, shown.time, row.smoothed)
@@ -428,9 +430,9 @@ class _Detection:
             if ended is not None:
                 self.writer.event(ended, self.clock_start())
                 self.events += 1
-        self.writer.score(row, shown.time, alert)
+        self.writer.score(row, shown.time, alert)  # into the next row segment when the open one's time is up
         self.scored += 1  # its row is written: scored, whatever befalls its map or picture
-        self.due |= self.scored == 1
+        self.due |= self.scored == 1 or self.writer.changes != rows_before
         if row.error_map is not None and self.options.save_maps:
             self.writer.error_map(row.index, row.error_map)
         if self.options.save_video:
@@ -525,9 +527,17 @@ class _Detection:
             return None
         if self.tracker is not None:
             last = self.tracker.finish()
-            if last is not None:
+            if last is not None and self.writer.open_segment is None:  # a row segment failed to close or open: failed then
+                log.warning(f"{self.frames.name}: the event open at the end (frames {last.start_frame}-{last.end_frame}) "
+                            "is in no events file: no row segment was open")
+            elif last is not None:
                 self.writer.event(last, self.clock_start())
                 self.events += 1
+        try:
+            self.writer.close_rows()  # the open row segment closes: listed among those kept
+        except DataError as exc:  # said once the other outputs are complete
+            if self.failure is None:
+                self.failure = exc
         summary = self.summary(started, smoothing, calibration, complete=True)
         self.writer.close(summary)
         return summary
@@ -574,6 +584,12 @@ class _Detection:
             "annotated_video_deleted": self.video.deleted if self.video is not None else 0,
             # the file being written (null once the run ended): what a killed run left, playable up to its last write
             "annotated_video_open": self.video.open_name if self.video is not None and not complete else None,
+            # the row files' segments (--rows-segment) closed and kept, in time order, relative to this folder: '.' (its
+            # own scores.csv, events.jsonl and events.csv), or rows/<first frame> each; the one being written (null once
+            # the run ended); the oldest deleted for --rows-keep
+            "row_segments": list(self.writer.kept.names) if self.writer is not None else [],
+            "row_segments_open": self.writer.open_segment if self.writer is not None and not complete else None,
+            "row_segments_deleted": self.writer.kept.deleted if self.writer is not None else 0,
             "note": None if calibration else UNCALIBRATED,
             # false while the run goes on (and in what a killed run left): rewritten at least every SUMMARY_SECONDS till then
             "complete": complete, "updated_at": wall_clock(time.time()), "update_seconds": SUMMARY_SECONDS,

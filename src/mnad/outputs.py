@@ -7,7 +7,8 @@
 - the report's optional JSON files (provenance.json, thumbs/thumbs.json, figures/figures.json): read by
   ``read_json_if_present`` with the check ``mnad.report.inputs`` gives for each.
 - ``mnad detect``'s folder: ``scores.csv`` (per frame, with time, smoothed score and alert), ``events.jsonl`` and
-  ``events.csv``, ``summary.json``, ``maps/`` (``DetectWriter``, ``map_name``, ``read_detect_scores``), the annotated
+  ``events.csv`` (a longer run: in ``rows/<first frame>/`` each, ``row_segment_name``), ``summary.json``, ``maps/``
+  (``DetectWriter``, ``map_name``, ``read_detect_scores``), the annotated
   video (``ANNOTATED_VIDEO``, ``segment_name``; written by ``detect.SegmentedVideo``); with several sources, one
   such folder per source and a ``summary.json`` of the whole run beside them, which names those folders from the
   run's start (``write_detect_summary``; ``detect_run_entries`` reads it back).
@@ -18,10 +19,12 @@ in one place.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -36,6 +39,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from mnad.errors import ConfigError, DataError, MNADError, os_reason
+
+log = logging.getLogger(__name__)
 
 SCORES_FILE = "scores.csv"
 METRICS_FILE = "metrics.json"
@@ -498,7 +503,11 @@ EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, MAPS_DIR = "events.jsonl", "events.csv",
 ANNOTATED_VIDEO = f"annotated{VIDEO_SUFFIX}"
 ANNOTATED_DIR = "annotated"  # the annotated video of a run longer than one segment: its files, named by their first frame
 OLD_ANNOTATED_VIDEO = "annotated.mp4"  # what runs before the Matroska files wrote: still an earlier run's output
-DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, OLD_ANNOTATED_VIDEO, ANNOTATED_DIR, MAPS_DIR)
+ROWS_DIR = "rows"  # the row files of a run longer than one segment (--rows-segment): rows/<first frame>/, each a segment
+ROW_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV)  # a row segment's files, as a run within one segment writes them
+ROWS_SEGMENT_SECONDS = 86400.0  # footage seconds of rows per segment: a day (~216 MB of scores.csv at 25 frames/s)
+DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, OLD_ANNOTATED_VIDEO, ANNOTATED_DIR, MAPS_DIR,
+                ROWS_DIR)
 FRAME_DIGITS = 12  # frame numbers in file names: 10**12 frames are 1,268 years at 25 fps
 MAP_SHARD_FRAMES, SHARD_DIGITS = 10_000, 8  # maps/ holds folders of 10,000 maps each: 2 M files a day in one folder
 # stalls `ls`, backups and some filesystems
@@ -515,6 +524,16 @@ def segment_name(first: int) -> str:
     return f"{ANNOTATED_DIR}/{frame_name(first)}{VIDEO_SUFFIX}"
 
 
+def row_segment_name(first: int) -> str:
+    """The row segment (scores.csv, events.jsonl, events.csv) that begins at frame ``first``, relative to the run's
+    folder, once it has several: ``rows/<first frame, 12 digits>``, named as the annotated video's files are
+    (``segment_name``), so that they sort in time order."""
+    return f"{ROWS_DIR}/{Path(segment_name(first)).stem}"
+
+
+ROW_SEGMENT = re.compile(rf"\d{{{FRAME_DIGITS}}}")  # a row segment's folder name in rows/
+
+
 def map_name(index: int, kind: str) -> str:
     """Frame ``index``'s error map (``kind``: 'npy' or 'png'), relative to the run's folder:
     ``maps/<index // MAP_SHARD_FRAMES, 8 digits>/<index, 12 digits>.<kind>``; the names sort in frame order."""
@@ -528,9 +547,14 @@ EARLIER_DIR = ".mnad-detect-earlier"  # the earlier run's outputs, from the new 
 
 def detect_summary_problem(data: Any) -> str | None:
     """What is wrong with a detect summary.json as ``detect_run_entries`` reads it (the folders of a run over several
-    sources, ``streams[].folder``: null or a source folder's name), or None."""
+    sources, ``streams[].folder``: null or a source folder's name) and a source's row segments (``row_segments``,
+    ``row_segments_open``, ``row_segments_deleted``), or None."""
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not an object"
+    if wrong := wrong_kinds(data, "", {"row_segments": list, "row_segments_open": str, "row_segments_deleted": int}):
+        return wrong  # a source's row segments (``DetectWriter``)
+    if not all(isinstance(name, str) for name in data.get("row_segments") or []):
+        return f"row_segments must be a list of paths, got {data['row_segments']!r}"[:200]
     streams = data.get("streams")
     if streams is None:  # one source's summary: no folders
         return None
@@ -584,11 +608,15 @@ def detect_run_entries(out_dir: Path) -> list[Path]:
     run writing the folder) is no run's output. A folder holding another command's outputs where detect writes its own
     (``other_command_outputs``: an evaluation's scores.csv and metrics.json) is refused (``DataError``), --overwrite or
     not: a file's name does not make it detect's. A named folder that holds files detect does not write is refused
-    too: moving it would move a user's files."""
+    too, and so is a ``rows/`` folder that holds anything but row segments (``foreign_rows``): moving it would move a
+    user's files."""
     for folder in (out_dir, *(out_dir / name for name in detect_run_folders(out_dir))):
         if folder.is_dir() and (folder == out_dir or not folder.is_symlink()) and (other := other_command_outputs(folder)):
             raise DataError(f"{folder}: holds another command's outputs ({', '.join(other)}: `mnad evaluate`'s?), not an "
                             "earlier detect run's; detect never replaces them, even with --overwrite: choose another --out")
+        if folder.is_dir() and (folder == out_dir or not folder.is_symlink()) and (other := foreign_rows(folder)):
+            raise DataError(f"{folder / ROWS_DIR}: holds files mnad detect did not write ({', '.join(other[:3])}); a "
+                            "longer run writes its row segments there: move them, or choose another --out")
     entries = [out_dir / name for name in (*DETECT_FILES, EARLIER_DIR) if os.path.lexists(out_dir / name)]
     for name in detect_run_folders(out_dir):
         folder = out_dir / name
@@ -601,10 +629,87 @@ def detect_run_entries(out_dir: Path) -> list[Path]:
     return entries
 
 
+def _doomed_segment() -> re.Pattern[str]:
+    """The name a row segment being deleted has in rows/ (``remove_segment``): ``.<first frame>.<random>.tmp``."""
+    from mnad.atomic import TEMP_SUFFIX
+
+    return re.compile(rf"\.\d{{{FRAME_DIGITS}}}\.[0-9a-f]+{re.escape(TEMP_SUFFIX)}")
+
+
+def foreign_rows(folder: Path) -> list[str]:
+    """What ``folder/rows`` holds that detect did not write there, relative to ``folder``: anything but row segments
+    (``rows/<12 digits>/`` holding row files only, a scores.csv a detect run's) and segments a killed run was deleting
+    (``remove_segment``); [] when there is no rows/."""
+    rows = folder / ROWS_DIR
+    if not os.path.lexists(rows):
+        return []
+    if not rows.is_dir() or rows.is_symlink():
+        return [ROWS_DIR]
+    doomed, found = _doomed_segment(), []
+    for segment in sorted(rows.iterdir()):
+        if not segment.is_dir() or segment.is_symlink():
+            found.append(f"{ROWS_DIR}/{segment.name}")
+        elif not doomed.fullmatch(segment.name):
+            if not ROW_SEGMENT.fullmatch(segment.name):
+                found.append(f"{ROWS_DIR}/{segment.name}")
+                continue
+            found += [f"{ROWS_DIR}/{segment.name}/{p.name}" for p in sorted(segment.iterdir())
+                      if p.name not in ROW_FILES or not p.is_file() or p.is_symlink()
+                      or (p.name == SCORES_FILE and not is_detect_scores(p))]
+    return found
+
+
+def remove_segment(path: Path) -> None:
+    """Delete a closed segment: an annotated video's file, or a row segment's folder, which is first renamed to a
+    hidden name (``.<name>.<random>.tmp``) so that a run killed while deleting it leaves no half segment among the
+    whole ones (``remove_detect_temps`` deletes what is left). One already gone is as good as deleted."""
+    if path.is_dir() and not path.is_symlink():
+        from mnad.atomic import TEMP_SUFFIX
+
+        doomed = path.with_name(f".{path.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
+        path.rename(doomed)
+        shutil.rmtree(doomed)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class OldestFirst:
+    """The closed segments of an output that a run keeps, in time order (``names``, relative to the run's folder, with
+    their ``sizes``), to at most ``keep_bytes`` bytes in all (None: all kept): when one closes (``add``) the oldest are
+    deleted until the rest fit, the newest always kept (a recorder's rule), and ``deleted`` counts them. The one rule
+    of the annotated video's files (``detect.SegmentedVideo``, --video-keep) and of the row segments (``DetectWriter``,
+    --rows-keep); ``option`` and ``what`` name them in messages."""
+
+    def __init__(self, keep_bytes: int | None, option: str, what: str) -> None:
+        self.keep_bytes, self.option, self.what = keep_bytes, option, what
+        self.names: list[str] = []
+        self.sizes: list[int] = []
+        self.deleted = 0
+
+    def add(self, out_dir: Path, name: str, size: int) -> int:
+        """Segment ``name`` closed, ``size`` bytes: listed, then the oldest past ``keep_bytes`` deleted; how many were.
+        ``DataError`` when one cannot be: it stays listed (the disk would fill without a word)."""
+        self.names.append(name)
+        self.sizes.append(size)
+        gone = 0
+        while self.keep_bytes is not None and len(self.names) > 1 and sum(self.sizes) > self.keep_bytes:
+            path = out_dir / self.names[0]
+            try:
+                remove_segment(path)
+            except OSError as exc:
+                raise DataError(f"{path}: cannot delete the oldest {self.what} for {self.option} ({os_reason(exc)})") from exc
+            del self.names[0], self.sizes[0]
+            self.deleted += 1
+            gone += 1
+            log.info(f"{path}: deleted ({self.option}: the {self.what}s are kept to {self.keep_bytes / 2**30:g} GiB)")
+        return gone
+
+
 def remove_detect_temps(folder: Path) -> list[Path]:
     """Delete the hidden temporary files that a detect run killed during an atomic write left in ``folder``
-    (``.summary.json.<random>.tmp``, ``.events.csv.<random>.old.tmp``: ``atomic.TEMP_SUFFIX``) and return them; those
-    of detect's own files only (``DETECT_FILES``): another program's in a shared --out are not touched. Call with the
+    (``.summary.json.<random>.tmp``, ``.events.csv.<random>.old.tmp``: ``atomic.TEMP_SUFFIX``), and the row segments a
+    run killed while deleting them left in ``rows/`` (``remove_segment``), and return them; those of detect's own files
+    only (``DETECT_FILES``): another program's in a shared --out are not touched. Call with the
     folder locked (``detect.locked_output``): a running writer's are not stale."""
     from mnad.atomic import TEMP_SUFFIX
 
@@ -613,6 +718,13 @@ def remove_detect_temps(folder: Path) -> list[Path]:
     stale = [p for p in folder.glob(f".*{TEMP_SUFFIX}") if temp.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
     for path in stale:
         path.unlink(missing_ok=True)
+    rows = folder / ROWS_DIR
+    if rows.is_dir() and not rows.is_symlink():  # row segments a killed run was deleting for --rows-keep (remove_segment)
+        doomed = _doomed_segment()
+        for path in rows.glob(f".*{TEMP_SUFFIX}"):
+            if doomed.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                stale.append(path)
     return stale
 
 
@@ -683,24 +795,59 @@ class DetectFolder:
         return None
 
 
-class DetectWriter:
-    """The outputs of ``mnad detect``, written as frames are scored: scores.csv, events.jsonl and events.csv row by
-    row (flushed, so a killed run keeps what it scored; no event is held in memory, so a run of weeks does not grow),
-    summary.json when the run ends (atomically), into a folder that holds no earlier run's (``DetectFolder``);
-    ``out_dir`` follows the folder when it is moved."""
+ROWS_TIME_SLACK = 1e-6  # seconds: a row this close to a segment's end begins the next (times are written to the ms; 9/25 -
+# 4/25 is 0.19999999999999998 in floats)
 
-    def __init__(self, out_dir: Path, *, maps: str | None = None) -> None:
-        self.out_dir, self.maps = Path(out_dir), maps
+
+class DetectWriter:
+    """The outputs of ``mnad detect``, written as frames are scored: the row files (scores.csv, events.jsonl,
+    events.csv) row by row (flushed, so a killed run keeps what it scored; no event is held in memory, so a run of weeks
+    does not grow), summary.json when the run ends (atomically), into a folder that holds no earlier run's
+    (``DetectFolder``); ``out_dir`` follows the folder when it is moved.
+
+    The row files are written in segments of ``rows_segment`` seconds of footage (by the rows' times), so that no file
+    grows without bound on a camera left for months. A run within one segment writes them into ``out_dir``; when a
+    second segment begins (at the first row ``rows_segment`` seconds or more after its segment's first), the first
+    segment's files move into ``rows/<its first frame>/`` (``row_segment_name``) and each later segment is written into
+    a folder of its own there, each csv file with its header. An event is written into the segment open when it ends
+    (the one that holds its last frame's row). ``kept`` (``OldestFirst``, ``rows_keep`` bytes) lists the closed
+    segments kept, relative to ``out_dir`` ('.': ``out_dir`` itself)."""
+
+    def __init__(self, out_dir: Path, *, maps: str | None = None, rows_segment: float = ROWS_SEGMENT_SECONDS,
+                 rows_keep: int | None = None) -> None:
+        self.out_dir, self.maps, self.rows_segment = Path(out_dir), maps, rows_segment
         self._shard = ""  # the maps/ folder last written into (``map_name``), made when its first map comes
+        self.kept = OldestFirst(rows_keep, "--rows-keep", "row segment")
+        self.segment: str | None = None  # the open row segment, relative to out_dir ('.': out_dir); None: none open
+        self.first: int | None = None  # the frame of the open segment's first row; None before it
+        self.started = 0.0  # that row's time
+        self.changes = 0  # row segments opened, closed or deleted after the first: the summary names them anew
+        self._handles: tuple[Any, ...] = ()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if maps:
                 (self.out_dir / MAPS_DIR).mkdir()
-            self._scores = (self.out_dir / SCORES_FILE).open("w", newline="")
-            self._events = (self.out_dir / EVENTS_JSONL).open("w")
-            self._events_csv = (self.out_dir / EVENTS_CSV).open("w", newline="")
         except OSError as exc:
             raise DataError(f"{self.out_dir}: cannot write the outputs ({exc.strerror or exc})") from exc
+        self._open(".")
+
+    @property
+    def open_segment(self) -> str | None:
+        """The row segment being written, relative to ``out_dir`` ('.': ``out_dir`` itself), or None."""
+        return self.segment
+
+    def _open(self, segment: str) -> None:
+        """Open the row files of ``segment`` (relative to ``out_dir``; a folder of its own unless '.') with their headers."""
+        folder = self.out_dir / segment
+        try:
+            if segment != ".":
+                folder.mkdir()  # not exist_ok: a folder already there is no segment of this run's, never mixed with it
+            self._handles = tuple((folder / name).open("w", newline="") for name in ROW_FILES)
+        except OSError as exc:
+            self._release()
+            raise DataError(f"{folder}: cannot write the outputs ({exc.strerror or exc})") from exc
+        self.segment = segment
+        self._scores, self._events, self._events_csv = self._handles
         self._csv = csv.writer(self._scores)
         self._write(self._csv.writerow, DETECT_SCORES_HEADER)
         from mnad.events import Event
@@ -708,6 +855,54 @@ class DetectWriter:
         self._event_table = csv.DictWriter(self._events_csv, fieldnames=[f.name for f in fields(Event)])
         self._write(self._event_table.writeheader)  # the header even without events
         self._write(self._events_csv.flush)
+
+    def _release(self) -> None:
+        for handle in self._handles:
+            with contextlib.suppress(OSError):
+                handle.close()
+        self._handles = ()
+
+    def _close_segment(self, *, move: bool) -> None:
+        """Close the open row segment (its files made durable: a power cut after it keeps it whole) and list it in
+        ``kept``, the oldest past --rows-keep deleted; ``move``: a next one begins, so '.' moves into rows/ first.
+
+        A kill at any point leaves every row of it: each file is renamed whole, and scores.csv last, so that while the
+        first segment moves its rows are still in out_dir (``read_detect_scores`` reads out_dir's scores.csv before
+        rows/) and no later segment exists yet."""
+        segment, self.segment = self.segment, None
+        if segment is None:
+            return
+        for handle in self._handles:
+            with contextlib.suppress(OSError):  # every row was flushed as written; this makes them durable, if it can
+                handle.flush()
+                os.fsync(handle.fileno())
+        self._release()
+        if move and segment == ".":
+            assert self.first is not None
+            segment = row_segment_name(self.first)
+            try:
+                (self.out_dir / ROWS_DIR).mkdir()  # not exist_ok: a rows/ already there is not this run's
+                (self.out_dir / segment).mkdir()
+                for name in reversed(ROW_FILES):
+                    (self.out_dir / name).rename(self.out_dir / segment / name)
+            except OSError as exc:
+                raise DataError(f"{self.out_dir / ROWS_DIR}: cannot write the row segments ({exc.strerror or exc}; an "
+                                "earlier run's? move it)") from exc
+        folder = self.out_dir / segment
+        try:
+            size = sum((folder / name).stat().st_size for name in ROW_FILES)
+        except OSError as exc:
+            raise DataError(f"{folder}: a row segment is gone once written ({os_reason(exc)})") from exc
+        self.changes += 1
+        self.changes += self.kept.add(self.out_dir, segment, size)
+
+    def close_rows(self) -> None:
+        """Close the open row segment, listed as kept (the oldest past --rows-keep deleted); no more rows or events."""
+        self._close_segment(move=False)
+
+    def _check_open(self) -> None:
+        if self.segment is None:  # closed, or its close or the next one's opening failed (said then)
+            raise DataError(f"{self.out_dir}: no row segment is open to write into")
 
     def _write(self, call: Callable[..., Any], *args: Any) -> None:
         try:
@@ -717,6 +912,15 @@ class DetectWriter:
             raise DataError(f"{self.out_dir}: cannot write the outputs ({reason})") from exc
 
     def score(self, row: Any, seconds: float, alert: bool) -> None:
+        """Frame ``row.index``'s row, at ``seconds``: into a new segment when the open one's time is up."""
+        self._check_open()
+        if self.first is None:
+            self.first, self.started = row.index, seconds
+        elif seconds - self.started >= self.rows_segment - ROWS_TIME_SLACK:
+            self._close_segment(move=True)
+            self._open(row_segment_name(row.index))
+            self.first, self.started = row.index, seconds
+            self.changes += 1
         self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", f"{row.psnr:.5f}", f"{row.patch_psnr:.5f}",
                                          f"{row.distance:.9g}", f"{row.patch_distance:.9g}", f"{row.regular:.8f}",
                                          int(row.updated), f"{row.score:.6f}", f"{row.smoothed:.6f}", int(alert)])
@@ -725,6 +929,7 @@ class DetectWriter:
     def event(self, event: Any, clock_start: float | None = None) -> None:
         """One line of events.jsonl; with ``clock_start`` (a camera's: its times are seconds after it) also when the event
         began and ended by the wall clock (``wall_clock``), so that a line read during a run of days says when."""
+        self._check_open()
         record = asdict(event)
         if clock_start is not None:
             record |= {"start_clock": wall_clock(clock_start + event.start_time), "end_clock": wall_clock(clock_start + event.end_time)}
@@ -751,12 +956,11 @@ class DetectWriter:
                 raise DataError(f"{path.parent}: cannot write the error maps")
 
     def close(self, summary: dict) -> None:
-        """Close the row files and write summary.json (atomically)."""
-        for handle in (self._scores, self._events, self._events_csv):
-            try:
-                handle.close()
-            except OSError:
-                pass
+        """Close the row files (``close_rows``, if not yet) and write summary.json (atomically)."""
+        try:
+            self.close_rows()
+        finally:
+            self._release()
         write_detect_summary(self.out_dir, summary)
 
 
@@ -774,6 +978,21 @@ def write_detect_summary(out_dir: Path, summary: dict) -> None:
 
 
 def read_detect_scores(path: str | Path) -> list[dict[str, str]]:
-    """The rows of a detect run's scores.csv."""
-    with Path(path).open(newline="") as handle:
+    """The rows of a detect run's scores.csv; given a source's output folder, those of every row segment it kept
+    (``DetectWriter``: its scores.csv, or rows/<first frame>/scores.csv each), in frame order. The folder's own
+    scores.csv comes first: a run killed while its first segment moved into rows/ left it there, before any later one."""
+    path = Path(path)
+    if not path.is_dir():
+        return _read_rows(path)
+    files = [path / SCORES_FILE] if (path / SCORES_FILE).is_file() else []
+    if (path / ROWS_DIR).is_dir():
+        files += [p / SCORES_FILE for p in sorted((path / ROWS_DIR).iterdir())
+                  if ROW_SEGMENT.fullmatch(p.name) and (p / SCORES_FILE).is_file()]
+    if not files:
+        raise DataError(f"{path}: no {SCORES_FILE} here or in {ROWS_DIR}/ (not a detect run's folder?)")
+    return [row for file in files for row in _read_rows(file)]
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
         return list(csv.DictReader(handle))

@@ -14,6 +14,7 @@ from mnad.outputs import (
     EVENTS_CSV,
     EVENTS_JSONL,
     METRICS_FILE,
+    ROWS_DIR,
     SCORES_FILE,
     SUMMARY_FILE,
     check_output_folder,
@@ -194,7 +195,8 @@ def find_report_sources(path: str | Path) -> tuple[Path, Path | None]:
                  "docs/detect.md, Outputs)") if never_ended else ""
         raise DataError(f"{path}: an `mnad detect` output ({SUMMARY_FILE}, {EVENTS_JSONL}), not an evaluation: `mnad report` "
                         f"draws the page of `mnad evaluate --out DIR` ({METRICS_FILE}, {SCORES_FILE}); a detect run's results are "
-                        f"its {SUMMARY_FILE}, {EVENTS_CSV} and {SCORES_FILE}{ended}")
+                        f"its {SUMMARY_FILE}, {EVENTS_CSV} and {SCORES_FILE} (a run longer than --rows-segment: in {ROWS_DIR}/<first "
+                        f"frame>/ each; mnad.outputs.read_detect_scores reads them all){ended}")
     raise DataError(f"{path}: no {METRICS_FILE} here or in a sub-folder (run `mnad evaluate --out DIR` first)")
 
 
