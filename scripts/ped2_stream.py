@@ -101,15 +101,17 @@ def calibrated_scores(psnr: list[np.ndarray], distance: list[np.ndarray], alpha:
 
 
 def leave_one_out(psnr: list[np.ndarray], distance: list[np.ndarray], alpha: float, window: int,
-                  norm: str = "calibrated") -> dict | None:
-    """Label-free: calibrate on all held-out videos but one, realised false-alarm rate on that one, mean over folds."""
+                  norm: str = "calibrated", *, scored_with: Config) -> dict | None:
+    """Label-free: calibrate on all held-out videos but one, realised false-alarm rate on that one, mean over folds.
+    ``scored_with``: the config the series were scored with (its eval.alpha is ``alpha``), which each fold records."""
     if len(psnr) < 2:
         return None
     realised: dict[str, list[float]] = {"0.01": [], "0.05": []}
     for i in range(len(psnr)):
         rest = [j for j in range(len(psnr)) if j != i]
         cal_psnr, cal_distance = [psnr[j] for j in rest], [distance[j] for j in rest]
-        cal = fit_calibration(cal_psnr, cal_distance, alpha=alpha, false_alarm_rate=RATE, smoothing=window)
+        cal = fit_calibration(cal_psnr, cal_distance, alpha=alpha, false_alarm_rate=RATE, smoothing=window,
+                              scored_with=scored_with)
         _, smoothed = calibrated_scores([psnr[i]], [distance[i]], alpha, window, norm, cal, cal_psnr, cal_distance)
         for key in realised:
             realised[key].append(float((smoothed[0] > cal.threshold_for(float(key))).mean()))
@@ -184,7 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     attempts = []
     for name, p_region, d_region, norm, window in ATTEMPTS:
         alpha = ALPHA if d_region else 1.0
-        attempt = config.override([f"eval.psnr_region={p_region}", f"eval.distance_region={d_region or 'frame'}"])
+        # the config this attempt's series are of: the terms it picks and its weight, the run's memory update, peak and
+        # E_t (steps 1-2 scored both footages with `config`); what its calibration records, not what it fits
+        attempt = config.override([f"eval.psnr_region={p_region}", f"eval.distance_region={d_region or 'frame'}",
+                                   f"eval.alpha={alpha}"])
 
         def series(videos: list[VideoScores], attempt: Config = attempt) -> tuple[list[np.ndarray], list[np.ndarray]]:
             pairs = [score_terms(attempt, v.psnr, v.patch_psnr, v.distance, v.patch_distance) for v in videos]
@@ -194,14 +199,15 @@ def main(argv: list[str] | None = None) -> None:
         if norm == "causal":
             raw, smoothed = stream_scores(*series(test_scores), alpha, window, None)
         else:
-            fitted = fit_calibration(*series(cal_scores), alpha=alpha, false_alarm_rate=RATE, smoothing=window)
+            fitted = fit_calibration(*series(cal_scores), alpha=alpha, false_alarm_rate=RATE, smoothing=window,
+                                     scored_with=attempt)
             raw, smoothed = calibrated_scores(*series(test_scores), alpha, window, norm, fitted, *series(cal_scores))
         videos = [dataclasses.replace(v, score=s, causal_score=r) for v, r, s in zip(test_scores, raw, smoothed, strict=True)]
         row = {"name": name, "psnr_term": p_region, "distance_term": d_region, "alpha": alpha, "normalization": norm,
                "window": window, "micro_auc": auc_metrics(videos)["micro_auc"]}
         if fitted is not None:
             row["stream"] = stream_metrics(videos, fitted, fps=args.fps)
-            row["held_out_leave_one_out_far"] = leave_one_out(*series(cal_scores), alpha, window, norm)
+            row["held_out_leave_one_out_far"] = leave_one_out(*series(cal_scores), alpha, window, norm, scored_with=attempt)
         attempts.append(row)
         print(f"{name}: micro AUC {row['micro_auc']:.4f}", flush=True)
     e = config_c.eval

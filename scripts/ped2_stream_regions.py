@@ -2,8 +2,8 @@
 calibrated score in D's whole-frame mean?
 
     python scripts/ped2_stream_regions.py dump --run RUN --data-root ../shared/data --out results/ped2_stream_regions/terms.csv
-    python scripts/ped2_stream_regions.py analyse --terms results/ped2_stream_regions/terms.csv --data-root ../shared/data \
-        --out results/ped2_stream_regions/attempts.json
+    python scripts/ped2_stream_regions.py analyse --run RUN --terms results/ped2_stream_regions/terms.csv \
+        --data-root ../shared/data --out results/ped2_stream_regions/attempts.json
 
 ``dump`` plays RUN's held-out videos, then the Ped2 test videos as one stream (memory carried, test-time update on, as
 ``mnad evaluate --protocol stream``), through ``StreamScorer``, and records per frame, beside the package's PSNR,
@@ -11,7 +11,9 @@ patch PSNR and D, variants computed from the same step: D's per-query map reduce
 (``d_patch2``, ``d_patch4``, stride half the side), its maximum, the mean of its top 10 %, and the PSNR of the worst
 1/32-side patch. ``analyse`` calibrates each (PSNR term, D term) pair on the held-out videos exactly as
 ``scripts/ped2_stream.py`` does (1 % target, windows 1 and 5) and reports the stream metrics on the test videos with
-the leave-one-held-out-video false-alarm rates (the label-free check). An exploration: nothing here is a default.
+the leave-one-held-out-video false-alarm rates (the label-free check); ``--run`` is the run the terms were dumped from,
+whose config (memory update, PSNR peak, E_t) each calibration records as what scored its series. An exploration:
+nothing here is a default.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ped2_stream import leave_one_out, stream_scores  # noqa: E402
 
 from mnad.calibrate import fit_calibration  # noqa: E402
 from mnad.checkpoint import load_model  # noqa: E402
+from mnad.config import Config  # noqa: E402
 from mnad.data import find_label_file, load_labels, split_videos  # noqa: E402
 from mnad.data.layouts import dataset_dir  # noqa: E402
 from mnad.evaluate import VideoScores, attach_labels, auc_metrics, stream_metrics  # noqa: E402
@@ -91,7 +94,19 @@ def dump(args: argparse.Namespace) -> None:
         writer.writerows(rows)
 
 
+def scored_with(config: Config, p_term: str, d_term: str | None, alpha: float) -> Config:
+    """The config a (PSNR term, D term) pair's series are recorded as scored with: the dump's (the run's memory update,
+    PSNR peak, E_t), with the pair's weight and regions. The variants (``p_patch32``, ``d_patch2``, ``d_max``,
+    ``d_top10``) are no eval setting: each is recorded as 'patch', a worst-region term (``d_patch4`` is the package's
+    patch D at 256 x 256), the whole-frame terms as 'frame'. Only the record: the ranges and thresholds fitted are the
+    same whatever it says, and these calibrations never leave the script."""
+    p_region = "frame" if p_term == "psnr" else "patch"
+    d_region = "frame" if d_term in (None, "distance") else "patch"
+    return config.override([f"eval.psnr_region={p_region}", f"eval.distance_region={d_region}", f"eval.alpha={alpha}"])
+
+
 def analyse(args: argparse.Namespace) -> None:
+    _, config = load_model(args.run)  # the config dump scored the terms with (its eval.normalization aside)
     with open(args.terms, newline="") as handle:
         rows = list(csv.DictReader(handle))
 
@@ -117,14 +132,15 @@ def analyse(args: argparse.Namespace) -> None:
             alpha, d_key = (1.0, "distance") if d_term is None else (0.6, d_term)
             for window in (1, 5):
                 cal_p, cal_d = [col(r, p_term) for r in held], [col(r, d_key) for r in held]
-                fitted = fit_calibration(cal_p, cal_d, alpha=alpha, false_alarm_rate=0.01, smoothing=window)
+                scoring = scored_with(config, p_term, d_term, alpha)
+                fitted = fit_calibration(cal_p, cal_d, alpha=alpha, false_alarm_rate=0.01, smoothing=window, scored_with=scoring)
                 raw, smoothed = stream_scores([col(r, p_term) for r in test.values()], [col(r, d_key) for r in test.values()],
                                               alpha, window, fitted)
                 scored = [dataclasses.replace(v, score=s, causal_score=r)
                           for v, r, s in zip(base, raw, smoothed, strict=True)]
                 row = {"psnr_term": p_term, "distance_term": d_term, "alpha": alpha, "window": window,
                        "micro_auc": auc_metrics(scored)["micro_auc"], "stream": stream_metrics(scored, fitted, fps=10.0),
-                       "held_out_leave_one_out_far": leave_one_out(cal_p, cal_d, alpha, window)}
+                       "held_out_leave_one_out_far": leave_one_out(cal_p, cal_d, alpha, window, scored_with=scoring)}
                 attempts.append(row)
                 s = row["stream"]
                 print(f"{p_term} + {d_term or '-'} w{window}: AUC {100 * row['micro_auc']:.2f}, FAR "
@@ -143,6 +159,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=dump)
     p = sub.add_parser("analyse")
+    p.add_argument("--run", required=True, help="the run the terms were dumped from (dump's --run)")
     p.add_argument("--terms", required=True)
     p.add_argument("--data-root", required=True)
     p.add_argument("--out", required=True)

@@ -24,15 +24,16 @@ DISTANCE = [RNG.normal(0.01, 0.001, 200) for _ in range(3)]
 
 
 def fit(**options: object):
-    return fit_calibration(PSNR, DISTANCE, **{"alpha": 0.6, "false_alarm_rate": 0.01, "smoothing": 5, **options})
+    return fit_calibration(PSNR, DISTANCE, **{"alpha": 0.6, "false_alarm_rate": 0.01, "smoothing": 5,
+                                              "scored_with": tiny_config(), **options})
 
 
 def test_a_fit_records_its_alpha_so_the_calibrated_config_scores_with_it() -> None:
     """Thresholds fitted with alpha 0.1 on a model scoring with 0.6 (was: not recorded, so the 0.6 scores were compared
     with 0.1 thresholds): the calibrated config scores with 0.1; a model without memory (PSNR only) is refused."""
-    config = tiny_config()
-    config.eval.alpha = 0.6
-    fitted = fit(alpha=0.1)
+    config, scored = tiny_config(), tiny_config()
+    config.eval.alpha, scored.eval.alpha = 0.6, 0.1
+    fitted = fit(alpha=0.1, scored_with=scored)
     assert fitted.alpha == 0.1
     assert with_calibration(config, fitted).eval.alpha == 0.1
     with pytest.raises(ConfigError, match="PSNR weight 0.1"):
@@ -69,21 +70,21 @@ def test_a_false_alarm_rate_is_checked_before_frames_are_counted(rate: object) -
     with pytest.raises(ConfigError, match="false-alarm-rate"):
         fit(false_alarm_rate=rate)
     with pytest.raises(ConfigError, match="false-alarm-rate"):
-        held_out_false_alarms(PSNR, DISTANCE, alpha=0.6, false_alarm_rate=rate, smoothing=5)
+        held_out_false_alarms(PSNR, DISTANCE, scored_with=tiny_config(), false_alarm_rate=rate, smoothing=5)
 
 
 def test_series_that_are_missing_or_do_not_pair_are_one_error() -> None:
     """Was: numpy's ValueError (no series), a raw ValueError/IndexError (PSNR and D of different lengths)."""
     with pytest.raises(DataError, match="no calibration footage"):
-        fit_calibration([], [], alpha=0.6, false_alarm_rate=0.01, smoothing=5)
+        fit_calibration([], [], alpha=0.6, false_alarm_rate=0.01, smoothing=5, scored_with=tiny_config())
     with pytest.raises(ConfigError, match="PSNR and D series differ"):
-        fit_calibration(PSNR, DISTANCE[:2], alpha=0.6, false_alarm_rate=0.01, smoothing=5)
+        fit_calibration(PSNR, DISTANCE[:2], alpha=0.6, false_alarm_rate=0.01, smoothing=5, scored_with=tiny_config())
     with pytest.raises(ConfigError, match="PSNR and D series differ"):
-        fit_calibration(PSNR, [d[:100] for d in DISTANCE], alpha=0.6, false_alarm_rate=0.01, smoothing=5)
+        fit_calibration(PSNR, [d[:100] for d in DISTANCE], alpha=0.6, false_alarm_rate=0.01, smoothing=5, scored_with=tiny_config())
     with pytest.raises(ConfigError, match="PSNR and D series differ"):
-        held_out_false_alarms(PSNR, DISTANCE[:2], alpha=0.6, false_alarm_rate=0.01, smoothing=5)
+        held_out_false_alarms(PSNR, DISTANCE[:2], scored_with=tiny_config(), false_alarm_rate=0.01, smoothing=5)
     with pytest.raises(ConfigError, match="lists of one series per video"):
-        fit_calibration(PSNR[0], DISTANCE[0], alpha=0.6, false_alarm_rate=0.01, smoothing=5)
+        fit_calibration(PSNR[0], DISTANCE[0], alpha=0.6, false_alarm_rate=0.01, smoothing=5, scored_with=tiny_config())
 
 
 def test_with_calibration_and_uncalibrated_refuse_what_is_not_a_calibration_or_config() -> None:

@@ -119,9 +119,9 @@ def test_the_held_out_check_leaves_out_a_video_with_no_scored_frame() -> None:
     rng = np.random.default_rng(0)
     psnr_values = [np.array([]), 20 + rng.random(40), 20 + rng.random(40)]
     distances = [np.array([]), rng.random(40), rng.random(40)]
-    held_out = held_out_false_alarms(psnr_values, distances, alpha=0.6, false_alarm_rate=0.05, smoothing=1)
+    held_out = held_out_false_alarms(psnr_values, distances, scored_with=tiny_config(), false_alarm_rate=0.05, smoothing=1)
     assert held_out and all(math.isfinite(v) for v in held_out.values())
-    assert held_out == held_out_false_alarms(psnr_values[1:], distances[1:], alpha=0.6, false_alarm_rate=0.05, smoothing=1)
+    assert held_out == held_out_false_alarms(psnr_values[1:], distances[1:], scored_with=tiny_config(), false_alarm_rate=0.05, smoothing=1)
 
 
 def test_a_calibration_that_would_not_load_is_never_made_into_a_model() -> None:

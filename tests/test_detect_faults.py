@@ -83,7 +83,7 @@ def test_detect_cli_errors_are_one_line(model_file: Path, tmp_path: Path, capsys
     assert "no frame was scored" in err and "Traceback" not in err
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["frames_scored"] == 0
     assert main(["detect", str(short), "--checkpoint", str(model_file), "--out", str(tmp_path / "p"), "--quiet", "--fps", "0"]) == 2
-    assert "--fps must be > 0" in capsys.readouterr().err
+    assert "--fps) must be > 0" in capsys.readouterr().err
 
 
 def test_uncalibrated_detection_says_so_loudly(model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

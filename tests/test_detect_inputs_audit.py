@@ -229,7 +229,9 @@ def test_source_options_must_be_numbers_in_range(options: dict, named: str) -> N
     with pytest.raises(DataError) as caught:
         SourceOptions(**options)
     message = str(caught.value)
-    assert message.startswith(named if named.startswith("-") else "the " + named)  # the one wrong option, first
+    # the one wrong option, first: the field an API caller set, and the CLI option that sets it
+    field = named.removeprefix("--").replace("-", "_")
+    assert message.startswith(f"{field} (SourceOptions.{field}, {named})" if named.startswith("-") else "the " + named)
     assert [o for o in ("--fps", "--reconnects", "--open-timeout", "--read-timeout", "retry delay") if o in message] == [named]
 
 

@@ -215,7 +215,7 @@ def test_anomalies_are_runs_of_abnormal_scored_frames_and_a_gap_does_not_split_o
     assert anomalies(stride, ((stride >= 30) & (stride < 60)).astype(int)) == [(30, 57)]
     assert anomalies(np.array([4, 5, 9, 10]), np.array([1, 0, 0, 1])) == [(4, 4), (10, 10)]  # a scored normal frame ends one
     assert anomalies(np.array([4, 5, 9]), np.array([1, 1, 1])) == [(4, 9)]  # the first frames (0..3) unscored: nothing before
-    with pytest.raises(ValueError, match="3 frames but 2 labels"):
+    with pytest.raises(DataError, match="anomalies: 3 scored frames but 2 labels"):
         anomalies(np.array([4, 5, 6]), np.array([1, 1]))
 
 

@@ -83,16 +83,16 @@ def test_the_choice_is_the_candidate_that_separates_the_pseudo_anomalies() -> No
     labels = [np.arange(36) > 16 for _ in range(3)]
     normal = terms(rng, 4, 150)
     # only the worst patch's PSNR sees the pseudo-anomaly: PSNR-only over the patch, simplest window among ties
-    choice = choose_scoring(normal, terms(rng, 3, 36, patch_psnr_drop=6.0, labels=labels), labels, alpha=0.6)
+    choice = choose_scoring(normal, terms(rng, 3, 36, patch_psnr_drop=6.0, labels=labels), labels, scored_with=tiny_config())
     assert (choice.psnr_region, choice.alpha, choice.smoothing) == ("patch", 1.0, 1)
     assert len(choice.auc) == 6 * len(WINDOWS) and choice.auc[choice.name] == max(choice.auc.values())
     assert choice.auc[candidate_name("frame", None, 1)] < 0.7
     # only the worst block's D sees it: D over the patch is mixed in with the configured weight
-    choice = choose_scoring(normal, terms(rng, 3, 36, patch_d_rise=0.05, labels=labels), labels, alpha=0.6)
+    choice = choose_scoring(normal, terms(rng, 3, 36, patch_d_rise=0.05, labels=labels), labels, scored_with=tiny_config())
     assert (choice.distance_region, choice.alpha) == ("patch", 0.6)
     # a model without memory has no D: only PSNR candidates; a fixed window: only that window
-    choice = choose_scoring(normal, terms(rng, 3, 36, patch_d_rise=0.05, labels=labels), labels, alpha=0.6,
-                            with_distance=False, windows=(5,))
+    choice = choose_scoring(normal, terms(rng, 3, 36, patch_d_rise=0.05, labels=labels), labels,
+                            scored_with=tiny_config(memory=False), windows=(5,))
     assert set(choice.auc) == {candidate_name(p, None, 5) for p in ("frame", "patch")} and choice.alpha == 1.0
 
 

@@ -187,7 +187,7 @@ def test_a_stream_that_keeps_dropping_uses_up_its_reconnections(model_file: Path
 
 @pytest.mark.parametrize("fps", [math.inf, math.nan, 1e-300, 1e9, -1.0])
 def test_an_absurd_fps_is_refused(fps: float) -> None:
-    with pytest.raises(DataError, match="--fps must be > 0"):
+    with pytest.raises(DataError, match=r"^fps \(SourceOptions.fps, --fps\) must be > 0"):
         SourceOptions(fps=fps)
 
 
@@ -206,5 +206,5 @@ def test_detect_refuses_fps_inf_in_one_line(model_file: Path, video: Path, tmp_p
     frames = frames_folder(tmp_path / "frames", 8)
     assert main(["detect", str(frames), "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--fps", "inf"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("mnad: error: --fps must be > 0") and "inf" in err[-1]
+    assert err[-1].startswith("mnad: error: fps (SourceOptions.fps, --fps) must be > 0") and "inf" in err[-1]
     assert not (tmp_path / "o" / "summary.json").exists()

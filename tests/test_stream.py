@@ -232,11 +232,11 @@ def test_held_out_false_alarms_show_thresholds_that_do_not_carry_over(synthetic_
     rng = np.random.default_rng(0)
     psnr_values = [rng.normal(30, 1, 400) for _ in range(4)]
     distances = [np.abs(rng.normal(0.01, 0.001, 400)) for _ in range(4)]
-    alike = held_out_false_alarms(psnr_values, distances, alpha=0.6, false_alarm_rate=0.05, smoothing=1)
+    alike = held_out_false_alarms(psnr_values, distances, scored_with=tiny_config(), false_alarm_rate=0.05, smoothing=1)
     assert {"0.01", "0.05"} <= set(alike) and alike["0.05"] < 0.1
-    unlike = held_out_false_alarms([*psnr_values[:3], psnr_values[3] - 6], distances, alpha=0.6, false_alarm_rate=0.05, smoothing=1)
+    unlike = held_out_false_alarms([*psnr_values[:3], psnr_values[3] - 6], distances, scored_with=tiny_config(), false_alarm_rate=0.05, smoothing=1)
     assert unlike["0.05"] > 0.2
-    assert held_out_false_alarms(psnr_values[:1], distances[:1], alpha=0.6, false_alarm_rate=0.05, smoothing=1) == {}
+    assert held_out_false_alarms(psnr_values[:1], distances[:1], scored_with=tiny_config(), false_alarm_rate=0.05, smoothing=1) == {}
     model, config = model_and_config()
     cal, _ = calibrated(model, config, synthetic_root)  # several training videos: the check is recorded
     assert cal.held_out_false_alarms and all(0 <= v <= 1 for v in cal.held_out_false_alarms.values())

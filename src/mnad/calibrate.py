@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from mnad.scoring import (
     anomaly_score,
     check_alpha,
     check_calibrated_scoring,
+    check_rate,
     frames_needed,
     mixing_weight,
     rate_key,
@@ -117,7 +117,8 @@ def calibrate(
     alpha = mixing_weight(config)
     fitted = fit_calibration(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate, smoothing=smoothing,
                              scored_with=config, footage=[span_text(s) for s in spans], where=str(videos[0].path))
-    held_out = held_out_false_alarms(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate, smoothing=smoothing)
+    held_out = held_out_false_alarms(psnr_values, distances, scored_with=config, false_alarm_rate=false_alarm_rate,
+                                     smoothing=smoothing)
     realised = held_out.get(rate_key(false_alarm_rate))
     if realised is not None and realised > 2 * false_alarm_rate:
         log.warning("thresholds fitted for a %.3g false-alarm rate alerted on %.3g of the frames of a calibration video "
@@ -220,30 +221,38 @@ def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video],
     labels = [v.labels(len(p), config.model.lag) for v, p in zip(made, pseudo["psnr"], strict=True)]
     # a model whose own S_t weighs PSNR alone (alpha 1) has no "PSNR + D" candidate: D would be mixed in with weight 0,
     # each a copy of a PSNR-only candidate under a name that says otherwise
-    choice = choose_scoring(terms, pseudo, labels, alpha=config.eval.alpha,
-                            with_distance=config.model.memory and config.eval.alpha < 1,
-                            windows=(smoothing,) if smoothing else WINDOWS)
+    choice = choose_scoring(terms, pseudo, labels, scored_with=config, windows=(smoothing,) if smoothing else WINDOWS)
     log.info("scoring chosen on %d pseudo-anomalous frames: %s (AUC %.4f)", choice.pseudo_anomalous_frames, choice.name,
              choice.auc[choice.name])
     return choice
 
 
 def choose_scoring(normal: dict[str, list[np.ndarray]], pseudo: dict[str, list[np.ndarray]], labels: list[np.ndarray], *,
-                   alpha: float, with_distance: bool = True, windows: tuple[int, ...] = WINDOWS) -> ScoringChoice:
+                   scored_with: Config, windows: tuple[int, ...] = WINDOWS) -> ScoringChoice:
     """The candidate scoring whose calibrated, smoothed S_t best separates the pseudo-anomalous frames (``labels``) of
-    the ``pseudo`` videos from every frame of the ``normal`` footage (both terms as ``footage_terms`` returns them),
-    each candidate calibrated on the normal footage as ``calibrate`` does it. ``alpha``: the weight of PSNR where D is
-    mixed in; ``with_distance`` False (a model without memory) leaves the PSNR-only candidates."""
+    the ``pseudo`` videos from every frame of the ``normal`` footage (both terms as ``footage_terms`` returns them,
+    scored with ``scored_with``), each candidate calibrated on the normal footage as ``calibrate`` does it. D is mixed
+    in with ``scored_with``'s PSNR weight (eval.alpha); a model whose S_t weighs PSNR alone (no memory, or alpha 1) has
+    only the PSNR-only candidates (D mixed in with weight 0 would copy them under a name that says otherwise)."""
+    alpha = mixing_weight(check_scored_with(scored_with))
+    lengths = [np.size(p) for p in pseudo.get("psnr", [])], [np.size(m) for m in labels]
+    if lengths[0] != lengths[1]:  # was: a ValueError from zip, or frames labelled by another video's labels
+        raise ConfigError(f"the labels must be one per pseudo-anomalous video, frame for frame: {len(lengths[1])} label "
+                          f"series of {lengths[1][:5]} frames for {len(lengths[0])} videos of {lengths[0][:5]} scored frames")
     key = {"frame": ("psnr", "distance"), "patch": ("patch_psnr", "patch_distance")}
     auc: dict[str, float] = {}
     best: ScoringChoice | None = None
     for p_region, d_region in CANDIDATES:
-        if d_region is not None and not with_distance:
+        if d_region is not None and alpha == 1:
             continue
         weight, p_key, d_key = (alpha if d_region else 1.0), key[p_region][0], key[d_region or "frame"][1]
+        # the candidate as a config scores it: the footage's own memory update, peak and E_t, its terms and weight
+        candidate = scored_with.override([f"eval.psnr_region={p_region}", f"eval.distance_region={d_region or 'frame'}",
+                                          f"eval.alpha={weight}"])
         for window in windows:
             # only the ranges matter here (the AUC does not depend on a threshold)
-            fitted = fit_calibration(normal[p_key], normal[d_key], alpha=weight, false_alarm_rate=0.5, smoothing=window)
+            fitted = fit_calibration(normal[p_key], normal[d_key], alpha=weight, false_alarm_rate=0.5, smoothing=window,
+                                     scored_with=candidate)
             normal_scores = np.concatenate(smoothed_scores(normal[p_key], normal[d_key], fitted, weight, window))
             pseudo_scores = np.concatenate([s[m] for s, m in zip(
                 smoothed_scores(pseudo[p_key], pseudo[d_key], fitted, weight, window), labels, strict=True)])
@@ -289,14 +298,6 @@ def footage_terms(
     return terms
 
 
-def check_rate(false_alarm_rate: object) -> float:
-    """A false-alarm rate as the fits take it: a number strictly between 0 and 1 (0 would need infinitely many frames;
-    NaN or one outside makes every threshold meaningless), else one ``ConfigError``."""
-    if isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, Real) or not 0 < false_alarm_rate < 1:
-        raise ConfigError(f"--false-alarm-rate must be a number strictly between 0 and 1, got {false_alarm_rate!r}")
-    return float(false_alarm_rate)
-
-
 def check_series(psnr_values: object, distances: object, where: str) -> None:
     """Per-video PSNR and D series as the fits take them: two lists (or tuples) with one series of each per video, of
     the same length; anything else is one ``ConfigError`` (no footage: a ``DataError``)."""
@@ -311,6 +312,14 @@ def check_series(psnr_values: object, distances: object, where: str) -> None:
                           f"{len(distances)} D series of {lengths[1][:5]} frames; give one of each per video, frame for frame")
 
 
+def check_scored_with(scored_with: object) -> Config:
+    """The config per-frame terms were scored with, as the fits take it (what a calibration records of its scoring comes
+    from it): a mnad Config, else one ``ConfigError``."""
+    if not isinstance(scored_with, Config):
+        raise ConfigError(f"scored_with must be the mnad Config the footage was scored with, got {type(scored_with).__name__}")
+    return scored_with
+
+
 def fit_calibration(
     psnr_values: list[np.ndarray],
     distances: list[np.ndarray],
@@ -318,29 +327,27 @@ def fit_calibration(
     alpha: float,
     false_alarm_rate: float,
     smoothing: int,
-    scored_with: Config | None = None,
+    scored_with: Config,
     footage: list[str] | None = None,
     where: str = "calibration footage",
 ) -> Calibration:
     """The calibration of per-video PSNR and D series of normal footage (each video smoothed on its own, as separate
     recordings): ranges from their 1st-99th percentiles, thresholds from quantiles of the smoothed score, recording
     what it was fitted with: ``alpha`` and, from ``scored_with`` (the config the series were scored with, whose S_t
-    weight must be ``alpha``), the terms, the test-time memory update, the PSNR peak and E_t's kind, so that
+    weight must be ``alpha``: required, as defaults would record the whole-frame terms and the default memory update
+    whatever scored the series), the terms, the test-time memory update, the PSNR peak and E_t's kind, so that
     ``with_calibration`` and every scorer score as it was fitted (or refuse)."""
     false_alarm_rate = check_rate(false_alarm_rate)  # first: frames_needed of 0 or NaN is no number of frames
     check_alpha(alpha)
     check_count("--smoothing", smoothing)
     check_series(psnr_values, distances, where)
-    recorded: dict[str, object] = {}
-    if scored_with is not None:
-        if not isinstance(scored_with, Config):
-            raise ConfigError(f"scored_with must be the Config the footage was scored with, got {type(scored_with).__name__}")
-        if not math.isclose(alpha, mixing_weight(scored_with)):
-            raise ConfigError(f"alpha {alpha:g} is not the PSNR weight {mixing_weight(scored_with):g} the footage was "
-                              "scored with (eval.alpha; 1 without memory)")
-        e = scored_with.eval
-        recorded = {"psnr_region": e.psnr_region, "distance_region": e.distance_region, "test_update": e.test_update,
-                    "gamma": e.gamma, "psnr_peak": e.psnr_peak, "regular_score": e.regular_score}
+    check_scored_with(scored_with)
+    if not math.isclose(alpha, mixing_weight(scored_with)):
+        raise ConfigError(f"alpha {alpha:g} is not the PSNR weight {mixing_weight(scored_with):g} the footage was "
+                          "scored with (eval.alpha; 1 without memory)")
+    e = scored_with.eval
+    recorded = {"psnr_region": e.psnr_region, "distance_region": e.distance_region, "test_update": e.test_update,
+                "gamma": e.gamma, "psnr_peak": e.psnr_peak, "regular_score": e.regular_score}
     all_p, all_d = np.concatenate(psnr_values), np.concatenate(distances)
     needed = frames_needed(false_alarm_rate)
     if all_p.size < needed:
@@ -359,13 +366,14 @@ def fit_calibration(
     return dataclasses.replace(fitted, threshold=float(np.quantile(smoothed, 1 - false_alarm_rate)), thresholds=thresholds)
 
 
-def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndarray], *, alpha: float, false_alarm_rate: float,
-                          smoothing: int) -> dict[str, float]:
+def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndarray], *, scored_with: Config,
+                          false_alarm_rate: float, smoothing: int) -> dict[str, float]:
     """How well thresholds carry over to normal footage they were not fitted on, without labels: each video left out
-    in turn, the others calibrated, the fraction of the left-out video's smoothed scores above each threshold (the
-    chosen rate's and TABLE_RATES'), averaged over the videos. Empty with fewer than two videos, or when the rest is
-    too short to calibrate."""
+    in turn, the others calibrated (S_t as ``scored_with``, the config the series were scored with, weighs PSNR), the
+    fraction of the left-out video's smoothed scores above each threshold (the chosen rate's and TABLE_RATES'),
+    averaged over the videos. Empty with fewer than two videos, or when the rest is too short to calibrate."""
     false_alarm_rate = check_rate(false_alarm_rate)  # before frames_needed, as fit_calibration checks it
+    alpha = mixing_weight(check_scored_with(scored_with))
     check_series(psnr_values, distances, "calibration footage")
     if len(psnr_values) < 2:
         return {}
@@ -376,7 +384,7 @@ def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndar
         rest = [j for j in range(len(psnr_values)) if j != i]
         try:
             fitted = fit_calibration([psnr_values[j] for j in rest], [distances[j] for j in rest], alpha=alpha,
-                                     false_alarm_rate=false_alarm_rate, smoothing=smoothing)
+                                     false_alarm_rate=false_alarm_rate, smoothing=smoothing, scored_with=scored_with)
         except DataError:
             return {}
         (left_out,) = smoothed_scores([psnr_values[i]], [distances[i]], fitted, alpha, smoothing)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save
 from mnad.atomic import TEMP_SUFFIX, atomic_write, fsync_dir
 from mnad.config import Config, check_same_model, model_differences
 from mnad.distributed import checked_device
-from mnad.errors import CheckpointError, ConfigError, DataError
+from mnad.errors import CheckpointError, ConfigError, DataError, printable
 from mnad.model.mnad import MNAD
 
 try:
@@ -390,7 +390,12 @@ def load_model(name_or_path: str | os.PathLike[str], *, expect: Config | None = 
     """
     if expect is not None and not isinstance(expect, Config):
         raise ConfigError(f"load_model: expect must be a mnad Config (mnad.load_config(...)) or None, got {expect!r}")
-    device = checked_device(map_location)  # before reading: a device this machine lacks is one error, not torch's
+    try:  # before reading: a device this machine lacks is one error, not torch's
+        device = checked_device(map_location)
+    except ConfigError as exc:  # checked_device names the CLI's --device; this caller passed map_location
+        reason = str(exc).removeprefix(f"--device {map_location}: ")
+        raise ConfigError(f"load_model: map_location {printable(repr(map_location))[:80]} (the device to load the model "
+                          f"on): {reason}") from exc
     path = resolve_checkpoint(name_or_path)
     if is_onnx_export(path):
         raise CheckpointError(f"{path}: an ONNX export (mnad export), which only scores; this needs the .safetensors "

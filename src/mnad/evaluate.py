@@ -63,6 +63,12 @@ def score_videos(
     with another pixel range than the model's (``open_video(path)`` for a model with ``model.pixel_range``) are
     refused before any frame is scored: their 16-bit frames would be read otherwise than the model saw them."""
     checked_config(config)  # a Config changed by hand as a config file (also when a scorer is given)
+    return _score_videos(model, config, videos, device=device, progress=progress, scorer=scorer)
+
+
+def _score_videos(model: MNAD, config: Config, videos: list[Video], *, device: str, progress: bool,
+                  scorer: StreamScorer | None) -> list[VideoScores]:
+    """``score_videos`` of a ``config`` already checked (``evaluate`` checks it once, up front)."""
     check_same_model(model, config)  # then config.model.pixel_range is the model's own
     check_pixel_ranges(videos, config.model.pixel_range)
     scorer = scorer or StreamScorer.for_model(model, config, normalization="video", device=device)
@@ -292,7 +298,7 @@ def evaluate(
         calibration = Calibration.from_dict(config.eval.calibration)
         check_calibrated_scoring(config, calibration)
         fps = DATASET_FPS.get(config.dataset, 25.0) if fps is None else fps
-        check_fps(fps)
+        check_fps(fps, "fps (--fps)")
     elif fps is not None:
         raise ConfigError("--fps applies to --protocol stream only (the published protocol has no time)")
     # every frame of a video is read, at the model's size: a video file is counted by its one decode to disk, and
@@ -324,7 +330,7 @@ def evaluate(
     scorer = None
     if calibration is not None:
         scorer = StreamScorer.for_model(model, config, normalization="calibrated", calibration=calibration, device=device)
-    results = score_videos(model, config, mine, device=device, progress=progress and ctx.is_main, scorer=scorer)
+    results = _score_videos(model, config, mine, device=device, progress=progress and ctx.is_main, scorer=scorer)
     results = [v for part in distributed.all_gather_objects(results, ctx) for v in part]  # all videos, in order
     attach_labels(results, labels)
     if calibration is None:

@@ -92,6 +92,32 @@ class EventTracker:
         return None
 
 
+def labelled_frames(frames: object, labels: object, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One video's scored frame positions and their labels as arrays: ``frames`` whole numbers, ``labels`` finite
+    numbers (0 normal, anything else abnormal), both 1-D and of the same length; anything else is one ``DataError``
+    naming ``where`` and the argument (was: a bare ValueError or TypeError, or a NaN label taken as abnormal and a
+    frame 4.7 as frame 4 without a word)."""
+    try:
+        frames_array, labels_array = np.asarray(frames), np.asarray(labels)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        raise DataError(f"{where}: frames and labels must be 1-D arrays of numbers ({exc})") from exc
+    for name, array in (("frames", frames_array), ("labels", labels_array)):
+        if array.ndim != 1:
+            raise DataError(f"{where}: {name} must be a 1-D array (one value per scored frame), got shape {array.shape}")
+        if array.size and array.dtype.kind not in "biuf":
+            raise DataError(f"{where}: {name} must be numbers, got {array.dtype} values")
+    if frames_array.size != labels_array.size:
+        raise DataError(f"{where}: {frames_array.size} scored frames but {labels_array.size} labels (one label per frame)")
+    if frames_array.dtype.kind == "f":  # a float frame number is one only when whole (a CSV's column read as floats)
+        bad = ~np.isfinite(frames_array) | (frames_array != np.round(frames_array))
+        if bad.any():
+            raise DataError(f"{where}: frames must be whole frame positions, got {frames_array[bad][:3]}")
+    if labels_array.dtype.kind == "f" and not np.all(np.isfinite(labels_array)):
+        raise DataError(f"{where}: labels must be finite numbers (0 normal, else abnormal), got "
+                        f"{labels_array[~np.isfinite(labels_array)][:3]}")
+    return frames_array, labels_array
+
+
 def anomalies(frames: np.ndarray, labels: np.ndarray) -> list[tuple[int, int]]:
     """The anomalies of one video: (first, last) frame of each run of consecutive abnormal frames among those scored
     (``frames``, in order, with their ``labels``). The one rule for what an anomaly is: the stream protocol counts
@@ -101,9 +127,8 @@ def anomalies(frames: np.ndarray, labels: np.ndarray) -> list[tuple[int, int]]:
     first frames of a video that make its first clip) does not split one: the frames of the gap have no label here,
     and at a stride the frames between two abnormal scored frames are of the same anomaly (split, an anomaly scored
     every other frame would count as one anomaly per frame)."""
-    if len(frames) != len(labels):
-        raise ValueError(f"{len(frames)} frames but {len(labels)} labels")
-    abnormal = np.flatnonzero(np.asarray(labels).astype(bool))
+    frames, labels = labelled_frames(frames, labels, "anomalies")
+    abnormal = np.flatnonzero(labels.astype(bool))
     if abnormal.size == 0:
         return []
     breaks = np.flatnonzero(np.diff(abnormal) > 1)
@@ -124,10 +149,12 @@ def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.n
 
     check_fps(fps)
     caught, delays, false_events, found = {}, [], 0, 0
-    by_video = {name: (np.asarray(frames), np.asarray(labels)) for name, frames, labels in videos}
-    for name, (frames, labels) in by_video.items():
-        if frames.ndim != 1 or frames.shape != labels.shape:
-            raise DataError(f"video {name!r}: {frames.size} scored frames but {labels.size} labels (one label per frame)")
+    if not isinstance(videos, list | tuple) or not all(isinstance(v, tuple | list) and len(v) == 3 for v in videos):
+        raise DataError("event_measures: videos must be a list of (name, scored frame positions, labels), one per video")
+    if not isinstance(events, list | tuple) or not all(isinstance(e, Event) for e in events):
+        raise DataError("event_measures: events must be a list of mnad.events.Event (EventTracker's)")
+    checked = [(name, *labelled_frames(frames, labels, f"video {name!r}")) for name, frames, labels in videos]
+    by_video = {name: (frames, labels) for name, frames, labels in checked}
     for event in events:
         if event.video not in by_video:
             raise DataError(f"an event names video {event.video!r}, which is not among the labelled videos "
@@ -147,7 +174,7 @@ def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.n
                 caught[name] = True
                 found += 1
                 delays.append(max(min(starts) - first, 0))
-    normal_minutes = sum(int((np.asarray(labels) == 0).sum()) for _, _, labels in videos) / fps / 60
+    normal_minutes = sum(int((labels == 0).sum()) for _, _, labels in checked) / fps / 60
     return {
         "events": len(events),
         "false_events": false_events,

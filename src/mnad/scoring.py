@@ -356,10 +356,21 @@ def rate_key(false_alarm_rate: float) -> str:
     return f"{false_alarm_rate:g}"
 
 
+def check_rate(false_alarm_rate: object) -> float:
+    """A false-alarm rate as the fits and ``frames_needed`` take it: a number strictly between 0 and 1 (0 would need
+    infinitely many frames, 1 alerts on every frame; NaN or one outside makes every threshold meaningless), else one
+    ``ConfigError``."""
+    if isinstance(false_alarm_rate, bool) or not isinstance(false_alarm_rate, Real) or not 0 < false_alarm_rate < 1:
+        raise ConfigError("the false-alarm rate (false_alarm_rate, --false-alarm-rate) must be a number strictly between "
+                          f"0 and 1, got {false_alarm_rate!r}")
+    return float(false_alarm_rate)
+
+
 def frames_needed(false_alarm_rate: float) -> int:
     """Normal frames a threshold for ``false_alarm_rate`` is fitted on at least (one alert's worth: 1 / rate), the rule
-    ``calibrate`` refuses by and the threshold table and the stream protocol leave rates out by (capped at 1e18)."""
-    return math.ceil(min(1 / false_alarm_rate, 1e18))
+    ``calibrate`` refuses by and the threshold table and the stream protocol leave rates out by (capped at 1e18). A
+    rate ``check_rate`` refuses is refused (was: -10 frames for -0.1, a ZeroDivisionError for 0)."""
+    return math.ceil(min(1 / check_rate(false_alarm_rate), 1e18))
 
 
 def check_calibrated_scoring(config: Config, calibration: Calibration) -> None:

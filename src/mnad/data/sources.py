@@ -833,11 +833,13 @@ class RawFrame:
     fresh: bool = False  # the first frame after a reconnection: not consecutive with the frame before it
 
 
-def check_fps(fps: float) -> None:
-    """A frame rate a footage can have. Bounded: timestamps are index / fps (1e-300 overflows them to inf, which
-    summary.json cannot hold)."""
-    if not valid_fps(fps):  # also refuses NaN
-        raise DataError(f"--fps must be > 0: a frame rate from {MIN_FPS:g} to {MAX_FPS:g} frames per second, got {fps}")
+def check_fps(fps: float, name: str = "fps") -> None:
+    """A frame rate a footage can have, else one ``DataError`` naming ``name``: what the caller passed it as (a
+    function's argument, a field, with the CLI option where one sets it: 'fps (SourceOptions.fps, --fps)'). Bounded:
+    timestamps are index / fps (1e-300 overflows them to inf, which summary.json cannot hold)."""
+    if isinstance(fps, bool) or not isinstance(fps, Real) or not valid_fps(fps):  # also refuses NaN
+        raise DataError(f"{name} must be > 0: a frame rate from {MIN_FPS:g} to {MAX_FPS:g} frames per second, "
+                        f"got {printable(repr(fps))[:80]}")
 
 
 @dataclass
@@ -851,16 +853,19 @@ class SourceOptions:
     def __post_init__(self) -> None:
         # each a real number (a bool, a string or None is no count of seconds), NaN refused by the comparisons; each
         # error names the one option that is wrong
-        names = {"fps": "--fps", "reconnects": "--reconnects", "retry_delay": "the retry delay (SourceOptions.retry_delay)",
-                 "open_timeout": "--open-timeout", "read_timeout": "--read-timeout"}
+        # as API callers (SourceOptions) and the CLI (its options fill these fields) each set them
+        names = {"fps": "fps (SourceOptions.fps, --fps)", "reconnects": "reconnects (SourceOptions.reconnects, --reconnects)",
+                 "retry_delay": "the retry delay (SourceOptions.retry_delay)",
+                 "open_timeout": "open_timeout (SourceOptions.open_timeout, --open-timeout)",
+                 "read_timeout": "read_timeout (SourceOptions.read_timeout, --read-timeout)"}
         for name, option in names.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real):
                 raise DataError(f"{option} must be a number, got {printable(repr(value))[:80]}")
-        check_fps(self.fps)
+        check_fps(self.fps, names["fps"])
         # a whole count: a NaN or fractional one would never be reached (``failures >= reconnects``), reconnecting for ever
         if not isinstance(self.reconnects, Integral) or self.reconnects < 0:
-            raise DataError(f"--reconnects must be a whole number >= 0, got {self.reconnects!r}")
+            raise DataError(f"{names['reconnects']} must be a whole number >= 0, got {self.reconnects!r}")
         if not 0 <= self.retry_delay <= MAX_WAIT:
             raise DataError(f"{names['retry_delay']} must be from 0 to {MAX_WAIT:g} seconds, got {self.retry_delay!r}")
         for name in ("open_timeout", "read_timeout"):  # OpenCV takes int milliseconds
