@@ -3,6 +3,7 @@ footage, diverged weights) is flagged on its frame and changes nothing the later
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -71,3 +72,40 @@ def test_a_nonfinite_frame_is_flagged_and_changes_nothing_later_frames_see(spoil
     # the frames before the bad one score as a clean scorer's
     clean_rows = [r for r in (clean.push(f) for f in video) if r is not None]
     assert [r.smoothed for r in rows[:2]] == [r.smoothed for r in clean_rows[:2]]
+
+
+def spoiling_step(monkeypatch: pytest.MonkeyPatch, bad: int) -> None:
+    """Scorers built from now on get a step whose ``bad``-th result has a NaN PSNR."""
+    import mnad.stream
+
+    build = mnad.stream.scoring_step
+    monkeypatch.setattr(mnad.stream, "scoring_step", lambda model, config: Faulty(build(model, config), bad, nan_psnr))
+
+
+def test_detect_writes_a_nonfinite_frame_as_nan_says_so_and_fails_the_run(model_file: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    from conftest import frames_folder
+
+    from mnad.calibrate import with_calibration
+    from mnad.checkpoint import load_model
+    from mnad.detect import DetectOptions, detect
+    from mnad.errors import DataError
+    from mnad.outputs import read_detect_scores
+    from mnad.scoring import Calibration
+
+    model, config = load_model(model_file)
+    cal = Calibration(psnr_low=0.0, psnr_high=40.0, distance_low=0.0, distance_high=1.0, threshold=-1.0,
+                      false_alarm_rate=0.05, smoothing=1, frames=100)  # every scored frame above it: one event
+    spoiling_step(monkeypatch, 3)
+    out = tmp_path / "o"
+    with pytest.raises(DataError, match="1 of the 8 frames scored have no score: the model's output is not finite"):
+        detect(model, with_calibration(config, cal), str(frames_folder(tmp_path / "f", 8 + config.model.t_length - 1)),
+               out, DetectOptions(min_event_frames=1, hysteresis=0.0), progress=False)
+    assert "frame 6: the model's output is not finite" in caplog.text  # said when it happens, once
+    rows = read_detect_scores(out / "scores.csv")
+    assert len(rows) == 8 and [r["smoothed"] for r in rows].count("nan") == 1 and rows[2]["smoothed"] == "nan"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["not_finite_frames"] == 1 and summary["frames_scored"] == 8
+    # the open event is neither ended nor cut by the unscored frame: one event over all the frames (was: cut in two)
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert len(events) == 1 and events[0]["start_frame"] == int(rows[0]["frame"]) and events[0]["end_frame"] == int(rows[-1]["frame"])

@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 
 UNCALIBRATED = ("this model carries no calibration: scores use a running min-max and NO ALERTS are raised; "
                 "calibrate it on normal footage first: mnad calibrate --checkpoint MODEL --data NORMAL_FOOTAGE --out calibrated.safetensors")
+NOT_FINITE = ("the model's output is not finite (NaN or infinite: diverged weights, or a bf16/int8 path that overflows on "
+              "this footage: try --fp32, or the checkpoint it was exported or quantised from)")
 READ_AHEAD = 4  # frames a source's reader may decode ahead of scoring (bounded: a fast file does not fill the memory)
 MIN_VIDEO_FPS = 1.0  # the annotated video plays a time-lapse (--fps 0.001) at this rate: mp4v refuses rates below about
 # 0.01 frames/s (the writer would not open), and slower is no video to watch; each picture carries its own time
@@ -377,6 +379,8 @@ class _Detection:
         self.warned_behind = False
         self.above = 0  # frames scored whose smoothed score is above the threshold (what a false-alarm rate counts)
         self.alerts = 0  # frames written with alert=1: those of a confirmed event (``EventTracker.alerting``)
+        self.not_finite = 0  # frames whose model output was not finite (``FrameResult.finite``): NaN in scores.csv,
+        # not given to the event tracker; the source ends with an error
         self.ended_by: str | None = None  # None while the source runs
         self.ended_at: float | None = None  # time.perf_counter() when it ended: its own duration in summary.json
         self.failure: DataError | None = None
@@ -422,7 +426,12 @@ class _Detection:
         shown = self.raw[row.index]
         rows_before = self.writer.changes  # a row segment opened, closed or deleted: the summary says so
         alert = False
-        if self.tracker is not None:
+        if not row.finite:
+            self.not_finite += 1
+            if self.not_finite == 1:
+                log.warning(f"{self.frames.name}: frame {row.index}: {NOT_FINITE}; such frames are written with NaN scores "
+                            "and change nothing later frames are scored with, and the run will end with an error")
+        if self.tracker is not None and row.finite:  # no score is no evidence: an open event neither ends nor grows
             ended = self.tracker.push(row.index, shown.time, row.smoothed)
             alert = self.tracker.alerting
             self.above += row.smoothed > self.threshold
@@ -570,6 +579,8 @@ class _Detection:
             # threshold: runs dropped as too short and each event's first --min-event-frames - 1 frames never alert,
             # but an open event's frames between threshold - hysteresis and the threshold do
             "alert_frames": self.alerts if calibration else None,
+            # frames whose model output was not finite, scored NaN (the run ends with an error when there are any)
+            "not_finite_frames": self.not_finite,
             "calibration_held_out_false_alarm_rate": (calibration.held_out_false_alarms.get(rate_key(calibration.false_alarm_rate))
                                                       if calibration else None),
             "smoothing": smoothing, "events": self.events,
@@ -612,6 +623,9 @@ class _Detection:
         if self.scored == 0:
             return DataError(f"{self.frames.name}: no frame was scored ({self.config.model.t_length} frames make the "
                              "first clip)")
+        if self.not_finite:
+            return DataError(f"{self.frames.name}: {self.not_finite} of the {self.scored} frames scored have no score: "
+                             f"{NOT_FINITE} (their rows in scores.csv hold NaN)")
         return None
 
     def problem(self) -> str | None:
