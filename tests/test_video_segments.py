@@ -367,12 +367,20 @@ def test_video_keep_is_checked(model_file: Path, tmp_path: Path, capsys: pytest.
         assert err.count("mnad: error: --video-keep must be a number of GiB > 0") == 1 and "Traceback" not in err
 
 
-def video_rate(path: Path) -> float:
+def video_property(path: Path, which: int) -> float:
     capture = cv2.VideoCapture(str(path))
     try:
-        return capture.get(cv2.CAP_PROP_FPS)
+        return capture.get(which)
     finally:
         capture.release()
+
+
+def video_rate(path: Path) -> float:
+    return video_property(path, cv2.CAP_PROP_FPS)
+
+
+def video_frames(path: Path) -> int:
+    return int(video_property(path, cv2.CAP_PROP_FRAME_COUNT))
 
 
 def test_a_camera_that_misstates_its_rate_plays_at_the_rate_it_sends(tmp_path: Path) -> None:
@@ -393,6 +401,28 @@ def test_a_camera_that_misstates_its_rate_plays_at_the_rate_it_sends(tmp_path: P
         rates[clocked] = [video_rate(folder / name) for name in video.files]
     assert rates[True] == [30.0] + [8.0] * 7  # 9 frames in the first (1 s of times), then 8 a file
     assert rates[False] == [30.0, 30.0]
+
+
+def test_a_cameras_first_file_at_its_claimed_rate_is_kept_short(tmp_path: Path) -> None:
+    """A camera claiming 30 frames/s that sends 8, in files of 10 minutes: its first file (at the claimed rate, nothing
+    measured yet) closes after FIRST_FILE_SECONDS of its frames' times, the next plays at 8 (was: the first 10 minutes
+    played 3.75 times too fast). A file's frames keep the 10-minute files."""
+    from mnad.detect import FIRST_FILE_SECONDS, SegmentedVideo
+
+    picture = np.zeros((32, 32, 3), np.uint8)
+    frames = int(FIRST_FILE_SECONDS * 8) + 40
+    for clocked in (True, False):
+        folder = tmp_path / str(clocked)
+        folder.mkdir()
+        video = SegmentedVideo(folder, 30.0, 600.0, clocked=clocked)
+        for i in range(frames):
+            video.write(picture, i, i / 8)
+        video.close()
+        if clocked:
+            assert [video_rate(folder / name) for name in video.files] == [30.0, 8.0]
+            assert video_frames(folder / video.files[0]) == FIRST_FILE_SECONDS * 8 + 1  # up to FIRST_FILE_SECONDS of times
+        else:
+            assert video.files == ["annotated.mkv"]
 
 
 def test_a_camera_measured_faster_than_the_encoder_takes_is_held(tmp_path: Path) -> None:

@@ -89,6 +89,9 @@ VIDEO_SEGMENT_SECONDS = 600.0  # the annotated video is written as files of this
 # OOM killer loses at most the open file's unwritten tail (Matroska: outputs.VIDEO_SUFFIX), no file grows without bound,
 # and --video-keep can delete the oldest. 10 minutes (15,000 frames at 25 fps) keeps the files few (144 a day), as CCTV
 # recorders do
+FIRST_FILE_SECONDS = 60.0  # a camera's first annotated file plays at the rate it claims (nothing is measured yet), which
+# may be off many times over: it closes after at most this much of its frames' times, so that the rest of the video plays
+# at the measured rate (``SegmentedVideo``); a minute of frames measures the rate well (1,500 at 25 frames/s)
 GIB = 2**30
 # the largest values the annotated video's options are used with: beyond them a number is no setting but an overflow
 # (a file's frame count, round(rate * seconds), and the bytes kept, round(GiB * 2**30), are ints that must stay finite)
@@ -176,7 +179,8 @@ class SegmentedVideo:
 
     A camera's claimed rate is often wrong (one claiming 30 frames/s may send 10): each of its files after the first
     plays at the rate the previous file's frames came at, by their times (its pictures over the time from its first
-    frame to the next file's), so the video plays in real time. Files of footage play at the footage's own rate.
+    frame to the next file's), so the video plays in real time; the first, at the claimed rate, holds at most
+    ``FIRST_FILE_SECONDS`` of its frames' times. Files of footage play at the footage's own rate.
 
     ``keep_bytes``: when a file closes, the oldest closed files are deleted until those kept total at most this many
     bytes, the newest always kept (a recorder's rule: the oldest goes first); ``deleted`` counts them."""
@@ -222,7 +226,9 @@ class SegmentedVideo:
         assert self.writer is not None
         self.writer.write(picture)
         self.count += 1
-        if self.count >= self.segment_frames or (self.clocked and time - self.started >= self.seconds):
+        # a camera's first file, at its claimed rate, is kept short (``FIRST_FILE_SECONDS``)
+        seconds = min(self.seconds, FIRST_FILE_SECONDS) if self.clocked and self.previous is None else self.seconds
+        if self.count >= self.segment_frames or (self.clocked and time - self.started >= seconds):
             self.close()
 
     def _open(self, frame: int, width: int, height: int, time: float) -> None:
