@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
+import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -90,6 +94,21 @@ def load_script(relative: str) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)
     return module
+
+
+def kill_when(code: str, args: list[str], ready: Callable[[], bool], *, timeout: float = 120) -> None:
+    """Run ``python -c code *args`` with the repo's sources, one thread, wait until ``ready()`` (failing with its stderr
+    if it ends or ``timeout`` seconds pass first), then SIGKILL it: a run killed outright (a power cut, the OOM killer)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()  # type: ignore[union-attr]
+            time.sleep(0.01)
+    finally:
+        process.kill()
+        process.communicate(timeout=60)
 
 
 def frames_folder(folder: Path, n: int, size: int = 32, corrupt_at: int | None = None) -> Path:

@@ -5,15 +5,12 @@ and the summaries are rewritten at a bounded interval, never once a frame."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import frames_folder
+from conftest import frames_folder, kill_when
 
 import mnad.detect
 from mnad.checkpoint import load_model
@@ -55,15 +52,8 @@ def test_sigkill_leaves_summaries_that_say_the_run_never_ended(model_file: Path,
     folders = [str(frames_folder(tmp_path / f"cam{i}", 800, size=16)) for i in range(sources)]
     out = tmp_path / "o"
     places = [out / stream_folder(i, f, sources) for i, f in enumerate(folders)] if sources > 1 else [out]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", RUN, str(FAST), str(model_file), str(out), *folders], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not all((s := read(p / SUMMARY_FILE)) is not None and s["frames_scored"] >= 20 for p in places):
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()  # type: ignore[union-attr]
-        time.sleep(0.02)
-    process.kill()
-    process.communicate(timeout=60)
+    kill_when(RUN, [str(FAST), str(model_file), str(out), *folders],
+              lambda: all((s := read(p / SUMMARY_FILE)) is not None and s["frames_scored"] >= 20 for p in places))
     total = 0
     for place in places:
         summary = read(place / SUMMARY_FILE)

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import frames_folder
+from conftest import frames_folder, kill_when
 
 from mnad.calibrate import with_calibration
 from mnad.checkpoint import load_model
@@ -178,15 +174,8 @@ detect(model, config, sys.argv[2], sys.argv[3], DetectOptions(rows_segment=float
 def test_sigkill_leaves_every_closed_segment_whole_and_the_open_one_readable(model_file: Path, tmp_path: Path) -> None:
     folder = frames_folder(tmp_path / "f", 2000, size=16)
     out = tmp_path / "o"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", RUN, str(model_file), str(folder), str(out), str(SEGMENT)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not ((out / ROWS_DIR).is_dir() and len(list((out / ROWS_DIR).iterdir())) >= 4):  # 3 closed
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()  # type: ignore[union-attr]
-        time.sleep(0.01)
-    process.kill()
-    process.communicate(timeout=60)
+    kill_when(RUN, [str(model_file), str(folder), str(out), str(SEGMENT)],
+              lambda: (out / ROWS_DIR).is_dir() and len(list((out / ROWS_DIR).iterdir())) >= 4)  # 3 closed
     found = segments(out)
     for closed in found[:-1]:
         header, rows = table(closed / "scores.csv")

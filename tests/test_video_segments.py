@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import frames_folder
+from conftest import frames_folder, kill_when
 
 from mnad.checkpoint import load_model
 from mnad.detect import ANNOTATED_DIR, DetectOptions, detect
@@ -187,15 +187,8 @@ def test_sigkill_loses_only_the_open_segment(model_file: Path, tmp_path: Path) -
     readable (one file, before, lost the whole video). Its last summary lists the closed files and names the open one."""
     folder = frames_folder(tmp_path / "f", 2000, size=16)
     out = tmp_path / "o"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", RUN, str(model_file), str(folder), str(out), str(SEGMENT)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not ((out / ANNOTATED_DIR).is_dir() and len(list((out / ANNOTATED_DIR).iterdir())) >= 3):  # 2 closed
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()  # type: ignore[union-attr]
-        time.sleep(0.01)
-    process.kill()
-    process.communicate(timeout=60)
+    kill_when(RUN, [str(model_file), str(folder), str(out), str(SEGMENT)],
+              lambda: (out / ANNOTATED_DIR).is_dir() and len(list((out / ANNOTATED_DIR).iterdir())) >= 3)  # 2 closed
     files = sorted((out / ANNOTATED_DIR).iterdir())
     assert len(files) >= 3 and [frames_in(f) for f in files[:-1]] == [5] * (len(files) - 1)
     assert files[0].name == f"{frame_name(4)}.mkv" and not (out / ANNOTATED_VIDEO).exists()
