@@ -651,8 +651,8 @@ def detect(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict:
-    """Score ``source`` frame by frame and write scores.csv, events.jsonl, events.csv and summary.json to ``out_dir``
-    as it goes. ``model``: a model or an exported one (``export.load_onnx``). An interrupted run (Ctrl-C, SIGTERM)
+    """Score ``source`` frame by frame and write scores.csv, events.jsonl, events.csv (in segments of
+    ``options.rows_segment`` seconds of footage: ``outputs.DetectWriter``) and summary.json to ``out_dir`` as it goes. ``model``: a model or an exported one (``export.load_onnx``). An interrupted run (Ctrl-C, SIGTERM)
     still completes its outputs and re-raises; a source that gave nothing or was lost raises ``DataError`` after the
     outputs are written. Returns the summary. An earlier run in ``out_dir`` (``overwrite``) is replaced whole, and only
     once this run scored a frame (``outputs.DetectFolder``): until then its rows go to a staging folder. It is deleted
