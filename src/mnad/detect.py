@@ -19,6 +19,7 @@ reconnects holds up no other stream, and so that decoding (OpenCV, which release
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -70,7 +71,7 @@ from mnad.outputs import (
     wall_clock,
     write_detect_summary,
 )
-from mnad.scoring import Calibration, check_calibrated_scoring, rate_key
+from mnad.scoring import Calibration, check_calibrated_scoring, rate_key, worst_patch_box
 from mnad.stream import FrameResult, StreamScorer, checked_config, score_streams
 
 log = logging.getLogger(__name__)
@@ -284,6 +285,18 @@ class SegmentedVideo:
         self.changes += self.kept.add(self.out_dir, self.name, size)  # the oldest past keep_bytes deleted
 
 
+def source_box(error: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The worst-predicted patch of a frame's error map (``scoring.worst_patch_box``, in the model's pixels) in the
+    pixels of the source frame it was made from (``shape``: its (height, width, ...)); the model saw the whole frame
+    resized to its square (``prepare_frame``), so each axis scales on its own. (left, top, width, height)"""
+    x, y, w, h = worst_patch_box(error)
+    rows, cols = error.shape[-2:]
+    height, width = shape[:2]
+    left, top = math.floor(x * width / cols), math.floor(y * height / rows)
+    right, bottom = min(math.ceil((x + w) * width / cols), width), min(math.ceil((y + h) * height / rows), height)
+    return left, top, right - left, bottom - top
+
+
 def encoder_rate(rate: float) -> float:
     """``rate`` as the MPEG-4 encoder takes it: within [``MIN_VIDEO_FPS``, ``MAX_VIDEO_FPS``], and a fraction whose
     denominator fits in 16 bits (FFmpeg refuses a time base of 1000/66667: 66.667 frames/s would fail the run at its
@@ -438,7 +451,8 @@ class _Detection:
                 log.warning(f"{self.frames.name}: frame {row.index}: {NOT_FINITE}; such frames are written with NaN scores "
                             "and change nothing later frames are scored with, and the run will end with an error")
         if self.tracker is not None and row.finite:  # no score is no evidence: an open event neither ends nor grows
-            ended = self.tracker.push(row.index, shown.time, row.smoothed)
+            where = functools.partial(source_box, row.error_map, shown.image.shape) if row.error_map is not None else None
+            ended = self.tracker.push(row.index, shown.time, row.smoothed, where=where)
             alert = self.tracker.alerting
             self.above += row.smoothed > self.threshold
             self.alerts += alert
@@ -652,7 +666,8 @@ def detect(
     progress: bool = True,
 ) -> dict:
     """Score ``source`` frame by frame and write scores.csv, events.jsonl, events.csv (in segments of
-    ``options.rows_segment`` seconds of footage: ``outputs.DetectWriter``) and summary.json to ``out_dir`` as it goes. ``model``: a model or an exported one (``export.load_onnx``). An interrupted run (Ctrl-C, SIGTERM)
+    ``options.rows_segment`` seconds of footage: ``outputs.DetectWriter``) and summary.json to ``out_dir`` as it goes.
+    ``model``: a model or an exported one (``export.load_onnx``). An interrupted run (Ctrl-C, SIGTERM)
     still completes its outputs and re-raises; a source that gave nothing or was lost raises ``DataError`` after the
     outputs are written. Returns the summary. An earlier run in ``out_dir`` (``overwrite``) is replaced whole, and only
     once this run scored a frame (``outputs.DetectFolder``): until then its rows go to a staging folder. It is deleted
@@ -775,7 +790,8 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
     scorers = StreamScorer.for_streams(model, config, len(sources), normalization="calibrated" if calibration else "causal",
                                        calibration=calibration, device=device,
                                        smoothing=None,  # the calibration's window, else eval.smoothing (--smoothing)
-                                       maps=options.save_video or bool(options.save_maps))
+                                       # an alert says where (``Event.peak_x`` ...): the worst patch of its peak frame's map
+                                       maps=options.save_video or bool(options.save_maps) or calibration is not None)
     if calibration is None:
         log.warning(UNCALIBRATED)
     if (lag := latency_frames(config)) > 0:

@@ -4,6 +4,7 @@ against labels (the stream protocol of ``mnad evaluate``)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Real
 
@@ -41,6 +42,12 @@ class Event:
     # still open when its footage ended (the end of the source, --max-frames, Ctrl-C): its end is where scoring stopped,
     # not where the score fell back; a run that goes on later would have continued it
     open: bool = False
+    # where in the frame (mnad detect): the peak frame's worst-predicted patch (``scoring.worst_patch_box``, the region
+    # patch PSNR scores) in the source frame's pixels, left, top, width, height; None where no error map was given
+    peak_x: int | None = None
+    peak_y: int | None = None
+    peak_width: int | None = None
+    peak_height: int | None = None
 
 
 class EventTracker:
@@ -63,22 +70,31 @@ class EventTracker:
         """An event is open and confirmed: it has reached ``min_frames`` frames (it will not be dropped)."""
         return self.current is not None and self.current.end_frame - self.current.start_frame + 1 >= self.min_frames
 
-    def push(self, frame: int, stamp: float, score: float, video: str = "") -> Event | None:
-        """Feed one smoothed score; returns an event when one ends."""
+    def push(self, frame: int, stamp: float, score: float, video: str = "",
+             where: Callable[[], tuple[int, int, int, int]] | None = None) -> Event | None:
+        """Feed one smoothed score; returns an event when one ends. ``where``: the frame's region to report should it be
+        its event's peak (left, top, width, height: ``Event.peak_x`` ...), asked for only then."""
         if self.current is not None and self.current.video != video:  # a new video: the open event ends with its own
             ended = self.finish()
-            self.push(frame, stamp, score, video)
+            self.push(frame, stamp, score, video, where)
             return ended
         if self.current is None:
             if score > self.threshold:
                 self.current = Event(frame, frame, frame, score, stamp, stamp, video)
+                self._peak_at(where)
             return None
         if score >= self.low:
             self.current.end_frame, self.current.end_time = frame, stamp
             if score > self.current.peak_score:
                 self.current.peak_frame, self.current.peak_score = frame, score
+                self._peak_at(where)
             return None
         return self._close(cut=False)
+
+    def _peak_at(self, where: Callable[[], tuple[int, int, int, int]] | None) -> None:
+        assert self.current is not None
+        if where is not None:
+            self.current.peak_x, self.current.peak_y, self.current.peak_width, self.current.peak_height = where()
 
     def finish(self) -> Event | None:
         """Close the open event (end of the footage); returns it, marked ``open``, unless it is too short."""

@@ -60,12 +60,30 @@ def patch_psnr(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / worst.clamp_min(1e-12))
 
 
-def _worst_patch(values: torch.Tensor) -> torch.Tensor:
-    """The largest mean of ``values`` (B, 1, h, w) over blocks of 1/PATCHES of the width, overlapping by half: the
-    regions of ``patch_psnr`` and ``patch_distance``. (B,)"""
+def _patch_means(values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """The means of ``values`` (B, 1, h, w) over blocks of 1/PATCHES of the width, overlapping by half: the regions of
+    ``patch_psnr`` and ``patch_distance``. (B, 1, rows, cols), with the block's side and stride."""
     side = max(values.shape[-1] // PATCHES, 1)
-    local = torch.nn.functional.avg_pool2d(values, side, stride=max(side // 2, 1))
-    return local.flatten(1).amax(1)
+    stride = max(side // 2, 1)
+    return torch.nn.functional.avg_pool2d(values, side, stride=stride), side, stride
+
+
+def _worst_patch(values: torch.Tensor) -> torch.Tensor:
+    """The largest block mean of ``values`` (B, 1, h, w) (``_patch_means``). (B,)"""
+    return _patch_means(values)[0].flatten(1).amax(1)
+
+
+def worst_patch_box(error: np.ndarray) -> tuple[int, int, int, int]:
+    """Where ``patch_psnr`` looks in one frame: (x, y, width, height), in the error map's pixels, of its worst-predicted
+    patch. ``error``: the frame's error map (H, W) or (1, H, W), as ``error_map`` gives it."""
+    plane = np.asarray(error, dtype=np.float32)
+    if plane.ndim == 3 and plane.shape[0] == 1:
+        plane = plane[0]
+    if plane.ndim != 2 or plane.size == 0:
+        raise DataError(f"error: an error map must be one frame's (H, W), or (1, H, W), not empty, got shape {np.shape(error)}")
+    means, side, stride = _patch_means(torch.from_numpy(np.ascontiguousarray(plane))[None, None])
+    row, col = divmod(int(means.flatten().argmax()), means.shape[-1])
+    return col * stride, row * stride, side, side
 
 
 def _nearest_item_errors(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
