@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from mnad.checkpoint import TRAIN_STATE_FILE, check_model_path
 from mnad.config import Config, EvalConfig, check_count, check_same_model
 from mnad.data import Video
 from mnad.data.layouts import list_videos
-from mnad.data.sources import IMAGE_EXTENSIONS, check_pixel_ranges, footage_span, open_video, span_text, spans_overlap
+from mnad.data.sources import FrameRange, check_pixel_ranges, footage_span, open_video, span_intersection, span_text, spans_overlap
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
@@ -96,7 +97,8 @@ def calibrate(
     twice = sorted({span_text(a) for i, a in enumerate(spans) for b in spans[:i] if spans_overlap(a, b)})
     if twice:
         raise DataError(f"{twice[0]}: calibration footage given twice (or overlapping footage given); give each video once")
-    overlap = sorted({span_text(a) for a in spans for b in trained_on or [] if spans_overlap(a, b)})
+    # the frames both used (the training part, not the whole video the calibration footage names)
+    overlap = sorted({span_text(both) for a in spans for b in trained_on or [] if (both := span_intersection(a, b))})
     if overlap:
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
                     "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
@@ -116,7 +118,7 @@ def calibrate(
     psnr_values, distances = score_terms(config, *(terms[name] for name in TERMS))
     alpha = mixing_weight(config)
     fitted = fit_calibration(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate, smoothing=smoothing,
-                             scored_with=config, footage=[span_text(s) for s in spans], where=str(videos[0].path))
+                             scored_with=config, footage=[span_text(s) for s in spans], where=footage_name(videos))
     held_out = held_out_false_alarms(psnr_values, distances, scored_with=config, false_alarm_rate=false_alarm_rate,
                                      smoothing=smoothing)
     realised = held_out.get(rate_key(false_alarm_rate))
@@ -129,14 +131,24 @@ def calibrate(
 
 
 def open_footage(path: str | Path, pixel_range: list[int] | tuple[int, ...] = ()) -> list[Video]:
-    """The videos a path of footage names, as ``--data`` takes them: a video file, a frame folder, or a folder of those
-    (every video in it)."""
+    """The videos a path of footage names, as ``--data`` takes them: a video file, or a folder: a frame folder or a
+    folder of videos, as ``list_videos`` reads it (``footage_in``'s rule: one that mixes the two is refused)."""
     folder = Path(path)
-    try:
-        of_videos = folder.is_dir() and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
-    except OSError:  # a folder that cannot be listed: list_videos names it (was: a PermissionError traceback)
-        of_videos = True
-    return list_videos(folder, pixel_range) if of_videos else [open_video(folder, pixel_range)]
+    return list_videos(folder, pixel_range) if folder.is_dir() else [open_video(folder, pixel_range)]
+
+
+def footage_name(videos: list[Video]) -> str:
+    """Calibration footage as a whole, as messages about all of it (too short, never changing) name it: the one video,
+    else the folder holding them, with how many and a few of their names (held-out parts with their frames)."""
+    spans = [footage_span(v) for v in videos]
+    parts = [isinstance(v, FrameRange) for v in videos]
+    shown = [f"{Path(p).name}[{a}:{b}]" if part else Path(p).name for (p, a, b), part in zip(spans, parts, strict=True)]
+    if len(videos) == 1:
+        return str(Path(spans[0][0]).parent / shown[0])
+    folder = os.path.commonpath([str(Path(p).parent) for p, _, _ in spans])
+    more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+    what = "the held-out frames of " if all(parts) else ""
+    return f"{folder} ({what}{len(videos)} videos: {', '.join(shown[:3])}{more})"
 
 
 def footage_videos(videos: object, pixel_range: list[int] | tuple[int, ...] = ()) -> list[Video]:
@@ -292,8 +304,8 @@ def footage_terms(
                     rows.append(row)
             for name, values in terms.items():
                 values.append(np.array([getattr(r, name) for r in rows]))
-    if changes == 0:
-        raise DataError(f"{videos[0].path}: calibration footage does not change (every frame is the same picture); "
+    if changes == 0:  # over all the videos: the footage as a whole is named
+        raise DataError(f"{footage_name(videos)}: calibration footage does not change (every frame is the same picture); "
                         "calibrate on real normal footage")
     return terms
 

@@ -3,7 +3,7 @@
 - standard (Liu et al., used by MNAD): ``<root>/<dataset>/{training,testing}/frames/<video>/<frame>.jpg``
 - video files: ``<root>/<dataset>/{training,testing}/videos/<video>.avi`` or ``{training,testing}_videos/`` (Avenue)
 - the original UCSD archive: ``<root>/UCSDped2/{Train,Test}/Train001/001.tif`` (``*_gt`` mask folders skipped)
-- any folder of frame folders and/or video files (own footage): pass it directly.
+- any folder of frame folders and/or video files (own footage): pass it directly; a frame folder too (its one video).
 """
 
 from __future__ import annotations
@@ -12,7 +12,17 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnad.data.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameFolder, Video, VideoFile, check_decode_room
+from mnad.data.sources import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    FrameFolder,
+    Video,
+    VideoFile,
+    check_decode_room,
+    folder_entries,
+    footage_in,
+    some_names,
+)
 from mnad.errors import DataError
 
 UCSD_SPLITS = {"training": "Train", "testing": "Test"}
@@ -44,35 +54,49 @@ def split_dir(directory: Path, split: str) -> Path | None:
 def list_videos(folder: str | Path, pixel_range: Sequence[int] = (), *,
                 decode_as: tuple[int, int] | None = None) -> list[Video]:
     """Every video in a folder, in sorted name order: sub-folders of frames and video files, their 16-bit frames
-    mapped by ``pixel_range`` (the model's ``model.pixel_range``). ``decode_as`` (size, channels): the caller will read
-    every frame at that size (training, evaluation), so each video file's length is counted by its one decode to disk
-    (``VideoFile``), and the decoded frames of all of them are checked to fit now (``check_decode_room``)."""
+    mapped by ``pixel_range`` (the model's ``model.pixel_range``); a folder of frames is itself the one video. Which of
+    the two a folder is, and the refusal of one that mixes them, is ``footage_in``'s rule. Only what lies directly in
+    the folder is read: a sub-folder is a video (a frame folder), and one holding video files is an error saying so.
+    ``decode_as`` (size, channels): the caller will read every frame at that size (training, evaluation), so each video
+    file's length is counted by its one decode to disk (``VideoFile``), and the decoded frames of all of them are
+    checked to fit now (``check_decode_room``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: {'is a file, expected a folder of videos' if folder.exists() else 'folder not found'}")
-    videos: list[Video] = []
-    for entry in _entries(folder):
-        if entry.name.startswith(".") or entry.name.endswith("_gt"):
-            continue
+    entries = [e for e in folder_entries(folder) if not e.name.startswith(".") and not e.name.endswith("_gt")]
+    for entry in entries:
         if entry.is_symlink() and not entry.exists() and entry.suffix.lower() in VIDEO_EXTENSIONS | {""}:
             # a link to a video or frame folder that is gone (a moved disk): the video would be left out, unsaid
             raise DataError(f"{entry}: a link to {os.readlink(entry)}, which does not exist (a video left out?); "
                             "fix or remove the link")
-        if entry.is_dir():
-            if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _entries(entry)):
-                videos.append(FrameFolder(entry, pixel_range=pixel_range))
-            else:
-                raise DataError(f"{entry}: folder has no frames ({'/'.join(sorted(IMAGE_EXTENSIONS))} files)")
-        elif entry.suffix.lower() in VIDEO_EXTENSIONS:
-            videos.append(VideoFile(entry, pixel_range=pixel_range, decode_as=decode_as))
-    if not videos and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in _entries(folder)):
-        videos.append(FrameFolder(folder, pixel_range=pixel_range))  # a single frame folder given directly
+    if footage_in(folder, entries).images:  # a single frame folder given directly
+        videos: list[Video] = [FrameFolder(folder, pixel_range=pixel_range)]
+    else:
+        videos = [sub_folder_video(entry, folder, pixel_range) if entry.is_dir()
+                  else VideoFile(entry, pixel_range=pixel_range, decode_as=decode_as)
+                  for entry in entries if entry.is_dir() or entry.suffix.lower() in VIDEO_EXTENSIONS]
     if not videos:
         raise DataError(f"{folder}: no videos (no frame folders and no {'/'.join(sorted(VIDEO_EXTENSIONS))} files)")
     check_unique_names(videos, folder)
     if decode_as is not None:
         check_decode_room(videos, *decode_as, where=folder)
     return videos
+
+
+def sub_folder_video(entry: Path, folder: Path, pixel_range: Sequence[int] = ()) -> FrameFolder:
+    """A sub-folder of a folder of videos, which is one video: a frame folder (``footage_in``'s rule). One that holds
+    video files, or frame folders, is refused as such: videos further down are not read (a folder's footage is what
+    lies in it, never a guess at which sub-folders are videos and which are groups of them)."""
+    footage = footage_in(entry)
+    if footage.images:
+        return FrameFolder(entry, pixel_range=pixel_range)
+    inside = ([f"video files ({some_names(footage.videos)})"] if footage.videos else []) + (
+        [f"frame folders ({some_names(sub)})"] if (sub := footage.footage_folders()) else [])
+    if inside:
+        raise DataError(f"{entry}: holds {' and '.join(inside)}, not frames; only the video files and frame folders "
+                        f"directly in {folder} are read (a sub-folder is one video's frames): give {entry.name}/ itself "
+                        f"as the footage, or move its videos up into {folder.name}/")
+    raise DataError(f"{entry}: folder has no frames ({'/'.join(sorted(IMAGE_EXTENSIONS))} files)")
 
 
 def check_unique_names(videos: list[Video], where: str | Path) -> None:
@@ -84,14 +108,6 @@ def check_unique_names(videos: list[Video], where: str | Path) -> None:
         if other is not video:
             raise DataError(f"{where}: two videos named {video.name!r} ({Path(other.path).name} and {Path(video.path).name}); "
                             "rename one, each video needs its own name")
-
-
-def _entries(folder: Path) -> list[Path]:
-    """A folder's entries, sorted; a folder that cannot be read (no permission, gone) is a DataError naming it."""
-    try:
-        return sorted(folder.iterdir())
-    except OSError as exc:
-        raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from exc
 
 
 def find_split(data_root: str | Path, dataset: str, split: str) -> Path | None:

@@ -41,6 +41,21 @@ except ImportError:  # not POSIX (Windows)
 
 log = logging.getLogger(__name__)
 
+
+def quiet_opencv() -> None:
+    """FFmpeg's and OpenCV's own log lines off (a damaged file's '[mov,mp4,...] moov atom not found', a camera's V4L2
+    warnings): the failures they describe are mnad's to say, once, naming the file (DataError), and their lines before
+    it only confused. Called as this module loads, which every reader of footage (every command, the Python API) goes
+    through before it opens a video. FFmpeg's level is read from OPENCV_FFMPEG_LOGLEVEL when OpenCV first opens a video
+    or a stream (not at import: setting it now works), OpenCV's own is set at once (its variable is read only as cv2
+    loads). A user's own OPENCV_FFMPEG_LOGLEVEL or OPENCV_LOG_LEVEL wins, to see their lines when debugging."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+quiet_opencv()
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 VIDEO_EXTENSIONS = {".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".webm"}
 
@@ -459,6 +474,71 @@ class FrameFolder(Video):
                              len(self.files) if reading is None else min(reading, len(self.files)))
 
 
+# ------------------------------------------------------------------------------------------------ folders of footage
+
+def folder_entries(folder: Path) -> list[Path]:
+    """A folder's entries, sorted; a folder that cannot be read (no permission, gone) is a DataError naming it."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(f"{printable(folder)}: cannot list the folder ({exc.strerror or exc})") from exc
+
+
+def some_names(paths: Sequence[Path], shown: int = 3) -> str:
+    """A few of ``paths``' names for a message: 'a.jpg, b.jpg, c.jpg and 7 more'."""
+    names = ", ".join(printable(p.name) for p in paths[:shown])
+    return f"{names} and {len(paths) - shown} more" if len(paths) > shown else names
+
+
+def _is_file_of(path: Path, extensions: set[str]) -> bool:
+    return not path.name.startswith(".") and path.suffix.lower() in extensions and not path.is_dir()
+
+
+def holds_footage(folder: Path) -> bool:
+    """Whether a folder holds image or video files at its top level (frames, or videos one level down)."""
+    return any(_is_file_of(p, IMAGE_EXTENSIONS | VIDEO_EXTENSIONS) for p in folder_entries(folder))
+
+
+@dataclass(frozen=True)
+class Footage:
+    """What a folder (or a glob's matches) holds as footage, by ``footage_in``: its image files (the frames of one
+    video), its video files and its sub-folders (hidden names and ``*_gt`` mask folders left out)."""
+
+    where: str
+    images: list[Path]
+    videos: list[Path]
+    folders: list[Path]
+
+    def footage_folders(self) -> list[Path]:
+        """The sub-folders that hold frames or video files."""
+        return [f for f in self.folders if holds_footage(f)]
+
+
+def footage_in(where: str | Path, entries: Sequence[Path] | None = None) -> Footage:
+    """The one rule for what a folder of footage is, for `train --data`, `calibrate --data` and `detect` (a folder or a
+    pattern): either a frame folder (image files at its top level: one video's frames; other files, and sub-folders
+    holding neither images nor videos, are not footage) or a folder of videos (video files and sub-folders, each a frame
+    folder). ``entries``: what to judge (a pattern's matches), by default the folder ``where``'s entries. Image files
+    beside video files, or beside sub-folders holding images or videos, are refused (one ``DataError`` naming
+    ``where``, a few of each and what to do): which to read would be a guess, and either guess left footage out unsaid."""
+    entries = folder_entries(Path(where)) if entries is None else list(entries)
+    visible = [p for p in entries if not p.name.startswith(".")]
+    images = [p for p in visible if _is_file_of(p, IMAGE_EXTENSIONS)]
+    videos = [p for p in visible if _is_file_of(p, VIDEO_EXTENSIONS)]
+    folders = [p for p in visible if p.is_dir() and not p.name.endswith("_gt")]
+    footage = Footage(printable(where), images, videos, folders)
+    if images:
+        beside = [f"video files ({some_names(videos)})"] if videos else []
+        if sub := footage.footage_folders():
+            beside.append(f"sub-folders of footage ({some_names(sub)})")
+        if beside:
+            raise DataError(f"{footage.where}: mixes frame images ({some_names(images)}) with {' and '.join(beside)}; "
+                            "a folder is either one video's frames (image files) or a folder of videos (video files "
+                            "and frame folders), so some footage would be left out: move the images into a sub-folder "
+                            "of their own (one frame folder per video)")
+    return footage
+
+
 def decode_dir() -> Path:
     """Where video files' decoded frames are written: $TMPDIR if set, else /var/tmp (on disk by convention, where /tmp
     is often a tmpfs held in memory), else the system's temporary folder."""
@@ -777,6 +857,11 @@ def spans_overlap(a: tuple[str, int, int], b: tuple[str, int, int]) -> bool:
     return a[0] == b[0] and a[1] < b[2] and b[1] < a[2]
 
 
+def span_intersection(a: tuple[str, int, int], b: tuple[str, int, int]) -> tuple[str, int, int] | None:
+    """The footage two spans both cover (None: none): what calibration footage shares with training's."""
+    return (a[0], max(a[1], b[1]), min(a[2], b[2])) if spans_overlap(a, b) else None
+
+
 def span_text(span: tuple[str, int, int]) -> str:
     """A footage span as a calibration records it and messages show it: 'path[first:end]'."""
     return f"{span[0]}[{span[1]}:{span[2]}]"
@@ -895,6 +980,27 @@ def is_live(source: str) -> bool:
     return "://" in source or camera_index(source) is not None
 
 
+def videos_not_frames(footage: Footage, *, pattern: bool = False) -> None:
+    """Refuse, as a source, a folder (or a ``pattern``'s matches) that holds no frames but videos: video files, or
+    frame folders, each a source of its own (``mnad detect`` reads one video per source); the message says how to pass
+    them (a pattern was quoted where the shell should have listed its matches)."""
+    if footage.images:
+        return
+    sub = footage.footage_folders()
+    held = ([f"video files ({some_names(footage.videos)})"] if footage.videos else []) + (
+        [f"frame folders ({some_names(sub)})"] if sub else [])
+    if not held:
+        return
+    if pattern:
+        what, how = "matches", "leave the pattern unquoted, so that the shell passes each as a source of its own"
+    else:
+        folder = footage.where.rstrip("/")
+        words = [f"{folder}/*{suffix}" for suffix in sorted({p.suffix for p in footage.videos})]
+        what, how = "holds", f"pass them as sources ({' '.join(words + ([f'{folder}/*/'] if sub else []))}, unquoted)"
+    raise DataError(f"{footage.where}: {what} {' and '.join(held)}, not the frames of one video; each video is a source "
+                    f"of its own: {how}, each scored into a folder of its own under --out, or pass one at a time")
+
+
 class FrameSource:
     """Raw frames of a video file, a frame folder, a glob of images, a camera index or a stream URL, as they come.
 
@@ -920,11 +1026,15 @@ class FrameSource:
             return
         path = Path(source)
         if path.is_dir():
+            videos_not_frames(footage_in(path))
             self.frames = FrameFolder(path)
         elif not path.exists() and any(c in source for c in "*?["):
-            matches = [Path(p) for p in glob.glob(source)]
+            matches = [Path(p) for p in sorted(glob.glob(source))]
             if not matches:
                 raise DataError(f"{source}: no files match this pattern")
+            # a pattern is one video's frames: one that matches videos or frame folders was quoted where the shell
+            # should have listed them, one source each
+            videos_not_frames(footage_in(source, matches), pattern=True)
             self.frames = FrameFolder(Path(source).parent, name=Path(source).parent.name, files=matches)
         elif not path.is_file():
             raise DataError(f"{source}: no such video file, frame folder, camera index or URL")
@@ -946,6 +1056,10 @@ class FrameSource:
             raise DataError(f"{self.name}: cannot open video (unknown format or damaged file)")
         rate = capture.get(cv2.CAP_PROP_FPS)
         self.fps = rate if valid_fps(rate) else self.options.fps
+        if not valid_fps(rate):  # its frames' times, events' and the annotated video's come from the rate used
+            log.warning("%s: the file reports a frame rate of %g frames per second, outside the %g to %g taken; its frames "
+                        "are timed at --fps %g instead (set --fps to the footage's true rate)", self.name, rate, MIN_FPS,
+                        MAX_FPS, self.fps)
         count, total, reached = 0, reported_frames(capture), 0.0
         try:
             while True:
