@@ -173,12 +173,33 @@ def add_config_options(parser: argparse.ArgumentParser, *, model_options: bool, 
                        help="any other config field, e.g. --set model.update_max_over=assigned (repeatable)")
 
 
-def apply_options(config: Config, args: argparse.Namespace) -> Config:
-    overrides = [f"{field}={getattr(args, name)}" for name, field in OPTION_FIELDS.items() if getattr(args, name, None) is not None]
+def option_assignments(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The config fields the command line sets, in the order they are applied (--set last: it wins), each as (the
+    option as the user typed it, ``section.field=value``)."""
+    pairs = [(f"--{name.replace('_', '-')}", f"{field}={getattr(args, name)}") for name, field in
+             {"holdout": "train.holdout", **OPTION_FIELDS}.items() if getattr(args, name, None) is not None]
     for name, field in getattr(args, "flag_fields", {}).items():
         if getattr(args, name, False):
-            overrides.append(f"{field}={'false' if name.startswith('no_') else 'true'}")
-    config = config.override(overrides + args.overrides)
+            pairs.append((f"--{name.replace('_', '-')}", f"{field}={'false' if name.startswith('no_') else 'true'}"))
+    return pairs + [(f"--set {text}", text) for text in args.overrides]
+
+
+def override_as_given(config: Config, pairs: list[tuple[str, str]]) -> Config:
+    """``config`` with the (option, assignment) ``pairs`` applied together; a refused value is reported as
+    ``--option: ...``, naming the option the user typed (was: ``overrides: train.holdout ...`` for --holdout 1)."""
+    try:
+        return config.override([text for _, text in pairs])
+    except ConfigError as exc:
+        refused = exc
+    # applied one at a time (to the same end, so one of them fails) to find the option at fault; together first, as
+    # fields checked against each other (model.memory_size and model.memory) may pass only once all are set
+    for option, text in pairs:
+        config = config.override([text], source=option)
+    raise refused
+
+
+def apply_options(config: Config, args: argparse.Namespace) -> Config:
+    config = override_as_given(config, option_assignments(args))
     if config.train.threads:
         import torch
 
@@ -234,11 +255,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = config.override(["dataset=", *OWN_FOOTAGE_SCORING])
         # the tail of each video is held out for calibration, unless whole videos are (train.holdout_videos, from the
         # recipe or --set): those are the calibration footage instead (docs/detect.md); --holdout still adds tails
-        if not config.override(args.overrides).train.holdout_videos:
+        if not override_as_given(config, option_assignments(args)).train.holdout_videos:
             config = config.override([f"train.holdout={DEFAULT_HOLDOUT}"])
-    if args.holdout is not None:  # own footage or a benchmark's training split alike (train.holdout)
-        config = config.override([f"train.holdout={args.holdout}"])
-    config = apply_options(config, args)  # the user's options last: they win
+    config = apply_options(config, args)  # the user's options last, --holdout among them (train.holdout): they win
     path = train(config, args.data or args.data_root, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if _other_rank():
         return

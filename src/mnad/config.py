@@ -136,8 +136,9 @@ class Config:
         cfg.validate(source)
         return cfg
 
-    def override(self, assignments: list[str]) -> Config:
-        """Apply ``section.field=value`` strings (value parsed as TOML, bare words as strings)."""
+    def override(self, assignments: list[str], *, source: str = "overrides") -> Config:
+        """Apply ``section.field=value`` strings (value parsed as TOML, bare words as strings); a value refused is
+        reported as ``<source>: ...`` (the CLI names the option the user typed)."""
         # a lone string would be taken letter by letter ("override 't': expected section.field=value")
         if not isinstance(assignments, list | tuple) or not all(isinstance(text, str) for text in assignments):
             raise ConfigError(f"override: assignments must be a list of 'section.field=value' strings, got {assignments!r}")
@@ -155,7 +156,7 @@ class Config:
             if last not in target:
                 raise ConfigError(f"override {text!r}: unknown field {key!r}")
             target[last] = _parse_value(raw.strip())
-        return Config.from_dict(data, source="overrides")
+        return Config.from_dict(data, source=source)
 
     def validate(self, source: str = "config") -> None:
         _check_numbers(self, source)

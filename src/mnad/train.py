@@ -42,7 +42,6 @@ from mnad.checkpoint import (
 )
 from mnad.config import Config, EvalConfig, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
-from mnad.data.layouts import find_split
 from mnad.data.sources import FrameRange, footage_span
 from mnad.errors import CheckpointError, ConfigError, DataError, Terminated, os_reason, printable
 from mnad.interrupts import held_interrupts
@@ -66,23 +65,24 @@ RESUME_FIXED = ("epochs", "batch_size", "lr", "lambda_compact", "lambda_separate
 
 
 def training_videos(config: Config, data_root: str | Path, *, decode: bool = True) -> list[Video]:
-    """The training split of a benchmark layout, or, for own footage, every video in the folder. Video files are
-    counted by their one decode to disk at the model's size (``decode_as``), checked to fit together first;
-    ``decode`` False (a reader of a few clips, such as figures) decodes nothing here: a video is decoded when read."""
+    """The training split of the benchmark layout of ``config.dataset``, or, with no dataset (own footage, ``mnad
+    train --data``), every video and frame folder in the folder, whatever their names. Video files are counted by
+    their one decode to disk at the model's size (``decode_as``), checked to fit together first; ``decode`` False (a
+    reader of a few clips, such as figures) decodes nothing here: a video is decoded when read."""
     decode_as = (config.model.image_size, config.model.channels) if decode else None
     if config.dataset:
         return split_videos(data_root, config.dataset, "training", config.model.pixel_range, decode_as=decode_as)
-    # a layout with a training split is read as one: a problem inside it is reported as it is (was: any error there
-    # made the root itself read as a folder of videos, and the message named training/ instead of the bad folder)
-    found = find_split(data_root, "", "training")
-    return list_videos(found if found is not None else data_root, config.model.pixel_range, decode_as=decode_as)
+    # own footage is never read as a layout: a camera folder named Train/ or training/ there is one of its videos
+    # (was: read as the training split, the folder's other videos left out, unsaid)
+    return list_videos(data_root, config.model.pixel_range, decode_as=decode_as)
 
 
 def split_holdout(
     videos: list[Video], fraction: float, min_frames: int = 1, whole: list[str] | tuple[str, ...] = ()
 ) -> tuple[list[Video], list[FrameRange]]:
     """Keep the videos named in ``whole`` and the last ``fraction`` of each other video's frames (at least
-    ``min_frames``, one clip) out of training, for calibration."""
+    ``min_frames``, one clip) out of training, for calibration. A held-out part of fewer than ``min_frames`` frames
+    (a video shorter than one clip) is no calibration footage: it is left out of both (``warn_unused`` says so)."""
     names = [v.name for v in videos]
     missing = sorted(set(whole) - set(names))
     if missing:
@@ -91,14 +91,40 @@ def split_holdout(
     videos = [v for v in videos if v.name not in whole]
     if not videos:
         raise ConfigError("train.holdout_videos holds out every training video")
-    if fraction <= 0:
-        return videos, held
-    train_part = []
-    for video in videos:
-        keep = max(len(video) - max(int(round(len(video) * fraction)), min_frames), 0)
-        train_part.append(FrameRange(video, 0, keep))
-        held.append(FrameRange(video, keep, len(video)))
-    return train_part, [h for h in held if len(h) > 0]
+    train_part = videos
+    if fraction > 0:
+        train_part = []
+        for video in videos:
+            keep = max(len(video) - max(int(round(len(video) * fraction)), min_frames), 0)
+            train_part.append(FrameRange(video, 0, keep))
+            held.append(FrameRange(video, keep, len(video)))
+    return train_part, [h for h in held if len(h) >= max(min_frames, 1)]
+
+
+def warn_unused(footage: list[Video], trained: list[Video], held: list[FrameRange], t_length: int, *,
+                holding_out: bool) -> None:
+    """One warning naming the videos of ``footage`` that give no training clip (fewer than ``t_length`` frames once
+    their held-out part is off), and, where footage is held out (``holding_out``), where each went: into the held-out
+    part, or nowhere (too short for calibration too: neither trained on nor held out); another where a hold-out was
+    asked but no part is long enough to be kept (``mnad calibrate`` then needs --data)."""
+    if holding_out and not held:
+        log.warning("no footage is held out for calibration (no held-out part has a clip of %d frames): calibrate with "
+                    "--data and normal footage the model was not trained on", t_length)
+
+    def source(video: Video) -> Video:
+        return video.video if isinstance(video, FrameRange) else video
+
+    trained_on = {id(source(v)) for v in trained if len(v) >= t_length}
+    held_out = {id(source(h)) for h in held}
+    whole = {id(source(h)) for h in held if len(h) == len(source(h))} - {id(source(v)) for v in trained}
+    candidates = [v for v in footage if id(v) not in whole]  # a video held out whole is calibration footage, as asked
+    short = [v for v in candidates if id(v) not in trained_on]
+    if not short:
+        return
+    went = {True: "held out for calibration", False: "neither trained on nor held out: too short for calibration too"}
+    names = [f"{v.name} ({went[id(v) in held_out]})" if holding_out else v.name for v in short]
+    log.warning("%d of the %d training videos have fewer frames than a clip of %d and are not used: %s", len(short),
+                len(candidates), t_length, ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
 
 
 def training_clips(videos: list[Video]) -> list[list]:
@@ -418,16 +444,16 @@ def _train(
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)  # fixes the weight and memory initialisation
 
-    videos, holdout = split_holdout(training_videos(cfg, data_root), cfg.train.holdout, cfg.model.t_length, cfg.train.holdout_videos)
+    footage = training_videos(cfg, data_root)
+    videos, holdout = split_holdout(footage, cfg.train.holdout, cfg.model.t_length, cfg.train.holdout_videos)
     clips = training_clips(videos)
     checkpoint_path = out_dir / TRAIN_STATE_FILE
     state = read_train_state(checkpoint_path, cfg, clips) if resume else None  # checked before any frame is decoded
     store = FrameStore(videos, cfg.model.image_size, cfg.model.channels, cache=cfg.train.cache_frames)
     dataset = ClipDataset(store, cfg.model.t_length, stride=cfg.train.clip_stride)
-    short = [v.name for v in videos if len(v) < cfg.model.t_length]
-    if short and ctx.is_main:  # they give no clip: the run would learn less footage than it was given, unsaid
-        log.warning("%d of the %d training videos have fewer frames than a clip of %d and are not used: %s", len(short),
-                    len(videos), cfg.model.t_length, ", ".join(short[:5]) + (", ..." if len(short) > 5 else ""))
+    if ctx.is_main:  # videos that give no clip: the run would learn less footage than it was given, unsaid
+        warn_unused(footage, videos, holdout, cfg.model.t_length,
+                    holding_out=cfg.train.holdout > 0 or bool(cfg.train.holdout_videos))
     check_one_batch(len(dataset), cfg, data_root)
     if cfg.train.cache_frames:
         dataset.preload()  # a bad frame fails now, before anything is written
