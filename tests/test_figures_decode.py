@@ -28,3 +28,16 @@ def test_figures_decode_only_the_videos_they_draw_from(tmp_path: Path) -> None:
     [(index, start)] = spread_clips(videos, config.model.t_length, 1)
     videos[index].frame(start, config.model.image_size, config.model.channels)
     assert [bool(v._decoded) for v in videos] == [i == index for i in range(4)]
+
+
+def test_figures_of_own_footage_draw_from_every_video_whatever_its_name(tmp_path: Path) -> None:
+    """A camera folder named like a split (`testing`, `Test`) is one video of the footage (was: taken as the test
+    split, the only one drawn from)."""
+    from conftest import frames_folder
+
+    folder = tmp_path / "own"
+    for name in ("testing", "cam"):
+        frames_folder(folder / name, 8)
+    config = tiny_config()
+    config.dataset = ""
+    assert sorted(v.name for v in figures._videos(config, folder)) == ["cam", "testing"]

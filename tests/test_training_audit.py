@@ -365,16 +365,19 @@ def test_a_local_rank_without_its_gpu_is_a_config_error(monkeypatch: pytest.Monk
 def test_a_problem_inside_a_training_split_is_reported_where_it_is(tmp_path: Path) -> None:
     from mnad.train import training_videos
 
-    root = tmp_path / "own"
+    root = tmp_path / "ped2"
     frames_folder(root / "training" / "frames" / "v1", 8)
     (root / "training" / "frames" / "empty").mkdir()
-    config = tiny_config()
-    config.dataset = ""
-    # was: "<root>/training: folder has no frames" (the root re-read as a folder of videos)
+    config = tiny_config()  # a dataset's layout, read as one
     with pytest.raises(DataError, match=r"training/frames/empty: folder has no frames"):
         training_videos(config, root)
     (root / "training" / "frames" / "empty").rmdir()
     assert [v.name for v in training_videos(config, root)] == ["v1"]
+    # own footage (no dataset) is what lies in the folder, whatever its sub-folders' names (a camera folder named
+    # "training" is one video of it): a layout given as own footage is said to be one
+    config.dataset = ""
+    with pytest.raises(DataError, match=r"ped2/training: folder has no frames .*a dataset's layout.*--data-root"):
+        training_videos(config, root)
     footage = tmp_path / "footage"  # a plain folder of videos is still one
     frames_folder(footage / "cam", 8)
     assert [v.name for v in training_videos(config, footage)] == ["cam"]

@@ -38,15 +38,18 @@ FIGURES_FILES = ("matching.png", "tsne.png", FIGURES_INDEX)  # what `mnad figure
 
 
 def _videos(config: Config, data: str | Path | list[Video]) -> list[Video]:
-    """The videos the figures are drawn from: the data root's test split where it has one (any fault in it is an
-    error: it was a silent switch to the training videos), else its training videos (own footage: the folder's)."""
+    """The videos the figures are drawn from: a dataset's test split where its layout has one (any fault in it is an
+    error: it was a silent switch to the training videos), else its training videos (own footage: every video of the
+    folder, whatever the sub-folders are named)."""
     if not isinstance(data, str | Path):
         check_pixel_ranges(list(data), config.model.pixel_range)
         return list(data)
-    try:
-        has_testing = split_dir(dataset_dir(data, config.dataset), "testing") is not None
-    except DataError:  # not a benchmark layout (own footage), or no data root: training_videos reads it or says why
-        has_testing = False
+    has_testing = False  # own footage (no dataset) is what lies in its folder: a sub-folder named Test is one video
+    if config.dataset:
+        try:
+            has_testing = split_dir(dataset_dir(data, config.dataset), "testing") is not None
+        except DataError:  # no benchmark layout there, or no data root: training_videos reads it or says why
+            pass
     if has_testing:
         return split_videos(data, config.dataset, "testing", config.model.pixel_range)
     from mnad.train import training_videos

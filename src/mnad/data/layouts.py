@@ -96,7 +96,10 @@ def sub_folder_video(entry: Path, folder: Path, pixel_range: Sequence[int] = ())
         raise DataError(f"{entry}: holds {' and '.join(inside)}, not frames; only the video files and frame folders "
                         f"directly in {folder} are read (a sub-folder is one video's frames): give {entry.name}/ itself "
                         f"as the footage, or move its videos up into {folder.name}/")
-    raise DataError(f"{entry}: folder has no frames ({'/'.join(sorted(IMAGE_EXTENSIONS))} files)")
+    folders = sorted(p.name for p in entry.iterdir() if p.is_dir())
+    layout = (f"; it holds folders ({', '.join(folders[:3])}): a dataset's layout (training/frames/<video>/)? read it "
+              "with --data-root and the dataset (--dataset, or a recipe's), not as own footage") if folders else ""
+    raise DataError(f"{entry}: folder has no frames ({'/'.join(sorted(IMAGE_EXTENSIONS))} files){layout}")
 
 
 def check_unique_names(videos: list[Video], where: str | Path) -> None:
