@@ -457,11 +457,16 @@ EVALUATION_FILES = (SCORES_FILE, METRICS_FILE)  # what `mnad evaluate --out DIR`
 
 def check_evaluation_output(out_dir: str | Path, *, overwrite: bool = False, option: str = "--out") -> Path:
     """An evaluation's folder (``--out``; ``option``: its name for messages), before the scoring: writable, and no
-    earlier evaluation there unless ``overwrite`` (``check_replace``). A ``mnad detect`` run's scores.csv there is
-    refused even with ``overwrite``: replacing it would leave that run's events and summary beside an evaluation."""
-    scores = Path(output_path(out_dir, option)) / SCORES_FILE
-    if os.path.isfile(scores) and is_detect_scores(scores):
-        raise DataError(f"{out_dir}: holds an `mnad detect` output ({SCORES_FILE}, a detect run's), not an evaluation: "
+    earlier evaluation there unless ``overwrite`` (``check_replace``). A ``mnad detect`` run's folder is refused even
+    with ``overwrite`` (its scores.csv, its summary.json, or the rows/ of a run longer than one row segment): an
+    evaluation there would lie beside that run's outputs, and its scores.csv be taken for the run's rows."""
+    folder = Path(output_path(out_dir, option))
+    scores, summary = folder / SCORES_FILE, folder / SUMMARY_FILE
+    found = [name for name, is_detect in ((SCORES_FILE, os.path.isfile(scores) and is_detect_scores(scores)),
+                                          (SUMMARY_FILE, os.path.isfile(summary) and is_detect_summary(summary)),
+                                          (f"{ROWS_DIR}/", os.path.lexists(folder / ROWS_DIR))) if is_detect]
+    if found:
+        raise DataError(f"{out_dir}: holds an `mnad detect` output ({', '.join(found)}: a detect run's), not an evaluation: "
                         f"--overwrite replaces only an earlier evaluation; choose another {option}")
     return check_replace_in(out_dir, EVALUATION_FILES, overwrite=overwrite, option=option)
 
@@ -543,6 +548,7 @@ def map_name(index: int, kind: str) -> str:
 STREAM_FOLDER = re.compile(r"\d+_[A-Za-z0-9._-]+")  # the name of a source's folder (detect.stream_folder): no path
 STAGING_DIR = ".mnad-detect-new"  # a run's outputs until it scores its first frame, when an earlier run is in --out
 EARLIER_DIR = ".mnad-detect-earlier"  # the earlier run's outputs, from the new run's first frame until it ends well
+MOVING_MARK = ".moving"  # in EARLIER_DIR while the earlier run moves into it (DetectFolder.take_over): part of it is there
 
 
 def detect_summary_problem(data: Any) -> str | None:
@@ -589,6 +595,16 @@ def is_detect_scores(path: Path) -> bool:
     except OSError:
         return False
     return head == b"" or head.startswith(",".join(DETECT_SCORES_HEADER[:2]).encode() + b",")
+
+
+def is_detect_summary(path: Path) -> bool:
+    """Whether the summary.json at ``path`` is a detect run's: a JSON object with a source's ``frames_scored`` or a
+    run's ``streams`` (``mnad detect`` writes no other summary.json). One that cannot be read is not taken for it."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and ("frames_scored" in data or "streams" in data)
 
 
 def other_command_outputs(folder: Path) -> list[str]:
@@ -662,13 +678,19 @@ def foreign_rows(folder: Path) -> list[str]:
 def remove_segment(path: Path) -> None:
     """Delete a closed segment: an annotated video's file, or a row segment's folder, which is first renamed to a
     hidden name (``.<name>.<random>.tmp``) so that a run killed while deleting it leaves no half segment among the
-    whole ones (``remove_detect_temps`` deletes what is left). One already gone is as good as deleted."""
+    whole ones (``remove_detect_temps`` deletes what is left). One already gone is as good as deleted. One that cannot
+    be deleted is renamed back (OSError): it is still listed, under the name it has (``OldestFirst``)."""
     if path.is_dir() and not path.is_symlink():
         from mnad.atomic import TEMP_SUFFIX
 
         doomed = path.with_name(f".{path.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
         path.rename(doomed)
-        shutil.rmtree(doomed)
+        try:
+            shutil.rmtree(doomed)
+        except OSError:
+            with contextlib.suppress(OSError):  # if not, OldestFirst lists it under its hidden name
+                doomed.rename(path)
+            raise
     else:
         path.unlink(missing_ok=True)
 
@@ -687,16 +709,29 @@ class OldestFirst:
         self.deleted = 0
 
     def add(self, out_dir: Path, name: str, size: int) -> int:
-        """Segment ``name`` closed, ``size`` bytes: listed, then the oldest past ``keep_bytes`` deleted; how many were.
-        ``DataError`` when one cannot be: it stays listed (the disk would fill without a word)."""
+        """Segment ``name`` closed, ``size`` bytes: listed, then the oldest past ``keep_bytes`` deleted (``prune``);
+        how many were."""
+        self.append(name, size)
+        return self.prune(out_dir)
+
+    def append(self, name: str, size: int) -> None:
+        """Segment ``name`` closed, ``size`` bytes: listed, nothing deleted yet (``prune``)."""
         self.names.append(name)
         self.sizes.append(size)
+
+    def prune(self, out_dir: Path) -> int:
+        """Delete the oldest segments past ``keep_bytes``; how many were. ``DataError`` when one cannot be: it stays
+        listed (the disk would fill without a word), under the name it has (``remove_segment``)."""
         gone = 0
         while self.keep_bytes is not None and len(self.names) > 1 and sum(self.sizes) > self.keep_bytes:
             path = out_dir / self.names[0]
             try:
                 remove_segment(path)
             except OSError as exc:
+                if not os.path.lexists(path):  # renamed for deleting and not back: listed as it is named now
+                    left = next(path.parent.glob(f".{path.name}.*.tmp"), None)
+                    if left is not None:
+                        self.names[0] = str(left.relative_to(out_dir))
                 raise DataError(f"{path}: cannot delete the oldest {self.what} for {self.option} ({os_reason(exc)})") from exc
             del self.names[0], self.sizes[0]
             self.deleted += 1
@@ -753,31 +788,52 @@ class DetectFolder:
 
     def take_over(self) -> None:
         """The run scored its first frame: its outputs replace the earlier run's (moved aside, not yet deleted).
-        Call with interrupts held."""
+        Call with interrupts held.
+
+        A kill at any point leaves the earlier run whole in ``out_dir`` and ``EARLIER_DIR`` together, and the next run
+        able to go on: while the earlier run moves aside, ``EARLIER_DIR`` holds ``MOVING_MARK`` (a run finding it
+        completes that move, never deletes what is aside: ``EARLIER_DIR`` without it is the run before, deleted
+        first); the earlier run's summary.json moves last and the new one's first, so that a source's folder in
+        ``out_dir`` is always named by the summary.json beside it (``detect_run_entries``)."""
         if self.root == self.out_dir:
             return
         aside = self.out_dir / EARLIER_DIR
+        mark = aside / MOVING_MARK
         moved: list[tuple[Path, Path]] = []
         try:
-            if self.out_dir / EARLIER_DIR in self.earlier:  # the run before the earlier one, kept when the earlier failed
+            resumed = mark.is_file()  # a killed run's move aside: the earlier run is part here, part in out_dir
+            if aside in self.earlier and not resumed:  # the run before the earlier one, kept when the earlier failed
                 shutil.rmtree(aside)
-            aside.mkdir()
-            for path in self.earlier:
-                if path.name != EARLIER_DIR:
-                    moved.append((path, aside / path.name))
-                    path.rename(aside / path.name)
-            for path in sorted(self.staging.iterdir()):
+            if not resumed:
+                aside.mkdir()
+                mark.touch()
+            for path in _summary_last([p for p in self.earlier if p != aside]):
+                moved.append((path, aside / path.name))
+                path.rename(aside / path.name)
+            mark.unlink()  # the earlier run is whole aside
+            for path in reversed(_summary_last(sorted(self.staging.iterdir()))):
                 moved.append((path, self.out_dir / path.name))
                 path.rename(self.out_dir / path.name)
             self.staging.rmdir()
         except OSError as exc:
-            for source, target in reversed(moved):  # the earlier run back in place, the new one staged
-                if os.path.lexists(target):
-                    target.rename(source)
-            if aside.is_dir() and not any(aside.iterdir()):
-                aside.rmdir()
+            self._undo(moved)
             raise DataError(f"{self.out_dir}: cannot replace the earlier run's outputs ({exc.strerror or exc})") from exc
         self.root = self.out_dir
+
+    def _undo(self, moved: list[tuple[Path, Path]]) -> None:
+        """A failed ``take_over``: what it moved goes back (the new run staged, the earlier one in place), as far as it
+        can. ``EARLIER_DIR`` is marked while anything of the earlier run is in it, so a kill now, or a rename that
+        fails, leaves a move aside that a later run completes."""
+        aside = self.out_dir / EARLIER_DIR
+        with contextlib.suppress(OSError):
+            for source, target in reversed(moved):
+                if target.parent == aside:
+                    (aside / MOVING_MARK).touch()
+                if os.path.lexists(target):
+                    target.rename(source)
+            if {p.name for p in aside.iterdir()} <= {MOVING_MARK}:  # nothing of the earlier run left aside
+                (aside / MOVING_MARK).unlink(missing_ok=True)
+                aside.rmdir()
 
     def finish(self, failed: bool) -> str | None:
         """After the run's outputs are completed (or it failed to complete them): what to tell the user about the
@@ -793,6 +849,12 @@ class DetectFolder:
                     "--overwrite run replaces them)")
         shutil.rmtree(self.out_dir / EARLIER_DIR, ignore_errors=True)
         return None
+
+
+def _summary_last(paths: list[Path]) -> list[Path]:
+    """``paths`` with a summary.json last (it names a run's source folders: it leaves a folder after them and comes
+    into one before them, ``DetectFolder.take_over``)."""
+    return sorted(paths, key=lambda p: p.name == SUMMARY_FILE)
 
 
 ROWS_TIME_SLACK = 1e-6  # seconds: a row this close to a segment's end begins the next (times are written to the ms; 9/25 -
@@ -822,6 +884,9 @@ class DetectWriter:
         self.first: int | None = None  # the frame of the open segment's first row; None before it
         self.started = 0.0  # that row's time
         self.changes = 0  # row segments opened, closed or deleted after the first: the summary names them anew
+        # what went wrong with the last closed segment (not durable, the oldest not deleted), found once the next was
+        # open and its first row written: raised by the next ``score`` or ``close_rows``
+        self._failure: DataError | None = None
         self._handles: tuple[Any, ...] = ()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -862,20 +927,24 @@ class DetectWriter:
                 handle.close()
         self._handles = ()
 
-    def _close_segment(self, *, move: bool) -> None:
+    def _close_segment(self, *, move: bool) -> DataError | None:
         """Close the open row segment (its files made durable: a power cut after it keeps it whole) and list it in
-        ``kept``, the oldest past --rows-keep deleted; ``move``: a next one begins, so '.' moves into rows/ first.
+        ``kept`` (nothing deleted yet: ``_prune``); ``move``: a next one begins, so '.' moves into rows/ first. Returns
+        the failure to make it durable (its rows may not be on the disk: the source fails), once it is listed.
 
         A kill at any point leaves every row of it: each file is renamed whole, and scores.csv last, so that while the
         first segment moves its rows are still in out_dir (``read_detect_scores`` reads out_dir's scores.csv before
         rows/) and no later segment exists yet."""
         segment, self.segment = self.segment, None
         if segment is None:
-            return
+            return None
+        lost: OSError | None = None
         for handle in self._handles:
-            with contextlib.suppress(OSError):  # every row was flushed as written; this makes them durable, if it can
+            try:  # every row was flushed as written; this makes them durable
                 handle.flush()
                 os.fsync(handle.fileno())
+            except OSError as exc:
+                lost = lost or exc
         self._release()
         if move and segment == ".":
             assert self.first is not None
@@ -894,11 +963,33 @@ class DetectWriter:
         except OSError as exc:
             raise DataError(f"{folder}: a row segment is gone once written ({os_reason(exc)})") from exc
         self.changes += 1
-        self.changes += self.kept.add(self.out_dir, segment, size)
+        self.kept.append(segment, size)
+        if lost is not None:
+            return DataError(f"{folder}: cannot make the row segment durable ({os_reason(lost)}): its rows may not be on "
+                             "the disk")
+        return None
+
+    def _prune(self) -> DataError | None:
+        """The oldest closed row segments past --rows-keep deleted (``OldestFirst.prune``); the failure, if any."""
+        deleted = self.kept.deleted
+        try:
+            self.kept.prune(self.out_dir)
+        except DataError as exc:
+            return exc
+        finally:
+            self.changes += self.kept.deleted - deleted
+        return None
 
     def close_rows(self) -> None:
-        """Close the open row segment, listed as kept (the oldest past --rows-keep deleted); no more rows or events."""
-        self._close_segment(move=False)
+        """Close the open row segment, listed as kept (the oldest past --rows-keep deleted); no more rows or events.
+        ``DataError`` when a closed segment could not be made durable or the oldest deleted (each listed)."""
+        closed = pruned = None
+        if self.segment is not None:  # closed once (``close`` calls it again): a failure is said once
+            closed = self._close_segment(move=False)
+            pruned = self._prune()
+        failure, self._failure = self._failure or closed or pruned, None
+        if failure is not None:
+            raise failure
 
     def _check_open(self) -> None:
         if self.segment is None:  # closed, or its close or the next one's opening failed (said then)
@@ -912,19 +1003,29 @@ class DetectWriter:
             raise DataError(f"{self.out_dir}: cannot write the outputs ({reason})") from exc
 
     def score(self, row: Any, seconds: float, alert: bool) -> None:
-        """Frame ``row.index``'s row, at ``seconds``: into a new segment when the open one's time is up."""
+        """Frame ``row.index``'s row, at ``seconds``: into a new segment when the open one's time is up. The closed one
+        is pruned (--rows-keep) once the new one holds this row, so a failure there loses no row; it is raised by the
+        next call (or ``close_rows``): this row is written and counted."""
         self._check_open()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        closed: DataError | None = None
+        rotated = False
         if self.first is None:
             self.first, self.started = row.index, seconds
         elif seconds - self.started >= self.rows_segment - ROWS_TIME_SLACK:
-            self._close_segment(move=True)
+            closed = self._close_segment(move=True)
             self._open(row_segment_name(row.index))
             self.first, self.started = row.index, seconds
             self.changes += 1
+            rotated = True
         self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", f"{row.psnr:.5f}", f"{row.patch_psnr:.5f}",
                                          f"{row.distance:.9g}", f"{row.patch_distance:.9g}", f"{row.regular:.8f}",
                                          int(row.updated), f"{row.score:.6f}", f"{row.smoothed:.6f}", int(alert)])
         self._write(self._scores.flush)
+        if rotated:
+            self._failure = closed or self._prune()
 
     def event(self, event: Any, clock_start: float | None = None) -> None:
         """One line of events.jsonl; with ``clock_start`` (a camera's: its times are seconds after it) also when the event
@@ -980,19 +1081,30 @@ def write_detect_summary(out_dir: Path, summary: dict) -> None:
 def read_detect_scores(path: str | Path) -> list[dict[str, str]]:
     """The rows of a detect run's scores.csv; given a source's output folder, those of every row segment it kept
     (``DetectWriter``: its scores.csv, or rows/<first frame>/scores.csv each), in frame order. The folder's own
-    scores.csv comes first: a run killed while its first segment moved into rows/ left it there, before any later one."""
+    scores.csv comes first: a run killed while its first segment moved into rows/ left it there, before any later one.
+    Only a detect run's scores.csv is read (``is_detect_scores``): another (an evaluation's) is a DataError naming it,
+    and so is a path that is not there."""
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found (a detect run's {SCORES_FILE} or output folder)")
     if not path.is_dir():
-        return _read_rows(path)
-    files = [path / SCORES_FILE] if (path / SCORES_FILE).is_file() else []
-    if (path / ROWS_DIR).is_dir():
-        files += [p / SCORES_FILE for p in sorted((path / ROWS_DIR).iterdir())
-                  if ROW_SEGMENT.fullmatch(p.name) and (p / SCORES_FILE).is_file()]
-    if not files:
-        raise DataError(f"{path}: no {SCORES_FILE} here or in {ROWS_DIR}/ (not a detect run's folder?)")
+        files = [path]
+    else:
+        files = [path / SCORES_FILE] if (path / SCORES_FILE).is_file() else []
+        if (path / ROWS_DIR).is_dir():
+            files += [p / SCORES_FILE for p in sorted((path / ROWS_DIR).iterdir())
+                      if ROW_SEGMENT.fullmatch(p.name) and (p / SCORES_FILE).is_file()]
+        if not files:
+            raise DataError(f"{path}: no {SCORES_FILE} here or in {ROWS_DIR}/ (not a detect run's folder?)")
+    if other := [str(file) for file in files if not is_detect_scores(file)]:
+        raise DataError(f"{', '.join(other)}: not a detect run's {SCORES_FILE} (its header is not detect's: "
+                        f"{','.join(DETECT_SCORES_HEADER[:2])},...)")
     return [row for file in files for row in _read_rows(file)]
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read it ({exc})") from exc
