@@ -72,3 +72,26 @@ def test_detect_events_say_where_their_peak_frame_was_worst(model_file: Path, tm
     assert (event["peak_x"], event["peak_y"], event["peak_width"], event["peak_height"]) == (78, 0, 12, 4)
     header = (tmp_path / "o" / "events.csv").read_text().splitlines()[0].split(",")
     assert header[-4:] == ["peak_x", "peak_y", "peak_width", "peak_height"]
+
+
+@pytest.mark.parametrize("size", [40, 56, 72, 136])
+def test_the_patches_cover_the_frame_to_its_edges(size: int) -> None:
+    """Sizes whose 1/8 side is odd (5 at 40) have blocks every side // 2 pixels that stop short of the far edge: a
+    block flush with it is added (was: the last 1-7 pixels in no block, an error there unseen by patch PSNR)."""
+    target = torch.zeros(1, 3, size, size)
+    predicted = target.clone()
+    predicted[..., -1, -1] = 1.0  # only the bottom-right pixel is wrong
+    side = size // 8
+    assert worst_patch_box(error_map(predicted, target)[0].numpy()) == (size - side, size - side, side, side)
+    assert float(patch_psnr(predicted, target)[0]) < 100  # was: 120 dB, the clamp of no error at all
+
+
+@pytest.mark.parametrize("size", [32, 128, 192, 256])
+def test_sizes_whose_blocks_tile_the_frame_score_as_before(size: int) -> None:
+    rng = np.random.default_rng(size)
+    values = torch.from_numpy(rng.random((2, 1, size, size)).astype(np.float32))
+    side = size // 8
+    plain = torch.nn.functional.avg_pool2d(values, side, stride=side // 2)  # the grid the committed results used
+    from mnad.scoring import _worst_patch
+
+    assert torch.equal(_worst_patch(values), plain.flatten(1).amax(1))

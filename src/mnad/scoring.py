@@ -60,12 +60,35 @@ def patch_psnr(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1 / worst.clamp_min(1e-12))
 
 
-def _patch_means(values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    """The means of ``values`` (B, 1, h, w) over blocks of 1/PATCHES of the width, overlapping by half: the regions of
-    ``patch_psnr`` and ``patch_distance``. (B, 1, rows, cols), with the block's side and stride."""
-    side = max(values.shape[-1] // PATCHES, 1)
+def _patch_starts(length: int, side: int, stride: int) -> list[int]:
+    """Where the blocks along one axis begin: every ``stride`` pixels, and one more flush with the far edge where the
+    strides stop short of it (a side of 40 has blocks of 5 every 2: the last pixel would be in none)."""
+    starts = list(range(0, length - side + 1, stride))
+    return starts if starts[-1] + side == length else [*starts, length - side]
+
+
+def _patch_means(values: torch.Tensor) -> tuple[torch.Tensor, list[int], list[int], int]:
+    """The means of ``values`` (B, 1, h, w) over blocks of 1/PATCHES of the width, overlapping by half and covering
+    every pixel (``_patch_starts``): the regions of ``patch_psnr`` and ``patch_distance``. (B, 1, rows, cols), with
+    the blocks' top rows and left columns and their side."""
+    h, w = values.shape[-2:]
+    side = max(w // PATCHES, 1)
     stride = max(side // 2, 1)
-    return torch.nn.functional.avg_pool2d(values, side, stride=stride), side, stride
+    rows, cols = _patch_starts(h, side, stride), _patch_starts(w, side, stride)
+    means = torch.nn.functional.avg_pool2d(values, side, stride=stride)
+    if len(cols) > means.shape[-1]:  # the blocks flush with the right edge, then with the bottom one (shapes are static)
+        means = torch.cat([means, torch.nn.functional.avg_pool2d(values[..., -side:], side, stride=stride)], -1)
+    if len(rows) > means.shape[-2]:
+        means = torch.cat([means, _patch_means_of_strip(values[..., -side:, :], side, stride, len(cols))], -2)
+    return means, rows, cols, side
+
+
+def _patch_means_of_strip(strip: torch.Tensor, side: int, stride: int, columns: int) -> torch.Tensor:
+    """The block means of the bottom strip (B, 1, side, w), at the columns ``_patch_means`` uses. (B, 1, 1, columns)"""
+    means = torch.nn.functional.avg_pool2d(strip, side, stride=stride)
+    if columns > means.shape[-1]:
+        means = torch.cat([means, torch.nn.functional.avg_pool2d(strip[..., -side:], side)], -1)
+    return means
 
 
 def _worst_patch(values: torch.Tensor) -> torch.Tensor:
@@ -81,9 +104,9 @@ def worst_patch_box(error: np.ndarray) -> tuple[int, int, int, int]:
         plane = plane[0]
     if plane.ndim != 2 or plane.size == 0:
         raise DataError(f"error: an error map must be one frame's (H, W), or (1, H, W), not empty, got shape {np.shape(error)}")
-    means, side, stride = _patch_means(torch.from_numpy(np.ascontiguousarray(plane))[None, None])
+    means, rows, cols, side = _patch_means(torch.from_numpy(np.ascontiguousarray(plane))[None, None])
     row, col = divmod(int(means.flatten().argmax()), means.shape[-1])
-    return col * stride, row * stride, side, side
+    return cols[col], rows[row], side, side
 
 
 def _nearest_item_errors(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
