@@ -109,3 +109,33 @@ def test_detect_writes_a_nonfinite_frame_as_nan_says_so_and_fails_the_run(model_
     # the open event is neither ended nor cut by the unscored frame: one event over all the frames (was: cut in two)
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert len(events) == 1 and events[0]["start_frame"] == int(rows[0]["frame"]) and events[0]["end_frame"] == int(rows[-1]["frame"])
+
+
+def nan_map(result: StepResult) -> StepResult:
+    return result._replace(psnr=torch.full_like(result.psnr, math.nan), error_map=torch.full_like(result.error_map, math.nan))
+
+
+@pytest.mark.parametrize("kind", ["png", "npy"])
+def test_a_nonfinite_frames_map_is_no_black_picture(kind: str, model_file: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import frames_folder
+
+    import mnad.stream
+    from mnad.checkpoint import load_model
+    from mnad.detect import DetectOptions, detect
+    from mnad.errors import DataError
+    from mnad.outputs import map_name
+
+    build = mnad.stream.scoring_step
+    monkeypatch.setattr(mnad.stream, "scoring_step", lambda model, config: Faulty(build(model, config), 2, nan_map))
+    model, config = load_model(model_file)
+    out = tmp_path / "o"
+    with pytest.raises(DataError, match="not finite"):
+        detect(model, config, str(frames_folder(tmp_path / "f", 3 + config.model.t_length)), out,
+               DetectOptions(save_maps=kind), progress=False)
+    bad = config.model.t_length  # the second frame scored
+    written = sorted(p.name for p in (out / "maps").rglob(f"*.{kind}"))
+    if kind == "png":  # was: an all-black picture, read as no error anywhere
+        assert Path(map_name(bad, kind)).name not in written and len(written) == 3
+    else:  # the npy holds what was computed
+        assert len(written) == 4 and np.isnan(np.load(out / map_name(bad, kind))).all()

@@ -462,7 +462,8 @@ class _Detection:
         self.writer.score(row, shown.time, alert)  # into the next row segment when the open one's time is up
         self.scored += 1  # its row is written: scored, whatever befalls its map or picture
         self.due |= self.scored == 1 or self.writer.changes != rows_before
-        if row.error_map is not None and self.options.save_maps:
+        # a map that is not finite has no picture (a png would be black: no error anywhere); the npy holds it as it is
+        if row.error_map is not None and self.options.save_maps and (self.options.save_maps == "npy" or np.isfinite(row.error_map).all()):
             self.writer.error_map(row.index, row.error_map)
         if self.options.save_video:
             self.history.append(row.smoothed)
