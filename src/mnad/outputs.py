@@ -872,8 +872,8 @@ class DetectWriter:
     second segment begins (at the first row ``rows_segment`` seconds or more after its segment's first), the first
     segment's files move into ``rows/<its first frame>/`` (``row_segment_name``) and each later segment is written into
     a folder of its own there, each csv file with its header. An event is written into the segment open when it ends
-    (the one that holds its last frame's row). ``kept`` (``OldestFirst``, ``rows_keep`` bytes) lists the closed
-    segments kept, relative to ``out_dir`` ('.': ``out_dir`` itself)."""
+    (the one that holds its last frame's row, or a later one after frames without a score). ``kept`` (``OldestFirst``,
+    ``rows_keep`` bytes) lists the closed segments kept, relative to ``out_dir`` ('.': ``out_dir`` itself)."""
 
     def __init__(self, out_dir: Path, *, maps: str | None = None, rows_segment: float = ROWS_SEGMENT_SECONDS,
                  rows_keep: int | None = None) -> None:
