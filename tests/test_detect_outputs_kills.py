@@ -252,3 +252,29 @@ def test_read_detect_scores_reads_only_detect_runs_files(tmp_path: Path) -> None
         read_detect_scores(folder)
     with pytest.raises(DataError, match=r"mixed/scores.csv: not a detect run's scores.csv"):
         read_detect_scores(folder / "scores.csv")
+
+
+def test_a_kill_while_the_earlier_run_is_deleted_leaves_no_part_of_it_under_its_name(
+        model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that ended well deletes the earlier run it replaced: killed midway, what is left is a hidden temporary
+    folder the next run deletes (was: .mnad-detect-earlier half deleted, read as an earlier run kept)."""
+    model, config = load_model(model_file)
+    out = tmp_path / "o"
+    detect(model, config, str(frames_folder(tmp_path / "e", 8)), out, DetectOptions(), progress=False)
+    rmtree = shutil.rmtree
+
+    def killed(path: Path, *args: object, **kwargs: object) -> None:
+        if f"{EARLIER_DIR}." not in str(path):
+            return rmtree(path, *args, **kwargs)
+        next(p for p in Path(path).rglob("*") if p.is_file()).unlink()  # one file deleted, then the process dies
+        raise SystemExit(137)
+
+    monkeypatch.setattr(mnad.outputs.shutil, "rmtree", killed)
+    with pytest.raises(SystemExit):
+        detect(model, config, str(frames_folder(tmp_path / "n", 8)), out, DetectOptions(overwrite=True), progress=False)
+    monkeypatch.undo()
+    assert not (out / EARLIER_DIR).exists()
+    [temp] = [p for p in out.iterdir() if p.name.startswith(f".{EARLIER_DIR}.")]
+    assert [int(r["frame"]) for r in read_detect_scores(out)] == list(range(4, 8))  # the new run's, whole
+    detect(model, config, str(frames_folder(tmp_path / "n2", 8)), out, DetectOptions(overwrite=True), progress=False)
+    assert not temp.exists()

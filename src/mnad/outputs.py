@@ -742,8 +742,9 @@ class OldestFirst:
 
 def remove_detect_temps(folder: Path) -> list[Path]:
     """Delete the hidden temporary files that a detect run killed during an atomic write left in ``folder``
-    (``.summary.json.<random>.tmp``, ``.events.csv.<random>.old.tmp``: ``atomic.TEMP_SUFFIX``), and the row segments a
-    run killed while deleting them left in ``rows/`` (``remove_segment``), and return them; those of detect's own files
+    (``.summary.json.<random>.tmp``, ``.events.csv.<random>.old.tmp``: ``atomic.TEMP_SUFFIX``), the row segments a
+    run killed while deleting them left in ``rows/`` (``remove_segment``) and the earlier run's folder a run killed while
+    deleting it left (``_delete_whole``), and return them; those of detect's own files
     only (``DETECT_FILES``): another program's in a shared --out are not touched. Call with the
     folder locked (``detect.locked_output``): a running writer's are not stale."""
     from mnad.atomic import TEMP_SUFFIX
@@ -753,6 +754,11 @@ def remove_detect_temps(folder: Path) -> list[Path]:
     stale = [p for p in folder.glob(f".*{TEMP_SUFFIX}") if temp.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
     for path in stale:
         path.unlink(missing_ok=True)
+    earlier = re.compile(rf"\.{re.escape(EARLIER_DIR)}\.[0-9a-f]+{re.escape(TEMP_SUFFIX)}")  # ``_delete_whole``'s
+    for path in folder.glob(f".*{TEMP_SUFFIX}"):
+        if earlier.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            stale.append(path)
     rows = folder / ROWS_DIR
     if rows.is_dir() and not rows.is_symlink():  # row segments a killed run was deleting for --rows-keep (remove_segment)
         doomed = _doomed_segment()
@@ -847,8 +853,21 @@ class DetectFolder:
         if failed:
             return (f"the earlier run's outputs were moved to {self.out_dir / EARLIER_DIR} and kept there (a later "
                     "--overwrite run replaces them)")
-        shutil.rmtree(self.out_dir / EARLIER_DIR, ignore_errors=True)
+        _delete_whole(self.out_dir / EARLIER_DIR)
         return None
+
+
+def _delete_whole(folder: Path) -> None:
+    """Delete ``folder`` so that a kill midway leaves no part of it under its name: renamed to a hidden temporary
+    name first (``.<name>.<random>.tmp``, which ``remove_detect_temps`` deletes), then removed."""
+    from mnad.atomic import TEMP_SUFFIX
+
+    doomed = folder.with_name(f".{folder.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
+    try:
+        folder.rename(doomed)
+    except OSError:
+        doomed = folder  # deleted where it is, as before
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _summary_last(paths: list[Path]) -> list[Path]:
