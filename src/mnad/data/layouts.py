@@ -21,7 +21,6 @@ from mnad.data.sources import (
     check_decode_room,
     folder_entries,
     footage_in,
-    some_names,
 )
 from mnad.errors import DataError
 
@@ -90,9 +89,7 @@ def sub_folder_video(entry: Path, folder: Path, pixel_range: Sequence[int] = ())
     footage = footage_in(entry)
     if footage.images:
         return FrameFolder(entry, pixel_range=pixel_range)
-    inside = ([f"video files ({some_names(footage.videos)})"] if footage.videos else []) + (
-        [f"frame folders ({some_names(sub)})"] if (sub := footage.footage_folders()) else [])
-    if inside:
+    if inside := footage.videos_held():
         raise DataError(f"{entry}: holds {' and '.join(inside)}, not frames; only the video files and frame folders "
                         f"directly in {folder} are read (a sub-folder is one video's frames): give {entry.name}/ itself "
                         f"as the footage, or move its videos up into {folder.name}/")

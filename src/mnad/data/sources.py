@@ -215,8 +215,6 @@ def to_channels(image: np.ndarray, channels: int, source: str | Path, pixel_rang
     return image
 
 
-
-
 def _check_frame_inputs(image: object, size: object, channels: object, source: str | Path) -> None:
     """``prepare_frame``'s arguments, checked before OpenCV sees them (it answers a bad one with a cv2.error or an
     AttributeError): type checks and attribute reads only, as it runs on every frame."""
@@ -512,6 +510,13 @@ class Footage:
     def footage_folders(self) -> list[Path]:
         """The sub-folders that hold frames or video files."""
         return [f for f in self.folders if holds_footage(f)]
+
+    def videos_held(self) -> list[str]:
+        """What it holds as videos rather than frames, for a message: its video files and its sub-folders of footage,
+        a few names each ('video files (a.mp4, b.mp4)', 'frame folders (day1)'); [] for none."""
+        sub = self.footage_folders()
+        return ([f"video files ({some_names(self.videos)})"] if self.videos else []) + (
+            [f"frame folders ({some_names(sub)})"] if sub else [])
 
 
 def footage_in(where: str | Path, entries: Sequence[Path] | None = None) -> Footage:
@@ -984,19 +989,15 @@ def videos_not_frames(footage: Footage, *, pattern: bool = False) -> None:
     """Refuse, as a source, a folder (or a ``pattern``'s matches) that holds no frames but videos: video files, or
     frame folders, each a source of its own (``mnad detect`` reads one video per source); the message says how to pass
     them (a pattern was quoted where the shell should have listed its matches)."""
-    if footage.images:
-        return
-    sub = footage.footage_folders()
-    held = ([f"video files ({some_names(footage.videos)})"] if footage.videos else []) + (
-        [f"frame folders ({some_names(sub)})"] if sub else [])
-    if not held:
+    if footage.images or not (held := footage.videos_held()):
         return
     if pattern:
         what, how = "matches", "leave the pattern unquoted, so that the shell passes each as a source of its own"
     else:
         folder = footage.where.rstrip("/")
         words = [f"{folder}/*{suffix}" for suffix in sorted({p.suffix for p in footage.videos})]
-        what, how = "holds", f"pass them as sources ({' '.join(words + ([f'{folder}/*/'] if sub else []))}, unquoted)"
+        folders = [f"{folder}/*/"] if footage.footage_folders() else []
+        what, how = "holds", f"pass them as sources ({' '.join(words + folders)}, unquoted)"
     raise DataError(f"{footage.where}: {what} {' and '.join(held)}, not the frames of one video; each video is a source "
                     f"of its own: {how}, each scored into a folder of its own under --out, or pass one at a time")
 
