@@ -390,12 +390,9 @@ def load_model(name_or_path: str | os.PathLike[str], *, expect: Config | None = 
     """
     if expect is not None and not isinstance(expect, Config):
         raise ConfigError(f"load_model: expect must be a mnad Config (mnad.load_config(...)) or None, got {expect!r}")
-    try:  # before reading: a device this machine lacks is one error, not torch's
-        device = checked_device(map_location)
-    except ConfigError as exc:  # checked_device names the CLI's --device; this caller passed map_location
-        reason = str(exc).removeprefix(f"--device {map_location}: ")
-        raise ConfigError(f"load_model: map_location {printable(repr(map_location))[:80]} (the device to load the model "
-                          f"on): {reason}") from exc
+    # before reading: a device this machine lacks is one error, not torch's
+    device = checked_device(map_location, f"load_model: map_location {printable(repr(map_location))[:80]} (the device "
+                                          "to load the model on)")
     path = resolve_checkpoint(name_or_path)
     if is_onnx_export(path):
         raise CheckpointError(f"{path}: an ONNX export (mnad export), which only scores; this needs the .safetensors "

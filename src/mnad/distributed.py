@@ -193,25 +193,27 @@ def scoring_path(config: Config, device: str | torch.device, *, fp32: bool = Fal
     return ScoringPath(bf16, channels_last, reason)
 
 
-def checked_device(device: str | torch.device) -> torch.device:
+def checked_device(device: str | torch.device, said: str | None = None) -> torch.device:
     """The device named by ``train.device`` (``--device``), refused with a ConfigError if it is not one or this
-    machine does not have it (instead of a RuntimeError from deep inside torch later)."""
+    machine does not have it (instead of a RuntimeError from deep inside torch later). ``said``: how the errors name
+    what the caller passed (an API argument and its value); by default as the CLI's ``--device`` sets train.device."""
+    said = said or f"--device {device}"
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise ConfigError(f"--device {device}: not a device (expected cpu, cuda or cuda:N)") from exc
+        raise ConfigError(f"{said}: not a device (expected cpu, cuda or cuda:N)") from exc
     if parsed.type == "cpu":
         return parsed
     names = {"cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}
     backends = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None), "xpu": getattr(torch, "xpu", None)}
     backend = backends.get(parsed.type)
     if backend is None:
-        raise ConfigError(f"--device {device}: unsupported device type {parsed.type!r} (expected cpu, cuda or cuda:N)")
+        raise ConfigError(f"{said}: unsupported device type {parsed.type!r} (expected cpu, cuda or cuda:N)")
     if not backend.is_available():
-        raise ConfigError(f"--device {device}: {names[parsed.type]} is not available on this machine")
+        raise ConfigError(f"{said}: {names[parsed.type]} is not available on this machine")
     count = getattr(backend, "device_count", lambda: 1)()
     if parsed.index is not None and parsed.index >= count:
-        raise ConfigError(f"--device {device}: this machine has {count} {names[parsed.type]} device(s), {parsed.type}:0 to {parsed.type}:{count - 1}")
+        raise ConfigError(f"{said}: this machine has {count} {names[parsed.type]} device(s), {parsed.type}:0 to {parsed.type}:{count - 1}")
     return parsed
 
 
