@@ -675,15 +675,21 @@ def foreign_rows(folder: Path) -> list[str]:
     return found
 
 
+def doomed_name(path: Path) -> Path:
+    """The hidden name a folder is renamed to before it is deleted (``.<name>.<random>.tmp``), so that a run killed
+    while deleting it leaves no part of it under its own name; ``remove_detect_temps`` deletes what is left."""
+    from mnad.atomic import TEMP_SUFFIX
+
+    return path.with_name(f".{path.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
+
+
 def remove_segment(path: Path) -> None:
     """Delete a closed segment: an annotated video's file, or a row segment's folder, which is first renamed to a
     hidden name (``.<name>.<random>.tmp``) so that a run killed while deleting it leaves no half segment among the
     whole ones (``remove_detect_temps`` deletes what is left). One already gone is as good as deleted. One that cannot
     be deleted is renamed back (OSError): it is still listed, under the name it has (``OldestFirst``)."""
     if path.is_dir() and not path.is_symlink():
-        from mnad.atomic import TEMP_SUFFIX
-
-        doomed = path.with_name(f".{path.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
+        doomed = doomed_name(path)
         path.rename(doomed)
         try:
             shutil.rmtree(doomed)
@@ -858,11 +864,9 @@ class DetectFolder:
 
 
 def _delete_whole(folder: Path) -> None:
-    """Delete ``folder`` so that a kill midway leaves no part of it under its name: renamed to a hidden temporary
-    name first (``.<name>.<random>.tmp``, which ``remove_detect_temps`` deletes), then removed."""
-    from mnad.atomic import TEMP_SUFFIX
-
-    doomed = folder.with_name(f".{folder.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}")
+    """Delete ``folder`` so that a kill midway leaves no part of it under its name (``doomed_name``), as far as it
+    can: what cannot be deleted stays."""
+    doomed = doomed_name(folder)
     try:
         folder.rename(doomed)
     except OSError:
