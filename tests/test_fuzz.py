@@ -24,7 +24,7 @@ from mnad.data.sources import Video, VideoFile, prepare_frame, read_image
 from mnad.errors import MNADError
 from mnad.model import MNAD
 
-# MNAD_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz.py: a longer, randomised search (the suite runs a fixed, small one)
+# MNAD_FUZZ_EXAMPLES=3000 pytest tests/test_fuzz.py: a longer, randomised search (the suite runs a fixed, small one)
 EXAMPLES = int(os.environ.get("MNAD_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(max_examples=EXAMPLES or 80, deadline=None, derandomize=not EXAMPLES, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
