@@ -25,6 +25,9 @@ ROOT = HERE.parent
 RENAMED = {"ped2_pred_realtime": "ped2_pred_fast_smoothed", "ped2_pred_192_realtime": "ped2_pred_192_smoothed"}
 # benchmark candidate ids shown under the recipe's new name (the committed JSON keeps the old ids)
 RENAMED_CANDIDATES = {"realtime128": "smoothed128", "realtime128-compiled": "smoothed128-compiled", "pred192-realtime": "pred192-smoothed"}
+# Recipes whose scoring was chosen on the Ped2 test labels their AUC is measured on (docs/results.md, Table 2 and
+# "S_t against PSNR-only scoring"): their AUC reaching a target is not counted as meeting it.
+CHOSEN_ON_TEST = {"ped2_pred_fast_smoothed": "PSNR only, alpha 1"}
 RENAMED_RE = re.compile(r"\b(" + "|".join(map(re.escape, RENAMED)) + r")(?=(_seed\d+|_compiled)?\b)")
 
 
@@ -227,9 +230,16 @@ def realtime_section(d: dict, source: str) -> list[str]:
                      num(r.get("fps")), num(r.get("ms_per_frame"), 1), num(r.get("peak_rss_mib"), 0),
                      "–" if micro is None else f"{100 * micro:.2f}{spread}",
                      "–" if not macro else f"{100 * sum(macro) / len(macro):.2f}", runs,
-                     "**yes**" if r["meets_target"] else ("fast enough" if r["real_time"] else "no")])
+                     target_cell(r)])
     out += table(["candidate", "recipe and overrides", "frames/s", "ms/frame", "peak RSS (MiB)", "micro AUC %",
-                  "macro AUC %", "results", "meets the target"], rows)
+                  "macro AUC %", "results", "issue #3's target"], rows)
+    out += ["No row meets issue #3's target. Every AUC above is offline: each test video is min-max normalised over "
+            "all its frames, later ones included, which a live camera cannot do. And the scoring of "
+            + ", ".join(f"`{name}` ({how})" for name, how in CHOSEN_ON_TEST.items())
+            + " was picked on Ped2 test results (docs/results.md, Table 2 and \"S_t against PSNR-only scoring\"), so "
+            "its AUC on that test set is not a label-free measure. A row marked \"numbers reached\" scores at least "
+            f"{t['fps']:g} frames/s with a micro AUC of at least {100 * t['micro_auc']:g} % under those caveats; "
+            "`meets_target` in the JSON means only that.", ""]
     old = sorted({m.group(0) for r in d["candidates"] for text in (r["what"], r["recipe"], *(x["folder"] for x in r["accuracy"]["runs"]))
                   for m in RENAMED_RE.finditer(text)})
     if old:
@@ -240,6 +250,14 @@ def realtime_section(d: dict, source: str) -> list[str]:
     if d.get("notes"):
         out += [f"- {n}" for n in d["notes"]] + [""]
     return out
+
+
+def target_cell(r: dict) -> str:
+    """A candidate's cell in the issue #3 column: the numbers it reached, never the target as met (see realtime_section)."""
+    if not r["meets_target"]:
+        return "fast enough" if r["real_time"] else "no"
+    chosen = " (scoring chosen on Ped2 test)" if renamed(r["recipe"]) in CHOSEN_ON_TEST else ""
+    return f"numbers reached, not met: offline AUC{chosen}"
 
 
 def profile_section(d: dict, source: str) -> list[str]:
