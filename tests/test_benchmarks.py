@@ -245,3 +245,23 @@ def test_train_precision_compares_each_setting_with_fp32_and_renders(ped2_root: 
     shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
     section = make_doc.render(out.parent).split("## bf16 training against fp32")[1]
     assert "### the shipped model" in section and "| `bf16-cl-head` |" in section and "`fp32-other-batch`" in section
+
+
+def test_demo_benchmark_reads_the_auc_line_the_cli_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    from mnad.cli import print_metrics
+
+    demo = benchmark("demo")
+
+    print_metrics({"micro_auc": 0.98204, "macro_auc": 0.9, "per_video_auc": {"01": 0.9}, "videos": 1,
+                   "frames_scored": 10, "abnormal_frames": 3, "note": ""})
+    match = demo.AUC_LINE.search(capsys.readouterr().out)
+    assert match is not None and float(match.group(1)) == 98.20
+
+
+def test_demo_benchmark_writes_nothing_when_the_demo_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = benchmark("demo")
+    monkeypatch.setattr(demo.sys, "executable", "false")  # the demo's process exits 1
+    monkeypatch.setattr(demo, "busy_cores", lambda: 0.0)
+    with pytest.raises(SystemExit, match="mnad demo failed"):
+        demo.main(["--out", str(tmp_path / "demo.json")])
+    assert not (tmp_path / "demo.json").exists()
