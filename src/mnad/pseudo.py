@@ -15,16 +15,18 @@ import numpy as np
 from mnad.data import Video
 
 SPEED = 3  # the sped-up region plays SPEED frames per frame
-LEAD = 20  # normal frames before the region speeds up (the trailing mean starts from normal scores)
-EVENT = 20  # frames the region plays too fast
+LEAD = 20  # the last frame shown as it is (frames 0..LEAD: LEAD + 1 of them; the trailing mean starts from normal scores)
+EVENT = 20  # LEAD + EVENT frames in all: frames LEAD+1..LEAD+EVENT-1 (EVENT - 1 of them) play the region too fast
 STEP = 30  # frames between the starts of pseudo-anomalies cut from one video (each is scored on its own)
-SOURCE_FRAMES = LEAD + SPEED * EVENT  # footage one pseudo-anomaly is made from
+SOURCE_FRAMES = LEAD + SPEED * EVENT  # footage a start needs (the last frame read is LEAD + SPEED * (EVENT - 1))
 MAX_PSEUDO = 32  # pseudo-anomalies at most (about 1300 frames to score), however long the footage
 
 
 class SpedUpRegion(Video):
-    """LEAD + EVENT frames of ``video`` from ``start``: the first LEAD as they are, then a square region (half the
-    frame's side, centred at ``centre``, fractions of width and height) taken SPEED times further ahead each frame."""
+    """LEAD + EVENT frames of ``video`` from ``start``: frames 0..LEAD as they are, then a square region (half the
+    frame's side, centred at ``centre``, fractions of width and height) taken SPEED times further ahead each frame
+    (frame i shows ``start + LEAD + SPEED * (i - LEAD)`` there). The committed calibrations were made with these counts
+    (docs/method.md 9.2 states them)."""
 
     def __init__(self, video: Video, start: int, centre: tuple[float, float]) -> None:
         self.video, self.start, self.centre = video, start, centre
