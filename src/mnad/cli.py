@@ -436,7 +436,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
         save_video=args.save_video, save_maps=args.save_maps, max_frames=args.max_frames, overwrite=args.overwrite,
         source=SourceOptions(**given(args, "fps", "reconnects", "open_timeout", "read_timeout")),
         **given(args, "region_sigma", "hysteresis", "min_event_frames", "video_segment", "video_keep",
-                 "rows_segment", "rows_keep"),
+                 "rows_segment", "rows_keep", "maps_keep"),
     )
     summary = detect(model, config, args.source, args.out, options, device=config.train.device, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -595,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when a row segment closes, delete the oldest closed ones until those kept total at most GIB GiB, "
                    "the newest always kept (default: keep every segment)")
     p.add_argument("--save-maps", choices=["npy", "png"], help="write each frame's error map")
+    p.add_argument("--maps-keep", type=float, default=from_detect("maps_keep"), metavar="GIB",
+                   help="with --save-maps: when a map shard (maps/<8 digits>/, 10,000 maps) closes, delete the oldest "
+                   "closed ones until those kept total at most GIB GiB, the newest always kept (default: keep every map)")
     p.add_argument("--region-sigma", type=float, default=from_detect("region_sigma"), help="mark regions above mean + SIGMA * std of the error "
                    "(default %(default)s: the mean)")
     p.add_argument("--fps", type=float, default=from_source("fps"), help="frame rate of frame folders and globs (default "

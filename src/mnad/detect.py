@@ -120,6 +120,8 @@ class DetectOptions:
     rows_segment: float = ROWS_SEGMENT_SECONDS  # seconds of footage per row segment (``outputs.DetectWriter``): a day
     rows_keep: float | None = None  # GiB: the oldest closed row segments are deleted past this; None: all kept
     save_maps: str | None = None  # 'npy' or 'png': each frame's error map
+    maps_keep: float | None = None  # GiB: the oldest closed map shards (maps/<8 digits>/) are deleted past this; None: all
+    # kept; only with save_maps
     region_sigma: float = 0.0  # regions above the error map's mean + sigma * std (>= 0, finite)
     hysteresis: float = HYSTERESIS
     min_event_frames: int = MIN_EVENT_FRAMES
@@ -156,15 +158,20 @@ class DetectOptions:
         if self.max_frames is not None and (isinstance(self.max_frames, bool) or not isinstance(self.max_frames, Integral)
                                             or self.max_frames < 1):
             raise ConfigError(f"--max-frames must be an integer >= 1, got {self.max_frames!r}")
-        for name in ("video", "rows"):  # the annotated video's files and the row files: segments, and what is kept
-            segment, keep = getattr(self, f"{name}_segment"), getattr(self, f"{name}_keep")
+        for name in ("video", "rows"):  # the annotated video's files and the row files: segments
+            segment = getattr(self, f"{name}_segment")
             if (isinstance(segment, bool) or not isinstance(segment, Real)
                     or not 0 < segment <= MAX_VIDEO_SEGMENT):  # NaN fails the comparison
                 raise ConfigError(f"--{name}-segment must be a number of seconds > 0 and at most {MAX_VIDEO_SEGMENT:.0f} "
                                   f"(a year), got {segment!r}")
+        for name in ("video", "rows", "maps"):  # and what is kept of them and of the error maps
+            keep = getattr(self, f"{name}_keep")
             if keep is not None and (isinstance(keep, bool) or not isinstance(keep, Real) or not 0 < keep <= MAX_VIDEO_KEEP):
                 raise ConfigError(f"--{name}-keep must be a number of GiB > 0 and at most {MAX_VIDEO_KEEP:.0f} (4 EiB), got "
                                   f"{keep!r}")
+        if self.maps_keep is not None and self.save_maps is None:  # a bound on maps never written would bound nothing
+            raise ConfigError("--maps-keep bounds the error maps that --save-maps writes: add --save-maps npy (or png), "
+                              "or drop --maps-keep")
         if not isinstance(self.source, SourceOptions):
             raise ConfigError(f"source must be a mnad.data.sources.SourceOptions, got {type(self.source).__name__}")
 
@@ -426,9 +433,10 @@ class _Detection:
             self.scorer.new_video()
             self.base, self.reconnections = i, self.reconnections + 1
         if self.writer is None:  # the source delivered (into a staging folder while an earlier run is in --out)
-            keep = round(self.options.rows_keep * GIB) if self.options.rows_keep is not None else None
+            rows_keep, maps_keep = self.options.rows_keep, self.options.maps_keep
             self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps, rows_segment=self.options.rows_segment,
-                                       rows_keep=keep)
+                                       rows_keep=round(rows_keep * GIB) if rows_keep is not None else None,
+                                       maps_keep=round(maps_keep * GIB) if maps_keep is not None else None)
         self.raw[i] = item
         self.raw.pop(i - self.config.model.t_length, None)
         self.times = (item.time, item.time) if self.times is None else (self.times[0], item.time)
@@ -464,7 +472,9 @@ class _Detection:
         self.due |= self.scored == 1 or self.writer.changes != rows_before
         # a map that is not finite has no picture (a png would be black: no error anywhere); the npy holds it as it is
         if row.error_map is not None and self.options.save_maps and (self.options.save_maps == "npy" or np.isfinite(row.error_map).all()):
-            self.writer.error_map(row.index, row.error_map)
+            maps_before = self.writer.maps_kept.deleted
+            self.writer.error_map(row.index, row.error_map)  # a shard closed, the oldest past --maps-keep deleted
+            self.due |= self.writer.maps_kept.deleted != maps_before
         if self.options.save_video:
             self.history.append(row.smoothed)
             if self.video_size is None:
@@ -563,11 +573,12 @@ class _Detection:
             elif last is not None:
                 self.writer.event(last, self.clock_start())
                 self.events += 1
-        try:
-            self.writer.close_rows()  # the open row segment closes: listed among those kept
-        except DataError as exc:  # said once the other outputs are complete
-            if self.failure is None:
-                self.failure = exc
+        for close in (self.writer.close_rows, self.writer.close_maps):  # the open row segment and map shard close:
+            try:  # listed among those kept
+                close()
+            except DataError as exc:  # said once the other outputs are complete
+                if self.failure is None:
+                    self.failure = exc
         summary = self.summary(started, smoothing, calibration, complete=True)
         self.writer.close(summary)
         return summary
@@ -622,6 +633,8 @@ class _Detection:
             "row_segments": list(self.writer.kept.names) if self.writer is not None else [],
             "row_segments_open": self.writer.open_segment if self.writer is not None and not complete else None,
             "row_segments_deleted": self.writer.kept.deleted if self.writer is not None else 0,
+            # the oldest closed map shards (maps/<8 digits>/, --save-maps) deleted for --maps-keep
+            "map_shards_deleted": self.writer.maps_kept.deleted if self.writer is not None else 0,
             "note": None if calibration else UNCALIBRATED,
             # false while the run goes on (and in what a killed run left): rewritten at least every SUMMARY_SECONDS till then
             "complete": complete, "updated_at": wall_clock(time.time()), "update_seconds": SUMMARY_SECONDS,

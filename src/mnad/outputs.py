@@ -554,11 +554,12 @@ MOVING_MARK = ".moving"  # in EARLIER_DIR while the earlier run moves into it (D
 def detect_summary_problem(data: Any) -> str | None:
     """What is wrong with a detect summary.json as ``detect_run_entries`` reads it (the folders of a run over several
     sources, ``streams[].folder``: null or a source folder's name) and a source's row segments (``row_segments``,
-    ``row_segments_open``, ``row_segments_deleted``), or None."""
+    ``row_segments_open``, ``row_segments_deleted``) and map shards (``map_shards_deleted``), or None."""
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not an object"
-    if wrong := wrong_kinds(data, "", {"row_segments": list, "row_segments_open": str, "row_segments_deleted": int}):
-        return wrong  # a source's row segments (``DetectWriter``)
+    if wrong := wrong_kinds(data, "", {"row_segments": list, "row_segments_open": str, "row_segments_deleted": int,
+                                       "map_shards_deleted": int}):
+        return wrong  # a source's row segments and map shards (``DetectWriter``)
     if not all(isinstance(name, str) for name in data.get("row_segments") or []):
         return f"row_segments must be a list of paths, got {data['row_segments']!r}"[:200]
     streams = data.get("streams")
@@ -645,11 +646,12 @@ def detect_run_entries(out_dir: Path) -> list[Path]:
     return entries
 
 
-def _doomed_segment() -> re.Pattern[str]:
-    """The name a row segment being deleted has in rows/ (``remove_segment``): ``.<first frame>.<random>.tmp``."""
+def _doomed_segment(digits: int = FRAME_DIGITS) -> re.Pattern[str]:
+    """The name a row segment being deleted has in rows/ (``remove_segment``): ``.<first frame>.<random>.tmp``; with
+    ``digits`` ``SHARD_DIGITS``, a map shard's in maps/."""
     from mnad.atomic import TEMP_SUFFIX
 
-    return re.compile(rf"\.\d{{{FRAME_DIGITS}}}\.[0-9a-f]+{re.escape(TEMP_SUFFIX)}")
+    return re.compile(rf"\.\d{{{digits}}}\.[0-9a-f]+{re.escape(TEMP_SUFFIX)}")
 
 
 def foreign_rows(folder: Path) -> list[str]:
@@ -684,10 +686,10 @@ def doomed_name(path: Path) -> Path:
 
 
 def remove_segment(path: Path) -> None:
-    """Delete a closed segment: an annotated video's file, or a row segment's folder, which is first renamed to a
-    hidden name (``.<name>.<random>.tmp``) so that a run killed while deleting it leaves no half segment among the
-    whole ones (``remove_detect_temps`` deletes what is left). One already gone is as good as deleted. One that cannot
-    be deleted is renamed back (OSError): it is still listed, under the name it has (``OldestFirst``)."""
+    """Delete a closed segment: an annotated video's file, or a row segment's or map shard's folder, which is first
+    renamed to a hidden name (``.<name>.<random>.tmp``) so that a run killed while deleting it leaves no half segment
+    among the whole ones (``remove_detect_temps`` deletes what is left). One already gone is as good as deleted. One
+    that cannot be deleted is renamed back (OSError): it is still listed, under the name it has (``OldestFirst``)."""
     if path.is_dir() and not path.is_symlink():
         doomed = doomed_name(path)
         path.rename(doomed)
@@ -705,8 +707,8 @@ class OldestFirst:
     """The closed segments of an output that a run keeps, in time order (``names``, relative to the run's folder, with
     their ``sizes``), to at most ``keep_bytes`` bytes in all (None: all kept): when one closes (``add``) the oldest are
     deleted until the rest fit, the newest always kept (a recorder's rule), and ``deleted`` counts them. The one rule
-    of the annotated video's files (``detect.SegmentedVideo``, --video-keep) and of the row segments (``DetectWriter``,
-    --rows-keep); ``option`` and ``what`` name them in messages."""
+    of the annotated video's files (``detect.SegmentedVideo``, --video-keep), of the row segments and of the error
+    maps' shards (``DetectWriter``, --rows-keep, --maps-keep); ``option`` and ``what`` name them in messages."""
 
     def __init__(self, keep_bytes: int | None, option: str, what: str) -> None:
         self.keep_bytes, self.option, self.what = keep_bytes, option, what
@@ -748,9 +750,9 @@ class OldestFirst:
 
 def remove_detect_temps(folder: Path) -> list[Path]:
     """Delete the hidden temporary files that a detect run killed during an atomic write left in ``folder``
-    (``.summary.json.<random>.tmp``, ``.events.csv.<random>.old.tmp``: ``atomic.TEMP_SUFFIX``), the row segments a
-    run killed while deleting them left in ``rows/`` (``remove_segment``) and the earlier run's folder a run killed while
-    deleting it left (``_delete_whole``), and return them; those of detect's own files
+    (``.summary.json.<random>.tmp``, ``.events.csv.<random>.old.tmp``: ``atomic.TEMP_SUFFIX``), the row segments and
+    map shards a run killed while deleting them left in ``rows/`` and ``maps/`` (``remove_segment``) and the earlier
+    run's folder a run killed while deleting it left (``_delete_whole``), and return them; those of detect's own files
     only (``DETECT_FILES``): another program's in a shared --out are not touched. Call with the
     folder locked (``detect.locked_output``): a running writer's are not stale."""
     from mnad.atomic import TEMP_SUFFIX
@@ -765,13 +767,14 @@ def remove_detect_temps(folder: Path) -> list[Path]:
         if earlier.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
             stale.append(path)
-    rows = folder / ROWS_DIR
-    if rows.is_dir() and not rows.is_symlink():  # row segments a killed run was deleting for --rows-keep (remove_segment)
-        doomed = _doomed_segment()
-        for path in rows.glob(f".*{TEMP_SUFFIX}"):
-            if doomed.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-                stale.append(path)
+    # row segments and map shards a killed run was deleting for --rows-keep and --maps-keep (remove_segment)
+    for parent, digits in ((folder / ROWS_DIR, FRAME_DIGITS), (folder / MAPS_DIR, SHARD_DIGITS)):
+        if parent.is_dir() and not parent.is_symlink():
+            doomed = _doomed_segment(digits)
+            for path in parent.glob(f".*{TEMP_SUFFIX}"):
+                if doomed.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                    stale.append(path)
     return stale
 
 
@@ -896,13 +899,18 @@ class DetectWriter:
     segment's files move into ``rows/<its first frame>/`` (``row_segment_name``) and each later segment is written into
     a folder of its own there, each csv file with its header. An event is written into the segment open when it ends
     (the one that holds its last frame's row, or a later one after frames without a score). ``kept`` (``OldestFirst``,
-    ``rows_keep`` bytes) lists the closed segments kept, relative to ``out_dir`` ('.': ``out_dir`` itself)."""
+    ``rows_keep`` bytes) lists the closed segments kept, relative to ``out_dir`` ('.': ``out_dir`` itself).
+
+    The error maps (``maps``) go into shard folders of ``MAP_SHARD_FRAMES`` frames (``map_name``); a shard closes when
+    the first map of a later one comes, or at the end (``close_maps``), and ``maps_kept`` (``OldestFirst``,
+    ``maps_keep`` bytes) lists the closed shards kept (``maps/<8 digits>``), by the row segments' rule."""
 
     def __init__(self, out_dir: Path, *, maps: str | None = None, rows_segment: float = ROWS_SEGMENT_SECONDS,
-                 rows_keep: int | None = None) -> None:
+                 rows_keep: int | None = None, maps_keep: int | None = None) -> None:
         self.out_dir, self.maps, self.rows_segment = Path(out_dir), maps, rows_segment
-        self._shard = ""  # the maps/ folder last written into (``map_name``), made when its first map comes
+        self._shard = ""  # the maps/ folder being written into (``map_name``), made when its first map comes; '': none
         self.kept = OldestFirst(rows_keep, "--rows-keep", "row segment")
+        self.maps_kept = OldestFirst(maps_keep, "--maps-keep", "map shard")
         self.segment: str | None = None  # the open row segment, relative to out_dir ('.': out_dir); None: none open
         self.first: int | None = None  # the frame of the open segment's first row; None before it
         self.started = 0.0  # that row's time
@@ -1063,13 +1071,18 @@ class DetectWriter:
         self._write(self._events_csv.flush)
 
     def error_map(self, index: int, error: np.ndarray) -> None:
-        """Frame ``index``'s error map, at ``map_name``."""
+        """Frame ``index``'s error map, at ``map_name``. The first map of a new shard closes the one before
+        (``maps_kept``); the oldest closed shards past --maps-keep are deleted once this map is written, so that the
+        run is never left without maps: ``DataError`` when one cannot be (it stays listed; this map is written)."""
         import cv2
 
         if self.maps not in ("npy", "png"):
             return
         path = self.out_dir / map_name(index, self.maps)
+        closed = path.parent.name != self._shard and self._shard != ""
         if path.parent.name != self._shard:  # frames come in order: each shard's folder is made once
+            if closed:
+                self._close_shard()
             self._write(lambda: path.parent.mkdir(exist_ok=True))
             self._shard = path.parent.name
         if self.maps == "npy":
@@ -1078,11 +1091,34 @@ class DetectWriter:
             picture = (np.clip(error / max(float(error.max()), 1e-6), 0, 1) * 255).astype(np.uint8)
             if not cv2.imwrite(str(path), picture):
                 raise DataError(f"{path.parent}: cannot write the error maps")
+        if closed:
+            self.maps_kept.prune(self.out_dir)
+
+    def _close_shard(self) -> None:
+        """The shard being written is closed: listed in ``maps_kept`` with its size (its files'), nothing deleted yet."""
+        shard, self._shard = f"{MAPS_DIR}/{self._shard}", ""
+        try:
+            with os.scandir(self.out_dir / shard) as entries:
+                size = sum(entry.stat(follow_symlinks=False).st_size for entry in entries)
+        except OSError as exc:
+            raise DataError(f"{self.out_dir / shard}: a map shard is gone once written ({os_reason(exc)})") from exc
+        self.maps_kept.append(shard, size)
+
+    def close_maps(self) -> None:
+        """Close the map shard being written, listed as kept (the oldest past --maps-keep deleted); no more maps.
+        ``DataError`` when the oldest could not be deleted (it stays listed). Once: a second call does nothing."""
+        if self._shard:
+            self._close_shard()
+            self.maps_kept.prune(self.out_dir)
 
     def close(self, summary: dict) -> None:
-        """Close the row files (``close_rows``, if not yet) and write summary.json (atomically)."""
+        """Close the row files and the map shard (``close_rows``, ``close_maps``, if not yet) and write summary.json
+        (atomically)."""
         try:
-            self.close_rows()
+            try:
+                self.close_rows()
+            finally:
+                self.close_maps()
         finally:
             self._release()
         write_detect_summary(self.out_dir, summary)
