@@ -24,7 +24,7 @@ BEFORE = {"source", "frames_scored", "seconds", "fps", "source_fps", "latency_fr
           "reconnections", "clock_start", "calibrated", "threshold", "false_alarm_rate", "above_threshold_rate",
           "alert_frames", "calibration_held_out_false_alarm_rate", "smoothing", "events", "ended_by", "annotated_video",
           "annotated_video_files", "note"}
-ADDED = {"complete", "updated_at", "update_seconds", "annotated_video_deleted", "annotated_video_open", "row_segments",
+ADDED = {"map_shards_deleted", "complete", "updated_at", "update_seconds", "annotated_video_deleted", "annotated_video_open", "row_segments",
          "row_segments_open", "row_segments_deleted", "not_finite_frames"}
 
 RUN = """

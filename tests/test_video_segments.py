@@ -349,7 +349,9 @@ def test_video_keep_is_checked(model_file: Path, tmp_path: Path, capsys: pytest.
     for bad in (0, -1.0, float("nan"), float("inf"), True, "1"):
         with pytest.raises(ConfigError, match="--video-keep must be a number of GiB > 0"):
             DetectOptions(video_keep=bad)  # type: ignore[arg-type]
-    assert DetectOptions(video_keep=0.5).video_keep == 0.5 and DetectOptions().video_keep is None
+    assert DetectOptions(save_video=True, video_keep=0.5).video_keep == 0.5 and DetectOptions().video_keep is None
+    with pytest.raises(ConfigError, match="--video-keep bounds the annotated video that --save-video writes"):
+        DetectOptions(video_keep=0.5)  # a bound on a video never written: the user meant to write it
     from mnad.cli import main
 
     source = str(frames_folder(tmp_path / "a", 6))
@@ -510,7 +512,7 @@ def test_huge_video_options_are_refused_before_they_overflow(model_file: Path, t
 
     with pytest.raises(ConfigError, match=words):
         DetectOptions(**{option: value})
-    assert DetectOptions(video_keep=MAX_VIDEO_KEEP, video_segment=MAX_VIDEO_SEGMENT).video_keep == MAX_VIDEO_KEEP
+    assert DetectOptions(save_video=True, video_keep=MAX_VIDEO_KEEP, video_segment=MAX_VIDEO_SEGMENT).video_keep == MAX_VIDEO_KEEP
     source = str(frames_folder(tmp_path / "a", 6))
     flag = "--" + option.replace("_", "-")
     assert main(["detect", source, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--save-video",

@@ -169,7 +169,11 @@ class DetectOptions:
             if keep is not None and (isinstance(keep, bool) or not isinstance(keep, Real) or not 0 < keep <= MAX_VIDEO_KEEP):
                 raise ConfigError(f"--{name}-keep must be a number of GiB > 0 and at most {MAX_VIDEO_KEEP:.0f} (4 EiB), got "
                                   f"{keep!r}")
-        if self.maps_keep is not None and self.save_maps is None:  # a bound on maps never written would bound nothing
+        # a bound on outputs never written would bound nothing: the user meant to write them
+        if self.video_keep is not None and not self.save_video:
+            raise ConfigError("--video-keep bounds the annotated video that --save-video writes: add --save-video, or "
+                              "drop --video-keep")
+        if self.maps_keep is not None and self.save_maps is None:
             raise ConfigError("--maps-keep bounds the error maps that --save-maps writes: add --save-maps npy (or png), "
                               "or drop --maps-keep")
         if not isinstance(self.source, SourceOptions):
