@@ -20,7 +20,7 @@ from mnad.interrupts import raise_terminated_on_signals, restore_handlers
 from mnad.launch import multi_process_launch
 
 # OpenMP threads that wait for each other sleep at once instead of spinning: where another busy process shares the
-# cores, a spinning thread burns the time slice its partner needs and scoring ran 10-36 times slower (issue #18;
+# cores, a spinning thread burns the time slice its partner needs and scoring ran up to 9.4 times slower (issue #18;
 # benchmarks/results/contention.json). torch's OpenMP runtime reads this once, as torch loads, so it is set here,
 # before anything imports torch (nothing above does; mnad's package imports lazily). A user's own value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
