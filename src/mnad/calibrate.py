@@ -29,6 +29,7 @@ from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
 from mnad.scoring import (
+    MIN_RANGE,
     UNCALIBRATED_SETTINGS,
     Calibration,
     anomaly_score,
@@ -106,15 +107,19 @@ def calibrate(
     if smoothing is not None and smoothing > scored:  # a window never full on the footage: its thresholds describe nothing
         raise ConfigError(f"--smoothing {smoothing} is longer than the shortest calibration video's {max(scored, 0)} scored "
                           "frames: the trailing mean would never be fitted whole; give a shorter window or longer footage")
+    if smoothing is None and scoring == "config":  # the window is known now: refused before any footage is scored
+        smoothing = fitting_alert_window(config, scored)
     terms = footage_terms(model, config, videos, device=device, progress=progress)
     choice = None
     if scoring == "choose":
-        choice = choose_on_pseudo_anomalies(model, config, videos, terms, smoothing=smoothing, device=device, progress=progress)
+        choice = choose_on_pseudo_anomalies(model, config, videos, terms, smoothing=smoothing, longest=scored,
+                                            device=device, progress=progress)
     if choice is not None:
         config = config.override([f"eval.psnr_region={choice.psnr_region}", f"eval.distance_region={choice.distance_region}",
                                   f"eval.alpha={choice.alpha}"])
         smoothing = choice.smoothing
-    smoothing = smoothing or alert_window(config)
+    if smoothing is None:  # no pseudo-anomaly to choose on
+        smoothing = fitting_alert_window(config, scored)
     psnr_values, distances = score_terms(config, *(terms[name] for name in TERMS))
     alpha = mixing_weight(config)
     fitted = fit_calibration(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate, smoothing=smoothing,
@@ -128,6 +133,19 @@ def calibrate(
                     "more, and more varied, normal footage", false_alarm_rate, realised, len(videos))
     # fit_calibration recorded what it was fitted with; what the other checks found is added here
     return dataclasses.replace(fitted, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {})
+
+
+def fitting_alert_window(config: Config, scored: int) -> int:
+    """``alert_window(config)``, the window calibrate picks where none is given or chosen, refused (``ConfigError``)
+    where it is longer than ``scored``, the shortest calibration video's scored frames: a trailing mean never full on
+    the footage would be fitted on means of fewer frames than it averages when scoring."""
+    window = alert_window(config)
+    if window > scored:
+        source = "the recipe's eval.smoothing" if config.eval.smoothing > 1 else "the default where the recipe sets none"
+        raise ConfigError(f"the alert window, a {window}-frame trailing mean ({source}), is longer than the shortest "
+                          f"calibration video's {scored} scored frames: the trailing mean would never be fitted whole; "
+                          f"give --smoothing {scored} or less, or longer footage")
+    return window
 
 
 def open_footage(path: str | Path, pixel_range: list[int] | tuple[int, ...] = ()) -> list[Video]:
@@ -220,9 +238,15 @@ def smoothed_scores(psnr_values: list[np.ndarray], distances: list[np.ndarray], 
 
 
 def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video], terms: dict[str, list[np.ndarray]], *,
-                               smoothing: int | None, device: str = "cpu", progress: bool = True) -> ScoringChoice | None:
+                               smoothing: int | None, longest: int | None = None, device: str = "cpu",
+                               progress: bool = True) -> ScoringChoice | None:
     """``choose_scoring`` on pseudo-anomalies made from ``videos`` (whose terms are ``terms``); ``smoothing`` fixes the
-    window. None, with a warning, where no video is long enough to make one from."""
+    window, else it is one of WINDOWS no longer than ``longest`` (the shortest video's scored frames: a longer window
+    would never be fitted whole). None, with a warning, where no video is long enough to make one from."""
+    windows = (smoothing,) if smoothing else tuple(w for w in WINDOWS if longest is None or w <= longest)
+    if not windows:  # WINDOWS holds 1, which every video with a scored frame fits: only a longest below 1 leaves none
+        raise ConfigError(f"no trailing-mean window ({', '.join(map(str, WINDOWS))} frames) fits the shortest calibration "
+                          f"video's {longest} scored frames; calibrate on longer footage")
     made = pseudo_anomalies(videos, config.model.image_size, config.model.channels)
     if not made:
         log.warning("no calibration video is long enough (%d frames) to make pseudo-anomalies from: scoring as configured "
@@ -233,7 +257,7 @@ def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video],
     labels = [v.labels(len(p), config.model.lag) for v, p in zip(made, pseudo["psnr"], strict=True)]
     # a model whose own S_t weighs PSNR alone (alpha 1) has no "PSNR + D" candidate: D would be mixed in with weight 0,
     # each a copy of a PSNR-only candidate under a name that says otherwise
-    choice = choose_scoring(terms, pseudo, labels, scored_with=config, windows=(smoothing,) if smoothing else WINDOWS)
+    choice = choose_scoring(terms, pseudo, labels, scored_with=config, windows=windows)
     log.info("scoring chosen on %d pseudo-anomalous frames: %s (AUC %.4f)", choice.pseudo_anomalous_frames, choice.name,
              choice.auc[choice.name])
     return choice
@@ -369,7 +393,7 @@ def fit_calibration(
         "psnr_low": float(np.percentile(all_p, 1)), "psnr_high": float(np.percentile(all_p, 99)),
         "distance_low": float(np.percentile(all_d, 1)), "distance_high": float(np.percentile(all_d, 99)),
     }
-    if ranges["psnr_high"] - ranges["psnr_low"] < 1e-6:
+    if ranges["psnr_high"] - ranges["psnr_low"] < MIN_RANGE:  # D's range: Calibration's rule, where S_t weighs D
         raise DataError(f"{where}: the calibration footage's PSNR does not vary; calibrate on real normal footage")
     fitted = Calibration(**ranges, threshold=0.0, false_alarm_rate=false_alarm_rate, smoothing=int(smoothing),
                          frames=int(all_p.size), footage=list(footage or []), alpha=float(alpha), **recorded)

@@ -204,9 +204,9 @@ def stream_metrics(videos: list[VideoScores], calibration: Calibration, *, fps: 
     }
 
 
-def check_held_out(calibration: Calibration, videos: list[Video]) -> None:
+def check_held_out(calibration: Calibration, videos: list[Video], protocol: str = "stream") -> None:
     """Refuse a calibration whose recorded footage overlaps the test ``videos`` (same resolved path, overlapping frames):
-    its thresholds would have seen the test set."""
+    its ranges and thresholds would have seen the test set. ``protocol``: the one that would score with it (said)."""
     if not calibration.footage:
         log.warning("the calibration does not record its footage (written by an older mnad): it cannot be checked to "
                     "be held out from the test videos")
@@ -214,9 +214,10 @@ def check_held_out(calibration: Calibration, videos: list[Video]) -> None:
     spans = [footage_span(v) for v in videos]
     shared = sorted({span_text(a) for a in fitted for b in spans if spans_overlap(a, b)})
     if shared:
+        used = "the stream protocol's rates" if protocol == "stream" else f"the {protocol} protocol's calibrated scores"
         raise ConfigError(f"the calibration was fitted on the test videos it would be evaluated on ({', '.join(shared[:3])}"
-                          f"{f' and {len(shared) - 3} more' if len(shared) > 3 else ''}): the stream protocol's rates would "
-                          "then use the test set; calibrate on held-out normal footage, not the testing split")
+                          f"{f' and {len(shared) - 3} more' if len(shared) > 3 else ''}): {used} would then use the "
+                          "test set; calibrate on held-out normal footage, not the testing split")
 
 
 def model_record(model: MNAD, checkpoint: str | Path | None, out_dir: str | Path | None) -> dict:
@@ -290,13 +291,16 @@ def evaluate(
     if out_dir is not None:  # before anything is read or scored, not at the write
         out_dir = check_evaluation_output(out_dir, overwrite=overwrite)
     check_same_model(model, config)
+    if protocol == "stream" and not config.eval.calibration:
+        raise ConfigError("the stream protocol scores with a calibration fitted on held-out normal footage: "
+                          "run `mnad calibrate` and evaluate the calibrated model")
+    # the calibration the scores are scaled by, whichever protocol (the published one too, under eval.normalization
+    # 'calibrated'): its ranges enter every score, so it must be held out from the test videos (check_held_out)
     calibration = None
-    if protocol == "stream":
-        if not config.eval.calibration:
-            raise ConfigError("the stream protocol scores with a calibration fitted on held-out normal footage: "
-                              "run `mnad calibrate` and evaluate the calibrated model")
+    if protocol == "stream" or config.eval.normalization == "calibrated":
         calibration = Calibration.from_dict(config.eval.calibration)
         check_calibrated_scoring(config, calibration)
+    if protocol == "stream":
         fps = DATASET_FPS.get(config.dataset, 25.0) if fps is None else fps
         check_fps(fps, "fps (--fps)")
     elif fps is not None:
@@ -318,7 +322,7 @@ def evaluate(
     mine = scored_share(videos, ctx)  # decoded here, once each; the counts of the others' come from their ranks
     labels = load_labels(labels_path, videos)  # checked against the frame counts before any scoring
     if calibration is not None:
-        check_held_out(calibration, videos)
+        check_held_out(calibration, videos, protocol)
     if out_dir is not None:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -328,12 +332,12 @@ def evaluate(
     record = model_record(model, checkpoint, out_dir)  # before scoring: a test-time update may change the memory
     model = model.to(device)
     scorer = None
-    if calibration is not None:
+    if protocol == "stream":
         scorer = StreamScorer.for_model(model, config, normalization="calibrated", calibration=calibration, device=device)
     results = _score_videos(model, config, mine, device=device, progress=progress and ctx.is_main, scorer=scorer)
     results = [v for part in distributed.all_gather_objects(results, ctx) for v in part]  # all videos, in order
     attach_labels(results, labels)
-    if calibration is None:
+    if protocol != "stream":
         add_scores(results, config)
     skipped = config.model.t_length - 1
     before, after = config.model.target_index, skipped - config.model.target_index
@@ -358,7 +362,7 @@ def evaluate(
         note=note,
         model=record,
     )
-    if calibration is not None:
+    if protocol == "stream":
         metrics["stream"] = stream_metrics(results, calibration, fps=fps)
     if out_dir is not None and ctx.is_main:
         write_evaluation(out_dir, results, metrics, config.to_dict())  # both or neither (a full disk leaves the old pair)

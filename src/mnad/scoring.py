@@ -192,6 +192,9 @@ def causal_minmax(values: np.ndarray) -> np.ndarray:
     return np.array([running(float(v)) for v in np.asarray(values, dtype=np.float64)], dtype=np.float64)
 
 
+MIN_RANGE = 1e-6  # narrowest range of PSNR or D a calibration scales by (narrower: the footage did not vary)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What ``mnad calibrate`` fits on normal footage (no labels), stored in the model's config (``eval.calibration``):
@@ -303,6 +306,14 @@ class Calibration:
             raise ConfigError("the calibration's ranges are empty (the footage it was fitted on did not vary): psnr_low "
                               f"{self.psnr_low}, psnr_high {self.psnr_high}, distance_low {self.distance_low}, "
                               f"distance_high {self.distance_high}")
+        # D is scaled by its range wherever S_t weighs it (alpha < 1): an empty one would divide float noise in D by
+        # ~1e-12 and swamp the score. Without memory (alpha 1) D is constant and its range rightly empty. (A calibration
+        # written before alpha was recorded is scored with its model's alpha, unknown here.)
+        if self.alpha is not None and self.alpha < 1 and self.distance_high - self.distance_low < MIN_RANGE:
+            raise ConfigError(f"the calibration's D range is empty (distance_low {self.distance_low}, distance_high "
+                              f"{self.distance_high}: D did not vary on the footage it was fitted on), but its score "
+                              f"weighs D (alpha {self.alpha:g} < 1), so float noise in D would swamp the score: calibrate "
+                              "on footage on which D varies, or score with PSNR only (--alpha 1)")
         if not 0 < self.false_alarm_rate < 1:
             raise ConfigError(f"the calibration's false_alarm_rate must lie in (0, 1), got {self.false_alarm_rate}")
         for name, minimum in (("smoothing", 1), ("frames", 1)):

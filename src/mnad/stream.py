@@ -280,6 +280,12 @@ class StreamScorer:
             calibration.check_scoring(config, smoothing=smoothing)
         elif self.normalization not in ("video", "causal"):
             raise ConfigError(f"unknown normalisation {self.normalization!r}")
+        elif calibration is not None:
+            # only 'calibrated' scores with a calibration's ranges: kept, it would silently replace the running min-max
+            # (and the smoothing) asked for
+            raise ConfigError(f"a calibration was given, but normalization is '{self.normalization}', which does not use "
+                              "one (its fixed ranges apply to 'calibrated' only): pass normalization='calibrated', or "
+                              "drop calibration")
         elif self.normalization == "causal" and config.eval.calibration:
             # one rule with detect and evaluate --protocol stream (scoring.check_calibrated_scoring): a running min-max
             # would drop the calibration the model's threshold is of. 'video' drops nothing: it gives no S_t, only the

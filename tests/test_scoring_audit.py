@@ -1,0 +1,128 @@
+"""Defects of the causal and calibrated scoring an audit found: a calibration of the test set accepted by the published
+protocol, a calibration silently used by a causal scorer, an empty D range accepted, a window calibrate picks itself
+longer than the footage."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import frames_folder, tiny_config
+
+import mnad.calibrate
+from mnad.calibrate import calibrate, choose_scoring, fit_calibration, with_calibration
+from mnad.data import split_videos
+from mnad.data.sources import FrameRange, open_video
+from mnad.errors import ConfigError
+from mnad.evaluate import evaluate
+from mnad.model import MNAD
+from mnad.pseudo import SOURCE_FRAMES
+from mnad.scoring import Calibration
+from mnad.stream import StreamScorer
+
+
+def model_and_config(*overrides: str) -> tuple[MNAD, object]:
+    torch.manual_seed(0)
+    config = tiny_config().override(["eval.gamma=0.01", *overrides])
+    return MNAD(config.model).eval(), config
+
+
+CALIBRATION = Calibration(psnr_low=5.0, psnr_high=40.0, distance_low=0.0, distance_high=2.0, threshold=0.5,
+                          false_alarm_rate=0.05, smoothing=3, frames=100, alpha=0.6)
+
+
+def test_published_protocol_refuses_a_calibration_fitted_on_the_test_videos(synthetic_root: Path) -> None:
+    """(was: accepted, its ranges, fitted on the test videos, in every score; only --protocol stream refused it)"""
+    model, config = model_and_config()
+    test_videos = split_videos(synthetic_root, "synthetic", "testing")
+    cal = calibrate(model, config, test_videos[:1], false_alarm_rate=0.05, scoring="config", progress=False)
+    with pytest.raises(ConfigError, match=r"test videos .*testing.*01\[0:24\].*published protocol's calibrated scores "
+                                          r"would then use the test set"):
+        evaluate(model, with_calibration(config, cal), synthetic_root, protocol="published", progress=False)
+
+
+def test_published_protocol_takes_a_held_out_calibration(synthetic_root: Path) -> None:
+    model, config = model_and_config()
+    train = split_videos(synthetic_root, "synthetic", "training")
+    cal = calibrate(model, config, train, false_alarm_rate=0.05, scoring="config", progress=False)
+    metrics = evaluate(model, with_calibration(config, cal), synthetic_root, protocol="published", progress=False)
+    assert metrics["normalization"] == "calibrated" and "stream" not in metrics
+
+
+@pytest.mark.parametrize("normalization", ["causal", "video"])
+def test_scorer_refuses_a_calibration_its_normalisation_does_not_use(normalization: str) -> None:
+    """(was: kept, and 'causal' scored with its fixed ranges and window instead of a running min-max)"""
+    model, config = model_and_config()
+    with pytest.raises(ConfigError, match=rf"^a calibration was given, but normalization is '{normalization}'"):
+        StreamScorer.for_model(model, config, normalization=normalization, calibration=CALIBRATION)
+    with pytest.raises(ConfigError, match="normalization is 'causal'"):  # its dict too, and the config's normalisation
+        StreamScorer.for_model(model, config.override(["eval.normalization=causal"]), calibration=CALIBRATION.to_dict())
+
+
+def test_scorer_takes_a_calibration_with_calibrated_normalisation() -> None:
+    model, config = model_and_config()
+    scorer = StreamScorer.for_model(model, config, normalization="calibrated", calibration=CALIBRATION)
+    assert scorer.calibration == CALIBRATION and scorer.smoothing == 3
+
+
+def test_an_empty_distance_range_is_refused_where_the_score_weighs_d() -> None:
+    """(was: accepted; D then divided by 1e-12, one float32 ulp of D put S_t at about 1e4)"""
+    _, config = model_and_config()
+    rng = np.random.default_rng(0)
+    psnr, constant_d = [rng.normal(30, 1, 400)], [np.full(400, 0.25)]
+    with pytest.raises(ConfigError, match=r"D range is empty .*distance_low 0\.25, distance_high 0\.25.*alpha 0\.6.*"
+                                          r"calibrate on footage on which D varies, or score with PSNR only \(--alpha 1\)"):
+        fit_calibration(psnr, constant_d, alpha=0.6, false_alarm_rate=0.01, smoothing=1, scored_with=config)
+    stored = {**CALIBRATION.to_dict(), "distance_low": 0.25, "distance_high": 0.25 + 1e-9}  # a damaged sidecar
+    with pytest.raises(ConfigError, match=r"^model\.json: the calibration's D range is empty"):
+        Calibration.from_dict(stored, source="model.json")
+
+
+def test_an_empty_distance_range_stands_where_the_score_is_psnr_only() -> None:
+    _, config = model_and_config("model.memory=false")  # without memory D is constant and alpha 1
+    rng = np.random.default_rng(0)
+    fitted = fit_calibration([rng.normal(30, 1, 400)], [np.zeros(400)], alpha=1.0, false_alarm_rate=0.01, smoothing=1,
+                             scored_with=config)
+    assert fitted.distance_low == fitted.distance_high == 0
+    assert dataclasses.replace(CALIBRATION, distance_high=0.0, alpha=1.0).distance_high == 0
+    assert dataclasses.replace(CALIBRATION, distance_high=0.0, alpha=None).alpha is None  # older: its model's alpha
+
+
+def tail_footage(root: Path) -> list:
+    """Two normal videos: 24 frames, and a 7-frame tail of another (3 scored frames with 5-frame clips)."""
+    train = split_videos(root, "synthetic", "training")
+    return [train[0], FrameRange(train[1], 17, 24)]
+
+
+def test_the_default_window_longer_than_the_footage_is_refused(synthetic_root: Path) -> None:
+    """(was: the 5-frame alert window fitted on means of 1 to 3 frames; only an explicit --smoothing was checked)"""
+    model, config = model_and_config()
+    with pytest.raises(ConfigError, match=r"alert window, a 5-frame trailing mean \(the default where the recipe sets "
+                                          r"none\), is longer than the shortest calibration video's 3 scored frames"):
+        calibrate(model, config, tail_footage(synthetic_root), false_alarm_rate=0.05, scoring="config", progress=False)
+    with pytest.raises(ConfigError, match=r"a 4-frame trailing mean \(the recipe's eval.smoothing\)"):
+        calibrate(model, config.override(["eval.smoothing=4"]), tail_footage(synthetic_root), false_alarm_rate=0.05,
+                  scoring="config", progress=False)
+    cal = calibrate(model, config, tail_footage(synthetic_root), false_alarm_rate=0.05, scoring="config", smoothing=3,
+                    progress=False)
+    assert cal.smoothing == 3
+
+
+def test_windows_longer_than_the_footage_are_not_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(was: 1, 5 and 9 frames tried whatever the footage, a window of 5 or 9 fitted on 3 scored frames)"""
+    model, config = model_and_config()
+    long = open_video(frames_folder(tmp_path / "long", SOURCE_FRAMES))  # long enough for a pseudo-anomaly
+    tried = []
+
+    def choose(*args: object, windows: tuple[int, ...], **kwargs: object) -> object:
+        tried.append(windows)
+        return choose_scoring(*args, windows=windows, **kwargs)
+
+    monkeypatch.setattr(mnad.calibrate, "choose_scoring", choose)
+    short = open_video(frames_folder(tmp_path / "short", 7))  # 3 scored frames
+    cal = calibrate(model, config, [long, short], false_alarm_rate=0.05, scoring="choose", progress=False)
+    assert tried == [(1,)] and cal.smoothing == 1 and cal.pseudo_anomaly_auc
+    assert all(name.endswith(", 1-frame mean") for name in cal.pseudo_anomaly_auc)
