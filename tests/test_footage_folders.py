@@ -241,12 +241,13 @@ def test_too_short_names_the_footage_as_a_whole(tmp_path: Path) -> None:
     model, config = tiny_model()
     videos = [FrameFolder(frames_folder(tmp_path / "cal" / name, 6)) for name in ("a", "b")]
     with pytest.raises(DataError) as error:
-        calibrate(model, config, videos, false_alarm_rate=0.1, scoring="config", progress=False)
+        # a 1-frame window: the default 5 is longer than these videos' 2 scored frames, refused before the count
+        calibrate(model, config, videos, false_alarm_rate=0.1, scoring="config", smoothing=1, progress=False)
     text = str(error.value)
     assert text.startswith(f"{tmp_path / 'cal'} (2 videos: a, b): calibration footage too short: 4 frames scored"), text
     held = [FrameRange(FrameFolder(frames_folder(tmp_path / "run" / name, 12)), 6, 12) for name in ("a", "b")]
     with pytest.raises(DataError) as error:
-        calibrate(model, config, held, false_alarm_rate=0.1, scoring="config", progress=False)
+        calibrate(model, config, held, false_alarm_rate=0.1, scoring="config", smoothing=1, progress=False)
     assert str(error.value).startswith(f"{tmp_path / 'run'} (the held-out frames of 2 videos: a[6:12], b[6:12]): "
                                        "calibration footage too short"), str(error.value)
 
