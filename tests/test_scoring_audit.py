@@ -126,3 +126,20 @@ def test_windows_longer_than_the_footage_are_not_chosen(tmp_path: Path, monkeypa
     cal = calibrate(model, config, [long, short], false_alarm_rate=0.05, scoring="choose", progress=False)
     assert tried == [(1,)] and cal.smoothing == 1 and cal.pseudo_anomaly_auc
     assert all(name.endswith(", 1-frame mean") for name in cal.pseudo_anomaly_auc)
+
+
+def test_a_d_that_does_not_vary_on_the_footage_is_no_candidate() -> None:
+    """A frame D constant on the normal footage has no range to scale by (Calibration refuses it): its candidates are
+    left out of the choice, the others still compared (was: the whole choice, and calibrate, failed on it)."""
+    from test_scoring_choice import terms
+
+    from mnad.calibrate import candidate_name
+
+    rng = np.random.default_rng(0)
+    labels = [np.arange(36) > 16 for _ in range(3)]
+    normal = terms(rng, 4, 150)
+    normal["distance"] = [np.full(150, 0.01) for _ in range(4)]
+    choice = choose_scoring(normal, terms(rng, 3, 36, patch_d_rise=0.05, labels=labels), labels,
+                            scored_with=tiny_config(), windows=(1,))
+    assert candidate_name("frame", "frame", 1) not in choice.auc and candidate_name("frame", "patch", 1) in choice.auc
+    assert choice.distance_region == "patch"

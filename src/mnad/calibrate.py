@@ -263,6 +263,12 @@ def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video],
     return choice
 
 
+def varies(series: list[np.ndarray]) -> bool:
+    """Whether a term's 1st–99th percentile range over the footage's series is one a calibration can scale by."""
+    values = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in series]) if series else np.zeros(0)
+    return values.size > 0 and float(np.percentile(values, 99) - np.percentile(values, 1)) >= MIN_RANGE
+
+
 def choose_scoring(normal: dict[str, list[np.ndarray]], pseudo: dict[str, list[np.ndarray]], labels: list[np.ndarray], *,
                    scored_with: Config, windows: tuple[int, ...] = WINDOWS) -> ScoringChoice:
     """The candidate scoring whose calibrated, smoothed S_t best separates the pseudo-anomalous frames (``labels``) of
@@ -279,8 +285,8 @@ def choose_scoring(normal: dict[str, list[np.ndarray]], pseudo: dict[str, list[n
     auc: dict[str, float] = {}
     best: ScoringChoice | None = None
     for p_region, d_region in CANDIDATES:
-        if d_region is not None and alpha == 1:
-            continue
+        if d_region is not None and (alpha == 1 or not varies(normal[key[d_region][1]])):
+            continue  # a D that does not vary on the footage has no range to scale by (Calibration refuses it)
         weight, p_key, d_key = (alpha if d_region else 1.0), key[p_region][0], key[d_region or "frame"][1]
         # the candidate as a config scores it: the footage's own memory update, peak and E_t, its terms and weight
         candidate = scored_with.override([f"eval.psnr_region={p_region}", f"eval.distance_region={d_region or 'frame'}",
