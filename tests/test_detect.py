@@ -196,20 +196,19 @@ def test_train_on_own_footage_keeps_a_holdout_for_calibration(synthetic_root: Pa
     # a camera's model is set up for causal, localised scoring (the stream protocol's choice on held-out footage)
     scoring = json.loads((tmp_path / "run" / "config.json").read_text())["eval"]
     assert (scoring["psnr_region"], scoring["distance_region"]) == ("patch", "patch")
-    # 10% of 24 frames is 2, fewer than one clip of 5 plus the 4 more the default 5-frame alert window needs: the
-    # held-out part is widened to 9 frames, 5 scored (was: one clip, one scored frame, on which calibrate's default
-    # window is refused)
-    assert len(held) == 2 and all((h["start"], h["stop"]) == (15, 24) for h in held)
-    # two held-out parts: enough frames only for a coarse rate; calibrated as trained, no option needed
+    # 10% of 24 frames is 2, fewer than one clip of 5: the held-out part is widened to 5 frames
+    assert len(held) == 2 and all((h["start"], h["stop"]) == (19, 24) for h in held)
+    # two held-out clips: enough frames only for a coarse rate, and a window of one frame (each part scores one: the
+    # default 5-frame window would never be fitted whole, and is refused)
     assert main(["calibrate", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "cal.safetensors"), "--quiet",
-                 "--false-alarm-rate", "0.5"]) == 0
+                 "--false-alarm-rate", "0.5", "--smoothing", "1"]) == 0
     # the calibrated model carries its training's record: the footage (never calibrated on) and the epochs (was: the
     # epochs dropped, so a report of it said nothing of its training)
     _, _, extra = read_checkpoint(tmp_path / "cal.safetensors")
     assert extra["epochs"] == 1 and [tuple(f) for f in extra["footage"]] == training_record(tmp_path / "run")["footage"]
     assert {path for path, _, _ in extra["footage"]} == {str(v.resolve()) for v in footage.iterdir()}
     # too little footage for a pseudo-anomaly: the camera's configured scoring, and the command says so
-    assert "mnad: scoring: patch PSNR + patch D, 5-frame mean (as configured)" in capsys.readouterr().err
+    assert "mnad: scoring: patch PSNR + patch D, 1-frame mean (as configured)" in capsys.readouterr().err
 
 
 def test_detect_with_a_middle_frame_model_reports_each_frame_it_scores(synthetic_root: Path, tmp_path: Path) -> None:

@@ -38,16 +38,15 @@ def test_train_data_holdout_videos_instead_of_tails(footage: Path, tmp_path: Pat
 
 
 def test_train_data_holdout_tails_by_default_and_with_holdout(footage: Path, tmp_path: Path) -> None:
-    """Without whole videos, --data keeps the last 10 % (at least one clip plus the default alert window's 4 more
-    frames) of each video aside; --holdout given with
+    """Without whole videos, --data keeps the last 10 % (at least one clip) of each video aside; --holdout given with
     whole videos keeps both, as asked."""
     run = tmp_path / "tails"
     assert main(["train", "--data", str(footage), "--out", str(run), *TINY]) == 0
-    assert held_out(run) == [("cam1", 11, 20), ("cam2", 11, 20)]  # 10 % of 20 is 2 frames: 9 (a clip of 5, and 4) instead
+    assert held_out(run) == [("cam1", 15, 20), ("cam2", 15, 20)]  # 10 % of 20 is 2 frames: one clip (5) instead
     both = tmp_path / "both"
     assert main(["train", "--data", str(footage), "--out", str(both), *TINY, "--holdout", "0.25",
                  "--set", 'train.holdout_videos=["cam2"]']) == 0
-    assert held_out(both) == [("cam1", 11, 20), ("cam2", 0, 20)]  # 25 % of 20 is 5: widened to 9 as well
+    assert held_out(both) == [("cam1", 15, 20), ("cam2", 0, 20)]
 
 
 @pytest.mark.parametrize(("command", "option", "default"), [

@@ -25,10 +25,9 @@ def train_on(footage: Path, run: Path, *extra: str) -> int:
 @pytest.mark.parametrize("name", ["Train", "training", "training_videos"])
 def test_a_camera_folder_named_like_a_training_split_is_one_video_of_the_footage(tmp_path: Path, name: str) -> None:
     footage = tmp_path / "station"
-    # 16 frames: a held-out tail of 9 (one clip and the default alert window's 4 more), 7 to train on
-    frames_folder(footage / "Platform", 16)
-    frames_folder(footage / name, 16)
-    noise_video(footage / "gate.avi", 16, 10.0)
+    frames_folder(footage / "Platform", 12)
+    frames_folder(footage / name, 12)
+    noise_video(footage / "gate.avi", 12, 10.0)
     assert train_on(footage, tmp_path / "run") == 0
     # was: only <name>/ trained on and held out, Platform/ and gate.avi left out, unsaid
     held = [Path(r["path"]).name for r in json.loads((tmp_path / "run" / HOLDOUT_FILE).read_text())]
@@ -47,9 +46,8 @@ def test_a_video_shorter_than_a_clip_is_neither_trained_on_nor_held_out(tmp_path
     assert "short3 (neither trained on nor held out: too short for calibration too)" in caplog.text
     # was: short3[0:3] recorded as held-out footage, on which `mnad calibrate --checkpoint RUN` then failed
     assert [(Path(r["path"]).name, r["start"], r["stop"]) for r in json.loads((tmp_path / "run" / HOLDOUT_FILE).read_text())] \
-        == [("long", 31, 40)]
-    # what calibrate reads: one clip and the 4 frames more its default 5-frame alert window needs
-    assert [len(v) for v in holdout_videos(tmp_path / "run")] == [9]
+        == [("long", 35, 40)]
+    assert [len(v) for v in holdout_videos(tmp_path / "run")] == [5]  # what calibrate reads: one clip
 
 
 def test_calibrate_says_so_when_no_held_out_part_is_left(tmp_path: Path, caplog: pytest.LogCaptureFixture,

@@ -16,7 +16,7 @@ import mnad.calibrate
 from mnad.calibrate import calibrate, choose_scoring, fit_calibration, with_calibration
 from mnad.data import split_videos
 from mnad.data.sources import FrameRange, open_video
-from mnad.errors import ConfigError
+from mnad.errors import ConfigError, DataError
 from mnad.evaluate import evaluate
 from mnad.model import MNAD
 from mnad.pseudo import SOURCE_FRAMES
@@ -73,8 +73,8 @@ def test_an_empty_distance_range_is_refused_where_the_score_weighs_d() -> None:
     _, config = model_and_config()
     rng = np.random.default_rng(0)
     psnr, constant_d = [rng.normal(30, 1, 400)], [np.full(400, 0.25)]
-    with pytest.raises(ConfigError, match=r"D range is empty .*distance_low 0\.25, distance_high 0\.25.*alpha 0\.6.*"
-                                          r"calibrate on footage on which D varies, or score with PSNR only \(--alpha 1\)"):
+    with pytest.raises(DataError, match=r"footage's D does not vary, but S_t weighs it \(alpha 0\.6\); .*"
+                                        r"or score with PSNR only \(--alpha 1\)"):  # the footage's fault, named
         fit_calibration(psnr, constant_d, alpha=0.6, false_alarm_rate=0.01, smoothing=1, scored_with=config)
     stored = {**CALIBRATION.to_dict(), "distance_low": 0.25, "distance_high": 0.25 + 1e-9}  # a damaged sidecar
     with pytest.raises(ConfigError, match=r"^model\.json: the calibration's D range is empty"):
@@ -143,3 +143,57 @@ def test_a_d_that_does_not_vary_on_the_footage_is_no_candidate() -> None:
                             scored_with=tiny_config(), windows=(1,))
     assert candidate_name("frame", "frame", 1) not in choice.auc and candidate_name("frame", "patch", 1) in choice.auc
     assert choice.distance_region == "patch"
+
+
+def test_a_model_whose_output_is_not_finite_is_not_calibrated(synthetic_root: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """(was: NaN terms went into the fits: a D candidate dropped unsaid, or an error deep in a fit)"""
+    from test_nonfinite_scores import spoiling_step
+
+    from mnad.errors import CheckpointError
+
+    model, config = model_and_config()
+    spoiling_step(monkeypatch, bad=3)
+    with pytest.raises(CheckpointError, match=r"frame \d+: the model's output is not finite on this footage"):
+        calibrate(model, config, split_videos(synthetic_root, "synthetic", "training")[:2], false_alarm_rate=0.05,
+                  scoring="config", smoothing=1, progress=False)
+
+
+def test_the_choice_refuses_terms_that_are_not_finite() -> None:
+    from test_scoring_choice import terms
+
+    rng = np.random.default_rng(0)
+    labels = [np.arange(36) > 16 for _ in range(3)]
+    normal = terms(rng, 4, 150)
+    normal["patch_distance"][1][7] = np.nan
+    with pytest.raises(ConfigError, match="the normal footage's patch_distance holds values that are not finite"):
+        choose_scoring(normal, terms(rng, 3, 36, labels=labels), labels, scored_with=tiny_config(), windows=(1,))
+
+
+def test_a_fold_whose_d_does_not_vary_leaves_the_calibration_standing() -> None:
+    """A leave-one-out fold fitted on a video whose D is constant is a footage problem the check skips (was: a
+    ConfigError from the fold failed the whole calibration, though the fit on all the footage was valid)."""
+    from mnad.calibrate import held_out_false_alarms
+
+    rng = np.random.default_rng(0)
+    psnr = [rng.normal(30, 1, 200) for _ in range(2)]
+    distances = [np.abs(rng.normal(0.01, 0.002, 200)), np.full(200, 0.01)]
+    config = tiny_config()
+    fit_calibration(psnr, distances, alpha=0.6, false_alarm_rate=0.05, smoothing=1, scored_with=config)
+    assert held_out_false_alarms(psnr, distances, scored_with=config, false_alarm_rate=0.05, smoothing=1) == {}
+    with pytest.raises(DataError, match="the calibration footage's D does not vary, but S_t weighs it"):
+        fit_calibration(psnr[1:], distances[1:], alpha=0.6, false_alarm_rate=0.05, smoothing=1, scored_with=config)
+
+
+def test_the_default_window_is_refused_before_scoring_where_nothing_can_be_chosen(
+        synthetic_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Footage too short for a pseudo-anomaly: the default window is the one taken, refused before any frame is scored
+    (was: after scoring all the footage)."""
+    model, config = model_and_config()
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("footage scored before the window was checked")
+
+    monkeypatch.setattr(mnad.calibrate, "footage_terms", never)
+    with pytest.raises(ConfigError, match="alert window, a 5-frame trailing mean"):
+        calibrate(model, config, tail_footage(synthetic_root), false_alarm_rate=0.05, scoring="choose", progress=False)

@@ -104,11 +104,11 @@ def calibrate(
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
                     "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
     scored = min(len(v) for v in videos) - config.model.t_length + 1  # scored frames of the shortest video
-    if smoothing is not None and smoothing > scored:  # a window never full on the footage: its thresholds describe nothing
-        raise ConfigError(f"--smoothing {smoothing} is longer than the shortest calibration video's {max(scored, 0)} scored "
-                          "frames: the trailing mean would never be fitted whole; give a shorter window or longer footage")
-    if smoothing is None and scoring == "config":  # the window is known now: refused before any footage is scored
-        smoothing = fitting_alert_window(config, scored)
+    if smoothing is not None:
+        check_window(smoothing, scored, f"--smoothing {smoothing}")
+    elif scoring == "config" or not any(len(v) >= SOURCE_FRAMES for v in videos):
+        # the window is the default (nothing to choose on): refused now, before any footage is scored
+        smoothing = default_window(config, scored)
     terms = footage_terms(model, config, videos, device=device, progress=progress)
     choice = None
     if scoring == "choose":
@@ -118,8 +118,8 @@ def calibrate(
         config = config.override([f"eval.psnr_region={choice.psnr_region}", f"eval.distance_region={choice.distance_region}",
                                   f"eval.alpha={choice.alpha}"])
         smoothing = choice.smoothing
-    if smoothing is None:  # no pseudo-anomaly to choose on
-        smoothing = fitting_alert_window(config, scored)
+    if smoothing is None:  # no pseudo-anomaly was made after all
+        smoothing = default_window(config, scored)
     psnr_values, distances = score_terms(config, *(terms[name] for name in TERMS))
     alpha = mixing_weight(config)
     fitted = fit_calibration(psnr_values, distances, alpha=alpha, false_alarm_rate=false_alarm_rate, smoothing=smoothing,
@@ -135,17 +135,22 @@ def calibrate(
     return dataclasses.replace(fitted, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {})
 
 
-def fitting_alert_window(config: Config, scored: int) -> int:
-    """``alert_window(config)``, the window calibrate picks where none is given or chosen, refused (``ConfigError``)
-    where it is longer than ``scored``, the shortest calibration video's scored frames: a trailing mean never full on
-    the footage would be fitted on means of fewer frames than it averages when scoring."""
-    window = alert_window(config)
+def check_window(window: int, scored: int, said: str) -> int:
+    """``window`` (``said`` names where it came from), refused (``ConfigError``) where it is longer than ``scored``, the
+    shortest calibration video's scored frames: a trailing mean never full on the footage would be fitted on means of
+    fewer frames than it averages when scoring, and its thresholds would describe nothing."""
     if window > scored:
-        source = "the recipe's eval.smoothing" if config.eval.smoothing > 1 else "the default where the recipe sets none"
-        raise ConfigError(f"the alert window, a {window}-frame trailing mean ({source}), is longer than the shortest "
-                          f"calibration video's {scored} scored frames: the trailing mean would never be fitted whole; "
-                          f"give --smoothing {scored} or less, or longer footage")
+        raise ConfigError(f"{said} is longer than the shortest calibration video's {max(scored, 0)} scored frames: the "
+                          f"trailing mean would never be fitted whole; give --smoothing {max(scored, 1)} or less, or "
+                          "longer footage")
     return window
+
+
+def default_window(config: Config, scored: int) -> int:
+    """``alert_window(config)``, the window calibrate takes where none is given or chosen, checked (``check_window``)."""
+    window = alert_window(config)
+    source = "the recipe's eval.smoothing" if config.eval.smoothing > 1 else "the default where the recipe sets none"
+    return check_window(window, scored, f"the alert window, a {window}-frame trailing mean ({source}),")
 
 
 def open_footage(path: str | Path, pixel_range: list[int] | tuple[int, ...] = ()) -> list[Video]:
@@ -281,6 +286,11 @@ def choose_scoring(normal: dict[str, list[np.ndarray]], pseudo: dict[str, list[n
     if lengths[0] != lengths[1]:  # was: a ValueError from zip, or frames labelled by another video's labels
         raise ConfigError(f"the labels must be one per pseudo-anomalous video, frame for frame: {len(lengths[1])} label "
                           f"series of {lengths[1][:5]} frames for {len(lengths[0])} videos of {lengths[0][:5]} scored frames")
+    for where, series in (("normal", normal), ("pseudo-anomalous", pseudo)):
+        for name, values in series.items():  # a NaN would drop a candidate unsaid (varies) or fail deep in a fit
+            if not all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in values):
+                raise ConfigError(f"the {where} footage's {name} holds values that are not finite: every term must be a "
+                                  "finite number")
     key = {"frame": ("psnr", "distance"), "patch": ("patch_psnr", "patch_distance")}
     auc: dict[str, float] = {}
     best: ScoringChoice | None = None
@@ -330,6 +340,9 @@ def footage_terms(
                 previous = frame
                 row = scorer.push(frame)
                 bar.update(1)
+                if row is not None and not row.finite:  # thresholds and the choice would be fitted on NaN
+                    raise CheckpointError(f"{video.name}, frame {row.index}: the model's output is not finite on this "
+                                          "footage (a diverged training?); nothing can be calibrated on it")
                 if row is not None:
                     rows.append(row)
             for name, values in terms.items():
@@ -399,8 +412,13 @@ def fit_calibration(
         "psnr_low": float(np.percentile(all_p, 1)), "psnr_high": float(np.percentile(all_p, 99)),
         "distance_low": float(np.percentile(all_d, 1)), "distance_high": float(np.percentile(all_d, 99)),
     }
-    if ranges["psnr_high"] - ranges["psnr_low"] < MIN_RANGE:  # D's range: Calibration's rule, where S_t weighs D
+    if ranges["psnr_high"] - ranges["psnr_low"] < MIN_RANGE:
         raise DataError(f"{where}: the calibration footage's PSNR does not vary; calibrate on real normal footage")
+    # a footage problem, said as one (a leave-one-out fold skips it, held_out_false_alarms); Calibration refuses the
+    # same range in a sidecar
+    if alpha < 1 and ranges["distance_high"] - ranges["distance_low"] < MIN_RANGE:
+        raise DataError(f"{where}: the calibration footage's D does not vary, but S_t weighs it (alpha {alpha:g}); "
+                        "calibrate on real normal footage, or score with PSNR only (--alpha 1)")
     fitted = Calibration(**ranges, threshold=0.0, false_alarm_rate=false_alarm_rate, smoothing=int(smoothing),
                          frames=int(all_p.size), footage=list(footage or []), alpha=float(alpha), **recorded)
     smoothed = np.concatenate(smoothed_scores(psnr_values, distances, fitted, alpha, fitted.smoothing))

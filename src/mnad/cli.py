@@ -587,17 +587,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "unwritten tail (default %(default)s)")
     p.add_argument("--video-keep", type=float, default=from_detect("video_keep"), metavar="GIB",
                    help="with --save-video: when a file closes, delete the oldest closed files until those kept total at "
-                   "most GIB GiB, the newest always kept (default: keep every file)")
+                   "most GIB GiB, the newest always kept; for each source (default: keep every file)")
     p.add_argument("--rows-segment", type=float, default=from_detect("rows_segment"), metavar="SECONDS",
                    help="seconds of footage per segment of scores.csv, events.jsonl and events.csv; a longer run writes "
                    "them into rows/<first frame>/ each (default %(default)s: a day)")
     p.add_argument("--rows-keep", type=float, default=from_detect("rows_keep"), metavar="GIB",
                    help="when a row segment closes, delete the oldest closed ones until those kept total at most GIB GiB, "
-                   "the newest always kept (default: keep every segment)")
+                   "the newest always kept; for each source (default: keep every segment)")
     p.add_argument("--save-maps", choices=["npy", "png"], help="write each frame's error map")
     p.add_argument("--maps-keep", type=float, default=from_detect("maps_keep"), metavar="GIB",
                    help="with --save-maps: when a map shard (maps/<8 digits>/, 10,000 maps) closes, delete the oldest "
-                   "closed ones until those kept total at most GIB GiB, the newest always kept (default: keep every map)")
+                   "closed ones until those kept total at most GIB GiB, the newest always kept; for each source (default: keep every map)")
     p.add_argument("--region-sigma", type=float, default=from_detect("region_sigma"), help="mark regions above mean + SIGMA * std of the error "
                    "(default %(default)s: the mean)")
     p.add_argument("--fps", type=float, default=from_source("fps"), help="frame rate of frame folders and globs (default "

@@ -77,23 +77,12 @@ def training_videos(config: Config, data_root: str | Path, *, decode: bool = Tru
     return list_videos(data_root, config.model.pixel_range, decode_as=decode_as)
 
 
-def held_out_tail(config: Config) -> int:
-    """Frames each video's held-out tail has at least: one clip, plus what the alert window ``mnad calibrate`` uses by
-    default needs beyond it (``calibrate.alert_window``), so that calibrating the run as trained needs no option (was:
-    one clip, one scored frame a video, on which the default 5-frame mean was refused)."""
-    from mnad.calibrate import alert_window  # calibrate's rule; imported here, as the CLI does, when a run starts
-
-    return config.model.t_length + alert_window(config) - 1
-
-
 def split_holdout(
-    videos: list[Video], fraction: float, min_frames: int = 1, whole: list[str] | tuple[str, ...] = (), *,
-    min_tail: int | None = None,
+    videos: list[Video], fraction: float, min_frames: int = 1, whole: list[str] | tuple[str, ...] = ()
 ) -> tuple[list[Video], list[FrameRange]]:
     """Keep the videos named in ``whole`` and the last ``fraction`` of each other video's frames (at least
-    ``min_tail`` frames, default ``min_frames``, one clip) out of training, for calibration. A held-out part of fewer
-    than ``min_frames`` frames (a video shorter than one clip) is no calibration footage: it is left out of both
-    (``warn_unused`` says so)."""
+    ``min_frames``, one clip) out of training, for calibration. A held-out part of fewer than ``min_frames`` frames
+    (a video shorter than one clip) is no calibration footage: it is left out of both (``warn_unused`` says so)."""
     names = [v.name for v in videos]
     missing = sorted(set(whole) - set(names))
     if missing:
@@ -106,7 +95,7 @@ def split_holdout(
     if fraction > 0:
         train_part = []
         for video in videos:
-            keep = max(len(video) - max(int(round(len(video) * fraction)), min_tail or min_frames), 0)
+            keep = max(len(video) - max(int(round(len(video) * fraction)), min_frames), 0)
             train_part.append(FrameRange(video, 0, keep))
             held.append(FrameRange(video, keep, len(video)))
     return train_part, [h for h in held if len(h) >= max(min_frames, 1)]
@@ -179,7 +168,7 @@ def check_planned_training(config: Config, lengths: dict[str, int], data_root: s
     distributed.checked_device(config.train.device)
     t_length = config.model.t_length
     videos, _ = split_holdout([_Planned(n, k) for n, k in lengths.items()], config.train.holdout, t_length,
-                              config.train.holdout_videos, min_tail=held_out_tail(config))
+                              config.train.holdout_videos)
     store = FrameStore(videos, config.model.image_size, config.model.channels, cache=False)
     check_one_batch(len(ClipDataset(store, t_length, stride=config.train.clip_stride)), config, data_root)
 
@@ -456,8 +445,7 @@ def _train(
     torch.manual_seed(cfg.train.seed)  # fixes the weight and memory initialisation
 
     footage = training_videos(cfg, data_root)
-    videos, holdout = split_holdout(footage, cfg.train.holdout, cfg.model.t_length, cfg.train.holdout_videos,
-                                    min_tail=held_out_tail(cfg))
+    videos, holdout = split_holdout(footage, cfg.train.holdout, cfg.model.t_length, cfg.train.holdout_videos)
     clips = training_clips(videos)
     checkpoint_path = out_dir / TRAIN_STATE_FILE
     state = read_train_state(checkpoint_path, cfg, clips) if resume else None  # checked before any frame is decoded
