@@ -14,6 +14,7 @@ import argparse
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,9 @@ def run_demo() -> dict:
     if done.returncode != 0:
         raise SystemExit(f"mnad demo failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     match = AUC_LINE.search(done.stdout + done.stderr)
-    return {"seconds": round(seconds, 2), "micro_auc_percent": float(match.group(1)) if match else None}
+    if match is None:  # a demo that printed no AUC did not do its job, however fast
+        raise SystemExit(f"mnad demo printed no frame-level AUC:\n{(done.stdout + done.stderr)[-2000:]}")
+    return {"seconds": round(seconds, 2), "micro_auc_percent": float(match.group(1))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--rounds must be >= 1")
     busy, load_start = busy_cores(), loadavg()
     rounds = [run_demo() for _ in range(args.rounds)]
-    seconds = sorted(r["seconds"] for r in rounds)
+    seconds = [r["seconds"] for r in rounds]
     result = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -63,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         "loadavg_start": load_start,
         "loadavg_end": loadavg(),
         "rounds": rounds,
-        "seconds_median": seconds[len(seconds) // 2],
-        "seconds_max": seconds[-1],
+        "seconds_median": round(statistics.median(seconds), 2),
+        "seconds_max": max(seconds),
     }
     path = write_results(args.out, result)
     print(f"mnad demo: median {result['seconds_median']} s, max {result['seconds_max']} s over {args.rounds} round(s) -> {path}")

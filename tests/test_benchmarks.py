@@ -265,3 +265,12 @@ def test_demo_benchmark_writes_nothing_when_the_demo_fails(tmp_path: Path, monke
     with pytest.raises(SystemExit, match="mnad demo failed"):
         demo.main(["--out", str(tmp_path / "demo.json")])
     assert not (tmp_path / "demo.json").exists()
+
+
+def test_demo_benchmark_fails_when_the_demo_prints_no_auc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = benchmark("demo")
+    monkeypatch.setattr(demo.sys, "executable", "true")  # exits 0, prints nothing
+    monkeypatch.setattr(demo, "busy_cores", lambda: 0.0)
+    with pytest.raises(SystemExit, match="printed no frame-level AUC"):
+        demo.main(["--out", str(tmp_path / "demo.json")])
+    assert not (tmp_path / "demo.json").exists()
