@@ -176,3 +176,22 @@ def decode_passes(monkeypatch: pytest.MonkeyPatch) -> Counter:
     opened = sources_module.open_capture
     monkeypatch.setattr(sources_module, "open_capture", lambda path: CountedCapture(opened(path), Path(path).name, passes))
     return passes
+
+
+@pytest.fixture
+def undeletable_doomed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mnad.outputs``' rmtree fails (EACCES) on a folder renamed to its hidden ``.tmp`` name before deletion
+    (``outputs.doomed_name``), and works on anything else: a segment or shard that cannot be deleted."""
+    import errno
+    import shutil
+
+    import mnad.outputs
+
+    real = shutil.rmtree
+
+    def refuse(path: object, *args: object, **kwargs: object) -> None:
+        if str(path).endswith(".tmp"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(mnad.outputs.shutil, "rmtree", refuse)

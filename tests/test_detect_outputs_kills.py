@@ -173,18 +173,10 @@ def test_a_closed_segment_not_made_durable_fails_the_source(tmp_path: Path, monk
 
 
 def test_a_segment_that_cannot_be_deleted_stays_listed_as_it_is_named_and_no_row_is_lost(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, undeletable_doomed: None) -> None:
     """--rows-keep cannot delete the oldest segment (rmtree fails after its rename): it is renamed back and stays
     listed under its name (was: listed as rows/<first>, left as .<first>.<hex>.tmp), and the row of the frame that
     began the new segment is written before (was: written nowhere)."""
-    real = shutil.rmtree
-
-    def refuse(path: object, *args: object, **kwargs: object) -> None:
-        if str(path).endswith(".tmp"):
-            raise PermissionError(errno.EACCES, "Permission denied")
-        real(path, *args, **kwargs)
-
-    monkeypatch.setattr(mnad.outputs.shutil, "rmtree", refuse)
     out = tmp_path / "w"
     writer = DetectWriter(out, rows_segment=1.0, rows_keep=1)
     for i in range(5):  # segments 0-1, 2-3, 4: closing 2-3 at frame 4 deletes 0-1
