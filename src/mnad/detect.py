@@ -179,6 +179,11 @@ class DetectOptions:
         if not isinstance(self.source, SourceOptions):
             raise ConfigError(f"source must be a mnad.data.sources.SourceOptions, got {type(self.source).__name__}")
 
+    def keep_bytes(self, output: str) -> int | None:
+        """``--<output>-keep`` ('video', 'rows' or 'maps') in bytes; None: every file of that output kept."""
+        keep = getattr(self, f"{output}_keep")
+        return round(keep * GIB) if keep is not None else None
+
 
 class SegmentedVideo:
     """The annotated video of one source, in files of ``seconds`` of pictures at ``rate`` each, or, for a camera or
@@ -437,10 +442,8 @@ class _Detection:
             self.scorer.new_video()
             self.base, self.reconnections = i, self.reconnections + 1
         if self.writer is None:  # the source delivered (into a staging folder while an earlier run is in --out)
-            rows_keep, maps_keep = self.options.rows_keep, self.options.maps_keep
             self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps, rows_segment=self.options.rows_segment,
-                                       rows_keep=round(rows_keep * GIB) if rows_keep is not None else None,
-                                       maps_keep=round(maps_keep * GIB) if maps_keep is not None else None)
+                                       rows_keep=self.options.keep_bytes("rows"), maps_keep=self.options.keep_bytes("maps"))
         self.raw[i] = item
         self.raw.pop(i - self.config.model.t_length, None)
         self.times = (item.time, item.time) if self.times is None else (self.times[0], item.time)
@@ -490,9 +493,8 @@ class _Detection:
                                       size=self.video_size, region_sigma=self.options.region_sigma)
             if self.video is None:
                 rate = self.frames.fps  # a camera's claim, until its frames' times measure it (``SegmentedVideo``)
-                keep = round(self.options.video_keep * GIB) if self.options.video_keep is not None else None
                 self.video = SegmentedVideo(self.out_dir, rate, self.options.video_segment, clocked=self.frames.clocked,
-                                            keep_bytes=keep)
+                                            keep_bytes=self.options.keep_bytes("video"))
             before = self.video.changes  # a count, not a copy of the file list per frame (weeks of files)
             self.video.write(picture, row.index, shown.time)
             # a file opened or closed, annotated.mkv moved into annotated/, or an old file deleted: the summary says so
