@@ -22,7 +22,7 @@ initialisation (speed does not depend on the weights), scored in fp32 NCHW (``ev
 configurations run interleaved, ``--repeats`` times each; the median is reported.
 
 Batching shares the per-operation overheads, not the arithmetic: a frame's convolutions cost the same in a batch.
-So the JSON records each width's GFLOP per frame (convolutions and matrix products, counted on the meta device) and
+So the JSON records each width's GFLOP per frame (convolutions and matrix products of the scoring step, benchmarks/flops.py) and
 the fp32 matrix-multiply rate measured in the same run: their ratio is the most frames/s any batching can reach.
 
 OMP_WAIT_POLICY=PASSIVE, as ``mnad`` sets it (unless already set): on shared cores spinning OpenMP threads slow
@@ -49,6 +49,7 @@ from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from flops import score_gflop_per_frame  # noqa: E402  (the step's own count, as speed.py's)
 from speed import busy_cores, loadavg, machine_info, synthetic_frames, write_results  # noqa: E402  (the speed benchmark's helpers)
 
 DEFAULT_OUT = HERE / "results" / "multistream.json"
@@ -68,26 +69,6 @@ def model_and_config(args: argparse.Namespace, width: int):
                                                      "eval.smoothing=1"])
     torch.manual_seed(0)
     return MNAD(config.model).eval(), config
-
-
-def gflop_per_frame(config) -> float:
-    """Convolutions and matrix products of one scored frame (the network, D and the memory update), counted on meta."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from mnad.model import MNAD
-    from mnad.model.memory import updated_memory
-    from mnad.scoring import feature_distance
-
-    m = config.model
-    with torch.device("meta"), torch.no_grad():
-        model = MNAD(m).eval()
-        counter = FlopCounterMode(display=False)
-        with counter:
-            output = model(torch.zeros(1, m.channels * m.input_frames, m.image_size, m.image_size))
-            feature_distance(output.queries, model.memory.items)
-            updated_memory(output.queries[0], model.memory.items)
-    return counter.get_total_flops() / 1e9
 
 
 def matmul_gflops(n: int = 1024, iters: int = 5) -> float:
@@ -214,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                         runs.setdefault((width, n, mode), []).append(fps)
                         print(f"width {width}, {n} stream(s), {mode}: {fps:.1f} frames/s in total", flush=True)
     peak = statistics.median(peaks)
-    gflop = {w: gflop_per_frame(config) for w, (_, config) in models.items()}
+    gflop = {w: score_gflop_per_frame(config) for w, (_, config) in models.items()}
     rows = []
     for (width, n, mode), values in runs.items():
         fps = statistics.median(values)

@@ -300,41 +300,16 @@ def work_matmul(job: dict) -> dict:
 
 
 def work_flops(job: dict) -> dict:
-    """GFLOP per scored frame (ScoringStep, batch 1) at each size and per training step (forward + backward),
-    counted by FlopCounterMode on the meta device: convolutions and matrix products, nothing is computed."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    """GFLOP per scored frame (ScoringStep, batch 1) at each size and per training step (train_step), counted by
+    FlopCounterMode on the steps themselves (benchmarks/flops.py): convolutions and matrix products."""
+    sys.path.insert(0, str(HERE))
+    from flops import score_gflop_per_frame, train_gflop_per_step
 
-    from mnad.losses import mnad_loss
-    from mnad.model import MNAD
-    from mnad.model.memory import updated_memory
-    from mnad.scoring import feature_distance
-
-    out: dict = {"score_gflop_per_frame": {}, "counted": "convolutions and matrix products (FlopCounterMode), multiply-add = 2 FLOP"}
-    with torch.device("meta"):
-        for size in job["sizes"]:
-            config = mnad_config(job, size)
-            model = MNAD(config.model).eval()
-            m = config.model
-            inputs = torch.zeros(1, m.channels * m.input_frames, size, size)
-            counter = FlopCounterMode(display=False)
-            with counter, torch.no_grad():  # ScoringStep's products (autocast cannot run on meta; PSNR and E_t hold none)
-                output = model(inputs)
-                feature_distance(output.queries, model.memory.items)
-                updated_memory(output.queries[0], model.memory.items)
-            out["score_gflop_per_frame"][str(size)] = counter.get_total_flops() / 1e9
-        size, batch = job["train_size"], job["batch"]
-        config = mnad_config(job, size)
-        model = MNAD(config.model).train()
-        m = config.model
-        inputs = torch.zeros(batch, m.channels * m.input_frames, size, size)
-        target = torch.zeros(batch, m.channels, size, size)
-        counter = FlopCounterMode(display=False)
-        with counter:
-            output = model(inputs)
-            mnad_loss(model, output, target, config.train.lambda_compact, config.train.lambda_separate).total.backward()
-        out["train_gflop_per_step"] = counter.get_total_flops() / 1e9
-        out["train_size"], out["train_batch"] = size, batch
+    out: dict = {"counted": "convolutions and matrix products (FlopCounterMode), multiply-add = 2 FLOP"}
+    out["score_gflop_per_frame"] = {str(size): score_gflop_per_frame(mnad_config(job, size)) for size in job["sizes"]}
+    size, batch = job["train_size"], job["batch"]
+    out["train_gflop_per_step"] = train_gflop_per_step(mnad_config(job, size), batch)
+    out["train_size"], out["train_batch"] = size, batch
     return out
 
 

@@ -15,6 +15,7 @@ import torch
 from conftest import load_script, tiny_config
 from safetensors.torch import save_file
 
+import mnad.stream
 import mnad.train
 from mnad.model import MNAD
 
@@ -274,3 +275,28 @@ def test_demo_benchmark_fails_when_the_demo_prints_no_auc(tmp_path: Path, monkey
     with pytest.raises(SystemExit, match="printed no frame-level AUC"):
         demo.main(["--out", str(tmp_path / "demo.json")])
     assert not (tmp_path / "demo.json").exists()
+
+
+def test_flop_counts_are_of_the_scoring_and_training_steps_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counts run stream.ScoringStep and train.train_step (was: a hand-built copy of each, which missed patch D's
+    product): work added to either step is counted."""
+    flops = benchmark("flops")
+    config = tiny_config(image_size=32)
+    score, train = flops.score_gflop_per_frame(config), flops.train_gflop_per_step(config, 2)
+    assert 0 < score < train
+    extra = torch.zeros(64, 128), torch.zeros(128, 32)  # 2 * 64 * 128 * 32 FLOP
+    added = 2 * 64 * 128 * 32 / 1e9
+    scoring_forward, forward_losses = mnad.stream.ScoringStep.forward, mnad.train.forward_losses
+
+    def heavier_scoring(self, *args):  # noqa: ANN001, ANN202
+        torch.mm(*extra)
+        return scoring_forward(self, *args)
+
+    def heavier_losses(*args):  # noqa: ANN001, ANN202
+        torch.mm(*extra)
+        return forward_losses(*args)
+
+    monkeypatch.setattr(mnad.stream.ScoringStep, "forward", heavier_scoring)
+    monkeypatch.setattr(mnad.train, "forward_losses", heavier_losses)
+    assert flops.score_gflop_per_frame(config) == pytest.approx(score + added, rel=1e-12)
+    assert flops.train_gflop_per_step(config, 2) == pytest.approx(train + added, rel=1e-12)
