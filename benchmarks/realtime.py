@@ -9,7 +9,7 @@ is a model shape (recipe + overrides) with the result folders (``results/<folder
 with it. Speed does not depend on the weights, so each candidate is timed with a random initialisation:
 
 * the frame arrives decoded at camera size (``--camera``, Ped2's 360x240 by default) and is resized by
-  ``mnad.data.sources.prepare_frame``, then scored by ``mnad.stream.StreamScorer`` with the fast path
+  ``mnad.data.pixels.prepare_frame``, then scored by ``mnad.stream.StreamScorer`` with the fast path
   (``eval.bf16`` + ``eval.channels_last``), batch 1, in order: the timing is the whole per-frame step a camera
   pipeline runs after decoding (resize, model, PSNR, D, E_t, memory update, numbers read back);
 * the trailing mean of ``eval.smoothing`` scores (ped2_pred_fast_smoothed) is left out: a running sum per frame;
@@ -108,7 +108,7 @@ def work(job: dict) -> dict:
     """Time ``warmup + frames`` frames of one candidate, in this (fresh) process."""
     import torch
 
-    from mnad.data.sources import prepare_frame
+    from mnad.data.pixels import prepare_frame
     from mnad.model import MNAD
     from mnad.stream import StreamScorer
 
@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         row["accuracy"] = accuracy(spec["results"])
         fps, micro = row.get("fps"), row["accuracy"]["micro_auc_mean"]
         row["real_time"] = fps is not None and fps >= TARGET_FPS
-        row["meets_target"] = row["real_time"] and micro is not None and micro >= TARGET_MICRO_AUC
+        # the numbers only: the AUC is offline (per-video min-max), so no row can be said to meet issue #3's target
+        row["numbers_reached"] = row["real_time"] and micro is not None and micro >= TARGET_MICRO_AUC
         rows.append(row)
 
     result = {

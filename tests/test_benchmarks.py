@@ -53,7 +53,7 @@ def test_realtime_benchmark_writes_json_that_the_performance_doc_renders(tmp_pat
     # the AUC is the committed one, not a number of this run
     committed = json.loads((ROOT / "results" / "ped2_pred_nomem_fast" / "metrics.json").read_text())["metrics"]["micro_auc"]
     assert nomem["accuracy"]["micro_auc_mean"] == committed
-    assert nomem["meets_target"] == (nomem["fps"] >= 25 and committed >= 0.96)
+    assert nomem["numbers_reached"] == (nomem["fps"] >= 25 and committed >= 0.96) and "meets_target" not in nomem
 
     make_doc = benchmark("make_performance_doc")
     shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
