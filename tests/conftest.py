@@ -20,9 +20,9 @@ import torch
 
 from mnad.checkpoint import save_model
 from mnad.config import Config
-from mnad.data import sources as sources_module
-from mnad.data.sources import Video
+from mnad.data import capture as capture_module
 from mnad.data.synthetic import make_synthetic_dataset
+from mnad.data.videos import Video
 from mnad.model import MNAD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,8 +173,8 @@ class CountedCapture:
 def decode_passes(monkeypatch: pytest.MonkeyPatch) -> Counter:
     """The passes that decode each video file (by its name): ``open_capture`` wrapped by ``CountedCapture``."""
     passes: Counter = Counter()
-    opened = sources_module.open_capture
-    monkeypatch.setattr(sources_module, "open_capture", lambda path: CountedCapture(opened(path), Path(path).name, passes))
+    opened = capture_module.open_capture
+    monkeypatch.setattr(capture_module, "open_capture", lambda path: CountedCapture(opened(path), Path(path).name, passes))
     return passes
 
 

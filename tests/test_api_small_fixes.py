@@ -16,7 +16,7 @@ import mnad.evaluate
 from mnad.calibrate import choose_scoring, fit_calibration, held_out_false_alarms, with_calibration
 from mnad.checkpoint import load_model
 from mnad.config import Config
-from mnad.data.sources import SourceOptions, check_fps
+from mnad.data.streams import SourceOptions, check_fps
 from mnad.errors import ConfigError, DataError
 from mnad.evaluate import evaluate
 from mnad.events import Event, anomalies, event_measures

@@ -21,7 +21,7 @@ from mnad.checkpoint import load_model
 from mnad.cli import main
 from mnad.config import Config, load_config
 from mnad.data import FrameFolder, VideoFile, list_videos, load_labels, split_videos
-from mnad.data.sources import read_image, to_channels
+from mnad.data.pixels import read_image, to_channels
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.evaluate import evaluate
 from mnad.model import MNAD

@@ -12,7 +12,7 @@ import torch
 from conftest import FakeVideo, tiny_config
 
 from mnad.data import ClipDataset, FrameStore, dataset_dir, list_videos, load_labels
-from mnad.data.sources import FrameFolder, Video
+from mnad.data.videos import FrameFolder, Video
 from mnad.errors import CheckpointError, DataError
 from mnad.evaluate import VideoScores, add_scores, auc_metrics, evaluate
 from mnad.model import MNAD

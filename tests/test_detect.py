@@ -16,7 +16,7 @@ from mnad.calibrate import ALERT_SMOOTHING, calibrate, with_calibration
 from mnad.checkpoint import load_model, read_checkpoint, save_model
 from mnad.cli import main
 from mnad.data import list_videos, split_videos
-from mnad.data.sources import FrameSource, SourceOptions
+from mnad.data.streams import FrameSource, SourceOptions
 from mnad.detect import DetectOptions, detect
 from mnad.errors import DataError
 from mnad.evaluate import score_videos

@@ -20,7 +20,7 @@ from conftest import frames_folder
 
 from mnad.annotate import TIMELINE_HEIGHT, annotated_frame, video_size
 from mnad.cli import main
-from mnad.data.sources import FrameSource, SourceOptions
+from mnad.data.streams import FrameSource, SourceOptions
 from mnad.errors import CheckpointError, DataError
 from mnad.export import export_onnx, load_onnx
 

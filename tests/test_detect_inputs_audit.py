@@ -18,7 +18,7 @@ import mnad.detect
 from mnad.calibrate import with_calibration
 from mnad.checkpoint import load_model
 from mnad.cli import main
-from mnad.data.sources import CAMERA_INDEXES, FrameSource, SourceOptions, camera_index, is_live
+from mnad.data.streams import CAMERA_INDEXES, FrameSource, SourceOptions, camera_index, is_live
 from mnad.detect import DetectOptions, _Detection, detect, stream_folder
 from mnad.errors import ConfigError, DataError
 from mnad.events import Event

@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_config
 
 from mnad.data import split_videos
-from mnad.data.sources import open_video
+from mnad.data.videos import open_video
 from mnad.errors import ConfigError
 from mnad.evaluate import score_videos
 from mnad.model import MNAD

@@ -1,4 +1,4 @@
-"""Own footage folders as `train --data`, `calibrate --data` and `detect` read them: one rule (data.sources.footage_in)
+"""Own footage folders as `train --data`, `calibrate --data` and `detect` read them: one rule (data.footage.footage_in)
 for what a folder is, messages that say what a folder holds, a container's invalid frame rate, FFmpeg's own log lines,
 and calibration messages about the footage as a whole."""
 
@@ -17,7 +17,9 @@ from conftest import ROOT, frames_folder, noise_video, tiny_config
 
 from mnad.calibrate import calibrate, open_footage
 from mnad.data import list_videos
-from mnad.data.sources import FrameFolder, FrameRange, FrameSource, SourceOptions, footage_span
+from mnad.data.spans import footage_span
+from mnad.data.streams import FrameSource, SourceOptions
+from mnad.data.videos import FrameFolder, FrameRange
 from mnad.errors import DataError
 from mnad.model import MNAD
 from mnad.train import training_videos
@@ -187,7 +189,7 @@ def test_valid_container_rate_is_not_warned(tmp_path: Path, caplog: pytest.LogCa
 OPEN_EMPTY = """
 import sys
 import cv2
-from mnad.data.sources import FrameSource
+from mnad.data.streams import FrameSource
 try:
     list(FrameSource(sys.argv[1]))
 except Exception as exc:

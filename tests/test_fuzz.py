@@ -20,7 +20,8 @@ from hypothesis.extra import numpy as hnp
 
 from mnad.checkpoint import load_model, read_checkpoint, save_model, tensor_digest
 from mnad.data.labels import load_labels
-from mnad.data.sources import Video, VideoFile, prepare_frame, read_image
+from mnad.data.pixels import prepare_frame, read_image
+from mnad.data.videos import Video, VideoFile
 from mnad.errors import MNADError
 from mnad.model import MNAD
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import SHARED, FakeVideo
 
 from mnad.data import find_label_file, load_labels, split_videos
-from mnad.data.sources import Video
+from mnad.data.videos import Video
 from mnad.errors import DataError
 from mnad.evaluate import VideoScores, attach_labels
 

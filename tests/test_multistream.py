@@ -17,7 +17,7 @@ from conftest import tiny_config
 
 from mnad.checkpoint import LOCK_FILE, save_model
 from mnad.cli import main
-from mnad.data.sources import SourceOptions
+from mnad.data.streams import SourceOptions
 from mnad.detect import DetectOptions, detect, stream_folder
 from mnad.errors import ConfigError, DataError
 from mnad.export import export_onnx, load_onnx

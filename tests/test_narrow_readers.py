@@ -16,7 +16,8 @@ from conftest import tiny_config
 from test_pixel_depth import NARROW, _NarrowCamera
 
 from mnad.data import ClipDataset, FrameStore
-from mnad.data.sources import NARROW_FRAMES, FrameFolder
+from mnad.data.pixels import NARROW_FRAMES
+from mnad.data.videos import FrameFolder
 
 WARNING = "model.pixel_range"
 
@@ -42,7 +43,7 @@ def test_figures_reading_a_few_clips_of_a_folder_decide_its_warning(tmp_path: Pa
     config = tiny_config()
     folder = narrow_folder(tmp_path, "thermal", 60)
     videos: list = [FrameFolder(folder)]
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         positions = figures.clip_positions(videos, config.model.t_length, 1)
         figures.model_queries(MNAD(config.model), videos, positions)
         assert said(caplog) == []  # the reader may read more: not decided on a part
@@ -59,7 +60,7 @@ def test_int8_calibration_clips_of_a_folder_decide_its_warning(tmp_path: Path, c
     config = tiny_config()
     folder = narrow_folder(tmp_path, "thermal", 60)
     videos: list = [FrameFolder(folder)]
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         picks = quantize.check_footage(videos, config, 2)
         feeds = list(quantize.calibration_feeds(videos, config, None, picks))
         assert len(feeds) == 2 and said(caplog) == []
@@ -73,7 +74,7 @@ def test_a_folder_is_decided_when_its_last_reader_is_released(tmp_path: Path, ca
     """Two readers of one folder: the first released leaves the other's reading undecided; the last decides, once."""
     folder = narrow_folder(tmp_path, "shared", 60)
     first, second = FrameFolder(folder), FrameFolder(folder)
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         first.frame(0, 16, 1)
         del first
         gc.collect()
@@ -92,7 +93,7 @@ def test_strided_clips_not_preloaded_decide_a_short_folders_warning_after_one_ep
     folder = narrow_folder(tmp_path, "strided", 20)
     video = FrameFolder(folder)
     dataset = ClipDataset(FrameStore([video], 16, 1, cache=False), 2, stride=4)
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         for i in reversed(range(len(dataset))):  # an epoch, in any order
             assert said(caplog) == []
             dataset[i]
@@ -107,14 +108,14 @@ def test_a_short_16bit_video_file_is_decided_by_its_decode(tmp_path: Path, monke
                                                            caplog) -> None:
     """Its decode reads every frame, but a video of fewer than NARROW_FRAMES (its length unknown until then) never
     reached the decision point."""
-    from mnad.data import sources
-    from mnad.data.sources import VideoFile
+    from mnad.data import capture
+    from mnad.data.videos import VideoFile
 
     path = tmp_path / "thermal.avi"
     path.write_bytes(b"")
-    monkeypatch.setattr(sources, "open_capture", lambda _: _NarrowCamera(12))  # 12 narrow frames, no count
+    monkeypatch.setattr(capture, "open_capture", lambda _: _NarrowCamera(12))  # 12 narrow frames, no count
     video = VideoFile(path, decode_as=(16, 1))
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         assert len(video) == 12
     [warning] = said(caplog)
     assert warning.startswith(f"{path}: 12 of its first 12 16-bit frames span only 7000..9000")

@@ -16,7 +16,8 @@ from safetensors import safe_open
 from mnad.checkpoint import load_model, resolve_checkpoint
 from mnad.config import Config, check_same_model
 from mnad.data import list_videos, open_video
-from mnad.data.sources import NARROW_FRAMES, FrameFolder, prepare_frame
+from mnad.data.pixels import NARROW_FRAMES, prepare_frame
+from mnad.data.videos import FrameFolder
 from mnad.errors import ConfigError, DataError
 
 WARNING = "model.pixel_range"
@@ -58,7 +59,7 @@ def test_a_narrow_band_maps_linearly_and_clips_outside(tmp_path: Path) -> None:
 
 def test_the_warning_comes_once_per_video_naming_the_file_the_values_and_the_setting(tmp_path: Path, caplog) -> None:
     first, second = twelve_bit_folder(tmp_path, "a"), twelve_bit_folder(tmp_path, "b")
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         videos = list_videos(tmp_path)
         for _ in range(2):
             for video in videos:
@@ -74,7 +75,7 @@ def test_a_live_source_is_warned_about_once(caplog) -> None:
     after its first NARROW_FRAMES frames (a live source's length is not known)."""
     image = np.full((24, 24), 7000, np.uint16)
     image[:, 12:] = 9000
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         for i in range(NARROW_FRAMES + 5):
             assert prepare_frame(image, 16, 3, "rtsp://camera-under-test/stream").max() <= 35
             assert len(warnings_about_depth(caplog)) == (i + 1 >= NARROW_FRAMES)
@@ -106,7 +107,7 @@ def read_all(folder: Path) -> None:
 def test_a_full_range_video_whose_first_frames_are_dark_is_not_warned_about(tmp_path: Path, caplog) -> None:
     """The warning was decided on each video's first 16-bit frame: a full-range camera whose first frames are dark
     (a lens cap, the night) was warned about, wrongly. It is decided on the first NARROW_FRAMES frames."""
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         read_all(sixteen_bit_folder(tmp_path, "dark_first", [DARK] * 10 + [WIDE] * 50))
     assert warnings_about_depth(caplog) == []
 
@@ -114,7 +115,7 @@ def test_a_full_range_video_whose_first_frames_are_dark_is_not_warned_about(tmp_
 def test_a_narrow_video_whose_first_frame_spans_widely_is_warned_about(tmp_path: Path, caplog) -> None:
     """... and a narrow camera whose first frame happened to span widely was never warned about."""
     folder = sixteen_bit_folder(tmp_path, "wide_first", [WIDE] + [NARROW] * 59)
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         read_all(folder)
         read_all(folder)
     [said] = warnings_about_depth(caplog)  # once for the video
@@ -128,7 +129,7 @@ def test_8bit_frames_and_full_range_16bit_frames_read_as_before(tmp_path: Path, 
     image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     assert cv2.imwrite(str(folder / "0.png"), image)
     assert cv2.imwrite(str(folder / "1.png"), image.astype(np.uint16) * 257)  # 16-bit, the whole range: no warning
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         video = FrameFolder(folder)
         expected = cv2.resize(image, (32, 32), interpolation=cv2.INTER_LINEAR)
         assert np.array_equal(video.frame(0, 32, 3), expected)
@@ -218,7 +219,7 @@ def test_the_refusal_of_videos_opened_without_the_models_range_names_the_wrong_o
     """The message shows the range the wrong video was read with (was: the first video's, right or wrong)."""
     from types import SimpleNamespace
 
-    from mnad.data.sources import check_pixel_ranges
+    from mnad.data.videos import check_pixel_ranges
     from mnad.errors import ConfigError
 
     right = SimpleNamespace(name="right", pixel_range=(0, 4095))
@@ -243,7 +244,7 @@ def test_detect_on_a_short_narrow_16bit_folder_warns(tmp_path: Path, caplog) -> 
     save_model(tmp_path / "m.safetensors", MNAD(config.model), config)
     model, config = load_model(tmp_path / "m.safetensors")
     folder = sixteen_bit_folder(tmp_path, "short_narrow", [NARROW] * (config.model.t_length + 3))
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         detect(model, config, [str(folder)], tmp_path / "o", DetectOptions(), progress=False)
     assert len(warnings_about_depth(caplog)) == 1
 
@@ -259,7 +260,7 @@ def test_detect_max_frames_on_a_narrow_16bit_folder_warns(model_file: Path, tmp_
     model, config = load_model(model_file)
     folder = sixteen_bit_folder(tmp_path, "narrow30", [NARROW] * 30)
     limit = config.model.t_length + 5
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         summary = detect(model, config, [str(folder)], tmp_path / "o", DetectOptions(max_frames=limit), progress=False)
     assert summary["ended_by"] == "--max-frames"
     [said] = warnings_about_depth(caplog)
@@ -292,14 +293,14 @@ def test_a_narrow_16bit_camera_lost_before_the_decision_point_is_warned_about(
         model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     """A camera lost after 12 frames (fewer than NARROW_FRAMES, its length unknown): its warning is decided when the
     source ends, on the frames it gave (was: never)."""
-    from mnad.data.sources import FrameSource, SourceOptions
+    from mnad.data.streams import FrameSource, SourceOptions
     from mnad.detect import DetectOptions, detect
 
     model, config = load_model(model_file)
     monkeypatch.setattr(FrameSource, "_open_live", lambda self: _NarrowCamera(12))
     url = f"rtsp://127.0.0.1:9/{tmp_path.name}"  # a key of its own: the warning is said once per source per process
     options = DetectOptions(source=SourceOptions(reconnects=0, retry_delay=0))
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"), \
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"), \
             pytest.raises(DataError, match="was lost after 12 frames"):  # one source: its loss ends the run
         detect(model, config, [url], tmp_path / "o", options, progress=False)
     [said] = warnings_about_depth(caplog)
@@ -310,11 +311,11 @@ def test_a_narrow_16bit_camera_lost_before_the_decision_point_is_warned_about(
 def test_a_held_out_part_shorter_than_its_folder_is_warned_about(tmp_path: Path, caplog, together: bool) -> None:
     """Calibration reads the held-out tail of a folder (a FrameRange): 30 frames of a 60-frame folder never reached
     the folder's decision point. The part's warning decides on the part, frame by frame or read together."""
-    from mnad.data.sources import FrameRange
+    from mnad.data.videos import FrameRange
 
     folder = sixteen_bit_folder(tmp_path, "held", [WIDE] * 30 + [NARROW] * 30)
     part = FrameRange(FrameFolder(folder), 30, 60)
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         if together:
             part.frames(0, len(part), 16, 1)
         else:
@@ -331,7 +332,7 @@ def test_training_clips_with_a_stride_that_skip_frames_are_warned_about(tmp_path
 
     folder = sixteen_bit_folder(tmp_path, "strided", [NARROW] * 60)
     dataset = ClipDataset(FrameStore([FrameFolder(folder)], 16, 1), 2, stride=4)
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         dataset.preload()
     [said] = warnings_about_depth(caplog)
     assert said.startswith(f"{folder}: 30 of its first 30 16-bit frames span only 7000..9000")
@@ -339,11 +340,11 @@ def test_training_clips_with_a_stride_that_skip_frames_are_warned_about(tmp_path
 
 def test_a_reading_that_ends_early_on_full_range_frames_is_not_warned_about(tmp_path: Path, caplog) -> None:
     """Deciding at a reading's end keeps the rule: warned only where most frames seen are narrow, and once."""
-    from mnad.data.sources import finish_narrow
+    from mnad.data.pixels import finish_narrow
 
     folder = sixteen_bit_folder(tmp_path, "wide", [DARK] * 4 + [WIDE] * 6 + [NARROW] * 50)
     video = FrameFolder(folder)
-    with caplog.at_level(logging.WARNING, logger="mnad.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
         for i in range(10):
             video.frame(i, 16, 1)
         finish_narrow(folder)

@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_config
 
 import mnad.train
-from mnad.data.sources import prepare_frame
+from mnad.data.pixels import prepare_frame
 from mnad.errors import ConfigError, DataError
 from mnad.train import train
 

@@ -18,7 +18,8 @@ from conftest import tiny_config
 from test_evaluate_decode_once import video_dataset
 
 from mnad import figures
-from mnad.data import sources as sources_module
+from mnad.data import capture as capture_module
+from mnad.data import videos as videos_module
 from mnad.data.clips import spread_clips
 from mnad.data.layouts import list_videos
 from mnad.evaluate import evaluate
@@ -72,7 +73,8 @@ def test_figures_place_clips_by_the_true_counts_of_the_videos_drawn_from(tmp_pat
     size, channels, window = 32, 3, 5
     truly = spread_clips(list_videos(folder), window, 2)  # every video counted by a pass of its own
     decode_passes.clear()
-    monkeypatch.setattr(sources_module, "reported_frames", lambda capture: reported)
+    for module in (capture_module, videos_module):  # where a video file's count is looked up: decoding it, and planning from it
+        monkeypatch.setattr(module, "reported_frames", lambda _: reported)
     videos = list_videos(folder)
     positions = figures.clip_positions(videos, window, 2, decode_as=(size, channels))
     assert positions == [(vi, start + window - 1) for vi, start in truly] == [(0, 4), (3, 19)]

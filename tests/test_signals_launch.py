@@ -181,7 +181,7 @@ def test_the_parsers_defaults_are_the_apis() -> None:
     import inspect
 
     from mnad.calibrate import calibrate
-    from mnad.data.sources import SourceOptions
+    from mnad.data.streams import SourceOptions
     from mnad.detect import DetectOptions
     from mnad.evaluate import evaluate
     from mnad.figures import memory_figures

@@ -23,7 +23,7 @@ import pytest
 from conftest import frames_folder, noise_video
 
 from mnad.cli import main
-from mnad.data.sources import SourceOptions
+from mnad.data.streams import SourceOptions
 from mnad.errors import DataError
 
 N_FRAMES = 24
@@ -103,7 +103,8 @@ NON_UTF8_SCRIPT = r"""
 import json, os, sys
 from unittest import mock
 from mnad.cli import main
-from mnad.data.sources import FrameSource, VideoFile, open_video
+from mnad.data.streams import FrameSource
+from mnad.data.videos import VideoFile, open_video
 from mnad.errors import DataError
 path, model, out = (os.fsdecode(a) for a in map(bytes.fromhex, sys.argv[1:4]))
 result = {"len": len(VideoFile(path)), "open_video": len(open_video(path)), "frame": list(VideoFile(path).frame(5, 16, 1).shape),
@@ -138,7 +139,7 @@ def test_a_video_file_whose_name_is_not_utf8_is_read_not_a_crash(model_file: Pat
 
 
 def test_a_url_that_is_not_utf8_is_percent_encoded() -> None:
-    from mnad.data.sources import stream_url
+    from mnad.data.streams import stream_url
 
     assert stream_url(os.fsdecode(b"http://cam/v\xfe.avi?t=\xe9")) == "http://cam/v%FE.avi?t=%E9"
     assert stream_url("rtsp://cam/strom-ß") == "rtsp://cam/strom-ß"  # valid UTF-8 is left to OpenCV as given

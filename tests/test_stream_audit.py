@@ -25,7 +25,7 @@ from mnad import detect as detect_module
 from mnad.calibrate import with_calibration
 from mnad.checkpoint import load_model
 from mnad.cli import main
-from mnad.data.sources import SourceOptions, shown_source
+from mnad.data.streams import SourceOptions, shown_source
 from mnad.detect import DetectOptions, detect
 from mnad.errors import CheckpointError
 from mnad.events import EventTracker

@@ -112,7 +112,7 @@ def test_two_videos_of_the_same_name_are_refused(tmp_path: Path) -> None:
 
 
 def test_labels_for_videos_of_the_same_name_are_refused(tmp_path: Path) -> None:
-    from mnad.data.sources import FrameFolder
+    from mnad.data.videos import FrameFolder
 
     videos = [FrameFolder(frames_folder(tmp_path / "a" / "v", 4)), FrameFolder(frames_folder(tmp_path / "b" / "v", 4))]
     labels = tmp_path / "labels.csv"
@@ -285,7 +285,7 @@ def test_resume_on_other_footage_is_refused(synthetic_root: Path, tmp_path: Path
 
 @pytest.mark.parametrize("name", ["labels.csv", "labels.m"])
 def test_a_label_file_that_cannot_be_read_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    from mnad.data.sources import FrameFolder
+    from mnad.data.videos import FrameFolder
 
     videos = [FrameFolder(frames_folder(tmp_path / "v", 4))]
     labels = tmp_path / name

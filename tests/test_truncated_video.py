@@ -12,7 +12,8 @@ import pytest
 from conftest import noise_video
 
 from mnad.cli import main
-from mnad.data.sources import FrameSource, VideoFile
+from mnad.data.streams import FrameSource
+from mnad.data.videos import VideoFile
 from mnad.errors import DataError
 
 N_FRAMES = 144
@@ -80,10 +81,10 @@ def test_unknown_or_slightly_off_frame_counts_are_accepted(whole: Path, half: Pa
 def test_a_count_estimated_from_the_duration_is_not_taken_for_a_cut(caplog: pytest.LogCaptureFixture) -> None:
     """Matroska/WebM record no frame count: OpenCV reports duration x nominal rate, which a variable-frame-rate
     recording does not keep. Its last frame's timestamp still reaches the duration, where a cut file's stops short."""
-    from mnad.data.sources import check_whole
+    from mnad.data.capture import check_whole
 
     # 100 frames estimated at 25 frames/s (4 s); 70 decoded whose last starts at 3.96 s: whole
-    with caplog.at_level("INFO", logger="mnad.data.sources"):
+    with caplog.at_level("INFO", logger="mnad.data.capture"):
         check_whole("phone.mkv", 70, 100, "truncated or damaged file", fps=25.0, reached_ms=3960.0)
     assert "variable frame rate" in caplog.text
     for reached_ms in (2760.0, 0.0):  # stopped at 2.76 s of 4 s; or no timestamp to go by: cut short, as before
@@ -94,9 +95,9 @@ def test_a_count_estimated_from_the_duration_is_not_taken_for_a_cut(caplog: pyte
 def test_frames_that_skip_but_do_not_decode_are_an_error_not_an_index_error(whole: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A damaged file whose frames can all be skipped (counted with grab(), as the clip index is built) but whose last
     ones do not decode: the clips asked for past the decoded frames were an IndexError traceback."""
-    import mnad.data.sources as sources
+    from mnad.data import capture
 
-    real = sources.open_capture
+    real = capture.open_capture
 
     class DecodesFewer:
         def __init__(self, path: Path) -> None:
@@ -111,6 +112,6 @@ def test_frames_that_skip_but_do_not_decode_are_an_error_not_an_index_error(whol
 
     video = VideoFile(whole)
     assert len(video) == N_FRAMES  # counted with grab()
-    monkeypatch.setattr(sources, "open_capture", DecodesFewer)
+    monkeypatch.setattr(capture, "open_capture", DecodesFewer)
     with pytest.raises(DataError, match=rf"whole\.avi: {N_FRAMES - 3} frames decode but {N_FRAMES} were counted"):
         video.frame(N_FRAMES - 1, 16, 1)

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-import mnad.data.sources as sources
-from mnad.data import ClipDataset, FrameFolder, FrameStore, VideoFile
-from mnad.data.sources import FrameRange, prepare_frame
+from mnad.data import ClipDataset, FrameFolder, FrameStore, VideoFile, capture, decoded
+from mnad.data.pixels import prepare_frame
+from mnad.data.videos import FrameRange
 from mnad.errors import DataError
 
 N_FRAMES = 300
@@ -54,13 +54,13 @@ def reference(path: Path, size: int, channels: int) -> np.ndarray:
 
 def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     opened: list[Path] = []
-    real = sources.open_capture
+    real = capture.open_capture
 
     def counting(path: str | Path) -> cv2.VideoCapture:
         opened.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(sources, "open_capture", counting)
+    monkeypatch.setattr(capture, "open_capture", counting)
     return opened
 
 
@@ -127,13 +127,13 @@ def test_a_video_whose_frames_do_not_fit_on_disk_is_refused_before_decoding(vide
     video = VideoFile(video_path)
     len(video)
     free = N_FRAMES * 64 * 64 * 3 - 1
-    monkeypatch.setattr(sources.shutil, "disk_usage", lambda _: type("Usage", (), {"free": free})())
+    monkeypatch.setattr(decoded.shutil, "disk_usage", lambda _: type("Usage", (), {"free": free})())
     with pytest.raises(DataError, match=rf"camera\.avi: its {N_FRAMES} frames decoded at 64x64 need 0\.0 GB, and "
                                         rf".*decoded has 0\.0 GB free; set TMPDIR to a folder on a disk with room"):
         video.frame(0, 64, 3)
     assert len(opened) == 2  # opened, not read
-    monkeypatch.setattr(sources, "in_memory_filesystem", lambda _: True)  # a tmpfs: what it may use is memory
-    monkeypatch.setattr(sources, "available_memory", lambda: 2 * (N_FRAMES * 16 * 16 * 3 - 1))
+    monkeypatch.setattr(decoded, "in_memory_filesystem", lambda _: True)  # a tmpfs: what it may use is memory
+    monkeypatch.setattr(decoded, "available_memory", lambda: 2 * (N_FRAMES * 16 * 16 * 3 - 1))
     with pytest.raises(DataError, match=r"decoded is held in memory \(tmpfs\), 0\.0 GB of which can be used"):
         video.frame(0, 16, 3)
     video.frame(0, 8, 3)  # what fits is decoded
@@ -142,14 +142,14 @@ def test_a_video_whose_frames_do_not_fit_on_disk_is_refused_before_decoding(vide
 @pytest.mark.parametrize("when", ["writing", "flushing"])
 def test_a_disk_that_fills_up_while_decoding_is_a_clear_error(video_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               when: str) -> None:
-    def full(self: sources.DecodedFrames, *args: object) -> None:
+    def full(self: decoded.DecodedFrames, *args: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    real = sources.DecodedFrames.append
+    real = decoded.DecodedFrames.append
     if when == "writing":
-        monkeypatch.setattr(sources.DecodedFrames, "append", lambda self, f: full(self) if self.count == 50 else real(self, f))
+        monkeypatch.setattr(decoded.DecodedFrames, "append", lambda self, f: full(self) if self.count == 50 else real(self, f))
     else:  # small frames wait in the file's buffer: the last of them are written when it is flushed
-        monkeypatch.setattr(sources.DecodedFrames, "finish", full)
+        monkeypatch.setattr(decoded.DecodedFrames, "finish", full)
     count = 50 if when == "writing" else N_FRAMES
     with pytest.raises(DataError, match=rf"camera\.avi: cannot write its decoded frames to .*decoded \(No space left on "
                                         rf"device, after {count} frames .*set TMPDIR"):
@@ -211,7 +211,7 @@ def test_many_video_files_open_at_once(tmp_path: Path, limit: str) -> None:
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The videos of each pass that decoded frames (a capture read or grabbed), not of captures only opened."""
     passes: list[Path] = []
-    real = sources.open_capture
+    real = capture.open_capture
 
     class Counting:
         def __init__(self, path: str | Path) -> None:
@@ -233,7 +233,7 @@ def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         def __getattr__(self, name: str) -> object:
             return getattr(self.capture, name)
 
-    monkeypatch.setattr(sources, "open_capture", Counting)
+    monkeypatch.setattr(capture, "open_capture", Counting)
     return passes
 
 
@@ -271,7 +271,7 @@ def test_a_training_dataset_decodes_each_video_once(video_path: Path, tmp_path: 
 
 
 def fits(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
-    monkeypatch.setattr(sources.shutil, "disk_usage", lambda _: type("Usage", (), {"free": free})())
+    monkeypatch.setattr(decoded.shutil, "disk_usage", lambda _: type("Usage", (), {"free": free})())
 
 
 ONE_CLIP = 20 * 32 * 32 * 3  # bytes of a clip of write_clips decoded at 32x32
@@ -299,8 +299,8 @@ def test_a_dataset_whose_videos_do_not_fit_together_is_refused_before_any_is_dec
     FrameStore(videos[:2], 32, 3)
     with pytest.raises(DataError, match=r"clips: its 2 video files decoded at 32x32 \(40 frames\)"):
         FrameStore(videos, 32, 3)
-    monkeypatch.setattr(sources, "in_memory_filesystem", lambda _: True)  # a tmpfs: half the memory available at most
-    monkeypatch.setattr(sources, "available_memory", lambda: ONE_CLIP)
+    monkeypatch.setattr(decoded, "in_memory_filesystem", lambda _: True)  # a tmpfs: half the memory available at most
+    monkeypatch.setattr(decoded, "available_memory", lambda: ONE_CLIP)
     with pytest.raises(DataError, match=r"clips: its 1 video files .*decoded is held in memory \(tmpfs\)"):
         FrameStore(videos[:2], 32, 3)
 

@@ -14,7 +14,8 @@ from collections import deque
 import cv2
 import numpy as np
 
-from mnad.data.sources import check_fps, to_8bit
+from mnad.data.pixels import to_8bit
+from mnad.data.streams import check_fps
 from mnad.errors import ConfigError, DataError
 from mnad.scoring import abnormal_regions
 

@@ -23,7 +23,8 @@ from mnad.checkpoint import TRAIN_STATE_FILE, check_model_path
 from mnad.config import Config, EvalConfig, check_count, check_same_model
 from mnad.data import Video
 from mnad.data.layouts import list_videos
-from mnad.data.sources import FrameRange, check_pixel_ranges, footage_span, open_video, span_intersection, span_text, spans_overlap
+from mnad.data.spans import footage_span, span_intersection, span_text, spans_overlap
+from mnad.data.videos import FrameRange, check_pixel_ranges, open_video
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path

@@ -135,7 +135,7 @@ class APIDefault:
 
 # the API's homes of the options' defaults (detect's options, its sources', calibrate's, the figures')
 from_detect = functools.partial(APIDefault, "mnad.detect", "DetectOptions")
-from_source = functools.partial(APIDefault, "mnad.data.sources", "SourceOptions")
+from_source = functools.partial(APIDefault, "mnad.data.streams", "SourceOptions")
 from_calibrate = functools.partial(APIDefault, "mnad.calibrate", "calibrate")
 from_figures = functools.partial(APIDefault, "mnad.figures", "memory_figures")
 
@@ -424,7 +424,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
-    from mnad.data.sources import SourceOptions
+    from mnad.data.streams import SourceOptions
     from mnad.detect import DetectOptions, detect
 
     model, config = load_scoring_model(args)

@@ -1,6 +1,6 @@
 """Anomaly detection on footage as it arrives: video files, frame folders, globs, cameras and network streams.
 
-source (``data.sources.FrameSource``) -> prepared frame -> ``stream.StreamScorer`` (causal S_t, trailing mean) ->
+source (``data.streams.FrameSource``) -> prepared frame -> ``stream.StreamScorer`` (causal S_t, trailing mean) ->
 ``events.EventTracker`` (alerts) -> outputs (``outputs``: scores.csv, events, summary; the annotated video).
 
 Scores are causal (no statistic of the footage being scored, no frame beyond the clip that scores a frame): a model
@@ -41,16 +41,8 @@ from tqdm import tqdm
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
 from mnad.checkpoint import LOCK_FILE, RunFolderLock, is_onnx_export, load_model
 from mnad.config import Config, check_same_model
-from mnad.data.sources import (
-    FrameSource,
-    RawFrame,
-    SourceOptions,
-    camera_index,
-    finish_narrow,
-    is_live,
-    prepare_frame,
-    to_8bit,
-)
+from mnad.data.pixels import finish_narrow, prepare_frame, to_8bit
+from mnad.data.streams import FrameSource, RawFrame, SourceOptions, camera_index, is_live
 from mnad.errors import ConfigError, DataError, Terminated, os_reason, printable
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
@@ -177,7 +169,7 @@ class DetectOptions:
             raise ConfigError("--maps-keep bounds the error maps that --save-maps writes: add --save-maps npy (or png), "
                               "or drop --maps-keep")
         if not isinstance(self.source, SourceOptions):
-            raise ConfigError(f"source must be a mnad.data.sources.SourceOptions, got {type(self.source).__name__}")
+            raise ConfigError(f"source must be a mnad.data.streams.SourceOptions, got {type(self.source).__name__}")
 
     def keep_bytes(self, output: str) -> int | None:
         """``--<output>-keep`` ('video', 'rows' or 'maps') in bytes; None: every file of that output kept."""
@@ -714,10 +706,10 @@ def detect(
     if not isinstance(sources, list | tuple) or not all(isinstance(s, str | Path | int) and not isinstance(s, bool) for s in sources):
         raise ConfigError(f"source must be a str or Path (file, folder, glob, URL), an int camera index, or a list of them; "
                           f"got {printable(repr(source))[:80]}")
-    for s in sources:  # an int is a camera; as '0' it would be the path of that name (sources.camera_index)
+    for s in sources:  # an int is a camera; as '0' it would be the path of that name (streams.camera_index)
         if isinstance(s, int) and os.path.lexists(str(s)):
             raise ConfigError(f"camera index {s}: the current folder holds a file or folder named '{s}', which a source "
-                              "named by digits is (sources.camera_index); run from another folder")
+                              "named by digits is (streams.camera_index); run from another folder")
     sources = [str(s) for s in sources]  # a camera index as the CLI passes it: '0'
     if not sources:
         raise ConfigError("no source to score")

@@ -27,7 +27,9 @@ from mnad import distributed
 from mnad.config import Config, check_same_model
 from mnad.data import Video, VideoFile, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
-from mnad.data.sources import check_fps, check_pixel_ranges, footage_span, parse_span, span_text, spans_overlap
+from mnad.data.spans import footage_span, parse_span, span_text, spans_overlap
+from mnad.data.streams import check_fps
+from mnad.data.videos import check_pixel_ranges
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD

@@ -161,7 +161,7 @@ def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.n
     open). A video is caught when one of its anomalies is. False events are counted per minute of the normal frames
     scored (at ``fps``). An event of a video not in ``videos``, a video whose frames and labels differ in number,
     or an fps ``check_fps`` refuses is one ``DataError``."""
-    from mnad.data.sources import check_fps  # here: mnad.data imports torch, which the report's writers do without
+    from mnad.data.streams import check_fps  # here: mnad.data imports torch, which the report's writers do without
 
     check_fps(fps)
     caught, delays, false_events, found = {}, [], 0, 0

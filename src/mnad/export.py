@@ -26,7 +26,7 @@ from mnad.atomic import atomic_write_many
 from mnad.calibrate import footage_videos
 from mnad.checkpoint import is_onnx_export
 from mnad.config import Config, check_count, check_same_model
-from mnad.data.sources import Video
+from mnad.data.videos import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path

@@ -25,7 +25,7 @@ from mnad.config import Config, check_count, check_same_model
 from mnad.data import Video, split_videos, to_tensor
 from mnad.data.clips import spread_clips
 from mnad.data.layouts import dataset_dir, split_dir
-from mnad.data.sources import VideoFile, check_pixel_ranges
+from mnad.data.videos import VideoFile, check_pixel_ranges
 from mnad.distributed import checked_device
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD

@@ -43,7 +43,7 @@ import torch
 
 from mnad.config import Config
 from mnad.data.clips import split_clip, spread_clips, to_tensor
-from mnad.data.sources import Video
+from mnad.data.videos import Video
 from mnad.errors import ConfigError, DataError, os_reason
 
 if TYPE_CHECKING:

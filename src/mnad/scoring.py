@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mnad.config import PSNR_PEAKS, REGULAR_SCORES, check_count
-from mnad.data.sources import parse_span
+from mnad.data.spans import parse_span
 from mnad.errors import ConfigError, DataError
 
 if TYPE_CHECKING:

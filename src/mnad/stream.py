@@ -1,6 +1,6 @@
 """The streaming scorer: one frame in, one typed result out (docs/method.md, section 5).
 
-Data flows one way: frames (``mnad.data.sources``) -> clip window -> scoring step -> stream state -> scores.
+Data flows one way: frames (``mnad.data.streams``) -> clip window -> scoring step -> stream state -> scores.
 ``StreamScorer`` owns every piece of state that scoring carries from frame to frame: the frozen scoring copy of the
 model, the memory items (updated at test time when E_t < gamma), the window of recent frames, the causal normaliser
 and the trailing mean. The caller's model is never mutated; the state can be saved and restored (a camera restart).
@@ -209,7 +209,7 @@ def checked_frame(frame: object, size: int, channels: int) -> np.ndarray:
             return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
     got = (f"a {frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray) else f"a {type(frame).__name__}")
     raise DataError(f"frame: expected a numpy uint8 array of shape ({size}, {size}, {channels}) (the model's image size "
-                    f"and channels, HxWxC, e.g. as mnad.data.sources.prepare_frame makes it), got {got}")
+                    f"and channels, HxWxC, e.g. as mnad.data.pixels.prepare_frame makes it), got {got}")
 
 
 # The calibration's fields when a stream state first recorded its digest (``calibration_digest``)

@@ -42,7 +42,8 @@ from mnad.checkpoint import (
 )
 from mnad.config import Config, EvalConfig, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
-from mnad.data.sources import FrameRange, footage_span
+from mnad.data.spans import footage_span
+from mnad.data.videos import FrameRange
 from mnad.errors import CheckpointError, ConfigError, DataError, Terminated, os_reason, printable
 from mnad.interrupts import held_interrupts
 from mnad.losses import Losses, mnad_loss

@@ -10,7 +10,9 @@ import torch
 from torch.utils.data import Dataset
 
 from mnad.config import ModelConfig
-from mnad.data.sources import Video, available_memory, check_decode_room, finish_narrow
+from mnad.data.decoded import available_memory
+from mnad.data.pixels import finish_narrow
+from mnad.data.videos import Video, check_decode_room
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mnad.data.footage import natural_key
 from mnad.data.layouts import UCSD_NAMES, UCSD_SPLITS, check_unique_names
-from mnad.data.sources import Video, natural_key
+from mnad.data.videos import Video
 from mnad.errors import DataError
 
 log = logging.getLogger(__name__)

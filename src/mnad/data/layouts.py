@@ -12,16 +12,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mnad.data.sources import (
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    FrameFolder,
-    Video,
-    VideoFile,
-    check_decode_room,
-    folder_entries,
-    footage_in,
-)
+from mnad.data.footage import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, folder_entries, footage_in
+from mnad.data.videos import FrameFolder, Video, VideoFile, check_decode_room
 from mnad.errors import DataError
 
 UCSD_SPLITS = {"training": "Train", "testing": "Test"}
