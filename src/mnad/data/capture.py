@@ -1,6 +1,6 @@
-"""OpenCV's captures of video files: opened whatever their names (``opened_capture``), their containers' frame counts
-and the check that a file was whole. FFmpeg's and OpenCV's own log lines are turned off as this module loads
-(``quiet_opencv``).
+"""OpenCV's captures of video files: opened whatever their names, their containers' frame counts, the one pass that
+decodes a file's frames in order (``decode_frames``) and the check that a file was whole. FFmpeg's and OpenCV's own log
+lines are turned off as this module loads (``quiet_opencv``).
 """
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from mnad.data.footage import VIDEO_EXTENSIONS
 from mnad.errors import DataError, printable
@@ -89,3 +91,26 @@ def opened_capture(path: str | Path, name: str) -> cv2.VideoCapture:
         raise DataError(f"{name}: cannot open video (unknown format or damaged file)")
     return capture
 
+
+def decode_frames(capture: cv2.VideoCapture, name: str | Path,
+                  ended: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
+    """The one pass that decodes a video file's frames: each frame of an opened ``capture``, as decoded, in order,
+    the capture released at the end or where the caller stops. Then ``ended`` (what the caller does once every frame
+    is read) and the file's checks: no frame decoded, or fewer than its container reports (``check_whole``), is a
+    ``DataError`` naming it as ``name``."""
+    count, total, rate, reached = 0, reported_frames(capture), capture.get(cv2.CAP_PROP_FPS), 0.0
+    try:
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            reached = capture.get(cv2.CAP_PROP_POS_MSEC)  # the last decoded frame's timestamp
+            yield image
+            count += 1
+    finally:
+        capture.release()
+    if ended is not None:
+        ended()
+    if count == 0:
+        raise DataError(f"{name}: video has no decodable frames")
+    check_whole(name, count, total, "truncated or damaged file", fps=rate, reached_ms=reached)

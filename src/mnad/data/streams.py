@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mnad.data.capture import check_whole, is_utf8, opened_capture, reported_frames
+from mnad.data.capture import check_whole, decode_frames, is_utf8, opened_capture, reported_frames
 from mnad.data.footage import VIDEO_EXTENSIONS, Footage, footage_in
 from mnad.data.videos import FrameFolder
 from mnad.errors import DataError, printable
@@ -215,20 +215,8 @@ class FrameSource:
             log.warning("%s: the file reports a frame rate of %g frames per second, outside the %g to %g taken; its frames "
                         "are timed at --fps %g instead (set --fps to the footage's true rate)", self.name, rate, MIN_FPS,
                         MAX_FPS, self.fps)
-        count, total, reached = 0, reported_frames(capture), 0.0
-        try:
-            while True:
-                ok, image = capture.read()
-                if not ok:
-                    break
-                reached = capture.get(cv2.CAP_PROP_POS_MSEC)
-                yield RawFrame(image, count / self.fps)
-                count += 1
-        finally:
-            capture.release()
-        if count == 0:
-            raise DataError(f"{self.name}: video has no decodable frames")
-        check_whole(self.name, count, total, "truncated or damaged file", fps=rate, reached_ms=reached)
+        for count, image in enumerate(decode_frames(capture, self.name)):
+            yield RawFrame(image, count / self.fps)
 
     def _open_live(self) -> cv2.VideoCapture:
         o = self.options

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mnad.data.capture import check_whole, opened_capture, reported_frames
+from mnad.data.capture import check_whole, decode_frames, opened_capture, reported_frames
 from mnad.data.decoded import DecodedFrames, decode_dir, usable_space
 from mnad.data.footage import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, frame_files
 from mnad.data.pixels import finish_narrow, open_narrow, pixel_range_of, prepare_frame, read_image, release_narrow
@@ -181,11 +181,10 @@ class VideoFile(Video):
         found = self._decoded.get((size, channels))
         if found is not None:
             return found
-        capture, reached, frames = self._open(), 0.0, None
-        total, rate = reported_frames(capture), capture.get(cv2.CAP_PROP_FPS)
+        capture, frames = self._open(), None
         folder = decode_dir()
         try:
-            self._room(folder, self._count or total, size * size * channels, size)
+            self._room(folder, self._count or reported_frames(capture), size * size * channels, size)
             try:
                 frames = DecodedFrames(folder, size, channels)
             except OSError as exc:
@@ -195,24 +194,21 @@ class VideoFile(Video):
                                     "convert the videos to frame folders") from exc
                 raise DataError(f"{printable(self.path)}: cannot write its decoded frames to {printable(folder)} "
                                 f"({exc.strerror or exc}); set TMPDIR to a writable folder") from exc
-            while True:
-                ok, image = capture.read()
-                if not ok:
-                    break
+            written = frames
+
+            def ended() -> None:  # every frame read, before the file's checks
+                finish_narrow(self.path)  # all its frames seen: a 16-bit one's warning decides (a video of fewer than 50)
+                try:
+                    written.finish()
+                except OSError as exc:  # the last buffered frames
+                    raise self._write_error(folder, exc, written) from exc
+
+            for image in decode_frames(capture, self.path, ended):
                 frame = prepare_frame(image, size, channels, self.path, self.pixel_range)
-                reached = capture.get(cv2.CAP_PROP_POS_MSEC)
                 try:
                     frames.append(frame)
                 except OSError as exc:  # the disk filled up meanwhile (other files, a count that was off)
                     raise self._write_error(folder, exc, frames) from exc
-            finish_narrow(self.path)  # all its frames seen: a 16-bit one's warning decides (a video of fewer than 50)
-            try:
-                frames.finish()
-            except OSError as exc:  # the last buffered frames
-                raise self._write_error(folder, exc, frames) from exc
-            if not frames.count:
-                raise DataError(f"{self.path}: video has no decodable frames")
-            check_whole(self.path, frames.count, total, "truncated or damaged file", fps=rate, reached_ms=reached)
             if self._count is not None and frames.count != self._count:  # the clips were indexed by that count
                 raise DataError(f"{printable(self.path)}: {frames.count} frames decode but {self._count} were counted "
                                 "(a damaged file: frames that can be skipped but not decoded)")
@@ -221,7 +217,7 @@ class VideoFile(Video):
                 frames.close()
             raise
         finally:
-            capture.release()
+            capture.release()  # also where its decode never began (no room)
         self._count = frames.count
         self._decoded[(size, channels)] = frames
         return frames
