@@ -185,7 +185,7 @@ def undeletable_doomed(monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
     import shutil
 
-    import mnad.outputs
+    import mnad.outputs.detect_folder
 
     real = shutil.rmtree
 
@@ -194,4 +194,4 @@ def undeletable_doomed(monkeypatch: pytest.MonkeyPatch) -> None:
             raise PermissionError(errno.EACCES, "Permission denied")
         real(path, *args, **kwargs)
 
-    monkeypatch.setattr(mnad.outputs.shutil, "rmtree", refuse)
+    monkeypatch.setattr(mnad.outputs.detect_folder.shutil, "rmtree", refuse)

@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import frames_folder
 
-import mnad.outputs
+import mnad.outputs.detect_folder
+import mnad.outputs.detect_writer
 from mnad.checkpoint import load_model
 from mnad.detect import DetectOptions, detect
 from mnad.errors import DataError
@@ -159,7 +160,7 @@ def test_a_closed_segment_not_made_durable_fails_the_source(tmp_path: Path, monk
         raise OSError(errno.EIO, "Input/output error")
 
     writer = DetectWriter(tmp_path / "w", rows_segment=1.0)
-    monkeypatch.setattr(mnad.outputs.os, "fsync", eio)
+    monkeypatch.setattr(mnad.outputs.detect_writer.os, "fsync", eio)
     for i in range(3):
         writer.score(row(i), i * 0.5, False)
     assert writer.kept.names == [row_segment_name(0)]  # closed at frame 2, which begins the next
@@ -204,7 +205,7 @@ def test_a_segment_not_renamed_back_is_listed_under_its_hidden_name(tmp_path: Pa
         return real(self, target)
 
     monkeypatch.setattr(Path, "rename", once)
-    monkeypatch.setattr(mnad.outputs.shutil, "rmtree", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "no")))
+    monkeypatch.setattr(mnad.outputs.detect_folder.shutil, "rmtree", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "no")))
     kept.add(tmp_path, row_segment_name(4), 11)
     with pytest.raises(DataError, match="cannot delete the oldest row segment"):
         kept.add(tmp_path, row_segment_name(9), 11)
@@ -261,7 +262,7 @@ def test_a_kill_while_the_earlier_run_is_deleted_leaves_no_part_of_it_under_its_
         next(p for p in Path(path).rglob("*") if p.is_file()).unlink()  # one file deleted, then the process dies
         raise SystemExit(137)
 
-    monkeypatch.setattr(mnad.outputs.shutil, "rmtree", killed)
+    monkeypatch.setattr(mnad.outputs.detect_folder.shutil, "rmtree", killed)
     with pytest.raises(SystemExit):
         detect(model, config, str(frames_folder(tmp_path / "n", 8)), out, DetectOptions(overwrite=True), progress=False)
     monkeypatch.undo()

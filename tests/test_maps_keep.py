@@ -12,7 +12,7 @@ import pytest
 from conftest import frames_folder
 
 import mnad.detect
-import mnad.outputs
+import mnad.outputs.names
 from mnad.checkpoint import load_model
 from mnad.detect import DetectOptions, detect
 from mnad.errors import ConfigError, DataError
@@ -23,7 +23,7 @@ SHARD = 5  # maps per shard in these tests: 40 frames (36 scored, frames 4-39) f
 
 @pytest.fixture
 def small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mnad.outputs, "MAP_SHARD_FRAMES", SHARD)
+    monkeypatch.setattr(mnad.outputs.names, "MAP_SHARD_FRAMES", SHARD)
 
 
 def shards(out: Path) -> list[str]:
@@ -84,7 +84,7 @@ def test_a_shard_is_deleted_only_once_the_next_holds_a_map_and_one_that_cannot_b
     assert writer.maps_kept.names == [f"{MAPS_DIR}/00000000", f"{MAPS_DIR}/00000001"] and writer.maps_kept.deleted == 0
     assert shards(out) == ["00000000", "00000001", "00000002"]
     monkeypatch.undo()
-    monkeypatch.setattr(mnad.outputs, "MAP_SHARD_FRAMES", SHARD)
+    monkeypatch.setattr(mnad.outputs.names, "MAP_SHARD_FRAMES", SHARD)
     writer.close({})  # the open shard closes: the two oldest go now
     assert shards(out) == ["00000002"] and writer.maps_kept.deleted == 2
 

@@ -17,6 +17,7 @@ from conftest import tiny_config
 from mnad import outputs
 from mnad.errors import CheckpointError, DataError
 from mnad.model import MNAD
+from mnad.outputs import evaluation
 from mnad.scoring import Calibration
 from mnad.stream import StreamScorer, StreamState
 
@@ -26,7 +27,7 @@ HEADER = ",".join(outputs.SCORES_HEADER)
 def by_rows(path: Path) -> list[outputs.VideoRows]:
     """What the row-by-row reader (the rule) reads of ``path``."""
     text = path.read_bytes().decode("utf-8")
-    return outputs._scores_by_rows(text, next(csv.reader(io.StringIO(text, newline=""))))
+    return evaluation._scores_by_rows(text, next(csv.reader(io.StringIO(text, newline=""))))
 
 
 def same(got: list[outputs.VideoRows], want: list[outputs.VideoRows]) -> bool:
@@ -126,7 +127,7 @@ def test_a_file_mnad_writes_is_read_by_numpy_not_row_by_row(tmp_path: Path, monk
     def refused(*args: object) -> None:
         raise AssertionError("read row by row")
 
-    monkeypatch.setattr(outputs, "_scores_by_rows", refused)
+    monkeypatch.setattr(evaluation, "_scores_by_rows", refused)
     assert [v.name for v in outputs.read_scores(path)] == ["01", "02", 'a,b', 'say "hi"', "two\nlines", "café #1", "", "cr\r\nlf"]
 
 

@@ -18,12 +18,13 @@ from mnad.calibrate import calibrate, with_calibration
 from mnad.data import split_videos
 from mnad.evaluate import evaluate
 from mnad.model import MNAD
+from mnad.outputs import evaluation
 
 
 def by_rows(path: Path) -> list[outputs.VideoRows]:
     """The row-by-row reader's videos (the rule; the fast reader's are checked against it)."""
     text = path.read_bytes().decode("utf-8")
-    return outputs._scores_by_rows(text, next(csv.reader(io.StringIO(text, newline=""))))
+    return evaluation._scores_by_rows(text, next(csv.reader(io.StringIO(text, newline=""))))
 
 
 def assert_round_trip(path: Path) -> None:

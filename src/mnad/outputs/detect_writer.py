@@ -1,0 +1,308 @@
+"""What ``mnad detect`` writes into its folder as frames are scored (``DetectWriter``: scores.csv, events.jsonl and
+events.csv in row segments, the error maps in shards, summary.json at the end) and reads back
+(``read_detect_scores``)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnad.errors import DataError, os_reason
+from mnad.outputs.columns import DETECT_SCORES_HEADER
+from mnad.outputs.detect_folder import OldestFirst, is_detect_scores
+from mnad.outputs.names import MAPS_DIR, ROW_FILES, ROW_SEGMENT, ROWS_DIR, SCORES_FILE, SUMMARY_FILE, map_name, row_segment_name
+
+ROWS_SEGMENT_SECONDS = 86400.0  # footage seconds of rows per segment: a day (~216 MB of scores.csv at 25 frames/s)
+ROWS_TIME_SLACK = 1e-6  # seconds: a row this close to a segment's end begins the next (times are written to the ms; 9/25 -
+# 4/25 is 0.19999999999999998 in floats)
+
+
+class DetectWriter:
+    """The outputs of ``mnad detect``, written as frames are scored: the row files (scores.csv, events.jsonl,
+    events.csv) row by row (flushed, so a killed run keeps what it scored; no event is held in memory, so a run of weeks
+    does not grow), summary.json when the run ends (atomically), into a folder that holds no earlier run's
+    (``DetectFolder``); ``out_dir`` follows the folder when it is moved.
+
+    The row files are written in segments of ``rows_segment`` seconds of footage (by the rows' times), so that no file
+    grows without bound on a camera left for months. A run within one segment writes them into ``out_dir``; when a
+    second segment begins (at the first row ``rows_segment`` seconds or more after its segment's first), the first
+    segment's files move into ``rows/<its first frame>/`` (``row_segment_name``) and each later segment is written into
+    a folder of its own there, each csv file with its header. An event is written into the segment open when it ends
+    (the one that holds its last frame's row, or a later one after frames without a score). ``kept`` (``OldestFirst``,
+    ``rows_keep`` bytes) lists the closed segments kept, relative to ``out_dir`` ('.': ``out_dir`` itself).
+
+    The error maps (``maps``) go into shard folders of ``MAP_SHARD_FRAMES`` frames (``map_name``); a shard closes when
+    the first map of a later one comes, or at the end (``close_maps``), and ``maps_kept`` (``OldestFirst``,
+    ``maps_keep`` bytes) lists the closed shards kept (``maps/<8 digits>``), by the row segments' rule."""
+
+    def __init__(self, out_dir: Path, *, maps: str | None = None, rows_segment: float = ROWS_SEGMENT_SECONDS,
+                 rows_keep: int | None = None, maps_keep: int | None = None) -> None:
+        self.out_dir, self.maps, self.rows_segment = Path(out_dir), maps, rows_segment
+        self._shard = ""  # the maps/ folder being written into (``map_name``), made when its first map comes; '': none
+        self.kept = OldestFirst(rows_keep, "--rows-keep", "row segment")
+        self.maps_kept = OldestFirst(maps_keep, "--maps-keep", "map shard")
+        self.segment: str | None = None  # the open row segment, relative to out_dir ('.': out_dir); None: none open
+        self.first: int | None = None  # the frame of the open segment's first row; None before it
+        self.started = 0.0  # that row's time
+        self.changes = 0  # row segments opened, closed or deleted after the first: the summary names them anew
+        # what went wrong with the last closed segment (not durable, the oldest not deleted), found once the next was
+        # open and its first row written: raised by the next ``score`` or ``close_rows``
+        self._failure: DataError | None = None
+        self._handles: tuple[Any, ...] = ()
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if maps:
+                (self.out_dir / MAPS_DIR).mkdir()
+        except OSError as exc:
+            raise DataError(f"{self.out_dir}: cannot write the outputs ({exc.strerror or exc})") from exc
+        self._open(".")
+
+    @property
+    def open_segment(self) -> str | None:
+        """The row segment being written, relative to ``out_dir`` ('.': ``out_dir`` itself), or None."""
+        return self.segment
+
+    def _open(self, segment: str) -> None:
+        """Open the row files of ``segment`` (relative to ``out_dir``; a folder of its own unless '.') with their headers."""
+        folder = self.out_dir / segment
+        try:
+            if segment != ".":
+                folder.mkdir()  # not exist_ok: a folder already there is no segment of this run's, never mixed with it
+            self._handles = tuple((folder / name).open("w", newline="") for name in ROW_FILES)
+        except OSError as exc:
+            self._release()
+            raise DataError(f"{folder}: cannot write the outputs ({exc.strerror or exc})") from exc
+        self.segment = segment
+        self._scores, self._events, self._events_csv = self._handles
+        self._csv = csv.writer(self._scores)
+        self._write(self._csv.writerow, DETECT_SCORES_HEADER)
+        from mnad.events import Event
+
+        self._event_table = csv.DictWriter(self._events_csv, fieldnames=[f.name for f in fields(Event)])
+        self._write(self._event_table.writeheader)  # the header even without events
+        self._write(self._events_csv.flush)
+
+    def _release(self) -> None:
+        for handle in self._handles:
+            with contextlib.suppress(OSError):
+                handle.close()
+        self._handles = ()
+
+    def _close_segment(self, *, move: bool) -> DataError | None:
+        """Close the open row segment (its files made durable: a power cut after it keeps it whole) and list it in
+        ``kept`` (nothing deleted yet: ``_prune``); ``move``: a next one begins, so '.' moves into rows/ first. Returns
+        the failure to make it durable (its rows may not be on the disk: the source fails), once it is listed.
+
+        A kill at any point leaves every row of it: each file is renamed whole, and scores.csv last, so that while the
+        first segment moves its rows are still in out_dir (``read_detect_scores`` reads out_dir's scores.csv before
+        rows/) and no later segment exists yet."""
+        segment, self.segment = self.segment, None
+        if segment is None:
+            return None
+        lost: OSError | None = None
+        for handle in self._handles:
+            try:  # every row was flushed as written; this makes them durable
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                lost = lost or exc
+        self._release()
+        if move and segment == ".":
+            assert self.first is not None
+            segment = row_segment_name(self.first)
+            try:
+                (self.out_dir / ROWS_DIR).mkdir()  # not exist_ok: a rows/ already there is not this run's
+                (self.out_dir / segment).mkdir()
+                for name in reversed(ROW_FILES):
+                    (self.out_dir / name).rename(self.out_dir / segment / name)
+            except OSError as exc:
+                raise DataError(f"{self.out_dir / ROWS_DIR}: cannot write the row segments ({exc.strerror or exc}; an "
+                                "earlier run's? move it)") from exc
+        folder = self.out_dir / segment
+        try:
+            size = sum((folder / name).stat().st_size for name in ROW_FILES)
+        except OSError as exc:
+            raise DataError(f"{folder}: a row segment is gone once written ({os_reason(exc)})") from exc
+        self.changes += 1
+        self.kept.append(segment, size)
+        if lost is not None:
+            return DataError(f"{folder}: cannot make the row segment durable ({os_reason(lost)}): its rows may not be on "
+                             "the disk")
+        return None
+
+    def _prune(self) -> DataError | None:
+        """The oldest closed row segments past --rows-keep deleted (``OldestFirst.prune``); the failure, if any."""
+        deleted = self.kept.deleted
+        try:
+            self.kept.prune(self.out_dir)
+        except DataError as exc:
+            return exc
+        finally:
+            self.changes += self.kept.deleted - deleted
+        return None
+
+    def close_rows(self) -> None:
+        """Close the open row segment, listed as kept (the oldest past --rows-keep deleted); no more rows or events.
+        ``DataError`` when a closed segment could not be made durable or the oldest deleted (each listed)."""
+        closed = pruned = None
+        if self.segment is not None:  # closed once (``close`` calls it again): a failure is said once
+            closed = self._close_segment(move=False)
+            pruned = self._prune()
+        failure, self._failure = self._failure or closed or pruned, None
+        if failure is not None:
+            raise failure
+
+    def _check_open(self) -> None:
+        if self.segment is None:  # closed, or its close or the next one's opening failed (said then)
+            raise DataError(f"{self.out_dir}: no row segment is open to write into")
+
+    def _write(self, call: Callable[..., Any], *args: Any) -> None:
+        try:
+            call(*args)
+        except OSError as exc:
+            reason = os_reason(exc)
+            raise DataError(f"{self.out_dir}: cannot write the outputs ({reason})") from exc
+
+    def score(self, row: Any, seconds: float, alert: bool) -> None:
+        """Frame ``row.index``'s row, at ``seconds``: into a new segment when the open one's time is up. The closed one
+        is pruned (--rows-keep) once the new one holds this row, so a failure there loses no row; it is raised by the
+        next call (or ``close_rows``): this row is written and counted."""
+        self._check_open()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        closed: DataError | None = None
+        rotated = False
+        if self.first is None:
+            self.first, self.started = row.index, seconds
+        elif seconds - self.started >= self.rows_segment - ROWS_TIME_SLACK:
+            closed = self._close_segment(move=True)
+            self._open(row_segment_name(row.index))
+            self.first, self.started = row.index, seconds
+            self.changes += 1
+            rotated = True
+        self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", f"{row.psnr:.5f}", f"{row.patch_psnr:.5f}",
+                                         f"{row.distance:.9g}", f"{row.patch_distance:.9g}", f"{row.regular:.8f}",
+                                         int(row.updated), f"{row.score:.6f}", f"{row.smoothed:.6f}", int(alert)])
+        self._write(self._scores.flush)
+        if rotated:
+            self._failure = closed or self._prune()
+
+    def event(self, event: Any, clock_start: float | None = None) -> None:
+        """One line of events.jsonl; with ``clock_start`` (a camera's: its times are seconds after it) also when the event
+        began and ended by the wall clock (``wall_clock``), so that a line read during a run of days says when."""
+        self._check_open()
+        record = asdict(event)
+        if clock_start is not None:
+            record |= {"start_clock": wall_clock(clock_start + event.start_time), "end_clock": wall_clock(clock_start + event.end_time)}
+        self._write(self._events.write, json.dumps(record) + "\n")
+        self._write(self._events.flush)
+        self._write(self._event_table.writerow, asdict(event))
+        self._write(self._events_csv.flush)
+
+    def error_map(self, index: int, error: np.ndarray) -> None:
+        """Frame ``index``'s error map, at ``map_name``. The first map of a new shard closes the one before
+        (``maps_kept``); the oldest closed shards past --maps-keep are deleted once this map is written, so that the
+        run is never left without maps: ``DataError`` when one cannot be (it stays listed; this map is written)."""
+        import cv2
+
+        if self.maps not in ("npy", "png"):
+            return
+        path = self.out_dir / map_name(index, self.maps)
+        closed = path.parent.name != self._shard and self._shard != ""
+        if path.parent.name != self._shard:  # frames come in order: each shard's folder is made once
+            if closed:
+                self._close_shard()
+            self._write(lambda: path.parent.mkdir(exist_ok=True))
+            self._shard = path.parent.name
+        if self.maps == "npy":
+            self._write(np.save, path, error.astype(np.float32))
+        else:
+            picture = (np.clip(error / max(float(error.max()), 1e-6), 0, 1) * 255).astype(np.uint8)
+            if not cv2.imwrite(str(path), picture):
+                raise DataError(f"{path.parent}: cannot write the error maps")
+        if closed:
+            self.maps_kept.prune(self.out_dir)
+
+    def _close_shard(self) -> None:
+        """The shard being written is closed: listed in ``maps_kept`` with its size (its files'), nothing deleted yet."""
+        shard, self._shard = f"{MAPS_DIR}/{self._shard}", ""
+        try:
+            with os.scandir(self.out_dir / shard) as entries:
+                size = sum(entry.stat(follow_symlinks=False).st_size for entry in entries)
+        except OSError as exc:
+            raise DataError(f"{self.out_dir / shard}: a map shard is gone once written ({os_reason(exc)})") from exc
+        self.maps_kept.append(shard, size)
+
+    def close_maps(self) -> None:
+        """Close the map shard being written, listed as kept (the oldest past --maps-keep deleted); no more maps.
+        ``DataError`` when the oldest could not be deleted (it stays listed). Once: a second call does nothing."""
+        if self._shard:
+            self._close_shard()
+            self.maps_kept.prune(self.out_dir)
+
+    def close(self, summary: dict) -> None:
+        """Close the row files and the map shard (``close_rows``, ``close_maps``, if not yet) and write summary.json
+        (atomically)."""
+        try:
+            try:
+                self.close_rows()
+            finally:
+                self.close_maps()
+        finally:
+            self._release()
+        write_detect_summary(self.out_dir, summary)
+
+
+def wall_clock(seconds: float) -> str:
+    """A wall-clock time (``time.time()``) as the outputs write it: ISO 8601 in UTC, to the millisecond."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def write_detect_summary(out_dir: Path, summary: dict) -> None:
+    """A summary.json, atomically: a source's (``DetectWriter``), or that of a run over several sources, beside their
+    folders (each holds a source's files)."""
+    from mnad.atomic import atomic_write
+
+    atomic_write(Path(out_dir) / SUMMARY_FILE, json.dumps(summary, indent=2).encode())
+
+
+def read_detect_scores(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a detect run's scores.csv; given a source's output folder, those of every row segment it kept
+    (``DetectWriter``: its scores.csv, or rows/<first frame>/scores.csv each), in frame order. The folder's own
+    scores.csv comes first: a run killed while its first segment moved into rows/ left it there, before any later one.
+    Only a detect run's scores.csv is read (``is_detect_scores``): another (an evaluation's) is a DataError naming it,
+    and so is a path that is not there."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: not found (a detect run's {SCORES_FILE} or output folder)")
+    if not path.is_dir():
+        files = [path]
+    else:
+        files = [path / SCORES_FILE] if (path / SCORES_FILE).is_file() else []
+        if (path / ROWS_DIR).is_dir():
+            files += [p / SCORES_FILE for p in sorted((path / ROWS_DIR).iterdir())
+                      if ROW_SEGMENT.fullmatch(p.name) and (p / SCORES_FILE).is_file()]
+        if not files:
+            raise DataError(f"{path}: no {SCORES_FILE} here or in {ROWS_DIR}/ (not a detect run's folder?)")
+    if other := [str(file) for file in files if not is_detect_scores(file)]:
+        raise DataError(f"{', '.join(other)}: not a detect run's {SCORES_FILE} (its header is not detect's: "
+                        f"{','.join(DETECT_SCORES_HEADER[:2])},...)")
+    return [row for file in files for row in _read_rows(file)]
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read it ({exc})") from exc
