@@ -6,7 +6,8 @@
   checks of a JSON file's content (``is_number``, ``wrong_kinds``, ``config_problem``).
 - ``names``: what each file and folder is called (``SCORES_FILE``, ``SUMMARY_FILE``, ``ROWS_DIR``...) and the names of
   a detect run's segments and maps (``frame_name``, ``segment_name``, ``row_segment_name``, ``map_name``).
-- ``columns``: the per-frame columns of the two scores.csv files, an evaluation's and a detect run's.
+- ``columns``: the per-frame columns of the two scores.csv files, an evaluation's and a detect run's, and the one
+  formatter of a frame's terms both write (``frame_columns``).
 - ``detect_folder``: a ``mnad detect`` run's folder, its layout and lifecycle (``DETECT_FILES``,
   ``detect_run_entries``, ``DetectFolder``, ``OldestFirst``, ``remove_segment``, ``remove_detect_temps``).
 - ``evaluation``: an evaluation's scores.csv and metrics.json (``scores_csv_bytes``, ``read_scores``,
@@ -29,7 +30,10 @@ place.
 
 from mnad.outputs.columns import (
     DETECT_SCORES_HEADER,
+    FRAME_COLUMNS,
     SCORES_HEADER,
+    frame_columns,
+    score_text,
 )
 from mnad.outputs.detect_folder import (
     DETECT_FILES,
@@ -129,6 +133,7 @@ __all__ = [
     "EVENTS_JSONL",
     "FIGURES_DIR",
     "FIGURES_INDEX",
+    "FRAME_COLUMNS",
     "FRAME_DIGITS",
     "JSON_KIND_NAMES",
     "MAPS_DIR",
@@ -163,6 +168,7 @@ __all__ = [
     "detect_summary_problem",
     "doomed_name",
     "foreign_rows",
+    "frame_columns",
     "frame_name",
     "is_detect_scores",
     "is_detect_summary",
@@ -184,6 +190,7 @@ __all__ = [
     "remove_detect_temps",
     "remove_segment",
     "row_segment_name",
+    "score_text",
     "scores_csv_bytes",
     "segment_name",
     "wall_clock",

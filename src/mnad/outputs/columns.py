@@ -1,9 +1,27 @@
 """The per-frame columns of the two scores.csv files: an evaluation's (``SCORES_HEADER``, one row per scored frame of
 each video) and a ``mnad detect`` run's (``DETECT_SCORES_HEADER``, one row per frame with its time, smoothed score
-and alert)."""
+and alert). A frame's terms are written by one formatter in both (``frame_columns``), so a frame scored by both
+commands reads the same in each file."""
 
 from __future__ import annotations
 
+# a scored frame's terms, in the order ``frame_columns`` gives them (detect's order; an evaluation's file interleaves
+# video and label, and has the patch terms last: columns added after its first version)
+FRAME_COLUMNS = ("psnr", "patch_psnr", "distance", "patch_distance", "regular_score", "memory_updated", "score")
 SCORES_HEADER = ["video", "frame", "psnr", "distance", "regular_score", "memory_updated", "score", "label", "patch_psnr", "patch_distance"]
-DETECT_SCORES_HEADER = ["frame", "time", "psnr", "patch_psnr", "distance", "patch_distance", "regular_score", "memory_updated", "score",
-                        "smoothed", "alert"]
+DETECT_SCORES_HEADER = ["frame", "time", *FRAME_COLUMNS, "smoothed", "alert"]
+
+
+def frame_columns(*, psnr: float, patch_psnr: float, distance: float, patch_distance: float, regular: float, updated: bool,
+                  score: float) -> tuple[str, str, str, str, str, str, str]:
+    """A scored frame's terms as text, in ``FRAME_COLUMNS``' order: PSNRs to 6 decimals, D to 9 significant digits (it
+    is 1e-6 to 1e-2: fixed decimals would lose it), E_t to 8 decimals, memory_updated 0 or 1, the score to 6 decimals
+    (``score_text``). An evaluation's format (detect wrote PSNR to 5 decimals): its committed files in results/ are
+    written the same."""
+    return (f"{psnr:.6f}", f"{patch_psnr:.6f}", f"{distance:.9g}", f"{patch_distance:.9g}", f"{regular:.8f}", str(int(updated)),
+            score_text(score))
+
+
+def score_text(score: float) -> str:
+    """A score as both scores.csv files write it (S_t, and detect's smoothed score): 6 decimals."""
+    return f"{score:.6f}"

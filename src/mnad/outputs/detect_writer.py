@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mnad.errors import DataError, os_reason
-from mnad.outputs.columns import DETECT_SCORES_HEADER
+from mnad.outputs.columns import DETECT_SCORES_HEADER, frame_columns, score_text
 from mnad.outputs.detect_folder import OldestFirst, is_detect_scores
 from mnad.outputs.names import MAPS_DIR, ROW_FILES, ROW_SEGMENT, ROWS_DIR, SCORES_FILE, SUMMARY_FILE, map_name, row_segment_name
 
@@ -190,9 +190,9 @@ class DetectWriter:
             self.first, self.started = row.index, seconds
             self.changes += 1
             rotated = True
-        self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", f"{row.psnr:.5f}", f"{row.patch_psnr:.5f}",
-                                         f"{row.distance:.9g}", f"{row.patch_distance:.9g}", f"{row.regular:.8f}",
-                                         int(row.updated), f"{row.score:.6f}", f"{row.smoothed:.6f}", int(alert)])
+        terms = frame_columns(psnr=row.psnr, patch_psnr=row.patch_psnr, distance=row.distance, patch_distance=row.patch_distance,
+                              regular=row.regular, updated=row.updated, score=row.score)
+        self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", *terms, score_text(row.smoothed), int(alert)])
         self._write(self._scores.flush)
         if rotated:
             self._failure = closed or self._prune()

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mnad.errors import DataError
-from mnad.outputs.columns import SCORES_HEADER
+from mnad.outputs.columns import SCORES_HEADER, frame_columns
 from mnad.outputs.detect_folder import is_detect_scores, is_detect_summary
 from mnad.outputs.names import METRICS_FILE, ROWS_DIR, SCORES_FILE, SUMMARY_FILE
 from mnad.outputs.paths import check_replace_in, output_path
@@ -56,9 +56,10 @@ def scores_csv_bytes(videos: list[ScoredVideo]) -> bytes:
     for v in videos:
         labels = v.labels if v.labels is not None else [""] * len(v.frames)
         for i, frame in enumerate(v.frames):
-            writer.writerow([v.name, int(frame), f"{v.psnr[i]:.6f}", f"{v.distance[i]:.9g}", f"{v.regular[i]:.8f}",
-                             int(v.updated[i]), f"{v.score[i]:.6f}", labels[i], f"{v.patch_psnr[i]:.6f}",
-                             f"{v.patch_distance[i]:.9g}"])
+            psnr, patch_psnr, distance, patch_distance, regular, updated, score = frame_columns(
+                psnr=v.psnr[i], patch_psnr=v.patch_psnr[i], distance=v.distance[i], patch_distance=v.patch_distance[i],
+                regular=v.regular[i], updated=v.updated[i], score=v.score[i])
+            writer.writerow([v.name, int(frame), psnr, distance, regular, updated, score, labels[i], patch_psnr, patch_distance])
     return buffer.getvalue().encode()
 
 
