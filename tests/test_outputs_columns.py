@@ -1,17 +1,21 @@
 """One formatter of a scored frame's terms (``outputs.columns.frame_columns``) for both scores.csv files: an
 evaluation's and a detect run's wrote PSNR to 6 and 5 decimals. The evaluation's format is kept (its committed
-results/ files are reproduced byte for byte); detect's PSNR and patch PSNR gained their sixth decimal."""
+results/ files are reproduced byte for byte); detect's PSNR and patch PSNR gained their sixth decimal. And
+``DetectWriter`` takes the types detect gives it (``stream.FrameResult``, ``events.Event``), not ``Any``."""
 
 from __future__ import annotations
 
 import csv
+import inspect
 import math
+import typing
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from mnad.events import Event
 from mnad.outputs import FRAME_COLUMNS, SCORES_FILE, DetectWriter, frame_columns, read_detect_scores, read_scores, scores_csv_bytes
 from mnad.stream import FrameResult
 
@@ -87,3 +91,17 @@ def test_committed_evaluations_are_written_as_the_formatter_writes(path: Path) -
 
 def test_committed_evaluations_are_found() -> None:
     assert len(committed_evaluations()) >= 10  # the parametrised test above is not empty
+
+
+def test_the_detect_writer_takes_a_frame_result_and_an_event(tmp_path: Path) -> None:
+    """Typed parameters: what detect passes (``FrameResult``, ``Event``), resolved to those classes."""
+    from mnad.outputs import detect_writer
+
+    names = {"FrameResult": FrameResult, "Event": Event}
+    assert typing.get_type_hints(DetectWriter.score, vars(detect_writer), names)["row"] is FrameResult
+    assert typing.get_type_hints(DetectWriter.event, vars(detect_writer), names)["event"] is Event
+    assert {"row", "seconds", "alert"} == set(inspect.signature(DetectWriter.score).parameters) - {"self"}
+    writer = DetectWriter(tmp_path / "d")
+    writer.event(Event(start_frame=4, end_frame=9, peak_frame=6, peak_score=1.5, start_time=0.16, end_time=0.36), 0.0)
+    writer.close({})
+    assert '"peak_frame": 6' in (tmp_path / "d" / "events.jsonl").read_text()

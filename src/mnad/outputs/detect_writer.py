@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,10 @@ from mnad.errors import DataError, os_reason
 from mnad.outputs.columns import DETECT_SCORES_HEADER, frame_columns, score_text
 from mnad.outputs.detect_folder import OldestFirst, is_detect_scores
 from mnad.outputs.names import MAPS_DIR, ROW_FILES, ROW_SEGMENT, ROWS_DIR, SCORES_FILE, SUMMARY_FILE, map_name, row_segment_name
+
+if TYPE_CHECKING:  # for the annotations only: stream imports torch, which the report's readers of these files never need
+    from mnad.events import Event
+    from mnad.stream import FrameResult
 
 ROWS_SEGMENT_SECONDS = 86400.0  # footage seconds of rows per segment: a day (~216 MB of scores.csv at 25 frames/s)
 ROWS_TIME_SLACK = 1e-6  # seconds: a row this close to a segment's end begins the next (times are written to the ms; 9/25 -
@@ -172,7 +176,7 @@ class DetectWriter:
             reason = os_reason(exc)
             raise DataError(f"{self.out_dir}: cannot write the outputs ({reason})") from exc
 
-    def score(self, row: Any, seconds: float, alert: bool) -> None:
+    def score(self, row: FrameResult, seconds: float, alert: bool) -> None:
         """Frame ``row.index``'s row, at ``seconds``: into a new segment when the open one's time is up. The closed one
         is pruned (--rows-keep) once the new one holds this row, so a failure there loses no row; it is raised by the
         next call (or ``close_rows``): this row is written and counted."""
@@ -197,7 +201,7 @@ class DetectWriter:
         if rotated:
             self._failure = closed or self._prune()
 
-    def event(self, event: Any, clock_start: float | None = None) -> None:
+    def event(self, event: Event, clock_start: float | None = None) -> None:
         """One line of events.jsonl; with ``clock_start`` (a camera's: its times are seconds after it) also when the event
         began and ended by the wall clock (``wall_clock``), so that a line read during a run of days says when."""
         self._check_open()
