@@ -11,7 +11,7 @@ reading the memory the previous one left, as ``mnad detect`` scores them):
 * ``onnx-int8``: ONNX Runtime, the export with its convolutions quantised (``mnad export --int8``, ``mnad.quantize``);
 * ``onnx-fp32``: ONNX Runtime, the plain fp32 export (``mnad export``);
 * ``mnad-fp32``: PyTorch eager in fp32 as ``mnad evaluate`` and ``mnad detect`` score where bf16 is not native
-  (``distributed.scoring_path(fp32=True)``: BatchNorm folded, channels_last), with the CLI's ``OMP_WAIT_POLICY=PASSIVE``;
+  (``precision.scoring_path(fp32=True)``: BatchNorm folded, channels_last), with the CLI's ``OMP_WAIT_POLICY=PASSIVE``;
 * ``mnad-compiled`` (``--compiled``): the same, the step compiled with inductor (``eval.compile``; compiling at the
   first warm-up frame takes minutes on 2 cores and is not timed); where bf16 is native also ``mnad-bf16-compiled``
   (bf16 + channels_last compiled: what the commands choose there, and the issue's reference);
@@ -113,7 +113,7 @@ def work(job: dict) -> dict:
         scorer = StreamScorer.for_model(model, config, normalization="video")
     else:
         from mnad.checkpoint import load_model
-        from mnad.distributed import scoring_path
+        from mnad.precision import scoring_path
 
         model, config = load_model(job["paths"]["weights"])
         config = scoring_path(config, "cpu", fp32=job["row"] != "mnad-bf16-compiled").apply(config)  # the commands' paths
@@ -213,7 +213,7 @@ def cpu_info() -> dict:
 
 
 def bf16_native() -> bool:
-    from mnad.distributed import bf16_is_native
+    from mnad.precision import bf16_is_native
 
     return bf16_is_native("cpu")
 

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(work(json.loads(args.worker))))
         return 0
-    from mnad.distributed import bf16_is_native
+    from mnad.precision import bf16_is_native
 
     size = args.size or (64 if args.quick else 256)
     frames = args.frames or (4 if args.quick else 20)

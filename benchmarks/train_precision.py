@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mnad.checkpoint import load_model
     from mnad.data import ClipDataset, FrameStore, split_videos
-    from mnad.distributed import bf16_is_native
     from mnad.model import MNAD
+    from mnad.precision import bf16_is_native
 
     started = time.perf_counter()
     torch.set_num_threads(args.threads)

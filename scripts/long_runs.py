@@ -31,8 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mnad.atomic import atomic_write
-from mnad.checkpoint import CONFIG_FILE, LOCK_FILE, MODEL_FILE, TRAIN_STATE_FILE, run_files
+from mnad.checkpoint import CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE
 from mnad.outputs import TRAIN_LOG, read_train_log
+from mnad.run_folder import LOCK_FILE, run_files
 
 ROOT = Path(__file__).resolve().parents[1]
 FP32 = ("train.bf16=false", "train.channels_last=false")  # fp32, NCHW: the faster fp32 layout on an AVX2 CPU

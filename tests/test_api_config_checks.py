@@ -32,7 +32,7 @@ CHANGES = {
 def bf16_native(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine where bf16 is native (AMX CPUs, GPUs): there the scoring step keeps the config as given; elsewhere
     ``scoring_step`` replaces it by an fp32 copy (``Config.override``), which happened to validate it."""
-    monkeypatch.setattr("mnad.distributed.bf16_is_native", lambda device: True)
+    monkeypatch.setattr("mnad.precision.bf16_is_native", lambda device: True)
 
 
 def model_and_changed(change: str) -> tuple[MNAD, Config, str]:

@@ -15,12 +15,13 @@ import torch
 from conftest import frames_folder, tiny_config
 
 import mnad.detect
-from mnad.checkpoint import LOCK_FILE, RunFolderLock, load_model, weights_digest
+from mnad.checkpoint import load_model, weights_digest
 from mnad.cli import main
 from mnad.detect import DetectOptions, detect
 from mnad.errors import CheckpointError, DataError
 from mnad.model import MNAD
 from mnad.outputs import EARLIER_DIR, SUMMARY_FILE, detect_run_entries
+from mnad.run_folder import LOCK_FILE, RunFolderLock
 from mnad.stream import StreamScorer, scoring_step
 
 BUSY = r"another mnad process is writing this run folder"
@@ -151,7 +152,7 @@ def test_a_lock_file_removed_between_open_and_lock_is_not_held(tmp_path: Path, m
     third would lock the new one beside it."""
     import fcntl
 
-    from mnad import checkpoint
+    from mnad import run_folder
 
     folder = tmp_path / "o"
     folder.mkdir()
@@ -163,10 +164,10 @@ def test_a_lock_file_removed_between_open_and_lock_is_not_held(tmp_path: Path, m
             (folder / LOCK_FILE).unlink()
         real_flock(fd, operation)
 
-    monkeypatch.setattr(checkpoint.fcntl, "flock", flock_after_removal)
+    monkeypatch.setattr(run_folder.fcntl, "flock", flock_after_removal)
     with RunFolderLock(folder) as lock:
         lock.acquire()
         assert lock.held and removed
-        monkeypatch.setattr(checkpoint.fcntl, "flock", real_flock)
+        monkeypatch.setattr(run_folder.fcntl, "flock", real_flock)
         with pytest.raises(DataError, match="another mnad process"):  # was: a third run locked the new file too
             RunFolderLock(folder).acquire()

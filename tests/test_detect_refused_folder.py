@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import frames_folder
 
-from mnad.checkpoint import LOCK_FILE, RunFolderLock, load_model
+from mnad.checkpoint import load_model
 from mnad.cli import main
 from mnad.detect import detect
 from mnad.errors import DataError
 from mnad.outputs import METRICS_FILE, SCORES_FILE, SCORES_HEADER
+from mnad.run_folder import LOCK_FILE, RunFolderLock
 
 
 def contents(folder: Path) -> dict[str, bytes | None]:

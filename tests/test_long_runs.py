@@ -98,7 +98,7 @@ def test_status_names_the_process_training_a_run_and_pause_stops_it(tmp_path: Pa
     script = load_script(SCRIPT)
     run = tmp_path / "ped2_pred"
     run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mnad.checkpoint import RunFolderLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mnad.run_folder import RunFolderLock; "
                                f"RunFolderLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -15,13 +15,14 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mnad.checkpoint import LOCK_FILE, save_model
+from mnad.checkpoint import save_model
 from mnad.cli import main
 from mnad.data.streams import SourceOptions
 from mnad.detect import DetectOptions, detect, stream_folder
 from mnad.errors import ConfigError, DataError
 from mnad.export import export_onnx, load_onnx
 from mnad.model import MNAD
+from mnad.run_folder import LOCK_FILE
 from mnad.stream import FrameResult, StreamScorer, score_streams, scoring_step
 
 # gamma between the E_t of these random frames: some frames update the memory and some do not

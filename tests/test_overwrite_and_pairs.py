@@ -16,12 +16,13 @@ import pytest
 from conftest import frames_folder
 
 from mnad.atomic import atomic_write_many
-from mnad.checkpoint import LOCK_FILE, load_model
+from mnad.checkpoint import load_model
 from mnad.cli import main
 from mnad.detect import DetectOptions, detect
 from mnad.errors import DataError
 from mnad.export import export_onnx
 from mnad.outputs import EARLIER_DIR, STAGING_DIR
+from mnad.run_folder import LOCK_FILE
 
 
 def run_detect(model_file: Path, out: Path, *sources: Path, overwrite: bool = False, max_frames: int | None = None) -> dict:

@@ -20,7 +20,7 @@ import torch
 from conftest import tiny_config
 
 import mnad
-import mnad.checkpoint as checkpoint
+import mnad.run_folder as run_folder
 import mnad.train as train_module
 from mnad.atomic import atomic_write, atomic_write_many
 from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, read_checkpoint
@@ -53,7 +53,7 @@ class Interrupt(Exception):
     pass
 
 
-LOCK_FILE = ".lock"  # checkpoint.LOCK_FILE
+LOCK_FILE = ".lock"  # run_folder.LOCK_FILE
 
 
 # ------------------------------------------------------------------------------------------ 1. run folders
@@ -99,7 +99,7 @@ def test_run_folder_lock_is_released_when_training_fails(synthetic_root: Path, t
         train(tiny_config(), synthetic_root, run, progress=False, on_epoch=stop)
     assert info.value.__traceback__ is not None
     train(tiny_config(), synthetic_root, run, resume=True, progress=False)  # same process, same folder
-    with checkpoint.RunFolderLock(run) as lock:  # and nobody holds it any more
+    with run_folder.RunFolderLock(run) as lock:  # and nobody holds it any more
         lock.acquire()
         assert lock.held
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_config
 
-import mnad.distributed as distributed
+import mnad.precision as precision
 from mnad.checkpoint import save_model
 from mnad.cli import main
 from mnad.config import Config
@@ -58,13 +58,13 @@ def test_torchs_openmp_runtime_runs_with_that_policy(user: str | None, policy: s
 def native(monkeypatch: pytest.MonkeyPatch):
     """Set whether bf16 is native on this machine: ``native(True)``."""
     def set_native(value: bool) -> None:
-        monkeypatch.setattr(distributed, "bf16_is_native", lambda device: value)
+        monkeypatch.setattr(precision, "bf16_is_native", lambda device: value)
     return set_native
 
 
 def test_bf16_and_channels_last_where_bf16_is_native(native) -> None:
     native(True)
-    path = distributed.scoring_path(Config(), "cpu")
+    path = precision.scoring_path(Config(), "cpu")
     assert (path.bf16, path.channels_last) == (True, True)
     assert path.describe().startswith("bf16 + channels_last (this CPU runs bf16 natively")
     config = path.apply(Config())
@@ -74,34 +74,34 @@ def test_bf16_and_channels_last_where_bf16_is_native(native) -> None:
 def test_fp32_where_bf16_would_be_emulated_even_if_the_recipe_asks(native) -> None:
     native(False)
     recipe = Config().override(["eval.bf16=true", "eval.channels_last=true"])  # the model's own config, not the user's
-    path = distributed.scoring_path(recipe, "cpu")
-    assert (path.bf16, path.channels_last) == (False, distributed.FP32_CHANNELS_LAST)
+    path = precision.scoring_path(recipe, "cpu")
+    assert (path.bf16, path.channels_last) == (False, precision.FP32_CHANNELS_LAST)
     assert "this CPU has no native bf16" in path.describe()
     assert not path.apply(recipe).eval.bf16
 
 
 def test_fp32_flag_and_the_users_own_fields_win(native) -> None:
     native(True)
-    assert not distributed.scoring_path(Config(), "cpu", fp32=True).bf16
-    described = distributed.scoring_path(Config(), "cpu", fp32=True).describe()
+    assert not precision.scoring_path(Config(), "cpu", fp32=True).bf16
+    described = precision.scoring_path(Config(), "cpu", fp32=True).describe()
     assert described.startswith("fp32") and described.endswith("(--fp32)")
     user = Config().override(["eval.bf16=false"])
-    assert not distributed.scoring_path(user, "cpu", explicit={"eval.bf16"}).bf16
+    assert not precision.scoring_path(user, "cpu", explicit={"eval.bf16"}).bf16
     user = Config().override(["eval.channels_last=false"])
-    path = distributed.scoring_path(user, "cpu", explicit={"eval.channels_last"})
+    path = precision.scoring_path(user, "cpu", explicit={"eval.channels_last"})
     assert (path.bf16, path.channels_last) == (True, False)
     user = Config().override(["eval.channels_last=false"])
-    assert not distributed.scoring_path(user, "cpu", fp32=True, explicit={"eval.channels_last"}).channels_last
+    assert not precision.scoring_path(user, "cpu", fp32=True, explicit={"eval.channels_last"}).channels_last
     native(False)
     user = Config().override(["eval.bf16=true"])
-    path = distributed.scoring_path(user, "cpu", explicit={"eval.bf16"})
+    path = precision.scoring_path(user, "cpu", explicit={"eval.bf16"})
     assert not path.bf16 and "bf16 asked for" in path.reason  # never emulated bf16
 
 
 def test_fp32_and_bf16_together_is_a_config_error(native) -> None:
     native(True)
     with pytest.raises(ConfigError, match="--fp32"):
-        distributed.scoring_path(Config().override(["eval.bf16=true"]), "cpu", fp32=True, explicit={"eval.bf16"})
+        precision.scoring_path(Config().override(["eval.bf16=true"]), "cpu", fp32=True, explicit={"eval.bf16"})
 
 
 def test_training_takes_the_fp32_path_where_bf16_would_be_emulated(native, synthetic_root: Path, tmp_path: Path,
@@ -112,13 +112,13 @@ def test_training_takes_the_fp32_path_where_bf16_would_be_emulated(native, synth
 
     recipe = tiny_config().override(["train.bf16=true", "train.channels_last=true"])  # as the *_fast recipes ask
     native(True)
-    assert distributed.training_precision(recipe, "cpu") == recipe
+    assert precision.training_precision(recipe, "cpu") == recipe
     own = recipe.override(["train.bf16=false"])  # the user's own fp32 choice: its layout is kept
     native(False)
-    assert distributed.training_precision(own, "cpu") == own
+    assert precision.training_precision(own, "cpu") == own
     train(recipe, synthetic_root, tmp_path / "run", progress=False)
     ran = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
-    assert (ran["bf16"], ran["channels_last"]) == (False, distributed.FP32_TRAIN_CHANNELS_LAST)
+    assert (ran["bf16"], ran["channels_last"]) == (False, precision.FP32_TRAIN_CHANNELS_LAST)
     said = [r.getMessage() for r in caplog.records if "bf16 asked for" in r.getMessage()]
     assert len(said) == 1 and "using fp32, NCHW" in said[0]
 
@@ -131,10 +131,10 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(("is_native", "options", "expected", "line"), [
-    (False, [], (False, distributed.FP32_CHANNELS_LAST), "mnad: scoring path: fp32"),
+    (False, [], (False, precision.FP32_CHANNELS_LAST), "mnad: scoring path: fp32"),
     (True, [], (True, True), "mnad: scoring path: bf16 + channels_last"),
-    (True, ["--fp32"], (False, distributed.FP32_CHANNELS_LAST), "mnad: scoring path: fp32"),
-    (True, ["--set", "eval.bf16=false"], (False, distributed.FP32_CHANNELS_LAST), "(eval.bf16=false)"),
+    (True, ["--fp32"], (False, precision.FP32_CHANNELS_LAST), "mnad: scoring path: fp32"),
+    (True, ["--set", "eval.bf16=false"], (False, precision.FP32_CHANNELS_LAST), "(eval.bf16=false)"),
 ])
 def test_evaluate_takes_the_path_and_says_it(native, monkeypatch: pytest.MonkeyPatch, checkpoint: Path, synthetic_root: Path,
                                              capsys: pytest.CaptureFixture[str], is_native: bool, options: list[str],

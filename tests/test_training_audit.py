@@ -13,10 +13,11 @@ import torch
 from conftest import frames_folder, noise_video, tiny_config
 
 from mnad import distributed
-from mnad.checkpoint import EARLIER_RUN_DIR, MODEL_FILE, TRAIN_STATE_FILE, read_checkpoint, save_checkpoint, set_aside_run
+from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, read_checkpoint, save_checkpoint
 from mnad.data import load_labels
 from mnad.data.layouts import list_videos
 from mnad.errors import CheckpointError, ConfigError, DataError
+from mnad.run_folder import EARLIER_RUN_DIR, set_aside_run
 from mnad.train import HOLDOUT_FILE, LOG_FILE, check_diverged, holdout_videos, train
 
 
@@ -235,7 +236,7 @@ def test_a_set_aside_killed_part_way_is_completed_by_the_next_one(finished_run: 
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    import mnad.checkpoint as checkpoint
+    import mnad.run_folder as run_folder
 
     run = copy_run(finished_run, tmp_path)
     before = contents(run)
@@ -247,7 +248,7 @@ def test_a_set_aside_killed_part_way_is_completed_by_the_next_one(finished_run: 
         moves.append(src)
         real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", dies_after_two_moves)
+    monkeypatch.setattr(run_folder.os, "replace", dies_after_two_moves)
     with pytest.raises(KeyboardInterrupt):
         set_aside_run(run, also=(LOG_FILE,))
     monkeypatch.undo()

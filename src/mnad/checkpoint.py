@@ -8,11 +8,9 @@ temporary name, flushed to disk and renamed, so a crash never leaves half a file
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
-import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,16 +19,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from mnad.atomic import TEMP_SUFFIX, atomic_write, fsync_dir
+from mnad.atomic import atomic_write
 from mnad.config import Config, check_same_model, model_differences
-from mnad.distributed import checked_device
-from mnad.errors import CheckpointError, ConfigError, DataError, printable
+from mnad.errors import CheckpointError, ConfigError, printable
 from mnad.model.mnad import MNAD
-
-try:
-    import fcntl
-except ImportError:  # not POSIX (Windows): run folders are not locked
-    fcntl = None  # type: ignore[assignment]
+from mnad.precision import checked_device
 
 FORMAT = "mnad-2"  # mnad-2 adds meta_sha256 (config and metadata); mnad-1 files (tensor hash only) are still read
 KNOWN_FORMATS = ("mnad-1", FORMAT)
@@ -38,177 +31,6 @@ MODEL_FILE = "model.safetensors"
 TRAIN_STATE_FILE = "last.safetensors"
 CONFIG_FILE = "config.json"
 EPOCH_GLOB = "epoch_*.safetensors"  # train.keep_epochs: the model after each epoch
-LOCK_FILE = ".lock"  # held (flock) by the process writing a run folder
-
-
-LOCK_ATTEMPTS = 10  # times a lock file replaced under us is opened again (each replacement is another run's end)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """Whether the open ``fd`` is the file now at ``path`` (not one since removed or replaced)."""
-    try:
-        here, there = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
-
-
-class RunFolderLock:
-    """An exclusive, non-blocking lock on a run folder (``flock`` on ``<folder>/.lock``) while a process writes it.
-
-    A second process that asks for it gets a DataError at once. The lock goes with the process: a killed writer
-    leaves the (empty) ``.lock`` file but no lock. ``acquire`` may be called again (a no-op once held).
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self) -> None:
-        if self._fd is not None or fcntl is None:
-            return
-        path = self.folder / LOCK_FILE
-        for _ in range(LOCK_ATTEMPTS):
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            except OSError as exc:
-                raise DataError(f"{self.folder}: cannot write to the output folder ({exc.strerror or exc})") from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise DataError(f"{self.folder}: another mnad process is writing this run folder") from exc
-                raise DataError(f"{self.folder}: cannot lock the run folder ({exc.strerror or exc})") from exc
-            # a holder that wrote nothing removes its lock file before it lets go (detect.locked_output): a file opened
-            # just before that and locked just after is no longer the folder's, and a second run would lock the new one
-            if _same_file(fd, path):
-                self._fd = fd
-                return
-            os.close(fd)
-        raise DataError(f"{self.folder}: cannot lock the run folder (its lock file kept being replaced)")
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-            self._fd = None
-
-    def __enter__(self) -> RunFolderLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def run_files(folder: str | Path) -> list[str]:
-    """Names of the files in ``folder`` that show a training run was started or finished there."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [name for name in (CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE) if (folder / name).exists()]
-    return found + sorted(p.name for p in folder.glob(EPOCH_GLOB))
-
-
-def check_run_folder(folder: str | Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse a run folder that does not fit the request: ``resume`` needs a training checkpoint to continue from;
-    a new run (neither flag) needs a folder that holds no run; ``overwrite`` replaces the run there."""
-    folder = Path(folder)
-    if resume and overwrite:
-        raise ConfigError(f"{folder}: --resume and --overwrite exclude each other (continue the run there, or replace it)")
-    if folder.exists() and not folder.is_dir():
-        raise DataError(f"{folder}: is a file, expected a run folder")
-    if resume:
-        if not folder.is_dir():
-            raise CheckpointError(f"{folder}: run folder not found, nothing to resume (train without --resume to start a run)")
-        if not (folder / TRAIN_STATE_FILE).is_file():
-            raise CheckpointError(f"{folder}: no training checkpoint ({TRAIN_STATE_FILE}) to resume from; "
-                                  "pass --overwrite instead of --resume to start the run again")
-        return
-    found = run_files(folder)
-    if found and not overwrite:
-        # only a training checkpoint can be resumed: a run killed before its first epoch ended left none
-        how = ("pass --resume to continue it or --overwrite to replace it" if TRAIN_STATE_FILE in found
-               else f"it has no training checkpoint ({TRAIN_STATE_FILE}) to resume from: pass --overwrite to start it again")
-        raise DataError(f"{folder}: already holds a training run ({', '.join(found)}); {how}, or choose another --out")
-
-
-EARLIER_RUN_DIR = ".mnad-train-earlier"  # train --overwrite: the replaced run, kept until the new one has its model
-
-
-def set_aside_run(folder: str | Path, also: tuple[str, ...] = ()) -> Path | None:
-    """Move a previous run's outputs (those ``clear_run`` deletes) into ``<folder>/.mnad-train-earlier/`` before a
-    new run (``--overwrite``) writes its config, durably: the folder never pairs one run's config with another's
-    model, and the earlier run is not destroyed before the new one has its result (``discard_earlier_run`` deletes
-    it once the new model is written; a killed new run, resumed to its end, does the same). Where a run is already
-    set aside (an overwrite killed before its end) and this one has no final model, that earlier run is the one
-    kept and this unfinished one is deleted. Returns the folder holding the earlier run, if any."""
-    folder = Path(folder)
-    aside = folder / EARLIER_RUN_DIR
-    names = [n for n in _run_names(folder, also) if os.path.lexists(folder / n)]
-    # a move killed part way: its files are in the staging folder, the rest (the config last) still here
-    staging = next((p for p in folder.glob(f"{EARLIER_RUN_DIR}.*{TEMP_SUFFIX}") if p.is_dir()), None)
-    if staging is None:
-        if not names:
-            return aside if aside.is_dir() else None
-        if aside.is_dir() and not (folder / MODEL_FILE).exists():
-            clear_run(folder, also)  # unfinished: nothing of it is a result; the run set aside before it is
-            return aside
-        if os.path.lexists(aside):
-            _remove(aside)  # this folder's run is finished, newer than the one set aside (killed before its discard)
-        staging = folder / f"{EARLIER_RUN_DIR}.{os.urandom(4).hex()}{TEMP_SUFFIX}"  # renamed into place once complete
-        staging.mkdir()
-    elif os.path.lexists(aside):
-        _remove(aside)
-    for name in names:  # the config last: until then the folder still describes the old run
-        os.replace(folder / name, staging / name)
-    fsync_dir(staging)
-    os.replace(staging, aside)
-    fsync_dir(folder)
-    return aside
-
-
-def discard_earlier_run(folder: str | Path) -> bool:
-    """Delete the run ``set_aside_run`` kept, now that the run replacing it has its final model. Returns whether
-    there was one."""
-    aside = Path(folder) / EARLIER_RUN_DIR
-    if not os.path.lexists(aside):
-        return False
-    _remove(aside)
-    fsync_dir(Path(folder))
-    return True
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _run_names(folder: Path, also: tuple[str, ...]) -> list[str]:
-    """The names of a run's outputs in ``folder``, the config last."""
-    return [MODEL_FILE, TRAIN_STATE_FILE, *sorted(p.name for p in folder.glob(EPOCH_GLOB)), *also, CONFIG_FILE]
-
-
-def clear_run(folder: str | Path, also: tuple[str, ...] = ()) -> list[Path]:
-    """Delete a previous run's outputs (config, final model, training checkpoint, epoch models and the names in
-    ``also``, files or folders) and make that durable, before a new run writes its config: a kill then never leaves
-    one run's config beside another run's model. Returns what was removed."""
-    folder = Path(folder)
-    removed = []
-    for name in _run_names(folder, also):  # the config last: until then the folder still describes the old run
-        path = folder / name
-        if not os.path.lexists(path):
-            continue
-        _remove(path)
-        removed.append(path)
-    if removed:
-        fsync_dir(folder)
-    return removed
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -208,11 +208,11 @@ def apply_options(config: Config, args: argparse.Namespace) -> Config:
 
 
 def choose_scoring_path(model: Any, config: Config, args: argparse.Namespace) -> Config:
-    """The scoring commands' numeric path (mnad.distributed.scoring_path: bf16 + channels_last where bf16 is native,
+    """The scoring commands' numeric path (mnad.precision.scoring_path: bf16 + channels_last where bf16 is native,
     else fp32; --fp32 and the user's own eval.bf16 / eval.channels_last win), said in one line on standard error."""
     import torch
 
-    from mnad.distributed import scoring_path
+    from mnad.precision import scoring_path
 
     if not isinstance(model, torch.nn.Module):  # an exported .onnx: ONNX Runtime scores it in fp32
         line = f"ONNX Runtime, {'int8 convolutions' if getattr(model, 'int8', None) else 'fp32'} (an exported model)"
@@ -351,11 +351,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     """Generate the synthetic scene, train a small model on it and evaluate it: nothing to download."""
     import shutil
 
-    from mnad.checkpoint import check_run_folder, load_model
+    from mnad.checkpoint import load_model
     from mnad.data.synthetic import make_synthetic_dataset, training_lengths
     from mnad.errors import DataError, os_reason
     from mnad.evaluate import evaluate
     from mnad.outputs import check_evaluation_output, check_output_folder
+    from mnad.run_folder import check_run_folder
     from mnad.train import check_planned_training, train
 
     # everything checked before anything is written: the options (--seed seeds the scene too), the folder, an

@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
-from mnad.checkpoint import LOCK_FILE, RunFolderLock, is_onnx_export, load_model
+from mnad.checkpoint import is_onnx_export, load_model
 from mnad.config import Config, check_same_model
 from mnad.data.pixels import finish_narrow, prepare_frame, to_8bit
 from mnad.data.streams import FrameSource, RawFrame, SourceOptions, camera_index, is_live
@@ -63,6 +63,7 @@ from mnad.outputs import (
     wall_clock,
     write_detect_summary,
 )
+from mnad.run_folder import LOCK_FILE, RunFolderLock
 from mnad.scoring import Calibration, check_calibrated_scoring, rate_key, worst_patch_box
 from mnad.stream import FrameResult, StreamScorer, checked_config, score_streams
 
@@ -722,7 +723,7 @@ def detect(
 
 @contextlib.contextmanager
 def locked_output(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir`` (--out) for a run: it is created if need be and locked (``checkpoint.RunFolderLock``: flock on
+    """Hold ``out_dir`` (--out) for a run: it is created if need be and locked (``run_folder.RunFolderLock``: flock on
     ``<out_dir>/.lock``, as a training run does; the lock goes with the process, so a killed run leaves none), so that a
     second run into it, detect's or training's, is refused at once (``DataError`` naming it) rather than mixing its rows
     with this one's or moving its files aside. Under the lock, the temporary files that a run killed during an atomic

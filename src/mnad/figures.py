@@ -26,11 +26,11 @@ from mnad.data import Video, split_videos, to_tensor
 from mnad.data.clips import spread_clips
 from mnad.data.layouts import dataset_dir, split_dir
 from mnad.data.videos import VideoFile, check_pixel_ranges
-from mnad.distributed import checked_device
 from mnad.errors import ConfigError, DataError
 from mnad.model import MNAD
 from mnad.model.memory import matching_probabilities as memory_matching
 from mnad.outputs import FIGURES_INDEX, check_replace_in
+from mnad.precision import checked_device
 from mnad.report.plots import figure as _figure
 from mnad.report.plots import png_bytes as _png
 

@@ -36,12 +36,12 @@ from mnad.atomic import atomic_write
 from mnad.checkpoint import tensor_digest, weights_digest
 from mnad.config import Config, ModelConfig, check_count, check_same_model
 from mnad.data import split_clip, to_tensor
-from mnad.distributed import checked_device, native_bf16
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD, inference_copy
 from mnad.model.memory import updated_memory
 from mnad.model.mnad import FrozenCompiled
+from mnad.precision import checked_device, native_bf16
 from mnad.scoring import (
     Calibration,
     CausalScore,

@@ -25,20 +25,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mnad import distributed
+from mnad import distributed, precision
 from mnad.atomic import atomic_write, remove_stale_temps
 from mnad.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
     TRAIN_STATE_FILE,
-    RunFolderLock,
-    check_run_folder,
-    discard_earlier_run,
     non_finite,
     read_checkpoint,
     save_checkpoint,
     save_model,
-    set_aside_run,
 )
 from mnad.config import Config, EvalConfig, TrainConfig
 from mnad.data import ClipDataset, FrameStore, Video, list_videos, open_video, split_videos
@@ -49,6 +45,7 @@ from mnad.interrupts import held_interrupts
 from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
 from mnad.outputs import TRAIN_LOG, output_path, read_train_log
+from mnad.run_folder import RunFolderLock, check_run_folder, discard_earlier_run, set_aside_run
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +57,7 @@ LOSS_NAMES = [f.name for f in dataclasses.fields(Losses)]  # total, frame, compa
 HOLDOUT_FILE = "holdout.json"
 # train settings that shape the optimisation: a resume keeps them, or the run would be neither the one asked for nor
 # the one it continues. The others choose where and how fast it runs and what is kept, and may change across resumes
-# (bf16 too: a bf16 run may go on in fp32 where bf16 is not native, as distributed.training_precision does itself)
+# (bf16 too: a bf16 run may go on in fp32 where bf16 is not native, as precision.training_precision does itself)
 RESUME_FIXED = ("epochs", "batch_size", "lr", "lambda_compact", "lambda_separate", "seed", "clip_stride", "sync_batchnorm",
                 "holdout", "holdout_videos")
 
@@ -166,7 +163,7 @@ def check_planned_training(config: Config, lengths: dict[str, int], data_root: s
     split and the dataset training uses)."""
     config.validate("config")
     check_epochs(config)
-    distributed.checked_device(config.train.device)
+    precision.checked_device(config.train.device)
     t_length = config.model.t_length
     videos, _ = split_holdout([_Planned(n, k) for n, k in lengths.items()], config.train.holdout, t_length,
                               config.train.holdout_videos)
@@ -390,7 +387,7 @@ def train(
     continues the run there from its last checkpoint (an error if there is none, or if ``config`` changes one of its
     RESUME_FIXED settings or its footage; a finished run is left as it is); otherwise ``out_dir`` must hold no run,
     unless ``overwrite``: then the previous run's files are moved to ``<out_dir>/.mnad-train-earlier/`` before the
-    new config is written, and deleted once the new run has written its model (``checkpoint.set_aside_run``).
+    new config is written, and deleted once the new run has written its model (``run_folder.set_aside_run``).
     """
     if not isinstance(config, Config):
         raise ConfigError(f"train() needs a mnad.config.Config (load_config(name) gives one), got {type(config).__name__}")
@@ -434,7 +431,7 @@ def _train(
     cfg = without_calibration(cfg)
     check_epochs(cfg)
     ctx = distributed.setup(cfg.train.device)  # joins torchrun's process group, if any; one GPU per rank
-    cfg = distributed.training_precision(cfg, ctx.device)  # the run's config.json says what ran
+    cfg = precision.training_precision(cfg, ctx.device)  # the run's config.json says what ran
     check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # every rank, before any data is decoded
     if ctx.is_main and out_dir.is_dir():
         lock.acquire()  # a second writer fails now; a new folder is locked when it is created
