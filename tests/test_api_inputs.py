@@ -13,11 +13,11 @@ import torch
 from conftest import tiny_config
 
 import mnad
+from mnad.calibration import Calibration
 from mnad.checkpoint import load_model, save_model
 from mnad.config import Config, load_config
 from mnad.errors import ConfigError
 from mnad.model.mnad import MNAD
-from mnad.scoring import Calibration
 
 # -- 1. save_model writes only what load_model reads back --------------------------------------------------------------
 

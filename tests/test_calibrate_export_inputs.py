@@ -91,7 +91,7 @@ def test_with_calibration_and_uncalibrated_refuse_what_is_not_a_calibration_or_c
     """Was: TypeError (a dict or None for the calibration), AttributeError (uncalibrated(None))."""
     config, fitted = tiny_config(), fit()
     for wrong in (fitted.to_dict(), None):
-        with pytest.raises(ConfigError, match="must be a mnad.scoring.Calibration"):
+        with pytest.raises(ConfigError, match="must be a mnad.calibration.Calibration"):
             with_calibration(config, wrong)  # type: ignore[arg-type]
     for wrong in (None, config.to_dict()):
         with pytest.raises(ConfigError, match="must be a mnad Config"):

@@ -15,6 +15,7 @@ import torch
 from conftest import frames_folder, tiny_config
 
 from mnad.calibrate import calibrate, held_out_false_alarms, uncalibrated, with_calibration
+from mnad.calibration import Calibration, scoring_calibration
 from mnad.checkpoint import load_model, save_model
 from mnad.cli import main
 from mnad.data import split_videos
@@ -23,7 +24,6 @@ from mnad.errors import ConfigError, DataError
 from mnad.evaluate import evaluate
 from mnad.model import MNAD
 from mnad.pseudo import SOURCE_FRAMES
-from mnad.scoring import Calibration, check_calibrated_scoring
 from mnad.stream import StreamScorer
 
 
@@ -51,10 +51,10 @@ def test_scoring_with_another_psnr_peak_or_regular_score_is_refused(synthetic_ro
     assert (cal.psnr_peak, cal.regular_score) == ("one", "code")
     assert Calibration.from_dict(cal.to_dict()) == cal
     scored = with_calibration(config, cal)
-    check_calibrated_scoring(scored, cal)  # as fitted: accepted
+    scoring_calibration(scored)  # as fitted: accepted
     changed = scored.override([f"{setting}={other}"])
     with pytest.raises(ConfigError, match=rf"\({setting}\): run `mnad calibrate` again"):
-        check_calibrated_scoring(changed, cal)
+        scoring_calibration(changed)
     with pytest.raises(ConfigError, match=rf"\({setting}\)"):
         StreamScorer.for_model(model, changed, normalization="calibrated")
     with pytest.raises(ConfigError, match=rf"\({setting}\)"):
@@ -66,7 +66,7 @@ def test_a_calibration_fitted_with_the_papers_settings_is_refused_with_the_defau
     paper = config.override(["eval.psnr_peak=max", "eval.regular_score=paper"])
     cal = fitted(model, paper, split_videos(synthetic_root, "synthetic", "training"))
     assert (cal.psnr_peak, cal.regular_score) == ("max", "paper")
-    check_calibrated_scoring(with_calibration(paper, cal), cal)
+    scoring_calibration(with_calibration(paper, cal))
     with pytest.raises(ConfigError, match=r"\(eval.regular_score\)"):  # a model scored with the defaults: refused
         with_calibration(config, cal)  # (nor is such a model written)
     with pytest.raises(ConfigError, match=r"\(eval.psnr_peak\)"):
@@ -77,7 +77,7 @@ def test_e_t_is_compared_only_where_it_gates_an_update(synthetic_root: Path) -> 
     model, config = model_and_config()
     no_update = config.override(["eval.test_update=false"])
     cal = fitted(model, no_update, split_videos(synthetic_root, "synthetic", "training"))
-    check_calibrated_scoring(with_calibration(no_update, cal).override(["eval.regular_score=paper"]), cal)
+    scoring_calibration(with_calibration(no_update, cal).override(["eval.regular_score=paper"]))
 
 
 def test_a_calibration_written_before_the_record_was_fitted_with_its_models_settings() -> None:
@@ -90,7 +90,7 @@ def test_a_calibration_written_before_the_record_was_fitted_with_its_models_sett
     assert (cal.psnr_peak, cal.regular_score) == (None, None)
     for settings in ([], ["eval.psnr_peak=max"], ["eval.regular_score=paper"], ["eval.psnr_peak=max", "eval.regular_score=paper"]):
         scored = with_calibration(config.override(settings), cal)
-        check_calibrated_scoring(scored, Calibration.from_dict(scored.eval.calibration))  # as detect and evaluate check it
+        scoring_calibration(scored)  # as detect and evaluate check it
         assert Calibration.from_dict(scored.eval.calibration).psnr_peak is None  # written back as not recorded
     for bad in ({"psnr_peak": "two"}, {"regular_score": 1}, {"uncalibrated": {"alpha": 2}}, {"uncalibrated": {"gamma": 1}}):
         with pytest.raises(ConfigError, match="calibration's"):

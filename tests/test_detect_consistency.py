@@ -15,13 +15,13 @@ import torch
 from conftest import frames_folder, tiny_config
 
 from mnad.calibrate import with_calibration
+from mnad.calibration import Calibration
 from mnad.checkpoint import load_model, save_model
 from mnad.cli import main
 from mnad.detect import DetectOptions, detect
 from mnad.errors import ConfigError, DataError
 from mnad.events import Event, EventTracker, anomalies, event_measures
 from mnad.model import MNAD
-from mnad.scoring import Calibration
 
 
 def calibrated(model_file: Path, threshold: float) -> tuple[MNAD, object]:

@@ -16,6 +16,7 @@ from conftest import frames_folder
 
 import mnad.detect
 from mnad.calibrate import with_calibration
+from mnad.calibration import Calibration
 from mnad.checkpoint import load_model
 from mnad.cli import main
 from mnad.data.streams import CAMERA_INDEXES, FrameSource, SourceOptions, camera_index, is_live
@@ -29,7 +30,6 @@ from mnad.outputs import (
     check_evaluation_output,
     read_detect_scores,
 )
-from mnad.scoring import Calibration
 
 # ------------------------------------------------------------------------------------ 1. digit-named sources
 

@@ -12,11 +12,11 @@ from conftest import frames_folder
 
 import mnad.detect
 from mnad.calibrate import with_calibration
+from mnad.calibration import Calibration
 from mnad.checkpoint import load_model, save_model
 from mnad.cli import main
 from mnad.detect import DetectOptions, detect
 from mnad.errors import ConfigError
-from mnad.scoring import Calibration
 
 LOOKS_AHEAD = r"^--normalization video: per-video min-max needs each video's whole footage \(it looks ahead\)"
 

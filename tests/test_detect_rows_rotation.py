@@ -11,6 +11,7 @@ import pytest
 from conftest import frames_folder, kill_when
 
 from mnad.calibrate import with_calibration
+from mnad.calibration import Calibration
 from mnad.checkpoint import load_model
 from mnad.detect import DetectOptions, SegmentedVideo, detect
 from mnad.errors import ConfigError, DataError
@@ -24,7 +25,6 @@ from mnad.outputs import (
     remove_detect_temps,
     row_segment_name,
 )
-from mnad.scoring import Calibration
 
 SEGMENT = 0.2  # seconds: 5 frames at a frame folder's 25 frames/s
 EVENT_HEADER = ["start_frame", "end_frame", "peak_frame", "peak_score", "start_time", "end_time", "video", "open", "peak_x", "peak_y",

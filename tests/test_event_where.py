@@ -40,9 +40,9 @@ def test_detect_events_say_where_their_peak_frame_was_worst(model_file: Path, tm
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import mnad.stream
     from mnad.calibrate import with_calibration
+    from mnad.calibration import Calibration
     from mnad.checkpoint import load_model
     from mnad.detect import DetectOptions, detect
-    from mnad.scoring import Calibration
 
     folder = tmp_path / "f"
     folder.mkdir()

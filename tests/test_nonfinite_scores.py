@@ -87,11 +87,11 @@ def test_detect_writes_a_nonfinite_frame_as_nan_says_so_and_fails_the_run(model_
     from conftest import frames_folder
 
     from mnad.calibrate import with_calibration
+    from mnad.calibration import Calibration
     from mnad.checkpoint import load_model
     from mnad.detect import DetectOptions, detect
     from mnad.errors import DataError
     from mnad.outputs import read_detect_scores
-    from mnad.scoring import Calibration
 
     model, config = load_model(model_file)
     cal = Calibration(psnr_low=0.0, psnr_high=40.0, distance_low=0.0, distance_high=1.0, threshold=-1.0,

@@ -15,10 +15,10 @@ import torch
 from conftest import tiny_config
 
 from mnad import outputs
+from mnad.calibration import Calibration
 from mnad.errors import CheckpointError, DataError
 from mnad.model import MNAD
 from mnad.outputs import evaluation
-from mnad.scoring import Calibration
 from mnad.stream import StreamScorer, StreamState
 
 HEADER = ",".join(outputs.SCORES_HEADER)

@@ -14,13 +14,13 @@ from conftest import frames_folder, tiny_config
 
 import mnad.calibrate
 from mnad.calibrate import calibrate, choose_scoring, fit_calibration, with_calibration
+from mnad.calibration import Calibration
 from mnad.data import split_videos
 from mnad.data.videos import FrameRange, open_video
 from mnad.errors import ConfigError, DataError
 from mnad.evaluate import evaluate
 from mnad.model import MNAD
 from mnad.pseudo import SOURCE_FRAMES
-from mnad.scoring import Calibration
 from mnad.stream import StreamScorer
 
 

@@ -12,11 +12,11 @@ import torch
 from conftest import tiny_config
 
 from mnad.calibrate import WINDOWS, calibrate, candidate_name, choose_scoring, describe_scoring, with_calibration
+from mnad.calibration import Calibration
 from mnad.data import Video, split_videos
 from mnad.data.synthetic import make_synthetic_dataset
 from mnad.model import MNAD
 from mnad.pseudo import LEAD, MAX_PSEUDO, SOURCE_FRAMES, SPEED, motion_centre, pseudo_anomalies, region_corner
-from mnad.scoring import Calibration
 from mnad.stream import StreamScorer
 
 

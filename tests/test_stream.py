@@ -12,12 +12,12 @@ import torch
 from conftest import tiny_config
 
 from mnad.calibrate import calibrate, held_out_false_alarms, uncalibrated, with_calibration
+from mnad.calibration import Calibration
 from mnad.data import split_videos
 from mnad.detect import DetectOptions, detect
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.evaluate import evaluate, score_videos
 from mnad.model import MNAD
-from mnad.scoring import Calibration
 from mnad.stream import StepResult, StreamScorer
 
 
@@ -175,7 +175,7 @@ def test_a_calibration_is_used_only_with_the_test_time_update_it_was_fitted_with
     """The update changes the memory, hence D and the ranges: scoring a calibrated model with another gamma, or
     without the update, is refused by every scorer (StreamScorer, detect's and evaluate's check); an older calibration
     that did not record them is taken as before."""
-    from mnad.scoring import check_calibrated_scoring
+    from mnad.calibration import scoring_calibration
 
     model, config = model_and_config(gamma=0.01)
     cal, cal_config = calibrated(model, config, synthetic_root)
@@ -186,7 +186,7 @@ def test_a_calibration_is_used_only_with_the_test_time_update_it_was_fitted_with
         with pytest.raises(ConfigError, match="test-time memory update"):
             StreamScorer.for_model(model, other, normalization="calibrated")
         with pytest.raises(ConfigError, match="test-time memory update"):
-            check_calibrated_scoring(other, cal)
+            scoring_calibration(other)
     StreamScorer.for_model(model, cal_config, normalization="calibrated")  # as fitted: taken
     old = Calibration.from_dict({k: v for k, v in cal.to_dict().items() if k not in ("test_update", "gamma")})
     old.check_scoring(cal_config.override(["eval.gamma=0.5"]))
@@ -194,7 +194,7 @@ def test_a_calibration_is_used_only_with_the_test_time_update_it_was_fitted_with
         Calibration.from_dict({**cal.to_dict(), "gamma": -1})
     for window in (1, cal.smoothing + 1):  # the window in the config is checked too: 1 (none) was asked for as well
         with pytest.raises(ConfigError, match=f"fitted on a {cal.smoothing}-frame mean of the score, not {window}"):
-            check_calibrated_scoring(cal_config.override([f"eval.smoothing={window}"]), cal)
+            scoring_calibration(cal_config.override([f"eval.smoothing={window}"]))
         with pytest.raises(ConfigError, match=f"not {window}"):
             StreamScorer.for_model(model, cal_config.override([f"eval.smoothing={window}"]), normalization="calibrated")
 

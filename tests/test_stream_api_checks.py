@@ -11,11 +11,11 @@ import torch
 from conftest import tiny_config
 
 from mnad.calibrate import uncalibrated, with_calibration
+from mnad.calibration import Calibration
 from mnad.data import split_videos
 from mnad.errors import ConfigError, DataError
 from mnad.evaluate import score_videos
 from mnad.model import MNAD
-from mnad.scoring import Calibration
 from mnad.stream import StreamScorer, score_streams
 
 

@@ -23,6 +23,7 @@ from conftest import tiny_config
 
 from mnad import detect as detect_module
 from mnad.calibrate import with_calibration
+from mnad.calibration import Calibration
 from mnad.checkpoint import load_model
 from mnad.cli import main
 from mnad.data.streams import SourceOptions, shown_source
@@ -31,7 +32,6 @@ from mnad.errors import CheckpointError
 from mnad.events import EventTracker
 from mnad.model import MNAD
 from mnad.outputs import read_detect_scores
-from mnad.scoring import Calibration
 from mnad.stream import StreamScorer
 
 

@@ -22,9 +22,9 @@ from conftest import tiny_config
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mnad.calibration import Calibration
 from mnad.errors import CheckpointError
 from mnad.model import MNAD
-from mnad.scoring import Calibration
 from mnad.stream import StreamScorer, calibration_digest
 
 # as mnad wrote a calibration before psnr_peak, regular_score and uncalibrated were recorded (tests/test_stream_provenance.py

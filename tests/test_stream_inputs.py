@@ -13,9 +13,9 @@ from conftest import tiny_config
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mnad.calibration import Calibration
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.model import MNAD
-from mnad.scoring import Calibration
 from mnad.stream import StreamScorer, score_streams
 
 CALIBRATION = Calibration(psnr_low=5.0, psnr_high=40.0, distance_low=0.0, distance_high=2.0, threshold=0.5,

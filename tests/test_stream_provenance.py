@@ -17,11 +17,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mnad.aot import AotStep
+from mnad.calibration import Calibration
 from mnad.checkpoint import weights_digest
 from mnad.config import ModelConfig
 from mnad.errors import CheckpointError, ConfigError
 from mnad.model import MNAD
-from mnad.scoring import Calibration
 from mnad.stream import StreamScorer, step_digest
 
 

@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 # Imported on first use (PEP 562), so that `import mnad.cli` does not load torch: the command sets OpenMP's wait
 # policy before torch loads its OpenMP runtime, which reads it once (mnad.cli).
 _API = {
-    "MNAD": "mnad.model", "Calibration": "mnad.scoring", "FrameResult": "mnad.stream", "StreamScorer": "mnad.stream",
+    "MNAD": "mnad.model", "Calibration": "mnad.calibration", "FrameResult": "mnad.stream", "StreamScorer": "mnad.stream",
     "CheckpointError": "mnad.errors", "Config": "mnad.config", "ConfigError": "mnad.errors", "DataError": "mnad.errors",
     "MNADError": "mnad.errors", "load_config": "mnad.config", "load_model": "mnad.checkpoint",
     "recipe_names": "mnad.config", "save_model": "mnad.checkpoint", "score_videos": "mnad.evaluate",

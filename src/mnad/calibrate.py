@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
+from mnad.calibration import MIN_RANGE, UNCALIBRATED_SETTINGS, Calibration, rate_key, scoring_calibration
 from mnad.checkpoint import TRAIN_STATE_FILE, check_model_path
 from mnad.config import Config, EvalConfig, check_count, check_same_model
 from mnad.data import Video
@@ -29,20 +30,7 @@ from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
-from mnad.scoring import (
-    MIN_RANGE,
-    UNCALIBRATED_SETTINGS,
-    Calibration,
-    anomaly_score,
-    check_alpha,
-    check_calibrated_scoring,
-    check_rate,
-    frames_needed,
-    mixing_weight,
-    rate_key,
-    score_terms,
-    smooth,
-)
+from mnad.scoring import anomaly_score, check_alpha, check_rate, frames_needed, mixing_weight, score_terms, smooth
 from mnad.stream import StreamScorer, checked_config
 
 log = logging.getLogger(__name__)
@@ -487,10 +475,10 @@ def with_calibration(config: Config, calibration: Calibration, *, own: Config | 
     weight and trailing mean it was fitted on; the settings it replaces are recorded in the calibration
     (``Calibration.uncalibrated``, for ``uncalibrated``): those of ``own`` (default ``config``), the model's config
     before the calibrating run's options (``mnad calibrate --alpha``, ``--smoothing``...) changed them. Refuses
-    (``ConfigError``) a result that scorers would refuse to load (``check_calibrated_scoring``), so that no such model
+    (``ConfigError``) a result that scorers would refuse to load (``scoring_calibration``), so that no such model
     is ever written."""
     if not isinstance(calibration, Calibration):  # a dict (Calibration.to_dict) would fail deep inside, as a TypeError
-        raise ConfigError(f"the calibration must be a mnad.scoring.Calibration (fit_calibration, calibrate; "
+        raise ConfigError(f"the calibration must be a mnad.calibration.Calibration (fit_calibration, calibrate; "
                           f"Calibration.from_dict for a stored one), got {type(calibration).__name__}")
     config = uncalibrated(config)
     own = uncalibrated(own) if own is not None else config  # the record is of the model's own settings, never of an earlier calibration's
@@ -498,7 +486,7 @@ def with_calibration(config: Config, calibration: Calibration, *, own: Config | 
     data = config.to_dict()
     data["eval"].update(calibrated_settings(config, calibration), calibration=calibration.to_dict())
     scored = Config.from_dict(data, source="calibration")
-    check_calibrated_scoring(scored, Calibration.from_dict(scored.eval.calibration))  # as detect checks it on load
+    scoring_calibration(scored)  # as detect checks it on load
     return scored
 
 
@@ -510,9 +498,9 @@ def uncalibrated(config: Config) -> Config:
     in), with a warning."""
     if not isinstance(config, Config):
         raise ConfigError(f"the config must be a mnad Config, got {type(config).__name__}")
-    if not config.eval.calibration:
+    calibration = config.calibration()
+    if calibration is None:
         return config
-    calibration = Calibration.from_dict(config.eval.calibration)
     record = dict(calibration.uncalibrated)
     if not record:
         defaults = EvalConfig()

@@ -80,11 +80,7 @@ def stored_config(path: str | Path, config: Config) -> str:
         text = json.dumps(config.to_dict())
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: not storable as JSON ({exc})") from exc
-    stored = Config.from_dict(json.loads(text), source=source)
-    if stored.eval.calibration:
-        from mnad.scoring import Calibration  # scoring reads frames (cv2): loaded only for a calibrated model
-
-        Calibration.from_dict(stored.eval.calibration, source=f"{source}: eval.calibration")
+    Config.from_dict(json.loads(text), source=source).calibration(f"{source}: eval.calibration")
     return text
 
 

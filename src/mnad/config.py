@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from numbers import Integral
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mnad.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mnad.calibration import Calibration
 
 MAX_IMAGE_SIZE = 2048  # model.image_size's largest: far above any published setting; larger only exhausts memory
 PSNR_PEAKS = ("one", "max")  # eval.psnr_peak
@@ -101,7 +104,8 @@ class EvalConfig:
     bf16: bool = False  # bf16 autocast while scoring
     channels_last: bool = False  # channels_last (NHWC) weights and inputs while scoring: faster convolutions on CPU
     compile: bool = False  # torch.compile the whole scoring step, weights frozen (ReLU fused into convolutions); compiles at first frame
-    calibration: dict = field(default_factory=dict)  # set by `mnad calibrate`: ranges, threshold, false-alarm rate
+    # set by `mnad calibrate`: ranges, threshold, false-alarm rate, as stored; read as a Calibration by Config.calibration
+    calibration: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -114,6 +118,22 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def calibration(self, source: str = "eval.calibration") -> Calibration | None:
+        """The model's calibration (``eval.calibration``, as stored) as a ``Calibration``, None without one: its one
+        reader, parsed at the first call and again only if the stored dict was changed since. A calibration that would
+        not load is one ``ConfigError`` naming ``source``. Not called by ``validate``: a model whose calibration predates
+        a rule of today's (the committed results/ped2_stream model's D range is one) still loads, and is refused only
+        where its calibration is used, as it always was."""
+        if not self.eval.calibration:
+            return None
+        stored = repr(self.eval.calibration)  # tells True from 1 and 1 from 1.0, which from_dict reads apart
+        parsed = self.__dict__.get("_calibration")
+        if parsed is None or parsed[0] != stored:
+            from mnad.calibration import Calibration  # here: it reads this module's settings
+
+            parsed = self._calibration = (stored, Calibration.from_dict(self.eval.calibration, source=source))
+        return parsed[1]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Config:

@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
+from mnad.calibration import Calibration, rate_key, scoring_calibration
 from mnad.checkpoint import is_onnx_export, load_model
 from mnad.config import Config, check_same_model
 from mnad.data.pixels import finish_narrow, prepare_frame, to_8bit
@@ -64,7 +65,7 @@ from mnad.outputs import (
     write_detect_summary,
 )
 from mnad.run_folder import LOCK_FILE, RunFolderLock
-from mnad.scoring import Calibration, check_calibrated_scoring, rate_key, worst_patch_box
+from mnad.scoring import worst_patch_box
 from mnad.stream import FrameResult, StreamScorer, checked_config, score_streams
 
 log = logging.getLogger(__name__)
@@ -695,12 +696,12 @@ def detect(
 
     The scores are normalised by the model's calibration, else by a running min-max; ``options.normalization`` may ask
     for either ('calibrated', 'causal': refused when the model has no calibration, or has one), never for 'video'
-    (``DetectOptions``). ``config.eval.normalization`` is read only for a calibrated model (``check_calibrated_scoring``)."""
+    (``DetectOptions``). ``config.eval.normalization`` is read only for a calibrated model (``calibration.scoring_calibration``)."""
     checked_config(config)  # a Config changed by hand as a config file, before --out or any source is touched
     options = DetectOptions() if options is None else options
     if not isinstance(options, DetectOptions):
         raise ConfigError(f"options must be a mnad.detect.DetectOptions or None, got {type(options).__name__}")
-    if options.normalization is not None:  # asked: checked as the model's own setting (Config, check_calibrated_scoring)
+    if options.normalization is not None:  # asked: checked as the model's own setting (Config, calibration.scoring_calibration)
         config = config.override([f"eval.normalization={options.normalization}"])
     out_dir = output_path(out_dir, "out_dir (--out)")
     sources = [source] if isinstance(source, str | Path | int) else source
@@ -789,9 +790,7 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
             progress: bool) -> dict:
     """``detect``, with ``out_dir`` held (``locked_output``)."""
     several = len(sources) > 1
-    calibration = Calibration.from_dict(config.eval.calibration) if config.eval.calibration else None
-    if calibration is not None:
-        check_calibrated_scoring(config, calibration)
+    calibration = scoring_calibration(config)  # the model's, or None: a running min-max
     sourced = [FrameSource(s, options.source) for s in sources]  # checks every source before any output is touched
     earlier = detect_run_entries(out_dir)  # the whole earlier run, whatever its sources: an overwrite leaves none of it
     for path in earlier:  # its sources' folders: a killed run's temporary files, as in out_dir (locked_output)

@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from mnad import distributed
+from mnad.calibration import Calibration, rate_key, scoring_calibration
 from mnad.config import Config, check_same_model
 from mnad.data import Video, VideoFile, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
@@ -34,7 +35,7 @@ from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
 from mnad.outputs import check_evaluation_output, write_evaluation
-from mnad.scoring import Calibration, anomaly_score, check_calibrated_scoring, frames_needed, mixing_weight, rate_key, score_terms, smooth
+from mnad.scoring import anomaly_score, frames_needed, mixing_weight, score_terms, smooth
 from mnad.stream import FrameResult, StreamScorer, checked_config
 
 log = logging.getLogger(__name__)
@@ -120,13 +121,13 @@ def add_scores(videos: list[VideoScores], config: Config) -> None:
     """S_t per video: PSNR and D normalised per video (or causally), mixed with alpha (PSNR only without memory),
     then averaged over the last eval.smoothing frames (1: not at all, the published protocol)."""
     alpha = mixing_weight(config)
-    if config.eval.normalization == "calibrated" and config.eval.calibration:
-        check_calibrated_scoring(config, Calibration.from_dict(config.eval.calibration))
+    # the published protocol's 'video' and 'causal' look at the scores alone, whatever calibration the model has
+    calibration = scoring_calibration(config) if config.eval.normalization == "calibrated" else None
     for v in videos:
         p, d = score_terms(config, v.psnr, v.patch_psnr, v.distance, v.patch_distance)
         check_finite(v, PSNR=p, **({"D": d} if alpha < 1 else {}))
         v.score = smooth(anomaly_score(p, d, alpha=alpha, normalization=config.eval.normalization,
-                                       calibration=config.eval.calibration or None), config.eval.smoothing)
+                                       calibration=calibration), config.eval.smoothing)
 
 
 def auc_metrics(videos: list[VideoScores]) -> dict:
@@ -293,15 +294,14 @@ def evaluate(
     if out_dir is not None:  # before anything is read or scored, not at the write
         out_dir = check_evaluation_output(out_dir, overwrite=overwrite)
     check_same_model(model, config)
-    if protocol == "stream" and not config.eval.calibration:
+    if protocol == "stream" and config.calibration() is None:
         raise ConfigError("the stream protocol scores with a calibration fitted on held-out normal footage: "
                           "run `mnad calibrate` and evaluate the calibrated model")
     # the calibration the scores are scaled by, whichever protocol (the published one too, under eval.normalization
     # 'calibrated'): its ranges enter every score, so it must be held out from the test videos (check_held_out)
     calibration = None
     if protocol == "stream" or config.eval.normalization == "calibrated":
-        calibration = Calibration.from_dict(config.eval.calibration)
-        check_calibrated_scoring(config, calibration)
+        calibration = scoring_calibration(config)
     if protocol == "stream":
         fps = DATASET_FPS.get(config.dataset, 25.0) if fps is None else fps
         check_fps(fps, "fps (--fps)")

@@ -33,6 +33,7 @@ import torch
 
 from mnad.aot import AotStep
 from mnad.atomic import atomic_write
+from mnad.calibration import Calibration, scoring_calibration
 from mnad.checkpoint import tensor_digest, weights_digest
 from mnad.config import Config, ModelConfig, check_count, check_same_model
 from mnad.data import split_clip, to_tensor
@@ -43,7 +44,6 @@ from mnad.model.memory import updated_memory
 from mnad.model.mnad import FrozenCompiled
 from mnad.precision import checked_device, native_bf16
 from mnad.scoring import (
-    Calibration,
     CausalScore,
     RunningMinMax,
     TrailingMean,
@@ -266,35 +266,10 @@ class StreamScorer:
         self.normalization = normalization or config.eval.normalization
         if smoothing is not None:
             check_count("smoothing", smoothing)
-        if isinstance(calibration, dict):
-            calibration = Calibration.from_dict(calibration, source="calibration")
-        elif calibration is not None and not isinstance(calibration, Calibration):
-            raise ConfigError(f"calibration must be a Calibration or its dict (config.eval.calibration), got a {type(calibration).__name__}")
-        if self.normalization == "calibrated":
-            if calibration is None:
-                if not config.eval.calibration:
-                    raise ConfigError("calibrated normalisation needs a calibration: run `mnad calibrate` first")
-                calibration = Calibration.from_dict(config.eval.calibration)
-                if smoothing is None:  # the model's own calibration: its config's window is the one asked for
-                    smoothing = config.eval.smoothing
-            calibration.check_scoring(config, smoothing=smoothing)
-        elif self.normalization not in ("video", "causal"):
-            raise ConfigError(f"unknown normalisation {self.normalization!r}")
-        elif calibration is not None:
-            # only 'calibrated' scores with a calibration's ranges: kept, it would silently replace the running min-max
-            # (and the smoothing) asked for
-            raise ConfigError(f"a calibration was given, but normalization is '{self.normalization}', which does not use "
-                              "one (its fixed ranges apply to 'calibrated' only): pass normalization='calibrated', or "
-                              "drop calibration")
-        elif self.normalization == "causal" and config.eval.calibration:
-            # one rule with detect and evaluate --protocol stream (scoring.check_calibrated_scoring): a running min-max
-            # would drop the calibration the model's threshold is of. 'video' drops nothing: it gives no S_t, only the
-            # raw terms, which the caller normalises (evaluate's published protocol, with the calibration)
-            raise ConfigError("the model is calibrated: its alert threshold was fitted on the calibrated score, not on "
-                              "normalization 'causal' (a running min-max); drop normalization (the model's own: its "
-                              "calibration's fixed ranges), or score the model as trained, without its calibration "
-                              "(mnad.calibrate.uncalibrated(config))")
+        calibration = scoring_calibration(config, self.normalization, Calibration.given(calibration), smoothing=smoothing,
+                                          raw_terms=True)
         self.calibration = calibration
+        # no window given: the calibration's (the model's own was checked at its config's, which must equal it)
         self.alpha = mixing_weight(config)
         self.smoothing = int(smoothing or (calibration.smoothing if calibration is not None else config.eval.smoothing))
         self.has_memory = items is not None

@@ -1,0 +1,297 @@
+"""A calibration (``mnad calibrate``, docs/method.md 9): the fixed ranges that scale PSNR and D and the alert thresholds
+fitted on normal footage, its one validity rule, and the one rule of which normalisation scores with which calibration
+(``scoring_calibration``). Imports neither torch nor OpenCV: the config (``Config.calibration``) owns a model's parsed
+calibration, and reads it with this module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from mnad.config import PSNR_PEAKS, REGULAR_SCORES
+from mnad.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mnad.config import Config
+
+ArrayOrFloat = TypeVar("ArrayOrFloat", np.ndarray, float)
+
+
+MIN_RANGE = 1e-6  # narrowest range of PSNR or D a calibration scales by (narrower: the footage did not vary)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``mnad calibrate`` fits on normal footage (no labels), stored in the model's config (``eval.calibration``):
+    the ranges that scale PSNR and D (their 1st-99th percentiles), the alert threshold on the smoothed score for the
+    chosen false-alarm rate, and the thresholds of other rates (keyed by the rate as text, e.g. "0.05")."""
+
+    psnr_low: float
+    psnr_high: float
+    distance_low: float
+    distance_high: float
+    threshold: float
+    false_alarm_rate: float
+    smoothing: int  # frames in the trailing mean the thresholds were fitted on
+    frames: int  # normal frames it was fitted on
+    thresholds: dict[str, float] = field(default_factory=dict)
+    footage: list[str] = field(default_factory=list)  # the videos it was fitted on (for the train/calibrate overlap check)
+    # label-free check of the thresholds on unseen normal footage: each calibration video left out in turn, the rest
+    # calibrated, the fraction of its frames that alerted (mean over videos), keyed by rate; empty with one video
+    held_out_false_alarms: dict[str, float] = field(default_factory=dict)
+    # the terms its ranges are of (eval.psnr_region, eval.distance_region when fitted); a calibration written before
+    # they were recorded has no psnr_region (it was fitted on its config's) and was fitted on the whole-frame D
+    psnr_region: str | None = None
+    distance_region: str = "frame"
+    # S_t's weight of PSNR it was fitted with (1: PSNR only); None in a calibration written before it was recorded
+    alpha: float | None = None
+    # how each scoring separated pseudo-anomalies from the footage (ROC AUC, by name) when the scoring was chosen
+    # (docs/method.md 9.2); empty where it was not
+    pseudo_anomaly_auc: dict[str, float] = field(default_factory=dict)
+    # the test-time memory update the footage was scored with (eval.test_update, eval.gamma): it changes the memory,
+    # hence D and the PSNR the ranges were fitted on; None in a calibration written before they were recorded
+    test_update: bool | None = None
+    gamma: float | None = None
+    # the PSNR's peak (eval.psnr_peak: it sets the scale of PSNR) and E_t's kind (eval.regular_score: it gates the memory
+    # update, hence D and PSNR) the footage was scored with; None in a calibration written before they were recorded,
+    # which was fitted with its model's own values (any of them: the settings are as old as mnad), so none is compared
+    psnr_peak: str | None = None
+    regular_score: str | None = None
+    # the model's eval settings that ``calibrate.with_calibration`` replaced (normalization, smoothing, the regions, alpha),
+    # as they were: a recalibration starts from them (``calibrate.uncalibrated``), not from this calibration's choice;
+    # empty in a calibration written before they were recorded
+    uncalibrated: dict[str, Any] = field(default_factory=dict)
+
+    def check_scoring(self, config: Config, *, smoothing: int | None = None) -> None:
+        """Refuse to score other than as the ranges and thresholds were fitted: the same terms and PSNR weight, the
+        same test-time memory update (gamma, E_t), the same PSNR peak and, where ``smoothing`` (the window the caller will average over) is given, the
+        same trailing mean. The one check for every scorer of a calibrated model (``scoring_calibration``)."""
+        from mnad.scoring import mixing_weight  # here: scoring loads torch, which a scorer has loaded already
+
+        fitted = (self.psnr_region or config.eval.psnr_region, self.distance_region)
+        wanted = (config.eval.psnr_region, config.eval.distance_region)
+        if fitted != wanted:
+            raise ConfigError(f"the calibration was fitted on PSNR over the {fitted[0]} and D over the {fitted[1]}, but the "
+                              f"model scores PSNR over the {wanted[0]} and D over the {wanted[1]} "
+                              "(eval.psnr_region, eval.distance_region): run `mnad calibrate` again")
+        if self.alpha is not None and not math.isclose(self.alpha, mixing_weight(config)):
+            raise ConfigError(f"the calibration was fitted with S_t's PSNR weight {self.alpha:g}, but the model scores with "
+                              f"{mixing_weight(config):g} (eval.alpha): run `mnad calibrate` again")
+        if self.test_update is not None and (config.eval.test_update, config.eval.gamma if config.eval.test_update else None) != (
+                self.test_update, self.gamma if self.test_update else None):
+            fitted_as = f"the test-time memory update at gamma {self.gamma:g}" if self.test_update else "no test-time memory update"
+            asked = f"at gamma {config.eval.gamma:g}" if config.eval.test_update else "off (--no-test-update)"
+            raise ConfigError(f"the calibration's ranges were fitted with {fitted_as}, but the model scores with it {asked} "
+                              "(eval.test_update, eval.gamma): run `mnad calibrate` again with the same settings")
+        # E_t matters only where it gates an update: the model's (the test_update check above made the two agree, or the
+        # calibration predates test_update's record)
+        if (config.eval.test_update and self.test_update is not False and self.regular_score is not None
+                and config.eval.regular_score != self.regular_score):
+            raise ConfigError(f"the calibration's ranges were fitted with the memory update gated by E_t as "
+                              f"'{self.regular_score}', but the model gates it by E_t as '{config.eval.regular_score}' "
+                              "(eval.regular_score): run `mnad calibrate` again with the same settings")
+        if self.psnr_peak is not None and config.eval.psnr_peak != self.psnr_peak:
+            raise ConfigError(f"the calibration's ranges were fitted on PSNR with peak '{self.psnr_peak}', but the model scores "
+                              f"PSNR with peak '{config.eval.psnr_peak}', another scale (eval.psnr_peak): run `mnad calibrate` "
+                              "again with the same settings")
+        if smoothing is not None and smoothing != self.smoothing:
+            raise ConfigError(f"the model's alert threshold was fitted on a {self.smoothing}-frame mean of the score, not "
+                              f"{smoothing} (--smoothing, eval.smoothing): leave it unset or recalibrate with "
+                              f"`mnad calibrate --smoothing {smoothing}`")
+
+    def scale_psnr(self, value: ArrayOrFloat) -> ArrayOrFloat:
+        return (value - self.psnr_low) / max(self.psnr_high - self.psnr_low, 1e-12)
+
+    def scale_distance(self, value: ArrayOrFloat) -> ArrayOrFloat:
+        return (value - self.distance_low) / max(self.distance_high - self.distance_low, 1e-12)
+
+    def threshold_for(self, false_alarm_rate: float) -> float:
+        if math.isclose(false_alarm_rate, self.false_alarm_rate):
+            return self.threshold
+        key = rate_key(false_alarm_rate)
+        if key not in self.thresholds:
+            raise ConfigError(f"the calibration has no threshold for a false-alarm rate of {false_alarm_rate} "
+                              f"(it has {', '.join([rate_key(self.false_alarm_rate), *self.thresholds])}): recalibrate")
+        return self.thresholds[key]
+
+    def __post_init__(self) -> None:
+        """The one rule of what a calibration holds, whether built by ``calibrate``, by hand or read (``from_dict``):
+        a hand-built one with an empty range or a NaN threshold would otherwise score nonsense without a word."""
+        tables = ("thresholds", "held_out_false_alarms", "pseudo_anomaly_auc")
+        for key in tables:
+            table = getattr(self, key)
+            if not isinstance(table, dict) or not all(isinstance(k, str) for k in table):
+                raise ConfigError(f"the calibration's {key} must map rates or names (text) to numbers, got {table!r}")
+        numbers = {f.name: getattr(self, f.name) for f in fields(self)[:8]}
+        numbers.update({f"{key}[{k}]": v for key in tables for k, v in getattr(self, key).items()})
+        if self.alpha is not None:
+            numbers["alpha"] = self.alpha
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"every calibration value must be a finite number: {name} is {value!r}")
+        if self.psnr_high <= self.psnr_low or self.distance_high < self.distance_low:
+            raise ConfigError("the calibration's ranges are empty (the footage it was fitted on did not vary): psnr_low "
+                              f"{self.psnr_low}, psnr_high {self.psnr_high}, distance_low {self.distance_low}, "
+                              f"distance_high {self.distance_high}")
+        # D is scaled by its range wherever S_t weighs it (alpha < 1): an empty one would divide float noise in D by
+        # ~1e-12 and swamp the score. Without memory (alpha 1) D is constant and its range rightly empty. (A calibration
+        # written before alpha was recorded is scored with its model's alpha, unknown here.)
+        if self.alpha is not None and self.alpha < 1 and self.distance_high - self.distance_low < MIN_RANGE:
+            raise ConfigError(f"the calibration's D range is empty (distance_low {self.distance_low}, distance_high "
+                              f"{self.distance_high}: D did not vary on the footage it was fitted on), but its score "
+                              f"weighs D (alpha {self.alpha:g} < 1), so float noise in D would swamp the score: calibrate "
+                              "on footage on which D varies, or score with PSNR only (--alpha 1)")
+        if not 0 < self.false_alarm_rate < 1:
+            raise ConfigError(f"the calibration's false_alarm_rate must lie in (0, 1), got {self.false_alarm_rate}")
+        for name, minimum in (("smoothing", 1), ("frames", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < minimum:  # bool is refused above
+                raise ConfigError(f"the calibration's {name} must be a whole number >= {minimum}, got {value!r}")
+        if self.alpha is not None and not 0 <= self.alpha <= 1:
+            raise ConfigError(f"the calibration's alpha must lie in [0, 1], got {self.alpha}")
+        if self.footage:  # here: the module reads frames (OpenCV), and only a calibration naming its footage needs it
+            from mnad.data.spans import parse_span
+        if not isinstance(self.footage, list) or not all(isinstance(v, str) and parse_span(v) for v in self.footage):
+            raise ConfigError(f"the calibration's footage must be a list of 'path[first:end]' spans, got {self.footage!r}")
+        for key in ("psnr_region", "distance_region"):
+            value = getattr(self, key)
+            if (value is not None or key == "distance_region") and value not in ("frame", "patch"):
+                raise ConfigError(f"the calibration's {key} must be 'frame' or 'patch', got {value!r}")
+        if self.test_update is not None and not isinstance(self.test_update, bool):
+            raise ConfigError(f"the calibration's test_update must be true or false, got {self.test_update!r}")
+        # Config.validate refuses a negative eval.gamma before any scoring; this catches a hand-built calibration's
+        gamma = self.gamma
+        if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, int | float) or not math.isfinite(gamma) or gamma < 0):
+            raise ConfigError(f"the calibration's gamma must be a finite number >= 0, got {gamma!r}")
+        for key, allowed in (("psnr_peak", PSNR_PEAKS), ("regular_score", REGULAR_SCORES)):
+            value = getattr(self, key)  # None: written before it was recorded (fitted with its model's own value)
+            if value is not None and value not in allowed:
+                raise ConfigError(f"the calibration's {key} must be {' or '.join(map(repr, allowed))}, got {value!r}")
+        check_uncalibrated(self.uncalibrated)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def given(cls, calibration: Calibration | dict[str, Any] | None) -> Calibration | None:
+        """A calibration passed to the Python API (``StreamScorer``, ``anomaly_score``): a Calibration, its dict
+        (``to_dict``, as ``config.eval.calibration`` stores it; read with ``from_dict``) or None; anything else is one
+        ``ConfigError``."""
+        if calibration is None or isinstance(calibration, Calibration):
+            return calibration
+        if isinstance(calibration, dict):
+            return cls.from_dict(calibration, source="calibration")
+        raise ConfigError(f"calibration must be a Calibration or its dict (config.eval.calibration), got a "
+                          f"{type(calibration).__name__}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "eval.calibration") -> Calibration:
+        """A stored calibration (JSON, TOML): the fields converted to the dataclass's types, then checked by its one
+        rule (``__post_init__``), errors naming ``source``."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a calibration is a table of its fields, got {data!r}")
+        names = [f.name for f in fields(cls)]
+        missing = [k for k in names[:8] if k not in data]
+        if missing:
+            raise ConfigError(f"{source}: the calibration lacks {', '.join(missing)}: run `mnad calibrate` again")
+        unknown = sorted(map(str, set(data) - set(names)))
+        if unknown:
+            raise ConfigError(f"{source}: unknown calibration field(s) {', '.join(unknown)}")
+        values = {k: data[k] for k in names if k in data}
+        # a count written as 5.0 (TOML, JSON) is the count 5; 2.5 stays as it is, for the rule to refuse
+        for key in ("smoothing", "frames"):
+            if isinstance(values[key], float) and values[key].is_integer():
+                values[key] = int(values[key])
+        for key in ("thresholds", "held_out_false_alarms", "pseudo_anomaly_auc"):
+            table = values.get(key, {})
+            if isinstance(table, dict):  # keys as text (rates), whole numbers as floats; anything else is for the rule
+                values[key] = {str(k): float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in table.items()}
+        if isinstance(values.get("footage"), list | tuple):  # a copy: the calibration never shares the config's lists
+            values["footage"] = list(values["footage"])
+        if isinstance(values.get("uncalibrated"), dict):
+            values["uncalibrated"] = dict(values["uncalibrated"])
+        if values.get("distance_region") is None:
+            values["distance_region"] = "frame"  # absent or null: written before it was recorded, fitted on the whole frame
+        for key in ("alpha", "gamma"):
+            if isinstance(values.get(key), int) and not isinstance(values[key], bool):
+                values[key] = float(values[key])
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+
+
+# The eval settings ``calibrate.with_calibration`` replaces, with the values each may have had before (Calibration.uncalibrated)
+UNCALIBRATED_SETTINGS: dict[str, tuple[str, ...] | None] = {
+    "normalization": ("video", "causal"), "smoothing": None, "psnr_region": ("frame", "patch"),
+    "distance_region": ("frame", "patch"), "alpha": None}
+
+
+def check_uncalibrated(record: object) -> None:
+    """A calibration's ``uncalibrated`` record, checked: each of UNCALIBRATED_SETTINGS at most once, with a value that
+    setting can take (smoothing a count >= 1, alpha in [0, 1])."""
+    if not isinstance(record, dict) or set(record) - set(UNCALIBRATED_SETTINGS):
+        raise ConfigError(f"the calibration's uncalibrated must map some of {', '.join(UNCALIBRATED_SETTINGS)} "
+                          f"to their values, got {record!r}")
+    for key, value in record.items():
+        allowed = UNCALIBRATED_SETTINGS[key]
+        if allowed is not None:
+            fine = value in allowed
+        elif key == "smoothing":
+            fine = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        else:
+            fine = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+        if not fine:
+            raise ConfigError(f"the calibration's uncalibrated {key} cannot be {value!r}")
+
+
+def rate_key(false_alarm_rate: float) -> str:
+    return f"{false_alarm_rate:g}"
+
+
+NORMALIZATIONS = ("video", "causal", "calibrated")  # eval.normalization: per video, running min-max, a calibration's ranges
+
+
+def scoring_calibration(config: Config, normalization: str | None = None, calibration: Calibration | None = None, *,
+                        smoothing: int | None = None, raw_terms: bool = False) -> Calibration | None:
+    """The calibration a scoring of ``config`` under ``normalization`` (default: the config's own) scales S_t by, None for
+    none: the one rule of which normalisation scores with which calibration, for every scorer (StreamScorer, detect,
+    evaluate, ``calibrate.with_calibration``).
+
+    'calibrated' scores with ``calibration`` or, without one, the model's own (``Config.calibration``; its window,
+    eval.smoothing, is then the one asked for), and only as it was fitted (``Calibration.check_scoring``, with
+    ``smoothing``, the caller's window, where given). A ``calibration`` passed applies to 'calibrated' only: kept, it
+    would silently replace the running min-max (and the smoothing) asked for. A calibrated model scores with
+    'calibrated' only, its alert threshold being of that score; ``raw_terms`` (the API's StreamScorer) allows 'video'
+    too, which gives no S_t, only the raw terms that the caller normalises (evaluate's published protocol)."""
+    normalization = normalization or config.eval.normalization
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(f"unknown normalisation {normalization!r}")
+    calibrated = bool(config.eval.calibration)  # not read where it is not used: an older one may not load (Config.calibration)
+    if normalization == "calibrated":
+        if calibration is None:
+            if not calibrated:
+                raise ConfigError("calibrated normalisation needs a calibration: run `mnad calibrate` first")
+            calibration = config.calibration()
+            if smoothing is None:  # the model's own calibration: its config's window is the one asked for
+                smoothing = config.eval.smoothing
+        calibration.check_scoring(config, smoothing=smoothing)
+        return calibration
+    if calibration is not None:
+        raise ConfigError(f"a calibration was given, but normalization is '{normalization}', which does not use one (its "
+                          "fixed ranges apply to 'calibrated' only): pass normalization='calibrated', or drop calibration")
+    if calibrated and raw_terms and normalization == "causal":
+        # a running min-max would drop the calibration the model's threshold is of
+        raise ConfigError("the model is calibrated: its alert threshold was fitted on the calibrated score, not on "
+                          "normalization 'causal' (a running min-max); drop normalization (the model's own: its "
+                          "calibration's fixed ranges), or score the model as trained, without its calibration "
+                          "(mnad.calibrate.uncalibrated(config))")
+    if calibrated and not raw_terms:
+        raise ConfigError(f"the model's alert threshold was fitted on the calibrated score, not on --normalization "
+                          f"{normalization}: a calibrated model scores with its calibration's fixed ranges; "
+                          "drop --normalization")
+    return None

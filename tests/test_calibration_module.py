@@ -1,0 +1,110 @@
+"""The calibration's one owner and its rules in one place each: ``Config.calibration`` (the model's calibration, parsed
+once) and ``calibration.scoring_calibration`` (which normalisation scores with which calibration)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mnad.calibration import Calibration, scoring_calibration
+from mnad.config import Config
+from mnad.errors import ConfigError
+from mnad.scoring import anomaly_score
+
+CAL = Calibration(psnr_low=10.0, psnr_high=30.0, distance_low=0.0, distance_high=2.0, threshold=0.5,
+                  false_alarm_rate=0.05, smoothing=3, frames=100, alpha=0.6)
+
+
+def calibrated() -> Config:
+    data = Config().to_dict()
+    data["eval"].update(normalization="calibrated", smoothing=3, calibration=CAL.to_dict())
+    return Config.from_dict(data)
+
+
+# -- Config.calibration: the one reader of eval.calibration ------------------------------------------------------------
+
+def test_the_configs_calibration_is_parsed_once_and_again_only_when_changed() -> None:
+    assert Config().calibration() is None
+    config = calibrated()
+    assert config.calibration() == CAL and config.calibration() is config.calibration()  # parsed once
+    config.eval.calibration = {**CAL.to_dict(), "threshold": 0.7}  # changed by hand: read again
+    assert config.calibration().threshold == 0.7
+    config.eval.calibration["frames"] = 1
+    assert config.calibration().frames == 1
+    config.eval.calibration["frames"] = True  # equal to 1 as a value, not as a count: read again, and refused
+    with pytest.raises(ConfigError, match="^eval.calibration: every calibration value must be a finite number: frames"):
+        config.calibration()
+
+
+def test_the_stored_config_is_written_as_before() -> None:
+    config = calibrated()
+    before = json.dumps(config.to_dict())
+    config.calibration()
+    assert json.dumps(config.to_dict()) == before and "_calibration" not in before
+    assert config.to_dict()["eval"]["calibration"] == CAL.to_dict()
+
+
+def test_a_calibration_that_would_not_load_is_refused_where_it_is_read_not_with_its_config() -> None:
+    """A model calibrated before a rule of today's (the committed results/ped2_stream model: a D range under MIN_RANGE
+    at alpha 0.6) loads as before, to be scored without its calibration; reading the calibration refuses it, once."""
+    data = Config().to_dict()
+    data["eval"]["calibration"] = {**CAL.to_dict(), "distance_high": 1e-7}
+    config = Config.from_dict(data, source="model.json")  # not read: loads
+    with pytest.raises(ConfigError, match=r"^model\.json: eval\.calibration: the calibration's D range is empty"):
+        config.calibration("model.json: eval.calibration")
+    assert scoring_calibration(config, "video", raw_terms=True) is None  # the raw terms: the calibration is not read
+    with pytest.raises(ConfigError, match="D range is empty"):
+        scoring_calibration(config, "calibrated")
+    data["eval"].update(normalization="calibrated", calibration={})
+    with pytest.raises(ConfigError, match="'calibrated' needs a calibration"):
+        Config.from_dict(data)
+
+
+# -- scoring_calibration: which normalisation scores with which calibration --------------------------------------------
+
+def test_an_uncalibrated_model_scores_without_a_calibration() -> None:
+    config = Config()
+    for normalization in ("video", "causal"):
+        assert scoring_calibration(config, normalization) is None
+        assert scoring_calibration(config, normalization, raw_terms=True) is None
+    with pytest.raises(ConfigError, match="needs a calibration"):
+        scoring_calibration(config, "calibrated")
+    assert scoring_calibration(config, "calibrated", CAL, smoothing=3) is CAL  # one given by the caller
+    with pytest.raises(ConfigError, match="unknown normalisation 'running'"):
+        scoring_calibration(config, "running")
+
+
+def test_a_calibrated_model_scores_with_its_own_calibration_only() -> None:
+    config = calibrated()
+    assert scoring_calibration(config) is config.calibration()
+    with pytest.raises(ConfigError, match="not on --normalization causal.*drop --normalization"):
+        scoring_calibration(config, "causal")  # a command's option
+    with pytest.raises(ConfigError, match="not on --normalization video"):
+        scoring_calibration(config, "video")
+    with pytest.raises(ConfigError, match=r"normalization 'causal' \(a running min-max\); drop normalization"):
+        scoring_calibration(config, "causal", raw_terms=True)  # the API's argument
+    assert scoring_calibration(config, "video", raw_terms=True) is None  # the raw terms, normalised by the caller
+    with pytest.raises(ConfigError, match="^a calibration was given, but normalization is 'causal'"):
+        scoring_calibration(config, "causal", CAL, raw_terms=True)
+
+
+def test_a_calibration_scores_only_at_the_window_it_was_fitted_on() -> None:
+    config = calibrated()
+    with pytest.raises(ConfigError, match="fitted on a 3-frame mean of the score, not 5"):
+        scoring_calibration(config.override(["eval.smoothing=5"]))  # the model's own: its config's window
+    with pytest.raises(ConfigError, match="not 4"):
+        scoring_calibration(Config(), "calibrated", CAL, smoothing=4)  # a given one: the caller's window
+    assert scoring_calibration(Config(), "calibrated", CAL) is CAL  # no window asked: any
+
+
+def test_a_calibration_given_to_the_api_is_an_object_or_its_dict() -> None:
+    assert Calibration.given(None) is None and Calibration.given(CAL) is CAL
+    assert Calibration.given(CAL.to_dict()) == CAL
+    with pytest.raises(ConfigError, match="^calibration: the calibration lacks"):
+        Calibration.given({"threshold": 0.5})
+    with pytest.raises(ConfigError, match="must be a Calibration or its dict.*got a list"):
+        Calibration.given([CAL])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="^calibration: the calibration lacks"):  # anomaly_score reads it alike
+        anomaly_score(np.ones(3), np.ones(3), alpha=0.6, normalization="calibrated", calibration={"threshold": 0.5})
