@@ -1,9 +1,11 @@
 """The calibration's one owner and its rules in one place each: ``Config.calibration`` (the model's calibration, parsed
-once) and ``calibration.scoring_calibration`` (which normalisation scores with which calibration)."""
+once), ``calibration.scoring_calibration`` (which normalisation scores with which calibration) and
+``scoring.normalised_terms`` (fixed ranges or a min-max, for a whole video and one frame alike)."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from mnad.calibration import Calibration, scoring_calibration
 from mnad.config import Config
 from mnad.errors import ConfigError
-from mnad.scoring import anomaly_score
+from mnad.scoring import CausalScore, RunningMinMax, anomaly_score, causal_minmax, minmax, normalised_terms
 
 CAL = Calibration(psnr_low=10.0, psnr_high=30.0, distance_low=0.0, distance_high=2.0, threshold=0.5,
                   false_alarm_rate=0.05, smoothing=3, frames=100, alpha=0.6)
@@ -97,6 +99,42 @@ def test_a_calibration_scores_only_at_the_window_it_was_fitted_on() -> None:
     with pytest.raises(ConfigError, match="not 4"):
         scoring_calibration(Config(), "calibrated", CAL, smoothing=4)  # a given one: the caller's window
     assert scoring_calibration(Config(), "calibrated", CAL) is CAL  # no window asked: any
+
+
+# -- normalised_terms: the one choice between fixed ranges and a min-max -----------------------------------------------
+
+def test_the_terms_are_scaled_by_the_calibration_where_there_is_one() -> None:
+    psnr, distance = np.array([10.0, 20.0, 40.0]), np.array([0.0, 1.0, 3.0])
+    g_p, g_d = normalised_terms(psnr, distance, 0.6, CAL)
+    np.testing.assert_allclose(g_p, [0.0, 0.5, 1.5])
+    np.testing.assert_allclose(g_d, [0.0, 0.5, 1.5])
+    assert normalised_terms(20.0, 1.0, 1.0, CAL) == (0.5, 0.5)  # one frame; D scaled whatever alpha
+    assert normalised_terms(psnr, distance, 0.6, CAL, minmax, minmax)[0].tolist() == g_p.tolist()  # g unused
+
+
+def test_without_a_calibration_d_is_normalised_only_where_it_is_weighed() -> None:
+    psnr, distance = np.array([10.0, 20.0, 40.0]), np.array([0.0, 1.0, 3.0])
+    g_p, g_d = normalised_terms(psnr, distance, 0.6, None, minmax, causal_minmax)
+    np.testing.assert_allclose(g_p, minmax(psnr))
+    np.testing.assert_allclose(g_d, causal_minmax(distance))
+    g_p, g_d = normalised_terms(psnr, distance, 1.0, None, minmax, minmax)
+    assert isinstance(g_d, np.ndarray) and g_d.tolist() == [0.0, 0.0, 0.0]
+    running = RunningMinMax()
+    assert normalised_terms(5.0, math.nan, 1.0, None, running, running) == (0.0, 0.0)  # D not read at all
+    with pytest.raises(ConfigError, match="normalisers"):
+        normalised_terms(psnr, distance, 0.6, None)
+
+
+def test_a_video_and_its_frames_one_at_a_time_score_alike() -> None:
+    """anomaly_score (a whole video) and CausalScore (frame by frame) go through the one choice."""
+    rng = np.random.default_rng(0)
+    psnr, distance = rng.uniform(10, 30, 20), rng.uniform(0, 2, 20)
+    for alpha in (0.6, 1.0):
+        for calibration, normalization in ((CAL, "calibrated"), (None, "causal")):
+            whole = anomaly_score(psnr, distance, alpha=alpha, normalization=normalization, calibration=calibration)
+            scorer = CausalScore(alpha, 1, calibration)
+            frames = [scorer(float(p), float(d))[0] for p, d in zip(psnr, distance, strict=True)]
+            np.testing.assert_allclose(frames, whole, rtol=0, atol=1e-12)
 
 
 def test_a_calibration_given_to_the_api_is_an_object_or_its_dict() -> None:

@@ -8,6 +8,7 @@ Frames are in [-1, 1]; errors are measured on frames mapped to [0, 1], as publis
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -226,15 +227,28 @@ def anomaly_score(
     if normalization == "calibrated":
         if calibration is None or not calibration:
             raise ConfigError("calibrated normalisation needs a calibration (run `mnad calibrate`)")
-        cal = Calibration.given(calibration)
-        g_p, g_d = cal.scale_psnr(psnr_values), cal.scale_distance(distances)
-    elif normalization in ("video", "causal"):
+        return abnormality(*normalised_terms(psnr_values, distances, alpha, Calibration.given(calibration)), alpha)
+    if normalization in ("video", "causal"):
         g = minmax if normalization == "video" else causal_minmax
-        g_p = g(psnr_values)
-        g_d = g(distances) if alpha < 1 else np.zeros_like(g_p)
-    else:
-        raise ConfigError(f"unknown normalisation {normalization!r}")
-    return abnormality(g_p, g_d, alpha)
+        return abnormality(*normalised_terms(psnr_values, distances, alpha, None, g, g), alpha)
+    raise ConfigError(f"unknown normalisation {normalization!r}")
+
+
+def normalised_terms(psnr_value: ArrayOrFloat, distance: ArrayOrFloat, alpha: float, calibration: Calibration | None,
+                     g_psnr: Callable[[ArrayOrFloat], ArrayOrFloat] | None = None,
+                     g_distance: Callable[[ArrayOrFloat], ArrayOrFloat] | None = None) -> tuple[ArrayOrFloat, ArrayOrFloat]:
+    """(g(P), g(D)) as S_t mixes them, for a whole series or one frame alike: the ``calibration``'s fixed ranges where
+    there is one, else the normalisers ``g_psnr`` and ``g_distance`` (per video, running). The one choice between the
+    two, for ``anomaly_score`` and ``CausalScore``. Without a calibration D is normalised only where S_t weighs it
+    (alpha < 1): without memory it is constant, and its g is 0 rather than noise scaled by an empty range."""
+    if calibration is not None:
+        return calibration.scale_psnr(psnr_value), calibration.scale_distance(distance)
+    if g_psnr is None or g_distance is None:
+        raise ConfigError("normalised_terms: without a calibration, the normalisers g_psnr and g_distance are needed")
+    g_p = g_psnr(psnr_value)
+    if alpha < 1:
+        return g_p, g_distance(distance)
+    return g_p, np.zeros_like(g_p) if isinstance(g_p, np.ndarray) else 0.0
 
 
 @dataclass
@@ -268,10 +282,7 @@ class CausalScore:
 
     def __call__(self, psnr_value: float, distance: float) -> tuple[float, float]:
         """(S_t, its trailing mean) of one frame."""
-        if self.calibration is not None:
-            g_p, g_d = self.calibration.scale_psnr(psnr_value), self.calibration.scale_distance(distance)
-        else:
-            g_p, g_d = self.psnr_range(psnr_value), self.distance_range(distance) if self.alpha < 1 else 0.0
+        g_p, g_d = normalised_terms(psnr_value, distance, self.alpha, self.calibration, self.psnr_range, self.distance_range)
         score = float(abnormality(g_p, g_d, self.alpha))
         return score, self.mean(score)
 
