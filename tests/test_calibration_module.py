@@ -49,10 +49,10 @@ def test_the_stored_config_is_written_as_before() -> None:
 
 
 def test_a_calibration_that_would_not_load_is_refused_where_it_is_read_not_with_its_config() -> None:
-    """A model calibrated before a rule of today's (the committed results/ped2_stream model: a D range under MIN_RANGE
-    at alpha 0.6) loads as before, to be scored without its calibration; reading the calibration refuses it, once."""
+    """A model whose stored calibration breaks a rule (a D range edited to empty at alpha 0.6) loads, to be scored
+    without its calibration; reading the calibration refuses it, once."""
     data = Config().to_dict()
-    data["eval"]["calibration"] = {**CAL.to_dict(), "distance_high": 1e-7}
+    data["eval"]["calibration"] = {**CAL.to_dict(), "distance_high": 0.0}
     config = Config.from_dict(data, source="model.json")  # not read: loads
     with pytest.raises(ConfigError, match=r"^model\.json: eval\.calibration: the calibration's D range is empty"):
         config.calibration("model.json: eval.calibration")

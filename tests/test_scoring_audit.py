@@ -5,16 +5,18 @@ longer than the footage."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import frames_folder, tiny_config
+from conftest import ROOT, frames_folder, tiny_config
 
 import mnad.calibrate
 from mnad.calibrate import calibrate, choose_scoring, fit_calibration, with_calibration
 from mnad.calibration import Calibration
+from mnad.config import Config
 from mnad.data import split_videos
 from mnad.data.videos import FrameRange, open_video
 from mnad.errors import ConfigError, DataError
@@ -197,3 +199,30 @@ def test_the_default_window_is_refused_before_scoring_where_nothing_can_be_chose
     monkeypatch.setattr(mnad.calibrate, "footage_terms", never)
     with pytest.raises(ConfigError, match="alert window, a 5-frame trailing mean"):
         calibrate(model, config, tail_footage(synthetic_root), false_alarm_rate=0.05, scoring="choose", progress=False)
+
+
+def test_a_range_is_empty_relative_to_its_values_not_below_an_absolute_floor() -> None:
+    """(was: any range under 1e-6 empty, so a trained model's D, near 3e-6, never had a range: the committed
+    results/ped2_stream calibration was refused, and `calibrate` dropped every candidate weighing D)"""
+    from mnad.calibration import has_range
+
+    assert has_range(2.98e-6, 3.62e-6)  # results/ped2_stream's D range
+    assert not has_range(0.25, 0.25 + 1e-9) and not has_range(0.0, 0.0) and not has_range(30.0, 30.0 + 1e-5)
+    assert has_range(22.3, 27.8)
+    d = [np.linspace(2.98e-6, 3.62e-6, 400)]
+    rng = np.random.default_rng(0)
+    _, config = model_and_config()
+    fitted = fit_calibration([rng.normal(30, 1, 400)], d, alpha=0.6, false_alarm_rate=0.01, smoothing=1,
+                             scored_with=config)
+    assert fitted.distance_high - fitted.distance_low == pytest.approx(0.98 * 0.64e-6, rel=1e-3)
+
+
+def test_every_committed_calibration_is_read() -> None:
+    """Each calibration in a committed result's config reads (Config.calibration), as a user's would."""
+    read = 0
+    for metrics in sorted((ROOT / "results").glob("*/metrics.json")):
+        config = Config.from_dict(json.loads(metrics.read_text())["config"], source=str(metrics))
+        if config.eval.calibration:
+            assert config.calibration(f"{metrics}: eval.calibration") is not None
+            read += 1
+    assert read >= 1

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from mnad.calibration import MIN_RANGE, UNCALIBRATED_SETTINGS, Calibration, rate_key, scoring_calibration
+from mnad.calibration import UNCALIBRATED_SETTINGS, Calibration, has_range, rate_key, scoring_calibration
 from mnad.checkpoint import TRAIN_STATE_FILE, check_model_path
 from mnad.config import Config, EvalConfig, check_count, check_same_model
 from mnad.data import Video
@@ -260,7 +260,7 @@ def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video],
 def varies(series: list[np.ndarray]) -> bool:
     """Whether a term's 1st–99th percentile range over the footage's series is one a calibration can scale by."""
     values = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in series]) if series else np.zeros(0)
-    return values.size > 0 and float(np.percentile(values, 99) - np.percentile(values, 1)) >= MIN_RANGE
+    return values.size > 0 and has_range(float(np.percentile(values, 1)), float(np.percentile(values, 99)))
 
 
 def choose_scoring(normal: dict[str, list[np.ndarray]], pseudo: dict[str, list[np.ndarray]], labels: list[np.ndarray], *,
@@ -401,11 +401,11 @@ def fit_calibration(
         "psnr_low": float(np.percentile(all_p, 1)), "psnr_high": float(np.percentile(all_p, 99)),
         "distance_low": float(np.percentile(all_d, 1)), "distance_high": float(np.percentile(all_d, 99)),
     }
-    if ranges["psnr_high"] - ranges["psnr_low"] < MIN_RANGE:
+    if not has_range(ranges["psnr_low"], ranges["psnr_high"]):
         raise DataError(f"{where}: the calibration footage's PSNR does not vary; calibrate on real normal footage")
     # a footage problem, said as one (a leave-one-out fold skips it, held_out_false_alarms); Calibration refuses the
     # same range in a sidecar
-    if alpha < 1 and ranges["distance_high"] - ranges["distance_low"] < MIN_RANGE:
+    if alpha < 1 and not has_range(ranges["distance_low"], ranges["distance_high"]):
         raise DataError(f"{where}: the calibration footage's D does not vary, but S_t weighs it (alpha {alpha:g}); "
                         "calibrate on real normal footage, or score with PSNR only (--alpha 1)")
     fitted = Calibration(**ranges, threshold=0.0, false_alarm_rate=false_alarm_rate, smoothing=int(smoothing),

@@ -21,7 +21,16 @@ if TYPE_CHECKING:
 ArrayOrFloat = TypeVar("ArrayOrFloat", np.ndarray, float)
 
 
-MIN_RANGE = 1e-6  # narrowest range of PSNR or D a calibration scales by (narrower: the footage did not vary)
+# A range narrower than this fraction of its values' size is float noise, not variation (the footage did not vary):
+# fp32 rounds a mean to ~1e-7 of it. Relative, not absolute: a trained model's D lies near 3e-6 (results/ped2_stream:
+# its D range, 6.4e-7, is 18 % of it), where the absolute floor of 1e-6 this replaced refused real footage.
+MIN_RELATIVE_RANGE = 1e-5
+
+
+def has_range(low: float, high: float) -> bool:
+    """Whether ``[low, high]`` is a range a calibration can scale PSNR or D by: wider than float noise at the values'
+    size (so an all-zero one is not)."""
+    return high - low > MIN_RELATIVE_RANGE * max(abs(low), abs(high))
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,7 @@ class Calibration:
         # D is scaled by its range wherever S_t weighs it (alpha < 1): an empty one would divide float noise in D by
         # ~1e-12 and swamp the score. Without memory (alpha 1) D is constant and its range rightly empty. (A calibration
         # written before alpha was recorded is scored with its model's alpha, unknown here.)
-        if self.alpha is not None and self.alpha < 1 and self.distance_high - self.distance_low < MIN_RANGE:
+        if self.alpha is not None and self.alpha < 1 and not has_range(self.distance_low, self.distance_high):
             raise ConfigError(f"the calibration's D range is empty (distance_low {self.distance_low}, distance_high "
                               f"{self.distance_high}: D did not vary on the footage it was fitted on), but its score "
                               f"weighs D (alpha {self.alpha:g} < 1), so float noise in D would swamp the score: calibrate "
