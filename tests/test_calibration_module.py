@@ -27,15 +27,15 @@ def calibrated() -> Config:
 
 # -- Config.calibration: the one reader of eval.calibration ------------------------------------------------------------
 
-def test_the_configs_calibration_is_parsed_once_and_again_only_when_changed() -> None:
+def test_the_configs_calibration_is_read_as_it_is_stored_now() -> None:
     assert Config().calibration() is None
     config = calibrated()
-    assert config.calibration() == CAL and config.calibration() is config.calibration()  # parsed once
-    config.eval.calibration = {**CAL.to_dict(), "threshold": 0.7}  # changed by hand: read again
+    assert config.calibration() == CAL
+    config.eval.calibration = {**CAL.to_dict(), "threshold": 0.7}  # changed by hand: read as it is
     assert config.calibration().threshold == 0.7
     config.eval.calibration["frames"] = 1
     assert config.calibration().frames == 1
-    config.eval.calibration["frames"] = True  # equal to 1 as a value, not as a count: read again, and refused
+    config.eval.calibration["frames"] = True  # equal to 1 as a value, not as a count: refused
     with pytest.raises(ConfigError, match="^eval.calibration: every calibration value must be a finite number: frames"):
         config.calibration()
 
@@ -80,7 +80,7 @@ def test_an_uncalibrated_model_scores_without_a_calibration() -> None:
 
 def test_a_calibrated_model_scores_with_its_own_calibration_only() -> None:
     config = calibrated()
-    assert scoring_calibration(config) is config.calibration()
+    assert scoring_calibration(config) == config.calibration() == CAL
     with pytest.raises(ConfigError, match="not on --normalization causal.*drop --normalization"):
         scoring_calibration(config, "causal")  # a command's option
     with pytest.raises(ConfigError, match="not on --normalization video"):

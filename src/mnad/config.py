@@ -121,19 +121,15 @@ class Config:
 
     def calibration(self, source: str = "eval.calibration") -> Calibration | None:
         """The model's calibration (``eval.calibration``, as stored) as a ``Calibration``, None without one: its one
-        reader, parsed at the first call and again only if the stored dict was changed since. A calibration that would
-        not load is one ``ConfigError`` naming ``source``. Not called by ``validate``: a model whose calibration predates
-        a rule of today's (the committed results/ped2_stream model's D range is one) still loads, and is refused only
-        where its calibration is used, as it always was."""
+        reader (cheap: called once per command or scorer, so never cached, and a hand-edited dict is read as it is
+        now). A calibration that would not load is one ``ConfigError`` naming ``source``. Not called by ``validate``:
+        a model whose stored calibration breaks a rule still loads, to be scored without it (``--normalization
+        video``), and is refused only where its calibration is used."""
         if not self.eval.calibration:
             return None
-        stored = repr(self.eval.calibration)  # tells True from 1 and 1 from 1.0, which from_dict reads apart
-        parsed = self.__dict__.get("_calibration")
-        if parsed is None or parsed[0] != stored:
-            from mnad.calibration import Calibration  # here: it reads this module's settings
+        from mnad.calibration import Calibration  # here: it reads this module's settings
 
-            parsed = self._calibration = (stored, Calibration.from_dict(self.eval.calibration, source=source))
-        return parsed[1]
+        return Calibration.from_dict(self.eval.calibration, source=source)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> Config:
