@@ -1,7 +1,8 @@
 """How long ``mnad.outputs.read_scores`` takes on a large scores.csv (a day of one camera at ~12 frames/s is about
 1 M rows, as ``mnad report`` reads it). Writes the file with ``scores_csv_bytes`` into a temporary folder and times
 the reader ``--repeat`` times (the best is printed); ``--compare FILE`` also times the ``read_scores`` of another
-copy of outputs.py (e.g. ``git show <commit>:src/mnad/outputs.py > /tmp/old.py``), interleaved, so both see the
+copy of the module that holds it (``git show <commit>:src/mnad/outputs/evaluation.py > /tmp/old.py``; before the
+outputs package, ``src/mnad/outputs.py``), interleaved, so both see the
 same load. Prints; writes nothing to results/.
 
     .venv/bin/python benchmarks/read_scores.py --rows 1000000 [--videos 4] [--repeat 3] [--compare /tmp/old.py]
@@ -40,7 +41,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--compare", type=Path, help="another outputs.py whose read_scores is timed too")
+    parser.add_argument("--compare", type=Path, help="another copy of outputs/evaluation.py (or an older outputs.py) timed too")
     args = parser.parse_args()
     readers = {"read_scores": outputs.read_scores}
     if args.compare:
