@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mnad.losses import feature_losses
 from mnad.model import Memory
 
 
@@ -176,7 +177,7 @@ def test_read_gradient_of_query_is_zero_through_read_path() -> None:
 def test_losses_do_not_reach_items() -> None:
     memory = memory_with(unit(4, 6, seed=2, dtype=torch.float32))
     raw = torch.randn(9, 6, requires_grad=True)
-    compact, separate = memory.losses(F.normalize(raw, dim=1))
+    compact, separate = feature_losses(F.normalize(raw, dim=1), memory.items)
     (compact + separate).backward()
     assert raw.grad is not None and raw.grad.abs().sum() > 0
     assert memory.items.grad is None
@@ -223,3 +224,16 @@ def test_update_reducers_see_max_and_sum() -> None:
 def test_unknown_update_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="update_max_over"):
         Memory(4, 8, update_max_over="some")
+
+
+def test_compactness_is_d_one_definition_for_both() -> None:
+    """The compactness loss on a frame's queries is its feature distance D (docs/method.md 2.5: exactly D at test time),
+    both from model.memory.nearest_item_errors; each sample's own items give each its own D."""
+    from mnad.scoring import feature_distance
+
+    items, queries = unit(5, 8, seed=7, dtype=torch.float32), unit(12, 8, seed=8, dtype=torch.float32)
+    compact, _ = feature_losses(queries, items)
+    torch.testing.assert_close(feature_distance(queries[None], items), compact[None])
+    other = unit(5, 8, seed=9, dtype=torch.float32)
+    per_sample = feature_distance(torch.stack([queries, queries]), torch.stack([items, other]))
+    torch.testing.assert_close(per_sample, torch.stack([compact, feature_losses(queries, other)[0]]))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import tiny_config
 
 from mnad.config import ModelConfig
-from mnad.losses import mnad_loss
+from mnad.losses import feature_losses, mnad_loss
 from mnad.model import MNAD, Decoder, Encoder, MNADOutput
 
 
@@ -192,7 +192,7 @@ def test_compactness_and_separateness_by_hand() -> None:
     q2 = torch.tensor([-0.6, 0.8])  # nearest p1 (0.8), second p2 (0.6)
     queries = torch.stack([q1, q2])
     model = _Tiny(items)
-    compact, separate = model.memory.losses(queries)
+    compact, separate = feature_losses(queries, model.memory.items)
     # compactness: ||q1 - p0||^2 = 0.04 + 0.36 = 0.4; ||q2 - p1||^2 = 0.36 + 0.04 = 0.4; mean over N*C = 0.8 / 4
     assert compact.item() == pytest.approx(0.2, abs=1e-6)
     # separateness: ||q - pos|| = sqrt(0.4); ||q1 - p1|| = sqrt(0.64 + 0.16) = sqrt(0.8); ||q2 - p2|| = sqrt(0.16 + 0.64)
@@ -203,7 +203,7 @@ def test_compactness_and_separateness_by_hand() -> None:
 def test_separateness_hinge_is_zero_when_far_from_second_item() -> None:
     items = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
     queries = torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0]])
-    compact, separate = _Tiny(items).memory.losses(queries)
+    compact, separate = feature_losses(queries, _Tiny(items).memory.items)
     # q1 = p0 exactly: d_pos = 0; second nearest p2 (0 > -1): d_neg = sqrt(2): hinge max(0 - 1.414 + 1, 0) = 0
     # q2: nearest p0 (0.6), second p2 (0.0): d_pos = sqrt(0.16 + 0.64) = sqrt(0.8); d_neg = sqrt(0.36+0.64+1) = sqrt(2)
     hinge2 = math.sqrt(0.8) - math.sqrt(2.0) + 1.0
@@ -246,3 +246,11 @@ def test_losses_use_items_before_the_update() -> None:
     model.memory.update(out.queries.detach().reshape(-1, 64))
     after = mnad_loss(model, out, torch.zeros(2, 3, 32, 32), 0.1, 0.1)
     assert after.compact.item() < before.compact.item()  # the items moved towards the queries
+
+
+def test_query_stride_is_the_encoders() -> None:
+    """ScoringStep's grid of queries (patch D's regions) comes from QUERY_STRIDE, which must be the encoder's own."""
+    from mnad.model.unet import QUERY_STRIDE
+
+    features, _ = Encoder(3, 8)(torch.zeros(1, 3, 48, 64))
+    assert features.shape[-2:] == (48 // QUERY_STRIDE, 64 // QUERY_STRIDE)

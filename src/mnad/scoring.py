@@ -20,6 +20,7 @@ import torch
 from mnad.calibration import Calibration
 from mnad.config import PSNR_PEAKS, REGULAR_SCORES, check_count
 from mnad.errors import ConfigError, DataError
+from mnad.model.memory import nearest_item_errors
 
 if TYPE_CHECKING:
     from mnad.config import Config
@@ -110,17 +111,9 @@ def worst_patch_box(error: np.ndarray) -> tuple[int, int, int, int]:
     return cols[col], rows[row], side, side
 
 
-def _nearest_item_errors(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """Squared difference of each query (B, K, C) to its nearest item (M, C), or with items (B, M, C), each sample's
-    own (several streams in one batch) to the nearest of its own items. (B, K, C)"""
-    nearest = (queries @ items.transpose(-2, -1)).argmax(-1)
-    chosen = items[nearest] if items.dim() == 2 else torch.take_along_dim(items, nearest[..., None], dim=1)
-    return (queries - chosen) ** 2
-
-
 def feature_distance(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """D per sample: mean squared distance of the queries (B, K, C) to their nearest items, as an MSE. (B,)"""
-    return _nearest_item_errors(queries, items).flatten(1).mean(1)
+    return nearest_item_errors(queries, items).flatten(1).mean(1)
 
 
 def patch_distance(queries: torch.Tensor, items: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -128,7 +121,7 @@ def patch_distance(queries: torch.Tensor, items: torch.Tensor, grid: tuple[int, 
     of the query map's side (stride half a block) and the largest block kept; the same regions as ``patch_psnr``, so
     both terms of S_t look at where the frame is most abnormal rather than at how busy the whole frame is (not in the
     paper; ``eval.distance_region``). ``grid``: the query map's (height, width), K = height * width. (B,)"""
-    return _worst_patch(_nearest_item_errors(queries, items).mean(-1).reshape(-1, 1, *grid))  # per query (B, 1, h, w)
+    return _worst_patch(nearest_item_errors(queries, items).mean(-1).reshape(-1, 1, *grid))  # per query (B, 1, h, w)
 
 
 def regular_score(predicted: torch.Tensor, target: torch.Tensor, *, kind: str = "code") -> torch.Tensor:

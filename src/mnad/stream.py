@@ -42,6 +42,7 @@ from mnad.interrupts import held_interrupts
 from mnad.model import MNAD, inference_copy
 from mnad.model.memory import updated_memory
 from mnad.model.mnad import FrozenCompiled
+from mnad.model.unet import QUERY_STRIDE
 from mnad.precision import checked_device, native_bf16
 from mnad.scoring import (
     CausalScore,
@@ -106,7 +107,8 @@ class ScoringStep(torch.nn.Module):
         if self.model.memory is None:
             return StepResult(output.frame, p, local, torch.zeros_like(p), torch.zeros_like(p), e, items, errors)
         d = feature_distance(output.queries, items)  # both before this frame's update, as published
-        d_local = patch_distance(output.queries, items, (target.shape[-2] // 8, target.shape[-1] // 8))  # queries at 1/8 scale
+        grid = (target.shape[-2] // QUERY_STRIDE, target.shape[-1] // QUERY_STRIDE)  # the query map's (height, width)
+        d_local = patch_distance(output.queries, items, grid)
         if self.cfg.test_update:  # after scoring this frame, as published; strict '<'
             per_sample = items.dim() == 3
             new_items = updated_memory(output.queries if per_sample else output.queries[0], items, max_over=self.update_max_over)

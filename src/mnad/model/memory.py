@@ -15,10 +15,26 @@ from torch import nn
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
+def item_scores(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """q_k . p_m for every query and item (paper Eq. 1's exponent): their cosine similarity, both being unit-norm, with
+    no temperature, as published. (N, M) for queries (N, C) and items (M, C); (B, K, M) for queries (B, K, C) and
+    items (M, C) or each sample's own (B, M, C)."""
+    return queries @ items.transpose(-2, -1)
+
+
 def matching_probabilities(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """Softmax over items of q . p (paper Eq. 1): the weights with which each query reads the memory, (N, M), or
     (B, K, M) for queries (B, K, C) and items (B, M, C)."""
-    return F.softmax(queries @ items.transpose(-2, -1), dim=-1)
+    return F.softmax(item_scores(queries, items), dim=-1)
+
+
+def nearest_item_errors(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(q_k - p_p)^2 element-wise, p_p the item nearest to q_k (largest q . p): what the compactness loss averages in
+    training and D at test time (docs/method.md 2.5, 5.2), one definition for both. Queries (N, C) or (B, K, C) against
+    items (M, C), or against each sample's own items (B, M, C); the result has the queries' shape."""
+    nearest = item_scores(queries, items).argmax(-1)
+    chosen = items[nearest] if items.dim() == 2 else torch.take_along_dim(items, nearest[..., None], dim=-2)
+    return (queries - chosen) ** 2
 
 
 def read_memory(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -49,7 +65,7 @@ def updated_memory(
     a leading batch axis, hence the negative dims).
     """
     queries = queries.to(items.dtype)  # bf16 queries -> fp32 items; fp64 items keep fp64
-    scores = queries @ items.transpose(-2, -1)  # (N, M), or (B, K, M)
+    scores = item_scores(queries, items)  # (N, M), or (B, K, M)
     assigned = F.one_hot(scores.argmax(dim=-1), items.shape[-2]).to(scores.dtype)  # U_m as a mask
     if max_over == "all":  # published code: max over every query of the batch
         max_score = scores.amax(dim=-2)  # (M,), or (B, M)
@@ -74,20 +90,8 @@ class Memory(nn.Module):
         # Uniform [0, 1) rows, normalised: the published initialisation (the items start nearly parallel).
         self.register_buffer("items", F.normalize(torch.rand(size, dim), dim=1))
 
-    def similarity(self, queries: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of every query to every item, (N, M). No temperature, as published."""
-        return queries @ self.items.t()
-
     def read(self, queries: torch.Tensor) -> torch.Tensor:
         return read_memory(queries, self.items)
-
-    def losses(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature compactness and separateness losses, scaled as in the published code (docs/method.md 2.5)."""
-        top2 = self.similarity(queries).topk(2, dim=1).indices
-        nearest, second = self.items[top2[:, 0]], self.items[top2[:, 1]]
-        compact = F.mse_loss(queries, nearest)
-        separate = F.triplet_margin_loss(queries, nearest, second, margin=1.0)
-        return compact, separate
 
     @torch.no_grad()
     def update(self, queries: torch.Tensor, *, reduce_max: Reduce | None = None, reduce_sum: Reduce | None = None) -> None:

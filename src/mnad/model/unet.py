@@ -46,8 +46,11 @@ def output_head(c_in: int, c_out: int, width: int) -> nn.Sequential:
     )
 
 
+QUERY_STRIDE = 8  # the encoder's three 2x2 poolings: one query for each 8x8 pixels of the frame
+
+
 class Encoder(nn.Module):
-    """Frames (B, in_ch, H, W) -> raw query map (B, 8w, H/8, W/8) and the three pre-pool skip features."""
+    """Frames (B, in_ch, H, W) -> raw query map (B, 8w, H/QUERY_STRIDE, W/QUERY_STRIDE) and the three pre-pool skip features."""
 
     def __init__(self, in_channels: int, width: int = 64) -> None:
         super().__init__()
