@@ -58,8 +58,8 @@ def check_replace(paths: list[Path], *, overwrite: bool, option: str = "--out") 
     API before any work, not when it writes. With ``overwrite`` the earlier files stay whole until the new ones
     replace them: every write is atomic (``atomic.atomic_write_many``), a set of files all or none. (A training
     run's folder and a detect folder, written over hours, refuse an earlier run the same way, in
-    ``checkpoint.check_run_folder`` and ``detect.detect``, and keep it aside until the new run has its own result:
-    ``checkpoint.set_aside_run``, ``DetectFolder``.)"""
+    ``run_folder.check_run_folder`` and ``detect.detect``, and keep it aside until the new run has its own result:
+    ``run_folder.set_aside_run``, ``DetectFolder``.)"""
     earlier = [p for p in paths if os.path.lexists(p)]
     if earlier and not overwrite:
         shown = ", ".join(str(p) for p in earlier)
