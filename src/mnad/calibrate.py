@@ -13,25 +13,27 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
-from tqdm import tqdm
 
 from mnad.calibration import UNCALIBRATED_SETTINGS, Calibration, has_range, rate_key, scoring_calibration
-from mnad.checkpoint import TRAIN_STATE_FILE, check_model_path
-from mnad.config import Config, EvalConfig, check_count, check_same_model
+from mnad.checkpoint import PRETRAINED, TRAIN_STATE_FILE, check_model_path, load_model, save_model
+from mnad.config import Config, EvalConfig, check_count, check_same_model, checked_config
 from mnad.data import Video
 from mnad.data.layouts import list_videos
 from mnad.data.spans import footage_span, span_intersection, span_text, spans_overlap
 from mnad.data.videos import FrameRange, check_pixel_ranges, open_video
 from mnad.errors import CheckpointError, ConfigError, DataError
+from mnad.evaluate import score_frames
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
 from mnad.scoring import anomaly_score, check_alpha, check_rate, frames_needed, mixing_weight, score_terms, smooth
-from mnad.stream import StreamScorer, checked_config
+from mnad.stream import FrameResult
+from mnad.train import holdout_videos, training_record
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,61 @@ def calibrate(
                     "more, and more varied, normal footage", false_alarm_rate, realised, len(videos))
     # fit_calibration recorded what it was fitted with; what the other checks found is added here
     return dataclasses.replace(fitted, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {})
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibratedModel:
+    """What ``calibrate_checkpoint`` wrote: the model file, the config saved in it and that config's calibration."""
+
+    path: Path
+    config: Config
+    calibration: Calibration
+
+
+def calibrate_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    data: list[str | Path | Video] | None = None,
+    configure: Callable[[MNAD, Config], Config] | None = None,
+    keep_smoothing: bool = False,
+    false_alarm_rate: float = 0.01,
+    scoring: str = "choose",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> CalibratedModel:
+    """``mnad calibrate``: the model ``checkpoint`` names (a model file, run folder or shipped name) calibrated on
+    normal footage (``calibrate``) and saved to ``out`` with its calibration and its training record (``out`` is
+    checked before anything is loaded or scored; an earlier file there is replaced only with ``overwrite``).
+
+    ``data``: the footage (videos or paths, as ``calibrate`` takes them), by default the footage the training run
+    held out (``train.holdout_videos``; a shipped model keeps none). ``configure``: the calibrating run's settings,
+    given the model and its own config (a calibrated model's without its calibration) and returning the config to
+    score with; ``keep_smoothing``: the trailing mean is that config's ``eval.smoothing``, not chosen. The model is
+    saved with its own settings and the scoring chosen (``model_record``), not the run's other settings."""
+    out = check_model_output(out, overwrite=overwrite)  # before the footage is scored, not after
+    if isinstance(data, list | tuple) and not data:  # a shell glob that matched nothing: never the held-out part instead
+        raise ConfigError("--data names no footage: give video files or frame folders, or leave --data out to calibrate on "
+                          "the run's held-out part")
+    model, trained_config = load_model(checkpoint)
+    # a calibrated model is calibrated again from its own settings (the options then apply), not its calibration's choice
+    own = uncalibrated(trained_config)
+    config = configure(model, own) if configure is not None else own
+    if data is not None:
+        videos = data  # paths: calibrate opens them (open_footage)
+    else:
+        if str(checkpoint) in PRETRAINED:  # its name is no path: the current folder's holdout.json is no part of it
+            raise ConfigError(f"{checkpoint}: a shipped model keeps no held-out footage; pass --data with normal footage of your camera")
+        videos = holdout_videos(Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent,
+                                config.model.pixel_range)
+    trained = training_record(checkpoint)  # carried on: the footage (never calibrate on it) and the epochs
+    calibration = calibrate(model, config, videos, smoothing=config.eval.smoothing if keep_smoothing else None,
+                            trained_on=trained.get("footage", []), false_alarm_rate=false_alarm_rate, scoring=scoring,
+                            device=config.train.device, progress=progress)
+    # the record is of the model's settings, not this run's options: recalibrating it is calibrating the plain model
+    calibrated = with_calibration(model_record(trained_config, config), calibration, own=own)  # refuses one that would not load
+    save_model(out, model, calibrated, extra=trained)
+    return CalibratedModel(out, calibrated, calibrated.calibration())  # as saved (with its record of the model's own settings)
 
 
 def check_window(window: int, scored: int, said: str) -> int:
@@ -313,33 +370,32 @@ def footage_terms(
     model: MNAD, config: Config, videos: list[Video], *, device: str = "cpu", progress: bool = True
 ) -> dict[str, list[np.ndarray]]:
     """Each of TERMS (PSNR, patch PSNR, D, patch D) of every scored frame, one array per video (memory carried across
-    them, as when scoring); refuses footage that never changes."""
-    scorer = StreamScorer.for_model(model, config, normalization="video", device=device)
-    size, channels = config.model.image_size, config.model.channels
-    terms: dict[str, list[np.ndarray]] = {name: [] for name in TERMS}
-    changes = 0.0
-    with tqdm(total=sum(len(v) for v in videos), desc="calibrating", unit="frame", disable=not progress, leave=False) as bar:
-        for video in videos:
-            scorer.new_video()
-            rows, previous = [], None
-            for i in range(len(video)):
-                frame = video.frame(i, size, channels)
-                if previous is not None:
-                    changes = max(changes, float(np.abs(frame.astype(np.int16) - previous).max()))
-                previous = frame
-                row = scorer.push(frame)
-                bar.update(1)
-                if row is not None and not row.finite:  # thresholds and the choice would be fitted on NaN
-                    raise CheckpointError(f"{video.name}, frame {row.index}: the model's output is not finite on this "
-                                          "footage (a diverged training?); nothing can be calibrated on it")
-                if row is not None:
-                    rows.append(row)
-            for name, values in terms.items():
-                values.append(np.array([getattr(r, name) for r in rows]))
-    if changes == 0:  # over all the videos: the footage as a whole is named
+    them, as when scoring: ``evaluate.score_frames``); refuses footage that never changes, and a model whose output is
+    not finite on it."""
+    watch = FootageWatch()
+    scored = score_frames(model, config, videos, device=device, progress=progress, desc="calibrating", watch=watch)
+    if not watch.changes:  # over all the videos: the footage as a whole is named
         raise DataError(f"{footage_name(videos)}: calibration footage does not change (every frame is the same picture); "
                         "calibrate on real normal footage")
-    return terms
+    return {name: [getattr(video, name) for video in scored] for name in TERMS}
+
+
+class FootageWatch:
+    """``footage_terms``' checks of each frame as it is scored (``evaluate.FrameWatch``): whether any frame differs from
+    the one before it in its video (``changes``), and the model's output finite (refused at the first frame that is
+    not: thresholds and the choice would be fitted on NaN)."""
+
+    def __init__(self) -> None:
+        self.changes = False
+        self._previous: np.ndarray | None = None
+
+    def __call__(self, video: Video, index: int, frame: np.ndarray, row: FrameResult | None) -> None:
+        if not self.changes:  # once one frame changed, the footage does
+            self.changes = index > 0 and self._previous is not None and not np.array_equal(frame, self._previous)
+            self._previous = frame
+        if row is not None and not row.finite:
+            raise CheckpointError(f"{video.name}, frame {row.index}: the model's output is not finite on this "
+                                  "footage (a diverged training?); nothing can be calibrated on it")
 
 
 def check_series(psnr_values: object, distances: object, where: str) -> None:

@@ -393,34 +393,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from mnad.calibrate import calibrate, check_model_output, describe_scoring, model_record, uncalibrated, with_calibration
-    from mnad.checkpoint import PRETRAINED, load_model, save_model
-    from mnad.train import holdout_videos, training_record
+    from mnad.calibrate import calibrate_checkpoint, describe_scoring
 
-    check_model_output(args.out, overwrite=args.overwrite)  # before the footage is scored, not after
-    if args.data == []:  # `--data` followed by nothing (a shell glob that matched nothing): never the held-out part instead
-        raise ConfigError("--data names no footage: give video files or frame folders, or leave --data out to calibrate on "
-                          "the run's held-out part")
-    model, trained_config = load_model(args.checkpoint)
-    # a calibrated model is calibrated again from its own settings (the options then apply), not its calibration's choice
-    own = uncalibrated(trained_config)
-    config = choose_scoring_path(model, apply_options(own, args), args)
-    if args.data:
-        videos = args.data  # paths: calibrate opens them (calibrate.open_footage)
-    else:
-        if str(args.checkpoint) in PRETRAINED:  # its name is no path: the current folder's holdout.json is no part of it
-            raise ConfigError(f"{args.checkpoint}: a shipped model keeps no held-out footage; pass --data with normal footage of your camera")
-        videos = holdout_videos(Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent,
-                                config.model.pixel_range)
-    trained = training_record(args.checkpoint)  # carried on: the footage (never calibrate on it) and the epochs
-    calibration = calibrate(model, config, videos, smoothing=config.eval.smoothing if args.smoothing is not None else None,
-                            trained_on=trained.get("footage", []), device=config.train.device, progress=not args.quiet,
-                            **given(args, "false_alarm_rate", "scoring"))
-    # the record is of the model's settings, not this run's options: recalibrating it is calibrating the plain model
-    calibrated = with_calibration(model_record(trained_config, config), calibration, own=own)  # refuses one that would not load
-    save_model(args.out, model, calibrated, extra=trained)
-    print(json.dumps(calibrated.eval.calibration, indent=2))  # as written
-    print(f"mnad: scoring: {describe_scoring(calibration)}", file=sys.stderr)
+    result = calibrate_checkpoint(
+        args.checkpoint, args.out, data=args.data,
+        configure=lambda model, own: choose_scoring_path(model, apply_options(own, args), args),
+        keep_smoothing=args.smoothing is not None, overwrite=args.overwrite, progress=not args.quiet,
+        **given(args, "false_alarm_rate", "scoring"))
+    print(json.dumps(result.config.eval.calibration, indent=2))  # as written
+    print(f"mnad: scoring: {describe_scoring(result.calibration)}", file=sys.stderr)
     print(f"calibrated model written to {args.out}")
 
 

@@ -16,6 +16,7 @@ the details.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from mnad import distributed
 from mnad.calibration import Calibration, rate_key, scoring_calibration
-from mnad.config import Config, check_same_model
+from mnad.config import Config, check_same_model, checked_config
 from mnad.data import Video, VideoFile, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
 from mnad.data.spans import footage_span, parse_span, span_text, spans_overlap
@@ -36,7 +37,7 @@ from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measur
 from mnad.model import MNAD
 from mnad.outputs import check_evaluation_output, write_evaluation
 from mnad.scoring import anomaly_score, frames_needed, mixing_weight, score_terms, smooth
-from mnad.stream import FrameResult, StreamScorer, checked_config
+from mnad.stream import FrameResult, StreamScorer
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +67,35 @@ def score_videos(
     with another pixel range than the model's (``open_video(path)`` for a model with ``model.pixel_range``) are
     refused before any frame is scored: their 16-bit frames would be read otherwise than the model saw them."""
     checked_config(config)  # a Config changed by hand as a config file (also when a scorer is given)
-    return _score_videos(model, config, videos, device=device, progress=progress, scorer=scorer)
+    return score_frames(model, config, videos, device=device, progress=progress, scorer=scorer)
 
 
-def _score_videos(model: MNAD, config: Config, videos: list[Video], *, device: str, progress: bool,
-                  scorer: StreamScorer | None) -> list[VideoScores]:
-    """``score_videos`` of a ``config`` already checked (``evaluate`` checks it once, up front)."""
+# Called with each frame as it is scored: the video, the frame's position in it, the frame (uint8, as the model reads
+# it) and the scorer's row (None until a clip is full); a caller's own check of the footage, in the one scoring pass.
+FrameWatch = Callable[[Video, int, np.ndarray, FrameResult | None], None]
+
+
+def score_frames(model: MNAD, config: Config, videos: list[Video], *, device: str = "cpu", progress: bool = True,
+                 scorer: StreamScorer | None = None, desc: str = "scoring",
+                 watch: FrameWatch | None = None) -> list[VideoScores]:
+    """``score_videos`` of a ``config`` already checked: the one loop that scores footage video by video (``evaluate``
+    checks the config once, up front; ``calibrate.footage_terms`` scores its footage with it, ``watch`` seeing each
+    frame). A video too short for one clip is refused (``DataError``)."""
     check_same_model(model, config)  # then config.model.pixel_range is the model's own
     check_pixel_ranges(videos, config.model.pixel_range)
     scorer = scorer or StreamScorer.for_model(model, config, normalization="video", device=device)
     size, channels = config.model.image_size, config.model.channels
     results = []
-    with tqdm(total=sum(len(v) for v in videos), desc="scoring", unit="frame", disable=not progress, leave=False) as bar:
+    with tqdm(total=sum(len(v) for v in videos), desc=desc, unit="frame", disable=not progress, leave=False) as bar:
         for video in videos:
             scorer.new_video()
             rows: list[FrameResult] = []
             for i in range(len(video)):
-                row = scorer.push(video.frame(i, size, channels))
+                frame = video.frame(i, size, channels)
+                row = scorer.push(frame)
                 bar.update(1)
+                if watch is not None:
+                    watch(video, i, frame, row)
                 if row is not None:
                     rows.append(row)
             if not rows:
@@ -336,7 +348,7 @@ def evaluate(
     scorer = None
     if protocol == "stream":
         scorer = StreamScorer.for_model(model, config, normalization="calibrated", calibration=calibration, device=device)
-    results = _score_videos(model, config, mine, device=device, progress=progress and ctx.is_main, scorer=scorer)
+    results = score_frames(model, config, mine, device=device, progress=progress and ctx.is_main, scorer=scorer)
     results = [v for part in distributed.all_gather_objects(results, ctx) for v in part]  # all videos, in order
     attach_labels(results, labels)
     if protocol != "stream":
