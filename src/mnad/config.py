@@ -211,6 +211,16 @@ class Config:
             raise ConfigError(f"{source}: train.batch_size and train.clip_stride must be >= 1, train.epochs >= 0")
 
 
+def checked_config(config: object) -> Config:
+    """``config`` checked as a config file is (``Config.validate``, the same ``ConfigError``): a public entry point takes
+    a Config changed by hand after it was made (``config.eval.gamma = -1``) only if a file could have said it. Once per
+    call, up front, never per frame."""
+    if not isinstance(config, Config):
+        raise ConfigError(f"config must be a mnad Config (mnad.load_config gives one), got a {type(config).__name__}")
+    config.validate()
+    return config
+
+
 def check_count(name: str, value: object, *, minimum: int = 1) -> None:
     """Refuse a ``value`` that is not a whole number >= ``minimum`` (a bool is not one; a numpy integer is), with one
     ``ConfigError`` naming ``name`` (the option as the user wrote it)."""

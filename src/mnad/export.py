@@ -25,13 +25,13 @@ import torch
 from mnad.atomic import atomic_write_many
 from mnad.calibrate import footage_videos
 from mnad.checkpoint import is_onnx_export
-from mnad.config import Config, check_count, check_same_model
+from mnad.config import Config, check_count, check_same_model, checked_config
 from mnad.data.videos import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.quantize import CALIBRATION_CLIPS, check_footage, quantize_graph
-from mnad.stream import ScoringStep, StepResult, checked_config
+from mnad.stream import ScoringStep, StepResult
 
 SIDECAR_FORMAT = "mnad-onnx-2"  # 2: the step also outputs patch_distance
 INPUTS = ["inputs", "target", "items"]

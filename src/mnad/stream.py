@@ -35,7 +35,7 @@ from mnad.aot import AotStep
 from mnad.atomic import atomic_write
 from mnad.calibration import Calibration, scoring_calibration
 from mnad.checkpoint import tensor_digest, weights_digest
-from mnad.config import Config, ModelConfig, check_count, check_same_model
+from mnad.config import Config, ModelConfig, check_count, check_same_model, checked_config
 from mnad.data import split_clip, to_tensor
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.interrupts import held_interrupts
@@ -87,32 +87,32 @@ class ScoringStep(torch.nn.Module):
 
     def __init__(self, model: MNAD, config: Config) -> None:
         super().__init__()
-        self.cfg = config.eval
+        self.eval_config = config.eval
         self.digest = weights_digest(model)  # of the model as given, not of its folded copy: what a saved state belongs to
-        self.model = inference_copy(model, bf16=self.cfg.bf16, channels_last=self.cfg.channels_last)
+        self.model = inference_copy(model, bf16=self.eval_config.bf16, channels_last=self.eval_config.channels_last)
         self.update_max_over = config.model.update_max_over
 
     def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> StepResult:
-        if self.cfg.channels_last:
+        if self.eval_config.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         # no autocast region at all in fp32: torch.export would still wrap the model in a disabled one, hiding its
         # convolutions from graph passes such as PT2E quantisation (benchmarks/int8.py); a caller's own autocast, if
         # any, then applies here as it does to any module
-        with torch.autocast(inputs.device.type, dtype=torch.bfloat16) if self.cfg.bf16 else contextlib.nullcontext():
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16) if self.eval_config.bf16 else contextlib.nullcontext():
             output = self.model(inputs, items)
-        p = psnr(output.frame, target, peak=self.cfg.psnr_peak)
+        p = psnr(output.frame, target, peak=self.eval_config.psnr_peak)
         local = patch_psnr(output.frame, target)
-        e = regular_score(output.frame, target, kind=self.cfg.regular_score)
+        e = regular_score(output.frame, target, kind=self.eval_config.regular_score)
         errors = error_map(output.frame, target)
         if self.model.memory is None:
             return StepResult(output.frame, p, local, torch.zeros_like(p), torch.zeros_like(p), e, items, errors)
         d = feature_distance(output.queries, items)  # both before this frame's update, as published
         grid = (target.shape[-2] // QUERY_STRIDE, target.shape[-1] // QUERY_STRIDE)  # the query map's (height, width)
         d_local = patch_distance(output.queries, items, grid)
-        if self.cfg.test_update:  # after scoring this frame, as published; strict '<'
+        if self.eval_config.test_update:  # after scoring this frame, as published; strict '<'
             per_sample = items.dim() == 3
             new_items = updated_memory(output.queries if per_sample else output.queries[0], items, max_over=self.update_max_over)
-            gate = (e < self.cfg.gamma)[:, None, None] if per_sample else e[0] < self.cfg.gamma
+            gate = (e < self.eval_config.gamma)[:, None, None] if per_sample else e[0] < self.eval_config.gamma
             items = torch.where(gate, new_items, items)
         return StepResult(output.frame, p, local, d, d_local, e, items, errors)
 
@@ -120,16 +120,6 @@ class ScoringStep(torch.nn.Module):
 # why several streams cannot share an ONNX export (StreamScorer.for_streams, score_streams)
 ONNX_ONE_STREAM = ("several sources at once need a PyTorch model: the exported ONNX graph scores one clip with one memory "
                    "(run one `mnad detect` per source, or use the checkpoint the ONNX file was exported from)")
-
-
-def checked_config(config: object) -> Config:
-    """``config`` checked as a config file is (``Config.validate``, the same ``ConfigError``): a public entry point takes
-    a Config changed by hand after it was made (``config.eval.gamma = -1``) only if a file could have said it. Once per
-    call, up front, never per frame."""
-    if not isinstance(config, Config):
-        raise ConfigError(f"config must be a mnad Config (mnad.load_config gives one), got a {type(config).__name__}")
-    config.validate()
-    return config
 
 
 def scoring_step(model: MNAD, config: Config) -> Step:
@@ -214,6 +204,49 @@ def checked_frame(frame: object, size: int, channels: int) -> np.ndarray:
                     f"and channels, HxWxC, e.g. as mnad.data.pixels.prepare_frame makes it), got {got}")
 
 
+class ClipWindow:
+    """The last ``size`` frames of a stream, each held once as a pair: the frame as the scorer took it (uint8, prepared:
+    what a saved state holds) and its tensor on the scoring device (converted once per frame, not once per clip). One
+    deque of pairs, so that the frames a state saves and the frames a clip scores cannot fall out of step."""
+
+    def __init__(self, size: int) -> None:
+        self._pairs: deque[tuple[np.ndarray, torch.Tensor]] = deque(maxlen=size)
+
+    @property
+    def size(self) -> int:
+        """The frames a clip takes (t_length)."""
+        return self._pairs.maxlen
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    @property
+    def full(self) -> bool:
+        """Whether the window holds a whole clip."""
+        return len(self._pairs) == self._pairs.maxlen
+
+    def append(self, frame: np.ndarray, tensor: torch.Tensor) -> None:
+        """Add a frame (``tensor`` is ``frame`` converted for the step); the oldest falls out once the window is full."""
+        self._pairs.append((frame, tensor))
+
+    def frames(self) -> list[np.ndarray]:
+        """The uint8 frames, oldest first (``StreamState.window``)."""
+        return [frame for frame, _ in self._pairs]
+
+    def clip(self) -> torch.Tensor:
+        """The tensors stacked as a batch-1 clip, (1, T, C, H, W), oldest first."""
+        return torch.stack([tensor for _, tensor in self._pairs])[None]
+
+    def mark(self) -> tuple[tuple[np.ndarray, torch.Tensor], ...]:
+        """The window as it stands (references to its frames, no copy), for ``replace``."""
+        return tuple(self._pairs)
+
+    def replace(self, pairs: Sequence[tuple[np.ndarray, torch.Tensor]] = ()) -> None:
+        """Hold ``pairs`` (a ``mark``, or (frame, tensor) pairs oldest first; the last ``size`` kept), or nothing."""
+        self._pairs.clear()
+        self._pairs.extend(pairs)
+
+
 # The calibration's fields when a stream state first recorded its digest (``calibration_digest``)
 _FIRST_DIGESTED = ("psnr_low", "psnr_high", "distance_low", "distance_high", "threshold", "false_alarm_rate", "smoothing",
                    "frames", "thresholds", "footage", "held_out_false_alarms", "psnr_region", "distance_region", "alpha",
@@ -278,8 +311,7 @@ class StreamScorer:
         # the scorer's own copy: test-time updates never reach the caller's model
         self._items = (items.detach().clone() if items is not None else torch.zeros(1, config.model.feature_dim)).to(device)
         m = config.model
-        self._window: deque[torch.Tensor] = deque(maxlen=m.t_length)
-        self._raw: deque[np.ndarray] = deque(maxlen=m.t_length)
+        self._window = ClipWindow(m.t_length)
         self._lag = m.lag  # a clip scores its target frame, `lag` frames before its last
         self._seen = 0
         # the clip handed out by ``clip`` and not yet consumed: the index of the frame it scores, and the window as it
@@ -333,8 +365,7 @@ class StreamScorer:
     def new_video(self) -> None:
         """Start a new video: frames of different videos are not consecutive, so no clip spans two of them. The memory,
         the causal normaliser and the trailing mean carry on (a per-video restart of those is the caller's choice)."""
-        self._window.clear()
-        self._raw.clear()
+        self._window.replace()
         self._seen = 0
         self._pending = None
 
@@ -369,30 +400,26 @@ class StreamScorer:
 
     def _take(self, frame: np.ndarray, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``clip`` of a frame ``_prepared``."""
-        with held_interrupts():  # the window, the raw frames and the count move together (a Ctrl-C waits)
+        with held_interrupts():  # the window and the count move together (a Ctrl-C waits)
             mark = self._mark()
-            self._window.append(tensor)
-            self._raw.append(frame)
+            self._window.append(frame, tensor)
             self._seen += 1
-            if len(self._window) < self._window.maxlen:
+            if not self._window.full:
                 return None
-            clip = self._split(torch.stack(tuple(self._window))[None])
+            clip = self._split(self._window.clip())
             self._pending = (self._seen - 1 - self._lag, mark)
         return clip
 
     def _mark(self) -> tuple:
         """The window as it stands (references to its frames, no copy), for ``_rollback``."""
-        return tuple(self._window), tuple(self._raw), self._seen
+        return self._window.mark(), self._seen
 
     def _rollback(self, mark: tuple) -> None:
         """Put the window back as ``_mark`` gave it, any clip handed out since dropped: a frame whose step failed is
         not taken (the memory and the normaliser take a frame only in ``consume``)."""
-        window, raw, seen = mark
+        window, seen = mark
         with held_interrupts():
-            self._window.clear()
-            self._window.extend(window)
-            self._raw.clear()
-            self._raw.extend(raw)
+            self._window.replace(window)
             self._seen = seen
             self._pending = None
 
@@ -436,7 +463,7 @@ class StreamScorer:
                               "the step's result to consume() first (or call new_video() to drop it)")
         return StreamState(
             items=self.items,
-            window=list(self._raw),
+            window=self._window.frames(),
             frames_seen=self._seen,
             psnr_range=(self._causal.psnr_range.low, self._causal.psnr_range.high),
             distance_range=(self._causal.distance_range.low, self._causal.distance_range.high),
@@ -460,15 +487,12 @@ class StreamScorer:
                         "(the same weights); the next saved state records them", f"{path}: " if path is not None else "",
                         ", model.".join(unrecorded))
         m = self.config.model
-        frames = [checked_frame(f, m.image_size, m.channels) for f in list(state.window)[-self._window.maxlen:]]
-        tensors = [to_tensor(f).to(self.device) for f in frames]
+        frames = [checked_frame(f, m.image_size, m.channels) for f in list(state.window)[-self._window.size:]]
+        pairs = [(f, to_tensor(f).to(self.device)) for f in frames]
         with held_interrupts():  # all of the state, or none of it
             if state.items is not None:
                 self._items = state.items.detach().clone().to(self.device)
-            self._window.clear()
-            self._raw.clear()
-            self._window.extend(tensors)
-            self._raw.extend(frames)
+            self._window.replace(pairs)
             self._seen = state.frames_seen
             self._pending = None
             self._causal = CausalScore(self.alpha, self.smoothing, self.calibration, RunningMinMax(*state.psnr_range),
@@ -508,7 +532,7 @@ class StreamScorer:
             return f"the stream state's memory items must be {self._items.dtype} {tuple(self._items.shape)}, got {got}"
         elif not bool(torch.isfinite(items).all()):
             return "the stream state's memory items hold NaN or infinite values"
-        seen, window, size = state.frames_seen, state.window, self._window.maxlen
+        seen, window, size = state.frames_seen, state.window, self._window.size
         if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
             return f"the stream state's frames_seen must be an integer >= 0, got {seen!r}"[:200]
         if not isinstance(window, list | tuple) or min(len(window), size) != min(seen, size):
