@@ -147,7 +147,7 @@ def test_a_scorer_whose_weights_cannot_be_told_restores_no_state() -> None:
 
 
 def test_a_lock_file_removed_between_open_and_lock_is_not_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run that wrote nothing removes its lock file while holding it (detect.locked_output): a second process that
+    """A run that wrote nothing removes its lock file while holding it (run_folder.locked_output): a second process that
     opened the file just before and locks it just after must not hold a lock on a file no longer in the folder, where a
     third would lock the new one beside it."""
     import fcntl

@@ -13,13 +13,14 @@ from conftest import frames_folder, kill_when
 from mnad.calibrate import with_calibration
 from mnad.calibration import Calibration
 from mnad.checkpoint import load_model
-from mnad.detect import DetectOptions, SegmentedVideo, detect
+from mnad.detect import DetectOptions, detect
 from mnad.errors import ConfigError, DataError
 from mnad.outputs import (
     DETECT_SCORES_HEADER,
     ROWS_DIR,
     DetectWriter,
     OldestFirst,
+    SegmentedVideo,
     detect_run_entries,
     read_detect_scores,
     remove_detect_temps,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import mnad.outputs
 
-ORDER = ["paths", "reading", "names", "columns", "detect_folder", "evaluation", "detect_writer"]  # as __init__ lists them
+ORDER = ["paths", "reading", "names", "columns", "detect_folder", "evaluation", "detect_summary", "detect_writer",
+         "annotated_video"]  # as __init__ lists them
 
 
 def imported_outputs_modules(name: str) -> set[str]:

@@ -18,9 +18,9 @@ import pytest
 from conftest import frames_folder, kill_when
 
 from mnad.checkpoint import load_model
-from mnad.detect import ANNOTATED_DIR, DetectOptions, detect
+from mnad.detect import DetectOptions, detect
 from mnad.errors import ConfigError, DataError
-from mnad.outputs import ANNOTATED_VIDEO, frame_name, map_name
+from mnad.outputs import ANNOTATED_DIR, ANNOTATED_VIDEO, frame_name, map_name
 
 SEGMENT = 0.2  # seconds: 5 frames at a frame folder's 25 frames/s
 
@@ -244,7 +244,7 @@ def test_summary_json_never_lists_a_file_that_moved(model_file: Path, tmp_path: 
 def test_odd_frame_rates_and_cameras_that_misstate_theirs(tmp_path: Path) -> None:
     """66.667 frames/s (a time base of 1000/66667, which the MPEG-4 encoder refuses) is written at 66.67; a camera
     claiming 1000 frames/s but sending 2.5 still closes a file every --video-segment seconds of its frames' times."""
-    from mnad.detect import SegmentedVideo
+    from mnad.outputs import SegmentedVideo
 
     picture = np.zeros((32, 32, 3), np.uint8)
     odd = SegmentedVideo(tmp_path / "odd", 66.667, 600.0)
@@ -267,7 +267,7 @@ WRITE_AND_WAIT = """
 import sys, time
 import numpy as np
 from pathlib import Path
-from mnad.detect import SegmentedVideo
+from mnad.outputs import SegmentedVideo
 video = SegmentedVideo(Path(sys.argv[1]), 25.0, 600.0)
 rng = np.random.default_rng(0)
 scene = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
@@ -307,7 +307,7 @@ def closed_files(video: object, count: int, per_file: int, size: tuple[int, int]
 
 def test_video_keep_deletes_the_oldest_files_first(tmp_path: Path) -> None:
     """--video-keep: as a file closes, the oldest closed files go until those kept fit; the newest is always kept."""
-    from mnad.detect import SegmentedVideo
+    from mnad.outputs import SegmentedVideo
 
     sizes = {}
     for keep in (None, 0):
@@ -382,7 +382,7 @@ def test_a_camera_that_misstates_its_rate_plays_at_the_rate_it_sends(tmp_path: P
     """A camera claiming 30 frames/s that sends 8: its first file plays at the claimed rate (nothing measured yet),
     each later one at the rate the previous file's frames came at (was: every file at 30, 3.75 times too fast). A
     file's frames, whose times are places in the file, keep its own rate."""
-    from mnad.detect import SegmentedVideo
+    from mnad.outputs import SegmentedVideo
 
     picture = np.zeros((32, 32, 3), np.uint8)
     rates = {}
@@ -402,7 +402,7 @@ def test_a_cameras_first_file_at_its_claimed_rate_is_kept_short(tmp_path: Path) 
     """A camera claiming 30 frames/s that sends 8, in files of 10 minutes: its first file (at the claimed rate, nothing
     measured yet) closes after FIRST_FILE_SECONDS of its frames' times, the next plays at 8 (was: the first 10 minutes
     played 3.75 times too fast). A file's frames keep the 10-minute files."""
-    from mnad.detect import FIRST_FILE_SECONDS, SegmentedVideo
+    from mnad.outputs import FIRST_FILE_SECONDS, SegmentedVideo
 
     picture = np.zeros((32, 32, 3), np.uint8)
     frames = int(FIRST_FILE_SECONDS * 8) + 40
@@ -423,7 +423,7 @@ def test_a_cameras_first_file_at_its_claimed_rate_is_kept_short(tmp_path: Path) 
 def test_a_camera_measured_faster_than_the_encoder_takes_is_held(tmp_path: Path) -> None:
     """Frames a microsecond apart measure no rate the encoder takes (its time base must fit 16 bits), nor is a claim
     of 90,000 frames/s (an RTSP clock; was: StopIteration, a traceback): held to 1000."""
-    from mnad.detect import SegmentedVideo, encoder_rate
+    from mnad.outputs import SegmentedVideo, encoder_rate
 
     assert encoder_rate(90_000.0) == 1000.0 and encoder_rate(0.001) == 1.0 and encoder_rate(66.667) == 66.67
     video = SegmentedVideo(tmp_path, 25.0, 600.0, clocked=True)
@@ -478,7 +478,7 @@ def test_summary_json_names_the_file_being_written(model_file: Path, tmp_path: P
 def test_a_file_video_keep_cannot_delete_fails_the_source_and_stays_listed(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk would fill without a word: a file that cannot be deleted is a DataError naming it, and stays listed."""
-    from mnad.detect import SegmentedVideo
+    from mnad.outputs import SegmentedVideo
 
     real = Path.unlink
 

@@ -12,13 +12,14 @@ and no alerts are raised (said loudly). Frame numbers are 0-based positions in t
 
 Several sources run in one process: each has its own reader thread, scorer (memory, window, normaliser), events and
 output folder; the frames that are ready are scored as one batch (``stream.score_streams``). A reader thread per
-source, rather than reading the sources in turn, so that a camera that is slower, stalls (up to its read timeout) or
-reconnects holds up no other stream, and so that decoding (OpenCV, which releases the GIL) overlaps scoring.
+source (``data.read_ahead.SourceReader``), rather than reading the sources in turn, so that a camera that is slower,
+stalls (up to its read timeout) or reconnects holds up no other stream, and so that decoding (OpenCV, which releases
+the GIL) overlaps scoring. The annotated video is ``outputs.SegmentedVideo``'s, summary.json's fields
+``outputs.SourceSummary`` and ``outputs.RunSummary``, and --out is held by ``run_folder.locked_output``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
@@ -28,45 +29,46 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
 from mnad.calibration import Calibration, rate_key, scoring_calibration
 from mnad.checkpoint import is_onnx_export, load_model
-from mnad.config import Config, check_same_model, checked_config
+from mnad.config import Config, check_same_model
 from mnad.data.pixels import finish_narrow, prepare_frame, to_8bit
+from mnad.data.read_ahead import SourceEnded, SourceReader
 from mnad.data.streams import FrameSource, RawFrame, SourceOptions, camera_index, is_live
-from mnad.errors import ConfigError, DataError, Terminated, os_reason, printable
+from mnad.errors import ConfigError, DataError, Terminated, printable
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
 from mnad.model import MNAD
 from mnad.outputs import (
-    ANNOTATED_DIR,
-    ANNOTATED_VIDEO,
     ROWS_SEGMENT_SECONDS,
     STREAM_FOLDER,
+    VIDEO_SEGMENT_SECONDS,
     DetectFolder,
     DetectWriter,
-    OldestFirst,
+    RunSummary,
+    SegmentedVideo,
+    SourceSummary,
+    StreamOutcome,
     check_output_folder,
     detect_run_entries,
     output_path,
     remove_detect_temps,
-    segment_name,
     wall_clock,
     write_detect_summary,
 )
-from mnad.run_folder import LOCK_FILE, RunFolderLock
+from mnad.run_folder import locked_output
 from mnad.scoring import worst_patch_box
-from mnad.stream import FrameResult, StreamScorer, score_streams
+from mnad.stream import FrameResult, StreamScorer, checked_config, score_streams
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +76,6 @@ UNCALIBRATED = ("this model carries no calibration: scores use a running min-max
                 "calibrate it on normal footage first: mnad calibrate --checkpoint MODEL --data NORMAL_FOOTAGE --out calibrated.safetensors")
 NOT_FINITE = ("the model's output is not finite (NaN or infinite: diverged weights, or a bf16/int8 path that overflows on "
               "this footage: try --fp32, or the checkpoint it was exported or quantised from)")
-READ_AHEAD = 4  # frames a source's reader may decode ahead of scoring (bounded: a fast file does not fill the memory)
-MIN_VIDEO_FPS = 1.0  # the annotated video plays a time-lapse (--fps 0.001) at this rate: mp4v refuses rates below about
-# 0.01 frames/s (the writer would not open), and slower is no video to watch; each picture carries its own time
-MAX_VIDEO_FPS = 1000.0  # and at most this: a camera may claim 90,000 frames/s (an RTSP clock), two frames a microsecond
-# apart measure no rate, and beyond 65,535 the encoder takes none (``encoder_rate``)
-VIDEO_SEGMENT_SECONDS = 600.0  # the annotated video is written as files of this much video (at the rate it plays): each
-# closed file is read back (a full disk is found then, not at the run's end), a run killed by SIGKILL, a power cut or the
-# OOM killer loses at most the open file's unwritten tail (Matroska: outputs.VIDEO_SUFFIX), no file grows without bound,
-# and --video-keep can delete the oldest. 10 minutes (15,000 frames at 25 fps) keeps the files few (144 a day), as CCTV
-# recorders do
-FIRST_FILE_SECONDS = 60.0  # a camera's first annotated file plays at the rate it claims (nothing is measured yet), which
-# may be off many times over: it closes after at most this much of its frames' times, so that the rest of the video plays
-# at the measured rate (``SegmentedVideo``); a minute of frames measures the rate well (1,500 at 25 frames/s)
 GIB = 2**30
 # the largest values the annotated video's options are used with: beyond them a number is no setting but an overflow
 # (a file's frame count, round(rate * seconds), and the bytes kept, round(GiB * 2**30), are ints that must stay finite)
@@ -179,122 +168,6 @@ class DetectOptions:
         return round(keep * GIB) if keep is not None else None
 
 
-class SegmentedVideo:
-    """The annotated video of one source, in files of ``seconds`` of pictures at ``rate`` each, or, for a camera or
-    stream (``clocked``: its frames' times are the wall clock's), of ``seconds`` of its frames' times, whichever comes
-    first (a camera that claims 1000 frames/s but sends 25 still closes a file every ``seconds``), each closed and
-    read back when full. A run that stays within one file writes ``annotated.mkv``; when a second file begins, the
-    first moves to ``annotated/<first frame>.mkv`` (``outputs.segment_name``) and every later one is written there, so
-    the names sort in time order. The files are Matroska: a killed run's open file plays up to the muxer's last write
-    (an MP4 would be unreadable without the index written at its close). ``files`` are those closed and kept.
-
-    A camera's claimed rate is often wrong (one claiming 30 frames/s may send 10): each of its files after the first
-    plays at the rate the previous file's frames came at, by their times (its pictures over the time from its first
-    frame to the next file's), so the video plays in real time; the first, at the claimed rate, holds at most
-    ``FIRST_FILE_SECONDS`` of its frames' times. Files of footage play at the footage's own rate.
-
-    ``keep_bytes``: when a file closes, the oldest closed files are deleted until those kept total at most this many
-    bytes, the newest always kept (a recorder's rule: the oldest goes first); ``deleted`` counts them."""
-
-    def __init__(self, out_dir: Path, rate: float, seconds: float, *, clocked: bool = False,
-                 keep_bytes: int | None = None) -> None:
-        self.out_dir, self.seconds, self.clocked = out_dir, seconds, clocked  # out_dir follows _Detection.move
-        self.rate = encoder_rate(rate)  # the open file's (the next one's, while none is open)
-        # the files closed, checked and kept (relative to out_dir, in time order), their sizes, and those deleted: the
-        # rule the row segments keep too
-        self.kept = OldestFirst(keep_bytes, "--video-keep", "annotated video file")
-        self.changes = 0  # files opened, closed (annotated.mkv moved) or deleted so far: the summary names them anew
-        self.writer: cv2.VideoWriter | None = None
-        self.name = ""  # the open file's, relative to out_dir
-        self.first = 0  # the first frame of annotated.mkv: its name once it moves into annotated/
-        self.count = 0  # pictures given to the open file's writer
-        self.started = 0.0  # the time (seconds) of the open file's first frame
-        self.previous: tuple[int, float] | None = None  # the last closed file's pictures and first frame's time
-
-    @property
-    def files(self) -> list[str]:
-        """The closed files kept, relative to out_dir, in time order."""
-        return self.kept.names
-
-    @property
-    def sizes(self) -> list[int]:
-        return self.kept.sizes
-
-    @property
-    def deleted(self) -> int:
-        """Closed files deleted for ``keep_bytes``."""
-        return self.kept.deleted
-
-    @property
-    def open_name(self) -> str | None:
-        """The file being written (relative to out_dir), or None."""
-        return self.name if self.writer is not None else None
-
-    def write(self, picture: np.ndarray, frame: int, time: float) -> None:
-        """Add one picture, source frame ``frame`` (names a new file) at ``time`` seconds; the file is closed once full."""
-        if self.writer is None:
-            self._open(frame, picture.shape[1], picture.shape[0], time)
-        assert self.writer is not None
-        self.writer.write(picture)
-        self.count += 1
-        # a camera's first file, at its claimed rate, is kept short (``FIRST_FILE_SECONDS``)
-        seconds = min(self.seconds, FIRST_FILE_SECONDS) if self.clocked and self.previous is None else self.seconds
-        if self.count >= self.segment_frames or (self.clocked and time - self.started >= seconds):
-            self.close()
-
-    def _open(self, frame: int, width: int, height: int, time: float) -> None:
-        if self.clocked and self.previous is not None and time > self.previous[1]:
-            measured = self.previous[0] / (time - self.previous[1])
-            self.rate = encoder_rate(measured)
-        self.segment_frames = max(round(self.rate * self.seconds), 1)
-        folder = self.out_dir / ANNOTATED_DIR
-        if self.files == [ANNOTATED_VIDEO]:  # a second file begins: the first joins it, so that all sort together
-            first = segment_name(self.first)
-            try:
-                folder.mkdir()  # not exist_ok: a folder already there is not this run's, never mixed with it
-                (self.out_dir / ANNOTATED_VIDEO).rename(self.out_dir / first)
-            except OSError as exc:
-                raise DataError(f"{folder}: cannot write the annotated video's segments ({exc.strerror or exc}; an "
-                                "earlier run's? move it)") from exc
-            self.kept.names[0] = first
-        if self.files:
-            self.name = segment_name(frame)
-        else:
-            self.name, self.first = ANNOTATED_VIDEO, frame
-        path = self.out_dir / self.name
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.rate, (width, height))
-        if not self.writer.isOpened():
-            self.writer = None
-            raise DataError(f"{path}: cannot write the annotated video (no mp4v encoder?)")
-        self.count, self.started = 0, time
-        self.changes += 1
-
-    def close(self) -> None:
-        """Close the open file, if any, and read it back: OpenCV's writer returns nothing and drops a picture it cannot
-        encode or write (a full disk) without a word. ``DataError`` when it holds fewer pictures than it was given.
-        Then the oldest files past ``keep_bytes`` are deleted."""
-        if self.writer is None:
-            return
-        self.writer.release()
-        self.writer = None
-        path = self.out_dir / self.name
-        capture = cv2.VideoCapture(str(path))
-        try:
-            written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
-        finally:
-            capture.release()
-        if written != self.count:
-            raise DataError(f"{path}: the annotated video holds {max(written, 0)} of its {self.count} frames (the video "
-                            "writer failed: disk full?)")
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise DataError(f"{path}: the annotated video is gone once written ({os_reason(exc)})") from exc
-        self.previous = (self.count, self.started)
-        self.changes += 1
-        self.changes += self.kept.add(self.out_dir, self.name, size)  # the oldest past keep_bytes deleted
-
-
 def source_box(error: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     """The worst-predicted patch of a frame's error map (``scoring.worst_patch_box``, in the model's pixels) in the
     pixels of the source frame it was made from (``shape``: its (height, width, ...)); the model saw the whole frame
@@ -305,14 +178,6 @@ def source_box(error: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int
     left, top = math.floor(x * width / cols), math.floor(y * height / rows)
     right, bottom = min(math.ceil((x + w) * width / cols), width), min(math.ceil((y + h) * height / rows), height)
     return left, top, right - left, bottom - top
-
-
-def encoder_rate(rate: float) -> float:
-    """``rate`` as the MPEG-4 encoder takes it: within [``MIN_VIDEO_FPS``, ``MAX_VIDEO_FPS``], and a fraction whose
-    denominator fits in 16 bits (FFmpeg refuses a time base of 1000/66667: 66.667 frames/s would fail the run at its
-    first picture), to the nearest 1/1000 that does."""
-    rate = min(max(rate, MIN_VIDEO_FPS), MAX_VIDEO_FPS)
-    return next(round(rate * scale) / scale for scale in (1000, 100, 10, 1) if rate * scale <= 65535)
 
 
 def latency_frames(config: Config) -> int:
@@ -336,54 +201,6 @@ def stream_folder(index: int, source: str, count: int) -> str:
     return f"{index:0{len(str(count - 1))}d}_{name}"
 
 
-class _Ended:
-    """A reader's last item: the source ended, by itself (``error`` None) or with an exception."""
-
-    def __init__(self, error: Exception | None) -> None:
-        self.error = error
-
-
-class _Reader(threading.Thread):
-    """Reads one source a few frames ahead of scoring, in its own thread; sets ``wake`` after each item."""
-
-    def __init__(self, frames: FrameSource, wake: threading.Event) -> None:
-        super().__init__(name="mnad-reader", daemon=True)  # a stalled camera never holds up the exit
-        self.frames, self.wake = frames, wake
-        self.queue: queue.Queue[RawFrame | _Ended] = queue.Queue(maxsize=READ_AHEAD)
-        self.halt = threading.Event()
-        # seconds this reader waited for the scorer with its queue full. A live source does not wait with it: its
-        # frames pile up in the camera's and the network's buffers (or are dropped there), so the scores fall behind
-        # the camera by about this much
-        self.waited = 0.0
-
-    def run(self) -> None:
-        frames = iter(self.frames)
-        ended: Exception | None = None
-        try:
-            for frame in frames:
-                if not self._offer(frame):
-                    return
-        except Exception as exc:  # handed to the scoring thread: a DataError ends this stream, anything else is a bug
-            ended = exc
-        finally:
-            frames.close()  # releases the capture now, in this thread
-        self._offer(_Ended(ended))
-
-    def _offer(self, item: RawFrame | _Ended) -> bool:
-        since = time.monotonic()
-        try:
-            while not self.halt.is_set():
-                try:
-                    self.queue.put(item, timeout=0.2)
-                except queue.Full:
-                    continue
-                self.wake.set()
-                return True
-            return False
-        finally:
-            self.waited += time.monotonic() - since
-
-
 class _Detection:
     """One source's run: its reader, the source frames waiting for their score, its events and its outputs."""
 
@@ -396,7 +213,7 @@ class _Detection:
         self.threshold = calibration.threshold if calibration is not None else None
         self.tracker = (EventTracker(self.threshold, hysteresis=options.hysteresis, min_frames=options.min_event_frames)
                         if calibration is not None else None)
-        self.reader = _Reader(frames, wake)
+        self.reader = SourceReader(frames, wake)
         self.raw: dict[int, RawFrame] = {}  # source frames waiting for their score (a clip scores a frame up to t_length-1 back)
         self.events = 0  # events ended so far: each is written as it ends (events.jsonl, events.csv), none is kept here
         self.history: deque[float] = deque(maxlen=TIMELINE_FRAMES)
@@ -420,9 +237,9 @@ class _Detection:
         known = [n for n in (len(frames.frames) if frames.frames is not None else None, options.max_frames) if n is not None]
         self.reading = min(known) if known else None
 
-    def take(self, item: RawFrame | _Ended) -> np.ndarray | None:
+    def take(self, item: RawFrame | SourceEnded) -> np.ndarray | None:
         """The reader's next item -> the prepared frame to score, or None when the stream ends with it."""
-        if isinstance(item, _Ended):
+        if isinstance(item, SourceEnded):
             if item.error is None:
                 self.end("end of source")
             elif isinstance(item.error, DataError):
@@ -503,7 +320,7 @@ class _Detection:
         return self.frames.fps
 
     def behind(self) -> float | None:
-        """Seconds the scores fell behind a camera or stream (``_Reader.waited``); None for footage that waits."""
+        """Seconds the scores fell behind a camera or stream (``SourceReader.waited``); None for footage that waits."""
         return self.reader.waited if self.frames.clocked else None
 
     def clock_start(self) -> float | None:
@@ -553,7 +370,7 @@ class _Detection:
             self.broken = error
         self.end(f"crashed ({type(error).__name__}: {error})")
 
-    def close(self, started: float, smoothing: int, calibration: Calibration | None) -> dict | None:
+    def close(self, started: float, smoothing: int, calibration: Calibration | None) -> SourceSummary | None:
         """Complete the outputs (the event still open, summary.json); the summary, or None when the source gave nothing. Its
         seconds and fps are this source's own: from the run's ``started`` (perf_counter) to this source's end."""
         self.end("stopped")  # any reader still running stops; a run that ended keeps its reason
@@ -580,65 +397,44 @@ class _Detection:
                 if self.failure is None:
                     self.failure = exc
         summary = self.summary(started, smoothing, calibration, complete=True)
-        self.writer.close(summary)
+        self.writer.close(summary.as_json())
         return summary
 
-    def summary(self, started: float, smoothing: int, calibration: Calibration | None, *, complete: bool) -> dict:
+    def summary(self, started: float, smoothing: int, calibration: Calibration | None, *, complete: bool) -> SourceSummary:
         """This source's summary.json: the final one (``complete``, written by ``close``) or one written while the run
         goes on (``progress``): ``ended_by`` null while the source runs, its seconds up to now, the events ended so far
         and the annotated video's files closed so far."""
         end = self.ended_at if self.ended_at is not None else time.perf_counter()
         seconds = end - started
         lag, fps = latency_frames(self.config), self.source_fps()
-        return {
-            "source": self.frames.name, "frames_scored": self.scored, "seconds": round(seconds, 3),
-            "fps": round(self.scored / seconds, 2) if seconds else None,
-            "source_fps": round(fps, 3),
-            # frames (and seconds at the source's rate) from a frame's arrival to its score, so to its alert
-            "latency_frames": lag, "latency_seconds": round(lag / fps, 3) if fps else None,
-            # a camera or stream: seconds its reader waited for the scorer in all, its frames waiting outside (or dropped
-            # there): the lag built up, which a scorer faster than the camera works off again
-            "behind_seconds": round(behind, 3) if (behind := self.behind()) is not None else None,
-            "reconnections": self.reconnections,
-            # a camera or stream: the wall-clock time of its time 0, to tell when its events happened
-            "clock_start": wall_clock(start) if (start := self.clock_start()) is not None else None,
-            "calibrated": calibration is not None, "threshold": self.threshold,
-            "false_alarm_rate": calibration.false_alarm_rate if calibration else None,
-            # on normal footage, the realised false-alarm rate: compare it with the asked one and with the calibration's
-            # own label-free check on footage its thresholds were not fitted on
-            "above_threshold_rate": round(self.above / self.scored, 5) if calibration and self.scored else None,
-            # frames of scores.csv with alert=1: the frames of confirmed events. Not a subset of those above the
-            # threshold: runs dropped as too short and each event's first --min-event-frames - 1 frames never alert,
-            # but an open event's frames between threshold - hysteresis and the threshold do
-            "alert_frames": self.alerts if calibration else None,
-            # frames whose model output was not finite, scored NaN (the run ends with an error when there are any)
-            "not_finite_frames": self.not_finite,
-            "calibration_held_out_false_alarm_rate": (calibration.held_out_false_alarms.get(rate_key(calibration.false_alarm_rate))
-                                                      if calibration else None),
-            "smoothing": smoothing, "events": self.events,
-            # how it ended; null in a summary that is not complete (the run goes on, or was killed): a killed run never
-            # reads as one that ended (with several sources, the run's summary.json says which had ended)
-            "ended_by": printable(self.ended_by) if complete and self.ended_by is not None else None,
-            "annotated_video": self.video is not None and bool(self.video.files),
-            # its closed files still kept, in time order, relative to this folder: annotated.mkv, or
-            # annotated/<first frame>.mkv each
-            "annotated_video_files": list(self.video.files) if self.video is not None else [],
-            # the oldest closed files deleted for --video-keep
-            "annotated_video_deleted": self.video.deleted if self.video is not None else 0,
-            # the file being written (null once the run ended): what a killed run left, playable up to its last write
-            "annotated_video_open": self.video.open_name if self.video is not None and not complete else None,
-            # the row files' segments (--rows-segment) closed and kept, in time order, relative to this folder: '.' (its
-            # own scores.csv, events.jsonl and events.csv), or rows/<first frame> each; the one being written (null once
-            # the run ended); the oldest deleted for --rows-keep
-            "row_segments": list(self.writer.kept.names) if self.writer is not None else [],
-            "row_segments_open": self.writer.open_segment if self.writer is not None and not complete else None,
-            "row_segments_deleted": self.writer.kept.deleted if self.writer is not None else 0,
-            # the oldest closed map shards (maps/<8 digits>/, --save-maps) deleted for --maps-keep
-            "map_shards_deleted": self.writer.maps_kept.deleted if self.writer is not None else 0,
-            "note": None if calibration else UNCALIBRATED,
-            # false while the run goes on (and in what a killed run left): rewritten at least every SUMMARY_SECONDS till then
-            "complete": complete, "updated_at": wall_clock(time.time()), "update_seconds": SUMMARY_SECONDS,
-        }
+        return SourceSummary(
+            source=self.frames.name, frames_scored=self.scored, seconds=round(seconds, 3),
+            fps=round(self.scored / seconds, 2) if seconds else None,
+            source_fps=round(fps, 3),
+            latency_frames=lag, latency_seconds=round(lag / fps, 3) if fps else None,
+            behind_seconds=round(behind, 3) if (behind := self.behind()) is not None else None,
+            reconnections=self.reconnections,
+            clock_start=wall_clock(start) if (start := self.clock_start()) is not None else None,
+            calibrated=calibration is not None, threshold=self.threshold,
+            false_alarm_rate=calibration.false_alarm_rate if calibration else None,
+            above_threshold_rate=round(self.above / self.scored, 5) if calibration and self.scored else None,
+            alert_frames=self.alerts if calibration else None,
+            not_finite_frames=self.not_finite,
+            calibration_held_out_false_alarm_rate=(calibration.held_out_false_alarms.get(rate_key(calibration.false_alarm_rate))
+                                                   if calibration else None),
+            smoothing=smoothing, events=self.events,
+            ended_by=printable(self.ended_by) if complete and self.ended_by is not None else None,
+            annotated_video=self.video is not None and bool(self.video.files),
+            annotated_video_files=list(self.video.files) if self.video is not None else [],
+            annotated_video_deleted=self.video.deleted if self.video is not None else 0,
+            annotated_video_open=self.video.open_name if self.video is not None and not complete else None,
+            row_segments=list(self.writer.kept.names) if self.writer is not None else [],
+            row_segments_open=self.writer.open_segment if self.writer is not None and not complete else None,
+            row_segments_deleted=self.writer.kept.deleted if self.writer is not None else 0,
+            map_shards_deleted=self.writer.maps_kept.deleted if self.writer is not None else 0,
+            note=None if calibration else UNCALIBRATED,
+            complete=complete, updated_at=wall_clock(time.time()), update_seconds=SUMMARY_SECONDS,
+        )
 
     def progress(self, started: float, smoothing: int, calibration: Calibration | None) -> None:
         """Rewrite summary.json as the run goes on ("complete": false), atomically; a failure fails this source."""
@@ -646,7 +442,7 @@ class _Detection:
         if self.writer is None:  # nothing scored yet: no folder of its own yet
             return
         try:
-            write_detect_summary(self.out_dir, self.summary(started, smoothing, calibration, complete=False))
+            write_detect_summary(self.out_dir, self.summary(started, smoothing, calibration, complete=False).as_json())
         except DataError as exc:
             self.fail(exc)
 
@@ -718,82 +514,19 @@ def detect(
     # the model as trained (an export: as exported) before --out is touched (was: a traceback at the first frame, or
     # scoring at another size, with partial outputs left)
     check_same_model(model, config)
-    with locked_output(out_dir):  # the whole run: a second run into --out is refused at once
-        return _detect(model, config, sources, out_dir, options, device=device, progress=progress)
-
-
-@contextlib.contextmanager
-def locked_output(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir`` (--out) for a run: it is created if need be and locked (``run_folder.RunFolderLock``: flock on
-    ``<out_dir>/.lock``, as a training run does; the lock goes with the process, so a killed run leaves none), so that a
-    second run into it, detect's or training's, is refused at once (``DataError`` naming it) rather than mixing its rows
-    with this one's or moving its files aside. Under the lock, the temporary files that a run killed during an atomic
-    write left there are deleted (``outputs.remove_detect_temps``). A run that wrote nothing (refused at its start: its
-    source, an earlier run without --overwrite, another command's outputs) leaves the folder as it found it: the lock
-    file it created is removed again, and so is a folder it made."""
     check_output_folder(out_dir, "--out")
-    made, folder = [], out_dir
-    while not os.path.lexists(folder) and folder != folder.parent:
-        made.append(folder)
-        folder = folder.parent
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{out_dir}: cannot write the outputs ({os_reason(exc)})") from exc
-    created = _create_lock_file(out_dir)
-    lock = RunFolderLock(out_dir)
-    lock.acquire()  # another run's folder: refused here, before anything is touched
-    found: dict[str, tuple[int, int, int]] | None = None
-    try:
-        remove_detect_temps(out_dir)
-        found = _folder_entries(out_dir)
-        yield
-    finally:
-        # only a lock file this run created (another's stays, its run may want it), and only while it is held: a run
-        # that opened it before is refused, one after makes its own
-        try:
-            if created and found is not None and _folder_entries(out_dir) == found:
-                (out_dir / LOCK_FILE).unlink(missing_ok=True)
-                for folder in made:
-                    folder.rmdir()
-        except OSError:
-            pass
-        lock.release()
-
-
-def _create_lock_file(folder: Path) -> bool:
-    """Create ``folder``'s lock file if it has none; whether this call created it (O_EXCL: no other process can have
-    made it in between). A failure here is left to ``RunFolderLock.acquire`` to report."""
-    try:
-        os.close(os.open(folder / LOCK_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
-    except OSError:  # there already, or not writable
-        return False
-    return True
-
-
-def _folder_entries(folder: Path) -> dict[str, tuple[int, int, int]] | None:
-    """What says a run wrote into ``folder``: each entry but the lock file, with its inode, size and time of change
-    (the run's outputs are new files, or replace others by renaming); None when it cannot be read (then the lock file
-    stays)."""
-    entries = {}
-    try:
-        for path in folder.iterdir():
-            if path.name != LOCK_FILE:
-                info = path.lstat()
-                entries[path.name] = (info.st_ino, info.st_size, info.st_mtime_ns)
-    except OSError:
-        return None
-    return entries
+    with locked_output(out_dir, remove_detect_temps):  # the whole run: a second run into --out is refused at once
+        return _detect(model, config, sources, out_dir, options, device=device, progress=progress)
 
 
 def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, options: DetectOptions, *, device: str,
             progress: bool) -> dict:
-    """``detect``, with ``out_dir`` held (``locked_output``)."""
+    """``detect``, with ``out_dir`` held (``run_folder.locked_output``)."""
     several = len(sources) > 1
     calibration = scoring_calibration(config)  # the model's, or None: a running min-max
     sourced = [FrameSource(s, options.source) for s in sources]  # checks every source before any output is touched
     earlier = detect_run_entries(out_dir)  # the whole earlier run, whatever its sources: an overwrite leaves none of it
-    for path in earlier:  # its sources' folders: a killed run's temporary files, as in out_dir (locked_output)
+    for path in earlier:  # its sources' folders: a killed run's temporary files, as in out_dir (run_folder.locked_output)
         if STREAM_FOLDER.fullmatch(path.name) and path.is_dir():
             remove_detect_temps(path)
     if earlier and not options.overwrite:
@@ -820,7 +553,7 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
             for frames, scorer, folder in zip(sourced, scorers, folders, strict=True)]
     if several:  # names the run's folders from its start: a killed run's are known to be detect's (detect_run_entries)
         try:
-            write_detect_summary(place.root, _run_summary(runs, folders, 0.0, calibration, complete=False))
+            write_detect_summary(place.root, _run_summary(runs, folders, 0.0, calibration, complete=False).as_json())
         except DataError:
             place.finish(failed=True)
             raise
@@ -875,20 +608,20 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
         if errors:
             raise DataError(f"{errors[0]}{note}") if note else errors[0]
         assert summaries[0] is not None
-        return summaries[0]
+        return summaries[0].as_json()
     if errors:
         raise DataError(f"{len(errors)} of {len(runs)} sources failed (the others ran to their end; outputs in {out_dir}): "
                         + "; ".join(str(e) for e in errors) + note)
     assert overall is not None
-    return overall
+    return overall.as_json()
 
 
 def _complete(runs: list[_Detection], folders: list[Path], summary_dir: Path | None, started: float, seconds: float,
-              smoothing: int, calibration: Calibration | None) -> tuple[list[dict | None], dict | None, list[Exception]]:
+              smoothing: int, calibration: Calibration | None) -> tuple[list[SourceSummary | None], RunSummary | None, list[Exception]]:
     """Complete every source's outputs, and the run's summary.json in ``summary_dir`` (several sources), each whatever
     the others did: a source whose outputs cannot be completed leaves the next ones to be (their annotated video
     released, their summary written). Returns the sources' summaries, the run's, and what could not be completed."""
-    summaries: list[dict | None] = []
+    summaries: list[SourceSummary | None] = []
     unfinished: list[Exception] = []
     for run in runs:
         try:
@@ -902,7 +635,7 @@ def _complete(runs: list[_Detection], folders: list[Path], summary_dir: Path | N
     if summary_dir is not None:
         overall = _run_summary(runs, folders, seconds, calibration)
         try:
-            write_detect_summary(summary_dir, overall)
+            write_detect_summary(summary_dir, overall.as_json())
         except Exception as exc:  # said with the others
             unfinished.append(exc)
     return summaries, overall, unfinished
@@ -934,7 +667,7 @@ class _Progress:
                 run.progress(self.started, self.smoothing, self.calibration)
         if self.several and wrote:
             write_detect_summary(self.place.root, _run_summary(self.runs, self.folders, time.perf_counter() - self.started,
-                                                               self.calibration, complete=False))
+                                                               self.calibration, complete=False).as_json())
 
 
 def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake: threading.Event, place: DetectFolder,
@@ -986,7 +719,7 @@ def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake:
 
 
 def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, calibration: Calibration | None, *,
-                 complete: bool = True) -> dict:
+                 complete: bool = True) -> RunSummary:
     """The summary of a run over several sources: each source's outcome and folder (null for a source that gave
     nothing), the frames scored in all. Written first with ``complete`` false, naming every folder the run may make, and
     so again while the run goes on (``_Progress``)."""
@@ -995,16 +728,17 @@ def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, ca
     for run, folder in zip(runs, folders, strict=True):
         # while it runs (or in what a killed run left) only a source's own failure so far: "no frame scored" is not yet
         problem = run.problem() if complete else printable(str(run.failure)) if run.failure is not None else None
-        streams.append({"source": run.frames.name, "folder": folder.name if run.writer is not None or not complete else None,
-                        "frames_scored": run.scored, "events": run.events,
-                        "ended_by": printable(run.ended_by) if run.ended_by is not None else None,
-                        "failed": problem is not None, "error": problem})
-    return {"sources": len(runs), "complete": complete, "failed": sum(s["failed"] for s in streams), "frames_scored": total,
-            "seconds": round(seconds, 3), "fps": round(total / seconds, 2) if seconds else None,
-            "latency_frames": latency_frames(runs[0].config),
-            "calibrated": calibration is not None, "threshold": calibration.threshold if calibration else None,
-            "note": None if calibration else UNCALIBRATED,
-            "updated_at": wall_clock(time.time()), "update_seconds": SUMMARY_SECONDS, "streams": streams}
+        streams.append(StreamOutcome(source=run.frames.name,
+                                     folder=folder.name if run.writer is not None or not complete else None,
+                                     frames_scored=run.scored, events=run.events,
+                                     ended_by=printable(run.ended_by) if run.ended_by is not None else None,
+                                     failed=problem is not None, error=problem))
+    return RunSummary(sources=len(runs), complete=complete, failed=sum(s.failed for s in streams), frames_scored=total,
+                      seconds=round(seconds, 3), fps=round(total / seconds, 2) if seconds else None,
+                      latency_frames=latency_frames(runs[0].config),
+                      calibrated=calibration is not None, threshold=calibration.threshold if calibration else None,
+                      note=None if calibration else UNCALIBRATED,
+                      updated_at=wall_clock(time.time()), update_seconds=SUMMARY_SECONDS, streams=streams)
 
 
 def load_detector(checkpoint: str | Path, *, threads: int | Callable[[Config], int] = 0) -> tuple[MNAD, Config]:

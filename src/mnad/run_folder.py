@@ -1,18 +1,21 @@
 """A training run's folder and its lifecycle: the lock its writer holds, the check that a folder fits the request
 (a new run, ``--resume`` or ``--overwrite``), and the replaced run set aside and then discarded (or cleared) so that
 the folder never pairs one run's config with another run's model. The files themselves are ``mnad.checkpoint``'s.
+A detect run's --out is held with the same lock (``locked_output``); its files are ``mnad.outputs``'.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mnad.atomic import TEMP_SUFFIX, fsync_dir
 from mnad.checkpoint import CONFIG_FILE, EPOCH_GLOB, MODEL_FILE, TRAIN_STATE_FILE
-from mnad.errors import CheckpointError, ConfigError, DataError
+from mnad.errors import CheckpointError, ConfigError, DataError, os_reason
 
 try:
     import fcntl
@@ -63,7 +66,7 @@ class RunFolderLock:
                 if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     raise DataError(f"{self.folder}: another mnad process is writing this run folder") from exc
                 raise DataError(f"{self.folder}: cannot lock the run folder ({exc.strerror or exc})") from exc
-            # a holder that wrote nothing removes its lock file before it lets go (detect.locked_output): a file opened
+            # a holder that wrote nothing removes its lock file before it lets go (locked_output): a file opened
             # just before that and locked just after is no longer the folder's, and a second run would lock the new one
             if _same_file(fd, path):
                 self._fd = fd
@@ -81,6 +84,70 @@ class RunFolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def locked_output(out_dir: Path, tidy: Callable[[Path], None]) -> Iterator[None]:
+    """Hold a command's output folder ``out_dir`` (detect's --out) for a run: it is created if need be and locked
+    (``RunFolderLock``: flock on ``<out_dir>/.lock``, as a training run does; the lock goes with the process, so a killed
+    run leaves none), so that a second run into it, detect's or training's, is refused at once (``DataError`` naming it)
+    rather than mixing its rows with this one's or moving its files aside. Under the lock, ``tidy`` deletes what a run
+    killed there left (detect: the temporary files of an atomic write, ``outputs.remove_detect_temps``). A run that
+    wrote nothing (refused at its start: its source, an earlier run without --overwrite, another command's outputs)
+    leaves the folder as it found it: the lock file it created is removed again, and so is a folder it made (the
+    other half of the lock file's rule: ``RunFolderLock.acquire`` never holds a lock file so removed)."""
+    made, folder = [], out_dir
+    while not os.path.lexists(folder) and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out_dir}: cannot write the outputs ({os_reason(exc)})") from exc
+    created = _create_lock_file(out_dir)
+    lock = RunFolderLock(out_dir)
+    lock.acquire()  # another run's folder: refused here, before anything is touched
+    found: dict[str, tuple[int, int, int]] | None = None
+    try:
+        tidy(out_dir)
+        found = _folder_entries(out_dir)
+        yield
+    finally:
+        # only a lock file this run created (another's stays, its run may want it), and only while it is held: a run
+        # that opened it before is refused, one after makes its own
+        try:
+            if created and found is not None and _folder_entries(out_dir) == found:
+                (out_dir / LOCK_FILE).unlink(missing_ok=True)
+                for folder in made:
+                    folder.rmdir()
+        except OSError:
+            pass
+        lock.release()
+
+
+def _create_lock_file(folder: Path) -> bool:
+    """Create ``folder``'s lock file if it has none; whether this call created it (O_EXCL: no other process can have
+    made it in between). A failure here is left to ``RunFolderLock.acquire`` to report."""
+    try:
+        os.close(os.open(folder / LOCK_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+    except OSError:  # there already, or not writable
+        return False
+    return True
+
+
+def _folder_entries(folder: Path) -> dict[str, tuple[int, int, int]] | None:
+    """What says a run wrote into ``folder``: each entry but the lock file, with its inode, size and time of change
+    (the run's outputs are new files, or replace others by renaming); None when it cannot be read (then the lock file
+    stays)."""
+    entries = {}
+    try:
+        for path in folder.iterdir():
+            if path.name != LOCK_FILE:
+                info = path.lstat()
+                entries[path.name] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    except OSError:
+        return None
+    return entries
 
 
 def run_files(folder: str | Path) -> list[str]:

@@ -14,12 +14,16 @@
   ``metrics_json_bytes``, ``read_evaluation``, ``write_evaluation``, ``check_evaluation_output``) and the training log
   (``read_train_log``); the report's optional JSON files (provenance.json, thumbs/thumbs.json, figures/figures.json)
   are read by ``read_json_if_present`` with the check ``mnad.report.inputs`` gives for each.
+- ``detect_summary``: what a detect run's summary.json files hold, a source's and the run's (``SourceSummary``,
+  ``RunSummary``, ``StreamOutcome``; ``as_json`` is what is written).
 - ``detect_writer``: what a detect run writes there as frames are scored (``DetectWriter``: scores.csv, events.jsonl
   and events.csv, in ``rows/<first frame>/`` each for a longer run, summary.json, ``maps/``) and reads back
-  (``read_detect_scores``); the annotated video (``ANNOTATED_VIDEO``, ``segment_name``) is written by
-  ``detect.SegmentedVideo``; with several sources, one such folder per source and a ``summary.json`` of the whole run
+  (``read_detect_scores``); with several sources, one such folder per source and a ``summary.json`` of the whole run
   beside them, which names those folders from the run's start (``write_detect_summary``; ``detect_run_entries`` reads
   it back).
+- ``annotated_video``: a detect run's annotated video (``ANNOTATED_VIDEO``, ``segment_name``), written in files of
+  bounded length, each read back when it closes, the oldest deleted past --video-keep (``SegmentedVideo``,
+  ``encoder_rate``, ``VIDEO_SEGMENT_SECONDS``, ``FIRST_FILE_SECONDS``).
 
 Each module imports only those above it in this list (``evaluation`` the ``detect_folder``'s checks of what a detect
 run's files are, to refuse an evaluation in a detect run's folder). The names are re-exported here: ``from mnad.outputs
@@ -28,6 +32,14 @@ report (``mnad.report``) and ``scripts/`` read these files through this package,
 place.
 """
 
+from mnad.outputs.annotated_video import (
+    FIRST_FILE_SECONDS,
+    MAX_VIDEO_FPS,
+    MIN_VIDEO_FPS,
+    VIDEO_SEGMENT_SECONDS,
+    SegmentedVideo,
+    encoder_rate,
+)
 from mnad.outputs.columns import (
     DETECT_SCORES_HEADER,
     FRAME_COLUMNS,
@@ -53,6 +65,7 @@ from mnad.outputs.detect_folder import (
     remove_detect_temps,
     remove_segment,
 )
+from mnad.outputs.detect_summary import RunSummary, SourceSummary, StreamOutcome
 from mnad.outputs.detect_writer import (
     ROWS_SEGMENT_SECONDS,
     ROWS_TIME_SLACK,
@@ -133,12 +146,15 @@ __all__ = [
     "EVENTS_JSONL",
     "FIGURES_DIR",
     "FIGURES_INDEX",
+    "FIRST_FILE_SECONDS",
     "FRAME_COLUMNS",
     "FRAME_DIGITS",
     "JSON_KIND_NAMES",
     "MAPS_DIR",
     "MAP_SHARD_FRAMES",
+    "MAX_VIDEO_FPS",
     "METRICS_FILE",
+    "MIN_VIDEO_FPS",
     "MOVING_MARK",
     "OLD_ANNOTATED_VIDEO",
     "OldestFirst",
@@ -147,6 +163,7 @@ __all__ = [
     "ROWS_TIME_SLACK",
     "ROW_FILES",
     "ROW_SEGMENT",
+    "RunSummary",
     "SCORES_FILE",
     "SCORES_HEADER",
     "SHARD_DIGITS",
@@ -154,7 +171,11 @@ __all__ = [
     "STREAM_FOLDER",
     "SUMMARY_FILE",
     "ScoredVideo",
+    "SegmentedVideo",
+    "SourceSummary",
+    "StreamOutcome",
     "TRAIN_LOG",
+    "VIDEO_SEGMENT_SECONDS",
     "VIDEO_SUFFIX",
     "VideoRows",
     "check_evaluation_output",
@@ -167,6 +188,7 @@ __all__ = [
     "detect_run_folders",
     "detect_summary_problem",
     "doomed_name",
+    "encoder_rate",
     "foreign_rows",
     "frame_columns",
     "frame_name",

@@ -201,7 +201,7 @@ class OldestFirst:
     """The closed segments of an output that a run keeps, in time order (``names``, relative to the run's folder, with
     their ``sizes``), to at most ``keep_bytes`` bytes in all (None: all kept): when one closes (``add``) the oldest are
     deleted until the rest fit, the newest always kept (a recorder's rule), and ``deleted`` counts them. The one rule
-    of the annotated video's files (``detect.SegmentedVideo``, --video-keep), of the row segments and of the error
+    of the annotated video's files (``annotated_video.SegmentedVideo``, --video-keep), of the row segments and of the error
     maps' shards (``DetectWriter``, --rows-keep, --maps-keep); ``option`` and ``what`` name them in messages."""
 
     def __init__(self, keep_bytes: int | None, option: str, what: str) -> None:
@@ -248,7 +248,7 @@ def remove_detect_temps(folder: Path) -> list[Path]:
     map shards a run killed while deleting them left in ``rows/`` and ``maps/`` (``remove_segment``) and the earlier
     run's folder a run killed while deleting it left (``_delete_whole``), and return them; those of detect's own files
     only (``DETECT_FILES``): another program's in a shared --out are not touched. Call with the
-    folder locked (``detect.locked_output``): a running writer's are not stale."""
+    folder locked (``run_folder.locked_output``): a running writer's are not stale."""
     from mnad.atomic import TEMP_SUFFIX
 
     names = "|".join(re.escape(name) for name in DETECT_FILES)
