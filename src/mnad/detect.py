@@ -41,7 +41,7 @@ from tqdm import tqdm
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
 from mnad.calibration import Calibration, rate_key, scoring_calibration
 from mnad.checkpoint import is_onnx_export, load_model
-from mnad.config import Config, check_same_model
+from mnad.config import Config, check_same_model, checked_config
 from mnad.data.pixels import finish_narrow, prepare_frame, to_8bit
 from mnad.data.read_ahead import SourceEnded, SourceReader
 from mnad.data.streams import FrameSource, RawFrame, SourceOptions, camera_index, is_live
@@ -68,7 +68,7 @@ from mnad.outputs import (
 )
 from mnad.run_folder import locked_output
 from mnad.scoring import worst_patch_box
-from mnad.stream import FrameResult, StreamScorer, checked_config, score_streams
+from mnad.stream import FrameResult, StreamScorer, score_streams
 
 log = logging.getLogger(__name__)
 
