@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mnad.config import Config, check_count, load_config, recipe_names
+from mnad.config import DEFAULT_HOLDOUT, Config, check_count, load_config, own_footage_config, recipe_names
 from mnad.errors import ConfigError, MNADError, Terminated, printable
 from mnad.interrupts import raise_terminated_on_signals, restore_handlers
 from mnad.launch import multi_process_launch
@@ -24,8 +24,6 @@ from mnad.launch import multi_process_launch
 # benchmarks/results/contention.json). torch's OpenMP runtime reads this once, as torch loads, so it is set here,
 # before anything imports torch (nothing above does; mnad's package imports lazily). A user's own value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-DEFAULT_HOLDOUT = 0.1  # `train --data`: the tail of each own video kept out of training, for calibration
 
 # Common options that map onto one config field each; anything else goes through --set section.field=value.
 OPTION_FIELDS = {
@@ -240,23 +238,14 @@ def load_scoring_model(args: argparse.Namespace) -> tuple[Any, Config]:
     return model, choose_scoring_path(model, apply_options(config, args), args)
 
 
-# A camera's model is scored causally (calibrated) on the worst region of the frame: both terms of S_t, the PSNR of the
-# worst patch and the memory distance of the worst block of queries, over the same regions (docs/results.md, "The
-# stream protocol", says how this was chosen). `mnad calibrate` then chooses the scoring on pseudo-anomalies of the
-# footage (docs/method.md 9.2); this is what it scores with under `--scoring config`.
-OWN_FOOTAGE_SCORING = ["eval.psnr_region=patch", "eval.distance_region=patch"]
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from mnad.train import train
 
     config = load_config(args.recipe)
-    if args.data:  # own footage: every video in the folder, scored on the worst region (OWN_FOOTAGE_SCORING)
-        config = config.override(["dataset=", *OWN_FOOTAGE_SCORING])
-        # the tail of each video is held out for calibration, unless whole videos are (train.holdout_videos, from the
-        # recipe or --set): those are the calibration footage instead (docs/detect.md); --holdout still adds tails
-        if not override_as_given(config, option_assignments(args)).train.holdout_videos:
-            config = config.override([f"train.holdout={DEFAULT_HOLDOUT}"])
+    if args.data:  # own footage (docs/detect.md); the options are checked naming the option the user typed
+        config = own_footage_config(config, lambda given: override_as_given(given, option_assignments(args)))
     config = apply_options(config, args)  # the user's options last, --holdout among them (train.holdout): they win
     path = train(config, args.data or args.data_root, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if _other_rank():

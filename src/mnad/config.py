@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from numbers import Integral
@@ -334,6 +335,27 @@ def _parse_value(raw: str) -> Any:
 
 def recipe_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("mnad.configs").iterdir() if p.name.endswith(".toml"))
+
+
+# A camera's model is scored causally (calibrated) on the worst region of the frame: both terms of S_t, the PSNR of the
+# worst patch and the memory distance of the worst block of queries, over the same regions (docs/results.md, "The
+# stream protocol", says how this was chosen). `mnad calibrate` then chooses the scoring on pseudo-anomalies of the
+# footage (docs/method.md 9.2); this is what it scores with under `--scoring config`.
+OWN_FOOTAGE_SCORING = ("eval.psnr_region=patch", "eval.distance_region=patch")
+DEFAULT_HOLDOUT = 0.1  # own footage: the tail of each video kept out of training, for calibration
+
+
+def own_footage_config(recipe: Config, settings: Callable[[Config], Config] | None = None) -> Config:
+    """``recipe`` made to train on one's own footage (``mnad train --data``): every video of the folder (no benchmark
+    layout), scored on the worst region (OWN_FOOTAGE_SCORING), the last DEFAULT_HOLDOUT of each video held out for
+    calibration unless whole videos are (train.holdout_videos, from the recipe or ``settings``; train.holdout then
+    still adds tails). ``settings`` applies the user's own settings (the CLI's options); they are applied last, so
+    they win."""
+    settings = settings or (lambda config: config)
+    config = recipe.override(["dataset=", *OWN_FOOTAGE_SCORING])
+    if not settings(config).train.holdout_videos:
+        config = config.override([f"train.holdout={DEFAULT_HOLDOUT}"])
+    return settings(config)
 
 
 def load_config(name_or_path: str | os.PathLike[str]) -> Config:
