@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from mnad.calibration import UNCALIBRATED_SETTINGS, Calibration, has_range, rate_key, scoring_calibration
 from mnad.checkpoint import PRETRAINED, TRAIN_STATE_FILE, check_model_path, load_model, save_model
-from mnad.config import Config, EvalConfig, check_count, check_same_model, checked_config
+from mnad.config import REGIONS, Config, EvalConfig, check_count, check_same_model, checked_config
 from mnad.data import Video
 from mnad.data.layouts import list_videos
 from mnad.data.spans import footage_span, span_intersection, span_text, spans_overlap
@@ -250,7 +250,7 @@ def check_model_output(path: str | Path, *, overwrite: bool = False) -> Path:
 # worst patch, alone or mixed with D over the frame or its worst block, averaged over 1, 5 or 9 frames.
 WINDOWS = (1, 5, 9)
 CANDIDATES: tuple[tuple[str, str | None], ...] = tuple(
-    (p_region, d_region) for d_region in (None, "frame", "patch") for p_region in ("frame", "patch"))
+    (p_region, d_region) for d_region in (None, *REGIONS) for p_region in REGIONS)
 
 
 @dataclasses.dataclass(frozen=True)

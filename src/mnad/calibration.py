@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from mnad.config import PSNR_PEAKS, REGULAR_SCORES
+from mnad.config import NORMALIZATIONS, PSNR_PEAKS, REGIONS, REGULAR_SCORES
 from mnad.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ class Calibration:
             raise ConfigError(f"the calibration's footage must be a list of 'path[first:end]' spans, got {self.footage!r}")
         for key in ("psnr_region", "distance_region"):
             value = getattr(self, key)
-            if (value is not None or key == "distance_region") and value not in ("frame", "patch"):
+            if (value is not None or key == "distance_region") and value not in REGIONS:
                 raise ConfigError(f"the calibration's {key} must be 'frame' or 'patch', got {value!r}")
         if self.test_update is not None and not isinstance(self.test_update, bool):
             raise ConfigError(f"the calibration's test_update must be true or false, got {self.test_update!r}")
@@ -236,8 +236,8 @@ class Calibration:
 
 # The eval settings ``calibrate.with_calibration`` replaces, with the values each may have had before (Calibration.uncalibrated)
 UNCALIBRATED_SETTINGS: dict[str, tuple[str, ...] | None] = {
-    "normalization": ("video", "causal"), "smoothing": None, "psnr_region": ("frame", "patch"),
-    "distance_region": ("frame", "patch"), "alpha": None}
+    "normalization": NORMALIZATIONS[:2], "smoothing": None, "psnr_region": REGIONS, "distance_region": REGIONS,
+    "alpha": None}
 
 
 def check_uncalibrated(record: object) -> None:
@@ -262,7 +262,6 @@ def rate_key(false_alarm_rate: float) -> str:
     return f"{false_alarm_rate:g}"
 
 
-NORMALIZATIONS = ("video", "causal", "calibrated")  # eval.normalization: per video, running min-max, a calibration's ranges
 
 
 def scoring_calibration(config: Config, normalization: str | None = None, calibration: Calibration | None = None, *,

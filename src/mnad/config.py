@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 MAX_IMAGE_SIZE = 2048  # model.image_size's largest: far above any published setting; larger only exhausts memory
 PSNR_PEAKS = ("one", "max")  # eval.psnr_peak
 REGULAR_SCORES = ("code", "paper")  # eval.regular_score
+REGIONS = ("frame", "patch")  # eval.psnr_region, eval.distance_region: the whole frame or its worst region
+NORMALIZATIONS = ("video", "causal", "calibrated")  # eval.normalization: per video, running min-max, a calibration's ranges
+UPDATE_MAX_OVER = ("all", "assigned")  # model.update_max_over: the published code's max, or the paper's Eq. 5
 
 
 @dataclass
@@ -188,7 +191,7 @@ class Config:
             raise ConfigError(f"{source}: model.channels must be 1 or 3, got {m.channels}")
         if m.image_size % 8 or m.image_size < 16:
             raise ConfigError(f"{source}: model.image_size must be a multiple of 8 and >= 16, got {m.image_size}")
-        if m.update_max_over not in ("all", "assigned"):
+        if m.update_max_over not in UPDATE_MAX_OVER:
             raise ConfigError(f"{source}: model.update_max_over must be 'all' or 'assigned'")
         # one form, a list, as TOML, JSON and the saved model hold it: a tuple given in Python compares unequal to it
         m.pixel_range = list(check_pixel_range(m.pixel_range, f"{source}: model.pixel_range"))
@@ -198,9 +201,9 @@ class Config:
         if e.regular_score not in REGULAR_SCORES or e.psnr_peak not in PSNR_PEAKS:
             raise ConfigError(f"{source}: eval.regular_score must be code|paper and eval.psnr_peak one|max")
         for key in ("psnr_region", "distance_region"):
-            if getattr(e, key) not in ("frame", "patch"):
+            if getattr(e, key) not in REGIONS:
                 raise ConfigError(f"{source}: eval.{key} must be 'frame' or 'patch', got {getattr(e, key)!r}")
-        if e.normalization not in ("video", "causal", "calibrated"):
+        if e.normalization not in NORMALIZATIONS:
             raise ConfigError(f"{source}: eval.normalization must be 'video', 'causal' or 'calibrated'")
         if e.gamma < 0:  # the memory updates where E_t < gamma: a negative gamma would silently never update it
             raise ConfigError(f"{source}: eval.gamma (--gamma) must be >= 0, got {e.gamma}")

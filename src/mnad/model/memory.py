@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnad.config import UPDATE_MAX_OVER
+
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -84,7 +86,7 @@ def updated_memory(
 class Memory(nn.Module):
     def __init__(self, size: int = 10, dim: int = 512, *, update_max_over: str = "all") -> None:
         super().__init__()
-        if update_max_over not in ("all", "assigned"):
+        if update_max_over not in UPDATE_MAX_OVER:
             raise ValueError(f"update_max_over must be 'all' or 'assigned', got {update_max_over!r}")
         self.update_max_over = update_max_over
         # Uniform [0, 1) rows, normalised: the published initialisation (the items start nearly parallel).
