@@ -20,7 +20,7 @@ from mnad.calibration import Calibration
 from mnad.checkpoint import load_model
 from mnad.cli import main
 from mnad.data.streams import CAMERA_INDEXES, FrameSource, SourceOptions, camera_index, is_live
-from mnad.detect import DetectOptions, _Detection, detect, stream_folder
+from mnad.detect import DetectOptions, _SourceRun, detect, stream_folder
 from mnad.errors import ConfigError, DataError
 from mnad.events import Event
 from mnad.outputs import (
@@ -158,17 +158,17 @@ def test_ended_events_are_written_not_held(model_file: Path, tmp_path: Path, mon
         cal = Calibration(psnr_low=0.0, psnr_high=40.0, distance_low=0.0, distance_high=1.0, threshold=threshold,
                           false_alarm_rate=0.05, smoothing=1, frames=100)
         held: list[int] = []
-        close = _Detection.close
+        close = _SourceRun.close
 
-        def counting(self: _Detection, *args: object, **kwargs: object) -> dict | None:
+        def counting(self: _SourceRun, *args: object, **kwargs: object) -> dict | None:
             gc.collect()
             held.append(sum(type(o) is Event for o in gc.get_objects()))  # at most the tracker's open event
             return close(self, *args, **kwargs)
 
-        monkeypatch.setattr(_Detection, "close", counting)
+        monkeypatch.setattr(_SourceRun, "close", counting)
         summary = detect(model, with_calibration(config, cal), str(folder), out,
                          DetectOptions(hysteresis=0.0, min_event_frames=1), progress=False)
-        monkeypatch.setattr(_Detection, "close", close)
+        monkeypatch.setattr(_SourceRun, "close", close)
         return summary, held
 
     first, _ = run(0.5, tmp_path / "probe")

@@ -157,18 +157,18 @@ def test_an_export_with_its_sidecar_blocked_writes_no_graph(model_file: Path, tm
 
 
 def failing_on_frame(monkeypatch: pytest.MonkeyPatch, n: int, error: BaseException) -> None:
-    """``_Detection.score`` raises ``error`` on the ``n``-th frame scored (a bug, no memory), after scoring the others."""
+    """``_SourceRun.score`` raises ``error`` on the ``n``-th frame scored (a bug, no memory), after scoring the others."""
     import mnad.detect
 
-    score, calls = mnad.detect._Detection.score, []
+    score, calls = mnad.detect._SourceRun.score, []
 
-    def failing(self: mnad.detect._Detection, row: object) -> None:
+    def failing(self: mnad.detect._SourceRun, row: object) -> None:
         calls.append(1)
         if len(calls) == n:
             raise error
         score(self, row)
 
-    monkeypatch.setattr(mnad.detect._Detection, "score", failing)
+    monkeypatch.setattr(mnad.detect._SourceRun, "score", failing)
 
 
 def test_an_overwrite_that_crashes_keeps_the_earlier_run(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -250,14 +250,14 @@ def test_a_run_over_several_sources_names_its_folders_from_its_start(model_file:
 
     out = tmp_path / "d12"
     seen: list[dict] = []
-    score = mnad.detect._Detection.score
+    score = mnad.detect._SourceRun.score
 
-    def looking(self: mnad.detect._Detection, row: object) -> None:
+    def looking(self: mnad.detect._SourceRun, row: object) -> None:
         if not seen:  # as a run killed now would leave it
             seen.append(json.loads((out / "summary.json").read_text()))
         score(self, row)
 
-    monkeypatch.setattr(mnad.detect._Detection, "score", looking)
+    monkeypatch.setattr(mnad.detect._SourceRun, "score", looking)
     run_detect(model_file, out, frames_folder(tmp_path / "v", 8), frames_folder(tmp_path / "w", 8))
     assert seen[0]["complete"] is False and [s["folder"] for s in seen[0]["streams"]] == ["0_v", "1_w"]
     assert json.loads((out / "summary.json").read_text())["complete"] is True

@@ -155,7 +155,7 @@ def calibrate_checkpoint(
     held out (``train.holdout_videos``; a shipped model keeps none). ``configure``: the calibrating run's settings,
     given the model and its own config (a calibrated model's without its calibration) and returning the config to
     score with; ``keep_smoothing``: the trailing mean is that config's ``eval.smoothing``, not chosen. The model is
-    saved with its own settings and the scoring chosen (``model_record``), not the run's other settings."""
+    saved with its own settings and the scoring chosen (``config_to_save``), not the run's other settings."""
     out = check_model_output(out, overwrite=overwrite)  # before the footage is scored, not after
     if isinstance(data, list | tuple) and not data:  # a shell glob that matched nothing: never the held-out part instead
         raise ConfigError("--data names no footage: give video files or frame folders, or leave --data out to calibrate on "
@@ -176,7 +176,7 @@ def calibrate_checkpoint(
                             trained_on=trained.get("footage", []), false_alarm_rate=false_alarm_rate, scoring=scoring,
                             device=config.train.device, progress=progress)
     # the record is of the model's settings, not this run's options: recalibrating it is calibrating the plain model
-    calibrated = with_calibration(model_record(trained_config, config), calibration, own=own)  # refuses one that would not load
+    calibrated = with_calibration(config_to_save(trained_config, config), calibration, own=own)  # refuses one that would not load
     save_model(out, model, calibrated, extra=trained)
     return CalibratedModel(out, calibrated, calibrated.calibration())  # as saved (with its record of the model's own settings)
 
@@ -503,7 +503,7 @@ def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndar
 RUN_SETTINGS = ("bf16", "channels_last", "compile")  # eval.*: where and how fast a run scores, not how it scores
 
 
-def model_record(model_config: Config, scoring: Config) -> Config:
+def config_to_save(model_config: Config, scoring: Config) -> Config:
     """The config a calibrated model is saved with: the model's own (its training record, ``train.*``, and its
     ``eval.bf16``, ``channels_last`` and ``compile``) with the scoring settings (the rest of ``eval.*``) of ``scoring``,
     the config the footage was scored with. Options of the calibrating run (``--threads``, ``--device``, ``--compile``,

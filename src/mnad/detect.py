@@ -201,7 +201,7 @@ def stream_folder(index: int, source: str, count: int) -> str:
     return f"{index:0{len(str(count - 1))}d}_{name}"
 
 
-class _Detection:
+class _SourceRun:
     """One source's run: its reader, the source frames waiting for their score, its events and its outputs."""
 
     def __init__(self, frames: FrameSource, scorer: StreamScorer, out_dir: Path, options: DetectOptions, config: Config,
@@ -549,7 +549,7 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
     place = DetectFolder(out_dir, earlier)
     folders = [place.root / name for name in names] if several else [place.root]
     wake = threading.Event()
-    runs = [_Detection(frames, scorer, folder, options, config, calibration, wake)
+    runs = [_SourceRun(frames, scorer, folder, options, config, calibration, wake)
             for frames, scorer, folder in zip(sourced, scorers, folders, strict=True)]
     if several:  # names the run's folders from its start: a killed run's are known to be detect's (detect_run_entries)
         try:
@@ -616,7 +616,7 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
     return overall.as_json()
 
 
-def _complete(runs: list[_Detection], folders: list[Path], summary_dir: Path | None, started: float, seconds: float,
+def _complete(runs: list[_SourceRun], folders: list[Path], summary_dir: Path | None, started: float, seconds: float,
               smoothing: int, calibration: Calibration | None) -> tuple[list[SourceSummary | None], RunSummary | None, list[Exception]]:
     """Complete every source's outputs, and the run's summary.json in ``summary_dir`` (several sources), each whatever
     the others did: a source whose outputs cannot be completed leaves the next ones to be (their annotated video
@@ -645,7 +645,7 @@ class _Progress:
     """The summary.json files rewritten while the run goes on (``SUMMARY_SECONDS``): each source's, and the run's with
     several sources (in ``place.root``, which follows the outputs when they replace an earlier run's)."""
 
-    def __init__(self, runs: list[_Detection], folders: list[Path], place: DetectFolder, several: bool, started: float,
+    def __init__(self, runs: list[_SourceRun], folders: list[Path], place: DetectFolder, several: bool, started: float,
                  smoothing: int, calibration: Calibration | None) -> None:
         self.runs, self.folders, self.place, self.several = runs, folders, place, several
         self.started, self.smoothing, self.calibration = started, smoothing, calibration
@@ -670,7 +670,7 @@ class _Progress:
                                                                self.calibration, complete=False).as_json())
 
 
-def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake: threading.Event, place: DetectFolder,
+def _score(runs: list[_SourceRun], scorers: list[StreamScorer], bar: tqdm, wake: threading.Event, place: DetectFolder,
            progress: _Progress) -> None:
     """Until every source has ended: take at most one waiting frame of each source, score those frames as one batch,
     and hand each result to its source's events and outputs. A source's DataError (its frames or its outputs) ends
@@ -718,7 +718,7 @@ def _score(runs: list[_Detection], scorers: list[StreamScorer], bar: tqdm, wake:
             progress.tick()
 
 
-def _run_summary(runs: list[_Detection], folders: list[Path], seconds: float, calibration: Calibration | None, *,
+def _run_summary(runs: list[_SourceRun], folders: list[Path], seconds: float, calibration: Calibration | None, *,
                  complete: bool = True) -> RunSummary:
     """The summary of a run over several sources: each source's outcome and folder (null for a source that gave
     nothing), the frames scored in all. Written first with ``complete`` false, naming every folder the run may make, and

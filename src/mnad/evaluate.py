@@ -235,7 +235,7 @@ def check_held_out(calibration: Calibration, videos: list[Video], protocol: str 
                           "test set; calibrate on held-out normal footage, not the testing split")
 
 
-def model_record(model: MNAD, checkpoint: str | Path | None, out_dir: str | Path | None) -> dict:
+def model_provenance(model: MNAD, checkpoint: str | Path | None, out_dir: str | Path | None) -> dict:
     """What metrics.json says of the evaluated model, so that a report shows its own training and no other's:
     ``weights_sha256`` (the tensor digest its model file records) and ``run_dir``, the run folder of the
     ``checkpoint`` it came from (relative to ``out_dir``, absolute without one; None: not a run's model, or unknown)."""
@@ -297,7 +297,7 @@ def evaluate(
     calibrated model, every score causal, nothing reset but the clip window between videos; adds the realised
     false-alarm rates and event measures, with ``fps`` the footage's frame rate, by default the dataset's).
 
-    metrics.json records which model was evaluated (``model_record``): the SHA-256 of its weights and, given the
+    metrics.json records which model was evaluated (``model_provenance``): the SHA-256 of its weights and, given the
     ``checkpoint`` it was loaded from, the run folder that trained it, which ``mnad report`` shows the training of.
     """
     checked_config(config)  # before --out is made or any footage read
@@ -343,7 +343,7 @@ def evaluate(
         except OSError as exc:
             raise DataError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from exc
     device = str(ctx.device)
-    record = model_record(model, checkpoint, out_dir)  # before scoring: a test-time update may change the memory
+    record = model_provenance(model, checkpoint, out_dir)  # before scoring: a test-time update may change the memory
     model = model.to(device)
     scorer = None
     if protocol == "stream":
