@@ -87,3 +87,15 @@ def test_calibrate_checkpoint_writes_the_calibrated_model(model_file: Path, synt
     assert saved.calibration() == result.calibration and saved.to_dict() == result.config.to_dict()
     with pytest.raises(DataError, match="holds the output of an earlier run"):  # kept unless overwrite
         calibrate_checkpoint(model_file, out, data=videos, scoring="config", progress=False)
+
+
+def test_calibrates_defaults_are_written_once() -> None:
+    """calibrate and calibrate_checkpoint (what `mnad calibrate` runs, whose --help reads its defaults) share one
+    default false-alarm rate and scoring (were two literal copies)."""
+    import inspect
+
+    from mnad.calibrate import FALSE_ALARM_RATE, SCORING, calibrate, calibrate_checkpoint
+
+    for function in (calibrate, calibrate_checkpoint):
+        parameters = inspect.signature(function).parameters
+        assert (parameters["false_alarm_rate"].default, parameters["scoring"].default) == (FALSE_ALARM_RATE, SCORING)

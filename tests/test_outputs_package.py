@@ -55,3 +55,15 @@ def test_the_package_re_exports_every_public_name_of_its_modules() -> None:
         module = importlib.import_module(f"mnad.outputs.{name}")
         for key in defined:
             assert getattr(mnad.outputs, key) is getattr(module, key), f"{name}.{key}"
+
+
+def test_the_outputs_load_neither_torch_nor_opencv() -> None:
+    """Every command loads mnad.outputs, and `mnad report` reads outputs without torch or OpenCV: neither loads with it
+    (was: the annotated video's module imported cv2 at its top, so the package did)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mnad.outputs, mnad.cli, mnad.report.build; "
+            "print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert shown == "[]"

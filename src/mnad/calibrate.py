@@ -47,14 +47,18 @@ def alert_window(config: Config) -> int:
     return config.eval.smoothing if config.eval.smoothing > 1 else ALERT_SMOOTHING
 
 
+FALSE_ALARM_RATE = 0.01  # the alert threshold's default target: 1 % of normal frames alert
+SCORING = "choose"  # by default the scoring is chosen on pseudo-anomalies of the footage (docs/method.md 9.2)
+
+
 def calibrate(
     model: MNAD,
     config: Config,
     videos: list[Video],
     *,
-    false_alarm_rate: float = 0.01,
+    false_alarm_rate: float = FALSE_ALARM_RATE,
     smoothing: int | None = None,
-    scoring: str = "choose",
+    scoring: str = SCORING,
     trained_on: list[tuple[str, int, int]] | None = None,
     device: str = "cpu",
     progress: bool = True,
@@ -142,8 +146,8 @@ def calibrate_checkpoint(
     data: list[str | Path | Video] | None = None,
     configure: Callable[[MNAD, Config], Config] | None = None,
     keep_smoothing: bool = False,
-    false_alarm_rate: float = 0.01,
-    scoring: str = "choose",
+    false_alarm_rate: float = FALSE_ALARM_RATE,
+    scoring: str = SCORING,
     overwrite: bool = False,
     progress: bool = True,
 ) -> CalibratedModel:

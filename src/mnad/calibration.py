@@ -1,7 +1,7 @@
 """A calibration (``mnad calibrate``, docs/method.md 9): the fixed ranges that scale PSNR and D and the alert thresholds
 fitted on normal footage, its one validity rule, and the one rule of which normalisation scores with which calibration
-(``scoring_calibration``). Imports neither torch nor OpenCV: the config (``Config.calibration``) owns a model's parsed
-calibration, and reads it with this module.
+(``scoring_calibration``). Loads neither torch nor OpenCV when imported, so the config (``Config.calibration``) reads
+a model's calibration with it; checking a calibration's footage spans loads ``mnad.data`` (which does), on first use.
 """
 
 from __future__ import annotations
@@ -260,8 +260,6 @@ def check_uncalibrated(record: object) -> None:
 
 def rate_key(false_alarm_rate: float) -> str:
     return f"{false_alarm_rate:g}"
-
-
 
 
 def scoring_calibration(config: Config, normalization: str | None = None, calibration: Calibration | None = None, *,

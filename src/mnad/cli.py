@@ -134,7 +134,7 @@ class APIDefault:
 # the API's homes of the options' defaults (detect's options, its sources', calibrate's, the figures')
 from_detect = functools.partial(APIDefault, "mnad.detect", "DetectOptions")
 from_source = functools.partial(APIDefault, "mnad.data.streams", "SourceOptions")
-from_calibrate = functools.partial(APIDefault, "mnad.calibrate", "calibrate")
+from_calibrate = functools.partial(APIDefault, "mnad.calibrate", "calibrate_checkpoint")  # what `mnad calibrate` runs
 from_figures = functools.partial(APIDefault, "mnad.figures", "memory_figures")
 
 
@@ -236,8 +236,6 @@ def load_scoring_model(args: argparse.Namespace) -> tuple[Any, Config]:
 
         check_int8(model, args.checkpoint)
     return model, choose_scoring_path(model, apply_options(config, args), args)
-
-
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 ArrayOrFloat = TypeVar("ArrayOrFloat", np.ndarray, float)
 
 
-
 def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     """Refuse a mode that is not one of ``allowed`` (one ``ConfigError`` naming ``name``): an unknown one would
     otherwise be scored as the other mode without a word. A tuple lookup: cheap enough for every frame."""
@@ -184,7 +183,6 @@ def causal_minmax(values: np.ndarray) -> np.ndarray:
     """``RunningMinMax`` over a whole series: each value scaled by the range of the values up to it."""
     running = RunningMinMax()
     return np.array([running(float(v)) for v in np.asarray(values, dtype=np.float64)], dtype=np.float64)
-
 
 
 def check_rate(false_alarm_rate: object) -> float:

@@ -6,13 +6,16 @@ rate the encoder takes (``encoder_rate``). The pictures themselves are drawn by 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from mnad.errors import DataError, os_reason
 from mnad.outputs.detect_folder import OldestFirst
 from mnad.outputs.names import ANNOTATED_DIR, ANNOTATED_VIDEO, segment_name
+
+if TYPE_CHECKING:
+    import cv2
 
 MIN_VIDEO_FPS = 1.0  # the annotated video plays a time-lapse (--fps 0.001) at this rate: mp4v refuses rates below about
 # 0.01 frames/s (the writer would not open), and slower is no video to watch; each picture carries its own time
@@ -111,6 +114,8 @@ class SegmentedVideo:
         else:
             self.name, self.first = ANNOTATED_VIDEO, frame
         path = self.out_dir / self.name
+        import cv2  # here, not at import: mnad.outputs is loaded by every command and by `mnad report`, which need no OpenCV
+
         self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.rate, (width, height))
         if not self.writer.isOpened():
             self.writer = None
@@ -127,6 +132,8 @@ class SegmentedVideo:
         self.writer.release()
         self.writer = None
         path = self.out_dir / self.name
+        import cv2
+
         capture = cv2.VideoCapture(str(path))
         try:
             written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0

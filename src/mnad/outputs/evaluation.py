@@ -288,7 +288,6 @@ def metrics_problem(data: Any) -> str | None:
     return wrong_config or wrong_kinds(data, "", {"scores_sha256": str})
 
 
-
 EVALUATION_FILES = (SCORES_FILE, METRICS_FILE)  # what `mnad evaluate --out DIR` writes into DIR
 
 
