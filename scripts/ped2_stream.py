@@ -34,12 +34,12 @@ import numpy as np
 from mnad.calibrate import calibrate, describe_scoring, fit_calibration, footage_terms, with_calibration
 from mnad.calibration import Calibration
 from mnad.checkpoint import load_model, save_model
-from mnad.config import Config
+from mnad.config import Config, mixing_weight
 from mnad.data import find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
 from mnad.evaluate import DATASET_FPS, VideoScores, add_scores, attach_labels, auc_metrics, evaluate, stream_metrics
 from mnad.outputs import SCORES_FILE
-from mnad.scoring import CausalScore, mixing_weight, score_terms
+from mnad.scoring import CausalScore, score_terms
 from mnad.train import holdout_videos
 
 RATE, WINDOW = 0.01, 5  # the detector's defaults before the scoring was chosen on pseudo-anomalies, fixed before any run

@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from mnad.calibration import UNCALIBRATED_SETTINGS, Calibration, has_range, rate_key, scoring_calibration
 from mnad.checkpoint import PRETRAINED, TRAIN_STATE_FILE, check_model_path, load_model, save_model
-from mnad.config import REGIONS, Config, EvalConfig, check_count, check_same_model, checked_config
+from mnad.config import REGIONS, Config, EvalConfig, check_count, check_same_model, checked_config, mixing_weight
 from mnad.data import Video
 from mnad.data.layouts import list_videos
 from mnad.data.spans import footage_span, span_intersection, span_text, spans_overlap
@@ -31,7 +31,7 @@ from mnad.evaluate import score_frames
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
-from mnad.scoring import anomaly_score, check_alpha, check_rate, frames_needed, mixing_weight, score_terms, smooth
+from mnad.scoring import anomaly_score, check_alpha, check_rate, frames_needed, score_terms, smooth
 from mnad.stream import FrameResult
 from mnad.train import holdout_videos, training_record
 

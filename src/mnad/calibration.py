@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from mnad.config import NORMALIZATIONS, PSNR_PEAKS, REGIONS, REGULAR_SCORES
+from mnad.config import NORMALIZATIONS, PSNR_PEAKS, REGIONS, REGULAR_SCORES, mixing_weight
 from mnad.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -79,7 +79,6 @@ class Calibration:
         """Refuse to score other than as the ranges and thresholds were fitted: the same terms and PSNR weight, the
         same test-time memory update (gamma, E_t), the same PSNR peak and, where ``smoothing`` (the window the caller will average over) is given, the
         same trailing mean. The one check for every scorer of a calibrated model (``scoring_calibration``)."""
-        from mnad.scoring import mixing_weight  # here: scoring loads torch, which a scorer has loaded already
 
         fitted = (self.psnr_region or config.eval.psnr_region, self.distance_region)
         wanted = (config.eval.psnr_region, config.eval.distance_region)

@@ -225,6 +225,11 @@ def checked_config(config: object) -> Config:
     return config
 
 
+def mixing_weight(config: Config) -> float:
+    """alpha of S_t: the configured weight of PSNR, or 1 (PSNR only) for a model without memory, which has no D."""
+    return config.eval.alpha if config.model.memory else 1.0
+
+
 def check_count(name: str, value: object, *, minimum: int = 1) -> None:
     """Refuse a ``value`` that is not a whole number >= ``minimum`` (a bool is not one; a numpy integer is), with one
     ``ConfigError`` naming ``name`` (the option as the user wrote it)."""

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from mnad import distributed
 from mnad.calibration import Calibration, rate_key, scoring_calibration
-from mnad.config import Config, check_same_model, checked_config
+from mnad.config import Config, check_same_model, checked_config, mixing_weight
 from mnad.data import Video, VideoFile, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
 from mnad.data.spans import footage_span, parse_span, span_text, spans_overlap
@@ -36,7 +36,7 @@ from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
 from mnad.outputs import check_evaluation_output, write_evaluation
-from mnad.scoring import anomaly_score, frames_needed, mixing_weight, score_terms, smooth
+from mnad.scoring import anomaly_score, frames_needed, score_terms, smooth
 from mnad.stream import FrameResult, StreamScorer
 
 log = logging.getLogger(__name__)

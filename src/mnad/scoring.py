@@ -136,11 +136,6 @@ def regular_score(predicted: torch.Tensor, target: torch.Tensor, *, kind: str = 
     return (weight * error).flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1e-12)
 
 
-def mixing_weight(config: Config) -> float:
-    """alpha of S_t: the configured weight of PSNR, or 1 (PSNR only) for a model without memory, which has no D."""
-    return config.eval.alpha if config.model.memory else 1.0
-
-
 def score_terms(config: Config, psnr_value: ArrayOrFloat, patch_psnr_value: ArrayOrFloat, distance: ArrayOrFloat,
                 patch_distance_value: ArrayOrFloat) -> tuple[ArrayOrFloat, ArrayOrFloat]:
     """The (PSNR, D) pair that S_t mixes: each over the whole frame (published) or of the worst region

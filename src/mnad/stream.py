@@ -35,7 +35,7 @@ from mnad.aot import AotStep
 from mnad.atomic import atomic_write
 from mnad.calibration import Calibration, scoring_calibration
 from mnad.checkpoint import tensor_digest, weights_digest
-from mnad.config import Config, ModelConfig, check_count, check_same_model, checked_config
+from mnad.config import Config, ModelConfig, check_count, check_same_model, checked_config, mixing_weight
 from mnad.data import split_clip, to_tensor
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.interrupts import held_interrupts
@@ -50,7 +50,6 @@ from mnad.scoring import (
     TrailingMean,
     error_map,
     feature_distance,
-    mixing_weight,
     patch_distance,
     patch_psnr,
     psnr,
