@@ -237,3 +237,16 @@ def test_compactness_is_d_one_definition_for_both() -> None:
     other = unit(5, 8, seed=9, dtype=torch.float32)
     per_sample = feature_distance(torch.stack([queries, queries]), torch.stack([items, other]))
     torch.testing.assert_close(per_sample, torch.stack([compact, feature_losses(queries, other)[0]]))
+
+
+def test_both_feature_losses_take_the_same_nearest_item_on_a_tie() -> None:
+    """A query equally near two items: compactness pulls it towards the item separateness takes as nearest (the indices
+    separateness ranks, not a separate argmax, which breaks this tie the other way: same loss, another gradient)."""
+    items = torch.eye(4)
+    raw = torch.tensor([[1.0, 1.0, 0.0, 0.0]], requires_grad=True)
+    query = F.normalize(raw, dim=1)  # as near item 0 as item 1
+    positive = items[(query @ items.t()).topk(2, dim=-1).indices[:, 0]]
+    compact, _ = feature_losses(query, items)
+    (got,) = torch.autograd.grad(compact, raw, retain_graph=True)
+    (expected,) = torch.autograd.grad(F.mse_loss(query, positive), raw)
+    torch.testing.assert_close(got, expected)

@@ -26,8 +26,8 @@ def feature_losses(queries: torch.Tensor, items: torch.Tensor) -> tuple[torch.Te
     """Feature compactness and separateness of queries (N, C) against the items (M, C), scaled as in the published code
     (docs/method.md 2.5): compactness the mean of ``nearest_item_errors`` (exactly D at test time), separateness a mean
     triplet hinge, margin 1, between each query's nearest and second-nearest items."""
-    compact = nearest_item_errors(queries, items).mean()
     top2 = item_scores(queries, items).topk(2, dim=-1).indices
+    compact = nearest_item_errors(queries, items, top2[:, 0]).mean()
     separate = F.triplet_margin_loss(queries, items[top2[:, 0]], items[top2[:, 1]], margin=1.0)
     return compact, separate
 

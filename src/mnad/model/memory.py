@@ -30,11 +30,14 @@ def matching_probabilities(queries: torch.Tensor, items: torch.Tensor) -> torch.
     return F.softmax(item_scores(queries, items), dim=-1)
 
 
-def nearest_item_errors(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+def nearest_item_errors(queries: torch.Tensor, items: torch.Tensor, nearest: torch.Tensor | None = None) -> torch.Tensor:
     """(q_k - p_p)^2 element-wise, p_p the item nearest to q_k (largest q . p): what the compactness loss averages in
     training and D at test time (docs/method.md 2.5, 5.2), one definition for both. Queries (N, C) or (B, K, C) against
-    items (M, C), or against each sample's own items (B, M, C); the result has the queries' shape."""
-    nearest = item_scores(queries, items).argmax(-1)
+    items (M, C), or against each sample's own items (B, M, C); the result has the queries' shape. ``nearest``: the
+    nearest items' indices where the caller has them (the losses, whose separateness needs the second nearest too, so
+    that both terms take the same item on a tie)."""
+    if nearest is None:
+        nearest = item_scores(queries, items).argmax(-1)
     chosen = items[nearest] if items.dim() == 2 else torch.take_along_dim(items, nearest[..., None], dim=-2)
     return (queries - chosen) ** 2
 
