@@ -241,10 +241,9 @@ def load_scoring_model(args: argparse.Namespace) -> tuple[Any, Config]:
 def cmd_train(args: argparse.Namespace) -> None:
     from mnad.train import train
 
-    config = load_config(args.recipe)
-    if args.data:  # own footage (docs/detect.md); the options are checked naming the option the user typed
-        config = own_footage_config(config, lambda given: override_as_given(given, option_assignments(args)))
-    config = apply_options(config, args)  # the user's options last, --holdout among them (train.holdout): they win
+    # the user's options last, --holdout among them (train.holdout): they win; own footage: docs/detect.md
+    options = functools.partial(apply_options, args=args)
+    config = own_footage_config(load_config(args.recipe), options) if args.data else options(load_config(args.recipe))
     path = train(config, args.data or args.data_root, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if _other_rank():
         return
