@@ -306,7 +306,7 @@ def evaluate(
     if out_dir is not None:  # before anything is read or scored, not at the write
         out_dir = check_evaluation_output(out_dir, overwrite=overwrite)
     check_same_model(model, config)
-    if protocol == "stream" and config.calibration() is None:
+    if protocol == "stream" and not config.eval.calibration:  # read once, below
         raise ConfigError("the stream protocol scores with a calibration fitted on held-out normal footage: "
                           "run `mnad calibrate` and evaluate the calibrated model")
     # the calibration the scores are scaled by, whichever protocol (the published one too, under eval.normalization

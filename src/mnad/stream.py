@@ -303,8 +303,8 @@ class StreamScorer:
         calibration = scoring_calibration(config, self.normalization, Calibration.given(calibration), smoothing=smoothing,
                                           raw_terms=True)
         self.calibration = calibration
-        # no window given: the calibration's (the model's own was checked at its config's, which must equal it)
         self.alpha = mixing_weight(config)
+        # no window given: the calibration's (the model's own was checked at its config's, which must equal it)
         self.smoothing = int(smoothing or (calibration.smoothing if calibration is not None else config.eval.smoothing))
         self.has_memory = items is not None
         # the scorer's own copy: test-time updates never reach the caller's model
