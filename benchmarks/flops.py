@@ -36,6 +36,12 @@ def score_gflop_per_frame(config: Config) -> float:
 
 def train_gflop_per_step(config: Config, batch: int) -> float:
     """GFLOP of one training step on ``batch`` clips: ``train.train_step`` as training runs it."""
+    return sum(train_gflop_by_operator(config, batch).values())
+
+
+def train_gflop_by_operator(config: Config, batch: int) -> dict[str, float]:
+    """GFLOP of one training step on ``batch`` clips by the operator that does them (e.g. ``convolution``,
+    ``convolution_backward``, ``mm``): ``train.train_step`` as training runs it."""
     config = config.override(list(FP32_EAGER))
     m = config.model
     torch.manual_seed(0)
@@ -45,4 +51,5 @@ def train_gflop_per_step(config: Config, batch: int) -> float:
     counter = FlopCounterMode(display=False)
     with counter:
         train_step(model, optimizer, clip, config.train)
-    return counter.get_total_flops() / 1e9
+    counts = counter.get_flop_counts()["Global"]
+    return {str(getattr(op, "__name__", op)).split(".")[0]: flops / 1e9 for op, flops in counts.items()}

@@ -80,6 +80,41 @@ def test_realtime_benchmark_refuses_an_unknown_candidate(tmp_path: Path) -> None
         benchmark("realtime").main(["--quick", "--candidates", "pred999", "--out", str(tmp_path / "x.json")])
 
 
+def test_train_profile_splits_the_step_time_by_kind_and_the_doc_renders_it(tmp_path: Path) -> None:
+    profile = benchmark("profile_train")
+    out = tmp_path / "results" / "profile_train.json"
+    assert profile.main(["--quick", "--threads", "1", "--size", "16", "--batch", "2", "--configs", "mnad-fast",
+                         "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    kinds = row["ms_per_step_by_kind"]
+    # the forward and backward convolutions, BatchNorm and Adam are each found, and nothing is counted twice
+    for kind in ("convolution forward", "convolution backward", "BatchNorm", "ReLU", profile.OPTIMIZER):
+        assert kinds[kind] > 0, kind
+    assert sum(kinds.values()) == pytest.approx(1000 * row["profiled_step_s"], rel=0.05)
+    gflop = result["gflop_by_operator"]
+    assert gflop["convolution_backward"] > gflop["convolution"] > 0  # the backward does about twice the forward's work
+    assert row["conv_bound_step_s"] == pytest.approx((kinds["convolution forward"] + kinds["convolution backward"]) / 1000)
+    assert row["conv_backward_gflops"] == pytest.approx(gflop["convolution_backward"] / kinds["convolution backward"] * 1000)
+    # each row is judged against the peak measured beside it, not once at the start
+    peak = sum(row["bf16_peak_gflops"].values()) / 2
+    assert row["fraction_of_bf16_peak"] == pytest.approx(sum(gflop.values()) / row["step_s"] / peak)
+
+    make_doc = benchmark("make_performance_doc")
+    shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", out.parent / "speed.json")
+    section = make_doc.render(out.parent).split("## Where a training step's time goes")[1]
+    assert "16×16, batch 2" in section and "| mnad-fast |" in section and "Quick run" in section
+
+
+def test_train_profile_finds_adam_by_its_caller() -> None:
+    kind_of = benchmark("profile_train").kind_of
+    assert kind_of("aten::mul_", ["Optimizer.step#Adam.step"]) == benchmark("profile_train").OPTIMIZER
+    assert kind_of("aten::mul_", []) == "other operators"
+    assert kind_of("aten::convolution_backward") == "convolution backward"
+    assert kind_of("aten::mkldnn_convolution") == "convolution forward"
+    assert kind_of("aten::native_batch_norm_backward") == "BatchNorm"
+
+
 def test_profile_benchmark_splits_the_frame_time_and_the_doc_renders_it(tmp_path: Path) -> None:
     profile = benchmark("profile_step")
     out = tmp_path / "results" / "profile.json"
