@@ -4,6 +4,7 @@ the kept epochs for the AUC-against-epochs curve, regenerate docs/results.md; an
     python scripts/long_runs.py run fp32_seed0 fp32_seed1 fp32_seed2 --runs /work/runs --data-root ../shared/data
     python scripts/long_runs.py status --runs /work/runs
     python scripts/long_runs.py pause --runs /work/runs      # before measuring speed; `continue` after
+    python scripts/long_runs.py curve paper --runs /work/runs --data-root ../shared/data  # the curve so far
 
 `run` is idempotent: a job whose result exists is skipped, a stopped training run resumes from its last checkpoint
 (one checkpoint an epoch: a stop loses at most the epoch in progress; a run stopped in its first epoch has none and
@@ -37,6 +38,9 @@ from mnad.run_folder import LOCK_FILE, run_files
 
 ROOT = Path(__file__).resolve().parents[1]
 FP32 = ("train.bf16=false", "train.channels_last=false")  # fp32, NCHW: the faster fp32 layout on an AVX2 CPU
+# bf16 autocast + channels_last, as the CPU recipes train: item 3 found no accuracy cost (docs/results.md, 'bf16 against
+# fp32 training'), and fp32 would make the paper's 60 epochs about 4x longer on an AMX Xeon
+BF16 = ("train.bf16=true", "train.channels_last=true")
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,9 @@ JOBS = {
                                why="issue #19, item 3: the bf16 recipe's seed trained in fp32 (bf16 run: "
                                    f"results/ped2_pred_fast{f'_seed{seed}' if seed else ''})")
        for seed in (0, 1, 2)},
-    "paper": Job("ped2_pred", "ped2_pred", curve=(10, 20, 30, 40, 50, 60),
+    "paper": Job("ped2_pred", "ped2_pred", overrides=BF16, curve=(10, 20, 30, 40, 50, 60),
                  why="issue #19, item 2: the paper's recipe (256x256, 60 epochs), Table 1's first row"),
-    "paper_nomem": Job("ped2_pred", "ped2_pred_nomem", overrides=("model.memory=false",),
+    "paper_nomem": Job("ped2_pred", "ped2_pred_nomem", overrides=(*BF16, "model.memory=false"),
                        why="issue #19, item 2: Table 1's 'without memory' row at the paper's recipe"),
 }
 
@@ -124,15 +128,39 @@ def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, re
         execute(["mnad", "evaluate", "--checkpoint", str(run), "--data-root", data_root,
                  "--out", f"{results}/{job.result}", "--threads", str(threads), "--quiet", "--overwrite"], run)
     if job.curve:
-        execute(["python", "scripts/epoch_curve.py", str(run), "--data-root", data_root,
-                 "--out", f"{results}/{job.result}/epoch_curve.json", "--epochs", ",".join(map(str, job.curve)),
-                 "--threads", str(threads)], run)
+        execute(curve_command(job, run, data_root, threads, job.curve, results), run)
     atomic_write(result / TRAIN_LOG, (run / TRAIN_LOG).read_bytes())
     header = (f"# {job.why}\n# by scripts/long_runs.py run {name}: the commands it ran, in order, each after when and "
               "where it started (a train command with --resume continued after a stop; one with --overwrite started "
               "again a run stopped in its first epoch)\n")
     atomic_write(result / "commands.txt", (header + (run / "commands.log").read_text()).encode())
     return result
+
+
+def curve_command(job: Job, run: Path, data_root: str, threads: int, epochs: tuple[int, ...] | list[int],
+                  results: str = "results") -> list[str]:
+    """``scripts/epoch_curve.py`` scoring ``epochs`` of ``run`` into ``<results>/<result>/epoch_curve.json`` (it skips
+    the epochs that file has)."""
+    return ["python", "scripts/epoch_curve.py", str(run), "--data-root", data_root,
+            "--out", f"{results}/{job.result}/epoch_curve.json", "--epochs", ",".join(map(str, epochs)),
+            "--threads", str(threads)]
+
+
+def kept_curve_epochs(job: Job, run: Path) -> list[int]:
+    """The epochs of ``job.curve`` whose model the run has kept so far (``epoch_NNN.safetensors``)."""
+    from mnad.train import epoch_model
+
+    return [e for e in job.curve if epoch_model(run, e).exists()]
+
+
+def curve_so_far(name: str, job: Job, runs: Path, data_root: str, threads: int, *, results: str = "results") -> list[int]:
+    """Score the curve epochs ``job``'s run has kept so far, while its training goes on (item 2: the curve is committed
+    as it grows, not only after the last epoch); returns the epochs it asked for (none kept: nothing runs)."""
+    run = run_folder(Path(os.path.abspath(runs)), job)
+    epochs = kept_curve_epochs(job, run)
+    if epochs:
+        execute(curve_command(job, run, os.path.abspath(data_root), threads, epochs, results), run)
+    return epochs
 
 
 def training_pids(run: Path) -> list[int]:
@@ -183,12 +211,16 @@ def main() -> None:
     run_p.add_argument("jobs", nargs="+", choices=sorted(JOBS))
     run_p.add_argument("--data-root", required=True)
     run_p.add_argument("--threads", type=int, default=2)
+    curve_p = sub.add_parser("curve", help="score the curve epochs the named jobs have kept so far (training may go on)")
+    curve_p.add_argument("jobs", nargs="+", choices=sorted(n for n, j in JOBS.items() if j.curve))
+    curve_p.add_argument("--data-root", required=True)
+    curve_p.add_argument("--threads", type=int, default=2)
     status_p = sub.add_parser("status", help="where each job stands (reads the run folders, writes nothing)")
     pause_p = sub.add_parser("pause", help="stop the processes training the jobs (SIGSTOP), e.g. while a benchmark runs")
     continue_p = sub.add_parser("continue", help="let paused training go on (SIGCONT)")
     for p in (status_p, pause_p, continue_p):
         p.add_argument("jobs", nargs="*", help=f"from {', '.join(JOBS)} (default: all)")
-    for p in (run_p, status_p, pause_p, continue_p):
+    for p in (run_p, curve_p, status_p, pause_p, continue_p):
         p.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder holding the run folders")
     args = parser.parse_args()
     args.runs = Path(os.path.abspath(args.runs))  # the steps run from the repo root
@@ -200,6 +232,14 @@ def main() -> None:
             except StepFailed as exc:
                 raise SystemExit(f"long_runs: error: {name}: {exc}") from None
             subprocess.run([sys.executable, "scripts/make_results_doc.py"], cwd=ROOT, check=True)
+    elif args.command == "curve":
+        for name in args.jobs:
+            try:
+                epochs = curve_so_far(name, JOBS[name], args.runs, args.data_root, args.threads)
+            except StepFailed as exc:
+                raise SystemExit(f"long_runs: error: {name}: {exc}") from None
+            print(f"{name}: scored epochs {epochs}" if epochs else f"{name}: no epoch of {list(JOBS[name].curve)} kept yet")
+        subprocess.run([sys.executable, "scripts/make_results_doc.py"], cwd=ROOT, check=True)
     else:
         # a reader that stops early (`status | head -1`) ends this process quietly, as it ends `cat`: no traceback
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)

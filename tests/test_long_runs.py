@@ -24,6 +24,10 @@ def test_the_jobs_name_their_recipes_and_result_folders() -> None:
     assert {jobs[f"fp32_seed{s}"].seed for s in (0, 1, 2)} == {0, 1, 2}
     assert all("train.bf16=false" in jobs[f"fp32_seed{s}"].overrides for s in (0, 1, 2))
     assert jobs["paper"].recipe == "ped2_pred" and jobs["paper"].curve[-1] == 60
+    # the paper's recipe trains as the CPU recipes do (item 3 found bf16 harmless), with and without memory
+    for name in ("paper", "paper_nomem"):
+        assert {"train.bf16=true", "train.channels_last=true"} <= set(jobs[name].overrides)
+    assert "model.memory=false" in jobs["paper_nomem"].overrides
     assert len({job.result for job in jobs.values()}) == len(jobs)
 
 
@@ -128,3 +132,23 @@ def test_status_piped_to_a_reader_that_stops_early_ends_quietly(tmp_path: Path) 
     finally:
         os.close(write_end)
     assert result.stderr == "" and result.returncode == -signal.SIGPIPE
+
+
+def test_the_curve_is_scored_as_the_run_keeps_epochs(synthetic_root: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`long_runs.py curve`: the curve epochs kept so far are scored while the run has not ended; none kept, nothing runs."""
+    script = load_script(SCRIPT)
+    job = script.Job("synthetic_pred", "tiny", why="a test", overrides=TINY, curve=(1, 2))
+    (tmp_path / "data").symlink_to(synthetic_root)
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    assert script.curve_so_far("tiny", job, Path("runs"), "data", 1, results=str(results)) == []
+    assert not (results / "tiny").exists()
+
+    run = tmp_path / "runs" / "tiny"
+    script.execute(script.train_command(job, run.parent, str(tmp_path / "data"), 1), run)
+    (run / "epoch_002.safetensors").unlink()  # as a run still training its second epoch leaves it
+    assert script.curve_so_far("tiny", job, Path("runs"), "data", 1, results=str(results)) == [1]
+    curve = json.loads((results / "tiny" / "epoch_curve.json").read_text())
+    assert [e["epoch"] for e in curve["epochs"]] == [1] and curve["epochs"][0]["micro_auc"] > 0
+    assert "scripts/epoch_curve.py" in (run / "commands.log").read_text().splitlines()[-1]
