@@ -7,12 +7,12 @@ the kept epochs for the AUC-against-epochs curve, regenerate docs/results.md; an
     python scripts/long_runs.py curve paper --runs /work/runs --data-root ../shared/data  # the curve so far
 
 `run` is idempotent: a job whose result exists is skipped, a stopped training run resumes from its last checkpoint
-(one checkpoint an epoch: a stop loses at most the epoch in progress; a run stopped in its first epoch has none and
-starts again, with --overwrite), a curve skips the epochs it has. Run folders live outside the repo (--runs); each
-command is appended to <run>/commands.log before it runs (a restart keeps it), and the result's commands.txt lists
-every command that made it. --runs and --data-root are relative to the folder the script is started in. `status`
-reads the run folders only (epochs done, seconds an epoch, which process is training now and whether it is paused)
-and writes nothing. `pause` stops the processes training the jobs (SIGSTOP) so that a benchmark has the cores;
+(one at each epoch's end and every train.checkpoint_minutes, 10, within one: a stop loses at most those minutes; a run
+stopped before its first checkpoint has none and starts again, with --overwrite), a curve skips the epochs it has.
+Run folders live outside the repo (--runs); each command is appended to <run>/commands.log before it runs (a restart
+keeps it), and the result's commands.txt lists every command that made it. --runs and --data-root are relative to the
+folder the script is started in. `status` reads the run folders only (epochs done, seconds an epoch, which process is
+training now and whether it is paused) and writes nothing. `pause` stops the processes training the jobs (SIGSTOP) so that a benchmark has the cores;
 `continue` lets them go on (SIGCONT).
 """
 
@@ -78,7 +78,7 @@ def result_folder(job: Job, results: str | Path = "results") -> Path:
 
 def resume_flags(run: Path) -> list[str]:
     """How ``mnad train`` goes on with the run in ``run``: --resume from its last checkpoint; --overwrite when a stop
-    in its first epoch left only its config.json (nothing trained is lost; commands.log, not a run file, stays);
+    before its first checkpoint left only its config.json (nothing trained is lost; commands.log, not a run file, stays);
     nothing for a new run, or when the folder holds more than that (mnad train then names what is there)."""
     if (run / TRAIN_STATE_FILE).exists():
         return ["--resume"]

@@ -20,7 +20,8 @@ from mnad.errors import CheckpointError
 from mnad.train import LOG_FILE, RESUME_FIXED, train
 
 # where, how fast and in which numeric path it runs, and what is kept besides the model
-RESUME_FREE = {"bf16", "channels_last", "compile", "device", "threads", "cache_frames", "tensorboard", "keep_epochs"}
+RESUME_FREE = {"bf16", "channels_last", "compile", "device", "threads", "cache_frames", "tensorboard", "keep_epochs",
+               "checkpoint_minutes"}
 
 
 class Stop(Exception):
@@ -97,10 +98,10 @@ def test_resume_may_change_where_and_how_fast_it_runs(runs: dict[str, Path], syn
     # bf16 and threads are free too (test_every_train_setting_is_either_kept_or_free_on_resume); not trained here:
     # bf16 is emulated on CPUs without it, and a second thread beside a busy core spins: tens of seconds each
     run = copy_of(runs["partial"], tmp_path)
-    config = run_config(channels_last=True, cache_frames=False, keep_epochs=True)
+    config = run_config(channels_last=True, cache_frames=False, keep_epochs=True, checkpoint_minutes=0.0)
     path = train(config, synthetic_root, run, resume=True, progress=False)
     stored = json.loads((run / "config.json").read_text())["train"]
-    assert (stored["channels_last"], stored["cache_frames"], stored["keep_epochs"]) == (True, False, True)
+    assert (stored["channels_last"], stored["cache_frames"], stored["keep_epochs"], stored["checkpoint_minutes"]) == (True, False, True, 0.0)
     assert read_checkpoint(path)[2]["epochs"] == 2 and (run / "epoch_002.safetensors").exists()
     assert [json.loads(line)["epoch"] for line in (run / LOG_FILE).read_text().splitlines()] == [1, 2]
 

@@ -84,15 +84,19 @@ KEPT_WHEN_STOPPED = {
 }
 NOTHING_WRITTEN = "nothing was written"
 NO_EPOCH_FINISHED = "no epoch had finished, so there is no checkpoint to resume: start it again with --overwrite"
+# stopped in its first epoch after a mid-epoch checkpoint (train.checkpoint_minutes)
+FIRST_EPOCH_PART_KEPT = "a checkpoint part way through the first epoch is kept: continue with --resume"
 
 
 def kept_when_stopped(command: str, stop: BaseException) -> str:
     """What a command stopped by ``stop`` (KeyboardInterrupt, Terminated) leaves, as its last line says. A training run
-    says what ``train`` recorded on ``stop`` (``epochs_kept``: the epochs its checkpoint holds; absent: stopped before
-    it wrote anything)."""
+    says what ``train`` recorded on ``stop`` (``epochs_kept``: the epochs its checkpoint holds, ``steps_kept`` the
+    batches of the next one; absent: stopped before it wrote anything)."""
     if command == "train":
         epochs = getattr(stop, "epochs_kept", None)
-        return NOTHING_WRITTEN if epochs is None else KEPT_WHEN_STOPPED["train"] if epochs else NO_EPOCH_FINISHED
+        if epochs is None:
+            return NOTHING_WRITTEN
+        return KEPT_WHEN_STOPPED["train"] if epochs else FIRST_EPOCH_PART_KEPT if getattr(stop, "steps_kept", 0) else NO_EPOCH_FINISHED
     return KEPT_WHEN_STOPPED.get(command, NOTHING_WRITTEN)
 
 

@@ -89,6 +89,9 @@ class TrainConfig:
     holdout_videos: list[str] = field(default_factory=list)
     tensorboard: bool = False  # also log each epoch's record to <run folder>/tensorboard (needs the tensorboard package)
     keep_epochs: bool = False  # also keep each epoch's model as epoch_NNN.safetensors (for AUC-against-epochs curves)
+    # also checkpoint (last.safetensors) part way through an epoch once this many minutes have passed since the last
+    # checkpoint, so that a killed run loses at most about this much; 0: only at epoch ends
+    checkpoint_minutes: float = 10.0
 
 
 @dataclass
@@ -314,6 +317,8 @@ def _check_numbers(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: train.lr must be > 0, got {t.lr}")
     if t.lambda_compact < 0 or t.lambda_separate < 0:
         raise ConfigError(f"{source}: train.lambda_compact and train.lambda_separate must be >= 0")
+    if t.checkpoint_minutes < 0:
+        raise ConfigError(f"{source}: train.checkpoint_minutes must be >= 0 (0: checkpoint only at epoch ends), got {t.checkpoint_minutes}")
     if not 0 <= t.holdout < 1:
         raise ConfigError(f"{source}: train.holdout must lie in [0, 1), got {t.holdout}")
     if not all(isinstance(name, str) and name for name in t.holdout_videos):

@@ -1,7 +1,8 @@
 """Training: one flat loop. Adam, cosine annealing per epoch, the memory updated after every step.
 
-A checkpoint (weights, memory, optimiser, scheduler, epoch) is written atomically after every epoch; ``resume``
-continues from it. Batch order depends only on (seed, epoch), so a resumed run repeats an uninterrupted one.
+A checkpoint (weights, memory, optimiser, scheduler, epoch) is written atomically after every epoch, and part way
+through one every ``train.checkpoint_minutes`` (with the batches done and their loss sums); ``resume`` continues from
+it. Batch order depends only on (seed, epoch), so a resumed run repeats an uninterrupted one.
 
 Under ``torchrun`` the same loop runs on every rank (mnad.distributed, docs/distributed.md): ``train.batch_size`` is
 the global batch, split evenly over the ranks; gradients are averaged by DDP, the memory update is reduced over all
@@ -226,14 +227,17 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def read_train_state(path: Path, cfg: Config, clips: list[list] | None = None) -> tuple[dict[str, torch.Tensor], Config, dict]:
+def read_train_state(path: Path, cfg: Config, clips: list[list] | None = None,
+                     batches: int | None = None) -> tuple[dict[str, torch.Tensor], Config, dict]:
     """The training checkpoint ``path`` that a resume of the run ``cfg`` describes continues from, checked before any
     frame is decoded: (tensors, the run's stored config, extra metadata). ``restore_train_state`` loads it.
 
     Refused with a CheckpointError naming the file: a run of other model or RESUME_FIXED settings; a file that is
     not a training checkpoint of this run (a model file copied to ``last.safetensors``, one of another version, an
-    epoch count outside the run's); ``clips`` (the training footage, ``training_clips``) other than the checkpoint
-    records, as its batches would not be the run's."""
+    epoch count outside the run's); one written part way through an epoch (``step``) whose batches done are not
+    within the epoch's ``batches`` (the run's batches an epoch) or whose loss sums and seconds are not numbers
+    (``check_mid_epoch``); ``clips`` (the training footage, ``training_clips``) other than the checkpoint records, as
+    its batches would not be the run's."""
     tensors, stored, extra = read_checkpoint(path)
     if stored.model != cfg.model or stored.dataset != cfg.dataset:
         raise CheckpointError(f"{path}: was trained with other model settings; resume with the same recipe")
@@ -247,7 +251,9 @@ def read_train_state(path: Path, cfg: Config, clips: list[list] | None = None) -
             or not isinstance(extra.get("scheduler"), dict) or isinstance(epoch, bool) or not isinstance(epoch, int):
         raise CheckpointError(f"{path}: not a training checkpoint (no optimiser state or epoch: a model file saved "
                               f"under this name?); a run resumes from the {TRAIN_STATE_FILE} its training wrote")
-    if not 1 <= epoch <= cfg.train.epochs:
+    if "step" in extra:
+        check_mid_epoch(path, extra, cfg.train.epochs, batches)
+    elif not 1 <= epoch <= cfg.train.epochs:
         raise CheckpointError(f"{path}: the checkpoint says {epoch} epochs were done, outside the run's 1 to {cfg.train.epochs}")
     recorded = extra.get("clips")  # absent in checkpoints written before it was recorded
     if clips is not None and recorded is not None and recorded != clips:
@@ -258,6 +264,71 @@ def read_train_state(path: Path, cfg: Config, clips: list[list] | None = None) -
                               f"{', '.join(diff[1]) or 'the same videos, in another order'}); resume with the data it was "
                               "trained on, or start a new run")
     return tensors, stored, extra
+
+
+def check_mid_epoch(path: Path, extra: dict, epochs: int, batches: int | None) -> None:
+    """Refuse, with a CheckpointError naming ``path``, the part of a mid-epoch checkpoint's metadata that a resume
+    continues from unless it is one a run of ``epochs`` epochs of ``batches`` batches (None: not checked) writes:
+    ``epoch`` (the epochs done) below ``epochs``, ``step`` (the batches done in the next) from 1 to the epoch's last
+    but one (its last writes an epoch-end checkpoint), ``sums`` one finite number per loss, ``seconds`` >= 0."""
+    def number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+    epoch, step, sums, seconds = extra["epoch"], extra["step"], extra.get("sums"), extra.get("seconds")
+    if isinstance(step, bool) or not isinstance(step, int) or not isinstance(sums, list) or len(sums) != len(LOSS_NAMES) \
+            or not all(number(v) for v in sums) or not number(seconds) or seconds < 0:
+        raise CheckpointError(f"{path}: not a training checkpoint of mnad's (a mid-epoch one needs whole batches done, "
+                              f"{len(LOSS_NAMES)} loss sums and seconds >= 0; got step {step!r}, sums {sums!r:.80}, "
+                              f"seconds {seconds!r})")
+    if not 0 <= epoch < epochs:
+        raise CheckpointError(f"{path}: the checkpoint says {epoch} epochs were done and the next was under way, outside "
+                              f"the run's {epochs}")
+    if step < 1 or batches is not None and step >= batches:
+        raise CheckpointError(f"{path}: the checkpoint says {step} batches of epoch {epoch + 1} were done, outside the "
+                              f"epoch's 1 to {batches - 1 if batches is not None else 'last'} (the footage or batch size changed?)")
+
+
+def resumed_step(extra: dict | None) -> tuple[int, list[float] | None, float]:
+    """Where a resume from the checkpoint metadata ``extra`` (None: a new run) starts in its first epoch: the batches
+    done, their loss sums and the seconds the epoch had run; (0, None, 0.0) from an epoch-end checkpoint."""
+    if extra is None or "step" not in extra:
+        return 0, None, 0.0
+    return extra["step"], extra["sums"], float(extra["seconds"])
+
+
+def epoch_indices(sampler: torch.utils.data.DistributedSampler, epoch: int, skip: int) -> list[int]:
+    """This rank's clips of ``epoch``, in the sampler's order (from the seed and epoch only), less the first ``skip``:
+    those of the batches a mid-epoch checkpoint says were done, dropped without reading them."""
+    sampler.set_epoch(epoch)
+    return list(sampler)[skip:]
+
+
+def checkpoint_due(since: float, minutes: float, step: int, batches: int) -> bool:
+    """Whether to checkpoint after batch ``step`` of the epoch's ``batches``: ``minutes`` (train.checkpoint_minutes;
+    0: never) have passed ``since`` the last checkpoint (a ``time.monotonic()`` reading) and the epoch is not at its
+    last batch (its end writes one)."""
+    return minutes > 0 and step < batches and time.monotonic() - since >= minutes * 60
+
+
+def training_state(model: MNAD, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                   epoch: int, clips: list[list]) -> tuple[dict[str, torch.Tensor], dict]:
+    """A training checkpoint's tensors (optimiser and model) and metadata after ``epoch`` epochs, on ``clips``."""
+    tensors, extra = optimizer_tensors(optimizer)
+    tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
+    extra.update(epoch=epoch, scheduler=scheduler.state_dict(), clips=clips)
+    return tensors, extra
+
+
+def save_mid_epoch(path: Path, tensors: dict[str, torch.Tensor], cfg: Config, extra: dict, sums: torch.Tensor) -> bool:
+    """Write the mid-epoch checkpoint ``path`` as the epoch-end one is (atomically, a Ctrl-C or SIGTERM waiting), its
+    ``extra`` with the epoch's loss ``sums`` so far; nothing where a loss, weight or state is NaN or Inf (the epoch's
+    end stops the run, ``check_diverged``). Returns whether it was written."""
+    values = sums.tolist()
+    if not all(math.isfinite(v) for v in values) or non_finite(tensors) is not None:
+        return False
+    with held_interrupts():
+        save_checkpoint(path, tensors, cfg, extra | {"sums": values})
+    return True
 
 
 def without_calibration(config: Config) -> Config:
@@ -403,14 +474,14 @@ def train(
         raise ConfigError(f"train(): {'; '.join(wrong)}")
     out_dir = output_path(out_dir, "out_dir (--out)")  # '' would be the current folder, which nobody means
     data_root = output_path(data_root, "data_root (--data-root)")  # not written, but '' is no more meant here
-    kept: list[int] = []  # the epochs out_dir's checkpoint holds, once this run writes there (_train)
+    kept: list[tuple[int, int]] = []  # what out_dir's checkpoint holds, once this run writes there (_train): (epochs, batches of the next)
     with RunFolderLock(out_dir) as lock:  # released however training ends
         try:
             return _train(config, data_root, out_dir, lock, resume=resume, overwrite=overwrite, progress=progress,
                           on_epoch=on_epoch, kept=kept)
         except (KeyboardInterrupt, Terminated) as stop:  # the CLI's last line says what is left (cli.kept_when_stopped)
             if kept:  # absent: stopped before it wrote anything
-                stop.epochs_kept = kept[-1]  # type: ignore[attr-defined]
+                stop.epochs_kept, stop.steps_kept = kept[-1]  # type: ignore[attr-defined]
             raise
 
 
@@ -424,7 +495,7 @@ def _train(
     overwrite: bool,
     progress: bool,
     on_epoch: Callable[[int, dict], None] | None,
-    kept: list[int],
+    kept: list[tuple[int, int]],
 ) -> Path:
     cfg, out_dir = config, Path(out_dir)
     cfg.validate("config")  # a Config built or changed in Python gets the checks a recipe gets
@@ -446,9 +517,10 @@ def _train(
     videos, holdout = split_holdout(footage, cfg.train.holdout, cfg.model.t_length, cfg.train.holdout_videos)
     clips = training_clips(videos)
     checkpoint_path = out_dir / TRAIN_STATE_FILE
-    state = read_train_state(checkpoint_path, cfg, clips) if resume else None  # checked before any frame is decoded
     store = FrameStore(videos, cfg.model.image_size, cfg.model.channels, cache=cfg.train.cache_frames)
     dataset = ClipDataset(store, cfg.model.t_length, stride=cfg.train.clip_stride)
+    batches = len(dataset) // cfg.train.batch_size  # an epoch's, on any number of ranks (distributed.sampler)
+    state = read_train_state(checkpoint_path, cfg, clips, batches) if resume else None  # checked before any frame is decoded
     if ctx.is_main:  # videos that give no clip: the run would learn less footage than it was given, unsaid
         warn_unused(footage, videos, holdout, cfg.model.t_length,
                     holding_out=cfg.train.holdout > 0 or bool(cfg.train.holdout_videos))
@@ -462,7 +534,8 @@ def _train(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.train.epochs, 1))
 
-    kept.append(int(state[2].get("epoch", 0)) if state is not None else 0)  # from here on the folder is this run's
+    # from here on the folder is this run's
+    kept.append((int(state[2].get("epoch", 0)), resumed_step(state[2])[0]) if state is not None else (0, 0))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if ctx.is_main:
@@ -483,7 +556,7 @@ def _train(
                 cfg = stored
             if ctx.is_main:  # a kill -9 between the checkpoint and the epoch's other files: write them now
                 reconcile_log(out_dir / LOG_FILE, start_epoch, extra.get("record"))
-                if cfg.train.keep_epochs and start_epoch and not epoch_model(out_dir, start_epoch).exists():
+                if cfg.train.keep_epochs and start_epoch and "step" not in extra and not epoch_model(out_dir, start_epoch).exists():
                     save_model(epoch_model(out_dir, start_epoch), model, cfg, extra={"epochs": start_epoch})
         elif not resume and ctx.is_main:
             (out_dir / LOG_FILE).unlink(missing_ok=True)
@@ -500,15 +573,22 @@ def _train(
     net = distributed.wrap(model, ctx, sync_batchnorm=cfg.train.sync_batchnorm)  # DDP on several ranks; `model` stays unwrapped
     sampler = distributed.sampler(dataset, ctx, seed=cfg.train.seed * 100_003)  # order from (seed, epoch) only
     board = tensorboard_writer(out_dir) if cfg.train.tensorboard and ctx.is_main else None
+    # a resume from a mid-epoch checkpoint goes on in its epoch: its batches done are skipped, its loss sums and seconds
+    # continue, so the epoch's record is an uninterrupted run's (on several ranks, the sums before the stop are rank 0's)
+    last_record = state[2].get("record") if state is not None else None  # what a mid-epoch checkpoint carries on
+    saved_at = time.monotonic()  # the last checkpoint's time: the next mid-epoch one is due checkpoint_minutes later
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
-        sampler.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True, pin_memory=device.type == "cuda")
-        sums: torch.Tensor | None = None  # of the losses, in LOSS_NAMES order
+        done, resumed_sums, resumed_seconds = resumed_step(state[2] if state is not None and epoch == start_epoch else None)
+        indices = epoch_indices(sampler, epoch, done * local_batch)
+        loader = DataLoader(dataset, batch_size=local_batch, sampler=indices, drop_last=True, pin_memory=device.type == "cuda")
+        # of the losses, in LOSS_NAMES order
+        sums = None if resumed_sums is None else torch.tensor(resumed_sums, dtype=torch.float64, device=device)
         epoch_lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trains at (the scheduler steps at its end)
-        started = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress or not ctx.is_main, leave=False)
-        for clip in bar:
+        started = time.perf_counter() - resumed_seconds
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress or not ctx.is_main, leave=False,
+                   initial=done, total=batches)
+        for step, clip in enumerate(bar, start=done + 1):
             losses = train_step(model, optimizer, clip.to(device, non_blocking=True), cfg.train, net=net, ctx=ctx)
             # summed on the device, in float64 and in step order (the same sums as Python floats): reading them back
             # once an epoch, not every step, lets a GPU run ahead of the host (only the progress bar reads each step)
@@ -516,22 +596,27 @@ def _train(
             sums = values if sums is None else sums + values
             if not bar.disable:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in zip(LOSS_NAMES, values.tolist(), strict=True)})
+            if ctx.is_main and checkpoint_due(saved_at, cfg.train.checkpoint_minutes, step, batches):
+                tensors, extra = training_state(model, optimizer, scheduler, epoch, clips)
+                extra.update(record=last_record, step=step, seconds=time.perf_counter() - started)
+                if save_mid_epoch(checkpoint_path, tensors, cfg, extra, sums):
+                    kept.append((epoch, step))
+                saved_at = time.monotonic()
         scheduler.step()
         totals = dict(zip(LOSS_NAMES, sums.tolist(), strict=True)) if sums is not None else {}
         totals = distributed.mean_over_ranks(totals, ctx)  # the log shows the loss of the global batches
 
         record = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(time.perf_counter() - started, 2)}
-        record.update({f"loss_{k}": v / max(len(loader), 1) for k, v in totals.items()})
-        tensors, extra = optimizer_tensors(optimizer)
-        tensors.update({f"model.{k}": v for k, v in model.state_dict().items()})
-        extra.update(epoch=epoch + 1, scheduler=scheduler.state_dict(), clips=clips)
+        record.update({f"loss_{k}": v / max(batches, 1) for k, v in totals.items()})
+        tensors, extra = training_state(model, optimizer, scheduler, epoch + 1, clips)
         check_diverged(totals, tensors, epoch + 1, cfg.train)  # before anything of this epoch is written
         if ctx.is_main:  # every rank holds the same weights and items; one writes them
             # the checkpoint first, holding the epoch's log record: a resume restores the record if a kill -9 came
             # before the log line; a Ctrl-C or SIGTERM waits until the epoch's files are all written
             with held_interrupts():
                 save_checkpoint(checkpoint_path, tensors, cfg, extra | {"record": record})
-                kept.append(epoch + 1)
+                kept.append((epoch + 1, 0))
+                saved_at, last_record = time.monotonic(), record
                 if cfg.train.keep_epochs:
                     save_model(epoch_model(out_dir, epoch + 1), model, cfg, extra={"epochs": epoch + 1})
                 append_log(out_dir / LOG_FILE, record)
@@ -545,7 +630,7 @@ def _train(
             if on_epoch is not None:
                 on_epoch(epoch + 1, record)
         else:  # rank 0 writes the checkpoint of the weights every rank holds
-            kept.append(epoch + 1)
+            kept.append((epoch + 1, 0))
 
     if board is not None:
         board.close()
