@@ -317,8 +317,8 @@ def profile_train_section(d: dict, source: str) -> list[str]:
            f"at the start of the run: {num(d['peak_gflops']['bf16'], 0)} GFLOP/s).", ""]
     if d.get("quick"):
         out += ["> **Quick run**: these numbers say nothing about speed.", ""]
-    rows = [[r["config"], f"{num(r['step_s'], 2)} ({num(r['step_s_min'], 2)}–{num(r['step_s_max'], 2)})", " – ".join(num(v, 0) for v in r["bf16_peak_gflops"].values()),
-             pct(r["fraction_of_bf16_peak"])]
+    rows = [[r["config"], f"{num(r['step_s'], 2)} ({num(r['step_s_min'], 2)}–{num(r['step_s_max'], 2)})",
+             " – ".join(num(v, 0) for v in r["bf16_peak_gflops"].values()), pct(r["fraction_of_bf16_peak"])]
             + [num(r["ms_per_step_by_kind"].get(k, 0.0), 0) for k in kinds]
             + [pct(r.get("conv_forward_fraction_of_bf16_peak")), pct(r.get("conv_backward_fraction_of_bf16_peak")),
                num(r.get("conv_bound_step_s"), 2), num(r["step_s_at_80_percent"], 2)] for r in d["rows"]]
