@@ -184,6 +184,18 @@ def paused(pid: int) -> bool:
         return False
 
 
+def checkpoint_progress(run: Path) -> dict | None:
+    """What ``run``'s training checkpoint holds, read from its header alone (no tensor is loaded or verified: a
+    progress report, not a resume): the epochs done and the batches done in the next (0 after an epoch's end)."""
+    try:
+        with (run / TRAIN_STATE_FILE).open("rb") as handle:  # safetensors: an 8-byte length, then the JSON header
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        extra = json.loads(header["__metadata__"]["extra"])
+        return {"epochs": int(extra["epoch"]), "batches_into_next": int(extra.get("step", 0))}
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or being replaced: nothing to report
+        return None
+
+
 def job_status(name: str, job: Job, runs: Path, results: str | Path = "results") -> dict:
     """Where one job stands, from its run folder and result folder (``run_job``'s ``results``)."""
     run = run_folder(Path(os.path.abspath(runs)), job)
@@ -199,6 +211,7 @@ def job_status(name: str, job: Job, runs: Path, results: str | Path = "results")
         "median_epoch_s": round(statistics.median(seconds)) if seconds else None,
         "left_h": round((epochs - done) * statistics.median(seconds) / 3600, 1) if seconds and epochs else None,
         "last_loss": log[-1].get("loss_total") if log else None,
+        "checkpoint": checkpoint_progress(run),  # a mid-epoch one says how far into the next epoch a resume starts
         "model": (run / MODEL_FILE).exists(),
         "evaluated": (result_folder(job, results) / "metrics.json").exists(),
     }

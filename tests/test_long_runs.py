@@ -148,7 +148,25 @@ def test_the_curve_is_scored_as_the_run_keeps_epochs(synthetic_root: Path, tmp_p
     run = tmp_path / "runs" / "tiny"
     script.execute(script.train_command(job, run.parent, str(tmp_path / "data"), 1), run)
     (run / "epoch_002.safetensors").unlink()  # as a run still training its second epoch leaves it
+    assert script.job_status("tiny", job, Path("runs"))["checkpoint"] == {"epochs": 2, "batches_into_next": 0}
     assert script.curve_so_far("tiny", job, Path("runs"), "data", 1, results=str(results)) == [1]
     curve = json.loads((results / "tiny" / "epoch_curve.json").read_text())
     assert [e["epoch"] for e in curve["epochs"]] == [1] and curve["epochs"][0]["micro_auc"] > 0
     assert "scripts/epoch_curve.py" in (run / "commands.log").read_text().splitlines()[-1]
+
+
+def test_status_reads_how_far_a_mid_epoch_checkpoint_is(tmp_path: Path) -> None:
+    """`status` says where a resume would start: epochs done and batches into the next, from the checkpoint's header."""
+    import torch
+
+    from mnad.checkpoint import save_checkpoint
+    from mnad.config import load_config
+
+    script = load_script(SCRIPT)
+    run = tmp_path / "run"
+    run.mkdir()
+    assert script.checkpoint_progress(run) is None  # none yet
+    save_checkpoint(run / "last.safetensors", {"w": torch.zeros(2)}, load_config("synthetic_pred"), {"epoch": 3, "step": 17})
+    assert script.checkpoint_progress(run) == {"epochs": 3, "batches_into_next": 17}
+    (run / "last.safetensors").write_bytes(b"\x05")  # cut short while being replaced
+    assert script.checkpoint_progress(run) is None
