@@ -26,8 +26,6 @@ does not record as operators: their time is the compiled graph calls' own time.
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import statistics
 import sys
 import time
@@ -36,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import busy_cores, machine_info, mnad_config, train_batch, work_matmul, write_results  # noqa: E402
+from speed import busy_cores, command_line, machine_info, mnad_config, train_batch, work_matmul, write_results  # noqa: E402
 
 ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "profile_train.json"
@@ -179,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line(__file__, argv),
         "quick": args.quick,
         "machine": machine_info("cpu"),
         "busy_cores_start": busy,

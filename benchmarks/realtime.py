@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import busy_cores, loadavg, machine_info, peak_rss_mib, write_results  # noqa: E402  (the speed benchmark's machine helpers)
+from speed import busy_cores, command_line, loadavg, machine_info, peak_rss_mib, write_results  # noqa: E402  (the speed benchmark's machine helpers)
 
 ROOT = HERE.parent
 RESULTS = ROOT / "results"
@@ -232,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(shlex.quote(a) for a in ["benchmarks/realtime.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line(__file__, argv),
         "quick": args.quick,
         "machine": machine_info("cpu"),
         "loadavg_start": load_start,

@@ -562,6 +562,11 @@ def machine_info(device: str) -> dict:
     return info
 
 
+def command_line(script: str | Path, argv: list[str] | None) -> str:
+    """How a benchmark was run, for its JSON: ``python <script relative to the repo> <arguments>``."""
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(script, ROOT), *(argv if argv is not None else sys.argv[1:])])
+
+
 def busy_cores(seconds: float = 2.0) -> float | None:
     """Cores kept busy by other processes, measured over ``seconds`` from /proc/stat (the load average lags by minutes)."""
     def sample() -> tuple[int, int]:
@@ -830,7 +835,7 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
     result = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line(__file__, argv),
         "quick": args.quick,
         "machine": machine,
         "loadavg_start": load_start,

@@ -406,3 +406,9 @@ def test_speed_update_check_passes_a_near_tie_and_fails_a_wrong_update() -> None
     assert stale["items_max_abs_diff_same_queries"] <= 1e-6 and not stale["ok"]
     # ties within the margin only: the tie above is 1.4e-6 apart
     assert speed.near_ties(ref_queries, items, margin=1e-7) == 0
+
+
+def test_a_benchmarks_command_line_is_relative_to_the_repo_and_quoted() -> None:
+    command_line = benchmark("speed").command_line
+    assert command_line(ROOT / "benchmarks" / "profile_train.py", ["--out", "a b.json"]) == \
+        "python benchmarks/profile_train.py --out 'a b.json'"
