@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import time
 import types
@@ -319,3 +320,36 @@ def test_the_batches_skipped_are_those_done_for_any_number_of_ranks() -> None:
             reference = [sorted(whole[i:i + batch]) for i in range(step * batch, len(whole) - batch + 1, batch)]
             assert len(reference) == 43 // batch - step
         assert batches == reference, f"{world} ranks"
+
+
+def test_a_signal_during_a_mid_epoch_save_still_says_the_checkpoint_can_resume(
+        synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C that came while the first mid-epoch checkpoint was written waited for the write, then stopped the run
+    before the checkpoint was recorded: the last line said no epoch had finished (start again with --overwrite),
+    though the checkpoint on disk resumes. It is recorded in the same held block as it is written."""
+    from mnad import cli
+
+    real, signalled = train_module.save_checkpoint, []
+
+    def save(path: Path, tensors: dict, config: Config, extra: dict) -> None:
+        if "step" in extra and not signalled:
+            signalled.append(extra["step"])
+            signal.raise_signal(signal.SIGINT)  # held: raised once the held block ends
+        real(path, tensors, config, extra)
+
+    monkeypatch.setattr(train_module, "checkpoint_due", due_at_steps)
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt) as info:
+        train(run_config(), synthetic_root, run, progress=False)
+    assert signalled == [DUE_AT[0]]
+    assert (info.value.epochs_kept, info.value.steps_kept) == (0, DUE_AT[0])  # type: ignore[attr-defined]
+    assert read_checkpoint(run / TRAIN_STATE_FILE)[2]["step"] == DUE_AT[0]  # the checkpoint said to be kept
+
+    signalled.clear()
+    capsys.readouterr()
+    assert cli.main(["train", "--recipe", "synthetic_pred", "--data-root", str(synthetic_root), "--out", str(tmp_path / "cli"),
+                     "--set", "model.image_size=32", "--set", "model.width=8", "--set", "train.bf16=false",
+                     "--set", "train.checkpoint_minutes=1", "--quiet"]) == 130
+    assert signalled == [DUE_AT[0]]
+    assert capsys.readouterr().err.splitlines()[-1] == f"mnad: interrupted ({FIRST_EPOCH_PART_KEPT})"

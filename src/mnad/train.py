@@ -319,15 +319,18 @@ def training_state(model: MNAD, optimizer: torch.optim.Optimizer, scheduler: tor
     return tensors, extra
 
 
-def save_mid_epoch(path: Path, tensors: dict[str, torch.Tensor], cfg: Config, extra: dict, sums: torch.Tensor) -> bool:
+def save_mid_epoch(path: Path, tensors: dict[str, torch.Tensor], cfg: Config, extra: dict, sums: torch.Tensor,
+                   kept: list[tuple[int, int]]) -> bool:
     """Write the mid-epoch checkpoint ``path`` as the epoch-end one is (atomically, a Ctrl-C or SIGTERM waiting), its
-    ``extra`` with the epoch's loss ``sums`` so far; nothing where a loss, weight or state is NaN or Inf (the epoch's
-    end stops the run, ``check_diverged``). Returns whether it was written."""
+    ``extra`` with the epoch's loss ``sums`` so far, and record it in ``kept`` (train's: what a stop says is left) in
+    the same held block, so that a signal that came during the write finds it recorded; nothing where a loss, weight
+    or state is NaN or Inf (the epoch's end stops the run, ``check_diverged``). Returns whether it was written."""
     values = sums.tolist()
     if not all(math.isfinite(v) for v in values) or non_finite(tensors) is not None:
         return False
     with held_interrupts():
         save_checkpoint(path, tensors, cfg, extra | {"sums": values})
+        kept.append((extra["epoch"], extra["step"]))
     return True
 
 
@@ -599,8 +602,7 @@ def _train(
             if ctx.is_main and checkpoint_due(saved_at, cfg.train.checkpoint_minutes, step, batches):
                 tensors, extra = training_state(model, optimizer, scheduler, epoch, clips)
                 extra.update(record=last_record, step=step, seconds=time.perf_counter() - started)
-                if save_mid_epoch(checkpoint_path, tensors, cfg, extra, sums):
-                    kept.append((epoch, step))
+                save_mid_epoch(checkpoint_path, tensors, cfg, extra, sums, kept)
                 saved_at = time.monotonic()
         scheduler.step()
         totals = dict(zip(LOSS_NAMES, sums.tolist(), strict=True)) if sums is not None else {}
