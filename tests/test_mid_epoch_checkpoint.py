@@ -179,6 +179,24 @@ def test_read_train_state_checks_the_step_against_the_batches_given(stopped: Pat
         read_train_state(path, run_config(), batches=3)
 
 
+def test_changed_footage_is_refused_as_such_before_the_step_is_checked(stopped: Path) -> None:
+    """Resumed on other footage (fewer batches an epoch), a mid-epoch checkpoint was refused for its step, "outside the
+    epoch's 1 to -1 (the footage or batch size changed?)", not as trained on other footage; the batch size cannot
+    change on a resume (RESUME_FIXED), and an epoch of one batch or none gives no "1 to 0" or "1 to -1"."""
+    path = stopped / TRAIN_STATE_FILE
+    recorded = read_checkpoint(path)[2]["clips"]
+    for batches in (0, 1, 3):
+        with pytest.raises(CheckpointError, match="the run was trained on other footage"):
+            read_train_state(path, run_config(), clips=recorded[:1], batches=batches)
+    assert read_train_state(path, run_config(), clips=recorded, batches=4)[2]["step"] == 3
+    for batches, said in ((0, "outside any: an epoch of 0 batches writes none part way"),
+                          (1, "outside any: an epoch of 1 batch writes none part way"),
+                          (3, "outside the epoch's 1 to 2 (the footage changed?)")):
+        with pytest.raises(CheckpointError) as info:
+            read_train_state(path, run_config(), clips=recorded, batches=batches)
+        assert said in str(info.value) and "batch size" not in str(info.value) and "1 to -1" not in str(info.value)
+
+
 class Clock:
     """time.monotonic for mnad.train: each reading a minute after the last."""
 

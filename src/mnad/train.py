@@ -251,10 +251,6 @@ def read_train_state(path: Path, cfg: Config, clips: list[list] | None = None,
             or not isinstance(extra.get("scheduler"), dict) or isinstance(epoch, bool) or not isinstance(epoch, int):
         raise CheckpointError(f"{path}: not a training checkpoint (no optimiser state or epoch: a model file saved "
                               f"under this name?); a run resumes from the {TRAIN_STATE_FILE} its training wrote")
-    if "step" in extra:
-        check_mid_epoch(path, extra, cfg.train.epochs, batches)
-    elif not 1 <= epoch <= cfg.train.epochs:
-        raise CheckpointError(f"{path}: the checkpoint says {epoch} epochs were done, outside the run's 1 to {cfg.train.epochs}")
     recorded = extra.get("clips")  # absent in checkpoints written before it was recorded
     if clips is not None and recorded is not None and recorded != clips:
         was = {tuple(r) for r in recorded if isinstance(r, list)}
@@ -263,6 +259,10 @@ def read_train_state(path: Path, cfg: Config, clips: list[list] | None = None,
         raise CheckpointError(f"{path}: the run was trained on other footage (then: {', '.join(diff[0]) or 'the same videos'}; now: "
                               f"{', '.join(diff[1]) or 'the same videos, in another order'}); resume with the data it was "
                               "trained on, or start a new run")
+    if "step" in extra:
+        check_mid_epoch(path, extra, cfg.train.epochs, batches)
+    elif not 1 <= epoch <= cfg.train.epochs:
+        raise CheckpointError(f"{path}: the checkpoint says {epoch} epochs were done, outside the run's 1 to {cfg.train.epochs}")
     return tensors, stored, extra
 
 
@@ -284,8 +284,11 @@ def check_mid_epoch(path: Path, extra: dict, epochs: int, batches: int | None) -
         raise CheckpointError(f"{path}: the checkpoint says {epoch} epochs were done and the next was under way, outside "
                               f"the run's {epochs}")
     if step < 1 or batches is not None and step >= batches:
-        raise CheckpointError(f"{path}: the checkpoint says {step} batches of epoch {epoch + 1} were done, outside the "
-                              f"epoch's 1 to {batches - 1 if batches is not None else 'last'} (the footage or batch size changed?)")
+        # never "1 to 0" or "1 to -1": an epoch of one batch (or none) writes no mid-epoch checkpoint
+        within = ("1 or more" if batches is None else f"the epoch's 1 to {batches - 1}" if batches > 1 else
+                  f"any: an epoch of {batches} batch{'es' * (batches != 1)} writes none part way")
+        raise CheckpointError(f"{path}: the checkpoint says {step} batches of epoch {epoch + 1} were done, outside "
+                              f"{within} (the footage changed?)")
 
 
 def resumed_step(extra: dict | None) -> tuple[int, list[float] | None, float]:
