@@ -51,5 +51,8 @@ def train_gflop_by_operator(config: Config, batch: int) -> dict[str, float]:
     counter = FlopCounterMode(display=False)
     with counter:
         train_step(model, optimizer, clip, config.train)
-    counts = counter.get_flop_counts()["Global"]
-    return {str(getattr(op, "__name__", op)).split(".")[0]: flops / 1e9 for op, flops in counts.items()}
+    by_name: dict[str, float] = {}
+    for op, flops in counter.get_flop_counts()["Global"].items():  # overloads of one operator add up under its name
+        name = str(getattr(op, "__name__", op)).split(".")[0]
+        by_name[name] = by_name.get(name, 0.0) + flops / 1e9
+    return by_name

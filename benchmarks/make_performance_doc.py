@@ -183,10 +183,10 @@ def checks_section(d: dict) -> list[str]:
     if any("near_ties" in r for r in [*c.get("score", {}).values(), t or {}]):
         out += [f"The memory update is judged as a function: mnad's update applied to the reference's own queries (\"same "
                 f"queries\") must give the reference's items within {c.get('tolerance_items', 1e-4)}. The end-to-end "
-                "difference, after each side's own forward pass, is held to that only when no query is near a tie (its two "
-                f"nearest items' scores within {c.get('tie_margin', 1e-5)}): the items start nearly parallel, and a "
-                "tied query that the two sides' rounding assigns to different items moves both items by far more than "
-                "rounding.", ""]
+                "difference, after each side's own forward pass, is held to that on the items no query near a tie may "
+                f"update (a query is near a tie when another item scores within {c.get('tie_margin', 1e-5)} of its "
+                "nearest; all such items are left out): the items start nearly parallel, and a tied query that the two "
+                "sides' rounding assigns to different items moves those items by far more than rounding.", ""]
     return out
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from mnad.atomic import atomic_write
 from mnad.checkpoint import CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE
 from mnad.outputs import TRAIN_LOG, read_train_log
+from mnad.report.provenance import checkpoint_metadata
 from mnad.run_folder import LOCK_FILE, run_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,11 +189,9 @@ def checkpoint_progress(run: Path) -> dict | None:
     """What ``run``'s training checkpoint holds, read from its header alone (no tensor is loaded or verified: a
     progress report, not a resume): the epochs done and the batches done in the next (0 after an epoch's end)."""
     try:
-        with (run / TRAIN_STATE_FILE).open("rb") as handle:  # safetensors: an 8-byte length, then the JSON header
-            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-        extra = json.loads(header["__metadata__"]["extra"])
+        extra = json.loads(checkpoint_metadata(run / TRAIN_STATE_FILE)["extra"])
         return {"epochs": int(extra["epoch"]), "batches_into_next": int(extra.get("step", 0))}
-    except (OSError, ValueError, KeyError, TypeError):  # none yet, or being replaced: nothing to report
+    except (ValueError, KeyError, TypeError):  # none yet, being replaced, or not a training checkpoint
         return None
 
 

@@ -401,9 +401,13 @@ def test_speed_update_check_passes_a_near_tie_and_fails_a_wrong_update() -> None
     for queries, ref_items in ((ref_queries, items_ref), (clear, reference(clear, items))):
         bad = speed.update_check(queries, items, ref_items, wrong(queries, items), reference=reference, update=wrong)
         assert bad["items_max_abs_diff_same_queries"] > 1e-4 and not bad["ok"]
-    # a step that leaves the memory as it was, with no near tie to explain the difference: fails
+    # a step that leaves the memory as it was fails, with no near tie and with one (the tie excuses only the two items
+    # its query may update, 0 and 1; items 2 and 3 moved in the reference's step and not in this one)
     stale = speed.update_check(clear, items, reference(clear, items), items, reference=reference)
     assert stale["items_max_abs_diff_same_queries"] <= 1e-6 and not stale["ok"]
+    stale_tied = speed.update_check(ref_queries, items, items_ref, items, reference=reference)
+    assert stale_tied["near_ties"] == 1 and stale_tied["end_to_end_judged"] and not stale_tied["ok"]
+    assert tied["items_max_abs_diff_untied"] <= 1e-6 and tied["end_to_end_judged"]
     # ties within the margin only: the tie above is 1.4e-6 apart
     assert speed.near_ties(ref_queries, items, margin=1e-7) == 0
 
@@ -412,3 +416,13 @@ def test_a_benchmarks_command_line_is_relative_to_the_repo_and_quoted() -> None:
     command_line = benchmark("speed").command_line
     assert command_line(ROOT / "benchmarks" / "profile_train.py", ["--out", "a b.json"]) == \
         "python benchmarks/profile_train.py --out 'a b.json'"
+
+
+def test_train_flops_by_operator_add_up_the_overloads_of_one_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two overloads of one operator (aten.mm.default, aten.mm.out) count under one name, added, not overwritten."""
+    flops = benchmark("flops")
+    counts = {torch.ops.aten.mm.default: 3e9, torch.ops.aten.mm.out: 2e9, torch.ops.aten.convolution.default: 1e9}
+    monkeypatch.setattr(flops.FlopCounterMode, "get_flop_counts", lambda self: {"Global": counts})
+    config = Config()
+    config.model.image_size, config.model.width = 16, 8
+    assert flops.train_gflop_by_operator(config, 1) == {"mm": 5.0, "convolution": 1.0}

@@ -170,3 +170,5 @@ def test_status_reads_how_far_a_mid_epoch_checkpoint_is(tmp_path: Path) -> None:
     assert script.checkpoint_progress(run) == {"epochs": 3, "batches_into_next": 17}
     (run / "last.safetensors").write_bytes(b"\x05")  # cut short while being replaced
     assert script.checkpoint_progress(run) is None
+    (run / "last.safetensors").write_bytes((2**62).to_bytes(8, "little") + b"{}")  # a damaged length: nothing allocated
+    assert script.checkpoint_progress(run) is None
