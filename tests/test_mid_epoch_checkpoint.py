@@ -371,3 +371,47 @@ def test_a_signal_during_a_mid_epoch_save_still_says_the_checkpoint_can_resume(
                      "--set", "train.checkpoint_minutes=1", "--quiet"]) == 130
     assert signalled == [DUE_AT[0]]
     assert capsys.readouterr().err.splitlines()[-1] == f"mnad: interrupted ({FIRST_EPOCH_PART_KEPT})"
+
+
+CLI_TRAIN = ["--recipe", "synthetic_pred", "--set", "model.image_size=32", "--set", "model.width=8",
+             "--set", "train.bf16=false", "--set", "train.checkpoint_minutes=1", "--quiet"]
+
+
+def _cli_rank(rank: int, port: int, root: str, out: str) -> None:
+    """One of 2 ranks of `mnad train`, stopped by Ctrl-C in epoch 1 after its mid-epoch checkpoint at batch 3 (each
+    rank at the same step); its standard error in ``out``/rankN.err."""
+    import sys
+
+    from mnad import cli
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    with open(Path(out) / f"rank{rank}.err", "w") as err, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stderr", err)
+        patch.setattr(train_module, "checkpoint_due", due_at_steps)
+        stop_at_call(patch, DUE_AT[0] + 2, KeyboardInterrupt)
+        code = cli.main(["train", "--data-root", root, "--out", str(Path(out) / "run"), *CLI_TRAIN])
+        err.write(f"exit {code}\n")
+
+
+def test_ranks_stopped_after_a_mid_epoch_checkpoint_say_one_thing(synthetic_root: Path, tmp_path: Path) -> None:
+    """Under torchrun, rank 0 said a checkpoint part way through the first epoch is kept (continue with --resume) and
+    rank 1, which does not record mid-epoch checkpoints, that no epoch had finished (start again with --overwrite):
+    rank 0 alone says what a stopped training run leaves."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_cli_rank, args=(port, str(synthetic_root), str(tmp_path)), nprocs=WORLD, join=True)
+    assert read_checkpoint(tmp_path / "run" / TRAIN_STATE_FILE)[2]["step"] == DUE_AT[0]
+    said = [(tmp_path / f"rank{rank}.err").read_text().splitlines() for rank in range(WORLD)]
+    assert said[0][-2:] == [f"mnad: interrupted ({FIRST_EPOCH_PART_KEPT})", "exit 130"]
+    assert said[1][-1] == "exit 130" and not any("mnad: interrupted" in line for line in said[1])
+
+
+def test_says_when_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnad.cli import says_when_stopped
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert says_when_stopped("train") and says_when_stopped("evaluate")
+    monkeypatch.setenv("RANK", "1")
+    assert not says_when_stopped("train") and says_when_stopped("evaluate")  # evaluate's line is the same on every rank

@@ -100,6 +100,14 @@ def kept_when_stopped(command: str, stop: BaseException) -> str:
     return KEPT_WHEN_STOPPED.get(command, NOTHING_WRITTEN)
 
 
+def says_when_stopped(command: str) -> bool:
+    """Whether this process says the last line of ``command`` stopped by Ctrl-C or SIGTERM (``kept_when_stopped``):
+    under torchrun, a training run's rank 0 alone. Only it decides and records the mid-epoch checkpoints (the others
+    know of the epoch ends only), so another rank stopped after one in the first epoch would say that no epoch had
+    finished (start again with --overwrite) while rank 0 says the checkpoint can be resumed."""
+    return command != "train" or os.environ.get("RANK", "0") == "0"
+
+
 # The commands that split their work over the ranks of a torchrun job (docs/distributed.md); the others would run
 # whole on every rank, into the same --out, and are refused under torchrun.
 DISTRIBUTED_COMMANDS = ("train", "evaluate")
@@ -669,11 +677,13 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"mnad: error: {printable(str(exc))}", error=True)
         return 2
     except KeyboardInterrupt as stop:  # under torchrun, not after another rank's error: torchrun interrupts the others then
-        _say(f"mnad: interrupted ({kept_when_stopped(args.command, stop)})", unless_failed=True)
+        if says_when_stopped(args.command):
+            _say(f"mnad: interrupted ({kept_when_stopped(args.command, stop)})", unless_failed=True)
         return 130
     except Terminated as stop:
         by = "" if stop.signal == "SIGTERM" else f"{stop.signal}: "  # SIGHUP: the terminal or ssh connection closed
-        _say(f"mnad: terminated ({by}{kept_when_stopped(args.command, stop)})", unless_failed=True)
+        if says_when_stopped(args.command):
+            _say(f"mnad: terminated ({by}{kept_when_stopped(args.command, stop)})", unless_failed=True)
         return 143
     except RuntimeError as exc:  # torch.distributed losing a rank: one line, not a traceback; any other is a bug
         if not multi_process_launch():
