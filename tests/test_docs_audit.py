@@ -62,3 +62,13 @@ def test_help_states_the_documented_defaults(command: str, option: str, default:
     option_action = next(action for action in sub._actions if option in action.option_strings)
     assert str(option_action.default) == default
     assert f"default {default}" in option_action.help % {"default": option_action.default}
+
+
+def test_readme_qualifies_what_a_mid_epoch_resume_reproduces() -> None:
+    """README said a resume from a mid-epoch checkpoint is "bit-identical to an uninterrupted run" unqualified: only a
+    CPU fp32 run on one process is (docs/distributed.md: on several ranks that epoch's logged loss differs); and "one
+    stopped before its first starts again" lacked its noun."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `train.checkpoint_minutes`"))
+    assert "bit-identical to an uninterrupted run on a CPU in fp32 on one process" in row and "docs/distributed.md" in row
+    assert "one stopped before its first checkpoint starts again" in readme
