@@ -415,3 +415,19 @@ def test_says_when_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     assert says_when_stopped("train") and says_when_stopped("evaluate")
     monkeypatch.setenv("RANK", "1")
     assert not says_when_stopped("train") and says_when_stopped("evaluate")  # evaluate's line is the same on every rank
+
+
+def test_a_report_of_a_mid_epoch_checkpoint_says_how_far_into_the_next_epoch(stopped: Path, tmp_path: Path) -> None:
+    """mnad evaluate / report on an unfinished run use its last.safetensors, which may be a mid-epoch one: the report's
+    "epochs trained" said the epochs done (1), though the weights are 3 batches into epoch 2."""
+    from mnad.report.provenance import collect_provenance, epochs_trained
+
+    record = collect_provenance(run_config(), tmp_path / "report", tmp_path / "eval", checkpoint=stopped)["checkpoint"]
+    assert (record["epochs"], record["steps"]) == (1, 3)
+    assert epochs_trained(record) == "1 epoch and 3 batches of the next"
+    assert epochs_trained({"epochs": 0, "steps": 1}) == "0 epochs and 1 batch of the next"
+    path = stopped / TRAIN_STATE_FILE
+    tensors, config, extra = read_checkpoint(path)
+    save_checkpoint(path, tensors, config, {k: v for k, v in extra.items() if k not in ("step", "sums", "seconds")})
+    record = collect_provenance(run_config(), tmp_path / "report", tmp_path / "eval", checkpoint=stopped)["checkpoint"]
+    assert "steps" not in record and epochs_trained(record) == 1  # an epoch-end checkpoint: as before

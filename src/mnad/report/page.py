@@ -17,7 +17,7 @@ from mnad.errors import DataError, printable
 from mnad.outputs import FIGURES_DIR, FIGURES_INDEX, SCORES_FILE, TRAIN_LOG, read_evaluation, read_json_if_present
 from mnad.report.inputs import figures_problem, scores_problem, training_records
 from mnad.report.plots import histogram_png, roc_png, timeline_png, training_png
-from mnad.report.provenance import file_sha256, relative_path
+from mnad.report.provenance import epochs_trained, file_sha256, relative_path
 from mnad.report.thumbnails import THUMBS_DIR, THUMBS_INDEX, read_thumbnail_index
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
         ("checkpoint", checkpoint.get("path", "not recorded")),
         ("checkpoint file SHA-256", checkpoint.get("file_sha256")),
         ("checkpoint tensor SHA-256", checkpoint.get("tensor_sha256")),
-        ("epochs trained", checkpoint.get("epochs")),
+        ("epochs trained", epochs_trained(checkpoint)),
         ("data root", provenance.get("data_root")),
         ("labels", provenance.get("labels") or metrics.get("labels")),
         # from the report folder, as provenance.json stores them: the page says the same wherever it is rebuilt from

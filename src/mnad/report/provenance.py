@@ -126,10 +126,23 @@ def collect_provenance(
             "tensor_sha256": meta.get("sha256"),
             "epochs": extra.get("epochs", extra.get("epoch")),
         }
+        if "step" in extra:  # a training checkpoint written part way through the next epoch (train.checkpoint_minutes)
+            record["checkpoint"]["steps"] = extra["step"]
         run_dir = path.resolve().parent
         if is_run_dir(run_dir):
             record["run_dir"] = relative_path(run_dir, report_dir)
     return record
+
+
+def epochs_trained(checkpoint: dict) -> Any:
+    """What the report says of a provenance record's ``checkpoint``'s training: its epochs, or, for a training
+    checkpoint written part way through an epoch (an unfinished run's ``last.safetensors``, ``steps``: the batches
+    done of the next), "N epochs and S batches of the next": its weights are past the epochs done."""
+    epochs, steps = checkpoint.get("epochs"), checkpoint.get("steps")
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (epochs, steps))
+    if not whole or steps < 1:
+        return epochs
+    return f"{epochs} epoch{'s' * (epochs != 1)} and {steps} batch{'es' * (steps != 1)} of the next"
 
 
 def write_provenance(report_dir: Path, record: dict) -> None:
