@@ -44,7 +44,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import _pythonpath, busy_cores, loadavg, machine_info, peak_rss_mib, synthetic_frames, write_results  # noqa: E402
+from speed import _pythonpath, busy_cores, command_line, loadavg, machine_info, peak_rss_mib, synthetic_frames, write_results  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "contention.json"
 SCHEMA = "mnad-contention-1"
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/contention.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line(__file__, argv),
         "seconds": time.time() - started,
         "machine": machine_info("cpu"),
         "torch_default_threads": default_threads,

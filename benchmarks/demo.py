@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import _pythonpath, busy_cores, loadavg, machine_info, write_results  # noqa: E402  (the speed benchmark's helpers)
+from speed import _pythonpath, busy_cores, command_line, loadavg, machine_info, write_results  # noqa: E402  (the speed benchmark's helpers)
 
 DEFAULT_OUT = HERE / "results" / "demo.json"
 SCHEMA = "mnad-demo-1"
@@ -60,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/demo.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(__file__, argv),
         "machine": machine_info("cpu"),
         "busy_cores_start": busy,
         "loadavg_start": load_start,

@@ -59,7 +59,7 @@ FP32_ROWS = ["onnx-fp32", "mnad-fp32", "mnad-compiled"]
 TARGET_SPEEDUP, TARGET_RSS_GIB, TARGET_AUC_POINTS = 1.7, 0.6, 0.3
 
 sys.path.insert(0, str(HERE))
-from speed import CPU_FEATURES, busy_cores, loadavg, peak_rss_mib, synthetic_frames, write_results  # noqa: E402  (the same helpers as speed.py)
+from speed import CPU_FEATURES, busy_cores, command_line, loadavg, peak_rss_mib, synthetic_frames, write_results  # noqa: E402  (the same helpers as speed.py)
 
 
 class ArrayVideo:
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                      "here; int8 is compared with the fastest fp32 row.")
     record = {
         "schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/int8.py " + " ".join(sys.argv[1:] if argv is None else argv), "quick": args.quick,
+        "command": command_line(__file__, argv), "quick": args.quick,
         "machine": cpu | {"python": platform.python_version(), "onnxruntime": _version("onnxruntime"), "torch": _version("torch"),
                           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         "busy_cores_start": busy, "loadavg_start": load_start, "loadavg_end": loadavg(),

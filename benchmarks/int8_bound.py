@@ -39,7 +39,7 @@ TARGET_SPEEDUP = 1.7
 INT8_OVER_BF16 = 2.0  # AMX: 2048 int8 multiply-adds per cycle and core against 1024 bf16 (Intel's AMX specification)
 
 sys.path.insert(0, str(HERE))
-from speed import write_results  # noqa: E402  (the same helper as the other benchmarks)
+from speed import command_line, write_results  # noqa: E402  (the same helper as the other benchmarks)
 
 
 def conv_gflop(size: int) -> dict:
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(work | {"bound": bounds(work, speed, ratio)})
     record = {
         "schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/int8_bound.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line(__file__, argv),
         "profile_json": {"path": _relative(args.profile), "created": profile["created"]},
         "speed_json": {"path": _relative(args.speed),
                        "created": speed["created"], "cpu_model": speed["machine"]["cpu_model"],

@@ -29,7 +29,7 @@ SCHEMA = "mnad-int8-range-1"
 
 sys.path.insert(0, str(HERE))
 from int8 import cpu_info  # noqa: E402  (the same CPU record as int8.py)
-from speed import write_results  # noqa: E402
+from speed import command_line, write_results  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                      "regular_ratio_median": statistics.median(e_ratio)})
     record = {
         "schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/int8_range.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line(__file__, argv),
         "machine": cpu_info(), "checkpoint": args.checkpoint, "calibration_clips": args.calibration_clips,
         "split": args.split, "clips": len(picks), "rows": rows, "fp32_mean_psnr_db": statistics.fmean(s[0] for s in scored["fp32"]),
         "seconds": time.perf_counter() - started,

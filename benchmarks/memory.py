@@ -33,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import _pythonpath, busy_cores, machine_info, synthetic_frames, write_results  # noqa: E402
+from speed import _pythonpath, busy_cores, command_line, machine_info, synthetic_frames, write_results  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "memory.json"
 SCHEMA = "mnad-memory-1"
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:<9} peak {result['peak_rss_mib']:6.0f} MiB  "
                       + "  ".join(f"{k} {v:.0f}/{peak:.0f}" for k, (v, peak) in result["stages_rss_peak_mib"].items()), file=sys.stderr)
     result = {"schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": "python benchmarks/memory.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "command": command_line(__file__, argv),
               "machine": machine_info("cpu"), "busy_cores_start": busy, "seconds": time.time() - started,
               "settings": {"size": size, "frames": frames, "threads": args.threads, "target_mib": TARGET_MIB, "quick": args.quick},
               "rows": rows}

@@ -39,7 +39,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see the docstring)
 
 import argparse  # noqa: E402
-import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -50,7 +49,7 @@ from pathlib import Path  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from flops import score_gflop_per_frame  # noqa: E402  (the step's own count, as speed.py's)
-from speed import busy_cores, loadavg, machine_info, synthetic_frames, write_results  # noqa: E402  (the speed benchmark's helpers)
+from speed import busy_cores, command_line, loadavg, machine_info, synthetic_frames, write_results  # noqa: E402  (the speed benchmark's helpers)
 
 DEFAULT_OUT = HERE / "results" / "multistream.json"
 SCHEMA = "mnad-multistream-1"
@@ -210,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", "benchmarks/multistream.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line(__file__, argv),
         "quick": args.quick,
         "machine": machine_info("cpu"),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),

@@ -38,7 +38,7 @@ SCHEMA = "mnad-train-precision-1"
 
 sys.path.insert(0, str(HERE))
 from int8 import cpu_info  # noqa: E402  (the same CPU record as int8.py)
-from speed import write_results  # noqa: E402
+from speed import command_line, write_results  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/train_precision.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(__file__, argv),
         "machine": cpu_info() | {"bf16_native": bf16_is_native("cpu"), "threads": args.threads},
         "model": {"checkpoint": args.checkpoint, "image_size": config.model.image_size, "batch": b},
         "settings": {n: dataclasses.asdict(SETTINGS[n]) for n in names},

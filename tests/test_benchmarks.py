@@ -426,3 +426,12 @@ def test_train_flops_by_operator_add_up_the_overloads_of_one_operator(monkeypatc
     config = Config()
     config.model.image_size, config.model.width = 16, 8
     assert flops.train_gflop_by_operator(config, 1) == {"mm": 5.0, "convolution": 1.0}
+
+
+def test_every_benchmark_records_its_command_line_the_same_way() -> None:
+    """A benchmark's JSON says how it was run through speed.command_line (quoted, so an argument with a space can be run
+    again as written), never a command line built by hand."""
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for line in path.read_text().splitlines():
+            if '"command":' in line and "d['command']" not in line and 'd["command"]' not in line:
+                assert "command_line(__file__, argv)" in line, f"{path.name}: {line.strip()}"
