@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from mnad import distributed
 from mnad import train as train_module
 from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, read_checkpoint, save_checkpoint
-from mnad.cli import FIRST_EPOCH_PART_KEPT, NO_EPOCH_FINISHED, kept_when_stopped
+from mnad.cli import FIRST_EPOCH_PART_KEPT, KEPT_WHEN_STOPPED, NO_EPOCH_FINISHED, kept_when_stopped
 from mnad.config import Config
 from mnad.errors import CheckpointError, ConfigError, Terminated
 from mnad.train import LOG_FILE, LOSS_NAMES, checkpoint_due, read_train_state, train
@@ -265,6 +265,20 @@ def test_a_run_stopped_after_a_checkpoint_in_its_first_epoch_says_it_can_resume(
             with pytest.raises(Terminated) as info:
                 train(run_config(), synthetic_root, run, resume=(run / TRAIN_STATE_FILE).exists(), overwrite=run.exists()
                       and not (run / TRAIN_STATE_FILE).exists(), progress=False)
+        assert kept_when_stopped("train", info.value) == said
+
+
+def test_a_run_stopped_after_a_checkpoint_in_a_later_epoch_says_where_it_resumes(synthetic_root: Path, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after a mid-epoch checkpoint of its second epoch, `mnad train` said "the last finished epoch is kept",
+    though the resume starts part way through the second; stopped in it before that checkpoint, it still says so."""
+    for calls, said in ((BATCHES + 2, KEPT_WHEN_STOPPED["train"]),  # the second epoch's first checkpoint is at its step 3
+                        (BATCHES + 5, "a checkpoint part way through epoch 2 is kept: continue with --resume")):
+        with monkeypatch.context() as patch:
+            patch.setattr(train_module, "checkpoint_due", due_at_steps)
+            stop_at_call(patch, calls, Terminated)
+            with pytest.raises(Terminated) as info:
+                train(run_config(), synthetic_root, tmp_path / str(calls), progress=False)
         assert kept_when_stopped("train", info.value) == said
 
 

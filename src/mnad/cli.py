@@ -86,6 +86,8 @@ NOTHING_WRITTEN = "nothing was written"
 NO_EPOCH_FINISHED = "no epoch had finished, so there is no checkpoint to resume: start it again with --overwrite"
 # stopped in its first epoch after a mid-epoch checkpoint (train.checkpoint_minutes)
 FIRST_EPOCH_PART_KEPT = "a checkpoint part way through the first epoch is kept: continue with --resume"
+# stopped after a mid-epoch checkpoint of a later epoch: the resume starts there, not at the last finished epoch
+LATER_EPOCH_PART_KEPT = "a checkpoint part way through epoch {epoch} is kept: continue with --resume"
 
 
 def kept_when_stopped(command: str, stop: BaseException) -> str:
@@ -96,7 +98,9 @@ def kept_when_stopped(command: str, stop: BaseException) -> str:
         epochs = getattr(stop, "epochs_kept", None)
         if epochs is None:
             return NOTHING_WRITTEN
-        return KEPT_WHEN_STOPPED["train"] if epochs else FIRST_EPOCH_PART_KEPT if getattr(stop, "steps_kept", 0) else NO_EPOCH_FINISHED
+        if not getattr(stop, "steps_kept", 0):
+            return KEPT_WHEN_STOPPED["train"] if epochs else NO_EPOCH_FINISHED
+        return LATER_EPOCH_PART_KEPT.format(epoch=epochs + 1) if epochs else FIRST_EPOCH_PART_KEPT
     return KEPT_WHEN_STOPPED.get(command, NOTHING_WRITTEN)
 
 

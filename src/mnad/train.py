@@ -323,18 +323,17 @@ def training_state(model: MNAD, optimizer: torch.optim.Optimizer, scheduler: tor
 
 
 def save_mid_epoch(path: Path, tensors: dict[str, torch.Tensor], cfg: Config, extra: dict, sums: torch.Tensor,
-                   kept: list[tuple[int, int]]) -> bool:
+                   kept: list[tuple[int, int]]) -> None:
     """Write the mid-epoch checkpoint ``path`` as the epoch-end one is (atomically, a Ctrl-C or SIGTERM waiting), its
     ``extra`` with the epoch's loss ``sums`` so far, and record it in ``kept`` (train's: what a stop says is left) in
     the same held block, so that a signal that came during the write finds it recorded; nothing where a loss, weight
-    or state is NaN or Inf (the epoch's end stops the run, ``check_diverged``). Returns whether it was written."""
+    or state is NaN or Inf (the epoch's end stops the run, ``check_diverged``)."""
     values = sums.tolist()
     if not all(math.isfinite(v) for v in values) or non_finite(tensors) is not None:
-        return False
+        return
     with held_interrupts():
         save_checkpoint(path, tensors, cfg, extra | {"sums": values})
         kept.append((extra["epoch"], extra["step"]))
-    return True
 
 
 def without_calibration(config: Config) -> Config:
