@@ -39,12 +39,11 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import _pythonpath, busy_cores, command_line, loadavg, machine_info, peak_rss_mib, synthetic_frames, write_results  # noqa: E402
+from speed import _pythonpath, busy_cores, loadavg, machine_info, peak_rss_mib, result_head, synthetic_frames, write_results  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "contention.json"
 SCHEMA = "mnad-contention-1"
@@ -241,12 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                 ratios = [i["fps"] / r["fps"] for i, r in zip(idle, runs, strict=False)]
                 row["slowdown"] = statistics.median(ratios)
             rows.append(row)
-    result = {
-        "schema": SCHEMA,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv),
+    result = result_head(SCHEMA, __file__, argv, quick=None, device=None) | {  # its quick is in "settings"
         "seconds": time.time() - started,
-        "machine": machine_info("cpu"),
+        "machine": machine_info("cpu"),  # after "seconds", as before
         "torch_default_threads": default_threads,
         "loadavg_start": load_start,
         "busy_cores_start": busy,

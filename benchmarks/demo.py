@@ -18,12 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import _pythonpath, busy_cores, command_line, loadavg, machine_info, write_results  # noqa: E402  (the speed benchmark's helpers)
+from speed import _pythonpath, busy_cores, loadavg, result_head, write_results  # noqa: E402  (the speed benchmark's helpers)
 
 DEFAULT_OUT = HERE / "results" / "demo.json"
 SCHEMA = "mnad-demo-1"
@@ -56,11 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     busy, load_start = busy_cores(), loadavg()
     rounds = [run_demo() for _ in range(args.rounds)]
     seconds = [r["seconds"] for r in rounds]
-    result = {
-        "schema": SCHEMA,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv),
-        "machine": machine_info("cpu"),
+    result = result_head(SCHEMA, __file__, argv, quick=None) | {  # no quick mode
         "busy_cores_start": busy,
         "loadavg_start": load_start,
         "loadavg_end": loadavg(),

@@ -46,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -59,7 +58,7 @@ FP32_ROWS = ["onnx-fp32", "mnad-fp32", "mnad-compiled"]
 TARGET_SPEEDUP, TARGET_RSS_GIB, TARGET_AUC_POINTS = 1.7, 0.6, 0.3
 
 sys.path.insert(0, str(HERE))
-from speed import CPU_FEATURES, busy_cores, command_line, loadavg, peak_rss_mib, synthetic_frames, write_results  # noqa: E402  (the same helpers as speed.py)
+from speed import CPU_FEATURES, busy_cores, loadavg, peak_rss_mib, result_head, synthetic_frames, write_results  # noqa: E402  (the same helpers as speed.py)
 
 
 class ArrayVideo:
@@ -327,9 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("This CPU has no int8 dot-product instructions (no VNNI, no AMX): ONNX Runtime's int8 convolutions run on AVX2's "
                      "multiply-add of bytes. No native bf16 either, so the issue's reference (compiled bf16 on AMX) cannot be measured "
                      "here; int8 is compared with the fastest fp32 row.")
-    record = {
-        "schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv), "quick": args.quick,
+    record = result_head(SCHEMA, __file__, argv, quick=args.quick, device=None) | {
         "machine": cpu | {"python": platform.python_version(), "onnxruntime": _version("onnxruntime"), "torch": _version("torch"),
                           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
         "busy_cores_start": busy, "loadavg_start": load_start, "loadavg_end": loadavg(),

@@ -28,7 +28,6 @@ import json
 import math
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +38,7 @@ TARGET_SPEEDUP = 1.7
 INT8_OVER_BF16 = 2.0  # AMX: 2048 int8 multiply-adds per cycle and core against 1024 bf16 (Intel's AMX specification)
 
 sys.path.insert(0, str(HERE))
-from speed import command_line, write_results  # noqa: E402  (the same helper as the other benchmarks)
+from speed import result_head, write_results  # noqa: E402  (the same helper as the other benchmarks)
 
 
 def conv_gflop(size: int) -> dict:
@@ -128,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         work = conv_gflop(size)
         ratio = max(r["conv_fraction_of_bf16_peak"] for r in profile["rows"] if r["size"] == size)
         rows.append(work | {"bound": bounds(work, speed, ratio)})
-    record = {
-        "schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv),
+    record = result_head(SCHEMA, __file__, argv, quick=None, device=None) | {  # no quick mode; no machine (it times nothing)
         "profile_json": {"path": _relative(args.profile), "created": profile["created"]},
         "speed_json": {"path": _relative(args.speed),
                        "created": speed["created"], "cpu_model": speed["machine"]["cpu_model"],

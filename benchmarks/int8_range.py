@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -29,7 +28,7 @@ SCHEMA = "mnad-int8-range-1"
 
 sys.path.insert(0, str(HERE))
 from int8 import cpu_info  # noqa: E402  (the same CPU record as int8.py)
-from speed import command_line, write_results  # noqa: E402
+from speed import result_head, write_results  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                      "psnr_abs_diff_db": {"mean": statistics.fmean(psnr_diff), "median": statistics.median(psnr_diff),
                                           "max": max(psnr_diff)},
                      "regular_ratio_median": statistics.median(e_ratio)})
-    record = {
-        "schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv),
+    record = result_head(SCHEMA, __file__, argv, quick=None, device=None) | {  # no quick mode
         "machine": cpu_info(), "checkpoint": args.checkpoint, "calibration_clips": args.calibration_clips,
         "split": args.split, "clips": len(picks), "rows": rows, "fp32_mean_psnr_db": statistics.fmean(s[0] for s in scored["fp32"]),
         "seconds": time.perf_counter() - started,

@@ -28,12 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import _pythonpath, busy_cores, command_line, machine_info, synthetic_frames, write_results  # noqa: E402
+from speed import _pythonpath, busy_cores, result_head, synthetic_frames, write_results  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "memory.json"
 SCHEMA = "mnad-memory-1"
@@ -163,9 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             if "peak_rss_mib" in result:
                 print(f"{name:<9} peak {result['peak_rss_mib']:6.0f} MiB  "
                       + "  ".join(f"{k} {v:.0f}/{peak:.0f}" for k, (v, peak) in result["stages_rss_peak_mib"].items()), file=sys.stderr)
-    result = {"schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": command_line(__file__, argv),
-              "machine": machine_info("cpu"), "busy_cores_start": busy, "seconds": time.time() - started,
+    result = result_head(SCHEMA, __file__, argv, quick=None) | {  # its quick is in "settings"
+              "busy_cores_start": busy, "seconds": time.time() - started,
               "settings": {"size": size, "frames": frames, "threads": args.threads, "target_mib": TARGET_MIB, "quick": args.quick},
               "rows": rows}
     write_results(args.out, result)

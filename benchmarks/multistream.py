@@ -43,13 +43,12 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from flops import score_gflop_per_frame  # noqa: E402  (the step's own count, as speed.py's)
-from speed import busy_cores, command_line, loadavg, machine_info, synthetic_frames, write_results  # noqa: E402  (the speed benchmark's helpers)
+from speed import busy_cores, loadavg, result_head, synthetic_frames, write_results  # noqa: E402  (the speed benchmark's helpers)
 
 DEFAULT_OUT = HERE / "results" / "multistream.json"
 SCHEMA = "mnad-multistream-1"
@@ -206,12 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             row["max_psnr_difference_db"] = max(abs(a - b) for got, want in pairs for a, b in zip(got, want, strict=True))
         rows.append(row)
     best = {r["mode"]: r["fps_total"] for r in rows if r["streams"] == TARGET["streams"] and r["width"] == 64}
-    result = {
-        "schema": SCHEMA,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv),
-        "quick": args.quick,
-        "machine": machine_info("cpu"),
+    result = result_head(SCHEMA, __file__, argv, quick=args.quick) | {
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "loadavg_start": load_start, "busy_cores_start": busy_start, "loadavg_end": loadavg(),
         "gflop_per_frame": {str(w): round(g, 3) for w, g in gflop.items()},

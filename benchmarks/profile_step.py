@@ -25,12 +25,11 @@ import argparse
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import busy_cores, command_line, machine_info, mnad_config, synthetic_frames, work_flops, work_matmul, write_results  # noqa: E402
+from speed import mnad_config, result_head, start_timing, synthetic_frames, work_flops, work_matmul, write_results  # noqa: E402
 
 ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "profile.json"
@@ -113,12 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown configurations {unknown}; known: {list(CONFIGS)}")
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    started, busy = time.perf_counter(), busy_cores()
-    if busy is not None and busy > 0.2:
-        print(f"  WARNING: {busy:.2f} cores busy: the machine is not idle", file=sys.stderr)
+    started, busy = start_timing(args.threads)
     job = {"threads": args.threads, "device": "cpu", "model": {"task": "pred", "t_length": 5, "channels": 3, "memory": True},
            "gamma": 2.0, "sizes": args.sizes, "train_size": min(args.sizes), "batch": 1}
     n = 1024 if args.quick else 4096
@@ -135,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         r["fps_limit_bf16"] = limit
         r["fraction_of_bf16_limit"] = r["fps"] / limit
         r["conv_fraction_of_bf16_peak"] = r["conv_gflops"] / peak_bf16 if r["conv_gflops"] else None
-    result = {
-        "schema": SCHEMA,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv),
-        "quick": args.quick,
-        "machine": machine_info("cpu"),
+    result = result_head(SCHEMA, __file__, argv, quick=args.quick) | {
         "busy_cores_start": busy,
         "settings": {"threads": args.threads, "sizes": args.sizes, "frames": args.frames, "warmup": args.warmup, "gamma": 2.0,
                      "weights": "random initialisation (seed 0)"},

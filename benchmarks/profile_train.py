@@ -29,12 +29,11 @@ import argparse
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import busy_cores, command_line, machine_info, mnad_config, train_batch, work_matmul, write_results  # noqa: E402
+from speed import mnad_config, result_head, start_timing, train_batch, work_matmul, write_results  # noqa: E402
 
 ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "profile_train.json"
@@ -158,13 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not names:
         p.error(f"--configs: unknown or none {unknown}; known: {list(CONFIGS)}")
 
-    import torch
     from flops import train_gflop_by_operator
 
-    torch.set_num_threads(args.threads)
-    started, busy = time.perf_counter(), busy_cores()
-    if busy is not None and busy > 0.2:
-        print(f"  WARNING: {busy:.2f} cores busy: the machine is not idle", file=sys.stderr)
+    started, busy = start_timing(args.threads)
     job = {"threads": args.threads, "device": "cpu", "model": {"task": "pred", "t_length": 5, "channels": 3, "memory": True},
            "gamma": 0.01}
     args.matmul_n = n = 1024 if args.quick else 4096
@@ -174,12 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"  profiling {name}: training step {args.size}x{args.size} batch {args.batch}", file=sys.stderr)
         rows.append(with_bounds(profile_config(job, name, args), gflop))
-    result = {
-        "schema": SCHEMA,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv),
-        "quick": args.quick,
-        "machine": machine_info("cpu"),
+    result = result_head(SCHEMA, __file__, argv, quick=args.quick) | {
         "busy_cores_start": busy,
         "settings": {"threads": args.threads, "size": args.size, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
                      "weights": "random initialisation (seed 0)", "batch_data": "synthetic frames, fixed, in memory"},

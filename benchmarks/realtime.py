@@ -29,12 +29,11 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import busy_cores, command_line, loadavg, machine_info, peak_rss_mib, write_results  # noqa: E402  (the speed benchmark's machine helpers)
+from speed import busy_cores, loadavg, peak_rss_mib, result_head, write_results  # noqa: E402  (the speed benchmark's machine helpers)
 
 ROOT = HERE.parent
 RESULTS = ROOT / "results"
@@ -228,12 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         row["numbers_reached"] = row["real_time"] and micro is not None and micro >= TARGET_MICRO_AUC
         rows.append(row)
 
-    result = {
-        "schema": SCHEMA,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv),
-        "quick": args.quick,
-        "machine": machine_info("cpu"),
+    result = result_head(SCHEMA, __file__, argv, quick=args.quick) | {
         "loadavg_start": load_start,
         "busy_cores_start": busy,
         "loadavg_end": loadavg(),

@@ -587,6 +587,35 @@ def command_line(script: str | Path, argv: list[str] | None) -> str:
     return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(script, ROOT), *(argv if argv is not None else sys.argv[1:])])
 
 
+def result_head(schema: str, script: str | Path, argv: list[str] | None, *, quick: bool | None,
+                device: str | None = "cpu") -> dict:
+    """The keys every benchmark's JSON starts with, in this order: ``schema``, ``created`` (now, UTC, to the second),
+    ``command`` (``command_line(script, argv)``), ``quick`` and ``machine`` (``machine_info(device)``).
+
+    ``quick=None`` leaves ``quick`` out (a benchmark without a quick mode); ``device=None`` leaves ``machine`` out (a
+    benchmark that records its machine its own way, or none). A benchmark adds the rest with ``result_head(...) | {...}``.
+    """
+    head: dict = {"schema": schema, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                  "command": command_line(script, argv)}
+    if quick is not None:
+        head["quick"] = quick
+    if device is not None:
+        head["machine"] = machine_info(device)
+    return head
+
+
+def start_timing(threads: int) -> tuple[float, float | None]:
+    """The start of a timed benchmark: torch on ``threads`` threads; returns (``time.perf_counter()`` now, the cores
+    other processes keep busy (``busy_cores``)), and warns on stderr when more than 0.2 of a core was busy."""
+    import torch
+
+    torch.set_num_threads(threads)
+    started, busy = time.perf_counter(), busy_cores()
+    if busy is not None and busy > 0.2:
+        print(f"  WARNING: {busy:.2f} cores busy: the machine is not idle", file=sys.stderr)
+    return started, busy
+
+
 def busy_cores(seconds: float = 2.0) -> float | None:
     """Cores kept busy by other processes, measured over ``seconds`` from /proc/stat (the load average lags by minutes)."""
     def sample() -> tuple[int, int]:
@@ -852,12 +881,8 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
         training.append(row)
 
     accuracy = run_accuracy(args, base, tmp) if args.auc_checkpoint else None
-    result = {
-        "schema": SCHEMA,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv),
-        "quick": args.quick,
-        "machine": machine,
+    result = result_head(SCHEMA, __file__, argv, quick=args.quick, device=None) | {
+        "machine": machine,  # machine_info(args.device), read at the start
         "loadavg_start": load_start,
         "busy_cores_start": busy,
         "loadavg_end": loadavg(),

@@ -29,7 +29,6 @@ import dataclasses
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,7 +37,7 @@ SCHEMA = "mnad-train-precision-1"
 
 sys.path.insert(0, str(HERE))
 from int8 import cpu_info  # noqa: E402  (the same CPU record as int8.py)
-from speed import command_line, write_results  # noqa: E402
+from speed import result_head, write_results  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loss_total_abs_diff_max": max(r["loss_abs_diff"]["total"] for r in rows),
                 "items_max_abs_diff": max(r["items_max_abs_diff"] for r in rows),
             }
-    result = {
-        "schema": SCHEMA,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command_line(__file__, argv),
+    result = result_head(SCHEMA, __file__, argv, quick=None, device=None) | {  # no quick mode
         "machine": cpu_info() | {"bf16_native": bf16_is_native("cpu"), "threads": args.threads},
         "model": {"checkpoint": args.checkpoint, "image_size": config.model.image_size, "batch": b},
         "settings": {n: dataclasses.asdict(SETTINGS[n]) for n in names},

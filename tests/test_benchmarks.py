@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import tomllib
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
@@ -429,9 +430,50 @@ def test_train_flops_by_operator_add_up_the_overloads_of_one_operator(monkeypatc
 
 
 def test_every_benchmark_records_its_command_line_the_same_way() -> None:
-    """A benchmark's JSON says how it was run through speed.command_line (quoted, so an argument with a space can be run
-    again as written), never a command line built by hand."""
+    """A benchmark's JSON says how it was run through speed.result_head, which writes speed.command_line (quoted, so an
+    argument with a space can be run again as written), never a command line (or any other key of the head) built by hand."""
+    heads = 0
     for path in sorted((ROOT / "benchmarks").glob("*.py")):
-        for line in path.read_text().splitlines():
-            if '"command":' in line and "d['command']" not in line and 'd["command"]' not in line:
-                assert "command_line(__file__, argv)" in line, f"{path.name}: {line.strip()}"
+        text = path.read_text()
+        for line in text.splitlines():
+            if any(f'"{key}":' in line for key in ("command", "schema")) and "d['command']" not in line and 'd["command"]' not in line:
+                assert path.name == "speed.py" and (line.startswith("    head: dict = {") or "command_line(script, argv)" in line), \
+                    f"{path.name}: {line.strip()}"
+        if "\nSCHEMA = " in text:
+            assert "result_head(SCHEMA, __file__, argv, quick=" in text, f"{path.name} writes no result_head"
+            heads += 1
+    assert heads >= 12
+
+
+def test_a_benchmarks_result_head_is_its_schema_time_command_quick_and_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    speed = benchmark("speed")
+    monkeypatch.setattr(speed, "machine_info", lambda device: {"device": device})
+    script = ROOT / "benchmarks" / "profile_train.py"
+    head = speed.result_head("mnad-x-1", script, ["--out", "a b.json"], quick=True)
+    assert list(head) == ["schema", "created", "command", "quick", "machine"]
+    assert head["schema"] == "mnad-x-1" and head["quick"] is True and head["machine"] == {"device": "cpu"}
+    assert head["command"] == speed.command_line(script, ["--out", "a b.json"]) == "python benchmarks/profile_train.py --out 'a b.json'"
+    created = datetime.fromisoformat(head["created"])
+    assert created.tzinfo is not None and created.utcoffset() == timedelta(0) and created.microsecond == 0
+    assert speed.result_head("s", script, [], quick=False, device="cuda")["machine"] == {"device": "cuda"}
+    assert speed.result_head("s", script, [], quick=False)["quick"] is False
+    # a benchmark without a quick mode, or with its own machine record, leaves those keys to itself
+    assert list(speed.result_head("s", script, [], quick=None)) == ["schema", "created", "command", "machine"]
+    assert list(speed.result_head("s", script, [], quick=None, device=None) | {"machine": {}}) == ["schema", "created", "command", "machine"]
+
+
+@pytest.mark.parametrize(("busy", "warned"), [(0.5, True), (0.1, False), (None, False)])
+def test_a_timed_benchmark_starts_on_its_threads_and_warns_when_the_machine_is_busy(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], busy: float | None, warned: bool) -> None:
+    speed = benchmark("speed")
+    monkeypatch.setattr(speed, "busy_cores", lambda: busy)
+    threads = torch.get_num_threads()
+    try:
+        before = speed.time.perf_counter()
+        started, measured = speed.start_timing(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert measured == busy and started >= before
+    err = capsys.readouterr().err
+    assert ("WARNING: 0.50 cores busy: the machine is not idle" in err) is warned and (err == "") is not warned
