@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from mnad.config import Config, check_same_model, model_differences
 from mnad.errors import CheckpointError, ConfigError, printable
 from mnad.model.mnad import MNAD
 from mnad.precision import checked_device
+from mnad.safetensors_header import read_header
 
 FORMAT = "mnad-2"  # mnad-2 adds meta_sha256 (config and metadata); mnad-1 files (tensor hash only) are still read
 KNOWN_FORMATS = ("mnad-1", FORMAT)
@@ -110,14 +112,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        size = path.stat().st_size
-        with path.open("rb") as handle:  # safetensors header: 8-byte length, then JSON with __metadata__
-            length = int.from_bytes(handle.read(8), "little")
-            if not 2 <= length <= size - 8:
-                raise ValueError(f"header length {length} does not fit a file of {size} bytes")
-            header = json.loads(handle.read(length))
-        if not isinstance(header, dict):
-            raise ValueError("the header is not a JSON object")
+        header = read_header(path)
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:  # ValueError covers JSON and UTF-8 decoding errors
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or damaged: {exc})") from exc
@@ -167,7 +162,47 @@ def save_model(path: str | Path, model: MNAD, config: Config, *, dtype: torch.dt
     save_checkpoint(path, state, config, extra)
 
 
-PRETRAINED = {"ped2-pred": "ped2-pred.safetensors"}
+@dataclass(frozen=True)
+class ShippedModel:
+    """A model the package ships, loaded by name (``--checkpoint ped2-pred``): its file and what it is."""
+
+    file: str  # in mnad/pretrained/
+    # the file's metadata SHA-256, which covers its tensors' SHA-256 (both verified on load): pinned here, so that
+    # another valid checkpoint put in its place is refused, not loaded as this model
+    meta_sha256: str
+    recipe: str  # the recipe it was trained with (mnad/configs)
+    trained: str  # how, in words
+    results: str  # the repository folder holding its evaluation (not installed with the package)
+
+
+PRETRAINED: dict[str, ShippedModel] = {
+    "ped2-pred": ShippedModel(
+        file="ped2-pred.safetensors",
+        meta_sha256="1f28ace506ecb497c9efdfe23cf0ebb72a8cb40f211851728fcc89e7c7d0f04b",
+        recipe="ped2_pred_fast",
+        trained="UCSD Ped2's 16 training videos, 128x128, 8 epochs, bf16 autocast and channels_last on 2 CPU cores, "
+                "seed 0; stored in float16",
+        results="results/ped2-pred-shipped",
+    ),
+}
+
+
+def shipped_model_path(name: str) -> Path:
+    """The installed file of the shipped model ``name``, checked to be the one this version of mnad pinned."""
+    shipped = PRETRAINED[name]
+    resource = resources.files("mnad") / "pretrained" / shipped.file
+    if not resource.is_file():
+        raise CheckpointError(f"shipped model {name!r} is not in this installation")
+    path = Path(str(resource))
+    try:
+        metadata = read_header(path).get("__metadata__")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or damaged: {exc})") from exc
+    found = metadata.get("meta_sha256") if isinstance(metadata, dict) else None
+    if found != shipped.meta_sha256:
+        raise CheckpointError(f"{path}: not the file mnad shipped as {name!r} (metadata SHA-256 {str(found)[:16]}..., "
+                              f"pinned {shipped.meta_sha256[:16]}...): reinstall mnad")
+    return path
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -176,10 +211,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         raise ConfigError(f"a model is named by a shipped name ({', '.join(PRETRAINED)}), a file or a run folder, "
                           f"got {name_or_path!r}")
     if str(name_or_path) in PRETRAINED:
-        resource = resources.files("mnad") / "pretrained" / PRETRAINED[str(name_or_path)]
-        if not resource.is_file():
-            raise CheckpointError(f"shipped model {name_or_path!r} is not in this installation")
-        return Path(str(resource))
+        return shipped_model_path(str(name_or_path))
     path = Path(name_or_path)
     if path.is_dir():
         for name in (MODEL_FILE, TRAIN_STATE_FILE):

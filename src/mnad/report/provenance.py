@@ -16,6 +16,7 @@ import numpy as np
 
 from mnad.outputs import SCORES_FILE, TRAIN_LOG, read_json_if_present
 from mnad.report.inputs import provenance_problem
+from mnad.safetensors_header import read_header
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -36,13 +37,8 @@ def file_sha256(path: str | Path) -> str:
 def checkpoint_metadata(path: str | Path) -> dict:
     """The JSON metadata of a safetensors checkpoint (its stored tensor SHA-256 and extras), without loading tensors."""
     try:
-        with Path(path).open("rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
-            if size > Path(path).stat().st_size:  # not safetensors (an exported .onnx): no header to read
-                return {}
-            header = json.loads(handle.read(size))
-        return header.get("__metadata__") or {}
-    except (OSError, ValueError):
+        return read_header(path).get("__metadata__") or {}
+    except (OSError, ValueError):  # not safetensors (an exported .onnx): no header to read
         return {}
 
 
