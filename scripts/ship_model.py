@@ -4,8 +4,10 @@
 
 The weights and memory items are stored in float16 (half the size); they are loaded back as float32. The file is
 loaded by name only once its metadata SHA-256, printed here, is pinned in `mnad.checkpoint.PRETRAINED` (a new name
-gets an entry there: file, pin, recipe, how it was trained, its results folder). Evaluate the shipped file itself
-(`mnad evaluate --checkpoint ped2-pred ...`) to get the AUC it reproduces.
+gets an entry there: file, pin, recipe, how it was trained, its results folder). Every ship is pinned anew: the pin
+covers the config and the --checkpoint recorded as the model's source, so the same weights shipped from another path
+pin otherwise. Evaluate the shipped file itself (`mnad evaluate --checkpoint ped2-pred ...`) to get the AUC it
+reproduces.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ def main() -> None:
     save_model(path, model, config, dtype=torch.float16, extra={"source": str(args.checkpoint)})
     pin = read_header(path)["__metadata__"]["meta_sha256"]
     print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB, recipe {config.name}")
-    if shipped is None or shipped.meta_sha256 != pin:
+    if shipped is not None and shipped.meta_sha256 != pin:
         print(f"pin it in mnad.checkpoint.PRETRAINED[{args.name!r}]: meta_sha256={pin!r}")
+    elif shipped is None:
+        print(f"add to mnad.checkpoint.PRETRAINED:\n    {args.name!r}: ShippedModel(file={path.name!r}, meta_sha256={pin!r}, "
+              f"recipe={config.name!r}, trained=..., results=...),")
 
 
 if __name__ == "__main__":

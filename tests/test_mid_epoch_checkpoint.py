@@ -280,6 +280,12 @@ def test_a_run_stopped_after_a_checkpoint_in_a_later_epoch_says_where_it_resumes
             with pytest.raises(Terminated) as info:
                 train(run_config(), synthetic_root, tmp_path / str(calls), progress=False)
         assert kept_when_stopped("train", info.value) == said
+    with monkeypatch.context() as patch:  # resumed part way through epoch 2 and stopped again at once
+        patch.setattr(train_module, "checkpoint_due", due_at_steps)
+        stop_at_call(patch, 1, Terminated)
+        with pytest.raises(Terminated) as info:
+            train(run_config(), synthetic_root, tmp_path / str(BATCHES + 5), resume=True, progress=False)
+    assert kept_when_stopped("train", info.value) == "a checkpoint part way through epoch 2 is kept: continue with --resume"
 
 
 # ------------------------------------------------------------------------------------------- several ranks (DDP, gloo)

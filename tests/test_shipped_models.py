@@ -12,7 +12,7 @@ import pytest
 from mnad import checkpoint
 from mnad.checkpoint import PRETRAINED, load_model, resolve_checkpoint
 from mnad.config import recipe_names
-from mnad.errors import CheckpointError
+from mnad.errors import CheckpointError, ConfigError
 from mnad.report.provenance import checkpoint_metadata
 from mnad.safetensors_header import read_header
 
@@ -39,6 +39,22 @@ def test_a_file_in_a_shipped_models_place_is_refused(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(checkpoint.PRETRAINED, name, other)
     with pytest.raises(CheckpointError, match=f"not the file mnad shipped as '{name}'.*reinstall mnad"):
         load_model(name)
+
+
+def test_an_unknown_shipped_name_is_one_error() -> None:
+    with pytest.raises(ConfigError, match="'ped9' is not a shipped model"):
+        checkpoint.shipped_model_path("ped9")
+
+
+def test_a_header_nested_too_deeply_is_a_value_error(tmp_path: Path) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(len(body).to_bytes(8, "little") + body)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        read_header(path)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        checkpoint.read_checkpoint(path)
+    assert checkpoint_metadata(path) == {}
 
 
 def test_a_damaged_shipped_model_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -189,10 +189,12 @@ PRETRAINED: dict[str, ShippedModel] = {
 
 def shipped_model_path(name: str) -> Path:
     """The installed file of the shipped model ``name``, checked to be the one this version of mnad pinned."""
-    shipped = PRETRAINED[name]
+    shipped = PRETRAINED.get(name)
+    if shipped is None:
+        raise ConfigError(f"{name!r} is not a shipped model (shipped: {', '.join(PRETRAINED)})")
     resource = resources.files("mnad") / "pretrained" / shipped.file
     if not resource.is_file():
-        raise CheckpointError(f"shipped model {name!r} is not in this installation")
+        raise CheckpointError(f"shipped model {name!r} is not in this installation (no {resource})")
     path = Path(str(resource))
     try:
         metadata = read_header(path).get("__metadata__")
@@ -200,8 +202,9 @@ def shipped_model_path(name: str) -> Path:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or damaged: {exc})") from exc
     found = metadata.get("meta_sha256") if isinstance(metadata, dict) else None
     if found != shipped.meta_sha256:
-        raise CheckpointError(f"{path}: not the file mnad shipped as {name!r} (metadata SHA-256 {str(found)[:16]}..., "
-                              f"pinned {shipped.meta_sha256[:16]}...): reinstall mnad")
+        what = f"metadata SHA-256 {found[:16]}..." if isinstance(found, str) else "no metadata SHA-256"
+        raise CheckpointError(f"{path}: not the file mnad shipped as {name!r} ({what}, pinned "
+                              f"{shipped.meta_sha256[:16]}...): reinstall mnad")
     return path
 
 

@@ -15,7 +15,10 @@ def read_header(path: str | Path) -> dict:
         length = int.from_bytes(handle.read(8), "little")
         if not 2 <= length <= size - 8:
             raise ValueError(f"header length {length} does not fit a file of {size} bytes")
-        header = json.loads(handle.read(length))
+        try:
+            header = json.loads(handle.read(length))
+        except RecursionError as exc:  # a header of nested lists or objects deeper than Python's stack
+            raise ValueError("the header is nested too deeply") from exc
     if not isinstance(header, dict):
         raise ValueError("the header is not a JSON object")
     return header
