@@ -40,10 +40,11 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def ctrl_c_raises():
-    """SIGINT raises KeyboardInterrupt, as in a terminal: a job started in the background (CI's, `cmd &`) begins with
-    SIGINT ignored."""
+    """SIGINT raises KeyboardInterrupt in every test, as in a terminal, however the suite was started: a job started in
+    the background (`cmd &`, as a CI may start it) begins with SIGINT ignored, and a test that sends itself a Ctrl-C
+    then sees nothing happen."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)

@@ -27,8 +27,6 @@ from mnad.model import MNAD
 from mnad.stream import StreamScorer
 from mnad.train import reconcile_log
 
-pytestmark = pytest.mark.usefixtures("ctrl_c_raises")
-
 
 @pytest.fixture
 def terminated_on_sigterm():

@@ -360,7 +360,6 @@ def test_the_batches_skipped_are_those_done_for_any_number_of_ranks() -> None:
         assert batches == reference, f"{world} ranks"
 
 
-@pytest.mark.usefixtures("ctrl_c_raises")  # a test run started in the background begins with SIGINT ignored
 def test_a_signal_during_a_mid_epoch_save_still_says_the_checkpoint_can_resume(
         synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A Ctrl-C that came while the first mid-epoch checkpoint was written waited for the write, then stopped the run

@@ -190,7 +190,6 @@ def test_an_overwrite_that_crashes_keeps_the_earlier_run(model_file: Path, tmp_p
     assert snapshot(out).keys() == before.keys() and not (out / STAGING_DIR).exists()
 
 
-@pytest.mark.usefixtures("ctrl_c_raises")
 def test_an_overwrite_stopped_by_ctrl_c_replaces_the_earlier_run(model_file: Path, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from mnad import outputs

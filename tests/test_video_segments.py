@@ -147,7 +147,7 @@ def test_maps_are_sharded_ten_thousand_to_a_folder(tmp_path: Path, kind: str) ->
     assert sorted(p.name for p in (tmp_path / "o" / "maps").iterdir()) == ["00000000", "00000001", "00012345"]
 
 
-def test_ctrl_c_leaves_every_segment_closed_and_readable(model_file: Path, tmp_path: Path, ctrl_c_raises: None) -> None:
+def test_ctrl_c_leaves_every_segment_closed_and_readable(model_file: Path, tmp_path: Path) -> None:
     """Ctrl-C (as SIGTERM, the same path) completes the outputs: the open segment is closed early and readable, and
     the segments hold every frame scored."""
     model, config = load_model(model_file)
