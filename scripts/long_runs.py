@@ -42,6 +42,10 @@ FP32 = ("train.bf16=false", "train.channels_last=false")  # fp32, NCHW: the fast
 # bf16 autocast + channels_last, as the CPU recipes train: item 3 found no accuracy cost (docs/results.md, 'bf16 against
 # fp32 training'), and fp32 would make the paper's 60 epochs about 4x longer on an AMX Xeon
 BF16 = ("train.bf16=true", "train.channels_last=true")
+# the paper's runs also compile the step's forward and backward (train.compile): 2.44 s a step against 3.26 eager, side
+# by side (benchmarks/results/profile_train.json). A resume may change it: the paper run's first 6 epochs and 534 batches
+# of the 7th ran eagerly, the rest compiled (its commands.txt says which command ran what)
+PAPER = (*BF16, "train.compile=true")
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,9 @@ JOBS = {
                                why="issue #19, item 3: the bf16 recipe's seed trained in fp32 (bf16 run: "
                                    f"results/ped2_pred_fast{f'_seed{seed}' if seed else ''})")
        for seed in (0, 1, 2)},
-    "paper": Job("ped2_pred", "ped2_pred", overrides=BF16, curve=(10, 20, 30, 40, 50, 60),
+    "paper": Job("ped2_pred", "ped2_pred", overrides=PAPER, curve=(10, 20, 30, 40, 50, 60),
                  why="issue #19, item 2: the paper's recipe (256x256, 60 epochs), Table 1's first row"),
-    "paper_nomem": Job("ped2_pred", "ped2_pred_nomem", overrides=(*BF16, "model.memory=false"),
+    "paper_nomem": Job("ped2_pred", "ped2_pred_nomem", overrides=(*PAPER, "model.memory=false"),
                        why="issue #19, item 2: Table 1's 'without memory' row at the paper's recipe"),
 }
 
