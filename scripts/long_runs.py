@@ -134,12 +134,20 @@ def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, re
                  "--out", f"{results}/{job.result}", "--threads", str(threads), "--quiet", "--overwrite"], run)
     if job.curve:
         execute(curve_command(job, run, data_root, threads, job.curve, results), run)
+    record_run(name, job, run, result)
+    return result
+
+
+def record_run(name: str, job: Job, run: Path, result: Path) -> None:
+    """Copy into ``result`` how far the run in ``run`` has trained (its train_log.jsonl) and the commands that made it
+    (commands.txt): after the job, and beside a curve scored while the run goes on, so that a committed curve says
+    what trained it and how many epochs it had."""
+    result.mkdir(parents=True, exist_ok=True)
     atomic_write(result / TRAIN_LOG, (run / TRAIN_LOG).read_bytes())
     header = (f"# {job.why}\n# by scripts/long_runs.py run {name}: the commands it ran, in order, each after when and "
               "where it started (a train command with --resume continued after a stop; one with --overwrite started "
               "again a run stopped in its first epoch)\n")
     atomic_write(result / "commands.txt", (header + (run / "commands.log").read_text()).encode())
-    return result
 
 
 def curve_command(job: Job, run: Path, data_root: str, threads: int, epochs: tuple[int, ...] | list[int],
@@ -165,6 +173,7 @@ def curve_so_far(name: str, job: Job, runs: Path, data_root: str, threads: int, 
     epochs = kept_curve_epochs(job, run)
     if epochs:
         execute(curve_command(job, run, os.path.abspath(data_root), threads, epochs, results), run)
+        record_run(name, job, run, result_folder(job, results))
     return epochs
 
 

@@ -697,13 +697,27 @@ def epoch_curves() -> str:
         out += [f"`{path.parent.name}` (recipe `{data['recipe']}`), the kept epochs scored with {scoring}: "
                 f"`python scripts/epoch_curve.py runs/{data['run']} --data-root ../shared/data --out {path.relative_to(ROOT)} "
                 f"{flags}`. The learning rate follows a cosine over the "
-                "recipe's epochs, so a point is the model at that epoch of this schedule, not a shorter schedule.", "",
+                "recipe's epochs, so a point is the model at that epoch of this schedule, not a shorter schedule."
+                + training_so_far(path.parent, data["recipe"]), "",
                 "| epoch | training loss | micro AUC % | macro AUC % |", "|---|---|---|---|"]
         out += [f"| {e['epoch']} | {e['loss_total']:.5f} | {pct(e['micro_auc'])} | {pct(e['macro_auc'])} |" for e in data["epochs"]]
         out.append("")
         figure = plot_curve(path, data)
         out += [f"![AUC against epochs]({figure.relative_to(ROOT / 'docs')})", ""]
     return "\n".join(out)
+
+
+def training_so_far(folder: Path, recipe: str) -> str:
+    """For a curve scored while its run trains on (a train_log.jsonl beside it and no evaluation yet): how many of the
+    recipe's epochs the run had then and where its commands are; else nothing."""
+    log = folder / "train_log.jsonl"
+    if (folder / "metrics.json").exists() or not log.exists():
+        return ""
+    from mnad.config import load_config
+
+    done, epochs, where = len(log.read_text().splitlines()), load_config(recipe).train.epochs, folder.relative_to(RESULTS.parent)
+    return (f" The run goes on: {done} of its {epochs} epochs trained when the curve was last scored "
+            f"(`{where}/train_log.jsonl`; how and where each part ran: `{where}/commands.txt`).")
 
 
 def plot_curve(path: Path, data: dict) -> Path:

@@ -153,6 +153,12 @@ def test_the_curve_is_scored_as_the_run_keeps_epochs(synthetic_root: Path, tmp_p
     curve = json.loads((results / "tiny" / "epoch_curve.json").read_text())
     assert [e["epoch"] for e in curve["epochs"]] == [1] and curve["epochs"][0]["micro_auc"] > 0
     assert "scripts/epoch_curve.py" in (run / "commands.log").read_text().splitlines()[-1]
+    # beside the curve, how far the run had trained and what trained it (the run goes on: no metrics.json yet)
+    assert (results / "tiny" / "train_log.jsonl").read_bytes() == (run / "train_log.jsonl").read_bytes()
+    commands = (results / "tiny" / "commands.txt").read_text().splitlines()
+    assert commands[0] == "# a test" and [c.split()[1] for c in commands if not c.startswith("#")] == [
+        "train", "scripts/epoch_curve.py"]
+    assert not (results / "tiny" / "metrics.json").exists()
 
 
 def test_status_reads_how_far_a_mid_epoch_checkpoint_is(tmp_path: Path) -> None:

@@ -48,3 +48,14 @@ def test_the_paper_figure_of_each_table_1_model(doc: ModuleType) -> None:
     assert doc.paper_auc(model("recon", True, 1)) == 90.2
     assert doc.paper_auc(model("recon", False, 1)) == 86.4
     assert doc.paper_auc(model("recon", True, 16)) == 91.0  # motion cues
+
+
+def test_a_curve_scored_while_its_run_trains_says_how_far_it_had_trained(doc: ModuleType, tmp_path: Path) -> None:
+    folder = tmp_path / "ped2_pred"
+    folder.mkdir()
+    assert doc.training_so_far(folder, "ped2_pred") == ""  # no train log beside the curve: nothing to say
+    (folder / "train_log.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(1, 11)))
+    said = doc.training_so_far(folder, "ped2_pred")
+    assert "10 of its 60 epochs trained" in said and f"`{tmp_path.name}/ped2_pred/commands.txt`" in said
+    (folder / "metrics.json").write_text("{}")  # evaluated: the run has ended
+    assert doc.training_so_far(folder, "ped2_pred") == ""
