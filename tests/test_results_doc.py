@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +60,11 @@ def test_a_curve_scored_while_its_run_trains_says_how_far_it_had_trained(doc: Mo
     assert "10 of its 60 epochs trained" in said and f"`{tmp_path.name}/ped2_pred/commands.txt`" in said
     (folder / "metrics.json").write_text("{}")  # evaluated: the run has ended
     assert doc.training_so_far(folder, "ped2_pred") == ""
+
+
+def test_the_paper_recipe_s_curve_says_what_differs_from_the_paper(doc: ModuleType) -> None:
+    """The paragraph is keyed to the recipe the paper run trains (scripts/long_runs.py's paper job)."""
+    long_runs = load_script("scripts/long_runs.py")
+    assert long_runs.JOBS["paper"].recipe == doc.PAPER_RECIPE
+    assert "train.compile=true" in long_runs.JOBS["paper"].overrides  # the paragraph's point (2)
+    assert "`train.compile`" in doc.PAPER_RECIPE_DIFFERENCES and "PyTorch 2.13" in doc.PAPER_RECIPE_DIFFERENCES
