@@ -264,6 +264,24 @@ def test_a_rows_folder_with_a_users_files_is_never_replaced(model_file: Path, tm
         assert (out / ROWS_DIR / name).read_text() == content and not (out / "scores.csv").exists()
 
 
+@pytest.mark.parametrize("name", ["maps/notes.txt", "maps/00000000/mine.txt", "maps/00000000/000000000004.jpg",
+                                  "maps/holidays/000000000004.png", "annotated/holiday.mp4", "annotated/000000000004.mkv/x"])
+def test_maps_and_annotated_folders_with_a_users_files_are_never_replaced(model_file: Path, tmp_path: Path,
+                                                                           name: str) -> None:
+    """As rows/: detect's own maps/ and annotated/ move aside with an earlier run under --overwrite, so one holding
+    anything detect does not write there is refused (was: moved aside and deleted with the earlier run)."""
+    model, config = load_model(model_file)
+    out = tmp_path / "o"
+    (out / name).parent.mkdir(parents=True)
+    (out / name).write_text("a user's")
+    folder, first = name.split("/", 2)[:2]
+    source = str(frames_folder(tmp_path / "f", 8))
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match=f"{out / folder}: holds files mnad detect did not write \\({folder}/{first}"):
+            detect(model, config, source, out, DetectOptions(overwrite=overwrite), progress=False)
+    assert (out / name).read_text() == "a user's" and not (out / "scores.csv").exists()
+
+
 def test_a_segment_half_deleted_by_a_killed_run_is_removed_as_a_temporary(tmp_path: Path) -> None:
     doomed = tmp_path / ROWS_DIR / ".000000000004.0a1b2c3d.tmp"
     doomed.mkdir(parents=True)

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from mnad.outputs.names import (
     EVENTS_CSV,
     EVENTS_JSONL,
     FRAME_DIGITS,
+    MAP_FILE,
+    MAP_SHARD,
     MAPS_DIR,
     METRICS_FILE,
     OLD_ANNOTATED_VIDEO,
@@ -33,6 +36,7 @@ from mnad.outputs.names import (
     SHARD_DIGITS,
     STREAM_FOLDER,
     SUMMARY_FILE,
+    VIDEO_SEGMENT,
 )
 from mnad.outputs.reading import read_json_if_present, wrong_kinds
 
@@ -119,15 +123,17 @@ def detect_run_entries(out_dir: Path) -> list[Path]:
     run writing the folder) is no run's output. A folder holding another command's outputs where detect writes its own
     (``other_command_outputs``: an evaluation's scores.csv and metrics.json) is refused (``DataError``), --overwrite or
     not: a file's name does not make it detect's. A named folder that holds files detect does not write is refused
-    too, and so is a ``rows/`` folder that holds anything but row segments (``foreign_rows``): moving it would move a
-    user's files."""
+    too, and so are ``rows/``, ``maps/`` and ``annotated/`` folders that hold anything but what detect writes there
+    (``foreign_outputs``): moving them would move a user's files."""
     for folder in (out_dir, *(out_dir / name for name in detect_run_folders(out_dir))):
         if folder.is_dir() and (folder == out_dir or not folder.is_symlink()) and (other := other_command_outputs(folder)):
             raise DataError(f"{folder}: holds another command's outputs ({', '.join(other)}: `mnad evaluate`'s?), not an "
                             "earlier detect run's; detect never replaces them, even with --overwrite: choose another --out")
-        if folder.is_dir() and (folder == out_dir or not folder.is_symlink()) and (other := foreign_rows(folder)):
-            raise DataError(f"{folder / ROWS_DIR}: holds files mnad detect did not write ({', '.join(other[:3])}); a "
-                            "longer run writes its row segments there: move them, or choose another --out")
+        if folder.is_dir() and (folder == out_dir or not folder.is_symlink()) and (other := foreign_outputs(folder)):
+            where = folder / other[0].split("/")[0]
+            raise DataError(f"{where}: holds files mnad detect did not write ({', '.join(other[:3])}); detect writes "
+                            "its own there and --overwrite would move them with an earlier run's: move them, or choose "
+                            "another --out")
     entries = [out_dir / name for name in (*DETECT_FILES, EARLIER_DIR) if os.path.lexists(out_dir / name)]
     for name in detect_run_folders(out_dir):
         folder = out_dir / name
@@ -148,27 +154,39 @@ def _doomed_segment(digits: int = FRAME_DIGITS) -> re.Pattern[str]:
     return re.compile(rf"\.\d{{{digits}}}\.[0-9a-f]+{re.escape(TEMP_SUFFIX)}")
 
 
-def foreign_rows(folder: Path) -> list[str]:
-    """What ``folder/rows`` holds that detect did not write there, relative to ``folder``: anything but row segments
-    (``rows/<12 digits>/`` holding row files only, a scores.csv a detect run's) and segments a killed run was deleting
-    (``remove_segment``); [] when there is no rows/."""
-    rows = folder / ROWS_DIR
-    if not os.path.lexists(rows):
-        return []
-    if not rows.is_dir() or rows.is_symlink():
-        return [ROWS_DIR]
-    doomed, found = _doomed_segment(), []
-    for segment in sorted(rows.iterdir()):
-        if not segment.is_dir() or segment.is_symlink():
-            found.append(f"{ROWS_DIR}/{segment.name}")
-        elif not doomed.fullmatch(segment.name):
-            if not ROW_SEGMENT.fullmatch(segment.name):
-                found.append(f"{ROWS_DIR}/{segment.name}")
-                continue
-            found += [f"{ROWS_DIR}/{segment.name}/{p.name}" for p in sorted(segment.iterdir())
-                      if p.name not in ROW_FILES or not p.is_file() or p.is_symlink()
-                      or (p.name == SCORES_FILE and not is_detect_scores(p))]
-    return found
+def foreign_outputs(folder: Path) -> list[str]:
+    """What detect's folders in ``folder`` hold that detect did not write there, relative to ``folder``: in ``rows/``
+    anything but row segments (``rows/<12 digits>/`` holding row files only, a scores.csv a detect run's); in
+    ``maps/`` anything but map shards (``maps/<8 digits>/`` holding ``<12 digits>.npy|png`` files); in
+    ``annotated/`` anything but the video's files (``<12 digits>.mkv``); not the segments and shards a killed run was
+    deleting (``remove_segment``). [] when there is nothing foreign: moving these folders aside moves nothing of a
+    user's."""
+    def check(name: str, entry: re.Pattern[str], files: Callable[[Path], bool] | None, digits: int) -> list[str]:
+        parent = folder / name
+        if not os.path.lexists(parent):
+            return []
+        if not parent.is_dir() or parent.is_symlink():
+            return [name]
+        doomed, found = _doomed_segment(digits), []
+        for path in sorted(parent.iterdir()):
+            if files is None:  # plain files (annotated/)
+                if not entry.fullmatch(path.name) or not path.is_file() or path.is_symlink():
+                    found.append(f"{name}/{path.name}")
+            elif not path.is_dir() or path.is_symlink() or not (entry.fullmatch(path.name) or doomed.fullmatch(path.name)):
+                found.append(f"{name}/{path.name}")
+            elif not doomed.fullmatch(path.name):
+                found += [f"{name}/{path.name}/{p.name}" for p in sorted(path.iterdir()) if not files(p)]
+        return found
+
+    def row_file(path: Path) -> bool:
+        return (path.name in ROW_FILES and path.is_file() and not path.is_symlink()
+                and (path.name != SCORES_FILE or is_detect_scores(path)))
+
+    def map_file(path: Path) -> bool:
+        return bool(MAP_FILE.fullmatch(path.name)) and path.is_file() and not path.is_symlink()
+
+    return (check(ROWS_DIR, ROW_SEGMENT, row_file, FRAME_DIGITS) + check(MAPS_DIR, MAP_SHARD, map_file, SHARD_DIGITS)
+            + check(ANNOTATED_DIR, VIDEO_SEGMENT, None, FRAME_DIGITS))
 
 
 def doomed_name(path: Path) -> Path:

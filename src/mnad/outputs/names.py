@@ -54,4 +54,8 @@ def map_name(index: int, kind: str) -> str:
     return f"{MAPS_DIR}/{index // MAP_SHARD_FRAMES:0{SHARD_DIGITS}d}/{frame_name(index)}.{kind}"
 
 
+MAP_SHARD = re.compile(rf"\d{{{SHARD_DIGITS}}}")  # a map shard's folder name in maps/
+MAP_FILE = re.compile(rf"\d{{{FRAME_DIGITS}}}\.(?:npy|png)")  # a map's file name in its shard
+VIDEO_SEGMENT = re.compile(rf"\d{{{FRAME_DIGITS}}}{re.escape(VIDEO_SUFFIX)}")  # an annotated video's file in annotated/
+
 STREAM_FOLDER = re.compile(r"\d+_[A-Za-z0-9._-]+")  # the name of a source's folder (detect.stream_folder): no path
