@@ -208,7 +208,7 @@ def test_events_csv_is_written_as_each_event_ends(model_file: Path, tmp_path: Pa
 def test_region_sigma_must_be_a_finite_number_at_least_0(value: object) -> None:
     with pytest.raises(ConfigError, match="--region-sigma must be a finite number >= 0"):
         DetectOptions(region_sigma=value)  # type: ignore[arg-type]
-    assert DetectOptions(region_sigma=np.float32(1.5)).region_sigma == 1.5
+    assert DetectOptions(save_video=True, region_sigma=np.float32(1.5)).region_sigma == 1.5
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])

@@ -362,6 +362,24 @@ def test_video_keep_is_checked(model_file: Path, tmp_path: Path, capsys: pytest.
         assert err.count("mnad: error: --video-keep must be a number of GiB > 0") == 1 and "Traceback" not in err
 
 
+def test_settings_of_the_annotated_video_without_it_are_refused(model_file: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """--video-segment and --region-sigma set only the annotated video: without --save-video they changed nothing and
+    the run exited 0 (as --video-keep's check says: the user meant to write it)."""
+    from mnad.cli import main
+
+    source = str(frames_folder(tmp_path / "a", 6))
+    for option, value in (("--video-segment", "5"), ("--region-sigma", "3")):
+        with pytest.raises(ConfigError, match=f"{option} sets .*which --save-video writes: add --save-video"):
+            DetectOptions(**{option[2:].replace("-", "_"): float(value)})
+        assert main(["detect", source, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), option, value,
+                     "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count(f"mnad: error: {option} sets") == 1 and "Traceback" not in err
+        assert not (tmp_path / "o").exists()
+    assert DetectOptions(save_video=True, video_segment=5.0, region_sigma=3.0).region_sigma == 3.0
+
+
 def video_property(path: Path, which: int) -> float:
     capture = cv2.VideoCapture(str(path))
     try:

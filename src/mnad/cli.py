@@ -582,8 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maps-keep", type=float, default=from_detect("maps_keep"), metavar="GIB",
                    help="with --save-maps: when a map shard (maps/<8 digits>/, 10,000 maps) closes, delete the oldest "
                    "closed ones until those kept total at most GIB GiB, the newest always kept; for each source (default: keep every map)")
-    p.add_argument("--region-sigma", type=float, default=from_detect("region_sigma"), help="mark regions above mean + SIGMA * std of the error "
-                   "(default %(default)s: the mean)")
+    p.add_argument("--region-sigma", type=float, default=from_detect("region_sigma"), help="with --save-video: the video marks regions above mean + "
+                   "SIGMA * std of the error (default %(default)s: the mean)")
     p.add_argument("--fps", type=float, default=from_source("fps"), help="frame rate of frame folders and globs (default "
                    "%(default)s; video files and streams give their own)")
     p.add_argument("--reconnects", type=int, default=from_source("reconnects"),

@@ -156,6 +156,12 @@ class DetectOptions:
         if self.video_keep is not None and not self.save_video:
             raise ConfigError("--video-keep bounds the annotated video that --save-video writes: add --save-video, or "
                               "drop --video-keep")
+        # and a setting of the annotated video alone, without it, would change nothing the run writes
+        for name, default, what in (("video_segment", VIDEO_SEGMENT_SECONDS, "the annotated video's files"),
+                                    ("region_sigma", 0.0, "the regions the annotated video marks")):
+            if getattr(self, name) != default and not self.save_video:
+                raise ConfigError(f"--{name.replace('_', '-')} sets {what}, which --save-video writes: add --save-video, "
+                                  f"or drop --{name.replace('_', '-')}")
         if self.maps_keep is not None and self.save_maps is None:
             raise ConfigError("--maps-keep bounds the error maps that --save-maps writes: add --save-maps npy (or png), "
                               "or drop --maps-keep")
