@@ -244,3 +244,30 @@ def test_a_scorer_given_twice_in_a_round_is_refused() -> None:
     with pytest.raises(ConfigError, match="given twice"):
         score_streams([a, a], [video[-1], video[-1]])  # was: its second clip refused after the first took its frame
     assert a.state().frames_seen == b.state().frames_seen == len(video) - 1
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_the_step_scores_on_the_scorers_device_and_the_callers_model_stays(streams: int,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step was built on the model's device whatever the scorer's: `mnad detect --device cuda` (and calibrate)
+    loads the model on the CPU and put frames and memory on the GPU, a device mismatch at the first clip. 'meta'
+    stands in for a second device on a CPU-only machine."""
+    import mnad.precision
+    import mnad.stream
+
+    monkeypatch.setattr(mnad.precision, "checked_device", lambda device, said=None: torch.device(device))
+    monkeypatch.setattr(mnad.stream, "checked_device", lambda device, said=None: torch.device(device))
+    model, config = model_and_config()
+    scorers = StreamScorer.for_streams(model, config, streams, device="meta")
+    for scorer in scorers:
+        assert {p.device.type for p in scorer.step.model.parameters()} == {"meta"}
+        assert scorer._items.device.type == "meta"
+    assert {p.device.type for p in model.parameters()} == {"cpu"}  # the caller's model is not moved
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cpu_model_scores_on_cuda() -> None:
+    model, config = model_and_config()
+    scorer = StreamScorer.for_model(model, config, device="cuda")
+    results = [scorer.push(frame) for frame in frames(6)]
+    assert results[-1] is not None and np.isfinite(results[-1].psnr)

@@ -84,11 +84,13 @@ class ScoringStep(torch.nn.Module):
     E_t is below gamma; sample b scores as it would alone with ``items[b]`` (up to the rounding of batched kernels).
     """
 
-    def __init__(self, model: MNAD, config: Config) -> None:
+    def __init__(self, model: MNAD, config: Config, device: torch.device | None = None) -> None:
         super().__init__()
         self.eval_config = config.eval
         self.digest = weights_digest(model)  # of the model as given, not of its folded copy: what a saved state belongs to
         self.model = inference_copy(model, bf16=self.eval_config.bf16, channels_last=self.eval_config.channels_last)
+        if device is not None:  # the copy, on the device its scorer's frames and memory are on; the caller's model stays
+            self.model = self.model.to(device)
         self.update_max_over = config.model.update_max_over
 
     def forward(self, inputs: torch.Tensor, target: torch.Tensor, items: torch.Tensor) -> StepResult:
@@ -121,16 +123,17 @@ ONNX_ONE_STREAM = ("several sources at once need a PyTorch model: the exported O
                    "(run one `mnad detect` per source, or use the checkpoint the ONNX file was exported from)")
 
 
-def scoring_step(model: MNAD, config: Config) -> Step:
-    """The step scoring runs: ``ScoringStep``, compiled as one graph with its weights frozen under ``eval.compile``
-    (the memory items stay an argument, so test-time updates still reach the next frame): ahead of time on the CPU
-    (``mnad.aot``), by ``torch.compile`` at the first frame elsewhere (not measured off the CPU with AOTInductor)."""
-    device = next(model.parameters()).device
+def scoring_step(model: MNAD, config: Config, device: str | torch.device | None = None) -> Step:
+    """The step scoring runs on ``device`` (default: the model's): ``ScoringStep``, compiled as one graph with its
+    weights frozen under ``eval.compile`` (the memory items stay an argument, so test-time updates still reach the next
+    frame): ahead of time on the CPU (``mnad.aot``), by ``torch.compile`` at the first frame elsewhere (not measured off
+    the CPU with AOTInductor). The model given is not moved: the step scores a copy."""
+    device = checked_device(device) if device is not None else next(model.parameters()).device
     if not native_bf16(config.eval.bf16, device, "scoring"):
         config = config.override(["eval.bf16=false"])
     if config.eval.compile and device.type == "cpu":
         return AotStep(model, config)  # compiled in a child process: the compiler's memory stays out of this one
-    step = ScoringStep(model, config)
+    step = ScoringStep(model, config, device)
     return FrozenCompiled(step) if config.eval.compile else step
 
 
@@ -337,7 +340,8 @@ class StreamScorer:
         items = model.memory.items if model.memory is not None else None
         # the model as given, its mode kept: the step scores a frozen eval-mode copy of it (inference_copy; AotStep's
         # child process builds its own)
-        return cls(scoring_step(model, config), config, items, **options)  # the step knows its weights' digest
+        # on the scorer's device (was: the model's, so a CPU-loaded model met frames and memory on --device cuda)
+        return cls(scoring_step(model, config, options.get("device", "cpu")), config, items, **options)
 
     @classmethod
     def for_streams(cls, model: MNAD, config: Config, streams: int, **options) -> list[StreamScorer]:
@@ -353,7 +357,7 @@ class StreamScorer:
             raise ConfigError(ONNX_ONE_STREAM)
         check_same_model(model, config)  # as for_model
         items = model.memory.items if model.memory is not None else None
-        step = scoring_step(model, config)  # the model's mode kept, as for_model
+        step = scoring_step(model, config, options.get("device", "cpu"))  # the model's mode kept, as for_model
         return [cls(step, config, items, **options) for _ in range(streams)]  # the step knows its weights' digest
 
     @property
