@@ -272,3 +272,48 @@ def test_a_lost_source_names_the_timeout_that_ran_out(monkeypatch: pytest.Monkey
         assert "stayed silent for --read-timeout 7 s" in message and "open-timeout" not in message
     else:
         assert "could not open it" in message and "--open-timeout 2 s" in message and "read-timeout" not in message
+
+
+class _V4L2Camera:
+    """A camera whose backend takes no timeouts, as OpenCV's V4L2 and DirectShow: it refuses to open when given them."""
+
+    calls: list = []
+
+    def __init__(self, index: int, api: int, params: list[int] | None = None) -> None:
+        self.calls.append((index, params is not None))
+        self.opened, self.left = params is None, 3
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self.opened
+
+    def getBackendName(self) -> str:  # noqa: N802
+        return "V4L2"
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        self.left -= 1
+        return (True, np.zeros((24, 32, 3), np.uint8)) if self.left >= 0 else (False, None)
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_camera_whose_backend_takes_no_timeouts_opens_without_them(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """OpenCV refuses to open a camera with CAP_PROP_OPEN/READ_TIMEOUT_MSEC where its backend does not take them (V4L2,
+    the usual Linux backend): `mnad detect 0` could never open a USB camera. It opens without them, and says so once."""
+    import cv2
+
+    monkeypatch.setattr(_V4L2Camera, "calls", [])
+    monkeypatch.setattr(cv2, "VideoCapture", _V4L2Camera)
+    source = FrameSource("0", SourceOptions(reconnects=1))
+    with caplog.at_level("WARNING"), pytest.raises(DataError, match="was lost after 6 frames"):
+        frames = []
+        for frame in source:
+            frames.append(frame)
+    assert len(frames) == 6 and _V4L2Camera.calls == [(0, True), (0, False)] * 2  # each (re)connection tries both
+    assert [r.getMessage() for r in caplog.records].count(
+        "0: the camera's backend (V4L2) takes no --open-timeout or --read-timeout: a silent camera counts as stalled "
+        "after the backend's own timeout") == 1
