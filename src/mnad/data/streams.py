@@ -228,8 +228,8 @@ class FrameSource:
         if capture.isOpened():
             return capture
         capture.release()
-        # OpenCV refuses to open a camera whose backend does not take these timeouts (its V4L2, the usual one on Linux,
-        # and DirectShow take neither): opened without them, a read returns within the backend's own timeout (V4L2's
+        # OpenCV refuses to open a camera whose backend does not take these timeouts (its V4L2, the usual one on
+        # Linux, takes neither): opened without them, a read returns within the backend's own timeout (V4L2's
         # is 10 s, OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT) rather than --read-timeout
         capture = cv2.VideoCapture(self.camera, cv2.CAP_ANY)
         if capture.isOpened() and not self._own_timeouts:
