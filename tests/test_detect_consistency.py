@@ -62,6 +62,22 @@ def test_tracker_alerts_only_once_an_event_is_confirmed() -> None:
     assert [i for i, a in enumerate(alerts) if a] == [14, 15]  # its 5th frame on; the dropped runs never alert
 
 
+def test_frames_a_stream_did_not_score_do_not_confirm_an_event() -> None:
+    """After a reconnection the next t_length - 1 frames are read but not scored (and a frame whose model output was
+    not finite is skipped): an event spanning such a gap was confirmed on fewer scored frames than min_frames (was:
+    frames 10 and 14, two scores, confirmed a 3-frame event)."""
+    tracker = EventTracker(0.5, min_frames=3)
+    tracker.push(10, 1.0, 0.9)
+    tracker.push(14, 1.4, 0.9)
+    assert not tracker.alerting
+    tracker.push(15, 1.5, 0.9)
+    assert tracker.alerting
+    short = EventTracker(0.5, min_frames=3)
+    short.push(10, 1.0, 0.9)
+    short.push(20, 2.0, 0.9)
+    assert short.finish() is None  # two scored frames, however far apart: dropped
+
+
 def test_alert_column_agrees_with_events_and_summary(model_file: Path, tmp_path: Path) -> None:
     src = frames_folder(tmp_path / "noise", 60)
     model, config = calibrated(model_file, 1e9)

@@ -55,20 +55,22 @@ class EventTracker:
     ``threshold - hysteresis`` (so a score hovering at the threshold does not flicker); events shorter than
     ``min_frames`` are dropped. Causal: an event's state at frame t depends on scores up to t.
 
-    An event starts at its first frame above the threshold, but it is only *confirmed* (``alerting``) once it spans
-    ``min_frames`` frames: from that frame on, and for every later frame of the event until it ends. A run that ends
-    shorter is dropped and was never alerting, so the frames that alert are exactly the confirmed frames of the
-    events returned (each event from its ``min_frames``-th frame to its end)."""
+    An event starts at its first frame above the threshold, but it is only *confirmed* (``alerting``) once it holds
+    ``min_frames`` scored frames (pushed scores: frames a stream did not score, after a reconnection or with a model
+    output that was not finite, count for nothing): from that frame on, and for every later frame of the event until
+    it ends. A run that ends shorter is dropped and was never alerting, so the frames that alert are exactly the
+    confirmed frames of the events returned (each event from its ``min_frames``-th scored frame to its end)."""
 
     def __init__(self, threshold: float, *, hysteresis: float = HYSTERESIS, min_frames: int = MIN_EVENT_FRAMES) -> None:
         check_event_options(hysteresis, min_frames, threshold=threshold)
         self.threshold, self.low, self.min_frames = threshold, threshold - hysteresis, min_frames
         self.current: Event | None = None
+        self.scored = 0  # the open event's scored frames (its frame span counts the unscored ones too)
 
     @property
     def alerting(self) -> bool:
-        """An event is open and confirmed: it has reached ``min_frames`` frames (it will not be dropped)."""
-        return self.current is not None and self.current.end_frame - self.current.start_frame + 1 >= self.min_frames
+        """An event is open and confirmed: it has reached ``min_frames`` scored frames (it will not be dropped)."""
+        return self.current is not None and self.scored >= self.min_frames
 
     def push(self, frame: int, stamp: float, score: float, video: str = "",
              where: Callable[[], tuple[int, int, int, int]] | None = None) -> Event | None:
@@ -80,11 +82,12 @@ class EventTracker:
             return ended
         if self.current is None:
             if score > self.threshold:
-                self.current = Event(frame, frame, frame, score, stamp, stamp, video)
+                self.current, self.scored = Event(frame, frame, frame, score, stamp, stamp, video), 1
                 self._peak_at(where)
             return None
         if score >= self.low:
             self.current.end_frame, self.current.end_time = frame, stamp
+            self.scored += 1
             if score > self.current.peak_score:
                 self.current.peak_frame, self.current.peak_score = frame, score
                 self._peak_at(where)
@@ -102,7 +105,7 @@ class EventTracker:
 
     def _close(self, *, cut: bool) -> Event | None:
         event, self.current = self.current, None
-        if event is not None and event.end_frame - event.start_frame + 1 >= self.min_frames:
+        if event is not None and self.scored >= self.min_frames:
             event.open = cut
             return event
         return None
