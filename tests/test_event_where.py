@@ -51,8 +51,8 @@ def test_detect_events_say_where_their_peak_frame_was_worst(model_file: Path, tm
         cv2.imwrite(str(folder / f"{i:03d}.png"), rng.integers(0, 255, (30, 90, 3), dtype=np.uint8))  # 90 x 30 source
     build = mnad.stream.scoring_step
 
-    def hot_corner(model, config):  # every frame's error map worst in its top-right 4 x 4 patch (at 32 x 32)
-        step = build(model, config)
+    def hot_corner(model, config, device=None):  # every frame's error map worst in its top-right 4 x 4 patch (at 32 x 32)
+        step = build(model, config, device)
 
         def spoiled(*args):
             result = step(*args)

@@ -79,7 +79,7 @@ def spoiling_step(monkeypatch: pytest.MonkeyPatch, bad: int) -> None:
     import mnad.stream
 
     build = mnad.stream.scoring_step
-    monkeypatch.setattr(mnad.stream, "scoring_step", lambda model, config: Faulty(build(model, config), bad, nan_psnr))
+    monkeypatch.setattr(mnad.stream, "scoring_step", lambda model, config, device=None: Faulty(build(model, config, device), bad, nan_psnr))
 
 
 def test_detect_writes_a_nonfinite_frame_as_nan_says_so_and_fails_the_run(model_file: Path, tmp_path: Path,
@@ -127,7 +127,7 @@ def test_a_nonfinite_frames_map_is_no_black_picture(kind: str, model_file: Path,
     from mnad.outputs import map_name
 
     build = mnad.stream.scoring_step
-    monkeypatch.setattr(mnad.stream, "scoring_step", lambda model, config: Faulty(build(model, config), 2, nan_map))
+    monkeypatch.setattr(mnad.stream, "scoring_step", lambda model, config, device=None: Faulty(build(model, config, device), 2, nan_map))
     model, config = load_model(model_file)
     out = tmp_path / "o"
     with pytest.raises(DataError, match="not finite"):
