@@ -8,6 +8,8 @@ import csv
 import gc
 import json
 import math
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -300,20 +302,70 @@ class _V4L2Camera:
         pass
 
 
-def test_a_camera_whose_backend_takes_no_timeouts_opens_without_them(monkeypatch: pytest.MonkeyPatch,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_a_camera_whose_backend_takes_no_timeouts_opens_without_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """OpenCV refuses to open a camera with CAP_PROP_OPEN/READ_TIMEOUT_MSEC where its backend does not take them (V4L2,
-    the usual Linux backend): `mnad detect 0` could never open a USB camera. It opens without them, and says so once."""
+    the usual Linux backend): `mnad detect 0` could never open a USB camera. It opens without them, under mnad's own."""
     import cv2
 
     monkeypatch.setattr(_V4L2Camera, "calls", [])
     monkeypatch.setattr(cv2, "VideoCapture", _V4L2Camera)
     source = FrameSource("0", SourceOptions(reconnects=1))
-    with caplog.at_level("WARNING"), pytest.raises(DataError, match="was lost after 6 frames"):
+    with pytest.raises(DataError, match="was lost after 6 frames"):
         frames = []
         for frame in source:
             frames.append(frame)
     assert len(frames) == 6 and _V4L2Camera.calls == [(0, True), (0, False)] * 2  # each (re)connection tries both
-    assert [r.getMessage() for r in caplog.records].count(
-        "0: the camera's backend (V4L2) takes no --open-timeout or --read-timeout: a silent camera counts as stalled "
-        "after the backend's own timeout") == 1
+
+
+class _SilentCamera(_V4L2Camera):
+    """A V4L2-like camera that blocks in its driver: in opening (``block_open``) or after two frames, until let go."""
+
+    block_open = False
+    let_go = threading.Event()
+    released: list = []
+
+    def __init__(self, index: int, api: int, params: list[int] | None = None) -> None:
+        super().__init__(index, api, params)
+        if params is None and self.block_open:
+            self.let_go.wait(10)  # bounded: without a watchdog the test fails, not hangs
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        self.left -= 1
+        if self.left < 1 and not self.let_go.wait(10):  # bounded: without mnad's timeout the test fails, not hangs
+            return False, None
+        return True, np.zeros((24, 32, 3), np.uint8)
+
+    def release(self) -> None:
+        self.released.append(self)
+
+
+@pytest.mark.parametrize("block_open", [False, True])
+def test_a_silent_camera_without_backend_timeouts_never_hangs(monkeypatch: pytest.MonkeyPatch, block_open: bool) -> None:
+    """A camera opened without the backend's timeouts (row 331) was read with no timeout of mnad's: one that went
+    silent in its driver blocked `mnad detect` for as long as the backend liked. It now counts as stalled after
+    --read-timeout (or unopened after --open-timeout), reconnects, and ends in an error naming that timeout; each
+    capture given up on is released once its blocked call returns."""
+    import cv2
+
+    let_go = threading.Event()
+    monkeypatch.setattr(_SilentCamera, "calls", [])
+    monkeypatch.setattr(_SilentCamera, "released", [])
+    monkeypatch.setattr(_SilentCamera, "let_go", let_go)
+    monkeypatch.setattr(_SilentCamera, "block_open", block_open)
+    monkeypatch.setattr(cv2, "VideoCapture", _SilentCamera)
+    source = FrameSource("0", SourceOptions(reconnects=1, retry_delay=0, open_timeout=0.2, read_timeout=0.3))
+    frames, started = [], time.monotonic()
+    with pytest.raises(DataError) as caught:
+        for frame in source:
+            frames.append(frame)
+    assert time.monotonic() - started < 5  # two timeouts of < 1 s, not the driver's 10 s wait
+    message = str(caught.value)
+    if block_open:
+        assert not frames and "gave no frames" in message and "--open-timeout 0.2 s" in message
+    else:
+        assert len(frames) == 4 and "was lost after 4 frames" in message and "--read-timeout 0.3 s" in message
+    let_go.set()  # the driver answers at last: the workers release the captures given up on
+    deadline = time.monotonic() + 5
+    while len(_SilentCamera.released) < 4 and time.monotonic() < deadline:  # two refused with params, two watched
+        time.sleep(0.01)
+    assert len(_SilentCamera.released) == 4

@@ -21,6 +21,7 @@ import numpy as np
 from mnad.data.capture import check_whole, decode_frames, is_utf8, opened_capture, reported_frames
 from mnad.data.footage import VIDEO_EXTENSIONS, Footage, footage_in
 from mnad.data.videos import FrameFolder
+from mnad.data.watched_capture import WatchedCapture
 from mnad.errors import DataError, printable
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,6 @@ class FrameSource:
         self.name = shown_source(source)  # what messages and outputs say: a URL's password hidden
         self.fps = self.options.fps
         self.camera = None if "://" in source else camera_index(source)  # decided once: the path may appear later
-        self._own_timeouts = False  # whether the camera opened only without the timeouts (said once, _open_live)
         self.live = self.camera is not None or "://" in source
         self.clocked = False  # frame times are read off the wall clock (a camera or stream without a frame count)
         self.clock_start: float | None = None  # then: the wall-clock time (time.time()) of time 0
@@ -219,7 +219,7 @@ class FrameSource:
         for count, image in enumerate(decode_frames(capture, self.name)):
             yield RawFrame(image, count / self.fps)
 
-    def _open_live(self) -> cv2.VideoCapture:
+    def _open_live(self) -> cv2.VideoCapture | WatchedCapture:
         o = self.options
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(o.open_timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(o.read_timeout * 1000)]
         if self.camera is None:
@@ -229,14 +229,9 @@ class FrameSource:
             return capture
         capture.release()
         # OpenCV refuses to open a camera whose backend does not take these timeouts (its V4L2, the usual one on
-        # Linux, takes neither): opened without them, a read returns within the backend's own timeout (V4L2's
-        # is 10 s, OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT) rather than --read-timeout
-        capture = cv2.VideoCapture(self.camera, cv2.CAP_ANY)
-        if capture.isOpened() and not self._own_timeouts:
-            self._own_timeouts = True
-            log.warning("%s: the camera's backend (%s) takes no --open-timeout or --read-timeout: a silent camera counts as "
-                        "stalled after the backend's own timeout", self.name, capture.getBackendName())
-        return capture
+        # Linux, takes neither): opened without them, under mnad's own (was: the backend's, for ever on some)
+        camera = self.camera
+        return WatchedCapture(lambda: cv2.VideoCapture(camera, cv2.CAP_ANY), o.open_timeout, o.read_timeout)
 
     def _live(self) -> Iterator[RawFrame]:
         # Reconnecting must end when the source keeps failing. The failure count restarts only after a connection that
