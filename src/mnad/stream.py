@@ -272,6 +272,9 @@ def calibration_digest(calibration: Calibration) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+DEFAULT_DEVICE = "cpu"  # where a scorer scores unless told: its __init__ and for_model/for_streams's step
+
+
 class StreamScorer:
     """Scores frames one at a time, in order; causal: a frame's result depends only on it and earlier frames.
 
@@ -290,7 +293,7 @@ class StreamScorer:
         normalization: str | None = None,
         calibration: Calibration | dict | None = None,
         smoothing: int | None = None,
-        device: str = "cpu",
+        device: str = DEFAULT_DEVICE,
         maps: bool = False,
         model_digest: str | None = None,
     ) -> None:
@@ -341,7 +344,7 @@ class StreamScorer:
         # the model as given, its mode kept: the step scores a frozen eval-mode copy of it (inference_copy; AotStep's
         # child process builds its own)
         # on the scorer's device (was: the model's, so a CPU-loaded model met frames and memory on --device cuda)
-        return cls(scoring_step(model, config, options.get("device", "cpu")), config, items, **options)
+        return cls(scoring_step(model, config, options.get("device", DEFAULT_DEVICE)), config, items, **options)
 
     @classmethod
     def for_streams(cls, model: MNAD, config: Config, streams: int, **options) -> list[StreamScorer]:
@@ -357,7 +360,7 @@ class StreamScorer:
             raise ConfigError(ONNX_ONE_STREAM)
         check_same_model(model, config)  # as for_model
         items = model.memory.items if model.memory is not None else None
-        step = scoring_step(model, config, options.get("device", "cpu"))  # the model's mode kept, as for_model
+        step = scoring_step(model, config, options.get("device", DEFAULT_DEVICE))  # the model's mode kept, as for_model
         return [cls(step, config, items, **options) for _ in range(streams)]  # the step knows its weights' digest
 
     @property
