@@ -29,7 +29,7 @@ from mnad.outputs import (
 
 SEGMENT = 0.2  # seconds: 5 frames at a frame folder's 25 frames/s
 EVENT_HEADER = ["start_frame", "end_frame", "peak_frame", "peak_score", "start_time", "end_time", "video", "open", "peak_x", "peak_y",
-                "peak_width", "peak_height"]
+                "peak_width", "peak_height", "alert_frame", "alert_time"]
 
 
 def calibrated(model_file: Path, threshold: float) -> tuple:

@@ -347,6 +347,36 @@ def print_metrics(metrics: dict) -> None:
     for name, auc in metrics["per_video_auc"].items():
         print(f"  video {name}: {pct(auc)}")
     print(f"note: {metrics['note']}")
+    if metrics.get("stream"):
+        print_stream_metrics(metrics["stream"])
+
+
+def print_stream_metrics(stream: dict) -> None:
+    """The stream protocol's results (``evaluate.stream_metrics``), a few lines: the realised false-alarm and detection
+    rates at each calibrated threshold, the events against the labels and the delays (metrics.json has them all)."""
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    def num(value: float | None, digits: int = 2) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    print("stream protocol (one causal stream, thresholds from the calibration, not from these labels):")
+    for target, entry in stream["at_false_alarm_rate"].items():
+        if entry.get("not_estimable"):
+            print(f"  false-alarm rate {target}: not estimable ({entry['not_estimable']})")
+        else:
+            print(f"  false-alarm rate {target}: threshold {num(entry['threshold'], 3)}, realised false-alarm rate "
+                  f"{pct(entry['false_alarm_rate'])}, detection rate {pct(entry['detection_rate'])}")
+    events = stream["event_measures"]
+    per_minute = events["false_events_per_minute"]
+    print(f"  events (threshold {num(stream['event_threshold'], 3)}, at least {stream['min_event_frames']} frames): "
+          f"{events['events']}, {events['false_events']} false ({num(per_minute)} per minute of normal footage); "
+          f"anomalies caught {events['anomalies_caught']} of {events['anomalies']}, videos {events['videos_caught']} of "
+          f"{events['videos_with_anomaly']}")
+    rate = "each video's own rate" if events.get("video_fps") else f"{events['fps']:g} fps"
+    source = f": {stream['fps_source']}" if stream.get("fps_source") else ""
+    print(f"  mean delay from an anomaly's first frame: {num(events.get('mean_alert_delay_frames'), 1)} frames to the "
+          f"alert, {num(events['mean_delay_frames'], 1)} to the start of its event (at {rate}{source})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -506,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=["published", "stream"], default=APIDefault("mnad.evaluate", "evaluate", "protocol"),
                    help="published: per-video min-max, the paper's tables (looks at the whole video); stream: the test videos as one "
                         "causal stream scored by a calibrated model, with realised false-alarm rates and events (default %(default)s)")
-    p.add_argument("--fps", type=float, help="with --protocol stream: the footage's frame rate (default: the dataset's, Ped2 10)")
+    p.add_argument("--fps", type=float, help="with --protocol stream: the footage's frame rate (default: a video file's own, "
+                   "as its container reports it; else the dataset's, Ped2 10, or 25)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--int8", action="store_true", help="insist on int8 scoring: the checkpoint must be an int8 ONNX export "
                    "(`mnad export --int8`), anything else is refused")

@@ -173,11 +173,40 @@ STREAM_RATES = (0.01, 0.05)  # target false-alarm rates the stream protocol repo
 DATASET_FPS = {"ped1": 10.0, "ped2": 10.0, "avenue": 25.0, "shanghai": 24.0, "shanghaitech": 24.0}  # recording rates
 
 
+DEFAULT_FPS = 25.0  # the stream protocol's rate for footage that records none (own frame folders), without --fps
+
+
+def stream_rates(videos: list[Video], dataset: str, fps: float | None) -> tuple[float, dict[str, float], str]:
+    """The frame rates the stream protocol times the test ``videos`` at (false events per minute, event times):
+    ``fps`` (--fps) where given, for every video; else each video file's own (its container's, where
+    ``VideoFile.frame_rate`` takes it, as ``mnad detect`` times a file), and for the rest the benchmark's recording
+    rate (``DATASET_FPS``) or DEFAULT_FPS. Returns the rate of the videos not in the second item, the rates of the
+    videos timed otherwise (by name; empty when one rate times them all) and which was used, in words."""
+    if fps is not None:
+        check_fps(fps, "fps (--fps)")
+        return float(fps), {}, "--fps"
+    if dataset in DATASET_FPS:
+        default, default_source = DATASET_FPS[dataset], f"the {dataset} dataset's recording rate"
+    else:
+        default, default_source = DEFAULT_FPS, f"the default {DEFAULT_FPS:g} (the footage records no rate: set --fps)"
+    own = {v.name: rate for v in videos if (rate := v.frame_rate()) is not None}
+    if not own:
+        return default, {}, default_source
+    if len(own) == len(videos) and len(set(own.values())) == 1:
+        return next(iter(own.values())), {}, "the video files' own (their containers')"
+    if len(own) == len(videos):  # several rates: each video at its own
+        return default, own, "each video file's own (its container's)"
+    return default, own, (f"each video file's own (its container's) for {len(own)} of {len(videos)} videos, "
+                          f"{default_source.removeprefix('the ')} for the others")
+
+
 def stream_metrics(videos: list[VideoScores], calibration: Calibration, *, fps: float, hysteresis: float = HYSTERESIS,
-                   min_event_frames: int = MIN_EVENT_FRAMES) -> dict:
+                   min_event_frames: int = MIN_EVENT_FRAMES, video_fps: dict[str, float] | None = None,
+                   fps_source: str | None = None) -> dict:
     """What a deployed detector would have done on the labelled stream: the realised false-alarm rate on the normal
     frames and the detection rate on the abnormal ones at each calibrated threshold, and events (at the calibration's
-    own threshold) against the labels."""
+    own threshold) against the labels. Frames are timed at ``fps``, a video named in ``video_fps`` at its own rate;
+    ``fps_source`` says where the rates came from (``stream_rates``)."""
     from sklearn.metrics import roc_auc_score
 
     for v in videos:
@@ -199,14 +228,15 @@ def stream_metrics(videos: list[VideoScores], calibration: Calibration, *, fps: 
             "detection_rate": float((smoothed[labels] > threshold).mean()) if labels.any() else None,
         }
     tracker, events = EventTracker(calibration.threshold, hysteresis=hysteresis, min_frames=min_event_frames), []
+    rates = dict(video_fps or {})
     for v in videos:
         for frame, score in zip(v.frames, v.score, strict=True):
-            ended = tracker.push(int(frame), float(frame) / fps, float(score), v.name)
+            ended = tracker.push(int(frame), float(frame) / rates.get(v.name, fps), float(score), v.name)
             if ended is not None:
                 events.append(ended)
     last = tracker.finish()
     events += [last] if last is not None else []
-    measures = event_measures(events, [(v.name, v.frames, v.labels) for v in videos], fps=fps)
+    measures = event_measures(events, [(v.name, v.frames, v.labels) for v in videos], fps=fps, video_fps=rates or None)
     return {
         "micro_auc_unsmoothed": float(roc_auc_score(labels, raw)) if 0 < labels.sum() < labels.size else None,
         "at_false_alarm_rate": at_rate,
@@ -216,6 +246,7 @@ def stream_metrics(videos: list[VideoScores], calibration: Calibration, *, fps: 
         "min_event_frames": min_event_frames,
         "event_measures": measures,
         "calibration_frames": calibration.frames,
+        "fps_source": fps_source,  # the rate itself: event_measures' fps (and video_fps)
     }
 
 
@@ -295,7 +326,8 @@ def evaluate(
     ``protocol``: 'published' (the paper's: S_t normalised per video with ``eval.normalization``, which by default
     looks at the whole video) or 'stream' (what a camera can do: the test videos scored in order as one stream by a
     calibrated model, every score causal, nothing reset but the clip window between videos; adds the realised
-    false-alarm rates and event measures, with ``fps`` the footage's frame rate, by default the dataset's).
+    false-alarm rates and event measures, with ``fps`` the footage's frame rate, by default each video file's own, else the
+    dataset's: ``stream_rates``).
 
     metrics.json records which model was evaluated (``model_provenance``): the SHA-256 of its weights and, given the
     ``checkpoint`` it was loaded from, the run folder that trained it, which ``mnad report`` shows the training of.
@@ -315,8 +347,8 @@ def evaluate(
     if protocol == "stream" or config.eval.normalization == "calibrated":
         calibration = scoring_calibration(config)
     if protocol == "stream":
-        fps = DATASET_FPS.get(config.dataset, 25.0) if fps is None else fps
-        check_fps(fps, "fps (--fps)")
+        if fps is not None:  # before any footage is read
+            check_fps(fps, "fps (--fps)")
     elif fps is not None:
         raise ConfigError("--fps applies to --protocol stream only (the published protocol has no time)")
     # every frame of a video is read, at the model's size: a video file is counted by its one decode to disk, and
@@ -377,7 +409,8 @@ def evaluate(
         model=record,
     )
     if protocol == "stream":
-        metrics["stream"] = stream_metrics(results, calibration, fps=fps)
+        fps, video_fps, fps_source = stream_rates(videos, config.dataset, fps)
+        metrics["stream"] = stream_metrics(results, calibration, fps=fps, video_fps=video_fps, fps_source=fps_source)
     if out_dir is not None and ctx.is_main:
         write_evaluation(out_dir, results, metrics, config.to_dict())  # both or neither (a full disk leaves the old pair)
     return metrics

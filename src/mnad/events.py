@@ -4,7 +4,7 @@ against labels (the stream protocol of ``mnad evaluate``)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from numbers import Real
 
@@ -48,6 +48,11 @@ class Event:
     peak_y: int | None = None
     peak_width: int | None = None
     peak_height: int | None = None
+    # when it was confirmed (``EventTracker.alerting``): its ``min_frames``-th scored frame and that frame's time, the
+    # first frame ``mnad detect`` raises its alert at (alert=1 in scores.csv); start_frame is where it began, that
+    # frame's score being the first above the threshold. None: an event made by hand, not by an EventTracker
+    alert_frame: int | None = None
+    alert_time: float | None = None
 
 
 class EventTracker:
@@ -59,7 +64,8 @@ class EventTracker:
     ``min_frames`` scored frames (pushed scores: frames a stream did not score, after a reconnection or with a model
     output that was not finite, count for nothing): from that frame on, and for every later frame of the event until
     it ends. A run that ends shorter is dropped and was never alerting, so the frames that alert are exactly the
-    confirmed frames of the events returned (each event from its ``min_frames``-th scored frame to its end)."""
+    confirmed frames of the events returned (each event from its ``min_frames``-th scored frame, its ``alert_frame``,
+    to its end)."""
 
     def __init__(self, threshold: float, *, hysteresis: float = HYSTERESIS, min_frames: int = MIN_EVENT_FRAMES) -> None:
         check_event_options(hysteresis, min_frames, threshold=threshold)
@@ -83,16 +89,24 @@ class EventTracker:
         if self.current is None:
             if score > self.threshold:
                 self.current, self.scored = Event(frame, frame, frame, score, stamp, stamp, video), 1
+                self._confirm(frame, stamp)
                 self._peak_at(where)
             return None
         if score >= self.low:
             self.current.end_frame, self.current.end_time = frame, stamp
             self.scored += 1
+            self._confirm(frame, stamp)
             if score > self.current.peak_score:
                 self.current.peak_frame, self.current.peak_score = frame, score
                 self._peak_at(where)
             return None
         return self._close(cut=False)
+
+    def _confirm(self, frame: int, stamp: float) -> None:
+        """The open event's frame just scored is its ``min_frames``-th: it is confirmed there (its alert)."""
+        assert self.current is not None
+        if self.scored == self.min_frames:
+            self.current.alert_frame, self.current.alert_time = frame, stamp
 
     def _peak_at(self, where: Callable[[], tuple[int, int, int, int]] | None) -> None:
         assert self.current is not None
@@ -155,19 +169,32 @@ def anomalies(frames: np.ndarray, labels: np.ndarray) -> list[tuple[int, int]]:
     return [(int(frames[a]), int(frames[b])) for a, b in zip(firsts, lasts, strict=True)]
 
 
-def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.ndarray]], *, fps: float) -> dict:
+def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.ndarray]], *, fps: float,
+                   video_fps: Mapping[str, float] | None = None) -> dict:
     """Events against frame labels. ``videos``: (name, scored frame positions, their labels) per video.
 
     An event is true when it overlaps an abnormal frame of its video, else false. An anomaly (a run of consecutive
-    abnormal frames: an Avenue or ShanghaiTech video may hold several) is caught when an event overlaps it; its delay
-    is frames from its first frame to the start of the first event overlapping it (0 when that event was already
-    open). A video is caught when one of its anomalies is. False events are counted per minute of the normal frames
-    scored (at ``fps``). An event of a video not in ``videos``, a video whose frames and labels differ in number,
-    or an fps ``check_fps`` refuses is one ``DataError``."""
+    abnormal frames: an Avenue or ShanghaiTech video may hold several) is caught when an event overlaps it, whenever
+    that event is confirmed (an alert raised just after the anomaly's last frame, by an event that began within it,
+    still catches it). Two delays, in frames from the anomaly's first frame, over the anomalies caught:
+
+    - ``mean_delay_frames``: to the *start* of the first event overlapping it (its first frame above the threshold;
+      0 when that event was already open). What the committed results under results/ report; it understates the
+      latency of an alert, which waits for the event to be confirmed.
+    - ``mean_alert_delay_frames``: to the first *alert* of the events overlapping it (``Event.alert_frame``, the
+      event's --min-event-frames-th scored frame, where ``mnad detect`` raises it; 0 when one was raised before it
+      began). None when an event lacks its alert frame (made by hand, not by an ``EventTracker``).
+
+    A video is caught when one of its anomalies is. False events are counted per minute of the normal frames scored,
+    at ``fps``, or at a video's own rate in ``video_fps`` (by name). An event of a video not in ``videos``, a video
+    whose frames and labels differ in number, or a rate ``check_fps`` refuses is one ``DataError``."""
     from mnad.data.streams import check_fps  # here: mnad.data imports torch, which the report's writers do without
 
     check_fps(fps)
-    caught, delays, false_events, found = {}, [], 0, 0
+    rates = dict(video_fps or {})
+    for name, rate in rates.items():
+        check_fps(rate, f"the frame rate of video {name!r}")
+    caught, delays, alert_delays, false_events, found = {}, [], [], 0, 0
     if not isinstance(videos, list | tuple) or not all(isinstance(v, tuple | list) and len(v) == 3 for v in videos):
         raise DataError("event_measures: videos must be a list of (name, scored frame positions, labels), one per video")
     if not isinstance(events, list | tuple) or not all(isinstance(e, Event) for e in events):
@@ -182,19 +209,22 @@ def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.n
         inside = (frames >= event.start_frame) & (frames <= event.end_frame)
         if not labels[inside].any():
             false_events += 1
+    alerts_known = all(e.alert_frame is not None for e in events)
     spans = {name: anomalies(frames, labels) for name, (frames, labels) in by_video.items()}
     for name, runs in spans.items():
         if not runs:
             continue
         caught[name] = False
         for first, last in runs:
-            starts = [e.start_frame for e in events if e.video == name and e.start_frame <= last and e.end_frame >= first]
-            if starts:
+            overlapping = [e for e in events if e.video == name and e.start_frame <= last and e.end_frame >= first]
+            if overlapping:
                 caught[name] = True
                 found += 1
-                delays.append(max(min(starts) - first, 0))
-    normal_minutes = sum(int((labels == 0).sum()) for _, _, labels in checked) / fps / 60
-    return {
+                delays.append(max(min(e.start_frame for e in overlapping) - first, 0))
+                if alerts_known:
+                    alert_delays.append(max(min(e.alert_frame for e in overlapping) - first, 0))  # type: ignore[type-var]
+    normal_minutes = sum(int((labels == 0).sum()) / rates.get(name, fps) for name, _, labels in checked) / 60
+    measures = {
         "events": len(events),
         "false_events": false_events,
         "false_events_per_minute": false_events / normal_minutes if normal_minutes > 0 else None,
@@ -203,6 +233,11 @@ def event_measures(events: list[Event], videos: list[tuple[str, np.ndarray, np.n
         "caught": caught,
         "anomalies": sum(len(runs) for runs in spans.values()),
         "anomalies_caught": found,
-        "mean_delay_frames": float(np.mean(delays)) if delays else None,  # over the anomalies caught
+        # over the anomalies caught: to the overlapping event's start, and to its alert (see above)
+        "mean_delay_frames": float(np.mean(delays)) if delays else None,
+        "mean_alert_delay_frames": float(np.mean(alert_delays)) if alert_delays else None,
         "fps": fps,
     }
+    if rates:
+        measures["video_fps"] = rates
+    return measures

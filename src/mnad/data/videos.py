@@ -40,6 +40,11 @@ class Video:
         """Its length as known without decoding a video file (``VideoFile`` overrides it): for planning, not indexing."""
         return len(self)
 
+    def frame_rate(self) -> float | None:
+        """Its frame rate as its footage records it (a video file's container: ``VideoFile``), or None where none is
+        known (a frame folder)."""
+        return None
+
     def frames(self, start: int, count: int, size: int, channels: int) -> np.ndarray:
         """Frames ``start`` to ``start + count`` as uint8 (count, size, size, channels)."""
         return np.stack([self.frame(i, size, channels) for i in range(start, start + count)])
@@ -138,6 +143,7 @@ class VideoFile(Video):
         self._decoded: dict[tuple[int, int], DecodedFrames] = {}  # by (size, channels): a second size keeps the first
         self._count: int | None = None
         self._reported: int | None = None  # the container's count (0: none), read once
+        self._rate: float | None = None  # the container's frame rate (0.0: none usable), read once
 
     def __getstate__(self) -> dict:
         # an open file does not pickle (a spawned worker): the copy decodes again when first read
@@ -164,6 +170,18 @@ class VideoFile(Video):
             self._reported = reported_frames(capture)
             capture.release()
         return self._reported
+
+    def frame_rate(self) -> float | None:
+        """The frame rate its container reports, where ``mnad.data.streams.valid_fps`` takes it (as ``FrameSource`` reads
+        a file's: a container may report 0, NaN or nonsense), else None; read once, without decoding."""
+        from mnad.data.streams import valid_fps  # here: mnad.data.streams imports this module
+
+        if self._rate is None:
+            capture = self._open()
+            rate = capture.get(cv2.CAP_PROP_FPS)
+            capture.release()
+            self._rate = float(rate) if valid_fps(rate) else 0.0
+        return self._rate or None
 
     def counted_elsewhere(self, count: int) -> None:
         """Its length as another process counted it by its decode (the torchrun rank that scores it), for a process
@@ -258,6 +276,9 @@ class FrameRange(Video):
         self.name, self.path = f"{video.name}[{start}:{stop}]", video.path
         self.keeps_frames = video.keeps_frames
         self.pixel_range = video.pixel_range  # frames are the video's, mapped as it maps them
+
+    def frame_rate(self) -> float | None:
+        return self.video.frame_rate()
 
     def __len__(self) -> int:
         return self.stop - self.start

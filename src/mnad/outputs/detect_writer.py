@@ -203,11 +203,14 @@ class DetectWriter:
 
     def event(self, event: Event, clock_start: float | None = None) -> None:
         """One line of events.jsonl; with ``clock_start`` (a camera's: its times are seconds after it) also when the event
-        began and ended by the wall clock (``wall_clock``), so that a line read during a run of days says when."""
+        began, was confirmed (its alert) and ended by the wall clock (``wall_clock``), so that a line read during a run of
+        days says when."""
         self._check_open()
         record = asdict(event)
         if clock_start is not None:
             record |= {"start_clock": wall_clock(clock_start + event.start_time), "end_clock": wall_clock(clock_start + event.end_time)}
+            if event.alert_time is not None:  # when its alert was raised (it was confirmed)
+                record["alert_clock"] = wall_clock(clock_start + event.alert_time)
         self._write(self._events.write, json.dumps(record) + "\n")
         self._write(self._events.flush)
         self._write(self._event_table.writerow, asdict(event))

@@ -95,7 +95,11 @@ def _stream_html(stream: dict) -> str:
                    f"({_num(events.get('false_events_per_minute'))} per minute of normal footage)"),
         ("anomalies caught", f"{_num(events.get('anomalies_caught'))} of {_num(events.get('anomalies'))}; videos caught: "
                              f"{_num(events.get('videos_caught'))} of {_num(events.get('videos_with_anomaly'))}"),
-        ("mean delay", f"{_num(events.get('mean_delay_frames'))} frames (at {_num(events.get('fps'))} fps)"),
+        # from an anomaly's first frame; to the alert: older metrics.json do not have it (n/a)
+        ("mean delay to the alert", f"{_num(events.get('mean_alert_delay_frames'))} frames (at {_num(events.get('fps'))} fps"
+                                    f"{', ' + str(stream['fps_source']) if stream.get('fps_source') else ''})"),
+        ("mean delay to the event's start", f"{_num(events.get('mean_delay_frames'))} frames (its first frame above the "
+                                            "threshold; the alert waits for --min-event-frames)"),
         ("events rule", f"hysteresis {_num(stream.get('hysteresis'))}, at least {_num(stream.get('min_event_frames'))} frames"),
         ("micro AUC before smoothing", _rate(stream.get("micro_auc_unsmoothed"))),
     ]
