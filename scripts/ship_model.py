@@ -2,7 +2,8 @@
 
     python scripts/ship_model.py --checkpoint runs/ped2_pred_fast --name ped2-pred
 
-The weights and memory items are stored in float16 (half the size); they are loaded back as float32. The file is
+The weights and memory items are stored in float16 (half the size); they are loaded back as float32 (a calibrated
+model's calibration, fitted on the float32 weights, then records the digest of the float16 ones: ``save_model``). The file is
 loaded by name only once its metadata SHA-256, printed here, is pinned in `mnad.checkpoint.PRETRAINED` (a new name
 gets an entry there: file, pin, recipe, how it was trained, its results folder). Every ship is pinned anew: the pin
 covers the config and the --checkpoint recorded as the model's source, so the same weights shipped from another path

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from mnad.calibration import UNCALIBRATED_SETTINGS, Calibration, has_range, rate_key, scoring_calibration
-from mnad.checkpoint import PRETRAINED, TRAIN_STATE_FILE, check_model_path, load_model, save_model
+from mnad.checkpoint import PRETRAINED, TRAIN_STATE_FILE, calibration_weights, check_model_path, load_model, save_model
 from mnad.config import REGIONS, Config, EvalConfig, check_count, check_same_model, checked_config, mixing_weight
 from mnad.data import Video
 from mnad.data.layouts import list_videos
@@ -126,8 +126,9 @@ def calibrate(
         log.warning("thresholds fitted for a %.3g false-alarm rate alerted on %.3g of the frames of a calibration video "
                     "left out of the fit (mean over %d videos): expect more alerts than asked on new footage; calibrate on "
                     "more, and more varied, normal footage", false_alarm_rate, realised, len(videos))
-    # fit_calibration recorded what it was fitted with; what the other checks found is added here
-    return dataclasses.replace(fitted, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {})
+    # fit_calibration recorded what it was fitted with; what the other checks found, and the weights scored, are added here
+    return dataclasses.replace(fitted, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {},
+                               weights_sha256=calibration_weights(model))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +165,8 @@ def calibrate_checkpoint(
     if isinstance(data, list | tuple) and not data:  # a shell glob that matched nothing: never the held-out part instead
         raise ConfigError("--data names no footage: give video files or frame folders, or leave --data out to calibrate on "
                           "the run's held-out part")
-    model, trained_config = load_model(checkpoint)
+    # a calibration of other weights is refused by every scorer, but not here: it is replaced
+    model, trained_config = load_model(checkpoint, check_calibration=False)
     # a calibrated model is calibrated again from its own settings (the options then apply), not its calibration's choice
     own = uncalibrated(trained_config)
     config = configure(model, own) if configure is not None else own

@@ -74,6 +74,19 @@ class Calibration:
     # as they were: a recalibration starts from them (``calibrate.uncalibrated``), not from this calibration's choice;
     # empty in a calibration written before they were recorded
     uncalibrated: dict[str, Any] = field(default_factory=dict)
+    # the SHA-256 of the weights (and memory items) it was fitted with (``checkpoint.weights_digest`` of the model as
+    # ``load_model`` reads it): its ranges and thresholds are of those weights' scores, so every scorer refuses other
+    # weights (``check_weights``); None in a calibration written before it was recorded, which is not compared
+    weights_sha256: str | None = None
+
+    def check_weights(self, digest: str | None) -> None:
+        """Refuse to score weights other than those it was fitted with: ``digest`` is the SHA-256 of the weights to be
+        scored (``checkpoint.weights_digest``), None where it cannot be told (not compared, as a calibration that
+        records none)."""
+        if self.weights_sha256 is not None and digest is not None and digest != self.weights_sha256:
+            raise ConfigError(f"the calibration was fitted on other weights (SHA-256 {self.weights_sha256[:16]}...) than the "
+                              f"model's (SHA-256 {digest[:16]}...): its ranges and thresholds are of another model's scores; "
+                              "run `mnad calibrate` again on this model")
 
     def check_scoring(self, config: Config, *, smoothing: int | None = None) -> None:
         """Refuse to score other than as the ranges and thresholds were fitted: the same terms and PSNR weight, the
@@ -180,6 +193,9 @@ class Calibration:
             if value is not None and value not in allowed:
                 raise ConfigError(f"the calibration's {key} must be {' or '.join(map(repr, allowed))}, got {value!r}")
         check_uncalibrated(self.uncalibrated)
+        digest = self.weights_sha256
+        if digest is not None and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")):
+            raise ConfigError(f"the calibration's weights_sha256 must be a SHA-256 (64 lower-case hex digits), got {digest!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -262,14 +278,16 @@ def rate_key(false_alarm_rate: float) -> str:
 
 
 def scoring_calibration(config: Config, normalization: str | None = None, calibration: Calibration | None = None, *,
-                        smoothing: int | None = None, raw_terms: bool = False) -> Calibration | None:
+                        smoothing: int | None = None, raw_terms: bool = False, weights: str | None = None) -> Calibration | None:
     """The calibration a scoring of ``config`` under ``normalization`` (default: the config's own) scales S_t by, None for
     none: the one rule of which normalisation scores with which calibration, for every scorer (StreamScorer, detect,
     evaluate, ``calibrate.with_calibration``).
 
     'calibrated' scores with ``calibration`` or, without one, the model's own (``Config.calibration``; its window,
     eval.smoothing, is then the one asked for), and only as it was fitted (``Calibration.check_scoring``, with
-    ``smoothing``, the caller's window, where given). A ``calibration`` passed applies to 'calibrated' only: kept, it
+    ``smoothing``, the caller's window, where given) and on the weights it was fitted on (``Calibration.check_weights``
+    with ``weights``, the SHA-256 of the weights to be scored, ``checkpoint.calibration_weights``: None, not compared).
+    A ``calibration`` passed applies to 'calibrated' only: kept, it
     would silently replace the running min-max (and the smoothing) asked for. A calibrated model scores with
     'calibrated' only, its alert threshold being of that score; ``raw_terms`` (the API's StreamScorer) allows 'video'
     too, which gives no S_t, only the raw terms that the caller normalises (evaluate's published protocol)."""
@@ -284,6 +302,7 @@ def scoring_calibration(config: Config, normalization: str | None = None, calibr
             calibration = config.calibration()
             if smoothing is None:  # the model's own calibration: its config's window is the one asked for
                 smoothing = config.eval.smoothing
+        calibration.check_weights(weights)
         calibration.check_scoring(config, smoothing=smoothing)
         return calibration
     if calibration is not None:

@@ -49,6 +49,33 @@ def weights_digest(model: torch.nn.Module) -> str:
     return tensor_digest({k: v.detach().cpu() for k, v in model.state_dict().items()})
 
 
+def loaded_digest(state: dict[str, torch.Tensor]) -> str:
+    """``weights_digest`` of the model ``load_model`` builds from ``state`` (a model file's tensors): floating point
+    read back as float32 (a model shipped in float16 is digested as the float32 it loads as)."""
+    return tensor_digest({k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()})
+
+
+def calibration_weights(model: object) -> str | None:
+    """The SHA-256 of ``model``'s weights that a calibration must have been fitted on (``Calibration.check_weights``):
+    ``weights_digest`` of a torch model; of an ONNX export (``export.OnnxModel``), that of the model it was exported from
+    as its sidecar records it (None in one exported before it was recorded: not compared)."""
+    if isinstance(model, torch.nn.Module):
+        return weights_digest(model)
+    return getattr(model, "weights_sha256", None)
+
+
+def check_calibrated_weights(model: object, config: Config, where: str = "") -> None:
+    """Refuse (one ``ConfigError``) ``config``'s calibration, if any, where it was fitted on other weights than
+    ``model``'s (``Calibration.check_weights``): ``where`` (a path) prefixes the message."""
+    calibration = config.calibration() if config.eval.calibration else None
+    if calibration is None or calibration.weights_sha256 is None:
+        return
+    try:
+        calibration.check_weights(calibration_weights(model))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from exc
+
+
 def metadata_digest(metadata: dict[str, str]) -> str:
     """SHA-256 of the metadata that is not tensors (format, config, extra): a changed config is caught too."""
     return hashlib.sha256("\n".join(f"{k}={metadata.get(k, '')}" for k in ("format", "config", "extra", "sha256")).encode()).hexdigest()
@@ -159,6 +186,17 @@ def save_model(path: str | Path, model: MNAD, config: Config, *, dtype: torch.dt
     state = model.state_dict()
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    calibration = config.calibration() if config.eval.calibration else None
+    if calibration is not None and calibration.weights_sha256 is not None:
+        # fitted on this model's weights (as given, or as they load back: a shipped float16 model resaved), else refused
+        stored = loaded_digest(state)
+        if calibration.weights_sha256 != stored:
+            check_calibrated_weights(model, config, f"{path}")
+            # float16 (bfloat16) storage rounds the weights: the calibration is recorded as of the weights as they load,
+            # those it was checked against rounded (scripts/ship_model.py ships calibrated models so)
+            data = config.to_dict()
+            data["eval"]["calibration"]["weights_sha256"] = stored
+            config = Config.from_dict(data, source=f"{path} (the config to save)")
     save_checkpoint(path, state, config, extra)
 
 
@@ -235,11 +273,13 @@ def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_model(name_or_path: str | os.PathLike[str], *, expect: Config | None = None,
-               map_location: str | torch.device = "cpu") -> tuple[MNAD, Config]:
+               map_location: str | torch.device = "cpu", check_calibration: bool = True) -> tuple[MNAD, Config]:
     """Build the model a checkpoint describes and load its weights and memory.
 
     ``expect``: refuse a checkpoint whose model settings (task, memory, channels, image size, ...) differ.
     ``map_location``: the device the model is put on (cpu, cuda, cuda:N), refused where this machine has none.
+    ``check_calibration``: refuse (``ConfigError``) a calibration fitted on other weights (``check_calibrated_weights``);
+    False only to replace it (``mnad calibrate``).
     """
     if expect is not None and not isinstance(expect, Config):
         raise ConfigError(f"load_model: expect must be a mnad Config (mnad.load_config(...)) or None, got {expect!r}")
@@ -261,4 +301,6 @@ def load_model(name_or_path: str | os.PathLike[str], *, expect: Config | None = 
         raise CheckpointError(f"{path}: weights do not fit the stored config ({str(exc).splitlines()[-1].strip()})") from exc
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the stored config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if check_calibration:
+        check_calibrated_weights(model, config, f"{path}")
     return model.to(device), config

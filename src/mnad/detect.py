@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
 from mnad.calibration import Calibration, rate_key, scoring_calibration
-from mnad.checkpoint import is_onnx_export, load_model
+from mnad.checkpoint import check_calibrated_weights, is_onnx_export, load_model
 from mnad.config import Config, check_same_model, checked_config
 from mnad.data.pixels import finish_narrow, prepare_frame, to_8bit
 from mnad.data.read_ahead import SourceEnded, SourceReader
@@ -520,6 +520,7 @@ def detect(
     # the model as trained (an export: as exported) before --out is touched (was: a traceback at the first frame, or
     # scoring at another size, with partial outputs left)
     check_same_model(model, config)
+    check_calibrated_weights(model, config)  # its calibration, if any, fitted on these weights (was: any model's scored)
     check_output_folder(out_dir, "--out")
     with locked_output(out_dir, remove_detect_temps):  # the whole run: a second run into --out is refused at once
         return _detect(model, config, sources, out_dir, options, device=device, progress=progress)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mnad import distributed
 from mnad.calibration import Calibration, rate_key, scoring_calibration
+from mnad.checkpoint import calibration_weights
 from mnad.config import Config, check_same_model, checked_config, mixing_weight
 from mnad.data import Video, VideoFile, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
@@ -344,8 +345,8 @@ def evaluate(
     # the calibration the scores are scaled by, whichever protocol (the published one too, under eval.normalization
     # 'calibrated'): its ranges enter every score, so it must be held out from the test videos (check_held_out)
     calibration = None
-    if protocol == "stream" or config.eval.normalization == "calibrated":
-        calibration = scoring_calibration(config)
+    if protocol == "stream" or config.eval.normalization == "calibrated":  # and of the model's weights (was: any model's)
+        calibration = scoring_calibration(config, weights=calibration_weights(model))
     if protocol == "stream":
         if fps is not None:  # before any footage is read
             check_fps(fps, "fps (--fps)")

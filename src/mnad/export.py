@@ -24,7 +24,7 @@ import torch
 
 from mnad.atomic import atomic_write_many
 from mnad.calibrate import footage_videos
-from mnad.checkpoint import is_onnx_export
+from mnad.checkpoint import check_calibrated_weights, is_onnx_export, weights_digest
 from mnad.config import Config, check_count, check_same_model, checked_config
 from mnad.data.videos import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
@@ -83,6 +83,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     checked_config(config)  # a Config changed by hand as a config file, before the output is checked or footage read
     path = check_export_output(path, overwrite=overwrite)
     check_same_model(model, config)  # the sidecar's config must describe the graph (was: another memory size recorded)
+    check_calibrated_weights(model, config)  # its calibration, if any, must be of these weights (the sidecar records them)
     if calibration_clips is not None:
         check_count("--calibration-clips", calibration_clips)
     calibration = footage_videos(calibration, config.model.pixel_range)
@@ -124,6 +125,8 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
         "config": fp32.to_dict(),  # what the graph does (was the model's: eval.compile=true made the export unusable)
         "memory_items": items.tolist() if items is not None else None,
         "int8": record,
+        # of the model exported (as load_model reads it): a calibration must have been fitted on it (OnnxModel.weights_sha256)
+        "weights_sha256": weights_digest(model),
     }
     side["sha256"] = _sidecar_digest(side)
     atomic_write_many({path: graph, Path(f"{path}.json"): json.dumps(side).encode()})
@@ -173,6 +176,9 @@ class OnnxModel:
     items: torch.Tensor | None
     int8: dict | None = None  # how an int8 export was quantised and calibrated; None: fp32
     digest: str | None = None  # SHA-256 of the graph (its weights): what a saved stream state belongs to
+    # SHA-256 of the weights of the model it was exported from (checkpoint.weights_digest), which a calibration must have
+    # been fitted on, int8 or not; None in a sidecar written before it was recorded (not compared)
+    weights_sha256: str | None = None
 
     def to(self, device: str | torch.device) -> OnnxModel:
         """As a torch module's ``to``, for code that moves models (``evaluate``): ONNX Runtime scores on the CPU here."""
@@ -216,7 +222,12 @@ def load_onnx(path: str | Path, *, threads: int | Callable[[Config], int] = 0) -
     int8 = side.get("int8")  # absent in sidecars written before int8 exports: fp32
     if int8 is not None and not isinstance(int8, dict):
         raise CheckpointError(f"{side_path}: the int8 record is unusable")
+    weights = side.get("weights_sha256")  # absent in sidecars written before it was recorded
+    if weights is not None and not isinstance(weights, str):
+        raise CheckpointError(f"{side_path}: the weights' SHA-256 is unusable")
     if callable(threads):
         threads = threads(config)
     check_count("threads", threads, minimum=0)
-    return OnnxModel(OnnxStep(graph, path, threads=threads), config, items, int8, side["onnx_sha256"])
+    model = OnnxModel(OnnxStep(graph, path, threads=threads), config, items, int8, side["onnx_sha256"], weights)
+    check_calibrated_weights(model, config, str(side_path))
+    return model

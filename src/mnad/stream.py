@@ -282,6 +282,9 @@ class StreamScorer:
     'causal' (running min-max) or 'calibrated' (``calibration``'s fixed ranges). ``smoothing``: frames in the
     trailing mean. ``maps``: also return each frame's error map. ``model_digest``: what a saved state must be of (the
     weights' SHA-256); when not given, ``step_digest(step)``, however the scorer is built (``for_model`` or directly).
+    ``weights_sha256``: the SHA-256 of the trained weights the step scores with (``checkpoint.calibration_weights``),
+    which a calibration must have been fitted on (``Calibration.check_weights``); when not given, that of a
+    ``ScoringStep`` (``AotStep``) step, else unknown (not compared).
     """
 
     def __init__(
@@ -296,6 +299,7 @@ class StreamScorer:
         device: str = DEFAULT_DEVICE,
         maps: bool = False,
         model_digest: str | None = None,
+        weights_sha256: str | None = None,
     ) -> None:
         checked_config(config)  # built directly, as for_model/for_streams (which check before building the step)
         device = str(checked_device(device))
@@ -306,8 +310,11 @@ class StreamScorer:
         self.normalization = normalization or config.eval.normalization
         if smoothing is not None:
             check_count("smoothing", smoothing)
+        inner = step.module if isinstance(step, FrozenCompiled) else step
+        if weights_sha256 is None and isinstance(inner, ScoringStep | AotStep):  # another step's digest is of other weights
+            weights_sha256 = inner.digest
         calibration = scoring_calibration(config, self.normalization, Calibration.given(calibration), smoothing=smoothing,
-                                          raw_terms=True)
+                                          raw_terms=True, weights=weights_sha256)
         self.calibration = calibration
         self.alpha = mixing_weight(config)
         # no window given: the calibration's (the model's own was checked at its config's, which must equal it)
@@ -336,7 +343,7 @@ class StreamScorer:
                 raise ConfigError("eval.compile applies to PyTorch models, not to an ONNX model")
             # the graph computes with the model and scoring settings it was exported with, whatever the config says
             check_same_model(model, config)
-            return cls(model.step, config, model.items, model_digest=model.digest, **options)
+            return cls(model.step, config, model.items, model_digest=model.digest, weights_sha256=model.weights_sha256, **options)
         # the model as trained, as score_videos, detect and calibrate check it (was: another image size or clip length
         # scored, or failed at the first clip, with no memory a PSNR-only score)
         check_same_model(model, config)
