@@ -3,8 +3,11 @@
     python scripts/epoch_curve.py runs/ped2_pred_fast_seed1 --data-root ../shared/data \
         --out results/ped2_pred_fast_seed1/epoch_curve.json --bf16 --channels-last
 
-Writes one record per epoch (micro and macro AUC, the epoch's training loss) to a JSON file, rewritten after
-every epoch so that a stopped run keeps what it has and a rerun skips the epochs already done.
+Writes one record per epoch (micro and macro AUC, the epoch's training loss, the SHA-256 of the epoch file scored) to a
+JSON file, rewritten after every epoch so that a stopped run keeps what it has and a rerun skips the epochs already
+done. A rerun scores an epoch again when its file is not the one its record scored (a run trained again: the record's
+model_sha256 differs; a record written before that field existed is kept as it is), and fills in a loss that was
+null (the curve ran between the epoch's model file and its line in the training log) from the log.
 """
 
 from __future__ import annotations
@@ -15,10 +18,25 @@ import re
 from pathlib import Path
 
 from mnad.atomic import atomic_write
-from mnad.checkpoint import load_model
+from mnad.checkpoint import EPOCH_GLOB, load_model
 from mnad.evaluate import evaluate
 from mnad.outputs import read_train_log
+from mnad.report.provenance import file_sha256
 from mnad.train import LOG_FILE
+
+EPOCH_FILE = re.compile(r"epoch_(\d+)\.safetensors")
+
+
+def kept_epochs(run: Path) -> dict[int, Path]:
+    """The epoch models ``run`` kept, by epoch: ``epoch_NNN.safetensors`` only (an ``epoch_best.safetensors`` put
+    there by hand is not one)."""
+    return {int(m.group(1)): p for p in run.glob(EPOCH_GLOB) if (m := EPOCH_FILE.fullmatch(p.name))}
+
+
+def stale(record: dict, sha256: str) -> bool:
+    """Whether ``record`` scored another file than the one with ``sha256``: only a record that names its file can
+    say so (one without model_sha256 is kept: scoring an epoch again costs minutes)."""
+    return record.get("model_sha256") not in (None, sha256)
 
 
 def main() -> None:
@@ -36,7 +54,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    kept = {int(re.fullmatch(r"epoch_(\d+)\.safetensors", p.name).group(1)): p for p in args.run.glob("epoch_*.safetensors")}
+    kept = kept_epochs(args.run)
     if not kept:
         raise SystemExit(f"{args.run}: no epoch_NNN.safetensors; train with --set train.keep_epochs=true")
     wanted = sorted(int(e) for e in args.epochs.split(",")) if args.epochs else sorted(kept)
@@ -46,20 +64,41 @@ def main() -> None:
     log_path = args.run / LOG_FILE
     losses = {r["epoch"]: r.get("loss_total") for r in read_train_log(log_path)} if log_path.exists() else {}
 
-    records = json.loads(args.out.read_text())["epochs"] if args.out.exists() else []
-    done = {r["epoch"] for r in records}
-    for epoch in wanted:
-        if epoch in done:
-            continue
-        model, config = load_model(kept[epoch])
-        config.eval.bf16, config.eval.channels_last = args.bf16, args.channels_last
-        metrics = evaluate(model, config, args.data_root, progress=False)
-        records.append({"epoch": epoch, "micro_auc": metrics["micro_auc"], "macro_auc": metrics["macro_auc"], "loss_total": losses.get(epoch)})
+    previous = json.loads(args.out.read_text()) if args.out.exists() else None
+    records = previous["epochs"] if previous else []
+
+    def write(recipe: str | None) -> None:
         records.sort(key=lambda r: r["epoch"])
-        result = {"run": args.run.name, "recipe": config.name, "scoring": {"bf16": args.bf16, "channels_last": args.channels_last}, "epochs": records}
+        recipe = recipe if recipe is not None else previous["recipe"]
+        result = {"run": args.run.name, "recipe": recipe, "scoring": {"bf16": args.bf16, "channels_last": args.channels_last}, "epochs": records}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(args.out, json.dumps(result, indent=2).encode())
+
+    filled = False  # null losses the log now has, written with the next record or at the end
+    for record in records:
+        if record.get("loss_total") is None and losses.get(record["epoch"]) is not None:
+            record["loss_total"] = losses[record["epoch"]]
+            filled = True
+    recipe = None
+    for epoch in wanted:
+        sha256 = file_sha256(kept[epoch])
+        done = [r for r in records if r["epoch"] == epoch]
+        if done and not stale(done[0], sha256):
+            continue
+        if done:
+            print(f"epoch {epoch}: {kept[epoch].name} is not the file its record scored: scoring it again", flush=True)
+            records.remove(done[0])
+        model, config = load_model(kept[epoch])
+        recipe = config.name
+        config.eval.bf16, config.eval.channels_last = args.bf16, args.channels_last
+        metrics = evaluate(model, config, args.data_root, progress=False)
+        records.append({"epoch": epoch, "micro_auc": metrics["micro_auc"], "macro_auc": metrics["macro_auc"],
+                        "loss_total": losses.get(epoch), "model_sha256": sha256})
+        write(recipe)
+        filled = False
         print(f"epoch {epoch}: micro {100 * metrics['micro_auc']:.2f} macro {100 * metrics['macro_auc']:.2f}", flush=True)
+    if filled:
+        write(recipe)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ the kept epochs for the AUC-against-epochs curve, regenerate docs/results.md; an
     python scripts/long_runs.py pause --runs /work/runs      # before measuring speed; `continue` after
     python scripts/long_runs.py curve paper --runs /work/runs --data-root ../shared/data  # the curve so far
 
-`run` is idempotent: a job whose result exists is skipped, a stopped training run resumes from its last checkpoint
+`run` is idempotent: a job whose result exists (results/<result>/metrics.json) is skipped, with or without its run
+folder: nothing trains or evaluates it again (only a curve it left unfinished is scored, where the run folder keeps
+those epochs); a stopped training run resumes from its last checkpoint
 (one at each epoch's end and every train.checkpoint_minutes, 10, within one: a stop loses at most those minutes; a run
 stopped before its first checkpoint has none and starts again, with --overwrite), a curve skips the epochs it has.
 Run folders live outside the repo (--runs); each command is appended to <run>/commands.log before it runs (a restart
@@ -14,6 +16,10 @@ keeps it), and the result's commands.txt lists every command that made it. --run
 folder the script is started in. `status` reads the run folders only (epochs done, seconds an epoch, which process is
 training now and whether it is paused) and writes nothing. `pause` stops the processes training the jobs (SIGSTOP) so that a benchmark has the cores;
 `continue` lets them go on (SIGCONT).
+
+Ctrl-C or SIGTERM while a step runs reaches the step itself (it is in this process's group: `mnad train` finishes the
+epoch's files it is writing and says on its last line what is kept); this process waits for it, then ends with one
+line and status 130 (SIGINT) or 143 (SIGTERM), starting nothing more.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 from mnad.atomic import atomic_write
 from mnad.checkpoint import CONFIG_FILE, MODEL_FILE, TRAIN_STATE_FILE
@@ -46,6 +53,7 @@ BF16 = ("train.bf16=true", "train.channels_last=true")
 # by side (benchmarks/results/profile_train.json). A resume may change it: the paper run's first 6 epochs and 534 batches
 # of the 7th ran eagerly, the rest compiled (its commands.txt says which command ran what)
 PAPER = (*BF16, "train.compile=true")
+STOPS = (signal.SIGINT, signal.SIGTERM)  # a step handles these itself (execute)
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,16 @@ class StepFailed(Exception):
     """A step of a job exited with an error (its own message is above it on stderr)."""
 
 
+class StepStopped(Exception):
+    """Ctrl-C or SIGTERM arrived while a step ran: the step (in this process's group, so signalled too) has ended as it
+    ends on that signal; ``signum`` is the first signal that arrived."""
+
+    def __init__(self, command: list[str], signum: int, returncode: int | None) -> None:
+        ended = "before it started" if returncode is None else f"exited with status {returncode}"
+        super().__init__(f"stopped by {signal.Signals(signum).name}: {shlex.join(command)} {ended}")
+        self.signum = signum
+
+
 def machine() -> str:
     """The CPU in words, as /proc/cpuinfo names it, and its logical cores."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -116,7 +134,17 @@ def execute(command: list[str], run: Path) -> None:
     with (run / "commands.log").open("a") as log:
         log.write(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}\n{shlex.join(command)}\n")
     exe = [str(Path(sys.executable).with_name("mnad")), *command[1:]] if command[0] == "mnad" else [sys.executable, *command[1:]]
-    returncode = subprocess.run(exe, cwd=ROOT).returncode
+    # Ctrl-C and SIGTERM reach the step (same process group), which stops as it stops on them (mnad train completes
+    # the epoch's files): noted here, not acted on (subprocess.run's KeyboardInterrupt kills the step after 0.25 s)
+    arrived: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in STOPS}
+    try:
+        returncode = None if arrived else subprocess.Popen(exe, cwd=ROOT).wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if arrived:
+        raise StepStopped(command, arrived[0], returncode)
     if returncode:
         raise StepFailed(f"{shlex.join(command)} exited with status {returncode}")
 
@@ -127,6 +155,9 @@ def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, re
     repo root); ``results`` is relative to the repo root."""
     run, result = run_folder(Path(os.path.abspath(runs)), job), result_folder(job, results)
     data_root = os.path.abspath(data_root)
+    if (result / "metrics.json").exists():  # done: never trained again, nor its train_log.jsonl and commands.txt replaced
+        skip_done_job(name, job, run, result, data_root, threads, results)
+        return result
     if not (run / MODEL_FILE).exists():
         execute(train_command(job, run.parent, data_root, threads) + resume_flags(run), run)
     if not (result / "metrics.json").exists():  # a scores.csv without it is this job's unfinished evaluation: replaced
@@ -136,6 +167,26 @@ def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, re
         execute(curve_command(job, run, data_root, threads, job.curve, results), run)
     record_run(name, job, run, result)
     return result
+
+
+def scored_curve_epochs(result: Path) -> set[int]:
+    """The epochs ``<result>/epoch_curve.json`` has scored (none without one)."""
+    curve = result / "epoch_curve.json"
+    return {r["epoch"] for r in json.loads(curve.read_text())["epochs"]} if curve.exists() else set()
+
+
+def skip_done_job(name: str, job: Job, run: Path, result: Path, data_root: str, threads: int, results: str) -> None:
+    """A job whose result exists (its metrics.json): nothing is trained or evaluated again, whether or not its run
+    folder is here (a new machine has none), and one line says so. Only a curve the job left unfinished (a stop
+    after the evaluation) is scored, if the run folder keeps its epochs (the result is then recorded again)."""
+    unscored = [e for e in job.curve if e not in scored_curve_epochs(result)]
+    kept = [e for e in kept_curve_epochs(job, run) if e in unscored]
+    if kept:
+        execute(curve_command(job, run, data_root, threads, kept, results), run)
+        record_run(name, job, run, result)
+    left = [e for e in unscored if e not in kept]
+    print(f"{name}: skipped: its result {result} exists" + (f"; scored its curve epochs {kept}" if kept else "")
+          + (f"; curve epochs {left} not scored: {run} keeps no model of them" if left else ""), flush=True)
 
 
 def record_run(name: str, job: Job, run: Path, result: Path) -> None:
@@ -153,7 +204,7 @@ def record_run(name: str, job: Job, run: Path, result: Path) -> None:
 def curve_command(job: Job, run: Path, data_root: str, threads: int, epochs: tuple[int, ...] | list[int],
                   results: str = "results") -> list[str]:
     """``scripts/epoch_curve.py`` scoring ``epochs`` of ``run`` into ``<results>/<result>/epoch_curve.json`` (it skips
-    the epochs that file has)."""
+    the epochs that file has, unless a record names another epoch file than the run's: a run trained again)."""
     return ["python", "scripts/epoch_curve.py", str(run), "--data-root", data_root,
             "--out", f"{results}/{job.result}/epoch_curve.json", "--epochs", ",".join(map(str, epochs)),
             "--threads", str(threads)]
@@ -229,6 +280,13 @@ def job_status(name: str, job: Job, runs: Path, results: str | Path = "results")
     }
 
 
+def stopped(name: str, exc: StepStopped) -> NoReturn:
+    """End after a step stopped by Ctrl-C or SIGTERM: one line (the step's own last line, above it, says what it kept),
+    and the status a shell gives a process that signal ended (130, 143)."""
+    print(f"long_runs: {name}: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(128 + exc.signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,6 +312,8 @@ def main() -> None:
         for name in args.jobs:
             try:
                 run_job(name, JOBS[name], args.runs, args.data_root, args.threads)
+            except StepStopped as exc:
+                stopped(name, exc)
             except StepFailed as exc:
                 raise SystemExit(f"long_runs: error: {name}: {exc}") from None
             subprocess.run([sys.executable, "scripts/make_results_doc.py"], cwd=ROOT, check=True)
@@ -261,6 +321,8 @@ def main() -> None:
         for name in args.jobs:
             try:
                 epochs = curve_so_far(name, JOBS[name], args.runs, args.data_root, args.threads)
+            except StepStopped as exc:
+                stopped(name, exc)
             except StepFailed as exc:
                 raise SystemExit(f"long_runs: error: {name}: {exc}") from None
             print(f"{name}: scored epochs {epochs}" if epochs else f"{name}: no epoch of {list(JOBS[name].curve)} kept yet")

@@ -55,12 +55,17 @@ def test_a_job_runs_to_its_result_reruns_as_a_no_op_and_resumes_after_a_stop(syn
     log = runs / "tiny" / "commands.log"
     before = log.read_text().splitlines()
     script.run_job("tiny", job, Path("runs"), "data", 1, results=str(results))
-    assert log.read_text().splitlines()[len(before) + 1:] == [before[-1]]  # only the curve, which skips what it has
+    assert log.read_text().splitlines() == before  # its result exists: nothing runs
+    (result / "epoch_curve.json").unlink()  # a stop after the evaluation: only the curve is scored
+    script.run_job("tiny", job, Path("runs"), "data", 1, results=str(results))
+    assert log.read_text().splitlines()[len(before) + 1:] == [before[-1]]
+    assert [r["epoch"] for r in json.loads((result / "epoch_curve.json").read_text())["epochs"]] == [2]
+    before = log.read_text().splitlines()
 
     (runs / "tiny" / "model.safetensors").unlink()  # as a run stopped after its last checkpoint leaves it
     (result / "metrics.json").unlink()
     script.run_job("tiny", job, Path("runs"), "data", 1, results=str(results))
-    assert "--resume" in log.read_text().splitlines()[len(before) + 3]
+    assert "--resume" in log.read_text().splitlines()[len(before) + 1]
     assert (result / "metrics.json").exists()
     assert len((result / "train_log.jsonl").read_text().splitlines()) == 2  # the resume trained no epoch again
 
@@ -178,3 +183,82 @@ def test_status_reads_how_far_a_mid_epoch_checkpoint_is(tmp_path: Path) -> None:
     assert script.checkpoint_progress(run) is None
     (run / "last.safetensors").write_bytes((2**62).to_bytes(8, "little") + b"{}")  # a damaged length: nothing allocated
     assert script.checkpoint_progress(run) is None
+
+
+def test_a_job_whose_result_exists_is_skipped_without_its_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A new machine: results/<job> is committed, the run folder is gone. Nothing trains again (hours), and the
+    committed train_log.jsonl and commands.txt stay as they are; one line says the job was skipped."""
+    script = load_script(SCRIPT)
+    job = script.Job("synthetic_pred", "tiny", why="a test", overrides=TINY, curve=(2,))
+    result = tmp_path / "results" / "tiny"
+    result.mkdir(parents=True)
+    committed = {"metrics.json": "{}", "train_log.jsonl": '{"epoch": 1}\n', "commands.txt": "# a test\n",
+                 "epoch_curve.json": json.dumps({"epochs": [{"epoch": 2}]})}
+    for name, text in committed.items():
+        (result / name).write_text(text)
+    # no data either: a step that ran would fail
+    assert script.run_job("tiny", job, tmp_path / "runs", str(tmp_path / "no-data"), 1, results=str(tmp_path / "results")) == result
+    assert not (tmp_path / "runs").exists()
+    assert {p.name: p.read_text() for p in result.iterdir()} == committed
+    assert capsys.readouterr().out == f"tiny: skipped: its result {result} exists\n"
+
+    (result / "epoch_curve.json").unlink()  # a stop after the evaluation, on a machine without the run: said, not scored
+    script.run_job("tiny", job, tmp_path / "runs", str(tmp_path / "no-data"), 1, results=str(tmp_path / "results"))
+    assert capsys.readouterr().out == (f"tiny: skipped: its result {result} exists; curve epochs [2] not scored: "
+                                       f"{tmp_path / 'runs' / 'tiny'} keeps no model of them\n")
+    assert not (tmp_path / "runs").exists()
+
+
+STEP = """
+import pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+got = []
+for s in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, lambda signum, frame: got.append(signum))
+(out / "ready").write_text("")
+while not got:
+    time.sleep(0.05)
+time.sleep(1)  # the epoch's files being written (subprocess.run's KeyboardInterrupt kills a step after 0.25 s)
+(out / "finished").write_text(signal.Signals(got[0]).name)
+print("step: stopped (what it kept)", file=sys.stderr)
+sys.exit(128 + got[0])
+"""
+
+DRIVER = """
+import sys
+sys.path.insert(0, sys.argv[1] + "/tests")
+from conftest import load_script
+script = load_script("scripts/long_runs.py")
+runs, step = sys.argv[2], sys.argv[3]
+script.run_job = lambda name, job, *args, **kwargs: script.execute(["python", step, runs], script.Path(runs) / name)
+sys.argv = ["long_runs.py", "run", "paper", "--runs", runs, "--data-root", runs]
+script.main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_reaches_the_step_which_ends_as_it_chooses_then_one_line(tmp_path: Path, signum: int) -> None:
+    """Ctrl-C in a terminal (SIGINT) or a session's stop (SIGTERM) goes to the whole process group: the step gets it
+    and ends in its own time (mnad train completes the epoch's files and says what is kept); long_runs waits for it,
+    then ends with one line and the signal's status, no traceback, running no later step."""
+    (tmp_path / "step.py").write_text(STEP)
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(ROOT), str(tmp_path), str(tmp_path / "step.py")],
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)  # a group of its own
+    try:
+        for _ in range(1200):  # the step is up, its handlers set (no assertion on time: a bound on the wait)
+            if (tmp_path / "ready").exists() or driver.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert (tmp_path / "ready").exists(), driver.stderr.read() if driver.poll() is not None else "no step"
+        os.killpg(driver.pid, signum)  # as the terminal or a session stop sends it: to the group
+        stderr = driver.communicate(timeout=120)[1]
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert (tmp_path / "finished").read_text() == signal.Signals(signum).name  # the step was let finish
+    name = signal.Signals(signum).name
+    assert stderr.splitlines() == ["step: stopped (what it kept)",
+                                   f"long_runs: paper: stopped by {name}: python {tmp_path / 'step.py'} {tmp_path} "
+                                   f"exited with status {128 + signum}"]
+    assert driver.returncode == 128 + signum
