@@ -159,9 +159,34 @@ def run_files(folder: str | Path) -> list[str]:
     return found + sorted(p.name for p in folder.glob(EPOCH_GLOB))
 
 
+def output_names() -> tuple[str, ...]:
+    """The names, besides ``run_files``', of what mnad writes into a run folder: the rest of a training run (its log,
+    held-out footage record, TensorBoard folder, a replaced run kept aside) and what the commands that read a run
+    write beside it when their --out is the run folder (evaluate's scores and metrics, its report, the figures,
+    detect's outputs). Each is an earlier result that a new run must not silently delete or sit beside."""
+    # here: the lock (detect's too) needs none of them, and mnad.figures imports the model code
+    from mnad.figures import FIGURES_FILES
+    from mnad.outputs import DETECT_FILES, EVALUATION_FILES, FIGURES_DIR, TRAIN_LOG
+    from mnad.report.build import REPORT_FILES
+
+    names = (TRAIN_LOG, HOLDOUT_FILE, TENSORBOARD_DIR, EARLIER_RUN_DIR, *EVALUATION_FILES, *REPORT_FILES, FIGURES_DIR,
+             *FIGURES_FILES, *DETECT_FILES)
+    return tuple(dict.fromkeys(names))
+
+
+def folder_outputs(folder: str | Path) -> list[str]:
+    """Names of everything mnad wrote in ``folder`` (``run_files`` first, then ``output_names``), that is, whatever
+    a new run there would delete or contradict."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return run_files(folder) + [name for name in output_names() if os.path.lexists(folder / name)]
+
+
 def check_run_folder(folder: str | Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse a run folder that does not fit the request: ``resume`` needs a training checkpoint to continue from;
-    a new run (neither flag) needs a folder that holds no run; ``overwrite`` replaces the run there."""
+    a new run (neither flag) needs a folder that holds nothing mnad wrote (``folder_outputs``: a run, or an
+    evaluation of one); ``overwrite`` replaces it (kept aside until the new run has its model, ``set_aside_run``)."""
     folder = Path(folder)
     if resume and overwrite:
         raise ConfigError(f"{folder}: --resume and --overwrite exclude each other (continue the run there, or replace it)")
@@ -174,15 +199,23 @@ def check_run_folder(folder: str | Path, *, resume: bool, overwrite: bool) -> No
             raise CheckpointError(f"{folder}: no training checkpoint ({TRAIN_STATE_FILE}) to resume from; "
                                   "pass --overwrite instead of --resume to start the run again")
         return
-    found = run_files(folder)
+    found = folder_outputs(folder)
     if found and not overwrite:
+        run = run_files(folder)
+        others = found[len(run):]
+        if not run:  # a training log, an evaluation's scores...: a new run would delete or contradict them
+            raise DataError(f"{folder}: already holds the outputs of an earlier mnad run ({', '.join(others)}); "
+                            "pass --overwrite to replace them, or choose another --out")
+        beside = f" and what was written beside it ({', '.join(others)})" if others else ""
         # only a training checkpoint can be resumed: a run killed before its first epoch ended left none
-        how = ("pass --resume to continue it or --overwrite to replace it" if TRAIN_STATE_FILE in found
+        how = ("pass --resume to continue it or --overwrite to replace it" if TRAIN_STATE_FILE in run
                else f"it has no training checkpoint ({TRAIN_STATE_FILE}) to resume from: pass --overwrite to start it again")
-        raise DataError(f"{folder}: already holds a training run ({', '.join(found)}); {how}, or choose another --out")
+        raise DataError(f"{folder}: already holds a training run ({', '.join(run)}){beside}; {how}, or choose another --out")
 
 
 EARLIER_RUN_DIR = ".mnad-train-earlier"  # train --overwrite: the replaced run, kept until the new one has its model
+HOLDOUT_FILE = "holdout.json"  # the footage a run held out of training, for calibration (mnad.train)
+TENSORBOARD_DIR = "tensorboard"  # train.tensorboard = true
 
 
 def set_aside_run(folder: str | Path, also: tuple[str, ...] = ()) -> Path | None:
@@ -236,8 +269,11 @@ def _remove(path: Path) -> None:
 
 
 def _run_names(folder: Path, also: tuple[str, ...]) -> list[str]:
-    """The names of a run's outputs in ``folder``, the config last."""
-    return [MODEL_FILE, TRAIN_STATE_FILE, *sorted(p.name for p in folder.glob(EPOCH_GLOB)), *also, CONFIG_FILE]
+    """The names of a run's outputs in ``folder`` and of what was written beside it (``output_names``, but the
+    earlier run kept aside: that one is handled on its own), the config last."""
+    others = [n for n in (*also, *output_names()) if n != EARLIER_RUN_DIR]
+    return [MODEL_FILE, TRAIN_STATE_FILE, *sorted(p.name for p in folder.glob(EPOCH_GLOB)), *dict.fromkeys(others),
+            CONFIG_FILE]
 
 
 def clear_run(folder: str | Path, also: tuple[str, ...] = ()) -> list[Path]:

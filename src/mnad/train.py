@@ -46,7 +46,14 @@ from mnad.interrupts import held_interrupts
 from mnad.losses import Losses, mnad_loss
 from mnad.model import MNAD
 from mnad.outputs import TRAIN_LOG, output_path, read_train_log
-from mnad.run_folder import RunFolderLock, check_run_folder, discard_earlier_run, set_aside_run
+from mnad.run_folder import (
+    HOLDOUT_FILE,
+    TENSORBOARD_DIR,
+    RunFolderLock,
+    check_run_folder,
+    discard_earlier_run,
+    set_aside_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,6 @@ if TYPE_CHECKING:  # tensorboard is an optional package
 
 LOG_FILE = TRAIN_LOG
 LOSS_NAMES = [f.name for f in dataclasses.fields(Losses)]  # total, frame, compact, separate: the log's loss_* keys
-HOLDOUT_FILE = "holdout.json"
 # train settings that shape the optimisation: a resume keeps them, or the run would be neither the one asked for nor
 # the one it continues. The others choose where and how fast it runs and what is kept, and may change across resumes
 # (bf16 too: a bf16 run may go on in fp32 where bf16 is not native, as precision.training_precision does itself)
@@ -208,7 +214,7 @@ def tensorboard_writer(out_dir: Path) -> SummaryWriter:  # imported only when as
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         raise ConfigError("train.tensorboard = true needs the tensorboard package: pip install tensorboard") from exc
-    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+    return SummaryWriter(log_dir=str(out_dir / TENSORBOARD_DIR))
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -394,6 +400,33 @@ def restore_train_state(
     return extra["epoch"]
 
 
+def finished(extra: dict, cfg: Config, out_dir: Path) -> bool:
+    """Whether the run in ``out_dir``, whose training checkpoint's metadata is ``extra``, is finished: the checkpoint
+    is the end of its last epoch (not one part way into it) and the final model was written (a kill between the two
+    leaves a run that a resume finishes by writing it)."""
+    return extra.get("epoch") == cfg.train.epochs and "step" not in extra and (out_dir / MODEL_FILE).is_file()
+
+
+def check_compiler(cfg: TrainConfig, device: torch.device) -> None:
+    """Refuse ``train.compile`` on a CPU without a C++ compiler torch inductor can use (it compiles the graphs' CPU
+    kernels with one, at the first step: a traceback after the run's files were written), as a ConfigError saying
+    so. The compiler is looked for the way inductor looks for it (``CXX``, else g++); a torch without that lookup
+    is not checked here (``train_step`` still reports a failed compilation in one line)."""
+    if not cfg.compile or device.type != "cpu":
+        return
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:
+        return
+    try:
+        get_cpp_compiler()
+    except Exception as exc:  # noqa: BLE001 -- torch's InvalidCxxCompiler, or whatever its private lookup raises
+        detail = printable(str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+        raise ConfigError(f"train.compile = true needs a working C++ compiler for torch.compile on the CPU, and none "
+                          f"was found ({detail}): install g++ or clang++ (or set CXX to one), or set "
+                          "train.compile=false") from exc
+
+
 def forward_losses(model: MNAD, net: nn.Module, clip: torch.Tensor, cfg: TrainConfig) -> tuple[Losses, torch.Tensor]:
     """The step's forward half: predict the target frame of each clip and the loss of Eq. 8 against the memory
     before this batch's update. Returns the losses and the queries (B, K, C) that the update reads."""
@@ -434,7 +467,13 @@ def train_step(
     """
     net = model if net is None else net
     if cfg.compile:  # one memory layout in, one graph: the DataLoader's batches and a contiguous one differ in strides
-        losses, queries = compiled_forward_losses(clip.device.type)(model, net, clip.contiguous(), cfg)
+        try:
+            losses, queries = compiled_forward_losses(clip.device.type)(model, net, clip.contiguous(), cfg)
+        except torch._dynamo.exc.BackendCompilerFailed as exc:  # at the first step: no compiler, headers missing...
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"train.compile: torch.compile could not compile the training step ({printable(detail)}); "
+                              "set train.compile=false and train again (--resume where a checkpoint was written, "
+                              "else --overwrite)") from exc
     else:
         losses, queries = forward_losses(model, net, clip, cfg)
     optimizer.zero_grad(set_to_none=True)
@@ -508,6 +547,7 @@ def _train(
     check_epochs(cfg)
     ctx = distributed.setup(cfg.train.device)  # joins torchrun's process group, if any; one GPU per rank
     cfg = precision.training_precision(cfg, ctx.device)  # the run's config.json says what ran
+    check_compiler(cfg.train, ctx.device)  # before anything is written: it would fail only at the first step
     check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # every rank, before any data is decoded
     if ctx.is_main and out_dir.is_dir():
         lock.acquire()  # a second writer fails now; a new folder is locked when it is created
@@ -539,6 +579,15 @@ def _train(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.train.epochs, 1))
 
+    if state is not None and finished(state[2], cfg, out_dir):  # a finished run is left as it is: its model may
+        # since have been calibrated in place (mnad calibrate --out RUN/model.safetensors), which a rewrite would undo
+        restore_train_state(checkpoint_path, state[0], state[2], model, optimizer, scheduler)  # one that does not fit is still refused
+        if ctx.is_main:
+            log.info("%s: the run there is finished (%d epochs); --resume leaves it as it is", out_dir, cfg.train.epochs)
+            discard_earlier_run(out_dir)  # the run an --overwrite replaced, if a kill came between the model and this
+        distributed.barrier(ctx)
+        return out_dir / MODEL_FILE
+
     # from here on the folder is this run's
     kept.append((int(state[2].get("epoch", 0)), resumed_step(state[2])[0]) if state is not None else (0, 0))
     try:
@@ -548,7 +597,7 @@ def _train(
             check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # again, under the lock
             if overwrite:  # the old run's model never sits beside the new config, even if this run is killed; it is
                 # kept aside until this run has its model (discard_earlier_run below), so a failed retrain loses nothing
-                earlier = set_aside_run(out_dir, also=(LOG_FILE, HOLDOUT_FILE, "tensorboard"))
+                earlier = set_aside_run(out_dir)  # the run's files and what was written beside it (run_folder.output_names)
                 if earlier is not None:
                     log.warning("%s: the run there is kept in %s until this one has written its model", out_dir, earlier)
             remove_stale_temps(out_dir)  # left by a run killed while writing a checkpoint
@@ -563,9 +612,6 @@ def _train(
                 reconcile_log(out_dir / LOG_FILE, start_epoch, extra.get("record"))
                 if cfg.train.keep_epochs and start_epoch and "step" not in extra and not epoch_model(out_dir, start_epoch).exists():
                     save_model(epoch_model(out_dir, start_epoch), model, cfg, extra={"epochs": start_epoch})
-        elif not resume and ctx.is_main:
-            (out_dir / LOG_FILE).unlink(missing_ok=True)
-            (out_dir / HOLDOUT_FILE).unlink(missing_ok=True)  # a new run without held-out footage keeps none
         if ctx.is_main:
             atomic_write(out_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2).encode())
         if holdout and ctx.is_main:
@@ -613,7 +659,7 @@ def _train(
         record = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(time.perf_counter() - started, 2)}
         record.update({f"loss_{k}": v / max(batches, 1) for k, v in totals.items()})
         tensors, extra = training_state(model, optimizer, scheduler, epoch + 1, clips)
-        check_diverged(totals, tensors, epoch + 1, cfg.train)  # before anything of this epoch is written
+        check_diverged(totals, tensors, epoch + 1, cfg.train, kept=kept[-1])  # before anything of this epoch is written
         if ctx.is_main:  # every rank holds the same weights and items; one writes them
             # the checkpoint first, holding the epoch's log record: a resume restores the record if a kill -9 came
             # before the log line; a Ctrl-C or SIGTERM waits until the epoch's files are all written
@@ -648,18 +694,27 @@ def _train(
     return model_path
 
 
-def check_diverged(totals: dict[str, float], tensors: dict[str, torch.Tensor], epoch: int, cfg: TrainConfig) -> None:
+def check_diverged(totals: dict[str, float], tensors: dict[str, torch.Tensor], epoch: int, cfg: TrainConfig, *,
+                   kept: tuple[int, int] | None = None) -> None:
     """Stop a run whose loss, weights, BatchNorm statistics, memory items or optimiser state became NaN or infinite
     (it diverged: too high a learning rate, most often) at the end of the epoch it happened in, before anything of
-    that epoch is written, with one error saying so and what to change."""
+    that epoch is written, with one error saying so, what to change and what the run folder's checkpoint holds:
+    ``kept``, (epochs done, batches of the next) as train records it, a mid-epoch checkpoint's part way into
+    ``epoch``; without it, the end of the epoch before."""
     bad = [f"loss_{name} {value}" for name, value in totals.items() if not math.isfinite(value)]
     tensor = non_finite(tensors)
     if tensor is not None:
         bad.append(f"{tensor.removeprefix('model.')} holds NaN or Inf")
     if bad:
-        kept = f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "no checkpoint was written"
+        epochs, steps = kept if kept is not None else (epoch - 1, 0)
+        if steps:
+            said = f"the checkpoint part way into epoch {epochs + 1} (after {steps} of its batches) is kept"
+        elif epochs:
+            said = f"the checkpoint of epoch {epochs} is kept"
+        else:
+            said = "no checkpoint was written"
         raise ConfigError(f"training diverged in epoch {epoch} ({', '.join(bad)}); lower train.lr "
-                          f"(now {cfg.lr:g}) and train again (--overwrite); {kept}")
+                          f"(now {cfg.lr:g}) and train again (--overwrite); {said}")
 
 
 def append_log(path: Path, record: dict) -> None:
