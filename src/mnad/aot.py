@@ -13,7 +13,10 @@ without compiling.
 A package is native code, as torch's own compile cache is. mnad builds each one itself, keeps it in the user's cache
 folder (``MNAD_CACHE_DIR``, else ``$XDG_CACHE_HOME/mnad`` or ``~/.cache/mnad``) beside a record of its SHA-256, and
 checks the SHA-256 before loading it; a package that does not match is built again. It is never a checkpoint format:
-a package from someone else would run their code.
+a package from someone else would run their code. So the cache folder (and ``MNAD_CACHE_DIR`` itself, or
+``.../mnad``) must be the user's own and writable by no one else (mnad makes it with mode 0o700), and a package or record
+another user owns or could write is never loaded (``check_private``): in a shared cache, another local user could
+otherwise plant a package beside a matching record. Not checked where there are no user ids (``os.getuid``).
 
 Each new model, calibration, frame size or mnad version builds another package (tens of MB) and the old ones are never
 asked for again, so each build prunes the cache (``prune``): packages unused for KEEP_DAYS days, and all but the
@@ -31,6 +34,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -63,6 +67,42 @@ def cache_dir() -> Path:
         return Path(os.environ["MNAD_CACHE_DIR"]) / "aoti"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "mnad" / "aoti"
+
+
+def check_private(path: Path, what: str, fix: str) -> None:
+    """Refuse (``ConfigError``) a cache folder or file that is not the current user's or that group or others may
+    write: native code is loaded from it. ``what``: what it is, in words; ``fix``: what to do. No check without user
+    ids (Windows)."""
+    if not hasattr(os, "getuid"):
+        return
+    info = os.stat(path)  # a link's target: what would be read
+    if info.st_uid != os.getuid():
+        why = f"it is owned by user id {info.st_uid}, not by you ({os.getuid()})"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        why = f"group or other users may write it (mode {stat.filemode(info.st_mode)})"
+    else:
+        return
+    raise ConfigError(f"{path}: {what} that another local user could change, so the compiled scoring steps (native "
+                      f"code) in it are not used: {why}; {fix}")
+
+
+def private_cache() -> Path:
+    """``cache_dir()``, made (mode 0o700) where absent and checked, with the folder above it (``MNAD_CACHE_DIR``, or
+    ``.../mnad``), to be the user's own and writable by no one else (``check_private``)."""
+    folder = cache_dir()
+    try:
+        folder.parent.parent.mkdir(parents=True, exist_ok=True)
+        for path in (folder.parent, folder):
+            path.mkdir(mode=0o700, exist_ok=True)
+            check_private(path, "a compiled-step cache folder",
+                          f"make it your own and private (chmod 700 {path}), or set MNAD_CACHE_DIR to a folder only you "
+                          "may write, or score without --compile")
+        probe = tempfile.TemporaryFile(dir=folder)
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot keep compiled scoring steps there ({exc.strerror}); set MNAD_CACHE_DIR "
+                          "to a writable folder, or score without --compile") from exc
+    probe.close()
+    return folder
 
 
 def _cpu_flags() -> str:
@@ -115,14 +155,7 @@ class AotStep:
         return StepResult(*self.runners[shapes].run([inputs.contiguous(), target.contiguous(), items.contiguous()]))
 
     def _runner(self, shapes: tuple) -> torch._C._aoti.AOTIModelPackageLoader:
-        folder = cache_dir()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.TemporaryFile(dir=folder)
-        except OSError as exc:
-            raise ConfigError(f"{folder}: cannot keep compiled scoring steps there ({exc.strerror}); set MNAD_CACHE_DIR "
-                              "to a writable folder, or score without --compile") from exc
-        probe.close()
+        folder = private_cache()
         key = self.key(shapes)
         package, record = folder / f"{key}.pt2", folder / f"{key}.json"
         # One process at a time checks, builds and loads a key's package: a second one started meanwhile waits and
@@ -160,9 +193,11 @@ class AotStep:
             with built.open("rb") as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
                 os.fsync(f.fileno())
+            os.chmod(built, 0o600)  # the user's alone (check_private), however loose the umask
             os.replace(built, package)  # the package first: a kill before its record leaves one that is built again
             fsync_dir(package.parent)  # and durably first: a power cut must not keep the record of a package it lost
         atomic_write(record, json.dumps({"format": PACKAGE_FORMAT, "sha256": digest, "torch": torch.__version__}).encode())
+        os.chmod(record, 0o600)  # an existing record keeps its mode through atomic_write: one found loose is made private
 
 
 def prune(folder: Path, *, keep: str = "", now: float | None = None) -> list[str]:
@@ -189,6 +224,9 @@ def prune(folder: Path, *, keep: str = "", now: float | None = None) -> list[str
         except OSError:  # in use (or no locks on this file system: leave it)
             os.close(fd)
             continue
+        if not _same_file(fd, lock):  # removed by another prune since it was opened: a builder may hold the new one
+            os.close(fd)
+            continue
         try:
             # a kill part way leaves a package or a record alone, which is built again if ever asked for
             for path in (folder / f"{key}.pt2", folder / f"{key}.json", lock):
@@ -208,27 +246,61 @@ def prune(folder: Path, *, keep: str = "", now: float | None = None) -> list[str
     return deleted
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open ``fd`` is the file now at ``path`` (not one since removed or replaced)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+LOCK_ATTEMPTS = 100  # times a lock file removed under a waiter is opened again (each removal is a prune of its key)
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock (``flock``, released when the process ends or dies) on ``path``, waiting for it."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise ConfigError(f"{path.parent}: cannot keep compiled scoring steps there ({exc.strerror}); set MNAD_CACHE_DIR "
-                          "to a writable folder, or score without --compile") from exc
-    try:
+    """Hold an exclusive lock (``flock``, released when the process ends or dies) on ``path``, waiting for it.
+
+    ``prune`` removes a stale key's lock file while it holds it: a process that opened that file before and was
+    waiting would then hold a lock on a file no longer in the folder while a newcomer locks the new one (both building
+    the key). So the lock is held only on the file now at ``path``, checked after locking, opened again otherwise
+    (the rule of the run folder's lock, reliability row 276)."""
+    for _ in range(LOCK_ATTEMPTS):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise ConfigError(f"{path.parent}: cannot keep compiled scoring steps there ({exc.strerror}); set "
+                              "MNAD_CACHE_DIR to a writable folder, or score without --compile") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:  # a file system without locks (some NFS mounts): go on unlocked, as one process would
             log.info("%s: cannot lock (%s): compiled steps built by two processes at once may be built twice", path,
                      exc.strerror or exc)
+            break
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # removed (pruned) while this process waited: lock the file there now
+    else:
+        raise ConfigError(f"{path}: cannot lock the compiled step's lock file (it kept being removed)")
+    try:
         yield
     finally:
         os.close(fd)  # releases the lock
 
 
 def _matches(package: Path, record: Path) -> bool:
-    """Whether a cached package is there and is the one its record describes (else it is built again)."""
+    """Whether a cached package is there and is the one its record describes (else it is built again). A package or
+    record another user owns or that group or others may write (``check_private``) is never read: built again, with
+    a warning (the build replaces both with files of this user's, mode 0o600)."""
+    for path in (record, package):
+        try:
+            check_private(path, "a compiled-step cache file", "compiling it again")
+        except OSError:  # not there (or not readable): built
+            return False
+        except ConfigError as exc:
+            log.warning("%s", exc)
+            return False
     try:
         kept = json.loads(record.read_text())
         with package.open("rb") as f:  # in chunks: one buffer of the package's size would stay in the heap's high-water mark

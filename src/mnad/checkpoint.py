@@ -247,12 +247,24 @@ def shipped_model_path(name: str) -> Path:
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A shipped model name, a model file, or a run folder (its final model, else its last training checkpoint)."""
+    """A shipped model name, a model file, or a run folder (its final model, else its last training checkpoint).
+
+    Every reader of a model (load_model, detect.load_detector, calibrate, the report's and evaluation's provenance,
+    train.training_record) resolves it here. A shipped name is the exact text (``ped2-pred``); ``./ped2-pred`` or any
+    text with a separator is a path. A name that is also an existing path here is refused as ambiguous."""
     if not isinstance(name_or_path, str | os.PathLike):
         raise ConfigError(f"a model is named by a shipped name ({', '.join(PRETRAINED)}), a file or a run folder, "
                           f"got {name_or_path!r}")
     if str(name_or_path) in PRETRAINED:
-        return shipped_model_path(str(name_or_path))
+        # a bare name (no separator): the shipped model, unless a file or folder of that name is here too; then which
+        # one is meant is not guessed (was: the shipped model, silently, in place of the user's own)
+        name = str(name_or_path)
+        if os.path.lexists(name):
+            kind = "folder" if os.path.isdir(name) else "file"
+            raise ConfigError(f"{name!r} is both a shipped model's name and a {kind} in the current folder "
+                              f"({Path(name).absolute()}): ambiguous; write ./{name} (or its full path) for the local "
+                              f"{kind}, or rename or move it (or run from another folder) to use the shipped model")
+        return shipped_model_path(name)
     path = Path(name_or_path)
     if path.is_dir():
         for name in (MODEL_FILE, TRAIN_STATE_FILE):
