@@ -112,6 +112,20 @@ def kill_when(code: str, args: list[str], ready: Callable[[], bool], *, timeout:
         process.communicate(timeout=60)
 
 
+def edited_state_metadata(metadata: dict[str, str], info: dict, *, older: bool = False) -> dict[str, str]:
+    """A saved stream state's safetensors ``metadata`` with its ``mnad_stream_state`` JSON replaced by ``info`` and its
+    metadata hash made again (a hand-made state whose fields ``_restore`` checks), or, ``older``, without format and
+    metadata hash (as an mnad before ``stream.STATE_FORMAT`` wrote it)."""
+    import json
+
+    from mnad.stream import state_metadata_digest
+
+    edited = {**metadata, "mnad_stream_state": json.dumps(info)}
+    if older:
+        return {k: v for k, v in edited.items() if k not in ("format", "meta_sha256")}
+    return {**edited, "meta_sha256": state_metadata_digest(edited)}
+
+
 def frames_folder(folder: Path, n: int, size: int = 32, corrupt_at: int | None = None) -> Path:
     """A frame folder of ``n`` random-noise PNG frames; ``corrupt_at``: that frame's file is damaged."""
     folder.mkdir(parents=True)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import edited_state_metadata, tiny_config
 
 from mnad import outputs
 from mnad.calibration import Calibration
@@ -213,7 +213,8 @@ def test_restore_refuses_a_damaged_state_with_one_error(change, said: str) -> No
 
 
 def test_load_state_checks_the_metadata_as_restore_does(tmp_path: Path) -> None:
-    """The hash covers the tensors only: damaged metadata is said, naming the file (was: KeyError, TypeError)."""
+    """Metadata edited by hand (its hash made again) is checked all the same: said, naming the file (was: KeyError,
+    TypeError)."""
     import json
 
     from safetensors import safe_open
@@ -231,6 +232,6 @@ def test_load_state_checks_the_metadata_as_restore_does(tmp_path: Path) -> None:
                        (lambda i: i.update(psnr_range=[1]), r"psnr_range must be")]:
         info = json.loads(meta["mnad_stream_state"])
         edit(info)
-        save_file(tensors, str(path), metadata={**meta, "mnad_stream_state": json.dumps(info)})
+        save_file(tensors, str(path), metadata=edited_state_metadata(meta, info))
         with pytest.raises(CheckpointError, match=r"state\.safetensors: the stream state's " + said):
             stream_scorer(normalization="causal", smoothing=5).load_state(path)

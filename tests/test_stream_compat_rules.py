@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import edited_state_metadata, tiny_config
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -83,7 +83,7 @@ def saved_state(tmp_path: Path, scorer: StreamScorer, edit: dict, drop: tuple[st
     info["belongs_to"].update(edit)
     for key in drop:
         del info["belongs_to"][key]
-    save_file(tensors, str(path), metadata={**meta, "mnad_stream_state": json.dumps(info)})
+    save_file(tensors, str(path), metadata=edited_state_metadata(meta, info))
     return path
 
 

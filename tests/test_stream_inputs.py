@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import edited_state_metadata, tiny_config
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -129,6 +129,6 @@ def test_a_state_without_its_record_is_refused(tmp_path: Path) -> None:
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     info = json.loads(meta["mnad_stream_state"])
     del info["belongs_to"]
-    save_file(tensors, str(path), metadata={**meta, "mnad_stream_state": json.dumps(info)})
+    save_file(tensors, str(path), metadata=edited_state_metadata(meta, info))
     with pytest.raises(CheckpointError, match=r"state\.safetensors: .*does not record the model"):
         scorer_of(normalization="causal").load_state(path)

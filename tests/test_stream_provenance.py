@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import edited_state_metadata, tiny_config
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -71,7 +71,7 @@ def test_a_state_saved_before_every_model_setting_was_recorded_still_restores(tm
     info = json.loads(meta["mnad_stream_state"])
     for key in ("width", "update_max_over", "pixel_range"):
         del info["belongs_to"][key]
-    save_file(tensors, str(path), metadata={**meta, "mnad_stream_state": json.dumps(info)})
+    save_file(tensors, str(path), metadata=edited_state_metadata(meta, info, older=True))
     restored = scorer_of(pixel_range=[0, 4095])
     with caplog.at_level(logging.WARNING, logger="mnad.stream"):
         restored.load_state(path)
@@ -79,7 +79,7 @@ def test_a_state_saved_before_every_model_setting_was_recorded_still_restores(tm
     frame = np.full((32, 32, 3), 7, np.uint8)
     assert restored.push(frame) == saved.push(frame)  # continues exactly
     del info["belongs_to"]["calibration"]  # what is not a model setting is still required
-    save_file(tensors, str(path), metadata={**meta, "mnad_stream_state": json.dumps(info)})
+    save_file(tensors, str(path), metadata=edited_state_metadata(meta, info, older=True))
     with pytest.raises(CheckpointError, match=r"does not record calibration \(written by an older mnad\)"):
         scorer_of(pixel_range=[0, 4095]).load_state(path)
 
@@ -139,7 +139,7 @@ def test_a_state_of_a_calibrated_model_saved_before_the_new_calibration_fields_r
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
     info = json.loads(meta["mnad_stream_state"])
     info["belongs_to"]["calibration"] = OLD_DIGEST  # as the older mnad recorded it
-    save_file(tensors, str(path), metadata={**meta, "mnad_stream_state": json.dumps(info)})
+    save_file(tensors, str(path), metadata=edited_state_metadata(meta, info, older=True))
     restored = scorer(OLD_CALIBRATION)
     restored.load_state(path)
     frame = np.full((32, 32, 3), 7, np.uint8)

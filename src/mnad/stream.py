@@ -34,7 +34,7 @@ import torch
 from mnad.aot import AotStep
 from mnad.atomic import atomic_write
 from mnad.calibration import Calibration, scoring_calibration
-from mnad.checkpoint import tensor_digest, weights_digest
+from mnad.checkpoint import metadata_digest, tensor_digest, weights_digest
 from mnad.config import Config, ModelConfig, check_count, check_same_model, checked_config, mixing_weight
 from mnad.data import split_clip, to_tensor
 from mnad.errors import CheckpointError, ConfigError, DataError
@@ -272,6 +272,18 @@ def calibration_digest(calibration: Calibration) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+# a saved stream state's format: 2 adds meta_sha256, the SHA-256 of its metadata (state_metadata_digest); a state
+# without a format (written before it) is read as before, its tensors checked by their hash, its metadata by _restore
+STATE_FORMAT = "mnad-stream-2"
+
+
+def state_metadata_digest(metadata: dict) -> str:
+    """SHA-256 of a saved stream state's metadata (format, the ``mnad_stream_state`` JSON, the tensors' SHA-256), as
+    ``checkpoint.metadata_digest`` digests a checkpoint's: the JSON in the place of a checkpoint's extra."""
+    return metadata_digest({"format": metadata.get("format", ""), "extra": metadata.get("mnad_stream_state", ""),
+                            "sha256": metadata.get("sha256", "")})
+
+
 DEFAULT_DEVICE = "cpu"  # where a scorer scores unless told: its __init__ and for_model/for_streams's step
 
 
@@ -339,8 +351,13 @@ class StreamScorer:
 
         checked_config(config)  # before the step is built (a compiled one takes minutes)
         if isinstance(model, OnnxModel):
-            if config.eval.compile:
-                raise ConfigError("eval.compile applies to PyTorch models, not to an ONNX model")
+            # every scorer of an export is built here (evaluate, detect, for_streams): refused as evaluate's
+            # model.to refuses it (was: --device cuda failed at the first frame, CPU outputs met items on the GPU)
+            model.to(checked_device(options.get("device", DEFAULT_DEVICE)))  # a device this machine has first, as __init__
+            # the graph is fp32 (or int8) and runs as exported: bf16 and channels_last ran fp32 unsaid, as compile cannot
+            if unusable := [f"eval.{name}" for name in ("compile", "bf16", "channels_last") if getattr(config.eval, name)]:
+                raise ConfigError(f"{' and '.join(unusable)} appl{'ies' if len(unusable) == 1 else 'y'} to PyTorch models, "
+                                  "not to an ONNX model (ONNX Runtime scores the graph as it was exported, on the CPU)")
             # the graph computes with the model and scoring settings it was exported with, whatever the config says
             check_same_model(model, config)
             return cls(model.step, config, model.items, model_digest=model.digest, weights_sha256=model.weights_sha256, **options)
@@ -594,10 +611,14 @@ class StreamScorer:
             tensors["items"] = s.items.cpu().contiguous()
         meta = {"frames_seen": s.frames_seen, "psnr_range": s.psnr_range, "distance_range": s.distance_range, "recent": s.recent,
                 "belongs_to": self._belongs_to()}
-        atomic_write(Path(path), save(tensors, metadata={"mnad_stream_state": json.dumps(meta), "sha256": tensor_digest(tensors)}))
+        metadata = {"format": STATE_FORMAT, "mnad_stream_state": json.dumps(meta), "sha256": tensor_digest(tensors)}
+        metadata["meta_sha256"] = state_metadata_digest(metadata)  # the metadata too: ranges and scores edited are caught
+        atomic_write(Path(path), save(tensors, metadata=metadata))
 
     def load_state(self, path: str | Path) -> None:
-        """Restore a state written by ``save_state``, checked by its hash."""
+        """Restore a state written by ``save_state``, checked by its hashes: of its tensors and of its metadata (running
+        ranges, trailing scores, counts, what it belongs to). A state saved by an mnad before ``STATE_FORMAT`` (no format,
+        no metadata hash) is restored as before, its tensors' hash checked and its metadata by ``_restore`` (a warning)."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -610,10 +631,19 @@ class StreamScorer:
             raise CheckpointError(f"{path}: not a readable stream state ({exc})") from exc
         if meta.get("sha256") != tensor_digest(tensors):
             raise CheckpointError(f"{path}: the stream state's hash does not match its contents (damaged or edited)")
+        if "format" in meta or "meta_sha256" in meta:  # without either: written before STATE_FORMAT, read as before
+            if meta.get("format") != STATE_FORMAT:
+                raise CheckpointError(f"{path}: not a stream state this mnad reads (format {meta.get('format')!r}, expected "
+                                      f"{STATE_FORMAT!r}): start the stream afresh (delete the file)")
+            if meta.get("meta_sha256") != state_metadata_digest(meta):
+                raise CheckpointError(f"{path}: the stream state's hash does not match its metadata (damaged or edited)")
+        else:
+            log.warning("%s: the stream state was saved by an older mnad, whose hash covers its tensors only: its metadata "
+                        "is checked, not hashed; the next saved state hashes it", path)
         if not isinstance(info, dict):
             raise CheckpointError(f"{path}: not a readable stream state (its metadata is a JSON {type(info).__name__}, not an object)")
         window = [tensors[f"window.{i}"].numpy() for i in range(sum(k.startswith("window.") for k in tensors))]
-        # the metadata as written (the hash covers the tensors only): _restore checks every field
+        # the metadata as hashed (or as an older mnad wrote it): _restore checks every field all the same
         self._restore(StreamState(tensors.get("items"), window, info.get("frames_seen"), info.get("psnr_range"), info.get("distance_range"),
                                   info.get("recent"), info.get("belongs_to")), path)
 
