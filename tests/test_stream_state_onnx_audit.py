@@ -169,3 +169,12 @@ def test_detect_cli_refuses_bf16_and_channels_last_on_an_export(exported, tmp_pa
     assert len(errors) == 1 and "applies to PyTorch models, not to an ONNX model" in errors[0], errors
     assert not (out / "scores.csv").exists()
     assert main(["detect", str(exported[1]), "--checkpoint", str(exported[0]), "--out", str(tmp_path / "ok"), "--quiet"]) == 0
+
+
+def test_an_export_of_a_gpu_trained_model_scores_on_the_cpu_by_default(tmp_path: Path) -> None:
+    """The scoring commands take their device from the model's train.device: the export of a model trained with
+    --device cuda asked for the GPU its graph cannot run on (refused; on a GPU machine, the plain command failed)."""
+    torch.manual_seed(0)
+    config = tiny_config().override(["train.device=cuda"])
+    export_onnx(MNAD(config.model).eval(), config, tmp_path / "m.onnx")
+    assert load_onnx(tmp_path / "m.onnx").config.train.device == "cpu"

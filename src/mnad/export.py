@@ -97,8 +97,9 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     if int8:
         check_footage(calibration, config, clips)  # checked before the minutes of tracing and calibrating
     onnx_modules("an ONNX export", "onnx")
-    # the ONNX graph is fp32 and traced from the eager modules, whatever the scoring options
-    fp32 = config.override(["eval.bf16=false", "eval.channels_last=false", "eval.compile=false"])
+    # the ONNX graph is fp32 and traced from the eager modules, whatever the scoring options; it scores on the CPU
+    # (ONNX Runtime's CPU provider), so a model trained on a GPU does not make its export's commands ask for one
+    fp32 = config.override(["eval.bf16=false", "eval.channels_last=false", "eval.compile=false", "train.device=cpu"])
     # a copy: eval() and float() act in place, and the caller's model (in training, or bf16) is left as it was
     step = ScoringStep(copy.deepcopy(model).eval().float(), fp32).eval()
     buffer = io.BytesIO()
