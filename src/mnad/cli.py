@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score the test videos and compute frame-level AUC")
-    p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
+    p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name (./NAME for a local folder of that name)")
     p.add_argument("--data-root", required=True, help="folder holding <dataset>/testing")
     p.add_argument("--labels", help="label file (.npy, .csv, UCSD .m); found beside the dataset if not given")
     p.add_argument("--out", help="folder for scores.csv and metrics.json")
@@ -565,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("figures", help="the paper's memory figures: matching probabilities (Fig. 5) and t-SNE (Figs. 1, 6)")
-    p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
+    p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name (./NAME for a local folder of that name)")
     p.add_argument("--data-root", required=True, help="folder holding <dataset>/testing (else its training videos are used)")
     p.add_argument("--out", required=True, help="folder for matching.png, tsne.png, figures.json")
     p.add_argument("--overwrite", action="store_true", help="replace the figures already in --out (once the new ones are drawn)")
@@ -589,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("calibrate", help="fit score normalisation and alert threshold on normal footage (no labels)")
-    p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
+    p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name (./NAME for a local folder of that name)")
     p.add_argument("--data", nargs="*", help="normal footage: video files, frame folders or folders of them (default: the run's held-out part)")
     p.add_argument("--false-alarm-rate", type=float, default=from_calibrate("false_alarm_rate"),
                    help="fraction of normal frames allowed to alert (default %(default)s)")
@@ -650,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("export", help="export the scoring step (memory as explicit input/output) to ONNX")
-    p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name")
+    p.add_argument("--checkpoint", required=True, help="model file, run folder, or shipped model name (./NAME for a local folder of that name)")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", required=True, help="file to write (.onnx, and its sidecar .onnx.json)")
     p.add_argument("--overwrite", action="store_true", help="replace the export already at --out (once the new one is written)")
