@@ -218,7 +218,7 @@ def test_test_video_shorter_than_a_clip(root: Path, tmp_path: Path) -> None:
     for i in range(3, N_FRAMES):
         frame_path(root, "testing", "02", i).unlink()
     np.save(root / "synthetic" / "frame_labels_synthetic.npy", np.zeros(N_FRAMES + 3, np.int64))
-    error = evaluate_fails(root, tmp_path / "eval", DataError, "3 frames, too few for clips of 5")
+    error = evaluate_fails(root, tmp_path / "eval", DataError, r"3 frame\(s\), fewer than the 5 of one clip")
     assert str(root / "synthetic" / "testing" / "frames" / "02") in str(error)
 
 

@@ -25,7 +25,7 @@ from mnad.config import REGIONS, Config, EvalConfig, check_count, check_same_mod
 from mnad.data import Video
 from mnad.data.layouts import list_videos
 from mnad.data.spans import footage_span, span_intersection, span_text, spans_overlap
-from mnad.data.videos import FrameRange, check_pixel_ranges, open_video
+from mnad.data.videos import FrameRange, check_clip_lengths, check_pixel_ranges, open_video
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.evaluate import score_frames
 from mnad.model import MNAD
@@ -84,11 +84,8 @@ def calibrate(
     videos = footage_videos(videos, config.model.pixel_range)
     if not videos:
         raise DataError("no calibration footage given")
-    short = [v for v in videos if len(v) < config.model.t_length]
-    if short:  # no frame of it scored: nothing to fit, and its held-out check would be the mean of nothing (NaN)
-        more = f" (and {len(short) - 1} more)" if len(short) > 1 else ""
-        raise DataError(f"{short[0].path}: {len(short[0])} frame(s), fewer than the {config.model.t_length} of one clip, so "
-                        f"no frame of it is scored{more}; calibrate on videos of at least {config.model.t_length} frames")
+    # no frame of a shorter one scored: nothing to fit, and its held-out check would be the mean of nothing (NaN)
+    check_clip_lengths(videos, config.model.t_length, f"calibrate on videos of at least {config.model.t_length} frames")
     spans = [footage_span(v) for v in videos]
     twice = sorted({span_text(a) for i, a in enumerate(spans) for b in spans[:i] if spans_overlap(a, b)})
     if twice:

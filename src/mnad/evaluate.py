@@ -32,7 +32,7 @@ from mnad.data import Video, VideoFile, find_label_file, load_labels, split_vide
 from mnad.data.layouts import dataset_dir
 from mnad.data.spans import footage_span, parse_span, span_text, spans_overlap
 from mnad.data.streams import check_fps
-from mnad.data.videos import check_pixel_ranges
+from mnad.data.videos import check_clip_lengths, check_pixel_ranges
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, event_measures
 from mnad.model import MNAD
@@ -81,9 +81,11 @@ def score_frames(model: MNAD, config: Config, videos: list[Video], *, device: st
                  watch: FrameWatch | None = None) -> list[VideoScores]:
     """``score_videos`` of a ``config`` already checked: the one loop that scores footage video by video (``evaluate``
     checks the config once, up front; ``calibrate.footage_terms`` scores its footage with it, ``watch`` seeing each
-    frame). A video too short for one clip is refused (``DataError``)."""
+    frame). A video too short for one clip is refused (``DataError``), before any video is scored."""
     check_same_model(model, config)  # then config.model.pixel_range is the model's own
     check_pixel_ranges(videos, config.model.pixel_range)
+    t_length = config.model.t_length
+    check_clip_lengths(videos, t_length, f"score videos of at least {t_length} frames (model.t_length)")
     scorer = scorer or StreamScorer.for_model(model, config, normalization="video", device=device)
     size, channels = config.model.image_size, config.model.channels
     results = []
@@ -99,8 +101,6 @@ def score_frames(model: MNAD, config: Config, videos: list[Video], *, device: st
                     watch(video, i, frame, row)
                 if row is not None:
                     rows.append(row)
-            if not rows:
-                raise DataError(f"{video.path}: {len(video)} frames, too few for clips of {config.model.t_length}")
             scores = VideoScores(
                 name=video.name,
                 frames=np.array([r.index for r in rows]),
@@ -368,6 +368,9 @@ def evaluate(
         raise ConfigError("the stream protocol scores the test videos as one stream: run it in one process, not under torchrun")
     mine = scored_share(videos, ctx)  # decoded here, once each; the counts of the others' come from their ranks
     labels = load_labels(labels_path, videos)  # checked against the frame counts before any scoring
+    # every test video, not only this rank's, before any is scored (was: found when reached, hours of scoring in)
+    check_clip_lengths(videos, config.model.t_length, f"every test video needs at least {config.model.t_length} frames "
+                       "(model.t_length) to be scored: remove it from the test split, or lengthen it")
     if calibration is not None:
         check_held_out(calibration, videos, protocol)
     if out_dir is not None:

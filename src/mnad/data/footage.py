@@ -29,7 +29,9 @@ def natural_key(name: str) -> tuple:
 
 
 def frame_files(candidates: list[Path], where: str | Path) -> list[Path]:
-    """The image files among ``candidates``, in natural order; hidden files skipped, special files refused."""
+    """The image files among ``candidates``, in natural order; hidden files skipped, special files refused. A
+    sub-folder is not a frame, whatever its name (``012.jpg/``, as ``day1/``): left out, as docs/data.md says of
+    sub-folders of a frame folder (a frame number it leaves missing is the gap ``check_frame_numbers`` warns of)."""
     files = []
     for p in candidates:
         if p.name.startswith(".") or p.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -38,6 +40,8 @@ def frame_files(candidates: list[Path], where: str | Path) -> list[Path]:
             mode = p.stat().st_mode
         except OSError as exc:
             raise DataError(f"{p}: cannot read frame ({exc.strerror or exc})") from exc
+        if stat.S_ISDIR(mode):
+            continue
         if not stat.S_ISREG(mode):
             raise DataError(f"{p}: not a regular file (a FIFO, device or socket named like an image); remove it")
         files.append(p)

@@ -64,10 +64,19 @@ def check_order(path: Path, videos: list[Video]) -> None:
     names = [v.name for v in videos]
     numeric = sorted(names, key=natural_key)
     if names != numeric:
-        log.warning("%s: labels are matched to the test videos in sorted name order (%s, ...), which is not their "
-                    "numeric order (%s, ...): names without zero padding; if the labels were put together in numeric "
+        first = next(i for i, (a, b) in enumerate(zip(names, numeric, strict=True)) if a != b)  # same names: they differ somewhere
+        log.warning("%s: labels are matched to the test videos in sorted name order (%s), which is not their "
+                    "numeric order (%s): names without zero padding; if the labels were put together in numeric "
                     "order, rename the videos with zero padding (01, 02, ..., 10) or use a .csv of intervals by name",
-                    path, ", ".join(names[:4]), ", ".join(numeric[:4]))
+                    path, _names_around(names, first), _names_around(numeric, first))
+
+
+def _names_around(names: list[str], first: int, shown: int = 4) -> str:
+    """A few of ``names`` from one before position ``first`` (where two orders first differ), for a message:
+    '..., 09, 10, 100, 11, ...' (position ``first`` is where the reader should look)."""
+    start = max(0, first - 1)
+    part = ", ".join(names[start:start + shown])
+    return f"{'..., ' if start else ''}{part}{', ...' if start + shown < len(names) else ''}"
 
 
 def _read_npy(path: Path) -> np.ndarray:

@@ -135,15 +135,17 @@ def _render_video(out_dir: Path, rng: np.random.Generator, bg: np.ndarray, size:
     return labels
 
 
-def video_name(index: int) -> str:
-    """The folder name of a split's video ``index`` (0-based)."""
-    return f"{index + 1:02d}"
+def video_name(index: int, count: int = 0) -> str:
+    """The folder name of video ``index`` (0-based) of a split of ``count`` videos: 1-based, zero-padded to the
+    width of ``count`` (at least 2), so that sorted name order, in which labels are read, is creation order
+    (with 101 videos, 001 ... 101, not 01, 10, 100, 11)."""
+    return f"{index + 1:0{max(2, len(str(count)))}d}"
 
 
 def training_lengths(*, n_train: int = N_TRAIN, n_frames: int = N_FRAMES) -> dict[str, int]:
     """The training videos ``make_synthetic_dataset`` writes with these parameters, by name, and their frame counts:
     what training will find there, known before anything is written."""
-    return {video_name(i): n_frames for i in range(n_train)}
+    return {video_name(i, n_train): n_frames for i in range(n_train)}
 
 
 def make_synthetic_dataset(root: str | Path, *, name: str = "synthetic", n_train: int = N_TRAIN, n_test: int = N_TEST,
@@ -167,8 +169,8 @@ def make_synthetic_dataset(root: str | Path, *, name: str = "synthetic", n_train
             while not created.parent.exists() and created.parent != created:
                 created = created.parent
         for i in range(n_train):
-            _render_video(out / "training" / "frames" / video_name(i), rng, bg, size, n_frames, None)
-        labels = [_render_video(out / "testing" / "frames" / video_name(i), rng, bg, size, n_frames,
+            _render_video(out / "training" / "frames" / video_name(i, n_train), rng, bg, size, n_frames, None)
+        labels = [_render_video(out / "testing" / "frames" / video_name(i, n_test), rng, bg, size, n_frames,
                                 "bike" if i % 2 == 0 else "cart") for i in range(n_test)]
         np.save(out / f"frame_labels_{name}.npy", np.concatenate(labels)[None, :])
     except OSError as exc:

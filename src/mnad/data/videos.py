@@ -78,7 +78,11 @@ class FrameFolder(Video):
         return len(self.files)
 
     def image(self, index: int) -> np.ndarray:
-        """Frame ``index`` as decoded (any size and depth), checked to have the size of the video's first frame."""
+        """Frame ``index`` as decoded (any size and depth), checked to have the size of the video's first frame. An
+        index out of range (negative included: not counted from the end) is an IndexError saying so, as a video
+        file's."""
+        if not 0 <= index < len(self.files):
+            raise IndexError(f"{self.path}: frame {index} out of range (the folder has {len(self.files)} frames)")
         path = self.files[index]
         image = read_image(path)
         if self._shape is None:
@@ -309,6 +313,17 @@ def open_video(path: str | Path, pixel_range: Sequence[int] = ()) -> Video:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     raise DataError(f"{path}: neither a frame folder nor a video file ({'/'.join(sorted(VIDEO_EXTENSIONS))})")
+
+
+def check_clip_lengths(videos: Sequence[Video], t_length: int, advice: str) -> None:
+    """Refuse, before any is scored, videos shorter than one clip of ``t_length`` frames: no frame of them would be
+    scored (nothing to fit or to compute an AUC from), and found only when reached they would fail hours of scoring
+    in. One ``DataError`` naming the first, how many more, and ``advice`` (what to do)."""
+    short = [v for v in videos if len(v) < t_length]
+    if short:
+        more = f" (and {len(short) - 1} more)" if len(short) > 1 else ""
+        raise DataError(f"{short[0].path}: {len(short[0])} frame(s), fewer than the {t_length} of one clip, so no frame "
+                        f"of it is scored{more}; {advice}")
 
 
 def check_pixel_ranges(videos: Sequence[Video], pixel_range: object) -> None:

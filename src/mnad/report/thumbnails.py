@@ -124,24 +124,27 @@ def write_thumbnails(
     import cv2
 
     from mnad.atomic import atomic_write_many
-    from mnad.data import split_videos
+    from mnad.data import VideoFile, split_videos
     from mnad.scoring import abnormal_regions
 
     rows = read_scores(Path(eval_dir) / SCORES_FILE)
+    m = config.model
+    videos = {v.name: v for v in split_videos(data_root, config.dataset, "testing", m.pixel_range)}
+    top = pick_top_frames(rows, top_k, gap=max(5, m.t_length))
+    for vi in {vi for vi, _ in top}:  # a video file drawn from is counted by its one decode, then read from it
+        if isinstance(video := videos.get(rows[vi].name), VideoFile) and video.decode_as is None:
+            video.decode_as = (m.image_size, m.channels)
+    check_evaluated_videos(rows, videos, {vi for vi, _ in top}, m.t_length - 1 - m.target_index, data_root, eval_dir)
     out = Path(report_dir) / THUMBS_DIR
     out.mkdir(parents=True, exist_ok=True)
     old_index = out / THUMBS_INDEX
     earlier = _indexed_files(old_index)  # an earlier report's thumbnails: removed once this one's are written
-    videos = {v.name: v for v in split_videos(data_root, config.dataset, "testing", config.model.pixel_range)}
-    m = config.model
     entries = []
     files: dict[Path, bytes] = {}
     model = model.to(device)  # each clip is scored by a StreamScorer, on its own eval-mode copy
-    for rank, (vi, i) in enumerate(pick_top_frames(rows, top_k, gap=max(5, m.t_length)), start=1):
+    for rank, (vi, i) in enumerate(top, start=1):
         video_rows, frame_index = rows[vi], int(rows[vi].frames[i])
-        video = videos.get(video_rows.name)
-        if video is None:
-            raise DataError(f"{data_root}: test video {video_rows.name!r} of {eval_dir} not found; pass the data root that was evaluated")
+        video = videos[video_rows.name]
         first = frame_index - m.target_index  # the clip whose target is this frame
         frames = video.frames(first, m.t_length, m.image_size, m.channels)
         error = clip_error_map(model, config, frames, device)
@@ -161,6 +164,32 @@ def write_thumbnails(
     for name in earlier - {p.name for p in files}:
         (out / name).unlink(missing_ok=True)
     return entries
+
+
+def check_evaluated_videos(rows: list[VideoRows], videos: dict[str, Any], drawn: set[int], after: int,
+                           data_root: str | Path, eval_dir: str | Path) -> None:
+    """Before any thumbnail is drawn: ``data_root``'s test videos are the ones ``eval_dir`` scored. Every scored video
+    is there by name, and each of those a thumbnail is drawn from (``drawn``: indices into ``rows``) has the frames
+    its scores say: its last scored frame, then the ``after`` frames no clip centres on. Another data root (another
+    copy, videos cut or re-extracted) would otherwise draw other footage under these scores, or fail in the middle
+    with an IndexError. One ``DataError`` naming both folders. (Only the drawn videos are counted: a video file is
+    counted by a decode, which the thumbnails' reading then uses.)"""
+    def differs(what: str) -> DataError:
+        return DataError(f"{data_root}: {what}: this data root differs from the one {eval_dir} evaluated; pass the "
+                         "data root that was evaluated (the report draws the evaluated frames)")
+
+    missing = [r.name for r in rows if r.name not in videos]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise differs(f"test video {missing[0]!r}{more} scored by the evaluation is not there")
+    for vi in sorted(drawn):
+        video_rows = rows[vi]
+        if not len(video_rows.frames):
+            continue
+        expected = int(np.max(video_rows.frames)) + after + 1
+        found = len(videos[video_rows.name])
+        if found != expected:
+            raise differs(f"test video {video_rows.name!r} has {found} frames, the evaluated one {expected}")
 
 
 def remove_thumbnails(report_dir: str | Path) -> None:
