@@ -18,6 +18,11 @@ with it. Speed does not depend on the weights, so each candidate is timed with a
 
 The AUCs are read, not recomputed: each comes from a committed ``metrics.json`` (its scoring options are recorded
 beside it), so the table joins measured speed and measured accuracy of the same model shape.
+
+What it measures is speed only: a row's ``fast_enough`` (``real_time`` in runs before it was renamed) says that the
+median frame rate reached TARGET_FPS, nothing more; the AUCs beside it are offline (per-video min-max over the whole
+test video) and some scorings were chosen on Ped2 test results, so no row is a real-time (causal) detector by this
+measure. The file keeps its name (``realtime.py``, ``realtime.json``) for the references to it.
 """
 
 from __future__ import annotations
@@ -222,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
                         "frames_scored": sum(x["frames_scored"] for x in ok)})
         row["accuracy"] = accuracy(spec["results"])
         fps, micro = row.get("fps"), row["accuracy"]["micro_auc_mean"]
-        row["real_time"] = fps is not None and fps >= TARGET_FPS
+        row["fast_enough"] = fps is not None and fps >= TARGET_FPS  # frames/s only (was "real_time")
         # the numbers only: the AUC is offline (per-video min-max), so no row can be said to meet issue #3's target
-        row["numbers_reached"] = row["real_time"] and micro is not None and micro >= TARGET_MICRO_AUC
+        row["numbers_reached"] = row["fast_enough"] and micro is not None and micro >= TARGET_MICRO_AUC
         rows.append(row)
 
     result = result_head(SCHEMA, __file__, argv, quick=args.quick) | {

@@ -68,3 +68,48 @@ def test_the_paper_recipe_s_curve_says_what_differs_from_the_paper(doc: ModuleTy
     assert long_runs.JOBS["paper"].recipe == doc.PAPER_RECIPE
     assert "train.compile=true" in long_runs.JOBS["paper"].overrides  # the paragraph's point (2)
     assert "`train.compile`" in doc.PAPER_RECIPE_DIFFERENCES and "PyTorch 2.13" in doc.PAPER_RECIPE_DIFFERENCES
+
+
+def test_the_paper_figures_not_printed_in_the_paper_carry_a_mark_and_say_where_they_come_from(doc: ModuleType) -> None:
+    model = lambda task, memory, t: {"model": {"task": task, "memory": memory, "t_length": t}}  # noqa: E731
+    assert doc.paper_cell(model("pred", True, 5)) == "97.0" and doc.paper_cell(model("recon", True, 16)) == "91.0"
+    assert doc.paper_cell(model("pred", False, 5)) == "94.3†" and doc.paper_cell(model("recon", False, 1)) == "86.4‡"
+    table = doc.table1()  # no runs in tmp_path: every row "not run", the paper column and its footnote still shown
+    assert "| 94.3† |" in table and "| 86.4‡ |" in table and "| 97.0 |" in table
+    note = doc.paper_footnote()
+    assert note in table and "† 94.3" in note and "derived" in note and "‡ 86.4" in note and "from memory" in note
+    assert "docs/method.md 7.1" in note
+    assert note in doc.summary_table([])
+
+
+def test_the_pseudo_anomaly_length_is_what_mnad_pseudo_plays() -> None:
+    from types import SimpleNamespace
+
+    from mnad import pseudo
+    doc = load_script("scripts/make_results_doc.py")
+    region = pseudo.SpedUpRegion(SimpleNamespace(name="v", path=None, pixel_range=None), 0, (0.5, 0.5))
+    fast = int(region.labels(len(region)).sum())
+    said = doc.pseudo_anomaly_length()
+    assert f"too fast for {fast} frames, after {len(region) - fast} shown as they are" in said
+    assert (fast, len(region) - fast) == (19, 21)  # docs/method.md 9.2 and docs/detect.md state these counts
+    for path in ("docs/method.md", "docs/detect.md"):
+        assert "20 frames" not in (ROOT / path).read_text().split("too fast", 1)[1][:200], path
+
+
+def test_the_frame_counts_are_read_from_the_committed_metrics() -> None:
+    doc = load_script("scripts/make_results_doc.py")
+    said = doc.frame_counts()
+    pred = json.loads((ROOT / "results" / "ped2_pred_fast" / "metrics.json").read_text())["metrics"]
+    assert "the dataset's totals are 2,010 frames, 1,648 abnormal" in said
+    assert f"score {pred['frames_scored']:,} frames, {pred['abnormal_frames']:,} abnormal" in said
+
+
+def test_the_smoothed_recipe_says_its_scoring_was_picked_on_test_results() -> None:
+    section = load_script("scripts/make_results_doc.py").smoothed_recipe()
+    assert "PSNR only (alpha 1) was picked on Ped2's test results" in section and "not a label-free figure" in section
+
+
+def test_the_readme_stream_row_says_what_was_seen_before_calibrate_was_written(doc: ModuleType) -> None:
+    said = doc.calibrate_history("ped2_stream_8ep", 8)
+    assert "after this run's epoch-3 test columns had been seen" in said and "epochs 4 to 8" in said and "epoch 8" in said
+    assert "had been seen" in doc.calibrate_history("ped2_stream", 2)
