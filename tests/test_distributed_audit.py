@@ -155,16 +155,16 @@ def test_other_runtime_errors_stay_visible(job: Callable[[int], None], monkeypat
 
 
 @pytest.mark.parametrize("command", [
-    ["detect", "frames", "--checkpoint", "m.safetensors", "--out", "{tmp}/out"],
+    ["detect", "frames", "--checkpoint", "{model}", "--out", "{tmp}/out"],  # refused by detect(), once the model is loaded
     ["calibrate", "--checkpoint", "m.safetensors", "--out", "{tmp}/out/c.safetensors"],
     ["report", "{tmp}", "--out", "{tmp}/out"],
 ])
 def test_commands_that_do_not_split_are_refused_under_torchrun(job: Callable[[int], None], tmp_path: Path, command: list[str],
-                                                               capsys: pytest.CaptureFixture) -> None:
+                                                               capsys: pytest.CaptureFixture, model_file: Path) -> None:
     """Each rank ran the whole command into the same --out: `detect` on 2 ranks wrote its outputs twice at once and
     one rank failed with 'holds the outputs of an earlier run'."""
     job(0)
-    assert cli.main([part.replace("{tmp}", str(tmp_path)) for part in command]) == 2
+    assert cli.main([part.replace("{tmp}", str(tmp_path)).replace("{model}", str(model_file)) for part in command]) == 2
     err = capsys.readouterr().err
     assert _errors(err) == [f"mnad: error: mnad {command[0]} runs in one process: start it without torchrun (only train "
                             "and evaluate split their work over torchrun's processes)"]

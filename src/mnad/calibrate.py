@@ -28,11 +28,13 @@ from mnad.data.spans import footage_span, span_intersection, span_text, spans_ov
 from mnad.data.videos import FrameRange, check_clip_lengths, check_pixel_ranges, open_video
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.evaluate import score_frames
+from mnad.launch import single_process
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
 from mnad.scoring import anomaly_score, check_alpha, check_rate, frames_needed, score_terms, smooth
 from mnad.stream import FrameResult
+from mnad.threads import apply_threads
 from mnad.train import holdout_videos, training_record
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,9 @@ def calibrate(
     and scores them lower than unseen normal footage (thresholds then alert too often). A calibrated ``config`` is
     calibrated from the model's own settings (``uncalibrated``), not from its calibration's choice.
     """
+    single_process("mnad calibrate")
     checked_config(config)  # a Config changed by hand as a config file, before any footage is read
+    apply_threads(config)  # train.threads (--threads), as train() applies it
     config = uncalibrated(config)  # its old alpha, window and terms would otherwise fix every candidate's (an alpha of 1: no D)
     check_same_model(model, config)  # the footage is scored as the trained model is, and the model saved with this config
     false_alarm_rate = check_rate(false_alarm_rate)
@@ -158,6 +162,7 @@ def calibrate_checkpoint(
     given the model and its own config (a calibrated model's without its calibration) and returning the config to
     score with; ``keep_smoothing``: the trailing mean is that config's ``eval.smoothing``, not chosen. The model is
     saved with its own settings and the scoring chosen (``config_to_save``), not the run's other settings."""
+    single_process("mnad calibrate")  # each rank would score the footage and write the same out
     out = check_model_output(out, overwrite=overwrite)  # before the footage is scored, not after
     if isinstance(data, list | tuple) and not data:  # a shell glob that matched nothing: never the held-out part instead
         raise ConfigError("--data names no footage: give video files or frame folders, or leave --data out to calibrate on "

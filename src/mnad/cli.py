@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mnad.config import DEFAULT_HOLDOUT, Config, check_count, load_config, own_footage_config, recipe_names
+from mnad.config import DEFAULT_HOLDOUT, Config, load_config, own_footage_config, recipe_names
 from mnad.errors import ConfigError, MNADError, Terminated, printable
 from mnad.interrupts import raise_terminated_on_signals, restore_handlers
-from mnad.launch import multi_process_launch
+from mnad.launch import multi_process_launch, single_process
 
 # OpenMP threads that wait for each other sleep at once instead of spinning: where another busy process shares the
 # cores, a spinning thread burns the time slice its partner needs and scoring ran up to 9.4 times slower (issue #18;
@@ -112,9 +112,6 @@ def says_when_stopped(command: str) -> bool:
     return command != "train" or os.environ.get("RANK", "0") == "0"
 
 
-# The commands that split their work over the ranks of a torchrun job (docs/distributed.md); the others would run
-# whole on every rank, into the same --out, and are refused under torchrun.
-DISTRIBUTED_COMMANDS = ("train", "evaluate")
 # Commands on which --dataset does something: training reads <root>/<dataset>/training, evaluation its testing/.
 # (demo makes its own data; calibrate and detect read the footage they are given.)
 DATASET_COMMANDS = ("train", "evaluate")
@@ -213,12 +210,8 @@ def override_as_given(config: Config, pairs: list[tuple[str, str]]) -> Config:
 
 
 def apply_options(config: Config, args: argparse.Namespace) -> Config:
-    config = override_as_given(config, option_assignments(args))
-    if config.train.threads:
-        import torch
-
-        torch.set_num_threads(config.train.threads)
-    return config
+    # --threads (train.threads) is applied by the API entry the config goes to (mnad.threads.apply_threads)
+    return override_as_given(config, option_assignments(args))
 
 
 def choose_scoring_path(model: Any, config: Config, args: argparse.Namespace) -> Config:
@@ -295,8 +288,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     top_k = given(args, "top_k")
     if top_k and not args.report:
         raise ConfigError("--top-k applies to --report only (the thumbnails of the report)")
-    if top_k:  # create_report checks it too, but only after the scoring
-        check_count("--top-k", top_k["top_k"], minimum=0)
+    if top_k:  # create_report's own check, before the scoring (create_report runs after it)
+        from mnad.report.build import check_top_k
+
+        check_top_k(top_k["top_k"])
     out = args.out or args.report  # a report needs saved scores: without --out they go into the report folder
     # before the model is loaded and the scoring, which takes minutes to hours (the API checks again)
     if out:
@@ -395,6 +390,7 @@ def print_stream_metrics(stream: dict) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Generate the synthetic scene, train a small model on it and evaluate it: nothing to download."""
+    single_process("mnad demo")  # every rank would write the same scene and run
     import shutil
 
     from mnad.checkpoint import load_model
@@ -715,9 +711,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from mnad.outputs import output_path
 
-        if multi_process_launch() and args.command not in DISTRIBUTED_COMMANDS:  # each rank would do all the work, into one --out
-            raise ConfigError(f"mnad {args.command} runs in one process: start it without torchrun (only "
-                              f"{' and '.join(DISTRIBUTED_COMMANDS)} split their work over torchrun's processes)")
         for option in ("out", "report"):  # before any work (loading a model), as the API checks them again
             if getattr(args, option, None) is not None:
                 output_path(getattr(args, option), f"--{option}")

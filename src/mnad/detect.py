@@ -48,6 +48,7 @@ from mnad.data.streams import FrameSource, RawFrame, SourceOptions, camera_index
 from mnad.errors import ConfigError, DataError, Terminated, printable
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
+from mnad.launch import single_process
 from mnad.model import MNAD
 from mnad.outputs import (
     ROWS_SEGMENT_SECONDS,
@@ -69,6 +70,7 @@ from mnad.outputs import (
 from mnad.run_folder import locked_output
 from mnad.scoring import worst_patch_box
 from mnad.stream import FrameResult, StreamScorer, score_streams
+from mnad.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -499,7 +501,9 @@ def detect(
     The scores are normalised by the model's calibration, else by a running min-max; ``options.normalization`` may ask
     for either ('calibrated', 'causal': refused when the model has no calibration, or has one), never for 'video'
     (``DetectOptions``). ``config.eval.normalization`` is read only for a calibrated model (``calibration.scoring_calibration``)."""
+    single_process("mnad detect")  # each rank would score every source into the same out_dir
     checked_config(config)  # a Config changed by hand as a config file, before --out or any source is touched
+    apply_threads(config)  # train.threads (--threads), as train() applies it
     options = DetectOptions() if options is None else options
     if not isinstance(options, DetectOptions):
         raise ConfigError(f"options must be a mnad.detect.DetectOptions or None, got {type(options).__name__}")

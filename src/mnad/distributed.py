@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import os
 import socket
 import time
@@ -98,19 +99,15 @@ def _env_int(name: str, default: int) -> int:
 
 def launch_ranks(world_size: int, device: torch.device) -> tuple[int, int]:
     """(RANK, LOCAL_RANK) of this process from a multi-process launch's environment, checked before any group is
-    joined: each a whole number, RANK below WORLD_SIZE, MASTER_ADDR and MASTER_PORT set (a WORLD_SIZE left exported
-    in a shell is not a launch), and, on CUDA, a LOCAL_RANK this machine has a GPU for. Otherwise torch would wait
-    for ranks that never come (RANK >= WORLD_SIZE), or fail with a traceback."""
+    joined (``setup`` calls it only under ``multi_process_launch()``: MASTER_ADDR and MASTER_PORT set; a WORLD_SIZE
+    left exported in a shell is not a launch): each a whole number, RANK below WORLD_SIZE, and, on CUDA, a
+    LOCAL_RANK this machine has a GPU for. Otherwise torch would wait for ranks that never come (RANK >= WORLD_SIZE),
+    or fail with a traceback."""
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if not 0 <= rank < world_size:
         raise ConfigError(f"environment variable RANK={rank} must lie in [0, WORLD_SIZE={world_size})")
     if local_rank < 0:
         raise ConfigError(f"environment variable LOCAL_RANK={local_rank} must be >= 0")
-    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
-    if missing:
-        raise ConfigError(f"WORLD_SIZE={world_size} asks for a multi-process job, but {' and '.join(missing)} "
-                          f"{'is' if len(missing) == 1 else 'are'} not set: start it with torchrun (docs/distributed.md), "
-                          "or unset WORLD_SIZE for one process")
     if device.type == "cuda":
         check_local_gpu(local_rank)
     return rank, local_rank
@@ -185,8 +182,9 @@ def setup(device: str | torch.device = "cpu") -> Context:
     """Join the process group that torchrun's environment describes (once per process) and pick this rank's device.
 
     ``device`` is the configured one (``train.device``). Under a multi-process launch a CUDA device becomes
-    ``cuda:LOCAL_RANK``, one GPU per process; the backend is NCCL for CUDA and gloo otherwise. Without WORLD_SIZE > 1
-    in the environment (and no group already initialised) nothing is joined.
+    ``cuda:LOCAL_RANK``, one GPU per process; the backend is NCCL for CUDA and gloo otherwise. Without a multi-process
+    launch (``mnad.launch.multi_process_launch``: WORLD_SIZE > 1 with MASTER_ADDR and MASTER_PORT) and no group already
+    initialised, nothing is joined (a WORLD_SIZE > 1 alone is warned about).
     """
     device = checked_device(device)
     if dist.is_available() and dist.is_initialized():
@@ -197,6 +195,13 @@ def setup(device: str | torch.device = "cpu") -> Context:
         if world_size < 1:
             raise ConfigError(f"environment variable WORLD_SIZE={world_size} must be >= 1 (the number of processes)")
         if world_size == 1:
+            return Context(device=device)
+        if not multi_process_launch():  # the one rule (mnad.launch), which every command and API entry reads
+            missing = " and ".join(name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name))
+            logging.getLogger("mnad").warning(
+                f"WORLD_SIZE={world_size} is set but {missing} not: a WORLD_SIZE left exported in a shell is no "
+                "multi-process launch, so this runs in one process (start a job with torchrun, docs/distributed.md, "
+                "or unset WORLD_SIZE)")
             return Context(device=device)
         if not dist.is_available():
             raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")

@@ -39,6 +39,7 @@ from mnad.model import MNAD
 from mnad.outputs import check_evaluation_output, write_evaluation
 from mnad.scoring import anomaly_score, frames_needed, score_terms, smooth
 from mnad.stream import FrameResult, StreamScorer
+from mnad.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,7 @@ def evaluate(
     ``checkpoint`` it was loaded from, the run folder that trained it, which ``mnad report`` shows the training of.
     """
     checked_config(config)  # before --out is made or any footage read
+    apply_threads(config)  # train.threads (--threads), as train() applies it
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if out_dir is not None:  # before anything is read or scored, not at the write

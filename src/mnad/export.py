@@ -28,10 +28,12 @@ from mnad.checkpoint import check_calibrated_weights, is_onnx_export, weights_di
 from mnad.config import Config, check_count, check_same_model, checked_config
 from mnad.data.videos import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
+from mnad.launch import single_process
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.quantize import CALIBRATION_CLIPS, check_footage, quantize_graph
 from mnad.stream import ScoringStep, StepResult
+from mnad.threads import apply_threads
 
 SIDECAR_FORMAT = "mnad-onnx-2"  # 2: the step also outputs patch_distance
 INPUTS = ["inputs", "target", "items"]
@@ -81,6 +83,8 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     if not isinstance(int8, bool):  # a string such as "no" would be true
         raise ConfigError(f"int8 must be True or False, got {int8!r}")
     checked_config(config)  # a Config changed by hand as a config file, before the output is checked or footage read
+    single_process("mnad export")  # each rank would write the same file
+    apply_threads(config)  # train.threads (--threads), as train() applies it (the int8 calibration runs the model)
     path = check_export_output(path, overwrite=overwrite)
     check_same_model(model, config)  # the sidecar's config must describe the graph (was: another memory size recorded)
     check_calibrated_weights(model, config)  # its calibration, if any, must be of these weights (the sidecar records them)

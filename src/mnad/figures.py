@@ -27,12 +27,14 @@ from mnad.data.clips import spread_clips
 from mnad.data.layouts import dataset_dir, split_dir
 from mnad.data.videos import VideoFile, check_pixel_ranges
 from mnad.errors import ConfigError, DataError
+from mnad.launch import single_process
 from mnad.model import MNAD
 from mnad.model.memory import matching_probabilities as memory_matching
 from mnad.outputs import FIGURES_INDEX, check_replace_in
 from mnad.precision import checked_device
 from mnad.report.plots import figure as _figure
 from mnad.report.plots import png_bytes as _png
+from mnad.threads import apply_threads
 
 FIGURES_FILES = ("matching.png", "tsne.png", FIGURES_INDEX)  # what `mnad figures --out DIR` writes into DIR, together
 
@@ -179,8 +181,10 @@ def memory_figures(
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
+    single_process("mnad figures")  # each rank would draw the same figures into out_dir
     check_options(model, config, out_dir, frames=frames, clips=clips, max_queries=max_queries, seed=seed, device=device,
                   overwrite=overwrite)
+    apply_threads(config)  # train.threads (--threads), as train() applies it
     models = [model] + ([compare_model] if compare_model is not None else [])
     for mdl in models:
         if mdl.memory is None:

@@ -54,6 +54,7 @@ from mnad.run_folder import (
     discard_earlier_run,
     set_aside_run,
 )
+from mnad.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -554,8 +555,7 @@ def _train(
     distributed.barrier(ctx)  # every rank has seen the folder before rank 0 writes to it
     device = ctx.device
     local_batch = distributed.local_batch_size(cfg.train.batch_size, ctx)  # train.batch_size is the global batch
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    apply_threads(cfg)
     torch.manual_seed(cfg.train.seed)  # fixes the weight and memory initialisation
 
     footage = training_videos(cfg, data_root)

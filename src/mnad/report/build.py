@@ -10,6 +10,7 @@ from typing import Any
 
 from mnad.config import check_count
 from mnad.errors import DataError, os_reason
+from mnad.launch import single_process
 from mnad.outputs import (
     EVENTS_CSV,
     EVENTS_JSONL,
@@ -127,6 +128,12 @@ def build_report(
     return target
 
 
+def check_top_k(top_k: int) -> None:
+    """``top_k`` (--top-k), the thumbnails of a report: a whole number >= 0. create_report checks it; call it before an
+    evaluation too, as `mnad evaluate --report` does (create_report runs only after the scoring)."""
+    check_count("top_k (--top-k)", top_k, minimum=0)
+
+
 def create_report(
     model: Any,
     config: Any,
@@ -144,7 +151,8 @@ def create_report(
     """After an evaluation that wrote ``eval_dir``: thumbnails (of the ``top_k`` highest-scoring frames; 0: none),
     provenance and the page. Returns the page's path. An earlier report in ``report_dir`` is refused unless
     ``overwrite`` (``check_report_output``; call it before the evaluation too, as `mnad evaluate --report` does)."""
-    check_count("top_k (--top-k)", top_k, minimum=0)
+    single_process("mnad evaluate --report (create_report)", rank_zero=True)
+    check_top_k(top_k)
     report_dir = check_report_output(report_dir, overwrite=overwrite)
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -208,6 +216,7 @@ def rebuild_report(path: str | Path, *, out: str | Path | None = None, overwrite
     cannot make again (the thumbnails and provenance, which it could not, are left as they are). Into ``out``, another
     folder, a page already there is another report's: refused unless ``overwrite`` (``outputs.check_replace``),
     before the page is drawn."""
+    single_process("mnad report")
     report_dir, eval_dir = find_report_sources(path)
     if out is not None:
         out = check_output_folder(out)
