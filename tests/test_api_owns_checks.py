@@ -166,3 +166,15 @@ def test_top_k_is_checked_by_the_api_before_the_scoring(model_file: Path, synthe
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("mnad: error: top_k (--top-k)") and err.count("\n") == 1, err
     assert not (tmp_path / "report").exists()
+
+
+def test_a_rank_without_the_rendezvous_is_a_broken_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WORLD_SIZE and RANK set, MASTER_ADDR/MASTER_PORT not: a launch whose rendezvous is missing, not a WORLD_SIZE
+    left in a shell; run alone, each process would train everything into the same folder (row 101's refusal kept)."""
+    for name in ("LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ConfigError, match=r"WORLD_SIZE=2 and RANK=1 are set but MASTER_ADDR and MASTER_PORT not"):
+        distributed.setup("cpu")
+    assert not torch.distributed.is_initialized()

@@ -198,6 +198,11 @@ def setup(device: str | torch.device = "cpu") -> Context:
             return Context(device=device)
         if not multi_process_launch():  # the one rule (mnad.launch), which every command and API entry reads
             missing = " and ".join(name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name))
+            if os.environ.get("RANK", "").strip():  # a process told its rank is one of a job, whose launch is broken:
+                # alone, each would train or score everything into the same folder
+                raise ConfigError(f"environment variables WORLD_SIZE={world_size} and RANK={os.environ['RANK'].strip()} "
+                                  f"are set but {missing} not: a multi-process launch needs them (torchrun sets all "
+                                  "four, docs/distributed.md); set them, or unset WORLD_SIZE and RANK to run in one process")
             logging.getLogger("mnad").warning(
                 f"WORLD_SIZE={world_size} is set but {missing} not: a WORLD_SIZE left exported in a shell is no "
                 "multi-process launch, so this runs in one process (start a job with torchrun, docs/distributed.md, "
