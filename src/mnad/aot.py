@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mnad.atomic import atomic_write, fsync_dir
+from mnad.atomic import atomic_write, fsync_dir, same_file
 from mnad.checkpoint import load_model, save_model, weights_digest
 from mnad.config import Config
 from mnad.errors import ConfigError
@@ -224,7 +224,7 @@ def prune(folder: Path, *, keep: str = "", now: float | None = None) -> list[str
         except OSError:  # in use (or no locks on this file system: leave it)
             os.close(fd)
             continue
-        if not _same_file(fd, lock):  # removed by another prune since it was opened: a builder may hold the new one
+        if not same_file(fd, lock):  # removed by another prune since it was opened: a builder may hold the new one
             os.close(fd)
             continue
         try:
@@ -244,15 +244,6 @@ def prune(folder: Path, *, keep: str = "", now: float | None = None) -> list[str
         log.info("%s: deleted %d compiled scoring steps unused for %d days or beyond the %d most recent", folder,
                  len(deleted), KEEP_DAYS, KEEP_PACKAGES)
     return deleted
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """Whether the open ``fd`` is the file now at ``path`` (not one since removed or replaced)."""
-    try:
-        here, there = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 LOCK_ATTEMPTS = 100  # times a lock file removed under a waiter is opened again (each removal is a prune of its key)
@@ -278,7 +269,7 @@ def _locked(path: Path) -> Iterator[None]:
             log.info("%s: cannot lock (%s): compiled steps built by two processes at once may be built twice", path,
                      exc.strerror or exc)
             break
-        if _same_file(fd, path):
+        if same_file(fd, path):
             break
         os.close(fd)  # removed (pruned) while this process waited: lock the file there now
     else:

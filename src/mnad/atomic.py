@@ -134,3 +134,13 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def same_file(fd: int, path: Path) -> bool:
+    """Whether the open ``fd`` is the file now at ``path`` (not one since removed or replaced): a lock
+    file held only while it is still the one at its path (run folders' and the compiled-step cache's locks)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)

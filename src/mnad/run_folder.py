@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from mnad.atomic import TEMP_SUFFIX, fsync_dir
+from mnad.atomic import TEMP_SUFFIX, fsync_dir, same_file
 from mnad.checkpoint import CONFIG_FILE, EPOCH_GLOB, MODEL_FILE, TRAIN_STATE_FILE
 from mnad.errors import CheckpointError, ConfigError, DataError, os_reason
 
@@ -24,15 +24,6 @@ except ImportError:  # not POSIX (Windows): run folders are not locked
 
 LOCK_FILE = ".lock"  # held (flock) by the process writing a run folder
 LOCK_ATTEMPTS = 10  # times a lock file replaced under us is opened again (each replacement is another run's end)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    """Whether the open ``fd`` is the file now at ``path`` (not one since removed or replaced)."""
-    try:
-        here, there = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 class RunFolderLock:
@@ -68,7 +59,7 @@ class RunFolderLock:
                 raise DataError(f"{self.folder}: cannot lock the run folder ({exc.strerror or exc})") from exc
             # a holder that wrote nothing removes its lock file before it lets go (locked_output): a file opened
             # just before that and locked just after is no longer the folder's, and a second run would lock the new one
-            if _same_file(fd, path):
+            if same_file(fd, path):
                 self._fd = fd
                 return
             os.close(fd)
