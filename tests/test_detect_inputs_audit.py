@@ -340,7 +340,8 @@ class _SilentCamera(_V4L2Camera):
 
 
 @pytest.mark.parametrize("block_open", [False, True])
-def test_a_silent_camera_without_backend_timeouts_never_hangs(monkeypatch: pytest.MonkeyPatch, block_open: bool) -> None:
+def test_a_silent_camera_without_backend_timeouts_never_hangs(monkeypatch: pytest.MonkeyPatch, block_open: bool,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     """A camera opened without the backend's timeouts (row 331) was read with no timeout of mnad's: one that went
     silent in its driver blocked `mnad detect` for as long as the backend liked. It now counts as stalled after
     --read-timeout (or unopened after --open-timeout), reconnects, and ends in an error naming that timeout; each
@@ -355,11 +356,13 @@ def test_a_silent_camera_without_backend_timeouts_never_hangs(monkeypatch: pytes
     monkeypatch.setattr(cv2, "VideoCapture", _SilentCamera)
     source = FrameSource("0", SourceOptions(reconnects=1, retry_delay=0, open_timeout=0.2, read_timeout=0.3))
     frames, started = [], time.monotonic()
-    with pytest.raises(DataError) as caught:
+    with caplog.at_level("WARNING"), pytest.raises(DataError) as caught:
         for frame in source:
             frames.append(frame)
     assert time.monotonic() - started < 5  # two timeouts of < 1 s, not the driver's 10 s wait
     message = str(caught.value)
+    given_up = [r.getMessage() for r in caplog.records if "the call is given up on" in r.getMessage()]
+    assert len(given_up) == 2  # each stalled call said: one thread and handle each, left to the driver
     if block_open:
         assert not frames and "gave no frames" in message and "--open-timeout 0.2 s" in message
     else:

@@ -9,6 +9,7 @@ which releases it when the call returns. A live source never hangs, whatever its
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _RELEASE = object()  # the worker's last call: release the capture (once a blocked call has returned) and stop
 
@@ -29,7 +32,7 @@ class WatchedCapture:
         self.read_timeout = read_timeout
         self.stalled = False  # a call overran its timeout: the capture is the worker's alone from then on
         self._capture: cv2.VideoCapture | None = None
-        self._calls: queue.Queue[tuple[Any, queue.Queue]] = queue.Queue()
+        self._calls: queue.Queue[tuple[Any, queue.Queue | None]] = queue.Queue()
         opened: queue.Queue = queue.Queue(maxsize=1)
         # a daemon: a camera blocked in its driver never holds up the exit
         threading.Thread(target=self._serve, args=(open_capture, opened), name="mnad-camera", daemon=True).start()
@@ -56,6 +59,9 @@ class WatchedCapture:
         try:
             ok, result = answer.get(timeout=timeout)
         except queue.Empty:
+            # said each time: a driver that never returns keeps one thread and camera handle per stall
+            log.warning("the camera did not answer within %g s: the call is given up on, the capture left to its "
+                        "thread until the driver returns", timeout)
             self.stalled = True
             return None
         if not ok:
@@ -77,8 +83,5 @@ class WatchedCapture:
         # a property read is the driver's bookkeeping, not a wait for the camera; the worker is idle between calls
         return 0.0 if not self.isOpened() else self._capture.get(prop)
 
-    def getBackendName(self) -> str:  # noqa: N802
-        return self._capture.getBackendName() if self.isOpened() else ""
-
     def release(self) -> None:
-        self._calls.put((_RELEASE, queue.Queue()))
+        self._calls.put((_RELEASE, None))

@@ -161,17 +161,16 @@ def foreign_outputs(folder: Path) -> list[str]:
     ``annotated/`` anything but the video's files (``<12 digits>.mkv``); not the segments and shards a killed run was
     deleting (``remove_segment``). [] when there is nothing foreign: moving these folders aside moves nothing of a
     user's."""
-    def check(name: str, entry: re.Pattern[str], files: Callable[[Path], bool] | None, digits: int | None) -> list[str]:
+    def check(name: str, entry: re.Pattern[str], files: Callable[[Path], bool] | None, digits: int = 0) -> list[str]:
         """``files`` None: ``name`` holds plain files, deleted directly (never under a doomed name, so no ``digits``)."""
         parent = folder / name
         if not os.path.lexists(parent):
             return []
         if not parent.is_dir() or parent.is_symlink():
             return [name]
-        doomed = _doomed_segment(digits) if digits is not None else None
-        found: list[str] = []
+        doomed, found = _doomed_segment(digits), []
         for path in sorted(parent.iterdir()):
-            if files is None or doomed is None:
+            if files is None:
                 if not entry.fullmatch(path.name) or not path.is_file() or path.is_symlink():
                     found.append(f"{name}/{path.name}")
             elif not path.is_dir() or path.is_symlink() or not (entry.fullmatch(path.name) or doomed.fullmatch(path.name)):
@@ -188,7 +187,7 @@ def foreign_outputs(folder: Path) -> list[str]:
         return bool(MAP_FILE.fullmatch(path.name)) and path.is_file() and not path.is_symlink()
 
     return (check(ROWS_DIR, ROW_SEGMENT, row_file, FRAME_DIGITS) + check(MAPS_DIR, MAP_SHARD, map_file, SHARD_DIGITS)
-            + check(ANNOTATED_DIR, VIDEO_SEGMENT, None, None))
+            + check(ANNOTATED_DIR, VIDEO_SEGMENT, None))
 
 
 def doomed_name(path: Path) -> Path:
