@@ -55,7 +55,7 @@ def test_an_empty_output_path_is_refused(command: list[str], capsys: pytest.Capt
 def test_report_options_are_checked_before_scoring(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     evaluate = ["evaluate", "--checkpoint", MISSING, "--data-root", str(tmp_path)]
     refused([*evaluate, "--top-k", "4"], capsys, "--top-k applies to --report only")
-    refused([*evaluate, "--report", str(tmp_path / "r"), "--top-k", "-1"], capsys, "--top-k must be a whole number >= 0")
+    refused([*evaluate, "--report", str(tmp_path / "r"), "--top-k", "-1"], capsys, "top_k (--top-k) must be a whole number >= 0")
     (tmp_path / "file").write_text("")
     refused([*evaluate, "--report", str(tmp_path / "file" / "report")], capsys, f"{tmp_path / 'file' / 'report'}: cannot write there")
 
