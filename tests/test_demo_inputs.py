@@ -18,7 +18,7 @@ def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     code = main(["demo", "--quiet", *argv])
     captured = capsys.readouterr()
     assert code == 2
-    assert "synthetic scene written" not in captured.out
+    assert "synthetic scene" not in captured.out
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mnad: error:"), captured.err
     assert "Traceback" not in captured.err

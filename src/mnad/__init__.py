@@ -11,7 +11,7 @@ The Python API behind the ``mnad`` command::
     model, config = mnad.load_model(model_path)          # or a shipped name, or a run folder
     metrics = evaluate(model, config, data_root)         # micro / macro / per-video frame-level AUC
 
-The modules ``mnad.train``, ``mnad.evaluate``, ``mnad.calibrate`` and ``mnad.detect`` keep their names: their
+The modules ``mnad.train``, ``mnad.evaluate``, ``mnad.calibrate``, ``mnad.detect`` and ``mnad.demo`` keep their names: their
 functions are imported from them (``from mnad.calibrate import calibrate``), never bound on the package.
 """
 

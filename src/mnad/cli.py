@@ -10,14 +10,13 @@ import logging
 import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
 from mnad.config import DEFAULT_HOLDOUT, Config, load_config, own_footage_config, recipe_names
 from mnad.errors import ConfigError, MNADError, Terminated, printable
 from mnad.interrupts import raise_terminated_on_signals, restore_handlers
-from mnad.launch import multi_process_launch, single_process
+from mnad.launch import multi_process_launch
 
 # OpenMP threads that wait for each other sleep at once instead of spinning: where another busy process shares the
 # cores, a spinning thread burns the time slice its partner needs and scoring ran up to 9.4 times slower (issue #18;
@@ -389,49 +388,13 @@ def print_stream_metrics(stream: dict) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Generate the synthetic scene, train a small model on it and evaluate it: nothing to download."""
-    single_process("mnad demo")  # every rank would write the same scene and run
-    import shutil
+    """Generate the synthetic scene, train a small model on it and evaluate it: nothing to download (mnad.demo)."""
+    from mnad.demo import RECIPE, demo
 
-    from mnad.checkpoint import load_model
-    from mnad.data.synthetic import make_synthetic_dataset, training_lengths
-    from mnad.errors import DataError, os_reason
-    from mnad.evaluate import evaluate
-    from mnad.outputs import check_evaluation_output, check_output_folder
-    from mnad.run_folder import check_run_folder
-    from mnad.train import check_planned_training, train
-
-    # everything checked before anything is written: the options (--seed seeds the scene too), the folder, an
-    # earlier demo run there (its scene is not regenerated under it unless --overwrite replaces the run), and what
-    # training checks before it reads a frame (epochs, device, one batch of the scene's clips)
-    config = apply_options(load_config("synthetic_pred"), args)  # validated: a bad --seed is refused here
-    if args.out is not None:
-        check_output_folder(args.out)  # a file in its place, or an unwritable folder
-        check_run_folder(Path(args.out) / "run", resume=False, overwrite=args.overwrite)
-        # its evaluation goes into the run it makes (run/eval): one there is the earlier run's, which --overwrite replaces
-        check_evaluation_output(Path(args.out) / "run" / "eval", overwrite=args.overwrite)
-    check_planned_training(config, training_lengths(), Path(args.out) / "data" if args.out else "the demo's scene")
-    if args.out is None:
-        try:
-            out = Path(tempfile.mkdtemp(prefix="mnad-demo-"))
-        except OSError as exc:
-            raise DataError(f"{tempfile.gettempdir()}: cannot make the demo's folder there ({os_reason(exc)}); "
-                            "set TMPDIR or pass --out") from exc
-    else:
-        out = Path(args.out)
-    try:
-        root = make_synthetic_dataset(out / "data", size=64, seed=config.train.seed).parent
-    except DataError:
-        if args.out is None:  # the temporary folder made above; a --out folder the scene created is removed by it
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    print(f"synthetic scene written to {root / 'synthetic'}")
-    model_path = train(config, root, out / "run", overwrite=args.overwrite, progress=not args.quiet)
-    model, config = load_model(model_path)
-    metrics = evaluate(model, config, root, out_dir=out / "run" / "eval", overwrite=args.overwrite, progress=not args.quiet,
-                       checkpoint=model_path)
-    print_metrics(metrics)
-    print(f"run folder: {out / 'run'}")
+    result = demo(args.out, config=apply_options(load_config(RECIPE), args), overwrite=args.overwrite, progress=not args.quiet)
+    print_metrics(result.metrics)
+    print(f"synthetic scene: {result.data_root / 'synthetic'}")
+    print(f"run folder: {result.run_dir}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
