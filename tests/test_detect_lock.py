@@ -152,8 +152,6 @@ def test_a_lock_file_removed_between_open_and_lock_is_not_held(tmp_path: Path, m
     third would lock the new one beside it."""
     import fcntl
 
-    from mnad import run_folder
-
     folder = tmp_path / "o"
     folder.mkdir()
     real_flock, removed = fcntl.flock, []
@@ -164,10 +162,10 @@ def test_a_lock_file_removed_between_open_and_lock_is_not_held(tmp_path: Path, m
             (folder / LOCK_FILE).unlink()
         real_flock(fd, operation)
 
-    monkeypatch.setattr(run_folder.fcntl, "flock", flock_after_removal)
+    monkeypatch.setattr(fcntl, "flock", flock_after_removal)
     with RunFolderLock(folder) as lock:
         lock.acquire()
         assert lock.held and removed
-        monkeypatch.setattr(run_folder.fcntl, "flock", real_flock)
+        monkeypatch.setattr(fcntl, "flock", real_flock)
         with pytest.raises(DataError, match="another mnad process"):  # was: a third run locked the new file too
             RunFolderLock(folder).acquire()

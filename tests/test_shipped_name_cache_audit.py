@@ -154,7 +154,7 @@ def test_a_lock_file_pruned_between_open_and_lock_is_not_held(tmp_path: Path, mo
             lock.unlink()
         real_flock(fd, operation)
 
-    monkeypatch.setattr(mnad.aot.fcntl, "flock", flock_after_prune)
+    monkeypatch.setattr(fcntl, "flock", flock_after_prune)
     with _locked(lock):
         assert removed and lock.exists()
         newcomer = os.open(lock, os.O_RDWR)
@@ -180,7 +180,7 @@ def test_prune_never_deletes_a_key_locked_on_a_new_lock_file(tmp_path: Path, mon
             real_flock(builder[0], fcntl.LOCK_EX)
         real_flock(fd, operation)
 
-    monkeypatch.setattr(mnad.aot.fcntl, "flock", flock_after_another_prune)
+    monkeypatch.setattr(fcntl, "flock", flock_after_another_prune)
     try:
         assert prune(tmp_path, now=time.time()) == []  # was: ["k"], the package deleted under its builder
         assert package.exists() and record.exists() and lock.exists()

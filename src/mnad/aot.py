@@ -26,7 +26,6 @@ KEEP_PACKAGES most recently used, are deleted, each under its lock, skipped whil
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mnad.atomic import atomic_write, fsync_dir, same_file
+from mnad.atomic import LockError, LockOpenError, LockReplacedError, LockUnsupportedError, atomic_write, fsync_dir, lock_current
 from mnad.checkpoint import load_model, save_model, weights_digest
 from mnad.config import Config
 from mnad.errors import ConfigError
@@ -215,17 +214,11 @@ def prune(folder: Path, *, keep: str = "", now: float | None = None) -> list[str
     deleted = []
     for key in stale:
         lock = folder / f".{key}.lock"
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:
+        try:  # one attempt: a lock file removed by another prune since it was opened may be a builder's new one
+            fd = lock_current(lock, wait=False, attempts=1)
+        except LockError:  # cannot open, no locks on this file system, or replaced: leave it
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # in use (or no locks on this file system: leave it)
-            os.close(fd)
-            continue
-        if not same_file(fd, lock):  # removed by another prune since it was opened: a builder may hold the new one
-            os.close(fd)
+        if fd is None:  # in use
             continue
         try:
             # a kill part way leaves a package or a record alone, which is built again if ever asked for
@@ -257,27 +250,22 @@ def _locked(path: Path) -> Iterator[None]:
     waiting would then hold a lock on a file no longer in the folder while a newcomer locks the new one (both building
     the key). So the lock is held only on the file now at ``path``, checked after locking, opened again otherwise
     (the rule of the run folder's lock, reliability row 276)."""
-    for _ in range(LOCK_ATTEMPTS):
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise ConfigError(f"{path.parent}: cannot keep compiled scoring steps there ({exc.strerror}); set "
-                              "MNAD_CACHE_DIR to a writable folder, or score without --compile") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as exc:  # a file system without locks (some NFS mounts): go on unlocked, as one process would
-            log.info("%s: cannot lock (%s): compiled steps built by two processes at once may be built twice", path,
-                     exc.strerror or exc)
-            break
-        if same_file(fd, path):
-            break
-        os.close(fd)  # removed (pruned) while this process waited: lock the file there now
-    else:
-        raise ConfigError(f"{path}: cannot lock the compiled step's lock file (it kept being removed)")
+    fd = None
+    try:
+        fd = lock_current(path, wait=True, attempts=LOCK_ATTEMPTS)
+    except LockOpenError as exc:
+        raise ConfigError(f"{path.parent}: cannot keep compiled scoring steps there ({exc.reason}); set "
+                          "MNAD_CACHE_DIR to a writable folder, or score without --compile") from exc
+    except LockUnsupportedError as exc:  # a file system without locks (some NFS mounts): go on unlocked, as one process would
+        log.info("%s: cannot lock (%s): compiled steps built by two processes at once may be built twice", path,
+                 exc.reason)
+    except LockReplacedError as exc:
+        raise ConfigError(f"{path}: cannot lock the compiled step's lock file (it kept being removed)") from exc
     try:
         yield
     finally:
-        os.close(fd)  # releases the lock
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 def _matches(package: Path, record: Path) -> bool:

@@ -13,6 +13,11 @@ from pathlib import Path
 from mnad.errors import DataError, MNADError, os_reason
 from mnad.interrupts import held_interrupts
 
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no flock
+    fcntl = None  # type: ignore[assignment]
+
 TEMP_SUFFIX = ".tmp"  # atomic writes go to ``.<name>.<random>.tmp`` beside the target, then are renamed
 
 
@@ -144,3 +149,72 @@ def same_file(fd: int, path: Path) -> bool:
     except OSError:
         return False
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+CAN_LOCK = fcntl is not None  # flock exists here (POSIX); where it does not, callers go on unlocked
+_BUSY = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)  # flock(LOCK_NB): another process holds the lock
+
+
+class LockError(Exception):
+    """Why ``lock_current`` holds no lock; ``error`` is the OSError behind it (None where there is none)."""
+
+    without_error = ""  # the reason where there is no OSError
+
+    def __init__(self, path: Path, error: OSError | None = None) -> None:
+        self.path, self.error = path, error
+        super().__init__(f"{path}: {self.reason}")
+
+    @property
+    def reason(self) -> str:
+        """The OSError's words (its strerror), for a message."""
+        if self.error is None:
+            return self.without_error
+        return str(self.error.strerror or self.error)
+
+
+class LockOpenError(LockError):
+    """The lock file could not be opened (or created): no permission, a read-only or missing folder, ..."""
+
+
+class LockUnsupportedError(LockError):
+    """The lock file is open but ``flock`` refused it for another reason than another holder (ENOLCK: no locks on
+    this file system, as on some NFS mounts), or this platform has no flock (``error`` None)."""
+
+    without_error = "no file locks on this platform"
+
+
+class LockReplacedError(LockError):
+    """The file locked was no longer the one at its path each of ``attempts`` times (removed or replaced meanwhile)."""
+
+    without_error = "its lock file kept being replaced"
+
+
+def lock_current(path: Path, *, wait: bool, attempts: int) -> int | None:
+    """Open (creating it, mode 0o666 less the umask) the lock file at ``path`` and hold an exclusive ``flock`` on it;
+    returns the descriptor, whose closing releases the lock (as does the process's end). ``wait`` False: None at once
+    where another process holds it; True: wait for it.
+
+    A holder may remove its lock file before it lets go (a run folder that got nothing, a pruned compiled step): a
+    file opened just before that and locked just after is no longer the one at ``path``, where a newcomer would lock
+    the new one beside it. So the lock is kept only on the file now at ``path`` (``same_file``, checked after
+    locking), and that file opened again otherwise, up to ``attempts`` times in all.
+
+    Raises LockOpenError, LockUnsupportedError or LockReplacedError (each a LockError), each descriptor closed."""
+    if fcntl is None:
+        raise LockUnsupportedError(path)
+    for _ in range(attempts):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise LockOpenError(path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if not wait and exc.errno in _BUSY:
+                return None
+            raise LockUnsupportedError(path, exc) from exc
+        if same_file(fd, path):
+            return fd
+        os.close(fd)
+    raise LockReplacedError(path)

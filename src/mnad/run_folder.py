@@ -7,20 +7,22 @@ A detect run's --out is held with the same lock (``locked_output``); its files a
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from mnad.atomic import TEMP_SUFFIX, fsync_dir, same_file
+from mnad.atomic import (
+    CAN_LOCK,
+    TEMP_SUFFIX,
+    LockOpenError,
+    LockReplacedError,
+    LockUnsupportedError,
+    fsync_dir,
+    lock_current,
+)
 from mnad.checkpoint import CONFIG_FILE, EPOCH_GLOB, MODEL_FILE, TRAIN_STATE_FILE
 from mnad.errors import CheckpointError, ConfigError, DataError, os_reason
-
-try:
-    import fcntl
-except ImportError:  # not POSIX (Windows): run folders are not locked
-    fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = ".lock"  # held (flock) by the process writing a run folder
 LOCK_ATTEMPTS = 10  # times a lock file replaced under us is opened again (each replacement is another run's end)
@@ -42,28 +44,21 @@ class RunFolderLock:
         return self._fd is not None
 
     def acquire(self) -> None:
-        if self._fd is not None or fcntl is None:
+        if self._fd is not None or not CAN_LOCK:
             return
-        path = self.folder / LOCK_FILE
-        for _ in range(LOCK_ATTEMPTS):
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            except OSError as exc:
-                raise DataError(f"{self.folder}: cannot write to the output folder ({exc.strerror or exc})") from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise DataError(f"{self.folder}: another mnad process is writing this run folder") from exc
-                raise DataError(f"{self.folder}: cannot lock the run folder ({exc.strerror or exc})") from exc
-            # a holder that wrote nothing removes its lock file before it lets go (locked_output): a file opened
-            # just before that and locked just after is no longer the folder's, and a second run would lock the new one
-            if same_file(fd, path):
-                self._fd = fd
-                return
-            os.close(fd)
-        raise DataError(f"{self.folder}: cannot lock the run folder (its lock file kept being replaced)")
+        # a holder that wrote nothing removes its lock file before it lets go (locked_output): lock_current keeps
+        # the lock only on the file now at the path, or a second run would lock the new one
+        try:
+            fd = lock_current(self.folder / LOCK_FILE, wait=False, attempts=LOCK_ATTEMPTS)
+        except LockOpenError as exc:
+            raise DataError(f"{self.folder}: cannot write to the output folder ({exc.reason})") from exc
+        except LockUnsupportedError as exc:
+            raise DataError(f"{self.folder}: cannot lock the run folder ({exc.reason})") from exc
+        except LockReplacedError as exc:
+            raise DataError(f"{self.folder}: cannot lock the run folder (its lock file kept being replaced)") from exc
+        if fd is None:
+            raise DataError(f"{self.folder}: another mnad process is writing this run folder")
+        self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
