@@ -254,3 +254,14 @@ def test_query_stride_is_the_encoders() -> None:
 
     features, _ = Encoder(3, 8)(torch.zeros(1, 3, 48, 64))
     assert features.shape[-2:] == (48 // QUERY_STRIDE, 64 // QUERY_STRIDE)
+
+
+def test_an_fp64_model_runs_in_fp64() -> None:
+    """The queries were cast to fp32 whatever the model's dtype, so an fp64 model (a reference check of the memory
+    maths in double precision) failed in the read: fp32 queries against fp64 items."""
+    torch.manual_seed(0)
+    config = ModelConfig(width=4, image_size=32)
+    model = MNAD(config).double()
+    out = model(torch.rand(1, config.channels * config.input_frames, 32, 32, dtype=torch.float64))
+    assert out.queries.dtype == torch.float64 and out.frame.dtype == torch.float64
+    assert torch.allclose(out.queries.norm(dim=-1), torch.ones(1, 16, dtype=torch.float64))

@@ -22,7 +22,7 @@ from mnad.model.unet import Decoder, Encoder, fold_batchnorm
 @dataclass
 class MNADOutput:
     frame: torch.Tensor  # predicted (pred) or reconstructed (recon) frame, (B, C, H, W) in [-1, 1]
-    queries: torch.Tensor  # L2-normalised queries, (B, K, C) with K = (H/8) * (W/8), fp32
+    queries: torch.Tensor  # L2-normalised queries, (B, K, C) with K = (H/8) * (W/8), fp32 (fp64 in an fp64 model)
 
 
 def outside_autocast(device_type: str) -> contextlib.AbstractContextManager:
@@ -49,8 +49,9 @@ class MNAD(nn.Module):
         set for the whole batch, or (B, M, C), each sample its own (several streams scored in one batch)."""
         features, skips = self.encoder(frames)
         b, c, h, w = features.shape
-        # Queries are normalised per position in fp32 and read the memory in fp32, also under bf16 autocast.
-        query_map = F.normalize(features.float(), dim=1)
+        # Queries are normalised per position in fp32 (or wider: an fp64 model stays fp64) and read the memory so, also
+        # under bf16 autocast.
+        query_map = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=1)
         queries = query_map.permute(0, 2, 3, 1).reshape(b, h * w, c)
         if self.memory is not None:
             items = self.memory.items if items is None else items
