@@ -41,7 +41,7 @@ class ModelConfig:
     width: int = 64  # channels of the first U-Net stage; the query dimension is 8 * width (512 by default)
     memory: bool = True  # False gives the paper's "w/o Mem." baseline: decoder sees the query alone
     memory_size: int = 10
-    update_max_over: Literal["all", "assigned"] = "all"  # code: max over all queries; paper Eq. 5: assigned only
+    update_max_over: Literal["all", "assigned"] = "all"  # code: max over all queries; Eq. 5: U_m of the batch (method.md 2.4)
     # 16-bit frames (thermal, scientific cameras): [low, high] maps low..high linearly onto 0..255, clipped outside;
     # [] keeps their high byte (a 12-bit camera's frames nearly black: a warning says so). A model setting: it is what
     # the model sees, so training, evaluation, calibration and detection must read frames alike (docs/data.md)
