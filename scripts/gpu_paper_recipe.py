@@ -5,7 +5,9 @@ GPU machine with the working tree, e.g. the device tool's ``carry``):
 
     python scripts/gpu_paper_recipe.py pack --data ../shared/data/ped2          # -> gpu_pack/ped2_256/
 
-On the GPU machine (no internet): one command, everything within 10 minutes, the JSON in $OUT:
+On the GPU machine (no internet): one command, everything within 10 minutes, the JSON and one archive of the logs
+(logs.tar.gz: each seed's output, training log, config and metrics, the DDP logs) in $OUT, two files (the device tool
+brings at most 8 back):
 
     bash scripts/gpu_run.sh
 
@@ -35,6 +37,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,6 +51,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = "mnad-gpu-paper-recipe-1"
 RESULT_FILE = "gpu_paper_recipe.json"
+LOGS_FILE = "logs.tar.gz"  # every log, config and metrics file of the run: $OUT holds these two files alone (the device
+# tool brings at most 8 files back from $OUT; 15 loose ones would lose some, the JSON among them)
 TRANSFER_LIMIT = 64 * 2**20  # the working tree the GPU machine receives, pack included
 CODECS = (("VP90", ".webm"), ("VP80", ".webm"), ("mp4v", ".avi"))  # the first one this OpenCV writes
 MEAN_TOLERANCE = 1.0  # grey levels: a video's mean decoded here against the mean measured when it was packed
@@ -331,7 +336,7 @@ def ddp_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def ddp_check(config, root: Path, work: Path, out: Path, *, device: str, timeout: float) -> dict:
+def ddp_check(config, root: Path, work: Path, logs: Path, *, device: str, timeout: float) -> dict:
     """DDP with 2 ranks: NCCL on CUDA (on one GPU both ranks share it; NCCL refuses that, so then gloo on the GPU
     too), gloo on CPU. One short epoch (about 40 global batches) each; stops at the first backend that works."""
     import torch
@@ -350,7 +355,7 @@ def ddp_check(config, root: Path, work: Path, out: Path, *, device: str, timeout
                    "ddp", "--backend", backend, "--config", str(work / "ddp" / "config.json"), "--root", str(root),
                    "--run-dir", str(run_dir), "--result", str(result)]
         started = time.time()
-        log_path = out / f"ddp_{backend}.log"
+        log_path = logs / f"ddp_{backend}.log"
         with log_path.open("w") as log:
             try:
                 rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(3 if gpus else 1), timeout=timeout).returncode
@@ -405,11 +410,36 @@ def build_config(args: argparse.Namespace, unpacked: dict):
     return load_config(args.recipe).override(overrides + args.overrides)
 
 
+class Terminated(Exception):
+    """SIGTERM (``timeout`` in gpu_run.sh): the JSON and the logs are still written."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"stopped by signal {signum} (gpu_run.sh's time limit?)")
+
+
+def archive_logs(logs: Path, dest: Path) -> None:
+    """Every file under ``logs`` into the one archive ``dest`` (written atomically), by its path under ``logs``."""
+    import io
+    import tarfile
+
+    from mnad.atomic import atomic_write
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(p for p in logs.rglob("*") if p.is_file()):
+            tar.add(path, arcname=str(path.relative_to(logs)))
+    atomic_write(dest, buffer.getvalue())
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.time()
     deadline = started + args.budget_seconds
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    logs: Path | None = None
+    procs: list = []  # (seed, process, log file)
+    previous_handler = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() else None
     result: dict = {"schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"), "command": sys.argv,
                     "budget_seconds": args.budget_seconds, "recipe": args.recipe, "paper_micro_auc": PAPER_MICRO_AUC, "notes": []}
     try:
@@ -419,6 +449,9 @@ def run(args: argparse.Namespace) -> int:
             raise RuntimeError("--device cuda, but torch sees no GPU (a CPU-only torch build, or no driver)")
         work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mnad-gpu-"))
         shutil.rmtree(work / "probe", ignore_errors=True)  # the seeds' shared estimate: this run's only
+        logs = work / "logs"  # archived into out/LOGS_FILE at the end, whatever happens
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir(parents=True)
         unpacked = unpack(Path(args.pack), work / "data")
         result["unpack"] = unpacked
         print(f"gpu_paper_recipe: unpacked {unpacked['frames']} frames in {unpacked['seconds']} s", flush=True)
@@ -434,7 +467,7 @@ def run(args: argparse.Namespace) -> int:
         if args.ddp:
             def check_ddp() -> None:
                 try:
-                    ddp.update(ddp_check(config, root, work, out, device=args.device, timeout=max(60.0, min(240.0, deadline - time.time()))))
+                    ddp.update(ddp_check(config, root, work, logs, device=args.device, timeout=max(60.0, min(240.0, deadline - time.time()))))
                 except Exception as exc:
                     ddp.update(ok=False, error="".join(traceback.format_exception(exc)[-4:]))
 
@@ -442,13 +475,12 @@ def run(args: argparse.Namespace) -> int:
             ddp_thread.start()
 
         threads = max(1, (os.cpu_count() or 1) // (len(args.seeds) + 2)) if args.device.startswith("cuda") else 1  # CPU: all share the cores
-        procs = []
         for seed in args.seeds:
             command = [sys.executable, str(Path(__file__).resolve()), "seed", "--seed", str(seed), "--config", str(work / "config.json"),
                        "--root", str(root), "--run-dir", str(work / f"seed{seed}"), "--result", str(work / f"seed{seed}.json"),
                        "--deadline", str(deadline), "--eval-reserve", str(args.eval_reserve), "--probe-dir", str(work / "probe"),
                        "--n-seeds", str(len(args.seeds)), "--probe-steps", str(args.probe_steps), "--epochs", str(args.epochs or 0)]
-            log = (out / f"seed{seed}.log").open("w")
+            log = (logs / f"seed{seed}.log").open("w")
             procs.append((seed, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(threads)), log))
         seeds = []
         for seed, proc, log in procs:
@@ -460,11 +492,9 @@ def run(args: argparse.Namespace) -> int:
             log.close()
             path = work / f"seed{seed}.json"
             seeds.append(json.loads(path.read_text()) if path.is_file() else {"seed": seed, "error": f"no result (exit status {proc.returncode})"})
-            for name in ("train_log.jsonl", "config.json"):
-                if (work / f"seed{seed}" / "run" / name).is_file():
-                    shutil.copy(work / f"seed{seed}" / "run" / name, out / f"seed{seed}_{name}")
-            if (work / f"seed{seed}" / "eval" / "metrics.json").is_file():
-                shutil.copy(work / f"seed{seed}" / "eval" / "metrics.json", out / f"seed{seed}_metrics.json")
+            for name in ("run/train_log.jsonl", "run/config.json", "eval/metrics.json"):
+                if (work / f"seed{seed}" / name).is_file():
+                    shutil.copy(work / f"seed{seed}" / name, logs / f"seed{seed}_{Path(name).name}")
         result["seeds"] = seeds
         aucs = [s["micro_auc"] for s in seeds if s.get("micro_auc") is not None]
         macros = [s["macro_auc"] for s in seeds if s.get("macro_auc") is not None]
@@ -478,8 +508,24 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         result["error"] = "".join(traceback.format_exception(exc)[-6:])
         print(result["error"], file=sys.stderr)
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+        for _, proc, log in procs:  # stopped early (SIGTERM, an error): no seed outlives the run, its log is closed
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    if logs is not None:
+        try:
+            archive_logs(logs, out / LOGS_FILE)
+            result["logs"] = LOGS_FILE
+        except Exception as exc:  # the JSON is written all the same
+            result.setdefault("error", f"the logs could not be archived: {exc}")
     result["seconds"] = round(time.time() - started, 1)
-    (out / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    from mnad.atomic import atomic_write
+
+    atomic_write(out / RESULT_FILE, (json.dumps(result, indent=2) + "\n").encode())
     summary = result.get("summary", {})
     print(f"gpu_paper_recipe: micro AUC {summary.get('micro_auc_mean')} over {summary.get('seeds_scored')} seeds "
           f"(epochs {summary.get('epochs_done')}); DDP {'ok' if result.get('ddp', {}).get('ok') else 'FAILED or skipped'}; "

@@ -5,7 +5,8 @@
 #
 # Needs this working tree with gpu_pack/ped2_256 (made where the data is: `python scripts/gpu_paper_recipe.py pack
 # --data ../shared/data/ped2`) and a Python with torch, numpy, opencv, scikit-learn, safetensors and tqdm; mnad runs
-# from src/ (nothing to install). Writes $OUT/gpu_paper_recipe.json and the logs, killed after LIMIT seconds (570).
+# from src/ (nothing to install). Writes $OUT/gpu_paper_recipe.json and $OUT/logs.tar.gz (every log: 2 files, of the 8 the
+# device tool brings back), killed after LIMIT seconds (570; SIGTERM first: the JSON and the archive are still written).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_out}

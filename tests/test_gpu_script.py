@@ -5,6 +5,7 @@ score, and write the JSON."""
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -73,4 +74,8 @@ def test_tiny_run_trains_the_seeds_checks_ddp_and_writes_the_json(packed: Path, 
     (attempt,) = ddp["attempts"]
     assert attempt["world_size"] == 2 and attempt["all_reduce_ok"] and attempt["devices"] == ["cpu", "cpu"]
     assert len(attempt["log"]) == 1 and attempt["log"][0]["loss_total"] > 0
-    assert (out / "seed0_train_log.jsonl").is_file() and (out / "seed1_metrics.json").is_file()
+    # the device tool brings at most 8 files back from $OUT: the JSON and one archive of every log
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_paper_recipe.json", "logs.tar.gz"] and result["logs"] == "logs.tar.gz"
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"seed0.log", "seed1.log", "seed0_train_log.jsonl", "seed1_config.json", "seed1_metrics.json", "ddp_gloo.log"} <= names
