@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -44,9 +45,45 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+DIGEST_CACHE = "_mnad_weights_digest"  # the attribute where weights_digest keeps a model's digest with what it was of
+
+
 def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's weights and buffers (what a compiled package or a saved stream state belongs to)."""
+    """SHA-256 of a model's weights and buffers (what a compiled package, a saved stream state or a calibration
+    belongs to). Hashed once per state of the weights: a command asks for it several times (load_model's calibration
+    check, the entry point's, the scoring step's, metrics.json's provenance), so the digest is kept on the model with
+    what it was taken of (``_weights_state``: each tensor, its storage and its version counter) and taken again once
+    any of them changed, as training (an optimiser step, a training forward's BatchNorm count), ``load_state_dict`` or
+    a replaced parameter change them. Changes that bypass the version counter (in place through ``.data``, or through a
+    NumPy view) are not seen: change weights under ``torch.no_grad()`` instead."""
+    state = _weights_state(model)
+    cached = model.__dict__.get(DIGEST_CACHE)
+    if state is not None and cached is not None and _same_state(cached[0], state):
+        return cached[1]
+    digest = _hash_weights(model)
+    if state is not None:
+        model.__dict__[DIGEST_CACHE] = (state, digest)
+    return digest
+
+
+def _hash_weights(model: torch.nn.Module) -> str:
     return tensor_digest({k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
+def _weights_state(model: torch.nn.Module) -> tuple | None:
+    """What identifies the present state of ``model``'s tensors, cheaply: per tensor its name, a weak reference to
+    it, its storage and its version counter (bumped by every in-place change); None where a tensor keeps no version
+    counter (an inference-mode tensor): not cached."""
+    try:
+        return tuple((name, weakref.ref(t), t.data_ptr(), t._version, t.dtype, t.shape, t.device)
+                     for name, t in model.state_dict(keep_vars=True).items())
+    except RuntimeError:  # "Inference tensors do not track version counter"
+        return None
+
+
+def _same_state(kept: tuple, now: tuple) -> bool:
+    return len(kept) == len(now) and all(
+        a[0] == b[0] and a[1]() is b[1]() is not None and a[2:] == b[2:] for a, b in zip(kept, now, strict=True))
 
 
 def loaded_digest(state: dict[str, torch.Tensor]) -> str:
