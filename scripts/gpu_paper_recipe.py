@@ -24,9 +24,11 @@ The same end to end on a CPU in a minute, on any dataset in the standard layout 
 
 The pack: one video per clip folder, VP9 in WebM (OpenCV's FFmpeg), grayscale where a video's channels are equal
 (Ped2: grey pictures stored as RGB), plus the labels of the packed test videos and a manifest. Ped2's 4,560 frames at
-256x256 take 24 MiB, against 82 MiB as JPEG at quality 95 (too much: the working tree is 34 MiB of the 64 MiB a
-transfer takes); the decoded frames are within 46.7 dB PSNR (worst video) of the frames mnad reads from the original
-JPEGs, a root-mean-square error of 1.2 grey levels (the manifest records it per video). Unpacking checks each video's
+256x256 take 24 MiB, against 82 MiB as JPEG at quality 95 (too much: the working tree and the pack travel together in
+the 64 MiB a transfer takes). ``pack`` measures this working tree (git's tracked and untracked-not-ignored files) and
+refuses, exit status 1, a pack that does not fit beside it (an earlier pack is replaced only by one that fits). The
+decoded frames are within 46.7 dB PSNR (worst video) of the frames mnad reads from the original JPEGs, a
+root-mean-square error of 1.2 grey levels (the manifest records it per video). Unpacking checks each video's
 frame count and mean against the manifest, so a decoder that reads the videos differently fails before training.
 """
 
@@ -83,9 +85,39 @@ def read_video(path: Path, gray: bool) -> list:
     return frames
 
 
-def pack(data: Path, out: Path, size: int, videos: int | None = None) -> Path:
+def pack(data: Path, out: Path, size: int, videos: int | None = None, *, limit: int | None = None) -> Path:
     """Pack the training and test videos of the dataset folder ``data`` (standard layout), resized to ``size`` as
-    mnad resizes them, into ``out/<dataset>_<size>/``; the first ``videos`` of each split only, if given."""
+    mnad resizes them, into ``out/<dataset>_<size>/``; the first ``videos`` of each split only, if given.
+
+    The pack is made in a temporary folder beside it and replaces an earlier one only once complete; with ``limit``
+    (bytes), only if this working tree (``tree_bytes``) and the new pack fit in it together (else ``PackError``, the
+    earlier pack kept)."""
+    name = data.name
+    dest = out / f"{name}_{size}"
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out, prefix=f".{dest.name}."))
+    try:
+        _pack_into(data, work, size, videos)
+        if limit is not None:
+            tree = tree_bytes()
+            packed = json.loads((work / "manifest.json").read_text())["bytes"]
+            if tree is not None and tree + packed > limit:
+                raise PackError(f"this working tree ({tree / 2**20:.1f} MiB) and the pack ({packed / 2**20:.1f} MiB) come to "
+                                f"{(tree + packed) / 2**20:.1f} MiB, over the {limit / 2**20:.3g} MiB a device transfer takes: "
+                                f"the pack is not written ({dest} is unchanged); shrink the tree or pack fewer --videos")
+        aside = None
+        if dest.exists():
+            aside = Path(tempfile.mkdtemp(dir=out, prefix=f".{dest.name}.old."))
+            dest.rename(aside / dest.name)
+        work.rename(dest)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # gone already once renamed
+    return dest
+
+
+def _pack_into(data: Path, dest: Path, size: int, videos: int | None) -> None:
     import cv2
     import numpy as np
 
@@ -93,19 +125,16 @@ def pack(data: Path, out: Path, size: int, videos: int | None = None) -> Path:
     from mnad.data.labels import find_label_file, load_labels
 
     name = data.name
-    dest = out / f"{name}_{size}"
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    splits = {split: split_videos(data.parent, name, split) for split in ("training", "testing")}  # not a dataset: refused first
     fourcc, ext = next(((c, e) for c, e in CODECS if _writer_works(c, e, size)), (None, None))
     if fourcc is None:
         raise PackError(f"this OpenCV writes none of {', '.join(c for c, _ in CODECS)}")
     manifest: dict = {"schema": "mnad-gpu-pack-1", "dataset": name, "size": size, "codec": fourcc, "ext": ext,
                       "source": str(data), "created": datetime.now(UTC).isoformat(timespec="seconds"), "videos": {}}
-    all_test = split_videos(data.parent, name, "testing")
+    all_test = splits["testing"]
     for split in ("training", "testing"):
         entries = []
-        for video in split_videos(data.parent, name, split)[:videos]:
+        for video in splits[split][:videos]:
             frames = [video.frame(i, size, 3) for i in range(len(video))]  # exactly what mnad's FrameStore reads
             gray = all(np.array_equal(f[..., 0], f[..., 1]) and np.array_equal(f[..., 1], f[..., 2]) for f in frames)
             path = dest / split / f"{video.name}{ext}"
@@ -129,7 +158,6 @@ def pack(data: Path, out: Path, size: int, videos: int | None = None) -> Path:
         np.save(dest / manifest["labels"], np.concatenate(per_video)[None, :])
     manifest["bytes"] = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return dest
 
 
 def _writer_works(fourcc: str, ext: str, size: int) -> bool:
@@ -142,14 +170,15 @@ def _writer_works(fourcc: str, ext: str, size: int) -> bool:
     return ok
 
 
-def transfer_bytes(extra: Path) -> int | None:
-    """What the GPU machine receives: the files git tracks or would track in this working tree, plus ``extra``."""
+def tree_bytes() -> int | None:
+    """What the GPU machine receives besides the pack: the files git tracks or would track in this working tree (None
+    where git cannot say)."""
     try:
         listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     files = [ROOT / name for name in listed.decode().split("\0") if name]
-    return sum(p.stat().st_size for p in files if p.is_file()) + sum(p.stat().st_size for p in extra.rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in files if p.is_file())
 
 
 def unpack(pack_dir: Path, root: Path) -> dict:
@@ -546,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", default=str(ROOT / "gpu_pack"), help="folder for <dataset>_<size>/ (default gpu_pack/, ignored by git)")
     s.add_argument("--size", type=int, default=256, help="frame size: the recipe's model.image_size (256 for ped2_pred)")
     s.add_argument("--videos", type=int, help="only the first N videos of each split (a tiny pack, for testing)")
+    s.add_argument("--limit-mib", type=float, default=TRANSFER_LIMIT / 2**20,
+                   help=f"refuse a pack that does not fit with this working tree in this many MiB (default {TRANSFER_LIMIT / 2**20:.0f})")
 
     s = sub.add_parser("run", help="unpack, train the seeds, check DDP, score, write the JSON (run on the GPU machine)")
     s.add_argument("--pack", default=str(ROOT / "gpu_pack" / "ped2_256"), help="the pack folder (holds manifest.json)")
@@ -574,17 +605,23 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("--backend", "--config", "--root", "--run-dir", "--result"):
         s.add_argument(name, required=True)
 
+
     args = p.parse_args(argv)
     if args.command == "pack":
-        dest = pack(Path(args.data), Path(args.out), args.size, args.videos)
+        from mnad.errors import MNADError
+
+        try:
+            dest = pack(Path(args.data), Path(args.out), args.size, args.videos, limit=int(args.limit_mib * 2**20))
+        except (PackError, MNADError, OSError) as exc:
+            print(f"gpu_paper_recipe.py: error: {exc}", file=sys.stderr)
+            return 1
         manifest = json.loads((dest / "manifest.json").read_text())
         psnr = [e["psnr_db"] for entries in manifest["videos"].values() for e in entries if e["psnr_db"]]
         print(f"packed {sum(len(v) for v in manifest['videos'].values())} videos ({manifest['codec']}) into {dest}: "
               f"{manifest['bytes'] / 2**20:.1f} MiB, PSNR against the frames mnad reads {min(psnr, default=float('nan')):.1f} dB (worst video)")
-        total = transfer_bytes(dest)
-        if total is not None:
-            print(f"working tree + pack: {total / 2**20:.1f} MiB of the {TRANSFER_LIMIT / 2**20:.0f} MiB a device transfer takes"
-                  + ("" if total <= TRANSFER_LIMIT else "  -- TOO BIG"))
+        tree = tree_bytes()
+        print(f"working tree + pack: {(tree + manifest['bytes']) / 2**20:.1f} MiB of the {args.limit_mib:g} MiB a device transfer takes"
+              if tree is not None else "git cannot list this working tree: its size and the pack's together are not checked")
         return 0
     if args.command == "seed":
         return seed_worker(args)

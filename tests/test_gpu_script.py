@@ -79,3 +79,27 @@ def test_tiny_run_trains_the_seeds_checks_ddp_and_writes_the_json(packed: Path, 
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = set(tar.getnames())
     assert {"seed0.log", "seed1.log", "seed0_train_log.jsonl", "seed1_config.json", "seed1_metrics.json", "ddp_gloo.log"} <= names
+
+
+def test_pack_replaces_an_earlier_pack_only_with_one_that_fits(packed: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    script = load_script(SCRIPT)
+    data, out = packed.parent.parent / "data" / "synthetic", tmp_path / "pack"
+    dest = script.pack(data, out, size=32, videos=1)
+    first = (dest / "manifest.json").read_bytes()
+    # the working tree and the pack do not fit in the limit: refused, one error line, the earlier pack as it was
+    rc = script.main(["pack", "--data", str(data), "--out", str(out), "--size", "32", "--videos", "2", "--limit-mib", "0.01"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and err[0].startswith("gpu_paper_recipe.py: error: ") and "over the 0.01 MiB" in err[0]
+    assert (dest / "manifest.json").read_bytes() == first and [p.name for p in out.iterdir()] == [dest.name]
+    # one that fits replaces it whole
+    assert script.main(["pack", "--data", str(data), "--out", str(out), "--size", "32", "--videos", "2"]) == 0
+    assert "MiB of the 64 MiB" in capsys.readouterr().out
+    assert [len(v) for v in json.loads((dest / "manifest.json").read_text())["videos"].values()] == [2, 2]
+    assert [p.name for p in out.iterdir()] == [dest.name]
+
+
+def test_pack_of_a_folder_that_is_no_dataset_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = load_script(SCRIPT).main(["pack", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "pack")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and err[0].startswith("gpu_paper_recipe.py: error: ") and "no dataset" in err[0]
+    assert list((tmp_path / "pack").iterdir()) == []  # no half-made pack left
