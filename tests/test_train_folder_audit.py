@@ -21,7 +21,7 @@ from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, load_model, read_check
 from mnad.cli import main
 from mnad.errors import ConfigError, DataError
 from mnad.run_folder import EARLIER_RUN_DIR, check_run_folder, folder_outputs, run_files
-from mnad.train import HOLDOUT_FILE, LOG_FILE, check_diverged, train
+from mnad.train import HOLDOUT_FILE, LOG_FILE, TrainedRun, check_diverged, train, train_run
 
 CLI_TINY = ["--recipe", "synthetic_pred", "--set", "model.image_size=32", "--set", "model.width=8", "--epochs", "1",
             "--set", "train.bf16=false", "--set", "train.channels_last=false", "--set", "train.device=cpu",
@@ -143,6 +143,22 @@ def test_resume_of_a_finished_run_killed_before_its_model_writes_it(finished_run
     (run / MODEL_FILE).unlink()  # a kill between the last checkpoint and the model
     assert main(["train", "--data-root", str(synthetic_root), "--out", str(run), "--resume", *CLI_TINY]) == 0
     assert "model written to" in capsys.readouterr().out and (run / MODEL_FILE).is_file()
+
+
+def test_train_run_says_whether_a_finished_run_was_left_as_it_is(finished_run: Path, synthetic_root: Path,
+                                                                   tmp_path: Path) -> None:
+    """The API says it (TrainedRun.untouched), which the CLI prints (was: the CLI compared the model file's stat
+    before and after train())."""
+    run = Path(shutil.copytree(finished_run, tmp_path / "run", ignore=shutil.ignore_patterns(".lock")))
+    before = contents(run)
+    assert train_run(small_config(), synthetic_root, run, resume=True, progress=False) == TrainedRun(run / MODEL_FILE, True)
+    assert contents(run) == before
+    assert train(small_config(), synthetic_root, run, resume=True, progress=False) == run / MODEL_FILE  # train: the path
+    (run / MODEL_FILE).unlink()  # a kill between the last checkpoint and the model: this resume writes it
+    assert train_run(small_config(), synthetic_root, run, resume=True, progress=False) == TrainedRun(run / MODEL_FILE, False)
+    assert (run / MODEL_FILE).is_file()
+    fresh = train_run(small_config(), synthetic_root, tmp_path / "new", progress=False)
+    assert fresh == TrainedRun(tmp_path / "new" / MODEL_FILE, False)
 
 
 # ------------------------------------------------------------------- 3. train.compile without a C++ compiler

@@ -10,7 +10,6 @@ import logging
 import os
 import shlex
 import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
 from mnad.config import DEFAULT_HOLDOUT, Config, load_config, own_footage_config, recipe_names
@@ -247,29 +246,19 @@ def load_scoring_model(args: argparse.Namespace) -> tuple[Any, Config]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from mnad.checkpoint import MODEL_FILE
-    from mnad.train import train
+    from mnad.train import train_run
 
     # the user's options last, --holdout among them (train.holdout): they win; own footage: docs/detect.md
     options = functools.partial(apply_options, args=args)
     config = own_footage_config(load_config(args.recipe), options) if args.data else options(load_config(args.recipe))
-    before = _file_identity(Path(args.out) / MODEL_FILE) if args.resume else None
-    path = train(config, args.data or args.data_root, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    run = train_run(config, args.data or args.data_root, args.out, resume=args.resume, overwrite=args.overwrite,
+                    progress=not args.quiet)
     if _other_rank():
         return
-    if before is not None and _file_identity(path) == before:  # a finished run: train() leaves it as it is
-        print(f"{args.out}: the run there is finished, nothing to resume; its model is left as it is ({path})")
+    if run.untouched:  # a finished run: train leaves it as it is
+        print(f"{args.out}: the run there is finished, nothing to resume; its model is left as it is ({run.model})")
         return
-    print(f"model written to {path}")
-
-
-def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
-    """What changes when ``path`` is written (even atomically, by a rename): device, inode, size, time; None if absent."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+    print(f"model written to {run.model}")
 
 
 def _other_rank() -> bool:

@@ -487,6 +487,16 @@ def train_step(
     return losses
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """What ``train_run`` did: ``model``, the final model file (what ``train`` returns); ``untouched``, True where
+    ``resume`` found the run finished and left it as it is (nothing written: its model, perhaps calibrated in place
+    since, is the one it was)."""
+
+    model: Path
+    untouched: bool
+
+
 def train(
     config: Config,
     data_root: str | Path,
@@ -504,7 +514,23 @@ def train(
     RESUME_FIXED settings or its footage; a finished run is left as it is); otherwise ``out_dir`` must hold no run,
     unless ``overwrite``: then the previous run's files are moved to ``<out_dir>/.mnad-train-earlier/`` before the
     new config is written, and deleted once the new run has written its model (``run_folder.set_aside_run``).
+    ``train_run`` says besides whether a finished run was left as it is.
     """
+    return train_run(config, data_root, out_dir, resume=resume, overwrite=overwrite, progress=progress,
+                     on_epoch=on_epoch).model
+
+
+def train_run(
+    config: Config,
+    data_root: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> TrainedRun:
+    """``train``, its model file's path with whether the run was left as it is (``TrainedRun``)."""
     if not isinstance(config, Config):
         raise ConfigError(f"train() needs a mnad.config.Config (load_config(name) gives one), got {type(config).__name__}")
     # refused before anything is locked, decoded or written: a wrong one would fail only where it is used (on_epoch
@@ -522,8 +548,10 @@ def train(
     kept: list[tuple[int, int]] = []  # what out_dir's checkpoint holds, once this run writes there (_train): (epochs, batches of the next)
     with RunFolderLock(out_dir) as lock:  # released however training ends
         try:
-            return _train(config, data_root, out_dir, lock, resume=resume, overwrite=overwrite, progress=progress,
-                          on_epoch=on_epoch, kept=kept)
+            model = _train(config, data_root, out_dir, lock, resume=resume, overwrite=overwrite, progress=progress,
+                           on_epoch=on_epoch, kept=kept)
+            # _train fills ``kept`` once the folder is this run's: a finished run returned as it is left it empty
+            return TrainedRun(model, untouched=not kept)
         except (KeyboardInterrupt, Terminated) as stop:  # the CLI's last line says what is left (cli.kept_when_stopped)
             if kept:  # absent: stopped before it wrote anything
                 stop.epochs_kept, stop.steps_kept = kept[-1]  # type: ignore[attr-defined]
@@ -586,7 +614,7 @@ def _train(
             log.info("%s: the run there is finished (%d epochs); --resume leaves it as it is", out_dir, cfg.train.epochs)
             discard_earlier_run(out_dir)  # the run an --overwrite replaced, if a kill came between the model and this
         distributed.barrier(ctx)
-        return out_dir / MODEL_FILE
+        return out_dir / MODEL_FILE  # before ``kept`` is filled: train_run says the run was left as it is
 
     # from here on the folder is this run's
     kept.append((int(state[2].get("epoch", 0)), resumed_step(state[2])[0]) if state is not None else (0, 0))
