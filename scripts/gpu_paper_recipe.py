@@ -39,7 +39,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -233,10 +232,13 @@ class OutOfTime(Exception):
 
 
 def training_clips(config, root: Path, stride: int = 1) -> int:
-    from mnad.train import training_videos
+    """The clips an epoch of ``config`` trains on, counted as ``train`` counts them (held-out part left out)."""
+    from mnad.data import ClipDataset, FrameStore
+    from mnad.train import split_holdout, training_videos
 
     t = config.model.t_length
-    return sum(len(range(0, len(v) - t + 1, stride)) for v in training_videos(config, root))
+    videos, _ = split_holdout(training_videos(config, root), config.train.holdout, t, config.train.holdout_videos)
+    return len(ClipDataset(FrameStore(videos, config.model.image_size, config.model.channels, cache=False), t, stride=stride))
 
 
 def probe_epoch_seconds(config, root: Path, work: Path, steps: int) -> dict:
@@ -269,10 +271,9 @@ def shared_estimate(probe_dir: Path, seed: int, mine: float, expected: int, wait
 def seed_worker(args: argparse.Namespace) -> int:
     import torch
 
-    from mnad.checkpoint import TRAIN_STATE_FILE, load_model, read_checkpoint
+    from mnad.checkpoint import TRAIN_STATE_FILE, load_model
     from mnad.config import Config
     from mnad.evaluate import evaluate
-    from mnad.model import MNAD
     from mnad.train import train
 
     result: dict = {"seed": args.seed}
@@ -306,9 +307,7 @@ def seed_worker(args: argparse.Namespace) -> int:
             model, _ = load_model(train(config, root, run_dir / "run", overwrite=True, progress=False, on_epoch=on_epoch))
             result["stopped_early"] = False
         except OutOfTime:  # the last epoch's checkpoint holds the weights and the memory items
-            tensors, _, _ = read_checkpoint(run_dir / "run" / TRAIN_STATE_FILE)
-            model = MNAD(config.model)
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            model, _ = load_model(run_dir / "run" / TRAIN_STATE_FILE, expect=config)
             result["stopped_early"] = True
         result.update(epochs_done=len(records), train_seconds=round(time.time() - started, 1), epoch_seconds=seconds,
                       last_epoch=records[-1] if records else None)
@@ -439,14 +438,6 @@ def build_config(args: argparse.Namespace, unpacked: dict):
     return load_config(args.recipe).override(overrides + args.overrides)
 
 
-class Terminated(Exception):
-    """SIGTERM (``timeout`` in gpu_run.sh): the JSON and the logs are still written."""
-
-
-def _terminated(signum: int, frame: object) -> None:
-    raise Terminated(f"stopped by signal {signum} (gpu_run.sh's time limit?)")
-
-
 def archive_logs(logs: Path, dest: Path) -> None:
     """Every file under ``logs`` into the one archive ``dest`` (written atomically), by its path under ``logs``."""
     import io
@@ -468,7 +459,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     logs: Path | None = None
     procs: list = []  # (seed, process, log file)
-    previous_handler = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() else None
+    from mnad.errors import Terminated
+    from mnad.interrupts import raise_terminated_on_signals, restore_handlers
+
+    previous_handlers = raise_terminated_on_signals()  # SIGTERM (gpu_run.sh's time limit): the JSON and logs still written
     result: dict = {"schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"), "command": sys.argv,
                     "budget_seconds": args.budget_seconds, "recipe": args.recipe, "paper_micro_auc": PAPER_MICRO_AUC, "notes": []}
     try:
@@ -534,12 +528,11 @@ def run(args: argparse.Namespace) -> int:
         if ddp_thread is not None:
             ddp_thread.join(timeout=max(1.0, deadline + 60 - time.time()))
             result["ddp"] = dict(ddp) if ddp else {"ok": False, "error": "the DDP check did not finish in time"}
-    except Exception as exc:
-        result["error"] = "".join(traceback.format_exception(exc)[-6:])
+    except (Exception, Terminated) as exc:
+        result["error"] = f"stopped by {exc.signal}" if isinstance(exc, Terminated) else "".join(traceback.format_exception(exc)[-6:])
         print(result["error"], file=sys.stderr)
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        restore_handlers(previous_handlers)
         for _, proc, log in procs:  # stopped early (SIGTERM, an error): no seed outlives the run, its log is closed
             if proc.poll() is None:
                 proc.kill()

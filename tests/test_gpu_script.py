@@ -4,6 +4,7 @@ score, and write the JSON."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import tarfile
 from pathlib import Path
@@ -103,3 +104,28 @@ def test_pack_of_a_folder_that_is_no_dataset_is_one_error_line(tmp_path: Path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and err[0].startswith("gpu_paper_recipe.py: error: ") and "no dataset" in err[0]
     assert list((tmp_path / "pack").iterdir()) == []  # no half-made pack left
+
+
+def test_a_seed_out_of_time_stops_after_an_epoch_and_scores_that_epoch(packed: Path, tmp_path: Path) -> None:
+    """The deadline (less the time kept for scoring) is already past after the first of 3 epochs: the seed stops
+    there and scores the model of its training checkpoint (mnad.checkpoint.load_model)."""
+    out = tmp_path / "out"
+    rc = load_script(SCRIPT).main(["run", "--pack", str(packed), "--device", "cpu", "--tiny", "--seeds", "0", "--no-ddp",
+                                   "--epochs", "3", "--budget-seconds", "120", "--eval-reserve", "119.9", "--out", str(out),
+                                   "--work", str(tmp_path / "work")])
+    result = json.loads((out / "gpu_paper_recipe.json").read_text())
+    assert rc == 0, result.get("error") or result
+    (seed,) = result["seeds"]
+    assert seed["stopped_early"] and seed["epochs_planned"] == 3 and seed["epochs_done"] == 1
+    assert seed["frames_scored"] == 2 * (24 - 4) and 0 <= seed["micro_auc"] <= 1
+
+
+def test_training_clips_are_counted_as_train_counts_them(packed: Path, tmp_path: Path) -> None:
+    script = load_script(SCRIPT)
+    unpacked = script.unpack(packed, tmp_path / "root")
+    config = script.build_config(argparse.Namespace(device="cpu", tiny=True, recipe="synthetic_pred", overrides=[]), unpacked)
+    root = Path(unpacked["root"])
+    assert script.training_clips(config, root) == 2 * (24 - config.model.t_length + 1)
+    assert script.training_clips(config, root, stride=4) == 2 * len(range(0, 24 - config.model.t_length + 1, 4))
+    held = config.override(["train.holdout=0.5"])  # train leaves the held-out frames out of its clips: so does the count
+    assert script.training_clips(held, root) < script.training_clips(config, root)
