@@ -170,22 +170,26 @@ class VideoFile(Video):
         if self._count is not None:
             return self._count
         if self._reported is None:
-            capture = self._open()
-            self._reported = reported_frames(capture)
-            capture.release()
+            self._read_container()
         return self._reported
 
     def frame_rate(self) -> float | None:
         """The frame rate its container reports, where ``mnad.data.streams.valid_fps`` takes it (as ``FrameSource`` reads
         a file's: a container may report 0, NaN or nonsense), else None; read once, without decoding."""
+        if self._rate is None:
+            self._read_container()
+        return self._rate or None
+
+    def _read_container(self) -> None:
+        """The container's frame count and frame rate, both read by one opening of the file (no decode)."""
         from mnad.data.streams import valid_fps  # here: mnad.data.streams imports this module
 
-        if self._rate is None:
-            capture = self._open()
-            rate = capture.get(cv2.CAP_PROP_FPS)
+        capture = self._open()
+        try:
+            reported, rate = reported_frames(capture), capture.get(cv2.CAP_PROP_FPS)
+        finally:
             capture.release()
-            self._rate = float(rate) if valid_fps(rate) else 0.0
-        return self._rate or None
+        self._reported, self._rate = reported, float(rate) if valid_fps(rate) else 0.0
 
     def counted_elsewhere(self, count: int) -> None:
         """Its length as another process counted it by its decode (the torchrun rank that scores it), for a process
