@@ -90,3 +90,54 @@ def test_a_loss_the_log_did_not_have_yet_is_filled_in_later(curve: SimpleNamespa
     log(curve.run, 0.3, 0.2)
     curve.scored.clear()
     assert [r["loss_total"] for r in curve.main()["epochs"]] == [0.3, 0.2] and curve.scored == []
+
+
+def run_curve(curve: SimpleNamespace, *flags: str) -> int:
+    return curve.script.main([str(curve.run), "--data-root", "data", "--out", str(curve.out), *flags])
+
+
+def test_each_record_says_how_it_was_scored_and_a_curve_is_one_scoring(curve: SimpleNamespace,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    for epoch in (1, 2):
+        (curve.run / f"epoch_{epoch:03d}.safetensors").write_text("0.5")
+    assert run_curve(curve, "--epochs", "1", "--bf16", "--channels-last") == 0
+    (record,) = json.loads(curve.out.read_text())["epochs"]
+    assert record["scoring"] == {"bf16": True, "channels_last": True}
+    assert record["command"].startswith("python scripts/epoch_curve.py ") and record["command"].endswith("--epochs 1 --bf16 --channels-last")
+    before = curve.out.read_bytes()
+    # continued with other flags: refused, one error line, nothing scored or written (was: relabelled as fp32)
+    assert run_curve(curve, "--epochs", "1,2") == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("epoch_curve.py: error: ") and "one curve is one scoring" in line
+    assert curve.out.read_bytes() == before and curve.scored == ["epoch_001.safetensors"]
+    assert run_curve(curve, "--epochs", "1,2", "--bf16", "--channels-last") == 0  # the same flags: continued
+    data = json.loads(curve.out.read_text())
+    assert data["scoring"] == {"bf16": True, "channels_last": True} and [r["scoring"]["bf16"] for r in data["epochs"]] == [True, True]
+
+
+def test_a_record_from_before_records_said_their_scoring_is_of_the_files(curve: SimpleNamespace,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """results/ped2_pred/epoch_curve.json's one record has no scoring of its own: it is the file's (fp32)."""
+    committed = json.loads((Path(__file__).resolve().parents[1] / "results" / "ped2_pred" / "epoch_curve.json").read_text())
+    assert "scoring" not in committed["epochs"][0]
+    assert curve.script.record_scoring(committed["epochs"][0], committed["scoring"]) == {"bf16": False, "channels_last": False}
+    curve.out.write_text(json.dumps({**committed, "run": "run", "epochs": [{**committed["epochs"][0], "epoch": 1}]}))
+    for epoch in (1, 2):
+        (curve.run / f"epoch_{epoch:03d}.safetensors").write_text("0.5")
+    assert run_curve(curve, "--epochs", "1,2", "--bf16") == 1  # fp32 record, bf16 asked: refused
+    assert "one curve is one scoring" in capsys.readouterr().err
+    assert run_curve(curve, "--epochs", "1,2") == 0 and curve.scored == ["epoch_002.safetensors"]
+    records = json.loads(curve.out.read_text())["epochs"]
+    assert [r["scoring"] for r in records] == [{"bf16": False, "channels_last": False}] * 2
+    assert "command" not in records[0] and records[0]["micro_auc"] == committed["epochs"][0]["micro_auc"]
+
+
+@pytest.mark.parametrize("epochs", ["3,,x", "0", "2,-1", ""])
+def test_epochs_that_are_not_numbers_are_one_error_line(curve: SimpleNamespace, capsys: pytest.CaptureFixture, epochs: str) -> None:
+    (curve.run / "epoch_001.safetensors").write_text("0.5")
+    if not epochs:  # an empty --epochs means all kept: no error
+        assert run_curve(curve, "--epochs", epochs) == 0
+        return
+    assert run_curve(curve, "--epochs", epochs) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("epoch_curve.py: error: --epochs") and curve.scored == [] and not curve.out.exists()
