@@ -12,6 +12,7 @@ import csv
 import json
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -56,16 +57,34 @@ FAST_SEEDS = ["ped2_pred_fast", "ped2_pred_fast_seed1", "ped2_pred_fast_seed2"]
 PSNR_ONLY_SEEDS = ["ablation_pred_psnr_only", "ablation_pred_psnr_only_seed1", "ablation_pred_psnr_only_seed2"]
 SMOOTHED_SEEDS = ["ped2_pred_fast_smoothed", "ped2_pred_fast_smoothed_seed1", "ped2_pred_fast_smoothed_seed2"]
 
-# Paper Table 1 (Ped2 micro AUC) and the result folders of each row; seeds of one row are listed together.
+
+class Table1Row(NamedTuple):
+    """A row of paper Table 1 (Ped2 micro AUC): ``key``, the (task, memory) of its paper figure in PAPER (None: the
+    motion-cue row, PAPER_MOTION), which also gives its footnote mark (PAPER_UNSURE); its result folders, the seeds
+    of one row together."""
+
+    label: str
+    key: tuple[str, bool] | None
+    folders: list[str]
+
+    @property
+    def paper(self) -> float:
+        return PAPER[self.key] if self.key is not None else PAPER_MOTION
+
+    @property
+    def mark(self) -> str:
+        """The footnote mark of its paper figure where that figure is not the paper's printed one, else ''."""
+        unsure = PAPER_UNSURE.get(self.key) if self.key is not None else None
+        return unsure[0] if unsure else ""
+
+
 TABLE1 = [
-    ("Prediction, with memory", PAPER[("pred", True)], FAST_SEEDS),
-    ("Prediction, without memory", PAPER[("pred", False)], ["ped2_pred_nomem_fast"]),
-    ("Reconstruction, with memory", PAPER[("recon", True)], ["ped2_recon_fast"]),
-    ("Reconstruction, without memory", PAPER[("recon", False)], ["ped2_recon_nomem_fast"]),
-    ("Reconstruction with motion cues (16 frames in, the 9th out), with memory", PAPER_MOTION, ["ped2_recon_motion_fast"]),
+    Table1Row("Prediction, with memory", ("pred", True), FAST_SEEDS),
+    Table1Row("Prediction, without memory", ("pred", False), ["ped2_pred_nomem_fast"]),
+    Table1Row("Reconstruction, with memory", ("recon", True), ["ped2_recon_fast"]),
+    Table1Row("Reconstruction, without memory", ("recon", False), ["ped2_recon_nomem_fast"]),
+    Table1Row("Reconstruction with motion cues (16 frames in, the 9th out), with memory", None, ["ped2_recon_motion_fast"]),
 ]
-# The footnote mark of each TABLE1 row's paper figure (PAPER_UNSURE), by row index.
-TABLE1_MARKS = {1: PAPER_UNSURE[("pred", False)][0], 3: PAPER_UNSURE[("recon", False)][0]}
 
 # Paper Table 2 for prediction, one component added per row: memory, L_compact, L_separate, the E_t-gated
 # test-time update, the S_t score (else PSNR only). Rows without E_t/S_t are the same models scored with
@@ -506,8 +525,8 @@ def metrics_of(folder: str | None) -> dict | None:
 
 def table1() -> str:
     lines = ["| row | result folders | recipe | micro AUC % | macro AUC % | paper micro AUC % |", "|---|---|---|---|---|---|"]
-    for index, (label, paper, folders) in enumerate(TABLE1):
-        paper = f"{paper}{TABLE1_MARKS.get(index, '')}"
+    for row in TABLE1:
+        label, folders, paper = row.label, row.folders, f"{row.paper}{row.mark}"
         found = [(f, metrics_of(f)) for f in folders]
         found = [(f, d) for f, d in found if d is not None]
         if not found:
@@ -529,8 +548,8 @@ def table1() -> str:
     # and the motion cues' (+0.8)
     for what, (i, j) in [("Memory, prediction", (0, 1)), ("Memory, reconstruction", (2, 3)),
                          ("Motion cues (16 frames in against 1), reconstruction with memory", (4, 2))]:
-        row, baseline, mark = TABLE1[i], TABLE1[j], TABLE1_MARKS.get(j, "")
-        a, b = [[d for d in map(metrics_of, r[2]) if d is not None] for r in (row, baseline)]
+        row, baseline = TABLE1[i], TABLE1[j]
+        a, b = [[d for d in map(metrics_of, r.folders) if d is not None] for r in (row, baseline)]
         if a and b:
             gain = {k: 100 * (np.mean([d["metrics"][k] for d in a]) - np.mean([d["metrics"][k] for d in b]))
                     for k in ("micro_auc", "macro_auc")}
@@ -540,7 +559,7 @@ def table1() -> str:
             if frames[0] != frames[1]:  # a longer clip scores fewer frames of each video
                 differ += f"; scored on {'/'.join(map(str, frames[0]))} and {'/'.join(map(str, frames[1]))} frames"
             lines.append(f"- {what}: {gain['micro_auc']:+.2f} points micro AUC, {gain['macro_auc']:+.2f} macro "
-                         f"(paper: {row[1] - baseline[1]:+.1f}{mark} micro{differ}).")
+                         f"(paper: {row.paper - baseline.paper:+.1f}{baseline.mark} micro{differ}).")
     return "\n".join([*lines, "", paper_footnote()])
 
 
@@ -562,7 +581,7 @@ def table2() -> str:
               "is a model trained with `train.lambda_compact=0 train.lambda_separate=0`, '+ L_compact' one trained with "
               "`train.lambda_separate=0`. Without E_t and S_t a row is scored with `--no-test-update --alpha 1`.", "",
               "| the paper says | here (micro AUC) | holds? |", "|---|---|---|"]
-    seeds = [d["metrics"]["micro_auc"] * 100 for d in map(metrics_of, TABLE1[0][2]) if d is not None]
+    seeds = [d["metrics"]["micro_auc"] * 100 for d in map(metrics_of, TABLE1[0].folders) if d is not None]
     spread = max(seeds) - min(seeds) if len(seeds) > 1 else None
     for claim, row, base, sign in CLAIMS:
         if row in micro and base in micro:

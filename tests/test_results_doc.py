@@ -82,6 +82,21 @@ def test_the_paper_figures_not_printed_in_the_paper_carry_a_mark_and_say_where_t
     assert note in doc.summary_table([])
 
 
+def test_table_1_s_marks_follow_their_rows_in_any_order(doc: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each row's mark comes from its own paper figure's key (was: TABLE1_MARKS by row index, which a reordering or a
+    new row would put on another row's figure)."""
+    by_label = {row.label: f"{row.paper}{row.mark}" for row in doc.TABLE1}
+    assert by_label["Prediction, without memory"] == "94.3†" and by_label["Reconstruction, without memory"] == "86.4‡"
+    assert [row.mark for row in doc.TABLE1].count("") == 3
+    monkeypatch.setattr(doc, "TABLE1", doc.TABLE1[::-1])
+    for line in doc.table1().splitlines():
+        label = line.split(" | ")[0].removeprefix("| ")
+        if label in by_label:
+            assert line.endswith(f"| {by_label[label]} |"), line
+    for label, paper in [("Prediction, without memory", "94.3†"), ("Reconstruction, with memory", "90.2")]:
+        assert f"| {label} | not run | | | | {paper} |" in doc.table1()
+
+
 def test_the_pseudo_anomaly_length_is_what_mnad_pseudo_plays() -> None:
     from types import SimpleNamespace
 
