@@ -43,7 +43,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import _pythonpath, busy_cores, loadavg, machine_info, peak_rss_mib, result_head, synthetic_frames, write_results  # noqa: E402
+from speed import _pythonpath, busy_cores, finish, loadavg, machine_info, peak_rss_mib, result_head, results_path, synthetic_frames  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "contention.json"
 SCHEMA = "mnad-contention-1"
@@ -171,9 +171,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, help="timed frames per configuration, at most (default 20)")
     p.add_argument("--seconds", type=float, help="time budget of a configuration's timed frames (default 10; at least 3 frames)")
     p.add_argument("--rounds", type=int, default=1, help="repeat everything, interleaved; medians reported")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, help="JSON to write (default benchmarks/results/contention.json; with --quick "
+                                             "contention.quick.json beside it)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.out = results_path(args.out, DEFAULT_OUT, args.quick)
     quick = args.quick
     args.sizes = args.sizes or ([64] if quick else [128, 256])
     args.threads = args.threads if args.threads is not None else ([0] if quick else [0, 1, 2])
@@ -225,9 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     for size, setting in itertools.product(args.sizes, settings):
         idle = [r for r in raw.get((size, setting["name"], "idle"), []) if "fps" in r]
         for load in args.loads:
-            runs = [r for r in raw[(size, setting["name"], load)] if "fps" in r]
+            tried = raw[(size, setting["name"], load)]
+            runs = [r for r in tried if "fps" in r]
             if not runs:
-                rows.append({"size": size, **setting, "load": load, "error": raw[(size, setting["name"], load)][0].get("error")})
+                rows.append({"size": size, **setting, "load": load, "error": tried[0].get("error")})
                 continue
             fps = statistics.median(r["fps"] for r in runs)
             row = {"size": size, **setting, "load": load, "fps": fps, "frame_ms": 1000 / fps,
@@ -235,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                    "torch_threads": runs[0]["torch_threads"], "frames_timed": sum(r["frames_timed"] for r in runs),
                    "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
                    "competitor_cores": statistics.median(r["competitor_cores"] for r in runs) if load != "idle" else None}
+            if len(runs) < len(tried):  # a round that errored: the row stands on the others, the run failed in part
+                row["rounds_failed"] = len(tried) - len(runs)
             if idle and load != "idle":
                 # per round, the loaded run against the idle run next to it
                 ratios = [i["fps"] / r["fps"] for i, r in zip(idle, runs, strict=False)]
@@ -252,10 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
         "rows": rows,
     }
-    write_results(args.out, result)
     print_summary(result)
-    print(f"written to {args.out}")
-    return 0
+    failures = [f"{r['name']} at {r['size']} {r['load']}" for r in rows if "error" in r or r.get("rounds_failed")]
+    return finish("contention.py", args.out, result, failures)
 
 
 def print_summary(result: dict) -> None:

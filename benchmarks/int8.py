@@ -58,7 +58,7 @@ FP32_ROWS = ["onnx-fp32", "mnad-fp32", "mnad-compiled"]
 TARGET_SPEEDUP, TARGET_RSS_GIB, TARGET_AUC_POINTS = 1.7, 0.6, 0.3
 
 sys.path.insert(0, str(HERE))
-from speed import CPU_FEATURES, busy_cores, loadavg, peak_rss_mib, result_head, synthetic_frames, write_results  # noqa: E402  (the same helpers as speed.py)
+from speed import CPU_FEATURES, busy_cores, finish, loadavg, peak_rss_mib, result_head, results_path, synthetic_frames  # noqa: E402  (the same helpers as speed.py)
 
 
 class ArrayVideo:
@@ -244,9 +244,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", help="calibrate the int8 export on Ped2's training frames under this folder (else synthetic)")
     p.add_argument("--calibration-clips", type=int, default=64, help="clips the int8 export is calibrated on")
     p.add_argument("--gamma", type=float, default=2.0, help="test-time update threshold: 2.0 updates the memory at every frame (the costliest)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, help="JSON to write (default benchmarks/results/int8.json; with --quick int8.quick.json beside it)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.out = results_path(args.out, DEFAULT_OUT, args.quick)
     if args.pt2e and importlib.util.find_spec("torchao") is None:
         p.error("--pt2e needs torchao: pip install torchao==0.18.0")
     if args.quick:
@@ -290,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         median = statistics.median(t for d in ok for t in d["times_s"])
         cpu = statistics.median(t for d in ok for t in d["cpu_s"])
-        results.append({"size": size, "row": row, "fps": 1 / median, "ms_per_frame": 1000 * median, "cpu_ms_per_frame": 1000 * cpu,
+        failed_rounds = {"rounds_failed": len(done) - len(ok)} if len(ok) < len(done) else {}  # the run failed in part
+        results.append({"size": size, "row": row, **failed_rounds, "fps": 1 / median, "ms_per_frame": 1000 * median, "cpu_ms_per_frame": 1000 * cpu,
                         "round_fps": [1 / statistics.median(d["times_s"]) for d in ok],
                         "peak_rss_mib": max(d["peak_rss_mib"] for d in ok), "memory_updates": ok[0]["updates"],
                         "mean_psnr": statistics.fmean(ok[0]["psnr"]), "psnr": ok[0]["psnr"]})
@@ -337,16 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         "scoring": results, "summary": summary, "accuracy": accuracy(), "notes": notes,
         "seconds": time.perf_counter() - started,
     }
-    write_results(args.out, record)
     for s in summary:
         print(f"{s['size']}x{s['size']}: {s['row']} {s['int8_fps']:.1f} frames/s, {s['speedup_vs_reference']:.2f}x {s['reference']} "
               f"({s['reference_fps']:.1f}); CPU time {s['cpu_time_ratio_vs_least_cpu_fp32']:.2f}x less than the least fp32; "
               f"peak RSS {s['int8_peak_rss_gib']:.2f} GiB")
-    print(f"written to {args.out}")
-    failed = sorted({f"{r['row']} at {r['size']}" for r in results if "error" in r})
-    if failed:  # recorded in the JSON, but the run did not do all it was asked
-        print("rows that failed: " + ", ".join(failed), file=sys.stderr)
-    return 1 if failed else 0
+    return finish("int8.py", args.out, record, [f"{r['row']} at {r['size']}" for r in results if "error" in r or r.get("rounds_failed")])
 
 
 def _version(name: str) -> str | None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import _pythonpath, busy_cores, result_head, synthetic_frames, write_results  # noqa: E402
+from speed import _pythonpath, busy_cores, finish, result_head, results_path, synthetic_frames  # noqa: E402
 
 DEFAULT_OUT = HERE / "results" / "memory.json"
 SCHEMA = "mnad-memory-1"
@@ -135,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, help="frames scored per path (default 20)")
     p.add_argument("--paths", nargs="+", choices=list(PATHS), help="default: all (bf16-cl only where bf16 is native)")
     p.add_argument("--threads", type=int, default=0, help="torch / ONNX Runtime threads (0: their default)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--out", type=Path, help="JSON to write (default benchmarks/results/memory.json; with --quick memory.quick.json beside it)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.out = results_path(args.out, DEFAULT_OUT, args.quick)
     if args.worker:
         print(json.dumps(work(json.loads(args.worker))))
         return 0
@@ -166,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
               "busy_cores_start": busy, "seconds": time.time() - started,
               "settings": {"size": size, "frames": frames, "threads": args.threads, "target_mib": TARGET_MIB, "quick": args.quick},
               "rows": rows}
-    write_results(args.out, result)
-    print(f"written to {args.out}")
-    return 0
+    return finish("memory.py", args.out, result, [f"path {r['path']}" for r in rows if "error" in r])
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from pathlib import Path  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from flops import score_gflop_per_frame  # noqa: E402  (the step's own count, as speed.py's)
-from speed import busy_cores, loadavg, result_head, synthetic_frames, write_results  # noqa: E402  (the speed benchmark's helpers)
+from speed import busy_cores, loadavg, result_head, results_path, synthetic_frames, write_results  # noqa: E402  (the speed benchmark's helpers)
 
 DEFAULT_OUT = HERE / "results" / "multistream.json"
 SCHEMA = "mnad-multistream-1"
@@ -161,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detect-frames", type=int, default=120, help="frames per source in the detect rows")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and counts: checks that it runs")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, help="JSON to write (default benchmarks/results/multistream.json; with --quick "
+                                                  "multistream.quick.json beside it)")
     args = parser.parse_args(argv)
+    args.out = results_path(args.out, DEFAULT_OUT, args.quick)
     if args.quick:
         args.size, args.widths, args.rounds, args.warmup, args.detect_frames, args.repeats = 32, [8], 4, 1, 12, 1
         args.streams = [s for s in args.streams if s <= 4] or [1]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import mnad_config, result_head, start_timing, synthetic_frames, work_flops, work_matmul, write_results  # noqa: E402
+from speed import mnad_config, result_head, results_path, start_timing, synthetic_frames, work_flops, work_matmul, write_results  # noqa: E402
 
 ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "profile.json"
@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, help="untimed frames first, compiling included (default 5; quick: 1)")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON to write (default {DEFAULT_OUT.relative_to(ROOT)})")
+    p.add_argument("--out", help=f"JSON to write (default {DEFAULT_OUT.relative_to(ROOT)}; with --quick profile.quick.json beside it)")
     args = p.parse_args(argv)
+    args.out = results_path(args.out, DEFAULT_OUT, args.quick)
     args.sizes = args.sizes or ([64] if args.quick else [256, 128])
     args.frames = args.frames or (2 if args.quick else 20)
     args.warmup = max(args.warmup if args.warmup is not None else (1 if args.quick else 5), 1)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import mnad_config, result_head, start_timing, train_batch, work_matmul, write_results  # noqa: E402
+from speed import mnad_config, result_head, results_path, start_timing, train_batch, work_matmul, write_results  # noqa: E402
 
 ROOT = HERE.parent
 DEFAULT_OUT = HERE / "results" / "profile_train.json"
@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, help="untimed steps first, compiling included (default 2; quick: 1)")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, from {', '.join(CONFIGS)}")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON to write (default {DEFAULT_OUT.relative_to(ROOT)})")
+    p.add_argument("--out", help=f"JSON to write (default {DEFAULT_OUT.relative_to(ROOT)}; with --quick profile_train.quick.json beside it)")
     args = p.parse_args(argv)
+    args.out = results_path(args.out, DEFAULT_OUT, args.quick)
     args.size = args.size or (32 if args.quick else 256)
     args.steps = max(args.steps or (1 if args.quick else 5), 1)
     args.warmup = max(args.warmup if args.warmup is not None else (1 if args.quick else 2), 1)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed import busy_cores, loadavg, peak_rss_mib, result_head, write_results  # noqa: E402  (the speed benchmark's machine helpers)
+from speed import busy_cores, finish, loadavg, peak_rss_mib, result_head, results_path  # noqa: E402  (the speed benchmark's machine helpers)
 
 ROOT = HERE.parent
 RESULTS = ROOT / "results"
@@ -181,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gamma", type=float, default=2.0, help="test-time update threshold; 2.0 updates after every frame")
     p.add_argument("--candidates", help=f"comma-separated subset of {', '.join(CANDIDATES)}")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--out", help="JSON to write (default benchmarks/results/realtime.json; with --quick realtime.quick.json beside it)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.out = results_path(args.out, DEFAULT_OUT, args.quick)
     if args.worker:
         print(json.dumps(work(json.loads(args.worker))))
         return 0
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             row["error"] = next((x["error"] for x in runs[name]), "not run")
         else:
+            if len(ok) < len(runs[name]):  # a round that errored: the row stands on the others, the run failed in part
+                row["rounds_failed"] = len(runs[name]) - len(ok)
             median = statistics.median(statistics.median(t) for t in times[name])
             first = ok[0]
             row.update({"fps": 1 / median, "ms_per_frame": 1000 * median, "image_size": first["image_size"], "width": first["width"],
@@ -243,15 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
         "seconds": time.perf_counter() - started,
     }
-    out = write_results(args.out, result, indent=1)
-    print(f"wrote {out}", file=sys.stderr)
     for row in rows:
         fps = row.get("fps")
         micro = row["accuracy"]["micro_auc_mean"]
         print(f"  {row['candidate']}: {'error' if fps is None else f'{fps:.1f} fps'}, "
               f"micro AUC {'n/a' if micro is None else f'{100 * micro:.2f}'}", file=sys.stderr)
-    return 0
-
+    failures = [f"candidate {r['candidate']}" for r in rows if "error" in r or r.get("rounds_failed")]
+    return finish("realtime.py", args.out, result, failures, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Speed of mnad against a plain reference of the same model, side by side in one run; writes JSON.
 
     python benchmarks/speed.py                      # full run: about 10 minutes on an idle 2-core CPU
-    python benchmarks/speed.py --quick              # seconds: tiny sizes and iteration counts, for development
+    python benchmarks/speed.py --quick              # seconds: tiny sizes and counts, for development (speed.quick.json)
     python benchmarks/speed.py --device cuda        # the same on a GPU
     python benchmarks/make_performance_doc.py       # then render docs/performance.md from the JSON
 
@@ -89,6 +89,38 @@ def write_results(path: str | Path, result: dict, *, indent: int = 2) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, (json.dumps(result, indent=indent) + "\n").encode())
     return path
+
+
+def results_path(out: str | Path | None, committed: Path, quick: bool) -> Path:
+    """Where a benchmark writes: ``--out`` where given; else its committed file, or for a ``--quick`` run (whose numbers
+    mean nothing) beside it as ``<stem>.quick.json``: a quick run never replaces a committed result by default."""
+    if out is not None:
+        return Path(out)
+    return committed.with_name(f"{committed.stem}.quick.json") if quick else committed
+
+
+def failed_path(path: str | Path) -> Path:
+    """Where a run that failed in part writes its results: beside ``path`` as ``<stem>.failed.json``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.failed.json")
+
+
+def finish(script: str, path: str | Path, result: dict, failures: list[str], *, indent: int = 2) -> int:
+    """Write a benchmark run's results and return its exit status: the one rule of every benchmark with rows.
+
+    A run without failures writes ``path`` and returns 0. A run with any (an errored row or worker, a failed check:
+    ``failures`` names each, one line apiece) did not do what was asked: its results, with ``failures``, go beside
+    ``path`` as ``<stem>.failed.json``, ``path`` (a committed result, perhaps) is left as it was, one
+    ``<script>: error:`` line says so, and the status is 1."""
+    path = Path(path)
+    if not failures:
+        write_results(path, result, indent=indent)
+        print(f"wrote {path}", file=sys.stderr)
+        return 0
+    written = write_results(failed_path(path), result | {"failures": failures}, indent=indent)
+    print(f"{script}: error: {len(failures)} part(s) of the run failed ({'; '.join(failures)}); its results are in {written}, "
+          f"{path} is left as it was", file=sys.stderr)
+    return 1
 
 
 def peak_rss_mib() -> float:
@@ -699,9 +731,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--auc-checkpoint", help="also score a real test set with this trained model, fp32 and fast path, and compare the AUCs")
     p.add_argument("--auc-data-root", help="data root holding the test set of that model's dataset (e.g. /work/shared/data)")
     p.add_argument("--auc-labels", help="label file, if it is not found under the data root")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON to write (default {DEFAULT_OUT.relative_to(ROOT)})")
+    p.add_argument("--out", help=f"JSON to write (default {DEFAULT_OUT.relative_to(ROOT)}; with --quick speed.quick.json beside it)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.out = results_path(args.out, DEFAULT_OUT, args.quick)
     d = SETTINGS["quick" if args.quick else "full"]
     args.sizes = args.sizes or d["sizes"]
     args.frames = args.frames or d["frames"]
@@ -830,6 +863,8 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
                 continue
             stats = summarize(score_times[(size, name)])
             ok_runs = [x for x in runs if "error" not in x]
+            if len(ok_runs) < len(runs):  # a round that errored: the row stands on the others, the run failed in part
+                row["rounds_failed"] = len(runs) - len(ok_runs)
             row.update(stats)
             row["fps"] = 1 / stats["median_s"]
             row["ms_per_frame"] = 1000 * stats["median_s"]
@@ -862,6 +897,8 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
             continue
         stats = summarize(train_times[name])
         ok_runs = [x for x in runs if "error" not in x]
+        if len(ok_runs) < len(runs):
+            row["rounds_failed"] = len(runs) - len(ok_runs)
         row.update(stats)
         row["s_per_step"] = stats["median_s"]
         row["frames_per_s"] = args.batch / stats["median_s"]
@@ -902,11 +939,22 @@ def benchmark(args: argparse.Namespace, argv: list[str] | None, tmp: Path, machi
         "notes": notes + NOTES,
         "seconds": time.perf_counter() - started,
     }
-    out = Path(args.out)
-    write_results(out, result)
     print_summary(result)
-    print(f"wrote {out} ({result['seconds']:.0f} s)", file=sys.stderr)
-    return 0 if checks.get("ok", False) else 1
+    print(f"{result['seconds']:.0f} s", file=sys.stderr)
+    return finish("speed.py", args.out, result, failures(result))
+
+
+def failures(result: dict) -> list[str]:
+    """What of a speed run failed: a worker that errored (matmul peak, FLOP count, ONNX export, a row, an AUC path) or
+    the equivalence check."""
+    out = [what for what, part in (("the matmul peak", result["peak"]), ("the FLOP count", result["flops"])) if "error" in part]
+    out += [f"the ONNX export at {size}" for size, part in result["onnx_export"].items() if "error" in part]
+    if not result["checks"].get("ok", False):
+        out.append("the equivalence check")
+    out += [f"scoring {r['config']} at {r['size']}" for r in result["scoring"] if "error" in r or r.get("rounds_failed")]
+    out += [f"training {r['config']}" for r in result["training"] if "error" in r or r.get("rounds_failed")]
+    out += [f"the AUC of the {name} path" for name, part in ((result["accuracy"] or {}).get("paths") or {}).items() if "error" in part]
+    return out
 
 
 NOTES = [
