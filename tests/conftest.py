@@ -137,6 +137,20 @@ def frames_folder(folder: Path, n: int, size: int = 32, corrupt_at: int | None =
     return folder
 
 
+def tiny_onnx_export(folder: Path) -> tuple[Path, Path, Path]:
+    """In ``folder``: a tiny model file (``tiny_config``, seed 0), its ONNX export as load_model reads the model, and a
+    frame folder of 8 frames; returns (model file, ONNX file, frame folder)."""
+    from mnad.checkpoint import load_model
+    from mnad.export import export_onnx
+
+    torch.manual_seed(0)
+    config = tiny_config()
+    save_model(folder / "m.safetensors", MNAD(config.model), config)
+    model, config = load_model(folder / "m.safetensors")
+    export_onnx(model, config, folder / "m.onnx")
+    return folder / "m.safetensors", folder / "m.onnx", frames_folder(folder / "frames", 8)
+
+
 def noise_video(path: Path, n: int, fps: float, size: int = 32) -> Path:
     """An MJPG .avi of ``n`` random-noise frames: its header gives the frame count."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (size, size))

@@ -8,17 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import frames_folder, tiny_config
+from conftest import tiny_onnx_export
 
-from mnad.checkpoint import load_model, save_model
+from mnad.checkpoint import load_model
 from mnad.cli import build_parser, load_scoring_model, main
 from mnad.config import check_same_model
 from mnad.detect import detect
 from mnad.errors import ConfigError
 from mnad.evaluate import evaluate
 from mnad.export import export_onnx, load_onnx
-from mnad.model import MNAD
 from mnad.stream import StreamScorer, score_streams
 
 # each setting the graph fixes at export, as a --set override, and the option that asks for it on the command line
@@ -29,13 +27,7 @@ FIXED = [("eval.gamma=100", ["--gamma", "100"]), ("eval.test_update=false", ["--
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """A tiny model file, its ONNX export and a frame folder."""
-    torch.manual_seed(0)
-    config = tiny_config()
-    folder = tmp_path_factory.mktemp("onnx_settings")
-    save_model(folder / "m.safetensors", MNAD(config.model), config)
-    model, config = load_model(folder / "m.safetensors")
-    export_onnx(model, config, folder / "m.onnx")
-    return folder / "m.safetensors", folder / "m.onnx", frames_folder(folder / "frames", 8)
+    return tiny_onnx_export(tmp_path_factory.mktemp("onnx_settings"))
 
 
 @pytest.mark.parametrize(("override", "option"), FIXED)

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import edited_state_metadata, frames_folder, tiny_config
+from conftest import edited_state_metadata, tiny_config, tiny_onnx_export
 from safetensors import safe_open
 from safetensors.torch import save
 
-from mnad.checkpoint import load_model, save_model
 from mnad.cli import main
 from mnad.errors import CheckpointError, ConfigError
 from mnad.evaluate import evaluate
@@ -115,13 +114,8 @@ def test_a_saved_state_restores_exactly(saved) -> None:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny model's ONNX export and a frame folder."""
-    torch.manual_seed(0)
-    config = tiny_config()
-    folder = tmp_path_factory.mktemp("onnx_audit")
-    save_model(folder / "m.safetensors", MNAD(config.model), config)
-    model, config = load_model(folder / "m.safetensors")
-    export_onnx(model, config, folder / "m.onnx")
-    return folder / "m.onnx", frames_folder(folder / "frames", 8)
+    _, onnx, frames = tiny_onnx_export(tmp_path_factory.mktemp("onnx_audit"))
+    return onnx, frames
 
 
 CPU_ONLY = "an ONNX model scores on the CPU .ONNX Runtime's CPU provider., not on cuda"
