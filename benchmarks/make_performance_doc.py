@@ -479,8 +479,8 @@ def int8_section(d: dict, source: str) -> list[str]:
            f"rounds interleaved (median), {s['threads']} threads; the int8 export calibrated on {s['calibration_clips']} clips. "
            "Rows: `onnx-int8` (`mnad export --int8`), `onnx-fp32` (`mnad export`), `mnad-fp32` (PyTorch, the CLI's fp32 path)"
            + "".join(text for row, text in INT8_EXTRA_ROWS.items() if any(r["row"] == row for r in d["scoring"])) + ".", ""]
-    cells = [[f"{r['size']}×{r['size']}", f"`{r['row']}`", num(r["fps"], 1), num(r["ms_per_frame"], 0),
-              num(r["cpu_ms_per_frame"], 0), num(r["peak_rss_mib"], 0), num(r["mean_psnr"], 3)] for r in d["scoring"]]
+    cells = [[f"{r['size']}×{r['size']}", f"`{r['row']}`", num(r.get("fps"), 1), num(r.get("ms_per_frame"), 0),  # a failed row: –
+              num(r.get("cpu_ms_per_frame"), 0), num(r.get("peak_rss_mib"), 0), num(r.get("mean_psnr"), 3)] for r in d["scoring"]]
     out += table(["size", "row", "frames/s", "ms / frame", "CPU ms / frame", "peak RSS MiB", "mean PSNR dB"], cells)
     # benchmarks/int8.py scores its synthetic frames (speed.synthetic_frames) whatever the int8 export was calibrated on:
     # the PSNR gap below is theirs, not Ped2's (whose frames int8 may reproduce less closely)
@@ -489,11 +489,13 @@ def int8_section(d: dict, source: str) -> list[str]:
         reference = r.get("reference", r["fastest_fp32"])
         against = "compiled bf16, the issue's reference" if reference == "mnad-bf16-compiled" else "the fastest fp32 row"
         calibrated = d.get("setup", {}).get(str(r["size"]), {}).get("calibration")
+        gap = r.get("psnr_abs_diff_vs_onnx_fp32_db")
+        psnr = (f"PSNR differs from `onnx-fp32` by {gap['mean']:.4f} dB on average (at most {gap['max']:.4f}) over the {scored} "
+                "synthetic frames scored here (a square moving over a smooth background, not Ped2 frames"
+                + (f"; int8 calibrated on {calibrated}" if calibrated else "") + ")." if gap is not None
+                else "its PSNR against `onnx-fp32` was not measured (no `onnx-fp32` row at this size).")
         out.append(f"- {r['size']}×{r['size']}: `{r.get('row', 'onnx-int8')}` {r.get('speedup_vs_reference', r['speedup_vs_fastest_fp32']):.2f}× "
-                   f"{against} (`{reference}`); PSNR differs from `onnx-fp32` by {r['psnr_abs_diff_vs_onnx_fp32_db']['mean']:.4f} dB "
-                   f"on average (at most {r['psnr_abs_diff_vs_onnx_fp32_db']['max']:.4f}) over the {scored} synthetic frames "
-                   "scored here (a square moving over a smooth background, not Ped2 frames"
-                   + (f"; int8 calibrated on {calibrated}" if calibrated else "") + ").")
+                   f"{against} (`{reference}`); {psnr}")
     if d["summary"]:
         out.append("- These PSNR gaps are of synthetic frames; on Ped2's test frames int8's gap is not measured here (its "
                    "AUC on Ped2 is below).")

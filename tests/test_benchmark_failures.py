@@ -191,3 +191,22 @@ def test_no_quick_benchmark_defaults_to_its_committed_file() -> None:
         if '{"error":' in text and path.name != "speed.py":
             assert f'finish("{path.name}", args.out' in text, path.name
     assert quick >= 8
+
+
+def test_int8_without_its_onnx_fp32_row_measures_no_psnr_gap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The int8 rows' PSNR gap is against onnx-fp32: where that row failed the gap is None (was int8 against itself,
+    0.000 dB), and the document says it was not measured."""
+    out = committed(tmp_path, "int8.json")
+    assert run_int8(monkeypatch, out, fail="onnx-fp32") == 1
+    result = json.loads(out.with_name("int8.failed.json").read_text())
+    (summary,) = result["summary"]
+    assert summary["row"] == "onnx-int8" and summary["psnr_abs_diff_vs_onnx_fp32_db"] is None
+    assert summary["speedup_vs_onnx_fp32"] is None
+    lines = [line for line in benchmark("make_performance_doc").int8_section(result, "int8.json") if "`onnx-int8`" in line]
+    assert any("PSNR against `onnx-fp32` was not measured" in line for line in lines)
+    assert not any("PSNR differs" in line for line in lines)
+    # with the row, the gap is measured: the fakes' PSNR differ by 0.5 dB on the first frame, 0 on the second
+    out.with_name("int8.failed.json").unlink()
+    assert run_int8(monkeypatch, out, fail=None) == 0
+    (summary,) = json.loads(out.read_text())["summary"]
+    assert summary["psnr_abs_diff_vs_onnx_fp32_db"] == {"mean": 0.25, "max": 0.5}
