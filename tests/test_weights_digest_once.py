@@ -5,6 +5,9 @@ again, never given its old digest."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -100,3 +103,16 @@ def test_a_step_of_a_changed_model_records_the_new_weights() -> None:
         next(model.parameters()).add_(1)
     after = step_digest(scoring_step(model, config))
     assert before != after == fresh_digest(model)
+
+
+def test_the_kept_digest_leaves_the_model_as_it_was() -> None:
+    """Kept beside the model, not on it: a model whose digest was taken still pickles (a spawned worker, torch.save)
+    and its copy, whose tensors are others, is hashed for itself."""
+    torch.manual_seed(0)
+    model = MNAD(tiny_config().model)
+    digest = weights_digest(model)
+    assert weights_digest(pickle.loads(pickle.dumps(model))) == digest
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        next(twin.parameters()).add_(1)
+    assert weights_digest(twin) == fresh_digest(twin) != digest == weights_digest(model)

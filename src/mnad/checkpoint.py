@@ -45,24 +45,26 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-DIGEST_CACHE = "_mnad_weights_digest"  # the attribute where weights_digest keeps a model's digest with what it was of
+# weights_digest's digest of each model with what it was taken of, by model: kept off the model itself (a model must
+# still pickle, and a copy must not carry it), dropped with the model
+_DIGESTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 
 
 def weights_digest(model: torch.nn.Module) -> str:
     """SHA-256 of a model's weights and buffers (what a compiled package, a saved stream state or a calibration
     belongs to). Hashed once per state of the weights: a command asks for it several times (load_model's calibration
-    check, the entry point's, the scoring step's, metrics.json's provenance), so the digest is kept on the model with
+    check, the entry point's, the scoring step's, metrics.json's provenance), so the digest is kept for the model with
     what it was taken of (``_weights_state``: each tensor, its storage and its version counter) and taken again once
     any of them changed, as training (an optimiser step, a training forward's BatchNorm count), ``load_state_dict`` or
     a replaced parameter change them. Changes that bypass the version counter (in place through ``.data``, or through a
     NumPy view) are not seen: change weights under ``torch.no_grad()`` instead."""
     state = _weights_state(model)
-    cached = model.__dict__.get(DIGEST_CACHE)
+    cached = _DIGESTS.get(model)
     if state is not None and cached is not None and _same_state(cached[0], state):
         return cached[1]
     digest = _hash_weights(model)
     if state is not None:
-        model.__dict__[DIGEST_CACHE] = (state, digest)
+        _DIGESTS[model] = (state, digest)
     return digest
 
 
