@@ -14,7 +14,10 @@ RUN is a training run that held whole training videos out (``train.holdout_video
    the false-alarm rate realised on the 4th (leave one out), which is how settings are compared without test labels.
 
 Writes OUT/metrics.json and OUT/scores.csv (step 2), OUT/attempts.json (step 3) and OUT/commands.txt; the
-calibrated model is not kept (rerun step 1 to get it: `mnad calibrate --checkpoint RUN --out FILE`).
+calibrated model is not kept (rerun step 1 to get it: `mnad calibrate --checkpoint RUN --out FILE`). They are made in a
+temporary folder beside OUT and replace OUT's files together (``atomic_write_many``) only once every step succeeded:
+a run that fails leaves OUT as it was; one whose reference attempt does not reproduce the package leaves its files in
+that folder (named in the error) and exits 1.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import csv
 import dataclasses
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 from collections import deque
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnad.atomic import atomic_write_many
 from mnad.calibrate import calibrate, describe_scoring, fit_calibration, footage_terms, with_calibration
 from mnad.calibration import Calibration
 from mnad.checkpoint import load_model, save_model
@@ -151,7 +156,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-test-update", action="store_true", help="eval.test_update = false: the memory never changes at test time")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))  # beside OUT: the same relative paths
+    try:
+        agree, message = run(args, argv, work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if not agree:
+        sys.exit(f"{message}; {out} is unchanged, this run's files are in {work}")
+    atomic_write_many({out / p.name: p.read_bytes() for p in sorted(work.iterdir())})  # all, or none
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, argv: list[str] | None, out: Path) -> tuple[bool, str]:
+    """Steps 1-3 with their files written to ``out`` (the temporary folder); whether the reference attempt reproduces
+    the package, and what to say if not."""
     model, config = load_model(args.run)
     config = config.override([f"eval.psnr_region={args.psnr_region}", f"eval.distance_region={args.distance_region}",
                               f"eval.test_update={str(not args.no_test_update).lower()}"])
@@ -224,9 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     (out / "attempts.json").write_text(json.dumps(record, indent=2))
     command = "python scripts/ped2_stream.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     (out / "commands.txt").write_text(f"# the stream protocol on UCSD Ped2 (issue #17), scripts/ped2_stream.py\n{command}\n")
-    if not agree:
-        sys.exit(f"the recomputed reference attempt ({reference['micro_auc']}) differs from the package's stream protocol "
-                 f"({headline['micro_auc']})")
+    return agree, (f"the recomputed reference attempt ({reference['micro_auc']}) differs from the package's stream protocol "
+                   f"({headline['micro_auc']})")
 
 
 if __name__ == "__main__":

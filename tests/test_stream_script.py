@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
+import pytest
 from conftest import tiny_config
 
 from mnad.data.synthetic import make_synthetic_dataset
@@ -14,22 +16,35 @@ from mnad.train import train
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ped2_stream.py"
 
 
-def test_stream_script_reproduces_the_package_and_scores_every_attempt(tmp_path: Path) -> None:
-    root = tmp_path / "data"
-    make_synthetic_dataset(root, n_train=3, n_test=2, n_frames=120, size=32, seed=0)
-    config = tiny_config()
-    config.train.holdout_videos = ["02", "03"]
-    train(config, root, tmp_path / "run", progress=False)
+def load() -> ModuleType:
     spec = importlib.util.spec_from_file_location("ped2_stream", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.main(["--run", str(tmp_path / "run"), "--data-root", str(root), "--out", str(tmp_path / "local"), "--fps", "25",
+    return module
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data root, run folder): a tiny model trained with two whole training videos held out."""
+    tmp = tmp_path_factory.mktemp("stream_script")
+    root = tmp / "data"
+    make_synthetic_dataset(root, n_train=3, n_test=2, n_frames=120, size=32, seed=0)
+    config = tiny_config()
+    config.train.holdout_videos = ["02", "03"]
+    train(config, root, tmp / "run", progress=False)
+    return root, tmp / "run"
+
+
+def test_stream_script_reproduces_the_package_and_scores_every_attempt(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    root, run = trained
+    module = load()
+    module.main(["--run", str(run), "--data-root", str(root), "--out", str(tmp_path / "local"), "--fps", "25",
                  "--psnr-region", "patch", "--distance-region", "patch", "--scoring", "config"])
     local = json.loads((tmp_path / "local" / "attempts.json").read_text())
     assert local["reproduces_the_package"] and local["reference_attempt"] == "patch PSNR + patch D, calibrated, 5-frame mean"
     calibration = json.loads((tmp_path / "local" / "metrics.json").read_text())["config"]["eval"]["calibration"]
     assert (calibration["psnr_region"], calibration["distance_region"]) == ("patch", "patch")
-    module.main(["--run", str(tmp_path / "run"), "--data-root", str(root), "--out", str(tmp_path / "out"), "--fps", "25"])
+    module.main(["--run", str(run), "--data-root", str(root), "--out", str(tmp_path / "out"), "--fps", "25"])
     record = json.loads((tmp_path / "out" / "attempts.json").read_text())
     assert record["reproduces_the_package"] and record["held_out"] == ["02[0:120]", "03[0:120]"]
     # the default: the scoring chosen on pseudo-anomalies of the held-out videos, and the package scores with it
@@ -40,3 +55,50 @@ def test_stream_script_reproduces_the_package_and_scores_every_attempt(tmp_path:
     assert all(0 <= a["held_out_leave_one_out_far"]["0.01"] <= 1 for a in calibrated)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
     assert metrics["protocol"] == "stream" and metrics["stream"]["event_measures"]["videos_with_anomaly"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local", "out"]  # no temporary folder left beside them
+
+
+def committed(folder: Path) -> dict[str, bytes]:
+    folder.mkdir(parents=True)
+    for name in ("metrics.json", "scores.csv", "attempts.json", "commands.txt"):
+        (folder / name).write_text(f"the committed {name}\n")
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_run_that_fails_late_leaves_the_committed_folder_as_it_was(trained: tuple[Path, Path], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step 3 fails after step 2 scored the test set: metrics.json and scores.csv used to be new by then, beside the
+    previous run's attempts.json (a README row from the two)."""
+    root, run = trained
+    out = tmp_path / "results" / "ped2_stream"
+    before = committed(out)
+    module = load()
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("step 3 failed")
+
+    monkeypatch.setattr(module, "leave_one_out", fail)
+    with pytest.raises(RuntimeError, match="step 3 failed"):
+        module.main(["--run", str(run), "--data-root", str(root), "--out", str(out), "--fps", "25", "--scoring", "config"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir()] == ["ped2_stream"]  # the temporary folder is gone
+
+
+def test_a_run_that_does_not_reproduce_the_package_keeps_its_files_aside(trained: tuple[Path, Path], tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    root, run = trained
+    out = tmp_path / "results" / "ped2_stream"
+    before = committed(out)
+    module = load()
+    evaluate = module.evaluate
+
+    def off(*args: object, **kwargs: object) -> dict:
+        return {**evaluate(*args, **kwargs), "micro_auc": -1.0}
+
+    monkeypatch.setattr(module, "evaluate", off)
+    with pytest.raises(SystemExit, match="differs from the package's stream protocol") as stopped:
+        module.main(["--run", str(run), "--data-root", str(root), "--out", str(out), "--fps", "25", "--scoring", "config"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (aside,) = [p for p in out.parent.iterdir() if p != out]
+    assert str(aside) in str(stopped.value) and (aside / "attempts.json").is_file()
+    assert not json.loads((aside / "attempts.json").read_text())["reproduces_the_package"]
