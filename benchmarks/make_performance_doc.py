@@ -618,7 +618,7 @@ def train_precision_section(d: dict, source: str) -> list[str]:
 def render(results: Path) -> str:
     speed_path = results / "speed.json"
     if not speed_path.is_file():
-        raise SystemExit(f"{speed_path}: not found; run benchmarks/speed.py first")
+        raise SystemExit(f"make_performance_doc.py: error: {speed_path}: not found; run benchmarks/speed.py first")
     d = json.loads(speed_path.read_text())
     rel = lambda p: str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)  # noqa: E731
     lines = ["# Performance", "",
@@ -665,7 +665,14 @@ def main(argv: list[str] | None = None) -> int:
     text = render(Path(args.results))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    from mnad.atomic import atomic_write
+    from mnad.errors import MNADError
+
+    try:
+        atomic_write(out, text.encode())  # an interrupted run leaves the previous document whole
+    except MNADError as exc:
+        print(f"make_performance_doc.py: error: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

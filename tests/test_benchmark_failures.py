@@ -210,3 +210,28 @@ def test_int8_without_its_onnx_fp32_row_measures_no_psnr_gap(tmp_path: Path, mon
     assert run_int8(monkeypatch, out, fail=None) == 0
     (summary,) = json.loads(out.read_text())["summary"]
     assert summary["psnr_abs_diff_vs_onnx_fp32_db"] == {"mean": 0.25, "max": 0.5}
+
+
+def test_the_performance_doc_is_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A write that fails (here: the target is a folder) leaves no part-written document and says so in one error line."""
+    import mnad.atomic
+
+    make_doc = benchmark("make_performance_doc")
+    monkeypatch.setattr(make_doc, "render", lambda results: "# Performance\n")
+    out = tmp_path / "performance.md"
+    out.write_text("previous\n")
+    calls: list[Path] = []
+    write = mnad.atomic.atomic_write
+
+    def spy(path: Path, data: bytes, **kwargs: object) -> None:
+        calls.append(Path(path))
+        write(path, data, **kwargs)
+
+    monkeypatch.setattr(mnad.atomic, "atomic_write", spy)
+    assert make_doc.main(["--out", str(out)]) == 0
+    assert calls == [out] and out.read_text() == "# Performance\n"
+    (tmp_path / "folder.md").mkdir()
+    assert make_doc.main(["--out", str(tmp_path / "folder.md")]) == 1
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert line.startswith("make_performance_doc.py: error: ") and "folder.md" in line

@@ -128,3 +128,42 @@ def test_the_readme_stream_row_says_what_was_seen_before_calibrate_was_written(d
     said = doc.calibrate_history("ped2_stream_8ep", 8)
     assert "after this run's epoch-3 test columns had been seen" in said and "epochs 4 to 8" in said and "epoch 8" in said
     assert "had been seen" in doc.calibrate_history("ped2_stream", 2)
+
+
+def _readme_copy(tmp_path: Path, broken: str) -> tuple[Path, str]:
+    text = (ROOT / "README.md").read_text()
+    text = {"missing": text.replace("<!-- stream:start -->\n", ""),
+            "twice": text + "\n<!-- results:end -->\n",
+            "reversed": text.replace("<!-- stream:start -->", "<!-- swap -->").replace("<!-- stream:end -->", "<!-- stream:start -->")
+                            .replace("<!-- swap -->", "<!-- stream:end -->")}[broken]
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    return readme, text
+
+
+@pytest.mark.parametrize(("broken", "marker"), [("missing", "stream"), ("twice", "results"), ("reversed", "stream")])
+def test_a_readme_whose_markers_are_broken_is_refused_and_nothing_is_written(
+        doc: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], broken: str, marker: str) -> None:
+    """A README without a block's markers (or with two) was left as it was, silently, and the script exited 0."""
+    readme, text = _readme_copy(tmp_path, broken)
+    out = tmp_path / "docs" / "results.md"
+    monkeypatch.setattr(doc, "results_doc", lambda: pytest.fail("rendered before the README was checked"))
+    assert doc.main(["--readme", str(readme), "--out", str(out)]) == 1
+    assert readme.read_text() == text and not out.exists()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("make_results_doc.py: error: ") and str(readme) in line and f"<!-- {marker}:start -->" in line
+
+
+def test_the_readme_blocks_are_replaced_between_their_markers_and_both_files_written(
+        doc: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\nold table\n<!-- results:end -->\nmiddle\n<!-- stream:start -->\n"
+                      "old\nstream\n<!-- stream:end -->\nend\n")
+    monkeypatch.setattr(doc, "table1", lambda: "new table")
+    monkeypatch.setattr(doc, "stream_readme_block", lambda: "new stream")
+    monkeypatch.setattr(doc, "results_doc", lambda: "# Results\n")
+    out = tmp_path / "results.md"
+    assert doc.main(["--readme", str(readme), "--out", str(out)]) == 0
+    assert readme.read_text() == ("# x\n<!-- results:start -->\nnew table\n<!-- results:end -->\nmiddle\n<!-- stream:start -->\n"
+                                  "new stream\n<!-- stream:end -->\nend\n")
+    assert out.read_text() == "# Results\n"
