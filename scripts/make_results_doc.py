@@ -732,9 +732,11 @@ def smoothed_recipe() -> str:
 
 
 def smoothing_windows() -> list[str]:
-    """Micro AUC of the recipe's scoring against the trailing-mean window, recomputed from its committed scores.csv."""
-    from sklearn.metrics import roc_auc_score
+    """Micro AUC of the recipe's scoring against the trailing-mean window, recomputed from its committed scores.csv by
+    the package's own AUC (``mnad.evaluate.auc_metrics``, what ``mnad evaluate`` reports)."""
+    import dataclasses
 
+    from mnad.evaluate import auc_metrics
     from mnad.outputs import read_scores
     from mnad.scoring import anomaly_score, smooth
 
@@ -744,11 +746,11 @@ def smoothing_windows() -> list[str]:
         if not path.is_file():
             return []
         videos = read_scores(path)
-        labels = np.concatenate([v.labels for v in videos])
         cells = []
         for window in SMOOTHING_WINDOWS:
-            scores = np.concatenate([smooth(anomaly_score(v.psnr, np.zeros_like(v.psnr), alpha=1.0), window) for v in videos])
-            cells.append(f"{100 * roc_auc_score(labels, scores):.2f}")
+            scored = [dataclasses.replace(v, score=smooth(anomaly_score(v.psnr, np.zeros_like(v.psnr), alpha=1.0), window))
+                      for v in videos]
+            cells.append(f"{100 * auc_metrics(scored)['micro_auc']:.2f}")
         rows.append(f"| `{folder}` | " + " | ".join(cells) + " |")
     return ["How much rests on the window: micro AUC % of the same PSNR-only scores (the fast path's, from each folder's "
             "`scores.csv`) averaged over the last w frames; w = 1 is no smoothing.", "",
