@@ -2,11 +2,16 @@
 
     python scripts/ped2_detect.py --checkpoint runs/ped2_pred_fast --ped2 ../shared/data/ped2 --out results/ped2_detect
 
-1. calibrates the model on the Ped2 training videos (normal footage, no labels) for a false-alarm rate;
-2. writes each test video as an .mp4 with OpenCV and runs `detect` on it (causal scores, events);
+1. calibrates the model on the Ped2 training videos (normal footage, no labels) for a target false-alarm rate. Those
+   are the videos the checkpoint was trained on: the threshold is fitted in-sample, where the model reconstructs
+   best, so the target is no honest estimate of the rate on new footage (the test set's normal frames show the
+   realised one; scripts/ped2_stream.py calibrates on training videos held out of training instead);
+2. writes each test video as an .mp4 with OpenCV at the dataset's recording rate (Ped2: 10 frames/s,
+   ``mnad.evaluate.stream_rates``; --fps to choose another) and runs `detect` on it (causal scores, events);
 3. compares the events with test_anomalies.csv, and the causal scores with the offline scores of `evaluate`
    (raw PSNR and D of the same frames, scored from the JPEG frames with the memory carried over the test set).
-Writes summary.json (and each video's detect outputs) to --out.
+Writes summary.json and each video's detect outputs to --out: made in a temporary folder beside it, they replace
+the files there together (``atomic_write_many``) only once every video is done; a failed run leaves --out as it was.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,14 +29,19 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from mnad.atomic import atomic_write_many
 from mnad.calibrate import calibrate, with_calibration
 from mnad.checkpoint import load_model
 from mnad.data import find_label_file, load_labels, split_videos
 from mnad.detect import DetectOptions, detect
-from mnad.evaluate import score_videos
+from mnad.errors import MNADError
+from mnad.evaluate import score_videos, stream_rates
+
+CALIBRATION_FOOTAGE = ("the dataset's training videos, which the checkpoint was trained on: the threshold is fitted "
+                       "in-sample, so the target false-alarm rate is no honest estimate of the rate on new footage")
 
 
-def write_mp4(video_dir: Path, path: Path, fps: float = 25.0) -> None:
+def write_mp4(video_dir: Path, path: Path, fps: float) -> None:
     files = sorted(video_dir.glob("*.jpg"))
     first = cv2.imread(str(files[0]))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (first.shape[1], first.shape[0]))
@@ -42,8 +54,8 @@ def overlap(a: tuple[int, int], b: tuple[int, int]) -> int:
     return max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ped2_detect.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--ped2", required=True, help="the ped2 dataset folder")
     parser.add_argument("--out", required=True)
@@ -51,10 +63,33 @@ def main() -> None:
     parser.add_argument("--smoothing", type=int, default=5)
     parser.add_argument("--scoring", choices=["choose", "config"], default="config",
                         help="as `mnad calibrate --scoring`; config (the model's own terms) is what results/ped2_detect used")
-    args = parser.parse_args()
+    parser.add_argument("--fps", type=float, help="the .mp4 files' frame rate (default: the dataset's recording rate, Ped2's 10)")
+    args = parser.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    except OSError as exc:
+        return fail(f"{out}: cannot make a folder beside it ({exc.strerror or exc})")
+    try:
+        result = run(args, work)
+        # every file or none: a run stopped half-way leaves the previous run's outputs as they were
+        atomic_write_many({out / path.relative_to(work): path.read_bytes() for path in sorted(work.rglob("*")) if path.is_file()})
+    except MNADError as exc:
+        return fail(str(exc))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({k: v for k, v in result.items() if k != "per_video"}, indent=2))
+    return 0
 
+
+def fail(message: str) -> int:
+    print(f"ped2_detect.py: error: {message}", file=sys.stderr)
+    return 1
+
+
+def run(args: argparse.Namespace, out: Path) -> dict:
+    """Steps 1-3, the outputs written to ``out`` (the temporary folder); the summary."""
     model, config = load_model(args.checkpoint)
     started = time.perf_counter()
     cal = calibrate(model, config, split_videos(args.ped2, "", "training"), false_alarm_rate=args.false_alarm_rate,
@@ -63,6 +98,7 @@ def main() -> None:
     calibrated = with_calibration(config, cal)
 
     test_videos = split_videos(args.ped2, "", "testing")
+    fps, _, fps_source = stream_rates(test_videos, Path(args.ped2).resolve().name, args.fps)  # frame folders: one rate
     labels = load_labels(find_label_file(Path(args.ped2), "ped2"), test_videos)
     offline = score_videos(model, config, test_videos, progress=False)
 
@@ -70,9 +106,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for video, video_labels, off in zip(test_videos, labels, offline, strict=True):
             mp4 = Path(tmp) / f"{video.name}.mp4"
-            write_mp4(video.path, mp4)
-            # a rerun replaces the outputs of the previous one in --out
-            summary = detect(model, calibrated, str(mp4), out / video.name, DetectOptions(overwrite=True), progress=False)
+            write_mp4(video.path, mp4, fps)
+            summary = detect(model, calibrated, str(mp4), out / video.name, DetectOptions(), progress=False)
             rows = list(csv.DictReader((out / video.name / "scores.csv").open()))
             frames = np.array([int(r["frame"]) for r in rows])
             score = np.array([float(r["smoothed"]) for r in rows])
@@ -101,8 +136,12 @@ def main() -> None:
 
     scores, truth, alerts = np.concatenate(all_scores), np.concatenate(all_labels), np.concatenate(all_alerts)
     result = {
-        "command": "python scripts/ped2_detect.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        "command": "python scripts/ped2_detect.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
         "calibration": cal.to_dict(),
+        "calibration_footage": CALIBRATION_FOOTAGE,
+        "calibration_in_sample": True,
+        "fps": fps,
+        "fps_source": fps_source,
         "calibration_seconds": round(calibration_seconds, 1),
         "frames": int(truth.size),
         "causal_auc_smoothed": float(roc_auc_score(truth, scores)),
@@ -114,8 +153,8 @@ def main() -> None:
         "per_video": per_video,
     }
     (out / "summary.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "per_video"}, indent=2))
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
