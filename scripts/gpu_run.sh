@@ -15,9 +15,11 @@ mkdir -p "$OUT"
 PY=${PYTHON:-$(command -v python3 || command -v python || true)}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 
-fail() {  # an answer either way: one JSON that says why
-  printf '{"schema": "mnad-gpu-paper-recipe-1", "error": "%s"}\n' "$1" > "$OUT/gpu_paper_recipe.json"
-  echo "gpu_run.sh: $1" >&2
+fail() {  # an answer either way: one JSON that says why (written whole, then renamed into place)
+  local why=${1//\\/\\\\}
+  printf '{"schema": "mnad-gpu-paper-recipe-1", "error": "%s"}\n' "${why//\"/\\\"}" > "$OUT/.gpu_paper_recipe.json.tmp" \
+    && mv -f "$OUT/.gpu_paper_recipe.json.tmp" "$OUT/gpu_paper_recipe.json"
+  echo "gpu_run.sh: error: $1" >&2
   exit 1
 }
 

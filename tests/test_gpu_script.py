@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -129,3 +131,17 @@ def test_training_clips_are_counted_as_train_counts_them(packed: Path, tmp_path:
     assert script.training_clips(config, root, stride=4) == 2 * len(range(0, 24 - config.model.t_length + 1, 4))
     held = config.override(["train.holdout=0.5"])  # train leaves the held-out frames out of its clips: so does the count
     assert script.training_clips(held, root) < script.training_clips(config, root)
+
+
+def test_gpu_run_without_torch_answers_with_one_json_and_one_error_line(tmp_path: Path) -> None:
+    python = tmp_path / 'no "torch" here'  # a quote in the message: the JSON still parses
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    out = tmp_path / "out"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_run.sh"
+    done = subprocess.run(["bash", str(script)], env={**os.environ, "OUT": str(out), "PYTHON": str(python)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == f"gpu_run.sh: error: torch cannot be imported by {python}"
+    assert [p.name for p in out.iterdir()] == ["gpu_paper_recipe.json"]  # no temporary file left
+    assert json.loads((out / "gpu_paper_recipe.json").read_text())["error"] == f"torch cannot be imported by {python}"
