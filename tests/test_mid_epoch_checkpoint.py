@@ -305,6 +305,7 @@ def _rank(rank: int, port: int, root: str, out: str) -> None:
         train(config, root, out_dir / "reference", progress=False)
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(train_module, "checkpoint_due", due_at_steps)
+            patch.setattr(train_module, "POLL_SECONDS", 0.0)  # rank 0 asks it at every step (CheckpointClock)
             stop_at_call(patch, BATCHES + 7)
             with contextlib.suppress(Stop):
                 train(config, root, out_dir / "run", progress=False)
@@ -409,6 +410,7 @@ def _cli_rank(rank: int, port: int, root: str, out: str) -> None:
     with open(Path(out) / f"rank{rank}.err", "w") as err, pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "stderr", err)
         patch.setattr(train_module, "checkpoint_due", due_at_steps)
+        patch.setattr(train_module, "POLL_SECONDS", 0.0)  # rank 0 asks it at every step (CheckpointClock)
         stop_at_call(patch, DUE_AT[0] + 2, KeyboardInterrupt)
         code = cli.main(["train", "--data-root", root, "--out", str(Path(out) / "run"), *CLI_TRAIN])
         err.write(f"exit {code}\n")

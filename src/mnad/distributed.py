@@ -18,10 +18,14 @@ What each rank does (docs/distributed.md has the full story):
   equals the one over the concatenated global batch, and every rank holds identical items after every step.
 - BatchNorm normalises with per-rank statistics unless ``train.sync_batchnorm``: then torch's SyncBatchNorm on
   GPUs, ``GlobalBatchNorm2d`` below on CPU (torch's is GPU-only), both using the statistics of the global batch.
+- Rank 0 alone checks and writes the run folder and evaluation's outputs. Each such step, and each where a rank
+  reads data of its own, is taken ``together``: one all-reduce says whether every rank got through it, so a rank
+  that fails there stops the others at once (``RankFailed``) instead of leaving them at the next collective.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
@@ -29,7 +33,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,7 +43,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
 
-from mnad.errors import ConfigError
+from mnad.errors import ConfigError, MNADError, Terminated
 from mnad.launch import multi_process_launch  # one definition, torch-free, that the CLI reads too
 from mnad.precision import checked_device
 
@@ -246,6 +250,75 @@ def barrier(ctx: Context) -> None:
     """Wait until every rank gets here (e.g. until rank 0 has written a file the others read)."""
     if ctx.enabled:
         dist.barrier()
+
+
+class RankFailed(MNADError):
+    """Another rank of the job stopped with an error in a step the ranks take together (``together``): that rank's
+    own error says why; this one stops with it, promptly, instead of waiting at the job's next collective."""
+
+
+# how a rank left a ``together`` block, shared as one number: rank * len(_OUTCOMES) + the index here (a rank that
+# got through contributes world_size * len(_OUTCOMES), so the MIN over the ranks names the lowest rank that did not)
+_OUTCOMES = ("error", "KeyboardInterrupt", "SIGTERM", "SIGHUP")
+
+
+def _outcome(exc: BaseException) -> int:
+    if isinstance(exc, KeyboardInterrupt):
+        return 1
+    if isinstance(exc, Terminated):
+        return 3 if exc.signal == "SIGHUP" else 2
+    return 0
+
+
+@contextlib.contextmanager
+def together(ctx: Context, what: str) -> Iterator[None]:
+    """A step the ranks finish together: every rank runs the block (which may do work on rank 0 only: a check, a
+    write), then they agree in one all-reduce whether every rank got through it. A rank whose block raised raises
+    its own exception; the others raise ``RankFailed`` naming that rank and ``what`` it was doing ("while writing
+    the epoch's checkpoint"), or, where it was stopped by Ctrl-C or SIGTERM/SIGHUP, the same stop (KeyboardInterrupt
+    or ``Terminated``: rank 0 alone says what a stopped run keeps). Without it, a rank that fails where the others
+    do not would leave them waiting at the next collective (a barrier, DDP's gradient all-reduce) until torchrun's
+    agent, the lost connection or NCCL's timeout (10 minutes or more) ended them.
+
+    The all-reduce is also a barrier: no rank leaves the block before every rank has finished it. On one process
+    the block just runs, nothing is communicated."""
+    if not ctx.enabled:
+        yield
+        return
+    kinds = len(_OUTCOMES)
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(RuntimeError):  # the others gone too (torch.distributed's errors): this one's own error stands
+            _lowest(ctx.rank * kinds + _outcome(exc), ctx)
+        raise
+    lowest = _lowest(ctx.world_size * kinds, ctx)
+    if lowest < ctx.world_size * kinds:
+        rank, kind = divmod(lowest, kinds)
+        if _OUTCOMES[kind] == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        if kind:
+            raise Terminated(_OUTCOMES[kind])
+        # the same text on every other rank: said once per torchrun job (first_to_say)
+        raise RankFailed(f"rank {rank} of this job stopped with an error {what} (its own error message says why); "
+                         "the other ranks stop with it")
+
+
+def _lowest(value: int, ctx: Context) -> int:
+    """The least of every rank's ``value`` (one all-reduce)."""
+    tensor = torch.tensor([value], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
+def from_main(values: Sequence[float], ctx: Context) -> list[float]:
+    """Rank 0's ``values`` on every rank (one broadcast of a few numbers; each rank passes as many); on one process
+    ``values`` themselves."""
+    if not ctx.enabled:
+        return list(values)
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=ctx.device)
+    dist.broadcast(tensor, src=0)
+    return tensor.tolist()
 
 
 def local_batch_size(global_batch: int, ctx: Context) -> int:

@@ -386,7 +386,8 @@ def evaluate(
     scorer = None
     if protocol == "stream":
         scorer = StreamScorer.for_model(model, config, normalization="calibrated", calibration=calibration, device=device)
-    results = score_frames(model, config, mine, device=device, progress=progress and ctx.is_main, scorer=scorer)
+    with distributed.together(ctx, "while scoring its share of the test videos"):  # a rank that fails stops them all
+        results = score_frames(model, config, mine, device=device, progress=progress and ctx.is_main, scorer=scorer)
     results = [v for part in distributed.all_gather_objects(results, ctx) for v in part]  # all videos, in order
     attach_labels(results, labels)
     if protocol != "stream":
@@ -417,6 +418,8 @@ def evaluate(
     if protocol == "stream":
         fps, video_fps, fps_source = stream_rates(videos, config.dataset, fps)
         metrics["stream"] = stream_metrics(results, calibration, fps=fps, video_fps=video_fps, fps_source=fps_source)
-    if out_dir is not None and ctx.is_main:
-        write_evaluation(out_dir, results, metrics, config.to_dict())  # both or neither (a full disk leaves the old pair)
+    if out_dir is not None:
+        with distributed.together(ctx, "while writing the scores and metrics"):  # no rank returns unwritten metrics
+            if ctx.is_main:
+                write_evaluation(out_dir, results, metrics, config.to_dict())  # both or neither (a full disk leaves the old pair)
     return metrics

@@ -320,6 +320,50 @@ def checkpoint_due(since: float, minutes: float, step: int, batches: int) -> boo
     return minutes > 0 and step < batches and time.monotonic() - since >= minutes * 60
 
 
+POLL_SECONDS = 5.0  # on several ranks: about how often rank 0 tells the others whether a mid-epoch checkpoint is due
+
+
+class CheckpointClock:
+    """When to write a checkpoint part way through an epoch: once ``checkpoint_due`` says so on rank 0's clock, at
+    the same step on every rank, so that the ranks take the write together (``distributed.together``).
+
+    On one process it asks at every step (a clock reading, nothing more). On several ranks rank 0 asks at agreed
+    steps only, about every POLL_SECONDS of training (the first at the epoch's first step), and shares in one
+    broadcast its answer and the step at which it asks next (from its measured time a step): a checkpoint comes at
+    most about POLL_SECONDS late, and the loop reads nothing back from the devices in between."""
+
+    def __init__(self, minutes: float, ctx: distributed.Context) -> None:
+        self.minutes, self.ctx = minutes, ctx
+        self.since = time.monotonic()  # the last checkpoint's time
+        self.next_step = 1  # of the epoch, where the ranks next ask (several ranks)
+        self.asked = (0, time.perf_counter())  # rank 0's (step, time) of its last asking
+
+    def start_epoch(self, done: int) -> None:
+        """An epoch starts after its ``done`` batches (a mid-epoch checkpoint's; else 0)."""
+        self.next_step, self.asked = done + 1, (done, time.perf_counter())
+
+    def saved(self) -> None:
+        """A checkpoint was written now."""
+        self.since = time.monotonic()
+
+    def due(self, step: int, batches: int) -> bool:
+        """Whether to checkpoint after batch ``step`` of the epoch's ``batches``: the same answer on every rank."""
+        if not self.ctx.enabled:
+            return checkpoint_due(self.since, self.minutes, step, batches)
+        if self.minutes <= 0 or step != self.next_step:
+            return False
+        due, ahead = 0.0, 1.0
+        if self.ctx.is_main:
+            due = float(checkpoint_due(self.since, self.minutes, step, batches))
+            now = time.perf_counter()
+            per_step = (now - self.asked[1]) / max(step - self.asked[0], 1)
+            ahead = float(max(1, min(batches, int(POLL_SECONDS / per_step) if per_step > 0 else batches)))
+            self.asked = (step, now)
+        due, ahead = distributed.from_main([due, ahead], self.ctx)
+        self.next_step = step + int(ahead)
+        return bool(due)
+
+
 def training_state(model: MNAD, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                    epoch: int, clips: list[list]) -> tuple[dict[str, torch.Tensor], dict]:
     """A training checkpoint's tensors (optimiser and model) and metadata after ``epoch`` epochs, on ``clips``."""
@@ -577,29 +621,31 @@ def _train(
     ctx = distributed.setup(cfg.train.device)  # joins torchrun's process group, if any; one GPU per rank
     cfg = precision.training_precision(cfg, ctx.device)  # the run's config.json says what ran
     check_compiler(cfg.train, ctx.device)  # before anything is written: it would fail only at the first step
-    check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # every rank, before any data is decoded
-    if ctx.is_main and out_dir.is_dir():
-        lock.acquire()  # a second writer fails now; a new folder is locked when it is created
-    distributed.barrier(ctx)  # every rank has seen the folder before rank 0 writes to it
+    # every rank has seen the folder before rank 0 writes to it; a refusal on any rank stops them all (so below)
+    with distributed.together(ctx, "while checking the output folder"):
+        check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # every rank, before any data is decoded
+        if ctx.is_main and out_dir.is_dir():
+            lock.acquire()  # a second writer fails now; a new folder is locked when it is created
     device = ctx.device
     local_batch = distributed.local_batch_size(cfg.train.batch_size, ctx)  # train.batch_size is the global batch
     apply_threads(cfg)
     torch.manual_seed(cfg.train.seed)  # fixes the weight and memory initialisation
 
-    footage = training_videos(cfg, data_root)
-    videos, holdout = split_holdout(footage, cfg.train.holdout, cfg.model.t_length, cfg.train.holdout_videos)
-    clips = training_clips(videos)
-    checkpoint_path = out_dir / TRAIN_STATE_FILE
-    store = FrameStore(videos, cfg.model.image_size, cfg.model.channels, cache=cfg.train.cache_frames)
-    dataset = ClipDataset(store, cfg.model.t_length, stride=cfg.train.clip_stride)
-    batches = len(dataset) // cfg.train.batch_size  # an epoch's, on any number of ranks (distributed.sampler)
-    state = read_train_state(checkpoint_path, cfg, clips, batches) if resume else None  # checked before any frame is decoded
-    if ctx.is_main:  # videos that give no clip: the run would learn less footage than it was given, unsaid
-        warn_unused(footage, videos, holdout, cfg.model.t_length,
-                    holding_out=cfg.train.holdout > 0 or bool(cfg.train.holdout_videos))
-    check_one_batch(len(dataset), cfg, data_root)
-    if cfg.train.cache_frames:
-        dataset.preload()  # a bad frame fails now, before anything is written
+    with distributed.together(ctx, "while reading the training footage or checkpoint"):  # one machine's may differ
+        footage = training_videos(cfg, data_root)
+        videos, holdout = split_holdout(footage, cfg.train.holdout, cfg.model.t_length, cfg.train.holdout_videos)
+        clips = training_clips(videos)
+        checkpoint_path = out_dir / TRAIN_STATE_FILE
+        store = FrameStore(videos, cfg.model.image_size, cfg.model.channels, cache=cfg.train.cache_frames)
+        dataset = ClipDataset(store, cfg.model.t_length, stride=cfg.train.clip_stride)
+        batches = len(dataset) // cfg.train.batch_size  # an epoch's, on any number of ranks (distributed.sampler)
+        state = read_train_state(checkpoint_path, cfg, clips, batches) if resume else None  # checked before any frame is decoded
+        if ctx.is_main:  # videos that give no clip: the run would learn less footage than it was given, unsaid
+            warn_unused(footage, videos, holdout, cfg.model.t_length,
+                        holding_out=cfg.train.holdout > 0 or bool(cfg.train.holdout_videos))
+        check_one_batch(len(dataset), cfg, data_root)
+        if cfg.train.cache_frames:
+            dataset.preload()  # a bad frame fails now, before anything is written
 
     model = MNAD(cfg.model).to(device)
     if cfg.train.channels_last:
@@ -618,44 +664,47 @@ def _train(
 
     # from here on the folder is this run's
     kept.append((int(state[2].get("epoch", 0)), resumed_step(state[2])[0]) if state is not None else (0, 0))
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if ctx.is_main:
-            lock.acquire()
-            check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # again, under the lock
-            if overwrite:  # the old run's model never sits beside the new config, even if this run is killed; it is
-                # kept aside until this run has its model (discard_earlier_run below), so a failed retrain loses nothing
-                earlier = set_aside_run(out_dir)  # the run's files and what was written beside it (run_folder.output_names)
-                if earlier is not None:
-                    log.warning("%s: the run there is kept in %s until this one has written its model", out_dir, earlier)
-            remove_stale_temps(out_dir)  # left by a run killed while writing a checkpoint
-        start_epoch = 0
-        if state is not None:
-            tensors, stored, extra = state
-            start_epoch = restore_train_state(checkpoint_path, tensors, extra, model, optimizer, scheduler)
-            cfg = kept_eval_settings(cfg, stored, warn=ctx.is_main)
-            if start_epoch == cfg.train.epochs:  # a finished run: nothing runs, the files keep saying what ran
-                cfg = stored
-            if ctx.is_main:  # a kill -9 between the checkpoint and the epoch's other files: write them now
-                reconcile_log(out_dir / LOG_FILE, start_epoch, extra.get("record"))
-                if cfg.train.keep_epochs and start_epoch and "step" not in extra and not epoch_model(out_dir, start_epoch).exists():
-                    save_model(epoch_model(out_dir, start_epoch), model, cfg, extra={"epochs": start_epoch})
-        if ctx.is_main:
-            atomic_write(out_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2).encode())
-        if holdout and ctx.is_main:
-            # absolute: the run is calibrated from wherever `mnad calibrate` is started
-            ranges = [{"path": str(Path(v.path).resolve()), "start": v.start, "stop": v.stop} for v in holdout]
-            atomic_write(out_dir / HOLDOUT_FILE, json.dumps(ranges, indent=2).encode())
-    except OSError as exc:
-        raise DataError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from exc
+    board = None
+    with distributed.together(ctx, "while preparing the output folder"):  # what rank 0 writes, the others wait for
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if ctx.is_main:
+                lock.acquire()
+                check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # again, under the lock
+                if overwrite:  # the old run's model never sits beside the new config, even if this run is killed; it is
+                    # kept aside until this run has its model (discard_earlier_run below), so a failed retrain loses nothing
+                    earlier = set_aside_run(out_dir)  # the run's files and what was written beside it (run_folder.output_names)
+                    if earlier is not None:
+                        log.warning("%s: the run there is kept in %s until this one has written its model", out_dir, earlier)
+                remove_stale_temps(out_dir)  # left by a run killed while writing a checkpoint
+            start_epoch = 0
+            if state is not None:
+                tensors, stored, extra = state
+                start_epoch = restore_train_state(checkpoint_path, tensors, extra, model, optimizer, scheduler)
+                cfg = kept_eval_settings(cfg, stored, warn=ctx.is_main)
+                if start_epoch == cfg.train.epochs:  # a finished run: nothing runs, the files keep saying what ran
+                    cfg = stored
+                if ctx.is_main:  # a kill -9 between the checkpoint and the epoch's other files: write them now
+                    reconcile_log(out_dir / LOG_FILE, start_epoch, extra.get("record"))
+                    if cfg.train.keep_epochs and start_epoch and "step" not in extra and not epoch_model(out_dir, start_epoch).exists():
+                        save_model(epoch_model(out_dir, start_epoch), model, cfg, extra={"epochs": start_epoch})
+            if ctx.is_main:
+                atomic_write(out_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2).encode())
+            if holdout and ctx.is_main:
+                # absolute: the run is calibrated from wherever `mnad calibrate` is started
+                ranges = [{"path": str(Path(v.path).resolve()), "start": v.start, "stop": v.stop} for v in holdout]
+                atomic_write(out_dir / HOLDOUT_FILE, json.dumps(ranges, indent=2).encode())
+        except OSError as exc:
+            raise DataError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from exc
+        if cfg.train.tensorboard and ctx.is_main:
+            board = tensorboard_writer(out_dir)
 
     net = distributed.wrap(model, ctx, sync_batchnorm=cfg.train.sync_batchnorm)  # DDP on several ranks; `model` stays unwrapped
     sampler = distributed.sampler(dataset, ctx, seed=cfg.train.seed * 100_003)  # order from (seed, epoch) only
-    board = tensorboard_writer(out_dir) if cfg.train.tensorboard and ctx.is_main else None
     # a resume from a mid-epoch checkpoint goes on in its epoch: its batches done are skipped, its loss sums and seconds
     # continue, so the epoch's record is an uninterrupted run's (on several ranks, the sums before the stop are rank 0's)
     last_record = state[2].get("record") if state is not None else None  # what a mid-epoch checkpoint carries on
-    saved_at = time.monotonic()  # the last checkpoint's time: the next mid-epoch one is due checkpoint_minutes later
+    clock = CheckpointClock(cfg.train.checkpoint_minutes, ctx)  # the next mid-epoch checkpoint: checkpoint_minutes after the last
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
         done, resumed_sums, resumed_seconds = resumed_step(state[2] if state is not None and epoch == start_epoch else None)
@@ -667,6 +716,7 @@ def _train(
         started = time.perf_counter() - resumed_seconds
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress or not ctx.is_main, leave=False,
                    initial=done, total=batches)
+        clock.start_epoch(done)
         for step, clip in enumerate(bar, start=done + 1):
             losses = train_step(model, optimizer, clip.to(device, non_blocking=True), cfg.train, net=net, ctx=ctx)
             # summed on the device, in float64 and in step order (the same sums as Python floats): reading them back
@@ -675,11 +725,13 @@ def _train(
             sums = values if sums is None else sums + values
             if not bar.disable:
                 bar.set_postfix({k: f"{v:.4f}" for k, v in zip(LOSS_NAMES, values.tolist(), strict=True)})
-            if ctx.is_main and checkpoint_due(saved_at, cfg.train.checkpoint_minutes, step, batches):
-                tensors, extra = training_state(model, optimizer, scheduler, epoch, clips)
-                extra.update(record=last_record, step=step, seconds=time.perf_counter() - started)
-                save_mid_epoch(checkpoint_path, tensors, cfg, extra, sums, kept)
-                saved_at = time.monotonic()
+            if clock.due(step, batches):  # at the same step on every rank: they take the write together
+                with distributed.together(ctx, f"while writing a checkpoint part way into epoch {epoch + 1}"):
+                    if ctx.is_main:
+                        tensors, extra = training_state(model, optimizer, scheduler, epoch, clips)
+                        extra.update(record=last_record, step=step, seconds=time.perf_counter() - started)
+                        save_mid_epoch(checkpoint_path, tensors, cfg, extra, sums, kept)
+                clock.saved()
         scheduler.step()
         totals = dict(zip(LOSS_NAMES, sums.tolist(), strict=True)) if sums is not None else {}
         totals = distributed.mean_over_ranks(totals, ctx)  # the log shows the loss of the global batches
@@ -687,38 +739,42 @@ def _train(
         record = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(time.perf_counter() - started, 2)}
         record.update({f"loss_{k}": v / max(batches, 1) for k, v in totals.items()})
         tensors, extra = training_state(model, optimizer, scheduler, epoch + 1, clips)
-        check_diverged(totals, tensors, epoch + 1, cfg.train, kept=kept[-1])  # before anything of this epoch is written
-        if ctx.is_main:  # every rank holds the same weights and items; one writes them
-            # the checkpoint first, holding the epoch's log record: a resume restores the record if a kill -9 came
-            # before the log line; a Ctrl-C or SIGTERM waits until the epoch's files are all written
-            with held_interrupts():
-                save_checkpoint(checkpoint_path, tensors, cfg, extra | {"record": record})
-                kept.append((epoch + 1, 0))
-                saved_at, last_record = time.monotonic(), record
-                if cfg.train.keep_epochs:
-                    save_model(epoch_model(out_dir, epoch + 1), model, cfg, extra={"epochs": epoch + 1})
-                append_log(out_dir / LOG_FILE, record)
-            if board is not None:
-                for key, value in record.items():
-                    if key != "epoch":
-                        board.add_scalar(key, value, epoch + 1)
-                board.flush()
-            if progress:
-                tqdm.write(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            if on_epoch is not None:
-                on_epoch(epoch + 1, record)
-        else:  # rank 0 writes the checkpoint of the weights every rank holds
+        # one step of every rank: a divergence (the same on every rank: reduced totals, shared weights, but BatchNorm's
+        # statistics are each rank's own without sync_batchnorm) or a failed write of rank 0 stops them all at once
+        with distributed.together(ctx, f"at the end of epoch {epoch + 1} (checking it, or writing its checkpoint)"):
+            check_diverged(totals, tensors, epoch + 1, cfg.train, kept=kept[-1])  # before anything of this epoch is written
+            if ctx.is_main:  # every rank holds the same weights and items; one writes them
+                # the checkpoint first, holding the epoch's log record: a resume restores the record if a kill -9 came
+                # before the log line; a Ctrl-C or SIGTERM waits until the epoch's files are all written
+                with held_interrupts():
+                    save_checkpoint(checkpoint_path, tensors, cfg, extra | {"record": record})
+                    kept.append((epoch + 1, 0))
+                    clock.saved()
+                    last_record = record
+                    if cfg.train.keep_epochs:
+                        save_model(epoch_model(out_dir, epoch + 1), model, cfg, extra={"epochs": epoch + 1})
+                    append_log(out_dir / LOG_FILE, record)
+                if board is not None:
+                    for key, value in record.items():
+                        if key != "epoch":
+                            board.add_scalar(key, value, epoch + 1)
+                    board.flush()
+                if progress:
+                    tqdm.write(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, record)
+        if not ctx.is_main:  # rank 0 has written the checkpoint of the weights every rank holds
             kept.append((epoch + 1, 0))
 
     if board is not None:
         board.close()
     model_path = out_dir / MODEL_FILE
-    if ctx.is_main:
-        # the footage it learnt, so that `mnad calibrate` can warn when asked to calibrate on it
-        footage = [list(footage_span(v)) for v in videos]
-        save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs, "footage": footage})
-        discard_earlier_run(out_dir)  # the run an --overwrite replaced, kept until now
-    distributed.barrier(ctx)  # the other ranks return once the model file exists
+    with distributed.together(ctx, "while writing the final model"):  # the other ranks return once the model file exists
+        if ctx.is_main:
+            # the footage it learnt, so that `mnad calibrate` can warn when asked to calibrate on it
+            footage = [list(footage_span(v)) for v in videos]
+            save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs, "footage": footage})
+            discard_earlier_run(out_dir)  # the run an --overwrite replaced, kept until now
     return model_path
 
 
