@@ -147,4 +147,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    if status := main():  # a success returns (runpy, as tests/test_end_to_end.py runs it, sees no SystemExit)
+        raise SystemExit(status)
