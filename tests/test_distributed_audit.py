@@ -223,3 +223,23 @@ def test_the_stream_protocol_is_refused_under_torchrun_before_out_is_made(synthe
     with pytest.raises(ConfigError, match="one stream: run it in one process, not under torchrun"):
         evaluate(model, with_calibration(config, cal), synthetic_root, protocol="stream", out_dir=tmp_path / "eval", progress=False)
     assert not (tmp_path / "eval").exists()
+
+
+def test_several_ranks_without_synced_batchnorm_are_warned(caplog: pytest.LogCaptureFixture) -> None:
+    """The published recipe's BatchNorm sees the batch of 4 together; split over ranks without train.sync_batchnorm
+    it saw each rank's share and nothing said so (docs/distributed.md did)."""
+    import logging
+
+    from mnad.config import TrainConfig
+    from mnad.distributed import Context
+    from mnad.train import warn_unsynced_batchnorm
+
+    with caplog.at_level(logging.WARNING, logger="mnad.train"):
+        warn_unsynced_batchnorm(TrainConfig(batch_size=4), Context(rank=0, world_size=2))
+    assert "train.sync_batchnorm is off" in caplog.text and "each rank's 2 clip(s)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mnad.train"):
+        warn_unsynced_batchnorm(TrainConfig(batch_size=4, sync_batchnorm=True), Context(rank=0, world_size=2))
+        warn_unsynced_batchnorm(TrainConfig(batch_size=4), Context(rank=1, world_size=2))  # rank 0 speaks
+        warn_unsynced_batchnorm(TrainConfig(batch_size=4), Context())  # one process: nothing to sync
+    assert caplog.text == ""

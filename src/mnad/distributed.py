@@ -12,7 +12,9 @@ What each rank does (docs/distributed.md has the full story):
   global batch b is always the clips at positions [b*B, (b+1)*B) of it: rank r gets the positions congruent to r
   modulo the world size. A run on N ranks therefore sees exactly the batches of a one-process run.
 - Gradients are averaged by DistributedDataParallel. Every loss term is a mean over equally sized per-rank shards,
-  so the average of the per-rank gradients is the gradient of the global batch's loss.
+  so the average of the per-rank gradients is the gradient of the global batch's loss, provided BatchNorm sees the
+  global batch (``train.sync_batchnorm``): without it each rank normalises its own share, which couples the samples
+  otherwise than one process does, and only rank 0's running statistics are kept (DDP broadcasts its buffers).
 - The memory update reduces the per-item max score (all-reduce MAX) and the per-item weighted query sums
   (all-reduce SUM) across ranks (``Context.reduce_max`` / ``reduce_sum``, passed to ``Memory.update``): the update
   equals the one over the concatenated global batch, and every rank holds identical items after every step.

@@ -619,6 +619,7 @@ def _train(
     cfg = without_calibration(cfg)
     check_epochs(cfg)
     ctx = distributed.setup(cfg.train.device)  # joins torchrun's process group, if any; one GPU per rank
+    warn_unsynced_batchnorm(cfg.train, ctx)
     cfg = precision.training_precision(cfg, ctx.device)  # the run's config.json says what ran
     check_compiler(cfg.train, ctx.device)  # before anything is written: it would fail only at the first step
     # every rank has seen the folder before rank 0 writes to it; a refusal on any rank stops them all (so below)
@@ -656,10 +657,10 @@ def _train(
     if state is not None and finished(state[2], cfg, out_dir):  # a finished run is left as it is: its model may
         # since have been calibrated in place (mnad calibrate --out RUN/model.safetensors), which a rewrite would undo
         restore_train_state(checkpoint_path, state[0], state[2], model, optimizer, scheduler)  # one that does not fit is still refused
-        if ctx.is_main:
-            log.info("%s: the run there is finished (%d epochs); --resume leaves it as it is", out_dir, cfg.train.epochs)
-            discard_earlier_run(out_dir)  # the run an --overwrite replaced, if a kill came between the model and this
-        distributed.barrier(ctx)
+        with distributed.together(ctx, "while leaving the finished run as it is"):
+            if ctx.is_main:
+                log.info("%s: the run there is finished (%d epochs); --resume leaves it as it is", out_dir, cfg.train.epochs)
+                discard_earlier_run(out_dir)  # the run an --overwrite replaced, if a kill came between the model and this
         return out_dir / MODEL_FILE  # before ``kept`` is filled: train_run says the run was left as it is
 
     # from here on the folder is this run's
@@ -776,6 +777,16 @@ def _train(
             save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs, "footage": footage})
             discard_earlier_run(out_dir)  # the run an --overwrite replaced, kept until now
     return model_path
+
+
+def warn_unsynced_batchnorm(cfg: TrainConfig, ctx: distributed.Context) -> None:
+    """Say so (rank 0) when several ranks train without ``train.sync_batchnorm``: the published recipe trains batch 4
+    on one GPU, so BatchNorm sees the 4 clips together; split over ranks it sees each rank's share, and the run is
+    not the one-process run (docs/distributed.md). A warning, not a refusal: a run keeps the setting it started with."""
+    if ctx.enabled and ctx.is_main and not cfg.sync_batchnorm:
+        log.warning("train.sync_batchnorm is off: BatchNorm normalises each rank's %d clip(s) on their own, not the "
+                    "global batch of %d as one process (the published recipe) does; set train.sync_batchnorm=true "
+                    "for a new run with the same statistics", cfg.batch_size // ctx.world_size, cfg.batch_size)
 
 
 def check_diverged(totals: dict[str, float], tensors: dict[str, torch.Tensor], epoch: int, cfg: TrainConfig, *,
