@@ -3,8 +3,8 @@
     python benchmarks/make_performance_doc.py [--results benchmarks/results] [--out docs/performance.md]
 
 Only what the JSON files say goes into the document: speed.json (benchmarks/speed.py) and, when present,
-realtime.json (benchmarks/realtime.py), long_stream.json (rendered generically: its scalar fields and tables of its
-lists of records), contention.json (benchmarks/contention.py) and memory.json (benchmarks/memory.py).
+frame_rate.json (benchmarks/frame_rate.py; realtime.json before its rename), long_stream.json (rendered generically: its
+scalar fields and tables of its lists of records), contention.json (benchmarks/contention.py) and memory.json (benchmarks/memory.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ ROOT = HERE.parent
 # Recipes (and their result folders) renamed after a benchmark ran: the JSON keeps the old name as data, the document
 # shows the current one. ped2_pred_realtime: issue #17, its per-video normalisation is not causal.
 RENAMED = {"ped2_pred_realtime": "ped2_pred_fast_smoothed", "ped2_pred_192_realtime": "ped2_pred_192_smoothed"}
-# benchmark candidate ids shown under the recipe's new name (the committed JSON keeps the old ids)
+# benchmark candidate ids shown under the recipe's new name (the committed JSON keeps the old ids; frame_rate.py uses the new)
 RENAMED_CANDIDATES = {"realtime128": "smoothed128", "realtime128-compiled": "smoothed128-compiled", "pred192-realtime": "pred192-smoothed"}
 # The scoring chosen on the Ped2 test labels its AUC is measured on (docs/results.md, Table 2 and "S_t against PSNR-only
 # scoring"): PSNR only, eval.alpha 1. A candidate whose result folders were all scored so carries the caveat
@@ -221,12 +221,24 @@ def accuracy_section(d: dict) -> list[str]:
                         "update decisions differing", "frames", "memory updates", "frames/s end to end"], rows)
 
 
-def realtime_section(d: dict, source: str) -> list[str]:
-    """The recipe frame-rate search (benchmarks/realtime.py): speed of each model shape next to its Ped2 AUC (published protocol)."""
+# Benchmarks renamed after a run: the JSON keeps the command it ran, the document shows the command of today
+RENAMED_SCRIPTS = {"benchmarks/realtime.py": "benchmarks/frame_rate.py"}  # named for what it measures: frames/s, not causal
+
+
+def command_text(command: str) -> str:
+    """A results file's command as the document shows it: a renamed script under its current name, the old one said."""
+    for old, new in RENAMED_SCRIPTS.items():
+        if f" {old}" in command:
+            return f"`{command.replace(f' {old}', f' {new}', 1)}` (run as `{old}`, its name then)"
+    return f"`{command}`"
+
+
+def frame_rate_section(d: dict, source: str) -> list[str]:
+    """The recipe frame-rate search (benchmarks/frame_rate.py): speed of each model shape next to its Ped2 AUC (published protocol)."""
     t, st = d["targets"], d["settings"]
     out = ["## Frame rate of the CPU recipes", "",
            f"Issue #3's target: >= {t['fps']:g} frames/s on {st['threads']} threads with Ped2 micro AUC >= {100 * t['micro_auc']:g} %. "
-           f"From `{source}`; command: `{d['command']}`. Each frame arrives decoded at {st['camera'][0]}x{st['camera'][1]} and "
+           f"From `{source}`; command: {command_text(d['command'])}. Each frame arrives decoded at {st['camera'][0]}x{st['camera'][1]} and "
            f"is resized and scored in order, batch 1, {st['path']}; gamma {st['gamma']:g} "
            "(2 = memory update after every frame, the costliest case). Speed is timed on a random initialisation "
            "of each model shape; the AUCs are those of the trained models in the listed result folders (scored in fp32 "
@@ -274,7 +286,7 @@ def realtime_section(d: dict, source: str) -> list[str]:
 
 
 def target_cell(r: dict) -> str:
-    """A candidate's cell in the issue #3 column: the numbers it reached, never the target as met (see realtime_section)."""
+    """A candidate's cell in the issue #3 column: the numbers it reached, never the target as met (see frame_rate_section)."""
     chosen = " (scoring chosen on Ped2 test)" if chosen_on_test(r) else ""
     if not r.get("numbers_reached", r.get("meets_target")):  # the field's name before it said what it is
         return ("fast enough" if fast_enough(r) else "no") + chosen
@@ -615,15 +627,20 @@ def train_precision_section(d: dict, source: str) -> list[str]:
     return out
 
 
+FRAME_RATE, OLD_FRAME_RATE = "frame_rate.json", "realtime.json"  # benchmarks/frame_rate.py's results, under its name before the rename
+
+
 def render(results: Path) -> str:
     speed_path = results / "speed.json"
     if not speed_path.is_file():
         raise SystemExit(f"make_performance_doc.py: error: {speed_path}: not found; run benchmarks/speed.py first")
     d = json.loads(speed_path.read_text())
     rel = lambda p: str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)  # noqa: E731
+    frame_rate_path = next((p for p in (results / FRAME_RATE, results / OLD_FRAME_RATE) if p.is_file()), None)
+    frame_rate = frame_rate_path.name if frame_rate_path else FRAME_RATE
     lines = ["# Performance", "",
              f"Generated by `python benchmarks/make_performance_doc.py` from `{rel(speed_path)}`"
-             + "".join(f", `{n}`" for n in ("profile.json", "profile_train.json", "realtime.json", "long_stream.json", "contention.json",
+             + "".join(f", `{n}`" for n in ("profile.json", "profile_train.json", frame_rate, "long_stream.json", "contention.json",
                                     "memory.json", "multistream.json", "int8.json", "int8_bound.json", "train_precision.json")
                        if (results / n).is_file())
              + ". Do not edit by hand: rerun the benchmarks (benchmarks/README.md) and this script. Each section names the "
@@ -640,9 +657,8 @@ def render(results: Path) -> str:
     profile_train_path = results / "profile_train.json"
     if profile_train_path.is_file():
         lines += profile_train_section(json.loads(profile_train_path.read_text()), rel(profile_train_path))
-    realtime_path = results / "realtime.json"
-    if realtime_path.is_file():
-        lines += realtime_section(json.loads(realtime_path.read_text()), rel(realtime_path))
+    if frame_rate_path is not None:
+        lines += frame_rate_section(json.loads(frame_rate_path.read_text()), rel(frame_rate_path))
     long_path = results / "long_stream.json"
     if long_path.is_file():
         lines += generic_section("Long stream", json.loads(long_path.read_text()), rel(long_path))

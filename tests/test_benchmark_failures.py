@@ -31,8 +31,8 @@ def committed(tmp_path: Path, name: str) -> Path:
 SCORE = {"times_s": [0.1, 0.1], "cpu_s": [0.1, 0.1], "peak_rss_mib": 100.0, "updates": 2, "frames_scored": 2}
 
 
-def run_realtime(monkeypatch: pytest.MonkeyPatch, out: Path, fail: str | None) -> int:
-    bench = benchmark("realtime")
+def run_frame_rate(monkeypatch: pytest.MonkeyPatch, out: Path, fail: str | None) -> int:
+    bench = benchmark("frame_rate")
 
     def worker(job: dict) -> dict:
         if job["candidate"] == fail:
@@ -105,7 +105,7 @@ def run_speed(monkeypatch: pytest.MonkeyPatch, out: Path, fail: str | None) -> i
 
 # benchmark -> (how to run it with fake workers, the row made to fail)
 RUNS = {
-    "realtime": (run_realtime, "pred128-psnr"),
+    "frame_rate": (run_frame_rate, "pred128-psnr"),
     "memory": (run_memory, "onnx"),
     "contention": (run_contention, "busy"),
     "int8": (run_int8, "mnad-fp32"),
@@ -145,7 +145,7 @@ def test_a_failed_equivalence_check_leaves_the_committed_speed_result(tmp_path: 
 
 
 def test_a_row_that_failed_in_one_round_only_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bench = benchmark("realtime")
+    bench = benchmark("frame_rate")
     calls: list[str] = []
 
     def worker(job: dict) -> dict:
@@ -155,22 +155,22 @@ def test_a_row_that_failed_in_one_round_only_fails_the_run(tmp_path: Path, monke
         return SCORE | {"image_size": 128, "width": 64, "memory": False, "alpha": 1.0, "parameters": 1}
 
     monkeypatch.setattr(bench, "run_worker", worker)
-    out = committed(tmp_path, "realtime.json")
+    out = committed(tmp_path, "frame_rate.json")
     assert bench.main(["--frames", "2", "--rounds", "2", "--candidates", "pred128-nomem", "--out", str(out)]) == 1
     assert out.read_text() == COMMITTED
-    (row,) = json.loads(out.with_name("realtime.failed.json").read_text())["candidates"]
+    (row,) = json.loads(out.with_name("frame_rate.failed.json").read_text())["candidates"]
     assert row["rounds_failed"] == 1 and row["fps"] == 10.0
 
 
 def test_a_quick_run_writes_beside_the_committed_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bench = benchmark("realtime")
-    out = committed(tmp_path, "realtime.json")
+    bench = benchmark("frame_rate")
+    out = committed(tmp_path, "frame_rate.json")
     monkeypatch.setattr(bench, "DEFAULT_OUT", out)
     monkeypatch.setattr(bench, "run_worker", lambda job: SCORE | {"image_size": 128, "width": 64, "memory": True,
                                                                    "alpha": 1.0, "parameters": 1})
     assert bench.main(["--quick", "--candidates", "pred128-nomem"]) == 0
     assert out.read_text() == COMMITTED
-    assert json.loads(out.with_name("realtime.quick.json").read_text())["quick"] is True
+    assert json.loads(out.with_name("frame_rate.quick.json").read_text())["quick"] is True
     # where --out is given, it is the file written
     speed = benchmark("speed")
     assert speed.parse_args(["--quick"]).out == speed.DEFAULT_OUT.with_name("speed.quick.json")

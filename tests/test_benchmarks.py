@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import sys
 import tomllib
@@ -31,10 +32,10 @@ def benchmark(name: str) -> ModuleType:
     return load_script(f"benchmarks/{name}.py")
 
 
-def test_every_realtime_candidate_is_a_valid_config() -> None:
-    realtime = benchmark("realtime")
-    for name, spec in realtime.CANDIDATES.items():
-        config = realtime.candidate_config(spec, gamma=2.0)
+def test_every_frame_rate_candidate_is_a_valid_config() -> None:
+    frame_rate = benchmark("frame_rate")
+    for name, spec in frame_rate.CANDIDATES.items():
+        config = frame_rate.candidate_config(spec, gamma=2.0)
         assert config.eval.bf16 and config.eval.channels_last, name
         for override in spec["set"]:
             section, _, rest = override.partition(".")
@@ -42,10 +43,10 @@ def test_every_realtime_candidate_is_a_valid_config() -> None:
             assert getattr(getattr(config, section), key) == tomllib.loads(f"v = {value}")["v"], (name, override)
 
 
-def test_realtime_benchmark_writes_json_that_the_performance_doc_renders(tmp_path: Path) -> None:
-    realtime = benchmark("realtime")
-    out = tmp_path / "results" / "realtime.json"
-    assert realtime.main(["--quick", "--threads", "1", "--frames", "2", "--warmup", "0", "--camera", "90", "60",
+def test_frame_rate_benchmark_writes_json_that_the_performance_doc_renders(tmp_path: Path) -> None:
+    frame_rate = benchmark("frame_rate")
+    out = tmp_path / "results" / "frame_rate.json"
+    assert frame_rate.main(["--quick", "--threads", "1", "--frames", "2", "--warmup", "0", "--camera", "90", "60",
                           "--candidates", "pred128-nomem,pred128-psnr", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     rows = {r["candidate"]: r for r in result["candidates"]}
@@ -68,6 +69,39 @@ def test_realtime_benchmark_writes_json_that_the_performance_doc_renders(tmp_pat
     assert f"{100 * committed:.2f}" in section and "Quick run" in section
 
 
+def test_the_frame_rate_benchmark_is_named_for_what_it_measures() -> None:
+    """It measures frames/s next to offline AUCs (per-video min-max, some scorings chosen on test labels): no file, id or
+    result of it says "real-time" (it was benchmarks/realtime.py, results/realtime.json, ids realtime128...)."""
+    assert not (ROOT / "benchmarks" / "realtime.py").exists() and not (ROOT / "benchmarks" / "results" / "realtime.json").exists()
+    frame_rate = benchmark("frame_rate")
+    assert frame_rate.DEFAULT_OUT.name == "frame_rate.json" and "realtime" not in frame_rate.SCHEMA
+    assert not [name for name in frame_rate.CANDIDATES if "realtime" in name]
+    # the ids of runs made before the rename are shown under the new ones, each of which the benchmark still runs
+    make_doc = benchmark("make_performance_doc")
+    assert set(make_doc.RENAMED_CANDIDATES.values()) <= set(frame_rate.CANDIDATES)
+    assert not re.search(r"real-?time", "\n".join(line for line in (ROOT / "benchmarks" / "README.md").read_text().splitlines()
+                                                   if line.startswith("#")), flags=re.IGNORECASE)  # no heading says it
+    assert not re.search(r"`realtime128|`pred192-realtime|`realtime\.json", (ROOT / "docs" / "performance.md").read_text())
+
+
+def test_the_performance_doc_reads_frame_rate_results_under_their_old_name(tmp_path: Path) -> None:
+    """A results folder from before the rename (realtime.json, ids realtime128..., command benchmarks/realtime.py) renders
+    as the committed frame_rate.json does, under today's names."""
+    make_doc = benchmark("make_performance_doc")
+    old = tmp_path / "results"
+    old.mkdir()
+    shutil.copy(ROOT / "benchmarks" / "results" / "speed.json", old / "speed.json")
+    shutil.copy(ROOT / "benchmarks" / "results" / "frame_rate.json", old / "realtime.json")
+    text = make_doc.render(old)
+    committed = make_doc.render(ROOT / "benchmarks" / "results")
+    section = lambda t: t[t.index("## Frame rate of the CPU recipes"):t.index("\n## ", t.index("## Frame rate"))]  # noqa: E731
+    assert section(text).replace(str(old), "benchmarks/results").replace("realtime.json", "frame_rate.json") == section(committed)
+    assert "`smoothed128`" in section(text) and "`realtime128`" not in section(text) and "`realtime.json`" in text
+    assert make_doc.command_text("python benchmarks/realtime.py --quick") == \
+        "`python benchmarks/frame_rate.py --quick` (run as `benchmarks/realtime.py`, its name then)"
+    assert make_doc.command_text("python benchmarks/frame_rate.py") == "`python benchmarks/frame_rate.py`"
+
+
 def test_the_performance_doc_shows_renamed_recipes_under_their_new_name() -> None:
     renamed = benchmark("make_performance_doc").renamed
     assert renamed("ped2_pred_realtime") == "ped2_pred_fast_smoothed"
@@ -77,9 +111,9 @@ def test_the_performance_doc_shows_renamed_recipes_under_their_new_name() -> Non
     assert renamed("ped2_pred_realtime_x") == "ped2_pred_realtime_x"
 
 
-def test_realtime_benchmark_refuses_an_unknown_candidate(tmp_path: Path) -> None:
+def test_frame_rate_benchmark_refuses_an_unknown_candidate(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        benchmark("realtime").main(["--quick", "--candidates", "pred999", "--out", str(tmp_path / "x.json")])
+        benchmark("frame_rate").main(["--quick", "--candidates", "pred999", "--out", str(tmp_path / "x.json")])
 
 
 def test_train_profile_splits_the_step_time_by_kind_and_the_doc_renders_it(tmp_path: Path) -> None:
