@@ -205,7 +205,12 @@ def detection_section() -> str:
         return ""
     s = json.loads(path.read_text())
     out = ["## `mnad detect` on the Ped2 test videos as .mp4", "", "```bash", s["command"], "```", "",
-           f"Calibrated on the 16 Ped2 training videos (no labels) for a {s['calibration']['false_alarm_rate']:.0%} false-alarm rate: "
+           f"Calibrated on the 16 Ped2 training videos (no labels), the footage the model was trained on, for a "
+           f"{s['calibration']['false_alarm_rate']:.0%} target false-alarm rate (fitted in-sample, so not an estimate of the "
+           "rate on new footage: the alert rate on the test set's normal frames below is the realised one); "
+           f"the .mp4 files are written at {s.get('fps', 25):g} frames/s"
+           + (" (not Ped2's 10: the script wrote 25 then; the frame numbers below do not depend on it)" if s.get("fps", 25) != 10 else "")
+           + ": "
            f"threshold {s['calibration']['threshold']:.3f} on the score smoothed over {s['calibration']['smoothing']} frames. "
            f"Causal scoring (no per-video min-max) of {s['frames']} frames: frame-level AUC of the smoothed causal score "
            f"{pct(s['causal_auc_smoothed'])} %; alerts: precision {pct(s['alert_precision'])} %, recall {pct(s['alert_recall'])} %, "
@@ -765,8 +770,13 @@ def epoch_curves() -> str:
     out = ["## AUC against epochs", ""]
     for path in curves:
         data = json.loads(path.read_text())
-        scoring = "bf16 + channels_last (the fast path)" if data["scoring"]["bf16"] else "fp32"
-        flags = f"--epochs {','.join(str(e['epoch']) for e in data['epochs'])}" + (" --bf16 --channels-last" if data["scoring"]["bf16"] else "")
+        s = data["scoring"]  # epoch_curve.py refuses mixed scorings in one curve: the file's scoring is every record's
+        if any(e.get("scoring", s) != s for e in data["epochs"]):
+            raise SystemExit(f"make_results_doc.py: error: {path}: its records were scored in different ways")
+        scoring = {(True, True): "bf16 + channels_last (the fast path)", (True, False): "bf16 autocast",
+                   (False, True): "fp32 + channels_last", (False, False): "fp32"}[(s["bf16"], s["channels_last"])]
+        flags = (f"--epochs {','.join(str(e['epoch']) for e in data['epochs'])}" + (" --bf16" if s["bf16"] else "")
+                 + (" --channels-last" if s["channels_last"] else ""))
         out += [f"`{path.parent.name}` (recipe `{data['recipe']}`), the kept epochs scored with {scoring}: "
                 f"`python scripts/epoch_curve.py runs/{data['run']} --data-root ../shared/data --out {path.relative_to(ROOT)} "
                 f"{flags}`. The learning rate follows a cosine over the "
