@@ -287,6 +287,15 @@ def stopped(name: str, exc: StepStopped) -> NoReturn:
     raise SystemExit(128 + exc.signum)
 
 
+def regenerate_docs() -> None:
+    """README.md and docs/results.md from the results just written (scripts/make_results_doc.py). Its own error line
+    says what stopped it (e.g. a README marker missing); this adds that the results themselves are kept."""
+    done = subprocess.run([sys.executable, "scripts/make_results_doc.py"], cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit("long_runs: error: scripts/make_results_doc.py failed (its error above): the results are "
+                         "written, the docs are not; run it again once mended")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -316,7 +325,7 @@ def main() -> None:
                 stopped(name, exc)
             except StepFailed as exc:
                 raise SystemExit(f"long_runs: error: {name}: {exc}") from None
-            subprocess.run([sys.executable, "scripts/make_results_doc.py"], cwd=ROOT, check=True)
+            regenerate_docs()
     elif args.command == "curve":
         for name in args.jobs:
             try:
@@ -326,7 +335,7 @@ def main() -> None:
             except StepFailed as exc:
                 raise SystemExit(f"long_runs: error: {name}: {exc}") from None
             print(f"{name}: scored epochs {epochs}" if epochs else f"{name}: no epoch of {list(JOBS[name].curve)} kept yet")
-        subprocess.run([sys.executable, "scripts/make_results_doc.py"], cwd=ROOT, check=True)
+        regenerate_docs()
     else:
         # a reader that stops early (`status | head -1`) ends this process quietly, as it ends `cat`: no traceback
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -262,3 +262,16 @@ def test_a_stop_reaches_the_step_which_ends_as_it_chooses_then_one_line(tmp_path
                                    f"long_runs: paper: stopped by {name}: python {tmp_path / 'step.py'} {tmp_path} "
                                    f"exited with status {128 + signum}"]
     assert driver.returncode == 128 + signum
+
+
+def test_a_docs_regeneration_that_fails_is_one_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_results_doc.py now refuses a README whose markers are broken (exit 1): the driver ran it with check=True,
+    so that ended in a CalledProcessError traceback after hours of training; now one line says the results are kept."""
+    script = load_script(SCRIPT)
+    ran = []
+    monkeypatch.setattr(script.subprocess, "run", lambda argv, **kwargs: ran.append(argv) or subprocess.CompletedProcess(argv, 1))
+    with pytest.raises(SystemExit, match="long_runs: error: scripts/make_results_doc.py failed .* the results are written"):
+        script.regenerate_docs()
+    assert ran and ran[0][-1] == "scripts/make_results_doc.py"
+    monkeypatch.setattr(script.subprocess, "run", lambda argv, **kwargs: subprocess.CompletedProcess(argv, 0))
+    script.regenerate_docs()  # succeeded: nothing said
