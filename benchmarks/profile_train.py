@@ -82,11 +82,11 @@ def profile_config(job: dict, name: str, args: argparse.Namespace) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     from mnad.model import MNAD
-    from mnad.train import train_step
+    from mnad.train import prepared_for_training, train_step
 
     config = mnad_config(job, args.size, bf16=True, channels_last=True, compile_train=CONFIGS[name])
     torch.manual_seed(0)
-    model = MNAD(config.model).to(memory_format=torch.channels_last).train()  # as train() prepares it
+    model = prepared_for_training(MNAD(config.model), config.train)  # as train() prepares it
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     clip = train_batch(job, args.batch, args.size)
 

@@ -348,12 +348,9 @@ def work_train(job: dict) -> dict:
             cpu.append(time.process_time() - start_cpu)
             losses.append(loss)
     else:
-        from mnad.train import train_step
+        from mnad.train import prepared_for_training, train_step
 
-        model = build_mnad(job, config)
-        if row.channels_last:  # as train() prepares the model
-            model = model.to(memory_format=torch.channels_last)
-        model.train()
+        model = prepared_for_training(build_mnad(job, config), config.train)  # as train() prepares the model
         optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
         for _ in range(job["warmup"] + job["steps"]):
             start, start_cpu = time.perf_counter(), time.process_time()

@@ -96,13 +96,10 @@ def one_step(base, config, clip, setting: Setting) -> dict:
     """``train_step`` on a copy of ``base`` under ``setting``; the copy's gradients, losses and new memory items."""
     import torch
 
-    from mnad.train import train_step
+    from mnad.train import prepared_for_training, train_step
 
-    model = copy.deepcopy(base)
-    if setting.channels_last:  # as train() prepares the model
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
     cfg = dataclasses.replace(config.train, bf16=setting.bf16, channels_last=setting.channels_last, compile=False)
+    model = prepared_for_training(copy.deepcopy(base), cfg)  # as train() prepares the model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     with numeric_variant(model, setting):
         losses = train_step(model, optimizer, clip, cfg)

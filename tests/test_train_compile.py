@@ -100,3 +100,22 @@ def test_train_with_compile_runs_and_records_it(synthetic_root: Path, tmp_path: 
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["compile"] is True
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and all(torch.isfinite(torch.tensor(log[0][k])) for k in ("loss_total", "loss_frame"))
+
+
+def test_the_benchmarks_prepare_the_model_as_train_does() -> None:
+    """speed.py, profile_train.py and train_precision.py each copied train()'s preparation (channels_last, train
+    mode); they now call mnad.train.prepared_for_training, which train() calls too."""
+    from mnad.config import TrainConfig
+    from mnad.model import MNAD
+    from mnad.train import prepared_for_training
+
+    config = tiny_config()
+    model = prepared_for_training(MNAD(config.model).eval(), TrainConfig(channels_last=True))
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert model.training and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = prepared_for_training(MNAD(config.model).eval(), TrainConfig(channels_last=False), "cpu")
+    assert next(m for m in plain.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous()
+    root = Path(__file__).resolve().parents[1]
+    for name in ("speed.py", "profile_train.py", "train_precision.py"):
+        text = (root / "benchmarks" / name).read_text()
+        assert "prepared_for_training(" in text and "memory_format=torch.channels_last" not in text, name

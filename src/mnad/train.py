@@ -648,9 +648,7 @@ def _train(
         if cfg.train.cache_frames:
             dataset.preload()  # a bad frame fails now, before anything is written
 
-    model = MNAD(cfg.model).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = prepared_for_training(MNAD(cfg.model), cfg.train, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.train.epochs, 1))
 
@@ -777,6 +775,17 @@ def _train(
             save_model(model_path, model, cfg, extra={"epochs": cfg.train.epochs, "footage": footage})
             discard_earlier_run(out_dir)  # the run an --overwrite replaced, kept until now
     return model_path
+
+
+def prepared_for_training(model: nn.Module, cfg: TrainConfig, device: torch.device | str | None = None) -> nn.Module:
+    """``model`` as ``train`` trains it: on ``device`` (None: where it is), stored channels_last where
+    ``train.channels_last`` says (the layout its convolutions run fastest in under bf16), in training mode. The
+    benchmarks use it too."""
+    if device is not None:
+        model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.train()
 
 
 def warn_unsynced_batchnorm(cfg: TrainConfig, ctx: distributed.Context) -> None:
