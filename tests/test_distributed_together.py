@@ -32,6 +32,7 @@ import mnad.evaluate as evaluate_module
 import mnad.train as train_module
 from mnad import distributed
 from mnad.config import Config
+from mnad.data.videos import FrameFolder
 from mnad.errors import CheckpointError, DataError, Terminated
 from mnad.evaluate import evaluate
 from mnad.model import MNAD
@@ -71,11 +72,14 @@ SCENARIOS = {
                     "rank 0 of this job stopped with an error while writing the final model"),
     "scores": (0, evaluate_module, "write_evaluation", DataError("injected: cannot write scores.csv"),
                "rank 0 of this job stopped with an error while writing the scores and metrics"),
+    # a test video of rank 1's share that cannot be decoded: rank 0 waited for its counts in the gather
+    "test videos": (1, FrameFolder, "__len__", DataError("injected: a test frame that cannot be read"),
+                    "rank 1 of this job stopped with an error while reading its share of the test videos"),
 }
 
 
 def _run(name: str, root: str, out: Path) -> None:
-    if name == "scores":
+    if name in ("scores", "test videos"):
         torch.manual_seed(0)
         evaluate(MNAD(tiny_config().model), tiny_config(), root, out_dir=out / "eval", progress=False)
         return

@@ -295,9 +295,12 @@ def scored_share(videos: list[Video], ctx: distributed.Context) -> list[Video]:
     known before any decode (a video file's container count: the true one is its decode, which only its own rank
     makes); the counts of the other ranks' video files are then gathered from them, so that the labels are split
     and checked by true counts on every rank, none of which decodes a video it does not score."""
-    sizes = [max(v.expected_frames(), 1) for v in videos]  # a container without a count weighs as one frame
-    mine = distributed.shard_contiguous(videos, sizes, ctx)
-    counts = [len(v) for v in mine]
+    # a video that cannot be read or decoded on one rank (damaged, or its disk full) stops every rank, not just its
+    # own, before the others wait for its counts in the gather
+    with distributed.together(ctx, "while reading its share of the test videos"):
+        sizes = [max(v.expected_frames(), 1) for v in videos]  # a container without a count weighs as one frame
+        mine = distributed.shard_contiguous(videos, sizes, ctx)
+        counts = [len(v) for v in mine]
     if ctx.enabled:
         every = [n for part in distributed.all_gather_objects(counts, ctx) for n in part]  # the shares in rank order
         decoded = {id(v) for v in mine}
