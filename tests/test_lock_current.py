@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mnad import atomic
 from mnad.atomic import LockError, LockOpenError, LockReplacedError, LockUnsupportedError, lock_current
 
 
@@ -78,3 +79,20 @@ def test_a_file_replaced_after_its_open_is_opened_again_up_to_attempts(tmp_path:
     assert len(calls) == 2 and _open_fds() == before
     assert isinstance(caught.value, LockError) and caught.value.error is None
     assert caught.value.reason == "its lock file kept being replaced"
+
+
+def test_a_stop_while_locking_keeps_no_descriptor_nor_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only an OSError closed the descriptor: a Ctrl-C or SIGTERM just after the flock succeeded left the lock held by
+    a descriptor nobody had, so every later caller in the process (a notebook) was told busy, or waited for ever."""
+    path = tmp_path / ".lock"
+
+    def stopped(fd: int, where: Path) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic, "same_file", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        lock_current(path, wait=False, attempts=1)
+    monkeypatch.undo()
+    fd = lock_current(path, wait=False, attempts=1)
+    assert fd is not None
+    os.close(fd)

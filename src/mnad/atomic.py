@@ -209,12 +209,15 @@ def lock_current(path: Path, *, wait: bool, attempts: int) -> int | None:
             raise LockOpenError(path, exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if same_file(fd, path):
+                return fd
         except OSError as exc:
             os.close(fd)
             if not wait and exc.errno in _BUSY:
                 return None
             raise LockUnsupportedError(path, exc) from exc
-        if same_file(fd, path):
-            return fd
+        except BaseException:  # a Ctrl-C or SIGTERM while waiting: no descriptor (nor lock) kept open behind it
+            os.close(fd)
+            raise
         os.close(fd)
     raise LockReplacedError(path)
