@@ -51,3 +51,31 @@ def test_demo_api_refuses_a_multi_process_launch(tmp_path: Path, monkeypatch: py
     with pytest.raises(ConfigError, match="mnad demo runs in one process"):
         demo(tmp_path / "d", progress=False)
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_api_refuses_another_dataset_or_a_non_config_before_the_scene(tmp_path: Path) -> None:
+    """A ped2 config passed every check, drew the scene, then failed in training (no ped2 videos there); a recipe name
+    instead of a Config was an AttributeError traceback."""
+    with pytest.raises(ConfigError, match="config.dataset must be 'synthetic'"):
+        demo(tmp_path / "d", config=load_config("ped2_pred"), progress=False)
+    with pytest.raises(ConfigError, match="must be a mnad.config.Config"):
+        demo(tmp_path / "d", config=RECIPE, progress=False)  # type: ignore[arg-type]
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_failed_demo_in_a_temporary_folder_leaves_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an out folder the demo's temporary folder is named by its result only: one that failed in training was
+    left behind, unnamed."""
+    import tempfile
+
+    import mnad.train
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise DataError("injected: training failed")
+
+    monkeypatch.setattr(mnad.train, "train", broken)
+    with pytest.raises(DataError, match="injected"):
+        demo(config=load_config(RECIPE).override(TINY), progress=False)
+    assert list(tmp_path.iterdir()) == []

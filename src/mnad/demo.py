@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnad.config import Config, load_config
-from mnad.errors import DataError, os_reason
+from mnad.errors import ConfigError, DataError, os_reason
 from mnad.launch import single_process
 
 RECIPE = "synthetic_pred"
@@ -51,7 +51,12 @@ def demo(out: str | Path | None = None, *, config: Config | None = None, overwri
     from mnad.train import check_planned_training, train
 
     config = load_config(RECIPE) if config is None else config
+    if not isinstance(config, Config):
+        raise ConfigError(f"demo(): config must be a mnad.config.Config (load_config({RECIPE!r}) gives one), got "
+                          f"{type(config).__name__}")
     config.validate("config")
+    if config.dataset != "synthetic":  # the demo trains on the scene it draws: another dataset's videos are not there
+        raise ConfigError(f"demo(): config.dataset must be 'synthetic' (the demo's scene), got {config.dataset!r}")
     if out is not None:
         check_output_folder(out)  # a file in its place, or an unwritable folder
         check_run_folder(Path(out) / "run", resume=False, overwrite=overwrite)
@@ -68,12 +73,14 @@ def demo(out: str | Path | None = None, *, config: Config | None = None, overwri
         folder = Path(out)
     try:
         root = make_synthetic_dataset(folder / "data", size=SCENE_SIZE, seed=config.train.seed).parent
-    except DataError:
-        if out is None:  # the temporary folder made above; an out folder the scene created is removed by it
+        model_path = train(config, root, folder / "run", overwrite=overwrite, progress=progress)
+        model, trained = load_model(model_path)
+        metrics = evaluate(model, trained, root, out_dir=folder / "run" / "eval", overwrite=overwrite, progress=progress,
+                           checkpoint=model_path)
+    except BaseException:
+        # a temporary folder is named only by the result: one that failed (or was stopped) would be left unnamed.
+        # An out folder keeps what the run wrote (a stopped training resumes there; the scene removes itself)
+        if out is None:
             shutil.rmtree(folder, ignore_errors=True)
         raise
-    model_path = train(config, root, folder / "run", overwrite=overwrite, progress=progress)
-    model, trained = load_model(model_path)
-    metrics = evaluate(model, trained, root, out_dir=folder / "run" / "eval", overwrite=overwrite, progress=progress,
-                       checkpoint=model_path)
     return DemoResult(data_root=root, run_dir=folder / "run", model_path=model_path, metrics=metrics)
