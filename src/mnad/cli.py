@@ -256,9 +256,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if _other_rank():
         return
     if run.untouched:  # a finished run: train leaves it as it is
-        print(f"{args.out}: the run there is finished, nothing to resume; its model is left as it is ({run.model})")
+        print(f"{args.out}: the run there is finished, nothing to resume; its model is left as it is ({run.model_path})")
         return
-    print(f"model written to {run.model}")
+    print(f"model written to {run.model_path}")
 
 
 def _other_rank() -> bool:

@@ -533,11 +533,11 @@ def train_step(
 
 @dataclasses.dataclass(frozen=True)
 class TrainedRun:
-    """What ``train_run`` did: ``model``, the final model file (what ``train`` returns); ``untouched``, True where
+    """What ``train_run`` did: ``model_path``, the final model file (what ``train`` returns); ``untouched``, True where
     ``resume`` found the run finished and left it as it is (nothing written: its model, perhaps calibrated in place
     since, is the one it was)."""
 
-    model: Path
+    model_path: Path
     untouched: bool
 
 
@@ -561,7 +561,7 @@ def train(
     ``train_run`` says besides whether a finished run was left as it is.
     """
     return train_run(config, data_root, out_dir, resume=resume, overwrite=overwrite, progress=progress,
-                     on_epoch=on_epoch).model
+                     on_epoch=on_epoch).model_path
 
 
 def train_run(
