@@ -56,8 +56,10 @@ def weights_digest(model: torch.nn.Module) -> str:
     check, the entry point's, the scoring step's, metrics.json's provenance), so the digest is kept for the model with
     what it was taken of (``_weights_state``: each tensor, its storage and its version counter) and taken again once
     any of them changed, as training (an optimiser step, a training forward's BatchNorm count), ``load_state_dict`` or
-    a replaced parameter change them. Changes that bypass the version counter (in place through ``.data``, or through a
-    NumPy view) are not seen: change weights under ``torch.no_grad()`` instead."""
+    a replaced parameter change them. Changes that bypass the version counter are not seen: in place through ``.data``
+    or a NumPy view, a fused optimiser's step (``torch.optim.Adam(..., fused=True)``; the default and ``foreach`` steps
+    are seen), and BatchNorm running statistics updated without ``num_batches_tracked``: change weights under
+    ``torch.no_grad()`` instead, or use a plain optimiser, before asking for the digest again."""
     state = _weights_state(model)
     cached = _DIGESTS.get(model)
     if state is not None and cached is not None and _same_state(cached[0], state):
