@@ -98,7 +98,8 @@ def run(args: argparse.Namespace, out: Path) -> dict:
     calibrated = with_calibration(config, cal)
 
     test_videos = split_videos(args.ped2, "", "testing")
-    fps, _, fps_source = stream_rates(test_videos, Path(args.ped2).resolve().name, args.fps)  # frame folders: one rate
+    # Ped2's recording rate (frame folders carry none), whatever the folder given as --ped2 is called
+    fps, _, fps_source = stream_rates(test_videos, "ped2", args.fps)
     labels = load_labels(find_label_file(Path(args.ped2), "ped2"), test_videos)
     offline = score_videos(model, config, test_videos, progress=False)
 

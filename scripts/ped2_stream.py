@@ -42,6 +42,7 @@ from mnad.checkpoint import load_model, save_model
 from mnad.config import Config, mixing_weight
 from mnad.data import find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
+from mnad.errors import MNADError
 from mnad.evaluate import DATASET_FPS, VideoScores, add_scores, attach_labels, auc_metrics, evaluate, stream_metrics
 from mnad.outputs import SCORES_FILE
 from mnad.scoring import CausalScore, score_terms
@@ -140,7 +141,7 @@ def test_terms(path: Path) -> list[VideoScores]:
     return videos
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="training run folder with holdout.json (whole held-out videos)")
     parser.add_argument("--data-root", required=True)
@@ -156,17 +157,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-test-update", action="store_true", help="eval.test_update = false: the memory never changes at test time")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))  # beside OUT: the same relative paths
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))  # beside OUT: the same relative paths
+    except OSError as exc:
+        return fail(f"{out}: cannot make a folder beside it ({exc.strerror or exc})")
+    keep = False  # a run that does not reproduce the package keeps its files aside, to be looked at
     try:
         agree, message = run(args, argv, work)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if not agree:
-        sys.exit(f"{message}; {out} is unchanged, this run's files are in {work}")
-    atomic_write_many({out / p.name: p.read_bytes() for p in sorted(work.iterdir())})  # all, or none
-    shutil.rmtree(work, ignore_errors=True)
+        if not agree:
+            keep = True
+            return fail(f"{message}; {out} is unchanged, this run's files are in {work}")
+        atomic_write_many({out / p.name: p.read_bytes() for p in sorted(work.iterdir())})  # all, or none
+    except MNADError as exc:  # a user's mistake (a run without held-out videos, a missing data root): one line
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"{out}: cannot write the results ({exc.strerror or exc}); {out} is unchanged")
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def fail(message: str) -> int:
+    print(f"ped2_stream.py: error: {message}", file=sys.stderr)
+    return 1
 
 
 def run(args: argparse.Namespace, argv: list[str] | None, out: Path) -> tuple[bool, str]:
@@ -249,4 +264,4 @@ def run(args: argparse.Namespace, argv: list[str] | None, out: Path) -> tuple[bo
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

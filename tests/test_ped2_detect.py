@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,9 @@ def files(folder: Path) -> dict[str, bytes]:
 def test_detect_at_the_datasets_rate_says_the_calibration_is_in_sample(ped2: Path, model_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "results" / "ped2_detect"
     committed(out)
-    assert load_script("scripts/ped2_detect.py").main(["--checkpoint", str(model_file), "--ped2", str(ped2), "--out", str(out)]) == 0
+    # a Ped2 folder under another name (the rate was looked up by the folder's name: 25 for UCSDped2)
+    renamed = Path(shutil.copytree(ped2, tmp_path / "UCSDped2"))
+    assert load_script("scripts/ped2_detect.py").main(["--checkpoint", str(model_file), "--ped2", str(renamed), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["fps"] == 10.0 and "ped2 dataset's recording rate" in summary["fps_source"]  # was 25
     assert summary["calibration_in_sample"] and "trained on" in summary["calibration_footage"]

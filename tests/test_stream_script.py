@@ -85,7 +85,8 @@ def test_a_run_that_fails_late_leaves_the_committed_folder_as_it_was(trained: tu
 
 
 def test_a_run_that_does_not_reproduce_the_package_keeps_its_files_aside(trained: tuple[Path, Path], tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     root, run = trained
     out = tmp_path / "results" / "ped2_stream"
     before = committed(out)
@@ -96,9 +97,25 @@ def test_a_run_that_does_not_reproduce_the_package_keeps_its_files_aside(trained
         return {**evaluate(*args, **kwargs), "micro_auc": -1.0}
 
     monkeypatch.setattr(module, "evaluate", off)
-    with pytest.raises(SystemExit, match="differs from the package's stream protocol") as stopped:
-        module.main(["--run", str(run), "--data-root", str(root), "--out", str(out), "--fps", "25", "--scoring", "config"])
+    assert module.main(["--run", str(run), "--data-root", str(root), "--out", str(out), "--fps", "25", "--scoring", "config"]) == 1
+    said = capsys.readouterr().err.splitlines()[-1]  # after the progress bars
+    assert said.startswith("ped2_stream.py: error:") and "differs from the package's stream protocol" in said
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     (aside,) = [p for p in out.parent.iterdir() if p != out]
-    assert str(aside) in str(stopped.value) and (aside / "attempts.json").is_file()
+    assert str(aside) in said and (aside / "attempts.json").is_file()
     assert not json.loads((aside / "attempts.json").read_text())["reproduces_the_package"]
+
+
+def test_a_run_folder_without_held_out_videos_is_one_error_line(trained: tuple[Path, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A user's mistake (the run has no holdout.json) was a traceback, and its temporary folder stayed beside --out."""
+    import shutil
+
+    root, trained_run = trained
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))  # the fixture's run is shared with the other tests
+    (run / "holdout.json").unlink()
+    out = tmp_path / "results" / "ped2_stream"
+    assert load().main(["--run", str(run), "--data-root", str(root), "--out", str(out), "--fps", "25"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ped2_stream.py: error:") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
