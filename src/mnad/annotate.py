@@ -17,6 +17,7 @@ import numpy as np
 from mnad.data.pixels import to_8bit
 from mnad.data.streams import check_fps
 from mnad.errors import ConfigError, DataError
+from mnad.outputs.columns import shown_score
 from mnad.scoring import abnormal_regions
 
 ALERT_RED = (40, 40, 230)  # BGR
@@ -89,14 +90,15 @@ def timeline(scores: deque[float], width: int, threshold: float | None, *, fps: 
 
     cv2.rectangle(strip, (left, top), (right, bottom), (90, 90, 90), 1)
     for v in (low, high):
-        _text(strip, f"{v:.2f}", (2, y(v) + 4), (200, 200, 200), 0.35)
+        _text(strip, shown_score(v), (2, y(v) + 4), (200, 200, 200), 0.35)
     capacity = scores.maxlen or max(len(values), 1)
     _text(strip, f"-{capacity / fps:.0f}s", (left - 4, height - 4), (200, 200, 200), 0.35)
     _text(strip, "now", (right - 24, height - 4), (200, 200, 200), 0.35)
     _text(strip, "score", (left + 4, top - 3), (230, 230, 230), 0.35)
     if threshold is not None:
         cv2.line(strip, (left, y(threshold)), (right, y(threshold)), ALERT_RED, 1)
-        _text(strip, f"threshold {threshold:.2f}", (right - 110, top - 3), ALERT_RED, 0.35)
+        label = f"threshold {shown_score(threshold)}"  # right-aligned: as wide as its digits
+        _text(strip, label, (right - cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0] - 2, top - 3), ALERT_RED, 0.35)
     if len(values) > 1:
         xs = np.linspace(left, right, capacity)[-len(values):]
         runs: list[list[list[int]]] = [[]]  # the line's pieces between gaps
@@ -139,6 +141,6 @@ def annotated_frame(
         cv2.rectangle(picture, (0, 0), (picture.shape[1] - 1, picture.shape[0] - 1), ALERT_RED, 4)
     state = "ALERT" if alert else ("normal" if threshold is not None else "no threshold (uncalibrated)")
     _text(picture, f"{seconds:7.2f} s  frame {frame}", (6, 16), (255, 255, 255))
-    vs = f" / {threshold:.2f}" if threshold is not None else ""
-    _text(picture, f"score {smoothed:.2f}{vs}  {state}", (6, 34), ALERT_RED if alert else NORMAL_GREEN)
+    vs = f" / {shown_score(threshold)}" if threshold is not None else ""
+    _text(picture, f"score {shown_score(smoothed)}{vs}  {state}", (6, 34), ALERT_RED if alert else NORMAL_GREEN)
     return np.vstack([picture, timeline(history, picture.shape[1], threshold, fps=fps)])

@@ -44,8 +44,10 @@ from mnad.outputs.columns import (
     DETECT_SCORES_HEADER,
     FRAME_COLUMNS,
     SCORES_HEADER,
+    UNSMOOTHED_COLUMN,
     frame_columns,
     score_text,
+    shown_score,
 )
 from mnad.outputs.detect_folder import (
     DETECT_FILES,
@@ -180,6 +182,7 @@ __all__ = [
     "SourceSummary",
     "StreamOutcome",
     "TRAIN_LOG",
+    "UNSMOOTHED_COLUMN",
     "VIDEO_SEGMENT",
     "VIDEO_SEGMENT_SECONDS",
     "VIDEO_SUFFIX",
@@ -219,6 +222,7 @@ __all__ = [
     "remove_segment",
     "row_segment_name",
     "score_text",
+    "shown_score",
     "scores_csv_bytes",
     "segment_name",
     "wall_clock",

@@ -1,7 +1,18 @@
 """The per-frame columns of the two scores.csv files: an evaluation's (``SCORES_HEADER``, one row per scored frame of
 each video) and a ``mnad detect`` run's (``DETECT_SCORES_HEADER``, one row per frame with its time, smoothed score
-and alert). A frame's terms are written by one formatter in both (``frame_columns``), so a frame scored by both
-commands reads the same in each file."""
+and alert). A frame's terms are written by one formatter in both (``frame_columns``), so the PSNRs, distances, E_t and
+memory flag of a frame scored by both commands read the same in each file. Their ``score`` columns do not hold the
+same thing:
+
+- an evaluation's ``score`` is the S_t its AUCs are computed from: after the trailing mean over ``eval.smoothing``
+  frames (the published protocol's default, 1, is no mean: S_t itself). Where the scores were made causally (the
+  stream protocol, or ``eval.normalization`` causal or calibrated), the S_t before the mean is there too, in
+  ``unsmoothed_score`` (``UNSMOOTHED_COLUMN``, after the others; absent in files of older versions and of the
+  published protocol's per-video normalisation);
+- a detect run's ``score`` is S_t before the trailing mean, and ``smoothed`` the S_t after it, which its alerts
+  compare with the threshold.
+
+So a detect ``smoothed`` reads as an evaluation's ``score``, a detect ``score`` as its ``unsmoothed_score``."""
 
 from __future__ import annotations
 
@@ -10,6 +21,7 @@ from __future__ import annotations
 FRAME_COLUMNS = ("psnr", "patch_psnr", "distance", "patch_distance", "regular_score", "memory_updated", "score")
 SCORES_HEADER = ["video", "frame", "psnr", "distance", "regular_score", "memory_updated", "score", "label", "patch_psnr", "patch_distance"]
 DETECT_SCORES_HEADER = ["frame", "time", *FRAME_COLUMNS, "smoothed", "alert"]
+UNSMOOTHED_COLUMN = "unsmoothed_score"  # an evaluation's S_t before its trailing mean, where the scores were made causally
 
 
 def frame_columns(*, psnr: float, patch_psnr: float, distance: float, patch_distance: float, regular: float, updated: bool,
@@ -25,3 +37,10 @@ def frame_columns(*, psnr: float, patch_psnr: float, distance: float, patch_dist
 def score_text(score: float) -> str:
     """A score as both scores.csv files write it (S_t, and detect's smoothed score): 6 decimals."""
     return f"{score:.6f}"
+
+
+def shown_score(value: float) -> str:
+    """A score, threshold or other measured number as shown to a person (the report's page and plots, ``mnad detect``'s
+    annotated video): 4 significant digits, the one format of each (was: 2 decimals on the video and the timelines,
+    which showed a threshold of 0.9951 as 1.00, beside 4 significant digits on the page)."""
+    return f"{value:.4g}"

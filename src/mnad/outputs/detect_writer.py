@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, fields
@@ -20,6 +21,8 @@ from mnad.errors import DataError, os_reason
 from mnad.outputs.columns import DETECT_SCORES_HEADER, frame_columns, score_text
 from mnad.outputs.detect_folder import OldestFirst, is_detect_scores
 from mnad.outputs.names import MAPS_DIR, ROW_FILES, ROW_SEGMENT, ROWS_DIR, SCORES_FILE, SUMMARY_FILE, map_name, row_segment_name
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # for the annotations only: stream imports torch, which the report's readers of these files never need
     from mnad.events import Event
@@ -288,7 +291,7 @@ def read_detect_scores(path: str | Path) -> list[dict[str, str]]:
     (``DetectWriter``: its scores.csv, or rows/<first frame>/scores.csv each), in frame order. The folder's own
     scores.csv comes first: a run killed while its first segment moved into rows/ left it there, before any later one.
     Only a detect run's scores.csv is read (``is_detect_scores``): another (an evaluation's) is a DataError naming it,
-    and so is a path that is not there."""
+    and so is a path that is not there. Every row must have the header's number of fields (``_read_rows``)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: not found (a detect run's {SCORES_FILE} or output folder)")
@@ -307,9 +310,45 @@ def read_detect_scores(path: str | Path) -> list[dict[str, str]]:
     return [row for file in files for row in _read_rows(file)]
 
 
+def _ends_a_line(path: Path) -> bool:
+    """Whether ``path`` is empty or its last byte ends a line."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return True
+        handle.seek(size - 1)
+        return handle.read(1) == b"\n"
+
+
 def _read_rows(path: Path) -> list[dict[str, str]]:
+    """A detect scores.csv's rows as dicts by its header. A row with another number of fields than the header is a
+    DataError naming the file and its line (was: read silently, a cut row giving a wrong number and Nones), but for
+    one case: the file's last line, not ended by a line break and short of fields, is the row a run killed (or stopped
+    by a full disk) while writing it left cut: rows are written and flushed one by one, not atomically, and a run's
+    rows up to that one are whole. It is dropped with a warning. Empty lines are skipped, as csv.DictReader skips them."""
+    rows: list[dict[str, str]] = []
+    cut: tuple[int, int] | None = None  # (line, fields) of a short row: an error unless it is the unterminated last one
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError) as exc:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            for fields in reader:
+                if not fields:
+                    continue
+                if cut is not None or len(fields) > len(header):
+                    line, count = cut or (reader.line_num, len(fields))
+                    raise DataError(f"{path}: not a whole detect {SCORES_FILE} (line {line} has {count} fields, its header "
+                                    f"{len(header)})")
+                if len(fields) < len(header):
+                    cut = (reader.line_num, len(fields))
+                    continue
+                rows.append(dict(zip(header, fields, strict=True)))
+        if cut is not None:
+            if _ends_a_line(path):
+                raise DataError(f"{path}: not a whole detect {SCORES_FILE} (line {cut[0]} has {cut[1]} fields, its header "
+                                f"{len(header)})")
+            log.warning(f"{path}: its last line (line {cut[0]}) is cut short, as a run stopped while writing it leaves "
+                        "it: that row is left out")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read it ({exc})") from exc
+    return rows

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mnad.errors import DataError
-from mnad.outputs.columns import SCORES_HEADER, frame_columns
+from mnad.outputs.columns import SCORES_HEADER, UNSMOOTHED_COLUMN, frame_columns, score_text
 from mnad.outputs.detect_folder import is_detect_scores, is_detect_summary
 from mnad.outputs.names import METRICS_FILE, ROWS_DIR, SCORES_FILE, SUMMARY_FILE
 from mnad.outputs.paths import check_replace_in, output_path
@@ -45,21 +45,26 @@ class ScoredVideo(Protocol):
     updated: Any
     score: Any
     labels: Any  # None when the evaluation had no labels
+    # and, optionally (read by getattr), causal_score: S_t before the trailing mean; absent or None where not kept
 
 
 def scores_csv_bytes(videos: list[ScoredVideo]) -> bytes:
     """scores.csv: a header, then one row per scored frame of each video, in order. ``read_scores`` reads it back:
-    ``scores_csv_bytes(read_scores(path))`` is the file at ``path``, byte for byte."""
+    ``scores_csv_bytes(read_scores(path))`` is the file at ``path``, byte for byte. ``score`` is the S_t given (an
+    evaluation's: after its trailing mean); where every video has a ``causal_score`` (S_t before the mean: the stream
+    protocol's, or a causal normalisation's), it is written too, as the last column, ``unsmoothed_score``."""
+    unsmoothed = bool(videos) and all(getattr(v, "causal_score", None) is not None for v in videos)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(SCORES_HEADER)
+    writer.writerow(SCORES_HEADER + [UNSMOOTHED_COLUMN] * unsmoothed)
     for v in videos:
         labels = v.labels if v.labels is not None else [""] * len(v.frames)
         for i, frame in enumerate(v.frames):
             psnr, patch_psnr, distance, patch_distance, regular, updated, score = frame_columns(
                 psnr=v.psnr[i], patch_psnr=v.patch_psnr[i], distance=v.distance[i], patch_distance=v.patch_distance[i],
                 regular=v.regular[i], updated=v.updated[i], score=v.score[i])
-            writer.writerow([v.name, int(frame), psnr, distance, regular, updated, score, labels[i], patch_psnr, patch_distance])
+            row = [v.name, int(frame), psnr, distance, regular, updated, score, labels[i], patch_psnr, patch_distance]
+            writer.writerow([*row, score_text(v.causal_score[i])] if unsmoothed else row)
     return buffer.getvalue().encode()
 
 
@@ -79,6 +84,7 @@ class VideoRows:
     regular: np.ndarray | None = None
     patch_psnr: np.ndarray | None = None
     patch_distance: np.ndarray | None = None
+    causal_score: np.ndarray | None = None  # the unsmoothed_score column, S_t before the trailing mean; None: not there
 
     def __post_init__(self) -> None:
         for key in ("distance", "regular", "patch_psnr", "patch_distance"):
@@ -91,7 +97,7 @@ class VideoRows:
 # may be empty (an evaluation without labels).
 _SCORE_KINDS: dict[str, type] = {"video": object, "frame": np.int64, "score": np.float64, "label": object, "psnr": np.float64,
                                  "memory_updated": np.int64, "distance": np.float64, "regular_score": np.float64,
-                                 "patch_psnr": np.float64, "patch_distance": np.float64}
+                                 "patch_psnr": np.float64, "patch_distance": np.float64, UNSMOOTHED_COLUMN: np.float64}
 
 
 # VideoRows' float fields beside psnr and score -> their columns
@@ -175,8 +181,10 @@ def _scores_by_columns(path: Path, header: list[str]) -> list[VideoRows]:
             if empty.any() and not empty.all():
                 raise ValueError("a video labelled on some rows only")
             label = None if empty.all() else labels.astype(np.int64)
+        unsmoothed = table[f"c{index[UNSMOOTHED_COLUMN]}"][mine] if UNSMOOTHED_COLUMN in index else None
         result.append(VideoRows(name=name, frames=frame[mine], score=score[mine], labels=label, psnr=psnr[mine],
-                                updated=updated[mine].astype(bool), **{key: values[mine] for key, values in extra.items()}))
+                                updated=updated[mine].astype(bool), causal_score=unsmoothed,
+                                **{key: values[mine] for key, values in extra.items()}))
     return result
 
 
@@ -209,7 +217,7 @@ def _scores_by_rows(text: str, header: list[str]) -> list[VideoRows]:
                 raise _Bad(f"line {start}: {len(row)} fields, the header has {len(header)}")
 
             name = row[index["video"]]
-            video = columns.setdefault(name, {"frame": [], "score": [], "label": [], "psnr": [], "updated": [],
+            video = columns.setdefault(name, {"frame": [], "score": [], "label": [], "psnr": [], "updated": [], "unsmoothed": [],
                                               **{key: [] for key in _EXTRA_COLUMNS}})
             first_line.setdefault(name, start)
             video["frame"].append(value(row, start, "frame", int))
@@ -223,11 +231,14 @@ def _scores_by_rows(text: str, header: list[str]) -> list[VideoRows]:
             video["updated"].append(value(row, start, "memory_updated", int, "0"))
             for key, column in _EXTRA_COLUMNS.items():
                 video[key].append(value(row, start, column, float, "nan"))
+            if UNSMOOTHED_COLUMN in index:
+                video["unsmoothed"].append(value(row, start, UNSMOOTHED_COLUMN, float))
     except csv.Error as exc:
         raise _Bad(f"line {line}: {exc}") from exc
     return [VideoRows(name=name, frames=np.array(c["frame"], dtype=np.int64), score=np.array(c["score"], dtype=np.float64),
                       labels=np.array(c["label"], dtype=np.int64) if c["label"][0] is not None else None,
                       psnr=np.array(c["psnr"], dtype=np.float64), updated=np.array(c["updated"], dtype=np.int64).astype(bool),
+                      causal_score=np.array(c["unsmoothed"], dtype=np.float64) if UNSMOOTHED_COLUMN in index else None,
                       **{key: np.array(c[key], dtype=np.float64) for key in _EXTRA_COLUMNS})
             for name, c in columns.items()]
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mnad.events import anomalies
-from mnad.outputs import VideoRows
+from mnad.outputs import VideoRows, shown_score
 
 # A long video (a day of one camera at ~12 frames/s is 1 M frames) is drawn as what its picture can show: matplotlib
 # draws a million-point line in seconds, and a timeline has about 800 pixel columns. Shorter inputs (Ped2's videos,
@@ -197,7 +197,7 @@ def timeline_png(video: VideoRows, auc: float | None, threshold: float | None = 
     ax.tick_params(labelsize=8)
     handles = [Patch(color="C3", alpha=0.3, label="labelled abnormal")] if video.labels is not None else []
     if threshold is not None:
-        handles.append(Line2D([], [], color="C3", ls="--", label=f"alert threshold {threshold:.2f}"))
+        handles.append(Line2D([], [], color="C3", ls="--", label=f"alert threshold {shown_score(threshold)}"))
     if updated.size:
         handles.append(Line2D([], [], marker="|", ls="", color="0.55", label="memory updated"))
     if handles:
