@@ -7,8 +7,11 @@
   coloured by its nearest item.
 
 With ``compare_model`` (e.g. one trained without the separateness loss) both models are drawn side by side on the
-same clips. ``figures.json`` records the files and a few numbers: how peaked the matching is, and how the queries
-spread over the items.
+same clips. ``figures.json`` records the files, the weights they were drawn from (``weights_sha256``: the report
+shows them only beside an evaluation of those weights) and a few numbers: how peaked the matching is, and how the
+queries spread over the items. A clip is placed by its last frame (``clips``); the frame shown and queried is each
+model's target frame of it (``target_frame``: a reconstruction model's is not the clip's last), and that is the frame
+the titles and ``shown_frames`` name, per model.
 """
 
 from __future__ import annotations
@@ -89,6 +92,12 @@ def clip_positions(videos: list[Video], window: int, count: int, *,
             return [(vi, start + window - 1) for vi, start in picks]
         for vi in unsure:
             lengths[vi], exact[vi] = _counted(videos[vi], decode_as), True
+
+
+def target_frame(config: Any, last: int) -> int:
+    """The frame a model (``config``: its model config) queries and shows in the clip ending at frame ``last``: its
+    ``target_index``-th frame, ``lag`` frames before the last (prediction: the last; reconstruction of 16: 7 before)."""
+    return last - config.lag
 
 
 def model_queries(model: MNAD, videos: list[Video], positions: list[tuple[int, int]], *, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
@@ -229,7 +238,8 @@ def memory_figures(
             if side * side == p.shape[0]:  # square query grid: overlay each position's nearest item
                 ax.imshow(palette[nearest.reshape(side, side)], alpha=0.45, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5),
                           interpolation="nearest")
-            ax.set_title(f"{name}\nvideo {videos[pos[0]].name}, frame {pos[1]}: nearest item", fontsize=8)
+            ax.set_title(f"{name}\nvideo {videos[pos[0]].name}, frame {target_frame(models[col].config, pos[1])}: nearest item",
+                         fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
             order = np.lexsort((-p.max(1), nearest))
@@ -272,11 +282,17 @@ def memory_figures(
                      {"queries_in_tsne": int(len(sample))})
     tsne = _png(fig)
 
+    from mnad.checkpoint import weights_digest
+
+    digests = [weights_digest(mdl) for mdl in models]
     record: dict[str, Any] = {
         "files": {"matching": "matching.png", "tsne": "tsne.png"},
-        "models": [{"label": name, **s} for name, s in zip(names, stats, strict=True)],
-        "clips": [{"video": videos[vi].name, "frame": f} for vi, f in positions],
-        "shown_frames": [{"video": videos[vi].name, "frame": f} for vi, f in shown],
+        "weights_sha256": digests[0],  # this model's: the report shows the figures only beside an evaluation of these weights
+        "models": [{"label": name, "weights_sha256": digest, **s} for name, digest, s in zip(names, digests, stats, strict=True)],
+        "clips": [{"video": videos[vi].name, "last_frame": f} for vi, f in positions],  # each clip, by its last frame
+        # the clips drawn in matching.png and, in "models"' order, the frame each model shows of it (its target frame)
+        "shown_frames": [{"video": videos[vi].name, "clip_last_frame": f, "frames": [target_frame(mdl.config, f) for mdl in models]}
+                         for vi, f in shown],
         "seed": seed,
     }
     # the figures and their index land together (atomically): an earlier set stays whole until this one is written
