@@ -215,4 +215,5 @@ def test_a_report_written_elsewhere_leaves_the_evaluation_folder_alone(tmp_path:
     before = sorted(p.name for p in eval_dir.iterdir())
     assert main(["report", str(eval_dir), "--out", str(tmp_path / "page")]) == 0
     assert sorted(p.name for p in eval_dir.iterdir()) == before
-    assert "<code>..</code>" in page(tmp_path / "page")  # the evaluation, from where its report folder would be
+    # the evaluation, from the page's own folder (was: `..`, from EVAL/report, a folder that is not there)
+    assert "<code>../eval</code>" in page(tmp_path / "page") and "<code>..</code>" not in page(tmp_path / "page")

@@ -33,7 +33,7 @@ from mnad.report.provenance import (
     relative_path,
     write_provenance,
 )
-from mnad.report.thumbnails import THUMBS_DIR, TOP_K, remove_thumbnails, write_thumbnails
+from mnad.report.thumbnails import THUMBS_DIR, TOP_K, read_thumbnail_index, remove_thumbnails, write_thumbnails
 
 REPORT_FILE = "report.html"
 # what `mnad evaluate --report DIR` writes into DIR: the thumbnails and provenance need the model and the evaluation's
@@ -43,8 +43,11 @@ REPORT_FILES = (REPORT_FILE, PROVENANCE_FILE, THUMBS_DIR)
 
 def check_report_output(report_dir: str | Path, *, overwrite: bool = False) -> Path:
     """A new report's folder (``--report``), before the evaluation: writable, and no earlier report there unless
-    ``overwrite`` (``outputs.check_replace``)."""
-    return check_replace_in(report_dir, REPORT_FILES, overwrite=overwrite, option="--report")
+    ``overwrite`` (``outputs.check_replace``). An earlier report's thumbnail index that is damaged is refused here too,
+    before the evaluation (its thumbnails are replaced by the index's names: ``thumbnails.write_thumbnails``)."""
+    folder = check_replace_in(report_dir, REPORT_FILES, overwrite=overwrite, option="--report")
+    read_thumbnail_index(folder)
+    return folder
 
 
 def _resolve(base: Path, stored: str | None) -> Path | None:
@@ -101,9 +104,15 @@ def _sources(report_dir: Path, eval_dir: Path | None, run_dir: Path | None) -> t
 
 
 def build_report(
-    report_dir: str | Path, *, eval_dir: str | Path | None = None, run_dir: str | Path | None = None, out: str | Path | None = None
+    report_dir: str | Path, *, eval_dir: str | Path | None = None, run_dir: str | Path | None = None, out: str | Path | None = None,
+    record: dict | None = None,
 ) -> Path:
     """Write ``report.html`` (into ``out``, default the report folder) from saved outputs; returns its path.
+
+    ``record``: the provenance of a report folder not made yet (``rebuild_report`` of an evaluation without one),
+    written into it only once the page is drawn, i.e. once every input has been read and checked: an evaluation that
+    cannot be drawn leaves no report folder behind that a later ``mnad evaluate --report`` would take for an earlier
+    report. Paths on the page are shown from the page's own folder (``out``, default the report folder).
 
     The evaluation and run folders come from the arguments, else from ``provenance.json`` in the report folder,
     else the evaluation folder is the report folder and the run folder the one its metrics.json records, or that
@@ -113,13 +122,22 @@ def build_report(
 
     report_dir = Path(report_dir)
     provenance, eval_path, run_path = _sources(report_dir, Path(eval_dir) if eval_dir else None, Path(run_dir) if run_dir else None)
+    if record is not None:  # a report folder not made yet: its provenance is the record, written once the page is drawn
+        provenance = record
     if eval_dir is None and provenance.get("eval_dir") and not (eval_path / METRICS_FILE).is_file():
         # a report folder moved or copied without its evaluation: say where the path came from, not only that a file is missing
         raise DataError(f"{report_dir / PROVENANCE_FILE}: names the evaluation folder {provenance['eval_dir']!r} (from the report "
                         f"folder), and {eval_path / METRICS_FILE} is not there: move the report folder together with its "
                         "evaluation, or run `mnad report` on the evaluation folder")
-    text = render_report(report_dir, eval_path, run_path, provenance)
-    target = (Path(out) if out is not None else report_dir) / REPORT_FILE
+    page_dir = Path(out) if out is not None else report_dir
+    text = render_report(report_dir, eval_path, run_path, provenance, page_dir=page_dir)  # every input checked here
+    target = page_dir / REPORT_FILE
+    if record is not None:
+        try:
+            report_dir.mkdir(parents=True, exist_ok=True)
+            write_provenance(report_dir, record)
+        except OSError as exc:
+            raise DataError(f"{report_dir}: cannot write the report folder ({exc.strerror or exc})") from exc
     try:
         atomic_write(target, text.encode("utf-8"))
         target.chmod(0o644)  # a page to share, not a private temporary file
@@ -179,6 +197,11 @@ def find_report_sources(path: str | Path) -> tuple[Path, Path | None]:
     ``report/`` sub-folder), or a run folder holding one of these one or two levels down.
     """
     path = Path(path)
+    if path.is_file() and path.name == REPORT_FILE:  # the page itself: its folder is the report folder
+        path = path.parent
+    if path.is_file():
+        raise DataError(f"{path}: a file, not a folder (`mnad report` takes a report, evaluation or run folder, or a "
+                        f"{REPORT_FILE})")
     if not path.is_dir():
         raise DataError(f"{path}: folder not found")
     if (path / PROVENANCE_FILE).is_file():
@@ -187,7 +210,10 @@ def find_report_sources(path: str | Path) -> tuple[Path, Path | None]:
         return path / "report", path
     reports = sorted({p.parent for pattern in ("*/", "*/*/") for p in path.glob(pattern + PROVENANCE_FILE)})
     evals = sorted({p.parent for pattern in ("*/", "*/*/") for p in path.glob(pattern + METRICS_FILE)})
-    bare = [e for e in evals if e not in reports and e / "report" not in reports]  # evaluations without a report yet
+    # evaluations without a report yet: not one a report found here was made of (its provenance.json's eval_dir, as
+    # `mnad evaluate --out E --report R` records it; or E/report, which `mnad report E` makes)
+    reported = {found.resolve() for r in reports if (found := _resolve(r, read_provenance(r).get("eval_dir"))) is not None}
+    bare = [e for e in evals if e not in reports and e / "report" not in reports and e.resolve() not in reported]
     found = [(r, None) for r in reports] + [(e / "report", e) for e in bare]
     if len(found) == 1:
         return found[0]
@@ -222,14 +248,11 @@ def rebuild_report(path: str | Path, *, out: str | Path | None = None, overwrite
         out = check_output_folder(out)
         if out.resolve() != report_dir.resolve():
             check_replace([out / REPORT_FILE], overwrite=overwrite)
+    record = None
     if eval_dir is not None and out is None and not (report_dir / PROVENANCE_FILE).is_file():
         # A report of an evaluation run without --report: record where its sources are, so this folder can be rebuilt.
         # Not with --out: the page goes there, and the evaluation folder (perhaps read-only, or another's) is left alone.
-        try:
-            report_dir.mkdir(parents=True, exist_ok=True)
-            run_dir = _guess_run_dir(eval_dir)
-            stub = {"eval_dir": relative_path(eval_dir, report_dir), "run_dir": relative_path(run_dir, report_dir) if run_dir else None}
-            write_provenance(report_dir, stub)
-        except OSError as exc:
-            raise DataError(f"{report_dir}: cannot write the report folder ({exc.strerror or exc})") from exc
-    return build_report(report_dir, eval_dir=eval_dir, out=out)
+        # Written by build_report once the page is drawn: an evaluation it cannot draw leaves no report folder.
+        run_dir = _guess_run_dir(eval_dir)
+        record = {"eval_dir": relative_path(eval_dir, report_dir), "run_dir": relative_path(run_dir, report_dir) if run_dir else None}
+    return build_report(report_dir, eval_dir=eval_dir, out=out, record=record)

@@ -43,7 +43,7 @@ def figures_problem(data: Any) -> str | None:
     """What the page reads of figures/figures.json (``mnad.figures.memory_figures``) that is wrong, or None."""
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not an object"
-    return wrong_kinds(data, "", {"files": dict})
+    return wrong_kinds(data, "", {"files": dict, "weights_sha256": str})
 
 
 def scores_problem(videos: list[outputs.VideoRows]) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from mnad.errors import DataError, printable
-from mnad.outputs import FIGURES_DIR, FIGURES_INDEX, SCORES_FILE, TRAIN_LOG, read_evaluation, read_json_if_present
+from mnad.outputs import FIGURES_DIR, FIGURES_INDEX, SCORES_FILE, TRAIN_LOG, read_evaluation, read_json_if_present, shown_score
 from mnad.report.inputs import figures_problem, scores_problem, training_records
 from mnad.report.plots import histogram_png, roc_png, timeline_png, training_png
 from mnad.report.provenance import epochs_trained, file_sha256, relative_path
@@ -69,7 +69,7 @@ def _num(value: Any) -> str:
     """A number of metrics.json as the page shows it; n/a for null, as written for anything else (never a traceback)."""
     if value is None:
         return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)  # counts (ints) in full
+    return shown_score(value) if isinstance(value, float) else str(value)  # counts (ints) in full
 
 
 def _stream_html(stream: dict) -> str:
@@ -137,8 +137,40 @@ def thumbnail_of_another_evaluation(thumbs: list[dict], videos: list[Any]) -> st
     return None
 
 
-def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, provenance: dict) -> str:
-    """The report page as one HTML string (deterministic: the same inputs give the same bytes, wherever it is built)."""
+def _png_file(path: Path, index: Path) -> bytes:
+    """A picture a report folder's index names: its bytes; one that is gone is a DataError naming it and the index
+    (was: left out silently, the page saying there were none)."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: named in {index}, and cannot be read ({exc.strerror or exc}): make the report's "
+                        "pictures again, or remove the index") from exc
+
+
+def figures_of_other_weights(memory: dict, metrics: dict) -> str | None:
+    """Why the memory figures (figures.json, ``mnad.figures.memory_figures``) are not of the evaluated model, or None:
+    the weights digest they record differs from the one metrics.json records of the evaluated model. Either one
+    missing (written by an older mnad, or an ONNX evaluation) is not compared."""
+    drawn = memory.get("weights_sha256")
+    model = metrics.get("model") if isinstance(metrics.get("model"), dict) else {}
+    evaluated = model.get("weights_sha256")
+    if not (isinstance(drawn, str) and isinstance(evaluated, str)) or drawn == evaluated:
+        return None
+    return (f"they were drawn from other weights (SHA-256 {drawn[:16]}...) than the evaluated model's "
+            f"({evaluated[:16]}...)")
+
+
+def _header_counts(metrics: dict) -> str:
+    """The header's '&middot; N frames of V videos', each part only where metrics.json has it."""
+    parts = [f"{metrics[k]} {word}" for k, word in (("frames_scored", "frames"), ("videos", "videos")) if metrics.get(k) is not None]
+    return f" &middot; {_e(' of '.join(parts))}" if parts else ""
+
+
+def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, provenance: dict, *, page_dir: Path | None = None) -> str:
+    """The report page as one HTML string (deterministic: the same inputs give the same bytes, wherever it is built).
+    Folders are shown from ``page_dir``, the folder the page is written into (default the report folder), so that a
+    page written elsewhere (``mnad report --out``) names folders that are there from it."""
+    page_dir = report_dir if page_dir is None else page_dir
     metrics, stored_config, videos = read_evaluation(eval_dir)
     if problem := scores_problem(videos):
         raise DataError(f"{eval_dir / SCORES_FILE}: not an mnad scores file ({problem})")
@@ -159,7 +191,7 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<header><h1>{_e(title)}</h1><p>evaluated {_e(provenance.get('created', 'at an unrecorded time'))}"
-        f" &middot; {_e(metrics.get('frames_scored'))} frames of {_e(metrics.get('videos'))} videos</p><nav>{nav}</nav></header><main>",
+        f"{_header_counts(metrics)}</p><nav>{nav}</nav></header><main>",
     ]
 
     # summary
@@ -196,7 +228,7 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
         rows_html.append(
             f'<tr id="video-{i}"><td><a href="#timeline-{i}">{_e(v.name)}</a></td><td class="num">{v.frames.size}</td>'
             f'<td class="num">{_e(abnormal)}</td><td class="num auc" data-value="{_e("" if auc is None else repr(auc))}">{_e(_pct(auc))}</td>'
-            f'<td class="num">{v.score[peak]:.3f} (frame {int(v.frames[peak])})</td><td class="num">{int(v.updated.sum())}</td></tr>'
+            f'<td class="num">{shown_score(float(v.score[peak]))} (frame {int(v.frames[peak])})</td><td class="num">{int(v.updated.sum())}</td></tr>'
         )
     parts.append('<section id="videos"><h2>Per-video AUC</h2><table id="per-video"><thead><tr><th>video</th><th>frames scored</th>'
                  "<th>abnormal</th><th>AUC</th><th>peak score</th><th>memory updates</th></tr></thead><tbody>"
@@ -229,11 +261,10 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
     figures = []
     for entry in thumbs:
         path = report_dir / THUMBS_DIR / Path(str(entry.get("file", ""))).name
-        if not path.is_file():
-            continue
         label = {None: "unlabelled", 0: "labelled normal", 1: "labelled abnormal"}.get(entry.get("label"), "?")
-        caption = f"video {entry.get('video')}, frame {entry.get('frame')}: score {float(entry.get('score', 0)):.3f} ({label})"
-        figures.append(f'<figure class="thumb">{_img(path.read_bytes(), caption)}<figcaption>{_e(caption)}</figcaption></figure>')
+        caption = f"video {entry.get('video')}, frame {entry.get('frame')}: score {shown_score(float(entry.get('score', 0)))} ({label})"
+        png = _png_file(path, report_dir / THUMBS_DIR / THUMBS_INDEX)
+        figures.append(f'<figure class="thumb">{_img(png, caption)}<figcaption>{_e(caption)}</figcaption></figure>')
     if figures:
         loc = ('<p class="note">The highest-scoring frames (at least a clip apart). Left: the frame; middle: its prediction error '
                "(<code>scoring.error_map</code>) as a heatmap; right: regions whose error is above the frame's mean, as in the "
@@ -255,12 +286,12 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
         last = records[-1]
         total_s = sum(float(r.get("seconds", 0)) for r in records)
         train_html = (f"{_img(train_png, 'training curves')}<p class=\"note\">{len(records)} epochs logged in "
-                      f"<code>{_e(relative_path(log_path, report_dir))}</code>; last epoch: "
+                      f"<code>{_e(relative_path(log_path, page_dir))}</code>; last epoch: "
                       + ", ".join(f"{_e(k)}={_e(f'{v:.5g}' if isinstance(v, float) else v)}" for k, v in last.items())
                       + f"; {total_s:.0f} s of training in all.</p>")
     else:
         if run_dir is not None:
-            train_html = f'<p class="note">No training log found (looked in <code>{_e(relative_path(run_dir, report_dir))}</code>).</p>'
+            train_html = f'<p class="note">No training log found (looked in <code>{_e(relative_path(run_dir, page_dir))}</code>).</p>'
         else:  # none recorded, or the folder beside the evaluation trained another model: its curves would not be this one's
             train_html = ('<p class="note">The training run of the evaluated model is unknown: no run folder is recorded that '
                           "trained it, so no training is shown.</p>")
@@ -270,11 +301,23 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
     index = report_dir / FIGURES_DIR / FIGURES_INDEX
     memory = read_json_if_present(index, "figures index", figures_problem, {})
     memory_html = []
+    if other_weights := figures_of_other_weights(memory, metrics):
+        log.warning(f"{index}: {other_weights}: the memory figures are of another model and are left out")
+        memory_html.append(f'<p class="note">The memory figures in this report folder are left out: {_e(other_weights)}. '
+                           "<code>mnad figures --overwrite</code> with the evaluated checkpoint draws them again.</p>")
+        memory = {}
+    elif memory and not isinstance(memory.get("weights_sha256"), str):
+        memory_html.append('<p class="note">These figures were drawn by an older mnad, which did not record the weights '
+                           "they were drawn from: that they are of the evaluated model is not checked.</p>")
     for key, caption in (("matching", "Matching probabilities of queries to memory items (paper Fig. 5)"),
                          ("tsne", "t-SNE of query features and memory items, coloured by nearest item (paper Figs. 1 and 6)")):
-        path = report_dir / FIGURES_DIR / Path(str(memory.get("files", {}).get(key, ""))).name
-        if memory and path.is_file() and path.suffix == ".png":
-            memory_html.append(f"<figure>{_img(path.read_bytes(), caption)}<figcaption>{_e(caption)}</figcaption></figure>")
+        name = memory.get("files", {}).get(key)
+        if not memory or not isinstance(name, str):
+            continue
+        path = report_dir / FIGURES_DIR / Path(name).name
+        if path.suffix != ".png":
+            raise DataError(f"{index}: names {name!r} as its {key} figure, not a .png file")
+        memory_html.append(f"<figure>{_img(_png_file(path, index), caption)}<figcaption>{_e(caption)}</figcaption></figure>")
     if not memory_html:
         memory_html.append('<p class="note">No memory figures in this report folder: '
                            f"<code>mnad figures --checkpoint CKPT --data-root ROOT --out REPORT/{FIGURES_DIR}</code> (REPORT: this "
@@ -295,12 +338,13 @@ def render_report(report_dir: Path, eval_dir: Path, run_dir: Path | None, proven
         ("epochs trained", epochs_trained(checkpoint)),
         ("data root", provenance.get("data_root")),
         ("labels", provenance.get("labels") or metrics.get("labels")),
-        # from the report folder, as provenance.json stores them: the page says the same wherever it is rebuilt from
-        ("evaluation folder (from the report folder)", relative_path(eval_dir, report_dir)),
-        ("run folder (from the report folder)", relative_path(run_dir, report_dir) if run_dir is not None else None),
+        # from the page's folder (the report folder, unless --out): the page says the same wherever it is rebuilt from,
+        # and names folders that are there from where it lies
+        ("evaluation folder (from this page's folder)", relative_path(eval_dir, page_dir)),
+        ("run folder (from this page's folder)", relative_path(run_dir, page_dir) if run_dir is not None else None),
     ]
     if stale:
-        note = (f'<p class="note">The evaluation in <code>{_e(relative_path(eval_dir, report_dir))}</code> {_e(stale)}: how it '
+        note = (f'<p class="note">The evaluation in <code>{_e(relative_path(eval_dir, page_dir))}</code> {_e(stale)}: how it '
                 "was run is not known; only the config stored in metrics.json is shown.</p>")
     elif not provenance.get("command"):
         note = ('<p class="note">This evaluation was run without <code>--report</code>: only the config stored in '

@@ -28,12 +28,11 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:60] or "video"
 
 
-def _indexed_files(index: Path) -> set[str]:
-    """The file names an existing thumbs.json lists (none when it is missing or unreadable)."""
-    try:
-        return {Path(entry["file"]).name for entry in json.loads(index.read_text())} if index.is_file() else set()
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
+def _indexed_files(report_dir: Path) -> set[str]:
+    """The file names the report folder's thumbs.json lists, read by the one reader (``read_thumbnail_index``): none
+    when there is none, and a damaged one a DataError (was: read leniently here, a damaged index gave no names and the
+    earlier thumbnails were left behind, named by nothing)."""
+    return {Path(entry["file"]).name for entry in read_thumbnail_index(Path(report_dir))}
 
 
 def pick_top_frames(videos: list[VideoRows], k: int, *, gap: int = 5) -> list[tuple[int, int]]:
@@ -138,7 +137,7 @@ def write_thumbnails(
     out = Path(report_dir) / THUMBS_DIR
     out.mkdir(parents=True, exist_ok=True)
     old_index = out / THUMBS_INDEX
-    earlier = _indexed_files(old_index)  # an earlier report's thumbnails: removed once this one's are written
+    earlier = _indexed_files(Path(report_dir))  # an earlier report's thumbnails: removed once this one's are written
     entries = []
     files: dict[Path, bytes] = {}
     model = model.to(device)  # each clip is scored by a StreamScorer, on its own eval-mode copy
@@ -200,7 +199,7 @@ def remove_thumbnails(report_dir: str | Path) -> None:
     index = out / THUMBS_INDEX
     if not index.is_file():
         return
-    earlier = _indexed_files(index)
+    earlier = _indexed_files(Path(report_dir))
     index.unlink()
     for name in earlier:  # only the files the index named: a user's own files in thumbs/ stay
         (out / name).unlink(missing_ok=True)
