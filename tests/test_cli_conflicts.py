@@ -32,7 +32,8 @@ def test_holdout_sets_train_holdout_for_own_footage_and_benchmarks(synthetic_roo
     import mnad.train
 
     asked = []
-    monkeypatch.setattr(mnad.train, "train", lambda config, *a, **k: asked.append(config.train.holdout) or tmp_path / "m")
+    monkeypatch.setattr(mnad.train, "train_run", lambda config, *a, **k: asked.append(config.train.holdout)
+                        or mnad.train.TrainedRun(tmp_path / "m", untouched=False))
     for data, holdout, expected in ((["--data-root", str(synthetic_root)], ["--holdout", "0.3"], 0.3),
                                     (["--data-root", str(synthetic_root)], [], 0.0),
                                     (["--data", str(synthetic_root)], [], 0.1), (["--data", str(synthetic_root)], ["--holdout", "0.2"], 0.2)):
