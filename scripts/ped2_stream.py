@@ -238,7 +238,7 @@ def run(args: argparse.Namespace, argv: list[str] | None, out: Path) -> tuple[bo
             fitted = fit_calibration(*series(cal_scores), alpha=alpha, false_alarm_rate=RATE, smoothing=window,
                                      scored_with=attempt)
             raw, smoothed = calibrated_scores(*series(test_scores), alpha, window, norm, fitted, *series(cal_scores))
-        videos = [dataclasses.replace(v, score=s, causal_score=r) for v, r, s in zip(test_scores, raw, smoothed, strict=True)]
+        videos = [dataclasses.replace(v, score=s, unsmoothed_score=r) for v, r, s in zip(test_scores, raw, smoothed, strict=True)]
         row = {"name": name, "psnr_term": p_region, "distance_term": d_region, "alpha": alpha, "normalization": norm,
                "window": window, "micro_auc": auc_metrics(videos)["micro_auc"]}
         if fitted is not None:

@@ -136,7 +136,7 @@ def analyse(args: argparse.Namespace) -> None:
                 fitted = fit_calibration(cal_p, cal_d, alpha=alpha, false_alarm_rate=0.01, smoothing=window, scored_with=scoring)
                 raw, smoothed = stream_scores([col(r, p_term) for r in test.values()], [col(r, d_key) for r in test.values()],
                                               alpha, window, fitted)
-                scored = [dataclasses.replace(v, score=s, causal_score=r)
+                scored = [dataclasses.replace(v, score=s, unsmoothed_score=r)
                           for v, r, s in zip(base, raw, smoothed, strict=True)]
                 row = {"psnr_term": p_term, "distance_term": d_term, "alpha": alpha, "window": window,
                        "micro_auc": auc_metrics(scored)["micro_auc"], "stream": stream_metrics(scored, fitted, fps=10.0),

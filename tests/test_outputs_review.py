@@ -57,7 +57,7 @@ def test_a_short_detect_row_with_its_line_break_is_an_error(tmp_path: Path) -> N
 
 def _video(causal: bool) -> SimpleNamespace:
     video = scored_video("01", n=4)
-    video.causal_score = np.array([0.1, 0.7, 0.2, 0.9]) if causal else None
+    video.unsmoothed_score = np.array([0.1, 0.7, 0.2, 0.9]) if causal else None
     return video
 
 
@@ -70,10 +70,10 @@ def test_an_evaluations_unsmoothed_score_is_kept_where_it_was_made(tmp_path: Pat
         header = next(csv.reader(handle))
     assert header == [*outputs.SCORES_HEADER, "unsmoothed_score"]
     (read,) = read_scores(path)
-    assert np.array_equal(read.causal_score, [0.1, 0.7, 0.2, 0.9]) and scores_csv_bytes([read]) == path.read_bytes()
+    assert np.array_equal(read.unsmoothed_score, [0.1, 0.7, 0.2, 0.9]) and scores_csv_bytes([read]) == path.read_bytes()
     path.write_bytes(scores_csv_bytes([_video(False)]))
     (plain,) = read_scores(path)
-    assert plain.causal_score is None and scores_csv_bytes([plain]) == path.read_bytes()
+    assert plain.unsmoothed_score is None and scores_csv_bytes([plain]) == path.read_bytes()
     assert "unsmoothed_score" not in path.read_text().splitlines()[0]
 
 
@@ -97,3 +97,29 @@ def test_a_threshold_is_shown_to_four_significant_digits_everywhere(monkeypatch:
     plots.timeline_png(outputs.VideoRows(name="01", frames=np.arange(4), score=np.array([0.1, 0.99, 0.2, 0.3]), labels=None,
                                          psnr=np.zeros(4), updated=np.zeros(4, bool)), None, 0.9951)
     assert "alert threshold 0.9951" in labels
+
+
+def test_a_published_evaluation_with_a_trailing_mean_keeps_its_unsmoothed_score() -> None:
+    """Under the published protocol with eval.smoothing above 1, add_scores smoothed S_t and dropped the S_t before
+    the mean; it is kept now (scores.csv's unsmoothed_score), and not where there is no mean to tell it from."""
+    from conftest import tiny_config
+
+    from mnad.evaluate import VideoScores, add_scores
+
+    def video() -> VideoScores:
+        rng = np.random.default_rng(0)
+        n = 12
+        return VideoScores(name="01", frames=np.arange(n), psnr=rng.uniform(20, 30, n), patch_psnr=rng.uniform(15, 25, n),
+                           distance=rng.uniform(0.1, 0.3, n), patch_distance=rng.uniform(0.2, 0.4, n),
+                           regular=np.zeros(n), updated=np.zeros(n, dtype=bool))
+
+    config = tiny_config()
+    config.eval.smoothing = 5
+    smoothed = video()
+    add_scores([smoothed], config)
+    assert smoothed.unsmoothed_score is not None and not np.allclose(smoothed.unsmoothed_score, smoothed.score)
+    assert np.allclose(smoothed.score[-1], smoothed.unsmoothed_score[-5:].mean())
+    config.eval.smoothing = 1
+    plain = video()
+    add_scores([plain], config)
+    assert plain.unsmoothed_score is None

@@ -56,7 +56,7 @@ class VideoScores:
     updated: np.ndarray
     score: np.ndarray = field(default_factory=lambda: np.zeros(0))  # S_t (smoothed where asked), high = abnormal
     labels: np.ndarray | None = None
-    causal_score: np.ndarray | None = None  # stream protocol: S_t before the trailing mean
+    unsmoothed_score: np.ndarray | None = None  # S_t before the trailing mean, where one was taken
 
 
 def score_videos(
@@ -65,7 +65,7 @@ def score_videos(
 ) -> list[VideoScores]:
     """Raw per-frame terms of every video, in order, through one streaming scorer: the memory carries across videos,
     a clip never spans two. With ``scorer`` (a causal one), ``score`` holds its smoothed causal S_t and
-    ``causal_score`` the S_t before smoothing; otherwise ``add_scores`` computes S_t afterwards. ``videos`` opened
+    ``unsmoothed_score`` the S_t before smoothing; otherwise ``add_scores`` computes S_t afterwards. ``videos`` opened
     with another pixel range than the model's (``open_video(path)`` for a model with ``model.pixel_range``) are
     refused before any frame is scored: their 16-bit frames would be read otherwise than the model saw them."""
     checked_config(config)  # a Config changed by hand as a config file (also when a scorer is given)
@@ -114,7 +114,7 @@ def score_frames(model: MNAD, config: Config, videos: list[Video], *, device: st
             )
             if scorer.normalization != "video":
                 scores.score = np.array([r.smoothed for r in rows])
-                scores.causal_score = np.array([r.score for r in rows])
+                scores.unsmoothed_score = np.array([r.score for r in rows])
             results.append(scores)
     return results
 
@@ -140,8 +140,10 @@ def add_scores(videos: list[VideoScores], config: Config) -> None:
     for v in videos:
         p, d = score_terms(config, v.psnr, v.patch_psnr, v.distance, v.patch_distance)
         check_finite(v, PSNR=p, **({"D": d} if alpha < 1 else {}))
-        v.score = smooth(anomaly_score(p, d, alpha=alpha, normalization=config.eval.normalization,
-                                       calibration=calibration), config.eval.smoothing)
+        raw = anomaly_score(p, d, alpha=alpha, normalization=config.eval.normalization, calibration=calibration)
+        v.score = smooth(raw, config.eval.smoothing)
+        # kept beside the smoothed S_t where they differ (scores.csv's unsmoothed_score column)
+        v.unsmoothed_score = raw if config.eval.smoothing > 1 else None
 
 
 def auc_metrics(videos: list[VideoScores]) -> dict:
@@ -212,10 +214,10 @@ def stream_metrics(videos: list[VideoScores], calibration: Calibration, *, fps: 
     from sklearn.metrics import roc_auc_score
 
     for v in videos:
-        check_finite(v, score=v.score, **({"unsmoothed score": v.causal_score} if v.causal_score is not None else {}))
+        check_finite(v, score=v.score, **({"unsmoothed score": v.unsmoothed_score} if v.unsmoothed_score is not None else {}))
     labels = np.concatenate([v.labels for v in videos]).astype(bool)
     smoothed = np.concatenate([v.score for v in videos])
-    raw = np.concatenate([v.causal_score for v in videos])
+    raw = np.concatenate([v.unsmoothed_score for v in videos])
     at_rate = {}
     for rate in STREAM_RATES:
         if calibration.frames < frames_needed(rate):  # a threshold fitted on too few frames says nothing about the rate

@@ -45,15 +45,15 @@ class ScoredVideo(Protocol):
     updated: Any
     score: Any
     labels: Any  # None when the evaluation had no labels
-    # and, optionally (read by getattr), causal_score: S_t before the trailing mean; absent or None where not kept
+    # and, optionally (read by getattr), unsmoothed_score: S_t before the trailing mean; absent or None where not kept
 
 
 def scores_csv_bytes(videos: list[ScoredVideo]) -> bytes:
     """scores.csv: a header, then one row per scored frame of each video, in order. ``read_scores`` reads it back:
     ``scores_csv_bytes(read_scores(path))`` is the file at ``path``, byte for byte. ``score`` is the S_t given (an
-    evaluation's: after its trailing mean); where every video has a ``causal_score`` (S_t before the mean: the stream
-    protocol's, or a causal normalisation's), it is written too, as the last column, ``unsmoothed_score``."""
-    unsmoothed = bool(videos) and all(getattr(v, "causal_score", None) is not None for v in videos)
+    evaluation's: after its trailing mean); where every video has an ``unsmoothed_score`` (S_t before the mean: the stream
+    protocol's, or any evaluation's with ``eval.smoothing`` above 1), it is written too, as the last column."""
+    unsmoothed = bool(videos) and all(getattr(v, "unsmoothed_score", None) is not None for v in videos)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(SCORES_HEADER + [UNSMOOTHED_COLUMN] * unsmoothed)
@@ -64,7 +64,7 @@ def scores_csv_bytes(videos: list[ScoredVideo]) -> bytes:
                 psnr=v.psnr[i], patch_psnr=v.patch_psnr[i], distance=v.distance[i], patch_distance=v.patch_distance[i],
                 regular=v.regular[i], updated=v.updated[i], score=v.score[i])
             row = [v.name, int(frame), psnr, distance, regular, updated, score, labels[i], patch_psnr, patch_distance]
-            writer.writerow([*row, score_text(v.causal_score[i])] if unsmoothed else row)
+            writer.writerow([*row, score_text(v.unsmoothed_score[i])] if unsmoothed else row)
     return buffer.getvalue().encode()
 
 
@@ -84,7 +84,7 @@ class VideoRows:
     regular: np.ndarray | None = None
     patch_psnr: np.ndarray | None = None
     patch_distance: np.ndarray | None = None
-    causal_score: np.ndarray | None = None  # the unsmoothed_score column, S_t before the trailing mean; None: not there
+    unsmoothed_score: np.ndarray | None = None  # the unsmoothed_score column, S_t before the trailing mean; None: not there
 
     def __post_init__(self) -> None:
         for key in ("distance", "regular", "patch_psnr", "patch_distance"):
@@ -183,7 +183,7 @@ def _scores_by_columns(path: Path, header: list[str]) -> list[VideoRows]:
             label = None if empty.all() else labels.astype(np.int64)
         unsmoothed = table[f"c{index[UNSMOOTHED_COLUMN]}"][mine] if UNSMOOTHED_COLUMN in index else None
         result.append(VideoRows(name=name, frames=frame[mine], score=score[mine], labels=label, psnr=psnr[mine],
-                                updated=updated[mine].astype(bool), causal_score=unsmoothed,
+                                updated=updated[mine].astype(bool), unsmoothed_score=unsmoothed,
                                 **{key: values[mine] for key, values in extra.items()}))
     return result
 
@@ -238,7 +238,7 @@ def _scores_by_rows(text: str, header: list[str]) -> list[VideoRows]:
     return [VideoRows(name=name, frames=np.array(c["frame"], dtype=np.int64), score=np.array(c["score"], dtype=np.float64),
                       labels=np.array(c["label"], dtype=np.int64) if c["label"][0] is not None else None,
                       psnr=np.array(c["psnr"], dtype=np.float64), updated=np.array(c["updated"], dtype=np.int64).astype(bool),
-                      causal_score=np.array(c["unsmoothed"], dtype=np.float64) if UNSMOOTHED_COLUMN in index else None,
+                      unsmoothed_score=np.array(c["unsmoothed"], dtype=np.float64) if UNSMOOTHED_COLUMN in index else None,
                       **{key: np.array(c[key], dtype=np.float64) for key in _EXTRA_COLUMNS})
             for name, c in columns.items()]
 
