@@ -140,7 +140,7 @@ def test_the_command_line_prints_the_stream_protocols_results(synthetic_root: Pa
     events = metrics["stream"]["event_measures"]
     assert "frame-level AUC" in out and "stream protocol" in out
     assert "false-alarm rate 0.05: threshold" in out and "realised false-alarm rate" in out and "detection rate" in out
-    assert f"events (threshold {metrics['stream']['event_threshold']:.3f}, at least 3 frames): {events['events']}" in out
+    assert f"events (threshold {metrics['stream']['event_threshold']:.4g}, at least 3 frames): {events['events']}" in out
     assert f"anomalies caught {events['anomalies_caught']} of {events['anomalies']}, videos" in out
     assert "per minute of normal footage" in out and "frames to the alert" in out and "at 25 fps" in out
     print_metrics({k: v for k, v in metrics.items() if k != "stream"})

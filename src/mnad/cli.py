@@ -357,16 +357,21 @@ def print_stream_metrics(stream: dict) -> None:
     def num(value: float | None, digits: int = 2) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
+    def shown(value: float | None) -> str:  # a threshold as the report and the annotated video show it
+        from mnad.outputs import shown_score
+
+        return "n/a" if value is None else shown_score(value)
+
     print("stream protocol (one causal stream, thresholds from the calibration, not from these labels):")
     for target, entry in stream["at_false_alarm_rate"].items():
         if entry.get("not_estimable"):
             print(f"  false-alarm rate {target}: not estimable ({entry['not_estimable']})")
         else:
-            print(f"  false-alarm rate {target}: threshold {num(entry['threshold'], 3)}, realised false-alarm rate "
+            print(f"  false-alarm rate {target}: threshold {shown(entry['threshold'])}, realised false-alarm rate "
                   f"{pct(entry['false_alarm_rate'])}, detection rate {pct(entry['detection_rate'])}")
     events = stream["event_measures"]
     per_minute = events["false_events_per_minute"]
-    print(f"  events (threshold {num(stream['event_threshold'], 3)}, at least {stream['min_event_frames']} frames): "
+    print(f"  events (threshold {shown(stream['event_threshold'])}, at least {stream['min_event_frames']} frames): "
           f"{events['events']}, {events['false_events']} false ({num(per_minute)} per minute of normal footage); "
           f"anomalies caught {events['anomalies_caught']} of {events['anomalies']}, videos {events['videos_caught']} of "
           f"{events['videos_with_anomaly']}")
