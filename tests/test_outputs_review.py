@@ -38,6 +38,13 @@ def test_a_cut_last_detect_row_is_dropped_with_a_warning(tmp_path: Path, caplog:
         rows = read_detect_scores(tmp_path / "d")
     assert [r["frame"] for r in rows] == ["0", "1"] and all(None not in r.values() for r in rows)
     assert "line 4" in caplog.text and "cut short" in caplog.text
+    caplog.clear()
+    whole = data.decode().splitlines(keepends=True)
+    path.write_text("".join([*whole[:3], whole[3].rstrip("\r\n").rsplit(",", 1)[0] + ","]))  # cut just before `alert`
+    with caplog.at_level("WARNING"):
+        rows = read_detect_scores(tmp_path / "d")
+    assert [r["frame"] for r in rows] == ["0", "1"]  # was: read as a whole row, its alert ''
+    assert "line 4" in caplog.text and "cut short" in caplog.text
 
 
 def test_a_short_detect_row_with_its_line_break_is_an_error(tmp_path: Path) -> None:

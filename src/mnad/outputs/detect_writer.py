@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import logging
 import os
@@ -310,45 +311,32 @@ def read_detect_scores(path: str | Path) -> list[dict[str, str]]:
     return [row for file in files for row in _read_rows(file)]
 
 
-def _ends_a_line(path: Path) -> bool:
-    """Whether ``path`` is empty or its last byte ends a line."""
-    with path.open("rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            return True
-        handle.seek(size - 1)
-        return handle.read(1) == b"\n"
-
-
 def _read_rows(path: Path) -> list[dict[str, str]]:
-    """A detect scores.csv's rows as dicts by its header. A row with another number of fields than the header is a
-    DataError naming the file and its line (was: read silently, a cut row giving a wrong number and Nones), but for
-    one case: the file's last line, not ended by a line break and short of fields, is the row a run killed (or stopped
-    by a full disk) while writing it left cut: rows are written and flushed one by one, not atomically, and a run's
-    rows up to that one are whole. It is dropped with a warning. Empty lines are skipped, as csv.DictReader skips them."""
-    rows: list[dict[str, str]] = []
-    cut: tuple[int, int] | None = None  # (line, fields) of a short row: an error unless it is the unterminated last one
+    """A detect scores.csv's rows as dicts by its header. Rows are written and flushed one by one (a line break ends
+    each), not atomically: a last line not ended by a line break is the row a run killed (or stopped by a full disk)
+    while writing it left cut, whatever its number of fields (a cut just after a comma has them all, the last one
+    empty), and is left out with a warning; a run's rows up to it are whole. Any other row with another number of
+    fields than the header is a DataError naming the file and its line (was: read silently, a cut row giving a wrong
+    number and Nones). Empty lines are skipped, as csv.DictReader skips them."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, [])
-            for fields in reader:
-                if not fields:
-                    continue
-                if cut is not None or len(fields) > len(header):
-                    line, count = cut or (reader.line_num, len(fields))
-                    raise DataError(f"{path}: not a whole detect {SCORES_FILE} (line {line} has {count} fields, its header "
-                                    f"{len(header)})")
-                if len(fields) < len(header):
-                    cut = (reader.line_num, len(fields))
-                    continue
-                rows.append(dict(zip(header, fields, strict=True)))
-        if cut is not None:
-            if _ends_a_line(path):
-                raise DataError(f"{path}: not a whole detect {SCORES_FILE} (line {cut[0]} has {cut[1]} fields, its header "
-                                f"{len(header)})")
-            log.warning(f"{path}: its last line (line {cut[0]}) is cut short, as a run stopped while writing it leaves "
-                        "it: that row is left out")
+            text = handle.read()
+        cut = bool(text) and not text.endswith("\n")
+        if cut:
+            whole = text[: text.rfind("\n") + 1]  # "" where the header itself is cut
+            log.warning(f"{path}: its last line (line {whole.count(chr(10)) + 1}) is cut short, as a run stopped while "
+                        "writing it leaves it: that row is left out")
+            text = whole
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, [])
+        rows: list[dict[str, str]] = []
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise DataError(f"{path}: not a whole detect {SCORES_FILE} (line {reader.line_num} has {len(fields)} "
+                                f"fields, its header {len(header)})")
+            rows.append(dict(zip(header, fields, strict=True)))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read it ({exc})") from exc
     return rows
