@@ -71,6 +71,44 @@ def test_a_damaged_evaluation_leaves_no_report_folder_behind(tmp_path: Path, cap
     check_report_output(eval_dir / "report")  # not refused
 
 
+def test_a_page_that_cannot_be_written_leaves_no_report_folder_behind(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provenance was written before the page: a full disk at the page left EVAL/report/provenance.json alone,
+    which a later `mnad evaluate --report EVAL/report` refused as an earlier report. Now both or neither."""
+    import errno
+
+    import mnad.atomic
+
+    eval_dir = evaluation(tmp_path / "eval", [scored_video("01")])
+    real = mnad.atomic.os.replace
+
+    def full(src: object, dst: object) -> None:
+        if str(dst).endswith("report.html"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(mnad.atomic.os, "replace", full)
+    assert main(["report", str(eval_dir)]) == 2
+    assert "report.html: cannot write (disk full)" in one_error(capsys)
+    monkeypatch.undo()
+    assert not (eval_dir / "report").exists()
+    check_report_output(eval_dir / "report")  # not refused
+    assert main(["report", str(eval_dir)]) == 0 and (eval_dir / "report" / "provenance.json").is_file()
+
+
+def test_a_report_of_an_evaluation_looks_for_its_run_folder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rebuild_report found the run folder for the provenance record, then build_report looked for it again (each
+    look reads metrics.json and every model file's header)."""
+    import mnad.report.build as build
+
+    eval_dir = evaluation(tmp_path / "eval", [scored_video("01")])
+    calls = []
+    guess = build._guess_run_dir
+    monkeypatch.setattr(build, "_guess_run_dir", lambda folder: calls.append(folder) or guess(folder))
+    assert main(["report", str(eval_dir)]) == 0
+    assert len(calls) == 1
+
+
 def test_paths_are_shown_from_the_pages_own_folder(tmp_path: Path) -> None:
     """A page written elsewhere (--out) names the evaluation from where it lies, a folder that is there."""
     eval_dir = evaluation(tmp_path / "a" / "eval", [scored_video("01")])

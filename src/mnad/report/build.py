@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -29,6 +30,7 @@ from mnad.report.provenance import (
     checkpoint_metadata,
     collect_provenance,
     is_run_dir,
+    provenance_bytes,
     read_provenance,
     relative_path,
     write_provenance,
@@ -118,12 +120,13 @@ def build_report(
     else the evaluation folder is the report folder and the run folder the one its metrics.json records, or that
     folder or the one above it, each only if it trained the evaluated model (``_guess_run_dir``); else it is unknown.
     """
-    from mnad.atomic import atomic_write
+    from mnad.atomic import atomic_write_many
 
     report_dir = Path(report_dir)
     provenance, eval_path, run_path = _sources(report_dir, Path(eval_dir) if eval_dir else None, Path(run_dir) if run_dir else None)
     if record is not None:  # a report folder not made yet: its provenance is the record, written once the page is drawn
-        provenance = record
+        run_record = relative_path(run_path, report_dir) if run_path else None
+        provenance = record = {**record, "run_dir": record.get("run_dir", run_record)}
     if eval_dir is None and provenance.get("eval_dir") and not (eval_path / METRICS_FILE).is_file():
         # a report folder moved or copied without its evaluation: say where the path came from, not only that a file is missing
         raise DataError(f"{report_dir / PROVENANCE_FILE}: names the evaluation folder {provenance['eval_dir']!r} (from the report "
@@ -132,17 +135,23 @@ def build_report(
     page_dir = Path(out) if out is not None else report_dir
     text = render_report(report_dir, eval_path, run_path, provenance, page_dir=page_dir)  # every input checked here
     target = page_dir / REPORT_FILE
-    if record is not None:
-        try:
-            report_dir.mkdir(parents=True, exist_ok=True)
-            write_provenance(report_dir, record)
-        except OSError as exc:
-            raise DataError(f"{report_dir}: cannot write the report folder ({exc.strerror or exc})") from exc
+    files = {target: text.encode("utf-8")}
+    made = record is not None and not report_dir.exists()
+    if record is not None:  # with the page, all or none: a provenance without its page would be taken for a report
+        files[report_dir / PROVENANCE_FILE] = provenance_bytes(record)
     try:
-        atomic_write(target, text.encode("utf-8"))
-        target.chmod(0o644)  # a page to share, not a private temporary file
-    except OSError as exc:
-        raise DataError(f"{target}: cannot write the report ({exc.strerror or exc})") from exc
+        try:
+            if record is not None:
+                report_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_many(files)
+            target.chmod(0o644)  # a page to share, not a private temporary file
+        except OSError as exc:
+            raise DataError(f"{target}: cannot write the report ({exc.strerror or exc})") from exc
+    except DataError:
+        if made:  # the folder this call made for them, empty again
+            with contextlib.suppress(OSError):
+                report_dir.rmdir()
+        raise
     return target
 
 
@@ -253,6 +262,6 @@ def rebuild_report(path: str | Path, *, out: str | Path | None = None, overwrite
         # A report of an evaluation run without --report: record where its sources are, so this folder can be rebuilt.
         # Not with --out: the page goes there, and the evaluation folder (perhaps read-only, or another's) is left alone.
         # Written by build_report once the page is drawn: an evaluation it cannot draw leaves no report folder.
-        run_dir = _guess_run_dir(eval_dir)
-        record = {"eval_dir": relative_path(eval_dir, report_dir), "run_dir": relative_path(run_dir, report_dir) if run_dir else None}
+        # Its run folder is the one build_report finds (written into the record there: one look for it).
+        record = {"eval_dir": relative_path(eval_dir, report_dir)}
     return build_report(report_dir, eval_dir=eval_dir, out=out, record=record)

@@ -141,10 +141,15 @@ def epochs_trained(checkpoint: dict) -> Any:
     return f"{epochs} epoch{'s' * (epochs != 1)} and {steps} batch{'es' * (steps != 1)} of the next"
 
 
+def provenance_bytes(record: dict) -> bytes:
+    """provenance.json's contents for ``record``."""
+    return json.dumps(record, indent=2).encode()
+
+
 def write_provenance(report_dir: Path, record: dict) -> None:
     from mnad.atomic import atomic_write
 
-    atomic_write(report_dir / PROVENANCE_FILE, json.dumps(record, indent=2).encode())
+    atomic_write(report_dir / PROVENANCE_FILE, provenance_bytes(record))
 
 
 def read_provenance(report_dir: Path) -> dict:
