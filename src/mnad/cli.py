@@ -351,6 +351,8 @@ def print_metrics(metrics: dict) -> None:
 def print_stream_metrics(stream: dict) -> None:
     """The stream protocol's results (``evaluate.stream_metrics``), a few lines: the realised false-alarm and detection
     rates at each calibrated threshold, the events against the labels and the delays (metrics.json has them all)."""
+    from mnad.outputs import shown_score
+
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
@@ -358,8 +360,6 @@ def print_stream_metrics(stream: dict) -> None:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     def shown(value: float | None) -> str:  # a threshold as the report and the annotated video show it
-        from mnad.outputs import shown_score
-
         return "n/a" if value is None else shown_score(value)
 
     print("stream protocol (one causal stream, thresholds from the calibration, not from these labels):")

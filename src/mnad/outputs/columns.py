@@ -5,10 +5,10 @@ memory flag of a frame scored by both commands read the same in each file. Their
 same thing:
 
 - an evaluation's ``score`` is the S_t its AUCs are computed from: after the trailing mean over ``eval.smoothing``
-  frames (the published protocol's default, 1, is no mean: S_t itself). Where the scores were made causally (the
-  stream protocol, or ``eval.normalization`` causal or calibrated), the S_t before the mean is there too, in
-  ``unsmoothed_score`` (``UNSMOOTHED_COLUMN``, after the others; absent in files of older versions and of the
-  published protocol's per-video normalisation);
+  frames (the published protocol's default, 1, is no mean: S_t itself). Where a trailing mean was taken
+  (``eval.smoothing`` above 1) or under the stream protocol, the S_t before the mean is there too, in
+  ``unsmoothed_score`` (``UNSMOOTHED_COLUMN``, after the others; absent in files of older versions and where there
+  was no mean to tell it from);
 - a detect run's ``score`` is S_t before the trailing mean, and ``smoothed`` the S_t after it, which its alerts
   compare with the threshold.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 FRAME_COLUMNS = ("psnr", "patch_psnr", "distance", "patch_distance", "regular_score", "memory_updated", "score")
 SCORES_HEADER = ["video", "frame", "psnr", "distance", "regular_score", "memory_updated", "score", "label", "patch_psnr", "patch_distance"]
 DETECT_SCORES_HEADER = ["frame", "time", *FRAME_COLUMNS, "smoothed", "alert"]
-UNSMOOTHED_COLUMN = "unsmoothed_score"  # an evaluation's S_t before its trailing mean, where the scores were made causally
+UNSMOOTHED_COLUMN = "unsmoothed_score"  # an evaluation's S_t before its trailing mean, where it kept it
 
 
 def frame_columns(*, psnr: float, patch_psnr: float, distance: float, patch_distance: float, regular: float, updated: bool,
