@@ -33,7 +33,7 @@ from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
 from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
 from mnad.scoring import anomaly_score, check_alpha, check_rate, frames_needed, score_terms, smooth
-from mnad.stream import FrameResult
+from mnad.stream import FrameResult, scoring_precision
 from mnad.threads import apply_threads
 from mnad.train import holdout_videos, training_record
 
@@ -127,9 +127,10 @@ def calibrate(
         log.warning("thresholds fitted for a %.3g false-alarm rate alerted on %.3g of the frames of a calibration video "
                     "left out of the fit (mean over %d videos): expect more alerts than asked on new footage; calibrate on "
                     "more, and more varied, normal footage", false_alarm_rate, realised, len(videos))
-    # fit_calibration recorded what it was fitted with; what the other checks found, and the weights scored, are added here
+    # fit_calibration recorded what it was fitted with; what the other checks found, and the weights scored and the
+    # precision they were scored in (its scorers warn where theirs differs: Calibration.check_precision), are added here
     return dataclasses.replace(fitted, held_out_false_alarms=held_out, pseudo_anomaly_auc=choice.auc if choice else {},
-                               weights_sha256=calibration_weights(model))
+                               weights_sha256=calibration_weights(model), precision=scoring_precision(model, config, device))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,7 @@ a model's calibration with it; checking a calibration's footage spans loads ``mn
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,6 +20,14 @@ if TYPE_CHECKING:
     from mnad.config import Config
 
 ArrayOrFloat = TypeVar("ArrayOrFloat", np.ndarray, float)
+
+log = logging.getLogger(__name__)
+
+# The precisions a model's scores are computed in (Calibration.precision, stream.step_precision): PyTorch in fp32 or
+# bf16 (bf16 weights under bf16 autocast, the memory maths fp32: mnad.precision.scoring_path), an ONNX export in fp32
+# or with its convolutions in int8. Layout (channels_last) and runtime (ONNX Runtime, a GPU's kernels) change the
+# scores by rounding only, and are not told apart.
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 # A range narrower than this fraction of its values' size is float noise, not variation (the footage did not vary):
@@ -37,7 +46,14 @@ def has_range(low: float, high: float) -> bool:
 class Calibration:
     """What ``mnad calibrate`` fits on normal footage (no labels), stored in the model's config (``eval.calibration``):
     the ranges that scale PSNR and D (their 1st-99th percentiles), the alert threshold on the smoothed score for the
-    chosen false-alarm rate, and the thresholds of other rates (keyed by the rate as text, e.g. "0.05")."""
+    chosen false-alarm rate, and the thresholds of other rates (keyed by the rate as text, e.g. "0.05").
+
+    It also records the precision the footage was scored in (``precision``: 'fp32', 'bf16' or 'int8'; ``mnad calibrate``
+    scores in bf16 where bf16 is native, in fp32 elsewhere or with ``--fp32``). Its ranges and thresholds are of scores
+    in that precision: a model scored in another one (``mnad detect --fp32`` or ``--bf16``, a machine without native
+    bf16, an ONNX or int8 export of the calibrated model) still scores, with one warning naming both precisions
+    (``check_precision``), as its scores, hence its alert rate, differ a little from the calibrated ones. None: not
+    recorded (a calibration written before it was, or fitted by hand with ``calibrate.fit_calibration``), not compared."""
 
     psnr_low: float
     psnr_high: float
@@ -78,6 +94,33 @@ class Calibration:
     # ``load_model`` reads it): its ranges and thresholds are of those weights' scores, so every scorer refuses other
     # weights (``check_weights``); None in a calibration written before it was recorded, which is not compared
     weights_sha256: str | None = None
+    # the precision the footage was scored in (one of PRECISIONS), which its scorers are compared with
+    # (``check_precision``); None in a calibration written before it was recorded, or fitted by hand: not compared
+    precision: str | None = None
+
+    def check_precision(self, precision: str | None) -> bool:
+        """Warn, once per call, where scores will be computed in ``precision`` (``stream.step_precision``: 'fp32',
+        'bf16', 'int8'), not in the precision the calibration was fitted on: its ranges and thresholds are of those
+        scores, so alerts come somewhat more or less often than calibrated. Not refused: a calibrated model moved to a
+        machine without native bf16 still scores. Returns whether it warned; either precision None (not recorded, or
+        a step whose precision cannot be told) is not compared."""
+        if self.precision is None or precision is None or precision == self.precision:
+            return False
+        if precision == "int8":
+            advice = (f"an int8 export cannot be calibrated itself: for the calibrated alert rate, score the model it was "
+                      f"exported from in {self.precision}")
+        elif self.precision == "int8":
+            advice = "score the int8 export the calibration was fitted on, or run `mnad calibrate` again on this model"
+        elif self.precision == "bf16":
+            advice = ("score in bf16 (--bf16, the default where bf16 is native), or run `mnad calibrate --fp32` to fit "
+                      "the thresholds on fp32 scores")
+        else:
+            advice = ("score in fp32 (--fp32), or run `mnad calibrate` where bf16 is native, without --fp32, to fit the "
+                      "thresholds on bf16 scores")
+        log.warning("the model's calibration was fitted on scores computed in %s, but this scoring computes them in %s: "
+                    "its ranges and thresholds are of %s scores, so alerts may come more or less often than calibrated; "
+                    "%s", self.precision, precision, self.precision, advice)
+        return True
 
     def check_weights(self, digest: str | None) -> None:
         """Refuse to score weights other than those it was fitted with: ``digest`` is the SHA-256 of the weights to be
@@ -196,6 +239,8 @@ class Calibration:
         digest = self.weights_sha256
         if digest is not None and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")):
             raise ConfigError(f"the calibration's weights_sha256 must be a SHA-256 (64 lower-case hex digits), got {digest!r}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(f"the calibration's precision must be {' or '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

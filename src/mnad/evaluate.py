@@ -389,8 +389,12 @@ def evaluate(
     record = model_provenance(model, checkpoint, out_dir)  # before scoring: a test-time update may change the memory
     model = model.to(device)
     scorer = None
-    if protocol == "stream":
+    if protocol == "stream":  # warns where the calibration was fitted in another precision (Calibration.check_precision)
         scorer = StreamScorer.for_model(model, config, normalization="calibrated", calibration=calibration, device=device)
+    elif calibration is not None:  # the raw terms scaled by it afterwards (add_scores): its precision compared here
+        scorer = StreamScorer.for_model(model, config, normalization="video", device=device)  # as score_frames builds it
+        if ctx.is_main:
+            calibration.check_precision(scorer.precision)
     with distributed.together(ctx, "while scoring its share of the test videos"):  # a rank that fails stops them all
         results = score_frames(model, config, mine, device=device, progress=progress and ctx.is_main, scorer=scorer)
     results = [v for part in distributed.all_gather_objects(results, ctx) for v in part]  # all videos, in order

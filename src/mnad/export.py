@@ -149,9 +149,11 @@ def onnx_modules(what: str, *names: str) -> None:
 
 
 class OnnxStep:
-    """``ScoringStep`` run by ONNX Runtime: torch tensors in, a ``StepResult`` out."""
+    """``ScoringStep`` run by ONNX Runtime: torch tensors in, a ``StepResult`` out. ``precision``: what its graph
+    computes in, 'fp32' or 'int8' (quantised convolutions), as ``stream.step_precision`` reads it."""
 
-    def __init__(self, graph: bytes, source: Path, *, threads: int = 0) -> None:
+    def __init__(self, graph: bytes, source: Path, *, threads: int = 0, precision: str = "fp32") -> None:
+        self.precision = precision
         onnx_modules(f"{source}: scoring an ONNX export", "onnxruntime")
         import onnxruntime as ort
 
@@ -233,6 +235,7 @@ def load_onnx(path: str | Path, *, threads: int | Callable[[Config], int] = 0) -
     if callable(threads):
         threads = threads(config)
     check_count("threads", threads, minimum=0)
-    model = OnnxModel(OnnxStep(graph, path, threads=threads), config, items, int8, side["onnx_sha256"], weights)
+    step = OnnxStep(graph, path, threads=threads, precision="int8" if int8 is not None else "fp32")
+    model = OnnxModel(step, config, items, int8, side["onnx_sha256"], weights)
     check_calibrated_weights(model, config, str(side_path))
     return model

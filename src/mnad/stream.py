@@ -33,7 +33,7 @@ import torch
 
 from mnad.aot import AotStep
 from mnad.atomic import atomic_write
-from mnad.calibration import Calibration, scoring_calibration
+from mnad.calibration import PRECISIONS, Calibration, scoring_calibration
 from mnad.checkpoint import metadata_digest, tensor_digest, weights_digest
 from mnad.config import Config, ModelConfig, check_count, check_same_model, checked_config, mixing_weight
 from mnad.data import split_clip, to_tensor
@@ -43,7 +43,7 @@ from mnad.model import MNAD, inference_copy
 from mnad.model.memory import updated_memory
 from mnad.model.mnad import FrozenCompiled
 from mnad.model.unet import QUERY_STRIDE
-from mnad.precision import checked_device, native_bf16
+from mnad.precision import bf16_is_native, checked_device, native_bf16
 from mnad.scoring import (
     CausalScore,
     RunningMinMax,
@@ -147,6 +147,32 @@ def step_digest(step: Step) -> str | None:
     if isinstance(inner, torch.nn.Module):  # another step module (a quantised graph): its own weights
         return weights_digest(inner)
     return None
+
+
+def step_precision(step: Step) -> str | None:
+    """The precision ``step`` computes scores in (one of ``calibration.PRECISIONS``): 'bf16' or 'fp32' for a
+    ``ScoringStep`` (compiled or not, ``AotStep`` too) as ``scoring_step`` built it (bf16 only where native), an ONNX
+    step's as exported ('fp32', or 'int8' convolutions); None where it cannot be told (another step, e.g. a graph
+    quantised by the caller), which a calibration does not compare (``Calibration.check_precision``)."""
+    inner = step.module if isinstance(step, FrozenCompiled) else step
+    if isinstance(inner, ScoringStep):
+        return "bf16" if inner.eval_config.bf16 else "fp32"
+    if isinstance(inner, AotStep):
+        return "bf16" if inner.config.eval.bf16 else "fp32"
+    precision = getattr(inner, "precision", None)  # an ONNX step (export.OnnxStep) says its own
+    return precision if isinstance(precision, str) and precision in PRECISIONS else None
+
+
+def scoring_precision(model: MNAD, config: Config, device: str | torch.device | None = None) -> str | None:
+    """The precision a scorer of ``model`` under ``config`` on ``device`` (default: the model's) computes scores in,
+    without building its step: ``step_precision`` of ``StreamScorer.for_model``'s step (``mnad calibrate`` records it
+    in the calibration it fits, ``Calibration.precision``)."""
+    from mnad.export import OnnxModel
+
+    if isinstance(model, OnnxModel):
+        return step_precision(model.step)
+    device = checked_device(device) if device is not None else next(model.parameters()).device
+    return "bf16" if config.eval.bf16 and bf16_is_native(device) else "fp32"  # scoring_step's rule (native_bf16)
 
 
 @dataclass
@@ -296,7 +322,9 @@ class StreamScorer:
     weights' SHA-256); when not given, ``step_digest(step)``, however the scorer is built (``for_model`` or directly).
     ``weights_sha256``: the SHA-256 of the trained weights the step scores with (``checkpoint.calibration_weights``),
     which a calibration must have been fitted on (``Calibration.check_weights``); when not given, that of a
-    ``ScoringStep`` (``AotStep``) step, else unknown (not compared).
+    ``ScoringStep`` (``AotStep``) step, else unknown (not compared). ``precision_warning``: a calibration fitted in
+    another precision than the step's (``step_precision``) is warned about once (``Calibration.check_precision``);
+    ``for_streams`` warns with its first scorer only.
     """
 
     def __init__(
@@ -312,6 +340,7 @@ class StreamScorer:
         maps: bool = False,
         model_digest: str | None = None,
         weights_sha256: str | None = None,
+        precision_warning: bool = True,
     ) -> None:
         checked_config(config)  # built directly, as for_model/for_streams (which check before building the step)
         device = str(checked_device(device))
@@ -328,6 +357,9 @@ class StreamScorer:
         calibration = scoring_calibration(config, self.normalization, Calibration.given(calibration), smoothing=smoothing,
                                           raw_terms=True, weights=weights_sha256)
         self.calibration = calibration
+        self.precision = step_precision(step)  # what the scores are computed in: 'fp32', 'bf16', 'int8' or None (unknown)
+        if calibration is not None and precision_warning:  # scored, not refused, where the calibration was fitted otherwise
+            calibration.check_precision(self.precision)
         self.alpha = mixing_weight(config)
         # no window given: the calibration's (the model's own was checked at its config's, which must equal it)
         self.smoothing = int(smoothing or (calibration.smoothing if calibration is not None else config.eval.smoothing))
@@ -385,7 +417,8 @@ class StreamScorer:
         check_same_model(model, config)  # as for_model
         items = model.memory.items if model.memory is not None else None
         step = scoring_step(model, config, options.get("device", DEFAULT_DEVICE))  # the model's mode kept, as for_model
-        return [cls(step, config, items, **options) for _ in range(streams)]  # the step knows its weights' digest
+        # the step knows its weights' digest; a calibration fitted in another precision is warned about once, not per stream
+        return [cls(step, config, items, precision_warning=i == 0, **options) for i in range(streams)]
 
     @property
     def items(self) -> torch.Tensor | None:
