@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import weakref
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ MODEL_FILE = "model.safetensors"
 TRAIN_STATE_FILE = "last.safetensors"
 CONFIG_FILE = "config.json"
 EPOCH_GLOB = "epoch_*.safetensors"  # train.keep_epochs: the model after each epoch
+
+log = logging.getLogger(__name__)
+_said_partial: set[str] = set()  # run folders whose training checkpoint stood in for a final model, said once each
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -306,11 +310,19 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
                               f"({Path(name).absolute()}): ambiguous; write ./{name} (or its full path) for the local "
                               f"{kind}, or rename or move it (or run from another folder) to use the shipped model")
         return shipped_model_path(name)
+    if str(name_or_path) == "":  # Path('') is the current folder, which nobody names so
+        raise CheckpointError("the model's name is empty: give a shipped model's name, a model file or a run folder")
     path = Path(name_or_path)
     if path.is_dir():
-        for name in (MODEL_FILE, TRAIN_STATE_FILE):
-            if (path / name).is_file():
-                return path / name
+        if (path / MODEL_FILE).is_file():
+            return path / MODEL_FILE
+        if (path / TRAIN_STATE_FILE).is_file():
+            # an unfinished run (still training, stopped or killed): its weights may be part way through an epoch
+            if (key := str(path.absolute())) not in _said_partial:
+                _said_partial.add(key)
+                log.warning(f"{path}: the run has no final model ({MODEL_FILE}) yet: using its training checkpoint "
+                            f"({TRAIN_STATE_FILE}), the weights where the run last stopped or checkpointed")
+            return path / TRAIN_STATE_FILE
         raise CheckpointError(f"{path}: run folder has neither {MODEL_FILE} nor {TRAIN_STATE_FILE}")
     if not path.exists():
         known = ", ".join(PRETRAINED)

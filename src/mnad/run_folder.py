@@ -7,6 +7,7 @@ A detect run's --out is held with the same lock (``locked_output``); its files a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -21,8 +22,9 @@ from mnad.atomic import (
     fsync_dir,
     lock_current,
 )
-from mnad.checkpoint import CONFIG_FILE, EPOCH_GLOB, MODEL_FILE, TRAIN_STATE_FILE
+from mnad.checkpoint import CONFIG_FILE, EPOCH_GLOB, KNOWN_FORMATS, MODEL_FILE, TRAIN_STATE_FILE
 from mnad.errors import CheckpointError, ConfigError, DataError, os_reason
+from mnad.safetensors_header import read_header
 
 LOCK_FILE = ".lock"  # held (flock) by the process writing a run folder
 LOCK_ATTEMPTS = 10  # times a lock file replaced under us is opened again (each replacement is another run's end)
@@ -160,13 +162,45 @@ def output_names() -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def folder_outputs(folder: str | Path) -> list[str]:
-    """Names of everything mnad wrote in ``folder`` (``run_files`` first, then ``output_names``), that is, whatever
-    a new run there would delete or contradict."""
+def models_beside(folder: str | Path) -> list[str]:
+    """Names of the models mnad wrote into ``folder`` under names of the user's choice: a calibrated model
+    (``mnad calibrate --out runs/cam/calibrated.safetensors``, as the docs do) and an export with its sidecar
+    (``model.onnx``, ``model.onnx.json``). Each holds the weights of the run there: a new run beside them would leave
+    them scoring with the old one's, silently. Known by their contents (an mnad checkpoint's format tag; a sidecar's
+    ``mnad-onnx`` format), so a user's other files are never taken."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return run_files(folder) + [name for name in output_names() if os.path.lexists(folder / name)]
+    own = {*run_files(folder), MODEL_FILE, TRAIN_STATE_FILE}
+    found = []
+    for path in sorted(folder.glob("*.safetensors")):
+        if path.name in own or not path.is_file():
+            continue
+        try:
+            fmt = read_header(path).get("__metadata__", {}).get("format")
+        except (OSError, ValueError, AttributeError):
+            continue  # not a safetensors file mnad could have written
+        if fmt in KNOWN_FORMATS:
+            found.append(path.name)
+    for path in sorted(folder.glob("*.onnx")):
+        side = folder / f"{path.name}.json"
+        try:
+            fmt = json.loads(side.read_text()).get("format") if side.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(fmt, str) and fmt.startswith("mnad-onnx"):
+            found += [path.name, side.name]
+    return found
+
+
+def folder_outputs(folder: str | Path) -> list[str]:
+    """Names of everything mnad wrote in ``folder`` (``run_files`` first, then ``output_names`` and
+    ``models_beside``), that is, whatever a new run there would delete or contradict."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return (run_files(folder) + [name for name in output_names() if os.path.lexists(folder / name)]
+            + models_beside(folder))
 
 
 def check_run_folder(folder: str | Path, *, resume: bool, overwrite: bool) -> None:
@@ -257,7 +291,7 @@ def _remove(path: Path) -> None:
 def _run_names(folder: Path, also: tuple[str, ...]) -> list[str]:
     """The names of a run's outputs in ``folder`` and of what was written beside it (``output_names``, but the
     earlier run kept aside: that one is handled on its own), the config last."""
-    others = [n for n in (*also, *output_names()) if n != EARLIER_RUN_DIR]
+    others = [n for n in (*also, *output_names(), *models_beside(folder)) if n != EARLIER_RUN_DIR]
     return [MODEL_FILE, TRAIN_STATE_FILE, *sorted(p.name for p in folder.glob(EPOCH_GLOB)), *dict.fromkeys(others),
             CONFIG_FILE]
 
