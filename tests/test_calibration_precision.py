@@ -19,6 +19,7 @@ import mnad.stream
 from mnad.calibrate import calibrate, with_calibration
 from mnad.calibration import Calibration
 from mnad.checkpoint import load_model, save_model, weights_digest
+from mnad.cli import main
 from mnad.data import split_videos
 from mnad.detect import detect
 from mnad.errors import ConfigError
@@ -184,3 +185,23 @@ def test_a_calibration_without_the_field_loads_and_a_bad_one_is_refused(model: M
     assert loaded.calibration().precision is None and not precision_warnings(caplog)
     with pytest.raises(ConfigError, match="precision must be 'fp32' or 'bf16' or 'int8'"):
         Calibration.from_dict({**old, "precision": "fp16"})
+
+
+# -- the CLI ------------------------------------------------------------------------------------------------------------
+
+def test_the_cli_says_it_once_and_fp32_or_bf16_chooses_the_calibrated_precision(model: MNAD, synthetic_root: Path,
+                                                                               tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    save_model(tmp_path / "c.safetensors", model, with_calibration(tiny_config(), calibration_of(model, "fp32")))
+    runs = [("--fp32", 0)]
+    if mnad.precision.bf16_is_native("cpu"):
+        runs.append(("--bf16", 1))
+    for flag, warnings in runs:
+        code = main(["evaluate", "--checkpoint", str(tmp_path / "c.safetensors"), "--data-root", str(synthetic_root),
+                     "--protocol", "stream", flag, "--out", str(tmp_path / flag), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        said = [line for line in err.splitlines() if "calibration was fitted on scores computed in fp32" in line]
+        assert len(said) == warnings, err
+        if warnings:
+            assert "computes them in bf16" in said[0] and "--fp32" in said[0]
