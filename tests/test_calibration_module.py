@@ -64,6 +64,22 @@ def test_a_calibration_that_would_not_load_is_refused_where_it_is_read_not_with_
         Config.from_dict(data)
 
 
+def test_a_legacy_calibration_with_an_empty_d_range_is_refused_where_the_scoring_weighs_d() -> None:
+    """A calibration written before alpha was recorded loads with an empty D range (its model's alpha is unknown
+    there); scoring it with an S_t that mixes D in (alpha 0.6) is refused with the same message (was: float noise in D
+    divided by ~1e-12, S_t of hundreds for a 1e-9 change), while PSNR only (alpha 1) scores."""
+    legacy = {**CAL.to_dict(), "distance_low": 0.5, "distance_high": 0.5}
+    del legacy["alpha"]
+    data = Config().to_dict()
+    data["eval"].update(normalization="calibrated", smoothing=3, calibration=legacy)
+    config = Config.from_dict(data, source="model.json")
+    assert config.calibration().alpha is None  # it loads
+    with pytest.raises(ConfigError, match=r"D range is empty .*alpha 0\.6 < 1\), so float noise in D would swamp"):
+        scoring_calibration(config)
+    data["eval"]["alpha"] = 1.0
+    assert scoring_calibration(Config.from_dict(data)).distance_high == 0.5
+
+
 # -- scoring_calibration: which normalisation scores with which calibration --------------------------------------------
 
 def test_an_uncalibrated_model_scores_without_a_calibration() -> None:

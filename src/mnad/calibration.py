@@ -145,6 +145,8 @@ class Calibration:
         if self.alpha is not None and not math.isclose(self.alpha, mixing_weight(config)):
             raise ConfigError(f"the calibration was fitted with S_t's PSNR weight {self.alpha:g}, but the model scores with "
                               f"{mixing_weight(config):g} (eval.alpha): run `mnad calibrate` again")
+        # a calibration written before alpha was recorded is scored with the config's: its D range is checked here
+        self.check_distance_range(mixing_weight(config))
         if self.test_update is not None and (config.eval.test_update, config.eval.gamma if config.eval.test_update else None) != (
                 self.test_update, self.gamma if self.test_update else None):
             fitted_as = f"the test-time memory update at gamma {self.gamma:g}" if self.test_update else "no test-time memory update"
@@ -166,6 +168,16 @@ class Calibration:
             raise ConfigError(f"the model's alert threshold was fitted on a {self.smoothing}-frame mean of the score, not "
                               f"{smoothing} (--smoothing, eval.smoothing): leave it unset or recalibrate with "
                               f"`mnad calibrate --smoothing {smoothing}`")
+
+    def check_distance_range(self, alpha: float) -> None:
+        """Refuse (``ConfigError``) an empty D range where S_t weighs D (``alpha`` < 1): D is scaled by its range, so
+        an empty one would divide float noise in D by ~1e-12 and swamp the score. Without memory (alpha 1) D is
+        constant and its range rightly empty."""
+        if alpha < 1 and not has_range(self.distance_low, self.distance_high):
+            raise ConfigError(f"the calibration's D range is empty (distance_low {self.distance_low}, distance_high "
+                              f"{self.distance_high}: D did not vary on the footage it was fitted on), but its score "
+                              f"weighs D (alpha {alpha:g} < 1), so float noise in D would swamp the score: calibrate "
+                              "on footage on which D varies, or score with PSNR only (--alpha 1)")
 
     def scale_psnr(self, value: ArrayOrFloat) -> ArrayOrFloat:
         return (value - self.psnr_low) / max(self.psnr_high - self.psnr_low, 1e-12)
@@ -201,14 +213,10 @@ class Calibration:
             raise ConfigError("the calibration's ranges are empty (the footage it was fitted on did not vary): psnr_low "
                               f"{self.psnr_low}, psnr_high {self.psnr_high}, distance_low {self.distance_low}, "
                               f"distance_high {self.distance_high}")
-        # D is scaled by its range wherever S_t weighs it (alpha < 1): an empty one would divide float noise in D by
-        # ~1e-12 and swamp the score. Without memory (alpha 1) D is constant and its range rightly empty. (A calibration
-        # written before alpha was recorded is scored with its model's alpha, unknown here.)
-        if self.alpha is not None and self.alpha < 1 and not has_range(self.distance_low, self.distance_high):
-            raise ConfigError(f"the calibration's D range is empty (distance_low {self.distance_low}, distance_high "
-                              f"{self.distance_high}: D did not vary on the footage it was fitted on), but its score "
-                              f"weighs D (alpha {self.alpha:g} < 1), so float noise in D would swamp the score: calibrate "
-                              "on footage on which D varies, or score with PSNR only (--alpha 1)")
+        # D is scaled by its range wherever S_t weighs it (check_distance_range). A calibration written before alpha
+        # was recorded is scored with its model's alpha, unknown here: check_scoring checks it against that one.
+        if self.alpha is not None:
+            self.check_distance_range(self.alpha)
         if not 0 < self.false_alarm_rate < 1:
             raise ConfigError(f"the calibration's false_alarm_rate must lie in (0, 1), got {self.false_alarm_rate}")
         for name, minimum in (("smoothing", 1), ("frames", 1)):
