@@ -495,3 +495,20 @@ def test_compiled_step_cache_is_pruned_of_old_and_surplus_packages(tmp_path: Pat
     again = mnad.aot.AotStep(model, config)
     again._runner(shapes)
     assert again.builds == 0 and (folder / f"{key}.json").stat().st_mtime > now - 60
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_model_on_cuda_exports_as_its_cpu_copy_does(tiny, tmp_path: Path) -> None:
+    """The export traces a CPU copy of the model (its example inputs are CPU tensors): a model loaded on a GPU exports
+    (was: torch's device-mismatch RuntimeError, re-raised as a traceback) the weights and memory its CPU copy does, and the
+    caller's model stays on the GPU."""
+    _, config, folder = tiny
+    model, _ = load_model(folder / "m.safetensors", map_location="cuda")
+    export_onnx(model, config, tmp_path / "gpu.onnx")
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
+    cpu, _ = load_model(folder / "m.safetensors")
+    export_onnx(cpu, config, tmp_path / "cpu.onnx")
+    sides = [json.loads(Path(f"{tmp_path / name}.onnx.json").read_text()) for name in ("gpu", "cpu")]
+    assert sides[0]["weights_sha256"] == sides[1]["weights_sha256"]
+    assert sides[0]["memory_items"] == sides[1]["memory_items"]
+    assert load_onnx(tmp_path / "gpu.onnx").config.eval.bf16 is False  # it loads, as an fp32 graph

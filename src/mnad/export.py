@@ -104,8 +104,9 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     # the ONNX graph is fp32 and traced from the eager modules, whatever the scoring options; it scores on the CPU
     # (ONNX Runtime's CPU provider), so a model trained on a GPU does not make its export's commands ask for one
     fp32 = config.override(["eval.bf16=false", "eval.channels_last=false", "eval.compile=false", "train.device=cpu"])
-    # a copy: eval() and float() act in place, and the caller's model (in training, or bf16) is left as it was
-    step = ScoringStep(copy.deepcopy(model).eval().float(), fp32).eval()
+    # a copy: eval() and float() act in place, and the caller's model (in training, or bf16) is left as it was; on the
+    # CPU, where example_inputs are (was: a model loaded on a GPU failed the trace with torch's device mismatch)
+    step = ScoringStep(copy.deepcopy(model).cpu().eval().float(), fp32).eval()
     buffer = io.BytesIO()
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter handles this graph as it is; the torch.export-based one is not needed.
