@@ -124,6 +124,34 @@ def test_the_held_out_check_leaves_out_a_video_with_no_scored_frame() -> None:
     assert held_out == held_out_false_alarms(psnr_values[1:], distances[1:], scored_with=tiny_config(), false_alarm_rate=0.05, smoothing=1)
 
 
+def test_a_rate_too_low_for_one_fold_leaves_the_other_rates_checked() -> None:
+    """Videos of 300 and 60 scored frames: leaving the long one out leaves 60 frames, too few for a 1 % rate (100). The
+    rates every fold can estimate are still checked, each fold fitted at one it supports (was: the whole check
+    dropped, {}, at 1 % while 5 % gave 2, 5 and 10 %)."""
+    rng = np.random.default_rng(1)
+    psnr_values = [20 + rng.random(300), 20 + rng.random(60)]
+    distances = [rng.random(300), rng.random(60)]
+    check = {rate: held_out_false_alarms(psnr_values, distances, scored_with=tiny_config(), false_alarm_rate=rate,
+                                         smoothing=1) for rate in (0.01, 0.05)}
+    assert set(check[0.01]) == {"0.02", "0.05", "0.1"}
+    assert check[0.01] == check[0.05]  # the same ranges and table thresholds, whichever rate each fold was fitted at
+    assert held_out_false_alarms(psnr_values, distances, scored_with=tiny_config(), false_alarm_rate=0.001,
+                                 smoothing=1) == check[0.01]
+
+
+def test_calibrate_says_when_the_chosen_rate_could_not_be_checked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two videos of 56 and 10 scored frames at a 5 % rate (20 frames): the fold fitted without the long video has 10,
+    so the chosen rate is not checked; calibrate says so, with the frames and what the rate needs (was: nothing, the
+    calibration's check silently empty). The 10 % rate is still checked."""
+    model, config = model_and_config()
+    videos = [str(frames_folder(tmp_path / "long", 60)), str(frames_folder(tmp_path / "short", 14))]
+    with caplog.at_level(logging.WARNING, logger="mnad.calibrate"):
+        calibration = fitted(model, config, videos)
+    assert set(calibration.held_out_false_alarms) == {"0.1"}
+    said = [r.getMessage() for r in caplog.records if "could not be checked" in r.getMessage()]
+    assert len(said) == 1 and "leaves 10 scored frames, fewer than the 20 a 0.05 rate needs (checked: 0.1)" in said[0]
+
+
 def test_a_calibration_that_would_not_load_is_never_made_into_a_model() -> None:
     _, config = model_and_config()
     with pytest.raises(ConfigError, match="finite"):  # refused as it is made (Calibration checks itself)

@@ -123,6 +123,14 @@ def calibrate(
     held_out = held_out_false_alarms(psnr_values, distances, scored_with=config, false_alarm_rate=false_alarm_rate,
                                      smoothing=smoothing)
     realised = held_out.get(rate_key(false_alarm_rate))
+    if realised is None and len(videos) > 1:
+        shortest = fold_frames(psnr_values)
+        why = (f"leaving out the longest video leaves {shortest} scored frames, fewer than the {frames_needed(false_alarm_rate)} "
+               f"a {false_alarm_rate:g} rate needs" if shortest < frames_needed(false_alarm_rate)
+               else "the footage left after leaving one video out does not vary")
+        log.warning("the thresholds for the %.3g false-alarm rate could not be checked on a calibration video left out of "
+                    "the fit: %s (checked: %s); give more normal footage", false_alarm_rate, why,
+                    ", ".join(held_out) or "no rate")
     if realised is not None and realised > 2 * false_alarm_rate:
         log.warning("thresholds fitted for a %.3g false-alarm rate alerted on %.3g of the frames of a calibration video "
                     "left out of the fit (mean over %d videos): expect more alerts than asked on new footage; calibrate on "
@@ -480,26 +488,42 @@ def fit_calibration(
     return dataclasses.replace(fitted, threshold=float(np.quantile(smoothed, 1 - false_alarm_rate)), thresholds=thresholds)
 
 
+def fold_frames(psnr_values: list[np.ndarray]) -> int:
+    """The fewest frames any leave-one-out fold of ``held_out_false_alarms`` is fitted on: all the videos' scored
+    frames but the longest one's."""
+    return sum(map(len, psnr_values)) - max(map(len, psnr_values), default=0)
+
+
 def held_out_false_alarms(psnr_values: list[np.ndarray], distances: list[np.ndarray], *, scored_with: Config,
                           false_alarm_rate: float, smoothing: int) -> dict[str, float]:
-    """How well thresholds carry over to normal footage they were not fitted on, without labels: each video left out
-    in turn, the others calibrated (S_t as ``scored_with``, the config the series were scored with, weighs PSNR), the
-    fraction of the left-out video's smoothed scores above each threshold (the chosen rate's and TABLE_RATES'),
-    averaged over the videos. Empty with fewer than two videos, or when the rest is too short to calibrate."""
+    """How well the ranges and thresholds carry over to normal footage they were not fitted on, without labels: each
+    video left out in turn, the others calibrated (S_t as ``scored_with``, the config the series were scored with,
+    weighs PSNR), the fraction of the left-out video's smoothed scores above each threshold (the chosen rate's and
+    TABLE_RATES'), averaged over the videos. The scoring itself (``scored_with``'s terms, alpha and the window, which
+    ``calibrate`` chooses on pseudo-anomalies of all its videos) is not chosen again per fold: each left-out video
+    helped choose it, so the check is held out for the ranges and thresholds only.
+
+    A rate is checked only where every fold has the frames it needs (``frames_needed``; ``fold_frames``), each fold
+    fitted at the chosen rate where it can be, else at the largest rate checked: a chosen rate too low for the
+    smallest fold is left out, not the whole check (``calibrate`` says so). Empty with fewer than two videos, when no
+    rate can be checked, or when a fold cannot be calibrated (its footage does not vary)."""
     false_alarm_rate = check_rate(false_alarm_rate)  # before frames_needed, as fit_calibration checks it
     alpha = mixing_weight(check_scored_with(scored_with))
     check_series(psnr_values, distances, "calibration footage")
     if len(psnr_values) < 2:
         return {}
-    shortest = sum(map(len, psnr_values)) - max(map(len, psnr_values))  # the fewest frames any fold is fitted on
-    rates = sorted({*(r for r in TABLE_RATES if shortest >= frames_needed(r)), false_alarm_rate})
+    shortest = fold_frames(psnr_values)
+    rates = sorted(r for r in {*TABLE_RATES, false_alarm_rate} if shortest >= frames_needed(r))
+    if not rates:
+        return {}
+    fit_rate = false_alarm_rate if false_alarm_rate in rates else rates[-1]  # the fewest frames needed: every fold's
     realised: dict[str, list[float]] = {rate_key(r): [] for r in rates}
     for i in range(len(psnr_values)):
         rest = [j for j in range(len(psnr_values)) if j != i]
         try:
             fitted = fit_calibration([psnr_values[j] for j in rest], [distances[j] for j in rest], alpha=alpha,
-                                     false_alarm_rate=false_alarm_rate, smoothing=smoothing, scored_with=scored_with)
-        except DataError:
+                                     false_alarm_rate=fit_rate, smoothing=smoothing, scored_with=scored_with)
+        except DataError:  # the rest's PSNR or D does not vary: no threshold to check
             return {}
         (left_out,) = smoothed_scores([psnr_values[i]], [distances[i]], fitted, alpha, smoothing)
         if not left_out.size:  # a video with no scored frame has no frame that could alert (its mean would be NaN)
