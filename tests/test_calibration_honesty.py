@@ -3,6 +3,7 @@ calibrate's arguments are checked as the CLI checks them."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import torch
 from conftest import tiny_config
 
 from mnad.calibrate import calibrate, with_calibration
+from mnad.checkpoint import load_model, save_model
 from mnad.data import split_videos
+from mnad.data.spans import footage_span, span_text
 from mnad.errors import ConfigError, DataError
 from mnad.evaluate import evaluate
 from mnad.model import MNAD
@@ -34,6 +37,36 @@ def test_stream_refuses_a_calibration_fitted_on_the_test_videos(synthetic_root: 
     _, cal_config = fitted(model, config, test_videos[:1])
     with pytest.raises(ConfigError, match=r"test videos .*testing.*01\[0:24\].*use the test set"):
         evaluate(model, cal_config, synthetic_root, protocol="stream", progress=False)
+
+
+def test_calibration_on_the_training_footage_is_warned_about_and_recorded_by_the_stream_protocol(
+        synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The stream protocol is of a model calibrated on normal footage it was not trained on. A model file records its
+    training footage: the Python calibrate finds it there (was: warned only where the caller passed trained_on), and
+    the stream protocol warns about a calibration fitted on it and records it in metrics.json (was: compared with
+    the test videos only). A model that records no training footage cannot be checked: None."""
+    model, config = model_and_config()
+    training = split_videos(synthetic_root, "synthetic", "training")
+    save_model(tmp_path / "m.safetensors", model, config, extra={"footage": [footage_span(v) for v in training]})
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    assert loaded.trained_footage == [footage_span(v) for v in training]
+    with caplog.at_level(logging.WARNING):
+        _, cal_config = fitted(loaded, config, training)
+    assert "calibration footage was used for training" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mnad.evaluate"):
+        stream = evaluate(loaded, cal_config, synthetic_root, protocol="stream", progress=False)["stream"]
+    assert stream["calibration_overlaps_training"] == sorted(span_text(footage_span(v)) for v in training)
+    said = [r.getMessage() for r in caplog.records if "trained on" in r.getMessage()]
+    assert len(said) == 1 and "fitted on footage the model was trained on" in said[0]
+    assert evaluate(model, cal_config, synthetic_root, protocol="stream", progress=False)["stream"][
+        "calibration_overlaps_training"] is None  # built in Python: no record
+    loaded.trained_footage = [(str(tmp_path / "elsewhere.mp4"), 0, 100)]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mnad.evaluate"):
+        assert evaluate(loaded, cal_config, synthetic_root, protocol="stream", progress=False)["stream"][
+            "calibration_overlaps_training"] == []
+    assert "trained on" not in caplog.text
 
 
 def test_rates_the_footage_is_too_short_for_are_left_out(synthetic_root: Path) -> None:

@@ -24,7 +24,7 @@ from mnad.checkpoint import PRETRAINED, TRAIN_STATE_FILE, calibration_weights, c
 from mnad.config import REGIONS, Config, EvalConfig, check_count, check_same_model, checked_config, mixing_weight
 from mnad.data import Video
 from mnad.data.layouts import list_videos
-from mnad.data.spans import footage_span, span_intersection, span_text, spans_overlap
+from mnad.data.spans import footage_span, shared_footage, span_text, spans_overlap
 from mnad.data.videos import FrameRange, check_clip_lengths, check_pixel_ranges, open_video
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.evaluate import score_frames
@@ -70,8 +70,10 @@ def calibrate(
     ``scoring``: 'choose' the terms of S_t (and, unless ``smoothing`` is given, the trailing mean) that best separate
     pseudo-anomalies made from ``videos`` (``choose_scoring``), or score as the 'config' says. ``smoothing``: frames
     in the trailing mean, by default chosen (or ``alert_window(config)``). ``trained_on``: the footage the
-    model was trained on (``train.training_record``); calibrating on any of it is warned about, since the model has learnt those frames
-    and scores them lower than unseen normal footage (thresholds then alert too often). A calibrated ``config`` is
+    model was trained on (``train.training_record``), by default what the model file it was loaded from records
+    (``MNAD.trained_footage``, set by ``checkpoint.load_model``; a model built in Python records none); calibrating on
+    any of it is warned about, since the model has learnt those frames and scores them lower than unseen normal
+    footage (thresholds then alert too often). A calibrated ``config`` is
     calibrated from the model's own settings (``uncalibrated``), not from its calibration's choice.
     """
     single_process("mnad calibrate")
@@ -94,8 +96,10 @@ def calibrate(
     twice = sorted({span_text(a) for i, a in enumerate(spans) for b in spans[:i] if spans_overlap(a, b)})
     if twice:
         raise DataError(f"{twice[0]}: calibration footage given twice (or overlapping footage given); give each video once")
+    if trained_on is None:  # the record of the model file it was loaded from (checkpoint.load_model), where one was
+        trained_on = getattr(model, "trained_footage", None)
     # the frames both used (the training part, not the whole video the calibration footage names)
-    overlap = sorted({span_text(both) for a in spans for b in trained_on or [] if (both := span_intersection(a, b))})
+    overlap = shared_footage(spans, trained_on or [])
     if overlap:
         log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
                     "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))

@@ -355,7 +355,7 @@ def load_model(name_or_path: str | os.PathLike[str], *, expect: Config | None = 
     if is_onnx_export(path):
         raise CheckpointError(f"{path}: an ONNX export (mnad export), which only scores; this needs the .safetensors "
                               "model it was exported from")
-    tensors, config, _ = read_checkpoint(path)
+    tensors, config, extra = read_checkpoint(path)
     if expect is not None and expect.model != config.model:
         raise CheckpointError(f"{path}: checkpoint is of another model: {', '.join(model_differences(config.model, expect.model, 'expected'))}")
     model = MNAD(config.model)
@@ -368,4 +368,18 @@ def load_model(name_or_path: str | os.PathLike[str], *, expect: Config | None = 
         raise CheckpointError(f"{path}: weights do not fit the stored config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if check_calibration:
         check_calibrated_weights(model, config, f"{path}")
+    model.trained_footage = recorded_footage(extra)  # what calibrate and the stream protocol compare calibration footage with
     return model.to(device), config
+
+
+def recorded_footage(extra: dict[str, Any]) -> list[tuple[str, int, int]] | None:
+    """The footage a model file's metadata ``extra`` records its training on, [(absolute path, first frame, end
+    frame)] (``train.training_record``); None where it records none (a model trained before it was recorded, the
+    shipped one, a training checkpoint) or not as such spans."""
+    footage = extra.get("footage")
+    if not isinstance(footage, list) or not footage:
+        return None
+    try:
+        return [(str(p), int(a), int(b)) for p, a, b in footage]
+    except (TypeError, ValueError):
+        return None

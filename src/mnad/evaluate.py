@@ -30,7 +30,7 @@ from mnad.checkpoint import calibration_weights
 from mnad.config import Config, check_same_model, checked_config, mixing_weight
 from mnad.data import Video, VideoFile, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
-from mnad.data.spans import footage_span, parse_span, span_text, spans_overlap
+from mnad.data.spans import footage_span, parse_span, shared_footage, span_text, spans_overlap
 from mnad.data.streams import check_fps
 from mnad.data.videos import check_clip_lengths, check_pixel_ranges
 from mnad.errors import CheckpointError, ConfigError, DataError
@@ -270,6 +270,25 @@ def check_held_out(calibration: Calibration, videos: list[Video], protocol: str 
                           "test set; calibrate on held-out normal footage, not the testing split")
 
 
+def training_overlap(calibration: Calibration, model: object) -> list[str] | None:
+    """The calibration's footage that ``model`` was trained on (``span_text`` of each part, sorted; empty: none), with
+    one warning where there is some: the stream protocol is of a model calibrated on normal footage it was not trained
+    on, and a model scores frames it learnt lower than new ones, so thresholds fitted on them alert more often on the
+    test videos than asked. Not refused: the rates measured are still the ones those thresholds give, and metrics.json
+    records the overlap (``stream.calibration_overlaps_training``). None: cannot be told (the model records no training
+    footage, ``MNAD.trained_footage``: an ONNX export, a shipped model or one built in Python; or the calibration
+    records no footage)."""
+    trained = getattr(model, "trained_footage", None)
+    if not trained or not calibration.footage:
+        return None
+    overlap = shared_footage([parse_span(entry) for entry in calibration.footage], trained)  # each parses (from_dict)
+    if overlap:
+        log.warning("the calibration was fitted on footage the model was trained on (%s%s): the stream protocol's "
+                    "thresholds then alert more often than asked on new footage; calibrate on held-out normal footage",
+                    ", ".join(overlap[:3]), f" and {len(overlap) - 3} more" if len(overlap) > 3 else "")
+    return overlap
+
+
 def model_provenance(model: MNAD, checkpoint: str | Path | None, out_dir: str | Path | None) -> dict:
     """What metrics.json says of the evaluated model, so that a report shows its own training and no other's:
     ``weights_sha256`` (the tensor digest its model file records) and ``run_dir``, the run folder of the
@@ -336,6 +355,9 @@ def evaluate(
     false-alarm rates and event measures, with ``fps`` the footage's frame rate, by default each video file's own, else the
     dataset's: ``stream_rates``).
 
+    The stream protocol refuses a calibration fitted on the test videos (``check_held_out``) and warns about one fitted
+    on footage the model's file records training on, which metrics.json records (``training_overlap``).
+
     metrics.json records which model was evaluated (``model_provenance``): the SHA-256 of its weights and, given the
     ``checkpoint`` it was loaded from, the run folder that trained it, which ``mnad report`` shows the training of.
     """
@@ -380,6 +402,7 @@ def evaluate(
                        "(model.t_length) to be scored: remove it from the test split, or lengthen it")
     if calibration is not None:
         check_held_out(calibration, videos, protocol)
+    overlap = training_overlap(calibration, model) if protocol == "stream" else None  # warned before the scoring
     if out_dir is not None:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -427,6 +450,7 @@ def evaluate(
     if protocol == "stream":
         fps, video_fps, fps_source = stream_rates(videos, config.dataset, fps)
         metrics["stream"] = stream_metrics(results, calibration, fps=fps, video_fps=video_fps, fps_source=fps_source)
+        metrics["stream"]["calibration_overlaps_training"] = overlap  # training_overlap: None where it cannot be told
     if out_dir is not None:
         with distributed.together(ctx, "while writing the scores and metrics"):  # no rank returns unwritten metrics
             if ctx.is_main:

@@ -856,7 +856,7 @@ def training_record(checkpoint: str | Path) -> dict[str, Any]:
     """What a model's training run recorded about it that a model made from it (``mnad calibrate``'s) carries on:
     ``footage``, [(absolute path, first frame, end frame)] it was trained on, and ``epochs``, each left out when
     unknown (a model trained before it was recorded; the shipped one keeps no footage)."""
-    from mnad.checkpoint import read_checkpoint, resolve_checkpoint
+    from mnad.checkpoint import read_checkpoint, recorded_footage, resolve_checkpoint
     from mnad.errors import MNADError
 
     try:
@@ -864,8 +864,8 @@ def training_record(checkpoint: str | Path) -> dict[str, Any]:
     except MNADError:
         return {}
     record: dict[str, Any] = {}
-    if extra.get("footage"):
-        record["footage"] = [(str(p), int(a), int(b)) for p, a, b in extra["footage"]]
+    if footage := recorded_footage(extra):
+        record["footage"] = footage
     epochs = extra.get("epochs", extra.get("epoch"))  # a model file's, or a training checkpoint's
     if isinstance(epochs, int) and not isinstance(epochs, bool):
         record["epochs"] = epochs

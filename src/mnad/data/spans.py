@@ -27,6 +27,12 @@ def span_intersection(a: tuple[str, int, int], b: tuple[str, int, int]) -> tuple
     return (a[0], max(a[1], b[1]), min(a[2], b[2])) if spans_overlap(a, b) else None
 
 
+def shared_footage(spans: list[tuple[str, int, int]], others: list[tuple[str, int, int]]) -> list[str]:
+    """The footage covered by both ``spans`` and ``others`` (``span_text`` of each intersection, sorted; empty: none):
+    what calibration footage shares with the model's training footage."""
+    return sorted({span_text(both) for a in spans for b in others if (both := span_intersection(a, b))})
+
+
 def span_text(span: tuple[str, int, int]) -> str:
     """A footage span as a calibration records it and messages show it: 'path[first:end]'."""
     return f"{span[0]}[{span[1]}:{span[2]}]"

@@ -34,6 +34,11 @@ def outside_autocast(device_type: str) -> contextlib.AbstractContextManager:
 
 
 class MNAD(nn.Module):
+    # the footage its training run recorded, [(absolute path, first frame, end frame)] (train.training_record's),
+    # set by checkpoint.load_model from the model file: calibrate and the stream protocol check with it that the
+    # calibration footage was not trained on. None: unknown (a model built here, or a file that records none)
+    trained_footage: list[tuple[str, int, int]] | None = None
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
