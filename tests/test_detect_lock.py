@@ -20,7 +20,7 @@ from mnad.cli import main
 from mnad.detect import DetectOptions, detect
 from mnad.errors import CheckpointError, DataError
 from mnad.model import MNAD
-from mnad.outputs import EARLIER_DIR, SUMMARY_FILE, detect_run_entries
+from mnad.outputs import EARLIER_DIR, STATE_FILE, SUMMARY_FILE, detect_run_entries
 from mnad.run_folder import LOCK_FILE, RunFolderLock
 from mnad.stream import StreamScorer, scoring_step
 
@@ -83,7 +83,8 @@ def test_a_killed_runs_lock_file_is_no_earlier_run_and_is_never_moved(model_file
     assert LOCK_FILE not in {p.name for p in detect_run_entries(out)}
     detect(model, config, src, out, DetectOptions(overwrite=True), progress=False)
     assert (out / LOCK_FILE).is_file() and not (out / EARLIER_DIR).exists()
-    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_FILE, "scores.csv", "events.jsonl", "events.csv", SUMMARY_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_FILE, "scores.csv", "events.jsonl", "events.csv", SUMMARY_FILE,
+                                                           STATE_FILE])
 
 
 def test_a_refused_run_leaves_no_folder_it_made(model_file: Path, tmp_path: Path) -> None:

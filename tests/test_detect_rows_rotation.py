@@ -188,7 +188,8 @@ def test_sigkill_leaves_every_closed_segment_whole_and_the_open_one_readable(mod
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is False and summary["row_segments"] == [p.relative_to(out).as_posix() for p in found[:len(summary["row_segments"])]]
     assert summary["row_segments_open"] in (None, *(p.relative_to(out).as_posix() for p in found))
-    assert sorted(detect_run_entries(out)) == sorted(out / n for n in ("rows", "summary.json"))  # an --overwrite replaces it
+    # an --overwrite replaces it (a --resume continues it)
+    assert sorted(detect_run_entries(out)) == sorted(out / n for n in ("rows", "stream_state.safetensors", "summary.json"))
 
 
 class Killed(BaseException):

@@ -23,9 +23,9 @@ SOURCE_KEYS = ["source", "frames_scored", "seconds", "fps", "source_fps", "laten
                "alert_frames", "not_finite_frames", "calibration_held_out_false_alarm_rate", "smoothing", "events", "ended_by",
                "annotated_video", "annotated_video_files", "annotated_video_deleted", "annotated_video_open", "row_segments",
                "row_segments_open", "row_segments_deleted", "map_shards_deleted", "note", "complete", "updated_at",
-               "update_seconds"]
+               "update_seconds", "resumed"]
 RUN_KEYS = ["sources", "complete", "failed", "frames_scored", "seconds", "fps", "latency_frames", "calibrated", "threshold",
-            "note", "updated_at", "update_seconds", "streams"]
+            "note", "updated_at", "update_seconds", "resumed", "streams"]
 STREAM_KEYS = ["source", "folder", "frames_scored", "events", "ended_by", "failed", "error"]
 
 

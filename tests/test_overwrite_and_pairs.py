@@ -98,7 +98,7 @@ def test_an_overwrite_replaces_the_whole_earlier_run_and_nothing_else(model_file
     (out / "2024_clips" / "a.txt").write_text("mine")
     run_detect(model_file, out, v, overwrite=True)  # several sources -> one
     assert sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["2024_clips", "events.csv", "events.jsonl", "notes.txt", "scores.csv",
-                                                     "summary.json"]
+                                                     "stream_state.safetensors", "summary.json"]
     run_detect(model_file, out, v, w, overwrite=True)  # one source -> several
     assert sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["0_v", "1_w", "2024_clips", "notes.txt", "summary.json"]
     run_detect(model_file, out, v, short, overwrite=True)  # the same count, another source
@@ -210,7 +210,8 @@ def test_an_overwrite_stopped_by_ctrl_c_replaces_the_earlier_run(model_file: Pat
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ended_by"] == "interrupted (SIGINT)" and summary["frames_scored"] == 3  # its outputs complete
     assert not (out / EARLIER_DIR).exists() and not (out / STAGING_DIR).exists()
-    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["events.csv", "events.jsonl", "scores.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["events.csv", "events.jsonl", "scores.csv",
+                                                                               "stream_state.safetensors", "summary.json"]
 
 
 # ------------------------------------------------------------------ 7. a user's folder is never taken for a source's
@@ -228,7 +229,8 @@ def test_a_users_folder_named_like_a_sources_is_never_touched(model_file: Path, 
     run_detect(model_file, out, v, w, overwrite=True)
     run_detect(model_file, out, w, overwrite=True)
     assert snapshot(mine) == ours and sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) == ["2023_trip", "events.csv", "events.jsonl",
-                                                                                 "scores.csv", "summary.json"]
+                                                                                 "scores.csv", "stream_state.safetensors",
+                                                                                 "summary.json"]
 
 
 def test_a_users_folder_where_a_source_would_write_is_refused(model_file: Path, tmp_path: Path) -> None:

@@ -415,6 +415,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
     options = DetectOptions(
         normalization=config.eval.normalization if asked else None,
         save_video=args.save_video, save_maps=args.save_maps, max_frames=args.max_frames, overwrite=args.overwrite,
+        resume=args.resume,
         source=SourceOptions(**given(args, "fps", "reconnects", "open_timeout", "read_timeout")),
         **given(args, "region_sigma", "hysteresis", "min_event_frames", "video_segment", "video_keep",
                  "rows_segment", "rows_keep", "maps_keep"),
@@ -591,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-timeout", type=float, default=from_source("read_timeout"), help="seconds a live source may stay silent before it "
                    "counts as stalled (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (killed or stopped) with the same sources and "
+                   "model: memory, normaliser, frame numbers and counts carry on, new rows follow the earlier ones (an "
+                   "error if --out holds no run to continue)")
     p.add_argument("--max-frames", type=int, help="stop after this many frames (of each source)")
     p.add_argument("--hysteresis", type=float, default=from_detect("hysteresis"), help="an event ends when the score falls this far below "
                    "the threshold (default %(default)s)")

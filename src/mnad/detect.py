@@ -20,6 +20,7 @@ the GIL) overlaps scoring. The annotated video is ``outputs.SegmentedVideo``'s, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -45,14 +46,17 @@ from mnad.config import Config, check_same_model, checked_config
 from mnad.data.pixels import finish_narrow, prepare_frame, to_8bit
 from mnad.data.read_ahead import SourceEnded, SourceReader
 from mnad.data.streams import FrameSource, RawFrame, SourceOptions, camera_index, is_live
-from mnad.errors import ConfigError, DataError, Terminated, printable
+from mnad.errors import CheckpointError, ConfigError, DataError, Terminated, printable
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
 from mnad.launch import single_process
 from mnad.model import MNAD
 from mnad.outputs import (
+    DETECT_FILES,
     ROWS_SEGMENT_SECONDS,
+    STATE_FILE,
     STREAM_FOLDER,
+    SUMMARY_FILE,
     VIDEO_SEGMENT_SECONDS,
     DetectFolder,
     DetectWriter,
@@ -62,8 +66,11 @@ from mnad.outputs import (
     StreamOutcome,
     check_output_folder,
     detect_run_entries,
+    last_row_frame,
     output_path,
+    read_json_if_present,
     remove_detect_temps,
+    video_files_in,
     wall_clock,
     write_detect_summary,
 )
@@ -91,6 +98,9 @@ SUMMARY_SECONDS = 60.0  # a run's summary.json files are rewritten at least this
 # the open one named) and when a source ends. Not at each event's end: events.jsonl already has every ended event,
 # flushed when it ends, and a noisy score could end one every few frames. One write (JSON and fsync, ~1 ms) a minute
 # is nothing beside tens of frames/s
+# what a source's saved state records for --resume besides the scorer's (``_SourceRun.resume_state``), each an int >= 0
+RESUME_COUNTS = ("position", "taken", "base", "reconnections", "scored", "events", "above", "alerts", "not_finite",
+                 "rows_deleted", "maps_deleted", "video_deleted", "video_first", "resumed")
 FALLING_BEHIND = 10.0  # seconds a live source's reader may wait for the scorer before the run warns that it falls behind
 NO_VIDEO_NORMALIZATION = ("--normalization video: per-video min-max needs each video's whole footage (it looks ahead), "
                           "which detect, scoring frames as they arrive, cannot apply; detect normalises with a running "
@@ -112,6 +122,9 @@ class DetectOptions:
     min_event_frames: int = MIN_EVENT_FRAMES
     max_frames: int | None = None  # stop after this many source frames (of each source)
     overwrite: bool = False  # replace the outputs of an earlier run in the output folder
+    # continue the earlier run in the output folder (of the same sources, model and settings): each source's scorer
+    # state (``STATE_FILE``), frame numbers and counts carry on, its rows follow the earlier ones (docs/detect.md)
+    resume: bool = False
     source: SourceOptions = field(default_factory=SourceOptions)
     # the normalisation asked for (--normalization): None, the model's own (a calibrated model's fixed ranges, else a
     # running min-max); 'causal' or 'calibrated', checked as the model's eval.normalization is; 'video' is refused. Not
@@ -128,12 +141,14 @@ class DetectOptions:
                                                or self.normalization not in ("causal", "calibrated")):
             raise ConfigError(f"--normalization must be causal or calibrated (or left out: the model's own), got "
                               f"{printable(repr(self.normalization))[:80]}")
-        for name in ("save_video", "overwrite"):  # strictly bool: 'no' or 0 as true or false would guess (was: 'no' replaced a run)
+        for name in ("save_video", "overwrite", "resume"):  # strictly bool: 'no' or 0 as true or false would guess (was: 'no' replaced a run)
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ConfigError(f"--{name.replace('_', '-')} must be true or false, got {printable(repr(value))[:80]}")
         if self.save_maps is not None and (not isinstance(self.save_maps, str) or self.save_maps not in ("npy", "png")):
             raise ConfigError(f"--save-maps must be npy or png, got {printable(repr(self.save_maps))[:80]}")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
         check_event_options(self.hysteresis, self.min_event_frames)
         # NaN or inf would mark no region at all (a comparison with NaN is false), without a word
         if (isinstance(self.region_sigma, bool) or not isinstance(self.region_sigma, Real)
@@ -244,6 +259,78 @@ class _SourceRun:
         # decides on all of them when fewer than NARROW_FRAMES; a source that ends sooner is decided at its end
         known = [n for n in (len(frames.frames) if frames.frames is not None else None, options.max_frames) if n is not None]
         self.reading = min(known) if known else None
+        self.position = 0  # source frames the scorer has taken (its state is of them): where a resumed file continues
+        # a resumed run (``resume``): the times the run was resumed, the frames scored before this part, the source
+        # positions below which frames only refill the raw frames of the restored window (a file's), the last frame
+        # whose row the earlier run wrote (a file's frames up to it are scored again, their outputs not written twice),
+        # the frame this part's --max-frames counts from, and what the earlier parts' annotated video was
+        self.resumed = self.scored_before = self.replay = self.first_taken = 0
+        self.written = -1
+        self.earlier_video: tuple[int, int] = (0, 0)  # (files deleted, first frame of annotated.mkv)
+        self.earlier_clock: float | None = None  # a resumed camera's first clock_start: its times continue from it
+        self.time_offset: float | None = None  # seconds added to a resumed camera's frame times (from its first frame)
+
+    def resume(self, state: Path, last_row: int | None) -> None:
+        """Continue the earlier run's source from its saved state (``mnad detect --resume``): the scorer's memory,
+        normaliser and trailing mean, the counts, the numbering. A live source's footage after a restart is not
+        consecutive with what was scored: the clip window is dropped and its frames numbered after the earlier run's
+        last (``last_row``, or the frames it took), a gap counted as a reconnection. A file, frame folder or glob
+        continues where the state was saved, its window restored: the frames the earlier run took are skipped
+        (``FrameSource.start``), and those it scored after its last saved state (up to ``last_row``) are scored again
+        to rebuild the state, their rows, events, maps and pictures not written twice. ``DataError`` (one line) for a
+        state that cannot be continued."""
+        if not state.is_file():
+            raise DataError(f"{state}: no stream state here (the source's run was killed before its first summary, or "
+                            "written by an mnad before --resume): it cannot be resumed; start afresh with --overwrite (or "
+                            "another --out)")
+        try:
+            extra = self.scorer.load_state(state)
+        except CheckpointError as exc:
+            raise DataError(f"{exc}; --resume continues a run only with the model and settings it was scored with: "
+                            "pass those, or start afresh with --overwrite (or another --out)") from exc
+        counts = {k: extra.get(k) for k in RESUME_COUNTS}
+        if bad := [k for k, v in counts.items() if isinstance(v, bool) or not isinstance(v, int) or v < 0]:
+            raise DataError(f"{state}: not a detect run's stream state (no {', '.join(bad)}): it cannot be resumed; start "
+                            "afresh with --overwrite (or another --out)")
+        clock = extra.get("clock_start")
+        self.resumed = counts["resumed"] + 1
+        self.scored = self.scored_before = counts["scored"]
+        self.events, self.above, self.alerts = counts["events"], counts["above"], counts["alerts"]
+        self.not_finite, self.reconnections = counts["not_finite"], counts["reconnections"]
+        self.earlier_video = (counts["video_deleted"], counts["video_first"])
+        if self.frames.live:  # a camera or stream: new footage, after a gap
+            self.scorer.new_video()
+            self.taken = self.base = self.first_taken = max(counts["taken"], last_row + 1 if last_row is not None else 0)
+            self.reconnections += 1
+            self.earlier_clock = float(clock) if isinstance(clock, int | float) and not isinstance(clock, bool) else None
+        else:
+            position = counts["position"]
+            if self.frames.frames is not None and len(self.frames.frames) < position:
+                raise DataError(f"{state}: the earlier run took {position} frames of {self.frames.name}, which has "
+                                f"{len(self.frames.frames)}: not the footage it scored; start afresh with --overwrite")
+            # the restored window's clips score frames up to latency_frames back: their source frames are read again
+            self.frames.start = self.taken = max(position - latency_frames(self.config), 0)
+            self.replay = self.first_taken = position
+            self.base = counts["base"]
+            self.written = last_row if last_row is not None else -1
+        self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps, rows_segment=self.options.rows_segment,
+                                   rows_keep=self.options.keep_bytes("rows"), maps_keep=self.options.keep_bytes("maps"),
+                                   resume=(counts["rows_deleted"], counts["maps_deleted"]))
+
+    def resume_state(self) -> dict:
+        """What ``resume`` continues from, saved with the scorer's state (``StreamScorer.save_state``'s extra)."""
+        video = (self.video.deleted, self.video.first) if self.video is not None else self.earlier_video
+        return {"source": self.frames.name, "position": self.position, "taken": self.taken, "base": self.base,
+                "reconnections": self.reconnections, "scored": self.scored, "events": self.events, "above": self.above,
+                "alerts": self.alerts, "not_finite": self.not_finite,
+                "rows_deleted": self.writer.kept.deleted if self.writer is not None else 0,
+                "maps_deleted": self.writer.maps_kept.deleted if self.writer is not None else 0,
+                "video_deleted": video[0], "video_first": video[1], "resumed": self.resumed, "clock_start": self.clock_start()}
+
+    def save_state(self) -> None:
+        """The scorer's state and ``resume_state`` into ``STATE_FILE`` (atomically, hashed), between batches (no clip
+        waits for its result); written before summary.json, whenever it is."""
+        self.scorer.save_state(self.out_dir / STATE_FILE, self.resume_state())
 
     def take(self, item: RawFrame | SourceEnded) -> np.ndarray | None:
         """The reader's next item -> the prepared frame to score, or None when the stream ends with it."""
@@ -257,6 +344,14 @@ class _SourceRun:
             return None
         i = self.taken
         self.taken += 1
+        if self.earlier_clock is not None and self.frames.clocked and self.frames.clock_start is not None:  # one clock
+            if self.time_offset is None:
+                self.time_offset = max(self.frames.clock_start - self.earlier_clock, 0.0)
+            item = replace(item, time=item.time + self.time_offset)
+        if i < self.replay:  # a resumed file's frame already in the restored window: kept for its row's picture only
+            self.raw[i] = item
+            self.raw.pop(i - self.config.model.t_length, None)
+            return None
         if item.fresh and i > 0:  # the frames before the gap and after it are not consecutive: no clip spans it
             self.scorer.new_video()
             self.base, self.reconnections = i, self.reconnections + 1
@@ -279,6 +374,9 @@ class _SourceRun:
         shown = self.raw[row.index]
         rows_before = self.writer.changes  # a row segment opened, closed or deleted: the summary says so
         alert = False
+        # a resumed file's frame whose row the earlier run wrote after its last saved state: scored again to rebuild
+        # the state and counted once (the earlier part's counts are the saved state's), its outputs not written twice
+        again = row.index <= self.written
         if not row.finite:
             self.not_finite += 1
             if self.not_finite == 1:
@@ -291,11 +389,15 @@ class _SourceRun:
             self.above += row.smoothed > self.threshold
             self.alerts += alert
             if ended is not None:
-                self.writer.event(ended, self.clock_start())
+                if not again:  # one ended among the frames scored again: the earlier run wrote it, or lost it open
+                    self.writer.event(ended, self.clock_start())
                 self.events += 1
-        self.writer.score(row, shown.time, alert)  # into the next row segment when the open one's time is up
+        if not again:
+            self.writer.score(row, shown.time, alert)  # into the next row segment when the open one's time is up
         self.scored += 1  # its row is written: scored, whatever befalls its map or picture
-        self.due |= self.scored == 1 or self.writer.changes != rows_before
+        self.due |= self.scored == self.scored_before + 1 or self.writer.changes != rows_before
+        if again:
+            return
         # a map that is not finite has no picture (a png would be black: no error anywhere); the npy holds it as it is
         if row.error_map is not None and self.options.save_maps and (self.options.save_maps == "npy" or np.isfinite(row.error_map).all()):
             maps_before = self.writer.maps_kept.deleted
@@ -314,6 +416,8 @@ class _SourceRun:
                 rate = self.frames.fps  # a camera's claim, until its frames' times measure it (``SegmentedVideo``)
                 self.video = SegmentedVideo(self.out_dir, rate, self.options.video_segment, clocked=self.frames.clocked,
                                             keep_bytes=self.options.keep_bytes("video"))
+                if self.resumed:  # the earlier parts' files stay, listed; this part's follow them
+                    self.video.adopt(*self.earlier_video)
             before = self.video.changes  # a count, not a copy of the file list per frame (weeks of files)
             self.video.write(picture, row.index, shown.time)
             # a file opened or closed, annotated.mkv moved into annotated/, or an old file deleted: the summary says so
@@ -323,8 +427,9 @@ class _SourceRun:
         """The source's frame rate: for a camera or stream (frame times off the wall clock) the rate its frames came at,
         since what it reports is often nominal (FFmpeg says 25 for any MJPEG camera) or nonsense (1000); the file's or
         --fps otherwise."""
-        if self.frames.clocked and self.times is not None and self.taken > 1 and self.times[1] > self.times[0]:
-            return (self.taken - 1) / (self.times[1] - self.times[0])
+        taken = self.taken - self.first_taken  # this part's, in a resumed run (its frame times are)
+        if self.frames.clocked and self.times is not None and taken > 1 and self.times[1] > self.times[0]:
+            return (taken - 1) / (self.times[1] - self.times[0])
         return self.frames.fps
 
     def behind(self) -> float | None:
@@ -332,8 +437,10 @@ class _SourceRun:
         return self.reader.waited if self.frames.clocked else None
 
     def clock_start(self) -> float | None:
-        """The wall-clock time of a camera's or stream's time 0 (its frames' times are seconds after it); None for footage
-        whose times are places in a file."""
+        """The wall-clock time of a camera's or stream's time 0 (its frames' times are seconds after it; a resumed one's,
+        the earlier run's); None for footage whose times are places in a file."""
+        if self.earlier_clock is not None:
+            return self.earlier_clock
         return self.frames.clock_start if self.frames.clocked else None
 
     def check_pace(self) -> None:
@@ -349,7 +456,7 @@ class _SourceRun:
         """It has taken the --max-frames frames asked for: it ends once they are scored, not at the next frame (which
         a camera that stalls or goes away right after them would never give: the run would wait through its read
         timeout and reconnections, then fail as a lost source)."""
-        return self.options.max_frames is not None and self.taken >= self.options.max_frames
+        return self.options.max_frames is not None and self.taken - self.first_taken >= self.options.max_frames
 
     def move(self, out_dir: Path) -> None:
         """The outputs' folder was moved (``DetectFolder.take_over``): the files still to be written follow it."""
@@ -404,6 +511,14 @@ class _SourceRun:
             except DataError as exc:  # said once the other outputs are complete
                 if self.failure is None:
                     self.failure = exc
+        try:
+            self.save_state()  # where a --resume continues (a camera stopped with SIGTERM and restarted)
+        except ConfigError:  # a clip waits for its result (a crash mid-batch): the last saved state stays
+            log.warning(f"{self.frames.name}: the scorer's state could not be saved at the end (a batch was cut short): "
+                        "a --resume continues from the last one saved")
+        except DataError as exc:
+            if self.failure is None:
+                self.failure = exc
         summary = self.summary(started, smoothing, calibration, complete=True)
         self.writer.close(summary.as_json())
         return summary
@@ -415,9 +530,10 @@ class _SourceRun:
         end = self.ended_at if self.ended_at is not None else time.perf_counter()
         seconds = end - started
         lag, fps = latency_frames(self.config), self.source_fps()
+        video_files = list(self.video.files) if self.video is not None else self.earlier_video_files()
         return SourceSummary(
             source=self.frames.name, frames_scored=self.scored, seconds=round(seconds, 3),
-            fps=round(self.scored / seconds, 2) if seconds else None,
+            fps=round((self.scored - self.scored_before) / seconds, 2) if seconds else None,  # this part's
             source_fps=round(fps, 3),
             latency_frames=lag, latency_seconds=round(lag / fps, 3) if fps else None,
             behind_seconds=round(behind, 3) if (behind := self.behind()) is not None else None,
@@ -432,17 +548,20 @@ class _SourceRun:
                                                    if calibration else None),
             smoothing=smoothing, events=self.events,
             ended_by=printable(self.ended_by) if complete and self.ended_by is not None else None,
-            annotated_video=self.video is not None and bool(self.video.files),
-            annotated_video_files=list(self.video.files) if self.video is not None else [],
-            annotated_video_deleted=self.video.deleted if self.video is not None else 0,
+            annotated_video=bool(video_files), annotated_video_files=video_files,
+            annotated_video_deleted=self.video.deleted if self.video is not None else self.earlier_video[0],
             annotated_video_open=self.video.open_name if self.video is not None and not complete else None,
             row_segments=list(self.writer.kept.names) if self.writer is not None else [],
             row_segments_open=self.writer.open_segment if self.writer is not None and not complete else None,
             row_segments_deleted=self.writer.kept.deleted if self.writer is not None else 0,
             map_shards_deleted=self.writer.maps_kept.deleted if self.writer is not None else 0,
             note=None if calibration else UNCALIBRATED,
-            complete=complete, updated_at=wall_clock(time.time()), update_seconds=SUMMARY_SECONDS,
+            complete=complete, updated_at=wall_clock(time.time()), update_seconds=SUMMARY_SECONDS, resumed=self.resumed,
         )
+
+    def earlier_video_files(self) -> list[str]:
+        """The annotated video's files of the earlier parts of a resumed run (none: a run started afresh)."""
+        return video_files_in(self.out_dir) if self.resumed else []
 
     def progress(self, started: float, smoothing: int, calibration: Calibration | None) -> None:
         """Rewrite summary.json as the run goes on ("complete": false), atomically; a failure fails this source."""
@@ -450,6 +569,7 @@ class _SourceRun:
         if self.writer is None:  # nothing scored yet: no folder of its own yet
             return
         try:
+            self.save_state()  # first: a kill between the two leaves a summary older than the state, never newer
             write_detect_summary(self.out_dir, self.summary(started, smoothing, calibration, complete=False).as_json())
         except DataError as exc:
             self.fail(exc)
@@ -500,7 +620,12 @@ def detect(
 
     The scores are normalised by the model's calibration, else by a running min-max; ``options.normalization`` may ask
     for either ('calibrated', 'causal': refused when the model has no calibration, or has one), never for 'video'
-    (``DetectOptions``). ``config.eval.normalization`` is read only for a calibrated model (``calibration.scoring_calibration``)."""
+    (``DetectOptions``). ``config.eval.normalization`` is read only for a calibrated model (``calibration.scoring_calibration``).
+
+    ``options.resume``: continue the run in ``out_dir`` (same sources, model and settings; ``_check_resumable``,
+    ``_SourceRun.resume``) from each source's saved state (``STATE_FILE``, saved with its summary.json): a camera keeps
+    its memory, normaliser and trailing mean and numbers its frames after the earlier ones; a file continues where
+    it stopped, as an uninterrupted run would have. Its rows follow the earlier run's, whose outputs stay."""
     single_process("mnad detect")  # each rank would score every source into the same out_dir
     checked_config(config)  # a Config changed by hand as a config file, before --out or any source is touched
     apply_threads(config)  # train.threads (--threads), as train() applies it
@@ -540,9 +665,12 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
     for path in earlier:  # its sources' folders: a killed run's temporary files, as in out_dir (run_folder.locked_output)
         if STREAM_FOLDER.fullmatch(path.name) and path.is_dir():
             remove_detect_temps(path)
-    if earlier and not options.overwrite:
+    if options.resume:  # before the model is set up: a folder with nothing to resume is said at once
+        _check_resumable(out_dir, earlier, sources)
+    elif earlier and not options.overwrite:
         shown = ", ".join(map(str, earlier[:3])) + (f" and {len(earlier) - 3} more" if len(earlier) > 3 else "")
-        raise DataError(f"{out_dir}: holds the outputs of an earlier run ({shown}); choose another --out or pass --overwrite")
+        raise DataError(f"{out_dir}: holds the outputs of an earlier run ({shown}); choose another --out or pass --overwrite "
+                        "(or --resume to continue it)")
     scorers = StreamScorer.for_streams(model, config, len(sources), normalization="calibrated" if calibration else "causal",
                                        calibration=calibration, device=device,
                                        smoothing=None,  # the calibration's window, else eval.smoothing (--smoothing)
@@ -557,11 +685,15 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
         if os.path.lexists(out_dir / name) and out_dir / name not in earlier:
             raise DataError(f"{out_dir / name}: is in the way of a source's outputs and is no earlier run's (the "
                             f"summary.json of {out_dir} does not name it); move it, or choose another --out")
-    place = DetectFolder(out_dir, earlier)
+    place = DetectFolder(out_dir, [] if options.resume else earlier)  # a resumed run writes beside the earlier one
     folders = [place.root / name for name in names] if several else [place.root]
     wake = threading.Event()
     runs = [_SourceRun(frames, scorer, folder, options, config, calibration, wake)
             for frames, scorer, folder in zip(sourced, scorers, folders, strict=True)]
+    if options.resume:
+        for run in runs:  # a source of several that gave nothing before has no folder: it starts afresh
+            if os.path.lexists(run.out_dir) or not several:
+                run.resume(run.out_dir / STATE_FILE, last_row_frame(run.out_dir))
     if several:  # names the run's folders from its start: a killed run's are known to be detect's (detect_run_entries)
         try:
             write_detect_summary(place.root, _run_summary(runs, folders, 0.0, calibration, complete=False).as_json())
@@ -596,6 +728,8 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
         # stopped by Ctrl-C or SIGTERM ended well (how a live stream is stopped; its outputs are completed)
         ended_well = (stop is None or interrupted) and not unfinished and not any(run.error() is not None for run in runs)
         kept = place.finish(failed=not ended_well)
+        if not earlier and not any(run.scored for run in runs):  # nothing scored, no earlier run: nothing to keep
+            _remove_outputs(out_dir, runs, several)
     deadline = time.monotonic() + 2.0  # readers stop at their next frame; a silent camera's read may take its timeout
     for run in runs:
         run.reader.join(timeout=max(deadline - time.monotonic(), 0.0))
@@ -625,6 +759,55 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
                         + "; ".join(str(e) for e in errors) + note)
     assert overall is not None
     return overall.as_json()
+
+
+def _check_resumable(out_dir: Path, earlier: list[Path], sources: list[str]) -> None:
+    """``--resume``: ``out_dir`` must hold an earlier detect run of the same sources (as many, in the same order, the
+    same folder names: ``stream_folder``) with a saved state (``STATE_FILE``) to continue; ``DataError`` (one line)
+    otherwise. Whether each state is of this model and settings is ``_SourceRun.resume``'s check."""
+    fresh = "run without --resume to start afresh"
+    summary = read_json_if_present(out_dir / SUMMARY_FILE, "detect summary", lambda data: None, None)
+    if not earlier or not isinstance(summary, dict):
+        raise DataError(f"{out_dir}: holds no earlier detect run to resume (no {SUMMARY_FILE}); {fresh}")
+    streams = summary.get("streams")
+    if len(sources) > 1:
+        names = [stream_folder(i, s, len(sources)) for i, s in enumerate(sources)]
+        had = [s.get("folder") for s in streams if isinstance(s, dict)] if isinstance(streams, list) else None
+        if had is None or len(had) != len(names) or any(f is not None and f != n for f, n in zip(had, names, strict=True)):
+            raise DataError(f"{out_dir}: the earlier run scored other sources ({len(had) if had is not None else 1} of them: "
+                            f"{', '.join(str(f) for f in (had or [summary.get('source')]))[:200]}); --resume continues "
+                            f"a run of the same sources in the same order ({', '.join(names)[:200]}); choose another --out")
+        if not any((out_dir / n / STATE_FILE).is_file() for n in names):
+            raise DataError(f"{out_dir}: the earlier run saved no stream state ({STATE_FILE}: it scored nothing, or was "
+                            f"written by an mnad before --resume); nothing to resume: pass --overwrite to start afresh")
+        return
+    source = summary.get("source")
+    if streams is not None or not isinstance(source, str) or stream_folder(0, source, 1) != stream_folder(0, sources[0], 1):
+        what = f"{len(streams)} sources" if isinstance(streams, list) else printable(repr(source))[:120]
+        raise DataError(f"{out_dir}: the earlier run scored {what}, not {printable(sources[0])[:120]}; --resume continues a "
+                        "run of the same source: choose another --out")
+    if not (out_dir / STATE_FILE).is_file():
+        raise DataError(f"{out_dir}: the earlier run saved no stream state ({STATE_FILE}: it scored nothing, or was written "
+                        "by an mnad before --resume); nothing to resume: pass --overwrite to start afresh")
+
+
+def _remove_outputs(out_dir: Path, runs: list[_SourceRun], several: bool) -> None:
+    """A run that scored no frame into a folder with no earlier run leaves no outputs (header-only files would be
+    taken for an earlier run's, and refuse the retry): what it wrote goes."""
+    import shutil
+
+    for run in runs:
+        for name in DETECT_FILES:
+            path = run.out_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                path.unlink(missing_ok=True)
+        if several:
+            with contextlib.suppress(OSError):
+                run.out_dir.rmdir()
+    if several:
+        (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
 
 
 def _complete(runs: list[_SourceRun], folders: list[Path], summary_dir: Path | None, started: float, seconds: float,
@@ -667,10 +850,7 @@ class _Progress:
         complete ones follow at once. A source's failure to write fails it; the run's raises ``DataError``."""
         if all(run.ended_by is not None for run in self.runs):
             return
-        now = time.monotonic()
-        due = now >= self.next
-        if due:
-            self.next = now + SUMMARY_SECONDS
+        due = time.monotonic() >= self.next
         wrote = False
         for run in self.runs:
             if due or run.due:
@@ -679,6 +859,8 @@ class _Progress:
         if self.several and wrote:
             write_detect_summary(self.place.root, _run_summary(self.runs, self.folders, time.perf_counter() - self.started,
                                                                self.calibration, complete=False).as_json())
+        if due:  # from when they were written (each source's state first, ``_SourceRun.progress``): never sooner
+            self.next = time.monotonic() + SUMMARY_SECONDS
 
 
 def _score(runs: list[_SourceRun], scorers: list[StreamScorer], bar: tqdm, wake: threading.Event, place: DetectFolder,
@@ -690,6 +872,7 @@ def _score(runs: list[_SourceRun], scorers: list[StreamScorer], bar: tqdm, wake:
     while any(run.ended_by is None for run in runs):
         wake.clear()  # before looking: a frame queued after the look sets it again, so the wait below misses none
         frames: list[np.ndarray | None] = [None] * len(runs)
+        took = False  # an item was taken (a frame to score, a resumed file's window frame, the end): look again at once
         for k, run in enumerate(runs):
             if run.ended_by is not None:
                 continue
@@ -697,17 +880,22 @@ def _score(runs: list[_SourceRun], scorers: list[StreamScorer], bar: tqdm, wake:
                 item = run.reader.queue.get_nowait()
             except queue.Empty:
                 continue
+            took = True
             try:
                 frames[k] = run.take(item)
             except DataError as exc:
                 run.fail(exc)
         if all(f is None for f in frames):
-            wake.wait(0.5)
+            if not took:
+                wake.wait(0.5)
             with held_interrupts():
                 progress.tick()  # a camera that stalls: its summary still says the run is alive
             continue
         rows = score_streams(scorers, frames)
         with held_interrupts():  # each frame's row, events and count are written whole or not at all
+            for run, frame in zip(runs, frames, strict=True):
+                if frame is not None:  # the scorer took it: its state is of the frames taken so far
+                    run.position = run.taken
             if place.root != place.out_dir and any(r is not None and run.ended_by is None for run, r in zip(runs, rows, strict=True)):
                 staging = place.root
                 place.take_over()
@@ -735,6 +923,7 @@ def _run_summary(runs: list[_SourceRun], folders: list[Path], seconds: float, ca
     nothing), the frames scored in all. Written first with ``complete`` false, naming every folder the run may make, and
     so again while the run goes on (``_Progress``)."""
     total = sum(run.scored for run in runs)
+    now = sum(run.scored - run.scored_before for run in runs)  # this part's (a resumed run's fps is its own)
     streams = []
     for run, folder in zip(runs, folders, strict=True):
         # while it runs (or in what a killed run left) only a source's own failure so far: "no frame scored" is not yet
@@ -745,11 +934,12 @@ def _run_summary(runs: list[_SourceRun], folders: list[Path], seconds: float, ca
                                      ended_by=printable(run.ended_by) if run.ended_by is not None else None,
                                      failed=problem is not None, error=problem))
     return RunSummary(sources=len(runs), complete=complete, failed=sum(s.failed for s in streams), frames_scored=total,
-                      seconds=round(seconds, 3), fps=round(total / seconds, 2) if seconds else None,
+                      seconds=round(seconds, 3), fps=round(now / seconds, 2) if seconds else None,
                       latency_frames=latency_frames(runs[0].config),
                       calibrated=calibration is not None, threshold=calibration.threshold if calibration else None,
                       note=None if calibration else UNCALIBRATED,
-                      updated_at=wall_clock(time.time()), update_seconds=SUMMARY_SECONDS, streams=streams)
+                      updated_at=wall_clock(time.time()), update_seconds=SUMMARY_SECONDS,
+                      resumed=max(run.resumed for run in runs), streams=streams)
 
 
 def load_detector(checkpoint: str | Path, *, threads: int | Callable[[Config], int] = 0) -> tuple[MNAD, Config]:

@@ -633,25 +633,36 @@ class StreamScorer:
                 "normalization": self.normalization, "smoothing": self.smoothing, "psnr_region": e.psnr_region,
                 "distance_region": e.distance_region, "psnr_peak": e.psnr_peak, "alpha": self.alpha, "calibration": calibration}
 
-    def save_state(self, path: str | Path) -> None:
+    def save_state(self, path: str | Path, extra: dict | None = None) -> None:
         """Write the state as safetensors (tensors and JSON metadata, no code), atomically, with what it belongs to.
-        Refused as ``state()`` is (``ConfigError``, nothing written) while a clip waits for its result."""
+        Refused as ``state()`` is (``ConfigError``, nothing written) while a clip waits for its result. ``extra``: the
+        caller's own JSON object saved with it, under the same metadata hash (``load_state`` returns it): what the caller
+        needs to continue with the state, written in the same file so that the two cannot fall out of step (``mnad
+        detect --resume``: its frame position and counts)."""
         from safetensors.torch import save
 
+        if extra is not None and not isinstance(extra, dict):
+            raise ConfigError(f"save_state(): extra must be a dict (a JSON object) or None, got {type(extra).__name__}")
         s = self.state()
         tensors = {f"window.{i}": torch.from_numpy(np.ascontiguousarray(f)) for i, f in enumerate(s.window)}
         if s.items is not None:
             tensors["items"] = s.items.cpu().contiguous()
         meta = {"frames_seen": s.frames_seen, "psnr_range": s.psnr_range, "distance_range": s.distance_range, "recent": s.recent,
                 "belongs_to": self._belongs_to()}
+        if extra is not None:
+            try:
+                meta["extra"] = json.loads(json.dumps(extra, allow_nan=False))  # JSON as it reads back, or refused
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"save_state(): extra must be a JSON object of finite numbers, strings, lists ({exc})") from exc
         metadata = {"format": STATE_FORMAT, "mnad_stream_state": json.dumps(meta), "sha256": tensor_digest(tensors)}
         metadata["meta_sha256"] = state_metadata_digest(metadata)  # the metadata too: ranges and scores edited are caught
         atomic_write(Path(path), save(tensors, metadata=metadata))
 
-    def load_state(self, path: str | Path) -> None:
+    def load_state(self, path: str | Path) -> dict:
         """Restore a state written by ``save_state``, checked by its hashes: of its tensors and of its metadata (running
-        ranges, trailing scores, counts, what it belongs to). A state saved by an mnad before ``STATE_FORMAT`` (no format,
-        no metadata hash) is restored as before, its tensors' hash checked and its metadata by ``_restore`` (a warning)."""
+        ranges, trailing scores, counts, what it belongs to, the caller's ``extra``). A state saved by an mnad before
+        ``STATE_FORMAT`` (no format, no metadata hash) is restored as before, its tensors' hash checked and its metadata by
+        ``_restore`` (a warning). Returns the ``extra`` saved with it ({} when none was)."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -677,8 +688,12 @@ class StreamScorer:
             raise CheckpointError(f"{path}: not a readable stream state (its metadata is a JSON {type(info).__name__}, not an object)")
         window = [tensors[f"window.{i}"].numpy() for i in range(sum(k.startswith("window.") for k in tensors))]
         # the metadata as hashed (or as an older mnad wrote it): _restore checks every field all the same
+        extra = info.get("extra", {})
+        if not isinstance(extra, dict):
+            raise CheckpointError(f"{path}: not a readable stream state (its extra is a JSON {type(extra).__name__}, not an object)")
         self._restore(StreamState(tensors.get("items"), window, info.get("frames_seen"), info.get("psnr_range"), info.get("distance_range"),
                                   info.get("recent"), info.get("belongs_to")), path)
+        return extra
 
 
 def score_streams(scorers: Sequence[StreamScorer], frames: Sequence[np.ndarray | None]) -> list[FrameResult | None]:

@@ -177,6 +177,9 @@ class FrameSource:
         self.clocked = False  # frame times are read off the wall clock (a camera or stream without a frame count)
         self.clock_start: float | None = None  # then: the wall-clock time (time.time()) of time 0
         self.frames: FrameFolder | None = None
+        # a file's, frame folder's or glob's frames before this position are not given (``mnad detect --resume``
+        # continues there; a video file's are decoded and dropped: seeking is not frame-exact); a live source ignores it
+        self.start = 0
         if self.live:
             scheme = source.split("://", 1)[0].lower() if "://" in source else ""
             if scheme and scheme not in LIVE_SCHEMES:
@@ -201,7 +204,7 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[RawFrame]:
         if self.frames is not None:
-            for i in range(len(self.frames)):
+            for i in range(self.start, len(self.frames)):
                 yield RawFrame(self.frames.image(i), i / self.fps)
         elif not self.live:
             yield from self._video_file()
@@ -217,7 +220,8 @@ class FrameSource:
                         "are timed at --fps %g instead (set --fps to the footage's true rate)", self.name, rate, MIN_FPS,
                         MAX_FPS, self.fps)
         for count, image in enumerate(decode_frames(capture, self.name)):
-            yield RawFrame(image, count / self.fps)
+            if count >= self.start:
+                yield RawFrame(image, count / self.fps)
 
     def _open_live(self) -> cv2.VideoCapture | WatchedCapture:
         o = self.options

@@ -12,7 +12,7 @@ import numpy as np
 
 from mnad.errors import DataError, os_reason
 from mnad.outputs.detect_folder import OldestFirst
-from mnad.outputs.names import ANNOTATED_DIR, ANNOTATED_VIDEO, segment_name
+from mnad.outputs.names import ANNOTATED_DIR, ANNOTATED_VIDEO, VIDEO_SEGMENT, segment_name
 
 if TYPE_CHECKING:
     import cv2
@@ -62,6 +62,19 @@ class SegmentedVideo:
         self.count = 0  # pictures given to the open file's writer
         self.started = 0.0  # the time (seconds) of the open file's first frame
         self.previous: tuple[int, float] | None = None  # the last closed file's pictures and first frame's time
+
+    def adopt(self, deleted: int, first: int) -> None:
+        """Continue the annotated video an earlier run left in ``out_dir`` (``mnad detect --resume``): its files
+        (``video_files_in``: the one a killed run was writing among them, playable up to its last write) are listed as
+        closed and kept, ``deleted`` those it deleted, ``first`` the first frame of its annotated.mkv (its name once it
+        moves into annotated/); the next file begins after them. Nothing of them is rewritten."""
+        for name in video_files_in(self.out_dir):
+            try:
+                size = (self.out_dir / name).stat().st_size
+            except OSError as exc:
+                raise DataError(f"{self.out_dir / name}: cannot read the earlier run's annotated video ({os_reason(exc)})") from exc
+            self.kept.append(name, size)
+        self.kept.deleted, self.first = deleted, first
 
     @property
     def files(self) -> list[str]:
@@ -149,6 +162,15 @@ class SegmentedVideo:
         self.previous = (self.count, self.started)
         self.changes += 1
         self.changes += self.kept.add(self.out_dir, self.name, size)  # the oldest past keep_bytes deleted
+
+
+def video_files_in(out_dir: Path) -> list[str]:
+    """The annotated video's files a detect run left in ``out_dir``, relative to it, in time order."""
+    names = [ANNOTATED_VIDEO] if (out_dir / ANNOTATED_VIDEO).is_file() else []
+    if (out_dir / ANNOTATED_DIR).is_dir():
+        names += [f"{ANNOTATED_DIR}/{p.name}" for p in sorted((out_dir / ANNOTATED_DIR).iterdir())
+                  if VIDEO_SEGMENT.fullmatch(p.name) and p.is_file()]
+    return names
 
 
 def encoder_rate(rate: float) -> float:

@@ -34,6 +34,7 @@ from mnad.outputs.names import (
     ROWS_DIR,
     SCORES_FILE,
     SHARD_DIGITS,
+    STATE_FILE,
     STREAM_FOLDER,
     SUMMARY_FILE,
     VIDEO_SEGMENT,
@@ -43,7 +44,7 @@ from mnad.outputs.reading import read_json_if_present, wrong_kinds
 log = logging.getLogger(__name__)
 
 DETECT_FILES = (SCORES_FILE, EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, ANNOTATED_VIDEO, OLD_ANNOTATED_VIDEO, ANNOTATED_DIR, MAPS_DIR,
-                ROWS_DIR)
+                ROWS_DIR, STATE_FILE)
 STAGING_DIR = ".mnad-detect-new"  # a run's outputs until it scores its first frame, when an earlier run is in --out
 EARLIER_DIR = ".mnad-detect-earlier"  # the earlier run's outputs, from the new run's first frame until it ends well
 MOVING_MARK = ".moving"  # in EARLIER_DIR while the earlier run moves into it (DetectFolder.take_over): part of it is there

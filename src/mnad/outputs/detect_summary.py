@@ -66,6 +66,9 @@ class SourceSummary:
     complete: bool
     updated_at: str
     update_seconds: float
+    # times this run was resumed (``mnad detect --resume``): 0 for a run started afresh; its counts are of the whole
+    # run, every part
+    resumed: int
 
     def as_json(self) -> dict[str, Any]:
         """The summary as written to summary.json (and returned by ``detect.detect``): the fields in their order."""
@@ -102,6 +105,7 @@ class RunSummary:
     note: str | None
     updated_at: str
     update_seconds: float
+    resumed: int  # times the run was resumed (--resume): its counts are of the whole run
     streams: list[StreamOutcome]
 
     def as_json(self) -> dict[str, Any]:

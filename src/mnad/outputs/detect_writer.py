@@ -21,7 +21,17 @@ import numpy as np
 from mnad.errors import DataError, os_reason
 from mnad.outputs.columns import DETECT_SCORES_HEADER, frame_columns, score_text
 from mnad.outputs.detect_folder import OldestFirst, is_detect_scores
-from mnad.outputs.names import MAPS_DIR, ROW_FILES, ROW_SEGMENT, ROWS_DIR, SCORES_FILE, SUMMARY_FILE, map_name, row_segment_name
+from mnad.outputs.names import (
+    MAP_SHARD,
+    MAPS_DIR,
+    ROW_FILES,
+    ROW_SEGMENT,
+    ROWS_DIR,
+    SCORES_FILE,
+    SUMMARY_FILE,
+    map_name,
+    row_segment_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +63,9 @@ class DetectWriter:
     ``maps_keep`` bytes) lists the closed shards kept (``maps/<8 digits>``), by the row segments' rule."""
 
     def __init__(self, out_dir: Path, *, maps: str | None = None, rows_segment: float = ROWS_SEGMENT_SECONDS,
-                 rows_keep: int | None = None, maps_keep: int | None = None) -> None:
+                 rows_keep: int | None = None, maps_keep: int | None = None, resume: tuple[int, int] | None = None) -> None:
+        """``resume``: (row segments, map shards) the earlier run had deleted: the folder holds an earlier run's
+        outputs, which this writer continues (``_adopt``) rather than starting afresh."""
         self.out_dir, self.maps, self.rows_segment = Path(out_dir), maps, rows_segment
         self._shard = ""  # the maps/ folder being written into (``map_name``), made when its first map comes; '': none
         self.kept = OldestFirst(rows_keep, "--rows-keep", "row segment")
@@ -66,13 +78,69 @@ class DetectWriter:
         # open and its first row written: raised by the next ``score`` or ``close_rows``
         self._failure: DataError | None = None
         self._handles: tuple[Any, ...] = ()
+        self._resuming = resume is not None  # no segment open until the resumed run's first row (``_begin``)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if maps:
-                (self.out_dir / MAPS_DIR).mkdir()
+                (self.out_dir / MAPS_DIR).mkdir(exist_ok=resume is not None)
         except OSError as exc:
             raise DataError(f"{self.out_dir}: cannot write the outputs ({exc.strerror or exc})") from exc
-        self._open(".")
+        if resume is not None:
+            self._adopt(*resume)
+        else:
+            self._open(".")
+
+    def _adopt(self, rows_deleted: int, maps_deleted: int) -> None:
+        """Continue the earlier run in ``out_dir`` (``mnad detect --resume``): its row segments (``row_segments_in``:
+        its own row files and rows/, the one a killed run was writing among them) and its map shards are listed as
+        closed and kept (its last shard stays open: the next maps may belong to it); nothing of it is rewritten. The
+        resumed run's rows go into segments of their own, from its first row (``_begin``)."""
+        self.kept.deleted, self.maps_kept.deleted = rows_deleted, maps_deleted
+        for segment in row_segments_in(self.out_dir):
+            self.kept.append(segment, _segment_size(self.out_dir / segment))
+        shards = sorted(p.name for p in (self.out_dir / MAPS_DIR).iterdir()
+                        if MAP_SHARD.fullmatch(p.name) and p.is_dir()) if (self.out_dir / MAPS_DIR).is_dir() else []
+        for shard in shards[:-1]:
+            self._shard = shard
+            self._close_shard()
+        self._shard = shards[-1] if shards and self.maps else ""
+        if shards and not self.maps:  # no maps this time: the last one is closed as it is
+            self._shard = shards[-1]
+            self._close_shard()
+
+    def _begin(self, first: int) -> None:
+        """The resumed run's first row, frame ``first``: an earlier run's own row files ('.') move into
+        ``rows/<their first frame>`` (header-only ones, a run that scored nothing there, are deleted), then a segment of
+        this run's opens at ``rows/<first>``."""
+        self._resuming = False
+        if "." in self.kept.names:
+            head = first_row_frame(self.out_dir / SCORES_FILE)
+            try:
+                if head is None:
+                    for name in ROW_FILES:
+                        (self.out_dir / name).unlink(missing_ok=True)
+                else:
+                    target = row_segment_name(head)
+                    (self.out_dir / ROWS_DIR).mkdir(exist_ok=True)
+                    (self.out_dir / target).mkdir(exist_ok=True)  # a killed move left part of it there
+                    for name in reversed(ROW_FILES):  # scores.csv last, as ``_close_segment`` moves them
+                        if (self.out_dir / name).exists():
+                            (self.out_dir / name).rename(self.out_dir / target / name)
+            except OSError as exc:
+                raise DataError(f"{self.out_dir / ROWS_DIR}: cannot move the earlier run's rows into their segment "
+                                f"({os_reason(exc)})") from exc
+            where = self.kept.names.index(".")
+            if head is None or target in self.kept.names:  # no rows, or the rest of a move a kill cut short
+                del self.kept.names[where], self.kept.sizes[where]
+            else:
+                self.kept.names[where] = target
+            self.changes += 1
+        try:
+            (self.out_dir / ROWS_DIR).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"{self.out_dir / ROWS_DIR}: cannot write the row segments ({os_reason(exc)})") from exc
+        self._open(row_segment_name(first))
+        self.changes += 1
 
     @property
     def open_segment(self) -> str | None:
@@ -184,6 +252,8 @@ class DetectWriter:
         """Frame ``row.index``'s row, at ``seconds``: into a new segment when the open one's time is up. The closed one
         is pruned (--rows-keep) once the new one holds this row, so a failure there loses no row; it is raised by the
         next call (or ``close_rows``): this row is written and counted."""
+        if self._resuming:
+            self._begin(row.index)
         self._check_open()
         if self._failure is not None:
             failure, self._failure = self._failure, None
@@ -272,6 +342,59 @@ class DetectWriter:
         finally:
             self._release()
         write_detect_summary(self.out_dir, summary)
+
+
+def row_segments_in(out_dir: Path) -> list[str]:
+    """The row segments a detect run left in ``out_dir`` (relative to it, in time order): its own row files ('.'),
+    then ``rows/<first frame>`` each, as ``read_detect_scores`` reads them."""
+    names = ["."] if (out_dir / SCORES_FILE).is_file() else []
+    if (out_dir / ROWS_DIR).is_dir():
+        names += [f"{ROWS_DIR}/{p.name}" for p in sorted((out_dir / ROWS_DIR).iterdir()) if ROW_SEGMENT.fullmatch(p.name) and p.is_dir()]
+    return names
+
+
+def _segment_size(folder: Path) -> int:
+    return sum((folder / name).stat().st_size for name in ROW_FILES if (folder / name).is_file())
+
+
+_TAIL_BYTES = 1 << 20  # what ``last_row_frame`` reads of a row file's end: thousands of rows
+
+
+def _frame_of(line: str) -> int | None:
+    """The frame number of one row line of a detect scores.csv (its first field), or None (the header, or not a row)."""
+    head = line.split(",", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def first_row_frame(path: Path) -> int | None:
+    """The frame of the first whole row of the detect scores.csv at ``path``; None when it has none."""
+    try:
+        with path.open("rb") as handle:
+            handle.readline()  # the header
+            line = handle.readline()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({os_reason(exc)})") from exc
+    return _frame_of(line.decode("utf-8", "replace")) if line.endswith(b"\n") else None
+
+
+def last_row_frame(out_dir: Path) -> int | None:
+    """The frame of the last whole row a detect run left in ``out_dir`` (``row_segments_in``, the latest segment that
+    holds one; a last line cut by a kill is no row, as ``read_detect_scores`` reads it); None when it left none. Only
+    the files' ends are read (``_TAIL_BYTES``): a day's segment is hundreds of MB."""
+    for segment in reversed(row_segments_in(out_dir)):
+        path = out_dir / segment / SCORES_FILE
+        try:
+            with path.open("rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(size - _TAIL_BYTES, 0))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it ({os_reason(exc)})") from exc
+        lines = text.split("\n")[:-1]  # the part after the last line break is cut (or empty)
+        for line in reversed(lines):
+            if (frame := _frame_of(line)) is not None:
+                return frame
+    return None
 
 
 def wall_clock(seconds: float) -> str:

@@ -17,6 +17,7 @@ FIGURES_INDEX = "figures.json"
 # write, where an MP4 is unreadable without the index written at its close
 VIDEO_SUFFIX = ".mkv"
 EVENTS_JSONL, EVENTS_CSV, SUMMARY_FILE, MAPS_DIR = "events.jsonl", "events.csv", "summary.json", "maps"
+STATE_FILE = "stream_state.safetensors"  # a detect source's scorer state and position, for --resume (written with summary.json)
 ANNOTATED_VIDEO = f"annotated{VIDEO_SUFFIX}"
 ANNOTATED_DIR = "annotated"  # the annotated video of a run longer than one segment: its files, named by their first frame
 OLD_ANNOTATED_VIDEO = "annotated.mp4"  # what runs before the Matroska files wrote: still an earlier run's output

@@ -1,0 +1,306 @@
+"""`mnad detect --resume`: a killed or stopped run continues in its --out. Each source's scorer state is saved with its
+summary.json (``STATE_FILE``); a resumed file continues where it stopped (its scores those of an uninterrupted run), a
+resumed camera keeps its memory, normaliser and trailing mean and numbers its frames after the earlier ones; the
+earlier rows stay as they are, the summary counts the whole run. And a run that scored nothing leaves no outputs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import frames_folder, tiny_config
+from safetensors import safe_open
+
+import mnad.detect
+from mnad.checkpoint import load_model, save_model
+from mnad.cli import main
+from mnad.data.streams import FrameSource, RawFrame
+from mnad.detect import DetectOptions, detect, stream_folder
+from mnad.errors import ConfigError, DataError
+from mnad.model import MNAD
+from mnad.outputs import STATE_FILE, SUMMARY_FILE, read_detect_scores
+from mnad.stream import StreamScorer
+
+
+def _model(folder: Path, seed: int = 0, **settings: object) -> tuple[MNAD, object, Path]:
+    torch.manual_seed(seed)
+    config = tiny_config(**settings)
+    path = folder / f"m{seed}.safetensors"
+    save_model(path, MNAD(config.model), config)
+    model, config = load_model(path)
+    return model, config, path
+
+
+def _same_scores(full: list[dict], resumed: list[dict], tolerance: float = 1e-5) -> None:
+    assert [r["frame"] for r in resumed] == [r["frame"] for r in full]
+    for a, b in zip(full, resumed, strict=True):
+        assert a["time"] == b["time"]
+        for key in ("psnr", "distance", "score", "smoothed_score"):
+            if key in a:
+                assert float(b[key]) == pytest.approx(float(a[key]), abs=tolerance), (key, a, b)
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one error line of a command that failed (the scoring path's line may come before it), no traceback."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("mnad: error:")]
+    assert len(errors) == 1 and "Traceback" not in err and err.strip().splitlines()[-1] == errors[0], err
+    return errors[0]
+
+
+def _kill_at(monkeypatch: pytest.MonkeyPatch, frame: int) -> None:
+    """The next run dies as a SIGKILL would kill it at ``frame``: nothing is completed (no close, no final summary or
+    state), what it wrote while it ran stays."""
+    score = mnad.detect._SourceRun.score
+
+    def dying(self, row):  # noqa: ANN001, ANN202
+        if self.base + row.index >= frame:
+            raise RuntimeError("killed")
+        score(self, row)
+
+    monkeypatch.setattr(mnad.detect._SourceRun, "score", dying)
+    monkeypatch.setattr(mnad.detect._SourceRun, "close", lambda self, *args: None)
+
+
+def test_a_file_run_stopped_by_max_frames_resumes_as_one_run(tmp_path: Path) -> None:
+    model, config, _ = _model(tmp_path)
+    frames = str(frames_folder(tmp_path / "f", 30))
+    full = detect(model, config, frames, tmp_path / "full", progress=False)
+    first = detect(model, config, frames, tmp_path / "o", DetectOptions(max_frames=12), progress=False)
+    assert first["resumed"] == 0 and (tmp_path / "o" / STATE_FILE).is_file()
+    earlier = (tmp_path / "o" / "scores.csv").read_bytes()
+    summary = detect(model, config, frames, tmp_path / "o", DetectOptions(resume=True), progress=False)
+    _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(tmp_path / "o"))
+    assert summary["resumed"] == 1 and summary["frames_scored"] == full["frames_scored"] == 26
+    assert summary["ended_by"] == "end of source" and summary["complete"] is True
+    # the earlier rows are kept as written, in their own segment; the resumed run's follow in another
+    assert summary["row_segments"] == ["rows/000000000004", "rows/000000000012"]
+    assert (tmp_path / "o" / "rows" / "000000000004" / "scores.csv").read_bytes() == earlier
+    # a run that ended at the end of its file resumes to nothing more, and says so as a whole run
+    again = detect(model, config, frames, tmp_path / "o", DetectOptions(resume=True), progress=False)
+    assert again["resumed"] == 2 and again["frames_scored"] == 26 and len(read_detect_scores(tmp_path / "o")) == 26
+
+
+def test_a_killed_run_resumes_where_its_state_was_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A motion-cues model (its scores 2 frames late): the state saved at the first scored frame, rows written after it
+    up to the kill, a last row cut by it. The resumed run scores again from the saved state, writes only the rows the
+    killed run did not, and its scores are those of an uninterrupted run."""
+    model, config, _ = _model(tmp_path, task="recon", t_length=5)
+    frames = str(frames_folder(tmp_path / "f", 40))
+    full = detect(model, config, frames, tmp_path / "full", progress=False)
+    assert full["latency_frames"] == 2
+    with monkeypatch.context() as patch:
+        _kill_at(patch, 20)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, tmp_path / "o", progress=False)
+    killed = json.loads((tmp_path / "o" / SUMMARY_FILE).read_text())
+    assert killed["complete"] is False and killed["frames_scored"] == 1  # the summary (and state) of its first frame
+    with (tmp_path / "o" / "scores.csv").open("a") as rows:
+        rows.write("20,0.8")  # the row the kill cut
+    earlier = (tmp_path / "o" / "scores.csv").read_bytes()
+    summary = detect(model, config, frames, tmp_path / "o", DetectOptions(resume=True), progress=False)
+    _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(tmp_path / "o"))
+    assert summary["frames_scored"] == full["frames_scored"] == 36 and summary["resumed"] == 1
+    assert summary["row_segments"] == ["rows/000000000002", "rows/000000000020"]
+    assert (tmp_path / "o" / "rows" / "000000000002" / "scores.csv").read_bytes() == earlier  # cut line and all
+
+
+def _camera(monkeypatch: pytest.MonkeyPatch, frames: int, seed: int) -> None:
+    """Every live source gives ``frames`` frames of noise, timed off the wall clock, then ends."""
+    def live(self):  # noqa: ANN001, ANN202
+        self.clocked, self.clock_start, self.fps = True, time.time(), 25.0
+        started, rng = time.monotonic(), np.random.default_rng(seed)
+        for _ in range(frames):  # timed as a camera's frames are: seconds after clock_start
+            yield RawFrame(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), time.monotonic() - started)
+
+    monkeypatch.setattr(FrameSource, "_live", live)
+
+
+def test_a_camera_resumes_with_its_memory_and_numbers_its_frames_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, config, _ = _model(tmp_path)
+    config = config.override(["eval.gamma=1e6"])  # every frame updates the memory (E_t < gamma)
+    camera = "rtsp://camera.local/stream"
+    _camera(monkeypatch, 12, seed=0)
+    first = detect(model, config, camera, tmp_path / "o", progress=False)
+    assert first["frames_scored"] == 8
+    with safe_open(str(tmp_path / "o" / STATE_FILE), framework="pt") as handle:
+        saved = handle.get_tensor("items")
+    assert not torch.equal(saved, model.memory.items.cpu())  # updated at test time: carrying it on is seen
+    seen: list[torch.Tensor] = []
+    take = mnad.detect._SourceRun.take
+
+    def taking(self, item):  # noqa: ANN001, ANN202
+        if not seen:
+            seen.append(self.scorer.items)
+        return take(self, item)
+
+    monkeypatch.setattr(mnad.detect._SourceRun, "take", taking)
+    _camera(monkeypatch, 10, seed=1)
+    summary = detect(model, config, camera, tmp_path / "o", DetectOptions(resume=True), progress=False)
+    assert torch.equal(seen[0], saved)  # the memory the earlier run left, before the first new frame
+    rows = read_detect_scores(tmp_path / "o")
+    # the new footage is no continuation of the old: its frames 12-21, the first clip complete at 16 (a gap, counted)
+    assert [int(r["frame"]) for r in rows] == [*range(4, 12), *range(16, 22)]
+    assert summary["frames_scored"] == 14 and summary["reconnections"] == 1 and summary["resumed"] == 1
+    assert summary["clock_start"] == first["clock_start"]  # one clock for the whole run: times go on from it
+    assert float(rows[8]["time"]) >= float(rows[7]["time"])
+
+
+def test_several_sources_resume_each_in_its_folder(tmp_path: Path) -> None:
+    model, config, _ = _model(tmp_path)
+    sources = [str(frames_folder(tmp_path / f"cam{i}", 20)) for i in range(2)]
+    full = detect(model, config, sources, tmp_path / "full", progress=False)
+    detect(model, config, sources, tmp_path / "o", DetectOptions(max_frames=9), progress=False)
+    summary = detect(model, config, sources, tmp_path / "o", DetectOptions(resume=True), progress=False)
+    assert summary["resumed"] == 1 and summary["frames_scored"] == full["frames_scored"] == 32
+    for i, source in enumerate(sources):
+        name = stream_folder(i, source, 2)
+        # batched with the other source's frames as they came: equal up to the rounding of batched kernels
+        _same_scores(read_detect_scores(tmp_path / "full" / name), read_detect_scores(tmp_path / "o" / name), 1e-3)
+    with pytest.raises(DataError, match="the earlier run scored other sources"):  # not the same sources
+        detect(model, config, sources[:1] + [str(frames_folder(tmp_path / "other", 8))], tmp_path / "o",
+               DetectOptions(resume=True), progress=False)
+
+
+def test_resume_without_an_earlier_run_is_refused_in_one_line(model_file: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    frames = str(frames_folder(tmp_path / "f", 8))
+    assert main(["detect", frames, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--resume"]) == 2
+    assert "no earlier detect run to resume" in _error_line(capsys)
+    assert not (tmp_path / "o" / SUMMARY_FILE).exists()
+
+
+def test_resume_with_overwrite_is_refused(model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match="--resume continues the run in --out and --overwrite replaces it"):
+        DetectOptions(resume=True, overwrite=True)
+    with pytest.raises(ConfigError, match="--resume must be true or false"):
+        DetectOptions(resume="yes")  # type: ignore[arg-type]
+    frames = str(frames_folder(tmp_path / "f", 8))
+    assert main(["detect", frames, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--resume",
+                 "--overwrite"]) == 2
+    assert _error_line(capsys).startswith("mnad: error: --resume continues")
+
+
+def test_another_models_state_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, config, path = _model(tmp_path)
+    _, _, other = _model(tmp_path, seed=1)
+    frames = str(frames_folder(tmp_path / "f", 12))
+    detect(model, config, frames, tmp_path / "o", DetectOptions(max_frames=8), progress=False)
+    before = sorted((p.relative_to(tmp_path / "o"), p.read_bytes()) for p in (tmp_path / "o").rglob("*") if p.is_file())
+    assert main(["detect", frames, "--checkpoint", str(other), "--out", str(tmp_path / "o"), "--quiet", "--resume"]) == 2
+    err = _error_line(capsys)
+    assert str(tmp_path / "o" / STATE_FILE) in err and "another model" in err and "start afresh with --overwrite" in err
+    after = sorted((p.relative_to(tmp_path / "o"), p.read_bytes()) for p in (tmp_path / "o").rglob("*") if p.is_file())
+    assert after == before  # nothing of the earlier run touched
+    assert main(["detect", frames, "--checkpoint", str(path), "--out", str(tmp_path / "o"), "--quiet", "--resume"]) == 0
+
+
+def test_a_damaged_state_is_refused(tmp_path: Path) -> None:
+    model, config, _ = _model(tmp_path)
+    frames = str(frames_folder(tmp_path / "f", 12))
+    detect(model, config, frames, tmp_path / "o", DetectOptions(max_frames=8), progress=False)
+    state = tmp_path / "o" / STATE_FILE
+    data = bytearray(state.read_bytes())
+    data[-1] ^= 0xFF  # a byte of the last tensor (a window frame)
+    state.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="hash does not match its contents"):
+        detect(model, config, frames, tmp_path / "o", DetectOptions(resume=True), progress=False)
+
+
+def test_a_state_saved_without_detects_position_is_refused(tmp_path: Path) -> None:
+    model, config, _ = _model(tmp_path)
+    frames = str(frames_folder(tmp_path / "f", 12))
+    detect(model, config, frames, tmp_path / "o", DetectOptions(max_frames=8), progress=False)
+    scorer = StreamScorer.for_model(model, config, normalization="causal")
+    scorer.load_state(tmp_path / "o" / STATE_FILE)
+    scorer.save_state(tmp_path / "o" / STATE_FILE)  # the API's own state: no position, no counts
+    with pytest.raises(DataError, match="not a detect run's stream state"):
+        detect(model, config, frames, tmp_path / "o", DetectOptions(resume=True), progress=False)
+
+
+def test_save_state_keeps_the_callers_extra_under_its_hash(model_file: Path, tmp_path: Path) -> None:
+    model, config = load_model(model_file)
+    scorer = StreamScorer.for_model(model, config, normalization="causal")
+    scorer.save_state(tmp_path / "s.safetensors", {"position": 7, "names": ["a"]})
+    assert StreamScorer.for_model(model, config, normalization="causal").load_state(tmp_path / "s.safetensors") == {
+        "position": 7, "names": ["a"]}
+    scorer.save_state(tmp_path / "t.safetensors")
+    assert scorer.load_state(tmp_path / "t.safetensors") == {}
+    with pytest.raises(ConfigError, match="extra must be a JSON object"):
+        scorer.save_state(tmp_path / "u.safetensors", {"x": float("nan")})
+    with pytest.raises(ConfigError, match="extra must be a dict"):
+        scorer.save_state(tmp_path / "u.safetensors", [1])  # type: ignore[arg-type]
+    assert not (tmp_path / "u.safetensors").exists()
+
+
+def test_a_run_that_scores_nothing_leaves_no_outputs(model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frames = str(frames_folder(tmp_path / "f", 8))
+    out = tmp_path / "o"
+    args = ["detect", frames, "--checkpoint", str(model_file), "--out", str(out), "--quiet"]
+    assert main([*args, "--max-frames", "3"]) == 2  # fewer frames than one clip of 5
+    assert "no frame was scored" in capsys.readouterr().err
+    assert not out.exists() or not [p for p in out.iterdir() if p.name != ".lock"]
+    assert main(args) == 0  # the retry is no "earlier run"
+    assert len(read_detect_scores(out)) == 4
+
+
+RUN = """
+import sys
+import mnad.detect
+from mnad.checkpoint import load_model
+from mnad.detect import DetectOptions, detect
+mnad.detect.SUMMARY_SECONDS = 0.05
+model, config = load_model(sys.argv[1])
+detect(model, config, sys.argv[2], sys.argv[3], DetectOptions(), progress=False)
+"""
+
+
+def test_a_run_killed_by_sigkill_resumes(model_file: Path, tmp_path: Path) -> None:
+    from conftest import kill_when
+
+    model, config = load_model(model_file)
+    frames = str(frames_folder(tmp_path / "f", 300))
+    out = tmp_path / "o"
+
+    def scored() -> int:
+        try:
+            return json.loads((out / SUMMARY_FILE).read_text())["frames_scored"]
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    kill_when(RUN, [str(model_file), frames, str(out)], lambda: scored() >= 20)
+    killed = json.loads((out / SUMMARY_FILE).read_text())
+    assert killed["complete"] is False and (out / STATE_FILE).is_file()
+    full = detect(model, config, frames, tmp_path / "full", progress=False)
+    summary = detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
+    _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(out))
+    assert summary["frames_scored"] == full["frames_scored"] == 296 and summary["resumed"] == 1
+
+
+def test_a_resumed_run_keeps_the_earlier_maps_and_video_and_adds_its_own(model_file: Path, tmp_path: Path) -> None:
+    model, config = load_model(model_file)
+    frames = str(frames_folder(tmp_path / "f", 16))
+    out = tmp_path / "o"
+    options = {"save_video": True, "save_maps": "npy"}
+    detect(model, config, frames, out, DetectOptions(max_frames=9, **options), progress=False)
+    earlier_video = (out / "annotated.mkv").read_bytes()
+    summary = detect(model, config, frames, out, DetectOptions(resume=True, **options), progress=False)
+    assert summary["annotated_video_files"] == ["annotated/000000000004.mkv", "annotated/000000000009.mkv"]
+    assert (out / "annotated" / "000000000004.mkv").read_bytes() == earlier_video
+    assert sorted(p.name for p in (out / "maps" / "00000000").iterdir()) == [f"{i:012d}.npy" for i in range(4, 16)]
+
+
+def test_a_sources_folder_without_a_state_is_not_written_over(tmp_path: Path) -> None:
+    model, config, _ = _model(tmp_path)
+    sources = [str(frames_folder(tmp_path / f"cam{i}", 12)) for i in range(2)]
+    detect(model, config, sources, tmp_path / "o", DetectOptions(max_frames=8), progress=False)
+    state = tmp_path / "o" / stream_folder(1, sources[1], 2) / STATE_FILE
+    state.unlink()  # as a run killed before that source's first summary leaves it
+    rows = (state.parent / "scores.csv").read_bytes()
+    with pytest.raises(DataError, match="no stream state here"):
+        detect(model, config, sources, tmp_path / "o", DetectOptions(resume=True), progress=False)
+    assert (state.parent / "scores.csv").read_bytes() == rows
