@@ -304,3 +304,16 @@ def test_a_sources_folder_without_a_state_is_not_written_over(tmp_path: Path) ->
     with pytest.raises(DataError, match="no stream state here"):
         detect(model, config, sources, tmp_path / "o", DetectOptions(resume=True), progress=False)
     assert (state.parent / "scores.csv").read_bytes() == rows
+
+
+def test_a_video_file_resumes_after_the_frames_it_took(model_file: Path, tmp_path: Path) -> None:
+    """A video file's frames before the saved position are decoded and dropped (seeking is not frame-exact)."""
+    from conftest import noise_video
+
+    model, config = load_model(model_file)
+    video = str(noise_video(tmp_path / "v.avi", 24, 25.0))
+    full = detect(model, config, video, tmp_path / "full", progress=False)
+    detect(model, config, video, tmp_path / "o", DetectOptions(max_frames=10), progress=False)
+    summary = detect(model, config, video, tmp_path / "o", DetectOptions(resume=True), progress=False)
+    _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(tmp_path / "o"))
+    assert summary["frames_scored"] == full["frames_scored"] == 20
