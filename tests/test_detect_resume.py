@@ -317,3 +317,88 @@ def test_a_video_file_resumes_after_the_frames_it_took(model_file: Path, tmp_pat
     summary = detect(model, config, video, tmp_path / "o", DetectOptions(resume=True), progress=False)
     _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(tmp_path / "o"))
     assert summary["frames_scored"] == full["frames_scored"] == 20
+
+
+def test_max_frames_scores_the_first_frames_of_a_late_scoring_model_and_a_resume_the_next(tmp_path: Path) -> None:
+    """A reconstruction model whose target is its clip's middle frame (t_length 5: frame t scored once t + 2 has
+    arrived) reads 2 frames more than --max-frames N, so that the first N frames are scored (frames 0 and 1 no clip
+    can score); a resumed run's --max-frames M scores the next M (was: N read, 8 and 9 never scored, 6 rows)."""
+    model, config, _ = _model(tmp_path, task="recon", t_length=5)
+    frames = str(frames_folder(tmp_path / "f", 30))
+    out = tmp_path / "o"
+    first = detect(model, config, frames, out, DetectOptions(max_frames=10), progress=False)
+    assert first["ended_by"] == "--max-frames" and first["frames_scored"] == 8
+    assert [int(r["frame"]) for r in read_detect_scores(out)] == list(range(2, 10))
+    second = detect(model, config, frames, out, DetectOptions(max_frames=5, resume=True), progress=False)
+    assert second["ended_by"] == "--max-frames" and second["frames_scored"] == 13
+    assert [int(r["frame"]) for r in read_detect_scores(out)] == list(range(2, 15))
+    detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
+    full = detect(model, config, frames, tmp_path / "full", progress=False)
+    _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(out))
+    assert full["frames_scored"] == 26
+
+
+def test_a_run_killed_before_its_first_frame_resumes_from_the_start_in_place(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed before it scored a frame leaves header-only row files (and an empty maps/), no state: a plain rerun
+    takes them for an earlier run's, and --resume starts the source from its beginning there (nothing of it is lost:
+    it scored nothing; was: "nothing to resume", leaving only --overwrite). Rows without a state stay refused."""
+    model, config, _ = _model(tmp_path)
+    frames = str(frames_folder(tmp_path / "f", 12))
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        _kill_at(patch, 0)
+        patch.setattr(mnad.detect, "_remove_outputs", lambda *args: None)  # a kill removes nothing
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, DetectOptions(save_maps="npy"), progress=False)
+    assert (out / "scores.csv").is_file() and (out / "maps").is_dir() and not (out / STATE_FILE).exists()
+    assert not read_detect_scores(out)
+    with pytest.raises(DataError, match="holds the outputs of an earlier run"):
+        detect(model, config, frames, out, DetectOptions(save_maps="npy"), progress=False)
+    full = detect(model, config, frames, tmp_path / "full", DetectOptions(save_maps="npy"), progress=False)
+    summary = detect(model, config, frames, out, DetectOptions(save_maps="npy", resume=True), progress=False)
+    _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(out))
+    assert summary["frames_scored"] == full["frames_scored"] == 8 and summary["resumed"] == 0
+    assert summary["row_segments"] == ["."] and (out / STATE_FILE).is_file()
+    assert sorted(p.name for p in (out / "maps" / "00000000").iterdir()) == [f"{i:012d}.npy" for i in range(4, 12)]
+    # the summary.json of a run that had not yet scored a frame (frames_scored 0) is no obstacle either
+    (out / STATE_FILE).unlink()
+    for name in ("scores.csv", "events.csv", "events.jsonl"):
+        lines = (tmp_path / "full" / name).read_text().splitlines(keepends=True)
+        (out / name).write_text(lines[0] if lines else "")
+    (out / SUMMARY_FILE).write_text(json.dumps({**full, "frames_scored": 0, "complete": False, "ended_by": None}))
+    for path in sorted((out / "maps").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    again = detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
+    assert again["frames_scored"] == 8 and not (out / "maps").exists()
+    # rows but no state: not started afresh over them
+    (out / STATE_FILE).unlink()
+    rows = (out / "scores.csv").read_bytes()
+    with pytest.raises(DataError, match="no stream state here, beside rows"):
+        detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
+    assert (out / "scores.csv").read_bytes() == rows
+
+
+def test_several_sources_killed_before_their_first_frame_resume_from_the_start(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's summary.json (frames_scored 0, written at its start) and each source's header-only folder: --resume
+    starts every source afresh in its folder."""
+    model, config, _ = _model(tmp_path)
+    sources = [str(frames_folder(tmp_path / f"cam{i}", 10)) for i in range(2)]
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        _kill_at(patch, 0)
+        patch.setattr(mnad.detect, "_complete", lambda *args: ([None, None], None, []))  # a kill completes nothing
+        patch.setattr(mnad.detect, "_remove_outputs", lambda *args: None)  # and removes nothing
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, sources, out, progress=False)
+    killed = json.loads((out / SUMMARY_FILE).read_text())
+    assert killed["frames_scored"] == 0 and killed["complete"] is False
+    names = [stream_folder(i, s, 2) for i, s in enumerate(sources)]
+    assert any((out / n / "scores.csv").is_file() for n in names)
+    assert not any((out / n / STATE_FILE).exists() for n in names)
+    full = detect(model, config, sources, tmp_path / "full", progress=False)
+    summary = detect(model, config, sources, out, DetectOptions(resume=True), progress=False)
+    assert summary["frames_scored"] == full["frames_scored"] == 12 and summary["resumed"] == 0
+    for name in names:
+        _same_scores(read_detect_scores(tmp_path / "full" / name), read_detect_scores(out / name), 1e-3)

@@ -595,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out (killed or stopped) with the same sources and "
                    "model: memory, normaliser, frame numbers and counts carry on, new rows follow the earlier ones (an "
                    "error if --out holds no run to continue)")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames (of each source)")
+    p.add_argument("--max-frames", type=int, help="end each source once its first MAX_FRAMES frames are scored")
     p.add_argument("--hysteresis", type=float, default=from_detect("hysteresis"), help="an event ends when the score falls this far below "
                    "the threshold (default %(default)s)")
     p.add_argument("--min-event-frames", type=int, default=from_detect("min_event_frames"),

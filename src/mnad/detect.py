@@ -53,7 +53,9 @@ from mnad.launch import single_process
 from mnad.model import MNAD
 from mnad.outputs import (
     DETECT_FILES,
+    MAPS_DIR,
     ROWS_SEGMENT_SECONDS,
+    SCORES_FILE,
     STATE_FILE,
     STREAM_FOLDER,
     SUMMARY_FILE,
@@ -70,6 +72,7 @@ from mnad.outputs import (
     output_path,
     read_json_if_present,
     remove_detect_temps,
+    row_segments_in,
     video_files_in,
     wall_clock,
     write_detect_summary,
@@ -120,7 +123,9 @@ class DetectOptions:
     region_sigma: float = 0.0  # regions above the error map's mean + sigma * std (>= 0, finite)
     hysteresis: float = HYSTERESIS
     min_event_frames: int = MIN_EVENT_FRAMES
-    max_frames: int | None = None  # stop after this many source frames (of each source)
+    # each source ends once its first this many frames are scored (a model scoring latency_frames late reads that
+    # many more; a resumed run: its own next ones, ``_SourceRun.at_limit``)
+    max_frames: int | None = None
     overwrite: bool = False  # replace the outputs of an earlier run in the output folder
     # continue the earlier run in the output folder (of the same sources, model and settings): each source's scorer
     # state (``STATE_FILE``), frame numbers and counts carry on, its rows follow the earlier ones (docs/detect.md)
@@ -257,8 +262,14 @@ class _SourceRun:
         self.due = False  # its summary.json is to be rewritten now (first frame scored, a segment closed, it ended)
         # the frames this run reads of the source where known (a frame folder's, --max-frames): its 16-bit warning
         # decides on all of them when fewer than NARROW_FRAMES; a source that ends sooner is decided at its end
-        known = [n for n in (len(frames.frames) if frames.frames is not None else None, options.max_frames) if n is not None]
+        # (--max-frames N reads latency_frames more: ``at_limit``)
+        limit = options.max_frames + latency_frames(config) if options.max_frames is not None else None
+        known = [n for n in (len(frames.frames) if frames.frames is not None else None, limit) if n is not None]
         self.reading = min(known) if known else None
+        # frames read past the last one --max-frames counts, to score it: a model whose target is not its clip's last
+        # frame scores frame t once frame t + latency_frames has arrived (``at_limit``); 0 for a resumed file, whose
+        # restored window holds them (its first frame read scores the first frame the earlier run had not)
+        self.limit_lag = latency_frames(config)
         self.position = 0  # source frames the scorer has taken (its state is of them): where a resumed file continues
         # a resumed run (``resume``): the times the run was resumed, the frames scored before this part, the source
         # positions below which frames only refill the raw frames of the restored window (a file's), the last frame
@@ -280,9 +291,7 @@ class _SourceRun:
         to rebuild the state, their rows, events, maps and pictures not written twice. ``DataError`` (one line) for a
         state that cannot be continued."""
         if not state.is_file():
-            raise DataError(f"{state}: no stream state here (the source's run was killed before its first summary, or "
-                            "written by an mnad before --resume): it cannot be resumed; start afresh with --overwrite (or "
-                            "another --out)")
+            raise _no_state(state)
         try:
             extra = self.scorer.load_state(state)
         except CheckpointError as exc:
@@ -311,6 +320,7 @@ class _SourceRun:
             # the restored window's clips score frames up to latency_frames back: their source frames are read again
             self.frames.start = self.taken = max(position - latency_frames(self.config), 0)
             self.replay = self.first_taken = position
+            self.limit_lag = 0  # --max-frames N: the N frames from position - latency_frames on, the first not scored before
             self.base = counts["base"]
             self.written = last_row if last_row is not None else -1
         self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps, rows_segment=self.options.rows_segment,
@@ -453,10 +463,15 @@ class _SourceRun:
                         "hold; score fewer sources at once or a faster path (--bf16 --compile, --int8, a smaller model)")
 
     def at_limit(self) -> bool:
-        """It has taken the --max-frames frames asked for: it ends once they are scored, not at the next frame (which
-        a camera that stalls or goes away right after them would never give: the run would wait through its read
-        timeout and reconnections, then fail as a lost source)."""
-        return self.options.max_frames is not None and self.taken - self.first_taken >= self.options.max_frames
+        """It has taken what scores the --max-frames N frames asked for (this part's first N: from the source's start,
+        a resumed camera's first new frame, or a resumed file's first frame not scored before), so it ends once they
+        are scored, not at the next frame (which a camera that stalls or goes away right after them would never give:
+        the run would wait through its read timeout and reconnections, then fail as a lost source). A model that scores
+        frame t once frame t + latency_frames has arrived reads that many frames more (``limit_lag``; was: N read,
+        their last latency_frames never scored). Frames no clip can score (a source's first ``model.target_index``, the
+        first ones after a reconnection) count among the N all the same."""
+        return (self.options.max_frames is not None
+                and self.taken - self.first_taken >= self.options.max_frames + self.limit_lag)
 
     def move(self, out_dir: Path) -> None:
         """The outputs' folder was moved (``DetectFolder.take_over``): the files still to be written follow it."""
@@ -625,7 +640,8 @@ def detect(
     ``options.resume``: continue the run in ``out_dir`` (same sources, model and settings; ``_check_resumable``,
     ``_SourceRun.resume``) from each source's saved state (``STATE_FILE``, saved with its summary.json): a camera keeps
     its memory, normaliser and trailing mean and numbers its frames after the earlier ones; a file continues where
-    it stopped, as an uninterrupted run would have. Its rows follow the earlier run's, whose outputs stay."""
+    it stopped, as an uninterrupted run would have. Its rows follow the earlier run's, whose outputs stay. A source the
+    earlier run scored nothing of (killed before its first frame: no state, header-only files) starts afresh there."""
     single_process("mnad detect")  # each rank would score every source into the same out_dir
     checked_config(config)  # a Config changed by hand as a config file, before --out or any source is touched
     apply_threads(config)  # train.threads (--threads), as train() applies it
@@ -692,8 +708,10 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
             for frames, scorer, folder in zip(sourced, scorers, folders, strict=True)]
     if options.resume:
         for run in runs:  # a source of several that gave nothing before has no folder: it starts afresh
-            if os.path.lexists(run.out_dir) or not several:
+            if (run.out_dir / STATE_FILE).is_file() or (not several and not _scored_nothing(run.out_dir)):
                 run.resume(run.out_dir / STATE_FILE, last_row_frame(run.out_dir))
+            elif os.path.lexists(run.out_dir):  # the earlier run scored nothing there: it starts afresh in place
+                _start_afresh(run.out_dir)
     if several:  # names the run's folders from its start: a killed run's are known to be detect's (detect_run_entries)
         try:
             write_detect_summary(place.root, _run_summary(runs, folders, 0.0, calibration, complete=False).as_json())
@@ -763,12 +781,18 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
 
 def _check_resumable(out_dir: Path, earlier: list[Path], sources: list[str]) -> None:
     """``--resume``: ``out_dir`` must hold an earlier detect run of the same sources (as many, in the same order, the
-    same folder names: ``stream_folder``) with a saved state (``STATE_FILE``) to continue; ``DataError`` (one line)
+    same folder names: ``stream_folder``), each source's folder with a saved state (``STATE_FILE``) to continue, or
+    one where the earlier run scored no frame (``_scored_nothing``: it starts afresh there); ``DataError`` (one line)
     otherwise. Whether each state is of this model and settings is ``_SourceRun.resume``'s check."""
-    fresh = "run without --resume to start afresh"
     summary = read_json_if_present(out_dir / SUMMARY_FILE, "detect summary", lambda data: None, None)
-    if not earlier or not isinstance(summary, dict):
-        raise DataError(f"{out_dir}: holds no earlier detect run to resume (no {SUMMARY_FILE}); {fresh}")
+    if not earlier:
+        raise DataError(f"{out_dir}: holds no earlier detect run to resume (no {SUMMARY_FILE}); run without --resume to "
+                        "start afresh")
+    if not isinstance(summary, dict):  # a single source's run killed before its first summary: its header-only rows
+        if len(sources) == 1 and _scored_nothing(out_dir):
+            return
+        raise DataError(f"{out_dir}: holds no earlier detect run to resume (no {SUMMARY_FILE}, beside its other "
+                        "outputs); pass --overwrite to start afresh")
     streams = summary.get("streams")
     if len(sources) > 1:
         names = [stream_folder(i, s, len(sources)) for i, s in enumerate(sources)]
@@ -777,18 +801,61 @@ def _check_resumable(out_dir: Path, earlier: list[Path], sources: list[str]) -> 
             raise DataError(f"{out_dir}: the earlier run scored other sources ({len(had) if had is not None else 1} of them: "
                             f"{', '.join(str(f) for f in (had or [summary.get('source')]))[:200]}); --resume continues "
                             f"a run of the same sources in the same order ({', '.join(names)[:200]}); choose another --out")
-        if not any((out_dir / n / STATE_FILE).is_file() for n in names):
-            raise DataError(f"{out_dir}: the earlier run saved no stream state ({STATE_FILE}: it scored nothing, or was "
-                            f"written by an mnad before --resume); nothing to resume: pass --overwrite to start afresh")
-        return
-    source = summary.get("source")
-    if streams is not None or not isinstance(source, str) or stream_folder(0, source, 1) != stream_folder(0, sources[0], 1):
-        what = f"{len(streams)} sources" if isinstance(streams, list) else printable(repr(source))[:120]
-        raise DataError(f"{out_dir}: the earlier run scored {what}, not {printable(sources[0])[:120]}; --resume continues a "
-                        "run of the same source: choose another --out")
-    if not (out_dir / STATE_FILE).is_file():
-        raise DataError(f"{out_dir}: the earlier run saved no stream state ({STATE_FILE}: it scored nothing, or was written "
-                        "by an mnad before --resume); nothing to resume: pass --overwrite to start afresh")
+        folders = [out_dir / n for n in names if os.path.lexists(out_dir / n)]  # a source that gave nothing made none
+    else:
+        source = summary.get("source")
+        if streams is not None or not isinstance(source, str) or stream_folder(0, source, 1) != stream_folder(0, sources[0], 1):
+            what = f"{len(streams)} sources" if isinstance(streams, list) else printable(repr(source))[:120]
+            raise DataError(f"{out_dir}: the earlier run scored {what}, not {printable(sources[0])[:120]}; --resume "
+                            "continues a run of the same source: choose another --out")
+        folders = [out_dir]
+    for folder in folders:  # before the model is set up: rows without a state cannot be continued
+        if not (folder / STATE_FILE).is_file() and not _scored_nothing(folder):
+            raise _no_state(folder / STATE_FILE)
+
+
+def _no_state(state: Path) -> DataError:
+    """A source's folder with rows but no saved state (``_scored_nothing``: a folder without rows starts afresh)."""
+    return DataError(f"{state}: no stream state here, beside rows the earlier run scored (it was killed between its "
+                     "first rows and their summary, or written by an mnad before --resume): it cannot be resumed; start "
+                     "afresh with --overwrite (or another --out)")
+
+
+def _scored_nothing(folder: Path) -> bool:
+    """An earlier run's source folder (a single source's --out) that ``--resume`` starts afresh in place, nothing of it
+    lost: no saved state (``STATE_FILE``), no row past any scores.csv's header (not even one cut by a kill), no error
+    map, no annotated video, and a summary.json, if any, of no frame scored: what a run killed (SIGKILL, power loss)
+    before it scored a frame, or before it saved its first state, leaves."""
+    if (folder / STATE_FILE).exists() or video_files_in(folder):
+        return False
+    for segment in row_segments_in(folder):
+        try:
+            with (folder / segment / SCORES_FILE).open("rb") as handle:
+                handle.readline()  # the header
+                if handle.read(1):
+                    return False
+        except OSError:  # not readable as a file: not known to be empty
+            return False
+    if (folder / MAPS_DIR).is_dir() and any(p.is_file() for p in (folder / MAPS_DIR).rglob("*")):
+        return False
+    summary = read_json_if_present(folder / SUMMARY_FILE, "detect summary", lambda data: None, None)
+    return not isinstance(summary, dict) or summary.get("frames_scored") in (0, None)
+
+
+def _start_afresh(folder: Path) -> None:
+    """A source folder the earlier run scored nothing into (``_scored_nothing``): its header-only files go, so that
+    this run writes its outputs there as a fresh run does."""
+    import shutil
+
+    for name in DETECT_FILES:
+        path = folder / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                path.unlink()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot remove what the earlier run, which scored nothing, left there ({exc.strerror or exc})") from exc
 
 
 def _remove_outputs(out_dir: Path, runs: list[_SourceRun], several: bool) -> None:
