@@ -1,6 +1,6 @@
-"""A run folder's models written under the user's names (a calibrated model, an export) belong to the run there:
-a new run refuses them as it does an evaluation, and ``--overwrite`` sets them aside with the run they were made of
-(was: left beside the new run, scoring with the old weights, silently). And a run folder with no final model says
+"""A run folder's models written under the user's names (a calibrated model, an export) hold the run's weights: a new
+run there refuses them as it does an evaluation, and so does ``--overwrite``, which never moves or deletes them (was:
+left beside the new run, scoring with the old weights, silently). And a run folder with no final model says
 that its training checkpoint stands in for one."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_models_beside_are_known_by_their_contents(run_with_models: Path) -> Non
     assert folder_outputs(run_with_models)[-3:] == ["calibrated.safetensors", "model.onnx", "model.onnx.json"]
 
 
-def test_a_new_run_refuses_them_and_an_overwrite_sets_them_aside(run_with_models: Path) -> None:
+def test_a_new_run_refuses_them(run_with_models: Path) -> None:
     with pytest.raises(DataError, match="calibrated.safetensors"):
         check_run_folder(run_with_models, resume=False, overwrite=False)
     # a folder holding only a calibrated model is no empty folder either
@@ -57,12 +57,17 @@ def test_a_new_run_refuses_them_and_an_overwrite_sets_them_aside(run_with_models
         check_run_folder(run_with_models, resume=False, overwrite=False)
 
 
-def test_overwrite_sets_them_aside_with_the_run(run_with_models: Path) -> None:
+def test_overwrite_refuses_them_and_never_moves_them(run_with_models: Path) -> None:
+    before = sorted(p.name for p in run_with_models.iterdir())
+    with pytest.raises(DataError, match=r"calibrated.safetensors, model.onnx, model.onnx.json.*move them out"):
+        check_run_folder(run_with_models, resume=False, overwrite=True)
+    assert sorted(p.name for p in run_with_models.iterdir()) == before
+    # and once the user moved them out, the overwrite goes ahead, the run set aside as before
+    for name in ("calibrated.safetensors", "model.onnx", "model.onnx.json"):
+        (run_with_models / name).rename(run_with_models.parent / name)
+    check_run_folder(run_with_models, resume=False, overwrite=True)
     aside = set_aside_run(run_with_models)
-    assert aside is not None
-    assert sorted(p.name for p in aside.iterdir()) == sorted(
-        [CONFIG_FILE, MODEL_FILE, "calibrated.safetensors", "model.onnx", "model.onnx.json"])
-    assert [p.name for p in run_with_models.iterdir()] == [aside.name]
+    assert aside is not None and sorted(p.name for p in aside.iterdir()) == [CONFIG_FILE, MODEL_FILE]
 
 
 def test_a_run_without_final_model_says_its_checkpoint_stands_in(tmp_path: Path,

@@ -166,7 +166,8 @@ def models_beside(folder: str | Path) -> list[str]:
     """Names of the models mnad wrote into ``folder`` under names of the user's choice: a calibrated model
     (``mnad calibrate --out runs/cam/calibrated.safetensors``, as the docs do) and an export with its sidecar
     (``model.onnx``, ``model.onnx.json``). Each holds the weights of the run there: a new run beside them would leave
-    them scoring with the old one's, silently. Known by their contents (an mnad checkpoint's format tag; a sidecar's
+    them scoring with the old one's, silently: a new run there is refused, ``--overwrite`` too (``check_run_folder``;
+    such a file is never moved or deleted). Known by their contents (an mnad checkpoint's format tag; a sidecar's
     ``mnad-onnx`` format), so a user's other files are never taken."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -220,6 +221,12 @@ def check_run_folder(folder: str | Path, *, resume: bool, overwrite: bool) -> No
                                   "pass --overwrite instead of --resume to start the run again")
         return
     found = folder_outputs(folder)
+    if overwrite and (models := models_beside(folder)):
+        # never set aside (and deleted with the replaced run): a calibrated model may be the one a camera is scored
+        # with, and a copy of another model is the user's; which to keep is the user's choice, not a guess
+        raise DataError(f"{folder}: holds models written beside the run ({', '.join(models)}), which --overwrite would "
+                        "leave scoring with the replaced run's weights or delete with it; move them out of the folder "
+                        "(or delete them), or choose another --out")
     if found and not overwrite:
         run = run_files(folder)
         others = found[len(run):]
@@ -291,7 +298,7 @@ def _remove(path: Path) -> None:
 def _run_names(folder: Path, also: tuple[str, ...]) -> list[str]:
     """The names of a run's outputs in ``folder`` and of what was written beside it (``output_names``, but the
     earlier run kept aside: that one is handled on its own), the config last."""
-    others = [n for n in (*also, *output_names(), *models_beside(folder)) if n != EARLIER_RUN_DIR]
+    others = [n for n in (*also, *output_names()) if n != EARLIER_RUN_DIR]
     return [MODEL_FILE, TRAIN_STATE_FILE, *sorted(p.name for p in folder.glob(EPOCH_GLOB)), *dict.fromkeys(others),
             CONFIG_FILE]
 

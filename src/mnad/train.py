@@ -556,9 +556,10 @@ def train(
     ``out_dir`` is locked while this process writes it (a second writer gets a DataError at once). ``resume``
     continues the run there from its last checkpoint (an error if there is none, or if ``config`` changes one of its
     RESUME_FIXED settings or its footage; a finished run is left as it is); otherwise ``out_dir`` must hold no run,
-    unless ``overwrite``: then the previous run's files (with the models mnad wrote beside it, such as a calibrated
-    model or an export: ``run_folder.models_beside``) are moved to ``<out_dir>/.mnad-train-earlier/`` before the
+    unless ``overwrite``: then the previous run's files are moved to ``<out_dir>/.mnad-train-earlier/`` before the
     new config is written, and deleted once the new run has written its model (``run_folder.set_aside_run``).
+    A calibrated model or an export mnad wrote into ``out_dir`` (``run_folder.models_beside``) refuses both a new run
+    and ``overwrite``: it holds the run's weights, and is moved out by the user, never deleted with the run.
     ``train_run`` says besides whether a finished run was left as it is.
     """
     return train_run(config, data_root, out_dir, resume=resume, overwrite=overwrite, progress=progress,
