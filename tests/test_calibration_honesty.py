@@ -69,6 +69,33 @@ def test_calibration_on_the_training_footage_is_warned_about_and_recorded_by_the
     assert "trained on" not in caplog.text
 
 
+def test_detect_warns_about_and_records_a_calibration_on_the_training_footage(
+        synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """detect's summary.json records the calibration footage the model's file records training on, warned once
+    (was: neither); [] where there is none, null where it cannot be told (a model built in Python) or uncalibrated."""
+    from conftest import frames_folder
+
+    from mnad.detect import detect
+
+    model, config = model_and_config()
+    training = split_videos(synthetic_root, "synthetic", "training")
+    save_model(tmp_path / "m.safetensors", model, config, extra={"footage": [footage_span(v) for v in training]})
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    _, cal_config = fitted(loaded, config, training)
+    frames = str(frames_folder(tmp_path / "f", 8))
+    with caplog.at_level(logging.WARNING, logger="mnad"):
+        summary = detect(loaded, cal_config, frames, tmp_path / "d", progress=False)
+    assert summary["calibration_overlaps_training"] == sorted(span_text(footage_span(v)) for v in training)
+    said = [r.getMessage() for r in caplog.records if "fitted on footage the model was trained on" in r.getMessage()]
+    assert len(said) == 1
+    several = detect(loaded, cal_config, [frames, str(frames_folder(tmp_path / "g", 8))], tmp_path / "s", progress=False)
+    assert several["calibration_overlaps_training"] == summary["calibration_overlaps_training"]
+    assert detect(model, cal_config, frames, tmp_path / "p", progress=False)["calibration_overlaps_training"] is None
+    loaded.trained_footage = [(str(tmp_path / "elsewhere.mp4"), 0, 100)]
+    assert detect(loaded, cal_config, frames, tmp_path / "e", progress=False)["calibration_overlaps_training"] == []
+    assert detect(loaded, config, frames, tmp_path / "u", progress=False)["calibration_overlaps_training"] is None
+
+
 def test_rates_the_footage_is_too_short_for_are_left_out(synthetic_root: Path) -> None:
     model, config = model_and_config()
     cal, cal_config = fitted(model, config, split_videos(synthetic_root, "synthetic", "training"))

@@ -147,9 +147,17 @@ def test_evaluate_and_detect_warn_and_score(model: MNAD, synthetic_root: Path, t
         assert len(precision_warnings(caplog)) == 1, protocol
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=LOGGERS):
-        detect(model, calibrated, str(frames_folder(tmp_path / "v", 12)), tmp_path / "d", progress=False)
+        summary = detect(model, calibrated, frames := str(frames_folder(tmp_path / "v", 12)), tmp_path / "d", progress=False)
     assert len(precision_warnings(caplog)) == 1
     assert (tmp_path / "d" / "summary.json").is_file()
+    # summary.json says both precisions (was: neither: the warning alone said the thresholds were of other scores)
+    assert summary["scoring_precision"] == "fp32" and summary["calibration_precision"] == "bf16"
+    several = detect(model, calibrated, [str(frames_folder(tmp_path / f"c{i}", 8)) for i in range(2)], tmp_path / "s",
+                     progress=False)
+    assert several["scoring_precision"] == "fp32" and several["calibration_precision"] == "bf16"
+    unrecorded = detect(model, with_calibration(tiny_config(), calibration_of(model, None)),
+                        frames, tmp_path / "u", progress=False)
+    assert unrecorded["scoring_precision"] == "fp32" and unrecorded["calibration_precision"] is None
 
 
 def test_an_onnx_export_says_fp32_and_warns_against_a_bf16_calibration(model: MNAD, tmp_path: Path,

@@ -25,7 +25,8 @@ BEFORE = {"source", "frames_scored", "seconds", "fps", "source_fps", "latency_fr
           "alert_frames", "calibration_held_out_false_alarm_rate", "smoothing", "events", "ended_by", "annotated_video",
           "annotated_video_files", "note"}
 ADDED = {"map_shards_deleted", "complete", "updated_at", "update_seconds", "annotated_video_deleted", "annotated_video_open", "row_segments",
-         "row_segments_open", "row_segments_deleted", "not_finite_frames", "resumed"}
+         "row_segments_open", "row_segments_deleted", "not_finite_frames", "resumed", "scoring_precision",
+         "calibration_precision", "calibration_overlaps_training"}
 
 RUN = """
 import sys

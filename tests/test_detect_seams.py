@@ -20,12 +20,14 @@ from mnad.run_folder import LOCK_FILE, RunFolderLock, locked_output
 # summary.json's keys in the order written (detect's summary.json files are pinned byte for byte by their order)
 SOURCE_KEYS = ["source", "frames_scored", "seconds", "fps", "source_fps", "latency_frames", "latency_seconds", "behind_seconds",
                "reconnections", "clock_start", "calibrated", "threshold", "false_alarm_rate", "above_threshold_rate",
-               "alert_frames", "not_finite_frames", "calibration_held_out_false_alarm_rate", "smoothing", "events", "ended_by",
+               "alert_frames", "not_finite_frames", "calibration_held_out_false_alarm_rate", "scoring_precision",
+               "calibration_precision", "calibration_overlaps_training", "smoothing", "events", "ended_by",
                "annotated_video", "annotated_video_files", "annotated_video_deleted", "annotated_video_open", "row_segments",
                "row_segments_open", "row_segments_deleted", "map_shards_deleted", "note", "complete", "updated_at",
                "update_seconds", "resumed"]
 RUN_KEYS = ["sources", "complete", "failed", "frames_scored", "seconds", "fps", "latency_frames", "calibrated", "threshold",
-            "note", "updated_at", "update_seconds", "resumed", "streams"]
+            "scoring_precision", "calibration_precision", "calibration_overlaps_training", "note", "updated_at", "update_seconds",
+            "resumed", "streams"]
 STREAM_KEYS = ["source", "folder", "frames_scored", "events", "ended_by", "failed", "error"]
 
 

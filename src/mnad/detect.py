@@ -47,6 +47,7 @@ from mnad.data.pixels import finish_narrow, prepare_frame, to_8bit
 from mnad.data.read_ahead import SourceEnded, SourceReader
 from mnad.data.streams import FrameSource, RawFrame, SourceOptions, camera_index, is_live
 from mnad.errors import CheckpointError, ConfigError, DataError, Terminated, printable
+from mnad.evaluate import training_overlap
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
 from mnad.launch import single_process
@@ -233,9 +234,10 @@ class _SourceRun:
     """One source's run: its reader, the source frames waiting for their score, its events and its outputs."""
 
     def __init__(self, frames: FrameSource, scorer: StreamScorer, out_dir: Path, options: DetectOptions, config: Config,
-                 calibration: Calibration | None, wake: threading.Event) -> None:
+                 calibration: Calibration | None, wake: threading.Event, overlap: list[str] | None = None) -> None:
         self.frames, self.source, self.out_dir, self.options, self.config = frames, frames.source, out_dir, options, config
         self.scorer = scorer
+        self.overlap = overlap  # the calibration footage the model was trained on (``evaluate.training_overlap``)
         self.base = 0  # source position of the scorer's frame 0: the frame after the last reconnection
         self.reconnections = 0  # gaps in the footage: connections lost and reopened that gave frames again
         self.threshold = calibration.threshold if calibration is not None else None
@@ -561,6 +563,8 @@ class _SourceRun:
             not_finite_frames=self.not_finite,
             calibration_held_out_false_alarm_rate=(calibration.held_out_false_alarms.get(rate_key(calibration.false_alarm_rate))
                                                    if calibration else None),
+            scoring_precision=self.scorer.precision, calibration_precision=calibration.precision if calibration else None,
+            calibration_overlaps_training=self.overlap,
             smoothing=smoothing, events=self.events,
             ended_by=printable(self.ended_by) if complete and self.ended_by is not None else None,
             annotated_video=bool(video_files), annotated_video_files=video_files,
@@ -694,6 +698,8 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
                                        maps=options.save_video or bool(options.save_maps) or calibration is not None)
     if calibration is None:
         log.warning(UNCALIBRATED)
+    # calibration footage the model's file records training on: warned once, recorded in summary.json
+    overlap = training_overlap(calibration, model) if calibration is not None else None
     if (lag := latency_frames(config)) > 0:
         log.warning(f"this model scores each frame {lag} frames after it arrives (motion cues): alerts come {lag} frames late")
     names = [stream_folder(i, s, len(sources)) for i, s in enumerate(sources)] if several else []
@@ -704,7 +710,7 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
     place = DetectFolder(out_dir, [] if options.resume else earlier)  # a resumed run writes beside the earlier one
     folders = [place.root / name for name in names] if several else [place.root]
     wake = threading.Event()
-    runs = [_SourceRun(frames, scorer, folder, options, config, calibration, wake)
+    runs = [_SourceRun(frames, scorer, folder, options, config, calibration, wake, overlap)
             for frames, scorer, folder in zip(sourced, scorers, folders, strict=True)]
     if options.resume:
         for run in runs:  # a source of several that gave nothing before has no folder: it starts afresh
@@ -1004,6 +1010,9 @@ def _run_summary(runs: list[_SourceRun], folders: list[Path], seconds: float, ca
                       seconds=round(seconds, 3), fps=round(now / seconds, 2) if seconds else None,
                       latency_frames=latency_frames(runs[0].config),
                       calibrated=calibration is not None, threshold=calibration.threshold if calibration else None,
+                      scoring_precision=runs[0].scorer.precision,
+                      calibration_precision=calibration.precision if calibration else None,
+                      calibration_overlaps_training=runs[0].overlap,
                       note=None if calibration else UNCALIBRATED,
                       updated_at=wall_clock(time.time()), update_seconds=SUMMARY_SECONDS,
                       resumed=max(run.resumed for run in runs), streams=streams)

@@ -40,6 +40,14 @@ class SourceSummary:
     # frames whose model output was not finite, scored NaN (the run ends with an error when there are any)
     not_finite_frames: int
     calibration_held_out_false_alarm_rate: float | None
+    # what the scores were computed in ('fp32', 'bf16', 'int8': ``stream.step_precision``; null: cannot be told) and
+    # what the calibration's were (``Calibration.precision``; null: uncalibrated, or not recorded): where they differ,
+    # the thresholds were fitted on other scores and the run warned
+    scoring_precision: str | None
+    calibration_precision: str | None
+    # the calibration footage the model's file records training on (``evaluate.training_overlap``: 'path[first:end]'
+    # each, [] none); null: uncalibrated, or cannot be told (an ONNX export, a model file that records no training)
+    calibration_overlaps_training: list[str] | None
     smoothing: int
     events: int
     # how it ended; null in a summary that is not complete (the run goes on, or was killed): a killed run never
@@ -102,6 +110,10 @@ class RunSummary:
     latency_frames: int
     calibrated: bool
     threshold: float | None
+    # as each source's summary.json says them (``SourceSummary``): one model and calibration score every source
+    scoring_precision: str | None
+    calibration_precision: str | None
+    calibration_overlaps_training: list[str] | None
     note: str | None
     updated_at: str
     update_seconds: float
