@@ -166,12 +166,22 @@ def test_several_sources_resume_each_in_its_folder(tmp_path: Path) -> None:
                DetectOptions(resume=True), progress=False)
 
 
-def test_resume_without_an_earlier_run_is_refused_in_one_line(model_file: Path, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_without_an_earlier_run_starts_afresh_but_not_among_other_files(model_file: Path, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A service whose command line always carries --resume (systemd Restart=always) starts on its first run: an --out
+    that is missing or empty starts afresh, said in one line (was: refused). A folder of other files stays refused."""
     frames = str(frames_folder(tmp_path / "f", 8))
-    assert main(["detect", frames, "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--resume"]) == 2
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "o", tmp_path / "empty"):
+        assert main(["detect", frames, "--checkpoint", str(model_file), "--out", str(out), "--resume"]) == 0
+        assert "no earlier detect run to resume: it starts afresh" in capsys.readouterr().err
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+        assert summary["frames_scored"] == 4 and summary["resumed"] == 0 and (out / STATE_FILE).is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's")
+    assert main(["detect", frames, "--checkpoint", str(model_file), "--out", str(tmp_path / "mine"), "--quiet", "--resume"]) == 2
     assert "no earlier detect run to resume" in _error_line(capsys)
-    assert not (tmp_path / "o" / SUMMARY_FILE).exists()
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
 
 
 def test_resume_with_overwrite_is_refused(model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -402,3 +412,199 @@ def test_several_sources_killed_before_their_first_frame_resume_from_the_start(t
     assert summary["frames_scored"] == full["frames_scored"] == 12 and summary["resumed"] == 0
     for name in names:
         _same_scores(read_detect_scores(tmp_path / "full" / name), read_detect_scores(out / name), 1e-3)
+
+
+def test_a_resume_that_scores_no_new_frame_saves_its_position(tmp_path: Path) -> None:
+    """A resumed file's position is restored, so that a part scoring no new frame saves it as it found it (was: 0, with
+    the scorer's state at the real point; the next --resume crashed with KeyError, and the folder could not be
+    resumed): the first new frame unreadable, then put back; a finished run resumed twice more."""
+    model, config, _ = _model(tmp_path)
+    frames = frames_folder(tmp_path / "f", 40)
+    full = detect(model, config, str(frames), tmp_path / "full", progress=False)
+    out = tmp_path / "o"
+    detect(model, config, str(frames), out, DetectOptions(max_frames=30), progress=False)
+    good = (frames / "00030.png").read_bytes()
+    (frames / "00030.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match="00030"):
+        detect(model, config, str(frames), out, DetectOptions(resume=True), progress=False)
+    (frames / "00030.png").write_bytes(good)
+    summary = detect(model, config, str(frames), out, DetectOptions(resume=True), progress=False)
+    _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(out))
+    assert summary["frames_scored"] == full["frames_scored"] == 36
+    for resumed in (3, 4):  # a finished run: nothing more, as often as asked
+        again = detect(model, config, str(frames), out, DetectOptions(resume=True), progress=False)
+        assert again["resumed"] == resumed and again["frames_scored"] == 36 and len(read_detect_scores(out)) == 36
+
+
+def test_a_camera_resumed_with_no_new_frame_keeps_its_numbering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, config, _ = _model(tmp_path)
+    out, camera = tmp_path / "o", "rtsp://cam.local/s"
+    _camera(monkeypatch, 12, 0)
+    detect(model, config, camera, out, progress=False)
+    for _ in range(2):  # a restart that got no frame (the camera gave 2: no clip) saves where the frames are numbered
+        _camera(monkeypatch, 2, 1)
+        assert detect(model, config, camera, out, DetectOptions(resume=True), progress=False)["frames_scored"] == 8
+    _camera(monkeypatch, 10, 2)
+    summary = detect(model, config, camera, out, DetectOptions(resume=True), progress=False)
+    frames = [int(r["frame"]) for r in read_detect_scores(out)]
+    assert frames == sorted(frames) and len(frames) == len(set(frames)) == summary["frames_scored"] == 8 + 6
+
+
+def test_a_row_that_failed_to_be_written_is_scored_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row that fails to be written fails its source and no state is saved past it (was: the state of the frame
+    saved at the end, and the resumed run skipped it, exit 0)."""
+    import mnad.outputs.detect_writer as writer
+
+    model, config, _ = _model(tmp_path)
+    frames = str(frames_folder(tmp_path / "f", 40))
+    full = detect(model, config, frames, tmp_path / "full", progress=False)
+    score = writer.DetectWriter.score
+
+    def failing(self, row, seconds, alert):  # noqa: ANN001, ANN202
+        if row.index == 20:
+            raise DataError("disk full (simulated)")
+        score(self, row, seconds, alert)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writer.DetectWriter, "score", failing)
+        with pytest.raises(DataError, match="disk full"):
+            detect(model, config, frames, tmp_path / "o", progress=False)
+    summary = detect(model, config, frames, tmp_path / "o", DetectOptions(resume=True), progress=False)
+    _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(tmp_path / "o"))
+    assert summary["frames_scored"] == full["frames_scored"] == 36
+
+
+def test_rows_lost_after_the_state_are_refused_in_one_line(model_file: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A state ahead of the rows on the disk (a power cut before they were durable; now they are fsynced before each
+    state is saved) cannot write them again: refused, naming them (was: rows 81-99 missing, exit 0)."""
+    frames = str(frames_folder(tmp_path / "f", 30))
+    out = tmp_path / "o"
+    args = ["detect", frames, "--checkpoint", str(model_file), "--out", str(out), "--quiet"]
+    assert main([*args, "--max-frames", "20"]) == 0
+    lines = (out / "scores.csv").read_bytes().splitlines(keepends=True)
+    (out / "scores.csv").write_bytes(b"".join(lines[:-5]))  # the rows of frames 15-19 lost
+    assert main([*args, "--resume"]) == 2
+    line = _error_line(capsys)
+    assert "frames 15-19 are missing" in line and "--overwrite" in line
+
+
+def test_the_rows_are_made_durable_before_each_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnad.outputs.detect_writer as writer
+
+    model, config, _ = _model(tmp_path)
+    calls: list[str] = []
+    sync, save = writer.DetectWriter.sync, StreamScorer.save_state
+    monkeypatch.setattr(writer.DetectWriter, "sync", lambda self: (calls.append("sync"), sync(self))[1])
+    monkeypatch.setattr(StreamScorer, "save_state", lambda self, *a, **k: (calls.append("state"), save(self, *a, **k))[1])
+    fsynced: list[int] = []
+    real = mnad.outputs.detect_writer.os.fsync
+    monkeypatch.setattr(mnad.outputs.detect_writer.os, "fsync", lambda fd: (fsynced.append(fd), real(fd))[1])
+    detect(model, config, str(frames_folder(tmp_path / "f", 10)), tmp_path / "o", progress=False)
+    assert calls.count("state") >= 2 and all(calls[i - 1] == "sync" for i, c in enumerate(calls) if c == "state")
+    assert fsynced
+
+
+def test_resume_refuses_other_footage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The saved state names its footage: another folder of the same name, or a file rewritten since, is refused in
+    one line (was: compared by folder name only; a shorter video ended with 0 new frames, exit 0)."""
+    from conftest import noise_video
+
+    _, _, path = _model(tmp_path)
+    first, other = frames_folder(tmp_path / "a" / "f", 20), frames_folder(tmp_path / "b" / "f", 20)
+    out = tmp_path / "o"
+    args = ["--checkpoint", str(path), "--out", str(out), "--quiet"]
+    assert main(["detect", str(first), *args, "--max-frames", "10"]) == 0
+    assert main(["detect", str(other), *args, "--resume"]) == 2
+    assert "the earlier run scored" in _error_line(capsys)
+    video = noise_video(tmp_path / "v.avi", 24, 25.0)
+    assert main(["detect", str(video), "--checkpoint", str(path), "--out", str(tmp_path / "v"), "--quiet"]) == 0
+    noise_video(tmp_path / "w.avi", 8, 25.0).replace(video)  # the file cut short
+    assert main(["detect", str(video), "--checkpoint", str(path), "--out", str(tmp_path / "v"), "--quiet", "--resume"]) == 2
+    assert "is not the footage the earlier run scored" in _error_line(capsys)
+
+
+def test_a_video_file_shorter_than_the_position_fails() -> None:
+    """A file that ends before the frame a resumed run continues at fails (was: 0 new frames, exit 0)."""
+    import tempfile
+
+    from conftest import noise_video
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = FrameSource(str(noise_video(Path(folder) / "v.avi", 8, 25.0)))
+        source.start = 12
+        with pytest.raises(DataError, match="ended after 8 frames, before frame 12"):
+            list(source)
+
+
+def test_the_summary_counts_the_rows_on_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed run's frames_scored is that of the rows on the disk: a camera killed after its last saved state (was:
+    the rows since it lost from the count), and a file whose resumed part ends among the frames it scores again."""
+    model, config, _ = _model(tmp_path)
+    out, camera = tmp_path / "c", "rtsp://cam.local/s"
+    _camera(monkeypatch, 40, 0)
+    with monkeypatch.context() as patch:
+        _kill_at(patch, 30)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, camera, out, progress=False)
+    _camera(monkeypatch, 10, 1)
+    summary = detect(model, config, camera, out, DetectOptions(resume=True), progress=False)
+    assert summary["frames_scored"] == len(read_detect_scores(out)) == 26 + 6
+    frames, out = str(frames_folder(tmp_path / "f", 40)), tmp_path / "o"
+    with monkeypatch.context() as patch:
+        _kill_at(patch, 30)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, progress=False)
+    summary = detect(model, config, frames, out, DetectOptions(resume=True, max_frames=5), progress=False)
+    assert summary["frames_scored"] == len(read_detect_scores(out)) == 26
+    summary = detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
+    assert summary["frames_scored"] == len(read_detect_scores(out)) == 36
+
+
+def test_a_resume_after_a_killed_overwrite_deletes_the_run_it_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run an --overwrite set aside (.mnad-detect-earlier) goes once the resumed run ends well, as the overwrite's
+    own end would have deleted it (was: kept for ever, unsaid)."""
+    from mnad.outputs import EARLIER_DIR
+
+    model, config, _ = _model(tmp_path)
+    frames, out = str(frames_folder(tmp_path / "f", 20)), tmp_path / "o"
+    detect(model, config, frames, out, DetectOptions(max_frames=8), progress=False)
+    with monkeypatch.context() as patch:
+        _kill_at(patch, 12)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, DetectOptions(overwrite=True), progress=False)
+    assert (out / EARLIER_DIR).is_dir()
+    summary = detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
+    assert summary["frames_scored"] == 16 and not (out / EARLIER_DIR).exists()
+
+
+def test_sigterm_among_the_frames_scored_again_leaves_the_events_as_they_were(
+        model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A calibrated model's event open when a resumed file is stopped while it still scores again the frames the
+    earlier run wrote: that run's to write (it did, or lost it open), not warned of as lost for want of a segment."""
+    from mnad.calibrate import with_calibration
+    from mnad.calibration import Calibration
+    from mnad.errors import Terminated
+
+    model, config = load_model(model_file)
+    cal = Calibration(psnr_low=0.0, psnr_high=40.0, distance_low=0.0, distance_high=1.0, threshold=-1.0,
+                      false_alarm_rate=0.05, smoothing=1, frames=100)
+    config = with_calibration(config, cal)
+    frames, out = str(frames_folder(tmp_path / "f", 30)), tmp_path / "o"
+    with monkeypatch.context() as patch:
+        _kill_at(patch, 20)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, progress=False)
+    events = (out / "events.jsonl").read_bytes()
+    score = mnad.detect._SourceRun.score
+
+    def stopped(self, row):  # noqa: ANN001, ANN202
+        if row.index == 12:
+            raise Terminated()
+        score(self, row)
+
+    monkeypatch.setattr(mnad.detect._SourceRun, "score", stopped)
+    with caplog.at_level("WARNING"), pytest.raises(Terminated):
+        detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
+    assert "no row segment was open" not in caplog.text
+    assert (out / "events.jsonl").read_bytes() == events

@@ -54,9 +54,12 @@ from mnad.launch import single_process
 from mnad.model import MNAD
 from mnad.outputs import (
     DETECT_FILES,
+    EARLIER_DIR,
     MAPS_DIR,
+    MOVING_MARK,
     ROWS_SEGMENT_SECONDS,
     SCORES_FILE,
+    STAGING_DIR,
     STATE_FILE,
     STREAM_FOLDER,
     SUMMARY_FILE,
@@ -74,11 +77,12 @@ from mnad.outputs import (
     read_json_if_present,
     remove_detect_temps,
     row_segments_in,
+    rows_after,
     video_files_in,
     wall_clock,
     write_detect_summary,
 )
-from mnad.run_folder import locked_output
+from mnad.run_folder import LOCK_FILE, locked_output
 from mnad.scoring import worst_patch_box
 from mnad.stream import FrameResult, StreamScorer, score_streams
 from mnad.threads import apply_threads
@@ -273,12 +277,17 @@ class _SourceRun:
         # restored window holds them (its first frame read scores the first frame the earlier run had not)
         self.limit_lag = latency_frames(config)
         self.position = 0  # source frames the scorer has taken (its state is of them): where a resumed file continues
+        # the scorer took a frame whose row is not written (its outputs failed, or the run crashed in between): its
+        # state is ahead of the rows, so none is saved from then on (the last one saved, consistent with them, stays)
+        self.pending = False
         # a resumed run (``resume``): the times the run was resumed, the frames scored before this part, the source
         # positions below which frames only refill the raw frames of the restored window (a file's), the last frame
         # whose row the earlier run wrote (a file's frames up to it are scored again, their outputs not written twice),
         # the frame this part's --max-frames counts from, and what the earlier parts' annotated video was
         self.resumed = self.scored_before = self.replay = self.first_taken = 0
         self.written = -1
+        self.last_written = -1  # the frame of the last row written (by this part or, resumed, an earlier one): saved
+        self.footage = _footage(frames)  # what the footage was (``_footage``): a resumed run's is compared with it
         self.earlier_video: tuple[int, int] = (0, 0)  # (files deleted, first frame of annotated.mkv)
         self.earlier_clock: float | None = None  # a resumed camera's first clock_start: its times continue from it
         self.time_offset: float | None = None  # seconds added to a resumed camera's frame times (from its first frame)
@@ -304,14 +313,43 @@ class _SourceRun:
             raise DataError(f"{state}: not a detect run's stream state (no {', '.join(bad)}): it cannot be resumed; start "
                             "afresh with --overwrite (or another --out)")
         clock = extra.get("clock_start")
+        if isinstance(footage := extra.get("footage"), dict):  # a state saved before it was recorded: not compared
+            self._check_footage(state, footage)
+        written = extra.get("written")  # the last row the state counts (a state saved before it was recorded: its frame)
+        lag = latency_frames(self.config)
+        if isinstance(written, bool) or not isinstance(written, int) or written < -1:
+            written = counts["position"] - lag - 1 if counts["scored"] else -1
+        last = last_row if last_row is not None else -1
+        if last < written and not self.frames.live:  # the rows after it were lost (a power cut, a failed write)
+            raise DataError(f"{state}: the rows on the disk end {f'at frame {last}' if last >= 0 else 'before any'}, but the "
+                            f"saved state scored frames up to {written}: the rows of frames {last + 1}-{written} are "
+                            "missing (lost in a power cut, or never written), and this state cannot write them again; "
+                            "start afresh with --overwrite (or another --out)")
+        if last < written:  # a camera's: its frames are gone, numbered on after the state's all the same
+            log.warning(f"{self.frames.name}: the rows of frames {last + 1}-{written} are not on the disk (lost in a power "
+                        "cut, or never written); the resumed run numbers its frames after them")
         self.resumed = counts["resumed"] + 1
         self.scored = self.scored_before = counts["scored"]
         self.events, self.above, self.alerts = counts["events"], counts["above"], counts["alerts"]
         self.not_finite, self.reconnections = counts["not_finite"], counts["reconnections"]
         self.earlier_video = (counts["video_deleted"], counts["video_first"])
+        # the rows written after the state was saved are on the disk: counted from there, so that the summary's counts
+        # are those of the rows (a file's are scored again below, not counted twice; events are not: docs/detect.md)
+        for written_row in rows_after(self.out_dir, written):
+            self.scored += 1
+            self.alerts += written_row.get("alert") == "1"
+            try:
+                smoothed = float(written_row.get("smoothed", "nan"))
+            except ValueError:
+                smoothed = math.nan
+            self.not_finite += math.isnan(smoothed)
+            self.above += self.threshold is not None and smoothed > self.threshold
+        self.scored_before = self.scored
+        self.last_written = last
         if self.frames.live:  # a camera or stream: new footage, after a gap
             self.scorer.new_video()
             self.taken = self.base = self.first_taken = max(counts["taken"], last_row + 1 if last_row is not None else 0)
+            self.position = self.taken  # saved again as it is, should this part score nothing
             self.reconnections += 1
             self.earlier_clock = float(clock) if isinstance(clock, int | float) and not isinstance(clock, bool) else None
         else:
@@ -321,7 +359,7 @@ class _SourceRun:
                                 f"{len(self.frames.frames)}: not the footage it scored; start afresh with --overwrite")
             # the restored window's clips score frames up to latency_frames back: their source frames are read again
             self.frames.start = self.taken = max(position - latency_frames(self.config), 0)
-            self.replay = self.first_taken = position
+            self.replay = self.first_taken = self.position = position  # saved again as it is, should this part score nothing
             self.limit_lag = 0  # --max-frames N: the N frames from position - latency_frames on, the first not scored before
             self.base = counts["base"]
             self.written = last_row if last_row is not None else -1
@@ -329,25 +367,54 @@ class _SourceRun:
                                    rows_keep=self.options.keep_bytes("rows"), maps_keep=self.options.keep_bytes("maps"),
                                    resume=(counts["rows_deleted"], counts["maps_deleted"]))
 
+    def _check_footage(self, state: Path, earlier: dict) -> None:
+        """``DataError`` (one line) when the source is not the footage the state was saved from (``_footage``): another
+        path or URL, or a file (a folder's first frame file) of another size or time, or a folder of fewer frames (one
+        of more continues into them)."""
+        now = self.footage
+        if earlier.get("source") != now["source"]:
+            raise DataError(f"{state}: the earlier run scored {printable(str(earlier.get('source')))[:160]}, not "
+                            f"{now['source'][:160]}; --resume continues a run of the same footage: pass that source, or "
+                            "choose another --out (or --overwrite)")
+        changed = [f"{key} {earlier.get(key)}, now {now[key]}" for key in ("size", "mtime_ns")
+                   if key in now and earlier.get(key) != now[key]]
+        if isinstance(was := earlier.get("frames"), int) and now.get("frames") is not None and now["frames"] < was:
+            changed.append(f"{was} frames, now {now['frames']}")
+        if changed:
+            raise DataError(f"{state}: {self.frames.name} is not the footage the earlier run scored ({'; '.join(changed)}): "
+                            "it cannot be resumed; start afresh with --overwrite (or another --out)")
+
     def resume_state(self) -> dict:
         """What ``resume`` continues from, saved with the scorer's state (``StreamScorer.save_state``'s extra)."""
         video = (self.video.deleted, self.video.first) if self.video is not None else self.earlier_video
-        return {"source": self.frames.name, "position": self.position, "taken": self.taken, "base": self.base,
+        return {"source": self.frames.name, "footage": self.footage, "written": self.last_written,
+                "position": self.position, "taken": self.taken, "base": self.base,
                 "reconnections": self.reconnections, "scored": self.scored, "events": self.events, "above": self.above,
                 "alerts": self.alerts, "not_finite": self.not_finite,
                 "rows_deleted": self.writer.kept.deleted if self.writer is not None else 0,
                 "maps_deleted": self.writer.maps_kept.deleted if self.writer is not None else 0,
                 "video_deleted": video[0], "video_first": video[1], "resumed": self.resumed, "clock_start": self.clock_start()}
 
-    def save_state(self) -> None:
+    def save_state(self) -> bool:
         """The scorer's state and ``resume_state`` into ``STATE_FILE`` (atomically, hashed), between batches (no clip
-        waits for its result); written before summary.json, whenever it is."""
+        waits for its result); written before summary.json, whenever it is. The rows written so far are made durable
+        first (``DetectWriter.sync``), so that a power cut never leaves a state ahead of the rows on the disk. Not
+        saved (False) once the scorer took a frame whose row was not written (``pending``): the last state saved, which
+        the rows on the disk reach, stays."""
+        if self.pending:
+            return False
+        if self.writer is not None:
+            self.writer.sync()
         self.scorer.save_state(self.out_dir / STATE_FILE, self.resume_state())
+        return True
 
     def take(self, item: RawFrame | SourceEnded) -> np.ndarray | None:
         """The reader's next item -> the prepared frame to score, or None when the stream ends with it."""
         if isinstance(item, SourceEnded):
-            if item.error is None:
+            if item.error is None and self.taken < self.replay:  # a resumed file, now shorter than what was scored
+                self.fail(DataError(f"{self.frames.name}: ended after {self.taken} frames, but the earlier run took "
+                                    f"{self.replay}: not the footage it scored; start afresh with --overwrite"))
+            elif item.error is None:
                 self.end("end of source")
             elif isinstance(item.error, DataError):
                 self.fail(item.error)
@@ -389,7 +456,7 @@ class _SourceRun:
         # a resumed file's frame whose row the earlier run wrote after its last saved state: scored again to rebuild
         # the state and counted once (the earlier part's counts are the saved state's), its outputs not written twice
         again = row.index <= self.written
-        if not row.finite:
+        if not row.finite and not again:
             self.not_finite += 1
             if self.not_finite == 1:
                 log.warning(f"{self.frames.name}: frame {row.index}: {NOT_FINITE}; such frames are written with NaN scores "
@@ -398,18 +465,19 @@ class _SourceRun:
             where = functools.partial(source_box, row.error_map, shown.image.shape) if row.error_map is not None else None
             ended = self.tracker.push(row.index, shown.time, row.smoothed, where=where)
             alert = self.tracker.alerting
-            self.above += row.smoothed > self.threshold
-            self.alerts += alert
+            if not again:  # a row the earlier run wrote: counted from the disk (``resume``)
+                self.above += row.smoothed > self.threshold
+                self.alerts += alert
             if ended is not None:
                 if not again:  # one ended among the frames scored again: the earlier run wrote it, or lost it open
                     self.writer.event(ended, self.clock_start())
                 self.events += 1
-        if not again:
-            self.writer.score(row, shown.time, alert)  # into the next row segment when the open one's time is up
-        self.scored += 1  # its row is written: scored, whatever befalls its map or picture
-        self.due |= self.scored == self.scored_before + 1 or self.writer.changes != rows_before
         if again:
             return
+        self.writer.score(row, shown.time, alert)  # into the next row segment when the open one's time is up
+        self.scored += 1  # its row is written: scored, whatever befalls its map or picture
+        self.last_written = row.index
+        self.due |= self.scored == self.scored_before + 1 or self.writer.changes != rows_before
         # a map that is not finite has no picture (a png would be black: no error anywhere); the npy holds it as it is
         if row.error_map is not None and self.options.save_maps and (self.options.save_maps == "npy" or np.isfinite(row.error_map).all()):
             maps_before = self.writer.maps_kept.deleted
@@ -516,7 +584,9 @@ class _SourceRun:
             return None
         if self.tracker is not None:
             last = self.tracker.finish()
-            if last is not None and self.writer.open_segment is None:  # a row segment failed to close or open: failed then
+            if last is not None and last.end_frame <= self.written:  # all among a resumed file's frames scored again:
+                pass  # the earlier run wrote it (it ended there) or lost it open; not written twice (was: warned of no segment)
+            elif last is not None and self.writer.open_segment is None:  # a row segment failed to close or open: failed then
                 log.warning(f"{self.frames.name}: the event open at the end (frames {last.start_frame}-{last.end_frame}) "
                             "is in no events file: no row segment was open")
             elif last is not None:
@@ -529,7 +599,9 @@ class _SourceRun:
                 if self.failure is None:
                     self.failure = exc
         try:
-            self.save_state()  # where a --resume continues (a camera stopped with SIGTERM and restarted)
+            if not self.save_state():  # where a --resume continues (a camera stopped with SIGTERM and restarted)
+                log.warning(f"{self.frames.name}: the scorer's state is not saved at the end: it took a frame whose row "
+                            "was not written; a --resume continues from the last one saved, and scores that frame again")
         except ConfigError:  # a clip waits for its result (a crash mid-batch): the last saved state stays
             log.warning(f"{self.frames.name}: the scorer's state could not be saved at the end (a batch was cut short): "
                         "a --resume continues from the last one saved")
@@ -645,7 +717,8 @@ def detect(
     ``_SourceRun.resume``) from each source's saved state (``STATE_FILE``, saved with its summary.json): a camera keeps
     its memory, normaliser and trailing mean and numbers its frames after the earlier ones; a file continues where
     it stopped, as an uninterrupted run would have. Its rows follow the earlier run's, whose outputs stay. A source the
-    earlier run scored nothing of (killed before its first frame: no state, header-only files) starts afresh there."""
+    earlier run scored nothing of (killed before its first frame: no state, header-only files) starts afresh there, and
+    so does an ``out_dir`` that is missing or empty."""
     single_process("mnad detect")  # each rank would score every source into the same out_dir
     checked_config(config)  # a Config changed by hand as a config file, before --out or any source is touched
     apply_threads(config)  # train.threads (--threads), as train() applies it
@@ -708,6 +781,12 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
             raise DataError(f"{out_dir / name}: is in the way of a source's outputs and is no earlier run's (the "
                             f"summary.json of {out_dir} does not name it); move it, or choose another --out")
     place = DetectFolder(out_dir, [] if options.resume else earlier)  # a resumed run writes beside the earlier one
+    aside = out_dir / EARLIER_DIR
+    if options.resume and aside in earlier and not (aside / MOVING_MARK).exists():
+        # the run an --overwrite (killed) replaced, set aside: deleted once the resumed run ends well, as the overwrite
+        # would have (``DetectFolder.finish``); kept, and said, otherwise
+        log.info(f"{aside}: the run an --overwrite replaced, kept aside until the run it began ends well: deleted then")
+        place.earlier = [aside]
     folders = [place.root / name for name in names] if several else [place.root]
     wake = threading.Event()
     runs = [_SourceRun(frames, scorer, folder, options, config, calibration, wake, overlap)
@@ -785,15 +864,37 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
     return overall.as_json()
 
 
+def _footage(frames: FrameSource) -> dict:
+    """What tells a source's footage apart cheaply, saved with its state and compared by ``--resume``
+    (``_SourceRun._check_footage``): the source (a file's, folder's or glob's resolved path; a live source's URL as
+    shown, its password hidden) and, for a file, folder or glob, its frames where known (a folder's, a glob's) and the
+    size and modification time of the file (a folder's, a glob's first frame file); nothing that reads a frame."""
+    if frames.live:
+        return {"source": frames.name}
+    path = Path(frames.source)
+    first = frames.frames.files[0] if frames.frames is not None and len(frames.frames) else path
+    footage: dict = {"source": printable(str(path.resolve())), "frames": len(frames.frames) if frames.frames is not None else None}
+    try:
+        stat = Path(first).stat()
+    except OSError:  # gone since it was checked: the reader says so
+        return footage
+    return footage | {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
 def _check_resumable(out_dir: Path, earlier: list[Path], sources: list[str]) -> None:
     """``--resume``: ``out_dir`` must hold an earlier detect run of the same sources (as many, in the same order, the
     same folder names: ``stream_folder``), each source's folder with a saved state (``STATE_FILE``) to continue, or
-    one where the earlier run scored no frame (``_scored_nothing``: it starts afresh there); ``DataError`` (one line)
-    otherwise. Whether each state is of this model and settings is ``_SourceRun.resume``'s check."""
+    one where the earlier run scored no frame (``_scored_nothing``: it starts afresh there); an ``out_dir`` missing or
+    empty (but for its lock) starts afresh, said in a warning (a service whose command line always carries --resume,
+    on its first start); ``DataError`` (one line) otherwise. Whether each state is of this model, settings and footage
+    is ``_SourceRun.resume``'s check."""
     summary = read_json_if_present(out_dir / SUMMARY_FILE, "detect summary", lambda data: None, None)
-    if not earlier:
-        raise DataError(f"{out_dir}: holds no earlier detect run to resume (no {SUMMARY_FILE}); run without --resume to "
-                        "start afresh")
+    if not earlier:  # a service whose command line always carries --resume, on its first start: a fresh run
+        if any(p.name not in (LOCK_FILE, STAGING_DIR) for p in out_dir.iterdir()):
+            raise DataError(f"{out_dir}: holds no earlier detect run to resume (no {SUMMARY_FILE}), but other files: "
+                            "--resume continues a detect run, or starts one in an empty --out; choose another --out")
+        log.warning(f"{out_dir}: no earlier detect run to resume: it starts afresh (--resume)")
+        return
     if not isinstance(summary, dict):  # a single source's run killed before its first summary: its header-only rows
         if len(sources) == 1 and _scored_nothing(out_dir):
             return
@@ -964,11 +1065,13 @@ def _score(runs: list[_SourceRun], scorers: list[StreamScorer], bar: tqdm, wake:
             with held_interrupts():
                 progress.tick()  # a camera that stalls: its summary still says the run is alive
             continue
+        for run, frame in zip(runs, frames, strict=True):
+            run.pending |= frame is not None  # the scorer takes it: its state is ahead of the rows until its row is written
         rows = score_streams(scorers, frames)
         with held_interrupts():  # each frame's row, events and count are written whole or not at all
-            for run, frame in zip(runs, frames, strict=True):
-                if frame is not None:  # the scorer took it: its state is of the frames taken so far
-                    run.position = run.taken
+            for run, frame, row in zip(runs, frames, rows, strict=True):
+                if frame is not None and row is None:  # taken into the clip window, no row of it: the state is of it
+                    run.pending, run.position = False, run.taken
             if place.root != place.out_dir and any(r is not None and run.ended_by is None for run, r in zip(runs, rows, strict=True)):
                 staging = place.root
                 place.take_over()
@@ -979,9 +1082,10 @@ def _score(runs: list[_SourceRun], scorers: list[StreamScorer], bar: tqdm, wake:
                     continue
                 try:
                     run.score(row)
-                except DataError as exc:
+                except DataError as exc:  # its state stays the last saved one (``pending``): its row is scored again
                     run.fail(exc)
-                else:
+                else:  # the state is of the frames taken so far, their rows written
+                    run.pending, run.position = False, run.taken
                     bar.update(1)
             for run in runs:
                 run.check_pace()

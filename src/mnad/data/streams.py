@@ -219,9 +219,14 @@ class FrameSource:
             log.warning("%s: the file reports a frame rate of %g frames per second, outside the %g to %g taken; its frames "
                         "are timed at --fps %g instead (set --fps to the footage's true rate)", self.name, rate, MIN_FPS,
                         MAX_FPS, self.fps)
+        decoded = 0
         for count, image in enumerate(decode_frames(capture, self.name)):
+            decoded = count + 1
             if count >= self.start:
                 yield RawFrame(image, count / self.fps)
+        if decoded < self.start:  # a resumed run's file, now shorter than what the earlier run took
+            raise DataError(f"{self.name}: ended after {decoded} frames, before frame {self.start} where it was to continue "
+                            "(--resume): not the footage the earlier run scored")
 
     def _open_live(self) -> cv2.VideoCapture | WatchedCapture:
         o = self.options

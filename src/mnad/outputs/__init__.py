@@ -77,6 +77,7 @@ from mnad.outputs.detect_writer import (
     last_row_frame,
     read_detect_scores,
     row_segments_in,
+    rows_after,
     wall_clock,
     write_detect_summary,
 )
@@ -213,6 +214,7 @@ __all__ = [
     "is_number",
     "kind_name",
     "last_row_frame",
+    "rows_after",
     "map_name",
     "metrics_json_bytes",
     "metrics_problem",

@@ -237,6 +237,26 @@ class DetectWriter:
         if failure is not None:
             raise failure
 
+    def sync(self) -> None:
+        """Make the rows and events written so far durable (the open segment's files and their folder's entries
+        fsynced): ``mnad detect`` calls it before it saves a source's state, about once a minute, so that a power cut
+        never leaves a state ahead of the rows on the disk. ``DataError`` when they cannot be."""
+        if self.segment is None:
+            return
+        folder = self.out_dir / self.segment
+        try:
+            for handle in self._handles:
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise DataError(f"{folder}: cannot make the rows durable ({os_reason(exc)}): they may not be on the disk") from exc
+        from mnad.atomic import fsync_dir
+
+        fsync_dir(folder)
+        if self.segment != ".":  # a segment's folder in rows/, itself new
+            fsync_dir(folder.parent)
+            fsync_dir(self.out_dir)
+
     def _check_open(self) -> None:
         if self.segment is None:  # closed, or its close or the next one's opening failed (said then)
             raise DataError(f"{self.out_dir}: no row segment is open to write into")
@@ -395,6 +415,38 @@ def last_row_frame(out_dir: Path) -> int | None:
             if (frame := _frame_of(line)) is not None:
                 return frame
     return None
+
+
+def rows_after(out_dir: Path, frame: int) -> list[dict[str, str]]:
+    """The whole rows a detect run left in ``out_dir`` after frame ``frame`` (``mnad detect --resume``: those written
+    after the saved state, which counted the rows up to ``frame``), in frame order, each as ``read_detect_scores``
+    gives it. Only the end of each segment that holds them is read (from ``_TAIL_BYTES`` on, more as needed), the
+    latest segments first, down to the first row at or before ``frame``; a last line cut by a kill is no row."""
+    found: list[dict[str, str]] = []
+    for segment in reversed(row_segments_in(out_dir)):
+        path = out_dir / segment / SCORES_FILE
+        tail = _TAIL_BYTES
+        try:
+            with path.open("rb") as handle:
+                header = handle.readline().decode("utf-8", "replace").rstrip("\r\n")
+                start, size = handle.tell(), handle.seek(0, os.SEEK_END)
+                while True:
+                    at = max(size - tail, start)
+                    handle.seek(at)
+                    lines = [line.rstrip("\r") for line in handle.read().decode("utf-8", "replace").split("\n")[:-1]]
+                    if at > start:  # the first line may be cut by where the read began
+                        lines = lines[1:]
+                    frames = [_frame_of(line) for line in lines]
+                    reached = any(f is not None and f <= frame for f in frames)
+                    if reached or at == start:
+                        break
+                    tail *= 4
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it ({os_reason(exc)})") from exc
+        found[:0] = csv.DictReader([header, *(line for line, f in zip(lines, frames, strict=True) if f is not None and f > frame)])
+        if reached:
+            break
+    return found
 
 
 def wall_clock(seconds: float) -> str:
