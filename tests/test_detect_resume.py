@@ -608,3 +608,22 @@ def test_sigterm_among_the_frames_scored_again_leaves_the_events_as_they_were(
         detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
     assert "no row segment was open" not in caplog.text
     assert (out / "events.jsonl").read_bytes() == events
+
+
+@pytest.mark.parametrize(("settings", "frames"), [({}, 8), ({"task": "recon", "t_length": 5}, 11)])
+def test_a_video_file_now_shorter_than_what_was_taken_fails(tmp_path: Path, settings: dict, frames: int) -> None:
+    """A state saved before its footage was recorded (not compared): a video file that ends before the frames the
+    earlier run took (12 for a model scoring 2 frames late: the last 2 read again, the file ends within them) fails its
+    source (was: 0 new frames, exit 0)."""
+    from conftest import noise_video
+
+    model, config, _ = _model(tmp_path, **settings)
+    video, out = noise_video(tmp_path / "v.avi", 24, 25.0), tmp_path / "o"
+    detect(model, config, str(video), out, DetectOptions(max_frames=10), progress=False)
+    scorer = StreamScorer.for_model(model, config, normalization="causal")
+    extra = scorer.load_state(out / STATE_FILE)
+    extra.pop("footage", None)
+    scorer.save_state(out / STATE_FILE, extra)
+    noise_video(tmp_path / "w.avi", frames, 25.0).replace(video)
+    with pytest.raises(DataError, match=f"ended after {frames} frames"):
+        detect(model, config, str(video), out, DetectOptions(resume=True), progress=False)
