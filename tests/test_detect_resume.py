@@ -627,3 +627,28 @@ def test_a_video_file_now_shorter_than_what_was_taken_fails(tmp_path: Path, sett
     noise_video(tmp_path / "w.avi", frames, 25.0).replace(video)
     with pytest.raises(DataError, match=f"ended after {frames} frames"):
         detect(model, config, str(video), out, DetectOptions(resume=True), progress=False)
+
+
+def test_rows_after_reads_back_only_the_ends_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rows_after``: the whole rows after a frame across row segments, read from each file's end (a small tail here,
+    grown as needed), a last line cut by a kill left out."""
+    import mnad.outputs.detect_writer as writer
+    from mnad.outputs import rows_after
+    from mnad.outputs.columns import DETECT_SCORES_HEADER
+
+    header = ",".join(DETECT_SCORES_HEADER) + "\r\n"
+
+    def row(frame: int) -> str:
+        return ",".join([str(frame), f"{frame / 25:.3f}", *["0.5"] * (len(DETECT_SCORES_HEADER) - 4), "0.250000", "1"]) + "\r\n"
+
+    for first, last in ((0, 40), (41, 60)):
+        folder = tmp_path / "rows" / f"{first:012d}"
+        folder.mkdir(parents=True)
+        (folder / "scores.csv").write_text(header + "".join(row(f) for f in range(first, last + 1)) + "61,0.2", newline="")
+        for name in ("events.jsonl", "events.csv"):
+            (folder / name).write_text("")
+    monkeypatch.setattr(writer, "_TAIL_BYTES", 64)
+    assert [r["frame"] for r in rows_after(tmp_path, 30)] == [str(f) for f in range(31, 61)]
+    assert [r["alert"] for r in rows_after(tmp_path, 58)] == ["1", "1"]
+    assert rows_after(tmp_path, 60) == []
+    assert len(rows_after(tmp_path, -1)) == 61
