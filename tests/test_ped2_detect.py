@@ -63,7 +63,9 @@ def test_a_run_that_fails_half_way_leaves_the_earlier_outputs_as_they_were(ped2:
 
     monkeypatch.setattr(script, "detect", second_fails)
     assert script.main(["--checkpoint", str(model_file), "--ped2", str(ped2), "--out", str(out)]) == 1
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    said = capsys.readouterr().err.strip().splitlines()
+    # one error line; warnings besides it are the calibration's (this tiny model's footage is short for a 1 % check)
+    (line,) = [s for s in said if "warning:" not in s]
     assert line.startswith("ped2_detect.py: error: ") and "cannot be read" in line
     assert files(out) == before and [p.name for p in out.parent.iterdir()] == ["ped2_detect"]
 
