@@ -652,3 +652,33 @@ def test_rows_after_reads_back_only_the_ends_it_needs(tmp_path: Path, monkeypatc
     assert [r["alert"] for r in rows_after(tmp_path, 58)] == ["1", "1"]
     assert rows_after(tmp_path, 60) == []
     assert len(rows_after(tmp_path, -1)) == 61
+
+
+@pytest.mark.parametrize(("move", "options"), [(True, {"rows_segment": 0.5}), (False, {"max_frames": 20})])
+def test_no_state_is_saved_past_a_row_segment_not_made_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              move: bool, options: dict) -> None:
+    """A closed row segment whose fsync failed (at a segment change, ``move``; or at the end) fails its source, and no
+    state is saved past its rows (was: the next state saved, counting rows that may not be on the disk)."""
+    import mnad.outputs.detect_writer as writer
+
+    model, config, _ = _model(tmp_path)
+    close = writer.DetectWriter._close_segment
+
+    def failing(self, *, move):  # noqa: ANN001, ANN202
+        if move == want:
+            def bad(fd: int) -> None:
+                raise OSError(5, "Input/output error")
+
+            monkeypatch.setattr(writer.os, "fsync", bad)
+        try:
+            return close(self, move=move)
+        finally:
+            monkeypatch.setattr(writer.os, "fsync", real)
+
+    want, real = move, writer.os.fsync
+    monkeypatch.setattr(writer.DetectWriter, "_close_segment", failing)
+    out = tmp_path / "o"
+    with pytest.raises(DataError, match="cannot make the row segment durable"):
+        detect(model, config, str(frames_folder(tmp_path / "f", 40)), out, DetectOptions(**options), progress=False)
+    scorer = StreamScorer.for_model(model, config, normalization="causal")
+    assert scorer.load_state(out / STATE_FILE)["written"] == 4  # the first state, saved at the first row

@@ -592,14 +592,18 @@ class _SourceRun:
             elif last is not None:
                 self.writer.event(last, self.clock_start())
                 self.events += 1
-        for close in (self.writer.close_rows, self.writer.close_maps):  # the open row segment and map shard close:
-            try:  # listed among those kept
+        failed: list[str] = []
+        for what, close in (("rows", self.writer.close_rows), ("maps", self.writer.close_maps)):  # the open row
+            try:  # segment and map shard close: listed among those kept
                 close()
             except DataError as exc:  # said once the other outputs are complete
+                failed.append(what)
                 if self.failure is None:
                     self.failure = exc
         try:
-            if not self.save_state():  # where a --resume continues (a camera stopped with SIGTERM and restarted)
+            if "rows" in failed:  # its rows may not be on the disk: the last state saved, which they reach, stays
+                pass
+            elif not self.save_state():  # where a --resume continues (a camera stopped with SIGTERM and restarted)
                 log.warning(f"{self.frames.name}: the scorer's state is not saved at the end: it took a frame whose row "
                             "was not written; a --resume continues from the last one saved, and scores that frame again")
         except ConfigError:  # a clip waits for its result (a crash mid-batch): the last saved state stays

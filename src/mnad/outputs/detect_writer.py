@@ -77,6 +77,9 @@ class DetectWriter:
         # what went wrong with the last closed segment (not durable, the oldest not deleted), found once the next was
         # open and its first row written: raised by the next ``score`` or ``close_rows``
         self._failure: DataError | None = None
+        # a closed segment that could not be made durable: its rows may not be on the disk, so no state may be saved
+        # past them (``sync`` raises it from then on, whatever segment is open)
+        self.not_durable: DataError | None = None
         self._handles: tuple[Any, ...] = ()
         self._resuming = resume is not None  # no segment open until the resumed run's first row (``_begin``)
         try:
@@ -211,8 +214,9 @@ class DetectWriter:
         self.changes += 1
         self.kept.append(segment, size)
         if lost is not None:
-            return DataError(f"{folder}: cannot make the row segment durable ({os_reason(lost)}): its rows may not be on "
-                             "the disk")
+            self.not_durable = DataError(f"{folder}: cannot make the row segment durable ({os_reason(lost)}): its rows "
+                                         "may not be on the disk")
+            return self.not_durable
         return None
 
     def _prune(self) -> DataError | None:
@@ -240,7 +244,10 @@ class DetectWriter:
     def sync(self) -> None:
         """Make the rows and events written so far durable (the open segment's files and their folder's entries
         fsynced): ``mnad detect`` calls it before it saves a source's state, about once a minute, so that a power cut
-        never leaves a state ahead of the rows on the disk. ``DataError`` when they cannot be."""
+        never leaves a state ahead of the rows on the disk. ``DataError`` when they cannot be, or when a closed
+        segment could not be (``not_durable``: the rows a state would count may not be on the disk)."""
+        if self.not_durable is not None:
+            raise self.not_durable
         if self.segment is None:
             return
         folder = self.out_dir / self.segment
