@@ -682,3 +682,20 @@ def test_no_state_is_saved_past_a_row_segment_not_made_durable(tmp_path: Path, m
         detect(model, config, str(frames_folder(tmp_path / "f", 40)), out, DetectOptions(**options), progress=False)
     scorer = StreamScorer.for_model(model, config, normalization="causal")
     assert scorer.load_state(out / STATE_FILE)["written"] == 4  # the first state, saved at the first row
+
+
+def test_a_sources_folder_gone_is_refused_in_one_line(model_file: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Several sources: the folder of one the earlier run scored frames of, now missing, is refused (was: that source
+    started afresh, its memory and numbering lost, exit 0)."""
+    import shutil
+
+    sources = [str(frames_folder(tmp_path / name, 20)) for name in ("f", "g")]
+    out = tmp_path / "o"
+    args = ["detect", *sources, "--checkpoint", str(model_file), "--out", str(out), "--quiet"]
+    assert main([*args, "--max-frames", "10"]) == 0
+    shutil.rmtree(out / stream_folder(1, sources[1], 2))
+    assert main([*args, "--resume"]) == 2
+    line = _error_line(capsys)
+    assert "1_g: missing, but the earlier run scored 6 frames" in line and "--overwrite" in line
+    assert not (out / stream_folder(1, sources[1], 2)).exists()

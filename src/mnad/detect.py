@@ -912,6 +912,12 @@ def _check_resumable(out_dir: Path, earlier: list[Path], sources: list[str]) -> 
             raise DataError(f"{out_dir}: the earlier run scored other sources ({len(had) if had is not None else 1} of them: "
                             f"{', '.join(str(f) for f in (had or [summary.get('source')]))[:200]}); --resume continues "
                             f"a run of the same sources in the same order ({', '.join(names)[:200]}); choose another --out")
+        for name, stream in zip(names, streams, strict=True):  # a folder gone would start its source afresh, its
+            scored = stream.get("frames_scored") if isinstance(stream, dict) else None  # memory and numbering lost
+            if isinstance(scored, int) and not isinstance(scored, bool) and scored > 0 and not os.path.lexists(out_dir / name):
+                raise DataError(f"{out_dir / name}: missing, but the earlier run scored {scored} frames of "
+                                f"{printable(str(stream.get('source')))[:120]} into it: --resume cannot continue that "
+                                "source; put the folder back, or start afresh with --overwrite (or another --out)")
         folders = [out_dir / n for n in names if os.path.lexists(out_dir / n)]  # a source that gave nothing made none
     else:
         source = summary.get("source")
