@@ -699,3 +699,42 @@ def test_a_sources_folder_gone_is_refused_in_one_line(model_file: Path, tmp_path
     line = _error_line(capsys)
     assert "1_g: missing, but the earlier run scored 6 frames" in line and "--overwrite" in line
     assert not (out / stream_folder(1, sources[1], 2)).exists()
+
+
+def test_a_byte_identical_copy_of_the_footage_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The state holds a fingerprint of the footage's file: a copy or restore of the same bytes with another
+    modification time (cp, rsync without -t) resumes (was: refused, only --overwrite offered); one rewritten to the
+    same size is refused; a state saved without a fingerprint (an earlier mnad's) is refused on the time alone."""
+    import os
+
+    from conftest import noise_video
+
+    _, _, path = _model(tmp_path)
+
+    def run(video: Path, out: str, *more: str) -> int:
+        return main(["detect", str(video), "--checkpoint", str(path), "--out", str(tmp_path / out), "--quiet", *more])
+
+    def copied_back(video: Path, data: bytes) -> None:
+        stat = video.stat()
+        video.unlink()
+        video.write_bytes(data)
+        os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**10))
+
+    video = noise_video(tmp_path / "v.avi", 24, 25.0)
+    assert run(video, "a", "--max-frames", "10") == 0
+    copied_back(video, video.read_bytes())
+    assert run(video, "a", "--resume") == 0
+    assert json.loads((tmp_path / "a" / SUMMARY_FILE).read_text())["frames_scored"] == 20
+    assert run(video, "b", "--max-frames", "10") == 0
+    data = bytearray(video.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copied_back(video, bytes(data))
+    assert run(video, "b", "--resume") == 2
+    assert "its content differs" in _error_line(capsys)
+    monkeypatch.setattr(mnad.detect, "_fingerprint", lambda *args: None)
+    assert run(video, "c", "--max-frames", "10") == 0
+    monkeypatch.undo()
+    copied_back(video, video.read_bytes())
+    assert run(video, "c", "--resume") == 2
+    assert "is not the footage the earlier run scored (mtime_ns" in _error_line(capsys)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -369,8 +370,9 @@ class _SourceRun:
 
     def _check_footage(self, state: Path, earlier: dict) -> None:
         """``DataError`` (one line) when the source is not the footage the state was saved from (``_footage``): another
-        path or URL, or a file (a folder's first frame file) of another size or time, or a folder of fewer frames (one
-        of more continues into them)."""
+        path or URL, or a file (a folder's first frame file) of another size, or of another modification time and
+        content (``_fingerprint``: a byte-identical copy or restore is the same footage; a state saved without one, by
+        an earlier mnad, is refused on the time alone), or a folder of fewer frames (one of more continues into them)."""
         now = self.footage
         if earlier.get("source") != now["source"]:
             raise DataError(f"{state}: the earlier run scored {printable(str(earlier.get('source')))[:160]}, not "
@@ -378,6 +380,11 @@ class _SourceRun:
                             "choose another --out (or --overwrite)")
         changed = [f"{key} {earlier.get(key)}, now {now[key]}" for key in ("size", "mtime_ns")
                    if key in now and earlier.get(key) != now[key]]
+        same_bytes = "fingerprint" in now and earlier.get("fingerprint") == now["fingerprint"]
+        if same_bytes and "size" in now and earlier.get("size") == now["size"]:  # only its time changed: copied back
+            changed = []
+        elif "fingerprint" in earlier and "fingerprint" in now and not same_bytes:
+            changed.append("its content differs")
         if isinstance(was := earlier.get("frames"), int) and now.get("frames") is not None and now["frames"] < was:
             changed.append(f"{was} frames, now {now['frames']}")
         if changed:
@@ -882,7 +889,30 @@ def _footage(frames: FrameSource) -> dict:
         stat = Path(first).stat()
     except OSError:  # gone since it was checked: the reader says so
         return footage
-    return footage | {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    footage |= {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if (fingerprint := _fingerprint(Path(first), stat.st_size)) is not None:
+        footage["fingerprint"] = fingerprint
+    return footage
+
+
+FINGERPRINT_BYTES = 1 << 20  # what ``_fingerprint`` reads of a file's start and of its end
+
+
+def _fingerprint(path: Path, size: int) -> str | None:
+    """SHA-256 of the first and the last ``FINGERPRINT_BYTES`` of the file at ``path`` (``size`` bytes long; all of a
+    smaller one): a copy or restore of the footage that changed its modification time (cp, rsync without -t) is
+    told from a file rewritten since (``_SourceRun._check_footage``) without reading a video of hours. None when it
+    cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            digest.update(handle.read(FINGERPRINT_BYTES))
+            if size > FINGERPRINT_BYTES:
+                handle.seek(max(size - FINGERPRINT_BYTES, FINGERPRINT_BYTES))
+                digest.update(handle.read(FINGERPRINT_BYTES))
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _check_resumable(out_dir: Path, earlier: list[Path], sources: list[str]) -> None:
