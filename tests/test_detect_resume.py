@@ -738,3 +738,26 @@ def test_a_byte_identical_copy_of_the_footage_resumes(tmp_path: Path, monkeypatc
     copied_back(video, video.read_bytes())
     assert run(video, "c", "--resume") == 2
     assert "is not the footage the earlier run scored (mtime_ns" in _error_line(capsys)
+
+
+def test_a_map_that_fails_after_its_row_keeps_the_state_of_that_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A map that cannot be written after its frame's row was fails the source, and the final state counts that row
+    (was: the state held back, with a false warning of a frame whose row was not written)."""
+    import mnad.outputs.detect_writer as writer
+
+    model, config, _ = _model(tmp_path)
+    error_map = writer.DetectWriter.error_map
+
+    def failing(self, index, error):  # noqa: ANN001, ANN202
+        if index == 20:
+            raise DataError("maps: disk full (simulated)")
+        error_map(self, index, error)
+
+    monkeypatch.setattr(writer.DetectWriter, "error_map", failing)
+    out = tmp_path / "o"
+    with pytest.raises(DataError, match="disk full"):
+        detect(model, config, str(frames_folder(tmp_path / "f", 40)), out, DetectOptions(save_maps="npy"), progress=False)
+    scorer = StreamScorer.for_model(model, config, normalization="causal")
+    assert scorer.load_state(out / STATE_FILE)["written"] == int(read_detect_scores(out)[-1]["frame"]) == 20
+    assert "was not written" not in caplog.text

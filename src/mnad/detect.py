@@ -484,6 +484,9 @@ class _SourceRun:
         self.writer.score(row, shown.time, alert)  # into the next row segment when the open one's time is up
         self.scored += 1  # its row is written: scored, whatever befalls its map or picture
         self.last_written = row.index
+        # the state is of the frames taken so far, their rows written: it may be saved, whatever befalls the map or
+        # picture below (was: a failure there left ``pending``, and the final state was not saved, with a false warning)
+        self.pending, self.position = False, self.taken
         self.due |= self.scored == self.scored_before + 1 or self.writer.changes != rows_before
         # a map that is not finite has no picture (a png would be black: no error anywhere); the npy holds it as it is
         if row.error_map is not None and self.options.save_maps and (self.options.save_maps == "npy" or np.isfinite(row.error_map).all()):
