@@ -761,3 +761,18 @@ def test_a_map_that_fails_after_its_row_keeps_the_state_of_that_row(tmp_path: Pa
     scorer = StreamScorer.for_model(model, config, normalization="causal")
     assert scorer.load_state(out / STATE_FILE)["written"] == int(read_detect_scores(out)[-1]["frame"]) == 20
     assert "was not written" not in caplog.text
+
+
+def test_the_first_row_segment_moved_into_rows_is_made_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first segment's files renamed into rows/<first>/ at the first segment change: that folder, rows/ and the
+    output folder are fsynced after the move (was: never that folder)."""
+    import mnad.atomic
+
+    model, config, _ = _model(tmp_path)
+    out = tmp_path / "o"
+    synced: list[str] = []
+    real = mnad.atomic.fsync_dir
+    monkeypatch.setattr(mnad.atomic, "fsync_dir", lambda folder: (synced.append(str(folder)), real(folder))[1])
+    detect(model, config, str(frames_folder(tmp_path / "f", 40)), out, DetectOptions(rows_segment=0.5), progress=False)
+    first = sorted((out / "rows").iterdir())[0]
+    assert first.name == "000000000004" and str(first) in synced

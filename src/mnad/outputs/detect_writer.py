@@ -206,6 +206,10 @@ class DetectWriter:
             except OSError as exc:
                 raise DataError(f"{self.out_dir / ROWS_DIR}: cannot write the row segments ({exc.strerror or exc}; an "
                                 "earlier run's? move it)") from exc
+            from mnad.atomic import fsync_dir
+
+            for moved in (self.out_dir / segment, self.out_dir / ROWS_DIR, self.out_dir):  # the renames made durable
+                fsync_dir(moved)
         folder = self.out_dir / segment
         try:
             size = sum((folder / name).stat().st_size for name in ROW_FILES)
