@@ -574,6 +574,20 @@ def test_a_resume_after_a_killed_overwrite_deletes_the_run_it_replaced(tmp_path:
         with pytest.raises(RuntimeError, match="killed"):
             detect(model, config, frames, out, DetectOptions(overwrite=True), progress=False)
     assert (out / EARLIER_DIR).is_dir()
+    import mnad.outputs.detect_writer as writer
+
+    score = writer.DetectWriter.score
+
+    def failing(self, row, seconds, alert):  # noqa: ANN001, ANN202
+        if row.index == 14:
+            raise DataError("disk full (simulated)")
+        score(self, row, seconds, alert)
+
+    with monkeypatch.context() as patch:  # a resume that fails keeps it, and says that one ending well deletes it
+        patch.setattr(writer.DetectWriter, "score", failing)
+        with pytest.raises(DataError, match="a --resume of this run deletes them once it ends well"):
+            detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
+    assert (out / EARLIER_DIR).is_dir()
     summary = detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
     assert summary["frames_scored"] == 16 and not (out / EARLIER_DIR).exists()
 
@@ -776,3 +790,13 @@ def test_the_first_row_segment_moved_into_rows_is_made_durable(tmp_path: Path, m
     detect(model, config, str(frames_folder(tmp_path / "f", 40)), out, DetectOptions(rows_segment=0.5), progress=False)
     first = sorted((out / "rows").iterdir())[0]
     assert first.name == "000000000004" and str(first) in synced
+
+
+def test_the_docs_say_what_a_resume_scores_again_and_refuses() -> None:
+    """docs/detect.md: only a file's resume scores a frame whose row was not written again (a camera numbers on); a
+    shorter video is refused at the start (exit 2), or fails as read under a state without a footage record; a
+    byte-identical copy with another time resumes."""
+    text = " ".join((Path(__file__).parents[1] / "docs" / "detect.md").read_text().split())
+    assert "a `--resume` of a file, frame folder or glob scores that frame again (a camera's numbers its" in text
+    assert "is refused at the start (its size differs" in text and "fails the source (`ended after N frames`, exit 1)" in text
+    assert "a byte-identical copy or restore with another modification time (`cp`, `rsync` without `-t`) continues" in text

@@ -615,7 +615,8 @@ class _SourceRun:
                 pass
             elif not self.save_state():  # where a --resume continues (a camera stopped with SIGTERM and restarted)
                 log.warning(f"{self.frames.name}: the scorer's state is not saved at the end: it took a frame whose row "
-                            "was not written; a --resume continues from the last one saved, and scores that frame again")
+                            "was not written; a --resume continues from the last one saved (a file's scores that frame "
+                            "again; a camera's numbers its new frames after the last row)")
         except ConfigError:  # a clip waits for its result (a crash mid-batch): the last saved state stays
             log.warning(f"{self.frames.name}: the scorer's state could not be saved at the end (a batch was cut short): "
                         "a --resume continues from the last one saved")

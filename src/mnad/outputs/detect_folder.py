@@ -375,7 +375,7 @@ class DetectFolder:
             return None
         if failed:
             return (f"the earlier run's outputs were moved to {self.out_dir / EARLIER_DIR} and kept there (a later "
-                    "--overwrite run replaces them)")
+                    "--overwrite run replaces them; a --resume of this run deletes them once it ends well)")
         _delete_whole(self.out_dir / EARLIER_DIR)
         return None
 
