@@ -799,4 +799,32 @@ def test_the_docs_say_what_a_resume_scores_again_and_refuses() -> None:
     text = " ".join((Path(__file__).parents[1] / "docs" / "detect.md").read_text().split())
     assert "a `--resume` of a file, frame folder or glob scores that frame again (a camera's numbers its" in text
     assert "is refused at the start (its size differs" in text and "fails the source (`ended after N frames`, exit 1)" in text
-    assert "a byte-identical copy or restore with another modification time (`cp`, `rsync` without `-t`) continues" in text
+    assert ("a byte-identical copy or restore of a video file with another modification time (`cp`, `rsync` without "
+            "`-t`) continues (a folder's or glob's first frame file with another modification time is refused" in text)
+
+
+def test_a_folder_whose_first_frame_is_unchanged_but_rewritten_is_refused(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A frame folder re-extracted in place (its first frame the same bytes, the others new) is other footage: the
+    fingerprint covers its first frame file only, so its new modification time still refuses it (was, for a moment:
+    resumed onto the new frames)."""
+    import os
+    import shutil
+
+    _, _, path = _model(tmp_path)
+    folder = frames_folder(tmp_path / "f", 12)
+    assert main(["detect", str(folder), "--checkpoint", str(path), "--out", str(tmp_path / "o"), "--quiet",
+                 "--max-frames", "8"]) == 0
+    first = sorted(folder.iterdir())[0]
+    kept = first.read_bytes()
+    stat = first.stat()
+    shutil.rmtree(folder)
+    frames_folder(folder, 12, corrupt_at=None)  # the same names
+    for later in sorted(folder.iterdir())[1:]:  # other pictures after the first
+        later.write_bytes(sorted(folder.iterdir())[0].read_bytes())
+    first.write_bytes(kept)
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**10))
+    assert main(["detect", str(folder), "--checkpoint", str(path), "--out", str(tmp_path / "o"), "--quiet",
+                 "--resume"]) == 2
+    assert "is not the footage the earlier run scored (mtime_ns" in _error_line(capsys)
+

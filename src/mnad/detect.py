@@ -371,8 +371,10 @@ class _SourceRun:
     def _check_footage(self, state: Path, earlier: dict) -> None:
         """``DataError`` (one line) when the source is not the footage the state was saved from (``_footage``): another
         path or URL, or a file (a folder's first frame file) of another size, or of another modification time and
-        content (``_fingerprint``: a byte-identical copy or restore is the same footage; a state saved without one, by
-        an earlier mnad, is refused on the time alone), or a folder of fewer frames (one of more continues into them)."""
+        content (``_fingerprint``: a byte-identical copy or restore of a video file is the same footage; a state saved
+        without one, by an earlier mnad, is refused on the time alone; a folder's or glob's first frame file is refused
+        on its time as before, since its other frames may have been rewritten with it), or a folder of fewer frames (one
+        of more continues into them)."""
         now = self.footage
         if earlier.get("source") != now["source"]:
             raise DataError(f"{state}: the earlier run scored {printable(str(earlier.get('source')))[:160]}, not "
@@ -381,7 +383,8 @@ class _SourceRun:
         changed = [f"{key} {earlier.get(key)}, now {now[key]}" for key in ("size", "mtime_ns")
                    if key in now and earlier.get(key) != now[key]]
         same_bytes = "fingerprint" in now and earlier.get("fingerprint") == now["fingerprint"]
-        if same_bytes and "size" in now and earlier.get("size") == now["size"]:  # only its time changed: copied back
+        whole_file = self.frames.frames is None  # the fingerprint covers a video file, but only a folder's first frame
+        if whole_file and same_bytes and "size" in now and earlier.get("size") == now["size"]:  # only its time changed
             changed = []
         elif "fingerprint" in earlier and "fingerprint" in now and not same_bytes:
             changed.append("its content differs")
@@ -479,7 +482,8 @@ class _SourceRun:
                 if not again:  # one ended among the frames scored again: the earlier run wrote it, or lost it open
                     self.writer.event(ended, self.clock_start())
                 self.events += 1
-        if again:
+        if again:  # its row is the earlier run's: the state is of the frames taken so far
+            self.pending, self.position = False, self.taken
             return
         self.writer.score(row, shown.time, alert)  # into the next row segment when the open one's time is up
         self.scored += 1  # its row is written: scored, whatever befalls its map or picture
@@ -602,18 +606,14 @@ class _SourceRun:
             elif last is not None:
                 self.writer.event(last, self.clock_start())
                 self.events += 1
-        failed: list[str] = []
-        for what, close in (("rows", self.writer.close_rows), ("maps", self.writer.close_maps)):  # the open row
-            try:  # segment and map shard close: listed among those kept
+        for close in (self.writer.close_rows, self.writer.close_maps):  # the open row segment and map shard close:
+            try:  # listed among those kept
                 close()
             except DataError as exc:  # said once the other outputs are complete
-                failed.append(what)
                 if self.failure is None:
                     self.failure = exc
-        try:
-            if "rows" in failed:  # its rows may not be on the disk: the last state saved, which they reach, stays
-                pass
-            elif not self.save_state():  # where a --resume continues (a camera stopped with SIGTERM and restarted)
+        try:  # rows that may not be on the disk refuse it (``DetectWriter.sync``): the last state saved, which they reach, stays
+            if not self.save_state():  # where a --resume continues (a camera stopped with SIGTERM and restarted)
                 log.warning(f"{self.frames.name}: the scorer's state is not saved at the end: it took a frame whose row "
                             "was not written; a --resume continues from the last one saved (a file's scores that frame "
                             "again; a camera's numbers its new frames after the last row)")
@@ -808,7 +808,8 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
             for frames, scorer, folder in zip(sourced, scorers, folders, strict=True)]
     if options.resume:
         for run in runs:  # a source of several that gave nothing before has no folder: it starts afresh
-            if (run.out_dir / STATE_FILE).is_file() or (not several and not _scored_nothing(run.out_dir)):
+            # a folder with rows but no state was refused (``_check_resumable``): one without a state scored nothing
+            if (run.out_dir / STATE_FILE).is_file():
                 run.resume(run.out_dir / STATE_FILE, last_row_frame(run.out_dir))
             elif os.path.lexists(run.out_dir):  # the earlier run scored nothing there: it starts afresh in place
                 _start_afresh(run.out_dir)
@@ -883,7 +884,8 @@ def _footage(frames: FrameSource) -> dict:
     """What tells a source's footage apart cheaply, saved with its state and compared by ``--resume``
     (``_SourceRun._check_footage``): the source (a file's, folder's or glob's resolved path; a live source's URL as
     shown, its password hidden) and, for a file, folder or glob, its frames where known (a folder's, a glob's) and the
-    size and modification time of the file (a folder's, a glob's first frame file); nothing that reads a frame."""
+    size, modification time and fingerprint (``_fingerprint``: at most 2 MiB read, once, at the start) of the file (a
+    folder's, a glob's first frame file)."""
     if frames.live:
         return {"source": frames.name}
     path = Path(frames.source)
@@ -941,7 +943,8 @@ def _check_resumable(out_dir: Path, earlier: list[Path], sources: list[str]) -> 
     streams = summary.get("streams")
     if len(sources) > 1:
         names = [stream_folder(i, s, len(sources)) for i, s in enumerate(sources)]
-        had = [s.get("folder") for s in streams if isinstance(s, dict)] if isinstance(streams, list) else None
+        had = ([s.get("folder") for s in streams] if isinstance(streams, list) and all(isinstance(s, dict) for s in streams)
+               else None)
         if had is None or len(had) != len(names) or any(f is not None and f != n for f, n in zip(had, names, strict=True)):
             raise DataError(f"{out_dir}: the earlier run scored other sources ({len(had) if had is not None else 1} of them: "
                             f"{', '.join(str(f) for f in (had or [summary.get('source')]))[:200]}); --resume continues "
@@ -993,9 +996,9 @@ def _scored_nothing(folder: Path) -> bool:
     return not isinstance(summary, dict) or summary.get("frames_scored") in (0, None)
 
 
-def _start_afresh(folder: Path) -> None:
-    """A source folder the earlier run scored nothing into (``_scored_nothing``): its header-only files go, so that
-    this run writes its outputs there as a fresh run does."""
+def _remove_detect_files(folder: Path, *, strict: bool) -> None:
+    """Delete detect's outputs in ``folder`` (``DETECT_FILES``, files or folders); ``strict``: a failure is a
+    ``DataError`` naming the file, else it is let be."""
     import shutil
 
     for name in DETECT_FILES:
@@ -1006,21 +1009,22 @@ def _start_afresh(folder: Path) -> None:
             elif os.path.lexists(path):
                 path.unlink()
         except OSError as exc:
-            raise DataError(f"{path}: cannot remove what the earlier run, which scored nothing, left there ({exc.strerror or exc})") from exc
+            if strict:
+                raise DataError(f"{path}: cannot remove what the earlier run, which scored nothing, left there "
+                                f"({exc.strerror or exc})") from exc
+
+
+def _start_afresh(folder: Path) -> None:
+    """A source folder the earlier run scored nothing into (``_scored_nothing``): its header-only files go, so that
+    this run writes its outputs there as a fresh run does."""
+    _remove_detect_files(folder, strict=True)
 
 
 def _remove_outputs(out_dir: Path, runs: list[_SourceRun], several: bool) -> None:
     """A run that scored no frame into a folder with no earlier run leaves no outputs (header-only files would be
     taken for an earlier run's, and refuse the retry): what it wrote goes."""
-    import shutil
-
     for run in runs:
-        for name in DETECT_FILES:
-            path = run.out_dir / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            elif os.path.lexists(path):
-                path.unlink(missing_ok=True)
+        _remove_detect_files(run.out_dir, strict=False)
         if several:
             with contextlib.suppress(OSError):
                 run.out_dir.rmdir()
@@ -1128,8 +1132,7 @@ def _score(runs: list[_SourceRun], scorers: list[StreamScorer], bar: tqdm, wake:
                     run.score(row)
                 except DataError as exc:  # its state stays the last saved one (``pending``): its row is scored again
                     run.fail(exc)
-                else:  # the state is of the frames taken so far, their rows written
-                    run.pending, run.position = False, run.taken
+                else:
                     bar.update(1)
             for run in runs:
                 run.check_pace()

@@ -203,9 +203,10 @@ class DetectWriter:
                 (self.out_dir / segment).mkdir()
                 for name in reversed(ROW_FILES):
                     (self.out_dir / name).rename(self.out_dir / segment / name)
-            except OSError as exc:
-                raise DataError(f"{self.out_dir / ROWS_DIR}: cannot write the row segments ({exc.strerror or exc}; an "
-                                "earlier run's? move it)") from exc
+            except OSError as exc:  # its rows may be half moved: no state may count them (``sync``)
+                self.not_durable = DataError(f"{self.out_dir / ROWS_DIR}: cannot write the row segments "
+                                             f"({exc.strerror or exc}; an earlier run's? move it)")
+                raise self.not_durable from exc
             from mnad.atomic import fsync_dir
 
             for moved in (self.out_dir / segment, self.out_dir / ROWS_DIR, self.out_dir):  # the renames made durable
@@ -213,8 +214,9 @@ class DetectWriter:
         folder = self.out_dir / segment
         try:
             size = sum((folder / name).stat().st_size for name in ROW_FILES)
-        except OSError as exc:
-            raise DataError(f"{folder}: a row segment is gone once written ({os_reason(exc)})") from exc
+        except OSError as exc:  # no state may count its rows (``sync``)
+            self.not_durable = DataError(f"{folder}: a row segment is gone once written ({os_reason(exc)})")
+            raise self.not_durable from exc
         self.changes += 1
         self.kept.append(segment, size)
         if lost is not None:
