@@ -76,7 +76,8 @@ def test_a_killed_overwrite_leaves_one_whole_run_in_place(model_file: Path, tmp_
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     scores = out / "scores.csv"
     deadline = time.monotonic() + 120
-    while scores.read_text().count("\n") < 30 and time.monotonic() < deadline:  # the new run's rows, live, where they belong
+    # the new run's rows, live, where they belong (its files appear only once its first frame is scored)
+    while (not scores.exists() or scores.read_text().count("\n") < 30) and time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read().decode()
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
