@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from mnad.config import NORMALIZATIONS, PSNR_PEAKS, REGIONS, REGULAR_SCORES, mixing_weight
+from mnad.data.spans import parse_span, shared_footage
 from mnad.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -372,3 +373,23 @@ def scoring_calibration(config: Config, normalization: str | None = None, calibr
                           f"{normalization}: a calibrated model scores with its calibration's fixed ranges; "
                           "drop --normalization")
     return None
+
+
+def training_overlap(calibration: Calibration, model: object) -> list[str] | None:
+    """The calibration's footage that ``model`` was trained on (``span_text`` of each part, sorted; empty: none), with
+    one warning where there is some: the stream protocol is of a model calibrated on normal footage it was not trained
+    on, and a model scores frames it learnt lower than new ones, so thresholds fitted on them alert more often on the
+    test videos than asked. Not refused: the rates measured are still the ones those thresholds give, and metrics.json
+    records the overlap (``stream.calibration_overlaps_training``); ``detect`` warns likewise and records it in
+    summary.json (``calibration_overlaps_training``). None: cannot be told (the model records no training footage,
+    ``MNAD.trained_footage``: an ONNX export, a shipped model or one built in Python; or the calibration records no
+    footage)."""
+    trained = getattr(model, "trained_footage", None)
+    if not trained or not calibration.footage:
+        return None
+    overlap = shared_footage([parse_span(entry) for entry in calibration.footage], trained)  # each parses (from_dict)
+    if overlap:
+        log.warning("the calibration was fitted on footage the model was trained on (%s%s): its thresholds then "
+                    "alert more often than asked on new footage; calibrate on held-out normal footage",
+                    ", ".join(overlap[:3]), f" and {len(overlap) - 3} more" if len(overlap) > 3 else "")
+    return overlap

@@ -41,14 +41,13 @@ import numpy as np
 from tqdm import tqdm
 
 from mnad.annotate import TIMELINE_FRAMES, annotated_frame, video_size
-from mnad.calibration import Calibration, rate_key, scoring_calibration
+from mnad.calibration import Calibration, rate_key, scoring_calibration, training_overlap
 from mnad.checkpoint import check_calibrated_weights, is_onnx_export, load_model
 from mnad.config import Config, check_same_model, checked_config
 from mnad.data.pixels import finish_narrow, prepare_frame, to_8bit
 from mnad.data.read_ahead import SourceEnded, SourceReader
 from mnad.data.streams import FrameSource, RawFrame, SourceOptions, camera_index, is_live
 from mnad.errors import CheckpointError, ConfigError, DataError, Terminated, printable
-from mnad.evaluate import training_overlap
 from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
 from mnad.launch import single_process
@@ -242,7 +241,7 @@ class _SourceRun:
                  calibration: Calibration | None, wake: threading.Event, overlap: list[str] | None = None) -> None:
         self.frames, self.source, self.out_dir, self.options, self.config = frames, frames.source, out_dir, options, config
         self.scorer = scorer
-        self.overlap = overlap  # the calibration footage the model was trained on (``evaluate.training_overlap``)
+        self.overlap = overlap  # the calibration footage the model was trained on (``calibration.training_overlap``)
         self.base = 0  # source position of the scorer's frame 0: the frame after the last reconnection
         self.reconnections = 0  # gaps in the footage: connections lost and reopened that gave frames again
         self.threshold = calibration.threshold if calibration is not None else None

@@ -25,12 +25,12 @@ import torch
 from tqdm import tqdm
 
 from mnad import distributed
-from mnad.calibration import Calibration, rate_key, scoring_calibration
+from mnad.calibration import Calibration, rate_key, scoring_calibration, training_overlap
 from mnad.checkpoint import calibration_weights
 from mnad.config import Config, check_same_model, checked_config, mixing_weight
 from mnad.data import Video, VideoFile, find_label_file, load_labels, split_videos
 from mnad.data.layouts import dataset_dir
-from mnad.data.spans import footage_span, parse_span, shared_footage, span_text, spans_overlap
+from mnad.data.spans import footage_span, parse_span, span_text, spans_overlap
 from mnad.data.streams import check_fps
 from mnad.data.videos import check_clip_lengths, check_pixel_ranges
 from mnad.errors import CheckpointError, ConfigError, DataError
@@ -268,26 +268,6 @@ def check_held_out(calibration: Calibration, videos: list[Video], protocol: str 
         raise ConfigError(f"the calibration was fitted on the test videos it would be evaluated on ({', '.join(shared[:3])}"
                           f"{f' and {len(shared) - 3} more' if len(shared) > 3 else ''}): {used} would then use the "
                           "test set; calibrate on held-out normal footage, not the testing split")
-
-
-def training_overlap(calibration: Calibration, model: object) -> list[str] | None:
-    """The calibration's footage that ``model`` was trained on (``span_text`` of each part, sorted; empty: none), with
-    one warning where there is some: the stream protocol is of a model calibrated on normal footage it was not trained
-    on, and a model scores frames it learnt lower than new ones, so thresholds fitted on them alert more often on the
-    test videos than asked. Not refused: the rates measured are still the ones those thresholds give, and metrics.json
-    records the overlap (``stream.calibration_overlaps_training``); ``detect`` warns likewise and records it in
-    summary.json (``calibration_overlaps_training``). None: cannot be told (the model records no training footage,
-    ``MNAD.trained_footage``: an ONNX export, a shipped model or one built in Python; or the calibration records no
-    footage)."""
-    trained = getattr(model, "trained_footage", None)
-    if not trained or not calibration.footage:
-        return None
-    overlap = shared_footage([parse_span(entry) for entry in calibration.footage], trained)  # each parses (from_dict)
-    if overlap:
-        log.warning("the calibration was fitted on footage the model was trained on (%s%s): its thresholds then "
-                    "alert more often than asked on new footage; calibrate on held-out normal footage",
-                    ", ".join(overlap[:3]), f" and {len(overlap) - 3} more" if len(overlap) > 3 else "")
-    return overlap
 
 
 def model_provenance(model: MNAD, checkpoint: str | Path | None, out_dir: str | Path | None) -> dict:

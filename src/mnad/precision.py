@@ -31,9 +31,14 @@ def bf16_is_native(device: torch.device | str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def bf16_taken(requested: bool, device: torch.device | str) -> bool:
+    """Whether bf16 runs: asked for and native on ``device`` (``native_bf16``'s decision, without its warning)."""
+    return requested and bf16_is_native(device)
+
+
 def native_bf16(requested: bool, device: torch.device | str, what: str) -> bool:
     """bf16 where it was asked for and runs natively; where it would be emulated, fp32 instead, said once."""
-    if requested and not bf16_is_native(device):
+    if requested and not bf16_taken(requested, device):
         log.warning("%s: bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX) and would emulate it, far "
                     "slower than fp32: using fp32", what)
         return False

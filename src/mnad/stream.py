@@ -43,7 +43,7 @@ from mnad.model import MNAD, inference_copy
 from mnad.model.memory import updated_memory
 from mnad.model.mnad import FrozenCompiled
 from mnad.model.unet import QUERY_STRIDE
-from mnad.precision import bf16_is_native, checked_device, native_bf16
+from mnad.precision import bf16_taken, checked_device, native_bf16
 from mnad.scoring import (
     CausalScore,
     RunningMinMax,
@@ -172,7 +172,7 @@ def scoring_precision(model: MNAD, config: Config, device: str | torch.device | 
     if isinstance(model, OnnxModel):
         return step_precision(model.step)
     device = checked_device(device) if device is not None else next(model.parameters()).device
-    return "bf16" if config.eval.bf16 and bf16_is_native(device) else "fp32"  # scoring_step's rule (native_bf16)
+    return "bf16" if bf16_taken(config.eval.bf16, device) else "fp32"  # scoring_step's decision, without its warning
 
 
 @dataclass

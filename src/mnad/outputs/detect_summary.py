@@ -45,7 +45,7 @@ class SourceSummary:
     # the thresholds were fitted on other scores and the run warned
     scoring_precision: str | None
     calibration_precision: str | None
-    # the calibration footage the model's file records training on (``evaluate.training_overlap``: 'path[first:end]'
+    # the calibration footage the model's file records training on (``calibration.training_overlap``: 'path[first:end]'
     # each, [] none); null: uncalibrated, or cannot be told (an ONNX export, a model file that records no training)
     calibration_overlaps_training: list[str] | None
     smoothing: int
