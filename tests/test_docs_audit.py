@@ -70,5 +70,6 @@ def test_readme_qualifies_what_a_mid_epoch_resume_reproduces() -> None:
     stopped before its first starts again" lacked its noun."""
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `train.checkpoint_minutes`"))
-    assert "bit-identical to an uninterrupted run on a CPU in fp32 on one process" in row and "docs/distributed.md" in row
+    assert "bit-identical to an uninterrupted run on a CPU on one process, in fp32 and in bf16 + channels_last" in row
+    assert "docs/distributed.md" in row and "`computed`" in row  # a resume in another numeric path is said, per epoch
     assert "one stopped before its first checkpoint starts again" in readme

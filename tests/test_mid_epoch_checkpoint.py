@@ -28,6 +28,7 @@ from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, read_checkpoint, save_
 from mnad.cli import FIRST_EPOCH_PART_KEPT, KEPT_WHEN_STOPPED, NO_EPOCH_FINISHED, kept_when_stopped
 from mnad.config import Config
 from mnad.errors import CheckpointError, ConfigError, Terminated
+from mnad.precision import bf16_is_native
 from mnad.train import LOG_FILE, LOSS_NAMES, checkpoint_due, read_train_state, train
 
 EPOCHS, BATCHES = 2, 10  # synthetic: 2 training videos of 24 frames, 20 clips of 5 each, batches of 4
@@ -123,6 +124,45 @@ def test_stopped_mid_epoch_then_resumed_is_bit_identical(reference: Path, synthe
     assert [r["epoch"] for r in ours] == list(range(1, EPOCHS + 1))
     for mine, ref in zip(ours, theirs, strict=True):
         assert {k: v for k, v in mine.items() if k != "seconds"} == {k: v for k, v in ref.items() if k != "seconds"}
+
+
+@pytest.mark.skipif(not bf16_is_native("cpu"), reason="this CPU has no native bf16 (emulated: minutes)")
+def test_the_published_path_stopped_mid_epoch_then_resumed_is_bit_identical(synthetic_root: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, in the recipes' bf16 autocast and channels_last (the path a long run takes), one stop per epoch."""
+    def config(minutes: float) -> Config:
+        c = run_config(minutes)
+        c.train.bf16 = c.train.channels_last = True
+        return c
+
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    train(config(0.0), synthetic_root, reference, progress=False)
+    for calls in (5, BATCHES + 2):  # mid-epoch 1 (checkpoint at batch 3), then mid-epoch 2 (at batch 6)
+        with monkeypatch.context() as patch:
+            patch.setattr(train_module, "checkpoint_due", due_at_steps)
+            stop_at_call(patch, calls)
+            with pytest.raises(Stop):
+                train(config(1.0), synthetic_root, run, resume=run.exists(), progress=False)
+    train(config(0.0), synthetic_root, run, resume=True, progress=False)
+    assert_same_tensors(reference / MODEL_FILE, run / MODEL_FILE)
+    assert_same_tensors(reference / TRAIN_STATE_FILE, run / TRAIN_STATE_FILE)
+    assert [r["computed"] for r in log_records(run)] == ["bf16, channels_last, eager"] * EPOCHS
+
+
+def test_an_epoch_resumed_in_another_layout_says_both(synthetic_root: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "checkpoint_due", due_at_steps)
+        stop_at_call(patch, BATCHES + 5)  # in epoch 2, after its checkpoint at batch 3
+        with pytest.raises(Stop):
+            train(run_config(), synthetic_root, run, progress=False)
+    assert read_checkpoint(run / TRAIN_STATE_FILE)[2]["computed"] == "fp32, NCHW, eager"
+    resumed = run_config(0.0)
+    resumed.train.channels_last = True
+    train(resumed, synthetic_root, run, resume=True, progress=False)
+    # epoch 2's batches 1-3 ran in NCHW, the rest in channels_last: its record says both, in order
+    assert [r["computed"] for r in log_records(run)] == ["fp32, NCHW, eager", "fp32, NCHW, eager then fp32, channels_last, eager"]
 
 
 @pytest.fixture

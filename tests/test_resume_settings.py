@@ -94,12 +94,19 @@ def test_several_changes_are_named_together(runs: dict[str, Path], synthetic_roo
         train(run_config(epochs=3, lr=0.1), synthetic_root, run, resume=True, progress=False)
 
 
-def test_resume_may_change_where_and_how_fast_it_runs(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path) -> None:
+def test_resume_may_change_where_and_how_fast_it_runs(runs: dict[str, Path], synthetic_root: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     # bf16 and threads are free too (test_every_train_setting_is_either_kept_or_free_on_resume); not trained here:
     # bf16 is emulated on CPUs without it, and a second thread beside a busy core spins: tens of seconds each
     run = copy_of(runs["partial"], tmp_path)
     config = run_config(channels_last=True, cache_frames=False, keep_epochs=True, checkpoint_minutes=0.0)
-    path = train(config, synthetic_root, run, resume=True, progress=False)
+    with caplog.at_level("WARNING", logger="mnad.train"):
+        path = train(config, synthetic_root, run, resume=True, progress=False)
+    # the layout changes the rounding: said once, and each epoch's record says how it computed (config.json cannot)
+    said = [r.getMessage() for r in caplog.records if "computed with" in r.getMessage()]
+    assert len(said) == 1 and "fp32, NCHW, eager" in said[0] and "fp32, channels_last, eager" in said[0]
+    assert [json.loads(line)["computed"] for line in (run / LOG_FILE).read_text().splitlines()] == [
+        "fp32, NCHW, eager", "fp32, channels_last, eager"]
     stored = json.loads((run / "config.json").read_text())["train"]
     assert (stored["channels_last"], stored["cache_frames"], stored["keep_epochs"], stored["checkpoint_minutes"]) == (True, False, True, 0.0)
     assert read_checkpoint(path)[2]["epochs"] == 2 and (run / "epoch_002.safetensors").exists()

@@ -298,6 +298,24 @@ def check_mid_epoch(path: Path, extra: dict, epochs: int, batches: int | None) -
                               f"{within} (the footage changed?)")
 
 
+def computed_with(train: TrainConfig) -> str:
+    """How a run's steps compute, in the settings a resume may change that change their rounding (not what they
+    compute): precision, layout, compiled or eager. Each epoch's record says it (``computed``), as config.json says
+    only the last session's settings."""
+    return ", ".join(("bf16" if train.bf16 else "fp32", "channels_last" if train.channels_last else "NCHW",
+                      "compiled" if train.compile else "eager"))
+
+
+def epoch_computed_with(extra: dict | None, stored: TrainConfig | None, now: str) -> str:
+    """``computed`` of the epoch a resume goes on with: ``now``, after how its batches before a mid-epoch checkpoint
+    (``extra``, with the checkpoint's config ``stored``) computed where that differs ('A then B')."""
+    if extra is None or "step" not in extra or stored is None:
+        return now
+    earlier = extra.get("computed")
+    earlier = earlier if isinstance(earlier, str) and earlier else computed_with(stored)  # older checkpoints: their config's
+    return earlier if earlier.rsplit(" then ", 1)[-1] == now else f"{earlier} then {now}"
+
+
 def resumed_step(extra: dict | None) -> tuple[int, list[float] | None, float]:
     """Where a resume from the checkpoint metadata ``extra`` (None: a new run) starts in its first epoch: the batches
     done, their loss sums and the seconds the epoch had run; (0, None, 0.0) from an epoch-end checkpoint."""
@@ -682,6 +700,12 @@ def _train(
             if state is not None:
                 tensors, stored, extra = state
                 start_epoch = restore_train_state(checkpoint_path, tensors, extra, model, optimizer, scheduler)
+                if ctx.is_main and computed_with(stored.train) != computed_with(cfg.train) and start_epoch < cfg.train.epochs:
+                    # allowed (a GPU's session, a CPU without native bf16), but the run is then neither setting's own
+                    log.warning("%s: the run so far computed with %s, this session with %s: their rounding differs, so the "
+                                "run is neither setting's uninterrupted one; config.json says this session's, each epoch's "
+                                "record in %s says its own (computed)", out_dir, computed_with(stored.train),
+                                computed_with(cfg.train), LOG_FILE)
                 cfg = kept_eval_settings(cfg, stored, warn=ctx.is_main)
                 if start_epoch == cfg.train.epochs:  # a finished run: nothing runs, the files keep saying what ran
                     cfg = stored
@@ -708,7 +732,9 @@ def _train(
     clock = CheckpointClock(cfg.train.checkpoint_minutes, ctx)  # the next mid-epoch checkpoint: checkpoint_minutes after the last
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
-        done, resumed_sums, resumed_seconds = resumed_step(state[2] if state is not None and epoch == start_epoch else None)
+        resumed = state[2] if state is not None and epoch == start_epoch else None
+        done, resumed_sums, resumed_seconds = resumed_step(resumed)
+        computed = epoch_computed_with(resumed, state[1].train if state is not None else None, computed_with(cfg.train))
         indices = epoch_indices(sampler, epoch, done * local_batch)
         loader = DataLoader(dataset, batch_size=local_batch, sampler=indices, drop_last=True, pin_memory=device.type == "cuda")
         # of the losses, in LOSS_NAMES order
@@ -730,14 +756,14 @@ def _train(
                 with distributed.together(ctx, f"while writing a checkpoint part way into epoch {epoch + 1}"):
                     if ctx.is_main:
                         tensors, extra = training_state(model, optimizer, scheduler, epoch, clips)
-                        extra.update(record=last_record, step=step, seconds=time.perf_counter() - started)
+                        extra.update(record=last_record, step=step, seconds=time.perf_counter() - started, computed=computed)
                         save_mid_epoch(checkpoint_path, tensors, cfg, extra, sums, kept)
                 clock.saved()
         scheduler.step()
         totals = dict(zip(LOSS_NAMES, sums.tolist(), strict=True)) if sums is not None else {}
         totals = distributed.mean_over_ranks(totals, ctx)  # the log shows the loss of the global batches
 
-        record = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(time.perf_counter() - started, 2)}
+        record = {"epoch": epoch + 1, "lr": epoch_lr, "seconds": round(time.perf_counter() - started, 2), "computed": computed}
         record.update({f"loss_{k}": v / max(batches, 1) for k, v in totals.items()})
         tensors, extra = training_state(model, optimizer, scheduler, epoch + 1, clips)
         # one step of every rank: a divergence (the same on every rank: reduced totals, shared weights, but BatchNorm's
@@ -757,7 +783,7 @@ def _train(
                     append_log(out_dir / LOG_FILE, record)
                 if board is not None:
                     for key, value in record.items():
-                        if key != "epoch":
+                        if key not in ("epoch", "computed"):
                             board.add_scalar(key, value, epoch + 1)
                     board.flush()
                 if progress:
