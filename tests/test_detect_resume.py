@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -622,6 +623,12 @@ def test_sigterm_among_the_frames_scored_again_leaves_the_events_as_they_were(
         detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
     assert "no row segment was open" not in caplog.text
     assert (out / "events.jsonl").read_bytes() == events
+    # the event open where it stopped is kept open in its state (not ended there): a further resume goes on with it,
+    # to the events of an uninterrupted run (was: none, the earlier run having lost it open at the kill)
+    monkeypatch.setattr(mnad.detect._SourceRun, "score", score)
+    summary = detect(model, config, frames, out, DetectOptions(resume=True), progress=False)
+    detect(model, config, frames, tmp_path / "full", progress=False)
+    assert _event_lines(out) == _event_lines(tmp_path / "full") and summary["events"] == 1
 
 
 @pytest.mark.parametrize(("settings", "frames"), [({}, 8), ({"task": "recon", "t_length": 5}, 11)])
@@ -828,3 +835,176 @@ def test_a_folder_whose_first_frame_is_unchanged_but_rewritten_is_refused(tmp_pa
                  "--resume"]) == 2
     assert "is not the footage the earlier run scored (mtime_ns" in _error_line(capsys)
 
+
+
+# events that come and go on the tiny model's noise frames: its calibrated smoothed scores hover about 0.45 (± 0.002),
+# so a 0.45 threshold with a 0.001 hysteresis and 3-frame events gives, over 60 frames, events 4-6, 10-26, 29-31, 33-37
+# and 40-49, and one open at the end from 52
+EVENTS = {"hysteresis": 0.001, "min_event_frames": 3}
+
+
+def _calibrated(model_file: Path, threshold: float = 0.45) -> tuple[MNAD, object]:
+    from mnad.calibrate import with_calibration
+    from mnad.calibration import Calibration
+
+    model, config = load_model(model_file)
+    cal = Calibration(psnr_low=0.0, psnr_high=40.0, distance_low=0.0, distance_high=1.0, threshold=threshold,
+                      false_alarm_rate=0.05, smoothing=1, frames=100)
+    return model, with_calibration(config, cal)
+
+
+def _event_lines(out: Path) -> tuple[list[str], list[str]]:
+    """Every line of the events files of a source's folder, its row segments in order: (events.jsonl, events.csv, the
+    csv headers left out)."""
+    from mnad.outputs import row_segments_in
+
+    jsonl, table = [], []
+    for segment in row_segments_in(out):
+        jsonl += (out / segment / "events.jsonl").read_text().splitlines()
+        table += (out / segment / "events.csv").read_text().splitlines()[1:]
+    return jsonl, table
+
+
+def _kill_after_events(monkeypatch: pytest.MonkeyPatch, frame: int) -> None:
+    """The next run dies as a SIGKILL would between writing the event that frame ``frame`` ends (flushed) and that
+    frame's row."""
+    import mnad.outputs.detect_writer as writer
+
+    score = writer.DetectWriter.score
+
+    def dying(self, row, seconds, alert):  # noqa: ANN001, ANN202
+        if row.index >= frame:
+            raise RuntimeError("killed")
+        score(self, row, seconds, alert)
+
+    monkeypatch.setattr(writer.DetectWriter, "score", dying)
+    monkeypatch.setattr(mnad.detect._SourceRun, "close", lambda self, *args: None)
+
+
+@pytest.mark.parametrize(("kill", "between"), [(17, False), (45, False), (27, True), (32, True), (53, False)])
+def test_a_killed_file_resumes_to_the_events_of_an_uninterrupted_run(model_file: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch, kill: int,
+                                                                     between: bool) -> None:
+    """The event tracker is saved with the state and continued: a file killed inside an event (17: the state saved at
+    frame 14, inside event 10-26; 45: at 44, inside 40-49; 53: at 49, inside 40-49, which frame 50 ends among the frames
+    scored again, the event from 52 open at the kill) and resumed writes the events files of an uninterrupted run, line
+    for line across its row segments (was: the event open at the kill had no line, and
+    the resumed run began another at its first frame above the threshold); one written just before a kill cut the row
+    of the frame that ended it (``between``: 27 ends 10-26, 32 ends 29-31) is not written twice; and the summary's
+    ``events`` is the number of event lines on the disk."""
+    model, config = _calibrated(model_file)
+    options = DetectOptions(rows_segment=0.2, **EVENTS)  # a state every 5 frames (each row segment's change)
+    frames = str(frames_folder(tmp_path / "f", 60))
+    full = detect(model, config, frames, tmp_path / "full", options, progress=False)
+    expected = _event_lines(tmp_path / "full")
+    assert [json.loads(line)["start_frame"] for line in expected[0]] == [4, 10, 29, 33, 40, 52]
+    assert full["events"] == 6
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        (_kill_after_events if between else _kill_at)(patch, kill)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, options, progress=False)
+    summary = detect(model, config, frames, out, replace(options, resume=True), progress=False)
+    _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(out))
+    assert _event_lines(out) == expected
+    assert summary["events"] == len(expected[0]) == 6
+    assert summary["alert_frames"] == full["alert_frames"]
+
+
+@pytest.mark.parametrize("between", [False, True])
+def test_a_killed_camera_goes_on_with_its_open_event_after_the_gap(model_file: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch, between: bool) -> None:
+    """A camera killed inside a confirmed event, its last state saved long before (at its first scored frame): the
+    resumed run rebuilds the tracker from that state and the rows written since, and the event open at the kill goes
+    on after the gap, as across a reconnection, written once when it ends (was: no line at all); the events that ended
+    between the state and the kill are counted (was: in the files, not in ``events``). Killed between the line of the
+    event a frame ends and that frame's row (``between``), the event is not continued, nor written again: every alert
+    row lies inside an event of the events files."""
+    from mnad.events import EventTracker
+
+    model, config = _calibrated(model_file)
+    options, camera = DetectOptions(**EVENTS), "rtsp://cam.local/s"
+    _camera(monkeypatch, 60, 0)
+    detect(model, config, camera, tmp_path / "full", options, progress=False)
+    full = [json.loads(line) for line in _event_lines(tmp_path / "full")[0]]
+    cut = next(e for e in full[1:] if e["alert_frame"] < e["end_frame"])  # killed while it alerts, events before it
+    kill = cut["end_frame"] + 1 if between else cut["alert_frame"] + 1
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        (_kill_after_events if between else _kill_at)(patch, kill)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, camera, out, options, progress=False)
+    tracker = EventTracker(0.45, hysteresis=EVENTS["hysteresis"], min_frames=EVENTS["min_event_frames"])
+    assert tracker.restore(StreamScorer.for_model(model, config).load_state(out / STATE_FILE)["tracker"])
+    assert tracker.current is None or tracker.current.start_frame < full[0]["end_frame"]  # saved before the events
+    before = len(_event_lines(out)[0])
+    assert before >= 1 and (json.loads(_event_lines(out)[0][-1])["start_frame"] < cut["start_frame"]) != between
+    _camera(monkeypatch, 12, 1)
+    summary = detect(model, config, camera, out, replace(options, resume=True), progress=False)
+    lines, table = _event_lines(out)
+    events = [json.loads(line) for line in lines]
+    assert summary["events"] == len(events) == len(table) > before
+    assert len({e["start_frame"] for e in events}) == len(events)  # none written twice
+    went_on = next(e for e in events if e["start_frame"] == cut["start_frame"])
+    assert went_on["alert_frame"] == cut["alert_frame"] and went_on["end_frame"] >= kill - 1
+    for row in read_detect_scores(out):
+        frame = int(row["frame"])
+        assert row["alert"] == "0" or any(e["alert_frame"] <= frame <= e["end_frame"] for e in events), frame
+    frames = [(e["start_frame"], e["end_frame"], e["alert_frame"], e["peak_score"]) for e in events]  # times: the wall clock's
+    assert frames[:len(frames) - len(events) + events.index(went_on)] == [
+        (e["start_frame"], e["end_frame"], e["alert_frame"], e["peak_score"]) for e in full if e["start_frame"] < cut["start_frame"]]
+
+
+@pytest.mark.parametrize("saved", [None, {"tracker": {"event": "open"}}, {"last_event": "4"}])
+def test_a_state_without_the_tracker_resumes_as_before_and_a_damaged_one_is_refused(
+        model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved: dict | None) -> None:
+    """A state saved by an mnad before the event tracker was (no ``tracker``, no ``last_event``) still resumes, as it
+    did: no open event, its events counted as then; one whose tracker or last event is not what detect saves is
+    refused in one line."""
+    model, config = _calibrated(model_file)
+    options = DetectOptions(rows_segment=0.2, **EVENTS)
+    frames, out = str(frames_folder(tmp_path / "f", 60)), tmp_path / "o"
+    resume_state = mnad.detect._SourceRun.resume_state
+
+    def earlier(self):  # noqa: ANN001, ANN202
+        state = resume_state(self)
+        if saved is None:
+            del state["tracker"], state["last_event"]
+        return {**state, **(saved or {})}
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mnad.detect._SourceRun, "resume_state", earlier)
+        _kill_at(patch, 17)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, options, progress=False)
+    if saved is not None:
+        with pytest.raises(DataError, match="not .*state.*it cannot be resumed; start afresh with --overwrite"):
+            detect(model, config, frames, out, replace(options, resume=True), progress=False)
+        return
+    summary = detect(model, config, frames, out, replace(options, resume=True), progress=False)
+    assert summary["complete"] is True and summary["frames_scored"] == 56 and summary["resumed"] == 1
+    starts = [json.loads(line)["start_frame"] for line in _event_lines(out)[0]]
+    assert 10 not in starts and starts[0] == 4  # as before: the event open at the kill has no line
+    # its next state has the tracker: a further resume continues it
+    assert "tracker" in StreamScorer.for_model(model, config).load_state(out / STATE_FILE)
+
+
+def test_events_after_reads_the_events_written_after_a_state(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``events_after``: the events that began after a start frame, across row segments, down to the segment of the
+    state's last row; a last line cut by a kill is no event, a line that is not one is left out with a warning."""
+    from mnad.outputs import events_after
+
+    def line(start: int) -> str:
+        return json.dumps({"start_frame": start, "end_frame": start + 2}) + "\n"
+
+    for first, starts, tail in ((0, [3, 9], ""), (20, [22, 30], "not json\n"), (40, [41], '{"start_frame": 4')):
+        folder = tmp_path / "rows" / f"{first:012d}"
+        folder.mkdir(parents=True)
+        (folder / "scores.csv").write_text("frame\n")
+        (folder / "events.jsonl").write_text("".join(line(s) for s in starts) + tail)
+    with caplog.at_level("WARNING"):
+        assert [e["start_frame"] for e in events_after(tmp_path, 9, 25)] == [22, 30, 41]
+    assert "line 3 is not an event" in caplog.text
+    assert [e["start_frame"] for e in events_after(tmp_path, 3, 19)] == [9, 22, 30, 41]
+    assert [e["start_frame"] for e in events_after(tmp_path, 30, 45)] == [41]  # the earlier segments not read
+    assert events_after(tmp_path, 41, 45) == []

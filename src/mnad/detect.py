@@ -48,7 +48,7 @@ from mnad.data.pixels import finish_narrow, prepare_frame, to_8bit
 from mnad.data.read_ahead import SourceEnded, SourceReader
 from mnad.data.streams import FrameSource, RawFrame, SourceOptions, camera_index, is_live
 from mnad.errors import CheckpointError, ConfigError, DataError, Terminated, printable
-from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, EventTracker, check_event_options
+from mnad.events import HYSTERESIS, MIN_EVENT_FRAMES, Event, EventTracker, check_event_options
 from mnad.interrupts import held_interrupts
 from mnad.launch import single_process
 from mnad.model import MNAD
@@ -72,6 +72,7 @@ from mnad.outputs import (
     StreamOutcome,
     check_output_folder,
     detect_run_entries,
+    events_after,
     last_row_frame,
     output_path,
     read_json_if_present,
@@ -250,6 +251,10 @@ class _SourceRun:
         self.reader = SourceReader(frames, wake)
         self.raw: dict[int, RawFrame] = {}  # source frames waiting for their score (a clip scores a frame up to t_length-1 back)
         self.events = 0  # events ended so far: each is written as it ends (events.jsonl, events.csv), none is kept here
+        # the start frame of the last event in the events files (-1: none), by which an event the tracker ends again
+        # (a resumed run's) is known to be there already (``_record``); None: resumed from a state saved by an mnad
+        # before it was recorded, whose events are counted as that mnad counted them, until this run writes one
+        self.last_event: int | None = -1
         self.history: deque[float] = deque(maxlen=TIMELINE_FRAMES)
         self.writer: DetectWriter | None = None
         self.video: SegmentedVideo | None = None
@@ -299,8 +304,9 @@ class _SourceRun:
         last (``last_row``, or the frames it took), a gap counted as a reconnection. A file, frame folder or glob
         continues where the state was saved, its window restored: the frames the earlier run took are skipped
         (``FrameSource.start``), and those it scored after its last saved state (up to ``last_row``) are scored again
-        to rebuild the state, their rows, events, maps and pictures not written twice. ``DataError`` (one line) for a
-        state that cannot be continued."""
+        to rebuild the state, their rows, events, maps and pictures not written twice. The event tracker goes on from
+        the state too, an event open at a kill with it (``_resume_events``). ``DataError`` (one line) for a state that
+        cannot be continued."""
         if not state.is_file():
             raise _no_state(state)
         try:
@@ -334,8 +340,9 @@ class _SourceRun:
         self.not_finite, self.reconnections = counts["not_finite"], counts["reconnections"]
         self.earlier_video = (counts["video_deleted"], counts["video_first"])
         # the rows written after the state was saved are on the disk: counted from there, so that the summary's counts
-        # are those of the rows (a file's are scored again below, not counted twice; events are not: docs/detect.md)
-        for written_row in rows_after(self.out_dir, written):
+        # are those of the rows (a file's are scored again below, not counted twice); its events too (``_resume_events``)
+        rows_on_disk = rows_after(self.out_dir, written)
+        for written_row in rows_on_disk:
             self.scored += 1
             self.alerts += written_row.get("alert") == "1"
             try:
@@ -346,6 +353,7 @@ class _SourceRun:
             self.above += self.threshold is not None and smoothed > self.threshold
         self.scored_before = self.scored
         self.last_written = last
+        self._resume_events(state, extra, written, rows_on_disk)
         if self.frames.live:  # a camera or stream: new footage, after a gap
             self.scorer.new_video()
             self.taken = self.base = self.first_taken = max(counts["taken"], last_row + 1 if last_row is not None else 0)
@@ -366,6 +374,61 @@ class _SourceRun:
         self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps, rows_segment=self.options.rows_segment,
                                    rows_keep=self.options.keep_bytes("rows"), maps_keep=self.options.keep_bytes("maps"),
                                    resume=(counts["rows_deleted"], counts["maps_deleted"]))
+
+    def _resume_events(self, state: Path, extra: dict, written: int, rows: list[dict[str, str]]) -> None:
+        """The event tracker as the state saved it (``EventTracker.state``: the event open then, its scored frames) and
+        the events written since, read back from the events files (``events_after``: counted, and known by their start
+        so that none is written twice, ``_record``). A file's frames scored again then end, grow or confirm the open
+        event as the earlier run did; a camera's rows written after the state (``rows``: its frames are not scored
+        again) are pushed to the tracker from the disk (their times to the ms, their smoothed scores to 6 decimals, no
+        region: the error maps are gone), so that the event open at the kill goes on after the gap, as across a
+        reconnection. A state saved by an mnad before the tracker was (no ``tracker``, no ``last_event``): as then, no
+        open event, the events counted as that mnad counted them."""
+        tracked, last_event = extra.get("tracker"), extra.get("last_event", None)
+        if last_event is not None and (isinstance(last_event, bool) or not isinstance(last_event, int) or last_event < -1):
+            raise DataError(f"{state}: not a detect run's stream state (last_event {printable(repr(last_event))[:40]}): it "
+                            "cannot be resumed; start afresh with --overwrite (or another --out)")
+        if self.tracker is not None and tracked is not None:
+            try:
+                restored = self.tracker.restore(tracked)
+            except DataError as exc:
+                raise DataError(f"{state}: {exc}: it cannot be resumed; start afresh with --overwrite (or another --out)") from exc
+            if not restored:
+                log.warning(f"{self.frames.name}: the event open when the state was saved was tracked under another "
+                            "--hysteresis or --min-event-frames: the resumed run starts with no open event")
+        if last_event is None:  # an earlier mnad's state
+            self.last_event = None
+            return
+        on_disk = events_after(self.out_dir, last_event, written)
+        self.events += len(on_disk)
+        self.last_event = max([last_event, *(e["start_frame"] for e in on_disk)])
+        if self.tracker is None or not self.frames.live or tracked is None:
+            return
+        for row in rows:  # events these end are in the events files, counted above
+            try:
+                smoothed = float(row.get("smoothed", "nan"))
+                frame, seconds = int(row["frame"]), float(row["time"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if math.isfinite(smoothed):
+                self.tracker.push(frame, seconds, smoothed)
+        if self.tracker.current is not None and self.tracker.current.start_frame <= self.last_event:
+            self.tracker.drop()  # it ended, and was written, before the kill cut the row that ended it
+
+    def _record(self, event: Event, again: bool) -> None:
+        """An event the tracker ended: written to the events files and counted, unless they hold it already (a resumed
+        run's, begun at or before ``last_event``: the earlier run wrote it, and it is counted from the disk). Under a
+        state of an mnad before ``last_event`` was saved, one ended among a file's frames scored again (``again``) is
+        counted and not written, as that mnad did."""
+        if self.last_event is None and again:
+            self.events += 1
+            return
+        if self.last_event is not None and event.start_frame <= self.last_event:
+            return
+        assert self.writer is not None
+        self.writer.event(event, self.clock_start())
+        self.events += 1
+        self.last_event = event.start_frame
 
     def _check_footage(self, state: Path, earlier: dict) -> None:
         """``DataError`` (one line) when the source is not the footage the state was saved from (``_footage``): another
@@ -400,6 +463,8 @@ class _SourceRun:
                 "position": self.position, "taken": self.taken, "base": self.base,
                 "reconnections": self.reconnections, "scored": self.scored, "events": self.events, "above": self.above,
                 "alerts": self.alerts, "not_finite": self.not_finite,
+                # the event open now (``EventTracker.state``) and the last one written: --resume continues them
+                "tracker": self.tracker.state() if self.tracker is not None else None, "last_event": self.last_event,
                 "rows_deleted": self.writer.kept.deleted if self.writer is not None else 0,
                 "maps_deleted": self.writer.maps_kept.deleted if self.writer is not None else 0,
                 "video_deleted": video[0], "video_first": video[1], "resumed": self.resumed, "clock_start": self.clock_start()}
@@ -477,10 +542,8 @@ class _SourceRun:
             if not again:  # a row the earlier run wrote: counted from the disk (``resume``)
                 self.above += row.smoothed > self.threshold
                 self.alerts += alert
-            if ended is not None:
-                if not again:  # one ended among the frames scored again: the earlier run wrote it, or lost it open
-                    self.writer.event(ended, self.clock_start())
-                self.events += 1
+            if ended is not None:  # one ended among the frames scored again: the earlier run wrote it (``_record``)
+                self._record(ended, again)
         if again:  # its row is the earlier run's: the state is of the frames taken so far
             self.pending, self.position = False, self.taken
             return
@@ -595,16 +658,19 @@ class _SourceRun:
                     self.failure = exc
         if self.writer is None:
             return None
-        if self.tracker is not None:
+        # an event open among a resumed file's frames scored again (stopped before the frames the earlier run had not
+        # scored) is not ended here: the saved state keeps it open, and a further --resume goes on with it as the
+        # earlier run did (it ended later, written, or was open at the kill). Any other is ended, marked open
+        current = self.tracker.current if self.tracker is not None else None
+        if self.tracker is not None and (current is None or current.end_frame > self.written):
             last = self.tracker.finish()
-            if last is not None and last.end_frame <= self.written:  # all among a resumed file's frames scored again:
-                pass  # the earlier run wrote it (it ended there) or lost it open; not written twice (was: warned of no segment)
-            elif last is not None and self.writer.open_segment is None:  # a row segment failed to close or open: failed then
+            if last is None or (self.last_event is not None and last.start_frame <= self.last_event):
+                pass  # the events files hold it (written before a kill cut the row that ended it)
+            elif self.writer.open_segment is None:  # a row segment failed to close or open: failed then
                 log.warning(f"{self.frames.name}: the event open at the end (frames {last.start_frame}-{last.end_frame}) "
                             "is in no events file: no row segment was open")
-            elif last is not None:
-                self.writer.event(last, self.clock_start())
-                self.events += 1
+            else:
+                self._record(last, again=False)
         for close in (self.writer.close_rows, self.writer.close_maps):  # the open row segment and map shard close:
             try:  # listed among those kept
                 close()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from numbers import Real
 
 import numpy as np
 
 from mnad.config import check_count
-from mnad.errors import ConfigError, DataError
+from mnad.errors import ConfigError, DataError, printable
 
 HYSTERESIS = 0.05  # an event ends when the smoothed score falls this far below the threshold
 MIN_EVENT_FRAMES = 3  # shorter events are dropped
@@ -109,9 +109,11 @@ class EventTracker:
             self.current.alert_frame, self.current.alert_time = frame, stamp
 
     def _peak_at(self, where: Callable[[], tuple[int, int, int, int]] | None) -> None:
+        """The open event's new peak frame's region; none (None) where it was not given: never the region of an
+        earlier peak (``mnad detect --resume`` replays a camera's rows from the disk, whose error maps are gone)."""
         assert self.current is not None
-        if where is not None:
-            self.current.peak_x, self.current.peak_y, self.current.peak_width, self.current.peak_height = where()
+        box = where() if where is not None else (None, None, None, None)
+        self.current.peak_x, self.current.peak_y, self.current.peak_width, self.current.peak_height = box
 
     def finish(self) -> Event | None:
         """Close the open event (end of the footage); returns it, marked ``open``, unless it is too short."""
@@ -119,10 +121,68 @@ class EventTracker:
 
     def _close(self, *, cut: bool) -> Event | None:
         event, self.current = self.current, None
-        if event is not None and self.scored >= self.min_frames:
+        scored, self.scored = self.scored, 0
+        if event is not None and scored >= self.min_frames:
             event.open = cut
             return event
         return None
+
+    def drop(self) -> None:
+        """Forget the open event, if any (``mnad detect --resume``: one the events files already hold)."""
+        self.current, self.scored = None, 0
+
+    def state(self) -> dict:
+        """What ``restore`` continues from, as JSON: the open event (None: none), the scored frames it holds, and the
+        settings it was tracked under (``mnad detect`` saves it with a source's stream state, for --resume)."""
+        return {"event": asdict(self.current) if self.current is not None else None, "scored": self.scored,
+                "threshold": self.threshold, "low": self.low, "min_frames": self.min_frames}
+
+    def restore(self, state: object) -> bool:
+        """Continue from ``state()``: the open event as it was, with its scored frames, so that the frames pushed next
+        grow, confirm or end it as they would have. Under other settings (``threshold``, ``hysteresis``, ``min_frames``)
+        nothing is restored and False is returned: the event was opened and confirmed by other rules. ``DataError`` (one
+        line) when ``state`` is not what ``state()`` gives: nothing is restored then either."""
+        if not isinstance(state, dict) or set(state) != {"event", "scored", "threshold", "low", "min_frames"}:
+            raise DataError(f"not an event tracker's state (keys {sorted(state) if isinstance(state, dict) else type(state).__name__})")
+        if (state["threshold"], state["low"], state["min_frames"]) != (self.threshold, self.low, self.min_frames):
+            return False
+        scored, event = state["scored"], state["event"]
+        if isinstance(scored, bool) or not isinstance(scored, int) or scored < 0 or (event is None) != (scored == 0):
+            raise DataError(f"not an event tracker's state (scored {scored!r} beside event {'none' if event is None else 'open'})")
+        current = _event_from(event) if event is not None else None
+        if current is not None and (current.alert_frame is None) != (scored < self.min_frames):
+            raise DataError(f"not an event tracker's state: an event of {scored} scored frames with alert frame "
+                            f"{current.alert_frame!r} (confirmed at its {self.min_frames}th)")
+        self.current, self.scored = current, scored
+        return True
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _event_from(record: object) -> Event:
+    """An open event saved as ``asdict`` gives it (``EventTracker.state``), each field checked: ``DataError`` else."""
+    names = [f.name for f in fields(Event)]
+    if not isinstance(record, dict) or set(record) != set(names):
+        raise DataError(f"not an event tracker's state: its event is not an event's fields ({printable(repr(record))[:120]})")
+    ints = ("start_frame", "end_frame", "peak_frame")
+    numbers = ("peak_score", "start_time", "end_time")
+    optional = {"peak_x": _is_int, "peak_y": _is_int, "peak_width": _is_int, "peak_height": _is_int,
+                "alert_frame": _is_int, "alert_time": _is_number}
+    bad = [n for n in ints if not _is_int(record[n]) or record[n] < 0] + [n for n in numbers if not _is_number(record[n])]
+    bad += [n for n, check in optional.items() if record[n] is not None and not check(record[n])]
+    bad += [n for n, kind in (("video", str), ("open", bool)) if not isinstance(record[n], kind)]
+    if not bad and not record["start_frame"] <= record["peak_frame"] <= record["end_frame"]:
+        bad.append("peak_frame")
+    if bad:
+        raise DataError(f"not an event tracker's state: its event's {', '.join(bad)} "
+                        f"({', '.join(printable(repr(record[n]))[:40] for n in bad)})")
+    return Event(**record)
 
 
 def labelled_frames(frames: object, labels: object, where: str) -> tuple[np.ndarray, np.ndarray]:

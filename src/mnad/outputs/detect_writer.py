@@ -22,6 +22,7 @@ from mnad.errors import DataError, os_reason
 from mnad.outputs.columns import DETECT_SCORES_HEADER, frame_columns, score_text
 from mnad.outputs.detect_folder import OldestFirst, is_detect_scores
 from mnad.outputs.names import (
+    EVENTS_JSONL,
     MAP_SHARD,
     MAPS_DIR,
     ROW_FILES,
@@ -458,6 +459,38 @@ def rows_after(out_dir: Path, frame: int) -> list[dict[str, str]]:
             raise DataError(f"{path}: cannot read it ({os_reason(exc)})") from exc
         found[:0] = csv.DictReader([header, *(line for line, f in zip(lines, frames, strict=True) if f is not None and f > frame)])
         if reached:
+            break
+    return found
+
+
+def events_after(out_dir: Path, start: int, frame: int) -> list[dict]:
+    """The events a detect run left in ``out_dir`` (the whole lines of its events.jsonl files) that began after frame
+    ``start`` (``mnad detect --resume``: those written after the saved state, whose last event written began at
+    ``start``; -1: none), in the order written. Events go into the row segment open when they end, so only the latest
+    segments are read, down to the one holding the row of frame ``frame`` (the last row the state counts: the segment
+    open when it was saved). A last line cut by a kill is no event; a line that is not an event's JSON is left out
+    with a warning."""
+    found: list[dict] = []
+    for segment in reversed(row_segments_in(out_dir)):
+        path = out_dir / segment / EVENTS_JSONL
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it ({os_reason(exc)})") from exc
+        events = []
+        for number, line in enumerate(text.split("\n")[:-1], 1):  # the part after the last line break is cut (or empty)
+            try:
+                record = json.loads(line)
+                began = record["start_frame"]
+            except (ValueError, TypeError, KeyError):
+                record = began = None
+            if not isinstance(began, int) or isinstance(began, bool):
+                log.warning(f"{path}: line {number} is not an event; left out")
+                continue
+            if began > start:
+                events.append(record)
+        found[:0] = events
+        if segment == "." or int(Path(segment).name) <= frame:
             break
     return found
 
