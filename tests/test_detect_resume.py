@@ -881,7 +881,7 @@ def _kill_after_events(monkeypatch: pytest.MonkeyPatch, frame: int) -> None:
     monkeypatch.setattr(mnad.detect._SourceRun, "close", lambda self, *args: None)
 
 
-@pytest.mark.parametrize(("kill", "between"), [(17, False), (45, False), (27, True), (32, True), (53, False)])
+@pytest.mark.parametrize(("kill", "between"), [(17, False), (45, False), (27, True), (32, True), (53, False), (27, False)])
 def test_a_killed_file_resumes_to_the_events_of_an_uninterrupted_run(model_file: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch, kill: int,
                                                                      between: bool) -> None:
@@ -890,8 +890,9 @@ def test_a_killed_file_resumes_to_the_events_of_an_uninterrupted_run(model_file:
     scored again, the event from 52 open at the kill) and resumed writes the events files of an uninterrupted run, line
     for line across its row segments (was: the event open at the kill had no line, and
     the resumed run began another at its first frame above the threshold); one written just before a kill cut the row
-    of the frame that ended it (``between``: 27 ends 10-26, 32 ends 29-31) is not written twice; and the summary's
-    ``events`` is the number of event lines on the disk."""
+    of the frame that ended it (``between``: 27 ends 10-26, 32 ends 29-31) is not written twice; one that ends at the
+    resumed run's first row of its own (27) is written into that row's segment (was: no segment open yet, the source
+    failed); and the summary's ``events`` is the number of event lines on the disk."""
     model, config = _calibrated(model_file)
     options = DetectOptions(rows_segment=0.2, **EVENTS)  # a state every 5 frames (each row segment's change)
     frames = str(frames_folder(tmp_path / "f", 60))
@@ -917,7 +918,8 @@ def test_a_killed_camera_goes_on_with_its_open_event_after_the_gap(model_file: P
     """A camera killed inside a confirmed event, its last state saved long before (at its first scored frame): the
     resumed run rebuilds the tracker from that state and the rows written since, and the event open at the kill goes
     on after the gap, as across a reconnection, written once when it ends (was: no line at all); the events that ended
-    between the state and the kill are counted (was: in the files, not in ``events``). Killed between the line of the
+    between the state and the kill are counted (was: in the files, not in ``events``); a restart that scores no frame
+    keeps it open in its state for the next (was: ended there, with no segment to write it in). Killed between the line of the
     event a frame ends and that frame's row (``between``), the event is not continued, nor written again: every alert
     row lies inside an event of the events files."""
     from mnad.events import EventTracker
@@ -939,6 +941,10 @@ def test_a_killed_camera_goes_on_with_its_open_event_after_the_gap(model_file: P
     assert tracker.current is None or tracker.current.start_frame < full[0]["end_frame"]  # saved before the events
     before = len(_event_lines(out)[0])
     assert before >= 1 and (json.loads(_event_lines(out)[0][-1])["start_frame"] < cut["start_frame"]) != between
+    if not between:  # a restart that got no row of its own (2 frames: no clip) keeps the event open in its state
+        _camera(monkeypatch, 2, 2)
+        assert detect(model, config, camera, out, replace(options, resume=True), progress=False)["events"] == before
+        assert len(_event_lines(out)[0]) == before
     _camera(monkeypatch, 12, 1)
     summary = detect(model, config, camera, out, replace(options, resume=True), progress=False)
     lines, table = _event_lines(out)

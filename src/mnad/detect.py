@@ -415,18 +415,19 @@ class _SourceRun:
         if self.tracker.current is not None and self.tracker.current.start_frame <= self.last_event:
             self.tracker.drop()  # it ended, and was written, before the kill cut the row that ended it
 
-    def _record(self, event: Event, again: bool) -> None:
-        """An event the tracker ended: written to the events files and counted, unless they hold it already (a resumed
-        run's, begun at or before ``last_event``: the earlier run wrote it, and it is counted from the disk). Under a
-        state of an mnad before ``last_event`` was saved, one ended among a file's frames scored again (``again``) is
-        counted and not written, as that mnad did."""
-        if self.last_event is None and again:
-            self.events += 1
+    def _record(self, event: Event, again: bool, frame: int | None = None) -> None:
+        """An event the tracker ended (at ``frame``, whose row comes next; None: at the end): written to the events
+        files and counted, unless they hold it already: one ended among a resumed file's frames scored again
+        (``again``: the earlier run wrote it before that frame's row, and it is counted from the disk; under a state of
+        an mnad before ``last_event`` was saved, counted here, as that mnad did), or one begun at or before
+        ``last_event`` (written just before a kill cut the row that ended it)."""
+        if again:
+            self.events += self.last_event is None
             return
         if self.last_event is not None and event.start_frame <= self.last_event:
             return
         assert self.writer is not None
-        self.writer.event(event, self.clock_start())
+        self.writer.event(event, self.clock_start(), frame=frame)
         self.events += 1
         self.last_event = event.start_frame
 
@@ -543,7 +544,7 @@ class _SourceRun:
                 self.above += row.smoothed > self.threshold
                 self.alerts += alert
             if ended is not None:  # one ended among the frames scored again: the earlier run wrote it (``_record``)
-                self._record(ended, again)
+                self._record(ended, again, row.index)
         if again:  # its row is the earlier run's: the state is of the frames taken so far
             self.pending, self.position = False, self.taken
             return
@@ -658,11 +659,11 @@ class _SourceRun:
                     self.failure = exc
         if self.writer is None:
             return None
-        # an event open among a resumed file's frames scored again (stopped before the frames the earlier run had not
-        # scored) is not ended here: the saved state keeps it open, and a further --resume goes on with it as the
-        # earlier run did (it ended later, written, or was open at the kill). Any other is ended, marked open
-        current = self.tracker.current if self.tracker is not None else None
-        if self.tracker is not None and (current is None or current.end_frame > self.written):
+        # an event open when a resumed run wrote no row of its own (a file stopped among the frames it scores again, a
+        # camera that gave no new frame) is not ended here: the saved state keeps it open, and a further --resume goes
+        # on with it as the earlier run did (it ended later, written, or was open at the kill). Any other is ended,
+        # marked open
+        if self.tracker is not None and not (self.resumed and self.scored == self.scored_before):
             last = self.tracker.finish()
             if last is None or (self.last_event is not None and last.start_frame <= self.last_event):
                 pass  # the events files hold it (written before a kill cut the row that ended it)

@@ -309,10 +309,13 @@ class DetectWriter:
         if rotated:
             self._failure = closed or self._prune()
 
-    def event(self, event: Event, clock_start: float | None = None) -> None:
+    def event(self, event: Event, clock_start: float | None = None, *, frame: int | None = None) -> None:
         """One line of events.jsonl; with ``clock_start`` (a camera's: its times are seconds after it) also when the event
         began, was confirmed (its alert) and ended by the wall clock (``wall_clock``), so that a line read during a run of
-        days says when."""
+        days says when. ``frame``: the frame whose row comes next (the one that ended it), where a resumed run's first
+        segment opens should the event come before its first row (``_begin``)."""
+        if self._resuming and frame is not None:
+            self._begin(frame)
         self._check_open()
         record = asdict(event)
         if clock_start is not None:
