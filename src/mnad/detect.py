@@ -796,10 +796,10 @@ def detect(
 
     ``options.resume``: continue the run in ``out_dir`` (same sources, model and settings; ``_check_resumable``,
     ``_SourceRun.resume``) from each source's saved state (``STATE_FILE``, saved with its summary.json): a camera keeps
-    its memory, normaliser and trailing mean and numbers its frames after the earlier ones; a file continues where
-    it stopped, as an uninterrupted run would have. Its rows follow the earlier run's, whose outputs stay. A source the
-    earlier run scored nothing of (killed before its first frame: no state, header-only files) starts afresh there, and
-    so does an ``out_dir`` that is missing or empty."""
+    its memory, normaliser, trailing mean and open event and numbers its frames after the earlier ones; a file
+    continues where it stopped, as an uninterrupted run would have (its events too). Its rows follow the earlier
+    run's, whose outputs stay. A source the earlier run scored nothing of (killed before its first frame: no state,
+    header-only files) starts afresh there, and so does an ``out_dir`` that is missing or empty."""
     single_process("mnad detect")  # each rank would score every source into the same out_dir
     checked_config(config)  # a Config changed by hand as a config file, before --out or any source is touched
     apply_threads(config)  # train.threads (--threads), as train() applies it
