@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, load_model, read_checkpoint
+from mnad.checkpoint import MODEL_FILE, TRAIN_STATE_FILE, load_model, read_checkpoint, save_checkpoint
 from mnad.config import Config, TrainConfig
 from mnad.errors import CheckpointError
 from mnad.train import LOG_FILE, RESUME_FIXED, train
@@ -194,3 +194,34 @@ def test_cli_resume_keeps_the_eval_settings_the_run_started_with(synthetic_root:
     model_eval = load_model(tmp_path / "run" / MODEL_FILE)[1].eval
     assert (model_eval.alpha, model_eval.smoothing) == (0.9, 5)
     assert "the run keeps eval.alpha = 0.9" in result.stderr and "the run keeps eval.smoothing = 5" in result.stderr
+
+
+def test_a_resumed_channels_last_run_holds_adams_moments_in_the_weights_layout(tmp_path: Path) -> None:
+    """The checkpoint stores Adam's moments contiguous; an uninterrupted channels_last run holds them channels_last
+    (Adam makes them like the weights), and so does a resumed one."""
+    from mnad.model import MNAD
+    from mnad.train import prepared_for_training, restore_train_state, training_state
+
+    config = run_config(channels_last=True)
+
+    def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        model = prepared_for_training(MNAD(config.model), config.train)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+        return model, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2)
+
+    model, optimizer, scheduler = fresh()
+    sum(p.float().square().sum() for p in model.parameters()).backward()
+    optimizer.step()
+    conv = next(p for p in model.parameters() if p.dim() == 4 and p.shape[2] > 1 and p.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    moments = [optimizer.state[p]["exp_avg"].clone() for p in model.parameters()]
+    path = tmp_path / TRAIN_STATE_FILE
+    saved, saved_extra = training_state(model, optimizer, scheduler, 1, [])
+    save_checkpoint(path, saved, config, saved_extra)
+    tensors, _, extra = read_checkpoint(path)
+    model, optimizer, scheduler = fresh()
+    restore_train_state(path, tensors, extra, model, optimizer, scheduler)
+    for param, moment in zip(model.parameters(), moments, strict=True):
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert optimizer.state[param][name].stride() == param.stride(), name
+        assert torch.equal(optimizer.state[param]["exp_avg"], moment)  # the same values, in the weight's layout

@@ -454,9 +454,14 @@ def restore_train_state(
         scheduler.load_state_dict(extra["scheduler"])
         for group in optimizer.param_groups:  # Adam would fail only at its first step on moments of another shape
             for param in group["params"]:
-                for name, value in optimizer.state.get(param, {}).items():
+                state = optimizer.state.get(param, {})
+                for name, value in list(state.items()):
                     if value.dim() and value.shape != param.shape:
                         raise ValueError(f"optimiser state {name!r} of shape {tuple(value.shape)} for a weight of shape {tuple(param.shape)}")
+                    if value.dim() and value.stride() != param.stride():
+                        # loaded contiguous: in the weight's layout (channels_last) again, as an uninterrupted run holds
+                        # Adam's moments, so that its updates do not mix layouts after every resume
+                        state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: the training state does not fit this run's model and optimiser ({detail})") from exc
