@@ -961,10 +961,10 @@ def test_a_killed_camera_goes_on_with_its_open_event_after_the_gap(model_file: P
         (e["start_frame"], e["end_frame"], e["alert_frame"], e["peak_score"]) for e in full if e["start_frame"] < cut["start_frame"]]
 
 
-@pytest.mark.parametrize("saved", [None, {"tracker": {"event": "open"}}, {"last_event": "4"}])
+@pytest.mark.parametrize("saved", [None, {"tracker": {"event": "open"}}, {"last_event_start": "4"}, {"last_event": "4"}])
 def test_a_state_without_the_tracker_resumes_as_before_and_a_damaged_one_is_refused(
         model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved: dict | None) -> None:
-    """A state saved by an mnad before the event tracker was (no ``tracker``, no ``last_event``) still resumes, as it
+    """A state saved by an mnad before the event tracker was (no ``tracker``, no ``last_event_start``) still resumes, as it
     did: no open event, its events counted as then; one whose tracker or last event is not what detect saves is
     refused in one line."""
     model, config = _calibrated(model_file)
@@ -975,7 +975,9 @@ def test_a_state_without_the_tracker_resumes_as_before_and_a_damaged_one_is_refu
     def earlier(self):  # noqa: ANN001, ANN202
         state = resume_state(self)
         if saved is None:
-            del state["tracker"], state["last_event"]
+            del state["tracker"], state["last_event_start"]
+        elif "last_event" in saved:  # its name at first
+            del state["last_event_start"]
         return {**state, **(saved or {})}
 
     with monkeypatch.context() as patch:
@@ -1014,3 +1016,148 @@ def test_events_after_reads_the_events_written_after_a_state(tmp_path: Path, cap
     assert [e["start_frame"] for e in events_after(tmp_path, 3, 19)] == [9, 22, 30, 41]
     assert [e["start_frame"] for e in events_after(tmp_path, 30, 45)] == [41]  # the earlier segments not read
     assert events_after(tmp_path, 41, 45) == []
+
+
+def _event_spans(out: Path) -> list[tuple[int, int, bool]]:
+    return [(e["start_frame"], e["end_frame"], e["open"]) for e in map(json.loads, _event_lines(out)[0])]
+
+
+@pytest.mark.parametrize(("cut", "segment"), [("before the line", 0.2), ("before the line", 0.3), ("after the line", 0.2)])
+def test_a_file_killed_at_its_close_resumes_to_its_last_open_event(model_file: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch, cut: str,
+                                                                   segment: float) -> None:
+    """Every row written, then a SIGKILL inside ``close`` (while the video closes, before the open event's line; or
+    after that line, before the state): the resumed file reaches the end of the source with no row of its own (its
+    state saved at its last frame, the event open; or, 0.3 s row segments, at frame 53: frames 54-59 scored again), and
+    writes the event open there as the uninterrupted run did (was: the state kept it open,
+    never written, at every further --resume: 5 events, alert rows 54-59 in none), once (an ``open`` line already there
+    for it is not written again)."""
+    import mnad.outputs.detect_writer as writer
+
+    model, config = _calibrated(model_file)
+    options = DetectOptions(rows_segment=segment, **EVENTS)
+    frames = str(frames_folder(tmp_path / "f", 60))
+    full = detect(model, config, frames, tmp_path / "full", options, progress=False)
+    expected = _event_lines(tmp_path / "full")
+    out = tmp_path / "o"
+
+    def killed(*args: object) -> None:
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        if cut == "before the line":
+            patch.setattr(mnad.detect._SourceRun, "close", killed)
+        else:
+            patch.setattr(writer.DetectWriter, "close_rows", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, options, progress=False)
+    assert len(read_detect_scores(out)) == 56  # every row
+    for resumed in (1, 2):
+        summary = detect(model, config, frames, out, replace(options, resume=True), progress=False)
+        assert summary["resumed"] == resumed and summary["ended_by"] == "end of source"
+        assert _event_lines(out) == expected and _event_spans(out)[-1] == (52, 59, True)
+        assert summary["events"] == full["events"] == 6 and summary["alert_frames"] == full["alert_frames"]
+
+
+@pytest.mark.parametrize(("cut", "again"), [("a row not written", None), ("killed after the line", None),
+                                            ("a row not written", 25), ("a row not written", 27)])
+def test_an_open_line_whose_state_was_not_saved_does_not_stand_for_its_event(model_file: Path, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch,
+                                                                              cut: str, again: int | None) -> None:
+    """Inside event 10-26 frame 20's row is not written (a full disk: no state saved past it), or the run stops at frame 20 and
+    is killed between the open event's line and the state's save: the events files hold 10-20 marked ``open``, the
+    state saved before has event 10 open. The resumed run writes the event complete, 10-26, after that line (was: the
+    ``open`` line was taken for the event, and 10-26 was dropped as written: 10-20 open was all). Killed again
+    (``again``: at 25, its state saved inside the event after the ``open`` line; or at 27, between 10-26's line and
+    row 27), a further resume neither counts the ``open`` line twice nor writes 10-26 twice."""
+    import mnad.outputs.detect_writer as writer
+
+    model, config = _calibrated(model_file)
+    options = DetectOptions(rows_segment=0.2, **EVENTS)
+    frames = str(frames_folder(tmp_path / "f", 60))
+    full = detect(model, config, frames, tmp_path / "full", options, progress=False)
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        if cut == "a row not written":
+            score = writer.DetectWriter.score
+
+            def failing(self, row, seconds, alert):  # noqa: ANN001, ANN202
+                if row.index == 20:
+                    raise DataError("disk full")
+                score(self, row, seconds, alert)
+
+            patch.setattr(writer.DetectWriter, "score", failing)
+            with pytest.raises(DataError, match="disk full"):
+                detect(model, config, frames, out, options, progress=False)
+        else:
+            def killed(*args: object) -> None:
+                raise RuntimeError("killed")
+
+            patch.setattr(writer.DetectWriter, "close_rows", killed)
+            with pytest.raises(RuntimeError, match="killed"):
+                detect(model, config, frames, out, replace(options, max_frames=21), progress=False)
+    assert _event_spans(out) == [(4, 6, False), (10, 20, True)]
+    if again is not None:
+        with monkeypatch.context() as patch:
+            (_kill_at if again == 25 else _kill_after_events)(patch, again)
+            with pytest.raises(RuntimeError, match="killed"):
+                detect(model, config, frames, out, replace(options, resume=True), progress=False)
+        assert _event_spans(out)[-1] == ((10, 20, True) if again == 25 else (10, 26, False))
+    summary = detect(model, config, frames, out, replace(options, resume=True), progress=False)
+    spans = _event_spans(tmp_path / "full")
+    assert spans[1] == (10, 26, False)
+    assert _event_spans(out) == [spans[0], (10, 20, True), *spans[1:]]
+    assert summary["events"] == len(spans) + 1 == 7  # the event lines on the disk
+    assert summary["alert_frames"] == full["alert_frames"]
+
+
+def test_a_camera_whose_open_line_has_no_state_after_it_goes_on_with_its_event(model_file: Path, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera whose row is not written inside a confirmed event (a full disk): its close writes the event marked
+    ``open``, its state is not saved past the row. Resumed, the tracker rebuilt from the rows goes on with the event
+    after the gap and writes it when it ends, after the ``open`` line (was: that line was taken for the event, and the
+    event rebuilt from the rows dropped as written)."""
+    import mnad.outputs.detect_writer as writer
+
+    model, config = _calibrated(model_file)
+    options, camera = DetectOptions(**EVENTS), "rtsp://cam.local/s"
+    _camera(monkeypatch, 60, 0)
+    detect(model, config, camera, tmp_path / "full", options, progress=False)
+    full = [json.loads(line) for line in _event_lines(tmp_path / "full")[0]]
+    cut = next(e for e in full[1:] if e["alert_frame"] < e["end_frame"])
+    out = tmp_path / "o"
+    score = writer.DetectWriter.score
+
+    def failing(self, row, seconds, alert):  # noqa: ANN001, ANN202
+        if row.index == cut["alert_frame"] + 1:
+            raise DataError("disk full")
+        score(self, row, seconds, alert)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writer.DetectWriter, "score", failing)
+        with pytest.raises(DataError, match="disk full"):
+            detect(model, config, camera, out, options, progress=False)
+    assert _event_spans(out)[-1] == (cut["start_frame"], cut["alert_frame"] + 1, True)
+    _camera(monkeypatch, 12, 1)
+    summary = detect(model, config, camera, out, replace(options, resume=True), progress=False)
+    events = [json.loads(line) for line in _event_lines(out)[0]]
+    assert summary["events"] == len(events)
+    went_on = [e for e in events if e["start_frame"] == cut["start_frame"]]
+    assert len(went_on) == 2 and went_on[0]["open"] and went_on[1]["end_frame"] >= cut["alert_frame"] + 1
+    for row in read_detect_scores(out):
+        frame = int(row["frame"])
+        assert row["alert"] == "0" or any(e["alert_frame"] <= frame <= e["end_frame"] for e in events), frame
+
+
+def test_events_after_an_open_line_reads_its_event_written_complete(tmp_path: Path) -> None:
+    """``events_after(..., after_open=True)``: the state's last line was marked ``open`` (its event went on): a line of
+    the same start not marked open comes after it, and is read; another ``open`` one of that start is not."""
+    from mnad.outputs import events_after
+
+    lines = [(4, 6, False), (10, 20, True), (10, 23, True), (10, 26, False), (29, 31, False)]
+    (tmp_path / "scores.csv").write_text("frame\n")
+    (tmp_path / "events.jsonl").write_text("".join(
+        json.dumps({"start_frame": a, "end_frame": b, "open": o}) + "\n" for a, b, o in lines))
+    assert [(e["start_frame"], e["end_frame"]) for e in events_after(tmp_path, 10, 20, after_open=True)] == [(10, 26), (29, 31)]
+    assert [(e["start_frame"], e["end_frame"]) for e in events_after(tmp_path, 10, 20)] == [(29, 31)]
+    assert len(events_after(tmp_path, 4, 20)) == 4

@@ -251,10 +251,19 @@ class _SourceRun:
         self.reader = SourceReader(frames, wake)
         self.raw: dict[int, RawFrame] = {}  # source frames waiting for their score (a clip scores a frame up to t_length-1 back)
         self.events = 0  # events ended so far: each is written as it ends (events.jsonl, events.csv), none is kept here
-        # the start frame of the last event in the events files (-1: none), by which an event the tracker ends again
-        # (a resumed run's) is known to be there already (``_record``); None: resumed from a state saved by an mnad
-        # before it was recorded, whose events are counted as that mnad counted them, until this run writes one
-        self.last_event: int | None = -1
+        # the start frame of the last event line in the events files that ``events`` counts (-1: none), and whether
+        # that line is marked ``open``: saved, where a resumed run reads the lines after it (``events_after``); None:
+        # resumed from a state saved by an mnad before it was recorded, whose events are counted as that mnad counted
+        # them, until this run writes one
+        self.last_event_start: int | None = -1
+        self.last_event_open = False
+        # the start frame of the last event written complete (not ``open``): one the tracker ends again (a resumed
+        # run's) that began at or before it is known to be there already (``_record``); an ``open`` line (an event
+        # open at an earlier part's end) is not its event, which went on; None as ``last_event_start``
+        self.known_start: int | None = -1
+        # the (start, end) of the ``open`` lines written after the saved state (``_resume_events``): an event open at
+        # this run's end that is one of them is not written again (``close``)
+        self.open_lines: set[tuple[int, int]] = set()
         self.history: deque[float] = deque(maxlen=TIMELINE_FRAMES)
         self.writer: DetectWriter | None = None
         self.video: SegmentedVideo | None = None
@@ -382,12 +391,21 @@ class _SourceRun:
         event as the earlier run did; a camera's rows written after the state (``rows``: its frames are not scored
         again) are pushed to the tracker from the disk (their times to the ms, their smoothed scores to 6 decimals, no
         region: the error maps are gone), so that the event open at the kill goes on after the gap, as across a
-        reconnection. A state saved by an mnad before the tracker was (no ``tracker``, no ``last_event``): as then, no
-        open event, the events counted as that mnad counted them."""
-        tracked, last_event = extra.get("tracker"), extra.get("last_event", None)
-        if last_event is not None and (isinstance(last_event, bool) or not isinstance(last_event, int) or last_event < -1):
-            raise DataError(f"{state}: not a detect run's stream state (last_event {printable(repr(last_event))[:40]}): it "
-                            "cannot be resumed; start afresh with --overwrite (or another --out)")
+        reconnection. A state saved by an mnad before the tracker was (no ``tracker``, no ``last_event_start``): as
+        then, no open event, the events counted as that mnad counted them.
+
+        A line marked ``open`` (an event open at an earlier part's end, written, whose state was then not saved: a row
+        not written, a kill between that line and the state) is counted, a line of the events files, but does not
+        stand for its event: the state has it open, and this run writes it complete when it ends (``_record``), after
+        that line; only at this run's end, still open where that line ended it, is it not written again (``close``)."""
+        tracked = extra.get("tracker")
+        last_event = extra.get("last_event_start", extra.get("last_event"))  # "last_event": its name at first
+        last_open = extra.get("last_event_open", False)
+        if (last_event is not None and (isinstance(last_event, bool) or not isinstance(last_event, int) or last_event < -1)
+                or not isinstance(last_open, bool)):
+            raise DataError(f"{state}: not a detect run's stream state (last_event_start {printable(repr(last_event))[:40]}, "
+                            f"last_event_open {printable(repr(last_open))[:20]}): it cannot be resumed; start afresh with "
+                            "--overwrite (or another --out)")
         if self.tracker is not None and tracked is not None:
             try:
                 restored = self.tracker.restore(tracked)
@@ -397,11 +415,19 @@ class _SourceRun:
                 log.warning(f"{self.frames.name}: the event open when the state was saved was tracked under another "
                             "--hysteresis or --min-event-frames: the resumed run starts with no open event")
         if last_event is None:  # an earlier mnad's state
-            self.last_event = None
+            self.last_event_start = self.known_start = None
             return
-        on_disk = events_after(self.out_dir, last_event, written)
+        on_disk = events_after(self.out_dir, last_event, written, after_open=last_open)
         self.events += len(on_disk)
-        self.last_event = max([last_event, *(e["start_frame"] for e in on_disk)])
+        if on_disk:
+            self.last_event_start, self.last_event_open = on_disk[-1]["start_frame"], on_disk[-1].get("open") is True
+        else:
+            self.last_event_start, self.last_event_open = last_event, last_open
+        # the state's tracker holds no event written complete (it would have ended it): before the state, the last
+        # line's (an open one's event may be the tracker's), after it the lines read back
+        complete = [e["start_frame"] for e in on_disk if e.get("open") is not True]
+        self.known_start = max([last_event - last_open, *complete])
+        self.open_lines = {(e["start_frame"], e.get("end_frame")) for e in on_disk if e.get("open") is True}
         if self.tracker is None or not self.frames.live or tracked is None:
             return
         for row in rows:  # events these end are in the events files, counted above
@@ -412,24 +438,27 @@ class _SourceRun:
                 continue
             if math.isfinite(smoothed):
                 self.tracker.push(frame, seconds, smoothed)
-        if self.tracker.current is not None and self.tracker.current.start_frame <= self.last_event:
+        if self.tracker.current is not None and self.tracker.current.start_frame <= self.known_start:
             self.tracker.drop()  # it ended, and was written, before the kill cut the row that ended it
 
     def _record(self, event: Event, again: bool, frame: int | None = None) -> None:
         """An event the tracker ended (at ``frame``, whose row comes next; None: at the end): written to the events
         files and counted, unless they hold it already: one ended among a resumed file's frames scored again
         (``again``: the earlier run wrote it before that frame's row, and it is counted from the disk; under a state of
-        an mnad before ``last_event`` was saved, counted here, as that mnad did), or one begun at or before
-        ``last_event`` (written just before a kill cut the row that ended it)."""
+        an mnad before ``last_event_start`` was saved, counted here, as that mnad did), or one begun at or before
+        ``known_start`` (written complete just before a kill cut the row that ended it)."""
         if again:
-            self.events += self.last_event is None
+            if self.last_event_start is None:  # an earlier mnad's state: its events are counted as it counted them
+                self.events += 1
             return
-        if self.last_event is not None and event.start_frame <= self.last_event:
+        if self.known_start is not None and event.start_frame <= self.known_start:
             return
         assert self.writer is not None
         self.writer.event(event, self.clock_start(), frame=frame)
         self.events += 1
-        self.last_event = event.start_frame
+        self.last_event_start, self.last_event_open = event.start_frame, event.open
+        if not event.open:
+            self.known_start = event.start_frame
 
     def _check_footage(self, state: Path, earlier: dict) -> None:
         """``DataError`` (one line) when the source is not the footage the state was saved from (``_footage``): another
@@ -465,7 +494,8 @@ class _SourceRun:
                 "reconnections": self.reconnections, "scored": self.scored, "events": self.events, "above": self.above,
                 "alerts": self.alerts, "not_finite": self.not_finite,
                 # the event open now (``EventTracker.state``) and the last one written: --resume continues them
-                "tracker": self.tracker.state() if self.tracker is not None else None, "last_event": self.last_event,
+                "tracker": self.tracker.state() if self.tracker is not None else None, "last_event_start": self.last_event_start,
+                "last_event_open": self.last_event_open,
                 "rows_deleted": self.writer.kept.deleted if self.writer is not None else 0,
                 "maps_deleted": self.writer.maps_kept.deleted if self.writer is not None else 0,
                 "video_deleted": video[0], "video_first": video[1], "resumed": self.resumed, "clock_start": self.clock_start()}
@@ -659,19 +689,24 @@ class _SourceRun:
                     self.failure = exc
         if self.writer is None:
             return None
-        # an event open when a resumed run wrote no row of its own (a file stopped among the frames it scores again, a
-        # camera that gave no new frame) is not ended here: the saved state keeps it open, and a further --resume goes
-        # on with it as the earlier run did (it ended later, written, or was open at the kill). Any other is ended,
-        # marked open
-        if self.tracker is not None and not (self.resumed and self.scored == self.scored_before):
+        # an event open when a resumed run wrote nothing of its own (``DetectWriter.resuming``) and stopped before the
+        # end of its footage (a file stopped among the frames it scores again, a camera that gave no new frame) is not
+        # ended here: the saved state keeps it open, and a further --resume goes on with it as the earlier run did (it
+        # ended later, written, or was open at the kill). Any other is ended, marked open: a resumed file that reached
+        # its end with no row of its own (the earlier run wrote every row, then was killed in its close; a state saved
+        # at a run's end holds no open event) writes it into a segment of its own, named by the frame after the last row
+        at_end = not self.frames.live and self.ended_by == "end of source"
+        if self.tracker is not None and (not self.writer.resuming or at_end):
             last = self.tracker.finish()
-            if last is None or (self.last_event is not None and last.start_frame <= self.last_event):
+            if last is None or (self.known_start is not None and last.start_frame <= self.known_start):
                 pass  # the events files hold it (written before a kill cut the row that ended it)
-            elif self.writer.open_segment is None:  # a row segment failed to close or open: failed then
+            elif (last.start_frame, last.end_frame) in self.open_lines:
+                pass  # written so, open here, by the earlier part, killed before its state was saved
+            elif self.writer.open_segment is None and not self.writer.resuming:  # a row segment failed to close or open
                 log.warning(f"{self.frames.name}: the event open at the end (frames {last.start_frame}-{last.end_frame}) "
                             "is in no events file: no row segment was open")
             else:
-                self._record(last, again=False)
+                self._record(last, again=False, frame=max(self.written, self.last_written) + 1)
         for close in (self.writer.close_rows, self.writer.close_maps):  # the open row segment and map shard close:
             try:  # listed among those kept
                 close()

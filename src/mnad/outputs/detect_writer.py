@@ -147,6 +147,12 @@ class DetectWriter:
         self.changes += 1
 
     @property
+    def resuming(self) -> bool:
+        """A resumed run's writer that has written nothing of its own yet (no row, no event): no segment of its own is
+        open; its first row or event opens one (``_begin``)."""
+        return self._resuming
+
+    @property
     def open_segment(self) -> str | None:
         """The row segment being written, relative to ``out_dir`` ('.': ``out_dir`` itself), or None."""
         return self.segment
@@ -466,10 +472,12 @@ def rows_after(out_dir: Path, frame: int) -> list[dict[str, str]]:
     return found
 
 
-def events_after(out_dir: Path, start: int, frame: int) -> list[dict]:
+def events_after(out_dir: Path, start: int, frame: int, *, after_open: bool = False) -> list[dict]:
     """The events a detect run left in ``out_dir`` (the whole lines of its events.jsonl files) that began after frame
-    ``start`` (``mnad detect --resume``: those written after the saved state, whose last event written began at
-    ``start``; -1: none), in the order written. Events go into the row segment open when they end, so only the latest
+    ``start`` (``mnad detect --resume``: those written after the saved state, whose last event line began at
+    ``start``; -1: none), in the order written; with ``after_open`` (that line was marked ``open``: an event open at a
+    run's end, which a resumed run may write again, complete, under the same start) also the lines that began at
+    ``start`` not marked open. Events go into the row segment open when they end, so only the latest
     segments are read, down to the one holding the row of frame ``frame`` (the last row the state counts: the segment
     open when it was saved). A last line cut by a kill is no event; a line that is not an event's JSON is left out
     with a warning."""
@@ -490,7 +498,7 @@ def events_after(out_dir: Path, start: int, frame: int) -> list[dict]:
             if not isinstance(began, int) or isinstance(began, bool):
                 log.warning(f"{path}: line {number} is not an event; left out")
                 continue
-            if began > start:
+            if began > start or (after_open and began == start and record.get("open") is not True):
                 events.append(record)
         found[:0] = events
         if segment == "." or int(Path(segment).name) <= frame:
