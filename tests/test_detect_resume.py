@@ -961,10 +961,11 @@ def test_a_killed_camera_goes_on_with_its_open_event_after_the_gap(model_file: P
         (e["start_frame"], e["end_frame"], e["alert_frame"], e["peak_score"]) for e in full if e["start_frame"] < cut["start_frame"]]
 
 
-@pytest.mark.parametrize("saved", [None, {"tracker": {"event": "open"}}, {"last_event_start": "4"}, {"last_event": "4"}])
+@pytest.mark.parametrize("saved", [None, {"tracker": {"event": "open"}}, {"last_event_line": "4"},
+                                   {"last_event_line": [4, 6]}, {"last_event_start": 4}])
 def test_a_state_without_the_tracker_resumes_as_before_and_a_damaged_one_is_refused(
         model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, saved: dict | None) -> None:
-    """A state saved by an mnad before the event tracker was (no ``tracker``, no ``last_event_start``) still resumes, as it
+    """A state saved by an mnad before the event tracker was (no ``tracker``, no ``last_event_line``) still resumes, as it
     did: no open event, its events counted as then; one whose tracker or last event is not what detect saves is
     refused in one line."""
     model, config = _calibrated(model_file)
@@ -975,9 +976,7 @@ def test_a_state_without_the_tracker_resumes_as_before_and_a_damaged_one_is_refu
     def earlier(self):  # noqa: ANN001, ANN202
         state = resume_state(self)
         if saved is None:
-            del state["tracker"], state["last_event_start"]
-        elif "last_event" in saved:  # its name at first
-            del state["last_event_start"]
+            del state["tracker"], state["last_event_line"]
         return {**state, **(saved or {})}
 
     with monkeypatch.context() as patch:
@@ -1149,15 +1148,120 @@ def test_a_camera_whose_open_line_has_no_state_after_it_goes_on_with_its_event(m
         assert row["alert"] == "0" or any(e["alert_frame"] <= frame <= e["end_frame"] for e in events), frame
 
 
-def test_events_after_an_open_line_reads_its_event_written_complete(tmp_path: Path) -> None:
-    """``events_after(..., after_open=True)``: the state's last line was marked ``open`` (its event went on): a line of
-    the same start not marked open comes after it, and is read; another ``open`` one of that start is not."""
+def test_events_after_reads_the_lines_after_the_states_last_line(tmp_path: Path) -> None:
+    """``events_after`` given the state's last line (start, end, marked open): the lines after that very line in file
+    order, whatever their start (an open one of the same start among them); where that line is gone, those that began
+    after its start."""
     from mnad.outputs import events_after
 
     lines = [(4, 6, False), (10, 20, True), (10, 23, True), (10, 26, False), (29, 31, False)]
     (tmp_path / "scores.csv").write_text("frame\n")
     (tmp_path / "events.jsonl").write_text("".join(
         json.dumps({"start_frame": a, "end_frame": b, "open": o}) + "\n" for a, b, o in lines))
-    assert [(e["start_frame"], e["end_frame"]) for e in events_after(tmp_path, 10, 20, after_open=True)] == [(10, 26), (29, 31)]
-    assert [(e["start_frame"], e["end_frame"]) for e in events_after(tmp_path, 10, 20)] == [(29, 31)]
+
+    def spans(after: tuple[int, int, bool] | None) -> list[tuple[int, int]]:
+        return [(e["start_frame"], e["end_frame"]) for e in events_after(tmp_path, after, 20)]
+
+    assert spans((10, 20, True)) == [(10, 23), (10, 26), (29, 31)]
+    assert spans((10, 23, True)) == [(10, 26), (29, 31)]
+    assert spans((10, 26, False)) == [(29, 31)]
+    assert spans((10, 21, True)) == [(29, 31)]  # not there: those that began after 10
+    assert spans(None) == [(a, b) for a, b, _ in lines]
     assert len(events_after(tmp_path, 4, 20)) == 4
+
+
+def _killed_in_close_after_the_open_line(model: MNAD, config: object, frames: str, out: Path,
+                                          options: DetectOptions, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that writes every row and the event open at the end (marked open), then is killed in its close, before
+    its state is saved."""
+    import mnad.outputs.detect_writer as writer
+
+    def killed(self) -> None:  # noqa: ANN001
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writer.DetectWriter, "close_rows", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, options, progress=False)
+
+
+@pytest.mark.parametrize("stopped", ["sigterm", "progress save, then a kill"])
+def test_a_state_saved_among_the_frames_scored_again_after_an_open_line_writes_it_once(
+        model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stopped: str) -> None:
+    """Part 1 writes every row and the event open at the end, killed before its state; part 2 resumes and saves a
+    state while it scores frames again (SIGTERM between batches, whose close saves it; or the progress save, then a
+    kill); part 3 resumes from it: the open line is the state's last line, never written again (was: twice)."""
+    from mnad.errors import Terminated
+
+    model, config = _calibrated(model_file)
+    options = DetectOptions(rows_segment=0.3, **EVENTS)
+    frames = str(frames_folder(tmp_path / "f", 60))
+    full = detect(model, config, frames, tmp_path / "full", options, progress=False)
+    assert _event_spans(tmp_path / "full")[-1][2] is True  # the footage ends inside an event
+    out = tmp_path / "o"
+    _killed_in_close_after_the_open_line(model, config, frames, out, options, monkeypatch)
+    score = mnad.detect._SourceRun.score
+
+    def scored(self, row) -> None:  # noqa: ANN001
+        score(self, row)
+        if self.base + row.index == 55:
+            if stopped == "sigterm":
+                raise Terminated("SIGTERM")
+            assert self.save_state()  # what progress() does once SUMMARY_SECONDS pass after this batch
+            raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mnad.detect._SourceRun, "score", scored)
+        if stopped != "sigterm":
+            patch.setattr(mnad.detect._SourceRun, "close", lambda self, *a: None)
+        with pytest.raises((Terminated, RuntimeError)):
+            detect(model, config, frames, out, replace(options, resume=True), progress=False)
+    summary = detect(model, config, frames, out, replace(options, resume=True), progress=False)
+    assert _event_spans(out) == _event_spans(tmp_path / "full")
+    assert summary["events"] == full["events"]
+
+
+def test_a_second_open_line_of_the_same_start_is_counted(
+        model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at row 20 leaves the event open there (10-20, open); the resume saves a state at row 20, a full disk
+    at row 24 leaves 10-24 open, after the state's last line: the next resume counts it (was: one short)."""
+    import mnad.outputs.detect_writer as writer
+
+    model, config = _calibrated(model_file)
+    options = DetectOptions(rows_segment=0.2, **EVENTS)
+    frames, out = str(frames_folder(tmp_path / "f", 60)), tmp_path / "o"
+    score = writer.DetectWriter.score
+    for fail_at, resume in ((20, False), (24, True)):
+        def failing(self, row, seconds, alert, fail_at=fail_at) -> None:  # noqa: ANN001
+            if row.index == fail_at:
+                raise DataError("disk full")
+            score(self, row, seconds, alert)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(writer.DetectWriter, "score", failing)
+            with pytest.raises(DataError, match="disk full"):
+                detect(model, config, frames, out, replace(options, resume=resume), progress=False)
+    assert [span for span in _event_spans(out) if span[2]] == [(10, 20, True), (10, 24, True)]
+    summary = detect(model, config, frames, out, replace(options, resume=True), progress=False)
+    assert summary["events"] == len(_event_spans(out))
+
+
+def test_rows_keep_a_file_resumed_at_its_end_keeps_its_rows(
+        model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny --rows-keep: the resumed file that reaches its end with no row of its own writes the open event into a
+    segment without rows, which prunes nothing: the last segment of rows stays, and a further --resume goes on (was:
+    every row deleted, refused as rows missing)."""
+    from mnad.outputs import row_segments_in
+
+    model, config = _calibrated(model_file)
+    options = DetectOptions(rows_segment=0.2, rows_keep=1e-9, **EVENTS)
+    frames, out = str(frames_folder(tmp_path / "f", 60)), tmp_path / "o"
+    with monkeypatch.context() as patch:
+        patch.setattr(mnad.detect._SourceRun, "close", lambda self, *a: (_ for _ in ()).throw(RuntimeError("killed")))
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, options, progress=False)
+    detect(model, config, frames, out, replace(options, resume=True), progress=False)
+    assert any(int(row["frame"]) == 59 for row in read_detect_scores(out))
+    assert row_segments_in(out)[-1] == "rows/000000000060" and _event_spans(out)[-1][2] is True
+    summary = detect(model, config, frames, out, replace(options, resume=True), progress=False)
+    assert summary["complete"] is True

@@ -72,6 +72,7 @@ from mnad.outputs import (
     StreamOutcome,
     check_output_folder,
     detect_run_entries,
+    event_line,
     events_after,
     last_row_frame,
     output_path,
@@ -251,19 +252,13 @@ class _SourceRun:
         self.reader = SourceReader(frames, wake)
         self.raw: dict[int, RawFrame] = {}  # source frames waiting for their score (a clip scores a frame up to t_length-1 back)
         self.events = 0  # events ended so far: each is written as it ends (events.jsonl, events.csv), none is kept here
-        # the start frame of the last event line in the events files that ``events`` counts (-1: none), and whether
-        # that line is marked ``open``: saved, where a resumed run reads the lines after it (``events_after``); None:
-        # resumed from a state saved by an mnad before it was recorded, whose events are counted as that mnad counted
-        # them, until this run writes one
-        self.last_event_start: int | None = -1
-        self.last_event_open = False
-        # the start frame of the last event written complete (not ``open``): one the tracker ends again (a resumed
-        # run's) that began at or before it is known to be there already (``_record``); an ``open`` line (an event
-        # open at an earlier part's end) is not its event, which went on; None as ``last_event_start``
-        self.known_start: int | None = -1
-        # the (start, end) of the ``open`` lines written after the saved state (``_resume_events``): an event open at
-        # this run's end that is one of them is not written again (``close``)
-        self.open_lines: set[tuple[int, int]] = set()
+        # the last event line in the events files that ``events`` counts, as (start frame, end frame, marked ``open``;
+        # None: none): saved, where a resumed run reads the lines after it (``events_after``); ``known`` holds it and the
+        # lines a resumed run read back after it: an event whose line is one of them is not written again (``_record``).
+        # ``known`` None: resumed from a state saved by an mnad before the tracker was, whose events are counted as that
+        # mnad counted them, until this run writes one
+        self.last_line: tuple[int, int, bool] | None = None
+        self.known: set[tuple[int, int, bool]] | None = set()
         self.history: deque[float] = deque(maxlen=TIMELINE_FRAMES)
         self.writer: DetectWriter | None = None
         self.video: SegmentedVideo | None = None
@@ -386,26 +381,27 @@ class _SourceRun:
 
     def _resume_events(self, state: Path, extra: dict, written: int, rows: list[dict[str, str]]) -> None:
         """The event tracker as the state saved it (``EventTracker.state``: the event open then, its scored frames) and
-        the events written since, read back from the events files (``events_after``: counted, and known by their start
-        so that none is written twice, ``_record``). A file's frames scored again then end, grow or confirm the open
-        event as the earlier run did; a camera's rows written after the state (``rows``: its frames are not scored
-        again) are pushed to the tracker from the disk (their times to the ms, their smoothed scores to 6 decimals, no
-        region: the error maps are gone), so that the event open at the kill goes on after the gap, as across a
-        reconnection. A state saved by an mnad before the tracker was (no ``tracker``, no ``last_event_start``): as
-        then, no open event, the events counted as that mnad counted them.
+        the events written since, read back from the events files (``events_after``: the lines after the state's last
+        one, ``last_event_line``; counted, and known so that none is written twice, ``_record``). A file's frames scored
+        again then end, grow or confirm the open event as the earlier run did; a camera's rows written after the state
+        (``rows``: its frames are not scored again) are pushed to the tracker from the disk (their times to the ms, their
+        smoothed scores to 6 decimals, no region: the error maps are gone), so that the event open at the kill goes on
+        after the gap, as across a reconnection. A state saved by an mnad before the tracker was (no ``tracker``, no
+        ``last_event_line``): as then, no open event, the events counted as that mnad counted them.
 
-        A line marked ``open`` (an event open at an earlier part's end, written, whose state was then not saved: a row
-        not written, a kill between that line and the state) is counted, a line of the events files, but does not
-        stand for its event: the state has it open, and this run writes it complete when it ends (``_record``), after
-        that line; only at this run's end, still open where that line ended it, is it not written again (``close``)."""
+        A line marked ``open`` (an event open at an earlier part's end, written, whose state was then not saved) is
+        counted, a line of the events files, but does not stand for its event: the state has it open, and this run
+        writes it complete when it ends, after that line; only an identical line (the same start, end and mark) is not
+        written again (``_record``)."""
         tracked = extra.get("tracker")
-        last_event = extra.get("last_event_start", extra.get("last_event"))  # "last_event": its name at first
-        last_open = extra.get("last_event_open", False)
-        if (last_event is not None and (isinstance(last_event, bool) or not isinstance(last_event, int) or last_event < -1)
-                or not isinstance(last_open, bool)):
-            raise DataError(f"{state}: not a detect run's stream state (last_event_start {printable(repr(last_event))[:40]}, "
-                            f"last_event_open {printable(repr(last_open))[:20]}): it cannot be resumed; start afresh with "
-                            "--overwrite (or another --out)")
+        if "last_event_start" in extra or "last_event" in extra:
+            raise DataError(f"{state}: not a stream state of this mnad (last_event_start: an mnad in development saved it): "
+                            "it cannot be resumed; start afresh with --overwrite (or another --out)")
+        line = extra.get("last_event_line")
+        if line is not None and not (isinstance(line, list) and len(line) == 3 and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in line[:2]) and isinstance(line[2], bool)):
+            raise DataError(f"{state}: not a detect run's stream state (last_event_line {printable(repr(line))[:60]}): "
+                            "it cannot be resumed; start afresh with --overwrite (or another --out)")
         if self.tracker is not None and tracked is not None:
             try:
                 restored = self.tracker.restore(tracked)
@@ -414,20 +410,15 @@ class _SourceRun:
             if not restored:
                 log.warning(f"{self.frames.name}: the event open when the state was saved was tracked under another "
                             "--hysteresis or --min-event-frames: the resumed run starts with no open event")
-        if last_event is None:  # an earlier mnad's state
-            self.last_event_start = self.known_start = None
+        if "last_event_line" not in extra:  # an earlier mnad's state
+            self.known = None
             return
-        on_disk = events_after(self.out_dir, last_event, written, after_open=last_open)
+        self.last_line = tuple(line) if line is not None else None
+        on_disk = events_after(self.out_dir, self.last_line, written)
         self.events += len(on_disk)
+        self.known = {event_line(e) for e in on_disk} | ({self.last_line} if self.last_line is not None else set())
         if on_disk:
-            self.last_event_start, self.last_event_open = on_disk[-1]["start_frame"], on_disk[-1].get("open") is True
-        else:
-            self.last_event_start, self.last_event_open = last_event, last_open
-        # the state's tracker holds no event written complete (it would have ended it): before the state, the last
-        # line's (an open one's event may be the tracker's), after it the lines read back
-        complete = [e["start_frame"] for e in on_disk if e.get("open") is not True]
-        self.known_start = max([last_event - last_open, *complete])
-        self.open_lines = {(e["start_frame"], e.get("end_frame")) for e in on_disk if e.get("open") is True}
+            self.last_line = event_line(on_disk[-1])
         if self.tracker is None or not self.frames.live or tracked is None:
             return
         for row in rows:  # events these end are in the events files, counted above
@@ -438,27 +429,30 @@ class _SourceRun:
                 continue
             if math.isfinite(smoothed):
                 self.tracker.push(frame, seconds, smoothed)
-        if self.tracker.current is not None and self.tracker.current.start_frame <= self.known_start:
+        complete = [start for start, _, marked in self.known if not marked]
+        if self.tracker.current is not None and complete and self.tracker.current.start_frame <= max(complete):
             self.tracker.drop()  # it ended, and was written, before the kill cut the row that ended it
 
     def _record(self, event: Event, again: bool, frame: int | None = None) -> None:
         """An event the tracker ended (at ``frame``, whose row comes next; None: at the end): written to the events
         files and counted, unless they hold it already: one ended among a resumed file's frames scored again
         (``again``: the earlier run wrote it before that frame's row, and it is counted from the disk; under a state of
-        an mnad before ``last_event_start`` was saved, counted here, as that mnad did), or one begun at or before
-        ``known_start`` (written complete just before a kill cut the row that ended it)."""
+        an mnad before the tracker was saved, counted here, as that mnad did), or one whose line (start, end, marked
+        ``open``) is the last one the saved state counted or one of those read back after it (``known``: written before a
+        kill, a state not saved after it)."""
         if again:
-            if self.last_event_start is None:  # an earlier mnad's state: its events are counted as it counted them
+            if self.known is None:  # an earlier mnad's state: its events are counted as it counted them
                 self.events += 1
             return
-        if self.known_start is not None and event.start_frame <= self.known_start:
+        line = (event.start_frame, event.end_frame, event.open)
+        if self.known is not None and line in self.known:
             return
         assert self.writer is not None
         self.writer.event(event, self.clock_start(), frame=frame)
         self.events += 1
-        self.last_event_start, self.last_event_open = event.start_frame, event.open
-        if not event.open:
-            self.known_start = event.start_frame
+        self.last_line = line
+        if self.known is None:
+            self.known = set()
 
     def _check_footage(self, state: Path, earlier: dict) -> None:
         """``DataError`` (one line) when the source is not the footage the state was saved from (``_footage``): another
@@ -494,11 +488,12 @@ class _SourceRun:
                 "reconnections": self.reconnections, "scored": self.scored, "events": self.events, "above": self.above,
                 "alerts": self.alerts, "not_finite": self.not_finite,
                 # the event open now (``EventTracker.state``) and the last one written: --resume continues them
-                "tracker": self.tracker.state() if self.tracker is not None else None, "last_event_start": self.last_event_start,
-                "last_event_open": self.last_event_open,
+                "tracker": self.tracker.state() if self.tracker is not None else None,
                 "rows_deleted": self.writer.kept.deleted if self.writer is not None else 0,
                 "maps_deleted": self.writer.maps_kept.deleted if self.writer is not None else 0,
-                "video_deleted": video[0], "video_first": video[1], "resumed": self.resumed, "clock_start": self.clock_start()}
+                "video_deleted": video[0], "video_first": video[1], "resumed": self.resumed, "clock_start": self.clock_start()} | (
+                    {} if self.known is None else  # an earlier mnad's state, no event written since: resumed as it is
+                    {"last_event_line": list(self.last_line) if self.last_line is not None else None})
 
     def save_state(self) -> bool:
         """The scorer's state and ``resume_state`` into ``STATE_FILE`` (atomically, hashed), between batches (no clip
@@ -698,10 +693,8 @@ class _SourceRun:
         at_end = not self.frames.live and self.ended_by == "end of source"
         if self.tracker is not None and (not self.writer.resuming or at_end):
             last = self.tracker.finish()
-            if last is None or (self.known_start is not None and last.start_frame <= self.known_start):
-                pass  # the events files hold it (written before a kill cut the row that ended it)
-            elif (last.start_frame, last.end_frame) in self.open_lines:
-                pass  # written so, open here, by the earlier part, killed before its state was saved
+            if last is None or (self.known is not None and (last.start_frame, last.end_frame, last.open) in self.known):
+                pass  # the events files hold it so (written by an earlier part, killed before its state was saved)
             elif self.writer.open_segment is None and not self.writer.resuming:  # a row segment failed to close or open
                 log.warning(f"{self.frames.name}: the event open at the end (frames {last.start_frame}-{last.end_frame}) "
                             "is in no events file: no row segment was open")

@@ -248,8 +248,9 @@ class DetectWriter:
         ``DataError`` when a closed segment could not be made durable or the oldest deleted (each listed)."""
         closed = pruned = None
         if self.segment is not None:  # closed once (``close`` calls it again): a failure is said once
+            rows = self.first is not None  # a resumed file's segment holding only the event open at its end has none:
             closed = self._close_segment(move=False)
-            pruned = self._prune()
+            pruned = self._prune() if rows else None  # it prunes nothing (the newest kept would be no row at all)
         failure, self._failure = self._failure or closed or pruned, None
         if failure is not None:
             raise failure
@@ -472,16 +473,19 @@ def rows_after(out_dir: Path, frame: int) -> list[dict[str, str]]:
     return found
 
 
-def events_after(out_dir: Path, start: int, frame: int, *, after_open: bool = False) -> list[dict]:
-    """The events a detect run left in ``out_dir`` (the whole lines of its events.jsonl files) that began after frame
-    ``start`` (``mnad detect --resume``: those written after the saved state, whose last event line began at
-    ``start``; -1: none), in the order written; with ``after_open`` (that line was marked ``open``: an event open at a
-    run's end, which a resumed run may write again, complete, under the same start) also the lines that began at
-    ``start`` not marked open. Events go into the row segment open when they end, so only the latest
-    segments are read, down to the one holding the row of frame ``frame`` (the last row the state counts: the segment
-    open when it was saved). A last line cut by a kill is no event; a line that is not an event's JSON is left out
-    with a warning."""
-    found: list[dict] = []
+def events_after(out_dir: Path, after: tuple[int, int, bool] | int | None, frame: int) -> list[dict]:
+    """The events a detect run left in ``out_dir`` (the whole lines of its events.jsonl files) written after the
+    event line ``after`` (``mnad detect --resume``: the last line the saved state counted, as (start frame, end frame,
+    marked ``open``); None: none), in the order written: the lines after that very line, in file order. Where that
+    line is not found (its segment deleted by --rows-keep), or ``after`` is a start frame, those that began after it.
+    Events go into the row segment open when they end, so only the latest segments are read: down to the one holding
+    the row of frame ``frame`` (the last row the state counts: the segment open when it was saved), and on to earlier
+    ones until that line is found. A last line cut by a kill is no event; a line that is not an event's JSON is left
+    out with a warning."""
+    line = tuple(after) if isinstance(after, (tuple, list)) else None
+    start = -1 if after is None else line[0] if line is not None else after
+    found: list[dict] = []  # the lines of the segments read, in file order
+    fallback: list[dict] | None = None
     for segment in reversed(row_segments_in(out_dir)):
         path = out_dir / segment / EVENTS_JSONL
         try:
@@ -489,21 +493,30 @@ def events_after(out_dir: Path, start: int, frame: int, *, after_open: bool = Fa
         except OSError as exc:
             raise DataError(f"{path}: cannot read it ({os_reason(exc)})") from exc
         events = []
-        for number, line in enumerate(text.split("\n")[:-1], 1):  # the part after the last line break is cut (or empty)
+        for number, text_line in enumerate(text.split("\n")[:-1], 1):  # the part after the last line break is cut (or empty)
             try:
-                record = json.loads(line)
+                record = json.loads(text_line)
                 began = record["start_frame"]
             except (ValueError, TypeError, KeyError):
                 record = began = None
             if not isinstance(began, int) or isinstance(began, bool):
                 log.warning(f"{path}: line {number} is not an event; left out")
                 continue
-            if began > start or (after_open and began == start and record.get("open") is not True):
-                events.append(record)
+            events.append(record)
         found[:0] = events
+        if line is not None and (at := [i for i, e in enumerate(events) if event_line(e) == line]):
+            return found[at[-1] + 1:]  # the lines after it, in this segment and the later ones
         if segment == "." or int(Path(segment).name) <= frame:
-            break
-    return found
+            if line is None:
+                break
+            if fallback is None:  # that line may be in an earlier segment: read on, this the answer should it be gone
+                fallback = [e for e in found if e["start_frame"] > start]
+    return fallback if fallback is not None else [e for e in found if e["start_frame"] > start]
+
+def event_line(record: dict) -> tuple[int, int, bool]:
+    """An events.jsonl line as (start frame, end frame, marked ``open``): what ``events_after`` and a resumed
+    ``mnad detect`` know it by."""
+    return (record.get("start_frame"), record.get("end_frame"), record.get("open") is True)
 
 
 def wall_clock(seconds: float) -> str:
