@@ -1165,9 +1165,16 @@ def test_events_after_reads_the_lines_after_the_states_last_line(tmp_path: Path)
     assert spans((10, 20, True)) == [(10, 23), (10, 26), (29, 31)]
     assert spans((10, 23, True)) == [(10, 26), (29, 31)]
     assert spans((10, 26, False)) == [(29, 31)]
-    assert spans((10, 21, True)) == [(29, 31)]  # not there: those that began after 10
+    # not there (its segment deleted by --rows-keep): those that began after it, and the later lines of its event
+    # when it was marked open (was: its complete line not read back, not counted, and written again)
+    assert spans((10, 21, True)) == [(10, 23), (10, 26), (29, 31)]
+    assert spans((10, 25, False)) == [(29, 31)]
     assert spans(None) == [(a, b) for a, b, _ in lines]
     assert len(events_after(tmp_path, 4, 20)) == 4
+    # a line that is JSON but not an event's (an end frame that is no frame, or none) is left out, not a traceback
+    with (tmp_path / "events.jsonl").open("a") as handle:
+        handle.write(json.dumps({"start_frame": 40, "end_frame": [1]}) + "\n" + json.dumps({"start_frame": 41}) + "\n")
+    assert spans((29, 31, False)) == []
 
 
 def _killed_in_close_after_the_open_line(model: MNAD, config: object, frames: str, out: Path,

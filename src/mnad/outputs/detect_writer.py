@@ -496,10 +496,10 @@ def events_after(out_dir: Path, after: tuple[int, int, bool] | int | None, frame
         for number, text_line in enumerate(text.split("\n")[:-1], 1):  # the part after the last line break is cut (or empty)
             try:
                 record = json.loads(text_line)
-                began = record["start_frame"]
+                frames = (record["start_frame"], record["end_frame"])
             except (ValueError, TypeError, KeyError):
-                record = began = None
-            if not isinstance(began, int) or isinstance(began, bool):
+                frames = (None,)
+            if not all(isinstance(f, int) and not isinstance(f, bool) for f in frames):  # what event_line keys it by
                 log.warning(f"{path}: line {number} is not an event; left out")
                 continue
             events.append(record)
@@ -510,8 +510,18 @@ def events_after(out_dir: Path, after: tuple[int, int, bool] | int | None, frame
             if line is None:
                 break
             if fallback is None:  # that line may be in an earlier segment: read on, this the answer should it be gone
-                fallback = [e for e in found if e["start_frame"] > start]
-    return fallback if fallback is not None else [e for e in found if e["start_frame"] > start]
+                fallback = [e for e in found if _after(e, line, start)]
+    return fallback if fallback is not None else [e for e in found if _after(e, line, start)]
+
+
+def _after(record: dict, line: tuple[int, int, bool] | None, start: int) -> bool:
+    """Whether the event line ``record`` came after the line ``line`` (or, given none, the start frame ``start``), where
+    that line is gone: it began later, or ``line`` was its event marked open at a run's end and ``record`` is a later
+    line of the same event (its end, or the event open further on)."""
+    if record["start_frame"] > start:
+        return True
+    return line is not None and line[2] and record["start_frame"] == start and (
+        record["end_frame"] > line[1] or record.get("open") is not True)
 
 def event_line(record: dict) -> tuple[int, int, bool]:
     """An events.jsonl line as (start frame, end frame, marked ``open``): what ``events_after`` and a resumed
