@@ -52,7 +52,7 @@ def test_calibration_on_the_training_footage_is_warned_about_and_recorded_by_the
     assert loaded.trained_footage == [footage_span(v) for v in training]
     with caplog.at_level(logging.WARNING):
         _, cal_config = fitted(loaded, config, training)
-    assert "calibration footage was used for training" in caplog.text
+    assert "the calibration was fitted on footage the model was trained on" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="mnad.evaluate"):
         stream = evaluate(loaded, cal_config, synthetic_root, protocol="stream", progress=False)["stream"]
@@ -83,6 +83,7 @@ def test_detect_warns_about_and_records_a_calibration_on_the_training_footage(
     loaded, _ = load_model(tmp_path / "m.safetensors")
     _, cal_config = fitted(loaded, config, training)
     frames = str(frames_folder(tmp_path / "f", 8))
+    caplog.clear()  # calibrate's own warning of it (the same check, ``warn_trained_footage``)
     with caplog.at_level(logging.WARNING, logger="mnad"):
         summary = detect(loaded, cal_config, frames, tmp_path / "d", progress=False)
     assert summary["calibration_overlaps_training"] == sorted(span_text(footage_span(v)) for v in training)

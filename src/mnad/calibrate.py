@@ -19,12 +19,19 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from mnad.calibration import UNCALIBRATED_SETTINGS, Calibration, has_range, rate_key, scoring_calibration
+from mnad.calibration import (
+    UNCALIBRATED_SETTINGS,
+    Calibration,
+    has_range,
+    rate_key,
+    scoring_calibration,
+    warn_trained_footage,
+)
 from mnad.checkpoint import PRETRAINED, TRAIN_STATE_FILE, calibration_weights, check_model_path, load_model, save_model
 from mnad.config import REGIONS, Config, EvalConfig, check_count, check_same_model, checked_config, mixing_weight
 from mnad.data import Video
 from mnad.data.layouts import list_videos
-from mnad.data.spans import footage_span, shared_footage, span_text, spans_overlap
+from mnad.data.spans import footage_span, span_text, spans_overlap
 from mnad.data.videos import FrameRange, check_clip_lengths, check_pixel_ranges, open_video
 from mnad.errors import CheckpointError, ConfigError, DataError
 from mnad.evaluate import score_frames
@@ -98,11 +105,7 @@ def calibrate(
         raise DataError(f"{twice[0]}: calibration footage given twice (or overlapping footage given); give each video once")
     if trained_on is None:  # the record of the model file it was loaded from (checkpoint.load_model), where one was
         trained_on = getattr(model, "trained_footage", None)
-    # the frames both used (the training part, not the whole video the calibration footage names)
-    overlap = shared_footage(spans, trained_on or [])
-    if overlap:
-        log.warning("calibration footage was used for training (%s): thresholds will alert more often than asked on "
-                    "new footage; calibrate on normal footage the model has not seen", ", ".join(overlap[:3]))
+    warn_trained_footage(spans, trained_on or [])
     scored = min(len(v) for v in videos) - config.model.t_length + 1  # scored frames of the shortest video
     if smoothing is not None:
         check_window(smoothing, scored, f"--smoothing {smoothing}")

@@ -387,7 +387,14 @@ def training_overlap(calibration: Calibration, model: object) -> list[str] | Non
     trained = getattr(model, "trained_footage", None)
     if not trained or not calibration.footage:
         return None
-    overlap = shared_footage([parse_span(entry) for entry in calibration.footage], trained)  # each parses (from_dict)
+    return warn_trained_footage([parse_span(entry) for entry in calibration.footage], trained)  # each parses (from_dict)
+
+
+def warn_trained_footage(footage: list, trained: list) -> list[str]:
+    """The parts of calibration ``footage`` (spans, ``footage_span``) that a model trained on ``trained`` has learnt
+    (``shared_footage``: the frames both used), with one warning where there are some: the one check of it, for
+    ``calibrate`` and for a calibration used later (``training_overlap``)."""
+    overlap = shared_footage(footage, trained)
     if overlap:
         log.warning("the calibration was fitted on footage the model was trained on (%s%s): its thresholds then "
                     "alert more often than asked on new footage; calibrate on held-out normal footage",

@@ -38,11 +38,11 @@ def bf16_taken(requested: bool, device: torch.device | str) -> bool:
 
 def native_bf16(requested: bool, device: torch.device | str, what: str) -> bool:
     """bf16 where it was asked for and runs natively; where it would be emulated, fp32 instead, said once."""
-    if requested and not bf16_taken(requested, device):
+    taken = bf16_taken(requested, device)
+    if requested and not taken:
         log.warning("%s: bf16 asked for, but this CPU has no native bf16 (AVX512-BF16 or AMX) and would emulate it, far "
                     "slower than fp32: using fp32", what)
-        return False
-    return requested
+    return taken
 
 
 # channels_last at fp32 too (the path where bf16 is not native): on an AVX2-only CPU (AMD EPYC) it took 7-9 % less
