@@ -1272,3 +1272,69 @@ def test_rows_keep_a_file_resumed_at_its_end_keeps_its_rows(
     assert row_segments_in(out)[-1] == "rows/000000000060" and _event_spans(out)[-1][2] is True
     summary = detect(model, config, frames, out, replace(options, resume=True), progress=False)
     assert summary["complete"] is True
+
+
+@pytest.mark.parametrize(("segment", "cut"), [(None, "the last row"), (None, "half the last row"),
+                                              (None, "two rows"), (0.2, "the last row"), (0.2, "half the last row")])
+def test_a_resume_writes_the_event_rows_a_kill_left_out_of_events_csv(model_file: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     segment: float | None, cut: str) -> None:
+    """A kill between an event's events.jsonl line and its events.csv row (its row deleted), or one that cut the row
+    half way, in the run's own files ('.') or in rows/<frame>: the resumed run makes events.csv whole from events.jsonl
+    (was: that event never in events.csv, since the resumed run does not write a line events.jsonl holds), the cut row
+    truncated and the missing rows appended, several of them too (``two rows``: the last deleted, the one before cut):
+    the events files of an uninterrupted run, line for line."""
+    from mnad.outputs import row_segments_in
+
+    model, config = _calibrated(model_file)
+    options = DetectOptions(**EVENTS) if segment is None else DetectOptions(rows_segment=segment, **EVENTS)
+    frames, out = str(frames_folder(tmp_path / "f", 60)), tmp_path / "o"
+    full = detect(model, config, frames, tmp_path / "full", options, progress=False)
+    expected = _event_lines(tmp_path / "full")
+    with monkeypatch.context() as patch:
+        _kill_after_events(patch, 32)  # event 29-31's line and row written, then killed before row 32
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, options, progress=False)
+    last = out / row_segments_in(out)[-1]
+    assert (last == out) == (segment is None)
+    assert json.loads((last / "events.jsonl").read_text().splitlines()[-1])["start_frame"] == 29
+    rows = (last / "events.csv").read_bytes().splitlines(keepends=True)
+    assert len(rows) >= (4 if cut == "two rows" else 2)  # the header and event rows
+    kept = {"the last row": rows[:-1], "half the last row": [*rows[:-1], rows[-1][:len(rows[-1]) // 2]],
+            "two rows": [*rows[:-2], rows[-2][:len(rows[-2]) // 2]]}[cut]
+    (last / "events.csv").write_bytes(b"".join(kept))
+    summary = detect(model, config, frames, out, DetectOptions(resume=True, rows_segment=options.rows_segment, **EVENTS),
+                     progress=False)
+    assert _event_lines(out) == expected
+    assert summary["events"] == full["events"] == len(expected[1])
+
+
+def test_mend_events_csv_appends_only_what_events_jsonl_holds_past_its_whole_rows(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``mend_events_csv``: events.csv's rows are events.jsonl's whole lines, in the writer's columns (its header's);
+    a cut last row is truncated, the missing ones appended; a whole one, or one a kill cut in the middle of its move
+    (a file missing), is left as it is, and so is one whose rows are not events.jsonl's (with a warning)."""
+    from mnad.events import Event
+    from mnad.outputs import DetectWriter, mend_events_csv
+
+    writer = DetectWriter(tmp_path / "o")
+    events = [Event(4, 6, 5, 0.5, 0.16, 0.24, alert_frame=6, alert_time=0.24),
+              Event(10, 26, 12, 1 / 3, 0.4, 1.04, open=True, peak_x=1, peak_y=2, peak_width=3, peak_height=4)]
+    for event in events:
+        writer.event(event, clock_start=1.7e9)
+    writer.close_rows()
+    table = tmp_path / "o" / "events.csv"
+    whole = table.read_bytes()
+    assert mend_events_csv(tmp_path / "o") == 0 and table.read_bytes() == whole
+    header = whole.splitlines(keepends=True)[0]
+    for kept in (whole[:-3], whole[:len(header) + 5], header, header[:4], b""):
+        table.write_bytes(kept)
+        assert mend_events_csv(tmp_path / "o") == len(events) - max(kept.count(b"\n") - 1, 0)
+        assert table.read_bytes() == whole
+    (tmp_path / "moved").mkdir()  # a kill in the middle of a move: events.csv gone ahead, not made up here
+    (tmp_path / "moved" / "events.jsonl").write_bytes((tmp_path / "o" / "events.jsonl").read_bytes())
+    assert mend_events_csv(tmp_path / "moved") == 0 and not (tmp_path / "moved" / "events.csv").exists()
+    table.write_bytes(whole.replace(b"\n4,6,", b"\n4,7,")[:-3])  # not events.jsonl's rows: left as it is
+    with caplog.at_level("WARNING"):
+        assert mend_events_csv(tmp_path / "o") == 0
+    assert table.read_bytes() == whole.replace(b"\n4,6,", b"\n4,7,")[:-3] and "left as it is" in caplog.text

@@ -382,8 +382,9 @@ class _SourceRun:
     def _resume_events(self, state: Path, extra: dict, written: int, rows: list[dict[str, str]]) -> None:
         """The event tracker as the state saved it (``EventTracker.state``: the event open then, its scored frames) and
         the events written since, read back from the events files (``events_after``: the lines after the state's last
-        one, ``last_event_line``; counted, and known so that none is written twice, ``_record``). A file's frames scored
-        again then end, grow or confirm the open event as the earlier run did; a camera's rows written after the state
+        one, ``last_event_line``; counted, and known so that none is written twice, ``_record``; the events.csv of each
+        segment read made whole from its events.jsonl, ``mend_events_csv``: a kill may have cut its last rows). A file's
+        frames scored again then end, grow or confirm the open event as the earlier run did; a camera's rows written after the state
         (``rows``: its frames are not scored again) are pushed to the tracker from the disk (their times to the ms, their
         smoothed scores to 6 decimals, no region: the error maps are gone), so that the event open at the kill goes on
         after the gap, as across a reconnection. A state saved by an mnad before the tracker was (no ``tracker``, no
@@ -414,7 +415,7 @@ class _SourceRun:
             self.known = None
             return
         self.last_line = tuple(line) if line is not None else None
-        on_disk = events_after(self.out_dir, self.last_line, written)
+        on_disk = events_after(self.out_dir, self.last_line, written, mend=True)  # events.csv made whole as it reads
         self.events += len(on_disk)
         self.known = {event_line(e) for e in on_disk} | ({self.last_line} if self.last_line is not None else set())
         if on_disk:

@@ -22,6 +22,7 @@ from mnad.errors import DataError, os_reason
 from mnad.outputs.columns import DETECT_SCORES_HEADER, frame_columns, score_text
 from mnad.outputs.detect_folder import OldestFirst, is_detect_scores
 from mnad.outputs.names import (
+    EVENTS_CSV,
     EVENTS_JSONL,
     MAP_SHARD,
     MAPS_DIR,
@@ -473,7 +474,8 @@ def rows_after(out_dir: Path, frame: int) -> list[dict[str, str]]:
     return found
 
 
-def events_after(out_dir: Path, after: tuple[int, int, bool] | int | None, frame: int) -> list[dict]:
+def events_after(out_dir: Path, after: tuple[int, int, bool] | int | None, frame: int, *,
+                 mend: bool = False) -> list[dict]:
     """The events a detect run left in ``out_dir`` (the whole lines of its events.jsonl files) written after the
     event line ``after`` (``mnad detect --resume``: the last line the saved state counted, as (start frame, end frame,
     marked ``open``); None: none), in the order written: the lines after that very line, in file order. Where that
@@ -481,13 +483,16 @@ def events_after(out_dir: Path, after: tuple[int, int, bool] | int | None, frame
     Events go into the row segment open when they end, so only the latest segments are read: down to the one holding
     the row of frame ``frame`` (the last row the state counts: the segment open when it was saved), and on to earlier
     ones until that line is found. A last line cut by a kill is no event; a line that is not an event's JSON is left
-    out with a warning."""
+    out with a warning. ``mend`` (a resumed run's): the events.csv of each segment read is made whole first
+    (``mend_events_csv``); a kill can leave rows out only in the latest, and the closed ones were made durable whole."""
     line = tuple(after) if isinstance(after, (tuple, list)) else None
     start = -1 if after is None else line[0] if line is not None else after
     found: list[dict] = []  # the lines of the segments read, in file order
     fallback: list[dict] | None = None
     for segment in reversed(row_segments_in(out_dir)):
         path = out_dir / segment / EVENTS_JSONL
+        if mend:
+            mend_events_csv(out_dir / segment)
         try:
             text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
         except OSError as exc:
@@ -512,6 +517,59 @@ def events_after(out_dir: Path, after: tuple[int, int, bool] | int | None, frame
             if fallback is None:  # that line may be in an earlier segment: read on, this the answer should it be gone
                 fallback = [e for e in found if _after(e, line, start)]
     return fallback if fallback is not None else [e for e in found if _after(e, line, start)]
+
+
+def mend_events_csv(folder: Path) -> int:
+    """Make the events.csv of the row segment ``folder`` hold a row for each whole line of its events.jsonl, in order
+    (``DetectWriter.event`` writes an event's line, then its row: a kill in between, or one that cut the row, left it
+    without that row, and a resumed run writes no line events.jsonl holds). events.jsonl is the record: its lines, as
+    the writer writes them to events.csv (the columns of its header), must begin with events.csv's whole lines; a cut
+    last row is truncated and the missing rows appended. The number of rows written; 0 when it holds them all, when
+    either file is not there (a segment a kill cut in the middle of its move into rows/: never made up from nothing)
+    or when events.csv is not a beginning of them (another file: left as it is, with a warning)."""
+    table, record = folder / EVENTS_CSV, folder / EVENTS_JSONL
+    if not (table.is_file() and record.is_file()):
+        return 0
+    try:
+        held = table.read_bytes()
+        lines = record.read_text(encoding="utf-8", errors="replace").split("\n")[:-1]  # after the last line break: cut
+    except OSError as exc:
+        raise DataError(f"{table}: cannot read it ({os_reason(exc)})") from exc
+    whole = held[: held.rfind(b"\n") + 1]  # b"" where the header itself is cut
+    header = next(csv.reader(io.StringIO(whole.decode("utf-8", "replace"), newline="")), None)
+    if header is None:
+        from mnad.events import Event
+
+        header = [f.name for f in fields(Event)]
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)  # the writer's dialect: its csv.DictWriter's
+    writer.writerow(header)
+    try:
+        for line in lines:
+            writer.writerow([json.loads(line).get(name) for name in header])
+        want = text.getvalue().encode("utf-8")
+    except (ValueError, AttributeError):  # not an event's line: events.jsonl is no record to write events.csv from
+        want = b""
+    if not want.startswith(whole) or not want:
+        log.warning(f"{table}: its rows are not those of {EVENTS_JSONL} beside it; left as it is")
+        return 0
+    if held == want:
+        return 0
+    missing = len(lines) - max(whole.count(b"\n") - 1, 0)  # the rows past the header
+    # In place, not rewritten whole: only the cut last row (no row) is truncated, then the missing rows appended, so
+    # that a second kill in the middle leaves whole rows and at most a cut last one, which the next resume mends
+    # again; the rows already there are never rewritten (a temporary file renamed over it would copy a day's rows).
+    try:
+        with table.open("r+b") as handle:
+            handle.truncate(len(whole))
+            handle.seek(len(whole))
+            handle.write(want[len(whole):])
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise DataError(f"{table}: cannot write the event rows a kill left out ({os_reason(exc)})") from exc
+    log.warning(f"{table}: made whole from {EVENTS_JSONL} ({missing} event row(s) a kill left out written again)")
+    return missing
 
 
 def _after(record: dict, line: tuple[int, int, bool] | None, start: int) -> bool:
