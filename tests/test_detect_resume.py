@@ -997,8 +997,9 @@ def test_a_state_without_the_tracker_resumes_as_before_and_a_damaged_one_is_refu
 
 
 def test_events_after_reads_the_events_written_after_a_state(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """``events_after``: the events that began after a start frame, across row segments, down to the segment of the
-    state's last row; a last line cut by a kill is no event, a line that is not one is left out with a warning."""
+    """``events_after``: the events written after the state's last line, across row segments, down to the segment of
+    the state's last row (given no line, every line of those segments); a last line cut by a kill is no event, a line
+    that is not one is left out with a warning."""
     from mnad.outputs import events_after
 
     def line(start: int) -> str:
@@ -1010,11 +1011,13 @@ def test_events_after_reads_the_events_written_after_a_state(tmp_path: Path, cap
         (folder / "scores.csv").write_text("frame\n")
         (folder / "events.jsonl").write_text("".join(line(s) for s in starts) + tail)
     with caplog.at_level("WARNING"):
-        assert [e["start_frame"] for e in events_after(tmp_path, 9, 25)] == [22, 30, 41]
+        assert [e["start_frame"] for e in events_after(tmp_path, (9, 11, False), 25)] == [22, 30, 41]
     assert "line 3 is not an event" in caplog.text
-    assert [e["start_frame"] for e in events_after(tmp_path, 3, 19)] == [9, 22, 30, 41]
-    assert [e["start_frame"] for e in events_after(tmp_path, 30, 45)] == [41]  # the earlier segments not read
-    assert events_after(tmp_path, 41, 45) == []
+    assert [e["start_frame"] for e in events_after(tmp_path, (3, 5, False), 19)] == [9, 22, 30, 41]
+    assert [e["start_frame"] for e in events_after(tmp_path, (30, 32, False), 45)] == [41]
+    assert [e["start_frame"] for e in events_after(tmp_path, None, 45)] == [41]  # the earlier segments not read
+    assert [e["start_frame"] for e in events_after(tmp_path, (9, 12, False), 25)] == [22, 30, 41]  # gone: began after it
+    assert events_after(tmp_path, (41, 43, False), 45) == []
 
 
 def _event_spans(out: Path) -> list[tuple[int, int, bool]]:
@@ -1170,7 +1173,7 @@ def test_events_after_reads_the_lines_after_the_states_last_line(tmp_path: Path)
     assert spans((10, 21, True)) == [(10, 23), (10, 26), (29, 31)]
     assert spans((10, 25, False)) == [(29, 31)]
     assert spans(None) == [(a, b) for a, b, _ in lines]
-    assert len(events_after(tmp_path, 4, 20)) == 4
+    assert len(events_after(tmp_path, (4, 6, False), 20)) == 4
     # a line that is JSON but not an event's (an end frame that is no frame, or none) is left out, not a traceback
     with (tmp_path / "events.jsonl").open("a") as handle:
         handle.write(json.dumps({"start_frame": 40, "end_frame": [1]}) + "\n" + json.dumps({"start_frame": 41}) + "\n")

@@ -83,7 +83,9 @@ class DetectWriter:
         # past them (``sync`` raises it from then on, whatever segment is open)
         self.not_durable: DataError | None = None
         self._handles: tuple[Any, ...] = ()
-        self._resuming = resume is not None  # no segment open until the resumed run's first row (``_begin``)
+        # a resumed run's writer that has written nothing of its own yet (no row, no event): no segment of its own is
+        # open; its first row or event opens one (``_begin``)
+        self.resuming = resume is not None
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if maps:
@@ -117,7 +119,7 @@ class DetectWriter:
         """The resumed run's first row, frame ``first``: an earlier run's own row files ('.') move into
         ``rows/<their first frame>`` (header-only ones, a run that scored nothing there, are deleted), then a segment of
         this run's opens at ``rows/<first>``."""
-        self._resuming = False
+        self.resuming = False
         if "." in self.kept.names:
             head = first_row_frame(self.out_dir / SCORES_FILE)
             try:
@@ -146,12 +148,6 @@ class DetectWriter:
             raise DataError(f"{self.out_dir / ROWS_DIR}: cannot write the row segments ({os_reason(exc)})") from exc
         self._open(row_segment_name(first))
         self.changes += 1
-
-    @property
-    def resuming(self) -> bool:
-        """A resumed run's writer that has written nothing of its own yet (no row, no event): no segment of its own is
-        open; its first row or event opens one (``_begin``)."""
-        return self._resuming
 
     @property
     def open_segment(self) -> str | None:
@@ -294,7 +290,7 @@ class DetectWriter:
         """Frame ``row.index``'s row, at ``seconds``: into a new segment when the open one's time is up. The closed one
         is pruned (--rows-keep) once the new one holds this row, so a failure there loses no row; it is raised by the
         next call (or ``close_rows``): this row is written and counted."""
-        if self._resuming:
+        if self.resuming:
             self._begin(row.index)
         self._check_open()
         if self._failure is not None:
@@ -322,7 +318,7 @@ class DetectWriter:
         began, was confirmed (its alert) and ended by the wall clock (``wall_clock``), so that a line read during a run of
         days says when. ``frame``: the frame whose row comes next (the one that ended it), where a resumed run's first
         segment opens should the event come before its first row (``_begin``)."""
-        if self._resuming and frame is not None:
+        if self.resuming and frame is not None:
             self._begin(frame)
         self._check_open()
         record = asdict(event)
@@ -474,19 +470,16 @@ def rows_after(out_dir: Path, frame: int) -> list[dict[str, str]]:
     return found
 
 
-def events_after(out_dir: Path, after: tuple[int, int, bool] | int | None, frame: int, *,
-                 mend: bool = False) -> list[dict]:
+def events_after(out_dir: Path, after: tuple[int, int, bool] | None, frame: int, *, mend: bool = False) -> list[dict]:
     """The events a detect run left in ``out_dir`` (the whole lines of its events.jsonl files) written after the
     event line ``after`` (``mnad detect --resume``: the last line the saved state counted, as (start frame, end frame,
     marked ``open``); None: none), in the order written: the lines after that very line, in file order. Where that
-    line is not found (its segment deleted by --rows-keep), or ``after`` is a start frame, those that began after it.
+    line is not found (its segment deleted by --rows-keep), those that came after it (``_after``).
     Events go into the row segment open when they end, so only the latest segments are read: down to the one holding
     the row of frame ``frame`` (the last row the state counts: the segment open when it was saved), and on to earlier
     ones until that line is found. A last line cut by a kill is no event; a line that is not an event's JSON is left
     out with a warning. ``mend`` (a resumed run's): the events.csv of each segment read is made whole first
     (``mend_events_csv``); a kill can leave rows out only in the latest, and the closed ones were made durable whole."""
-    line = tuple(after) if isinstance(after, (tuple, list)) else None
-    start = -1 if after is None else line[0] if line is not None else after
     found: list[dict] = []  # the lines of the segments read, in file order
     fallback: list[dict] | None = None
     for segment in reversed(row_segments_in(out_dir)):
@@ -509,14 +502,16 @@ def events_after(out_dir: Path, after: tuple[int, int, bool] | int | None, frame
                 continue
             events.append(record)
         found[:0] = events
-        if line is not None and (at := [i for i, e in enumerate(events) if event_line(e) == line]):
+        if after is not None and (at := [i for i, e in enumerate(events) if event_line(e) == after]):
             return found[at[-1] + 1:]  # the lines after it, in this segment and the later ones
         if segment == "." or int(Path(segment).name) <= frame:
-            if line is None:
-                break
+            if after is None:
+                return found
             if fallback is None:  # that line may be in an earlier segment: read on, this the answer should it be gone
-                fallback = [e for e in found if _after(e, line, start)]
-    return fallback if fallback is not None else [e for e in found if _after(e, line, start)]
+                fallback = [e for e in found if _after(e, after)]
+    if fallback is not None:
+        return fallback
+    return found if after is None else [e for e in found if _after(e, after)]
 
 
 def mend_events_csv(folder: Path) -> int:
@@ -572,14 +567,14 @@ def mend_events_csv(folder: Path) -> int:
     return missing
 
 
-def _after(record: dict, line: tuple[int, int, bool] | None, start: int) -> bool:
-    """Whether the event line ``record`` came after the line ``line`` (or, given none, the start frame ``start``), where
-    that line is gone: it began later, or ``line`` was its event marked open at a run's end and ``record`` is a later
-    line of the same event (its end, or the event open further on)."""
-    if record["start_frame"] > start:
-        return True
-    return line is not None and line[2] and record["start_frame"] == start and (
-        record["end_frame"] > line[1] or record.get("open") is not True)
+def _after(record: dict, line: tuple[int, int, bool]) -> bool:
+    """Whether the event line ``record`` came after the line ``line`` (start, end, marked ``open``) where that line is
+    gone: it began later, or ``line`` was its event marked open at a run's end and ``record`` is a later line of the
+    same event (its end, or the event open further on)."""
+    start, end, marked = line
+    return record["start_frame"] > start or (marked and record["start_frame"] == start and (
+        record["end_frame"] > end or record.get("open") is not True))
+
 
 def event_line(record: dict) -> tuple[int, int, bool]:
     """An events.jsonl line as (start frame, end frame, marked ``open``): what ``events_after`` and a resumed
