@@ -202,7 +202,7 @@ def run_worker(job: dict) -> dict:
 def cpu_info() -> dict:
     info = {"cpu_model": "unknown", "logical_cpus": os.cpu_count(), "features": []}
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
         info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "unknown")
         flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
         info["features"] = [f for f in CPU_FEATURES if f in flags]

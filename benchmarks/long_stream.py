@@ -38,7 +38,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "long_stream.json"
 
 def rss_mib() -> float:
     """Resident set size of this process, from /proc/self/status (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("VmRSS not found in /proc/self/status")

@@ -558,7 +558,7 @@ def no_update_accuracy() -> list[str]:
 
 def regular_scores(path: Path) -> dict[tuple[str, int], float]:
     """E_t of each scored frame in an evaluation's scores.csv, by (video, frame)."""
-    with path.open(newline="") as f:
+    with path.open(encoding="utf-8", newline="") as f:
         return {(r["video"], int(r["frame"])): float(r["regular_score"]) for r in csv.DictReader(f)}
 
 

@@ -49,7 +49,7 @@ TARGET_MIB = 0.6 * 1024
 
 
 def status_mib(key: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")

@@ -125,7 +125,7 @@ def finish(script: str, path: str | Path, result: dict, failures: list[str], *, 
 
 def peak_rss_mib() -> float:
     """VmHWM of this process (the peak resident set size), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
@@ -545,7 +545,7 @@ def work_auc(job: dict) -> dict:
     metrics = evaluate(model, config, job["data_root"], labels_path=job.get("labels"), out_dir=job["out_dir"],
                        device=job["device"], progress=False)
     seconds = time.perf_counter() - start
-    with open(Path(job["out_dir"]) / "scores.csv") as handle:
+    with open(Path(job["out_dir"]) / "scores.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     return {"micro_auc": metrics["micro_auc"], "macro_auc": metrics["macro_auc"], "frames_scored": metrics["frames_scored"],
             "memory_updates": metrics["memory_updates"], "seconds": seconds, "psnr": [float(r["psnr"]) for r in rows],
@@ -587,14 +587,14 @@ def machine_info(device: str) -> dict:
                   "platform": platform.platform(), "torch": torch.__version__,
                   "torch_mkldnn": torch.backends.mkldnn.is_available()}
     try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
         for line in cpuinfo.splitlines():
             if line.startswith("model name"):
                 info["cpu_model"] = line.split(":", 1)[1].strip()
                 break
         flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
         info["cpu_flags"] = [f for f in CPU_FEATURES if f in flags]
-        mem_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")))
+        mem_kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines() if line.startswith("MemTotal")))
         info["memory_gib"] = round(mem_kib / 2**20, 1)
     except (OSError, StopIteration, ValueError):
         pass
@@ -648,7 +648,7 @@ def start_timing(threads: int) -> tuple[float, float | None]:
 def busy_cores(seconds: float = 2.0) -> float | None:
     """Cores kept busy by other processes, measured over ``seconds`` from /proc/stat (the load average lags by minutes)."""
     def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        fields = [int(x) for x in Path("/proc/stat").read_text(encoding="utf-8").splitlines()[0].split()[1:]]
         return sum(fields), fields[3] + fields[4]  # total, idle + iowait
 
     try:
@@ -662,7 +662,7 @@ def busy_cores(seconds: float = 2.0) -> float | None:
 
 def loadavg() -> list[float] | None:
     try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+        return [float(x) for x in Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3]]
     except OSError:
         return None
 

@@ -279,7 +279,7 @@ def seed_worker(args: argparse.Namespace) -> int:
     result: dict = {"seed": args.seed}
     run_dir, root = Path(args.run_dir), Path(args.root)
     try:
-        config = Config.from_dict(json.loads(Path(args.config).read_text())).override([f"train.seed={args.seed}"])
+        config = Config.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8"))).override([f"train.seed={args.seed}"])
         probe = probe_epoch_seconds(config, root, run_dir / "probe", args.probe_steps)
         epoch_s = shared_estimate(Path(args.probe_dir), args.seed, probe["epoch_s"], args.n_seeds, wait_s=120)
         epoch_cost = 1.05 * epoch_s + 1.0  # + writing the checkpoint
@@ -322,7 +322,7 @@ def seed_worker(args: argparse.Namespace) -> int:
     except Exception as exc:  # reported in the JSON: the other seeds and the DDP check still count
         result["error"] = "".join(traceback.format_exception(exc)[-6:])
         print(result["error"], file=sys.stderr, flush=True)
-    Path(args.result).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.result).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0 if "error" not in result else 1
 
 
@@ -340,7 +340,7 @@ def ddp_worker(args: argparse.Namespace) -> int:
     from mnad.train import train
 
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-    config = Config.from_dict(json.loads(Path(args.config).read_text()))
+    config = Config.from_dict(json.loads(Path(args.config).read_text(encoding="utf-8")))
     device = torch.device("cpu")
     if config.train.device.startswith("cuda"):
         gpu = local % torch.cuda.device_count()
@@ -358,7 +358,7 @@ def ddp_worker(args: argparse.Namespace) -> int:
             log = [json.loads(line) for line in (Path(args.run_dir) / "train_log.jsonl").read_text().splitlines()]
             Path(args.result).write_text(json.dumps({
                 "backend": args.backend, "world_size": world, "devices": devices, "all_reduce_ok": bool((check == world * (world + 1) / 2).all()),
-                "sync_batchnorm": config.train.sync_batchnorm, "train_seconds": round(time.time() - started, 1), "log": log}, indent=2))
+                "sync_batchnorm": config.train.sync_batchnorm, "train_seconds": round(time.time() - started, 1), "log": log}, indent=2), encoding="utf-8")
     finally:
         distributed.cleanup()
     return 0

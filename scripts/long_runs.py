@@ -121,7 +121,7 @@ class StepStopped(Exception):
 def machine() -> str:
     """The CPU in words, as /proc/cpuinfo names it, and its logical cores."""
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text(encoding="utf-8").splitlines()
              if line.startswith("model name")] if cpuinfo.exists() else []
     return f"{names[0] if names else platform.machine()}, {os.cpu_count()} logical cores"
 
@@ -237,14 +237,14 @@ def training_pids(run: Path) -> list[int]:
     stat = lock.stat()
     file_id = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
     # a line: "1: FLOCK  ADVISORY  WRITE 2445 fe:00:5447740 0 EOF" (a waiter's lines are marked "->" and hold nothing)
-    return sorted({int(f[f.index(file_id) - 1]) for f in map(str.split, locks.read_text().splitlines())
+    return sorted({int(f[f.index(file_id) - 1]) for f in map(str.split, locks.read_text(encoding="utf-8").splitlines())
                    if "FLOCK" in f and file_id in f and "->" not in f})
 
 
 def paused(pid: int) -> bool:
     """Whether ``pid`` is stopped (SIGSTOP): state T in /proc/<pid>/stat."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+        return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0] == "T"
     except (OSError, IndexError):
         return False
 

@@ -127,7 +127,7 @@ def leave_one_out(psnr: list[np.ndarray], distance: list[np.ndarray], alpha: flo
 
 def test_terms(path: Path) -> list[VideoScores]:
     """Per-video raw terms of the test stream from the scores.csv the stream protocol wrote."""
-    with path.open(newline="") as handle:
+    with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     videos = []
     for name in dict.fromkeys(r["video"] for r in rows):

@@ -88,7 +88,7 @@ def dump(args: argparse.Namespace) -> None:
     config = config.override(["eval.normalization=causal"])
     rows = [{"part": "held_out", **r} for r in play(model, config, holdout_videos(args.run))]
     rows += [{"part": "test", **r} for r in play(model, config, split_videos(args.data_root, config.dataset, "testing"))]
-    with open(args.out, "w", newline="") as handle:
+    with open(args.out, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -107,7 +107,7 @@ def scored_with(config: Config, p_term: str, d_term: str | None, alpha: float) -
 
 def analyse(args: argparse.Namespace) -> None:
     _, config = load_model(args.run)  # the config dump scored the terms with (its eval.normalization aside)
-    with open(args.terms, newline="") as handle:
+    with open(args.terms, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
 
     def videos(part: str) -> dict[str, list[dict]]:
@@ -147,7 +147,7 @@ def analyse(args: argparse.Namespace) -> None:
                       f"{100 * s['at_false_alarm_rate']['0.01']['false_alarm_rate']:.1f} / "
                       f"{100 * s['at_false_alarm_rate']['0.05']['false_alarm_rate']:.1f} %, "
                       f"false events/min {s['event_measures']['false_events_per_minute']:.2f}", flush=True)
-    Path(args.out).write_text(json.dumps({"terms": str(args.terms), "attempts": attempts}, indent=1))
+    Path(args.out).write_text(json.dumps({"terms": str(args.terms), "attempts": attempts}, indent=1), encoding="utf-8")
 
 
 def main() -> None:

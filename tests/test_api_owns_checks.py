@@ -160,7 +160,7 @@ def test_top_k_is_checked_by_the_api_before_the_scoring(model_file: Path, synthe
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """The CLI had its own check_count('--top-k') beside create_report's; now create_report's (report.check_top_k),
     which the CLI calls before the model is loaded and the scoring."""
-    assert "check_count(\"--top-k\"" not in Path(cli.__file__).read_text()
+    assert "check_count(\"--top-k\"" not in Path(cli.__file__).read_text(encoding="utf-8")
     code = cli.main(["evaluate", "--checkpoint", str(tmp_path / "absent.safetensors"), "--data-root", str(synthetic_root),
                      "--report", str(tmp_path / "report"), "--top-k", "-1"])
     err = capsys.readouterr().err

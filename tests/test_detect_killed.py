@@ -41,7 +41,7 @@ detect(model, config, sys.argv[4:] if len(sys.argv) > 5 else sys.argv[4], sys.ar
 
 def read(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
 

@@ -41,7 +41,7 @@ def calibrated(model_file: Path, threshold: float) -> tuple:
 
 
 def table(path: Path) -> tuple[list[str], list[dict]]:
-    with path.open(newline="") as handle:
+    with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         return list(reader.fieldnames or []), list(reader)
 

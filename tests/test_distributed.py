@@ -130,7 +130,7 @@ def _worker(rank: int, port: int, root: str, out: str) -> None:
 
 
 def _scores(path: Path) -> dict[tuple[str, str], list[float]]:
-    with path.open() as handle:
+    with path.open(encoding="utf-8") as handle:
         return {(r["video"], r["frame"]): [float(r["psnr"]), float(r["distance"]), float(r["score"])] for r in csv.DictReader(handle)}
 
 

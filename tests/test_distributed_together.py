@@ -110,7 +110,7 @@ def _worker(rank: int, port: int, root: str, out: str) -> None:
     # the command: rank 0's own error line, the other rank's short one; no traceback, exit status 2 on both
     from mnad import cli
 
-    with open(Path(out) / f"rank{rank}.err", "w") as err, pytest.MonkeyPatch.context() as patch:
+    with open(Path(out) / f"rank{rank}.err", "w", encoding="utf-8") as err, pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "stderr", err)
         if rank == 0:
             patch.setattr(train_module, "save_checkpoint", _failing(CheckpointError("injected: disk full")))

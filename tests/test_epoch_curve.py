@@ -24,7 +24,7 @@ def curve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
 
     def evaluate(model: Path, config: object, data_root: str, *, progress: bool) -> dict:
         scored.append(model.name)
-        auc = float(model.read_text())
+        auc = float(model.read_text(encoding="utf-8"))
         return {"micro_auc": auc, "macro_auc": auc}
 
     monkeypatch.setattr(script, "evaluate", evaluate)

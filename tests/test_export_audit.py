@@ -325,7 +325,7 @@ def test_export_leaves_the_callers_model_as_it_was(tmp_path: Path) -> None:
     model = MNAD(config.model).to(torch.bfloat16).train()
     export_onnx(model, config, tmp_path / "m.onnx")
     assert next(model.parameters()).dtype == torch.bfloat16 and model.training
-    Path(f"{tmp_path / 'm.onnx'}.json").write_text("[" * 100_000 + "]" * 100_000)
+    Path(f"{tmp_path / 'm.onnx'}.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
     with pytest.raises(CheckpointError, match="m.onnx.json: not a readable sidecar"):
         load_onnx(tmp_path / "m.onnx")
 
@@ -403,10 +403,10 @@ def test_an_export_records_only_the_model_it_was_made_from(tiny, tmp_path: Path)
     assert not (tmp_path / "m.onnx").exists()
     export_onnx(model, config, tmp_path / "m.onnx")
     side_path = Path(f"{tmp_path / 'm.onnx'}.json")
-    side = json.loads(side_path.read_text())
+    side = json.loads(side_path.read_text(encoding="utf-8"))
     side["config"]["model"]["memory_size"] = 5
     side["sha256"] = _sidecar_digest(side)
-    side_path.write_text(json.dumps(side))
+    side_path.write_text(json.dumps(side), encoding="utf-8")
     with pytest.raises(CheckpointError, match="the memory items do not match the config"):
         load_onnx(tmp_path / "m.onnx")
 
@@ -508,7 +508,7 @@ def test_a_model_on_cuda_exports_as_its_cpu_copy_does(tiny, tmp_path: Path) -> N
     assert {p.device.type for p in model.parameters()} == {"cuda"}
     cpu, _ = load_model(folder / "m.safetensors")
     export_onnx(cpu, config, tmp_path / "cpu.onnx")
-    sides = [json.loads(Path(f"{tmp_path / name}.onnx.json").read_text()) for name in ("gpu", "cpu")]
+    sides = [json.loads(Path(f"{tmp_path / name}.onnx.json").read_text(encoding="utf-8")) for name in ("gpu", "cpu")]
     assert sides[0]["weights_sha256"] == sides[1]["weights_sha256"]
     assert sides[0]["memory_items"] == sides[1]["memory_items"]
     assert load_onnx(tmp_path / "gpu.onnx").config.eval.bf16 is False  # it loads, as an fp32 graph

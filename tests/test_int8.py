@@ -88,14 +88,14 @@ def test_int8_sidecar_records_calibration_and_is_checked(exported: tuple[Path, P
     assert sum(len(v["clip_starts"]) for v in calibration["videos"]) == CLIPS
     assert all(0 <= s <= 24 - 5 for v in calibration["videos"] for s in v["clip_starts"])
     # an edited provenance, or the int8 graph swapped for the fp32 one, is refused before use
-    side = json.loads(Path(f"{int8}.json").read_text())
+    side = json.loads(Path(f"{int8}.json").read_text(encoding="utf-8"))
     side["int8"]["calibration"]["clips"] = 1000
     (tmp_path / "a.onnx").write_bytes(int8.read_bytes())
     (tmp_path / "a.onnx.json").write_text(json.dumps(side))
     with pytest.raises(CheckpointError, match="SHA-256"):
         load_onnx(tmp_path / "a.onnx")
     (tmp_path / "b.onnx").write_bytes(fp32.read_bytes())
-    (tmp_path / "b.onnx.json").write_text(Path(f"{int8}.json").read_text())
+    (tmp_path / "b.onnx.json").write_text(Path(f"{int8}.json").read_text(encoding="utf-8"))
     with pytest.raises(CheckpointError, match="does not match the SHA-256"):
         load_onnx(tmp_path / "b.onnx")
 

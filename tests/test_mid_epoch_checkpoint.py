@@ -447,7 +447,7 @@ def _cli_rank(rank: int, port: int, root: str, out: str) -> None:
 
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    with open(Path(out) / f"rank{rank}.err", "w") as err, pytest.MonkeyPatch.context() as patch:
+    with open(Path(out) / f"rank{rank}.err", "w", encoding="utf-8") as err, pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "stderr", err)
         patch.setattr(train_module, "checkpoint_due", due_at_steps)
         patch.setattr(train_module, "POLL_SECONDS", 0.0)  # rank 0 asks it at every step (CheckpointClock)

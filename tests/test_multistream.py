@@ -141,7 +141,7 @@ def frames_folder(folder: Path, frames: list[np.ndarray]) -> Path:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
+    with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 
 

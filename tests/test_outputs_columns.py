@@ -73,7 +73,7 @@ def test_committed_evaluations_are_written_as_the_formatter_writes(path: Path) -
     """Every committed evaluation's per-frame terms are the formatter's text of their values, but for the files of
     older versions: they lack the newer columns (those they have are compared), and some wrote D to 8 decimals (every
     row of such a file; compared so). A file of today's version is rewritten byte for byte."""
-    with path.open(newline="") as handle:
+    with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
         present = [c for c in FRAME_COLUMNS if c in (reader.fieldnames or [])]
         assert {"psnr", "distance", "regular_score", "memory_updated", "score"} <= set(present)

@@ -16,7 +16,7 @@ ORDER = ["paths", "reading", "names", "columns", "detect_folder", "evaluation", 
 
 def imported_outputs_modules(name: str) -> set[str]:
     """The mnad.outputs modules that module ``name`` imports (at its top or inside a function)."""
-    tree = ast.parse(Path(importlib.import_module(f"mnad.outputs.{name}").__file__).read_text())
+    tree = ast.parse(Path(importlib.import_module(f"mnad.outputs.{name}").__file__).read_text(encoding="utf-8"))
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mnad.outputs"):
@@ -35,7 +35,7 @@ def test_each_module_imports_only_those_before_it() -> None:
 
 def defined_names(name: str) -> set[str]:
     """The public names module ``name`` defines at its top level (functions, classes, constants)."""
-    tree = ast.parse(Path(importlib.import_module(f"mnad.outputs.{name}").__file__).read_text())
+    tree = ast.parse(Path(importlib.import_module(f"mnad.outputs.{name}").__file__).read_text(encoding="utf-8"))
     found = set()
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.ClassDef):

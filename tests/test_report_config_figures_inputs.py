@@ -67,9 +67,9 @@ def copy_run(run: dict, tmp_path: Path) -> Path:
 
 
 def edit_json(path: Path, edit: object) -> None:
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     edit(data)  # type: ignore[operator]
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(data), encoding="utf-8")
 
 
 @pytest.mark.parametrize(("edit", "what"), [

@@ -39,7 +39,7 @@ def _controlling_terminal() -> None:
 
 def _wait_for_rows(process: subprocess.Popen, scores: Path, rows: int = 21) -> None:
     deadline = time.monotonic() + 120
-    while (not scores.exists() or scores.read_text().count("\n") < rows) and time.monotonic() < deadline:
+    while (not scores.exists() or scores.read_text(encoding="utf-8").count("\n") < rows) and time.monotonic() < deadline:
         assert process.poll() is None, "the run ended before it was hung up"
         time.sleep(0.05)
 

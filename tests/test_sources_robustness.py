@@ -92,7 +92,7 @@ def detect(model_file: Path, source: str, out: Path, *extra: str) -> int:
 
 
 def scored_times(out: Path) -> list[float]:
-    with open(out / "scores.csv", newline="") as f:
+    with open(out / "scores.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     return [float(r[1]) for r in rows[1:]]
 

@@ -255,7 +255,7 @@ def test_an_event_still_open_at_the_end_says_so(model_file: Path, tmp_path: Path
     for i in range(10):
         cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((32, 32, 3), 20 * i, np.uint8))
     detect(model, with_calibration(config, calibration), str(folder), tmp_path / "o", progress=False)
-    with open(tmp_path / "o" / "events.csv", newline="") as handle:
+    with open(tmp_path / "o" / "events.csv", encoding="utf-8", newline="") as handle:
         events = list(csv.DictReader(handle))
     assert [(e["start_frame"], e["end_frame"], e["open"]) for e in events] == [("4", "9", "True")]
     assert [json.loads(line)["open"] for line in (tmp_path / "o" / "events.jsonl").read_text().splitlines()] == [True]

@@ -106,7 +106,7 @@ def private_cache() -> Path:
 
 def _cpu_flags() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return platform.processor()
     return next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("flags")), "")
@@ -183,7 +183,7 @@ class AotStep:
         with tempfile.TemporaryDirectory(prefix="mnad-aoti-", dir=package.parent) as work:
             save_model(Path(work, "model.safetensors"), self.model, self.config)  # with its config, read back hash-checked
             job = {"shapes": shapes, "threads": torch.get_num_threads(), "package": f"{work}/step.pt2"}
-            Path(work, "job.json").write_text(json.dumps(job))
+            Path(work, "job.json").write_text(json.dumps(job), encoding="utf-8")
             done = subprocess.run([sys.executable, "-m", "mnad.aot", work], capture_output=True, text=True)
             if done.returncode != 0:
                 tail = " | ".join(done.stderr.strip().splitlines()[-3:])
@@ -281,7 +281,7 @@ def _matches(package: Path, record: Path) -> bool:
             log.warning("%s", exc)
             return False
     try:
-        kept = json.loads(record.read_text())
+        kept = json.loads(record.read_text(encoding="utf-8"))
         with package.open("rb") as f:  # in chunks: one buffer of the package's size would stay in the heap's high-water mark
             digest = hashlib.file_digest(f, "sha256").hexdigest()
     except (OSError, ValueError):
@@ -298,7 +298,7 @@ def build(work: Path) -> None:
 
     from mnad.stream import ScoringStep
 
-    job = json.loads((work / "job.json").read_text())
+    job = json.loads((work / "job.json").read_text(encoding="utf-8"))
     torch.set_num_threads(job["threads"])
     model, config = load_model(work / "model.safetensors")
     step = _Flat(ScoringStep(model.eval(), config).eval())

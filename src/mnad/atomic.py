@@ -114,7 +114,7 @@ def _put_back(done: list[Path], kept: dict[Path, str]) -> None:
 def _umask() -> int:
     """The process's umask, read without changing it where Linux allows (os.umask sets it to read it)."""
     try:
-        with open("/proc/self/status") as status:
+        with open("/proc/self/status", encoding="utf-8", errors="replace") as status:
             for line in status:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)

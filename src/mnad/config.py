@@ -389,7 +389,7 @@ def load_config(name_or_path: str | os.PathLike[str]) -> Config:
         resource = resources.files("mnad.configs") / f"{name_or_path}.toml"
         if not resource.is_file():
             raise ConfigError(f"unknown recipe {str(name_or_path)!r}; known: {', '.join(recipe_names())}")
-        text, source = resource.read_text(), f"recipe {name_or_path}"
+        text, source = resource.read_text(encoding="utf-8"), f"recipe {name_or_path}"
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -210,7 +210,7 @@ def load_onnx(path: str | Path, *, threads: int | Callable[[Config], int] = 0) -
             raise CheckpointError(f"{needed}: not found (`mnad export` writes the .onnx file and its .onnx.json together)")
     try:
         graph = path.read_bytes()
-        side = json.loads(side_path.read_text())
+        side = json.loads(side_path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested beyond Python's stack
         raise CheckpointError(f"{side_path}: not a readable sidecar (truncated or damaged: {exc})") from exc
     if not isinstance(side, dict) or side.get("format") != SIDECAR_FORMAT:

@@ -186,7 +186,7 @@ def models_beside(folder: str | Path) -> list[str]:
     for path in sorted(folder.glob("*.onnx")):
         side = folder / f"{path.name}.json"
         try:
-            fmt = json.loads(side.read_text()).get("format") if side.is_file() else None
+            fmt = json.loads(side.read_text(encoding="utf-8")).get("format") if side.is_file() else None
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(fmt, str) and fmt.startswith("mnad-onnx"):

@@ -858,7 +858,7 @@ def append_log(path: Path, record: dict) -> None:
     """One epoch's line of the training log; a failed write (disk full, ...) is a DataError naming the log (the
     checkpoint already holds the record: a resume restores it, ``reconcile_log``)."""
     try:
-        with path.open("a") as handle:
+        with path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
     except OSError as exc:
         reason = os_reason(exc)

@@ -142,7 +142,7 @@ def _parse_intervals_csv(path: Path, videos: list[Video]) -> list[np.ndarray]:
 
 
 def _read_ucsd_m(path: Path, videos: list[Video]) -> list[np.ndarray]:
-    text = re.sub(r"%[^\n]*", "", path.read_text(errors="replace"))  # MATLAB comments: a commented-out line is no entry
+    text = re.sub(r"%[^\n]*", "", path.read_text(encoding="utf-8", errors="replace"))  # MATLAB comments: a commented-out line is no entry
     entries = re.findall(r"gt_frame\s*=\s*\[([^\]]*)\]", text)
     if len(entries) != len(videos):
         raise DataError(f"{path}: ground truth for {len(entries)} videos, but there are {len(videos)} test videos")

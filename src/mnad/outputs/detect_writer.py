@@ -160,7 +160,7 @@ class DetectWriter:
         try:
             if segment != ".":
                 folder.mkdir()  # not exist_ok: a folder already there is no segment of this run's, never mixed with it
-            self._handles = tuple((folder / name).open("w", newline="") for name in ROW_FILES)
+            self._handles = tuple((folder / name).open("w", newline="", encoding="utf-8") for name in ROW_FILES)
         except OSError as exc:
             self._release()
             raise DataError(f"{folder}: cannot write the outputs ({exc.strerror or exc})") from exc

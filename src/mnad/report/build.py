@@ -231,7 +231,7 @@ def find_report_sources(path: str | Path) -> tuple[Path, Path | None]:
         raise DataError(f"{path}: several reports or evaluations ({names}); name one")
     if (path / SUMMARY_FILE).is_file() or (path / EVENTS_JSONL).is_file():  # said, not left to look like a lost file
         try:
-            never_ended = json.loads((path / SUMMARY_FILE).read_text()).get("complete") is False
+            never_ended = json.loads((path / SUMMARY_FILE).read_text(encoding="utf-8")).get("complete") is False
         except (OSError, ValueError, AttributeError):
             never_ended = False
         ended = (f"; its {SUMMARY_FILE} says this run never ended (\"complete\": false: still running, or killed; "
