@@ -203,6 +203,38 @@ def test_an_infinite_timeout_is_refused(option: str, model_file: Path, video: Pa
     assert option in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("field", ["open_timeout", "read_timeout"])
+@pytest.mark.parametrize("seconds", [0.0004, 0.0009999, 1e-300])
+def test_a_timeout_below_a_millisecond_is_refused(field: str, seconds: float) -> None:
+    """OpenCV takes whole milliseconds, 0 of them being no timeout: int(0.0004 * 1000) made a live source that went
+    silent wait for ever."""
+    option = "--" + field.replace("_", "-")
+    with pytest.raises(DataError, match=rf"^{field} \(SourceOptions.{field}, {option}\) must be from 0.001 to 86400 seconds"):
+        SourceOptions(**{field: seconds})
+    assert getattr(SourceOptions(**{field: 0.001}), field) == 0.001
+
+
+def test_a_timeout_is_never_zero_milliseconds_to_opencv() -> None:
+    from mnad.data.streams import MAX_WAIT, MIN_WAIT, milliseconds
+
+    assert [milliseconds(s) for s in (MIN_WAIT, 0.0014, 0.0016, 0.25, 5.0, MAX_WAIT)] == [1, 1, 2, 250, 5000, 86_400_000]
+
+
+@pytest.mark.parametrize("option", ["--open-timeout", "--read-timeout"])
+def test_detect_refuses_a_timeout_below_a_millisecond_in_one_line(option: str, model_file: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A live source the CLI would have waited on for ever (a listener that accepts and never answers is not needed:
+    the value is refused before any source is opened)."""
+    assert main(["detect", "tcp://127.0.0.1:9/x", "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet",
+                 "--reconnects", "0", option, "0.0004"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len([line for line in lines if line.startswith("mnad: error:")]) == 1
+    assert lines[-1].startswith("mnad: error: ") and option in lines[-1] and "0.0004" in lines[-1]
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
 def test_detect_refuses_fps_inf_in_one_line(model_file: Path, video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     frames = frames_folder(tmp_path / "frames", 8)
     assert main(["detect", str(frames), "--checkpoint", str(model_file), "--out", str(tmp_path / "o"), "--quiet", "--fps", "inf"]) == 2

@@ -37,6 +37,7 @@ def valid_fps(rate: float) -> bool:
 
 
 MAX_WAIT = 86400.0  # seconds: a day; larger timeouts are typos (and overflow OpenCV's int milliseconds)
+MIN_WAIT = 0.001  # seconds: OpenCV's timeouts are whole milliseconds, and 0 of them is no timeout at all (waits for ever)
 STEADY_SECONDS = 60.0  # a live connection that gave frames this long was healthy: its loss starts a fresh reconnect budget
 
 
@@ -115,9 +116,17 @@ class SourceOptions:
             raise DataError(f"{names['reconnects']} must be a whole number >= 0, got {self.reconnects!r}")
         if not 0 <= self.retry_delay <= MAX_WAIT:
             raise DataError(f"{names['retry_delay']} must be from 0 to {MAX_WAIT:g} seconds, got {self.retry_delay!r}")
-        for name in ("open_timeout", "read_timeout"):  # OpenCV takes int milliseconds
-            if not 0 < getattr(self, name) <= MAX_WAIT:
-                raise DataError(f"{names[name]} must be > 0 and at most {MAX_WAIT:g} seconds, got {getattr(self, name)!r}")
+        for name in ("open_timeout", "read_timeout"):  # OpenCV takes whole milliseconds (``milliseconds``)
+            if not MIN_WAIT <= getattr(self, name) <= MAX_WAIT:
+                raise DataError(f"{names[name]} must be from {MIN_WAIT:g} to {MAX_WAIT:g} seconds (OpenCV counts it in "
+                                f"whole milliseconds, 0 of them being no timeout), got {getattr(self, name)!r}")
+
+
+def milliseconds(seconds: float) -> int:
+    """A timeout of ``seconds`` (``SourceOptions``' range: MIN_WAIT to MAX_WAIT) as OpenCV's ``*_TIMEOUT_MSEC`` take it:
+    whole milliseconds, never 0, which OpenCV reads as no timeout (was: ``int(seconds * 1000)``, 0 below 1 ms: a
+    stream that went silent was waited on for ever)."""
+    return max(1, round(seconds * 1000))
 
 
 CAMERA_INDEXES = 100  # camera indexes are 0..99: OpenCV reads an index of 100 or more as a backend's code plus an
@@ -230,7 +239,8 @@ class FrameSource:
 
     def _open_live(self) -> cv2.VideoCapture | WatchedCapture:
         o = self.options
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(o.open_timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(o.read_timeout * 1000)]
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds(o.open_timeout),
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds(o.read_timeout)]
         if self.camera is None:
             return cv2.VideoCapture(stream_url(self.source), cv2.CAP_FFMPEG, params)
         capture = cv2.VideoCapture(self.camera, cv2.CAP_ANY, params)
