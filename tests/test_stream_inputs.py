@@ -75,6 +75,41 @@ def test_strided_views_and_gray_frames_score_as_their_plain_copies() -> None:
     assert [r.psnr for f in gray if (r := a.push(f))] == [r.psnr for f in gray if (r := b.push(f[:, :, None]))]
 
 
+def test_a_frame_buffer_the_caller_reuses_is_copied_into_the_window(tmp_path: Path) -> None:
+    """A caller reading every frame into one buffer (cv2's ``cap.read(buf)``): the window holds each frame as it was
+    pushed, so the state saves (was: safetensors' "Some tensors share memory", the window being t_length references to
+    the buffer), and a stream saved or restored mid-way continues as the uninterrupted one (was: other scores)."""
+    video = frames(14)
+    whole = scorer_of(normalization="causal")
+    want = [whole.push(f) for f in video]
+    first, together = scorer_of(normalization="causal"), scorer_of(normalization="causal")
+    buf, other = np.empty_like(video[0]), np.empty_like(video[0])
+    for f in video[:7]:
+        buf[...] = f
+        first.push(buf)
+        other[...] = f
+        score_streams([together], [other])  # the several-stream path takes its frame into the window alike
+    for scorer in (first, together):
+        assert all(np.array_equal(a, b) for a, b in zip(scorer.state().window, video[2:7], strict=True))
+    path = tmp_path / "state.safetensors"
+    first.save_state(path)
+    loaded, restored = scorer_of(normalization="causal"), scorer_of(normalization="causal")
+    loaded.load_state(path)
+    state = first.state()
+    restored.restore(state)
+    for f in state.window:  # the state is the caller's: written to, it changes neither scorer
+        f[...] = 0
+    for f in first.state().window:
+        f[...] = 0
+    got: dict[str, list] = {"loaded": [], "restored": [], "first": []}
+    for f in video[7:]:
+        for name, scorer in (("loaded", loaded), ("restored", restored), ("first", first)):
+            buf[...] = f
+            got[name].append(scorer.push(buf))
+    for name in got:
+        assert got[name] == want[7:], name
+
+
 @pytest.mark.parametrize("smoothing", [-3, 0, 2.5, True, "3"])
 def test_smoothing_must_be_a_whole_number_of_frames(smoothing: object) -> None:
     with pytest.raises(ConfigError, match=r"smoothing must be a whole number >= 1"):

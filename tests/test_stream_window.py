@@ -46,7 +46,8 @@ def test_a_scorer_saves_the_frames_its_clips_score() -> None:
     for f in frames:
         scorer.push(f)
     saved = scorer.state().window
-    assert len(saved) == config.model.t_length and all(a is b for a, b in zip(saved, frames[-len(saved):], strict=True))
+    assert len(saved) == config.model.t_length  # the frames pushed, as copies of the window's own (not the caller's arrays)
+    assert all(np.array_equal(a, b) and not np.shares_memory(a, b) for a, b in zip(saved, frames[-len(saved):], strict=True))
     assert torch.equal(scorer._window.clip(), to_tensor(np.stack(saved))[None])
     scorer.new_video()
     assert scorer.state().window == [] and len(scorer._window) == 0

@@ -219,13 +219,16 @@ def _is_float(value: object) -> bool:
     return isinstance(value, float | int) and not isinstance(value, bool)
 
 
-def checked_frame(frame: object, size: int, channels: int) -> np.ndarray:
+def checked_frame(frame: object, size: int, channels: int, *, owned: bool = False) -> np.ndarray:
     """``frame`` as the scorer takes it, uint8 (size, size, channels) C-contiguous (a strided view is copied, a gray
-    (H, W) frame of a 1-channel model gains its axis); a DataError for anything that is not such a frame."""
+    (H, W) frame of a 1-channel model gains its axis); a DataError for anything that is not such a frame. ``owned``:
+    always a copy of its own (one copy, a strided view's included), which the caller's later writes cannot reach."""
     if isinstance(frame, np.ndarray) and frame.dtype == np.uint8:
         if frame.ndim == 2 and channels == 1:
             frame = frame[:, :, None]
         if frame.shape == (size, size, channels):
+            if owned:
+                return np.array(frame, order="C", copy=True)
             return frame if frame.flags.c_contiguous else np.ascontiguousarray(frame)
     got = (f"a {frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray) else f"a {type(frame).__name__}")
     raise DataError(f"frame: expected a numpy uint8 array of shape ({size}, {size}, {channels}) (the model's image size "
@@ -233,9 +236,9 @@ def checked_frame(frame: object, size: int, channels: int) -> np.ndarray:
 
 
 class ClipWindow:
-    """The last ``size`` frames of a stream, each held once as a pair: the frame as the scorer took it (uint8, prepared:
-    what a saved state holds) and its tensor on the scoring device (converted once per frame, not once per clip). One
-    deque of pairs, so that the frames a state saves and the frames a clip scores cannot fall out of step."""
+    """The last ``size`` frames of a stream, each held once as a pair: the frame as the scorer took it (uint8, prepared,
+    a copy of its own: what a saved state holds) and its tensor on the scoring device (converted once per frame, not once
+    per clip). One deque of pairs, so that the frames a state saves and the frames a clip scores cannot fall out of step."""
 
     def __init__(self, size: int) -> None:
         self._pairs: deque[tuple[np.ndarray, torch.Tensor]] = deque(maxlen=size)
@@ -458,7 +461,10 @@ class StreamScorer:
         if self._pending is not None:
             raise ConfigError(f"clip(): the clip of frame {self._pending[0]} still waits for its result: pass the step's "
                               "result to consume() before the next clip() (or call new_video() to drop it)")
-        frame = checked_frame(frame, self.config.model.image_size, self.config.model.channels)
+        # the window's own copy (the one copy per frame): a caller may read each frame into one buffer (cv2's
+        # cap.read(buf)), and a window of references to it would hold the latest frame t_length times, which a saved
+        # state would save (the clips are not hit: their tensors are converted copies)
+        frame = checked_frame(frame, self.config.model.image_size, self.config.model.channels, owned=True)
         return frame, to_tensor(frame).to(self.device)  # each frame converted once, not once per clip
 
     def _take(self, frame: np.ndarray, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -526,7 +532,7 @@ class StreamScorer:
                               "the step's result to consume() first (or call new_video() to drop it)")
         return StreamState(
             items=self.items,
-            window=self._window.frames(),
+            window=[frame.copy() for frame in self._window.frames()],  # the caller's copies: writes to them do not reach the window
             frames_seen=self._seen,
             psnr_range=(self._causal.psnr_range.low, self._causal.psnr_range.high),
             distance_range=(self._causal.distance_range.low, self._causal.distance_range.high),
@@ -550,7 +556,8 @@ class StreamScorer:
                         "(the same weights); the next saved state records them", f"{path}: " if path is not None else "",
                         ", model.".join(unrecorded))
         m = self.config.model
-        frames = [checked_frame(f, m.image_size, m.channels) for f in list(state.window)[-self._window.size:]]
+        # copies the window owns: the state's frames stay the caller's (a StreamState written to after restore changes nothing)
+        frames = [checked_frame(f, m.image_size, m.channels, owned=True) for f in list(state.window)[-self._window.size:]]
         pairs = [(f, to_tensor(f).to(self.device)) for f in frames]
         with held_interrupts():  # all of the state, or none of it
             if state.items is not None:
