@@ -2,7 +2,9 @@
 
 - provenance (``StreamScorer._state_problem``): a model setting the saved state does not record (the key is absent) is
   not compared, whichever setting it is, since the weights' digest (always compared) pins the model's settings; a
-  model setting recorded with its default value is compared like any other; a scoring setting not recorded is refused;
+  model setting recorded with its default value is compared like any other; so is the test-time update (test_update,
+  gamma, regular_score) and the scoring precision, recorded since after the others: a state saved before restores as it
+  did, with a warning; any other scoring setting not recorded is refused;
 - the calibration's digest (``calibration_digest``): a field added after the first digested ones is left out while it
   holds its default, since a calibration read from an older file holds the default there; the first fields are
   digested whatever they hold.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +117,41 @@ def test_a_state_lacking_a_scoring_setting_is_refused(tmp_path: Path) -> None:
     path = saved_state(tmp_path, scorer_of(), {}, drop=("psnr_peak",))
     with pytest.raises(CheckpointError, match=r"does not record psnr_peak \(written by an older mnad\)"):
         scorer_of().load_state(path)
+
+
+LATER = ("test_update", "gamma", "regular_score", "precision")
+
+
+def test_a_state_saved_before_the_test_time_update_and_precision_were_recorded_restores(tmp_path: Path,
+                                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """States written before these were recorded (their format unchanged) continue as they did, said in one warning."""
+    saved = scorer_of()
+    path = saved_state(tmp_path, saved, {}, drop=LATER)
+    restored = scorer_of()
+    with caplog.at_level(logging.WARNING, logger="mnad.stream"):
+        restored.load_state(path)
+    assert ("did not record eval.test_update, eval.gamma, eval.regular_score, the scoring precision: taken as this "
+            "scorer's" in caplog.text)
+    assert "model." not in caplog.text  # the model settings are all recorded: no warning of those
+    frame = np.full((32, 32, 3), 7, np.uint8)
+    assert restored.push(frame) == saved.push(frame)  # continues exactly
+    recorded = scorer_of().state().belongs_to  # and a state saved now records them
+    assert {k: recorded[k] for k in LATER} == {"test_update": True, "gamma": 0.01, "regular_score": "code", "precision": "fp32"}
+
+
+def test_a_state_scored_in_another_precision_is_refused(tmp_path: Path) -> None:
+    """Its memory items and ranges are of bf16 scores (or int8 ones) that this fp32 scorer would go on from."""
+    path = saved_state(tmp_path, scorer_of(), {"precision": "bf16"})
+    with pytest.raises(CheckpointError, match=r"belongs to another model or scorer: precision 'bf16' \(this scorer: 'fp32'\)$"):
+        scorer_of().load_state(path)
+
+
+def test_gamma_and_the_regular_score_are_not_recorded_without_the_update(tmp_path: Path) -> None:
+    """They act only where the update runs (as a calibration compares them): without it, any gamma restores."""
+    def scorer(*overrides: str) -> StreamScorer:
+        torch.manual_seed(0)
+        config = tiny_config().override(["eval.test_update=false", *overrides])
+        return StreamScorer.for_model(MNAD(config.model).eval(), config, normalization="causal")
+
+    path = saved_state(tmp_path, scorer("eval.gamma=0.5"), {})
+    scorer("eval.gamma=0.1", "eval.regular_score=paper").load_state(path)

@@ -212,6 +212,11 @@ class StreamState:
 
 # the model settings a state records; one that a saved state lacks is not compared (``StreamScorer._state_problem``)
 _MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))
+# the settings of how the memory and the scores evolve that a state records since after the others (the test-time update,
+# the scoring precision), each with the name its messages give it; one that a saved state lacks was not recorded by the
+# mnad that wrote it: taken as this scorer's with a warning, as such a state restored before (``StreamScorer._restore``)
+_LATER_SCORING = {"test_update": "eval.test_update", "gamma": "eval.gamma", "regular_score": "eval.regular_score",
+                  "precision": "the scoring precision"}
 
 
 def _is_float(value: object) -> bool:
@@ -551,10 +556,16 @@ class StreamScorer:
         here, by ``_state_problem``."""
         if (problem := self._state_problem(state)) is not None:
             raise CheckpointError(f"{path}: {problem}" if path is not None else problem)
-        if unrecorded := [k for k in self._belongs_to() if k not in state.belongs_to]:  # model settings only (_state_problem)
+        # model settings and _LATER_SCORING only (_state_problem refused any other)
+        unrecorded = [k for k in self._belongs_to() if k not in state.belongs_to]
+        if model := [k for k in unrecorded if k in _MODEL_FIELDS]:
             log.warning("%sthe stream state was saved by an older mnad, which did not record model.%s: taken as of this model "
                         "(the same weights); the next saved state records them", f"{path}: " if path is not None else "",
-                        ", model.".join(unrecorded))
+                        ", model.".join(model))
+        if scoring := [_LATER_SCORING[k] for k in unrecorded if k in _LATER_SCORING]:
+            log.warning("%sthe stream state was saved by an older mnad, which did not record %s: taken as this scorer's "
+                        "(restored as before); the next saved state records them", f"{path}: " if path is not None else "",
+                        ", ".join(scoring))
         m = self.config.model
         # copies the window owns: the state's frames stay the caller's (a StreamState written to after restore changes nothing)
         frames = [checked_frame(f, m.image_size, m.channels, owned=True) for f in list(state.window)[-self._window.size:]]
@@ -576,8 +587,10 @@ class StreamScorer:
 
         A model setting (``_MODEL_FIELDS``) the state does not record, its key absent, is not compared, whichever
         setting it is and whenever it was first recorded: the weights' digest, always compared, pins the trained model
-        and so its settings. A recorded value, its default included, is compared. Any other setting not recorded is
-        refused: the weights do not pin how they are scored. This is not the rule of ``calibration_digest``, which
+        and so its settings. A recorded value, its default included, is compared. The test-time update and the scoring
+        precision (``_LATER_SCORING``), recorded since after the others, are not compared where absent either: a state
+        saved before restores as it did (``_restore`` warns). Any other setting not recorded is refused: the weights do
+        not pin how they are scored. This is not the rule of ``calibration_digest``, which
         cannot see absence (a field read as its default) and must keep older digests byte for byte."""
         if not isinstance(state, StreamState):
             return f"the stream state must be a StreamState (as StreamScorer.state() gives it), got a {type(state).__name__}"
@@ -589,9 +602,11 @@ class StreamScorer:
             return ("this scorer does not know the weights of the model it scores (its step is no torch module): build it "
                     "with StreamScorer.for_model, or pass model_digest")
         # a model setting not recorded is not compared, anything else not recorded is refused (the docstring says why)
-        if unrecorded := [k for k in here if k not in saved and k not in _MODEL_FIELDS]:
+        if unrecorded := [k for k in here if k not in saved and k not in _MODEL_FIELDS and k not in _LATER_SCORING]:
             return f"the stream state does not record {', '.join(unrecorded)} (written by an older mnad): start the stream afresh"
-        if differ := [f"{k} {saved[k]!r} (this scorer: {v!r})" for k, v in here.items() if k in saved and saved[k] != v]:
+        # gamma and E_t's kind are recorded only where the update runs: with test_update differing, it alone is said
+        implied = ("gamma", "regular_score") if "test_update" in saved and saved["test_update"] != here["test_update"] else ()
+        if differ := [f"{k} {saved[k]!r} (this scorer: {v!r})" for k, v in here.items() if k in saved and saved[k] != v and k not in implied]:
             return f"the stream state belongs to another model or scorer: {', '.join(differ)}"
         items = state.items
         if not self.has_memory:
@@ -636,9 +651,14 @@ class StreamScorer:
         # every model setting, taken from the dataclass so that a field added to ModelConfig is recorded (pixel_range
         # was missed when they were listed by hand), as JSON reads it back (a tuple is compared as the saved list)
         model = json.loads(json.dumps(dataclasses.asdict(m)))
+        # how the memory evolves (the test-time update: gamma and E_t's kind count only where it runs, as a calibration
+        # compares them) and the precision the scores are computed in: the saved items and ranges are of these
+        update = e.test_update
         return {"model": self.model_digest, **model, "feature_dim": m.feature_dim,
                 "normalization": self.normalization, "smoothing": self.smoothing, "psnr_region": e.psnr_region,
-                "distance_region": e.distance_region, "psnr_peak": e.psnr_peak, "alpha": self.alpha, "calibration": calibration}
+                "distance_region": e.distance_region, "psnr_peak": e.psnr_peak, "alpha": self.alpha, "calibration": calibration,
+                "test_update": update, "gamma": e.gamma if update else None, "regular_score": e.regular_score if update else None,
+                "precision": self.precision}
 
     def save_state(self, path: str | Path, extra: dict | None = None) -> None:
         """Write the state as safetensors (tensors and JSON metadata, no code), atomically, with what it belongs to.
