@@ -207,7 +207,8 @@ def test_another_models_state_is_refused(tmp_path: Path, capsys: pytest.CaptureF
     assert str(tmp_path / "o" / STATE_FILE) in err and "another model" in err and "start afresh with --overwrite" in err
     after = sorted((p.relative_to(tmp_path / "o"), p.read_bytes()) for p in (tmp_path / "o").rglob("*") if p.is_file())
     assert after == before  # nothing of the earlier run touched
-    assert main(["detect", frames, "--checkpoint", str(path), "--out", str(tmp_path / "o"), "--quiet", "--resume"]) == 0
+    # the right model, in the precision the run scored in (the API's default fp32; the command line's is bf16 where native)
+    assert main(["detect", frames, "--checkpoint", str(path), "--out", str(tmp_path / "o"), "--quiet", "--resume", "--fp32"]) == 0
 
 
 def test_a_damaged_state_is_refused(tmp_path: Path) -> None:
