@@ -1,5 +1,6 @@
 """A saved stream state's metadata is covered by a hash (an edited range or score is refused; a state of an older mnad,
-with no format, restores as before); a scorer of an ONNX export refuses a device other than the CPU and the bf16 and
+with no format, restores as before); a hand-made state whose hashes were made again is refused as one error whatever
+its tensors hold; a scorer of an ONNX export refuses a device other than the CPU and the bf16 and
 channels_last scoring options its graph cannot honour (API and CLI), as it refused eval.compile."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from conftest import edited_state_metadata, tiny_config, tiny_onnx_export
 from safetensors import safe_open
 from safetensors.torch import save
 
+from mnad.checkpoint import tensor_digest
 from mnad.cli import main
 from mnad.errors import CheckpointError, ConfigError
 from mnad.evaluate import evaluate
@@ -109,6 +111,40 @@ def test_a_saved_state_restores_exactly(saved) -> None:
     restored.load_state(path)
     for frame in frames(3, seed=2):
         assert restored.push(frame) == first.push(frame)
+
+
+def _renamed(tensors: dict, old: str, new: str) -> dict:
+    return {new if k == old else k: v for k, v in tensors.items()}
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda t: _renamed(t, "window.2", "window.9"), r"tensors must be its 5 window frames, window\.0 to window\.4, and its "
+     r"memory items \(items\), got window\.0, window\.1, window\.3, window\.4, window\.9$"),
+    (lambda t: _renamed(t, "window.1", "window.01"), r"tensors must be its 5 window frames, .*got window\.0, window\.2, "),
+    (lambda t: {**t, "notes": torch.zeros(3)}, r"tensors must be its 5 window frames, .*got window\.0, .*window\.4, notes$"),
+    (lambda t: {**t, "window.0": t["window.0"].to(torch.bfloat16)},
+     r"window frame 0 must be uint8, got bfloat16$"),
+    (lambda t: {**t, "window.3": t["window.3"].float()}, r"window frame 3 must be uint8, got float32$"),
+    (lambda t: {**t, "window.1": t["window.1"][:16, :16].contiguous()}, r"window frame 1: expected a numpy uint8 array of shape \(32, 32, 3\) "
+     r".*got a uint8 array of shape \(16, 16, 3\)$"),
+    (lambda t: {**t, "window.4": torch.tensor(7, dtype=torch.uint8)}, r"window frame 4: expected .*got a uint8 array of shape \(\)$"),
+    (lambda t: {**t, "items": t["items"].to(torch.bfloat16)}, r"memory items must be torch\.float32 \(10, 64\), got torch\.bfloat16"),
+    (lambda t: {k: v for k, v in t.items() if k != "items"}, r"memory items must be torch\.float32 \(10, 64\), got None"),
+], ids=["window-gap", "window-name", "other-tensor", "window-bf16", "window-float", "window-shape", "window-scalar",
+        "items-bf16", "items-missing"])
+@pytest.mark.parametrize("older", [False, True], ids=["hashed", "older"])
+def test_a_hand_made_state_with_its_hashes_made_again_is_refused_with_one_error(saved, edit, said: str, older: bool) -> None:
+    """Every tensor is checked before any is read as a frame (was: a KeyError for a gap in the window's names, a
+    TypeError from .numpy() for a bf16 frame, another tensor taken without a word); a state of an older mnad alike."""
+    _, path = saved
+    meta, tensors = read_state(path)
+    tensors = edit(tensors)
+    meta = {**meta, "sha256": tensor_digest(tensors)}
+    path.write_bytes(save(tensors, metadata=edited_state_metadata(meta, json.loads(meta["mnad_stream_state"]), older=older)))
+    target = scorer()
+    with pytest.raises(CheckpointError, match=r"^.*s\.safetensors: the stream state('s)? .*" + said):
+        target.load_state(path)
+    assert target.state().frames_seen == 0 and target.state().window == []  # nothing changed
 
 
 @pytest.fixture(scope="module")

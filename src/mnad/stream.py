@@ -713,7 +713,7 @@ class StreamScorer:
                         "is checked, not hashed; the next saved state hashes it", path)
         if not isinstance(info, dict):
             raise CheckpointError(f"{path}: not a readable stream state (its metadata is a JSON {type(info).__name__}, not an object)")
-        window = [tensors[f"window.{i}"].numpy() for i in range(sum(k.startswith("window.") for k in tensors))]
+        window = self._saved_window(tensors, path)
         # the metadata as hashed (or as an older mnad wrote it): _restore checks every field all the same
         extra = info.get("extra", {})
         if not isinstance(extra, dict):
@@ -721,6 +721,23 @@ class StreamScorer:
         self._restore(StreamState(tensors.get("items"), window, info.get("frames_seen"), info.get("psnr_range"), info.get("distance_range"),
                                   info.get("recent"), info.get("belongs_to")), path)
         return extra
+
+    def _saved_window(self, tensors: dict[str, torch.Tensor], path: Path) -> list[np.ndarray]:
+        """The window frames of a saved state's ``tensors``, oldest first, checked before any is converted: the tensors
+        are exactly window.0 to window.{n-1} and, optionally, items; each frame uint8. Anything else (a hand-made or
+        damaged state whose hashes were made again) is one ``CheckpointError`` naming ``path`` (was: a KeyError for a
+        gap in the names, a TypeError for a bf16 frame). The frames' shapes and the items are ``_state_problem``'s, after
+        what the state belongs to: a state of another model is said to be that, not to hold frames of another size."""
+        names = sorted((k for k in tensors if k != "items"), key=lambda k: (not k.startswith("window."), len(k), k))
+        frames = sum(k.startswith("window.") for k in names)
+        if names != [f"window.{i}" for i in range(frames)]:
+            window = f"{frames} window frames, window.0 to window.{frames - 1}," if frames else "window frames (window.0 on)"
+            raise CheckpointError((f"{path}: the stream state's tensors must be its {window} and its memory items (items), "
+                                   f"got {', '.join(names)}")[:300])
+        for i, name in enumerate(names):
+            if (dtype := tensors[name].dtype) != torch.uint8:
+                raise CheckpointError(f"{path}: the stream state's window frame {i} must be uint8, got {str(dtype).removeprefix('torch.')}")
+        return [tensors[name].numpy() for name in names]
 
 
 def score_streams(scorers: Sequence[StreamScorer], frames: Sequence[np.ndarray | None]) -> list[FrameResult | None]:
