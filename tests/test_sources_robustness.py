@@ -184,6 +184,51 @@ def test_a_stream_that_keeps_dropping_uses_up_its_reconnections(model_file: Path
     assert "the source was lost after 9 frames" in err and "2 reconnection attempts" in err
 
 
+def test_a_video_file_served_over_http_resumes_like_a_local_file(model_file: Path, video: Path, tmp_path: Path) -> None:
+    """--resume took it for a camera: its window dropped, a reconnection counted, the file replayed from frame 0 and
+    numbered after the earlier run's frames (frames_scored above the file's frames, memory updated twice by them)."""
+    from mnad.outputs import read_detect_scores
+
+    with serve("file", video.read_bytes()) as (url, server):
+        server.limit = 10
+        assert detect(model_file, url, tmp_path / "full") == 0
+        assert detect(model_file, url, tmp_path / "o", "--max-frames", "10") == 0
+        assert detect(model_file, url, tmp_path / "o", "--resume") == 0
+    full, resumed = read_detect_scores(tmp_path / "full"), read_detect_scores(tmp_path / "o")
+    assert [r["frame"] for r in resumed] == [r["frame"] for r in full] and len(full) > 10
+    for a, b in zip(full, resumed, strict=True):  # those of an uninterrupted run, the restored window's included
+        assert a["time"] == b["time"]
+        for key in ("psnr", "distance", "score", "smoothed_score"):
+            if key in a:
+                assert float(b[key]) == pytest.approx(float(a[key]), abs=1e-5), (key, a, b)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["frames_scored"] == len(full) and summary["reconnections"] == 0 and summary["resumed"] == 1
+
+
+def test_a_file_served_over_http_that_is_now_a_live_stream_is_not_resumed(model_file: Path, video: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with serve("file", video.read_bytes()) as (url, server):
+        assert detect(model_file, url, tmp_path / "o", "--max-frames", "10") == 0
+        server.mode = "mjpeg"  # the same URL, now a camera-like stream: no frame count
+        assert detect(model_file, url, tmp_path / "o", "--resume", "--reconnects", "0") == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("mnad: error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "reports no frame count" in errors[0] and "--resume" in errors[0]
+
+
+def test_a_file_served_over_http_shorter_than_its_start_is_an_error(video: Path) -> None:
+    from mnad.data.streams import FrameSource
+
+    with serve("file", video.read_bytes()) as (url, _):
+        source = FrameSource(url, SourceOptions(reconnects=0, open_timeout=2, read_timeout=2))
+        source.start = N_FRAMES + 5
+        with pytest.raises(DataError, match=rf"ended after {N_FRAMES} frames, before frame {N_FRAMES + 5}"):
+            list(source)
+        source.start = N_FRAMES - 4
+        assert [round(f.time * 10) for f in source] == list(range(N_FRAMES - 4, N_FRAMES))
+
+
 # ------------------------------------------------------------------------------------------------------- --fps
 
 @pytest.mark.parametrize("fps", [math.inf, math.nan, 1e-300, 1e9, -1.0])

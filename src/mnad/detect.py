@@ -299,18 +299,21 @@ class _SourceRun:
         self.footage = _footage(frames)  # what the footage was (``_footage``): a resumed run's is compared with it
         self.earlier_video: tuple[int, int] = (0, 0)  # (files deleted, first frame of annotated.mkv)
         self.earlier_clock: float | None = None  # a resumed camera's first clock_start: its times continue from it
+        # its frames are places in footage that a --resume reads again from where the earlier run was (``resume``): a
+        # video file, frame folder or glob; and a file served over the network, known once resumed (its state's)
+        self.as_file = not frames.live
         self.time_offset: float | None = None  # seconds added to a resumed camera's frame times (from its first frame)
 
     def resume(self, state: Path, last_row: int | None) -> None:
         """Continue the earlier run's source from its saved state (``mnad detect --resume``): the scorer's memory,
-        normaliser and trailing mean, the counts, the numbering. A live source's footage after a restart is not
+        normaliser and trailing mean, the counts, the numbering. A camera's or stream's footage after a restart is not
         consecutive with what was scored: the clip window is dropped and its frames numbered after the earlier run's
-        last (``last_row``, or the frames it took), a gap counted as a reconnection. A file, frame folder or glob
-        continues where the state was saved, its window restored: the frames the earlier run took are skipped
-        (``FrameSource.start``), and those it scored after its last saved state (up to ``last_row``) are scored again
-        to rebuild the state, their rows, events, maps and pictures not written twice. The event tracker goes on from
-        the state too, an event open at a kill with it (``_resume_events``). ``DataError`` (one line) for a state that
-        cannot be continued."""
+        last (``last_row``, or the frames it took), a gap counted as a reconnection. A file (one served over the
+        network too: ``as_file``), frame folder or glob continues where the state was saved, its window restored: the
+        frames the earlier run took are skipped (``FrameSource.start``), and those it scored after its last saved state
+        (up to ``last_row``) are scored again to rebuild the state, their rows, events, maps and pictures not written
+        twice. The event tracker goes on from the state too, an event open at a kill with it (``_resume_events``).
+        ``DataError`` (one line) for a state that cannot be continued."""
         if not state.is_file():
             raise _no_state(state)
         try:
@@ -323,6 +326,10 @@ class _SourceRun:
             raise DataError(f"{state}: not a detect run's stream state (no {', '.join(bad)}): it cannot be resumed; start "
                             "afresh with --overwrite (or another --out)")
         clock = extra.get("clock_start")
+        # a URL whose saved frames have no clock_start was a file served over the network (its stream reported a frame
+        # count; a camera's or stream's frames are timed on the wall clock): read once like a local file, it continues
+        # like one (was: as a camera, replayed from frame 0 and numbered after the earlier run's frames)
+        self.as_file = self.as_file or ("clock_start" in extra and clock is None)
         if isinstance(footage := extra.get("footage"), dict):  # a state saved before it was recorded: not compared
             self._check_footage(state, footage)
         written = extra.get("written")  # the last row the state counts (a state saved before it was recorded: its frame)
@@ -330,7 +337,7 @@ class _SourceRun:
         if isinstance(written, bool) or not isinstance(written, int) or written < -1:
             written = counts["position"] - lag - 1 if counts["scored"] else -1
         last = last_row if last_row is not None else -1
-        if last < written and not self.frames.live:  # the rows after it were lost (a power cut, a failed write)
+        if last < written and self.as_file:  # the rows after it were lost (a power cut, a failed write)
             raise DataError(f"{state}: the rows on the disk end {f'at frame {last}' if last >= 0 else 'before any'}, but the "
                             f"saved state scored frames up to {written}: the rows of frames {last + 1}-{written} are "
                             "missing (lost in a power cut, or never written), and this state cannot write them again; "
@@ -358,7 +365,7 @@ class _SourceRun:
         self.scored_before = self.scored
         self.last_written = last
         self._resume_events(state, extra, written, rows_on_disk)
-        if self.frames.live:  # a camera or stream: new footage, after a gap
+        if not self.as_file:  # a camera or stream: new footage, after a gap
             self.scorer.new_video()
             self.taken = self.base = self.first_taken = max(counts["taken"], last_row + 1 if last_row is not None else 0)
             self.position = self.taken  # saved again as it is, should this part score nothing
@@ -420,7 +427,7 @@ class _SourceRun:
         self.known = {event_line(e) for e in on_disk} | ({self.last_line} if self.last_line is not None else set())
         if on_disk:
             self.last_line = event_line(on_disk[-1])
-        if self.tracker is None or not self.frames.live or tracked is None:
+        if self.tracker is None or self.as_file or tracked is None:
             return
         for row in rows:  # events these end are in the events files, counted above
             try:
@@ -691,7 +698,7 @@ class _SourceRun:
         # ended later, written, or was open at the kill). Any other is ended, marked open: a resumed file that reached
         # its end with no row of its own (the earlier run wrote every row, then was killed in its close; a state saved
         # at a run's end holds no open event) writes it into a segment of its own, named by the frame after the last row
-        at_end = not self.frames.live and self.ended_by == "end of source"
+        at_end = self.as_file and self.ended_by == "end of source"
         if self.tracker is not None and (not self.writer.resuming or at_end):
             last = self.tracker.finish()
             if last is None or (self.known is not None and (last.start_frame, last.end_frame, last.open) in self.known):

@@ -187,7 +187,8 @@ class FrameSource:
         self.clock_start: float | None = None  # then: the wall-clock time (time.time()) of time 0
         self.frames: FrameFolder | None = None
         # a file's, frame folder's or glob's frames before this position are not given (``mnad detect --resume``
-        # continues there; a video file's are decoded and dropped: seeking is not frame-exact); a live source ignores it
+        # continues there; a video file's are decoded and dropped: seeking is not frame-exact), nor a file's served over
+        # the network (a URL whose stream reports a frame count); a stream that reports none is refused with one set
         self.start = 0
         if self.live:
             scheme = source.split("://", 1)[0].lower() if "://" in source else ""
@@ -271,14 +272,20 @@ class FrameSource:
                     self.fps = rate if valid_fps(rate) else o.fps
                     total = reported_frames(capture)  # cameras report none
                     self.clocked = total == 0
+                    if self.start and not total:  # --resume of a file served over the network, now a live stream
+                        raise DataError(f"{self.name}: reports no frame count (a live stream), but the earlier run scored "
+                                        "it as a file served over the network, to continue at frame "
+                                        f"{self.start} (--resume): not the footage it scored; start afresh with --overwrite")
                     while True:
                         ok, image = capture.read()  # returns within read_timeout on a silent stream
                         if not ok or image is None:
                             break
                         last, reached = time.monotonic(), capture.get(cv2.CAP_PROP_POS_MSEC)
                         fresh, first = first is None and count > 0, last if first is None else first
-                        # a file's frames come as fast as they decode: their time is their place in the file
-                        yield RawFrame(image, count / self.fps if total > 0 else last - started, fresh)
+                        # a file's frames come as fast as they decode: their time is their place in the file; a resumed
+                        # one's before ``start`` are decoded and dropped, as a local file's
+                        if count >= self.start:
+                            yield RawFrame(image, count / self.fps if total > 0 else last - started, fresh)
                         count += 1
             finally:
                 capture.release()
@@ -286,6 +293,9 @@ class FrameSource:
                 check_whole(self.name, count - before, total,
                             f"the connection closed or stayed silent for --read-timeout {o.read_timeout:g} s", fps=rate,
                             reached_ms=reached)
+                if count < self.start:  # a resumed run's file, now shorter than what the earlier run took
+                    raise DataError(f"{self.name}: ended after {count} frames, before frame {self.start} where it was to "
+                                    "continue (--resume): not the footage the earlier run scored")
                 return
             if first is not None and last - first >= STEADY_SECONDS:
                 failures = 0
