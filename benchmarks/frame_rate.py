@@ -161,7 +161,7 @@ def accuracy(folders: list[str]) -> dict:
         path = RESULTS / folder / "metrics.json"
         if not path.is_file():
             continue
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         metrics, scoring = data["metrics"], data["config"]["eval"]
         runs.append({"folder": folder, "micro_auc": metrics["micro_auc"], "macro_auc": metrics["macro_auc"],
                      "alpha": scoring["alpha"], "test_update": scoring["test_update"], "smoothing": scoring.get("smoothing", 1),

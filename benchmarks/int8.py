@@ -222,7 +222,7 @@ def accuracy() -> dict | None:
     fp32, int8 = ROOT / "results" / "ped2-pred-shipped" / "metrics.json", ROOT / "results" / "ped2-pred-shipped-int8" / "metrics.json"
     if not (fp32.is_file() and int8.is_file()):
         return None
-    a, b = (json.loads(p.read_text())["metrics"] for p in (fp32, int8))
+    a, b = (json.loads(p.read_text(encoding="utf-8"))["metrics"] for p in (fp32, int8))
     points = 100 * (b["micro_auc"] - a["micro_auc"])
     return {"fp32_micro_auc": a["micro_auc"], "int8_micro_auc": b["micro_auc"], "difference_points": points,
             "fp32_macro_auc": a["macro_auc"], "int8_macro_auc": b["macro_auc"],

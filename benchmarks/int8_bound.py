@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="profile.json of the same machine (how far its convolutions beat the matmul peak)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    speed, profile = json.loads(args.speed.read_text()), json.loads(args.profile.read_text())
+    speed, profile = json.loads(args.speed.read_text(encoding="utf-8")), json.loads(args.profile.read_text(encoding="utf-8"))
     if profile["machine"]["cpu_model"] != speed["machine"]["cpu_model"]:
         parser.error(f"{args.profile} and {args.speed} were measured on different CPUs")
     rows = []

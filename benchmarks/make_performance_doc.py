@@ -523,7 +523,7 @@ def int8_section(d: dict, source: str) -> list[str]:
 
 def memory_updates(sources: list[str]) -> str:
     """The test-time memory updates of the fp32 and int8 evaluations (``sources``: their metrics.json, fp32 first)."""
-    counts = [json.loads((ROOT / p).read_text())["metrics"].get("memory_updates") for p in sources if (ROOT / p).is_file()]
+    counts = [json.loads((ROOT / p).read_text(encoding="utf-8"))["metrics"].get("memory_updates") for p in sources if (ROOT / p).is_file()]
     return f", with {counts[1]} test-time memory updates against fp32's {counts[0]}" if len(counts) == 2 and None not in counts else ""
 
 
@@ -537,7 +537,7 @@ def no_update_accuracy() -> list[str]:
     paths = {p: NO_UPDATE / p / "metrics.json" for p in ("int8", "fp32")}
     if not all(path.is_file() for path in paths.values()):
         return []
-    auc = {p: json.loads(path.read_text())["metrics"]["micro_auc"] for p, path in paths.items()}
+    auc = {p: json.loads(path.read_text(encoding="utf-8"))["metrics"]["micro_auc"] for p, path in paths.items()}
     out = [f"- Without the test-time memory update (its E_t < gamma gate is a hard threshold that int8's slightly "
            f"different E_t crosses on other frames): int8 {100 * auc['int8']:.2f} %, fp32 {100 * auc['fp32']:.2f} % "
            f"({100 * (auc['int8'] - auc['fp32']):+.2f} points; from `{paths['int8'].relative_to(ROOT)}`, "
@@ -545,7 +545,7 @@ def no_update_accuracy() -> list[str]:
     scores = {p: NO_UPDATE / p / "scores.csv" for p in ("int8", "fp32")}
     if all(path.is_file() for path in scores.values()):
         e = {p: regular_scores(path) for p, path in scores.items()}
-        gamma = json.loads(paths["fp32"].read_text())["config"]["eval"]["gamma"]
+        gamma = json.loads(paths["fp32"].read_text(encoding="utf-8"))["config"]["eval"]["gamma"]
         frames = sorted(e["fp32"].keys() & e["int8"].keys())
         ratio = statistics.median(e["int8"][k] / e["fp32"][k] for k in frames)
         below = {p: sum(e[p][k] < gamma for k in frames) for p in e}
@@ -634,7 +634,7 @@ def render(results: Path) -> str:
     speed_path = results / "speed.json"
     if not speed_path.is_file():
         raise SystemExit(f"make_performance_doc.py: error: {speed_path}: not found; run benchmarks/speed.py first")
-    d = json.loads(speed_path.read_text())
+    d = json.loads(speed_path.read_text(encoding="utf-8"))
     rel = lambda p: str(p.resolve().relative_to(ROOT)) if p.resolve().is_relative_to(ROOT) else str(p)  # noqa: E731
     frame_rate_path = next((p for p in (results / FRAME_RATE, results / OLD_FRAME_RATE) if p.is_file()), None)
     frame_rate = frame_rate_path.name if frame_rate_path else FRAME_RATE
@@ -653,20 +653,20 @@ def render(results: Path) -> str:
     lines += accuracy_section(d)
     profile_path = results / "profile.json"
     if profile_path.is_file():
-        lines += profile_section(json.loads(profile_path.read_text()), rel(profile_path))
+        lines += profile_section(json.loads(profile_path.read_text(encoding="utf-8")), rel(profile_path))
     profile_train_path = results / "profile_train.json"
     if profile_train_path.is_file():
-        lines += profile_train_section(json.loads(profile_train_path.read_text()), rel(profile_train_path))
+        lines += profile_train_section(json.loads(profile_train_path.read_text(encoding="utf-8")), rel(profile_train_path))
     if frame_rate_path is not None:
-        lines += frame_rate_section(json.loads(frame_rate_path.read_text()), rel(frame_rate_path))
+        lines += frame_rate_section(json.loads(frame_rate_path.read_text(encoding="utf-8")), rel(frame_rate_path))
     long_path = results / "long_stream.json"
     if long_path.is_file():
-        lines += generic_section("Long stream", json.loads(long_path.read_text()), rel(long_path))
+        lines += generic_section("Long stream", json.loads(long_path.read_text(encoding="utf-8")), rel(long_path))
     for name, section in (("contention.json", contention_section), ("memory.json", memory_section),
                           ("multistream.json", multistream_section), ("int8.json", int8_section),
                           ("int8_bound.json", int8_bound_section), ("train_precision.json", train_precision_section)):
         if (results / name).is_file():
-            lines += section(json.loads((results / name).read_text()), rel(results / name))
+            lines += section(json.loads((results / name).read_text(encoding="utf-8")), rel(results / name))
     lines += machine_section(d, rel(speed_path))
     if d.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in d["notes"]] + [""]

@@ -72,7 +72,7 @@ class Row:
     target: bool = False  # the targets are checked for this row
 
 
-CONFIGS = tomllib.loads((HERE / "configs.toml").read_text())
+CONFIGS = tomllib.loads((HERE / "configs.toml").read_text(encoding="utf-8"))
 SCORE_CONFIGS = {name: Row(**spec) for name, spec in CONFIGS["score"].items()}
 TRAIN_CONFIGS = {name: Row(**spec) for name, spec in CONFIGS["train"].items()}
 SETTINGS = {"full": CONFIGS["settings"]["full"], "quick": CONFIGS["settings"]["full"] | CONFIGS["settings"]["quick"]}

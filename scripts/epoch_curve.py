@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     losses = {r["epoch"]: r.get("loss_total") for r in read_train_log(log_path)} if log_path.exists() else {}
 
     try:
-        previous = json.loads(args.out.read_text()) if args.out.exists() else None
+        previous = json.loads(args.out.read_text(encoding="utf-8")) if args.out.exists() else None
         records = previous["epochs"] if previous else []
         file_scoring = previous.get("scoring") if previous else None
         others = [r["epoch"] for r in records if record_scoring(r, file_scoring) != scoring]

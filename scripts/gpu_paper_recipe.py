@@ -99,7 +99,7 @@ def pack(data: Path, out: Path, size: int, videos: int | None = None, *, limit: 
         _pack_into(data, work, size, videos)
         if limit is not None:
             tree = tree_bytes()
-            packed = json.loads((work / "manifest.json").read_text())["bytes"]
+            packed = json.loads((work / "manifest.json").read_text(encoding="utf-8"))["bytes"]
             if tree is not None and tree + packed > limit:
                 raise PackError(f"this working tree ({tree / 2**20:.1f} MiB) and the pack ({packed / 2**20:.1f} MiB) come to "
                                 f"{(tree + packed) / 2**20:.1f} MiB, over the {limit / 2**20:.3g} MiB a device transfer takes: "
@@ -156,7 +156,7 @@ def _pack_into(data: Path, dest: Path, size: int, videos: int | None) -> None:
         manifest["labels"] = f"frame_labels_{name}.npy"
         np.save(dest / manifest["labels"], np.concatenate(per_video)[None, :])
     manifest["bytes"] = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
-    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def _writer_works(fourcc: str, ext: str, size: int) -> bool:
@@ -190,7 +190,7 @@ def unpack(pack_dir: Path, root: Path) -> dict:
     manifest_path = pack_dir / "manifest.json"
     if not manifest_path.is_file():
         raise PackError(f"{pack_dir}: no manifest.json; make the pack with `python scripts/gpu_paper_recipe.py pack`")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     dataset = root / manifest["dataset"]
 
     def one(split: str, entry: dict) -> float:
@@ -261,11 +261,11 @@ def probe_epoch_seconds(config, root: Path, work: Path, steps: int) -> dict:
 def shared_estimate(probe_dir: Path, seed: int, mine: float, expected: int, wait_s: float) -> float:
     """The slowest of the seeds' epoch estimates (they train at once, so they plan the same number of epochs)."""
     probe_dir.mkdir(parents=True, exist_ok=True)
-    (probe_dir / f"seed{seed}.json").write_text(json.dumps({"epoch_s": mine}))
+    (probe_dir / f"seed{seed}.json").write_text(json.dumps({"epoch_s": mine}), encoding="utf-8")
     until = time.time() + wait_s
     while len(list(probe_dir.glob("seed*.json"))) < expected and time.time() < until:
         time.sleep(0.5)
-    return max(json.loads(p.read_text())["epoch_s"] for p in probe_dir.glob("seed*.json"))
+    return max(json.loads(p.read_text(encoding="utf-8"))["epoch_s"] for p in probe_dir.glob("seed*.json"))
 
 
 def seed_worker(args: argparse.Namespace) -> int:
@@ -355,10 +355,11 @@ def ddp_worker(args: argparse.Namespace) -> int:
         started = time.time()
         train(config, Path(args.root), Path(args.run_dir), overwrite=True, progress=False)
         if rank == 0:
-            log = [json.loads(line) for line in (Path(args.run_dir) / "train_log.jsonl").read_text().splitlines()]
+            log = [json.loads(line) for line in (Path(args.run_dir) / "train_log.jsonl").read_text(encoding="utf-8").splitlines()]
             Path(args.result).write_text(json.dumps({
                 "backend": args.backend, "world_size": world, "devices": devices, "all_reduce_ok": bool((check == world * (world + 1) / 2).all()),
-                "sync_batchnorm": config.train.sync_batchnorm, "train_seconds": round(time.time() - started, 1), "log": log}, indent=2), encoding="utf-8")
+                "sync_batchnorm": config.train.sync_batchnorm, "train_seconds": round(time.time() - started, 1), "log": log},
+                indent=2), encoding="utf-8")
     finally:
         distributed.cleanup()
     return 0
@@ -375,7 +376,7 @@ def ddp_check(config, root: Path, work: Path, logs: Path, *, device: str, timeou
     stride = max(1, training_clips(config, root) // (40 * batch))
     cfg = config.override(["train.epochs=1", f"train.clip_stride={stride}", "train.sync_batchnorm=true", "train.keep_epochs=false"])
     (work / "ddp").mkdir(parents=True, exist_ok=True)
-    (work / "ddp" / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (work / "ddp" / "config.json").write_text(json.dumps(cfg.to_dict()), encoding="utf-8")
     attempts = []
     for backend in backends:
         run_dir, result = work / "ddp" / backend, work / "ddp" / f"{backend}.json"
@@ -384,7 +385,7 @@ def ddp_check(config, root: Path, work: Path, logs: Path, *, device: str, timeou
                    "--run-dir", str(run_dir), "--result", str(result)]
         started = time.time()
         log_path = logs / f"ddp_{backend}.log"
-        with log_path.open("w") as log:
+        with log_path.open("w", encoding="utf-8") as log:
             try:
                 rc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(3 if gpus else 1), timeout=timeout).returncode
             except subprocess.TimeoutExpired:
@@ -392,9 +393,9 @@ def ddp_check(config, root: Path, work: Path, logs: Path, *, device: str, timeou
         attempt: dict = {"backend": backend, "world_size": 2, "gpus": gpus, "ranks_per_gpu": 2 / gpus if gpus else None,
                          "returncode": rc, "seconds": round(time.time() - started, 1)}
         if rc == 0 and result.is_file():
-            attempt.update(json.loads(result.read_text()), ok=True)
+            attempt.update(json.loads(result.read_text(encoding="utf-8")), ok=True)
         else:
-            attempt.update(ok=False, log_tail=log_path.read_text()[-3000:])
+            attempt.update(ok=False, log_tail=log_path.read_text(encoding="utf-8")[-3000:])
         attempts.append(attempt)
         if attempt["ok"]:
             break
@@ -483,7 +484,7 @@ def run(args: argparse.Namespace) -> int:
         if config.model.image_size != unpacked["size"]:
             result["notes"].append(f"the pack holds {unpacked['size']}px frames, the recipe trains at {config.model.image_size}px: mnad resizes them")
         result["config"] = config.to_dict()
-        (work / "config.json").write_text(json.dumps(config.to_dict()))
+        (work / "config.json").write_text(json.dumps(config.to_dict()), encoding="utf-8")
 
         ddp: dict = {}
         ddp_thread = None
@@ -503,7 +504,7 @@ def run(args: argparse.Namespace) -> int:
                        "--root", str(root), "--run-dir", str(work / f"seed{seed}"), "--result", str(work / f"seed{seed}.json"),
                        "--deadline", str(deadline), "--eval-reserve", str(args.eval_reserve), "--probe-dir", str(work / "probe"),
                        "--n-seeds", str(len(args.seeds)), "--probe-steps", str(args.probe_steps), "--epochs", str(args.epochs or 0)]
-            log = (logs / f"seed{seed}.log").open("w")
+            log = (logs / f"seed{seed}.log").open("w", encoding="utf-8")
             procs.append((seed, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_child_env(threads)), log))
         seeds = []
         for seed, proc, log in procs:
@@ -514,7 +515,8 @@ def run(args: argparse.Namespace) -> int:
                 proc.wait()
             log.close()
             path = work / f"seed{seed}.json"
-            seeds.append(json.loads(path.read_text()) if path.is_file() else {"seed": seed, "error": f"no result (exit status {proc.returncode})"})
+            seeds.append(json.loads(path.read_text(encoding="utf-8")) if path.is_file()
+                         else {"seed": seed, "error": f"no result (exit status {proc.returncode})"})
             for name in ("run/train_log.jsonl", "run/config.json", "eval/metrics.json"):
                 if (work / f"seed{seed}" / name).is_file():
                     shutil.copy(work / f"seed{seed}" / name, logs / f"seed{seed}_{Path(name).name}")
@@ -608,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         except (PackError, MNADError, OSError) as exc:
             print(f"gpu_paper_recipe.py: error: {exc}", file=sys.stderr)
             return 1
-        manifest = json.loads((dest / "manifest.json").read_text())
+        manifest = json.loads((dest / "manifest.json").read_text(encoding="utf-8"))
         psnr = [e["psnr_db"] for entries in manifest["videos"].values() for e in entries if e["psnr_db"]]
         print(f"packed {sum(len(v) for v in manifest['videos'].values())} videos ({manifest['codec']}) into {dest}: "
               f"{manifest['bytes'] / 2**20:.1f} MiB, PSNR against the frames mnad reads {min(psnr, default=float('nan')):.1f} dB (worst video)")

@@ -131,7 +131,7 @@ def execute(command: list[str], run: Path) -> None:
     it first in ``<run>/commands.log``, after a line saying when and on what machine. Paths in ``command`` are
     absolute or relative to the repo root."""
     run.mkdir(parents=True, exist_ok=True)
-    with (run / "commands.log").open("a") as log:
+    with (run / "commands.log").open("a", encoding="utf-8") as log:
         log.write(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine()}\n{shlex.join(command)}\n")
     exe = [str(Path(sys.executable).with_name("mnad")), *command[1:]] if command[0] == "mnad" else [sys.executable, *command[1:]]
     # Ctrl-C and SIGTERM reach the step (same process group), which stops as it stops on them (mnad train completes
@@ -172,7 +172,7 @@ def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, re
 def scored_curve_epochs(result: Path) -> set[int]:
     """The epochs ``<result>/epoch_curve.json`` has scored (none without one)."""
     curve = result / "epoch_curve.json"
-    return {r["epoch"] for r in json.loads(curve.read_text())["epochs"]} if curve.exists() else set()
+    return {r["epoch"] for r in json.loads(curve.read_text(encoding="utf-8"))["epochs"]} if curve.exists() else set()
 
 
 def skip_done_job(name: str, job: Job, run: Path, result: Path, data_root: str, threads: int, results: str) -> None:
@@ -198,7 +198,7 @@ def record_run(name: str, job: Job, run: Path, result: Path) -> None:
     header = (f"# {job.why}\n# by scripts/long_runs.py run {name}: the commands it ran, in order, each after when and "
               "where it started (a train command with --resume continued after a stop; one with --overwrite started "
               "again a run stopped in its first epoch)\n")
-    atomic_write(result / "commands.txt", (header + (run / "commands.log").read_text()).encode())
+    atomic_write(result / "commands.txt", (header + (run / "commands.log").read_text(encoding="utf-8")).encode())
 
 
 def curve_command(job: Job, run: Path, data_root: str, threads: int, epochs: tuple[int, ...] | list[int],
@@ -262,7 +262,7 @@ def checkpoint_progress(run: Path) -> dict | None:
 def job_status(name: str, job: Job, runs: Path, results: str | Path = "results") -> dict:
     """Where one job stands, from its run folder and result folder (``run_job``'s ``results``)."""
     run = run_folder(Path(os.path.abspath(runs)), job)
-    config = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else None
+    config = json.loads((run / "config.json").read_text(encoding="utf-8")) if (run / "config.json").exists() else None
     log = read_train_log(run / TRAIN_LOG) if (run / TRAIN_LOG).exists() else []
     seconds = [r["seconds"] for r in log if isinstance(r.get("seconds"), (int, float))]
     epochs = config["train"]["epochs"] if config else None

@@ -154,16 +154,16 @@ def evaluation_rows() -> list[dict]:
     rows = []
     for metrics_path in sorted(RESULTS.glob("*/metrics.json")):
         folder = metrics_path.parent
-        data = json.loads(metrics_path.read_text())
+        data = json.loads(metrics_path.read_text(encoding="utf-8"))
         metrics, config = data["metrics"], data["config"]
         log = folder / "train_log.jsonl"
-        epochs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        epochs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
         rows.append({
             "name": folder.name,
             "metrics": metrics,
             "config": config,
             "epochs": epochs,
-            "commands": (folder / "commands.txt").read_text().strip() if (folder / "commands.txt").exists() else "",
+            "commands": (folder / "commands.txt").read_text(encoding="utf-8").strip() if (folder / "commands.txt").exists() else "",
         })
     return rows
 
@@ -203,7 +203,7 @@ def detection_section() -> str:
     path = RESULTS / "ped2_detect" / "summary.json"
     if not path.exists():
         return ""
-    s = json.loads(path.read_text())
+    s = json.loads(path.read_text(encoding="utf-8"))
     out = ["## `mnad detect` on the Ped2 test videos as .mp4", "", "```bash", s["command"], "```", "",
            f"Calibrated on the 16 Ped2 training videos (no labels), the footage the model was trained on, for a "
            f"{s['calibration']['false_alarm_rate']:.0%} target false-alarm rate (fitted in-sample, so not an estimate of the "
@@ -248,7 +248,7 @@ def attempt(record: dict, psnr_term: str, distance_term: str, normalization: str
 def trained_epochs(folder: Path, config: dict) -> int:
     """Epochs the scored model had: its train_log.jsonl's lines (a snapshot's log is cut at it), else the config's."""
     log = folder / "train_log.jsonl"
-    return len(log.read_text().splitlines()) if log.exists() else config["train"]["epochs"]
+    return len(log.read_text(encoding="utf-8").splitlines()) if log.exists() else config["train"]["epochs"]
 
 
 def pseudo_anomaly_length() -> str:
@@ -318,8 +318,8 @@ def no_update_row(fps: float) -> list[str]:
     path = RESULTS / f"{STREAM}_no_update" / "metrics.json"
     if not path.exists():
         return []
-    metrics = json.loads(path.read_text())["metrics"]
-    record = json.loads((path.parent / "attempts.json").read_text())
+    metrics = json.loads(path.read_text(encoding="utf-8"))["metrics"]
+    record = json.loads((path.parent / "attempts.json").read_text(encoding="utf-8"))
     return [f"| {record['reference_attempt']}, test-time memory update off (package, `results/{STREAM}_no_update`) | "
             f"{pct(metrics['micro_auc'])} | " + " | ".join(stream_rows(metrics["stream"], fps)) + " |"]
 
@@ -328,12 +328,12 @@ def stream_section() -> str:
     folder = RESULTS / STREAM
     if not (folder / "attempts.json").exists():
         return ""
-    record = json.loads((folder / "attempts.json").read_text())
-    data = json.loads((folder / "metrics.json").read_text())
+    record = json.loads((folder / "attempts.json").read_text(encoding="utf-8"))
+    data = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     metrics, config = data["metrics"], data["config"]
     record["package_stream"] = metrics["stream"]
     train = config["train"]
-    command = [line for line in (folder / "commands.txt").read_text().splitlines() if line and not line.startswith("#")]
+    command = [line for line in (folder / "commands.txt").read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
     fps, stream = record["fps"], metrics["stream"]
     head = "| scoring | micro AUC % | realised false alarms at 1 % | at 5 % | test videos caught | false events / min | mean delay, frames |"
     out = ["## The stream protocol: what a camera could have done", "",
@@ -419,9 +419,9 @@ def trajectory_rows() -> list[str]:
         folder = RESULTS / name
         if not (folder / "attempts.json").exists():
             continue
-        record = json.loads((folder / "attempts.json").read_text())
-        metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
-        epochs = trained_epochs(folder, json.loads((folder / "metrics.json").read_text())["config"])
+        record = json.loads((folder / "attempts.json").read_text(encoding="utf-8"))
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+        epochs = trained_epochs(folder, json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["config"])
         before = attempt(record, "patch", "patch", "calibrated", 5)
         far_1, far_5, caught, per_minute, delay = stream_rows(metrics["stream"], record["fps"])
         old_1, old_5, _, old_minute, _ = stream_rows(before["stream"], record["fps"])
@@ -430,9 +430,9 @@ def trajectory_rows() -> list[str]:
                     f"{pct(before['micro_auc'])} | {old_1} / {old_5} | {old_minute} |")
     if len(rows) < 2:
         return []
-    with (RESULTS / f"{STREAM}_8ep" / "scores.csv").open() as f:
+    with (RESULTS / f"{STREAM}_8ep" / "scores.csv").open(encoding="utf-8") as f:
         normal = sum(row["label"] == "0" for row in csv.DictReader(f))
-    fps = json.loads((RESULTS / f"{STREAM}_8ep" / "attempts.json").read_text())["fps"]
+    fps = json.loads((RESULTS / f"{STREAM}_8ep" / "attempts.json").read_text(encoding="utf-8"))["fps"]
     return ["### The camera default along training", "",
             "`mnad calibrate`'s choice on pseudo-anomalies on every held-out model it was run on: the 2-epoch run above, and "
             "the snapshot of the 8-epoch run after each epoch (the same run, so the rows are not independent models). "
@@ -456,11 +456,11 @@ def second_model_rows() -> list[str]:
         folder = RESULTS / name
         if not (folder / "attempts.json").exists():
             continue
-        record = json.loads((folder / "attempts.json").read_text())
-        data = json.loads((folder / "metrics.json").read_text())
+        record = json.loads((folder / "attempts.json").read_text(encoding="utf-8"))
+        data = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         metrics, config = data["metrics"], data["config"]
         epochs = trained_epochs(folder, config)
-        command = [line for line in (folder / "commands.txt").read_text().splitlines() if line and not line.startswith("#")]
+        command = [line for line in (folder / "commands.txt").read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
         out += [f"### Another model: {epochs} epochs (`results/{name}`)", "",
                 "```bash", *command, "```", "",
                 f"The `{config['name']}` recipe trained for {epochs} epochs in {'bf16' if config['train']['bf16'] else 'fp32'} "
@@ -479,8 +479,8 @@ def regions_rows(fps: float) -> list[str]:
     folder = RESULTS / f"{STREAM}_regions"
     if not (folder / "attempts.json").exists():
         return []
-    command = [line for line in (folder / "commands.txt").read_text().splitlines() if line and not line.startswith("#")]
-    attempts = json.loads((folder / "attempts.json").read_text())["attempts"]
+    command = [line for line in (folder / "commands.txt").read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    attempts = json.loads((folder / "attempts.json").read_text(encoding="utf-8"))["attempts"]
     out = ["### Localised memory distance (an exploration, after the table above)", "", "```bash", *command, "```", "",
            "The same model and scoring passes; D reduced by the worst region of its per-query map instead of its frame mean "
            "(`d_patch2`: the worst 2 x 2 block of queries, 1/8 of the side as patch PSNR; `d_patch4`, `d_max`, `d_top10`: "
@@ -503,8 +503,8 @@ def stream_readme_block() -> str:
     folder = RESULTS / f"{STREAM}_8ep" if (RESULTS / f"{STREAM}_8ep" / "attempts.json").exists() else RESULTS / STREAM
     if not (folder / "attempts.json").exists():
         return "Not run yet: `python scripts/ped2_stream.py` (docs/results.md, \"The stream protocol\")."
-    record = json.loads((folder / "attempts.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
+    record = json.loads((folder / "attempts.json").read_text(encoding="utf-8"))
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["metrics"]
     cells = stream_rows(metrics["stream"], record["fps"])
     published = record["published_micro_auc"]["S_t (alpha 0.6)"]
     return "\n".join([
@@ -514,7 +514,7 @@ def stream_readme_block() -> str:
         f"| stream (`mnad evaluate --protocol stream`) | yes | {pct(metrics['micro_auc'])} | {cells[0]} / {cells[1]} | {cells[2]} | {cells[3]} |",
         "", f"The same model (`results/{folder.name}`: trained without the held-out videos {', '.join(record['held_out'])}) "
         f"under both; the stream row scores as `mnad calibrate` chose without labels ({record['reference_attempt']}). "
-        f"{calibrate_history(folder.name, trained_epochs(folder, json.loads((folder / 'metrics.json').read_text())['config']))} "
+        f"{calibrate_history(folder.name, trained_epochs(folder, json.loads((folder / 'metrics.json').read_text(encoding='utf-8'))['config']))} "
         "docs/results.md, \"The stream protocol\", has every attempt at a better causal score."])
 
 
@@ -530,7 +530,7 @@ def calibrate_history(folder: str, epochs: int) -> str:
 
 def metrics_of(folder: str | None) -> dict | None:
     path = RESULTS / folder / "metrics.json" if folder else None
-    return json.loads(path.read_text()) if path is not None and path.exists() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path is not None and path.exists() else None
 
 
 def table1() -> str:
@@ -769,7 +769,7 @@ def epoch_curves() -> str:
         return ""
     out = ["## AUC against epochs", ""]
     for path in curves:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         s = data["scoring"]  # epoch_curve.py refuses mixed scorings in one curve: the file's scoring is every record's
         if any(e.get("scoring", s) != s for e in data["epochs"]):
             raise SystemExit(f"make_results_doc.py: error: {path}: its records were scored in different ways")
@@ -815,7 +815,7 @@ def training_so_far(folder: Path, recipe: str) -> str:
         return ""
     from mnad.config import load_config
 
-    done, epochs, where = len(log.read_text().splitlines()), load_config(recipe).train.epochs, folder.relative_to(RESULTS.parent)
+    done, epochs, where = len(log.read_text(encoding="utf-8").splitlines()), load_config(recipe).train.epochs, folder.relative_to(RESULTS.parent)
     return (f" The run goes on: {done} of its {epochs} epochs trained when the curve was last scored "
             f"(`{where}/train_log.jsonl`; how and where each part ran: `{where}/commands.txt`).")
 
@@ -851,7 +851,7 @@ ALL_FRAMES_RUN, PREDICTION_RUN = "ped2_recon_fast", "ped2_pred_fast"
 
 def frame_counts() -> str:
     """The test set's frame counts, read from the committed metrics of a run that scores every frame and of a prediction run."""
-    total, pred = (json.loads((RESULTS / f / "metrics.json").read_text()) for f in (ALL_FRAMES_RUN, PREDICTION_RUN))
+    total, pred = (json.loads((RESULTS / f / "metrics.json").read_text(encoding="utf-8")) for f in (ALL_FRAMES_RUN, PREDICTION_RUN))
     assert total["config"]["model"]["t_length"] == 1, ALL_FRAMES_RUN  # else it does not score every frame
     count = lambda d: f"{d['metrics']['frames_scored']:,} frames, {d['metrics']['abnormal_frames']:,} abnormal"  # noqa: E731
     return (f"the dataset's totals are {count(total)}; the prediction rows, whose 5-frame clips leave out each video's "
@@ -896,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
     from mnad.errors import MNADError
 
     try:
-        readme = args.readme.read_text()
+        readme = args.readme.read_text(encoding="utf-8")
         for name in README_BLOCKS:  # before anything is rendered: a broken README changes nothing
             marker_span(readme, name, args.readme)
         readme = replace_blocks(readme, {"results": table1(), "stream": stream_readme_block()}, args.readme)

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
             mp4 = Path(tmp) / f"{video.name}.mp4"
             write_mp4(video.path, mp4, fps)
             summary = detect(model, calibrated, str(mp4), out / video.name, DetectOptions(), progress=False)
-            rows = list(csv.DictReader((out / video.name / "scores.csv").open()))
+            rows = list(csv.DictReader((out / video.name / "scores.csv").open(encoding="utf-8")))
             frames = np.array([int(r["frame"]) for r in rows])
             score = np.array([float(r["smoothed"]) for r in rows])
             alert = np.array([int(r["alert"]) for r in rows])
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
             truth = video_labels[frames]
             abnormal = np.flatnonzero(video_labels)
             interval = (int(abnormal[0]), int(abnormal[-1])) if abnormal.size else None
-            events = [json.loads(line) for line in (out / video.name / "events.jsonl").read_text().splitlines()]
+            events = [json.loads(line) for line in (out / video.name / "events.jsonl").read_text(encoding="utf-8").splitlines()]
             hits = [e for e in events if interval and overlap((e["start_frame"], e["end_frame"]), interval) > 0]
             per_video.append({
                 "video": video.name,
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, out: Path) -> dict:
         "false_events": sum(v["false_events"] for v in per_video),
         "per_video": per_video,
     }
-    (out / "summary.json").write_text(json.dumps(result, indent=2))
+    (out / "summary.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
 
 

@@ -256,9 +256,9 @@ def run(args: argparse.Namespace, argv: list[str] | None, out: Path) -> tuple[bo
               "window": e.smoothing, "scoring": args.scoring, "pseudo_anomaly_auc": cal.pseudo_anomaly_auc,
               "reference_attempt": reference["name"], "reproduces_the_package": agree,
               "package_micro_auc": headline["micro_auc"], "published_micro_auc": published, "attempts": attempts}
-    (out / "attempts.json").write_text(json.dumps(record, indent=2))
+    (out / "attempts.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     command = "python scripts/ped2_stream.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    (out / "commands.txt").write_text(f"# the stream protocol on UCSD Ped2 (issue #17), scripts/ped2_stream.py\n{command}\n")
+    (out / "commands.txt").write_text(f"# the stream protocol on UCSD Ped2 (issue #17), scripts/ped2_stream.py\n{command}\n", encoding="utf-8")
     return agree, (f"the recomputed reference attempt ({reference['micro_auc']}) differs from the package's stream protocol "
                    f"({headline['micro_auc']})")
 
