@@ -154,3 +154,26 @@ def test_too_short_message_is_compact(synthetic_root: Path) -> None:
     with pytest.raises(DataError, match="needs at least") as caught:
         fitted(model, config, split_videos(synthetic_root, "synthetic", "training"), false_alarm_rate=1e-300)
     assert not re.search(r"\d{20}", str(caught.value)), str(caught.value)
+
+
+def test_stream_refuses_a_calibration_without_its_rates_thresholds_before_scoring(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A calibration without the thresholds table (an earlier mnad's, or one made by hand: the table is optional) but
+    fitted on enough frames for the stream protocol's rates is refused before any test frame is scored (was: the whole
+    test set scored, then a ConfigError)."""
+    import dataclasses
+
+    import mnad.evaluate as evaluation
+    from mnad.data.synthetic import make_synthetic_dataset
+
+    make_synthetic_dataset(tmp_path, n_train=3, n_test=1, n_frames=60, size=32, seed=0)
+    model, config = model_and_config()
+    calibration = calibrate(model, config, split_videos(tmp_path, "synthetic", "training"), false_alarm_rate=0.02,
+                            scoring="config", progress=False)
+    assert calibration.frames >= evaluation.frames_needed(0.05) and calibration.thresholds  # the rates are estimable
+    scored = []
+    monkeypatch.setattr(evaluation, "score_frames", lambda *a, **k: scored.append(1))
+    without = with_calibration(config, dataclasses.replace(calibration, thresholds={}))
+    with pytest.raises(ConfigError, match="no threshold for a false-alarm rate of 0.01"):
+        evaluate(model, without, tmp_path, protocol="stream", progress=False)
+    assert not scored

@@ -174,6 +174,14 @@ def attach_labels(videos: list[VideoScores], labels: list[np.ndarray]) -> None:
 
 PROTOCOLS = ("published", "stream")
 STREAM_RATES = (0.01, 0.05)  # target false-alarm rates the stream protocol reports the realised rate of
+
+
+def stream_thresholds(calibration: Calibration) -> dict[float, float | None]:
+    """The calibration's threshold for each of ``STREAM_RATES`` (None where it was fitted on too few frames to say
+    anything about that rate, ``frames_needed``); ``ConfigError`` for one it lacks (a calibration of an earlier mnad,
+    or made by hand, without the table): ``evaluate`` asks before any frame is scored."""
+    return {rate: calibration.threshold_for(rate) if calibration.frames >= frames_needed(rate) else None
+            for rate in STREAM_RATES}
 DATASET_FPS = {"ped1": 10.0, "ped2": 10.0, "avenue": 25.0, "shanghai": 24.0, "shanghaitech": 24.0}  # recording rates
 
 
@@ -219,13 +227,12 @@ def stream_metrics(videos: list[VideoScores], calibration: Calibration, *, fps: 
     smoothed = np.concatenate([v.score for v in videos])
     raw = np.concatenate([v.unsmoothed_score for v in videos])
     at_rate = {}
-    for rate in STREAM_RATES:
-        if calibration.frames < frames_needed(rate):  # a threshold fitted on too few frames says nothing about the rate
+    for rate, threshold in stream_thresholds(calibration).items():
+        if threshold is None:  # a threshold fitted on too few frames says nothing about the rate
             at_rate[rate_key(rate)] = {"threshold": None, "false_alarm_rate": None, "detection_rate": None,
                                        "not_estimable": f"the calibration's {calibration.frames} frames are fewer than the "
                                                         f"{frames_needed(rate)} a {rate:g} rate needs"}
             continue
-        threshold = calibration.threshold_for(rate)
         at_rate[rate_key(rate)] = {
             "threshold": threshold,
             "false_alarm_rate": float((smoothed[~labels] > threshold).mean()) if (~labels).any() else None,
@@ -358,6 +365,7 @@ def evaluate(
     if protocol == "stream" or config.eval.normalization == "calibrated":  # and of the model's weights (was: any model's)
         calibration = scoring_calibration(config, weights=calibration_weights(model))
     if protocol == "stream":
+        stream_thresholds(calibration)  # each rate's threshold is there (was: found missing after all the scoring)
         if fps is not None:  # before any footage is read
             check_fps(fps, "fps (--fps)")
     elif fps is not None:
