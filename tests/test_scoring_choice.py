@@ -13,10 +13,23 @@ from conftest import tiny_config
 
 from mnad.calibrate import WINDOWS, calibrate, candidate_name, choose_scoring, describe_scoring, with_calibration
 from mnad.calibration import Calibration
+from mnad.config import load_config, recipe_names
 from mnad.data import Video, split_videos
 from mnad.data.synthetic import make_synthetic_dataset
 from mnad.model import MNAD
-from mnad.pseudo import LEAD, MAX_PSEUDO, SOURCE_FRAMES, SPEED, motion_centre, pseudo_anomalies, region_corner
+from mnad.pseudo import (
+    EVENT,
+    LEAD,
+    MAX_PSEUDO,
+    MIN_SCORED,
+    SOURCE_FRAMES,
+    SPEED,
+    clip_shape,
+    motion_centre,
+    pseudo_anomalies,
+    region_corner,
+    source_frames,
+)
 from mnad.stream import StreamScorer
 
 
@@ -129,3 +142,61 @@ def test_calibrate_records_the_chosen_scoring_and_the_model_scores_with_it(tmp_p
     with caplog.at_level(logging.WARNING, logger="mnad.calibrate"):
         cal = calibrate(model, config, split_videos(short.parent, "synthetic", "training"), false_alarm_rate=0.05, progress=False)
     assert "long enough" in caplog.text and cal.pseudo_anomaly_auc == {}
+
+
+def test_pseudo_anomalies_are_sized_from_the_model_clip() -> None:
+    """A pseudo-anomaly holds the model's clip and scored frames on both sides of its speed-up, whatever model.t_length
+    (was: always 40 frames: a 42-frame clip was refused as footage too short, a 39-frame reconstruction clip scored no
+    sped-up frame); the recipes' models keep the 40 frames their committed calibrations were made with."""
+    for name in recipe_names():
+        model = load_config(name).model
+        assert clip_shape(model.t_length, model.lag) == (LEAD, LEAD + EVENT), name
+        assert source_frames(model.t_length, model.lag) == SOURCE_FRAMES == 80, name
+        made = pseudo_anomalies([MovingSquare(frames=110)], 32, 3, t_length=model.t_length, lag=model.lag)
+        assert [(v.start, v.lead, len(v)) for v in made] == [(0, LEAD, 40), (30, LEAD, 40)], name
+    for task in ("pred", "recon"):
+        for t_length in range(2 if task == "pred" else 1, 65):
+            model = tiny_config(task=task, t_length=t_length).model
+            lead, length = clip_shape(t_length, model.lag)
+            needed = source_frames(t_length, model.lag)
+            made = pseudo_anomalies([MovingSquare(frames=needed)], 32, 3, t_length=t_length, lag=model.lag)
+            assert len(made) == 1 and (made[0].lead, len(made[0])) == (lead, length)
+            assert pseudo_anomalies([MovingSquare(frames=needed - 1)], 32, 3, t_length=t_length, lag=model.lag) == []
+            assert needed > lead + SPEED * (length - 1 - lead)  # the last frame the region reads is in the footage
+            labels = made[0].labels(length - t_length + 1, model.lag)
+            assert labels.sum() >= MIN_SCORED and (~labels).sum() >= MIN_SCORED, (task, t_length)
+
+
+@pytest.mark.parametrize(("task", "t_length"), [("pred", 42), ("recon", 39)])
+def test_calibrate_chooses_on_pseudo_anomalies_for_a_long_clip(task: str, t_length: int,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A model clip as long as the old 40-frame pseudo-anomaly or longer: the scoring is chosen on pseudo-anomalies of
+    its own size (was: a 42-frame clip failed with 'fewer than the 42 of one clip' on 100-frame footage; a 39-frame
+    reconstruction clip had no pseudo-anomalous frame, NaN AUCs and a ConfigError); footage too short for them is
+    scored as configured, with one warning."""
+    torch.manual_seed(0)
+    config = tiny_config(task=task, t_length=t_length)
+    model = MNAD(config.model).eval()
+    rng = np.random.default_rng(0)
+    needed = source_frames(t_length, config.model.lag)
+    frames = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(needed)]
+    footage = Frames(frames)
+    calibration = calibrate(model, config, [footage], false_alarm_rate=0.05, smoothing=1, progress=False)
+    assert calibration.pseudo_anomaly_auc and all(np.isfinite(v) for v in calibration.pseudo_anomaly_auc.values())
+    with caplog.at_level(logging.WARNING, logger="mnad"):
+        short = calibrate(model, config, [Frames(frames[:needed - 1])], false_alarm_rate=0.05, smoothing=1,
+                          progress=False)
+    assert not short.pseudo_anomaly_auc
+    said = [r.getMessage() for r in caplog.records if "pseudo-anomalies" in r.getMessage()]
+    assert len(said) == 1 and f"long enough ({needed} frames, for this model's {t_length}-frame clips)" in said[0]
+
+
+class Frames(Video):
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self.frames, self.name, self.path, self.pixel_range = frames, "frames", Path("frames"), ()
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def frame(self, index: int, size: int, channels: int) -> np.ndarray:
+        return self.frames[index]

@@ -38,7 +38,7 @@ from mnad.evaluate import score_frames
 from mnad.launch import single_process
 from mnad.model import MNAD
 from mnad.outputs import check_output_file, check_replace, output_path
-from mnad.pseudo import SOURCE_FRAMES, pseudo_anomalies
+from mnad.pseudo import pseudo_anomalies, source_frames
 from mnad.scoring import anomaly_score, check_alpha, check_rate, frames_needed, score_terms, smooth
 from mnad.stream import FrameResult, scoring_precision
 from mnad.threads import apply_threads
@@ -109,7 +109,7 @@ def calibrate(
     scored = min(len(v) for v in videos) - config.model.t_length + 1  # scored frames of the shortest video
     if smoothing is not None:
         check_window(smoothing, scored, f"--smoothing {smoothing}")
-    elif scoring == "config" or not any(len(v) >= SOURCE_FRAMES for v in videos):
+    elif scoring == "config" or not any(len(v) >= source_frames(config.model.t_length, config.model.lag) for v in videos):
         # the window is the default (nothing to choose on): refused now, before any footage is scored
         smoothing = default_window(config, scored)
     terms = footage_terms(model, config, videos, device=device, progress=progress)
@@ -322,10 +322,13 @@ def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video],
     if not windows:  # WINDOWS holds 1, which every video with a scored frame fits: only a longest below 1 leaves none
         raise ConfigError(f"no trailing-mean window ({', '.join(map(str, WINDOWS))} frames) fits the shortest calibration "
                           f"video's {longest} scored frames; calibrate on longer footage")
-    made = pseudo_anomalies(videos, config.model.image_size, config.model.channels)
+    # sized from the model's clip (pseudo.clip_shape): each one has scored frames before and after its speed-up
+    clip = {"t_length": config.model.t_length, "lag": config.model.lag}
+    made = pseudo_anomalies(videos, config.model.image_size, config.model.channels, **clip)
     if not made:
-        log.warning("no calibration video is long enough (%d frames) to make pseudo-anomalies from: scoring as configured "
-                    "(%s PSNR%s); give longer normal footage to have the scoring chosen", SOURCE_FRAMES, config.eval.psnr_region,
+        log.warning("no calibration video is long enough (%d frames, for this model's %d-frame clips) to make "
+                    "pseudo-anomalies from: scoring as configured (%s PSNR%s); give longer normal footage to have the "
+                    "scoring chosen", source_frames(**clip), clip["t_length"], config.eval.psnr_region,
                     f" + {config.eval.distance_region} D" if mixing_weight(config) < 1 else " only")
         return None
     pseudo = footage_terms(model, config, made, device=device, progress=progress)

@@ -18,31 +18,56 @@ SPEED = 3  # the sped-up region plays SPEED frames per frame
 LEAD = 20  # the last frame shown as it is (frames 0..LEAD: LEAD + 1 of them; the trailing mean starts from normal scores)
 EVENT = 20  # LEAD + EVENT frames in all: frames LEAD+1..LEAD+EVENT-1 (EVENT - 1 of them) play the region too fast
 STEP = 30  # frames between the starts of pseudo-anomalies cut from one video (each is scored on its own)
-SOURCE_FRAMES = LEAD + SPEED * EVENT  # footage a start needs (the last frame read is LEAD + SPEED * (EVENT - 1))
+MIN_SCORED = 9  # a longer model clip: at least this many scored frames before the region speeds up, and as many after
 MAX_PSEUDO = 32  # pseudo-anomalies at most (about 1300 frames to score), however long the footage
 
 
-class SpedUpRegion(Video):
-    """LEAD + EVENT frames of ``video`` from ``start``: frames 0..LEAD as they are, then a square region (half the
-    frame's side, centred at ``centre``, fractions of width and height) taken SPEED times further ahead each frame
-    (frame i shows ``start + LEAD + SPEED * (i - LEAD)`` there). The committed calibrations were made with these counts
-    (docs/method.md 9.2 states them)."""
+def clip_shape(t_length: int = 1, lag: int = 0) -> tuple[int, int]:
+    """(lead, length) of the pseudo-anomalies scored by a model whose ``t_length``-frame clips score the frame ``lag``
+    before their last: frames 0..lead as the footage has them, lead+1..length-1 sped up. LEAD and LEAD + EVENT where
+    those leave at least MIN_SCORED scored frames on each side of the speed-up (every model of the recipes: prediction
+    with 5 frames, reconstruction with 1 or 16), else longer: the first scored frame is t_length - 1 - lag (the clip's
+    lead-in) and the last is lag before the end, so a longer clip moves the speed-up and the end on."""
+    if isinstance(t_length, bool) or isinstance(lag, bool) or not 0 <= lag < t_length:
+        raise ValueError(f"a clip of {t_length} frame(s) cannot score the frame {lag} before its last")
+    lead = max(LEAD, t_length - 1 - lag + MIN_SCORED - 1)
+    return lead, max(LEAD + EVENT, lead + lag + 1 + MIN_SCORED)
 
-    def __init__(self, video: Video, start: int, centre: tuple[float, float]) -> None:
-        self.video, self.start, self.centre = video, start, centre
-        self.name, self.path = f"{video.name}[{start}:+{LEAD + EVENT}, x{SPEED}]", video.path
+
+def source_frames(t_length: int = 1, lag: int = 0) -> int:
+    """Footage a pseudo-anomaly needs from its start for such a model (the last frame read is lead + SPEED * (length -
+    1 - lead); SPEED - 1 more are kept, as the committed calibrations had them)."""
+    lead, length = clip_shape(t_length, lag)
+    return lead + SPEED * (length - lead)
+
+
+SOURCE_FRAMES = source_frames()  # the recipes' models' (clip_shape): 80
+
+
+class SpedUpRegion(Video):
+    """``length`` frames of ``video`` from ``start``: frames 0..``lead`` as they are, then a square region (half the
+    frame's side, centred at ``centre``, fractions of width and height) taken SPEED times further ahead each frame
+    (frame i shows ``start + lead + SPEED * (i - lead)`` there). The committed calibrations were made with LEAD and
+    LEAD + EVENT (docs/method.md 9.2 states them); a model with longer clips gets longer ones (``clip_shape``)."""
+
+    def __init__(self, video: Video, start: int, centre: tuple[float, float], lead: int = LEAD,
+                 length: int = LEAD + EVENT) -> None:
+        if not 0 <= lead < length - 1:
+            raise ValueError(f"a pseudo-anomaly of {length} frames cannot show {lead + 1} as they are")
+        self.video, self.start, self.centre, self.lead, self.length = video, start, centre, lead, length
+        self.name, self.path = f"{video.name}[{start}:+{length}, x{SPEED}]", video.path
         self.pixel_range = video.pixel_range  # its frames are the video's, mapped as it maps them
 
     def __len__(self) -> int:
-        return LEAD + EVENT
+        return self.length
 
     def frame(self, index: int, size: int, channels: int) -> np.ndarray:
         if not 0 <= index < len(self):
             raise IndexError(index)
         frame = self.video.frame(self.start + index, size, channels)
-        if index <= LEAD:
+        if index <= self.lead:
             return frame
-        ahead = self.video.frame(self.start + LEAD + SPEED * (index - LEAD), size, channels)
+        ahead = self.video.frame(self.start + self.lead + SPEED * (index - self.lead), size, channels)
         top, left = region_corner(self.centre, size)
         frame = frame.copy()
         frame[top:top + size // 2, left:left + size // 2] = ahead[top:top + size // 2, left:left + size // 2]
@@ -54,7 +79,7 @@ class SpedUpRegion(Video):
         prediction model, half the clip for a reconstruction model), so the scored frames end ``lag`` before the last."""
         if isinstance(scored, bool) or not 0 <= scored <= len(self) - lag or lag < 0:
             raise ValueError(f"{scored} scored frames lagging {lag} do not fit {len(self)} frames")
-        return np.arange(len(self) - lag - scored, len(self) - lag) > LEAD
+        return np.arange(len(self) - lag - scored, len(self) - lag) > self.lead
 
 
 def region_corner(centre: tuple[float, float], size: int) -> tuple[int, int]:
@@ -80,16 +105,19 @@ def motion_centre(video: Video, start: int, stop: int, size: int, channels: int)
     return float((motion * xs).sum() / total + 0.5) / size, float((motion * ys).sum() / total + 0.5) / size
 
 
-def pseudo_anomalies(videos: list[Video], size: int, channels: int) -> list[SpedUpRegion]:
-    """Pseudo-anomalies of ``videos``: one may start every STEP frames where the sped-up region has the footage it
-    needs; at most MAX_PSEUDO of those, spread evenly over the footage (hours of it would otherwise cost more to score
-    than the footage itself), each where something moves."""
-    starts = [(video, start) for video in videos for start in range(0, len(video) - SOURCE_FRAMES + 1, STEP)]
+def pseudo_anomalies(videos: list[Video], size: int, channels: int, *, t_length: int = 1,
+                     lag: int = 0) -> list[SpedUpRegion]:
+    """Pseudo-anomalies of ``videos`` for a model whose ``t_length``-frame clips score the frame ``lag`` before their
+    last (``clip_shape``; the defaults give the recipes' 40 frames): one may start every STEP frames where the sped-up
+    region has the footage it needs; at most MAX_PSEUDO of those, spread evenly over the footage (hours of it would
+    otherwise cost more to score than the footage itself), each where something moves."""
+    (lead, length), needed = clip_shape(t_length, lag), source_frames(t_length, lag)
+    starts = [(video, start) for video in videos for start in range(0, len(video) - needed + 1, STEP)]
     if len(starts) > MAX_PSEUDO:
         starts = [starts[i] for i in np.linspace(0, len(starts) - 1, MAX_PSEUDO).round().astype(int)]
     made = []
     for video, start in starts:
-        centre = motion_centre(video, start + LEAD, start + SOURCE_FRAMES, size, channels)
+        centre = motion_centre(video, start + lead, start + needed, size, channels)
         if centre is not None:
-            made.append(SpedUpRegion(video, start, centre))
+            made.append(SpedUpRegion(video, start, centre, lead, length))
     return made
