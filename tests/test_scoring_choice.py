@@ -200,3 +200,33 @@ class Frames(Video):
 
     def frame(self, index: int, size: int, channels: int) -> np.ndarray:
         return self.frames[index]
+
+
+def test_a_pseudo_anomaly_is_made_only_where_the_frames_it_reads_move(caplog: pytest.LogCaptureFixture) -> None:
+    """Motion is looked for over exactly the source frames the sped-up region reads (LEAD .. LEAD + SPEED * (EVENT -
+    1)), and a clip that never changes is skipped (was: motion two frames past the last read made a pseudo-anomaly
+    that never changes, and calibrate failed with 'calibration footage does not change' where --scoring config
+    calibrated)."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    last = LEAD + SPEED * (EVENT - 1)
+
+    def moving_from(first: int, stop: int = 100) -> list[np.ndarray]:
+        frames = [base.copy() for _ in range(100)]
+        for i in range(first, stop):
+            frames[i][8:16, 8:16] = (i * 7) % 255
+        return frames
+
+    assert pseudo_anomalies([Frames(moving_from(last + 1))], 32, 3) == []  # moves only after the frames read
+    assert len(pseudo_anomalies([Frames(moving_from(last))], 32, 3)) == 1  # the last frame read moves
+    # a flash in a frame the region skips (neither a whole frame, below LEAD + EVENT, nor one SPEED-th): no motion shown
+    skipped = LEAD + SPEED * 10 + 1
+    assert pseudo_anomalies([Frames(moving_from(skipped, skipped + 1))], 32, 3) == []
+    assert len(pseudo_anomalies([Frames(moving_from(skipped - 1, skipped))], 32, 3)) == 1
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = MNAD(config.model).eval()
+    with caplog.at_level(logging.WARNING, logger="mnad"):
+        calibration = calibrate(model, config, [Frames(moving_from(last + 1))], false_alarm_rate=0.05, progress=False)
+    assert not calibration.pseudo_anomaly_auc  # scored as configured, as --scoring config does
+    assert any("does not move in any stretch a pseudo-anomaly" in r.getMessage() for r in caplog.records)

@@ -326,10 +326,15 @@ def choose_on_pseudo_anomalies(model: MNAD, config: Config, videos: list[Video],
     clip = {"t_length": config.model.t_length, "lag": config.model.lag}
     made = pseudo_anomalies(videos, config.model.image_size, config.model.channels, **clip)
     if not made:
-        log.warning("no calibration video is long enough (%d frames, for this model's %d-frame clips) to make "
-                    "pseudo-anomalies from: scoring as configured (%s PSNR%s); give longer normal footage to have the "
-                    "scoring chosen", source_frames(**clip), clip["t_length"], config.eval.psnr_region,
-                    f" + {config.eval.distance_region} D" if mixing_weight(config) < 1 else " only")
+        configured = (config.eval.psnr_region, f" + {config.eval.distance_region} D" if mixing_weight(config) < 1 else " only")
+        if any(len(v) >= source_frames(**clip) for v in videos):  # long enough, but never moving where one is cut
+            log.warning("the calibration footage does not move in any stretch a pseudo-anomaly would be made from: "
+                        "scoring as configured (%s PSNR%s); give normal footage with motion to have the scoring chosen",
+                        *configured)
+        else:
+            log.warning("no calibration video is long enough (%d frames, for this model's %d-frame clips) to make "
+                        "pseudo-anomalies from: scoring as configured (%s PSNR%s); give longer normal footage to have "
+                        "the scoring chosen", source_frames(**clip), clip["t_length"], *configured)
         return None
     pseudo = footage_terms(model, config, made, device=device, progress=progress)
     labels = [v.labels(len(p), config.model.lag) for v, p in zip(made, pseudo["psnr"], strict=True)]

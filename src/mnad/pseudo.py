@@ -73,6 +73,16 @@ class SpedUpRegion(Video):
         frame[top:top + size // 2, left:left + size // 2] = ahead[top:top + size // 2, left:left + size // 2]
         return frame
 
+    def changes(self, size: int, channels: int) -> bool:
+        """Whether any of its frames differs from the one before it (as ``calibrate.FootageWatch`` asks of footage)."""
+        previous = None
+        for index in range(len(self)):
+            frame = self.frame(index, size, channels)
+            if previous is not None and not np.array_equal(frame, previous):
+                return True
+            previous = frame
+        return False
+
     def labels(self, scored: int, lag: int = 0) -> np.ndarray:
         """Which of the ``scored`` frames are pseudo-anomalous: every frame after the region started moving too fast.
         A clip scores its target frame, ``lag`` frames before the clip's last (``t_length - 1 - target_index``: 0 for a
@@ -115,9 +125,12 @@ def pseudo_anomalies(videos: list[Video], size: int, channels: int, *, t_length:
     starts = [(video, start) for video in videos for start in range(0, len(video) - needed + 1, STEP)]
     if len(starts) > MAX_PSEUDO:
         starts = [starts[i] for i in np.linspace(0, len(starts) - 1, MAX_PSEUDO).round().astype(int)]
+    last = lead + SPEED * (length - 1 - lead)  # the last source frame the clip reads (its region's, in its last frame)
     made = []
     for video, start in starts:
-        centre = motion_centre(video, start + lead, start + needed, size, channels)
-        if centre is not None:
-            made.append(SpedUpRegion(video, start, centre, lead, length))
+        # motion over the frames the sped-up region is read from, and no further (was: up to start + needed - 1, two
+        # frames past the last read, whose motion made a clip that never changes)
+        centre = motion_centre(video, start + lead, start + last + 1, size, channels)
+        if centre is not None and (clip := SpedUpRegion(video, start, centre, lead, length)).changes(size, channels):
+            made.append(clip)  # one that never changes (its motion between the frames it skips) would only be refused
     return made
