@@ -262,5 +262,5 @@ def test_trained_on_warning_names_the_overlapping_part(tmp_path: Path, caplog: p
     with caplog.at_level(logging.WARNING, logger="mnad"), pytest.raises(DataError, match="too short"):
         calibrate(model, config, [video], false_alarm_rate=0.1, scoring="config", trained_on=[(path, 0, 8)],
                   progress=False)
-    said = [r.getMessage() for r in caplog.records if "used for training" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "fitted on footage the model was trained on" in r.getMessage()]
     assert len(said) == 1 and f"({path}[0:8])" in said[0], said
