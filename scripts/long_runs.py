@@ -149,6 +149,26 @@ def execute(command: list[str], run: Path) -> None:
         raise StepFailed(f"{shlex.join(command)} exited with status {returncode}")
 
 
+class AnotherRunsResult(Exception):
+    """The result folder holds what another run of the job recorded (a run folder lost and trained again)."""
+
+
+def check_same_run(run: Path, result: Path) -> None:
+    """Refuse to record ``run`` into ``result`` (its train log, commands, curve) when ``result`` holds another run's:
+    its train_log.jsonl, copied from the run when its curve was scored, is not the start of the run's own (a run's log
+    only grows), as when the run folder was lost with its machine and the job started again from epoch 0. The two
+    curves must not mix: the earlier one is moved aside first (results/ped2_pred_run1, with its lost.json)."""
+    recorded = result / TRAIN_LOG
+    if (result / "metrics.json").exists() or not recorded.exists():
+        return
+    own = (run / TRAIN_LOG).read_bytes() if (run / TRAIN_LOG).exists() else b""
+    if not own.startswith(recorded.read_bytes()):
+        where = result.relative_to(ROOT) if result.is_relative_to(ROOT) else result
+        raise AnotherRunsResult(f"{result} holds another run's curve and train log ({recorded} is not the start of "
+                                f"{run / TRAIN_LOG}: that run was lost or trained again); move it aside first "
+                                f"(git mv {where} {where}_runN, with a lost.json saying why)")
+
+
 def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, results: str = "results") -> Path:
     """Train, evaluate and record one job (each step only if its output is missing); returns its result folder.
     ``runs`` and ``data_root`` are relative to the current folder (the steps get them absolute, as they run from the
@@ -158,6 +178,7 @@ def run_job(name: str, job: Job, runs: Path, data_root: str, threads: int, *, re
     if (result / "metrics.json").exists():  # done: never trained again, nor its train_log.jsonl and commands.txt replaced
         skip_done_job(name, job, run, result, data_root, threads, results)
         return result
+    check_same_run(run, result)  # before training: said when started, not hours later at the first curve
     if not (run / MODEL_FILE).exists():
         execute(train_command(job, run.parent, data_root, threads) + resume_flags(run), run)
     if not (result / "metrics.json").exists():  # a scores.csv without it is this job's unfinished evaluation: replaced
@@ -193,6 +214,7 @@ def record_run(name: str, job: Job, run: Path, result: Path) -> None:
     """Copy into ``result`` how far the run in ``run`` has trained (its train_log.jsonl) and the commands that made it
     (commands.txt): after the job, and beside a curve scored while the run goes on, so that a committed curve says
     what trained it and how many epochs it had."""
+    check_same_run(run, result)
     result.mkdir(parents=True, exist_ok=True)
     atomic_write(result / TRAIN_LOG, (run / TRAIN_LOG).read_bytes())
     header = (f"# {job.why}\n# by scripts/long_runs.py run {name}: the commands it ran, in order, each after when and "
@@ -223,6 +245,7 @@ def curve_so_far(name: str, job: Job, runs: Path, data_root: str, threads: int, 
     run = run_folder(Path(os.path.abspath(runs)), job)
     epochs = kept_curve_epochs(job, run)
     if epochs:
+        check_same_run(run, result_folder(job, results))
         execute(curve_command(job, run, os.path.abspath(data_root), threads, epochs, results), run)
         record_run(name, job, run, result_folder(job, results))
     return epochs
@@ -323,7 +346,7 @@ def main() -> None:
                 run_job(name, JOBS[name], args.runs, args.data_root, args.threads)
             except StepStopped as exc:
                 stopped(name, exc)
-            except StepFailed as exc:
+            except (StepFailed, AnotherRunsResult) as exc:
                 raise SystemExit(f"long_runs: error: {name}: {exc}") from None
             regenerate_docs()
     elif args.command == "curve":
@@ -332,7 +355,7 @@ def main() -> None:
                 epochs = curve_so_far(name, JOBS[name], args.runs, args.data_root, args.threads)
             except StepStopped as exc:
                 stopped(name, exc)
-            except StepFailed as exc:
+            except (StepFailed, AnotherRunsResult) as exc:
                 raise SystemExit(f"long_runs: error: {name}: {exc}") from None
             print(f"{name}: scored epochs {epochs}" if epochs else f"{name}: no epoch of {list(JOBS[name].curve)} kept yet")
         regenerate_docs()

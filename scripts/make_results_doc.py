@@ -798,26 +798,36 @@ PAPER_RECIPE_DIFFERENCES = (
     "at 2e-4 with a cosine schedule, λc = λs = 0.1, 10 items, α 0.6, γ 0.01; docs/method.md §3, §5); the run differs "
     "in how it was computed: (1) on 2 CPU cores in bf16 autocast with channels_last (the memory read stays in fp32), "
     "where the authors trained in fp32 on a GPU; at 128×128 the same seeds in fp32 did not score higher ('bf16 against "
-    "fp32 training' above); (2) from part way through epoch 7 the step's forward and backward ran compiled "
-    "(`train.compile`: the same computation to within rounding, tests/test_train_compile.py), as the run's "
-    "commands.txt says; (3) PyTorch 2.13, where the authors used 1.1.0 and say newer versions score lower, cause "
+    "fp32 training' above); (2) the step's forward and backward ran compiled where the run's commands.txt says "
+    "`train.compile=true` (the same computation to within rounding, tests/test_train_compile.py); (3) PyTorch 2.13, "
+    "where the authors used 1.1.0 and say newer versions score lower, cause "
     "unpublished (docs/method.md §6); (4) one seed, while others' runs of the authors' code on Ped2 reported from 89 "
     "to 96.35 micro AUC (docs/method.md §6; the maintainers say the seed moves it noticeably); (5) trained across sessions, "
     "stopped and resumed: a resume restores weights, optimiser, schedule and the epoch's place, and the batch order "
     "depends only on (seed, epoch), so the resumed run is the uninterrupted one up to floating-point rounding.")
 
 
+# Beside a curve whose run folder was lost (a replaced machine): why, and the result folder it was moved from, so that a
+# new run of the job starts its own curve (scripts/long_runs.py refuses to mix them)
+LOST_RUN = "lost.json"
+
+
 def training_so_far(folder: Path, recipe: str) -> str:
     """For a curve scored while its run trains on (a train_log.jsonl beside it and no evaluation yet): how many of the
-    recipe's epochs the run had then and where its commands are; else nothing."""
+    recipe's epochs the run had then and where its commands are, and, for a run lost before its end (a LOST_RUN file
+    beside it), why it stopped; else nothing."""
     log = folder / "train_log.jsonl"
     if (folder / "metrics.json").exists() or not log.exists():
         return ""
     from mnad.config import load_config
 
     done, epochs, where = len(log.read_text(encoding="utf-8").splitlines()), load_config(recipe).train.epochs, folder.relative_to(RESULTS.parent)
-    return (f" The run goes on: {done} of its {epochs} epochs trained when the curve was last scored "
-            f"(`{where}/train_log.jsonl`; how and where each part ran: `{where}/commands.txt`).")
+    files = f"(`{where}/train_log.jsonl`; how and where each part ran: `{where}/commands.txt`)"
+    if (lost := folder / LOST_RUN).exists():  # a run whose folder is gone: it never goes on, its curve ends here
+        said = json.loads(lost.read_text(encoding="utf-8"))
+        return (f" This run stopped for good: {said['why']} (`{where}/{LOST_RUN}`). It had {done} of its {epochs} epochs "
+                f"trained when the curve was last scored {files}; the result folder was `{said['moved_from']}` then.")
+    return f" The run goes on: {done} of its {epochs} epochs trained when the curve was last scored {files}."
 
 
 def plot_curve(path: Path, data: dict) -> Path:

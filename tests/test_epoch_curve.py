@@ -71,7 +71,7 @@ def test_a_retrained_epoch_is_scored_again_an_unchanged_one_is_not(curve: Simple
 
 
 def test_a_record_that_names_no_file_is_kept(curve: SimpleNamespace) -> None:
-    """A curve written before records named their file (results/ped2_pred/epoch_curve.json): kept, not scored again."""
+    """A curve written before records named their file (results/ped2_pred_run1/epoch_curve.json): kept, not scored again."""
     (curve.run / "epoch_001.safetensors").write_text("0.75")
     old = {"run": "run", "recipe": "tiny", "scoring": {"bf16": False, "channels_last": False},
            "epochs": [{"epoch": 1, "micro_auc": 0.5, "macro_auc": 0.5, "loss_total": 0.3}]}
@@ -117,9 +117,9 @@ def test_each_record_says_how_it_was_scored_and_a_curve_is_one_scoring(curve: Si
 
 def test_a_record_from_before_records_said_their_scoring_is_of_the_files(curve: SimpleNamespace,
                                                                          capsys: pytest.CaptureFixture) -> None:
-    """A record written before records said their scoring (results/ped2_pred/epoch_curve.json's first, until the
+    """A record written before records said their scoring (results/ped2_pred_run1/epoch_curve.json's first, until the
     script rewrote it with its scoring) has none of its own: it is the file's (fp32)."""
-    committed = json.loads((Path(__file__).resolve().parents[1] / "results" / "ped2_pred" / "epoch_curve.json").read_text())
+    committed = json.loads((Path(__file__).resolve().parents[1] / "results" / "ped2_pred_run1" / "epoch_curve.json").read_text())
     old = {k: v for k, v in committed["epochs"][0].items() if k not in ("scoring", "command", "model_sha256")}
     assert curve.script.record_scoring(old, committed["scoring"]) == {"bf16": False, "channels_last": False}
     curve.out.write_text(json.dumps({**committed, "run": "run", "epochs": [{**old, "epoch": 1}]}))

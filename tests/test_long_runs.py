@@ -75,7 +75,9 @@ def test_a_job_runs_to_its_result_reruns_as_a_no_op_and_resumes_after_a_stop(syn
     for name in ("model.safetensors", "last.safetensors", "train_log.jsonl", "epoch_001.safetensors",
                  "epoch_002.safetensors"):
         (run / name).unlink()
+    # nor had it recorded anything (a result train log would be another run's: check_same_run)
     (result / "metrics.json").unlink()
+    (result / "train_log.jsonl").unlink()
     before = log.read_text().splitlines()
     script.run_job("tiny", job, Path("runs"), "data", 1, results=str(results))
     after = log.read_text().splitlines()
@@ -93,6 +95,31 @@ def test_a_failing_step_is_named_and_the_job_stops(tmp_path: Path) -> None:
     with pytest.raises(script.StepFailed, match=r"mnad train .* exited with status 2"):
         script.run_job("tiny", job, tmp_path / "runs", str(tmp_path / "no-data"), 1, results=str(tmp_path / "results"))
     assert not (tmp_path / "results").exists()
+
+
+def test_a_result_another_run_recorded_is_refused_before_training(tmp_path: Path) -> None:
+    """A run folder lost with its machine and the job started again: the committed curve and train log are the lost
+    run's, so neither training into them nor recording over them goes on until they are moved aside."""
+    script = load_script(SCRIPT)
+    job = script.Job("synthetic_pred", "tiny", why="a test", overrides=TINY, curve=(1,))
+    result = tmp_path / "results" / "tiny"
+    result.mkdir(parents=True)
+    lost_log = "".join(json.dumps({"epoch": e, "loss_total": 0.5 / e}) + "\n" for e in (1, 2))
+    (result / "train_log.jsonl").write_text(lost_log, encoding="utf-8")
+    with pytest.raises(script.AnotherRunsResult, match="holds another run's curve"):
+        script.run_job("tiny", job, tmp_path / "runs", str(tmp_path / "no-data"), 1, results=str(result.parent))
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    (run / "train_log.jsonl").write_text(json.dumps({"epoch": 1, "loss_total": 0.7}) + "\n", encoding="utf-8")
+    (run / "commands.log").write_text("# a command\n", encoding="utf-8")
+    with pytest.raises(script.AnotherRunsResult):
+        script.record_run("tiny", job, run, result)
+    assert (result / "train_log.jsonl").read_text(encoding="utf-8") == lost_log  # kept
+    # the same run, further on: its log starts with the one recorded, which is replaced by the longer one
+    (run / "train_log.jsonl").write_text(lost_log + json.dumps({"epoch": 3}) + "\n", encoding="utf-8")
+    script.record_run("tiny", job, run, result)
+    assert (result / "train_log.jsonl").read_text(encoding="utf-8").count("\n") == 3
 
 
 def test_status_of_a_job_never_started(tmp_path: Path) -> None:

@@ -62,12 +62,29 @@ def test_a_curve_scored_while_its_run_trains_says_how_far_it_had_trained(doc: Mo
     assert doc.training_so_far(folder, "ped2_pred") == ""
 
 
+def test_a_curve_whose_run_was_lost_says_it_stopped_for_good(doc: ModuleType, tmp_path: Path) -> None:
+    """A run folder lost with its machine: the curve beside a LOST_RUN file says why, not that the run goes on."""
+    folder = tmp_path / "ped2_pred_run1"
+    folder.mkdir()
+    (folder / "train_log.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(1, 21)))
+    (folder / doc.LOST_RUN).write_text(json.dumps({"why": "the machine was replaced", "moved_from": "results/ped2_pred"}))
+    said = doc.training_so_far(folder, "ped2_pred")
+    assert "stopped for good: the machine was replaced" in said and "20 of its 60 epochs" in said
+    assert "goes on" not in said and "`results/ped2_pred`" in said
+
+
+def test_the_committed_lost_run_says_why() -> None:
+    """results/ped2_pred_run1 is the paper run's first attempt, lost with its machine: its lost.json has both fields."""
+    said = json.loads((Path(__file__).resolve().parents[1] / "results" / "ped2_pred_run1" / "lost.json").read_text(encoding="utf-8"))
+    assert said["why"] and said["moved_from"] == "results/ped2_pred"
+
+
 def test_the_paper_recipe_s_curve_says_what_differs_from_the_paper(doc: ModuleType) -> None:
     """The paragraph is keyed to the recipe the paper run trains (scripts/long_runs.py's paper job)."""
     long_runs = load_script("scripts/long_runs.py")
     assert long_runs.JOBS["paper"].recipe == doc.PAPER_RECIPE
     assert "train.compile=true" in long_runs.JOBS["paper"].overrides  # the paragraph's point (2)
-    assert "`train.compile`" in doc.PAPER_RECIPE_DIFFERENCES and "PyTorch 2.13" in doc.PAPER_RECIPE_DIFFERENCES
+    assert "`train.compile=true`" in doc.PAPER_RECIPE_DIFFERENCES and "PyTorch 2.13" in doc.PAPER_RECIPE_DIFFERENCES
 
 
 def test_the_paper_figures_not_printed_in_the_paper_carry_a_mark_and_say_where_they_come_from(doc: ModuleType) -> None:
