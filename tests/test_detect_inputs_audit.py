@@ -372,3 +372,35 @@ def test_a_silent_camera_without_backend_timeouts_never_hangs(monkeypatch: pytes
     while len(_SilentCamera.released) < 4 and time.monotonic() < deadline:  # two refused with params, two watched
         time.sleep(0.01)
     assert len(_SilentCamera.released) == 4
+
+
+class _DeafCamera(_SilentCamera):
+    """A camera whose backend takes the timeout parameters (it opens with them) but does not keep them: silent in its
+    driver after two frames, until let go."""
+
+    def __init__(self, index: int, api: int, params: list[int] | None = None) -> None:
+        super().__init__(index, api, params)
+        self.opened = True
+
+
+def test_a_camera_that_takes_the_timeouts_but_does_not_keep_them_never_hangs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera opened with CAP_PROP_OPEN/READ_TIMEOUT_MSEC was read with no watch of mnad's: one whose backend takes
+    the parameters and ignores them blocked `mnad detect` for as long as its driver liked. Every camera is now read
+    under mnad's own --read-timeout."""
+    import cv2
+
+    let_go = threading.Event()
+    monkeypatch.setattr(_DeafCamera, "calls", [])
+    monkeypatch.setattr(_DeafCamera, "released", [])
+    monkeypatch.setattr(_DeafCamera, "let_go", let_go)
+    monkeypatch.setattr(cv2, "VideoCapture", _DeafCamera)
+    source = FrameSource("0", SourceOptions(reconnects=1, retry_delay=0, open_timeout=0.2, read_timeout=0.3))
+    frames, started = [], time.monotonic()
+    try:
+        with pytest.raises(DataError, match=r"was lost after 4 frames.*--read-timeout 0\.3 s"):
+            for frame in source:
+                frames.append(frame)
+        assert time.monotonic() - started < 5  # two read timeouts, not the driver's 10 s wait each
+        assert len(frames) == 4 and _DeafCamera.calls == [(0, True)] * 2  # opened with the parameters each time
+    finally:
+        let_go.set()

@@ -242,16 +242,22 @@ class FrameSource:
         o = self.options
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds(o.open_timeout),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds(o.read_timeout)]
-        if self.camera is None:
+        if self.camera is None:  # FFmpeg keeps both timeouts itself
             return cv2.VideoCapture(stream_url(self.source), cv2.CAP_FFMPEG, params)
-        capture = cv2.VideoCapture(self.camera, cv2.CAP_ANY, params)
-        if capture.isOpened():
-            return capture
-        capture.release()
-        # OpenCV refuses to open a camera whose backend does not take these timeouts (its V4L2, the usual one on
-        # Linux, takes neither): opened without them, under mnad's own (was: the backend's, for ever on some)
         camera = self.camera
-        return WatchedCapture(lambda: cv2.VideoCapture(camera, cv2.CAP_ANY), o.open_timeout, o.read_timeout)
+
+        def open_camera() -> cv2.VideoCapture:
+            capture = cv2.VideoCapture(camera, cv2.CAP_ANY, params)
+            if capture.isOpened():
+                return capture
+            capture.release()
+            # OpenCV refuses to open a camera whose backend does not take these timeouts (its V4L2, the usual one on
+            # Linux, takes neither): opened without them
+            return cv2.VideoCapture(camera, cv2.CAP_ANY)
+
+        # every camera under mnad's own timeouts: a backend that takes the parameters may still not keep them (was: a
+        # camera opened with them was read with no watch of mnad's)
+        return WatchedCapture(open_camera, o.open_timeout, o.read_timeout)
 
     def _live(self) -> Iterator[RawFrame]:
         # Reconnecting must end when the source keeps failing. The failure count restarts only after a connection that
