@@ -507,6 +507,49 @@ def test_the_rows_are_made_durable_before_each_state(tmp_path: Path, monkeypatch
     assert fsynced
 
 
+def test_the_maps_and_closed_video_files_are_made_durable_before_each_state(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each state is saved only once every error map written so far and every closed annotated video file are fsynced,
+    and their folders (was: the rows only: a power cut could keep a state counting frames whose maps or pictures were
+    lost, and a resumed file does not write those again)."""
+    import os
+
+    from mnad.outputs import video_files_in
+
+    model, config, _ = _model(tmp_path)
+    out = tmp_path / "o"
+    synced: set[tuple[int, int]] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        synced.add((info.st_dev, info.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    checked: list[int] = []
+    written: list[Path] = []  # what the state about to be saved counts: the maps and the closed video files
+    save, store = mnad.detect._SourceRun.save_state, StreamScorer.save_state
+
+    def saving(self):  # noqa: ANN001, ANN202
+        maps = sorted((out / "maps").rglob("*.npy"))
+        written[:] = [*maps, *{p.parent for p in maps},
+                      *(out / name for name in video_files_in(out) if self.video is None or name != self.video.open_name)]
+        return save(self)
+
+    def storing(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        for path in written:
+            assert (path.stat().st_dev, path.stat().st_ino) in synced, path
+        checked.append(len(written))
+        return store(self, *args, **kwargs)
+
+    monkeypatch.setattr(mnad.detect._SourceRun, "save_state", saving)
+    monkeypatch.setattr(StreamScorer, "save_state", storing)
+    detect(model, config, str(frames_folder(tmp_path / "f", 24)), out,
+           DetectOptions(save_maps="npy", save_video=True, video_segment=0.2), progress=False)
+    assert len(checked) >= 3 and checked[-1] == 20 + 1 + len(video_files_in(out))  # maps, their shard, video
+
+
 def test_resume_refuses_other_footage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The saved state names its footage: another folder of the same name, or a file rewritten since, is refused in
     one line (was: compared by folder name only; a shorter video ended with 0 new frames, exit 0)."""

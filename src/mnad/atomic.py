@@ -92,6 +92,20 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> bool:
+    """Make the file at ``path`` durable (its data written through any handle: fsync acts on the file, not on the
+    handle). False when it is gone (deleted since it was written: nothing of it to keep); OSError when it cannot be."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
 def _keep_aside(path: Path) -> str:
     """A second name for ``path``'s current file (a hard link; a copy where the file system has none), beside it."""
     aside = str(path.with_name(f".{path.name}.{os.urandom(4).hex()}.old{TEMP_SUFFIX}"))  # cleared as a stale temp if killed

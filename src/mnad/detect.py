@@ -505,14 +505,17 @@ class _SourceRun:
 
     def save_state(self) -> bool:
         """The scorer's state and ``resume_state`` into ``STATE_FILE`` (atomically, hashed), between batches (no clip
-        waits for its result); written before summary.json, whenever it is. The rows written so far are made durable
-        first (``DetectWriter.sync``), so that a power cut never leaves a state ahead of the rows on the disk. Not
-        saved (False) once the scorer took a frame whose row was not written (``pending``): the last state saved, which
-        the rows on the disk reach, stays."""
+        waits for its result); written before summary.json, whenever it is. The outputs written so far are made durable
+        first, here and nowhere else (the rows, events and error maps: ``DetectWriter.sync``; the annotated video's
+        closed files: ``SegmentedVideo.sync``), so that a power cut never leaves a state ahead of the outputs on the
+        disk. Not saved (False) once the scorer took a frame whose row was not written (``pending``): the last state
+        saved, which the rows on the disk reach, stays."""
         if self.pending:
             return False
         if self.writer is not None:
             self.writer.sync()
+        if self.video is not None:
+            self.video.sync()
         self.scorer.save_state(self.out_dir / STATE_FILE, self.resume_state())
         return True
 

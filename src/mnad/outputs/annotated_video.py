@@ -62,6 +62,7 @@ class SegmentedVideo:
         self.count = 0  # pictures given to the open file's writer
         self.started = 0.0  # the time (seconds) of the open file's first frame
         self.previous: tuple[int, float] | None = None  # the last closed file's pictures and first frame's time
+        self.unsynced: list[str] = []  # files closed (or moved into annotated/) since the last ``sync``: not yet durable
 
     def adopt(self, deleted: int, first: int) -> None:
         """Continue the annotated video an earlier run left in ``out_dir`` (``mnad detect --resume``): its files
@@ -122,6 +123,7 @@ class SegmentedVideo:
                 raise DataError(f"{folder}: cannot write the annotated video's segments ({exc.strerror or exc}; an "
                                 "earlier run's? move it)") from exc
             self.kept.names[0] = first
+            self.unsynced.append(first)
         if self.files:
             self.name = segment_name(frame)
         else:
@@ -160,8 +162,28 @@ class SegmentedVideo:
         except OSError as exc:
             raise DataError(f"{path}: the annotated video is gone once written ({os_reason(exc)})") from exc
         self.previous = (self.count, self.started)
+        self.unsynced.append(self.name)
         self.changes += 1
         self.changes += self.kept.add(self.out_dir, self.name, size)  # the oldest past keep_bytes deleted
+
+
+    def sync(self) -> None:
+        """Make the files closed since the last call durable, and their folders' entries (``mnad detect`` calls it
+        before it saves a source's state: a resumed file does not draw again the pictures of the frames its state
+        counts). The open file is the encoder's until it closes: a power cut may cut its tail (``VIDEO_SEGMENT_SECONDS``).
+        One deleted since (--video-keep) needs nothing. ``DataError`` when they cannot be made durable."""
+        from mnad.atomic import fsync_dir, fsync_file
+
+        for name in self.unsynced:
+            try:
+                fsync_file(self.out_dir / name)
+            except OSError as exc:
+                raise DataError(f"{self.out_dir / name}: cannot make the annotated video durable ({os_reason(exc)})") from exc
+        if self.unsynced:
+            if (self.out_dir / ANNOTATED_DIR).is_dir():
+                fsync_dir(self.out_dir / ANNOTATED_DIR)
+            fsync_dir(self.out_dir)
+        self.unsynced = []
 
 
 def video_files_in(out_dir: Path) -> list[str]:

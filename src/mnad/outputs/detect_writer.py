@@ -70,6 +70,9 @@ class DetectWriter:
         outputs, which this writer continues (``_adopt``) rather than starting afresh."""
         self.out_dir, self.maps, self.rows_segment = Path(out_dir), maps, rows_segment
         self._shard = ""  # the maps/ folder being written into (``map_name``), made when its first map comes; '': none
+        # the maps written since the last ``sync`` (and the shard folders they went into): written, not yet durable; a
+        # state saved after ``sync`` counts their frames, whose maps a resumed run does not write again
+        self._unsynced_maps: list[Path] = []
         self.kept = OldestFirst(rows_keep, "--rows-keep", "row segment")
         self.maps_kept = OldestFirst(maps_keep, "--maps-keep", "map shard")
         self.segment: str | None = None  # the open row segment, relative to out_dir ('.': out_dir); None: none open
@@ -253,12 +256,15 @@ class DetectWriter:
             raise failure
 
     def sync(self) -> None:
-        """Make the rows and events written so far durable (the open segment's files and their folder's entries
-        fsynced): ``mnad detect`` calls it before it saves a source's state, about once a minute, so that a power cut
-        never leaves a state ahead of the rows on the disk. ``DataError`` when they cannot be, or when a closed
-        segment could not be (``not_durable``: the rows a state would count may not be on the disk)."""
+        """Make the rows, events and error maps written so far durable (the open segment's files, the maps written
+        since the last call, and their folders' entries fsynced): ``mnad detect`` calls it before it saves a source's
+        state, about once a minute, so that a power cut never leaves a state ahead of the outputs on the disk (a resumed
+        file does not write again the rows, events or maps of the frames its state counts). ``DataError`` when they
+        cannot be, or when a closed segment could not be (``not_durable``: the rows a state would count may not be on
+        the disk)."""
         if self.not_durable is not None:
             raise self.not_durable
+        self._sync_maps()
         if self.segment is None:
             return
         folder = self.out_dir / self.segment
@@ -274,6 +280,24 @@ class DetectWriter:
         if self.segment != ".":  # a segment's folder in rows/, itself new
             fsync_dir(folder.parent)
             fsync_dir(self.out_dir)
+
+    def _sync_maps(self) -> None:
+        """The maps written since the last ``sync`` made durable, then their shard folders' entries (maps/ itself, in
+        ``out_dir``, is ``sync``'s). One deleted since (--maps-keep) needs nothing."""
+        from mnad.atomic import fsync_dir, fsync_file
+
+        try:
+            for path in self._unsynced_maps:
+                fsync_file(path)
+        except OSError as exc:
+            raise DataError(f"{path.parent}: cannot make the error maps durable ({os_reason(exc)}): they may not be on "
+                            "the disk") from exc
+        shards = dict.fromkeys(path.parent for path in self._unsynced_maps)
+        for shard in shards:
+            fsync_dir(shard)
+        if shards:
+            fsync_dir(self.out_dir / MAPS_DIR)  # a shard folder made since
+        self._unsynced_maps = []
 
     def _check_open(self) -> None:
         if self.segment is None:  # closed, or its close or the next one's opening failed (said then)
@@ -352,6 +376,7 @@ class DetectWriter:
             picture = (np.clip(error / max(float(error.max()), 1e-6), 0, 1) * 255).astype(np.uint8)
             if not cv2.imwrite(str(path), picture):
                 raise DataError(f"{path.parent}: cannot write the error maps")
+        self._unsynced_maps.append(path)
         if closed:
             self.maps_kept.prune(self.out_dir)
 
