@@ -8,6 +8,7 @@ temporary name, flushed to disk and renamed, so a crash never leaves half a file
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from mnad.atomic import atomic_write
 from mnad.config import Config, check_same_model, model_differences
@@ -178,20 +179,38 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], config: 
     atomic_write(Path(path), save(tensors, metadata=metadata), error=CheckpointError)
 
 
+def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and the tensors of the safetensors file ``path``, both from one opening of it (one mapping of its
+    bytes), so that the digests checked are those of the tensors loaded: a file replaced between two openings (a run's
+    ``last.safetensors`` rewritten by its training at each checkpoint, a model file re-saved) would pair one file's
+    digests with the other's tensors (was: the header read, then the file opened again for its tensors: a spurious
+    'altered or damaged'). Errors as safetensors raises them."""
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}, {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 (no iterator)
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dict[str, Any]]:
-    """Tensors, config and extra metadata of a checkpoint file, verified: any damage gives a CheckpointError."""
+    """Tensors, config and extra metadata of a checkpoint file, verified: any damage gives a CheckpointError. The
+    installed file of a shipped model is checked against its pinned digest too (``ShippedModel.meta_sha256``), in
+    this same reading."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        header = read_header(path)
-        tensors = load_file(path)
+        metadata, tensors = read_safetensors(path)
     except (SafetensorError, OSError, ValueError) as exc:  # ValueError covers JSON and UTF-8 decoding errors
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or damaged: {exc})") from exc
-    metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or metadata.get("format") not in KNOWN_FORMATS:
         found = metadata.get("format") if isinstance(metadata, dict) else None
         raise CheckpointError(f"{path}: not an mnad checkpoint (format {found!r}, expected {FORMAT!r})")
+    if (name := shipped_name(path)) is not None:
+        check_pinned(path, name, metadata)
+    if bad := next((f"{k!r} ({str(v.dtype).removeprefix('torch.')})" for k, v in sorted(tensors.items())
+                    if v.dtype not in STORED_DTYPES), None):
+        # mnad writes floating point (SAVE_DTYPES) and int64 counts only: anything else was not written by it, and
+        # would be cast silently on load (or fail in the checks below: no float8 isfinite)
+        raise CheckpointError(f"{path}: tensor {bad} is of a type mnad never stores (floating point or int64 only): "
+                              "not an mnad checkpoint, or damaged")
     if tensor_digest(tensors) != metadata.get("sha256"):
         raise CheckpointError(f"{path}: content does not match its stored SHA-256 (the file was altered or damaged)")
     if metadata["format"] != "mnad-1" and "meta_sha256" not in metadata:
@@ -213,6 +232,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, 
 
 # what a model may be saved in (save_model's dtype): floating point that load_model reads back as float32
 SAVE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# what a checkpoint's tensors may be (read_checkpoint): those, and int64 (BatchNorm's num_batches_tracked)
+STORED_DTYPES = (*SAVE_DTYPES, torch.int64)
 
 
 def save_model(path: str | Path, model: MNAD, config: Config, *, dtype: torch.dtype | None = None, extra: dict[str, Any] | None = None) -> None:
@@ -283,12 +304,29 @@ def shipped_model_path(name: str) -> Path:
         metadata = read_header(path).get("__metadata__")
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or damaged: {exc})") from exc
-    found = metadata.get("meta_sha256") if isinstance(metadata, dict) else None
-    if found != shipped.meta_sha256:
-        what = f"metadata SHA-256 {found[:16]}..." if isinstance(found, str) else "no metadata SHA-256"
-        raise CheckpointError(f"{path}: not the file mnad shipped as {name!r} ({what}, pinned "
-                              f"{shipped.meta_sha256[:16]}...): reinstall mnad")
+    check_pinned(path, name, metadata)  # early, for the error; read_checkpoint checks it again on what it loads
     return path
+
+
+def check_pinned(path: Path, name: str, metadata: object) -> None:
+    """Refuse (``CheckpointError``) a shipped model's installed file ``path`` whose ``metadata`` (its safetensors
+    metadata) is not that of the file this version of mnad pinned as ``name``."""
+    pinned = PRETRAINED[name].meta_sha256
+    found = metadata.get("meta_sha256") if isinstance(metadata, dict) else None
+    if found != pinned:
+        what = f"metadata SHA-256 {found[:16]}..." if isinstance(found, str) else "no metadata SHA-256"
+        raise CheckpointError(f"{path}: not the file mnad shipped as {name!r} ({what}, pinned {pinned[:16]}...): reinstall mnad")
+
+
+def shipped_name(path: Path) -> str | None:
+    """The name of the shipped model whose installed file ``path`` is, if any (however it was named: by the model's
+    name or by the file's path)."""
+    for name, shipped in PRETRAINED.items():
+        resource = Path(str(resources.files("mnad") / "pretrained" / shipped.file))
+        with contextlib.suppress(OSError):
+            if path.name == resource.name and os.path.samefile(path, resource):
+                return name
+    return None
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -360,6 +398,7 @@ def load_model(name_or_path: str | os.PathLike[str], *, expect: Config | None = 
         raise CheckpointError(f"{path}: checkpoint is of another model: {', '.join(model_differences(config.model, expect.model, 'expected'))}")
     model = MNAD(config.model)
     state = model_state(tensors)
+    check_state_dtypes(path, model, state)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # a tensor of the wrong shape
@@ -372,6 +411,21 @@ def load_model(name_or_path: str | os.PathLike[str], *, expect: Config | None = 
     return model.to(device), config
 
 
+def check_state_dtypes(path: Path, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Refuse (``CheckpointError`` naming ``path``) a stored tensor whose type is not of the kind the model's tensor of
+    that name holds: floating point for a weight or memory item (any of SAVE_DTYPES, loaded as the model's), the same
+    integer type for a count. ``load_state_dict`` would cast it silently (was: memory items stored as uint8 loaded as
+    whole numbers, an integer weight as its rounding). Names the model lacks are ``load_state_dict``'s to report."""
+    own = model.state_dict()
+    for name, tensor in sorted(state.items()):
+        mine = own.get(name)
+        if mine is not None and (tensor.is_floating_point() != mine.is_floating_point()
+                                 or not mine.is_floating_point() and tensor.dtype != mine.dtype):
+            want = "floating point" if mine.is_floating_point() else str(mine.dtype).removeprefix("torch.")
+            raise CheckpointError(f"{path}: tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}, where the model "
+                                  f"holds {want}: not a checkpoint of this model, or damaged")
+
+
 def recorded_footage(extra: dict[str, Any]) -> list[tuple[str, int, int]] | None:
     """The footage a model file's metadata ``extra`` records its training on, [(absolute path, first frame, end
     frame)] (``train.training_record``); None where it records none (a model trained before it was recorded, the
@@ -379,7 +433,13 @@ def recorded_footage(extra: dict[str, Any]) -> list[tuple[str, int, int]] | None
     footage = extra.get("footage")
     if not isinstance(footage, list) or not footage:
         return None
-    try:
-        return [(str(p), int(a), int(b)) for p, a, b in footage]
-    except (TypeError, ValueError):
+
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    # exactly as training_record writes them (was: int() of each, so Infinity in the JSON raised OverflowError, and a
+    # span ending before it starts, or a number for a path, was taken)
+    if not all(isinstance(span, list) and len(span) == 3 and isinstance(span[0], str) and whole(span[1])
+               and whole(span[2]) and span[1] <= span[2] for span in footage):
         return None
+    return [(p, a, b) for p, a, b in footage]

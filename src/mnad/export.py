@@ -24,7 +24,7 @@ import torch
 
 from mnad.atomic import atomic_write_many
 from mnad.calibrate import footage_videos
-from mnad.checkpoint import check_calibrated_weights, is_onnx_export, weights_digest
+from mnad.checkpoint import check_calibrated_weights, is_onnx_export, non_finite, weights_digest
 from mnad.config import Config, check_count, check_same_model, checked_config
 from mnad.data.videos import Video
 from mnad.errors import CheckpointError, ConfigError, DataError, MNADError
@@ -87,6 +87,9 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
     apply_threads(config)  # train.threads (--threads), as train() applies it (the int8 calibration runs the model)
     path = check_export_output(path, overwrite=overwrite)
     check_same_model(model, config)  # the sidecar's config must describe the graph (was: another memory size recorded)
+    bad = non_finite({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    if bad is not None:  # as save_checkpoint refuses them (was: written, loaded, and every frame scored NaN)
+        raise CheckpointError(f"{path}: refusing to export a model whose tensor {bad!r} holds NaN or Inf (training diverged?)")
     check_calibrated_weights(model, config)  # its calibration, if any, must be of these weights (the sidecar records them)
     if calibration_clips is not None:
         check_count("--calibration-clips", calibration_clips)
@@ -135,7 +138,7 @@ def export_onnx(model: MNAD, config: Config, path: str | Path, *, opset: int = 1
         "weights_sha256": weights_digest(model),
     }
     side["sha256"] = _sidecar_digest(side)
-    atomic_write_many({path: graph, Path(f"{path}.json"): json.dumps(side).encode()})
+    atomic_write_many({path: graph, Path(f"{path}.json"): json.dumps(side, allow_nan=False).encode()})
     return path
 
 
@@ -147,6 +150,19 @@ def onnx_modules(what: str, *names: str) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise ConfigError(f"{what} needs {name}, which is not installed ({exc}): pip install 'mnad[export]'") from exc
+
+
+def check_graph_inputs(step: OnnxStep, config: Config, side_path: Path) -> None:
+    """Refuse (``CheckpointError`` naming the sidecar) a graph whose inputs are not of the sizes the sidecar's config
+    gives them (``example_inputs``: frame size, channels, frames, memory items): the scorer feeds it frames and items of
+    those sizes (was: ONNX Runtime's INVALID_ARGUMENT traceback at the first frame scored)."""
+    wanted = dict(zip(INPUTS, (tuple(t.shape) for t in example_inputs(config)), strict=True))
+    for node in step.session.get_inputs():
+        shape = wanted.get(node.name)
+        got = tuple(node.shape)
+        if shape is not None and (len(got) != len(shape) or any(isinstance(g, int) and g != w for g, w in zip(got, shape, strict=True))):
+            raise CheckpointError(f"{side_path}: the graph takes {node.name} of shape {got}, and its config gives "
+                                  f"{shape}: the sidecar is not this graph's")
 
 
 class OnnxStep:
@@ -227,16 +243,19 @@ def load_onnx(path: str | Path, *, threads: int | Callable[[Config], int] = 0) -
     m = config.model
     if (items is None) == m.memory or (items is not None and tuple(items.shape) != (m.memory_size, m.feature_dim)):
         raise CheckpointError(f"{side_path}: the memory items do not match the config")
+    if items is not None and not bool(torch.isfinite(items).all()):  # as load_model refuses a model file's (JSON reads NaN)
+        raise CheckpointError(f"{side_path}: the memory items hold NaN or Inf values; the export is unusable")
     int8 = side.get("int8")  # absent in sidecars written before int8 exports: fp32
     if int8 is not None and not isinstance(int8, dict):
         raise CheckpointError(f"{side_path}: the int8 record is unusable")
     weights = side.get("weights_sha256")  # absent in sidecars written before it was recorded
-    if weights is not None and not isinstance(weights, str):
+    if weights is not None and not (isinstance(weights, str) and len(weights) == 64 and set(weights) <= set("0123456789abcdef")):
         raise CheckpointError(f"{side_path}: the weights' SHA-256 is unusable")
     if callable(threads):
         threads = threads(config)
     check_count("threads", threads, minimum=0)
     step = OnnxStep(graph, path, threads=threads, precision="int8" if int8 is not None else "fp32")
+    check_graph_inputs(step, config, side_path)
     model = OnnxModel(step, config, items, int8, side["onnx_sha256"], weights)
     check_calibrated_weights(model, config, str(side_path))
     return model

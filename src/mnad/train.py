@@ -32,6 +32,7 @@ from mnad.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
     TRAIN_STATE_FILE,
+    check_state_dtypes,
     non_finite,
     read_checkpoint,
     save_checkpoint,
@@ -448,8 +449,10 @@ def restore_train_state(
 ) -> int:
     """Load a training checkpoint that ``read_train_state`` checked (read from ``path``) into ``model``,
     ``optimizer`` and ``scheduler``; returns the epochs done. A state that does not fit is a CheckpointError."""
+    state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    check_state_dtypes(path, model, state)  # load_state_dict would cast another kind of tensor silently
     try:
-        model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+        model.load_state_dict(state)
         load_optimizer(optimizer, tensors, extra["param_groups"])
         scheduler.load_state_dict(extra["scheduler"])
         for group in optimizer.param_groups:  # Adam would fail only at its first step on moments of another shape
