@@ -1385,3 +1385,66 @@ def test_mend_events_csv_appends_only_what_events_jsonl_holds_past_its_whole_row
     with caplog.at_level("WARNING"):
         assert mend_events_csv(tmp_path / "o") == 0
     assert table.read_bytes() == whole.replace(b"\n4,6,", b"\n4,7,")[:-3] and "left as it is" in caplog.text
+
+
+@pytest.mark.parametrize(("cut", "done"), [("moving", 0), ("moving", 1), ("moving", 2), ("opening", 0), ("opening", 3),
+                                           ("resumed moving", 1), ("resumed moving", 2)])
+def test_a_kill_while_a_row_segment_moves_or_opens_resumes_to_whole_events_files(model_file: Path, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                                 cut: str, done: int) -> None:
+    """Killed while the first row segment's files move into rows/<its first frame> (``moving``: its folder made and
+    ``done`` of its 3 files renamed, scores.csv last; ``resumed moving``: the move a resumed run makes at its first
+    row), or while the next segment opens (its folder made, none or all of its files made, no row yet): the resume
+    finishes the move, or removes the empty segment, before it reads the rows (``mend_row_segments``; was: refused,
+    that folder's scores.csv missing, or the folder already there), and the events files and rows are an uninterrupted
+    run's, line for line, no event lost or doubled."""
+    import mnad.outputs.detect_writer as writer
+
+    model, config = _calibrated(model_file)
+    options = DetectOptions(rows_segment=1.0 if cut == "resumed moving" else 0.2, **EVENTS)
+    frames, out = str(frames_folder(tmp_path / "f", 60)), tmp_path / "o"
+    detect(model, config, frames, tmp_path / "full", options, progress=False)
+    expected = _event_lines(tmp_path / "full")
+    if cut == "resumed moving":  # killed within its first segment: the resumed run moves it at its first row
+        with monkeypatch.context() as patch:
+            _kill_at(patch, 20)
+            with pytest.raises(RuntimeError, match="killed"):
+                detect(model, config, frames, out, options, progress=False)
+        assert not (out / "rows").exists()
+    armed = [cut == "resumed moving"]
+    rename, score, opening = Path.rename, writer.DetectWriter.score, writer.DetectWriter._open
+
+    def arming(self, row, seconds, alert):  # noqa: ANN001, ANN202
+        armed[0] |= row.index >= 9  # the first segment (frames 4-8) ends at frame 9
+        score(self, row, seconds, alert)
+
+    def renaming(self, target):  # noqa: ANN001, ANN202
+        if armed[0] and cut != "opening":
+            if done == 0:
+                raise RuntimeError("killed")
+            armed[1:] = [*armed[1:], 1]
+            if len(armed) > done:
+                raise RuntimeError("killed")
+        return rename(self, target)
+
+    def opened(self, segment):  # noqa: ANN001, ANN202
+        if armed[0] and cut == "opening" and segment != ".":
+            if done:
+                opening(self, segment)  # its files made, with their headers
+            else:
+                (self.out_dir / segment).mkdir()
+            raise RuntimeError("killed")
+        opening(self, segment)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(writer.DetectWriter, "score", arming)
+        patch.setattr(Path, "rename", renaming)
+        patch.setattr(writer.DetectWriter, "_open", opened)
+        patch.setattr(mnad.detect._SourceRun, "close", lambda self, *args: None)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, replace(options, resume=cut == "resumed moving"), progress=False)
+    assert (out / "rows").is_dir()
+    summary = detect(model, config, frames, out, replace(options, resume=True), progress=False)
+    assert _event_lines(out) == expected
+    assert [r["frame"] for r in read_detect_scores(out)] == [r["frame"] for r in read_detect_scores(tmp_path / "full")]
+    assert summary["events"] == len(expected[0])

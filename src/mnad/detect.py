@@ -75,6 +75,7 @@ from mnad.outputs import (
     event_line,
     events_after,
     last_row_frame,
+    mend_row_segments,
     output_path,
     read_json_if_present,
     remove_detect_temps,
@@ -915,6 +916,7 @@ def _detect(model: MNAD, config: Config, sources: list[str], out_dir: Path, opti
         for run in runs:  # a source of several that gave nothing before has no folder: it starts afresh
             # a folder with rows but no state was refused (``_check_resumable``): one without a state scored nothing
             if (run.out_dir / STATE_FILE).is_file():
+                mend_row_segments(run.out_dir)  # a kill while a segment moved or opened: made whole before it is read
                 run.resume(run.out_dir / STATE_FILE, last_row_frame(run.out_dir))
             elif os.path.lexists(run.out_dir):  # the earlier run scored nothing there: it starts afresh in place
                 _start_afresh(run.out_dir)

@@ -127,7 +127,7 @@ class DetectWriter:
             head = first_row_frame(self.out_dir / SCORES_FILE)
             try:
                 if head is None:
-                    for name in ROW_FILES:
+                    for name in reversed(ROW_FILES):  # scores.csv last: a kill leaves it listed, deleted again next time
                         (self.out_dir / name).unlink(missing_ok=True)
                 else:
                     target = row_segment_name(head)
@@ -417,6 +417,54 @@ def row_segments_in(out_dir: Path) -> list[str]:
     if (out_dir / ROWS_DIR).is_dir():
         names += [f"{ROWS_DIR}/{p.name}" for p in sorted((out_dir / ROWS_DIR).iterdir()) if ROW_SEGMENT.fullmatch(p.name) and p.is_dir()]
     return names
+
+
+def mend_row_segments(out_dir: Path) -> None:
+    """Make whole what a kill left of the row segments of a detect run in ``out_dir`` (``mnad detect --resume``, before
+    any of them is read): ``out_dir``'s own row files moving into ``rows/<their first row's frame>`` (at the second
+    segment's first row, ``DetectWriter._close_segment``, or a resumed run's first, ``_begin``), that folder made and
+    some of them renamed into it, scores.csv last, finish their move (was: the resume failed on that folder's missing
+    scores.csv); and the latest segment in rows/ cut while it opened (its folder made, its files all or some, no row
+    or event in them yet) is removed, so that the resumed run opens it again (was: refused, a folder already there).
+    Nothing that holds a row or an event is removed; the renames and removals are made durable."""
+    from mnad.atomic import fsync_dir
+
+    rows = out_dir / ROWS_DIR
+    try:
+        head = first_row_frame(out_dir / SCORES_FILE) if (out_dir / SCORES_FILE).is_file() else None
+        target = out_dir / row_segment_name(head) if head is not None else None
+        if target is not None and target.is_dir():
+            moved = [name for name in reversed(ROW_FILES) if (out_dir / name).exists() and not (target / name).exists()]
+            for name in moved:  # in the order the move renames them
+                (out_dir / name).rename(target / name)
+            log.warning(f"{target}: the earlier run was killed while its rows moved here; moved ({', '.join(moved)})")
+            for folder in (target, rows, out_dir):
+                fsync_dir(folder)
+        segments = sorted(p for p in rows.iterdir() if ROW_SEGMENT.fullmatch(p.name) and p.is_dir()) if rows.is_dir() else []
+        if segments and _holds_nothing(last := segments[-1]):
+            for name in ROW_FILES:
+                (last / name).unlink(missing_ok=True)
+            last.rmdir()
+            log.warning(f"{last}: a row segment the earlier run was killed while it opened, with no row or event: removed")
+            for folder in (rows, out_dir):
+                fsync_dir(folder)
+    except OSError as exc:
+        raise DataError(f"{rows}: cannot mend the row segments a kill left ({os_reason(exc)})") from exc
+
+
+def _holds_nothing(folder: Path) -> bool:
+    """A row segment's folder with no row (nothing past scores.csv's header line, or no scores.csv) and no event
+    (events.jsonl empty or missing), and no other file: what a kill while it opened leaves."""
+    if any(p.name not in ROW_FILES for p in folder.iterdir()):
+        return False
+    events = folder / EVENTS_JSONL
+    if events.exists() and events.stat().st_size:
+        return False
+    if not (folder / SCORES_FILE).exists():
+        return True
+    with (folder / SCORES_FILE).open("rb") as handle:
+        handle.readline()  # the header, or what a kill left of it
+        return not handle.read(1)
 
 
 def _segment_size(folder: Path) -> int:
