@@ -56,7 +56,7 @@ OPTION_HELP = {
     "channels": "image channels: 1 (gray) or 3",
     "width": "channels of the first U-Net stage (queries have 8 x width), 1 to 1024",
     "device": "device to train on: cpu, cuda or cuda:N",
-    "threads": "CPU threads of torch (0: torch's default)",
+    "threads": "CPU threads of torch, at most 1024 (0: torch's default)",
     "alpha": "weight of PSNR in the anomaly score, 0 to 1 (1: PSNR only)",
     "gamma": "the memory is updated while scoring on frames whose regular score is below this",
     "normalization": "score normalisation: video (per-video min-max), causal (running) or calibrated",

@@ -13,11 +13,11 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mnad.errors import ConfigError
+from mnad.errors import ConfigError, printable
 
 if TYPE_CHECKING:
     from mnad.calibration import Calibration
@@ -27,6 +27,10 @@ PSNR_PEAKS = ("one", "max")  # eval.psnr_peak
 REGULAR_SCORES = ("code", "paper")  # eval.regular_score
 REGIONS = ("frame", "patch")  # eval.psnr_region, eval.distance_region: the whole frame or its worst region
 NORMALIZATIONS = ("video", "causal", "calibrated")  # eval.normalization: per video, running min-max, a calibration's ranges
+SECTIONS = ("model", "train", "eval")  # a Config's sections, each a dataclass of fields
+# train.threads' largest: far above any machine's cores; more only fails as torch's thread pool cannot be made (a
+# segmentation fault, or libgomp's abort, at the first parallel operation: --threads 100000 killed the process)
+MAX_THREADS = 1024
 UPDATE_MAX_OVER = ("all", "assigned")  # model.update_max_over: the published code's max, or the paper's Eq. 5
 
 
@@ -178,10 +182,15 @@ class Config:
                 target = target[part]
             if last not in target:
                 raise ConfigError(f"override {text!r}: unknown field {key!r}")
-            target[last] = _parse_value(raw.strip())
+            if not path and last in SECTIONS:  # a table for a whole section would put every field it leaves out back to
+                # its default, the recipe's and earlier overrides' values lost unsaid (was: --set 'model={}' trained 256x256)
+                raise ConfigError(f"override {text!r}: {last} is a section, not a field; set its fields one at a time "
+                                  f"({last}.FIELD=VALUE)")
+            target[last] = _parse_value(raw.strip(), target[last])
         return Config.from_dict(data, source=source)
 
     def validate(self, source: str = "config") -> None:
+        _check_types(self, source)
         _check_numbers(self, source)
         if self.dataset in (".", "..") or "/" in self.dataset or "\\" in self.dataset:
             raise ConfigError(f"{source}: dataset must be a folder name under the data root (ped2, avenue, ...), got {self.dataset!r}")
@@ -292,6 +301,53 @@ def check_same_model(model: object, config: Config) -> None:
                           "PyTorch model it was exported from, or export again with the setting (export_onnx with that config)")
 
 
+def _typed(value: object, default: object, name: str) -> object:
+    """``value`` of a field whose default is ``default``, in the default's type: a whole number for an int field (a
+    numpy integer made an int; a bool is none), a number for a float field (made a float), a list for a list field
+    (a tuple made one); anything else is one ``ConfigError`` naming ``name`` (was: a value set by hand in Python, such
+    as train.epochs = "2" or train.batch_size = 2.5, passed validate and failed as a TypeError inside training)."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        expected = "true or false"
+    elif isinstance(default, int):
+        if isinstance(value, Integral) and not isinstance(value, bool):
+            return int(value)
+        expected = "a whole number"
+    elif isinstance(default, float):
+        if isinstance(value, Real) and not isinstance(value, bool):
+            return float(value)
+        expected = "a number"
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        expected = "text"
+    elif isinstance(default, list):
+        if isinstance(value, list | tuple):
+            return list(value)
+        expected = "a list"
+    else:
+        if isinstance(value, type(default)):
+            return value
+        expected = f"a {type(default).__name__}"
+    raise ConfigError(f"{name} must be {expected}, got {printable(repr(value))[:80]}")
+
+
+def _check_types(config: Config, source: str) -> None:
+    """Every field of ``config`` in its type (``_typed``), checked in place: a Config changed by hand in Python gets
+    the check a config file's values get from ``_set_field``."""
+    for section in SECTIONS:
+        kind = type(getattr(Config(), section))
+        if not isinstance(getattr(config, section), kind):
+            raise ConfigError(f"{source}: {section} must be a {kind.__name__}, got {printable(repr(getattr(config, section)))[:80]}")
+    for obj, prefix in ((config, ""), (config.model, "model."), (config.train, "train."), (config.eval, "eval.")):
+        defaults = type(obj)()
+        for f in dataclasses.fields(obj):
+            default = getattr(defaults, f.name)
+            if not dataclasses.is_dataclass(default):
+                setattr(obj, f.name, _typed(getattr(obj, f.name), default, f"{source}: {prefix}{f.name}"))
+
+
 def _check_numbers(config: Config, source: str) -> None:
     """Every number finite (TOML accepts nan and inf) and in its range, naming the field at fault."""
     for section in ("model", "train", "eval"):
@@ -307,7 +363,7 @@ def _check_numbers(config: Config, source: str) -> None:
             raise ConfigError(f"{source}: {name} must be >= {low}, got {value}")
     # far above any published setting; larger values only exhaust memory (or run for days) before failing
     maximum = {"model.t_length": (m.t_length, 64), "model.width": (m.width, 1024), "model.memory_size": (m.memory_size, 10_000),
-               "model.image_size": (m.image_size, MAX_IMAGE_SIZE)}
+               "model.image_size": (m.image_size, MAX_IMAGE_SIZE), "train.threads": (t.threads, MAX_THREADS)}
     for name, (value, high) in maximum.items():
         if value > high:
             raise ConfigError(f"{source}: {name} must be at most {high}, got {value}")
@@ -339,11 +395,19 @@ def _set_field(obj: Any, key: str, value: Any, where: str) -> None:
     setattr(obj, key, value)
 
 
-def _parse_value(raw: str) -> Any:
+def _parse_value(raw: str, current: object = None) -> Any:
+    """An override's value: TOML, else, for a number field (``current``, its value now, an int or a float), a number
+    as Python writes it (TOML refuses ``.001``, ``5.`` and ``010``, which were refused as text), else the bare word as text."""
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        return raw
+        pass
+    if isinstance(current, int | float) and not isinstance(current, bool):
+        try:
+            return int(raw) if isinstance(current, int) else float(raw)
+        except ValueError:
+            pass
+    return raw
 
 
 def recipe_names() -> list[str]:
