@@ -5,14 +5,14 @@ numbering checked, and the one rule for what a folder of footage holds (``footag
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import stat
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from mnad.errors import DataError, printable
 
@@ -74,15 +74,18 @@ def check_frame_numbers(files: list[Path], where: str | Path) -> None:
     numbers = [int(m[-1]) if (m := re.findall(r"\d+", p.stem)) else None for p in files]
     if len(files) < 3 or None in numbers:
         return
-    steps = np.diff(np.array(numbers, dtype=np.int64))
-    values, counts = np.unique(steps, return_counts=True)
-    step = int(values[counts.argmax()])  # the numbering's usual step (1, or n where every n-th frame was extracted)
-    odd = np.flatnonzero(steps != step)
-    if step > 0 and odd.size and counts.max() * 2 >= steps.size:
+    # Python's integers, not int64: a number past 2**63 (a 20-digit timestamp in the name) is a number too (was: an
+    # OverflowError traceback for cam_20231201123456123450.png)
+    steps = [b - a for a, b in itertools.pairwise(numbers)]
+    counts = Counter(steps)
+    most = max(counts.values())
+    step = min(s for s, c in counts.items() if c == most)  # the numbering's usual step (1, or n where every n-th frame was extracted)
+    odd = [i for i, s in enumerate(steps) if s != step]
+    if step > 0 and odd and most * 2 >= len(steps):
         first = odd[0]
         log.warning("%s: frame numbers skip from %s to %s%s (frames missing?); frames are read by position, so each "
                     "frame after a gap takes the label of its position, not of its number", where,
-                    files[first].name, files[first + 1].name, f" and at {odd.size - 1} more places" if odd.size > 1 else "")
+                    files[first].name, files[first + 1].name, f" and at {len(odd) - 1} more places" if len(odd) > 1 else "")
 
 
 def folder_entries(folder: Path) -> list[Path]:
