@@ -230,3 +230,80 @@ def test_a_sidecar_weights_digest_that_is_no_sha256_is_refused(exported: tuple[P
     path, side = exported
     with pytest.raises(CheckpointError, match="the weights' SHA-256 is unusable"):
         load_onnx(with_sidecar(path, {**side, "weights_sha256": "zz"}, "zz.onnx"))
+
+
+@pytest.mark.parametrize("change", [{"clips": 5}, {"clips": [["a", [1]]]}, {"clips": [["a", 3], [1, 2]]}, {"record": [1]}])
+def test_a_training_checkpoints_footage_record_is_taken_only_as_training_writes_it(tmp_path: Path, change: dict) -> None:
+    """A training checkpoint whose clips (the footage a resume compares) or last epoch record are not as training writes
+    them: one CheckpointError naming it (was: TypeError tracebacks while comparing the footage; a record not an object
+    passed on to the log's repair)."""
+    from mnad.checkpoint import save_checkpoint
+    from mnad.train import read_train_state, training_state
+
+    config = tiny_config()
+    model = tiny_model(0).train()
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.rand(2, 12, 32, 32)).frame.sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    tensors, extra = training_state(model, optimizer, scheduler, 1, [["a", 24]])
+    path = tmp_path / "last.safetensors"
+    save_checkpoint(path, tensors, config, {**extra, **change})
+    with pytest.raises(CheckpointError, match=f"{path}: not a training checkpoint of mnad's .*not as training writes it"):
+        read_train_state(path, config, clips=[["b", 24]])
+    save_checkpoint(path, tensors, config, extra)
+    assert read_train_state(path, config, clips=[["a", 24]])[2]["clips"] == [["a", 24]]
+
+
+NESTED = "[" * 100_000 + "]" * 100_000  # JSON nested beyond Python's stack: json.loads raises RecursionError
+
+
+def test_json_nested_too_deeply_is_a_damaged_file_not_a_traceback(tmp_path: Path) -> None:
+    """Every JSON file mnad reads back and did not just write, nested deeper than Python's stack (json.loads raises
+    RecursionError, no ValueError): taken as the damaged file it is (was: a RecursionError traceback)."""
+    from mnad.aot import _matches
+    from mnad.errors import DataError
+    from mnad.outputs.detect_folder import is_detect_summary
+    from mnad.outputs.reading import read_json
+    from mnad.report.build import _run_config
+    from mnad.run_folder import check_run_folder, models_beside
+    from mnad.train import holdout_videos
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "x.onnx").write_bytes(b"graph")
+    (folder / "x.onnx.json").write_text(NESTED, encoding="utf-8")  # beside a run: not taken for an mnad export
+    assert models_beside(folder) == []
+    check_run_folder(folder, resume=False, overwrite=False)
+    (folder / "holdout.json").write_text(NESTED, encoding="utf-8")
+    with pytest.raises(DataError, match="not a readable held-out footage record"):
+        holdout_videos(folder)
+    (folder / "config.json").write_text(NESTED, encoding="utf-8")
+    assert _run_config(folder) is None
+    (folder / "summary.json").write_text(NESTED, encoding="utf-8")
+    assert not is_detect_summary(folder / "summary.json")
+    with pytest.raises(DataError, match="nested too deeply"):
+        read_json(folder / "summary.json", "summary", lambda data: None)
+    package, record = tmp_path / "k.pt2", tmp_path / "k.json"
+    package.write_bytes(b"package")
+    record.write_text(NESTED, encoding="utf-8")
+    os.chmod(package, 0o600)
+    os.chmod(record, 0o600)
+    assert not _matches(package, record)  # built again, as a damaged record is
+
+
+@pytest.mark.parametrize("extra", [NESTED, "[1, 2]", None])
+def test_a_reports_provenance_reads_any_checkpoint_metadata(tmp_path: Path, extra: str | None) -> None:
+    """The report's provenance reads a checkpoint's metadata again, without loading it: metadata not as mnad writes it
+    (extra nested too deeply, not an object; the metadata itself a list) is no metadata, not a traceback."""
+    from mnad.report.provenance import collect_provenance
+
+    metadata, tensors = contents(saved(tmp_path / "m.safetensors", 0))
+    if extra is None:
+        header = json.dumps({"__metadata__": ["a"]}).encode()
+        path = tmp_path / "odd.safetensors"
+        path.write_bytes(len(header).to_bytes(8, "little") + header)
+    else:
+        path = rehashed(tmp_path / "odd.safetensors", {**metadata, "extra": extra}, tensors)
+    record = collect_provenance(tiny_config(), tmp_path / "report", tmp_path, checkpoint=path)
+    assert record["checkpoint"]["epochs"] is None

@@ -284,7 +284,7 @@ def _matches(package: Path, record: Path) -> bool:
         kept = json.loads(record.read_text(encoding="utf-8"))
         with package.open("rb") as f:  # in chunks: one buffer of the package's size would stay in the heap's high-water mark
             digest = hashlib.file_digest(f, "sha256").hexdigest()
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
         return False
     ok = isinstance(kept, dict) and kept.get("format") == PACKAGE_FORMAT and kept.get("sha256") == digest
     if not ok:

@@ -187,7 +187,7 @@ def models_beside(folder: str | Path) -> list[str]:
         side = folder / f"{path.name}.json"
         try:
             fmt = json.loads(side.read_text(encoding="utf-8")).get("format") if side.is_file() else None
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
             continue
         if isinstance(fmt, str) and fmt.startswith("mnad-onnx"):
             found += [path.name, side.name]

@@ -188,7 +188,7 @@ def holdout_videos(run_dir: str | Path, pixel_range: list[int] | tuple[int, ...]
         raise DataError(f"{run_dir}: the run kept no held-out footage ({HOLDOUT_FILE} missing); pass --data")
     try:
         records = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 or not JSON
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8 or not JSON; RecursionError: nested too deep
         raise DataError(f"{path}: not a readable held-out footage record ({exc}); pass --data") from exc
 
     def whole(value: object) -> bool:
@@ -260,6 +260,13 @@ def read_train_state(path: Path, cfg: Config, clips: list[list] | None = None,
         raise CheckpointError(f"{path}: not a training checkpoint (no optimiser state or epoch: a model file saved "
                               f"under this name?); a run resumes from the {TRAIN_STATE_FILE} its training wrote")
     recorded = extra.get("clips")  # absent in checkpoints written before it was recorded
+    # as training writes them (training_clips: [name, frames] each; the last epoch's log record a JSON object), before
+    # they are compared or carried on (was: a TypeError traceback for clips not a list of such pairs)
+    if recorded is not None and not (isinstance(recorded, list) and all(
+            isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and isinstance(r[1], int) and not isinstance(r[1], bool)
+            for r in recorded)) or not isinstance(extra.get("record", {}), dict | None):
+        raise CheckpointError(f"{path}: not a training checkpoint of mnad's (its record of the training footage, clips, "
+                              "or of the last epoch, record, is not as training writes it)")
     if clips is not None and recorded is not None and recorded != clips:
         was = {tuple(r) for r in recorded if isinstance(r, list)}
         now = {tuple(c) for c in clips}

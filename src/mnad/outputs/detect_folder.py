@@ -102,7 +102,7 @@ def is_detect_summary(path: Path) -> bool:
     run's ``streams`` (``mnad detect`` writes no other summary.json). One that cannot be read is not taken for it."""
     try:
         data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
         return False
     return isinstance(data, dict) and ("frames_scored" in data or "streams" in data)
 

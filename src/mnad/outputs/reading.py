@@ -29,6 +29,8 @@ def read_json(path: Path, kind: str, problem: Callable[[Any], str | None]) -> An
         data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not an mnad {kind} file (not valid JSON: {exc})") from exc
+    except RecursionError as exc:  # lists or objects nested deeper than Python's stack (was: a traceback)
+        raise DataError(f"{path}: not an mnad {kind} file (its JSON is nested too deeply)") from exc
     what = problem(data)
     if what:
         raise DataError(f"{path}: not an mnad {kind} file ({what})")

@@ -62,7 +62,7 @@ def _resolve(base: Path, stored: str | None) -> Path | None:
 def _run_config(folder: Path) -> dict | None:
     try:
         data = json.loads((folder / "config.json").read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
         return None
     return data if isinstance(data, dict) else None
 

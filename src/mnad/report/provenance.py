@@ -37,9 +37,10 @@ def file_sha256(path: str | Path) -> str:
 def checkpoint_metadata(path: str | Path) -> dict:
     """The JSON metadata of a safetensors checkpoint (its stored tensor SHA-256 and extras), without loading tensors."""
     try:
-        return read_header(path).get("__metadata__") or {}
+        metadata = read_header(path).get("__metadata__")
     except (OSError, ValueError):  # not safetensors (an exported .onnx): no header to read
         return {}
+    return metadata if isinstance(metadata, dict) else {}  # safetensors metadata is an object (was: a list's traceback)
 
 
 def _installed_version(distribution: str) -> str:
@@ -114,7 +115,9 @@ def collect_provenance(
         meta = checkpoint_metadata(path)
         try:
             extra = json.loads(meta.get("extra", "{}"))
-        except json.JSONDecodeError:
+        except (TypeError, ValueError, RecursionError):  # not text, not JSON, or nested too deeply (was: a traceback)
+            extra = {}
+        if not isinstance(extra, dict):  # not as mnad writes it (was: an AttributeError traceback)
             extra = {}
         record["checkpoint"] = {
             "path": str(path.resolve()),
