@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_config
 
 from mnad.cli import main
-from mnad.config import MAX_THREADS, Config, checked_config, load_config
+from mnad.config import MAX_THREADS, Config, checked_config, load_config, own_footage_config
 from mnad.errors import ConfigError
 from mnad.train import train
 
@@ -99,3 +99,18 @@ def test_a_word_for_a_number_field_is_still_refused() -> None:
         Config().override(["train.lr=infinity"])
     assert math.isclose(Config().override(["train.lr=2e-4"]).train.lr, 2e-4)
 
+
+
+@pytest.mark.parametrize("option", [["--dataset", "synthetic"], ["--set", "dataset=synthetic"]])
+def test_own_footage_with_a_dataset_is_one_error_line(option: list[str], synthetic_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # was: --data read as a data root, its synthetic/training split trained on as own footage (held out, scored on
+    # patches), though own footage is every video in the folder whatever its names
+    code = main(["train", "--recipe", "synthetic_pred", "--data", str(synthetic_root), "--out", str(tmp_path / "run"),
+                 "--quiet", *option])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("mnad: error: dataset 'synthetic' (--dataset, --set dataset=...) "
+                                                             "with own footage (--data)")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="with own footage"):
+        own_footage_config(load_config("synthetic_pred"), lambda config: config.override(["dataset=synthetic"]))

@@ -432,7 +432,12 @@ def own_footage_config(recipe: Config, settings: Callable[[Config], Config] | No
     config = recipe.override(["dataset=", *OWN_FOOTAGE_SCORING])
     if not settings(config).train.holdout_videos:
         config = config.override([f"train.holdout={DEFAULT_HOLDOUT}"])
-    return settings(config)
+    config = settings(config)
+    if config.dataset:  # was: the folder read as a data root, <folder>/<dataset>/training trained on as own footage
+        raise ConfigError(f"dataset {config.dataset!r} (--dataset, --set dataset=...) with own footage (--data): own footage "
+                          "is every video and frame folder in its folder, no dataset's layout; leave the dataset out, or "
+                          "train on a dataset's layout with --data-root")
+    return config
 
 
 def load_config(name_or_path: str | os.PathLike[str]) -> Config:
