@@ -420,16 +420,20 @@ def test_a_resume_that_scores_no_new_frame_saves_its_position(tmp_path: Path) ->
     """A resumed file's position is restored, so that a part scoring no new frame saves it as it found it (was: 0, with
     the scorer's state at the real point; the next --resume crashed with KeyError, and the folder could not be
     resumed): the first new frame unreadable, then put back; a finished run resumed twice more."""
+    import os
+
     model, config, _ = _model(tmp_path)
     frames = frames_folder(tmp_path / "f", 40)
     full = detect(model, config, str(frames), tmp_path / "full", progress=False)
     out = tmp_path / "o"
     detect(model, config, str(frames), out, DetectOptions(max_frames=30), progress=False)
-    good = (frames / "00030.png").read_bytes()
-    (frames / "00030.png").write_bytes(b"\x89PNG not really")
+    good, stat = (frames / "00030.png").read_bytes(), (frames / "00030.png").stat()
+    (frames / "00030.png").write_bytes(b"\x89PNG not really".ljust(len(good), b"\0"))  # its size and time: the same footage
+    os.utime(frames / "00030.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with pytest.raises(DataError, match="00030"):
         detect(model, config, str(frames), out, DetectOptions(resume=True), progress=False)
-    (frames / "00030.png").write_bytes(good)
+    (frames / "00030.png").write_bytes(good)  # put back as it was
+    os.utime(frames / "00030.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     summary = detect(model, config, str(frames), out, DetectOptions(resume=True), progress=False)
     _same_scores(read_detect_scores(tmp_path / "full"), read_detect_scores(out))
     assert summary["frames_scored"] == full["frames_scored"] == 36
@@ -879,6 +883,29 @@ def test_a_folder_whose_first_frame_is_unchanged_but_rewritten_is_refused(tmp_pa
                  "--resume"]) == 2
     assert "is not the footage the earlier run scored (mtime_ns" in _error_line(capsys)
 
+
+
+def test_a_folder_whose_later_frames_were_replaced_is_refused_and_one_of_more_frames_resumes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The footage record holds the frame files' names, sizes and modification times (``_frames_digest``): a folder
+    whose first frame file is untouched but a later one was replaced (here by one of the same size, as noise frames
+    all are) is other footage, refused in one line (was: resumed onto it, the fingerprint covering the first frame file
+    only); frames added after the earlier run's are not compared, so a folder of more frames continues into them."""
+    import shutil
+
+    _, _, path = _model(tmp_path)
+    folder = frames_folder(tmp_path / "f", 12)
+    run = ["detect", str(folder), "--checkpoint", str(path), "--quiet"]
+    assert main([*run, "--out", str(tmp_path / "o"), "--max-frames", "6"]) == 0
+    shutil.copytree(tmp_path / "o", tmp_path / "grown")
+    for i in range(12, 15):  # more frames after the earlier run's: continued into
+        shutil.copy(folder / "00003.png", folder / f"{i:05d}.png")
+    assert main([*run, "--out", str(tmp_path / "grown"), "--resume"]) == 0
+    assert len(read_detect_scores(tmp_path / "grown")) == 15 - 4
+    assert (folder / "00010.png").stat().st_size == (folder / "00003.png").stat().st_size
+    (folder / "00010.png").write_bytes((folder / "00003.png").read_bytes())  # another picture, not yet scored
+    assert main([*run, "--out", str(tmp_path / "o"), "--resume"]) == 2
+    assert "is not the footage the earlier run scored (its first 12 frame files differ" in _error_line(capsys)
 
 
 # events that come and go on the tiny model's noise frames: its calibrated smoothed scores hover about 0.45 (± 0.002),

@@ -469,7 +469,8 @@ class _SourceRun:
         content (``_fingerprint``: a byte-identical copy or restore of a video file is the same footage; a state saved
         without one, by an earlier mnad, is refused on the time alone; a folder's or glob's first frame file is refused
         on its time as before, since its other frames may have been rewritten with it), or a folder of fewer frames (one
-        of more continues into them)."""
+        of more continues into them), or one whose frame files the earlier run had are not the same names, sizes and
+        modification times (``_frames_digest``; a state saved before it was recorded: not compared)."""
         now = self.footage
         if earlier.get("source") != now["source"]:
             raise DataError(f"{state}: the earlier run scored {printable(str(earlier.get('source')))[:160]}, not "
@@ -485,6 +486,11 @@ class _SourceRun:
             changed.append("its content differs")
         if isinstance(was := earlier.get("frames"), int) and now.get("frames") is not None and now["frames"] < was:
             changed.append(f"{was} frames, now {now['frames']}")
+        elif isinstance(listed := earlier.get("frame_files"), str) and isinstance(was, int) and self.frames.frames is not None:
+            files = self.frames.frames.files
+            # the frames it had, not those added since (a folder of more frames continues into them)
+            if (now.get("frame_files") if len(files) == was else _frames_digest(files[:was])) not in (None, listed):
+                changed.append(f"its first {was} frame files differ (a name, size or modification time)")
         if changed:
             raise DataError(f"{state}: {self.frames.name} is not the footage the earlier run scored ({'; '.join(changed)}): "
                             "it cannot be resumed; start afresh with --overwrite (or another --out)")
@@ -992,7 +998,8 @@ def _footage(frames: FrameSource) -> dict:
     (``_SourceRun._check_footage``): the source (a file's, folder's or glob's resolved path; a live source's URL as
     shown, its password hidden) and, for a file, folder or glob, its frames where known (a folder's, a glob's) and the
     size, modification time and fingerprint (``_fingerprint``: at most 2 MiB read, once, at the start) of the file (a
-    folder's, a glob's first frame file)."""
+    folder's, a glob's first frame file), and a folder's or glob's frame files' names, sizes and modification times
+    (``_frames_digest``)."""
     if frames.live:
         return {"source": frames.name}
     path = Path(frames.source)
@@ -1005,7 +1012,26 @@ def _footage(frames: FrameSource) -> dict:
     footage |= {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if (fingerprint := _fingerprint(Path(first), stat.st_size)) is not None:
         footage["fingerprint"] = fingerprint
+    if frames.frames is not None and (listed := _frames_digest(frames.frames.files)) is not None:
+        footage["frame_files"] = listed
     return footage
+
+
+def _frames_digest(files: Sequence[str | Path]) -> str | None:
+    """SHA-256 of a frame folder's or glob's frame files' names, sizes and modification times, in order: the first
+    frame's fingerprint (``_fingerprint``) says nothing of the others, and a folder whose later frames were replaced
+    (re-extracted, another camera's export under the same names, frames of one size) is other footage. A stat per
+    frame, no frame read (a resumed run's position may be a million frames in); their times, as the first frame
+    file's are compared, since frames of one size (uncompressed, or noise) differ in nothing else a stat gives. None
+    when one cannot be (gone: the reader says so)."""
+    digest = hashlib.sha256()
+    try:
+        for file in files:
+            stat = os.stat(file)
+            digest.update(f"{Path(file).name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 FINGERPRINT_BYTES = 1 << 20  # what ``_fingerprint`` reads of a file's start and of its end
