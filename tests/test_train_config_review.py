@@ -114,3 +114,13 @@ def test_own_footage_with_a_dataset_is_one_error_line(option: list[str], synthet
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="with own footage"):
         own_footage_config(load_config("synthetic_pred"), lambda config: config.override(["dataset=synthetic"]))
+
+
+def test_a_data_root_without_a_dataset_is_one_error_line(synthetic_root: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # was: the root's frame folders trained on as own footage, without own footage's hold-out and scoring, exit 0
+    code = main(["train", "--recipe", "synthetic_pred", "--data-root", str(synthetic_root / "synthetic" / "training" / "frames"),
+                 "--out", str(tmp_path / "run"), "--quiet", "--dataset", ""])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no dataset is named" in err[0] and err[0].startswith("mnad: error: --data-root ")
+    assert not (tmp_path / "run").exists()

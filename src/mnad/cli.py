@@ -251,6 +251,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     # the user's options last, --holdout among them (train.holdout): they win; own footage: docs/detect.md
     options = functools.partial(apply_options, args=args)
     config = own_footage_config(load_config(args.recipe), options) if args.data else options(load_config(args.recipe))
+    if not args.data and not config.dataset:  # was: the root's videos trained on as own footage, without its hold-out
+        # and scoring (own_footage_config), exit 0
+        raise ConfigError(f"--data-root {args.data_root}: a data root holds datasets' layouts (<root>/<dataset>/training) and "
+                          "no dataset is named (the recipe's dataset, --dataset); name one, or train on own footage with --data")
     run = train_run(config, args.data or args.data_root, args.out, resume=args.resume, overwrite=args.overwrite,
                     progress=not args.quiet)
     if _other_rank():
