@@ -307,3 +307,24 @@ def test_a_reports_provenance_reads_any_checkpoint_metadata(tmp_path: Path, extr
         path = rehashed(tmp_path / "odd.safetensors", {**metadata, "extra": extra}, tensors)
     record = collect_provenance(tiny_config(), tmp_path / "report", tmp_path, checkpoint=path)
     assert record["checkpoint"]["epochs"] is None
+
+
+def test_a_report_names_as_evaluated_only_the_checkpoint_that_was(tmp_path: Path, synthetic_root: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The report's provenance reads the checkpoint again after the evaluation (minutes later): a file that changed
+    since (a run's last.safetensors rewritten by its training still going, or its final model written meanwhile) is
+    not recorded as the evaluated checkpoint, with a warning (was: its digests and epochs recorded as those of the
+    model evaluated). The file's digest is taken of the bytes whose weights were compared."""
+    from mnad.evaluate import evaluate
+    from mnad.report.provenance import collect_provenance, file_sha256
+
+    path = saved(tmp_path / "m.safetensors", 0)
+    model, config = load_model(path)
+    out = tmp_path / "eval"
+    evaluate(model, config, synthetic_root, out_dir=out, progress=False, checkpoint=path)
+    record = collect_provenance(config, out / "report", out, checkpoint=path)
+    assert record["checkpoint"]["file_sha256"] == file_sha256(path)
+    saved(path, 1)  # another model's weights in its place
+    record = collect_provenance(config, out / "report", out, checkpoint=path)
+    assert record["checkpoint"] is None and record["run_dir"] is None
+    assert "its weights are not those the evaluation" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shlex
@@ -14,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from mnad.outputs import SCORES_FILE, TRAIN_LOG, read_json_if_present
+from mnad.outputs import METRICS_FILE, SCORES_FILE, TRAIN_LOG, read_json_if_present
 from mnad.report.inputs import provenance_problem
 from mnad.safetensors_header import read_header
 
 PROVENANCE_FILE = "provenance.json"
+
+log = logging.getLogger(__name__)
 
 
 def is_run_dir(folder: Path) -> bool:
@@ -41,6 +44,49 @@ def checkpoint_metadata(path: str | Path) -> dict:
     except (OSError, ValueError):  # not safetensors (an exported .onnx): no header to read
         return {}
     return metadata if isinstance(metadata, dict) else {}  # safetensors metadata is an object (was: a list's traceback)
+
+
+def _metadata_of(data: bytes) -> dict:
+    """``checkpoint_metadata`` of a safetensors file's bytes ``data``: {} where they hold none."""
+    try:
+        length = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + length]).get("__metadata__") if 2 <= length <= len(data) - 8 else None
+    except (ValueError, RecursionError, AttributeError):
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _evaluated_weights(eval_dir: Path) -> str | None:
+    """The SHA-256 of the weights the evaluation in ``eval_dir`` scored (its metrics.json's model.weights_sha256, taken
+    of the loaded model before scoring); None where it records none (an ONNX export, an older evaluation)."""
+    from mnad.errors import DataError
+    from mnad.outputs.evaluation import read_metrics
+
+    try:
+        metrics, _ = read_metrics(eval_dir / METRICS_FILE)
+    except DataError:
+        return None
+    model = metrics.get("model")
+    weights = model.get("weights_sha256") if isinstance(model, dict) else None
+    return weights if isinstance(weights, str) else None
+
+
+def evaluated_weights_in(data: bytes, weights: str | None) -> bool:
+    """Whether the checkpoint bytes ``data`` hold the weights whose SHA-256 (``checkpoint.weights_digest`` of the model
+    as ``load_model`` reads it) is ``weights``; True where ``weights`` is None (not known: not compared) or ``data`` is
+    no safetensors file (an ONNX export, whose evaluation records no weights)."""
+    if weights is None:
+        return True
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from mnad.checkpoint import loaded_digest, model_state
+
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError):
+        return False
+    return loaded_digest(model_state(tensors)) == weights
 
 
 def _installed_version(distribution: str) -> str:
@@ -112,7 +158,13 @@ def collect_provenance(
         from mnad.checkpoint import resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint)
-        meta = checkpoint_metadata(path)
+        data = path.read_bytes()  # one reading: the digests recorded and the weights compared are of the same bytes
+        if not evaluated_weights_in(data, _evaluated_weights(eval_dir)):
+            log.warning("%s: its weights are not those the evaluation in %s scored (the file changed since, e.g. written "
+                        "by a training run still going, or another model was named): the report does not name it as the "
+                        "evaluated checkpoint", path, eval_dir)
+            return record
+        meta = _metadata_of(data)
         try:
             extra = json.loads(meta.get("extra", "{}"))
         except (TypeError, ValueError, RecursionError):  # not text, not JSON, or nested too deeply (was: a traceback)
@@ -121,7 +173,7 @@ def collect_provenance(
             extra = {}
         record["checkpoint"] = {
             "path": str(path.resolve()),
-            "file_sha256": file_sha256(path),
+            "file_sha256": hashlib.sha256(data).hexdigest(),
             "tensor_sha256": meta.get("sha256"),
             "epochs": extra.get("epochs", extra.get("epoch")),
         }
