@@ -1475,3 +1475,83 @@ def test_a_kill_while_a_row_segment_moves_or_opens_resumes_to_whole_events_files
     assert _event_lines(out) == expected
     assert [r["frame"] for r in read_detect_scores(out)] == [r["frame"] for r in read_detect_scores(tmp_path / "full")]
     assert summary["events"] == len(expected[0])
+
+
+def _drop_last_event(out: Path) -> None:
+    """A power cut after the rows were written but before the events files' last line was on the disk (the files are
+    written through the page cache, each on its own: no order among them until ``sync``): the latest segment's last
+    event line and row are gone, its rows kept."""
+    from mnad.outputs import row_segments_in
+
+    last = out / row_segments_in(out)[-1]
+    for name in ("events.jsonl", "events.csv"):
+        lines = (last / name).read_bytes().splitlines(keepends=True)
+        (last / name).write_bytes(b"".join(lines[:-1]))
+
+
+@pytest.mark.parametrize("older", [False, True])
+def test_a_row_on_the_disk_without_the_line_of_the_event_it_ended_gets_that_line(model_file: Path, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch,
+                                                                               older: bool) -> None:
+    """A power cut kept the rows written after the last state (frames 25-28) but not the line of the event frame 27
+    ended (10-26): the resumed file scores those frames again and writes that event, which no events file holds (was:
+    taken for written, since its row was, and lost for good). ``older``: under a state saved before the last event line
+    was (an earlier mnad's), events.csv is made whole from events.jsonl too (was: only under a state with it)."""
+    model, config = _calibrated(model_file)
+    options = DetectOptions(rows_segment=0.2, **EVENTS)  # a state at each row segment's first row: 24 the last here
+    frames, out = str(frames_folder(tmp_path / "f", 60)), tmp_path / "o"
+    full = detect(model, config, frames, tmp_path / "full", options, progress=False)
+    expected = _event_lines(tmp_path / "full")
+    resume_state = mnad.detect._SourceRun.resume_state
+
+    def earlier(self):  # noqa: ANN001, ANN202
+        state = resume_state(self)
+        del state["tracker"], state["last_event_line"]
+        return state
+
+    with monkeypatch.context() as patch:
+        if older:
+            patch.setattr(mnad.detect._SourceRun, "resume_state", earlier)
+        _kill_at(patch, 29)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, frames, out, options, progress=False)
+    if older:  # the kill cut the event's events.csv row: events.jsonl is the record
+        last = out / "rows" / "000000000024" / "events.csv"
+        last.write_bytes(last.read_bytes()[:-5])
+        detect(model, config, frames, out, replace(options, resume=True), progress=False)
+        jsonl, table = _event_lines(out)
+        assert [line.split(",")[:2] for line in table] == [[str(e["start_frame"]), str(e["end_frame"])]
+                                                           for e in map(json.loads, jsonl)]
+        return
+    assert json.loads(_event_lines(out)[0][-1])["start_frame"] == 10 and len(read_detect_scores(out)) == 25
+    _drop_last_event(out)
+    summary = detect(model, config, frames, out, replace(options, resume=True), progress=False)
+    assert sorted(map(json.loads, _event_lines(out)[0]), key=lambda e: e["start_frame"]) == [
+        json.loads(line) for line in expected[0]]
+    assert len(_event_lines(out)[1]) == len(expected[1])
+    assert summary["events"] == full["events"] == 6
+
+
+def test_a_camera_row_on_the_disk_without_the_line_of_the_event_it_ended_gets_that_line(
+        model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera's rows after its last state are pushed to the tracker from the disk; one that ended an event whose line
+    a power cut lost has it written by the resumed run, before its first new row, once (was: lost for good)."""
+    model, config = _calibrated(model_file)
+    options, camera = DetectOptions(**EVENTS), "rtsp://cam.local/s"
+    _camera(monkeypatch, 60, 0)
+    detect(model, config, camera, tmp_path / "full", options, progress=False)
+    full = [json.loads(line) for line in _event_lines(tmp_path / "full")[0]]
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        _kill_at(patch, full[2]["end_frame"] + 3)  # its state saved at its first frame: the rows after it on the disk
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, camera, out, options, progress=False)
+    assert [json.loads(line)["start_frame"] for line in _event_lines(out)[0]] == [e["start_frame"] for e in full[:3]]
+    _drop_last_event(out)
+    _camera(monkeypatch, 12, 1)
+    summary = detect(model, config, camera, out, replace(options, resume=True), progress=False)
+    lines, table = _event_lines(out)
+    events = [json.loads(line) for line in lines]
+    assert [(e["start_frame"], e["end_frame"], e["alert_frame"]) for e in events[:3]] == [
+        (e["start_frame"], e["end_frame"], e["alert_frame"]) for e in full[:3]]
+    assert summary["events"] == len(events) == len(table) and len({e["start_frame"] for e in events}) == len(events)

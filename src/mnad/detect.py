@@ -365,7 +365,7 @@ class _SourceRun:
             self.above += self.threshold is not None and smoothed > self.threshold
         self.scored_before = self.scored
         self.last_written = last
-        self._resume_events(state, extra, written, rows_on_disk)
+        lost = self._resume_events(state, extra, written, rows_on_disk)
         if not self.as_file:  # a camera or stream: new footage, after a gap
             self.scorer.new_video()
             self.taken = self.base = self.first_taken = max(counts["taken"], last_row + 1 if last_row is not None else 0)
@@ -386,8 +386,10 @@ class _SourceRun:
         self.writer = DetectWriter(self.out_dir, maps=self.options.save_maps, rows_segment=self.options.rows_segment,
                                    rows_keep=self.options.keep_bytes("rows"), maps_keep=self.options.keep_bytes("maps"),
                                    resume=(counts["rows_deleted"], counts["maps_deleted"]))
+        for event in lost:  # a camera's, ended by rows on the disk whose events' lines are not: before its first new row
+            self._record(event, again=False, frame=self.taken)
 
-    def _resume_events(self, state: Path, extra: dict, written: int, rows: list[dict[str, str]]) -> None:
+    def _resume_events(self, state: Path, extra: dict, written: int, rows: list[dict[str, str]]) -> list[Event]:
         """The event tracker as the state saved it (``EventTracker.state``: the event open then, its scored frames) and
         the events written since, read back from the events files (``events_after``: the lines after the state's last
         one, ``last_event_line``; counted, and known so that none is written twice, ``_record``; the events.csv of each
@@ -396,7 +398,9 @@ class _SourceRun:
         (``rows``: its frames are not scored again) are pushed to the tracker from the disk (their times to the ms, their
         smoothed scores to 6 decimals, no region: the error maps are gone), so that the event open at the kill goes on
         after the gap, as across a reconnection. A state saved by an mnad before the tracker was (no ``tracker``, no
-        ``last_event_line``): as then, no open event, the events counted as that mnad counted them.
+        ``last_event_line``): as then, no open event, the events counted as that mnad counted them (its events.csv made
+        whole all the same). Returns the events a camera's rows end whose lines the events files do not hold (a power cut
+        kept the rows, not the line: the files reach the disk each on its own until ``DetectWriter.sync``), to be written.
 
         A line marked ``open`` (an event open at an earlier part's end, written, whose state was then not saved) is
         counted, a line of the events files, but does not stand for its event: the state has it open, and this run
@@ -420,8 +424,9 @@ class _SourceRun:
                 log.warning(f"{self.frames.name}: the event open when the state was saved was tracked under another "
                             "--hysteresis or --min-event-frames: the resumed run starts with no open event")
         if "last_event_line" not in extra:  # an earlier mnad's state
+            events_after(self.out_dir, None, written, mend=True)  # only events.csv made whole: its events counted as then
             self.known = None
-            return
+            return []
         self.last_line = tuple(line) if line is not None else None
         on_disk = events_after(self.out_dir, self.last_line, written, mend=True)  # events.csv made whole as it reads
         self.events += len(on_disk)
@@ -429,33 +434,37 @@ class _SourceRun:
         if on_disk:
             self.last_line = event_line(on_disk[-1])
         if self.tracker is None or self.as_file or tracked is None:
-            return
-        for row in rows:  # events these end are in the events files, counted above
+            return []
+        lost: list[Event] = []
+        for row in rows:  # events these end are in the events files, counted above (unless a power cut lost the line)
             try:
                 smoothed = float(row.get("smoothed", "nan"))
                 frame, seconds = int(row["frame"]), float(row["time"])
             except (KeyError, TypeError, ValueError):
                 continue
-            if math.isfinite(smoothed):
-                self.tracker.push(frame, seconds, smoothed)
+            if math.isfinite(smoothed) and (ended := self.tracker.push(frame, seconds, smoothed)) is not None:
+                lost += [ended] if (ended.start_frame, ended.end_frame, ended.open) not in self.known else []
         complete = [start for start, _, marked in self.known if not marked]
         if self.tracker.current is not None and complete and self.tracker.current.start_frame <= max(complete):
             self.tracker.drop()  # it ended, and was written, before the kill cut the row that ended it
+        return lost
 
     def _record(self, event: Event, again: bool, frame: int | None = None) -> None:
         """An event the tracker ended (at ``frame``, whose row comes next; None: at the end): written to the events
-        files and counted, unless they hold it already: one ended among a resumed file's frames scored again
-        (``again``: the earlier run wrote it before that frame's row, and it is counted from the disk; under a state of
-        an mnad before the tracker was saved, counted here, as that mnad did), or one whose line (start, end, marked
-        ``open``) is the last one the saved state counted or one of those read back after it (``known``: written before a
-        kill, a state not saved after it)."""
-        if again:
-            if self.known is None:  # an earlier mnad's state: its events are counted as it counted them
-                self.events += 1
-            return
+        files and counted, unless they hold it already: one whose line (start, end, marked ``open``) is the last one the
+        saved state counted or one of those read back after it (``known``: written before a kill, a state not saved
+        after it), as one ended among a resumed file's frames scored again is (``again``: the earlier run wrote it
+        before that frame's row, counted from the disk; under a state of an mnad before the tracker was saved, counted
+        here, as that mnad did), unless a power cut lost its line but not that row (written now)."""
         line = (event.start_frame, event.end_frame, event.open)
+        if again and self.known is None:  # an earlier mnad's state: its events are counted as it counted them
+            self.events += 1
+            return
         if self.known is not None and line in self.known:
             return
+        if again:  # its row is on the disk, its line not: a power cut (the files reach the disk each on its own until
+            # ``DetectWriter.sync``); written now, into the segment of this run's first row
+            frame = max(self.written, self.last_written) + 1
         assert self.writer is not None
         self.writer.event(event, self.clock_start(), frame=frame)
         self.events += 1
