@@ -25,7 +25,7 @@ VIDEO_EXTENSIONS = {".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".webm"}
 
 def natural_key(name: str) -> tuple:
     """Sort key reading runs of digits as numbers: 'f2.jpg' < 'f10.jpg'."""
-    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name))
+    return tuple((0, int(part), part) if part.isdecimal() else (1, 0, part) for part in re.split(r"(\d+)", name))
 
 
 def frame_files(candidates: list[Path], where: str | Path) -> list[Path]:
@@ -56,7 +56,7 @@ def frame_files(candidates: list[Path], where: str | Path) -> list[Path]:
 def frame_number_key(path: Path) -> tuple:
     """What tells frames apart by name: the stem with runs of digits read as numbers ('1.jpg', '01.jpg' and '1.png'
     are the same frame number)."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem))
+    return tuple(int(part) if part.isdecimal() else part for part in re.split(r"(\d+)", path.stem))
 
 
 def check_frame_numbers(files: list[Path], where: str | Path) -> None:
