@@ -328,3 +328,30 @@ def test_a_report_names_as_evaluated_only_the_checkpoint_that_was(tmp_path: Path
     record = collect_provenance(config, out / "report", out, checkpoint=path)
     assert record["checkpoint"] is None and record["run_dir"] is None
     assert "its weights are not those the evaluation" in caplog.text
+
+
+def test_calibrate_carries_on_the_training_record_of_the_weights_it_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """calibrate_checkpoint reads the checkpoint's training record (footage, epochs) again after loading its model: a
+    file replaced in between (a run's last.safetensors rewritten by its training, or its final model written) is one
+    CheckpointError (was: the other file's record saved with these weights)."""
+    from conftest import frames_folder
+
+    import mnad.calibrate
+    from mnad.calibrate import calibrate_checkpoint
+    from mnad.train import training_record
+
+    config = tiny_config()
+    path = tmp_path / "m.safetensors"
+    save_model(path, tiny_model(0), config, extra={"epochs": 3})
+    save_model(tmp_path / "later.safetensors", tiny_model(1), config, extra={"epochs": 9})
+    real = mnad.calibrate.load_model
+
+    def then_replaced(*args: object, **kwargs: object) -> object:
+        loaded = real(*args, **kwargs)
+        os.replace(tmp_path / "later.safetensors", path)  # the next epoch's checkpoint lands
+        return loaded
+
+    monkeypatch.setattr(mnad.calibrate, "load_model", then_replaced)
+    with pytest.raises(CheckpointError, match=f"{path}: changed since its model was loaded"):
+        calibrate_checkpoint(path, tmp_path / "c.safetensors", data=[frames_folder(tmp_path / "cam", 6)], progress=False)
+    assert training_record(path, mnad.checkpoint.weights_digest(real(path)[0])) == {"epochs": 9}  # the file as it is now

@@ -27,7 +27,15 @@ from mnad.calibration import (
     scoring_calibration,
     warn_trained_footage,
 )
-from mnad.checkpoint import PRETRAINED, TRAIN_STATE_FILE, calibration_weights, check_model_path, load_model, save_model
+from mnad.checkpoint import (
+    PRETRAINED,
+    TRAIN_STATE_FILE,
+    calibration_weights,
+    check_model_path,
+    load_model,
+    save_model,
+    weights_digest,
+)
 from mnad.config import REGIONS, Config, EvalConfig, check_count, check_same_model, checked_config, mixing_weight
 from mnad.data import Video
 from mnad.data.layouts import list_videos
@@ -195,7 +203,8 @@ def calibrate_checkpoint(
             raise ConfigError(f"{checkpoint}: a shipped model keeps no held-out footage; pass --data with normal footage of your camera")
         videos = holdout_videos(Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent,
                                 config.model.pixel_range)
-    trained = training_record(checkpoint)  # carried on: the footage (never calibrate on it) and the epochs
+    # carried on: the footage (never calibrate on it) and the epochs, read again: of the weights loaded, or refused
+    trained = training_record(checkpoint, weights_digest(model))
     calibration = calibrate(model, config, videos, smoothing=config.eval.smoothing if keep_smoothing else None,
                             trained_on=trained.get("footage", []), false_alarm_rate=false_alarm_rate, scoring=scoring,
                             device=config.train.device, progress=progress)

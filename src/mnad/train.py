@@ -894,17 +894,27 @@ def reconcile_log(path: Path, epochs: int, last: dict | None) -> None:
         atomic_write(path, text)
 
 
-def training_record(checkpoint: str | Path) -> dict[str, Any]:
+def training_record(checkpoint: str | Path, weights: str | None = None) -> dict[str, Any]:
     """What a model's training run recorded about it that a model made from it (``mnad calibrate``'s) carries on:
     ``footage``, [(absolute path, first frame, end frame)] it was trained on, and ``epochs``, each left out when
-    unknown (a model trained before it was recorded; the shipped one keeps no footage)."""
-    from mnad.checkpoint import read_checkpoint, recorded_footage, resolve_checkpoint
+    unknown (a model trained before it was recorded; the shipped one keeps no footage). ``weights``: the SHA-256 of
+    the model loaded from ``checkpoint`` (``checkpoint.weights_digest``), which the file read here must still hold:
+    else a CheckpointError (it changed since it was loaded, a run's last.safetensors rewritten by its training or its
+    final model written meanwhile, and its record would be of other weights)."""
+    from mnad.checkpoint import loaded_digest, model_state, read_checkpoint, recorded_footage, resolve_checkpoint
     from mnad.errors import MNADError
 
     try:
-        _, _, extra = read_checkpoint(resolve_checkpoint(checkpoint))
+        path = resolve_checkpoint(checkpoint)
+        tensors, _, extra = read_checkpoint(path)
     except MNADError:
+        if weights is not None:  # loaded a moment ago: unreadable now is another file
+            raise CheckpointError(f"{checkpoint}: changed since its model was loaded (a training run writing it?); "
+                                  "run the command again") from None
         return {}
+    if weights is not None and loaded_digest(model_state(tensors)) != weights:
+        raise CheckpointError(f"{path}: changed since its model was loaded (its weights are another model's now: a "
+                              "training run writing it?); run the command again")
     record: dict[str, Any] = {}
     if footage := recorded_footage(extra):
         record["footage"] = footage
