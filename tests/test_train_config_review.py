@@ -124,3 +124,25 @@ def test_a_data_root_without_a_dataset_is_one_error_line(synthetic_root: Path, t
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no dataset is named" in err[0] and err[0].startswith("mnad: error: --data-root ")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_whole_number_past_a_floats_range_is_one_config_error() -> None:
+    # was: float()'s OverflowError traceback (--lr 1000...0, 401 digits; or train.lr = 10**400 set by hand)
+    with pytest.raises(ConfigError, match="lr must be a finite number"):
+        Config().override(["train.lr=1" + "0" * 400])
+    config = Config()
+    config.train.lr = 10**400  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match="config: train.lr must be a finite number"):
+        config.validate()
+
+
+def test_a_number_of_more_digits_than_python_reads_is_one_config_error(tmp_path: Path) -> None:
+    # was: tomllib's ValueError traceback ("Exceeds the limit (4300 digits) for integer string conversion"), from an
+    # override and from a recipe file alike
+    with pytest.raises(ConfigError, match=r"epochs must be int, got '1000") as caught:
+        Config().override(["train.epochs=1" + "0" * 5000])
+    assert len(str(caught.value)) < 200
+    recipe = tmp_path / "big.toml"
+    recipe.write_text("[train]\nepochs = 1" + "0" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{recipe}: not valid TOML"):
+        load_config(recipe)

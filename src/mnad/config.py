@@ -316,7 +316,7 @@ def _typed(value: object, default: object, name: str) -> object:
         expected = "a whole number"
     elif isinstance(default, float):
         if isinstance(value, Real) and not isinstance(value, bool):
-            return float(value)
+            return _as_float(value, name)
         expected = "a number"
     elif isinstance(default, str):
         if isinstance(value, str):
@@ -331,6 +331,15 @@ def _typed(value: object, default: object, name: str) -> object:
             return value
         expected = f"a {type(default).__name__}"
     raise ConfigError(f"{name} must be {expected}, got {printable(repr(value))[:80]}")
+
+
+def _as_float(value: Real, name: str) -> float:
+    """``value`` as a float; a whole number past a float's range (10**400) is one ``ConfigError`` naming ``name`` (was:
+    float()'s OverflowError traceback)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(f"{name} must be a finite number, got {printable(repr(value))[:40]}...") from None
 
 
 def _check_types(config: Config, source: str) -> None:
@@ -387,11 +396,11 @@ def _set_field(obj: Any, key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: unknown field {key!r} (known: {', '.join(fields)})")
     current = getattr(obj, key)
     if isinstance(current, bool) and not isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+        raise ConfigError(f"{where}: {key} must be true or false, got {printable(repr(value))[:80]}")
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        value = _as_float(value, f"{where}: {key}")
     if type(current) is not type(value) and not (isinstance(current, str) and isinstance(value, str)):
-        raise ConfigError(f"{where}: {key} must be {type(current).__name__}, got {value!r}")
+        raise ConfigError(f"{where}: {key} must be {type(current).__name__}, got {printable(repr(value))[:80]}")
     setattr(obj, key, value)
 
 
@@ -400,7 +409,7 @@ def _parse_value(raw: str, current: object = None) -> Any:
     as Python writes it (TOML refuses ``.001``, ``5.`` and ``010``, which were refused as text), else the bare word as text."""
     try:
         return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, ValueError):  # ValueError: a whole number of more than 4300 digits (Python's limit)
         pass
     if isinstance(current, int | float) and not isinstance(current, bool):
         try:
@@ -461,6 +470,6 @@ def load_config(name_or_path: str | os.PathLike[str]) -> Config:
         text, source = resource.read_text(encoding="utf-8"), f"recipe {name_or_path}"
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: a number of more than 4300 digits (was: a traceback)
         raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
     return Config.from_dict(data, source=source)
