@@ -1555,3 +1555,44 @@ def test_a_camera_row_on_the_disk_without_the_line_of_the_event_it_ended_gets_th
     assert [(e["start_frame"], e["end_frame"], e["alert_frame"]) for e in events[:3]] == [
         (e["start_frame"], e["end_frame"], e["alert_frame"]) for e in full[:3]]
     assert summary["events"] == len(events) == len(table) and len({e["start_frame"] for e in events}) == len(events)
+
+
+def test_a_camera_rebuilds_its_tracker_from_the_smoothed_scores_it_compared(model_file: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera's rows after its last state are pushed to the tracker as scores.csv holds their smoothed scores, which
+    it writes with the digits that give the very number back: with the threshold between a row's score and that score
+    to 6 decimals, the resumed run opens (or not) the event there as the killed run did (was: 6 decimals, so it did
+    not open the event the killed run alerted in, or opened one the killed run never had)."""
+    from mnad.events import EventTracker
+
+    camera, kill = "rtsp://cam.local/s", 20
+    model, config = _calibrated(model_file)
+    exact: dict[int, float] = {}
+    push = EventTracker.push
+
+    def pushing(self, frame, stamp, score, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        exact[frame] = score
+        return push(self, frame, stamp, score, *args, **kwargs)
+
+    _camera(monkeypatch, 30, 0)
+    with monkeypatch.context() as patch:
+        patch.setattr(EventTracker, "push", pushing)
+        detect(model, config, camera, tmp_path / "probe", DetectOptions(**EVENTS), progress=False)
+    peak = max(range(4, kill), key=lambda f: exact[f])  # the state is saved at frame 4, its first: 5-19 pushed again
+    assert peak > 4 and round(exact[peak], 6) != exact[peak]
+    threshold = (exact[peak] + round(exact[peak], 6)) / 2  # above it exactly, not to 6 decimals, or the other way
+    assert all(exact[f] < threshold for f in range(4, kill) if f != peak)
+    model, config = _calibrated(model_file, threshold)
+    options, out = DetectOptions(hysteresis=0.05, min_event_frames=3), tmp_path / "o"  # once open, it stays open
+    with monkeypatch.context() as patch:
+        _kill_at(patch, kill)
+        with pytest.raises(RuntimeError, match="killed"):
+            detect(model, config, camera, out, options, progress=False)
+    alerted = [r for r in read_detect_scores(out) if r["alert"] == "1"]
+    assert bool(alerted) == (exact[peak] > threshold)
+    _camera(monkeypatch, 8, 1)
+    detect(model, config, camera, out, replace(options, resume=True), progress=False)
+    events = [json.loads(line) for line in _event_lines(out)[0]]
+    assert any(e["start_frame"] == peak for e in events) == (exact[peak] > threshold), (events, exact[peak], threshold)
+    for row in read_detect_scores(out):
+        assert row["alert"] == "0" or any(e["alert_frame"] <= int(row["frame"]) <= e["end_frame"] for e in events)

@@ -396,7 +396,7 @@ class _SourceRun:
         segment read made whole from its events.jsonl, ``mend_events_csv``: a kill may have cut its last rows). A file's
         frames scored again then end, grow or confirm the open event as the earlier run did; a camera's rows written after the state
         (``rows``: its frames are not scored again) are pushed to the tracker from the disk (their times to the ms, their
-        smoothed scores to 6 decimals, no region: the error maps are gone), so that the event open at the kill goes on
+        smoothed scores exactly as compared, ``smoothed_text``, no region: the error maps are gone), so that the event open at the kill goes on
         after the gap, as across a reconnection. A state saved by an mnad before the tracker was (no ``tracker``, no
         ``last_event_line``): as then, no open event, the events counted as that mnad counted them (its events.csv made
         whole all the same). Returns the events a camera's rows end whose lines the events files do not hold (a power cut

@@ -10,7 +10,7 @@ same thing:
   ``unsmoothed_score`` (``UNSMOOTHED_COLUMN``, after the others; absent in files of older versions and where there
   was no mean to tell it from);
 - a detect run's ``score`` is S_t before the trailing mean, and ``smoothed`` the S_t after it, which its alerts
-  compare with the threshold.
+  compare with the threshold (written exactly, ``smoothed_text``, not to 6 decimals).
 
 So a detect ``smoothed`` reads as an evaluation's ``score``, a detect ``score`` as its ``unsmoothed_score``."""
 
@@ -35,8 +35,16 @@ def frame_columns(*, psnr: float, patch_psnr: float, distance: float, patch_dist
 
 
 def score_text(score: float) -> str:
-    """A score as both scores.csv files write it (S_t, and detect's smoothed score): 6 decimals."""
+    """A score as both scores.csv files write it (S_t; detect's smoothed score is ``smoothed_text``'s): 6 decimals."""
     return f"{score:.6f}"
+
+
+def smoothed_text(score: float) -> str:
+    """Detect's smoothed score (what its alerts compare with the threshold) as its scores.csv writes it: the fewest
+    digits that give the very number back (``repr``), not 6 decimals, since a resumed camera pushes the rows written
+    after its last state back into the event tracker from this text (``mnad detect --resume``), and a score within
+    5e-7 of the threshold would open or end an event otherwise than the run that wrote it did."""
+    return repr(float(score))
 
 
 def shown_score(value: float) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mnad.errors import DataError, os_reason
-from mnad.outputs.columns import DETECT_SCORES_HEADER, frame_columns, score_text
+from mnad.outputs.columns import DETECT_SCORES_HEADER, frame_columns, smoothed_text
 from mnad.outputs.detect_folder import OldestFirst, is_detect_scores
 from mnad.outputs.names import (
     EVENTS_CSV,
@@ -332,7 +332,7 @@ class DetectWriter:
             rotated = True
         terms = frame_columns(psnr=row.psnr, patch_psnr=row.patch_psnr, distance=row.distance, patch_distance=row.patch_distance,
                               regular=row.regular, updated=row.updated, score=row.score)
-        self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", *terms, score_text(row.smoothed), int(alert)])
+        self._write(self._csv.writerow, [row.index, f"{seconds:.3f}", *terms, smoothed_text(row.smoothed), int(alert)])
         self._write(self._scores.flush)
         if rotated:
             self._failure = closed or self._prune()
