@@ -146,3 +146,11 @@ def test_a_number_of_more_digits_than_python_reads_is_one_config_error(tmp_path:
     recipe.write_text("[train]\nepochs = 1" + "0" * 5000 + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"{recipe}: not valid TOML"):
         load_config(recipe)
+
+
+def test_an_empty_recipe_name_or_a_folder_is_said_to_be_one(tmp_path: Path) -> None:
+    # was: ".: recipe file not found" for --recipe '' (Path('') is the current folder), "DIR: recipe file not found" for a folder
+    with pytest.raises(ConfigError, match="no recipe given"):
+        load_config("")
+    with pytest.raises(ConfigError, match=rf"{tmp_path}: a folder, not a recipe file"):
+        load_config(tmp_path)

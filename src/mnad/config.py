@@ -453,8 +453,12 @@ def load_config(name_or_path: str | os.PathLike[str]) -> Config:
     """Load a recipe by name (``ped2_pred``) or from a TOML file path."""
     if not isinstance(name_or_path, str | os.PathLike):
         raise ConfigError(f"load_config: name_or_path must be a recipe name or a .toml path, got {name_or_path!r}")
+    if not str(name_or_path).strip():  # Path('') is '.', the current folder: was ".: recipe file not found"
+        raise ConfigError(f"no recipe given (an empty name); known: {', '.join(recipe_names())}, or a .toml file's path")
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"{path}: a folder, not a recipe file (a .toml file, or a recipe's name: {', '.join(recipe_names())})")
         if not path.is_file():
             raise ConfigError(f"{path}: recipe file not found")
         try:  # utf-8-sig: a recipe saved by an editor that writes a byte-order mark reads too
