@@ -234,6 +234,21 @@ def test_a_state_saved_without_detects_position_is_refused(tmp_path: Path) -> No
         detect(model, config, frames, tmp_path / "o", DetectOptions(resume=True), progress=False)
 
 
+@pytest.mark.parametrize("clock", [-5.0, "yesterday", True, [1.7e9]])
+def test_a_state_whose_clock_is_no_wall_clock_time_is_refused(tmp_path: Path, clock: object) -> None:
+    """A state made by hand (save_state with another extra, or JSON edited and its hashes made again): a camera's later
+    frame and event times count from its clock_start, so one that is no time (was: taken if a number, NaN giving NaN
+    times; else dropped silently) is refused like any other field that is not a detect run's."""
+    model, config, _ = _model(tmp_path)
+    frames = str(frames_folder(tmp_path / "f", 12))
+    detect(model, config, frames, tmp_path / "o", DetectOptions(max_frames=8), progress=False)
+    scorer = StreamScorer.for_model(model, config, normalization="causal")
+    extra = scorer.load_state(tmp_path / "o" / STATE_FILE)
+    scorer.save_state(tmp_path / "o" / STATE_FILE, extra | {"clock_start": clock})
+    with pytest.raises(DataError, match=r"clock_start .* is no wall-clock time"):
+        detect(model, config, frames, tmp_path / "o", DetectOptions(resume=True), progress=False)
+
+
 def test_save_state_keeps_the_callers_extra_under_its_hash(model_file: Path, tmp_path: Path) -> None:
     model, config = load_model(model_file)
     scorer = StreamScorer.for_model(model, config, normalization="causal")

@@ -327,6 +327,10 @@ class _SourceRun:
             raise DataError(f"{state}: not a detect run's stream state (no {', '.join(bad)}): it cannot be resumed; start "
                             "afresh with --overwrite (or another --out)")
         clock = extra.get("clock_start")
+        if clock is not None and (isinstance(clock, bool) or not isinstance(clock, int | float) or not math.isfinite(clock)
+                                  or clock < 0):  # the times of every later frame and event count from it
+            raise DataError(f"{state}: not a detect run's stream state (clock_start {clock!r} is no wall-clock time): it "
+                            "cannot be resumed; start afresh with --overwrite (or another --out)")
         # a URL whose saved frames have no clock_start was a file served over the network (its stream reported a frame
         # count; a camera's or stream's frames are timed on the wall clock): read once like a local file, it continues
         # like one (was: as a camera, replayed from frame 0 and numbered after the earlier run's frames)
@@ -371,7 +375,7 @@ class _SourceRun:
             self.taken = self.base = self.first_taken = max(counts["taken"], last_row + 1 if last_row is not None else 0)
             self.position = self.taken  # saved again as it is, should this part score nothing
             self.reconnections += 1
-            self.earlier_clock = float(clock) if isinstance(clock, int | float) and not isinstance(clock, bool) else None
+            self.earlier_clock = None if clock is None else float(clock)
         else:
             position = counts["position"]
             if self.frames.frames is not None and len(self.frames.frames) < position:
