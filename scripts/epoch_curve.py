@@ -49,7 +49,7 @@ def parse_epochs(text: str) -> list[int]:
     """``--epochs``: comma-separated epoch numbers, each a whole number >= 1 (ValueError naming the first that is not)."""
     epochs = []
     for part in text.split(","):
-        if not part.strip().isdigit() or int(part) < 1:
+        if not part.strip().isdecimal() or int(part) < 1:
             raise ValueError(f"--epochs {text!r}: {part.strip()!r} is not an epoch number (comma-separated whole numbers >= 1, "
                              "e.g. 2,4,8)")
         epochs.append(int(part))

@@ -138,7 +138,7 @@ def join_store(rank: int, world_size: int) -> dist.TCPStore:
     (rank 0 hosts it, unless torchrun's agent does); a ConfigError that says what was awaited after JOIN_TIMEOUT.
     It waits in short steps, so that Ctrl-C and SIGTERM act at once (torch's own wait holds them off till its end)."""
     address, port_text = os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]
-    if not port_text.isdigit() or not 0 < int(port_text) < 2**16:
+    if not port_text.isdecimal() or not 0 < int(port_text) < 2**16:
         raise ConfigError(f"environment variable MASTER_PORT={port_text!r} must be a port number, 1 to 65535")
     where = f"MASTER_ADDR={address!r}, MASTER_PORT={port_text}"
     deadline = time.monotonic() + JOIN_TIMEOUT.total_seconds()

@@ -477,7 +477,7 @@ _TAIL_BYTES = 1 << 20  # what ``last_row_frame`` reads of a row file's end: thou
 def _frame_of(line: str) -> int | None:
     """The frame number of one row line of a detect scores.csv (its first field), or None (the header, or not a row)."""
     head = line.split(",", 1)[0]
-    return int(head) if head.isdigit() else None
+    return int(head) if head.isdecimal() else None
 
 
 def first_row_frame(path: Path) -> int | None:
