@@ -68,16 +68,34 @@ def pick_top_frames(videos: list[VideoRows], k: int, *, gap: int = 5) -> list[tu
     return [(vi, i) for vi, _, i in chosen]
 
 
-def localisation_image(frame: np.ndarray, error: np.ndarray, *, display: int = 176) -> np.ndarray:
+def panel_size(source: tuple[int, int] | None, display: int) -> tuple[int, int]:
+    """(width, height) of a thumbnail's panels: the source frame's (height, width) ``source`` scaled so that its longer
+    side is ``display`` pixels; a square of ``display`` where it is not known (None)."""
+    if source is None:
+        return display, display
+    height, width = source
+    if height < 1 or width < 1:
+        raise DataError(f"a source frame of {height} x {width} pixels has no thumbnail: its sides must be at least 1")
+    if width >= height:
+        return display, max(round(display * height / width), 1)
+    return max(round(display * width / height), 1), display
+
+
+def localisation_image(frame: np.ndarray, error: np.ndarray, *, display: int = 176,
+                       source: tuple[int, int] | None = None) -> np.ndarray:
     """Three panels as in the paper's Fig. 4: the frame, its prediction-error heatmap, and the regions whose error
-    is above the frame's mean. ``frame``: uint8 (H, W, C) BGR or gray; ``error``: (H, W). Returns BGR uint8."""
+    is above the frame's mean. ``frame``: uint8 (H, W, C) BGR or gray, as the model read it (the source frame resized
+    to the model's square, each axis on its own); ``error``: (H, W), the model's pixels too. ``source``: the source
+    frame's (height, width): the panels are drawn at its aspect (``panel_size``), the model's square stretched back as
+    ``mnad detect`` draws its regions on the frame, so that the frame looks as the camera saw it and the heatmap and
+    regions land on it; None: square panels. Returns BGR uint8."""
     import cv2
 
     from mnad.scoring import abnormal_regions
 
     bgr = frame if frame.ndim == 3 and frame.shape[2] == 3 else cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
-    size = (display, display)
-    interpolation = cv2.INTER_LINEAR if display >= max(bgr.shape[:2]) else cv2.INTER_AREA
+    size = panel_size(source, display)
+    interpolation = cv2.INTER_LINEAR if size[0] >= bgr.shape[1] and size[1] >= bgr.shape[0] else cv2.INTER_AREA
     base = cv2.resize(bgr, size, interpolation=interpolation)
     err = cv2.resize(error.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
     top = float(err.max())
@@ -89,8 +107,33 @@ def localisation_image(frame: np.ndarray, error: np.ndarray, *, display: int = 1
     regions[mask] = tint[mask]
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(regions, contours, -1, (255, 255, 255), 1)
-    sep = np.full((display, 4, 3), 255, np.uint8)
+    sep = np.full((size[1], 4, 3), 255, np.uint8)
     return np.hstack([base, sep, blend, sep, regions])
+
+
+def source_size(video: Any, index: int) -> tuple[int, int] | None:
+    """(height, width) of ``video``'s frame ``index`` before the model's resize: a frame folder's image file as it
+    decodes, a video file's frame size as its container reports it (no frame decoded: the thumbnails read their clips
+    from the one decode at the model's size), the whole video's for a part of one (``FrameRange``); None for a video
+    of another kind, or a container that reports no size."""
+    import cv2
+
+    from mnad.data.capture import opened_capture
+    from mnad.data.videos import FrameFolder, FrameRange, VideoFile
+
+    if isinstance(video, FrameRange):
+        return source_size(video.video, video.start + index)
+    if isinstance(video, FrameFolder):
+        height, width = video.image(index).shape[:2]
+        return height, width
+    if isinstance(video, VideoFile):
+        capture = opened_capture(video.path, str(video.path))
+        try:
+            height, width = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        finally:
+            capture.release()
+        return (height, width) if height > 0 and width > 0 else None
+    return None
 
 
 def clip_error_map(model: Any, config: Any, frames: np.ndarray, device: str) -> np.ndarray:
@@ -148,7 +191,8 @@ def write_thumbnails(
         frames = video.frames(first, m.t_length, m.image_size, m.channels)
         error = clip_error_map(model, config, frames, device)
         name = f"{rank:02d}_{_safe_name(video_rows.name)}_{frame_index:06d}.png"
-        ok, png = cv2.imencode(".png", localisation_image(frames[m.target_index], error))
+        # drawn at the source frame's aspect: the model read it squeezed into its square
+        ok, png = cv2.imencode(".png", localisation_image(frames[m.target_index], error, source=source_size(video, frame_index)))
         if not ok:
             raise DataError(f"{out / name}: could not encode the thumbnail")
         files[out / name] = png.tobytes()
