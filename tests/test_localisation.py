@@ -172,3 +172,30 @@ def test_localisation_panels_keep_the_source_aspect() -> None:
     assert picture.shape == (117, 3 * 176 + 8, 3)
     ys, xs = np.nonzero(picture[:, :176].min(-1) > 128)  # the square, stretched back: x by 176/64, y by 117/64
     assert abs(xs.mean() - 44 * 176 / SIZE) < 1.5 and abs(ys.mean() - 12 * 117 / SIZE) < 1.5
+
+
+def test_the_maps_on_disk_are_as_docs_detect_md_says(tmp_path: Path, black_prediction: None) -> None:
+    """maps/ in the model's pixels (row 0 the top), npy float32 on [0, 1], png 8-bit scaled by each map's own largest
+    value; docs/detect.md says so (was: 'each frame's error map', no shape, type, orientation or scale)."""
+    height, width = 240, 360
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for t in range(7):
+        image = square_frame(t, height, width)
+        image[image == 0] = 64 if t == 6 else 0  # the last frame grey, not black: its map is not 0 outside the square
+        cv2.imwrite(str(folder / f"{t:03d}.png"), image)
+    config = tiny_config(image_size=SIZE)
+    for kind in ("npy", "png"):
+        detect(MNAD(config.model), config, str(folder), tmp_path / kind, DetectOptions(save_maps=kind), progress=False)
+    for t in (4, 5, 6):
+        exact = np.load(tmp_path / "npy" / "maps" / "00000000" / f"{t:012d}.npy")
+        assert exact.dtype == np.float32 and exact.shape == (SIZE, SIZE) and 0 <= exact.min() and exact.max() <= 1
+        assert centre_off(exact > exact.max() / 2, t, height, width) < width / SIZE
+        picture = cv2.imread(str(tmp_path / "png" / "maps" / "00000000" / f"{t:012d}.png"), cv2.IMREAD_UNCHANGED)
+        assert picture.dtype == np.uint8 and picture.shape == (SIZE, SIZE) and picture.max() == 255
+        assert np.array_equal(picture, (exact / exact.max() * 255).astype(np.uint8))
+    row = next(line for line in (Path(__file__).parents[1] / "docs" / "detect.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith("| `maps/`"))
+    for said in ("`model.image_size` x `model.image_size`", "row 0 the frame's top", "`npy`: float32, values from 0 to 1",
+                 "`png`: 8-bit grey, each map scaled by its own largest value", "(`cv2.resize(m, (width, height))`)"):
+        assert said in row
