@@ -199,3 +199,29 @@ def test_the_maps_on_disk_are_as_docs_detect_md_says(tmp_path: Path, black_predi
     for said in ("`model.image_size` x `model.image_size`", "row 0 the frame's top", "`npy`: float32, values from 0 to 1",
                  "`png`: 8-bit grey, each map scaled by its own largest value", "(`cv2.resize(m, (width, height))`)"):
         assert said in row
+
+
+@pytest.mark.parametrize("video_file", [False, True])
+def test_memory_figures_draw_the_frame_and_its_nearest_items_at_the_source_aspect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                                video_file: bool) -> None:
+    """matching.png's frames, and the nearest-item map over them, span the source frame's width and height (was: the
+    model's square, a 240 x 360 frame squeezed as the thumbnails were)."""
+    from matplotlib.axes import Axes
+
+    from mnad.figures import memory_figures
+
+    extents: list[tuple[float, ...] | None] = []
+    original = Axes.imshow
+
+    def recorded(self, data, *args, **kwargs):
+        if np.ndim(data) == 3:  # the frame and the map over it (not the matching probabilities' 2-D image)
+            extents.append(tuple(kwargs["extent"]) if kwargs.get("extent") is not None else None)
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "imshow", recorded)
+    root = data_root(tmp_path, 240, 360, video_file=video_file)
+    torch.manual_seed(0)
+    config = tiny_config(image_size=SIZE)
+    memory_figures(MNAD(config.model), config, root, tmp_path / "f", frames=2, clips=4, max_queries=50)
+    assert len(extents) == 2 * 2  # two frames shown, each with its map (an 8 x 8 query grid)
+    assert set(extents) == {(-0.5, 359.5, 239.5, -0.5)}

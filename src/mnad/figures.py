@@ -37,6 +37,7 @@ from mnad.outputs import FIGURES_INDEX, check_replace_in
 from mnad.precision import checked_device
 from mnad.report.plots import figure as _figure
 from mnad.report.plots import png_bytes as _png
+from mnad.report.thumbnails import source_size
 from mnad.threads import apply_threads
 
 FIGURES_FILES = ("matching.png", "tsne.png", FIGURES_INDEX)  # what `mnad figures --out DIR` writes into DIR, together
@@ -234,10 +235,13 @@ def memory_figures(
             side = int(round(np.sqrt(p.shape[0])))
             nearest = p.argmax(1)
             ax = axes[row, 2 * col]
-            ax.imshow(image)
+            # the model's square frame stretched back to the source frame's aspect (``thumbnails.source_size``), as the
+            # report's thumbnails and detect's regions are drawn; the nearest-item map over the same extent
+            height, width = source_size(videos[pos[0]], target_frame(models[col].config, pos[1])) or image.shape[:2]
+            extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+            ax.imshow(image, extent=extent)
             if side * side == p.shape[0]:  # square query grid: overlay each position's nearest item
-                ax.imshow(palette[nearest.reshape(side, side)], alpha=0.45, extent=(-0.5, image.shape[1] - 0.5, image.shape[0] - 0.5, -0.5),
-                          interpolation="nearest")
+                ax.imshow(palette[nearest.reshape(side, side)], alpha=0.45, extent=extent, interpolation="nearest")
             ax.set_title(f"{name}\nvideo {videos[pos[0]].name}, frame {target_frame(models[col].config, pos[1])}: nearest item",
                          fontsize=8)
             ax.set_xticks([])
