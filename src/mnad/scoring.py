@@ -117,7 +117,8 @@ def feature_distance(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor
 
 def patch_distance(queries: torch.Tensor, items: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """D of the worst region per sample: each query's distance to its nearest item, averaged over blocks of 1/PATCHES
-    of the query map's side (stride half a block) and the largest block kept; the same regions as ``patch_psnr``, so
+    of the query map's side (stride half a block, rounded down) and the largest block kept; the regions of ``patch_psnr``
+    where the image size is a multiple of 128 (elsewhere whole queries only nearly match them: docs/method.md §9.1), so
     both terms of S_t look at where the frame is most abnormal rather than at how busy the whole frame is (not in the
     paper; ``eval.distance_region``). ``grid``: the query map's (height, width), K = height * width. (B,)"""
     return _worst_patch(nearest_item_errors(queries, items).mean(-1).reshape(-1, 1, *grid))  # per query (B, 1, h, w)
