@@ -249,6 +249,19 @@ def test_detect_on_a_short_narrow_16bit_folder_warns(tmp_path: Path, caplog) -> 
     assert len(warnings_about_depth(caplog)) == 1
 
 
+def test_detects_annotated_video_does_not_count_a_frame_twice_for_the_warning(model_file: Path, tmp_path: Path, caplog) -> None:
+    """A full-range camera whose first 20 frames are narrow (of the first NARROW_FRAMES, most wide): not warned about.
+    With --save-video each frame was also counted by the annotated video's mapping of it, so the warning was decided
+    on the first 25 frames, 20 of them narrow, and wrongly given."""
+    from mnad.detect import DetectOptions, detect
+
+    model, config = load_model(model_file)
+    folder = sixteen_bit_folder(tmp_path, "narrow_then_wide", [NARROW] * 20 + [WIDE] * 40)
+    with caplog.at_level(logging.WARNING, logger="mnad.data.pixels"):
+        detect(model, config, [str(folder)], tmp_path / "o", DetectOptions(save_video=True), progress=False)
+    assert warnings_about_depth(caplog) == []
+
+
 # ---------------------------------------------- readings that end before the warning's decision point (NARROW_FRAMES)
 
 

@@ -42,7 +42,7 @@ def video_size(height: int, width: int) -> tuple[int, int]:
 def to_bgr(image: np.ndarray) -> np.ndarray:
     """A frame as BGR uint8 (``mnad detect`` maps a 16-bit one by the model's pixel range first; else its high byte)."""
     if image.dtype != np.uint8:
-        image = to_8bit(image, "frame")
+        image = to_8bit(image, "frame", warn=False)  # a picture: the reading for the model warned, if any
     if image.ndim == 2 or image.shape[2] == 1:
         return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
     return image[:, :, :3].copy()

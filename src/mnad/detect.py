@@ -621,7 +621,7 @@ class _SourceRun:
             if self.video_size is None:
                 self.video_size = video_size(*shown.image.shape[:2])
             # as the model saw it: a 16-bit frame mapped by model.pixel_range (its warning, if any, already said)
-            image = to_8bit(shown.image, self.frames.name, self.config.model.pixel_range)
+            image = to_8bit(shown.image, self.frames.name, self.config.model.pixel_range, warn=False)
             picture = annotated_frame(image, row.error_map, frame=row.index, seconds=shown.time, smoothed=row.smoothed,
                                       threshold=self.threshold, alert=alert, history=self.history, fps=self.frames.fps,
                                       size=self.video_size, region_sigma=self.options.region_sigma)

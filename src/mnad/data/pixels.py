@@ -144,15 +144,17 @@ def _say_narrow(video: str | Path, seen: _Span) -> None:
 
 
 def to_8bit(image: np.ndarray, source: str | Path, pixel_range: tuple[int, ...] = (),
-            video: str | Path | None = None, frames: int | None = None) -> np.ndarray:
+            video: str | Path | None = None, frames: int | None = None, *, warn: bool = True) -> np.ndarray:
     """A decoded image as uint8. 8-bit as it is; 16-bit mapped linearly from ``pixel_range`` (low, high) onto 0..255,
     clipped outside it, or, with none set, its high byte (as models trained before the setting saw it), with a
     warning once per ``video`` (default ``source``, of ``frames`` frames where known) where that leaves almost nothing
-    to see (``warn_narrow``)."""
+    to see (``warn_narrow``). ``warn=False`` for a frame already read for the model (a picture of it): counted
+    twice, a video's warning would be decided on half the frames it should."""
     if image.dtype == np.uint16:
         if pixel_range:
             return _range_table(*pixel_range)[image]
-        warn_narrow(image, source, source if video is None else video, frames)
+        if warn:
+            warn_narrow(image, source, source if video is None else video, frames)
         return (image >> 8).astype(np.uint8)
     if image.dtype != np.uint8:
         raise DataError(f"{source}: unsupported pixel type {image.dtype} (expected 8- or 16-bit integers)")
