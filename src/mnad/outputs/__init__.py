@@ -49,6 +49,7 @@ from mnad.outputs.columns import (
     frame_columns,
     score_text,
     shown_score,
+    smoothed_text,
 )
 from mnad.outputs.detect_folder import (
     DETECT_FILES,
@@ -242,6 +243,7 @@ __all__ = [
     "row_segments_in",
     "score_text",
     "shown_score",
+    "smoothed_text",
     "scores_csv_bytes",
     "segment_name",
     "video_files_in",
