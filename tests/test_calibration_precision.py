@@ -174,6 +174,11 @@ def test_an_onnx_export_says_fp32_and_warns_against_a_bf16_calibration(model: MN
     with caplog.at_level(logging.WARNING, logger=LOGGERS):
         scorer = StreamScorer.for_model(exported, exported.config)
     assert scorer.precision == "fp32" and len(precision_warnings(caplog)) == 1
+    # the advice is one an export can follow: --bf16 is refused with an export (detect, evaluate), so it is not given;
+    # the model it was exported from in bf16, or a calibration in fp32 exported again
+    (message,) = precision_warnings(caplog)
+    assert "--bf16" not in message and "(--bf16" not in message, message
+    assert "exported from in bf16" in message and "mnad calibrate --fp32` and export the calibrated model again" in message
 
 
 # -- calibrations written before the precision was recorded ---------------------------------------------------------------

@@ -99,12 +99,13 @@ class Calibration:
     # (``check_precision``); None in a calibration written before it was recorded, or fitted by hand: not compared
     precision: str | None = None
 
-    def check_precision(self, precision: str | None) -> bool:
+    def check_precision(self, precision: str | None, *, exported: bool = False) -> bool:
         """Warn, once per call, where scores will be computed in ``precision`` (``stream.step_precision``: 'fp32',
         'bf16', 'int8'), not in the precision the calibration was fitted on: its ranges and thresholds are of those
         scores, so alerts come somewhat more or less often than calibrated. Not refused: a calibrated model moved to a
         machine without native bf16 still scores. Returns whether it warned; either precision None (not recorded, or
-        a step whose precision cannot be told) is not compared."""
+        a step whose precision cannot be told) is not compared. ``exported``: the scores come from an ONNX export,
+        which takes no --bf16 (refused with an export), so the advice names what works for one."""
         if self.precision is None or precision is None or precision == self.precision:
             return False
         if precision == "int8":
@@ -112,6 +113,10 @@ class Calibration:
                       f"exported from in {self.precision}")
         elif self.precision == "int8":
             advice = "score the int8 export the calibration was fitted on, or run `mnad calibrate` again on this model"
+        elif exported:
+            advice = (f"an ONNX export scores as it was exported ({precision}): for the calibrated alert rate, score the model "
+                      f"it was exported from in {self.precision}, or run `mnad calibrate"
+                      f"{' --fp32' if precision == 'fp32' else ''}` and export the calibrated model again")
         elif self.precision == "bf16":
             advice = ("score in bf16 (--bf16, the default where bf16 is native), or run `mnad calibrate --fp32` to fit "
                       "the thresholds on fp32 scores")

@@ -406,7 +406,7 @@ def evaluate(
     elif calibration is not None:  # the raw terms scaled by it afterwards (add_scores): its precision compared here
         scorer = StreamScorer.for_model(model, config, normalization="video", device=device)  # as score_frames builds it
         if ctx.is_main:
-            calibration.check_precision(scorer.precision)
+            calibration.check_precision(scorer.precision, exported=scorer.exported)
     with distributed.together(ctx, "while scoring its share of the test videos"):  # a rank that fails stops them all
         results = score_frames(model, config, mine, device=device, progress=progress and ctx.is_main, scorer=scorer)
     results = [v for part in distributed.all_gather_objects(results, ctx) for v in part]  # all videos, in order

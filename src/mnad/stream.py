@@ -366,8 +366,10 @@ class StreamScorer:
                                           raw_terms=True, weights=weights_sha256)
         self.calibration = calibration
         self.precision = step_precision(step)  # what the scores are computed in: 'fp32', 'bf16', 'int8' or None (unknown)
+        # an ONNX export's step (export.OnnxStep) says its own precision; a torch step is a ScoringStep or AotStep
+        self.exported = not isinstance(inner, ScoringStep | AotStep) and isinstance(getattr(inner, "precision", None), str)
         if calibration is not None and precision_warning:  # scored, not refused, where the calibration was fitted otherwise
-            calibration.check_precision(self.precision)
+            calibration.check_precision(self.precision, exported=self.exported)
         self.alpha = mixing_weight(config)
         # no window given: the calibration's (the model's own was checked at its config's, which must equal it)
         self.smoothing = int(smoothing or (calibration.smoothing if calibration is not None else config.eval.smoothing))
