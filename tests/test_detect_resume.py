@@ -1611,3 +1611,42 @@ def test_a_camera_rebuilds_its_tracker_from_the_smoothed_scores_it_compared(mode
     assert any(e["start_frame"] == peak for e in events) == (exact[peak] > threshold), (events, exact[peak], threshold)
     for row in read_detect_scores(out):
         assert row["alert"] == "0" or any(e["alert_frame"] <= int(row["frame"]) <= e["end_frame"] for e in events)
+
+
+def test_a_sigterm_while_a_batch_is_scored_saves_the_last_state(model_file: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """A service manager's stop (SIGTERM) lands inside score_streams most of the time: the scorer had taken a frame whose
+    row was not written, so the state was not saved at the end and a --resume went back to the last one saved (up to a
+    minute earlier). The stop now waits for the batch's rows: the state saved at the end is of every row written, and
+    the resumed run ends as an uninterrupted one."""
+    import os
+    import signal
+
+    from mnad.errors import Terminated
+    from mnad.interrupts import raise_terminated_on_signals, restore_handlers
+
+    model, config = load_model(model_file)
+    frames = str(frames_folder(tmp_path / "f", 40))
+    full = detect(model, config, frames, tmp_path / "full", DetectOptions(), progress=False)
+    score_streams, calls = mnad.detect.score_streams, []
+
+    def stopped_inside(scorers, batch):  # noqa: ANN001, ANN202
+        calls.append(1)
+        if len(calls) == 20:
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs at the next bytecode: inside the batch
+        return score_streams(scorers, batch)
+
+    handlers = raise_terminated_on_signals()
+    try:
+        with monkeypatch.context() as patch, caplog.at_level("WARNING"):
+            patch.setattr(mnad.detect, "score_streams", stopped_inside)
+            with pytest.raises(Terminated):
+                detect(model, config, frames, tmp_path / "o", DetectOptions(), progress=False)
+    finally:
+        restore_handlers(handlers)
+    assert not [r for r in caplog.records if "not saved at the end" in r.getMessage()]
+    saved = StreamScorer.for_model(model, config, normalization="causal").load_state(tmp_path / "o" / STATE_FILE)
+    last_row = (tmp_path / "o" / "scores.csv").read_text(encoding="utf-8").splitlines()[-1]
+    assert saved["written"] == int(last_row.split(",")[0]) > 10  # the state is of the last row written
+    resumed = detect(model, config, frames, tmp_path / "o", DetectOptions(resume=True), progress=False)
+    assert resumed["frames_scored"] == full["frames_scored"]

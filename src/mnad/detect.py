@@ -1237,6 +1237,7 @@ def _score(runs: list[_SourceRun], scorers: list[StreamScorer], bar: tqdm, wake:
     and hand each result to its source's events and outputs. A source's DataError (its frames or its outputs) ends
     that source only; with a single source it ends the run. The first frame scored puts the run's outputs in place of
     an earlier run's (``DetectFolder.take_over``)."""
+    compiling = any(scorer.config.eval.compile for scorer in scorers)  # a batch may compile (a new batch size, too)
     while any(run.ended_by is None for run in runs):
         wake.clear()  # before looking: a frame queued after the look sets it again, so the wait below misses none
         frames: list[np.ndarray | None] = [None] * len(runs)
@@ -1261,30 +1262,42 @@ def _score(runs: list[_SourceRun], scorers: list[StreamScorer], bar: tqdm, wake:
             continue
         for run, frame in zip(runs, frames, strict=True):
             run.pending |= frame is not None  # the scorer takes it: its state is ahead of the rows until its row is written
-        rows = score_streams(scorers, frames)
-        with held_interrupts():  # each frame's row, events and count are written whole or not at all
-            for run, frame, row in zip(runs, frames, rows, strict=True):
-                if frame is not None and row is None:  # taken into the clip window, no row of it: the state is of it
-                    run.pending, run.position = False, run.taken
-            if place.root != place.out_dir and any(r is not None and run.ended_by is None for run, r in zip(runs, rows, strict=True)):
-                staging = place.root
-                place.take_over()
-                for run in runs:
-                    run.move(place.out_dir / run.out_dir.relative_to(staging))
-            for run, row in zip(runs, rows, strict=True):
-                if row is None or run.ended_by is not None:
-                    continue
-                try:
-                    run.score(row)
-                except DataError as exc:  # its state stays the last saved one (``pending``): its row is scored again
-                    run.fail(exc)
-                else:
-                    bar.update(1)
+        # a stop (Ctrl-C, SIGTERM) waits for the batch's rows, so that the scorer's state is theirs again and the last
+        # state is saved at the end (was: a stop inside score_streams, most of the time, left the scorer a frame ahead
+        # of the rows, and a --resume went back to the last state saved, up to a minute earlier); not under
+        # eval.compile, where a batch may be compiling for tens of seconds: there a stop acts at once, as before
+        with held_interrupts() if not compiling else contextlib.nullcontext():
+            rows = score_streams(scorers, frames)
+            _write_batch(runs, frames, rows, place, bar, progress)
+
+
+def _write_batch(runs: list[_SourceRun], frames: list[np.ndarray | None], rows: list[FrameResult | None], place: DetectFolder,
+                 bar: tqdm, progress: _Progress) -> None:
+    """Hand each source's result of a batch (``frames`` scored into ``rows``) to its rows, events, outputs and
+    summaries, whole or not at all."""
+    with held_interrupts():  # each frame's row, events and count are written whole or not at all
+        for run, frame, row in zip(runs, frames, rows, strict=True):
+            if frame is not None and row is None:  # taken into the clip window, no row of it: the state is of it
+                run.pending, run.position = False, run.taken
+        if place.root != place.out_dir and any(r is not None and run.ended_by is None for run, r in zip(runs, rows, strict=True)):
+            staging = place.root
+            place.take_over()
             for run in runs:
-                run.check_pace()
-                if run.ended_by is None and run.at_limit():
-                    run.end("--max-frames")
-            progress.tick()
+                run.move(place.out_dir / run.out_dir.relative_to(staging))
+        for run, row in zip(runs, rows, strict=True):
+            if row is None or run.ended_by is not None:
+                continue
+            try:
+                run.score(row)
+            except DataError as exc:  # its state stays the last saved one (``pending``): its row is scored again
+                run.fail(exc)
+            else:
+                bar.update(1)
+        for run in runs:
+            run.check_pace()
+            if run.ended_by is None and run.at_limit():
+                run.end("--max-frames")
+        progress.tick()
 
 
 def _run_summary(runs: list[_SourceRun], folders: list[Path], seconds: float, calibration: Calibration | None, *,
